@@ -1,0 +1,3 @@
+from polycrate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The command line: parse, call the core, render. Nothing else lives here.
+
+One handler (``main``) turns every PolycrateError into a one-line message and
+its exit code; no traceback reaches the user for bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from polycrate import __version__
+from polycrate.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PolycrateError
+
+
+def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentParser:
+    """Options accepted before and after the command (`polycrate -w X run ...`, `polycrate run ... -w X`)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-w", "--workspace", metavar="PATH", default=workspace_default, help="workspace root")
+    common.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS if workspace_default is argparse.SUPPRESS else "text",
+        help="output format of list and inspect commands",
+    )
+    common.add_argument(
+        "-f",
+        "--force",
+        action="store_true",
+        default=argparse.SUPPRESS if workspace_default is argparse.SUPPRESS else False,
+        help="answer yes to every prompt",
+    )
+    return common
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other bad input
+        raise PolycrateError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from polycrate.cli import actions, blocks, run, workflows, workspace
+
+    parser = _Parser(
+        prog="polycrate",
+        description="Operations automation as code: blocks, actions and workflows that run Ansible.",
+        parents=[common_options(workspace_default=None)],
+    )
+    parser.add_argument("--version", action="version", version=f"polycrate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    shared = common_options()
+    for module in (run, workflows, actions, blocks, workspace):
+        module.register(sub, shared)
+    for name in ("schedules", "runs"):  # command groups that live in their own modules, when present
+        try:
+            module = __import__(f"polycrate.cli.{name}", fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(sub, shared)
+    return parser
+
+
+def _terminate(signum, frame):  # SIGTERM behaves like Ctrl-C: stop the running step, record, exit
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except PolycrateError as exc:
+        print(f"polycrate: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("polycrate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_BAD_INPUT

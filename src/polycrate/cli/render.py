@@ -1,0 +1,24 @@
+"""Output for people (text) and machines (--output json)."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Sequence
+
+from polycrate.workspace import find_root, load_workspace
+
+
+def workspace_from(args):
+    return load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
+
+
+def emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

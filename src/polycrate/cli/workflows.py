@@ -1,0 +1,87 @@
+"""`polycrate workflows run|list|inspect`"""
+from __future__ import annotations
+
+from polycrate import engine
+from polycrate.cli.prompt import make_confirm
+from polycrate.cli.render import emit_json, table, workspace_from
+from polycrate.cli.run import TextReporter, add_run_options, summarize
+from polycrate.workspace import get_workflow
+
+
+def register(sub, shared) -> None:
+    group = sub.add_parser("workflows", parents=[shared], help="run and inspect workflows")
+    wsub = group.add_subparsers(dest="workflows_command", metavar="COMMAND")
+    wsub.required = True
+
+    p = wsub.add_parser("run", parents=[shared], help="run a workflow's steps in order")
+    p.add_argument("name")
+    p.add_argument("--step", metavar="STEP", help="run only this step")
+    add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = wsub.add_parser("list", parents=[shared], help="list workflows")
+    p.set_defaults(func=cmd_list)
+
+    p = wsub.add_parser("inspect", parents=[shared], help="show a workflow's steps")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_inspect)
+
+    try:
+        from polycrate.cli.schedules import add_workflow_schedule_command
+    except ImportError:
+        pass
+    else:
+        add_workflow_schedule_command(wsub, shared)
+
+
+def _describe(workflow) -> dict:
+    return {
+        "name": workflow.name,
+        "description": workflow.description,
+        "steps": [
+            {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
+            for s in workflow.steps
+        ],
+        "prompt": workflow.prompt.message if workflow.prompt else None,
+        "schedule": workflow.schedule,
+    }
+
+
+def cmd_list(args) -> int:
+    ws = workspace_from(args)
+    if args.output == "json":
+        emit_json([_describe(w) for w in ws.workflows.values()])
+    else:
+        table([(w.name, len(w.steps), w.description) for w in ws.workflows.values()], ("NAME", "STEPS", "DESCRIPTION"))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    ws = workspace_from(args)
+    data = _describe(get_workflow(ws, args.name))
+    if args.output == "json":
+        emit_json(data)
+        return 0
+    print(f"workflow: {data['name']}")
+    if data["description"]:
+        print(f"description: {data['description']}")
+    if data["prompt"]:
+        print(f"prompt: {data['prompt']}")
+    table(
+        [(i, s["name"], s["block"], s["action"], "yes" if s["allow_failure"] else "") for i, s in enumerate(data["steps"], 1)],
+        ("#", "STEP", "BLOCK", "ACTION", "ALLOW_FAILURE"),
+    )
+    return 0
+
+
+def cmd_run(args) -> int:
+    ws = workspace_from(args)
+    result = engine.run_workflow(
+        ws,
+        args.name,
+        only_step=args.step,
+        confirm=make_confirm(args.force),
+        reporter=TextReporter(workflow=True, output=args.output),
+        options=engine.RunOptions(check=args.check, diff=args.diff),
+    )
+    return summarize(result, args.output)

@@ -1,0 +1,57 @@
+"""Error types. Every error the user can cause is a PolycrateError.
+
+The CLI has one handler (polycrate.cli.main) that turns them into a single line
+``polycrate: error: FILE:LINE: message`` and the error's exit code. No module
+below the CLI prints or exits.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_ACTION_FAILED = 1  # an action, a step or a workflow failed
+EXIT_BAD_INPUT = 2  # bad input, configuration or usage
+EXIT_LOCKED = 3  # another run holds the lock
+EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM
+
+
+class PolycrateError(Exception):
+    """A user-facing error: a one-line message, optionally tied to a file and line."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path:
+            where = f"{self.path}:{self.line}: " if self.line else f"{self.path}: "
+        # one line, always
+        return where + " ".join(self.message.split("\n")).strip()
+
+
+class ConfigError(PolycrateError):
+    """workspace.poly, block.poly, inventory or another input file is invalid."""
+
+
+class NotFoundError(PolycrateError):
+    """A named block, action, workflow or step does not exist."""
+
+
+class ActionFailed(PolycrateError):
+    """An action (or a workflow step) ran and failed."""
+
+    exit_code = EXIT_ACTION_FAILED
+
+
+class LockedError(PolycrateError):
+    exit_code = EXIT_LOCKED
+
+
+class Interrupted(PolycrateError):
+    exit_code = EXIT_INTERRUPTED

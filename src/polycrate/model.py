@@ -1,0 +1,323 @@
+"""Typed models of a workspace, and the one place their schema is checked.
+
+``parse_*`` functions turn a loaded YAML mapping (a ``LineMap``) into frozen
+models, raising ``ConfigError`` with file and line on anything invalid.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polycrate.errors import ConfigError
+from polycrate.yamlfile import LineMap
+
+NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+ACTION_TYPES = ("ansible", "script")
+
+
+def validate_name(value: Any, what: str, path: Path | str, line: int | None) -> str:
+    """The naming rule for blocks, actions, workflows and steps."""
+    if not isinstance(value, str) or not NAME_RE.match(value) or value.endswith((".", "-")):
+        raise ConfigError(
+            f"invalid {what} name {value!r}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 63 characters",
+            path,
+            line,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Prompt:
+    message: str
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    type: str  # "ansible" | "script"
+    description: str = ""
+    playbook: str | None = None
+    script: tuple[str, ...] = ()
+    prompt: Prompt | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class BlockDefinition:
+    """A block as installed under blocks/: its block.poly, not yet merged."""
+
+    name: str
+    version: str
+    kind: str
+    description: str
+    config: dict[str, Any]
+    actions: dict[str, Action]
+    folder: Path  # absolute
+    file: Path  # absolute path of block.poly
+    relpath: str  # folder relative to blocks/, e.g. registry.acme-corp.com/acme/infra/linux-maintenance
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block instance of the workspace: definition + merged config."""
+
+    name: str
+    definition: BlockDefinition
+    config: dict[str, Any]
+    source: str | None = None  # the `from:` reference, if any
+
+    @property
+    def version(self) -> str:
+        return self.definition.version
+
+    @property
+    def folder(self) -> Path:
+        return self.definition.folder
+
+    @property
+    def actions(self) -> dict[str, Action]:
+        return self.definition.actions
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    """An entry under `blocks:` in workspace.poly."""
+
+    name: str
+    source: str | None
+    config: dict[str, Any]
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    block: str
+    action: str
+    allow_failure: bool = False
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    description: str
+    steps: tuple[Step, ...]
+    prompt: Prompt | None = None
+    schedule: Any = None
+    line: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    name: str
+    organization: str
+    description: str
+    root: Path
+    file: Path
+    blocks: dict[str, Block]
+    workflows: dict[str, Workflow]
+    config: dict[str, Any]
+    raw: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "inventory.yml"
+
+    def artifacts_dir(self, block: str) -> Path:
+        return self.root / "artifacts" / "blocks" / block
+
+
+# --- schema checks -------------------------------------------------------------------------
+
+
+def _line(mapping: Any, key: str | None = None) -> int | None:
+    if isinstance(mapping, LineMap):
+        return mapping.line_of(key) if key else mapping.line
+    return None
+
+
+def _expect_map(value: Any, what: str, path: Path, line: int | None) -> dict:
+    if value is None:
+        return LineMap()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping, not {type(value).__name__}", path, line)
+    return value
+
+
+def _expect_list(value: Any, what: str, path: Path, line: int | None) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{what} must be a list, not {type(value).__name__}", path, line)
+    return value
+
+
+def _string(mapping: dict, key: str, path: Path, default: str = "", required: bool = False) -> str:
+    value = mapping.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"missing required key '{key}'", path, _line(mapping))
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # `version: 1.0` is a common spelling
+    if not isinstance(value, str):
+        raise ConfigError(f"'{key}' must be a string", path, _line(mapping, key))
+    return value
+
+
+def _check_keys(mapping: dict, allowed: set[str], what: str, path: Path) -> None:
+    for key in mapping:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"unknown key '{key}' in {what} (known: {known})", path, _line(mapping, key))
+
+
+def _bool(mapping: dict, key: str, path: Path) -> bool:
+    value = mapping.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"'{key}' must be true or false", path, _line(mapping, key))
+    return value
+
+
+def parse_prompt(value: Any, path: Path, line: int | None) -> Prompt | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Prompt(value)
+    mapping = _expect_map(value, "prompt", path, line)
+    message = _string(mapping, "message", path, required=True)
+    return Prompt(message)
+
+
+def parse_action(raw: Any, path: Path) -> Action:
+    mapping = _expect_map(raw, "an action", path, _line(raw))
+    _check_keys(mapping, {"name", "description", "type", "playbook", "script", "prompt"}, "action", path)
+    name = validate_name(mapping.get("name"), "action", path, _line(mapping, "name"))
+    kind = mapping.get("type")
+    if kind is None:
+        kind = "ansible" if "playbook" in mapping else "script" if "script" in mapping else None
+    if kind not in ACTION_TYPES:
+        raise ConfigError(
+            f"action '{name}': type must be one of {', '.join(ACTION_TYPES)}", path, _line(mapping, "type")
+        )
+    playbook = None
+    script: tuple[str, ...] = ()
+    if kind == "ansible":
+        playbook = _string(mapping, "playbook", path)
+        if not playbook:
+            raise ConfigError(f"action '{name}': type ansible needs 'playbook'", path, _line(mapping))
+    else:
+        lines = mapping.get("script")
+        if isinstance(lines, str):
+            lines = [lines]
+        lines = _expect_list(lines, f"action '{name}': script", path, _line(mapping, "script"))
+        if not lines or not all(isinstance(x, str) for x in lines):
+            raise ConfigError(
+                f"action '{name}': script must be a non-empty list of shell lines", path, _line(mapping, "script")
+            )
+        script = tuple(lines)
+    return Action(
+        name=name,
+        type=kind,
+        description=_string(mapping, "description", path),
+        playbook=playbook,
+        script=script,
+        prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
+        line=_line(mapping),
+    )
+
+
+def _named_items(items: list, parse, what: str, path: Path) -> dict:
+    result: dict = {}
+    for raw in items:
+        item = parse(raw, path)
+        if item.name in result:
+            raise ConfigError(f"duplicate {what} '{item.name}'", path, item.line)
+        result[item.name] = item
+    return result
+
+
+def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefinition:
+    mapping = _expect_map(raw, "block.poly", file, 1)
+    _check_keys(
+        mapping,
+        {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias"},
+        "block.poly",
+        file,
+    )
+    name = validate_name(mapping.get("name"), "block", file, _line(mapping, "name"))
+    config = _expect_map(mapping.get("config"), "config", file, _line(mapping, "config"))
+    actions = _named_items(
+        _expect_list(mapping.get("actions"), "actions", file, _line(mapping, "actions")), parse_action, "action", file
+    )
+    folder = file.parent
+    return BlockDefinition(
+        name=name,
+        version=_string(mapping, "version", file, default="0.0.0"),
+        kind=_string(mapping, "kind", file, default="generic"),
+        description=_string(mapping, "description", file),
+        config=config,
+        actions=actions,
+        folder=folder,
+        file=file,
+        relpath=folder.relative_to(blocks_dir).as_posix(),
+    )
+
+
+def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
+    mapping = _expect_map(raw, "a block entry", path, _line(raw))
+    _check_keys(mapping, {"name", "from", "config", "description"}, "block entry", path)
+    name = validate_name(mapping.get("name"), "block", path, _line(mapping, "name"))
+    source = mapping.get("from")
+    if source is not None and (not isinstance(source, str) or not source.strip()):
+        raise ConfigError(f"block '{name}': 'from' must be a block reference string", path, _line(mapping, "from"))
+    config = _expect_map(mapping.get("config"), f"block '{name}': config", path, _line(mapping, "config"))
+    return BlockEntry(name=name, source=source, config=config, line=_line(mapping))
+
+
+def parse_step(raw: Any, path: Path) -> Step:
+    mapping = _expect_map(raw, "a workflow step", path, _line(raw))
+    _check_keys(mapping, {"name", "description", "block", "action", "allow_failure"}, "workflow step", path)
+    name = validate_name(mapping.get("name"), "step", path, _line(mapping, "name"))
+    block = validate_name(mapping.get("block"), "block", path, _line(mapping, "block"))
+    action = validate_name(mapping.get("action"), "action", path, _line(mapping, "action"))
+    return Step(name, block, action, _bool(mapping, "allow_failure", path), _line(mapping))
+
+
+def parse_workflow(raw: Any, path: Path) -> Workflow:
+    mapping = _expect_map(raw, "a workflow", path, _line(raw))
+    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule"}, "workflow", path)
+    name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
+    steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
+    if not steps_raw:
+        raise ConfigError(f"workflow '{name}' has no steps", path, _line(mapping))
+    steps = _named_items(steps_raw, parse_step, f"step in workflow '{name}'", path)
+    return Workflow(
+        name=name,
+        description=_string(mapping, "description", path),
+        steps=tuple(steps.values()),
+        prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
+        schedule=mapping.get("schedule"),
+        line=_line(mapping),
+        raw=mapping,
+    )
+
+
+WORKSPACE_KEYS = {
+    "name",
+    "organization",
+    "description",
+    "blocks",
+    "workflows",
+    "config",
+    "encryption",
+    "webhooks",
+    "history",
+    "metrics",
+    "version",
+}

@@ -1,0 +1,28 @@
+"""Ansible actions: ansible-playbook with `block` and `workspace` as extra variables."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from polycrate.workspace import block_vars, playbook_path, workspace_vars
+
+
+def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
+    from polycrate.runtime import action_environment
+
+    playbook = playbook_path(request.block, request.action)
+    extra = private / "polycrate-vars.json"
+    # the file may carry secrets from config: readable by us only
+    fd = os.open(extra, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"block": block_vars(request.ws, request.block), "workspace": workspace_vars(request.ws)}, handle)
+    argv = [sys.executable, "-m", "polycrate.runtime.ansible_playbook", str(playbook), "-e", f"@{extra}"]
+    if request.check:
+        argv.append("--check")
+    if request.diff:
+        argv.append("--diff")
+    env = action_environment(request)
+    env.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "false")
+    return argv, env

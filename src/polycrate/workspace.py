@@ -1,0 +1,276 @@
+"""Finding and loading a workspace: workspace.poly, inventory.yml and blocks/.
+
+The result is one immutable ``Workspace`` whose blocks carry their merged
+config (block defaults < workspace overrides, see ``merge.merge_config``).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from polycrate.errors import ConfigError, NotFoundError
+from polycrate.merge import merge_config
+from polycrate.model import (
+    WORKSPACE_KEYS,
+    Block,
+    BlockDefinition,
+    BlockEntry,
+    Workflow,
+    Workspace,
+    _check_keys,
+    _expect_list,
+    _expect_map,
+    _line,
+    _named_items,
+    _string,
+    parse_block_definition,
+    parse_block_entry,
+    parse_workflow,
+    validate_name,
+)
+from polycrate.yamlfile import load_yaml, plain
+
+WORKSPACE_FILE = "workspace.poly"
+BLOCK_FILE = "block.poly"
+BLOCKS_DIR = "blocks"
+# folders under blocks/ never searched for block.poly
+_SKIP_DIRS = {".git", "__pycache__", "node_modules", ".polycrate"}
+
+
+def find_root(start: str | Path | None = None, explicit: bool = False) -> Path:
+    """The workspace root: `start` itself when given with -w, else searched upward."""
+    here = Path(start or os.getcwd()).resolve()
+    if explicit:
+        if not (here / WORKSPACE_FILE).is_file():
+            raise ConfigError(f"no {WORKSPACE_FILE} in this folder", here)
+        return here
+    for folder in (here, *here.parents):
+        if (folder / WORKSPACE_FILE).is_file():
+            return folder
+    raise ConfigError(f"no {WORKSPACE_FILE} found here or in any parent folder (use -w PATH)", here)
+
+
+def split_reference(reference: str) -> tuple[str, str | None]:
+    """'registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0' -> (path, '0.1.0')."""
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon > slash:
+        return reference[:colon], reference[colon + 1 :] or None
+    return reference, None
+
+
+def discover_blocks(root: Path) -> list[BlockDefinition]:
+    """Every block.poly anywhere under blocks/ (registry-shaped paths included)."""
+    blocks_dir = root / BLOCKS_DIR
+    found: list[BlockDefinition] = []
+    if not blocks_dir.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(blocks_dir):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".polycrate-"))
+        if BLOCK_FILE in filenames:
+            file = Path(dirpath) / BLOCK_FILE
+            found.append(parse_block_definition(load_yaml(file), file, blocks_dir))
+            dirnames[:] = []  # a block's own subfolders hold its files, not other blocks
+    return found
+
+
+def closest(name: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' or '' — the one rule for suggesting names."""
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Path) -> BlockDefinition:
+    """The installed block a workspace entry refers to, by `from:` or by name."""
+    if entry.source:
+        path, version = split_reference(entry.source)
+        for block in installed:
+            if block.relpath == path:
+                if version and block.version != version:
+                    raise ConfigError(
+                        f"block '{entry.name}': workspace asks for {entry.source} but "
+                        f"blocks/{block.relpath} is version {block.version} "
+                        f"(run: polycrate blocks pull {entry.source})",
+                        file,
+                        entry.line,
+                    )
+                return block
+        if "/" not in path:  # a plain block name used as `from:`
+            by_name = [b for b in installed if b.name == path]
+            if len(by_name) == 1:
+                return by_name[0]
+        raise ConfigError(
+            f"block '{entry.name}': from '{entry.source}' matches no installed block under "
+            f"{BLOCKS_DIR}/{path} (run: polycrate blocks pull {entry.source})",
+            file,
+            entry.line,
+        )
+    by_name = [b for b in installed if b.name == entry.name]
+    if len(by_name) == 1:
+        return by_name[0]
+    if not by_name:
+        raise ConfigError(
+            f"block '{entry.name}' is not installed under {BLOCKS_DIR}/ and has no 'from'"
+            + closest(entry.name, (b.name for b in installed)),
+            file,
+            entry.line,
+        )
+    paths = ", ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in by_name)
+    raise ConfigError(f"block '{entry.name}' is ambiguous ({paths}): add 'from'", file, entry.line)
+
+
+def load_workspace(root: Path) -> Workspace:
+    file = root / WORKSPACE_FILE
+    raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
+    _check_keys(raw, WORKSPACE_KEYS, WORKSPACE_FILE, file)
+    name = validate_name(raw.get("name"), "workspace", file, _line(raw, "name"))
+    entries = _named_items(
+        _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
+    )
+    installed = discover_blocks(root)
+
+    blocks: dict[str, Block] = {}
+    used: set[Path] = set()
+    for entry in entries.values():
+        definition = resolve_entry(entry, installed, file)
+        used.add(definition.file)
+        blocks[entry.name] = Block(
+            name=entry.name,
+            definition=definition,
+            config=merge_config(definition.config, entry.config),
+            source=entry.source,
+        )
+    # installed blocks the workspace does not configure are usable with their defaults
+    for definition in installed:
+        if definition.file not in used and definition.name not in blocks:
+            blocks[definition.name] = Block(definition.name, definition, merge_config(definition.config, None))
+
+    workflows: dict[str, Workflow] = _named_items(
+        _expect_list(raw.get("workflows"), "workflows", file, _line(raw, "workflows")),
+        parse_workflow,
+        "workflow",
+        file,
+    )
+    for workflow in workflows.values():
+        for step in workflow.steps:
+            block = blocks.get(step.block)
+            if block is None:
+                raise ConfigError(
+                    f"workflow '{workflow.name}', step '{step.name}': unknown block '{step.block}'"
+                    + closest(step.block, blocks),
+                    file,
+                    step.line,
+                )
+            if step.action not in block.actions:
+                raise ConfigError(
+                    f"workflow '{workflow.name}', step '{step.name}': block '{step.block}' has no action "
+                    f"'{step.action}'" + closest(step.action, block.actions),
+                    file,
+                    step.line,
+                )
+
+    inventory = root / "inventory.yml"
+    if inventory.is_file():
+        load_yaml(inventory)  # a syntax error names inventory.yml and its line before Ansible runs
+
+    return Workspace(
+        name=name,
+        organization=_string(raw, "organization", file),
+        description=_string(raw, "description", file),
+        root=root,
+        file=file,
+        blocks=blocks,
+        workflows=workflows,
+        config=_expect_map(raw.get("config"), "config", file, _line(raw, "config")),
+        raw=raw,
+    )
+
+
+def get_block(ws: Workspace, name: str) -> Block:
+    block = ws.blocks.get(name)
+    if block is None:
+        raise NotFoundError(f"unknown block '{name}'" + closest(name, ws.blocks), ws.file)
+    return block
+
+
+def get_action(block: Block, name: str):
+    action = block.actions.get(name)
+    if action is None:
+        raise NotFoundError(
+            f"block '{block.name}' has no action '{name}'" + closest(name, block.actions), block.definition.file
+        )
+    return action
+
+
+def get_workflow(ws: Workspace, name: str) -> Workflow:
+    workflow = ws.workflows.get(name)
+    if workflow is None:
+        raise NotFoundError(f"unknown workflow '{name}'" + closest(name, ws.workflows), ws.file)
+    return workflow
+
+
+def check_files(ws: Workspace) -> None:
+    """Deeper checks for `workspace validate`: every playbook exists."""
+    for block in ws.blocks.values():
+        for action in block.actions.values():
+            playbook_path(block, action)
+
+
+def playbook_path(block: Block, action) -> Path:
+    path = (block.folder / action.playbook).resolve()
+    if not path.is_file():
+        raise ConfigError(
+            f"action '{action.name}': playbook '{action.playbook}' not found in {block.folder}",
+            block.definition.file,
+            action.line,
+        )
+    return path
+
+
+def block_vars(ws: Workspace, block: Block) -> dict[str, Any]:
+    """What a playbook sees as `block`."""
+    return {
+        "name": block.name,
+        "version": block.version,
+        "kind": block.definition.kind,
+        "config": plain(block.config),
+        "path": str(block.folder),
+        "workdir": str(block.folder),
+        "artifacts": {"path": str(ws.artifacts_dir(block.name))},
+        "from": block.source,
+    }
+
+
+def workspace_vars(ws: Workspace) -> dict[str, Any]:
+    """What a playbook sees as `workspace`."""
+    return {
+        "name": ws.name,
+        "organization": ws.organization,
+        "description": ws.description,
+        "root": str(ws.root),
+        "path": str(ws.root),
+        "config": plain(ws.config),
+    }
+
+
+def snapshot(ws: Workspace) -> dict[str, Any]:
+    """The merged workspace, as `workspace snapshot` prints it and script actions read it."""
+    return {
+        "workspace": {
+            **workspace_vars(ws),
+            "blocks": [block_vars(ws, b) | {"actions": sorted(b.actions)} for b in ws.blocks.values()],
+            "workflows": [
+                {
+                    "name": w.name,
+                    "description": w.description,
+                    "steps": [
+                        {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
+                        for s in w.steps
+                    ],
+                }
+                for w in ws.workflows.values()
+            ],
+        }
+    }
