@@ -30,9 +30,18 @@ class PolycrateError(Exception):
     def __str__(self) -> str:
         where = ""
         if self.path:
-            where = f"{self.path}:{self.line}: " if self.line else f"{self.path}: "
+            shown = _display_path(self.path)
+            where = f"{shown}:{self.line}: " if self.line else f"{shown}: "
         # one line, always
         return where + " ".join(self.message.split("\n")).strip()
+
+
+def _display_path(path: str) -> str:
+    """Relative to the current folder when inside it: what an admin would type."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve())) or "."
+    except (ValueError, OSError):
+        return path
 
 
 class ConfigError(PolycrateError):

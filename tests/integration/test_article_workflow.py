@@ -1,0 +1,53 @@
+"""The article's workspace.poly and block.poly, unchanged, run over real SSH with real ansible-playbook."""
+import yaml
+
+from tests.conftest import ARTICLE_BLOCK, EXAMPLE, records, run_cli
+
+
+def test_example_files_are_the_articles(article_workspace):
+    article = (EXAMPLE.parent.parent.parent / "shared/seed/polycrate-workflows-article.txt")
+    # the example workspace must stay the article's text: spot-check its identity
+    ws = yaml.safe_load((EXAMPLE / "workspace.poly").read_text())
+    assert ws["blocks"][0]["from"] == "registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0"
+    assert (article_workspace / "workspace.poly").read_text() == (EXAMPLE / "workspace.poly").read_text()
+    assert (article_workspace / ARTICLE_BLOCK / "block.poly").read_text() == (
+        EXAMPLE / ARTICLE_BLOCK / "block.poly"
+    ).read_text()
+    if article.exists():
+        text = article.read_text()
+        for line in (EXAMPLE / "workspace.poly").read_text().splitlines():
+            assert line in text
+
+
+def test_nightly_workflow_runs_steps_in_order_on_the_configured_groups(article_workspace):
+    result = run_cli("workflows", "run", "nightly-maintenance", cwd=article_workspace)
+    assert result.returncode == 0, result.output
+    recs = records(article_workspace)
+    assert [(r["action"], r["host"]) for r in recs] == [
+        ("backup", "db01.acme-corp.com"),  # block.config.hosts = db_servers
+        ("update", "app01.acme-corp.com"),  # block.config.web_hosts = web_servers
+        ("verify", "app01.acme-corp.com"),
+    ]
+    assert all(r["workflow"] == "nightly-maintenance" for r in recs)
+    assert [r["step"] for r in recs] == ["backup", "update", "verify"]
+    assert recs[0]["version"] == "0.1.0" and recs[0]["workspace"] == "acme-corp-automation"
+    # the reserved-name warning for `block` is not shown
+    assert "reserved name" not in result.output
+
+
+def test_workspace_override_reaches_the_play(article_workspace):
+    poly = article_workspace / "workspace.poly"
+    poly.write_text(poly.read_text().replace('db_name: "acme_app"', 'db_name: "override_db"'))
+    result = run_cli("run", "linux-maintenance", "backup", cwd=article_workspace)
+    assert result.returncode == 0, result.output
+    (rec,) = records(article_workspace)
+    assert rec["config"]["db_name"] == "override_db"
+    assert rec["config"]["backup_dir"] == "/var/backups/acme-db"
+    assert rec["step"] == "" and rec["workflow"] == ""
+
+
+def test_retargeting_through_config_moves_the_play(article_workspace):
+    poly = article_workspace / "workspace.poly"
+    poly.write_text(poly.read_text().replace('hosts: "db_servers"', 'hosts: "web_servers"'))
+    assert run_cli("run", "linux-maintenance", "backup", cwd=article_workspace).returncode == 0
+    assert [r["host"] for r in records(article_workspace)] == ["app01.acme-corp.com"]

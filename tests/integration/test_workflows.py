@@ -1,0 +1,224 @@
+"""Workflow order, failure policy, --step, prompts and script actions, through the real CLI."""
+import json
+import os
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli, run_cli_tty, write
+
+PLAY = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.shell: echo {name} >> {{{{ workspace.root }}}}/order.txt
+    - ansible.builtin.fail:
+        msg: "{name} failed on purpose"
+      when: {fail}
+"""
+
+
+@pytest.fixture
+def ws(tmp_path):
+    root = tmp_path / "ws"
+    write(
+        root / "workspace.poly",
+        """
+        name: flow
+        blocks:
+          - name: b
+            config:
+              greeting: from-workspace
+        workflows:
+          - name: three
+            steps:
+              - {name: one, block: b, action: one}
+              - {name: two, block: b, action: two}
+              - {name: three, block: b, action: three}
+          - name: tolerant
+            steps:
+              - {name: one, block: b, action: one}
+              - {name: two, block: b, action: two, allow_failure: true}
+              - {name: three, block: b, action: three}
+          - name: guarded
+            prompt:
+              message: "Really run the guarded workflow?"
+            steps:
+              - {name: one, block: b, action: one}
+        """,
+    )
+    write(
+        root / "blocks/b/block.poly",
+        """
+        name: b
+        version: 1.0.0
+        config:
+          greeting: from-block
+          nested: {keep: yes}
+        actions:
+          - {name: one, playbook: one.yml}
+          - {name: two, playbook: two.yml}
+          - {name: three, playbook: three.yml}
+          - name: lines
+            script:
+              - echo "first $POLYCRATE_BLOCK $POLYCRATE_ACTION" >> "$POLYCRATE_WORKSPACE/script.txt"
+              - echo "second $(pwd)" >> "$POLYCRATE_WORKSPACE/script.txt"
+              - cp "$POLYCRATE_WORKSPACE_SNAPSHOT_YAML" "$POLYCRATE_WORKSPACE/snapshot-copy.yml"
+          - name: stops
+            script:
+              - echo before >> "$POLYCRATE_WORKSPACE/script.txt"
+              - "false"
+              - echo after >> "$POLYCRATE_WORKSPACE/script.txt"
+          - name: pipe
+            script:
+              - "false | true"
+              - echo unreachable >> "$POLYCRATE_WORKSPACE/script.txt"
+          - name: dangerous
+            prompt:
+              message: "This wipes the staging database. Continue?"
+            script:
+              - echo ran >> "$POLYCRATE_WORKSPACE/script.txt"
+        """,
+    )
+    write(root / "blocks/b/one.yml", PLAY.format(name="one", fail="false"))
+    write(root / "blocks/b/two.yml", PLAY.format(name="two", fail="true"))
+    write(root / "blocks/b/three.yml", PLAY.format(name="three", fail="false"))
+    write(root / "inventory.yml", "all:\n  hosts:\n    localhost:\n      ansible_python_interpreter: /usr/bin/python3\n")
+    return root
+
+
+def order(root):
+    path = root / "order.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_failing_second_step_stops_the_third(ws):
+    result = run_cli("workflows", "run", "three", cwd=ws)
+    assert result.returncode == 1, result.output
+    assert order(ws) == ["one", "two"]
+    assert "failed at step 'two'" in result.stderr and "skipped: three" in result.stderr
+    assert "two failed on purpose" in result.stdout  # ansible's own output streams through
+
+
+def test_failing_workflow_json_summary(ws):
+    result = run_cli("workflows", "run", "three", "--output", "json", cwd=ws)
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "failed" and summary["failed_step"] == "two"
+    assert [s["status"] for s in summary["steps"]] == ["succeeded", "failed", "skipped"]
+
+
+def test_allow_failure_goes_on(ws):
+    result = run_cli("workflows", "run", "tolerant", cwd=ws)
+    assert result.returncode == 0, result.output
+    assert order(ws) == ["one", "two", "three"]
+    assert "failed (allowed)" in result.stderr
+
+
+def test_step_runs_one_step(ws):
+    result = run_cli("workflows", "run", "three", "--step", "three", cwd=ws)
+    assert result.returncode == 0, result.output
+    assert order(ws) == ["three"]
+
+
+def test_unknown_step_suggests(ws):
+    result = run_cli("workflows", "run", "three", "--step", "thre", cwd=ws)
+    assert_one_line_error(result, "workspace.poly", "no step 'thre'", "did you mean 'three'")
+    assert order(ws) == []
+
+
+def test_script_lines_run_in_order_in_the_block_folder(ws):
+    result = run_cli("run", "b", "lines", cwd=ws)
+    assert result.returncode == 0, result.output
+    lines = (ws / "script.txt").read_text().splitlines()
+    assert lines == ["first b lines", f"second {ws / 'blocks' / 'b'}"]
+    import yaml
+
+    snap = yaml.safe_load((ws / "snapshot-copy.yml").read_text())
+    assert snap["block"]["config"] == {"greeting": "from-workspace", "nested": {"keep": True}}
+    assert snap["workspace"]["name"] == "flow"
+
+
+def test_script_stops_at_the_first_failing_line(ws):
+    result = run_cli("run", "b", "stops", cwd=ws)
+    assert result.returncode == 1
+    assert (ws / "script.txt").read_text().split() == ["before"]
+
+
+def test_script_pipefail(ws):
+    result = run_cli("run", "b", "pipe", cwd=ws)
+    assert result.returncode == 1
+    assert not (ws / "script.txt").exists()
+
+
+def test_prompt_without_terminal_refuses(ws):
+    result = run_cli("run", "b", "dangerous", cwd=ws)
+    assert_one_line_error(result, "no terminal", "--force")
+    assert not (ws / "script.txt").exists()
+    result = run_cli("workflows", "run", "guarded", cwd=ws)
+    assert_one_line_error(result, "Really run the guarded workflow?", "--force")
+    assert order(ws) == []
+
+
+def test_prompt_force_answers_yes(ws):
+    assert run_cli("run", "b", "dangerous", "--force", cwd=ws).returncode == 0
+    assert run_cli("-f", "workflows", "run", "guarded", cwd=ws).returncode == 0
+    assert (ws / "script.txt").read_text().split() == ["ran"]
+    assert order(ws) == ["one"]
+
+
+def test_prompt_on_terminal_yes_and_no(ws):
+    no = run_cli_tty("run", "b", "dangerous", cwd=ws, answer="n")
+    assert no.returncode == 1 and "wipes the staging database" in no.stdout
+    assert not (ws / "script.txt").exists()
+    yes = run_cli_tty("run", "b", "dangerous", cwd=ws, answer="y")
+    assert yes.returncode == 0, yes.stdout
+    assert (ws / "script.txt").read_text().split() == ["ran"]
+
+
+def test_environment_for_workflow_steps(ws):
+    write(
+        ws / "blocks/b/block.poly",
+        (ws / "blocks/b/block.poly").read_text()
+        + "  - name: env\n    script:\n      - env | grep ^POLYCRATE_ | sort > \"$POLYCRATE_WORKSPACE/env.txt\"\n",
+    )
+    write(
+        ws / "workspace.poly",
+        (ws / "workspace.poly").read_text() + "  - name: envflow\n    steps:\n      - {name: show, block: b, action: env}\n",
+    )
+    assert run_cli("workflows", "run", "envflow", cwd=ws, env={"POLYCRATE_STEP": "stale"}).returncode == 0
+    env = dict(line.split("=", 1) for line in (ws / "env.txt").read_text().splitlines())
+    assert env["POLYCRATE_WORKSPACE"] == str(ws)
+    assert env["POLYCRATE_BLOCK"] == "b" and env["POLYCRATE_ACTION"] == "env"
+    assert env["POLYCRATE_WORKFLOW"] == "envflow" and env["POLYCRATE_STEP"] == "show"
+
+
+def test_runs_from_a_subfolder_and_with_w(ws, tmp_path):
+    sub = ws / "blocks" / "b"
+    assert run_cli("workflows", "run", "three", "--step", "one", cwd=sub).returncode == 0
+    assert run_cli("-w", str(ws), "workflows", "run", "three", "--step", "one", cwd=tmp_path).returncode == 0
+    assert order(ws) == ["one", "one"]
+
+
+def test_list_and_inspect_json(ws):
+    data = json.loads(run_cli("workflows", "list", "-o", "json", cwd=ws).stdout)
+    assert [w["name"] for w in data] == ["three", "tolerant", "guarded"]
+    data = json.loads(run_cli("workflows", "inspect", "tolerant", "-o", "json", cwd=ws).stdout)
+    assert data["steps"][1] == {"name": "two", "block": "b", "action": "two", "allow_failure": True}
+    actions = json.loads(run_cli("actions", "list", "-o", "json", cwd=ws).stdout)
+    assert {a["action"] for a in actions} >= {"one", "two", "three", "lines", "dangerous"}
+    block = json.loads(run_cli("blocks", "inspect", "b", "-o", "json", cwd=ws).stdout)
+    assert block["config"]["greeting"] == "from-workspace" and block["version"] == "1.0.0"
+    snap = json.loads(run_cli("workspace", "snapshot", "-o", "json", cwd=ws).stdout)
+    assert snap["workspace"]["blocks"][0]["config"]["nested"] == {"keep": True}
+    inspect = json.loads(run_cli("workspace", "inspect", "-o", "json", cwd=ws).stdout)
+    assert inspect["name"] == "flow" and inspect["blocks"] == {"b": "1.0.0"}
+
+
+def test_version_and_init(tmp_path):
+    assert run_cli("--version").stdout.startswith("polycrate ")
+    target = tmp_path / "new-ws"
+    assert run_cli("workspace", "init", str(target)).returncode == 0
+    assert run_cli("workspace", "validate", cwd=target).returncode == 0
+    again = run_cli("workspace", "init", str(target))
+    assert_one_line_error(again, "already exists")
