@@ -328,6 +328,52 @@ def cron_next(expression: str, now: datetime, count: int = 3, tz: tzinfo | None 
     return [iterator.get_next(datetime) for _ in range(count)]
 
 
+def cron_to_calendar(expression: str) -> str:
+    """The OnCalendar form of a cron expression, so a cron schedule can become a systemd timer."""
+    fields = validate_cron(expression).split()
+    minute, hour, dom, month, dow = fields
+    if dom != "*" and dow != "*":
+        raise ScheduleError(
+            f"cron expression {expression!r} runs on a day of the month OR a weekday, which a systemd "
+            "timer cannot express; use on_calendar, or write it with --cron"
+        )
+
+    def convert(text: str, names: dict[str, int]) -> str:
+        if text.lower() in names:
+            return f"{names[text.lower()]:02d}"
+        items = []
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            if base == "*":
+                base = "00" if step else "*"
+            else:
+                base = "..".join(f"{int(n):02d}" for n in base.split("-"))
+            items.append(base + (f"/{step}" if step else ""))
+        return ",".join(items)
+
+    months = _CRON_FIELDS[3][3]
+    calendar = f"*-{convert(month, months)}-{convert(dom, {})} {convert(hour, {})}:{convert(minute, {})}:00"
+    if dow == "*":
+        return calendar
+    days: set[int] = set()  # cron: 0 and 7 are Sunday
+    if dow.lower() in _CRON_FIELDS[4][3]:
+        days.add(_CRON_FIELDS[4][3][dow.lower()])
+    else:
+        for item in dow.split(","):
+            base, _, step = item.partition("/")
+            if base == "*":
+                first, last = 0, 7
+            elif "-" in base:
+                first, last = (int(n) for n in base.split("-"))
+            else:
+                first = int(base)
+                last = 7 if step else first
+            days.update(range(first, last + 1, int(step) if step else 1))
+    names = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    ordered = [d for d in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun") if d in {names[n] for n in days}]
+    return ",".join(ordered) + " " + calendar
+
+
 # --- systemd OnCalendar ---------------------------------------------------------------------
 
 _ENV_ANALYZE = "POLYCRATE_SYSTEMD_ANALYZE"  # path of systemd-analyze; empty disables it (tests of our parser)
@@ -745,16 +791,18 @@ def _path_env(command: list[str]) -> str:
 
 def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list[str]) -> dict[str, str]:
     """{file name: content} of the service and timer units for one schedule."""
-    if schedule.kind != "on_calendar":
-        raise ConfigError(
-            f"workflow '{schedule.workflow}': schedule: a cron expression needs --cron "
-            "(systemd timers take OnCalendar expressions)",
-        )
+    if schedule.kind == "cron":
+        try:
+            on_calendar = cron_to_calendar(schedule.expression)
+        except ScheduleError as exc:
+            raise ConfigError(f"workflow '{schedule.workflow}': schedule: {exc}") from None
+    else:
+        on_calendar = schedule.expression
     name = unit_basename(workspace, schedule.workflow)
     header = _header(root, schedule.workflow, schedule.origin)
     argv = _run_command(root, schedule.workflow, command)
     service = [
-        header.rstrip("\n"),
+        header,
         "[Unit]",
         f"Description=Polycrate workflow {schedule.workflow} (workspace {workspace})",
         "Wants=network-online.target",
@@ -776,12 +824,13 @@ def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list
         service.append(f"StandardOutput=append:{_systemd_escape(schedule.log_file)}")
         service.append("StandardError=inherit")
     timer = [
-        header.rstrip("\n"),
+        header,
         "[Unit]",
-        f"Description=Run polycrate workflow {schedule.workflow} (workspace {workspace}) on {schedule.expression}",
+        f"Description=Run polycrate workflow {schedule.workflow} (workspace {workspace}) on "
+        + _systemd_escape(schedule.expression),
         "",
         "[Timer]",
-        f"OnCalendar={_systemd_escape(schedule.expression)}",
+        f"OnCalendar={_systemd_escape(on_calendar)}",
         f"Persistent={'true' if schedule.persistent else 'false'}",
     ]
     if schedule.randomized_delay:

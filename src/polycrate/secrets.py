@@ -691,9 +691,10 @@ def _file_lines(data: bytes) -> list[str]:
         for sep in ("=", ":"):
             if sep in line:
                 key, _, value = line.partition(sep)
-                value = value.strip().strip("'\"")
-                if key.strip() and " " not in key.strip():
-                    candidates.append(value)
+                if key.strip() and " " not in key.strip() and not key.strip().startswith("-"):
+                    # `key = value`: the value is the secret; the line as a whole is not
+                    # (masking `type = s3` would only blot harmless output)
+                    candidates = [value.strip().strip("'\"")]
                 break
         found += [c for c in candidates if _non_trivial(c, MIN_LINE_LEN)]
     return found

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what polycrate's demo, tests and benchmarks need on a fresh Debian bookworm machine:
+# Debian packages (only those missing) and a virtualenv in .venv with polycrate installed editable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  openssh-server openssh-client   # SSH test hosts on loopback
+  postgresql postgresql-client    # real PostgreSQL for backup tests
+  age                             # the age CLI, to prove our files are standard age
+  rclone                          # uploads to S3
+  debootstrap zstd dpkg-dev       # the isolated Debian test host and its apt repository
+  python3-venv git curl
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.polycrate-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import polycrate, ansible' # fail loudly if the install did not work
+  touch "$stamp"
+fi
