@@ -687,11 +687,14 @@ def _file_lines(data: bytes) -> list[str]:
     found: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
+        if line.startswith("[") and line.endswith("]") and "=" not in line:
+            continue  # an INI section header such as `[acme-s3]` names, it does not hide
         candidates = [line]
         for sep in ("=", ":"):
             if sep in line:
                 key, _, value = line.partition(sep)
-                if key.strip() and " " not in key.strip() and not key.strip().startswith("-"):
+                value_has_text = any(ch.isalnum() for ch in value)  # not base64 padding `xyz==`
+                if key.strip() and " " not in key.strip() and not key.strip().startswith("-") and value_has_text:
                     # `key = value`: the value is the secret; the line as a whole is not
                     # (masking `type = s3` would only blot harmless output)
                     candidates = [value.strip().strip("'\"")]
@@ -728,8 +731,9 @@ def _values_of(data: Any) -> Iterable[str]:
 def build_masker(values: Any, file_contents: Iterable[bytes]) -> Masker:
     """The Masker for a run: every value in secrets.poly (scalars of >= MIN_VALUE_LEN
     characters; booleans and nulls skipped) and every non-trivial line of each secret file
-    (>= MIN_LINE_LEN characters, some alphanumerics, not a TRIVIAL_WORD), plus the value of
-    ``key = value`` / ``key: value`` lines."""
+    (>= MIN_LINE_LEN characters, some alphanumerics, not a TRIVIAL_WORD, not an INI
+    ``[section]`` header); for ``key = value`` / ``key: value`` lines only the value counts.
+    Binary (non-UTF-8) files contribute nothing: they are not printed as text."""
     masker = Masker()
     masker.update(_values_of(values))
     for data in file_contents:

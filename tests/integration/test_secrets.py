@@ -280,7 +280,7 @@ def test_identity_file_in_wrong_format(tmp_path, env, encrypted):
     bad.write_text("# comment\n" + secret_key_of(identity)[:-5] + "\n")
     before = tree(root)
     r = polycrate("workspace", "decrypt", "--identity", str(bad), cwd=root, env=env)
-    assert_one_line_error(r, str(bad) + ":2")
+    assert_one_line_error(r, "bad.key:2")
     assert tree(root) == before
 
 
@@ -468,7 +468,7 @@ def test_keygen(tmp_path, env):
     # never overwrites
     before = out.read_bytes()
     r = polycrate("workspace", "keygen", "--output", str(out), cwd=tmp_path, env=env)
-    assert_one_line_error(r, str(out), "refusing to overwrite")
+    assert_one_line_error(r, "me.txt", "refusing to overwrite")
     assert out.read_bytes() == before
     # default location under XDG_CONFIG_HOME, used as a fallback key
     r = polycrate("workspace", "keygen", cwd=tmp_path, env=env)
@@ -506,9 +506,21 @@ def test_runtime_secrets_private_dir_files_values_masker(encrypted):
         masked = s.masker.mask(line)
         assert SECRET_VALUE not in masked and S3_SECRET not in masked and "b3BlbnNz" not in masked
         assert s.masker.mask("type = s3 ok changed=1") == "type = s3 ok changed=1"  # trivial lines stay
+
         folder = s.dir
     assert not folder.exists()
     assert s.dir is None
+
+
+def test_masker_from_secret_files_thresholds():
+    m = secrets.build_masker(
+        {"pw": "abc", "token": "longer-token", "flag": True, "none": None, "multi": "line-one-xx\nline-two-yy\n"},
+        [b"[remote]\ntype = s3\nsecret_access_key = AKIA-1234-SECRET\nenv_auth = false\n",
+         b"-----BEGIN KEY-----\nQUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\n-----END KEY-----\n",
+         b"only-a-raw-token-line\n#!\n----\n", BINARY])
+    masked = m.mask("abc longer-token line-one-xx line-two-yy AKIA-1234-SECRET QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo= "
+                    "only-a-raw-token-line type = s3 env_auth = false [remote]")
+    assert masked == ("abc ******** ******** ******** ******** ******** ******** type = s3 env_auth = false [remote]")
 
 
 def test_runtime_secrets_removed_on_exception(encrypted):
