@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -653,6 +653,8 @@ def calendar_next(expression: str, now: datetime, count: int = 3, tz: tzinfo | N
                         for second in spec.seconds:
                             moment = datetime(year, month, day, hour, minute, second, tzinfo=zone)
                             utc = moment.astimezone(timezone.utc)
+                            if utc.astimezone(zone).replace(tzinfo=None) != moment.replace(tzinfo=None):
+                                continue  # inside a DST gap: the time does not exist, systemd skips it
                             if utc <= base_utc or (found and utc <= found[-1]):
                                 continue
                             found.append(utc)

@@ -1,0 +1,210 @@
+"""`polycrate schedules plan|apply|list` and `workflows schedule`, run as the real CLI on a temp workspace."""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent / "polycrate"
+CLI = [str(VENV_BIN)] if VENV_BIN.exists() else [sys.executable, "-m", "polycrate"]
+ANALYZE = shutil.which("systemd-analyze")
+
+WORKFLOW = """\
+  - name: {name}
+    steps:
+      - name: hello
+        block: maint
+        action: hello
+{schedule}"""
+
+
+def write_workspace(root: Path, schedules: dict[str, str]) -> None:
+    """workspace.poly with one workflow per entry; the value is the YAML under `schedule:` ('' for none)."""
+    (root / "blocks" / "maint").mkdir(parents=True, exist_ok=True)
+    (root / "blocks" / "maint" / "block.poly").write_text(
+        "name: maint\nactions:\n  - name: hello\n    script: ['echo hello']\n"
+    )
+    workflows = "".join(
+        WORKFLOW.format(name=name, schedule=f"    schedule: {spec}\n" if spec else "")
+        for name, spec in schedules.items()
+    )
+    (root / "workspace.poly").write_text(f"name: acme\nblocks:\n  - name: maint\nworkflows:\n{workflows}")
+
+
+def polycrate(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, POLYCRATE_EXECUTABLE=CLI[0] if len(CLI) == 1 else "/usr/bin/true")
+    return subprocess.run([*CLI, "-w", str(root), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    write_workspace(
+        root,
+        {
+            "nightly": "'*-*-* 02:00:00'",
+            "weekdays": "{on_calendar: 'Mon..Fri 06:30', randomized_delay: 10m, timeout: 1h, persistent: false}",
+            "unscheduled": "",
+        },
+    )
+    return root, dest
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def strict_ini_check(path: Path) -> None:
+    """Where systemd-analyze cannot run: a strict INI parse with the sections and keys a unit may have."""
+    parser = configparser.ConfigParser(strict=True, interpolation=None, comment_prefixes=("#", ";"))
+    parser.optionxform = str
+    parser.read_string(path.read_text())
+    allowed = {
+        "Unit": {"Description", "Wants", "After"},
+        "Service": {"Type", "WorkingDirectory", "Environment", "ExecStart", "User", "Group", "TimeoutStartSec",
+                    "StandardOutput", "StandardError"},
+        "Timer": {"OnCalendar", "Persistent", "RandomizedDelaySec"},
+        "Install": {"WantedBy"},
+    }
+    for section in parser.sections():
+        assert section in allowed, section
+        assert set(parser[section]) <= allowed[section], (section, set(parser[section]))
+
+
+def test_apply_writes_units_systemd_accepts(ws):
+    root, dest = ws
+    result = polycrate(root, "schedules", "apply", "--dest", str(dest))
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == [
+        "polycrate-acme-nightly.service",
+        "polycrate-acme-nightly.timer",
+        "polycrate-acme-weekdays.service",
+        "polycrate-acme-weekdays.timer",
+    ]
+    assert "systemctl daemon-reload && systemctl enable --now polycrate-acme-nightly.timer polycrate-acme-weekdays.timer" in result.stdout
+    service = (dest / "polycrate-acme-weekdays.service").read_text()
+    assert f"WorkingDirectory={root}\n" in service
+    assert f"--workspace {root} workflows run weekdays\n" in service and "TimeoutStartSec=3600\n" in service
+    timer = (dest / "polycrate-acme-weekdays.timer").read_text()
+    assert "OnCalendar=Mon..Fri 06:30\nPersistent=false\nRandomizedDelaySec=600\n" in timer
+    units = sorted(str(p) for p in dest.iterdir())
+    if ANALYZE:
+        check = subprocess.run([ANALYZE, "verify", "--man=no", *units], capture_output=True, text=True)
+        assert check.returncode == 0 and check.stderr == "", check.stderr
+    else:  # pragma: no cover - only where systemd is not installed
+        for unit in units:
+            strict_ini_check(Path(unit))
+    for unit in units:
+        strict_ini_check(Path(unit))
+
+
+def test_apply_twice_changes_nothing(ws):
+    root, dest = ws
+    assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    before = mtimes(dest)
+    again = polycrate(root, "schedules", "apply", "--dest", str(dest))
+    assert again.returncode == 0, again.stderr
+    assert mtimes(dest) == before
+    assert [line.split()[0] for line in again.stdout.splitlines() if str(dest) in line] == ["unchanged"] * 4
+
+
+def test_removing_a_schedule_removes_only_our_files(ws, tmp_path):
+    root, dest = ws
+    assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    foreign = dest / "polycrate-acme-handmade.timer"  # our naming, no header: not ours
+    foreign.write_text("[Timer]\nOnCalendar=daily\n")
+    other_ws = (dest / "polycrate-acme-nightly.timer").read_text().replace(str(root), "/srv/other")
+    (dest / "polycrate-other-nightly.timer").write_text(other_ws)  # ours, but another workspace's
+    (dest / "backup.timer").write_text("[Timer]\nOnCalendar=daily\n")
+    wants = dest / "timers.target.wants"
+    wants.mkdir()
+    (wants / "polycrate-acme-nightly.timer").symlink_to(dest / "polycrate-acme-nightly.timer")
+
+    write_workspace(root, {"nightly": "", "weekdays": "{on_calendar: 'Mon..Fri 06:30'}"})
+    result = polycrate(root, "schedules", "apply", "--dest", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in dest.iterdir() if p.is_file()) == [
+        "backup.timer",
+        "polycrate-acme-handmade.timer",
+        "polycrate-acme-weekdays.service",
+        "polycrate-acme-weekdays.timer",
+        "polycrate-other-nightly.timer",
+    ]
+    assert not (wants / "polycrate-acme-nightly.timer").is_symlink()  # the dangling enable link went too
+    assert "removed" in result.stdout and "systemctl stop polycrate-acme-nightly.timer" in result.stdout
+
+
+def test_invalid_expression_writes_nothing(ws):
+    root, dest = ws
+    write_workspace(root, {"nightly": "'*-*-* 02:00:00'", "broken": "{on_calendar: '*-*-* 25:00'}"})
+    result = polycrate(root, "schedules", "apply", "--dest", str(dest))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"polycrate: error: {root / 'workspace.poly'}:")
+    assert "workflow 'broken'" in lines[0] and "OnCalendar" in lines[0]
+    assert list(dest.iterdir()) == []
+    assert polycrate(root, "schedules", "plan", "--dest", str(dest)).returncode == 2
+
+
+def test_plan_json_shows_files_and_three_next_runs(ws):
+    root, dest = ws
+    result = polycrate(root, "--output", "json", "schedules", "plan", "--dest", str(dest))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["mode"] == "systemd" and data["root"] == str(root)
+    by_name = {s["workflow"]: s for s in data["schedules"]}
+    assert set(by_name) == {"nightly", "weekdays"}
+    assert len(by_name["nightly"]["next_runs"]) == 3
+    assert all(t.split("T")[1].startswith("02:00:00") for t in by_name["nightly"]["next_runs"])
+    assert [f["status"] for f in by_name["nightly"]["files"]] == ["create", "create"]
+    assert list(dest.iterdir()) == []  # plan writes nothing
+    text = polycrate(root, "schedules", "plan", "--dest", str(dest))
+    assert "next runs:" in text.stdout and "OnCalendar=*-*-* 02:00:00" in text.stdout
+
+
+def test_cron_apply_and_list(tmp_path):
+    root = tmp_path / "ws"
+    root.mkdir()
+    dest = tmp_path / "cron.d"
+    dest.mkdir()
+    write_workspace(root, {"nightly": "'0 2 * * *'", "hourly": "{cron: '@hourly', user: automation, log_file: /tmp/h.log}"})
+    result = polycrate(root, "schedules", "apply", "--cron", "--dest", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["polycrate-acme-hourly", "polycrate-acme-nightly"]
+    entry = (dest / "polycrate-acme-nightly").read_text().splitlines()[-1]
+    assert entry.startswith(f"0 2 * * * root mkdir -p /var/log/polycrate && cd {root} && ")
+    assert entry.endswith(f"--workspace {root} workflows run nightly >> /var/log/polycrate/acme-nightly.log 2>&1")
+    assert (dest / "polycrate-acme-nightly").stat().st_mode & 0o777 == 0o644
+    listing = json.loads(polycrate(root, "-o", "json", "schedules", "list", "--cron", "--dest", str(dest)).stdout)
+    assert {(i["workflow"], i["schedule"]) for i in listing["installed"]} == {("nightly", "0 2 * * *"), ("hourly", "@hourly")}
+    before = mtimes(dest)
+    assert polycrate(root, "schedules", "apply", "--cron", "--dest", str(dest)).returncode == 0
+    assert mtimes(dest) == before
+
+
+def test_one_off_workflow_schedule_survives_apply(ws):
+    root, dest = ws
+    result = polycrate(root, "workflows", "schedule", "unscheduled", "--on-calendar", "Sat 04:00", "--dest", str(dest))
+    assert result.returncode == 0, result.stderr
+    assert (dest / "polycrate-acme-unscheduled.timer").read_text().count("OnCalendar=Sat 04:00\n") == 1
+    applied = polycrate(root, "schedules", "apply", "--dest", str(dest))
+    assert applied.returncode == 0
+    assert (dest / "polycrate-acme-unscheduled.timer").exists()  # written by hand on purpose: apply keeps it
+    assert "kept" in applied.stdout
+    removed = polycrate(root, "workflows", "schedule", "unscheduled", "--remove", "--dest", str(dest))
+    assert removed.returncode == 0 and not (dest / "polycrate-acme-unscheduled.timer").exists()
+    bad = polycrate(root, "workflows", "schedule", "nope", "--on-calendar", "daily", "--dest", str(dest))
+    assert bad.returncode == 2 and "unknown workflow 'nope'" in bad.stderr
+    bad = polycrate(root, "workflows", "schedule", "unscheduled", "--on-calendar", "Blursday", "--dest", str(dest))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
