@@ -10,6 +10,8 @@ APT_PACKAGES=(
   age                             # the age CLI, to prove our files are standard age
   rclone                          # uploads to S3
   debootstrap zstd dpkg-dev       # the isolated Debian test host and its apt repository
+  podman runc catatonit           # the container runtime (base image: polycrate toolchain build --base)
+  docker-registry                 # a real OCI registry on loopback for the block push/pull tests
   python3-venv git curl
 )
 
@@ -22,6 +24,15 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# podman on this kind of machine (containers in containers, no systemd): runc, and no default ulimits
+# it may not raise. A drop-in, written once: an admin's own edits of it are kept.
+podman_conf=/etc/containers/containers.conf.d/50-polycrate.conf
+if [[ ! -f $podman_conf ]]; then
+  mkdir -p "$(dirname "$podman_conf")"
+  printf '%s\n' '# written by polycrate scripts/setup.sh' '[containers]' 'default_ulimits = []' \
+    '[engine]' 'runtime = "runc"' >"$podman_conf"
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

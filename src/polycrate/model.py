@@ -58,6 +58,8 @@ class BlockDefinition:
     folder: Path  # absolute
     file: Path  # absolute path of block.poly
     relpath: str  # folder relative to blocks/, e.g. registry.acme-corp.com/acme/infra/linux-maintenance
+    parent: str | None = None  # block.poly's own `from:` (inheritance), resolved by workspace.py
+    parent_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class Step:
     action: str
     allow_failure: bool = False
     line: int | None = None
+    timeout: float | None = None  # seconds per attempt; the action is stopped and the attempt fails
+    retries: int = 0  # further attempts after a failed one
+    retry_delay: float = 0.0  # seconds between attempts
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,25 @@ class Workflow:
     schedule: Any = None
     line: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    on_failure: tuple[Step, ...] = ()  # steps that run only after a step failed
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    on: tuple[str, ...] = ("failure",)  # "success" and/or "failure" (failed or interrupted runs)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Workspace-level settings of the run store, alerts and metrics (`history:`, `webhooks:`, `metrics:`)."""
+
+    keep_runs: int | None = None
+    keep_days: float | None = None
+    webhooks: tuple[Webhook, ...] = ()
+    metrics_path: str | None = None  # relative to the workspace root unless absolute
+    metrics_enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,6 +147,7 @@ class Workspace:
     workflows: dict[str, Workflow]
     config: dict[str, Any]
     raw: dict[str, Any] = field(compare=False, repr=False)
+    run_settings: RunSettings = field(default_factory=RunSettings, compare=False)
 
     @property
     def inventory(self) -> Path:
@@ -266,6 +291,8 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         folder=folder,
         file=file,
         relpath=folder.relative_to(blocks_dir).as_posix(),
+        parent=_string(mapping, "from", file) or None,
+        parent_line=_line(mapping, "from"),
     )
 
 
@@ -280,23 +307,60 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
     return BlockEntry(name=name, source=source, config=config, line=_line(mapping))
 
 
+def _number(mapping: dict, key: str, path: Path, *, integer: bool = False, positive: bool = False) -> Any:
+    """An optional non-negative number (seconds, counts); None when absent."""
+    value = mapping.get(key)
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (positive and value == 0):
+        what = "a whole number" if integer else "a number of seconds"
+        raise ConfigError(f"'{key}' must be {what} >= {1 if positive else 0}", path, _line(mapping, key))
+    return value
+
+
 def parse_step(raw: Any, path: Path) -> Step:
     mapping = _expect_map(raw, "a workflow step", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "block", "action", "allow_failure"}, "workflow step", path)
+    _check_keys(
+        mapping,
+        {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay"},
+        "workflow step",
+        path,
+    )
     name = validate_name(mapping.get("name"), "step", path, _line(mapping, "name"))
     block = validate_name(mapping.get("block"), "block", path, _line(mapping, "block"))
     action = validate_name(mapping.get("action"), "action", path, _line(mapping, "action"))
-    return Step(name, block, action, _bool(mapping, "allow_failure", path), _line(mapping))
+    return Step(
+        name,
+        block,
+        action,
+        _bool(mapping, "allow_failure", path),
+        _line(mapping),
+        timeout=_number(mapping, "timeout", path, positive=True),
+        retries=_number(mapping, "retries", path, integer=True) or 0,
+        retry_delay=_number(mapping, "retry_delay", path) or 0.0,
+    )
 
 
 def parse_workflow(raw: Any, path: Path) -> Workflow:
     mapping = _expect_map(raw, "a workflow", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule"}, "workflow", path)
+    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule", "on_failure"}, "workflow", path)
     name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
     steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
     if not steps_raw:
         raise ConfigError(f"workflow '{name}' has no steps", path, _line(mapping))
     steps = _named_items(steps_raw, parse_step, f"step in workflow '{name}'", path)
+    on_failure = _named_items(
+        _expect_list(mapping.get("on_failure"), f"workflow '{name}': on_failure", path, _line(mapping, "on_failure")),
+        parse_step,
+        f"on_failure step in workflow '{name}'",
+        path,
+    )
+    for step_name, step in on_failure.items():
+        if step_name in steps:
+            raise ConfigError(
+                f"workflow '{name}': on_failure step '{step_name}' has the name of a step", path, step.line
+            )
     return Workflow(
         name=name,
         description=_string(mapping, "description", path),
@@ -305,6 +369,50 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         schedule=mapping.get("schedule"),
         line=_line(mapping),
         raw=mapping,
+        on_failure=tuple(on_failure.values()),
+    )
+
+
+WEBHOOK_EVENTS = ("success", "failure")
+
+
+def parse_run_settings(raw: dict, path: Path) -> RunSettings:
+    """`history: {keep_runs, keep_days}`, `webhooks: [{url, headers, on}]`, `metrics: {path, enabled}`."""
+    history = _expect_map(raw.get("history"), "history", path, _line(raw, "history"))
+    _check_keys(history, {"keep_runs", "keep_days"}, "history", path)
+    webhooks = []
+    for item in _expect_list(raw.get("webhooks"), "webhooks", path, _line(raw, "webhooks")):
+        hook = _expect_map(item, "a webhook", path, _line(raw, "webhooks"))
+        if True in hook:  # YAML 1.1 reads a bare `on:` key as the boolean true
+            if isinstance(hook, LineMap):
+                getattr(hook, "key_lines", {}).setdefault("on", hook.line_of(True))  # type: ignore[arg-type]
+            hook["on"] = hook.pop(True)
+        _check_keys(hook, {"name", "url", "headers", "on"}, "webhook", path)
+        url = _string(hook, "url", path, required=True)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhook url must start with http:// or https://: {url!r}", path, _line(hook, "url"))
+        headers = _expect_map(hook.get("headers"), "webhook headers", path, _line(hook, "headers"))
+        on = hook.get("on", ["failure"])
+        if isinstance(on, str):
+            on = [on]
+        on = _expect_list(on, "webhook 'on'", path, _line(hook, "on"))
+        for event in on:
+            if event not in WEBHOOK_EVENTS:
+                raise ConfigError(
+                    f"webhook 'on' takes {' and '.join(WEBHOOK_EVENTS)}, not {event!r}", path, _line(hook, "on")
+                )
+        webhooks.append(Webhook(url, tuple((str(k), str(v)) for k, v in headers.items()), tuple(on)))
+    metrics = _expect_map(raw.get("metrics"), "metrics", path, _line(raw, "metrics"))
+    _check_keys(metrics, {"path", "enabled"}, "metrics", path)
+    enabled = metrics.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("'enabled' must be true or false", path, _line(metrics, "enabled"))
+    return RunSettings(
+        keep_runs=_number(history, "keep_runs", path, integer=True, positive=True),
+        keep_days=_number(history, "keep_days", path, positive=True),
+        webhooks=tuple(webhooks),
+        metrics_path=_string(metrics, "path", path) or None,
+        metrics_enabled=enabled,
     )
 
 
@@ -320,4 +428,5 @@ WORKSPACE_KEYS = {
     "history",
     "metrics",
     "version",
+    "registries",  # registry mirrors and insecure (plain HTTP) registries, see registry.py
 }

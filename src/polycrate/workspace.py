@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,6 +28,7 @@ from polycrate.model import (
     _string,
     parse_block_definition,
     parse_block_entry,
+    parse_run_settings,
     parse_workflow,
     validate_name,
 )
@@ -121,6 +123,128 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
     raise ConfigError(f"block '{entry.name}' is ambiguous ({paths}): add 'from'", file, entry.line)
 
 
+def _find_parent(child: BlockDefinition, installed: list[BlockDefinition]) -> BlockDefinition:
+    """The installed block a block.poly's `from:` names (a registry reference or a block name)."""
+    path, version = split_reference(child.parent or "")
+    if "/" in path:
+        for block in installed:
+            if block.relpath == path:
+                if version and block.version != version:
+                    raise ConfigError(
+                        f"block '{child.name}' inherits from {child.parent} but {BLOCKS_DIR}/{block.relpath} is "
+                        f"version {block.version} (run: polycrate blocks pull {child.parent})",
+                        child.file,
+                        child.parent_line,
+                    )
+                return block
+    else:
+        by_name = [b for b in installed if b.name == path and b.file != child.file]
+        if len(by_name) == 1:
+            return by_name[0]
+        if len(by_name) > 1:
+            paths = ", ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in by_name)
+            raise ConfigError(
+                f"block '{child.name}': from '{child.parent}' is ambiguous ({paths}): use its registry path",
+                child.file,
+                child.parent_line,
+            )
+    hint = f" (run: polycrate blocks pull {child.parent})" if "/" in path else ""
+    raise ConfigError(
+        f"block '{child.name}': from '{child.parent}' matches no installed block{hint}", child.file, child.parent_line
+    )
+
+
+def inherit(installed: list[BlockDefinition]) -> list[BlockDefinition]:
+    """Blocks whose block.poly says `from:` filled from their parent: config merged with the one rule
+    (parent < child), actions merged by name (the child's win whole, the parent's others are kept).
+    An inherited ansible action keeps running the parent's playbook: its path is rewritten relative
+    to the child's folder."""
+    import dataclasses
+
+    resolved: dict[Path, BlockDefinition] = {}
+
+    def resolve(block: BlockDefinition, chain: tuple[Path, ...]) -> BlockDefinition:
+        if block.file in resolved:
+            return resolved[block.file]
+        if not block.parent:
+            resolved[block.file] = block
+            return block
+        if block.file in chain:
+            names = " -> ".join(b.name for b in installed if b.file in chain)
+            raise ConfigError(f"block inheritance loops ({names} -> {block.name})", block.file, block.parent_line)
+        parent = resolve(_find_parent(block, installed), chain + (block.file,))
+        actions = {}
+        for name, action in parent.actions.items():
+            if name in block.actions:
+                continue
+            if action.playbook:
+                rel = os.path.relpath(parent.folder / action.playbook, block.folder)
+                action = dataclasses.replace(action, playbook=rel)
+            actions[name] = action
+        actions.update(block.actions)
+        merged = dataclasses.replace(
+            block,
+            config=merge_config(parent.config, block.config),
+            actions=actions,
+            kind=block.kind if block.kind != "generic" else parent.kind,
+            description=block.description or parent.description,
+        )
+        resolved[block.file] = merged
+        return merged
+
+    return [resolve(b, ()) for b in installed]
+
+
+@dataclass(frozen=True)
+class BlockChange:
+    """A `from:` block the workspace names that is missing, or installed at another version."""
+
+    name: str  # the workspace entry (or the inheriting block) that needs it
+    reference: str  # as written in `from:`
+    installed: str | None  # installed version, None when missing
+    wanted: str | None  # the reference's version tag, None for "the newest"
+    file: Path | None = None  # where the reference is written
+    line: int | None = None
+
+    @property
+    def kind(self) -> str:
+        from polycrate.registry import version_key
+
+        if self.installed is None:
+            return "install"
+        if self.wanted is None:
+            return "keep"
+        return "upgrade" if version_key(self.wanted) > version_key(self.installed) else "downgrade"
+
+
+def block_changes(root: Path) -> list[BlockChange]:
+    """What `polycrate blocks pull` would have to install before this workspace can load: registry
+    `from:` references of workspace.poly (and of installed blocks' block.poly) that are missing or
+    installed at another version. Reads files only; never talks to a registry."""
+    from polycrate.registry import is_registry_reference
+
+    file = root / WORKSPACE_FILE
+    raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
+    entries = _named_items(
+        _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
+    )
+    installed = {b.relpath: b for b in discover_blocks(root)}
+    wanted = [(e.name, e.source, file, e.line) for e in entries.values() if e.source]
+    wanted += [(b.name, b.parent, b.file, b.parent_line) for b in installed.values() if b.parent]
+    changes: list[BlockChange] = []
+    seen: set[str] = set()
+    for name, source, where, line in wanted:
+        assert source is not None
+        if not is_registry_reference(source) or source in seen:
+            continue
+        seen.add(source)
+        path, version = split_reference(source)
+        block = installed.get(path)
+        if block is None or (version and block.version != version):
+            changes.append(BlockChange(name, source, block.version if block else None, version, where, line))
+    return changes
+
+
 def load_workspace(root: Path) -> Workspace:
     file = root / WORKSPACE_FILE
     raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
@@ -129,7 +253,7 @@ def load_workspace(root: Path) -> Workspace:
     entries = _named_items(
         _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
     )
-    installed = discover_blocks(root)
+    installed = inherit(discover_blocks(root))
 
     blocks: dict[str, Block] = {}
     used: set[Path] = set()
@@ -154,7 +278,7 @@ def load_workspace(root: Path) -> Workspace:
         file,
     )
     for workflow in workflows.values():
-        for step in workflow.steps:
+        for step in (*workflow.steps, *workflow.on_failure):
             block = blocks.get(step.block)
             if block is None:
                 raise ConfigError(
@@ -185,6 +309,7 @@ def load_workspace(root: Path) -> Workspace:
         workflows=workflows,
         config=_expect_map(raw.get("config"), "config", file, _line(raw, "config")),
         raw=raw,
+        run_settings=parse_run_settings(raw, file),
     )
 
 

@@ -1,13 +1,21 @@
-"""`polycrate blocks list|inspect`"""
+"""`polycrate blocks list|inspect|push|pull|uninstall`, and the auto-install step of runs."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.workspace import get_block
+from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
+from polycrate.workspace import find_root, get_block
 from polycrate.yamlfile import plain
 
 
+class BlocksDeclined(PolycrateError):
+    exit_code = EXIT_ACTION_FAILED
+
+
 def register(sub, shared) -> None:
-    group = sub.add_parser("blocks", parents=[shared], help="installed blocks")
+    group = sub.add_parser("blocks", parents=[shared], help="installed blocks; push and pull them through OCI registries")
     bsub = group.add_subparsers(dest="blocks_command", metavar="COMMAND")
     bsub.required = True
     p = bsub.add_parser("list", parents=[shared], help="list blocks with versions and origins")
@@ -16,14 +24,50 @@ def register(sub, shared) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_inspect)
 
+    p = bsub.add_parser("push", parents=[shared], help="push a block to an OCI registry, tagged with its version")
+    p.add_argument("block", help="block name (or its folder under blocks/)")
+    p.add_argument(
+        "reference", nargs="?", help="REGISTRY/PATH[:VERSION] (default: the block's path under blocks/)"
+    )
+    p.set_defaults(func=cmd_push)
 
-def _describe(ws, block) -> dict:
+    p = bsub.add_parser("pull", parents=[shared], help="install a block from an OCI registry into blocks/REGISTRY/PATH")
+    p.add_argument("reference", help="REGISTRY/PATH[:VERSION] (no version: the highest one)")
+    p.add_argument("--update-lock", action="store_true", help="accept a digest that differs from the one in blocks.lock")
+    p.set_defaults(func=cmd_pull)
+
+    p = bsub.add_parser("uninstall", parents=[shared], help="remove an installed block from blocks/")
+    p.add_argument("name", help="block name, or REGISTRY/PATH")
+    p.set_defaults(func=cmd_uninstall)
+
+
+def _root(args) -> Path:
+    return find_root(args.workspace, explicit=args.workspace is not None)
+
+
+def _transport(root: Path):
+    from polycrate.registry import transport_settings
+    from polycrate.workspace import WORKSPACE_FILE
+    from polycrate.yamlfile import load_yaml
+
+    raw = load_yaml(root / WORKSPACE_FILE)
+    return transport_settings(raw if isinstance(raw, dict) else None)
+
+
+def _describe(ws, block, lock=None) -> dict:
+    from polycrate.registry import default_reference
+
+    ref = default_reference(block.definition.relpath)
+    pinned = (lock or {}).get(f"{ref.path}:{block.version}") if ref else None
     return {
         "name": block.name,
         "version": block.version,
         "kind": block.definition.kind,
         "description": block.definition.description,
         "from": block.source,
+        "origin": f"{ref.path}:{block.version}" if pinned else "local",
+        "digest": pinned.digest if pinned else None,
+        "inherits": block.definition.parent,
         "path": str(block.folder.relative_to(ws.root)),
         "config": plain(block.config),
         "actions": [
@@ -34,22 +78,161 @@ def _describe(ws, block) -> dict:
 
 
 def cmd_list(args) -> int:
+    from polycrate.blockstore import read_lock
+
     ws = workspace_from(args)
-    data = [_describe(ws, b) for b in ws.blocks.values()]
+    lock = read_lock(ws.root)
+    data = [_describe(ws, b, lock) for b in ws.blocks.values()]
     if args.output == "json":
         emit_json(data)
     else:
-        table([(d["name"], d["version"], d["from"] or "(local)", d["path"]) for d in data], ("NAME", "VERSION", "FROM", "PATH"))
+        table(
+            [
+                (d["name"], d["version"], d["from"] or "(local)", d["origin"],
+                 (d["digest"] or "")[:19], d["path"])
+                for d in data
+            ],
+            ("NAME", "VERSION", "FROM", "ORIGIN", "DIGEST", "PATH"),
+        )
     return 0
 
 
 def cmd_inspect(args) -> int:
     import yaml
 
+    from polycrate.blockstore import read_lock
+
     ws = workspace_from(args)
-    data = _describe(ws, get_block(ws, args.name))
+    data = _describe(ws, get_block(ws, args.name), read_lock(ws.root))
     if args.output == "json":
         emit_json(data)
     else:
         print(yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0
+
+
+def _find_definition(root: Path, name: str):
+    """An installed block by name or by its path under blocks/ (the workspace need not load)."""
+    from polycrate.workspace import BLOCKS_DIR, closest, discover_blocks
+
+    installed = discover_blocks(root)
+    wanted = name.rstrip("/").removeprefix(f"{BLOCKS_DIR}/")
+    by_path = [b for b in installed if b.relpath == wanted]
+    found = by_path or [b for b in installed if b.name == name]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise PolycrateError(
+            f"no installed block '{name}' under {BLOCKS_DIR}/" + closest(name, [b.name for b in installed]), root
+        )
+    paths = ", ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in found)
+    raise PolycrateError(f"block '{name}' is ambiguous ({paths}): name it by its path", root)
+
+
+def cmd_push(args) -> int:
+    from polycrate.registry import default_reference, parse_reference, push_block
+
+    root = _root(args)
+    definition = _find_definition(root, args.block)
+    if args.reference:
+        reference = parse_reference(args.reference)
+    else:
+        reference = default_reference(definition.relpath)
+        if reference is None:
+            raise PolycrateError(
+                f"block '{definition.name}' lives in blocks/{definition.relpath}, which is not a registry path: "
+                "give the reference (polycrate blocks push NAME REGISTRY/PATH)"
+            )
+    result = push_block(definition, reference, _transport(root), force=args.force)
+    if args.output == "json":
+        emit_json({"reference": str(result.reference), "digest": result.digest, "content_digest": result.content,
+                   "size": result.size, "replaced": result.replaced})
+    else:
+        replaced = f" (replaced {result.replaced})" if result.replaced else ""
+        print(f"pushed {result.reference} {result.digest}{replaced}")
+    return 0
+
+
+def _pull(root: Path, reference: str, transport, update_lock: bool):
+    from polycrate.registry import parse_reference, pull_block
+
+    return pull_block(root, parse_reference(reference), transport, update_lock=update_lock)
+
+
+def _pulled_line(result) -> str:
+    was = ""
+    if result.previous_version and result.previous_version != result.reference.tag:
+        was = f" (was {result.previous_version})"
+    return f"pulled {result.reference} {result.digest} into blocks/{result.reference.path}{was}"
+
+
+def cmd_pull(args) -> int:
+    root = _root(args)
+    result = _pull(root, args.reference, _transport(root), args.update_lock)
+    if args.output == "json":
+        emit_json({"reference": str(result.reference), "digest": result.digest,
+                   "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version})
+    else:
+        print(_pulled_line(result))
+    return 0
+
+
+def cmd_uninstall(args) -> int:
+    from polycrate.blockstore import uninstall_block
+
+    root = _root(args)
+    definition = _find_definition(root, args.name)
+    uninstall_block(root, definition.folder)
+    print(f"uninstalled {definition.name} {definition.version} from blocks/{definition.relpath}")
+    return 0
+
+
+# --- auto-install before a run ----------------------------------------------------------------
+
+
+def add_auto_pull_option(p) -> None:
+    p.add_argument(
+        "--blocks-auto-pull",
+        action="store_true",
+        help="install missing `from:` blocks (and upgrades) without asking; a downgrade still asks (or --force)",
+    )
+
+
+def _change_text(change) -> str:
+    if change.kind == "install":
+        return f"block '{change.name}': from '{change.reference}' matches no installed block (install)"
+    return f"block '{change.name}': {change.reference} is installed at version {change.installed} ({change.kind})"
+
+
+def ensure_blocks(args) -> None:
+    """Before `run` and `workflows run`: pull the `from:` blocks that are missing or at another version.
+
+    --force, or --blocks-auto-pull (not for downgrades), installs without asking; a terminal is
+    asked; otherwise the run stops with the command to run. A downgrade is always announced.
+    """
+    from polycrate.cli.prompt import make_confirm
+    from polycrate.workspace import block_changes
+
+    root = _root(args)
+    changes = block_changes(root)
+    if not changes:
+        return
+    downgrade = any(c.kind == "downgrade" for c in changes)
+    auto = getattr(args, "blocks_auto_pull", False)
+    if not (args.force or (auto and not downgrade)):
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            commands = "; ".join(f"polycrate blocks pull {c.reference}" for c in changes)
+            what = "; ".join(_change_text(c) for c in changes)
+            flag = "--force" if downgrade else "--blocks-auto-pull"
+            first = changes[0]
+            raise PolycrateError(f"{what}: run `{commands}`, or re-run with {flag}", first.file, first.line)
+        for change in changes:
+            print(f"polycrate: {_change_text(change)}", file=sys.stderr)
+        if not make_confirm(False)("blocks", f"pull {len(changes)} block(s) now?"):
+            raise BlocksDeclined("blocks: not confirmed, nothing was installed or run")
+    transport = _transport(root)
+    for change in changes:
+        if change.kind == "downgrade":
+            print(f"polycrate: downgrading {_change_text(change)}", file=sys.stderr)
+        result = _pull(root, change.reference, transport, update_lock=False)
+        print(f"polycrate: {_pulled_line(result)}", file=sys.stderr, flush=True)

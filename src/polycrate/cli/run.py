@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from polycrate import engine
+from polycrate.cli.blocks import add_auto_pull_option, ensure_blocks
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, workspace_from
 from polycrate.errors import EXIT_ACTION_FAILED
@@ -20,6 +21,9 @@ def register(sub, shared) -> None:
 def add_run_options(p) -> None:
     p.add_argument("--check", action="store_true", help="Ansible check mode: change nothing")
     p.add_argument("--diff", action="store_true", help="show Ansible diffs")
+    p.add_argument("--wait", action="store_true", help="wait for a running run of the same workflow/action to end")
+    add_auto_pull_option(p)
+    p.add_argument("--runtime", choices=("local", "container"), help="where actions run (default: config.runtime, else local)")
 
 
 class TextReporter(engine.Reporter):
@@ -41,6 +45,9 @@ class TextReporter(engine.Reporter):
         if self.workflow:
             print(f"==> [{index}/{total}] {step.name}: {step.status} ({step.duration:.1f}s)", file=sys.stderr, flush=True)
 
+    def notice(self, message):
+        print(f"polycrate: {message}", file=sys.stderr, flush=True)
+
 
 def summarize(result: engine.RunResult, output: str) -> int:
     failed = result.failed_step
@@ -52,28 +59,52 @@ def summarize(result: engine.RunResult, output: str) -> int:
                 "status": "succeeded" if result.ok else "failed",
                 "duration": round(result.duration, 3),
                 "failed_step": failed.name if failed else None,
+                "run_id": result.run_id,
+                "resumed_from": result.resumed_from,
+                "check": result.check,
                 "steps": [vars(s) for s in result.steps],
             }
         )
     elif result.kind == "workflow":
-        print(f"workflow {result.name}:", file=sys.stderr)
+        print(f"workflow {result.name}{' (check mode)' if result.check else ''}:", file=sys.stderr)
         for s in result.steps:
+            if s.phase == engine.ON_FAILURE and s.status == engine.NOT_RUN:
+                continue  # on_failure steps show only when they ran
             code = f" exit {s.exit_code}" if s.exit_code not in (None, 0) else ""
-            print(f"  {s.name:<20} {s.status}{code} ({s.duration:.1f}s)", file=sys.stderr)
+            extra = f" [on_failure]" if s.phase == engine.ON_FAILURE else ""
+            note = f": {s.note}" if s.note and s.status in (engine.SKIPPED_CHECK, engine.DONE_BEFORE) else ""
+            print(f"  {s.name:<20} {s.status}{code} ({s.duration:.1f}s){extra}{note}", file=sys.stderr)
         if failed:
             skipped = ", ".join(s.name for s in result.skipped) or "none"
+            where = f"; task '{failed.failed_task}' on {failed.failed_host}" if failed.failed_task else ""
             print(
-                f"polycrate: workflow {result.name} failed at step '{failed.name}'; skipped: {skipped}",
+                f"polycrate: workflow {result.name} failed at step '{failed.name}'{where}; skipped: {skipped}",
                 file=sys.stderr,
             )
+            if failed.message:
+                print(f"polycrate: {failed.message.splitlines()[0]}", file=sys.stderr)
     elif failed:
         print(f"polycrate: action {result.name} failed (exit {failed.exit_code})", file=sys.stderr)
+    elif result.steps and result.steps[0].status == engine.SKIPPED_CHECK:
+        print(f"polycrate: action {result.name} skipped: {result.steps[0].note}", file=sys.stderr)
+    if result.run_id and output != "json":
+        print(f"polycrate: run {result.run_id} recorded (polycrate runs show {result.run_id})", file=sys.stderr)
     return 0 if result.ok else EXIT_ACTION_FAILED
 
 
+def prepare_runtime(ws, runtime: str | None) -> None:
+    """The container runtime's engine and image, checked (and built when needed) before anything runs."""
+    from polycrate import toolchain
+
+    if toolchain.runtime_of(ws, runtime) == "container":
+        toolchain.prepare_container(ws, lambda line: print(f"[toolchain] {line}", file=sys.stderr, flush=True))
+
+
 def cmd_run(args) -> int:
+    ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
     ws = workspace_from(args)
-    options = engine.RunOptions(check=args.check, diff=args.diff)
+    options = engine.RunOptions(check=args.check, diff=args.diff, wait=args.wait, runtime=args.runtime)
+    prepare_runtime(ws, args.runtime)
     result = engine.run_action(
         ws,
         args.block,

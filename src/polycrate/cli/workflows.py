@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from polycrate import engine
+from polycrate.cli.blocks import ensure_blocks
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.cli.run import TextReporter, add_run_options, summarize
+from polycrate.cli.run import TextReporter, add_run_options, prepare_runtime, summarize
 from polycrate.workspace import get_workflow
 
 
@@ -16,6 +17,9 @@ def register(sub, shared) -> None:
     p = wsub.add_parser("run", parents=[shared], help="run a workflow's steps in order")
     p.add_argument("name")
     p.add_argument("--step", metavar="STEP", help="run only this step")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the latest failed or interrupted run at its first unfinished step"
+    )
     add_run_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -75,13 +79,15 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_run(args) -> int:
+    ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
     ws = workspace_from(args)
+    prepare_runtime(ws, args.runtime)
     result = engine.run_workflow(
         ws,
         args.name,
         only_step=args.step,
         confirm=make_confirm(args.force),
         reporter=TextReporter(workflow=True, output=args.output),
-        options=engine.RunOptions(check=args.check, diff=args.diff),
+        options=engine.RunOptions(check=args.check, diff=args.diff, resume=args.resume, wait=args.wait, runtime=args.runtime),
     )
     return summarize(result, args.output)

@@ -1,0 +1,39 @@
+"""`polycrate registry login REGISTRY --username USER --password-stdin`"""
+from __future__ import annotations
+
+import sys
+
+from polycrate.errors import PolycrateError
+
+
+def register(sub, shared) -> None:
+    group = sub.add_parser("registry", parents=[shared], help="OCI registry credentials")
+    rsub = group.add_subparsers(dest="registry_command", metavar="COMMAND")
+    rsub.required = True
+    p = rsub.add_parser(
+        "login", parents=[shared], help="check credentials against a registry and store them in the Docker config file"
+    )
+    p.add_argument("registry", help="registry host[:port], e.g. registry.acme-corp.com")
+    p.add_argument("--username", "-u", required=True)
+    p.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    p.set_defaults(func=cmd_login)
+
+
+def cmd_login(args) -> int:
+    from polycrate.registry import login, transport_settings
+    from polycrate.workspace import WORKSPACE_FILE, find_root
+    from polycrate.yamlfile import load_yaml
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise PolycrateError("no password on stdin (echo \"$PASSWORD\" | polycrate registry login ...)")
+    raw = None
+    try:  # a workspace's registries: settings apply when there is one
+        root = find_root(args.workspace, explicit=args.workspace is not None)
+        raw = load_yaml(root / WORKSPACE_FILE)
+    except PolycrateError:
+        if args.workspace is not None:
+            raise
+    path = login(args.registry, args.username, password, transport_settings(raw if isinstance(raw, dict) else None))
+    print(f"login succeeded: credentials for {args.registry} stored in {path}")
+    return 0

@@ -1,0 +1,595 @@
+"""Sharing blocks through OCI registries: references, transport, credentials, push and pull.
+
+A block is one OCI artifact: an image manifest whose config blob (media type
+``application/vnd.polycrate.block.config.v1+json``) holds the block's name and version and
+whose single layer is the deterministic tar.gz of the block folder (``blockstore.pack_block``).
+Manifest annotations carry name, version and the content digest. The HTTP work goes through
+oras-py (``oras.provider.Registry``); oras is imported lazily, only by commands that talk to a
+registry.
+
+Transport: HTTPS, except plain HTTP for loopback registries (localhost, 127.0.0.0/8, ::1) and
+registries marked insecure (``POLYCRATE_REGISTRY_INSECURE`` or ``registries:`` in
+workspace.poly). A registry name can be served from another address (a mirror), which is how
+``registry.acme-corp.com/...`` references resolve to a test or in-house registry.
+
+Credentials: ``POLYCRATE_REGISTRY_USERNAME``/``POLYCRATE_REGISTRY_PASSWORD``, else the
+``auths`` of the Docker config file (``$DOCKER_CONFIG/config.json``, default
+``~/.docker/config.json``), which ``polycrate registry login`` writes. They are never printed.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from polycrate import blockstore
+from polycrate.errors import PolycrateError
+
+CONFIG_MEDIA_TYPE = "application/vnd.polycrate.block.config.v1+json"
+LAYER_MEDIA_TYPE = "application/vnd.polycrate.block.v1.tar+gzip"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+ANN_NAME = "io.polycrate.block.name"
+ANN_VERSION = "io.polycrate.block.version"
+ANN_CONTENT = "io.polycrate.block.content-digest"
+ANN_TITLE = "org.opencontainers.image.title"
+ANN_OCI_VERSION = "org.opencontainers.image.version"
+TIMEOUT = float(os.environ.get("POLYCRATE_REGISTRY_TIMEOUT", "30"))
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+class RegistryError(PolycrateError):
+    """A registry could not be reached, refused us, or does not have what we asked for."""
+
+
+# --- references -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str  # host[:port], as written in the reference
+    repository: str  # acme/infra/linux-maintenance
+    tag: str | None
+
+    @property
+    def path(self) -> str:
+        """registry/repository: the block's folder under blocks/."""
+        return f"{self.registry}/{self.repository}"
+
+    def with_tag(self, tag: str) -> "Reference":
+        return Reference(self.registry, self.repository, tag)
+
+    def __str__(self) -> str:
+        return self.path + (f":{self.tag}" if self.tag else "")
+
+
+def looks_like_host(component: str) -> bool:
+    """The docker rule: a first path component is a registry host if it has '.' or ':' or is localhost."""
+    return ("." in component or ":" in component or component == "localhost") and bool(_HOST_RE.match(component))
+
+
+def parse_reference(text: str) -> Reference:
+    """'registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0' -> Reference; strict, or RegistryError."""
+    if not isinstance(text, str) or not text or "@" in text:
+        raise RegistryError(f"invalid block reference {text!r}: use REGISTRY/PATH[:VERSION] (digests are not supported)")
+    slash, colon = text.rfind("/"), text.rfind(":")
+    path, tag = (text[:colon], text[colon + 1 :]) if colon > slash else (text, None)
+    if tag is not None and not _TAG_RE.match(tag):
+        raise RegistryError(f"invalid version tag {tag!r} in {text!r}")
+    registry, _, repository = path.partition("/")
+    if not repository or not looks_like_host(registry):
+        raise RegistryError(
+            f"invalid block reference {text!r}: it must start with a registry host "
+            "(e.g. registry.example.com/team/block:1.0.0)"
+        )
+    if not _REPOSITORY_RE.match(repository):
+        raise RegistryError(
+            f"invalid repository path {repository!r} in {text!r}: lowercase letters, digits and "
+            "'.', '_', '-' between them, separated by '/'"
+        )
+    return Reference(registry, repository, tag)
+
+
+def is_registry_reference(text: str) -> bool:
+    try:
+        parse_reference(text)
+    except RegistryError:
+        return False
+    return True
+
+
+def version_key(version: str) -> tuple:
+    """Order versions like semver: 0.10.0 > 0.9.1; a pre-release sorts before its release."""
+    core, _, pre = version.split("+", 1)[0].partition("-")
+    nums = tuple(int(p) if p.isdigit() else -1 for p in core.lstrip("v").split("."))
+    return (nums, pre == "", pre)
+
+
+# --- transport --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Where each registry name is served and which may use plain HTTP."""
+
+    mirrors: Mapping[str, str] = field(default_factory=dict)
+    insecure: frozenset[str] = frozenset()
+
+    def endpoint(self, registry: str) -> tuple[str, str]:
+        """(host[:port] to contact, 'https' or 'http')."""
+        host = self.mirrors.get(registry, registry)
+        plain = is_loopback(host) or host in self.insecure or registry in self.insecure
+        return host, "http" if plain else "https"
+
+
+def _host_only(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.index("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback(host: str) -> bool:
+    name = _host_only(host)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _strip_scheme(value: str) -> str:
+    for prefix in ("https://", "http://"):
+        if value.startswith(prefix):
+            value = value[len(prefix) :]
+    return value.rstrip("/")
+
+
+def transport_settings(workspace_raw: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Transport:
+    """From POLYCRATE_REGISTRY_MIRRORS ('name=host:port,...'), POLYCRATE_REGISTRY_INSECURE ('host,...')
+    and workspace.poly's ``registries: {NAME: {mirror: HOST, insecure: true}}``; the environment wins."""
+    env = os.environ if env is None else env
+    mirrors: dict[str, str] = {}
+    insecure: set[str] = set()
+    registries = (workspace_raw or {}).get("registries") or {}
+    if not isinstance(registries, Mapping):
+        raise PolycrateError("workspace.poly: 'registries' must be a mapping of registry name -> settings")
+    for name, settings in registries.items():
+        if not isinstance(settings, Mapping):
+            raise PolycrateError(f"workspace.poly: registries.{name} must be a mapping (mirror, insecure)")
+        unknown = set(settings) - {"mirror", "insecure"}
+        if unknown:
+            raise PolycrateError(f"workspace.poly: registries.{name}: unknown key {sorted(unknown)[0]!r} (known: insecure, mirror)")
+        if settings.get("mirror"):
+            mirrors[str(name)] = _strip_scheme(str(settings["mirror"]))
+        if settings.get("insecure") is True:
+            insecure.add(str(name))
+    for item in filter(None, (x.strip() for x in env.get("POLYCRATE_REGISTRY_MIRRORS", "").split(","))):
+        name, sep, host = item.partition("=")
+        if not sep or not name or not host:
+            raise PolycrateError(f"POLYCRATE_REGISTRY_MIRRORS: expected NAME=HOST[:PORT], got {item!r}")
+        mirrors[name.strip()] = _strip_scheme(host.strip())
+    insecure.update(x.strip() for x in env.get("POLYCRATE_REGISTRY_INSECURE", "").split(",") if x.strip())
+    return Transport(mirrors, frozenset(insecure))
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+
+def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return Path(base) / "config.json"
+
+
+def find_credentials(host: str, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    env = os.environ if env is None else env
+    user, password = env.get("POLYCRATE_REGISTRY_USERNAME"), env.get("POLYCRATE_REGISTRY_PASSWORD")
+    if user and password:
+        return user, password
+    path = docker_config_path(env)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raise PolycrateError("cannot read the Docker config file", path) from None
+    auths = config.get("auths") or {}
+    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"):
+        entry = auths.get(key)
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("auth"):
+            try:
+                decoded = base64.b64decode(entry["auth"]).decode("utf-8")
+            except ValueError:
+                raise PolycrateError(f"the Docker config's auth entry for {host} is not valid base64", path) from None
+            user, sep, password = decoded.partition(":")
+            if sep:
+                return user, password
+        if entry.get("username") and entry.get("password"):
+            return entry["username"], entry["password"]
+    return None
+
+
+def store_credentials(host: str, username: str, password: str, env: Mapping[str, str] | None = None) -> Path:
+    """Write the credentials to the Docker config's auths (mode 0600), keeping everything else."""
+    path = docker_config_path(env)
+    config: dict[str, Any] = {}
+    if path.exists():
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise PolycrateError("cannot read the Docker config file", path) from None
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    config.setdefault("auths", {})[host] = {"auth": auth}
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path
+
+
+# --- the client -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteManifest:
+    digest: str
+    manifest: dict
+
+    @property
+    def annotations(self) -> dict:
+        return self.manifest.get("annotations") or {}
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause for a requests exception (its text would carry whole URLs and object reprs)."""
+    kind, text = exc.__class__.__name__, str(exc)
+    if "refused" in text:
+        return "connection refused"
+    if "Timeout" in kind:
+        return "timed out"
+    if "NameResolution" in text or "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return kind
+
+
+class RegistryClient:
+    """One registry, reached over oras-py, with polycrate's transport and credential rules."""
+
+    def __init__(self, registry: str, transport: Transport | None = None, credentials: tuple[str, str] | None = None,
+                 use_stored_credentials: bool = True):
+        self.name = registry
+        self.host, self.scheme = (transport or Transport()).endpoint(registry)
+        self._credentials = credentials
+        self._use_stored = use_stored_credentials
+        self._oras = None
+
+    @property
+    def where(self) -> str:
+        shown = f"{self.scheme}://{self.host}"
+        return self.name if self.host == self.name and self.scheme == "https" else f"{self.name} ({shown})"
+
+    def connect(self):
+        """Probe /v2/, choose the auth scheme, check the credentials. Returns the oras Registry."""
+        if self._oras is not None:
+            return self._oras
+        import requests
+        import oras.provider
+        from http.cookiejar import DefaultCookiePolicy
+
+        class _Session(requests.Session):
+            def request(self, *args, **kwargs):  # oras sets no timeout; an unreachable registry must not hang
+                kwargs.setdefault("timeout", TIMEOUT)
+                return super().request(*args, **kwargs)
+
+        class _Registry(oras.provider.Registry):
+            # oras retries every failure five times with growing sleeps (minutes in all): we want one
+            # clear error at once, so use the undecorated request function.
+            do_request = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
+
+        session = _Session()
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        creds = self._credentials
+        if creds is None and self._use_stored:
+            creds = find_credentials(self.host) or (find_credentials(self.name) if self.name != self.host else None)
+        url = f"{self.scheme}://{self.host}/v2/"
+        try:
+            probe = session.get(url)
+        except requests.exceptions.SSLError:
+            raise RegistryError(
+                f"TLS with registry {self.where} failed; if it serves plain HTTP, mark it insecure "
+                "(POLYCRATE_REGISTRY_INSECURE or registries: in workspace.poly)"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(f"registry {self.where} is unreachable ({_reason(exc)})") from None
+        backend = "basic"
+        if probe.status_code == 401:
+            challenge = probe.headers.get("Www-Authenticate", "")
+            if challenge.lower().startswith("bearer"):
+                backend = "token"
+            elif creds is None:
+                raise RegistryError(
+                    f"registry {self.where} requires credentials: run `polycrate registry login {self.name} "
+                    "--username USER --password-stdin`"
+                )
+            else:
+                check = session.get(url, auth=creds)
+                if check.status_code in (401, 403):
+                    raise RegistryError(f"authentication to registry {self.where} failed: wrong username or password")
+        elif probe.status_code != 200:
+            raise RegistryError(f"{self.where} does not answer like an OCI registry (HTTP {probe.status_code} on /v2/)")
+        reg = _Registry(hostname=self.host, insecure=self.scheme == "http", auth_backend=backend)
+        reg.session = session
+        reg.auth.session = session
+        if creds is not None:
+            reg.auth.set_basic_auth(*creds)
+        elif backend == "basic":
+            reg.auth._basic_auth = None
+        self._oras = reg
+        return reg
+
+    def _request(self, url: str, method: str = "GET", what: str = "", **kwargs):
+        import requests
+
+        reg = self.connect()
+        try:
+            response = reg.do_request(url, method, **kwargs)
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(f"registry {self.where} failed during {what or method} ({_reason(exc)})") from None
+        except ValueError:  # oras: "Cannot respond to request for authentication."
+            raise RegistryError(f"authentication to registry {self.where} failed: wrong or missing credentials") from None
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.where} refused {what or method} (HTTP {response.status_code}): wrong or missing "
+                f"credentials (see `polycrate registry login {self.name}`)"
+            )
+        return response
+
+    def _container(self, ref: Reference):
+        import oras.container
+
+        return oras.container.Container(f"{self.host}/{ref.repository}:{ref.tag or 'latest'}")
+
+    def manifest(self, ref: Reference) -> RemoteManifest | None:
+        """The manifest under ref's tag, or None when the tag (or repository) does not exist."""
+        url = f"{self.scheme}://{self.host}/v2/{ref.repository}/manifests/{ref.tag}"
+        response = self._request(url, "GET", what=f"reading {ref}", headers={"Accept": MANIFEST_MEDIA_TYPE})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryError(f"registry {self.where} answered HTTP {response.status_code} for {ref}")
+        digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        claimed = response.headers.get("Docker-Content-Digest")
+        if claimed and claimed != digest:
+            raise blockstore.IntegrityError(f"{ref}: the manifest's bytes do not match the digest the registry names")
+        try:
+            manifest = json.loads(response.content)
+        except ValueError:
+            raise RegistryError(f"{ref}: the registry returned a manifest that is not JSON") from None
+        return RemoteManifest(digest, manifest)
+
+    def tags(self, ref: Reference) -> list[str]:
+        url = f"{self.scheme}://{self.host}/v2/{ref.repository}/tags/list"
+        response = self._request(url, "GET", what=f"listing tags of {ref.path}")
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise RegistryError(f"registry {self.where} answered HTTP {response.status_code} listing tags of {ref.path}")
+        return list(response.json().get("tags") or [])
+
+    def fetch_blob(self, ref: Reference, digest: str, size: int, dest: Path, limit: int) -> None:
+        """Stream a blob to `dest`, refusing more than `limit` bytes and any digest mismatch."""
+        if size > limit:
+            raise blockstore.UnsafeArchive(f"{ref}: the block archive is {size} bytes, more than the limit of {limit}")
+        url = f"{self.scheme}://{self.host}/v2/{ref.repository}/blobs/{digest}"
+        response = self._request(url, "GET", what=f"downloading {ref}", stream=True)
+        if response.status_code != 200:
+            raise RegistryError(f"registry {self.where} answered HTTP {response.status_code} for a blob of {ref}")
+        h = hashlib.sha256()
+        total = 0
+        with open(dest, "wb") as out:
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                total += len(chunk)
+                if total > limit:
+                    raise blockstore.UnsafeArchive(f"{ref}: the block archive is larger than the limit of {limit} bytes")
+                h.update(chunk)
+                out.write(chunk)
+        actual = "sha256:" + h.hexdigest()
+        if actual != digest or total != size:
+            raise blockstore.IntegrityError(
+                f"{ref}: the downloaded archive has digest {actual}, the manifest says {digest} "
+                "(tampered or corrupted artifact); nothing was installed"
+            )
+
+    def upload_blob(self, ref: Reference, path: Path, media_type: str) -> dict:
+        import requests
+
+        reg = self.connect()
+        descriptor = {"mediaType": media_type, "digest": blockstore.file_digest(path), "size": path.stat().st_size}
+        try:
+            response = reg.upload_blob(str(path), self._container(ref), dict(descriptor))
+        except requests.exceptions.RequestException as exc:
+            raise RegistryError(f"registry {self.where} failed during upload ({_reason(exc)})") from None
+        except ValueError as exc:
+            raise RegistryError(f"upload to registry {self.where} failed: {exc}") from None
+        if response.status_code not in (200, 201, 202):
+            raise RegistryError(f"registry {self.where} refused the upload of {ref} (HTTP {response.status_code})")
+        return descriptor
+
+    def put_manifest(self, ref: Reference, body: bytes) -> str:
+        url = f"{self.scheme}://{self.host}/v2/{ref.repository}/manifests/{ref.tag}"
+        response = self._request(
+            url, "PUT", what=f"pushing {ref}", data=body, headers={"Content-Type": MANIFEST_MEDIA_TYPE}
+        )
+        if response.status_code not in (200, 201, 202):
+            detail = ""
+            try:
+                errors = response.json().get("errors") or []
+                detail = f": {errors[0].get('message')}" if errors else ""
+            except ValueError:
+                pass
+            raise RegistryError(f"registry {self.where} refused the manifest of {ref} (HTTP {response.status_code}{detail})")
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+# --- push and pull ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: Reference
+    digest: str
+    content: str
+    size: int
+    replaced: str | None  # digest of the manifest the tag pointed to before (--force)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    reference: Reference
+    digest: str
+    folder: Path
+    previous_version: str | None
+    lock_written: bool
+
+
+def default_reference(relpath: str) -> Reference | None:
+    """The reference a block folder's registry-shaped path implies (blocks/REGISTRY/PATH)."""
+    try:
+        return parse_reference(relpath)
+    except RegistryError:
+        return None
+
+
+def push_block(definition, reference: Reference, transport: Transport, force: bool = False) -> PushResult:
+    """Pack the block folder and push it as `reference` (whose tag must be the block's version)."""
+    if reference.tag is None:
+        reference = reference.with_tag(definition.version)
+    if reference.tag != definition.version:
+        raise RegistryError(
+            f"tag {reference.tag!r} differs from block '{definition.name}' version {definition.version!r} "
+            "(blocks are tagged with the version in block.poly)"
+        )
+    client = RegistryClient(reference.registry, transport)
+    existing = client.manifest(reference)
+    if existing is not None and not force:
+        raise RegistryError(
+            f"{reference} already exists in the registry ({existing.digest}): bump 'version' in block.poly, "
+            "or push with --force to replace it (consumers with a lock file will refuse the new digest)"
+        )
+    with tempfile.TemporaryDirectory(prefix="polycrate-push-") as tmp:
+        archive = Path(tmp) / "block.tar.gz"
+        content = blockstore.pack_block(definition.folder, archive)
+        config_file = Path(tmp) / "config.json"
+        config_file.write_bytes(
+            json.dumps(
+                {"name": definition.name, "version": definition.version, "kind": definition.kind,
+                 "description": definition.description},
+                sort_keys=True, separators=(",", ":"),
+            ).encode()
+        )
+        config = client.upload_blob(reference, config_file, CONFIG_MEDIA_TYPE)
+        layer = client.upload_blob(reference, archive, LAYER_MEDIA_TYPE)
+        layer["annotations"] = {ANN_TITLE: "block.tar.gz"}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": config,
+            "layers": [layer],
+            "annotations": {
+                ANN_NAME: definition.name,
+                ANN_VERSION: definition.version,
+                ANN_CONTENT: content,
+                ANN_TITLE: definition.name,
+                ANN_OCI_VERSION: definition.version,
+            },
+        }
+        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        digest = client.put_manifest(reference, body)
+        return PushResult(reference, digest, content, layer["size"], existing.digest if existing else None)
+
+
+def resolve_tag(client: RegistryClient, reference: Reference) -> Reference:
+    """A reference without a version means the highest version tag in the repository."""
+    if reference.tag:
+        return reference
+    tags = client.tags(reference)
+    if not tags:
+        raise RegistryError(f"{reference.path} has no tags in registry {client.where}")
+    return reference.with_tag(max(tags, key=version_key))
+
+
+def pull_block(root: Path, reference: Reference, transport: Transport, update_lock: bool = False) -> PullResult:
+    """Install `reference` as blocks/REGISTRY/PATH, atomically, verified, pinned in blocks.lock."""
+    from polycrate.model import parse_block_definition
+    from polycrate.yamlfile import load_yaml
+
+    blockstore.check_relpath(reference.path)
+    client = RegistryClient(reference.registry, transport)
+    reference = resolve_tag(client, reference)
+    remote = client.manifest(reference)
+    if remote is None:
+        raise RegistryError(f"{reference}: no such version in registry {client.where}")
+    manifest = remote.manifest
+    layers = manifest.get("layers") or []
+    config_type = (manifest.get("config") or {}).get("mediaType")
+    if config_type != CONFIG_MEDIA_TYPE or len(layers) != 1 or layers[0].get("mediaType") != LAYER_MEDIA_TYPE:
+        raise RegistryError(f"{reference} is not a polycrate block (unexpected artifact type {config_type!r})")
+    content = remote.annotations.get(ANN_CONTENT)
+    if not content:
+        raise blockstore.IntegrityError(f"{reference} carries no content digest annotation ({ANN_CONTENT})")
+
+    lock = blockstore.read_lock(root)
+    pin = blockstore.check_pin(lock, str(reference), remote.digest, update_lock)  # before any download
+
+    previous = None
+    existing = root / blockstore.BLOCKS_DIR / reference.path / "block.poly"
+    if existing.is_file():
+        try:
+            previous = str((load_yaml(existing) or {}).get("version") or "") or None
+        except PolycrateError:
+            previous = None
+
+    def validate(folder: Path) -> None:
+        definition = parse_block_definition(load_yaml(folder / "block.poly"), folder / "block.poly", folder.parent)
+        if definition.version != reference.tag:
+            raise blockstore.IntegrityError(
+                f"{reference}: the artifact's block.poly says version {definition.version}, not {reference.tag}"
+            )
+        expected_name = remote.annotations.get(ANN_NAME)
+        if expected_name and definition.name != expected_name:
+            raise blockstore.IntegrityError(
+                f"{reference}: the artifact's block.poly names '{definition.name}', the manifest '{expected_name}'"
+            )
+
+    with tempfile.TemporaryDirectory(prefix="polycrate-pull-") as tmp:
+        archive = Path(tmp) / "block.tar.gz"
+        layer = layers[0]
+        client.fetch_blob(reference, layer["digest"], int(layer.get("size", 0)), archive, blockstore.MAX_BLOCK_BYTES)
+        folder = blockstore.install_block(root, reference.path, archive, content, validate)
+    if pin:
+        lock[str(reference)] = blockstore.LockEntry(remote.digest, content)
+        blockstore.write_lock(root, lock)
+    return PullResult(reference, remote.digest, folder, previous, pin)
+
+
+def login(registry: str, username: str, password: str, transport: Transport) -> Path:
+    """Check the credentials against the registry, then store them in the Docker config file."""
+    client = RegistryClient(registry, transport, credentials=(username, password))
+    client.connect()
+    return store_credentials(client.host, username, password)

@@ -1,0 +1,224 @@
+"""The container runtime: one action's command, run inside the workspace's image.
+
+``wrap`` turns the command a builder made for the local runtime (argv, env,
+working directory, files in the run's private folder) into a ``podman run``
+(or ``docker run``) of the same command:
+
+* the workspace is mounted at ``/workspace`` and the block folder is the working
+  directory; every workspace path in the arguments, the environment and the
+  variable/snapshot files becomes its ``/workspace/...`` path, so ``block.path``,
+  ``workspace.root``, ``POLYCRATE_*`` and ``ANSIBLE_INVENTORY`` are paths that
+  exist in the container;
+* the run's private folder (variables, snapshot, script) is mounted read-only at
+  ``/run/polycrate``; polycrate's own package read-only at ``/opt/polycrate/lib``
+  (``PYTHONPATH``), so the image needs Python and ansible-core, not polycrate;
+* SSH private keys the inventory or ``ANSIBLE_PRIVATE_KEY_FILE`` names, the SSH
+  agent socket and folders of decrypted secrets the action is given are mounted
+  read-only at their own paths, for this run only;
+* host networking, so hosts reachable from the machine are reachable from the action;
+* the container is named and labelled; ``--rm`` removes it when it ends, and
+  the cleanup (always called, also after Ctrl-C/SIGTERM) kills and removes it
+  if the engine client was stopped before it could.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import polycrate
+from polycrate import toolchain
+from polycrate.runtime import EVENTS_FILE_ENV
+
+WORKSPACE_MOUNT = "/workspace"
+RUN_MOUNT = "/run/polycrate"
+LIB_MOUNT = "/opt/polycrate/lib"
+SSH_AGENT_MOUNT = "/run/polycrate-ssh-agent.sock"
+EVENTS_MOUNT = "/run/polycrate-events"
+KEY_VARIABLES = ("ansible_ssh_private_key_file", "ansible_private_key_file")
+# variables of the host's environment an action in a container also gets
+PASSED_PREFIXES = ("POLYCRATE_", "ANSIBLE_")
+NOT_PASSED = frozenset({"POLYCRATE_IDENTITY_FILE", "WORKSPACE_ENCRYPTION_KEY", "POLYCRATE_CACHE"})
+
+
+@dataclass
+class ContainerCommand:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    name: str
+    engine: toolchain.Engine
+    mounts: list[tuple[str, str, str]] = field(default_factory=list)  # (host, container, mode)
+
+    def cleanup(self) -> None:
+        """Kill and remove the container if it is still there (quiet when `--rm` already did)."""
+        args = ["rm", "-f", self.name]
+        if self.engine.name == "podman":
+            args[2:2] = ["--time", "0", "--ignore"]  # kill at once; no error when `--rm` was first
+        with contextlib.suppress(Exception):
+            subprocess.run(self.engine.command(*args), capture_output=True, timeout=60)
+
+
+class PathMap:
+    """Host paths -> container paths, longest prefix first."""
+
+    def __init__(self, pairs: dict[str, str]):
+        self.pairs = sorted(pairs.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+    def path(self, value: str) -> str:
+        for host, inside in self.pairs:
+            if value == host or value.startswith(host + "/"):
+                return inside + value[len(host):]
+        return value
+
+    def text(self, value: str) -> str:
+        """A path, a list of paths (a:b), or a path after `@` (ansible's -e @file)."""
+        if value.startswith("@"):
+            return "@" + self.path(value[1:])
+        return os.pathsep.join(self.path(part) for part in value.split(os.pathsep))
+
+    def data(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.path(value)
+        if isinstance(value, dict):
+            return {k: self.data(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.data(v) for v in value]
+        return value
+
+
+def _rewrite_private_files(private: Path, paths: PathMap) -> None:
+    """The variables and snapshot files the builders wrote, with container paths."""
+    import yaml
+
+    for file in private.iterdir():
+        if file.suffix == ".json":
+            data = json.loads(file.read_text(encoding="utf-8"))
+            file.write_text(json.dumps(paths.data(data)), encoding="utf-8")
+        elif file.suffix in (".yml", ".yaml"):
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            file.write_text(yaml.safe_dump(paths.data(data), sort_keys=False), encoding="utf-8")
+
+
+def _inventory_keys(inventory: Path) -> set[str]:
+    """Absolute private-key paths the inventory names (any group, any host)."""
+    import yaml
+
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in KEY_VARIABLES and isinstance(value, str):
+                    found.add(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    with contextlib.suppress(OSError, yaml.YAMLError):
+        walk(yaml.safe_load(inventory.read_text(encoding="utf-8")))
+    return {k for k in found if k.startswith("/") and "{{" not in k}
+
+
+def _secret_folders(values: Iterable[str]) -> set[str]:
+    """Folders of secrets decrypted for this run (polycrate-secrets-*) that the action's environment names."""
+    folders = set()
+    for value in values:
+        if not value.startswith("/"):
+            continue
+        parts = Path(value).parts
+        for i, part in enumerate(parts):
+            if part.startswith("polycrate-secrets-"):
+                folder = str(Path(*parts[: i + 1]))
+                if os.path.isdir(folder):
+                    folders.add(folder)
+                break
+    return folders
+
+
+def wrap(request, argv: list[str], env: dict[str, str], private: Path, output: Callable[[str], None]
+         ) -> ContainerCommand:
+    """The `podman run` of the command a builder made for the local runtime."""
+    ws, block = request.ws, request.block
+    engine = toolchain.find_engine(ws)
+    image = toolchain.resolve_image(ws, engine, lambda line: output(f"[toolchain] {line}"))
+    root = str(ws.root)
+    package = str(Path(polycrate.__file__).resolve().parent)
+    folders = {root: WORKSPACE_MOUNT, str(private): RUN_MOUNT, package: f"{LIB_MOUNT}/polycrate"}
+    events = env.get(EVENTS_FILE_ENV)
+    if events:  # the event stream of our callback plugin: written inside, read by the engine outside
+        folders[str(Path(events).parent)] = EVENTS_MOUNT
+    paths = PathMap(folders)
+    _rewrite_private_files(private, paths)
+
+    # the action's environment: what the builders set (it differs from ours) and the POLYCRATE_/ANSIBLE_ settings
+    inner = {
+        key: paths.text(value)
+        for key, value in env.items()
+        if key not in NOT_PASSED and (key.startswith(PASSED_PREFIXES) or os.environ.get(key) != value)
+    }
+    inner.update({"PYTHONPATH": LIB_MOUNT, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+                  "HOME": "/root", "LANG": "C.UTF-8"})
+
+    mounts: list[tuple[str, str, str]] = [
+        (root, WORKSPACE_MOUNT, "rw"),
+        (str(private), RUN_MOUNT, "ro"),
+        (package, f"{LIB_MOUNT}/polycrate", "ro"),
+    ]
+    if events:
+        mounts.append((str(Path(events).parent), EVENTS_MOUNT, "rw"))
+    keys = _inventory_keys(ws.inventory) if ws.inventory.is_file() else set()
+    if env.get("ANSIBLE_PRIVATE_KEY_FILE", "").startswith("/"):
+        keys.add(env["ANSIBLE_PRIVATE_KEY_FILE"])
+    for key in sorted(keys):
+        if os.path.isfile(key) and paths.path(key) == key:  # keys inside the workspace come with it
+            mounts.append((key, key, "ro"))
+    agent = env.get("SSH_AUTH_SOCK")
+    if agent and os.path.exists(agent):
+        mounts.append((agent, SSH_AGENT_MOUNT, "rw"))
+        inner["SSH_AUTH_SOCK"] = SSH_AGENT_MOUNT
+    for folder in sorted(_secret_folders(list(env.values()) + list(request.extra_env.values()))):
+        mounts.append((folder, folder, "ro"))
+
+    command = list(argv)
+    if command and command[0] == sys.executable:
+        command[0] = "python3"  # the image's Python (the toolchain venv comes first on its PATH)
+    command = [paths.text(a) for a in command]
+
+    name = f"polycrate-{ws.name.lower()[:30]}-{secrets.token_hex(4)}"
+    run = engine.command("run", "--rm", "--name", name, "--network", "host", "--init",
+                         "--label", f"{toolchain.LABEL_RUN}={ws.name}", "--workdir", paths.path(str(block.folder)))
+    if engine.name == "podman" and os.geteuid() != 0:
+        run.append("--userns=keep-id")  # rootless: files the action writes in the workspace stay the user's
+    for host, inside, mode in mounts:
+        run += ["--volume", f"{host}:{inside}:{mode}"]
+    for key in sorted(inner):
+        run += ["--env", key]  # the value comes from the engine client's environment: never on a command line
+    run += [image, *command]
+    client_env = dict(os.environ) | inner
+    return ContainerCommand(run, client_env, block.folder, name, engine, mounts)
+
+
+@contextlib.contextmanager
+def command_for(request, argv: list[str], env: dict[str, str], private: Path, output: Callable[[str], None]
+                ) -> Iterator[tuple[list[str], dict[str, str], Path]]:
+    """(argv, env, cwd) to run: unchanged for the local runtime, a container run for `container`.
+
+    The container is stopped and removed when the block is left, however it is left."""
+    runtime = toolchain.runtime_of(request.ws, getattr(request, "runtime", None))
+    if runtime != "container":
+        yield argv, env, request.block.folder
+        return
+    wrapped = wrap(request, argv, env, private, output)
+    try:
+        yield wrapped.argv, wrapped.env, wrapped.cwd
+    finally:
+        wrapped.cleanup()
