@@ -1,23 +1,43 @@
-"""Executing actions and workflows: order, prompts, failure policy.
+"""Executing actions and workflows: prompts, lock, run record, steps with their controls.
+
+The path of one run: plan the steps; take the workflow's lock; open a run record
+in the store; for each step: resolve block+action, run it through the runtime
+(timeout, retries), record status, duration, per-host counts and the log; stop or
+go on; run ``on_failure`` steps after a failure; finish the record; then the
+after-run work that must never change the run's result: retention, metrics,
+webhooks.
 
 The engine never prints: it reports through a ``Reporter`` that the CLI supplies.
+Every line, message and notice passes through one masking function (``_Run.mask``)
+before it reaches the reporter, the store, the log or a webhook.
 """
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
-from polycrate.errors import PolycrateError
-from polycrate.model import Workflow, Workspace
-from polycrate.runtime import ActionRequest, run_action_process
+from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
+from polycrate.model import Step, Workflow, Workspace
+from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
 from polycrate.workspace import get_action, get_block, get_workflow, playbook_path
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 FAILED_ALLOWED = "failed (allowed)"
 SKIPPED = "skipped"
+SKIPPED_CHECK = "skipped (check mode)"  # script actions do not run under --check
+DONE_BEFORE = "skipped (resumed)"  # succeeded in the run that --resume continues
+INTERRUPTED = "interrupted"
 NOT_RUN = "not run"
+RUNNING = "running"
+
+MAIN = "main"
+ON_FAILURE = "on_failure"
 
 
 @dataclass
@@ -28,6 +48,13 @@ class StepResult:
     status: str = NOT_RUN
     exit_code: int | None = None
     duration: float = 0.0
+    phase: str = MAIN
+    attempts: int = 0
+    failed_task: str | None = None
+    failed_host: str | None = None
+    message: str | None = None
+    note: str | None = None
+    hosts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,14 +63,18 @@ class RunResult:
     name: str
     steps: list[StepResult] = field(default_factory=list)
     duration: float = 0.0
+    run_id: str | None = None
+    status: str = RUNNING
+    resumed_from: str | None = None
+    check: bool = False
 
     @property
     def failed_step(self) -> StepResult | None:
-        return next((s for s in self.steps if s.status == FAILED), None)
+        return next((s for s in self.steps if s.status == FAILED and s.phase == MAIN), None)
 
     @property
     def ok(self) -> bool:
-        return self.failed_step is None
+        return self.failed_step is None and self.status != INTERRUPTED
 
     @property
     def skipped(self) -> list[StepResult]:
@@ -62,6 +93,9 @@ class Reporter:
     def step_finished(self, step: StepResult, index: int, total: int) -> None:
         pass
 
+    def notice(self, message: str) -> None:
+        """Something polycrate itself has to say: waiting for a lock, a retry, a failed webhook."""
+
 
 Confirm = Callable[[str, str], bool]  # (what asks, message) -> answer
 
@@ -70,10 +104,17 @@ Confirm = Callable[[str, str], bool]  # (what asks, message) -> answer
 class RunOptions:
     check: bool = False
     diff: bool = False
+    resume: bool = False
+    wait: bool = False  # wait for the lock instead of refusing
+    runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime
 
 
 class PromptDeclined(PolycrateError):
     exit_code = 1
+
+
+class NothingToResume(PolycrateError):
+    exit_code = EXIT_ACTION_FAILED
 
 
 def _ask(confirm: Confirm, asks: list[tuple[str, str]]) -> None:
@@ -83,27 +124,14 @@ def _ask(confirm: Confirm, asks: list[tuple[str, str]]) -> None:
             raise PromptDeclined(f"{who}: not confirmed, nothing was run")
 
 
-def run_action(
-    ws: Workspace,
-    block_name: str,
-    action_name: str,
-    *,
-    confirm: Confirm,
-    reporter: Reporter | None = None,
-    options: RunOptions = RunOptions(),
-) -> RunResult:
-    block = get_block(ws, block_name)
-    action = get_action(block, action_name)
-    if action.type == "ansible":
-        playbook_path(block, action)
-    if action.prompt:
-        _ask(confirm, [(f"action {block.name}/{action.name}", action.prompt.message)])
-    result = RunResult("action", f"{block.name} {action.name}")
-    step = StepResult(action.name, block.name, action.name)
-    result.steps.append(step)
-    _execute(ws, step, None, options, reporter or Reporter(), 1, 1)
-    result.duration = step.duration
-    return result
+def masker_for(ws: Workspace):
+    """The one masking function of a run: secret values (see polycrate.secrets) become ********."""
+    from polycrate.masking import Masker
+
+    return Masker()
+
+
+# --- planning ---------------------------------------------------------------------------------
 
 
 def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = None) -> list[StepResult]:
@@ -120,13 +148,395 @@ def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = Non
             )
         steps = chosen
     planned = []
-    for s in steps:
+    for s in (*steps, *workflow.on_failure):
         block = get_block(ws, s.block)
         action = get_action(block, s.action)
         if action.type == "ansible":
             playbook_path(block, action)  # a missing playbook stops the run before step 1
-        planned.append(StepResult(s.name, s.block, s.action))
+        phase = ON_FAILURE if s in workflow.on_failure else MAIN
+        planned.append(StepResult(s.name, s.block, s.action, phase=phase))
     return planned
+
+
+def resume_point(previous: dict, planned: list[StepResult]) -> set[str]:
+    """Names of the steps that the previous run finished (succeeded, or failed where allowed)."""
+    done = {s["name"] for s in previous["steps"] if s["phase"] == MAIN and s["status"] in (SUCCEEDED, FAILED_ALLOWED, DONE_BEFORE)}
+    skip: set[str] = set()
+    for step in planned:
+        if step.phase != MAIN or step.name not in done:
+            break
+        skip.add(step.name)
+    return skip
+
+
+# --- the events of one Ansible run ------------------------------------------------------------
+
+
+def read_events(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str] | None]:
+    """Per-host counts and the failing task (the last failure not ignored) from our callback's file."""
+    hosts: dict[str, dict[str, int]] = {}
+    tally: dict[str, dict[str, int]] = {}
+    failure = None
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return hosts, None
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        kind = event.get("event")
+        if kind == "stats":
+            hosts = event.get("hosts", {})
+        elif kind in ("ok", "failed", "unreachable", "skipped"):
+            counts = tally.setdefault(event.get("host", ""), dict.fromkeys(("ok", "changed", "failed", "unreachable", "skipped"), 0))
+            if kind == "ok":
+                counts["ok"] += 1
+                counts["changed"] += int(bool(event.get("changed")))
+            elif kind == "failed" and event.get("ignore_errors"):
+                counts["ok"] += 1
+            else:
+                counts[kind] += 1
+            if kind in ("failed", "unreachable") and not event.get("ignore_errors"):
+                failure = {
+                    "task": event.get("task", ""),
+                    "host": event.get("host", ""),
+                    "message": event.get("message", "") or ("host unreachable" if kind == "unreachable" else ""),
+                }
+    return (hosts or tally), failure
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+class _Run:
+    """The bookkeeping of one run: store rows, logs, masking, the lock."""
+
+    def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions):
+        self.ws = ws
+        self.reporter = reporter
+        self.options = options
+        self.masker = masker_for(ws)
+        self.mask = self.masker.mask
+        self.store = None
+        self.run_id: str | None = None
+        self.lock = None
+        self.notices: list[str] = []
+
+    def notice(self, message: str) -> None:
+        message = self.mask(message)
+        self.notices.append(message)
+        self.reporter.notice(message)
+        if self.store is not None and self.run_id is not None:
+            try:
+                self.store.add_notice(self.run_id, message)
+            except Exception:  # the store is the record, not the run: never fail a run over it
+                pass
+
+    def take_lock(self, key: str, what: str) -> None:
+        from polycrate.locking import RunLock
+
+        self.lock = RunLock(self.ws.root, key, what)
+        self.lock.acquire(wait=self.options.wait, on_wait=self.notice)
+
+    def open(self, **record: Any) -> None:
+        from polycrate.history import open_store
+
+        self.store = open_store(self.ws.root)
+        self.run_id = self.store.start_run(check=self.options.check, diff=self.options.diff, **record)
+        if self.lock is not None:
+            self.lock.write_holder(self.run_id)
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _execute(
+    run: _Run,
+    step: StepResult,
+    position: int,
+    spec: Step | None,
+    workflow: str | None,
+    index: int,
+    total: int,
+) -> None:
+    """Run one step with its timeout and retries; record it. KeyboardInterrupt marks it interrupted."""
+    ws, options, reporter, store = run.ws, run.options, run.reporter, run.store
+    block = ws.blocks[step.block]
+    action = block.actions[step.action]
+    timeout = spec.timeout if spec else None
+    attempts = 1 + (spec.retries if spec else 0)
+    delay = spec.retry_delay if spec else 0.0
+
+    reporter.step_started(step, index, total)
+    if options.check and action.type == "script":
+        step.status = SKIPPED_CHECK
+        step.note = "script actions do not run in check mode"
+        store.update_step(run.run_id, position, status=step.status, note=step.note)
+        reporter.step_finished(step, index, total)
+        return
+
+    log = store.step_log(run.run_id, position, step.name)
+    last_lines: list[str] = []
+
+    def output(line: str) -> None:
+        line = run.mask(line)
+        reporter.output(line)
+        log.write(line)
+        if line.strip():
+            last_lines.append(line)
+            del last_lines[:-5]
+
+    started = time.monotonic()
+    store.update_step(run.run_id, position, status=RUNNING, started=time.time())
+    events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-"))
+    try:
+        for attempt in range(1, attempts + 1):
+            step.attempts = attempt
+            if attempt > 1:
+                run.notice(f"step {step.name}: attempt {attempt} of {attempts} in {delay:g}s")
+                log.write(f"--- polycrate: attempt {attempt} of {attempts} ---")
+                if delay:
+                    time.sleep(delay)
+            events = events_dir / f"attempt-{attempt}.jsonl"
+            request = ActionRequest(
+                ws=ws,
+                block=block,
+                action=action,
+                workflow=workflow,
+                step=step.name if workflow else None,
+                check=options.check,
+                diff=options.diff,
+                timeout=timeout,
+                events_file=events,
+                runtime=options.runtime,
+                keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
+            )
+            last_lines.clear()
+            timed_out = False
+            try:
+                step.exit_code = run_action_process(request, output)
+            except ActionTimedOut as exc:
+                timed_out = True
+                step.exit_code = None
+                output(f"polycrate: step {step.name} {exc}; stopped")
+            except BaseException:
+                step.status = INTERRUPTED
+                step.hosts, failure = read_events(events)
+                step.message = "interrupted (SIGINT/SIGTERM)"
+                raise
+            step.hosts, failure = read_events(events)
+            if step.exit_code == 0 and not timed_out:
+                step.status = SUCCEEDED
+                step.failed_task = step.failed_host = step.message = None
+                break
+            step.status = FAILED
+            if timed_out:
+                step.message = f"timed out after {timeout:g}s"
+                step.failed_task = failure["task"] if failure else None
+                step.failed_host = failure["host"] if failure else None
+            elif failure:
+                step.failed_task, step.failed_host = failure["task"], failure["host"]
+                step.message = run.mask(failure["message"])
+            else:
+                step.failed_task = step.failed_host = None
+                tail = last_lines[-1] if last_lines else ""
+                step.message = f"exit status {step.exit_code}" + (f": {tail}" if tail else "")
+    finally:
+        step.duration = time.monotonic() - started
+        log.close()
+        shutil.rmtree(events_dir, ignore_errors=True)
+        try:
+            store.set_hosts(run.run_id, position, step.hosts)
+            store.update_step(
+                run.run_id,
+                position,
+                status=step.status,
+                exit_code=step.exit_code,
+                attempts=step.attempts,
+                ended=time.time(),
+                duration=round(step.duration, 3),
+                failed_task=step.failed_task,
+                failed_host=step.failed_host,
+                message=step.message,
+            )
+        except Exception:
+            pass
+    reporter.step_finished(step, index, total)
+
+
+def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool, workflow: Workflow | None) -> None:
+    """Close the record; then retention, metrics, webhooks: none of them may change the result."""
+    result.duration = time.monotonic() - started_at
+    if interrupted:
+        result.status = INTERRUPTED
+    else:
+        result.status = SUCCEEDED if result.failed_step is None else FAILED
+    exit_code = {SUCCEEDED: 0, FAILED: EXIT_ACTION_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[result.status]
+    failed = result.failed_step or next((s for s in result.steps if s.status == INTERRUPTED), None)
+    store = run.store
+    store.finish_run(
+        run.run_id,
+        status=result.status,
+        exit_code=exit_code,
+        failed_step=failed.name if failed else None,
+        failed_task=failed.failed_task if failed else None,
+        failed_host=failed.failed_host if failed else None,
+        message=failed.message if failed else None,
+    )
+    settings = run.ws.run_settings
+    try:
+        if settings.keep_runs or settings.keep_days:
+            store.prune(settings.keep_runs, settings.keep_days)
+    except Exception as exc:
+        run.notice(f"retention: could not remove old runs: {exc}")
+    if result.kind == "workflow" and settings.metrics_enabled and not run.options.check:
+        try:
+            from polycrate import metrics
+
+            path = metrics.metrics_path(run.ws.root, settings.metrics_path)
+            metrics.write_atomically(path, metrics.render(run.ws.name, store.workflow_metrics()))
+        except Exception as exc:
+            run.notice(f"metrics: could not write the textfile: {exc}")
+    if settings.webhooks:
+        from polycrate import alerts
+
+        summary = run.masker.mask_data(webhook_summary(run, result, failed, exit_code))
+        alerts.send_all(settings.webhooks, summary, run.notice)
+
+
+def webhook_summary(run: _Run, result: RunResult, failed: StepResult | None, exit_code: int) -> dict[str, Any]:
+    record = run.store.get_run(run.run_id)
+    return {
+        "event": "polycrate.run.finished",
+        "run_id": run.run_id,
+        "workspace": run.ws.name,
+        "kind": result.kind,
+        "workflow": result.name if result.kind == "workflow" else None,
+        "action": result.name if result.kind == "action" else None,
+        "status": result.status,
+        "exit_code": exit_code,
+        "check": run.options.check,
+        "started": record["started"],
+        "ended": record["ended"],
+        "duration": round(result.duration, 3),
+        "failed_step": failed.name if failed else None,
+        "failed_task": failed.failed_task if failed else None,
+        "failed_host": failed.failed_host if failed else None,
+        "message": failed.message if failed else None,
+        "resumed_from": result.resumed_from,
+        "host": record["host"],
+        "user": record["user"],
+        "steps": [{"name": s.name, "status": s.status, "duration": round(s.duration, 3)} for s in result.steps],
+    }
+
+
+def _drive(
+    run: _Run,
+    result: RunResult,
+    specs: dict[tuple[str, str], Step],
+    workflow: Workflow | None,
+    skip: set[str],
+    resumed_from: str | None,
+) -> RunResult:
+    """Run the planned steps in order with the failure policy; record everything; re-raise interrupts."""
+    steps = result.steps
+    run.store.add_steps(
+        run.run_id,
+        [
+            {
+                "position": i,
+                "name": s.name,
+                "block": s.block,
+                "action": s.action,
+                "phase": s.phase,
+                "status": DONE_BEFORE if s.name in skip and s.phase == MAIN else NOT_RUN,
+                "note": f"succeeded in run {resumed_from}" if s.name in skip and s.phase == MAIN else None,
+            }
+            for i, s in enumerate(steps, 1)
+        ],
+    )
+    main = [s for s in steps if s.phase == MAIN]
+    total = len(main)
+    started_at = time.monotonic()
+    interrupted = False
+    try:
+        stopped = False
+        for index, step in enumerate(main, 1):
+            position = steps.index(step) + 1
+            if step.name in skip:
+                step.status = DONE_BEFORE
+                step.note = f"succeeded in run {resumed_from}"
+                continue
+            if stopped:
+                step.status = SKIPPED
+                run.store.update_step(run.run_id, position, status=SKIPPED)
+                continue
+            _execute(run, step, position, specs.get((MAIN, step.name)), workflow.name if workflow else None, index, total)
+            if step.status == FAILED and specs.get((MAIN, step.name)) and specs[(MAIN, step.name)].allow_failure:
+                step.status = FAILED_ALLOWED
+                run.store.update_step(run.run_id, position, status=FAILED_ALLOWED)
+            elif step.status == FAILED:
+                stopped = True
+        recovery = [s for s in steps if s.phase == ON_FAILURE]
+        if stopped and recovery:
+            run.notice(f"a step failed: running on_failure steps {', '.join(s.name for s in recovery)}")
+            for index, step in enumerate(recovery, 1):
+                position = steps.index(step) + 1
+                _execute(run, step, position, specs.get((ON_FAILURE, step.name)), workflow.name if workflow else None,
+                         index, len(recovery))
+                if step.status == FAILED and specs[(ON_FAILURE, step.name)].allow_failure:
+                    step.status = FAILED_ALLOWED
+                    run.store.update_step(run.run_id, position, status=FAILED_ALLOWED)
+        for position, step in enumerate(steps, 1):
+            if step.phase == ON_FAILURE and step.status == NOT_RUN:
+                step.note = "ran only after a failure"
+    except KeyboardInterrupt:
+        interrupted = True
+        for position, step in enumerate(steps, 1):
+            if step.status in (NOT_RUN, RUNNING):
+                step.status = SKIPPED if step.phase == MAIN else NOT_RUN
+                run.store.update_step(run.run_id, position, status=step.status)
+        run.notice(f"run {run.run_id} interrupted; recorded as interrupted")
+        raise
+    finally:
+        _finish(run, result, started_at, interrupted, workflow)
+    return result
+
+
+def run_action(
+    ws: Workspace,
+    block_name: str,
+    action_name: str,
+    *,
+    confirm: Confirm,
+    reporter: Reporter | None = None,
+    options: RunOptions = RunOptions(),
+) -> RunResult:
+    block = get_block(ws, block_name)
+    action = get_action(block, action_name)
+    if action.type == "ansible":
+        playbook_path(block, action)
+    if options.resume:
+        raise PolycrateError("--resume applies to workflows only")
+    run = _Run(ws, reporter or Reporter(), options)
+    try:
+        key = f"action-{block.name}-{action.name}"
+        run.take_lock(key, f"action {block.name} {action.name}")
+        if action.prompt:
+            _ask(confirm, [(f"action {block.name}/{action.name}", action.prompt.message)])
+        run.open(kind="action", name=f"{block.name} {action.name}", block=block.name, action=action.name, lock_key=key)
+        result = RunResult("action", f"{block.name} {action.name}", run_id=run.run_id, check=options.check)
+        result.steps.append(StepResult(action.name, block.name, action.name))
+        return _drive(run, result, {}, None, set(), None)
+    finally:
+        run.close()
 
 
 def run_workflow(
@@ -139,6 +549,8 @@ def run_workflow(
     options: RunOptions = RunOptions(),
 ) -> RunResult:
     workflow = get_workflow(ws, name)
+    if options.resume and only_step:
+        raise PolycrateError("--resume and --step do not combine: --resume picks the steps itself")
     planned = plan_workflow(ws, workflow, only_step)
     asks = []
     if workflow.prompt:
@@ -147,50 +559,62 @@ def run_workflow(
         action = ws.blocks[step.block].actions[step.action]
         if action.prompt:
             asks.append((f"step {step.name} ({step.block}/{step.action})", action.prompt.message))
-    _ask(confirm, asks)
 
-    reporter = reporter or Reporter()
-    result = RunResult("workflow", workflow.name, planned)
-    allowed = {s.name: s.allow_failure for s in workflow.steps}
-    started = time.monotonic()
-    stopped = False
-    for index, step in enumerate(planned, 1):
-        if stopped:
-            step.status = SKIPPED
-            continue
-        _execute(ws, step, workflow.name, options, reporter, index, len(planned))
-        if step.status == FAILED and allowed[step.name]:
-            step.status = FAILED_ALLOWED
-        elif step.status == FAILED:
-            stopped = True
-    result.duration = time.monotonic() - started
-    return result
-
-
-def _execute(
-    ws: Workspace,
-    step: StepResult,
-    workflow: str | None,
-    options: RunOptions,
-    reporter: Reporter,
-    index: int,
-    total: int,
-) -> None:
-    block = ws.blocks[step.block]
-    request = ActionRequest(
-        ws=ws,
-        block=block,
-        action=block.actions[step.action],
-        workflow=workflow,
-        step=step.name if workflow else None,
-        check=options.check,
-        diff=options.diff,
-    )
-    reporter.step_started(step, index, total)
-    started = time.monotonic()
+    run = _Run(ws, reporter or Reporter(), options)
     try:
-        step.exit_code = run_action_process(request, reporter.output)
+        key = f"workflow-{workflow.name}"
+        # the lock first: a second run is refused before anyone is asked anything
+        run.take_lock(key, f"workflow '{workflow.name}'")
+        skip: set[str] = set()
+        resumed_from = None
+        if options.resume:
+            from polycrate.history import open_store
+
+            store = open_store(ws.root)
+            try:
+                previous = store.latest_full_run(workflow.name)
+            finally:
+                store.close()
+            if previous is None:
+                raise NothingToResume(f"nothing to resume: workflow '{workflow.name}' has no recorded run")
+            if previous["status"] not in (FAILED, INTERRUPTED):
+                raise NothingToResume(
+                    f"nothing to resume: the latest run of '{workflow.name}' ({previous['id']}) {previous['status']}"
+                )
+            skip = resume_point(previous, planned)
+            resumed_from = previous["id"]
+            if all(s.name in skip for s in planned if s.phase == MAIN):
+                raise NothingToResume(
+                    f"nothing to resume: every step of run {previous['id']} already succeeded"
+                )
+        _ask(confirm, [a for a in asks if not any(a[0].startswith(f"step {n} (") for n in skip)])
+        run.open(
+            kind="workflow",
+            name=workflow.name,
+            workflow=workflow.name,
+            only_step=only_step,
+            lock_key=key,
+            resumed_from=resumed_from,
+        )
+        if resumed_from:
+            first = next(s.name for s in planned if s.phase == MAIN and s.name not in skip)
+            run.notice(f"resuming run {resumed_from} at step {first}")
+        result = RunResult(
+            "workflow", workflow.name, planned, run_id=run.run_id, resumed_from=resumed_from, check=options.check
+        )
+        specs = {(MAIN, s.name): s for s in workflow.steps} | {(ON_FAILURE, s.name): s for s in workflow.on_failure}
+        return _drive(run, result, specs, workflow, skip, resumed_from)
     finally:
-        step.duration = time.monotonic() - started
-    step.status = SUCCEEDED if step.exit_code == 0 else FAILED
-    reporter.step_finished(step, index, total)
+        run.close()
+
+
+__all__ = [
+    "Reporter",
+    "RunOptions",
+    "RunResult",
+    "StepResult",
+    "run_action",
+    "run_workflow",
+    "plan_workflow",
+    "read_events",
+]

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,19 @@ from polycrate.model import Action, Block, Workspace
 
 # How long a child gets to end after SIGINT/SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 10.0
+
+# Our Ansible callback plugin (runtime/plugins/callback/polycrate_events.py) and its output file.
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
+EVENTS_CALLBACK = "polycrate_events"
+EVENTS_FILE_ENV = "POLYCRATE_EVENTS_FILE"
+
+
+class ActionTimedOut(Exception):
+    """The action ran longer than its step's timeout; its process group was stopped."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"timed out after {seconds:g}s")
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,10 @@ class ActionRequest:
     check: bool = False
     diff: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None  # seconds; the process group is stopped when it runs longer
+    events_file: Path | None = None  # ansible actions write their JSON-lines event stream here
+    keep_fds: tuple[int, ...] = ()  # descriptors the action inherits: the run's lock lives as long as the play
+    runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime (toolchain.runtime_of)
 
 
 def action_environment(request: ActionRequest) -> dict[str, str]:
@@ -60,21 +79,80 @@ def action_environment(request: ActionRequest) -> dict[str, str]:
     return env
 
 
+def event_environment(env: dict[str, str], events_file: Path) -> dict[str, str]:
+    """Enable our callback next to whatever stdout callback and callbacks are configured."""
+    env = dict(env)
+    paths = [str(PLUGIN_DIR)] + [p for p in env.get("ANSIBLE_CALLBACK_PLUGINS", "").split(os.pathsep) if p]
+    env["ANSIBLE_CALLBACK_PLUGINS"] = os.pathsep.join(paths)
+    enabled = [c.strip() for c in env.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
+    if EVENTS_CALLBACK not in enabled:
+        enabled.append(EVENTS_CALLBACK)
+    env["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(enabled)
+    env[EVENTS_FILE_ENV] = str(events_file)
+    return env
+
+
 def run_action_process(request: ActionRequest, output: Callable[[str], None]) -> int:
-    """Run the action to completion, streaming its output lines; return its exit status."""
-    from polycrate.runtime import ansible, script
+    """Run the action to completion, streaming its output lines; return its exit status.
+
+    Raises ``ActionTimedOut`` (after stopping the process group) when ``request.timeout`` passes.
+    """
+    from polycrate.runtime import ansible, container, script
 
     request.ws.artifacts_dir(request.block.name).mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix="polycrate-run-"))  # mode 0700
     try:
         builder = ansible.build_command if request.action.type == "ansible" else script.build_command
         argv, env = builder(request, private)
-        return _stream(argv, env, request.block.folder, output)
+        if request.action.type == "ansible" and request.events_file is not None:
+            env = event_environment(env, request.events_file)
+        # the container runtime runs the same command in the workspace's image, and removes it however it ends
+        with container.command_for(request, argv, env, private, output) as (argv, env, cwd):
+            return _stream(argv, env, cwd, output, request.timeout, request.keep_fds)
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _stream(argv: list[str], env: dict[str, str], cwd: Path, output: Callable[[str], None]) -> int:
+def _read_lines(pipe, lines: queue.Queue) -> None:
+    try:
+        for raw in pipe:
+            lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+    finally:
+        lines.put(None)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when polycrate dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG).
+
+    Ansible ends its workers and their commands on SIGTERM, so a killed run leaves no play behind.
+    """
+    try:
+        _libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _load_libc():
+    try:
+        import ctypes
+        import ctypes.util
+
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except Exception:
+        return None
+
+
+_libc = _load_libc()
+
+
+def _stream(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    output: Callable[[str], None],
+    timeout: float | None = None,
+    keep_fds: tuple[int, ...] = (),
+) -> int:
     # Own process group: a stop reaches the whole tree (ansible forks, ssh, scripts' children).
     proc = subprocess.Popen(
         argv,
@@ -84,15 +162,49 @@ def _stream(argv: list[str], env: dict[str, str], cwd: Path, output: Callable[[s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        pass_fds=keep_fds,
+        preexec_fn=_die_with_parent if _libc is not None else None,
     )
+    # A reader thread fills a queue; the main thread (the one that gets KeyboardInterrupt on
+    # SIGINT/SIGTERM) hands lines to `output` and watches the deadline.
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
     try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            output(raw.decode("utf-8", "replace").rstrip("\n"))
+        reader.start()
+        deadline = time.monotonic() + timeout if timeout else None
+        while True:
+            wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            try:
+                line = lines.get(timeout=wait)
+            except queue.Empty:
+                line = ""
+                if deadline is not None and time.monotonic() >= deadline:
+                    stop_process_group(proc)
+                    _drain(lines, output)
+                    raise ActionTimedOut(timeout or 0) from None
+                continue
+            if line is None:
+                break
+            output(line)
         return proc.wait()
+    except ActionTimedOut:
+        raise
     except BaseException:
         stop_process_group(proc)
         raise
+
+
+def _drain(lines: queue.Queue, output: Callable[[str], None]) -> None:
+    """Hand over what the stopped process still printed (the reader ends at EOF)."""
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if line is None:
+            return
+        output(line)
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:
@@ -114,4 +226,12 @@ def stop_process_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-__all__ = ["ActionRequest", "action_environment", "run_action_process", "stop_process_group", "Interrupted"]
+__all__ = [
+    "ActionRequest",
+    "ActionTimedOut",
+    "action_environment",
+    "event_environment",
+    "run_action_process",
+    "stop_process_group",
+    "Interrupted",
+]

@@ -25,4 +25,7 @@ def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
         argv.append("--diff")
     env = action_environment(request)
     env.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "false")
+    # One SSH round trip per task instead of four: measured 0.8 s against 4.2 s per task on the
+    # Debian test host. Safe on Debian/Ubuntu sudo (no requiretty); ANSIBLE_PIPELINING=False turns it off.
+    env.setdefault("ANSIBLE_PIPELINING", "True")
     return argv, env

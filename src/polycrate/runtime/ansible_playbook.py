@@ -4,6 +4,8 @@ It is the real `ansible-playbook` (``ansible.cli.playbook.PlaybookCLI``) with on
 change: the warning "Found variable using reserved name 'block'" is not shown
 for the variable polycrate itself passes. The article's playbooks use
 ``block.config.*`` by design; every other reserved-name warning stays.
+And one fix: a ``no_log`` task's error message is censored like the rest of its result
+(ansible-core 2.19 would print it; see ``_censor_errors_of_no_log_tasks``).
 """
 from __future__ import annotations
 
@@ -23,10 +25,28 @@ def _quiet_our_reserved_names() -> None:
     manager.warn_if_reserved = warn_if_reserved
 
 
+def _censor_errors_of_no_log_tasks() -> None:
+    """ansible-core 2.19 keeps the error summary of a ``no_log`` result ('exception', which
+    carries e.g. a failing ``fail`` task's templated msg) and the default callback prints it
+    as "[ERROR]: Task failed: ...". A ``no_log`` result keeps no message of any kind here."""
+    from ansible.executor import task_result
+
+    original = task_result.censor_result
+
+    def censor_result(result):
+        censored = original(result)
+        for key in ("exception", "warnings", "deprecations"):
+            censored.pop(key, None)
+        return censored
+
+    task_result.censor_result = censor_result
+
+
 def main(argv: list[str]) -> int:
     from ansible.cli.playbook import main as playbook_main
 
     _quiet_our_reserved_names()
+    _censor_errors_of_no_log_tasks()
     sys.argv = ["ansible-playbook", *argv]
     return playbook_main(sys.argv)
 

@@ -1,0 +1,47 @@
+"""Webhooks: a JSON summary of a finished run, POSTed to the URLs in `webhooks:`.
+
+A webhook never fails a run: every error comes back as a message for the run's
+notices. The timeout is short so a dead endpoint delays the end of a run by
+seconds, not minutes.
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+from polycrate.model import Webhook
+
+TIMEOUT_SECONDS = 5.0
+
+
+def wanted(hook: Webhook, status: str) -> bool:
+    event = "success" if status == "succeeded" else "failure"  # failed and interrupted both alert
+    return event in hook.on
+
+
+def post(hook: Webhook, payload: dict[str, Any], timeout: float = TIMEOUT_SECONDS) -> None:
+    body = json.dumps(payload, default=str).encode("utf-8")
+    headers = {"Content-Type": "application/json", "User-Agent": "polycrate-webhook"}
+    headers.update(dict(hook.headers))
+    request = urllib.request.Request(hook.url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only, checked in model)
+        response.read(1024)
+
+
+def send_all(hooks: tuple[Webhook, ...], payload: dict[str, Any], notice: Callable[[str], None]) -> int:
+    """POST to every hook that wants this status; return how many succeeded. Errors go to `notice`."""
+    sent = 0
+    for hook in hooks:
+        if not wanted(hook, payload.get("status", "")):
+            continue
+        try:
+            post(hook, payload)
+            sent += 1
+        except urllib.error.HTTPError as exc:
+            notice(f"webhook {hook.url} answered HTTP {exc.code}; the run's result stands")
+        except Exception as exc:  # a webhook never fails a run
+            reason = getattr(exc, "reason", None) or exc
+            notice(f"webhook {hook.url} failed: {reason}; the run's result stands")
+    return sent

@@ -1,0 +1,419 @@
+"""The run store: every run, its steps, per-host task counts and its log.
+
+SQLite at ``.polycrate/runs.db`` inside the workspace (``.polycrate/`` carries its
+own ``.gitignore``); step logs are plain files under ``.polycrate/runs/<run id>/``
+so a run killed half-way keeps everything it printed. Nothing here prints.
+
+Only masked text reaches this module: the engine passes every line, message and
+notice through its one masking function first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polycrate.errors import NotFoundError
+from polycrate.locking import is_held, lock_path, pid_alive, read_holder
+
+STATE_DIR = ".polycrate"
+DB_NAME = "runs.db"
+LOGS_DIR = "runs"
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+RUN_STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,              -- 'workflow' | 'action'
+    name TEXT NOT NULL,              -- workflow name, or 'block action'
+    workflow TEXT,
+    block TEXT,
+    action TEXT,
+    only_step TEXT,
+    user TEXT,
+    host TEXT,
+    pid INTEGER,
+    lock_key TEXT,
+    started REAL NOT NULL,
+    ended REAL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    check_mode INTEGER NOT NULL DEFAULT 0,
+    diff_mode INTEGER NOT NULL DEFAULT 0,
+    resumed_from TEXT,
+    failed_step TEXT,
+    failed_task TEXT,
+    failed_host TEXT,
+    message TEXT,
+    notices TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS runs_by_name ON runs (kind, name, started);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    block TEXT,
+    action TEXT,
+    phase TEXT NOT NULL DEFAULT 'main',   -- 'main' | 'on_failure'
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    ended REAL,
+    duration REAL,
+    failed_task TEXT,
+    failed_host TEXT,
+    message TEXT,
+    note TEXT,
+    log TEXT,
+    PRIMARY KEY (run_id, position)
+);
+CREATE TABLE IF NOT EXISTS step_hosts (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    ok INTEGER NOT NULL DEFAULT 0,
+    changed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    unreachable INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    rescued INTEGER NOT NULL DEFAULT 0,
+    ignored INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, position, host)
+);
+"""
+
+HOST_COUNTS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored")
+
+
+def state_dir(root: Path) -> Path:
+    folder = root / STATE_DIR
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# polycrate's local state: run store, logs, locks, metrics\n*\n", encoding="utf-8")
+    return folder
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable and short enough to type: 20250614-021500-3fa9c1."""
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time())) + "-" + secrets.token_hex(3)
+
+
+def current_user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return str(os.getuid())
+
+
+@dataclass
+class StepLog:
+    """A step's log file: one line per output line, flushed as it comes."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, line: str) -> None:
+        self._handle.write(line + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class RunStore:
+    def __init__(self, root: Path):
+        self.root = root
+        folder = state_dir(root)
+        self.path = folder / DB_NAME
+        self.logs_dir = folder / LOGS_DIR
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit; explicit BEGIN
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        try:
+            self.db.execute("PRAGMA journal_mode = WAL")  # readers never block a running night
+        except sqlite3.OperationalError:
+            pass
+        self.db.executescript(SCHEMA)
+        os.chmod(self.path, 0o600)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        kind: str,
+        name: str,
+        workflow: str | None = None,
+        block: str | None = None,
+        action: str | None = None,
+        only_step: str | None = None,
+        lock_key: str | None = None,
+        check: bool = False,
+        diff: bool = False,
+        resumed_from: str | None = None,
+    ) -> str:
+        started = time.time()
+        run_id = new_run_id(started)
+        self.db.execute(
+            "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
+            " started, status, check_mode, diff_mode, resumed_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                run_id, kind, name, workflow, block, action, only_step, current_user(), socket.gethostname(),
+                os.getpid(), lock_key, started, RUNNING, int(check), int(diff), resumed_from,
+            ),
+        )
+        return run_id
+
+    def add_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            for s in steps:
+                self.db.execute(
+                    "INSERT INTO steps (run_id, position, name, block, action, phase, status, note)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (run_id, s["position"], s["name"], s["block"], s["action"], s.get("phase", "main"), s["status"],
+                     s.get("note")),
+                )
+
+    def step_log(self, run_id: str, position: int, name: str) -> StepLog:
+        path = self.logs_dir / run_id / f"{position:02d}-{name}.log"
+        self.db.execute("UPDATE steps SET log = ? WHERE run_id = ? AND position = ?",
+                        (str(path.relative_to(self.root)), run_id, position))
+        return StepLog(path)
+
+    def update_step(self, run_id: str, position: int, **fields: Any) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE steps SET {cols} WHERE run_id = ? AND position = ?", (*fields.values(), run_id, position))
+
+    def set_hosts(self, run_id: str, position: int, hosts: dict[str, dict[str, int]]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM step_hosts WHERE run_id = ? AND position = ?", (run_id, position))
+            for host, counts in hosts.items():
+                self.db.execute(
+                    "INSERT INTO step_hosts (run_id, position, host, ok, changed, failed, unreachable, skipped,"
+                    " rescued, ignored) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, position, host, *(int(counts.get(k, 0)) for k in HOST_COUNTS)),
+                )
+
+    def add_notice(self, run_id: str, text: str) -> None:
+        row = self.db.execute("SELECT notices FROM runs WHERE id = ?", (run_id,)).fetchone()
+        notices = json.loads(row["notices"]) if row else []
+        notices.append({"time": time.time(), "text": text})
+        self.db.execute("UPDATE runs SET notices = ? WHERE id = ?", (json.dumps(notices), run_id))
+
+    def finish_run(self, run_id: str, *, status: str, exit_code: int, **fields: Any) -> None:
+        fields.update(status=status, exit_code=exit_code, ended=time.time())
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self.db.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+
+    # --- stale runs ------------------------------------------------------------------------
+
+    def _alive(self, row: sqlite3.Row) -> bool:
+        """Whether a 'running' row's process still runs. Decidable only on the host that ran it."""
+        if row["host"] != socket.gethostname():
+            return True
+        if not pid_alive(row["pid"]):
+            return False
+        if row["lock_key"]:
+            path = lock_path(self.root, row["lock_key"])
+            holder = read_holder(path)
+            if not is_held(path):
+                return False
+            return holder is None or holder.run_id in (None, row["id"])
+        return True
+
+    def reconcile(self) -> int:
+        """Mark 'running' rows whose process is gone (SIGKILL, power loss) as interrupted."""
+        marked = 0
+        for row in self.db.execute("SELECT * FROM runs WHERE status = ?", (RUNNING,)).fetchall():
+            if self._alive(row):
+                continue
+            self.db.execute(
+                "UPDATE runs SET status = ?, ended = COALESCE(ended, ?), exit_code = COALESCE(exit_code, 137),"
+                " message = COALESCE(message, ?) WHERE id = ? AND status = ?",
+                (INTERRUPTED, time.time(), "the run's process ended without recording a result (killed?)",
+                 row["id"], RUNNING),
+            )
+            self.db.execute(
+                "UPDATE steps SET status = ? WHERE run_id = ? AND status = ?", (INTERRUPTED, row["id"], RUNNING)
+            )
+            marked += 1
+        return marked
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def list_runs(self, *, name: str | None = None, kind: str | None = None, limit: int | None = 20) -> list[dict]:
+        sql = "SELECT * FROM runs"
+        where, args = [], []
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [run_dict(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def resolve_id(self, ref: str) -> str:
+        """A run id, a unique prefix of one, or 'latest'."""
+        if ref == "latest":
+            row = self.db.execute("SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT 1").fetchone()
+            if row is None:
+                raise NotFoundError("no runs recorded yet", self.path)
+            return row["id"]
+        rows = self.db.execute(
+            "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 3",
+            (ref, re.sub(r"([%_\\])", r"\\\1", ref) + "%"),
+        ).fetchall()
+        ids = [r["id"] for r in rows]
+        if ref in ids:
+            return ref
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise NotFoundError(f"no run '{ref}' (see: polycrate runs list)", self.path)
+        raise NotFoundError(f"run '{ref}' is ambiguous ({', '.join(ids)}, ...): give more of the id", self.path)
+
+    def get_run(self, ref: str) -> dict:
+        run_id = self.resolve_id(ref)
+        run = run_dict(self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
+        hosts: dict[int, dict] = {}
+        for h in self.db.execute("SELECT * FROM step_hosts WHERE run_id = ? ORDER BY host", (run_id,)):
+            hosts.setdefault(h["position"], {})[h["host"]] = {k: h[k] for k in HOST_COUNTS}
+        steps = []
+        for s in self.db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)):
+            step = {k: s[k] for k in s.keys() if k != "run_id"}
+            step["hosts"] = hosts.get(s["position"], {})
+            steps.append(step)
+        run["steps"] = steps
+        return run
+
+    def step_logs(self, ref: str, step: str | None = None) -> tuple[str, list[tuple[dict, str]]]:
+        run = self.get_run(ref)
+        chosen = run["steps"] if step is None else [s for s in run["steps"] if s["name"] == step]
+        if step is not None and not chosen:
+            from polycrate.workspace import closest
+
+            raise NotFoundError(
+                f"run {run['id']} has no step '{step}'" + closest(step, [s["name"] for s in run["steps"]]), self.path
+            )
+        out = []
+        for s in chosen:
+            text = ""
+            if s["log"]:
+                try:
+                    text = (self.root / s["log"]).read_text(encoding="utf-8", errors="replace")
+                except FileNotFoundError:
+                    text = ""
+            out.append((s, text))
+        return run["id"], out
+
+    def latest_full_run(self, workflow: str) -> dict | None:
+        """The newest real run of the whole workflow (not --check, not --step)."""
+        row = self.db.execute(
+            "SELECT id FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND only_step IS NULL"
+            " AND status != ? ORDER BY started DESC, id DESC LIMIT 1",
+            (workflow, RUNNING),
+        ).fetchone()
+        return self.get_run(row["id"]) if row else None
+
+    def workflow_metrics(self) -> list[dict]:
+        """Per workflow: its last run and its last success (check-mode runs excluded)."""
+        out = []
+        names = [r["name"] for r in self.db.execute(
+            "SELECT DISTINCT name FROM runs WHERE kind = 'workflow' AND check_mode = 0 ORDER BY name")]
+        for name in names:
+            last = self.db.execute(
+                "SELECT * FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND status != ?"
+                " ORDER BY started DESC LIMIT 1", (name, RUNNING)).fetchone()
+            success = self.db.execute(
+                "SELECT MAX(ended) AS t FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0"
+                " AND status = ?", (name, SUCCEEDED)).fetchone()
+            if last is None:
+                continue
+            out.append({
+                "workflow": name,
+                "last_run": last["ended"] or last["started"],
+                "last_started": last["started"],
+                "last_success": success["t"],
+                "last_duration": (last["ended"] or last["started"]) - last["started"],
+                "last_status": last["status"],
+                "last_exit_code": last["exit_code"],
+            })
+        return out
+
+    # --- retention -------------------------------------------------------------------------
+
+    def prune(self, keep_runs: int | None = None, keep_days: float | None = None) -> list[str]:
+        """Remove finished runs beyond the newest `keep_runs` or older than `keep_days`, with their logs."""
+        doomed: set[str] = set()
+        if keep_runs is not None:
+            rows = self.db.execute(
+                "SELECT id FROM runs WHERE status != ? ORDER BY started DESC, id DESC LIMIT -1 OFFSET ?",
+                (RUNNING, keep_runs),
+            )
+            doomed.update(r["id"] for r in rows)
+        if keep_days is not None:
+            cutoff = time.time() - keep_days * 86400
+            rows = self.db.execute("SELECT id FROM runs WHERE status != ? AND started < ?", (RUNNING, cutoff))
+            doomed.update(r["id"] for r in rows)
+        if not doomed:
+            return []
+        with self.db:
+            self.db.execute("BEGIN")
+            for run_id in doomed:
+                self.db.execute("DELETE FROM step_hosts WHERE run_id = ?", (run_id,))
+                self.db.execute("DELETE FROM steps WHERE run_id = ?", (run_id,))
+                self.db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        for run_id in doomed:
+            shutil.rmtree(self.logs_dir / run_id, ignore_errors=True)
+        return sorted(doomed)
+
+
+def run_dict(row: sqlite3.Row) -> dict:
+    data = {k: row[k] for k in row.keys()}
+    data["check_mode"] = bool(data["check_mode"])
+    data["diff_mode"] = bool(data["diff_mode"])
+    data["notices"] = json.loads(data["notices"] or "[]")
+    data["duration"] = round(data["ended"] - data["started"], 3) if data["ended"] else None
+    return data
+
+
+def open_store(root: Path, *, reconcile: bool = True) -> RunStore:
+    store = RunStore(root)
+    if reconcile:
+        store.reconcile()
+    return store

@@ -1,0 +1,157 @@
+"""One run of a workflow at a time: an operating-system lock per workflow.
+
+The lock is ``fcntl.flock`` on ``.polycrate/locks/<kind>-<name>.lock``. The kernel
+drops it when the holding process ends, however it ends (SIGKILL included), so a
+lock file that merely exists never blocks anyone. The holder writes who it is
+(pid, host, start, run id) into the file, so a refused run can name it.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from polycrate.errors import LockedError
+
+LOCKS_DIR = Path(".polycrate") / "locks"
+
+
+def lock_path(root: Path, key: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", key)
+    return root / LOCKS_DIR / f"{safe}.lock"
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int | None
+    host: str
+    started: float | None
+    run_id: str | None
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)) if self.started else "unknown time"
+        run = f", run {self.run_id}" if self.run_id else ""
+        return f"pid {self.pid} on {self.host or 'unknown host'} since {when}{run}"
+
+
+def read_holder(path: Path) -> Holder | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return None
+    if not data:
+        return None
+    return Holder(data.get("pid"), data.get("host", ""), data.get("started"), data.get("run_id"))
+
+
+class RunLock:
+    """An exclusive lock for one workflow (or action); a context manager."""
+
+    def __init__(self, root: Path, key: str, what: str):
+        self.path = lock_path(root, key)
+        self.what = what  # "workflow 'nightly'", for messages
+        self._fd: int | None = None
+        self.started = time.time()
+
+    @property
+    def fd(self) -> int | None:
+        """The locked descriptor; a child that inherits it keeps the lock while it lives."""
+        return self._fd
+
+    def _try(self) -> bool:
+        assert self._fd is not None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+
+    def acquire(self, *, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        announced = False
+        while not self._try():
+            holder = self._holder()
+            if not wait:
+                os.close(self._fd)
+                self._fd = None
+                raise LockedError(
+                    f"{self.what} is already running ({holder.describe() if holder else 'holder unknown'}); "
+                    "use --wait to wait for it",
+                    self.path,
+                )
+            if on_wait and not announced:
+                on_wait(f"waiting for {self.what}: held by {holder.describe() if holder else 'another run'}")
+                announced = True
+            time.sleep(0.2)  # polling keeps Ctrl-C/SIGTERM prompt while waiting
+        self.started = time.time()
+        self.write_holder(None)
+
+    def _holder(self) -> Holder | None:
+        # the holder writes its record right after locking: give it a moment
+        for _ in range(10):
+            holder = read_holder(self.path)
+            if holder is not None:
+                return holder
+            time.sleep(0.05)
+        return None
+
+    def write_holder(self, run_id: str | None) -> None:
+        assert self._fd is not None
+        data = {"pid": os.getpid(), "host": socket.gethostname(), "started": self.started, "run_id": run_id}
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, json.dumps(data).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def is_held(path: Path) -> bool:
+    """Whether some process holds the lock now. Probes by locking briefly when free."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

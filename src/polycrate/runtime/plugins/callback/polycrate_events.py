@@ -1,0 +1,131 @@
+"""polycrate's Ansible callback: one JSON line per event, for the run store.
+
+Enabled by polycrate next to the stdout callback (``ANSIBLE_CALLBACKS_ENABLED``);
+writes to the file named by ``POLYCRATE_EVENTS_FILE``. It records only what the
+run store needs: task starts, per-result status with the failure message, and
+the final per-host stats. Results arrive already censored by Ansible for
+``no_log`` tasks; for those we write no message at all, only that it was hidden.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ansible.plugins.callback import CallbackBase
+
+DOCUMENTATION = """
+    name: polycrate_events
+    type: notification
+    short_description: JSON-lines event stream for polycrate's run store
+    description:
+      - Writes task results and per-host stats as JSON lines to the file named by POLYCRATE_EVENTS_FILE.
+    requirements:
+      - enable in ANSIBLE_CALLBACKS_ENABLED (polycrate does this)
+"""
+
+HIDDEN = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+MAX_MESSAGE = 2000
+
+
+def _result_data(result) -> dict:
+    data = getattr(result, "result", None)  # ansible-core >= 2.19
+    if data is None:
+        data = getattr(result, "_result", {})
+    return data if isinstance(data, dict) else {}
+
+
+def _is_no_log(result, data: dict) -> bool:
+    task = getattr(result, "task", None) or getattr(result, "_task", None)
+    no_log = getattr(task, "no_log", False)
+    return (isinstance(no_log, bool) and no_log) or bool(data.get("_ansible_no_log")) or "censored" in data
+
+
+def _message(result) -> str:
+    data = _result_data(result)
+    if _is_no_log(result, data):
+        return HIDDEN
+    parts = []
+    for key in ("msg", "stderr", "reason"):
+        value = data.get(key)
+        if value and isinstance(value, str) and value not in parts:
+            parts.append(value)
+    if not parts and data.get("results"):  # a loop: the first failed item's message
+        for item in data["results"]:
+            if isinstance(item, dict) and item.get("failed"):
+                if item.get("_ansible_no_log") or "censored" in item:
+                    return HIDDEN
+                if isinstance(item.get("msg"), str):
+                    parts.append(item["msg"])
+                    break
+    if not parts and data.get("rc") not in (None, 0):
+        parts.append(f"non-zero return code {data.get('rc')}")
+    return "\n".join(parts)[:MAX_MESSAGE]
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "polycrate_events"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        path = os.environ.get("POLYCRATE_EVENTS_FILE")
+        self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the play)
+        self._play = ""
+
+    def _emit(self, event: str, **data) -> None:
+        if self._file is None:
+            return
+        data.update(event=event, time=time.time())
+        self._file.write(json.dumps(data, default=str) + "\n")
+        self._file.flush()
+
+    def _task(self, result) -> dict:
+        task = getattr(result, "task", None) or getattr(result, "_task", None)
+        host = getattr(result, "host", None) or getattr(result, "_host", None)
+        return {
+            "play": self._play,
+            "task": task.get_name() if task is not None else "",
+            "action": getattr(task, "action", "") if task is not None else "",
+            "host": host.get_name() if host is not None else "",
+        }
+
+    def v2_playbook_on_play_start(self, play):
+        self._play = play.get_name()
+        self._emit("play_start", play=self._play)
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._emit("task_start", play=self._play, task=task.get_name())
+
+    def v2_runner_on_ok(self, result):
+        data = _result_data(result)
+        self._emit("ok", changed=bool(data.get("changed")), **self._task(result))
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._emit("failed", ignore_errors=bool(ignore_errors), message=_message(result), **self._task(result))
+
+    def v2_runner_on_unreachable(self, result):
+        self._emit("unreachable", message=_message(result), **self._task(result))
+
+    def v2_runner_on_skipped(self, result):
+        self._emit("skipped", **self._task(result))
+
+    def v2_playbook_on_stats(self, stats):
+        hosts = {}
+        for host in sorted(stats.processed):
+            s = stats.summarize(host)
+            hosts[host] = {
+                "ok": s.get("ok", 0),
+                "changed": s.get("changed", 0),
+                "failed": s.get("failures", 0),
+                "unreachable": s.get("unreachable", 0),
+                "skipped": s.get("skipped", 0),
+                "rescued": s.get("rescued", 0),
+                "ignored": s.get("ignored", 0),
+            }
+        self._emit("stats", hosts=hosts)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
