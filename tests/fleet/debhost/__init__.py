@@ -43,7 +43,23 @@ stay installable for downgrades).  :meth:`DebHost.publish` adds acme-app
 versions to it (optionally broken), :meth:`DebHost.unpublish` /
 :meth:`DebHost.reset_repo` remove them again.
 
-Only root can use this (debootstrap, unshare, chroot, mount).
+acme-app builds: ``publish(v)`` is healthy; ``publish(v, broken=True)`` (or
+"health") starts but /health answers 500; ``publish(v, broken="start")``
+exits at once, so its postinst (``invoke-rc.d acme-app restart``) fails and
+``apt-get install`` fails.  Package scripts do start services: the root has
+a policy-rc.d that allows it and a /sbin/runlevel that answers "N 2".
+
+Hosts are unpacked under $POLYCRATE_FLEET_TMP, else /dev/shm when it is a
+roomy tmpfs without nosuid (about 1 s), else the temp dir.  Addresses and
+ports are reserved with flock'ed files in /run/lock/polycrate-fleet, so
+several processes can start hosts at once.  A host whose owning process was
+killed (SIGKILL) is removed by the next ``DebHost.start()`` (see
+:func:`reap_orphans`); normal interpreter exit stops forgotten hosts.
+
+Only root can use this (debootstrap, unshare, chroot, mount).  The build
+machine needs the apt packages debootstrap and zstd (plus util-linux, tar,
+dpkg, openssh-client, which Debian has anyway; dpkg-dev's
+dpkg-scanpackages is used when present, a Python equivalent otherwise).
 """
 
 from __future__ import annotations
@@ -52,7 +68,7 @@ import contextlib
 import fcntl
 import gzip
 import hashlib
-import io
+import inspect
 import json
 import os
 import re
@@ -81,7 +97,9 @@ __all__ = [
     "repo_versions",
     "find_mirror",
     "default_cache_dir",
+    "default_workdir_base",
     "processes_in_root",
+    "reap_orphans",
 ]
 
 #: bump to invalidate every cached root filesystem
@@ -226,8 +244,12 @@ def _cache_key(packages: Sequence[str]) -> str:
     for f in sorted(APP_SRC.iterdir()) + [GUEST_INIT]:
         h.update(f.name.encode())
         h.update(f.read_bytes())
-    # the provisioning code itself
-    h.update(Path(__file__).read_bytes())
+    # the code that shapes the root (not the whole module: editing DebHost
+    # itself must not force a rebuild)
+    for fn in (_configure_root, _provision_script, _set_pg_port, _set_environment,
+               build_acme_app_deb, _reindex):
+        h.update(inspect.getsource(fn).encode())
+    h.update((_POLICY_ALLOW + _POLICY_DENY + _RUNLEVEL + repr(SERVICES)).encode())
     return h.hexdigest()[:16]
 
 
@@ -235,6 +257,52 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     os.chmod(path, mode)
+
+
+def _mount_options(path: str) -> set[str]:
+    best, opts = "", set()
+    try:
+        with open("/proc/self/mounts") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) < 4:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, opts = mnt, set(parts[3].split(","))
+    except OSError:
+        pass
+    return opts
+
+
+def _mem_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def default_workdir_base() -> str | None:
+    """Where hosts are unpacked: $POLYCRATE_FLEET_TMP, else /dev/shm when it is
+    a roomy tmpfs without nosuid/noexec (unpacking there takes ~1s instead of
+    several on a busy disk; sudo inside needs setuid), else the temp dir."""
+    env = os.environ.get("POLYCRATE_FLEET_TMP")
+    if env:
+        return env
+    shm = "/dev/shm"
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    opts = _mount_options(shm)
+    if (free >= 4 << 30 and _mem_available() >= 4 << 30 and os.access(shm, os.W_OK)
+            and not opts & {"nosuid", "noexec", "ro"}):
+        return shm
+    return None
 
 
 def processes_in_root(root: Path) -> list[int]:
@@ -259,6 +327,19 @@ def processes_in_root(root: Path) -> list[int]:
 # acme-app packages and the local apt repository
 # --------------------------------------------------------------------------
 
+def _migration(version: str, mode: str) -> str:
+    """Each version records itself in schema_migrations; the broken "health" build's migration
+    also empties the items table (a failed migration that destroyed data), so a rollback has
+    to restore the database, not only the package."""
+    sql = (
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, applied timestamptz DEFAULT now());\n"
+        "INSERT INTO schema_migrations (version) VALUES ('%s') ON CONFLICT DO NOTHING;\n" % version
+    )
+    if mode == "health":
+        sql += "DO $$ BEGIN IF to_regclass('items') IS NOT NULL THEN DELETE FROM items; END IF; END $$;\n"
+    return sql
+
+
 def build_acme_app_deb(version: str, out_dir: Path, broken: bool | str = False) -> Path:
     """Build ``acme-app_<version>_all.deb`` into ``out_dir``.
 
@@ -280,7 +361,8 @@ def build_acme_app_deb(version: str, out_dir: Path, broken: bool | str = False) 
         _write(pkg / "usr/bin/acme-app", app, 0o755)
         _write(pkg / "etc/init.d/acme-app", (APP_SRC / "acme-app.init").read_text(), 0o755)
         _write(pkg / "etc/default/acme-app", (APP_SRC / "acme-app.default").read_text(), 0o644)
-        _write(pkg / "usr/share/doc/acme-app/VERSION", version + "\n")
+        _write(pkg / "usr/share/acme-app/VERSION", version + "\n")
+        _write(pkg / "usr/share/acme-app/migrate.sql", _migration(version, mode))
         for script in ("postinst", "prerm", "postrm"):
             _write(pkg / "DEBIAN" / script, (APP_SRC / script).read_text(), 0o755)
         _write(pkg / "DEBIAN/conffiles", "/etc/default/acme-app\n/etc/init.d/acme-app\n")
@@ -325,8 +407,7 @@ def _reindex(repo: Path) -> None:
     else:
         packages = _python_scanpackages(repo)
     (repo / "Packages").write_text(packages)
-    with gzip.open(repo / "Packages.gz", "wb", mtime=0) as fh:
-        fh.write(packages.encode())
+    (repo / "Packages.gz").write_bytes(gzip.compress(packages.encode(), mtime=0))
     lines = ["Origin: polycrate-fleet", "Label: polycrate-fleet",
              "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S UTC", time.gmtime()),
              "SHA256:"]
@@ -509,15 +590,19 @@ class _Namespace:
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None:
             return
+        # SIGKILL the namespace's PID 1: the kernel then kills every process
+        # of the namespace; unshare (its parent) reaps it and exits.
         if self.init_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.init_pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            pass
+            # unshare --kill-child: killing unshare kills its child too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
         deadline = time.monotonic() + timeout
         while True:
             left = processes_in_root(self.root)
@@ -560,6 +645,24 @@ def _set_environment(root: Path, pg_port: int) -> None:
 def _configure_root(root: Path) -> None:
     """Static configuration of a freshly debootstrapped root."""
     _write(root / "usr/sbin/policy-rc.d", _POLICY_DENY, 0o755)
+    # smaller root (unpacked per host): no docs, man pages, translations
+    _write(root / "etc/dpkg/dpkg.cfg.d/90debhost-nodoc", (
+        "path-exclude /usr/share/doc/*\n"
+        "path-exclude /usr/share/man/*\n"
+        "path-exclude /usr/share/info/*\n"
+        "path-exclude /usr/share/locale/*\n"
+        "path-include /usr/share/locale/locale.alias\n"
+    ))
+    for sub in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale"):
+        d = root / sub
+        if d.is_dir():
+            for child in d.iterdir():
+                if child.name == "locale.alias":
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
     _write(root / "sbin/runlevel", _RUNLEVEL, 0o755)
     _write(root / "usr/local/sbin/debhost-init", GUEST_INIT.read_text(), 0o755)
     _write(root / "etc/hostname", "debhost\n")
@@ -695,13 +798,34 @@ def build_rootfs(cache_dir: Path | str | None = None, *, packages: Sequence[str]
 # ports and addresses
 # --------------------------------------------------------------------------
 
+# Reservations: in-process sets plus flock'ed lock files, so that hosts
+# started by several processes at once (pytest-xdist, parallel engineers)
+# do not pick the same address or port before their daemons bind it.  A lock
+# is held (fd open) for the life of the host and dies with its process.
 _reserved_lock = threading.Lock()
-_reserved_ports: set[tuple[str, int]] = set()
-_reserved_addresses: set[str] = set()
+_locks: dict[tuple[str, int], int] = {}
+_LOCK_DIR = Path("/run/lock/polycrate-fleet") if Path("/run/lock").is_dir() else \
+    Path(tempfile.gettempdir()) / "polycrate-fleet-locks"
+
+
+def _try_lock(address: str, port: int) -> bool:
+    """Reserve (address, port); port 0 reserves the address itself."""
+    key = (address, port)
+    if key in _locks:
+        return False
+    _LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(_LOCK_DIR / ("%s-%d.lock" % (address, port))), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _locks[key] = fd
+    return True
 
 
 def _port_free(address: str, port: int) -> bool:
-    if (address, port) in _reserved_ports or ("0.0.0.0", port) in _reserved_ports:
+    if (address, port) in _locks or ("0.0.0.0", port) in _locks:
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -714,32 +838,29 @@ def _port_free(address: str, port: int) -> bool:
 
 def _free_port(address: str, preferred: int | None = None) -> int:
     with _reserved_lock:
-        if preferred and _port_free(address, preferred):
-            _reserved_ports.add((address, preferred))
+        if preferred and _port_free(address, preferred) and _try_lock(address, preferred):
             return preferred
-        for _ in range(100):
+        for _ in range(200):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind((address, 0))
                 port = s.getsockname()[1]
-            if (address, port) not in _reserved_ports:
-                _reserved_ports.add((address, port))
+            if _try_lock(address, port):
                 return port
     raise DebHostError("no free port on %s" % address)
 
 
 def _release(address: str, port: int | None) -> None:
     with _reserved_lock:
-        _reserved_ports.discard((address, port))
+        fd = _locks.pop((address, port or 0), None)
+        if fd is not None:
+            os.close(fd)
 
 
 def _pick_address() -> str:
     with _reserved_lock:
         for i in range(2, 255):
             addr = "127.0.0.%d" % i
-            if addr in _reserved_addresses:
-                continue
-            if _port_free(addr, 22):
-                _reserved_addresses.add(addr)
+            if _port_free(addr, 22) and _try_lock(addr, 0):
                 return addr
     raise DebHostError("no free loopback address")
 
@@ -770,7 +891,7 @@ class DebHost:
         self._want_app_port = app_port
         self.user = user
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self._workdir_base = workdir if workdir is not None else os.environ.get("POLYCRATE_FLEET_TMP")
+        self._workdir_base = str(workdir) if workdir is not None else default_workdir_base()
         self.boot_timeout = boot_timeout
         self.address: str | None = None
         self.ssh_port: int | None = None
@@ -785,7 +906,7 @@ class DebHost:
         self.host_key_path: Path | None = None
         self.start_seconds: float | None = None
         self._ns: _Namespace | None = None
-        self._own_address = False
+        self._held: list[tuple[str, int]] = []
         self._finalizer = None
 
     # -- lifecycle ----------------------------------------------------------
@@ -805,7 +926,10 @@ class DebHost:
         image = build_rootfs(self.cache_dir)
         try:
             self._allocate()
+            with contextlib.suppress(Exception):
+                reap_orphans()
             self.workdir = Path(tempfile.mkdtemp(prefix="debhost-%s-" % self.name, dir=self._workdir_base))
+            (self.workdir / "owner").write_text("%d %s\n" % (os.getpid(), _proc_starttime(os.getpid())))
             self._finalizer = weakref.finalize(self, _cleanup, self.workdir, None)
             self.root = self.workdir / "root"
             self.root.mkdir()
@@ -833,12 +957,17 @@ class DebHost:
             self.address = self._want_address
         else:
             self.address = _pick_address()
-            self._own_address = True
+            self._held.append((self.address, 0))
         if not self.address.startswith("127."):
             raise DebHostError("only loopback addresses (127.0.0.0/8) are allowed, not %s" % self.address)
-        self.ssh_port = self._want_ssh_port or _free_port(self.address, 22)
-        self.pg_port = self._want_pg_port or _free_port("127.0.0.1", 5432)
-        self.app_port = self._want_app_port or _free_port("127.0.0.1", 8080)
+        for attr, addr, preferred in (("ssh_port", self.address, 22), ("pg_port", "127.0.0.1", 5432),
+                                      ("app_port", "127.0.0.1", 8080)):
+            wanted = getattr(self, "_want_" + attr)
+            if wanted:
+                setattr(self, attr, wanted)
+            else:
+                setattr(self, attr, _free_port(addr, preferred))
+                self._held.append((addr, getattr(self, attr)))
 
     def _personalise(self) -> None:
         root = self.root
@@ -894,14 +1023,9 @@ class DebHost:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
-        for addr, port in ((self.address, self.ssh_port), ("127.0.0.1", self.pg_port),
-                           ("127.0.0.1", self.app_port)):
-            if addr and port:
-                _release(addr, port)
-        if self._own_address and self.address:
-            with _reserved_lock:
-                _reserved_addresses.discard(self.address)
-            self._own_address = False
+        for addr, port in self._held:
+            _release(addr, port)
+        self._held = []
 
     @property
     def running(self) -> bool:
@@ -937,6 +1061,10 @@ class DebHost:
             "ansible_port": self.ssh_port,
             "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.ssh_key_path),
+            # ansible_ssh_args replaces Ansible's default "-C -o ControlMaster=auto
+            # -o ControlPersist=60s" (ssh takes the first value of an option, so
+            # ControlMaster=no in the common args alone would not win).
+            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
             "ansible_ssh_common_args": ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                                         "-o ControlMaster=no -o ControlPersist=no -o LogLevel=ERROR"),
             "ansible_python_interpreter": "/usr/bin/python3",
@@ -975,6 +1103,47 @@ class DebHost:
 
     def __repr__(self) -> str:
         return "<DebHost %s %s:%s running=%s>" % (self.name, self.address, self.ssh_port, self.running)
+
+
+def _proc_starttime(pid: int) -> str | None:
+    try:
+        return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def reap_orphans(bases: Iterable[str | None] | None = None) -> list[Path]:
+    """Kill and remove hosts whose owning process died without stopping them
+    (e.g. a test run killed with SIGKILL).  Called by every DebHost.start().
+    Returns the removed work dirs."""
+    if bases is None:
+        bases = {default_workdir_base(), tempfile.gettempdir(), "/dev/shm"}
+    removed = []
+    for base in bases:
+        if not base or not os.path.isdir(base):
+            continue
+        for workdir in Path(base).glob("debhost-*"):
+            owner = workdir / "owner"
+            try:
+                pid_s, start = owner.read_text().split()
+                pid = int(pid_s)
+            except (OSError, ValueError):
+                continue
+            if _proc_starttime(pid) == start:
+                continue  # owner still alive
+            root = workdir / "root"
+            for _ in range(100):
+                left = processes_in_root(root)
+                if not left:
+                    break
+                for p in left:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, signal.SIGKILL)
+                time.sleep(0.05)
+            if not processes_in_root(root):
+                shutil.rmtree(workdir, ignore_errors=True)
+                removed.append(workdir)
+    return removed
 
 
 def _cleanup(workdir: Path, ns: _Namespace | None) -> None:
