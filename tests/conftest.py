@@ -17,6 +17,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "acme-corp-automation"
 ARTICLE_BLOCK = "blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
+# The article's own files, verbatim: workspace.poly, inventory.yml, block.poly and its sample playbooks.
+# The example workspace ships the same workspace.poly and inventory.yml, and a block that keeps the
+# article's block.poly keys and actions but adds its own (see the block's README).
+ARTICLE_FILES = REPO / "tests" / "data" / "article"
 
 
 @dataclass
@@ -134,6 +138,10 @@ def article_workspace(tmp_path, fleet):
     root = tmp_path / "acme-corp-automation"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("artifacts", ".polycrate"))
     block = root / ARTICLE_BLOCK
+    shutil.rmtree(block)
+    block.mkdir()
+    shutil.copy(ARTICLE_FILES / "block.poly", block / "block.poly")
+    shutil.copy(ARTICLE_FILES / "workspace.poly", root / "workspace.poly")
     for action, key in (("backup", "hosts"), ("update", "web_hosts"), ("verify", "web_hosts")):
         (block / f"{action}.yml").write_text(RECORDER_PLAY.format(action=action, hosts_key=key))
     (root / "inventory.yml").write_text(yaml.safe_dump(article_inventory(fleet), sort_keys=False))

@@ -51,7 +51,9 @@ class SSHHost:
             "ansible_port": self.port,
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(self.key),
-            # no connection sharing: it would leave ssh masters behind after the test
+            # no connection sharing: it would leave ssh masters behind after the test. ansible_ssh_args
+            # replaces Ansible's default "-o ControlMaster=auto ..." (ssh takes an option's first value)
+            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
             "-o ControlMaster=no -o ControlPath=none -o LogLevel=ERROR",
             "ansible_python_interpreter": shutil.which("python3") or "/usr/bin/python3",

@@ -4,19 +4,27 @@ import yaml
 from tests.conftest import ARTICLE_BLOCK, EXAMPLE, records, run_cli
 
 
-def test_example_files_are_the_articles(article_workspace):
-    article = (EXAMPLE.parent.parent.parent / "shared/seed/polycrate-workflows-article.txt")
-    # the example workspace must stay the article's text: spot-check its identity
-    ws = yaml.safe_load((EXAMPLE / "workspace.poly").read_text())
-    assert ws["blocks"][0]["from"] == "registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0"
-    assert (article_workspace / "workspace.poly").read_text() == (EXAMPLE / "workspace.poly").read_text()
-    assert (article_workspace / ARTICLE_BLOCK / "block.poly").read_text() == (
-        EXAMPLE / ARTICLE_BLOCK / "block.poly"
-    ).read_text()
-    if article.exists():
-        text = article.read_text()
-        for line in (EXAMPLE / "workspace.poly").read_text().splitlines():
-            assert line in text
+def test_article_files_are_verbatim_and_the_example_keeps_them(article_workspace):
+    from tests.conftest import ARTICLE_FILES
+
+    seed = EXAMPLE.parents[2] / "shared" / "seed" / "polycrate-workflows-article.txt"
+    if seed.exists():  # the copies in tests/data/article are the article's text, line for line
+        text = seed.read_text()
+        for name in ("workspace.poly", "inventory.yml", "block.poly", "backup.yml", "update.yml", "verify.yml"):
+            for line in (ARTICLE_FILES / name).read_text().splitlines():
+                assert line in text, (name, line)
+    # the example workspace runs the article's workspace.poly and inventory.yml unchanged
+    for name in ("workspace.poly", "inventory.yml"):
+        assert (EXAMPLE / name).read_text() == (ARTICLE_FILES / name).read_text()
+    # the shipped block keeps every config key and action of the article's block.poly, same defaults
+    article = yaml.safe_load((ARTICLE_FILES / "block.poly").read_text())
+    ours = yaml.safe_load((EXAMPLE / ARTICLE_BLOCK / "block.poly").read_text())
+    assert ours["name"] == article["name"] and ours["version"] == article["version"]
+    for key, value in article["config"].items():
+        assert ours["config"][key] == value, key
+    assert {a["name"] for a in article["actions"]} <= {a["name"] for a in ours["actions"]}
+    # and the test workspace uses the article's block.poly byte for byte
+    assert (article_workspace / ARTICLE_BLOCK / "block.poly").read_text() == (ARTICLE_FILES / "block.poly").read_text()
 
 
 def test_nightly_workflow_runs_steps_in_order_on_the_configured_groups(article_workspace):

@@ -1,0 +1,151 @@
+"""The article's nightly workflow, for real, against an isolated Debian host.
+
+backup (pg_dump -> archive -> S3) -> update (apt, with a real rollback) -> verify, run by
+`polycrate workflows run nightly-maintenance` on the example workspace, whose workspace.poly
+is the article's (only ports that differ on this machine are overridden).
+"""
+import hashlib
+import json
+
+import pytest
+
+from tests.fleet.nightly import NightlyEnv
+
+pytestmark = pytest.mark.e2e
+
+ROWS_SQL = "SELECT coalesce(string_agg(id || ':' || v, ',' ORDER BY id), '') FROM items"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = NightlyEnv(tmp_path_factory.mktemp("nightly"))
+    e.psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
+    e.psql("INSERT INTO items SELECT g, 'row-' || g FROM generate_series(1, 50) g")
+    yield e
+    e.stop()
+
+
+def backup_dir_listing(env) -> list[str]:
+    return env.host.exec("ls -1 /var/backups/acme-db").stdout.split()
+
+
+def latest_archive(env) -> str:
+    return env.host.exec("readlink /var/backups/acme-db/latest.tar.gz").stdout.strip()
+
+
+def test_happy_path(env, tmp_path):
+    env.host.publish("1.1.0")
+    rows_at_backup = env.psql(ROWS_SQL)
+    result = env.polycrate("workflows", "run", "nightly-maintenance")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "reserved name" not in result.stdout + result.stderr
+
+    # the archive: complete, checksummed, with a manifest; latest points at it
+    name = latest_archive(env)
+    assert name.startswith("acme_app-") and name.endswith(".tar.gz")
+    listing = backup_dir_listing(env)
+    assert {name, name + ".sha256", name + ".manifest.json"} <= set(listing)
+    assert not [n for n in listing if n.startswith(".work-")]
+    manifest = json.loads(env.host.exec(f"cat /var/backups/acme-db/{name}.manifest.json").stdout)
+    assert manifest["database"] == "acme_app" and manifest["server_version"].startswith("15")
+    assert int(manifest["size"]) > 0 and len(manifest["sha256"]) == 64
+
+    # the S3 copy exists and matches the recorded checksum
+    objects = env.remote_objects()
+    assert {name, name + ".sha256", name + ".manifest.json"} <= set(objects)
+    downloaded = env.s3_download(name, tmp_path / name)
+    recorded = env.host.exec(f"cat /var/backups/acme-db/{name}.sha256").stdout.split()[0]
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == recorded
+
+    # the update moved acme-app to the new good version, its migration ran, the data is intact
+    assert env.host.installed_version() == "1.1.0"
+    assert env.health()[0] == 200 and '"1.1.0"' in env.health()[1]
+    assert "1.1.0" in env.psql("SELECT string_agg(version, ',') FROM schema_migrations")
+    assert env.psql(ROWS_SQL) == rows_at_backup
+
+    # verify alone passes
+    verify = env.polycrate("run", "linux-maintenance", "verify")
+    assert verify.returncode == 0, verify.stdout[-2000:]
+
+
+def test_rollback_restores_packages_and_database(env):
+    env.host.publish("1.2.0", broken="health")  # its migration empties `items`, then /health answers 500
+    env.psql("INSERT INTO items VALUES (1001, 'written-before-the-night')")
+    result = env.polycrate("workflows", "run", "nightly-maintenance")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out[-3000:]
+    assert "failed at step 'update'" in result.stderr and "skipped: verify" in result.stderr
+    assert "ROLLBACK" in out and "acme-app 1.2.0 -> 1.1.0" in out and "restored database acme_app" in out
+
+    backup_name = latest_archive(env)
+    assert backup_name in out  # the message names the backup it restored
+    # packages back, database exactly as at backup time (the row written before the night included)
+    assert env.host.installed_version() == "1.1.0"
+    rows = env.psql(ROWS_SQL)
+    assert "1001:written-before-the-night" in rows and rows.count(",") == 50
+    assert "1.2.0" not in env.psql("SELECT string_agg(version, ',') FROM schema_migrations")
+    assert env.health()[0] == 200
+    verify = env.polycrate("run", "linux-maintenance", "verify")
+    assert verify.returncode == 0, verify.stdout[-2000:]
+    env.host.unpublish("1.2.0")
+
+
+def test_restore_from_s3_after_local_backups_are_gone(env):
+    backup = env.polycrate("run", "linux-maintenance", "backup")
+    assert backup.returncode == 0, backup.stdout[-2000:]
+    rows_at_backup = env.psql(ROWS_SQL)
+    env.host.exec("rm -rf /var/backups/acme-db", check=True)
+    env.psql("DELETE FROM items WHERE id > 10")
+    env.psql("INSERT INTO items VALUES (5000, 'after-backup')")
+    assert env.psql(ROWS_SQL) != rows_at_backup
+
+    refused = env.polycrate("run", "linux-maintenance", "restore")  # it asks first; no terminal here
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    restore = env.polycrate("run", "linux-maintenance", "restore", "--force")
+    assert restore.returncode == 0, restore.stdout[-3000:]
+    assert env.psql(ROWS_SQL) == rows_at_backup
+    assert latest_archive(env)  # the downloaded archive is the new local anchor
+
+
+def test_update_refuses_without_a_usable_backup(env):
+    env.host.publish("1.3.0")
+
+    def refused(expect: str):
+        result = env.polycrate("run", "linux-maintenance", "update")
+        assert result.returncode == 1, result.stdout[-2000:]
+        assert expect in result.stdout + result.stderr
+        assert env.host.installed_version() == "1.1.0"  # nothing was upgraded
+
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    real = "/var/backups/acme-db/" + latest_archive(env)
+
+    env.host.exec(f"printf x >> {real}", check=True)  # corrupted after it was written
+    refused("does not verify")
+
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    real = "/var/backups/acme-db/" + latest_archive(env)
+    env.host.exec(f"touch -d '3 days ago' {real}", check=True)
+    refused("hours old")
+
+    env.host.exec("rm -rf /var/backups/acme-db", check=True)
+    refused("No backup found")
+    env.host.unpublish("1.3.0")
+
+
+def test_backups_lists_local_and_remote(env):
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    result = env.polycrate("run", "linux-maintenance", "backups")
+    assert result.returncode == 0, result.stdout[-2000:]
+    name = latest_archive(env)
+    assert f"{name} " in result.stdout and "verified (latest)" in result.stdout
+    assert result.stdout.count(".tar.gz") >= 2  # local and remote entries
+
+
+def test_the_article_sample_playbooks_are_not_what_ships():
+    from tests.conftest import ARTICLE_BLOCK, ARTICLE_FILES, EXAMPLE
+
+    for name in ("backup.yml", "update.yml", "verify.yml"):
+        assert (EXAMPLE / ARTICLE_BLOCK / name).read_text() != (ARTICLE_FILES / name).read_text()
+    update = (EXAMPLE / ARTICLE_BLOCK / "update.yml").read_text()
+    assert 'dest: "/"' not in update  # the article's "rollback" unpacked a SQL dump into /
+    assert "ansible.builtin.systemd" not in update + (EXAMPLE / ARTICLE_BLOCK / "verify.yml").read_text()

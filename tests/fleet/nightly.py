@@ -1,0 +1,130 @@
+"""The article's whole setting, for real: an isolated Debian host (PostgreSQL, acme-app from a local
+apt repository, sshd on loopback), an S3 server on loopback, and a copy of the example workspace
+whose inventory points db01 and app01 at that host. Used by the e2e tests, the demo and the benchmarks.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from tests.fleet.debhost import DebHost
+from tests.fleet.s3 import S3Server
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "acme-corp-automation"
+BLOCK_DIR = "blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
+HOSTS = ("db01.acme-corp.com", "app01.acme-corp.com")
+
+
+class NightlyEnv:
+    def __init__(self, workdir: Path | None = None, *, debhost: DebHost | None = None, s3: S3Server | None = None):
+        self.tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="polycrate-nightly-"))
+        self._own = []
+        try:
+            self.s3 = s3 or self._keep(S3Server())
+            self.host = debhost or self._keep(DebHost(name="acme").start())
+            self.root = self.tmp / "acme-corp-automation"
+            self.reset_workspace()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _keep(self, thing):
+        self._own.append(thing)
+        return thing
+
+    # --- the workspace ------------------------------------------------------------------
+    def reset_workspace(self) -> None:
+        """A fresh copy of the example; only what differs on this machine is overridden."""
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.copytree(EXAMPLE, self.root, ignore=shutil.ignore_patterns(".polycrate", "artifacts"))
+        (self.root / "artifacts" / "secrets").mkdir(parents=True)
+        inventory = yaml.safe_load((EXAMPLE / "inventory.yml").read_text())
+        for name in HOSTS:
+            hv = self.host.inventory_vars()
+            hv["ansible_ssh_port"] = hv["ansible_port"]
+            inventory["all"]["hosts"][name] = {k: hv[k] for k in hv if k.startswith("ansible_") or k == "pg_password"}
+        (self.root / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+        overrides = {}
+        if self.host.pg_port != 5432:
+            overrides["db_port"] = self.host.pg_port
+        if self.host.app_port != 8080:
+            overrides["health_url"] = f"http://localhost:{self.host.app_port}/health"
+        self.set_config(**overrides)
+        # the article keeps the rclone remote in rclone.conf on the target host
+        self.host.exec("mkdir -p /root/.config/rclone && cat > /root/.config/rclone/rclone.conf && chmod 600 "
+                       "/root/.config/rclone/rclone.conf", input=self.s3.rclone_conf(), check=True)
+
+    def set_config(self, **values) -> None:
+        """Override block config in workspace.poly (appended under the block's config, as an admin would)."""
+        if not values:
+            return
+        poly = self.root / "workspace.poly"
+        text = poly.read_text()
+        for key, value in values.items():
+            line = f"      {key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}\n"
+            pattern = re.compile(rf"^      {re.escape(key)}:.*\n", re.M)
+            if pattern.search(text):
+                text = pattern.sub(lambda m: line, text, count=1)
+            else:  # a new key goes after the last key of the block's config (health_url in the article)
+                last = list(re.finditer(r"^      health_url:.*\n", text, re.M))[-1]
+                text = text[: last.end()] + line + text[last.end() :]
+        poly.write_text(text)
+
+    def polycrate(self, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+        full = dict(os.environ)
+        full.update(env or {})
+        return subprocess.run([sys.executable, "-m", "polycrate", *args], cwd=self.root, env=full,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    # --- looking at the host ------------------------------------------------------------
+    def psql(self, sql: str) -> str:
+        res = self.host.exec(["psql", "-h", "localhost", "-U", self.host.pg_user, "-d", self.host.pg_database,
+                              "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql],
+                             env={"PGPASSWORD": self.host.pg_password, "PGPORT": str(self.host.pg_port)})
+        if res.returncode != 0:
+            raise AssertionError(f"psql failed: {res.stderr}")
+        return res.stdout.strip()
+
+    def health(self) -> tuple[int, str]:
+        res = self.host.exec(["curl", "-s", "-o", "/dev/stdout", "-w", "\n%{http_code}", self.host.health_url])
+        body, _, code = res.stdout.rpartition("\n")
+        return int(code or 0), body
+
+    def remote_objects(self) -> dict[str, dict]:
+        conf = self.tmp / "rclone.conf"
+        conf.write_text(self.s3.rclone_conf())
+        res = self.s3.rclone("lsjson", "--hash", "--files-only", "acme-s3:acme-backups-db/postgres/", conf=conf)
+        if res.returncode != 0:
+            return {}
+        import json
+
+        return {o["Name"]: o for o in json.loads(res.stdout)}
+
+    def s3_download(self, name: str, dest: Path) -> Path:
+        conf = self.tmp / "rclone.conf"
+        conf.write_text(self.s3.rclone_conf())
+        res = self.s3.rclone("copyto", f"acme-s3:acme-backups-db/postgres/{name}", str(dest), conf=conf)
+        assert res.returncode == 0, res.stderr
+        return dest
+
+    def stop(self) -> None:
+        for thing in reversed(self._own):
+            try:
+                thing.stop()
+            except Exception:
+                pass
+        self._own = []
+
+    def __enter__(self) -> "NightlyEnv":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
