@@ -1,45 +1,74 @@
-"""The README's demo: the article's nightly workflow against a local, self-contained test host.
+"""The README's demo: the article's nightly workflow, for real, against a local self-contained test host.
 
-Run with `make demo`. It copies examples/acme-corp-automation to .demo/, points the
-article's inventory at SSH test hosts on loopback, and runs
-`polycrate workflows run nightly-maintenance` there.
+`make demo` brings up an isolated Debian host (its own root filesystem, PostgreSQL, sshd on a
+loopback address, acme-app 1.0.0 from a local apt repository; the first run builds and caches it)
+and an S3 server on loopback, copies examples/acme-corp-automation to .demo/, publishes acme-app
+1.1.0, and runs `polycrate workflows run nightly-maintenance`: backup -> update -> verify.
 
-STAND-IN NOTICE: until the real linux-maintenance block and its isolated Debian
-test host land, the three playbooks are replaced by stand-in plays that only
-report what they were given (targets, merged config). The workspace.poly and
-block.poly are the article's, unchanged.
+`make demo-rollback` publishes a broken acme-app 1.2.0 whose migration empties a table and whose
+health check answers 500: the update fails, the rollback reinstalls 1.1.0 and restores the database,
+and the workflow stops with the rollback message.
+
+Both leave .demo/acme-corp-automation behind (with its run history: `polycrate -w .demo/acme-corp-automation
+runs list`); the hosts stop at the end. Running them again starts from scratch.
 """
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from tests.conftest import ARTICLE_BLOCK, EXAMPLE, RECORDER_PLAY, article_inventory
-from tests.fleet.sshd import SSHFleet
-
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / ".demo" / "acme-corp-automation"
+DEMO = REPO / ".demo"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1mdemo: {text}\033[0m" if sys.stdout.isatty() else f"\ndemo: {text}", flush=True)
 
 
 def main(argv: list[str]) -> int:
-    print("demo: STAND-IN plays (the real backup/update/verify block is not in this build yet)", flush=True)
+    parser = argparse.ArgumentParser(prog="demo")
+    parser.add_argument("--rollback", action="store_true", help="publish a broken update and watch it roll back")
+    args = parser.parse_args(argv)
+
+    from tests.fleet.nightly import NightlyEnv
+
     shutil.rmtree(DEMO, ignore_errors=True)
-    shutil.copytree(EXAMPLE, DEMO)
-    with SSHFleet(2, names=["db01.acme-corp.com", "app01.acme-corp.com"]) as fleet:
-        for action, key in (("backup", "hosts"), ("update", "web_hosts"), ("verify", "web_hosts")):
-            (DEMO / ARTICLE_BLOCK / f"{action}.yml").write_text(RECORDER_PLAY.format(action=action, hosts_key=key))
-        (DEMO / "inventory.yml").write_text(yaml.safe_dump(article_inventory(fleet), sort_keys=False))
-        print(f"demo: workspace {DEMO}; SSH test hosts " + ", ".join(f"{h.name}={h.address}:{h.port}" for h in fleet.hosts))
-        cmd = [sys.executable, "-m", "polycrate", "workflows", "run", "nightly-maintenance"]
-        print("demo: $ polycrate workflows run nightly-maintenance", flush=True)
-        code = subprocess.call(cmd, cwd=DEMO)
-    print(f"demo: exit status {code}; what each stand-in play received is in {DEMO / 'records.jsonl'}")
-    return code
+    DEMO.mkdir()
+    say("starting the test host (first run: debootstrap and cache, about 2 minutes) and S3 on loopback")
+    with NightlyEnv(DEMO) as env:
+        polycrate = [sys.executable, "-m", "polycrate"]
+        env.psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
+        env.psql("INSERT INTO items SELECT g, 'order-' || g FROM generate_series(1, 1000) g")
+        rows = env.psql("SELECT count(*) FROM items")
+        say(f"host {env.host.address}:{env.host.ssh_port} runs acme-app {env.host.installed_version()}, "
+            f"database acme_app has {rows} rows; workspace {env.root}")
+        env.host.publish("1.1.0")
+        if args.rollback:
+            env.host.exec(["apt-get", "update", "-q"], check=True)
+            env.host.exec(["apt-get", "install", "-y", "-q", "acme-app=1.1.0"], check=True)
+            env.host.publish("1.2.0", broken="health")
+            say("published a BROKEN acme-app 1.2.0 (its migration empties `items`, /health answers 500)")
+        else:
+            say("published acme-app 1.1.0 in the host's apt repository")
+        say("$ polycrate workflows run nightly-maintenance")
+        code = subprocess.call([*polycrate, "workflows", "run", "nightly-maintenance"], cwd=env.root)
+        status, body = env.health()
+        after = env.psql("SELECT count(*) FROM items")
+        say(f"exit status {code}; acme-app {env.host.installed_version()}, health {status} {body.strip()}; "
+            f"items: {after} rows (before: {rows})")
+        say("objects in s3://acme-backups-db/postgres/: " + ", ".join(sorted(env.remote_objects())))
+        subprocess.call([*polycrate, "runs", "list"], cwd=env.root)
+    expected = 1 if args.rollback else 0
+    ok = code == expected and after == rows
+    say(("as expected: " if ok else "NOT as expected: ")
+        + ("the update failed and was rolled back" if args.rollback else "backup, update and verify succeeded"))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
+    os.chdir(REPO)
     sys.exit(main(sys.argv[1:]))

@@ -38,14 +38,23 @@ def register(sub, shared) -> None:
         add_workflow_schedule_command(wsub, shared)
 
 
+def _describe_step(s) -> dict:
+    data = {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
+    # step controls appear only where set, so plain steps read as before
+    if s.timeout is not None:
+        data["timeout"] = s.timeout
+    if s.retries:
+        data["retries"] = s.retries
+        data["retry_delay"] = s.retry_delay
+    return data
+
+
 def _describe(workflow) -> dict:
     return {
         "name": workflow.name,
         "description": workflow.description,
-        "steps": [
-            {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
-            for s in workflow.steps
-        ],
+        "steps": [_describe_step(s) for s in workflow.steps],
+        "on_failure": [_describe_step(s) for s in workflow.on_failure],
         "prompt": workflow.prompt.message if workflow.prompt else None,
         "schedule": workflow.schedule,
     }
@@ -71,9 +80,21 @@ def cmd_inspect(args) -> int:
         print(f"description: {data['description']}")
     if data["prompt"]:
         print(f"prompt: {data['prompt']}")
+    steps = [(str(i), s) for i, s in enumerate(data["steps"], 1)] + [("on_failure", s) for s in data["on_failure"]]
     table(
-        [(i, s["name"], s["block"], s["action"], "yes" if s["allow_failure"] else "") for i, s in enumerate(data["steps"], 1)],
-        ("#", "STEP", "BLOCK", "ACTION", "ALLOW_FAILURE"),
+        [
+            (
+                i,
+                s["name"],
+                s["block"],
+                s["action"],
+                "yes" if s["allow_failure"] else "",
+                f"{s['timeout']:g}s" if s.get("timeout") else "",
+                f"{s['retries']} (every {s['retry_delay']:g}s)" if s.get("retries") else "",
+            )
+            for i, s in steps
+        ],
+        ("#", "STEP", "BLOCK", "ACTION", "ALLOW_FAILURE", "TIMEOUT", "RETRIES"),
     )
     return 0
 

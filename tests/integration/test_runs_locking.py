@@ -1,0 +1,137 @@
+"""No overlap, interrupts and killed runs, with real ansible-playbook runs."""
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.integration.runs_workspace import (
+    db_rows,
+    kill_all,
+    make_workspace,
+    order,
+    processes_with,
+    start_cli,
+    wait_for,
+)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    root = make_workspace(tmp_path / "ws")
+    yield root
+    kill_all(processes_with(str(root)))  # never leave a sleeping play behind, whatever failed
+
+
+def _sleeping(root):
+    """The long play is in its sleep task: the step was recorded and ran its first task."""
+    return order(root) == ["sleep"] and bool(processes_with(str(root)))
+
+
+def test_second_run_is_refused_and_names_the_first(ws):
+    first = start_cli("workflows", "run", "long", cwd=ws)
+    try:
+        wait_for(lambda: _sleeping(ws), what="the first run to reach its sleep")
+        running = db_rows(ws, "SELECT id, pid, host FROM runs WHERE status = 'running'")
+        assert len(running) == 1
+        started = time.monotonic()
+        second = run_cli("workflows", "run", "long", cwd=ws, timeout=60)
+        assert time.monotonic() - started < 15  # refused at once, not after the first ends
+        assert_one_line_error(
+            second, "workflow 'long' is already running", f"pid {first.pid}", running[0]["host"], running[0]["id"],
+            code=3,
+        )
+        assert order(ws) == ["sleep"]  # the second run ran nothing
+        # a different workflow is not blocked
+        assert run_cli("workflows", "run", "green", cwd=ws).returncode == 0
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(60)
+    assert len(db_rows(ws, "SELECT id FROM runs WHERE name = 'long'")) == 1  # the refused run left no record
+
+
+def test_wait_waits_for_the_first_run(ws):
+    first = start_cli("workflows", "run", "long", cwd=ws)
+    try:
+        wait_for(lambda: _sleeping(ws), what="the first run to reach its sleep")
+        second = start_cli("workflows", "run", "green", "--wait", cwd=ws)  # green is free: runs at once
+        assert second.wait(120) == 0
+        waiting = start_cli("workflows", "run", "long", "--wait", cwd=ws)
+        wait_for(lambda: b"waiting for workflow 'long'" in _peek_stderr(waiting), timeout=30, what="the wait notice")
+        assert waiting.poll() is None  # still waiting while the first holds the lock
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 130
+        # the waiting run now gets the lock and starts its own sleep
+        wait_for(lambda: order(ws).count("sleep") == 2, what="the waiting run to start")
+        waiting.send_signal(signal.SIGTERM)
+        assert waiting.wait(60) == 130
+    finally:
+        for proc in (first,):
+            if proc.poll() is None:
+                proc.kill()
+    statuses = [r["status"] for r in db_rows(ws, "SELECT status FROM runs WHERE name = 'long' ORDER BY started")]
+    assert statuses == ["interrupted", "interrupted"]
+
+
+_stderr_seen: dict = {}
+
+
+def _peek_stderr(proc) -> bytes:
+    """Read what the process wrote to stderr so far, without blocking."""
+    fd = proc.stderr.fileno()
+    os.set_blocking(fd, False)
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        chunk = b""
+    _stderr_seen[proc.pid] = _stderr_seen.get(proc.pid, b"") + chunk
+    return _stderr_seen[proc.pid]
+
+
+def test_sigterm_stops_a_long_play_and_records_interrupted(ws):
+    proc = start_cli("workflows", "run", "long", cwd=ws)
+    wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
+    assert processes_with(str(ws)), "the play should be running"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(60)
+    elapsed = time.monotonic() - sent
+    assert code == 130
+    assert elapsed < 15, f"took {elapsed:.1f}s to stop"
+    assert processes_with(str(ws)) == []  # ansible, its workers and the sleep: all gone
+    run = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
+    assert run["status"] == "interrupted" and run["exit_code"] == 130
+    assert run["steps"][0]["status"] == "interrupted"
+    assert run["ended"] is not None
+
+
+def test_killed_run_does_not_block_and_reads_interrupted(ws):
+    proc = start_cli("workflows", "run", "long", cwd=ws)
+    wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
+    killed_id = db_rows(ws, "SELECT id FROM runs WHERE status = 'running'")[0]["id"]
+    os.kill(proc.pid, signal.SIGKILL)  # no handler runs: the row stays 'running'
+    proc.wait(30)
+    assert db_rows(ws, "SELECT status FROM runs WHERE id = ?", killed_id)[0]["status"] == "running"
+    # the play does not outlive polycrate (it gets SIGTERM when its parent dies)
+    wait_for(lambda: processes_with(str(ws)) == [], timeout=15, what="the orphaned play to end")
+    (ws / "blocks/b/block.poly").write_text(
+        (ws / "blocks/b/block.poly").read_text().replace("{name: sleep, playbook: sleep.yml}", "{name: sleep, playbook: ok.yml}")
+    )
+    nxt = run_cli("workflows", "run", "long", cwd=ws)
+    assert nxt.returncode == 0, nxt.output  # the OS freed the lock with the process
+    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)
+    assert [(r["id"] == killed_id, r["status"]) for r in runs] == [(False, "succeeded"), (True, "interrupted")]
+    shown = json.loads(run_cli("runs", "show", killed_id, "-o", "json", cwd=ws).stdout)
+    assert shown["steps"][0]["status"] == "interrupted"
+
+
+def test_killed_run_reads_interrupted_on_the_next_look(ws):
+    proc = start_cli("workflows", "run", "long", cwd=ws)
+    wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    wait_for(lambda: processes_with(str(ws)) == [], timeout=15, what="the orphaned play to end")
+    listed = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)  # a look, no new run
+    assert [r["status"] for r in listed] == ["interrupted"]
