@@ -124,11 +124,11 @@ def _ask(confirm: Confirm, asks: list[tuple[str, str]]) -> None:
             raise PromptDeclined(f"{who}: not confirmed, nothing was run")
 
 
-def masker_for(ws: Workspace):
-    """The one masking function of a run: secret values (see polycrate.secrets) become ********."""
+def masker_for(ws: Workspace, secrets=None):
+    """The one masking function of a run: every value from the workspace's secrets becomes ********."""
     from polycrate.masking import Masker
 
-    return Masker()
+    return secrets.masker if secrets is not None else Masker()
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -219,6 +219,7 @@ class _Run:
         self.options = options
         self.masker = masker_for(ws)
         self.mask = self.masker.mask
+        self.secrets = None
         self.store = None
         self.run_id: str | None = None
         self.lock = None
@@ -233,6 +234,17 @@ class _Run:
                 self.store.add_notice(self.run_id, message)
             except Exception:  # the store is the record, not the run: never fail a run over it
                 pass
+
+    def open_secrets(self) -> None:
+        """Decrypt the workspace's secrets into a private folder for this run; merge secrets.poly
+        values over the config; from here on every line we print or store is masked."""
+        from polycrate.secrets import open_runtime_secrets
+        from polycrate.workspace import with_secret_values
+
+        self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks))
+        self.ws = with_secret_values(self.ws, self.secrets.values)
+        self.masker = masker_for(self.ws, self.secrets)
+        self.mask = self.masker.mask
 
     def take_lock(self, key: str, what: str) -> None:
         from polycrate.locking import RunLock
@@ -249,6 +261,9 @@ class _Run:
             self.lock.write_holder(self.run_id)
 
     def close(self) -> None:
+        if self.secrets is not None:
+            self.secrets.close()  # the decrypted folder goes, also after a failure or an interrupt
+            self.secrets = None
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -316,6 +331,7 @@ def _execute(
                 timeout=timeout,
                 events_file=events,
                 runtime=options.runtime,
+                secrets=run.secrets,
                 keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
             )
             last_lines.clear()
@@ -531,6 +547,7 @@ def run_action(
         run.take_lock(key, f"action {block.name} {action.name}")
         if action.prompt:
             _ask(confirm, [(f"action {block.name}/{action.name}", action.prompt.message)])
+        run.open_secrets()
         run.open(kind="action", name=f"{block.name} {action.name}", block=block.name, action=action.name, lock_key=key)
         result = RunResult("action", f"{block.name} {action.name}", run_id=run.run_id, check=options.check)
         result.steps.append(StepResult(action.name, block.name, action.name))
@@ -588,6 +605,7 @@ def run_workflow(
                     f"nothing to resume: every step of run {previous['id']} already succeeded"
                 )
         _ask(confirm, [a for a in asks if not any(a[0].startswith(f"step {n} (") for n in skip)])
+        run.open_secrets()
         run.open(
             kind="workflow",
             name=workflow.name,

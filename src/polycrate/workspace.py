@@ -313,6 +313,30 @@ def load_workspace(root: Path) -> Workspace:
     )
 
 
+def with_secret_values(ws: Workspace, values: dict[str, Any]) -> Workspace:
+    """secrets.poly merged over workspace.poly with the one merge rule: its top-level `config`
+    over the workspace's, and each of its `blocks` entries over the config of the block of that name."""
+    if not values:
+        return ws
+    from dataclasses import replace
+
+    blocks = dict(ws.blocks)
+    entries = values.get("blocks") or []
+    if not isinstance(entries, list):
+        raise ConfigError("'blocks' in secrets.poly must be a list", ws.root / "secrets.poly")
+    for entry in entries:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name not in blocks:
+            raise ConfigError(
+                f"secrets.poly names block {name!r}, which the workspace does not have" + closest(str(name), blocks),
+                ws.root / "secrets.poly",
+            )
+        block = blocks[name]
+        blocks[name] = replace(block, config=merge_config(block.config, entry.get("config") or {}))
+    config = merge_config(ws.config, values.get("config") or {})
+    return replace(ws, blocks=blocks, config=config)
+
+
 def get_block(ws: Workspace, name: str) -> Block:
     block = ws.blocks.get(name)
     if block is None:

@@ -149,3 +149,26 @@ def test_the_article_sample_playbooks_are_not_what_ships():
     update = (EXAMPLE / ARTICLE_BLOCK / "update.yml").read_text()
     assert 'dest: "/"' not in update  # the article's "rollback" unpacked a SQL dump into /
     assert "ansible.builtin.systemd" not in update + (EXAMPLE / ARTICLE_BLOCK / "verify.yml").read_text()
+
+
+def test_backup_with_the_rclone_config_from_encrypted_workspace_secrets(env):
+    import subprocess
+
+    out = subprocess.run(["age-keygen"], capture_output=True, text=True, check=True).stdout
+    key = next(line for line in out.splitlines() if line.startswith("AGE-SECRET-KEY-"))
+    (env.root / "artifacts" / "secrets" / "rclone.conf").write_text(env.s3.rclone_conf())
+    enc = env.polycrate("workspace", "encrypt", env={"WORKSPACE_ENCRYPTION_KEY": key})
+    assert enc.returncode == 0, enc.stderr
+    env.host.exec("rm -f /root/.config/rclone/rclone.conf", check=True)  # only the workspace secret is left
+    try:
+        before = set(env.remote_objects())
+        result = env.polycrate("run", "linux-maintenance", "backup", env={"WORKSPACE_ENCRYPTION_KEY": key})
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert set(env.remote_objects()) - before  # uploaded with the secret's credentials
+        from tests.fleet.s3 import SECRET_KEY
+
+        assert SECRET_KEY not in result.stdout + result.stderr
+        # the copy on the host lived only for the play
+        assert env.host.exec("test -e /var/backups/acme-db/.rclone.conf").returncode != 0
+    finally:
+        env.reset_workspace()

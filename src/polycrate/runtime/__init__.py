@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from polycrate.errors import Interrupted
 from polycrate.model import Action, Block, Workspace
@@ -51,6 +51,19 @@ class ActionRequest:
     events_file: Path | None = None  # ansible actions write their JSON-lines event stream here
     keep_fds: tuple[int, ...] = ()  # descriptors the action inherits: the run's lock lives as long as the play
     runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime (toolchain.runtime_of)
+    secrets: Any = None  # polycrate.secrets.RuntimeSecrets of the run, when the workspace has secrets
+
+
+def action_variables(request: ActionRequest) -> dict[str, Any]:
+    """`block` and `workspace` as playbooks and scripts see them, with the paths of this run's secrets."""
+    from polycrate.workspace import block_vars, workspace_vars
+
+    block = block_vars(request.ws, request.block)
+    workspace = workspace_vars(request.ws)
+    secrets = request.secrets
+    block["secrets"] = secrets.block_files(request.block.name) if secrets is not None else {}
+    workspace["secrets"] = secrets.workspace_files if secrets is not None else {}
+    return {"block": block, "workspace": workspace}
 
 
 def action_environment(request: ActionRequest) -> dict[str, str]:
@@ -75,6 +88,9 @@ def action_environment(request: ActionRequest) -> dict[str, str]:
         env["POLYCRATE_STEP"] = request.step
     if ws.inventory.is_file():
         env["ANSIBLE_INVENTORY"] = str(ws.inventory)
+    env.pop("POLYCRATE_SECRETS", None)
+    if request.secrets is not None and request.secrets.dir is not None:
+        env["POLYCRATE_SECRETS"] = str(request.secrets.dir)  # the private folder of decrypted files
     env.update(request.extra_env)
     return env
 

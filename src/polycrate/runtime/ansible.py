@@ -6,18 +6,18 @@ import os
 import sys
 from pathlib import Path
 
-from polycrate.workspace import block_vars, playbook_path, workspace_vars
+from polycrate.workspace import playbook_path
 
 
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
-    from polycrate.runtime import action_environment
+    from polycrate.runtime import action_environment, action_variables
 
     playbook = playbook_path(request.block, request.action)
     extra = private / "polycrate-vars.json"
     # the file may carry secrets from config: readable by us only
     fd = os.open(extra, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump({"block": block_vars(request.ws, request.block), "workspace": workspace_vars(request.ws)}, handle)
+        json.dump(action_variables(request), handle)
     argv = [sys.executable, "-m", "polycrate.runtime.ansible_playbook", str(playbook), "-e", f"@{extra}"]
     if request.check:
         argv.append("--check")
