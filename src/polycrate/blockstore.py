@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from polycrate.atomicfile import write_atomic
 from polycrate.errors import PolycrateError
 
 LOCK_FILE = "blocks.lock"
@@ -381,9 +382,5 @@ def write_lock(root: Path, lock: dict[str, LockEntry]) -> None:
         "# Commit it. A pull whose digest differs from the pin is refused (see --update-lock).\n"
         + yaml.safe_dump(data, sort_keys=False)
     )
-    path = root / LOCK_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".blocks.lock.", dir=root)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(root / LOCK_FILE, text, 0o644)  # committed with the workspace, like workspace.poly
 

@@ -7,8 +7,9 @@ Alert example: ``time() - polycrate_workflow_last_success_timestamp_seconds{work
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from polycrate.atomicfile import write_atomic
 
 DEFAULT_PATH = Path(".polycrate") / "metrics" / "polycrate.prom"
 STATUSES = ("succeeded", "failed", "interrupted")
@@ -58,17 +59,5 @@ def metrics_path(root: Path, configured: str | None) -> Path:
 
 def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".polycrate-", suffix=".prom.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # 0644: node_exporter usually runs as another user; the collector reads only ``*.prom``
+    write_atomic(path, text, 0o644, prefix=".polycrate-", suffix=".prom.tmp")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from polycrate import blockstore
+from polycrate.atomicfile import write_atomic
 from polycrate.errors import PolycrateError
 
 CONFIG_MEDIA_TYPE = "application/vnd.polycrate.block.config.v1+json"
@@ -234,12 +235,7 @@ def store_credentials(host: str, username: str, password: str, env: Mapping[str,
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
     config.setdefault("auths", {})[host] = {"auth": auth}
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(config, indent=2) + "\n", 0o600)
     return path
 
 

@@ -46,7 +46,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from functools import lru_cache
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from polycrate.atomicfile import write_atomic
 from polycrate.errors import ConfigError, NotFoundError, PolycrateError
 
 SYSTEMD_DEST = Path("/etc/systemd/system")
@@ -1096,7 +1096,11 @@ def apply_plan(plan: SchedulePlan) -> SchedulePlan:
     for change in plan.changes:
         if change.status in ("create", "update"):
             assert change.content is not None
-            write_atomic(change.path, change.content)
+            try:
+                # the dot-prefix keeps systemd and cron from reading the file half-written
+                write_atomic(change.path, change.content, prefix=".polycrate-")
+            except OSError as exc:
+                raise PolycrateError(f"cannot write {change.path}: {exc.strerror}") from None
     for change in plan.changes:
         if change.status == "remove":
             _remove_ours(change.path, plan)
@@ -1130,35 +1134,6 @@ def _remove_ours(path: Path, plan: SchedulePlan | None) -> None:
             target = link.parent / target
         if os.path.normpath(target) == os.path.normpath(path):
             link.unlink()
-
-
-def write_atomic(path: Path, content: str, mode: int = 0o644) -> None:
-    data = content.encode("utf-8")
-    # a dot-name: neither systemd nor cron reads it while it is half-written
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".polycrate-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise PolycrateError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def one_off_schedule(ws, workflow: str, on_calendar: str | None, cron: str | None, **options: Any) -> Schedule:

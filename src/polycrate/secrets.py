@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polycrate.atomicfile import fsync_dir, write_atomic
 from polycrate.errors import ConfigError, PolycrateError
 from polycrate.masking import Masker
 
@@ -376,24 +377,9 @@ def _decrypt_bytes(data: bytes, keyring: Keyring, rel: str) -> bytes:
         raise PolycrateError("cannot decrypt: the file is corrupted or truncated", rel) from None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_durably(target: Path, data: bytes, mode: int, verify, checkpoints: bool = True) -> None:
-    """Temp file in the same folder -> fsync -> read back + verify -> rename -> fsync folder."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix="." + target.name + ".", suffix=TMP_SUFFIX)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
+    """``write_atomic`` with the temp file read back from disk and verified before the rename."""
+    def check(tmp: Path) -> None:
         if checkpoints:
             _checkpoint("tempfile-written")
         if tmp.read_bytes() != data:
@@ -401,18 +387,16 @@ def _write_durably(target: Path, data: bytes, mode: int, verify, checkpoints: bo
         verify(tmp.read_bytes())
         if checkpoints:
             _checkpoint("verified")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+
+    # temp name ``.<name>.<random>.polycrate-tmp``: the next run removes leftovers by that suffix
+    write_atomic(target, data, mode, suffix=TMP_SUFFIX, before_replace=check)
     if checkpoints:
         _checkpoint("renamed")
 
 
 def _remove_durably(path: Path) -> None:
     path.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     _checkpoint("source-removed")
 
 
