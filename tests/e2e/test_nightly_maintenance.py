@@ -172,3 +172,21 @@ def test_backup_with_the_rclone_config_from_encrypted_workspace_secrets(env):
         assert env.host.exec("test -e /var/backups/acme-db/.rclone.conf").returncode != 0
     finally:
         env.reset_workspace()
+
+
+def test_retention_keeps_the_newest_archives_locally_and_remotely(env):
+    env.set_config(keep_local=2, keep_remote=2)
+    try:
+        for _ in range(3):
+            result = env.polycrate("run", "linux-maintenance", "backup")
+            assert result.returncode == 0, result.stdout[-2000:]
+        local = sorted(n for n in backup_dir_listing(env) if n.endswith(".tar.gz") and n.startswith("acme_app-"))
+        remote = sorted(n for n in env.remote_objects() if n.endswith(".tar.gz"))
+        assert len(local) == 2 and len(remote) == 2
+        assert local == remote  # the same newest two, here and there
+        assert latest_archive(env) == local[-1]
+        # sidecars of removed archives went with them
+        assert len([n for n in backup_dir_listing(env) if n.endswith(".sha256")]) == 2
+        assert len([n for n in env.remote_objects() if n.endswith(".sha256")]) == 2
+    finally:
+        env.reset_workspace()
