@@ -190,3 +190,34 @@ def test_retention_keeps_the_newest_archives_locally_and_remotely(env):
         assert len([n for n in env.remote_objects() if n.endswith(".sha256")]) == 2
     finally:
         env.reset_workspace()
+
+
+def test_encrypted_upload_and_restore_from_it(env, tmp_path):
+    import subprocess
+
+    identity = tmp_path / "age.key"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    recipient = subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+    env.host.exec("cat > /root/age.key && chmod 600 /root/age.key", input=identity.read_text(), check=True)
+    env.set_config(encrypt_recipients=[recipient], age_identity_file="/root/age.key")
+    try:
+        result = env.polycrate("run", "linux-maintenance", "backup")
+        assert result.returncode == 0, result.stdout[-3000:]
+        name = latest_archive(env)
+        objects = env.remote_objects()
+        assert name + ".age" in objects and name not in objects  # only ciphertext left the host
+        encrypted = env.s3_download(name + ".age", tmp_path / (name + ".age"))
+        plain = subprocess.run(["age", "-d", "-i", str(identity), str(encrypted)], check=True,
+                               capture_output=True).stdout
+        recorded = env.host.exec(f"cat /var/backups/acme-db/{name}.sha256").stdout.split()[0]
+        assert hashlib.sha256(plain).hexdigest() == recorded
+
+        rows_at_backup = env.psql(ROWS_SQL)
+        env.host.exec("rm -rf /var/backups/acme-db", check=True)
+        env.psql("DELETE FROM items WHERE id > 5")
+        restore = env.polycrate("run", "linux-maintenance", "restore", "--force")
+        assert restore.returncode == 0, restore.stdout[-3000:]
+        assert env.psql(ROWS_SQL) == rows_at_backup
+    finally:
+        env.reset_workspace()

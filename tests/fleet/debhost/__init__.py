@@ -114,6 +114,7 @@ PACKAGES: tuple[str, ...] = (
     "curl",
     "ca-certificates",
     "rclone",
+    "age",
     "gzip",
     "tar",
     "acl",
