@@ -10,7 +10,7 @@ APT_PACKAGES=(
   age                             # the age CLI, to prove our files are standard age
   rclone                          # uploads to S3
   debootstrap zstd dpkg-dev       # the isolated Debian test host and its apt repository
-  podman runc catatonit           # the container runtime (base image: polycrate toolchain build --base)
+  podman runc catatonit uidmap slirp4netns fuse-overlayfs   # the container runtime (see README: Runtimes)
   docker-registry                 # a real OCI registry on loopback for the block push/pull tests
   python3-venv git curl
 )
