@@ -1,0 +1,19 @@
+"""The README's first command must keep working: `make demo` and `make demo-rollback` run this module."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("args, expected", [([], "backup, update and verify succeeded"),
+                                            (["--rollback"], "the update failed and was rolled back")])
+def test_demo(args, expected):
+    proc = subprocess.run([sys.executable, "-m", "tests.fleet.demo", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert f"demo: as expected: {expected}" in proc.stdout
+    assert "nightly-maintenance" in proc.stdout and "STATUS" in proc.stdout  # the run history is shown
