@@ -223,6 +223,7 @@ class _Run:
         self.store = None
         self.run_id: str | None = None
         self.lock = None
+        self.zygote = None  # runtime.zygote.Zygote: the warm process a workflow's ansible steps fork from
         self.notices: list[str] = []
 
     def notice(self, message: str) -> None:
@@ -260,7 +261,28 @@ class _Run:
         if self.lock is not None:
             self.lock.write_holder(self.run_id)
 
+    def start_zygote(self, planned: list[StepResult], specs: dict, workflow: str | None) -> None:
+        """Warm Ansible once for a run of two or more ansible steps (runs, retries): each step then forks
+        from it instead of starting and importing ansible-core again (runtime/zygote.py)."""
+        from polycrate.runtime import start_zygote
+
+        steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
+        runs = sum(1 + (specs[(s.phase, s.name)].retries if (s.phase, s.name) in specs else 0) for s in steps)
+        if runs < 2:
+            return
+        first = steps[0]
+        block = self.ws.blocks[first.block]
+        request = ActionRequest(ws=self.ws, block=block, action=block.actions[first.action], workflow=workflow,
+                                step=first.name if workflow else None, runtime=self.options.runtime)
+        try:
+            self.zygote = start_zygote(request)
+        except Exception:  # an optimisation: without it every step starts its own process
+            self.zygote = None
+
     def close(self) -> None:
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
         if self.secrets is not None:
             self.secrets.close()  # the decrypted folder goes, also after a failure or an interrupt
             self.secrets = None
@@ -333,6 +355,7 @@ def _execute(
                 runtime=options.runtime,
                 secrets=run.secrets,
                 keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
+                zygote=run.zygote,
             )
             last_lines.clear()
             timed_out = False
@@ -582,6 +605,8 @@ def run_workflow(
         key = f"workflow-{workflow.name}"
         # the lock first: a second run is refused before anyone is asked anything
         run.take_lock(key, f"workflow '{workflow.name}'")
+        specs = {(MAIN, s.name): s for s in workflow.steps} | {(ON_FAILURE, s.name): s for s in workflow.on_failure}
+        run.start_zygote(planned, specs, workflow.name)  # warms up while the run is prepared
         skip: set[str] = set()
         resumed_from = None
         if options.resume:
@@ -620,7 +645,6 @@ def run_workflow(
         result = RunResult(
             "workflow", workflow.name, planned, run_id=run.run_id, resumed_from=resumed_from, check=options.check
         )
-        specs = {(MAIN, s.name): s for s in workflow.steps} | {(ON_FAILURE, s.name): s for s in workflow.on_failure}
         return _drive(run, result, specs, workflow, skip, resumed_from)
     finally:
         run.close()

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from polycrate import engine
 from polycrate.cli.blocks import add_auto_pull_option, ensure_blocks
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, workspace_from
 from polycrate.errors import EXIT_ACTION_FAILED
+
+if TYPE_CHECKING:
+    from polycrate import engine
 
 
 def register(sub, shared) -> None:
@@ -26,8 +29,11 @@ def add_run_options(p) -> None:
     p.add_argument("--runtime", choices=("local", "container"), help="where actions run (default: config.runtime, else local)")
 
 
-class TextReporter(engine.Reporter):
-    """Streams action output live; step banners on stderr so stdout stays the action's."""
+class TextReporter:
+    """Streams action output live; step banners on stderr so stdout stays the action's.
+
+    An engine.Reporter by its methods (all four): the engine is imported only by commands that run
+    something, not at every CLI start."""
 
     def __init__(self, workflow: bool, output: str = "text"):
         self.workflow = workflow
@@ -50,6 +56,8 @@ class TextReporter(engine.Reporter):
 
 
 def summarize(result: engine.RunResult, output: str) -> int:
+    from polycrate import engine
+
     failed = result.failed_step
     if output == "json":
         emit_json(
@@ -101,6 +109,8 @@ def prepare_runtime(ws, runtime: str | None) -> None:
 
 
 def cmd_run(args) -> int:
+    from polycrate import engine
+
     ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
     ws = workspace_from(args)
     options = engine.RunOptions(check=args.check, diff=args.diff, wait=args.wait, runtime=args.runtime)

@@ -1,7 +1,6 @@
 """`polycrate workflows run|list|inspect`"""
 from __future__ import annotations
 
-from polycrate import engine
 from polycrate.cli.blocks import ensure_blocks
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, table, workspace_from
@@ -100,6 +99,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from polycrate import engine
+
     ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
     ws = workspace_from(args)
     prepare_runtime(ws, args.runtime)

@@ -15,10 +15,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from polycrate.errors import Interrupted
-from polycrate.model import Action, Block, Workspace
+
+if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygote) imports this package
+    from polycrate.model import Action, Block, Workspace
 
 # How long a child gets to end after SIGINT/SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 10.0
@@ -52,6 +54,7 @@ class ActionRequest:
     keep_fds: tuple[int, ...] = ()  # descriptors the action inherits: the run's lock lives as long as the play
     runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime (toolchain.runtime_of)
     secrets: Any = None  # polycrate.secrets.RuntimeSecrets of the run, when the workspace has secrets
+    zygote: Any = None  # runtime.zygote.Zygote of a workflow run: local ansible steps fork from it
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:
@@ -123,10 +126,32 @@ def run_action_process(request: ActionRequest, output: Callable[[str], None]) ->
         if request.action.type == "ansible" and request.events_file is not None:
             env = event_environment(env, request.events_file)
         # the container runtime runs the same command in the workspace's image, and removes it however it ends
-        with container.command_for(request, argv, env, private, output) as (argv, env, cwd):
-            return _stream(argv, env, cwd, output, request.timeout, request.keep_fds)
+        with container.command_for(request, argv, env, private, output) as (wrapped, env, cwd):
+            # a local ansible step forks from the run's warm zygote (runtime/zygote.py) when there is one
+            zygote = request.zygote if request.action.type == "ansible" and wrapped is argv else None
+            return _stream(wrapped, env, cwd, output, request.timeout, request.keep_fds, zygote)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def start_zygote(request: ActionRequest):
+    """The warm process the ansible steps of a workflow run fork from (runtime/zygote.py), started with
+    the environment of `request`, the run's first ansible step; None where it does not apply (the
+    container runtime, POLYCRATE_ZYGOTE=0). Whatever it cannot serve runs as a plain process."""
+    from polycrate import toolchain
+    from polycrate.runtime import ansible
+    from polycrate.runtime.zygote import Zygote
+
+    if os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if request.action.type != "ansible" or toolchain.runtime_of(request.ws, request.runtime) == "container":
+        return None
+    env = ansible.ansible_environment(request)
+    env = event_environment(env, request.events_file or Path(tempfile.gettempdir()) / "polycrate-events.jsonl")
+    try:
+        return Zygote(env, request.block.folder)
+    except OSError:
+        return None
 
 
 def _read_lines(pipe, lines: queue.Queue) -> None:
@@ -143,22 +168,29 @@ def _die_with_parent() -> None:
     Ansible ends its workers and their commands on SIGTERM, so a killed run leaves no play behind.
     """
     try:
-        _libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        _libc().prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except Exception:
         pass
 
 
-def _load_libc():
-    try:
-        import ctypes
-        import ctypes.util
-
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except Exception:
-        return None
+_LIBC: list = []
 
 
-_libc = _load_libc()
+def _libc():
+    """libc through ctypes, loaded on first use (not at import: the CLI's startup does not need it)."""
+    if not _LIBC:
+        try:
+            import ctypes
+
+            try:
+                _LIBC.append(ctypes.CDLL("libc.so.6", use_errno=True))  # glibc; find_library runs ldconfig
+            except OSError:
+                import ctypes.util
+
+                _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True))
+        except Exception:
+            _LIBC.append(None)
+    return _LIBC[0]
 
 
 def _stream(
@@ -168,19 +200,29 @@ def _stream(
     output: Callable[[str], None],
     timeout: float | None = None,
     keep_fds: tuple[int, ...] = (),
+    zygote=None,
 ) -> int:
-    # Own process group: a stop reaches the whole tree (ansible forks, ssh, scripts' children).
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        pass_fds=keep_fds,
-        preexec_fn=_die_with_parent if _libc is not None else None,
-    )
+    proc = None
+    if zygote is not None:
+        from polycrate.runtime.zygote import ZygoteUnavailable
+
+        try:
+            proc = zygote.spawn(argv, env, cwd, keep_fds)  # the same contract, forked from a warm process
+        except ZygoteUnavailable:
+            proc = None
+    if proc is None:
+        # Own process group: a stop reaches the whole tree (ansible forks, ssh, scripts' children).
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=keep_fds,
+            preexec_fn=_die_with_parent if _libc() is not None else None,
+        )
     # A reader thread fills a queue; the main thread (the one that gets KeyboardInterrupt on
     # SIGINT/SIGTERM) hands lines to `output` and watches the deadline.
     lines: queue.Queue = queue.Queue()

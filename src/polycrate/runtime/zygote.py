@@ -1,0 +1,340 @@
+"""A warm Ansible process that forks one child per workflow step.
+
+Each `ansible-playbook` process spends ~0.4 s before its first task: importing
+ansible, reading its configuration, parsing the documentation of every connection,
+shell, become, callback and inventory plugin. A workflow pays that per step. The
+zygote pays it once: it is started (by the engine, at the beginning of a workflow
+run) with the environment and working directory of the first Ansible step, imports
+and warms ansible-core, then waits on a socket. For each step the engine sends the
+step's argv, environment, working directory and descriptors (the output pipe, the
+run's lock); the zygote forks, and the child becomes that step's ansible-playbook:
+
+* its own session and process group (``stop_process_group`` reaches it and its workers),
+  SIGTERM when the zygote dies (``PR_SET_PDEATHSIG``; the zygote itself gets SIGTERM
+  when polycrate dies), stdin ``/dev/null``, stdout+stderr the step's pipe, the lock fd
+  at its own number, no other descriptor;
+* the step's environment and working directory, then ``ansible_playbook.main``.
+
+What ansible-core reads at import time (``ansible.constants``: the environment and
+the ansible.cfg it finds) is fixed in the zygote. So the child first compares the
+inputs of that configuration (``fingerprint``: every ``ANSIBLE_*`` and ``PYTHON*``
+variable, locale, HOME, and which ansible.cfg applies in the step's working directory,
+with its size and mtime) with the zygote's; when anything differs the child
+``exec``s a fresh ``python -m polycrate.runtime.ansible_playbook`` instead (same pid,
+same descriptors): the result is always what a cold process would do.
+
+The zygote reports each child's pid and, when it ends, its exit status (as
+``Popen.returncode``: negative for a signal). The engine's side is ``Zygote`` and
+``WarmProcess`` (``pid``, ``stdout``, ``poll``, ``wait``: what ``_stream`` and
+``stop_process_group`` use). Only the local runtime uses it; the container runtime
+and script actions start a plain process as before.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ENTRY = ("-m", "polycrate.runtime.ansible_playbook")
+MAX_MESSAGE = 1 << 20
+# environment variables besides ANSIBLE_* / PYTHON* / LC_* that ansible-core reads while importing
+CONFIG_VARIABLES = ("HOME", "LANG", "LANGUAGE", "NO_COLOR", "FORCE_COLOR", "EDITOR", "PAGER", "TERM")
+READY_TIMEOUT = 120.0  # seconds the first step waits for the zygote's warm-up before starting a plain process
+
+
+def fingerprint(env: dict[str, str]) -> list:
+    """The inputs of ansible-core's import-time configuration, in the current working directory."""
+    keys = sorted(
+        k for k in env if k.startswith(("ANSIBLE_", "PYTHON", "LC_")) or k in CONFIG_VARIABLES
+    )
+    from ansible.config.manager import find_ini_config_file
+
+    config = find_ini_config_file()
+    stat = None
+    if config:
+        try:
+            st = os.stat(config)
+            stat = [st.st_ino, st.st_size, st.st_mtime_ns]
+        except OSError:
+            pass
+    return [[[k, env[k]] for k in keys], config, stat]
+
+
+# --- the zygote process -----------------------------------------------------------------------
+
+
+def _warm() -> None:
+    """Import and prepare what every ansible-playbook run needs before its first task."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="AnsibleCollectionFinder has already been configured")
+    import ansible.cli.playbook  # noqa: F401  (ansible.constants: the environment and ansible.cfg)
+    import ansible.executor.playbook_executor  # noqa: F401
+    import ansible.executor.task_queue_manager  # noqa: F401
+    import ansible.inventory.manager  # noqa: F401
+    import ansible.vars.manager  # noqa: F401
+    from ansible.plugins import loader
+
+    from polycrate.runtime import ansible_playbook  # noqa: F401
+
+    loader.init_plugin_loader()  # the collection finder, with ansible.builtin's routing metadata
+    # what PlaybookExecutor.run and the TaskQueueManager load first: the plugins' modules and their
+    # configuration definitions (documentation YAML); values are still read per run
+    for plugins in (loader.connection_loader, loader.shell_loader, loader.become_loader, loader.callback_loader,
+                    loader.inventory_loader):
+        list(plugins.all(class_only=True))
+    loader.strategy_loader.get("linear", class_only=True)
+
+
+def _send(sock: socket.socket, data: dict, fds: list[int] | None = None) -> None:
+    payload = json.dumps(data).encode()
+    if fds:
+        socket.send_fds(sock, [payload], fds)
+    else:
+        sock.send(payload)
+
+
+def _child(request: dict, fds: list[int], sock: socket.socket, warm_print) -> None:
+    """In the forked child: become the step's ansible-playbook. Never returns."""
+    code = 250
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.setsid()
+        from polycrate.runtime import _die_with_parent
+
+        parent = os.getppid()
+        _die_with_parent()
+        if os.getppid() != parent:  # the zygote is already gone
+            os._exit(143)
+        sock.close()
+        argv, env, targets = request["argv"], request["env"], request["keep_fds"]
+        out, kept = fds[0], fds[1:]
+        # descriptors at their numbers: 0 /dev/null, 1+2 the step's pipe, the kept ones as in polycrate
+        import fcntl
+
+        low = max([2, *targets]) + 1  # copies above every target number, so no dup2 below overwrites one
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, low) for fd in [out, *kept]]
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(high[0], 1)
+        os.dup2(high[0], 2)
+        for src, dst in zip(high[1:], targets):
+            os.dup2(src, dst, inheritable=True)
+        keep = {0, 1, 2, *targets}
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(env)
+        warm = (list(argv[:3]) == [sys.executable, *ENTRY]) and fingerprint(env) == warm_print
+        if not warm:
+            os.execve(argv[0], argv, env)  # a cold process, exactly as without the zygote
+        sys.path[0] = os.getcwd()  # as `python -m` would have it
+        _fresh_local_tmp()
+        from polycrate.runtime import ansible_playbook
+
+        try:
+            code = ansible_playbook.main(list(argv[3:]))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except KeyboardInterrupt:
+            code = 130
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            import atexit
+
+            atexit._run_exitfuncs()  # ansible's cleanups (its local temporary folder), as at a normal exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code if isinstance(code, int) else 1)
+
+
+def _fresh_local_tmp() -> None:
+    """ansible.constants made its local temporary folder (and an atexit cleanup) in the zygote; each
+    child gets its own, as a fresh process would."""
+    import atexit
+    import tempfile
+
+    from ansible import constants as C
+    from ansible.config.manager import cleanup_tmp_file
+
+    atexit.unregister(cleanup_tmp_file)
+    base = os.path.dirname(C.DEFAULT_LOCAL_TMP)
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    C.DEFAULT_LOCAL_TMP = tempfile.mkdtemp(prefix=f"ansible-local-{os.getpid()}", dir=base)
+    atexit.register(cleanup_tmp_file, C.DEFAULT_LOCAL_TMP, warn=True)
+
+
+def serve(fd: int) -> int:
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit cleanups run
+    try:
+        _warm()
+        warm_print = fingerprint(dict(os.environ))
+    except BaseException as exc:  # noqa: BLE001 - reported, the engine starts plain processes
+        _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    _send(sock, {"ready": True})
+    while True:
+        try:
+            payload, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 16)
+        except OSError:
+            return 0
+        if not payload:
+            return 0  # the engine closed its end: the run is over
+        request = json.loads(payload)
+        pid = os.fork()
+        if pid == 0:
+            _child(request, fds, sock, warm_print)
+        for received in fds:
+            os.close(received)
+        _send(sock, {"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        _send(sock, {"exit": os.waitstatus_to_exitcode(status)})
+
+
+# --- the engine's side ------------------------------------------------------------------------
+
+
+class ZygoteUnavailable(Exception):
+    pass
+
+
+class WarmProcess:
+    """A step's process forked by the zygote: the part of ``subprocess.Popen`` the runtime uses."""
+
+    def __init__(self, zygote: "Zygote", pid: int, stdout):
+        self._zygote = zygote
+        self.pid = pid
+        self.stdout = stdout
+        self.returncode: int | None = None
+
+    def _receive(self, timeout: float | None) -> None:
+        message = self._zygote._receive(timeout)
+        if message is _TIMEOUT:
+            return
+        if message is None:  # the zygote died; the child got SIGTERM (PR_SET_PDEATHSIG)
+            self.returncode = -signal.SIGTERM
+        else:
+            self.returncode = int(message["exit"])
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._receive(0.0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._receive(timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired("ansible-playbook", timeout or 0)
+        return self.returncode
+
+
+_TIMEOUT = object()
+
+
+class Zygote:
+    """The engine's handle on a zygote process; ``spawn`` runs one step, ``close`` ends it."""
+
+    def __init__(self, env: dict[str, str], cwd: Path):
+        from polycrate.runtime import _die_with_parent, _libc
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
+        self.ready: bool | None = None
+        self.error: str | None = None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "polycrate.runtime.zygote", str(theirs.fileno())],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=(theirs.fileno(),),
+                preexec_fn=_die_with_parent if _libc() is not None else None,
+            )
+        finally:
+            theirs.close()
+
+    def _receive(self, timeout: float | None):
+        self.sock.settimeout(timeout)
+        try:
+            payload = self.sock.recv(MAX_MESSAGE)
+        except (socket.timeout, BlockingIOError):
+            return _TIMEOUT
+        except OSError:
+            return None
+        finally:
+            self.sock.settimeout(None)
+        return json.loads(payload) if payload else None
+
+    def _wait_ready(self) -> None:
+        if self.ready is None:
+            message = self._receive(READY_TIMEOUT)
+            if message is _TIMEOUT or message is None or not message.get("ready"):
+                self.ready = False
+                self.error = (message or {}).get("error") if isinstance(message, dict) else "no answer"
+                self.close()
+            else:
+                self.ready = True
+        if not self.ready:
+            raise ZygoteUnavailable(self.error or "unavailable")
+
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, keep_fds: tuple[int, ...] = ()) -> WarmProcess:
+        """Fork the step's process; raises ZygoteUnavailable when the caller should start a plain one."""
+        self._wait_ready()
+        read, write = os.pipe()
+        try:
+            request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd), "keep_fds": list(keep_fds)}
+            try:
+                _send(self.sock, request, [write, *keep_fds])
+            except OSError as exc:
+                self.ready = False
+                self.close()
+                raise ZygoteUnavailable(str(exc)) from None
+        finally:
+            os.close(write)
+        message = self._receive(None)
+        if not isinstance(message, dict) or "pid" not in message:
+            os.close(read)
+            self.ready = False
+            self.close()
+            raise ZygoteUnavailable("the zygote ended")
+        return WarmProcess(self, int(message["pid"]), os.fdopen(read, "rb"))
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        proc = getattr(self, "proc", None)
+        if proc is None:
+            return
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.proc = None
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1])))
