@@ -1,0 +1,5 @@
+"""polycrate's benchmarks (issue 9): `make bench` or `python -m bench [cli orchestration fleet backup]`.
+
+Each benchmark measures its baseline in the same run, interleaving the variants, and reports medians
+and ratios; `bench/README.md` is written from `bench/results.json`. Nothing here is a test.
+"""

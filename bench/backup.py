@@ -1,0 +1,258 @@
+"""Benchmark 4: backup throughput. The maintenance block's `backup` action (dump, archive, checksum,
+verification, upload to S3 and the remote check, all included) on a PostgreSQL database of about
+500 MB, against `pg_dump` of the same database to /dev/null inside the host, and against the
+article's pipeline (plain dump to a file, then tar.gz, then rclone copy to the same S3).
+Target: at most 1.3x `pg_dump` alone, and peak extra disk during the backup no more than the
+compressed archive. Also: restore time for the same backup (`restore --force`).
+
+Runs against the isolated Debian test host and a moto S3 server on loopback (tests/fleet/nightly.py).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.common import interleave, median, summary
+
+TARGET = 1.3
+TARGET_MB = int(os.environ.get("BENCH_DB_MB", "500"))  # smaller for a quick look; the table is for 500
+BACKUP_DIR = "var/backups/acme-db"
+ARTICLE_DIR = "var/backups/article-pipeline"
+
+# ~realistic rows: names, addresses, statuses, JSON payloads, free text; batches until the database
+# reaches TARGET_MB (pg_database_size, indexes included)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bench_customers (id bigint PRIMARY KEY, name text, email text, city text,
+    street text, notes text, created timestamptz);
+CREATE TABLE IF NOT EXISTS bench_orders (id bigint PRIMARY KEY, customer_id bigint, status text,
+    amount numeric(12,2), payload jsonb, comment text, created timestamptz);
+"""
+CUSTOMERS = """
+INSERT INTO bench_customers
+SELECT g,
+       (ARRAY['Anna','Ben','Clara','David','Eva','Felix','Greta','Hannes','Ida','Jonas'])[1 + g % 10] || ' ' ||
+       (ARRAY['Schmidt','Meyer','Weber','Wagner','Becker','Hoffmann','Koch','Richter','Klein','Wolf'])[1 + (g / 10) % 10],
+       'customer' || g || '@example.com',
+       (ARRAY['Berlin','Hamburg','Munich','Cologne','Frankfurt','Stuttgart','Leipzig','Dresden'])[1 + g % 8],
+       (g % 300) || ' ' || (ARRAY['Main Street','Station Road','Church Lane','Mill Way','Park Avenue'])[1 + g % 5],
+       'Customer since ' || (2000 + g % 24) || '; prefers ' ||
+       (ARRAY['email','phone','letter'])[1 + g % 3] || ' contact; ref ' || md5(g::text),
+       now() - (g % 100000) * interval '1 minute'
+FROM generate_series(1, 400000) g ON CONFLICT DO NOTHING;
+"""
+ORDERS = """
+INSERT INTO bench_orders
+SELECT g, 1 + g % 400000,
+       (ARRAY['new','paid','shipped','delivered','returned'])[1 + g % 5],
+       (g % 100000) / 100.0,
+       jsonb_build_object('sku', 'SKU-' || (g % 5000), 'qty', 1 + g % 7, 'warehouse',
+                          (ARRAY['north','south','east','west'])[1 + g % 4], 'tracking', md5((g * 7)::text)),
+       'Order ' || g || ' for customer ' || (1 + g % 400000) || ': ' ||
+       (ARRAY['deliver to the back door','call before delivery','gift wrap please','no remarks',
+              'leave with the neighbour'])[1 + g % 5],
+       now() - (g % 500000) * interval '1 minute'
+FROM generate_series({start}, {end}) g;
+"""
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    try:
+        for entry in os.scandir(path):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    total += _dir_bytes(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:
+        pass
+    return total
+
+
+class DiskPoller:
+    """Peak growth of a folder tree (allocated bytes) while a command runs, polled every 0.05 s."""
+
+    def __init__(self, path: Path, interval: float = 0.05):
+        self.path, self.interval = path, interval
+        self.start = _dir_bytes(path)
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _dir_bytes(self.path))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _dir_bytes(self.path))
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.start
+
+
+def _shared_ssh_workspace(root: Path, dest: Path) -> Path:
+    """A copy of the workspace whose inventory keeps Ansible's default SSH settings (ControlMaster=auto,
+    ControlPersist=60s: one connection per host, reused by every task); the test fixture turns
+    connection sharing off so that no ssh master outlives a test. The masters end with the host."""
+    import yaml
+
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(".polycrate"))
+    inventory = yaml.safe_load((dest / "inventory.yml").read_text())
+    for hv in inventory["all"]["hosts"].values():
+        hv.pop("ansible_ssh_args", None)
+        args = [a for a in hv.get("ansible_ssh_common_args", "").split("-o") if a.strip()]
+        hv["ansible_ssh_common_args"] = " ".join(f"-o {a.strip()}" for a in args
+                                                 if not a.strip().startswith(("ControlMaster", "ControlPersist", "ControlPath")))
+    (dest / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return dest
+
+
+def _generate(env, log) -> int:
+    env.psql(SCHEMA)
+    env.psql(CUSTOMERS)
+    start, batch = int(env.psql("SELECT coalesce(max(id), 0) FROM bench_orders")) + 1, 250000
+    while True:
+        size = int(env.psql("SELECT pg_database_size(current_database())"))
+        log(f"  database size {size / 1e6:.0f} MB")
+        if size >= TARGET_MB * 10**6:
+            break
+        env.psql(ORDERS.format(start=start, end=start + batch - 1))
+        start += batch
+    env.psql("VACUUM ANALYZE")
+    return int(env.psql("SELECT pg_database_size(current_database())"))
+
+
+def bench(runs: int = 3, restores: int = 2, log=print) -> dict:
+    from tests.fleet.nightly import NightlyEnv
+
+    tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-backup-"))
+    env = NightlyEnv(tmp)
+    try:
+        host = env.host
+        # retention small: every run keeps ~150 MB archives locally (RAM-backed host) and in moto's memory
+        env.set_config(keep_local=2, keep_remote=2)
+        log("  generating the database")
+        t0 = time.monotonic()
+        db_size = _generate(env, log)
+        log(f"  {db_size / 1e6:.0f} MB in {time.monotonic() - t0:.0f}s")
+        shared = _shared_ssh_workspace(env.root, tmp / "shared-ssh")
+        pg = {"PGPASSWORD": host.pg_password, "PGPORT": str(host.pg_port)}
+        dump = f"pg_dump -h localhost -U {host.pg_user} {host.pg_database}"
+        host.exec(f"mkdir -p /{ARTICLE_DIR} && chown postgres /{ARTICLE_DIR}", check=True)
+        backup_root = host.root / BACKUP_DIR
+        article_root = host.root / ARTICLE_DIR
+        disk: dict[str, list[tuple[int, int]]] = {"ours": [], "article": []}
+        ours_logs: list[str] = []
+
+        def exec_timed(cmd: str) -> float:
+            started = time.perf_counter()
+            res = host.exec(["bash", "-c", cmd], env=pg, timeout=1800)
+            elapsed = time.perf_counter() - started
+            if res.returncode != 0:
+                raise RuntimeError(f"{cmd}: {res.stderr[-2000:]}")
+            return elapsed
+
+        def ours() -> float:
+            with DiskPoller(backup_root) as poll:
+                started = time.perf_counter()
+                res = env.polycrate("run", "linux-maintenance", "backup", timeout=1800)
+                elapsed = time.perf_counter() - started
+            if res.returncode != 0:
+                raise RuntimeError(f"backup failed: {res.stdout[-3000:]}{res.stderr[-2000:]}")
+            latest = (backup_root / "latest.tar.gz").resolve()
+            # what the backup publishes: the archive and its two sidecars (.sha256, .manifest.json)
+            published = sum(p.stat().st_blocks * 512 for p in (latest, Path(f"{latest}.sha256"),
+                                                               Path(f"{latest}.manifest.json")))
+            disk["ours"].append((poll.extra, latest.stat().st_blocks * 512, published))
+            ours_logs.append(res.stdout)
+            return elapsed
+
+        def ours_shared_ssh() -> float:
+            full = dict(os.environ)
+            started = time.perf_counter()
+            res = subprocess.run([sys.executable, "-m", "polycrate", "run", "linux-maintenance", "backup"], cwd=shared,
+                                 env=full, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+            elapsed = time.perf_counter() - started
+            if res.returncode != 0:
+                raise RuntimeError(f"backup failed: {res.stdout[-3000:]}{res.stderr[-2000:]}")
+            return elapsed
+
+        def article() -> float:
+            cmd = (f"set -euo pipefail; unset AWS_CA_BUNDLE; cd /{ARTICLE_DIR}; {dump} -F p -f acme_app.sql; "
+                   "tar -czf acme_app.tar.gz acme_app.sql; "
+                   "rclone copy acme_app.tar.gz acme-s3:acme-backups-db/article-pipeline/")
+            with DiskPoller(article_root) as poll:
+                elapsed = exec_timed(cmd)
+            size = (article_root / "acme_app.tar.gz").stat().st_blocks * 512
+            disk["article"].append((poll.extra, size, size))
+            host.exec(f"rm -f /{ARTICLE_DIR}/acme_app.sql /{ARTICLE_DIR}/acme_app.tar.gz")
+            return elapsed
+
+        variants = {
+            "pg_dump > /dev/null": lambda: exec_timed(f"{dump} > /dev/null"),
+            "pg_dump -Fc -Z0 > /dev/null": lambda: exec_timed(f"{dump} -F c -Z 0 > /dev/null"),
+            "polycrate run linux-maintenance backup": ours,
+            "the same, Ansible's default SSH settings (ControlPersist)": ours_shared_ssh,
+            "article pipeline (dump file, tar.gz, rclone copy)": article,
+        }
+        samples = interleave(variants, runs, warmup=0, log=log)
+        restore_times = []
+        for _ in range(restores):
+            started = time.perf_counter()
+            res = env.polycrate("run", "linux-maintenance", "restore", "--force", timeout=3600)
+            restore_times.append(time.perf_counter() - started)
+            if res.returncode != 0:
+                raise RuntimeError(f"restore failed: {res.stdout[-3000:]}{res.stderr[-2000:]}")
+            log(f"  restore {restore_times[-1]:.2f}s")
+        rows_after = env.psql("SELECT (SELECT count(*) FROM bench_customers) + (SELECT count(*) FROM bench_orders)")
+        pg_version = host.exec(["pg_dump", "--version"]).stdout.strip()
+        timings = [m.groups() for m in (re.search(r"dump and pack\s+([\d.]+)s, check ([\d.]+)s", log_)
+                                        for log_ in ours_logs) if m]
+    finally:
+        env.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    base = median(samples["pg_dump > /dev/null"])
+    ours_median = median(samples["polycrate run linux-maintenance backup"])
+    ratio = ours_median / base
+    peak_extra = max(e for e, _, _ in disk["ours"])
+    archive = max(a for _, a, _ in disk["ours"])
+    published = max(p for _, _, p in disk["ours"])
+    rows = [{"name": name, **summary(values), "ratio": round(median(values) / base, 3)}
+            for name, values in samples.items()]
+    return {
+        "database_bytes": db_size,
+        "pg_dump_version": pg_version,
+        "baseline": {"name": "pg_dump > /dev/null", **summary(samples["pg_dump > /dev/null"])},
+        "rows": rows,
+        "ratio": round(ratio, 3),
+        "target": TARGET,
+        "met_time": ratio <= TARGET,
+        "disk": {
+            "ours_peak_extra_bytes": peak_extra,
+            "ours_archive_bytes": archive,
+            "ours_published_bytes": published,
+            "met_disk": peak_extra <= published,
+            "article_peak_extra_bytes": max(e for e, _, _ in disk["article"]),
+            "article_archive_bytes": max(a for _, a, _ in disk["article"]),
+        },
+        "inside_the_action": [{"dump_and_pack": float(a), "check": float(b)} for a, b in timings],
+        "restore": {**summary(restore_times), "rows_after_restore": int(rows_after)},
+    }

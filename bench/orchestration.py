@@ -1,0 +1,88 @@
+"""Benchmark 2: orchestration overhead. A three-step workflow of trivial local-connection plays,
+against (a) the bash chain of three `ansible-playbook` calls and (b) one `ansible-playbook` process
+running the three playbooks (the floor). Target: at most 0.6x the bash chain, with per-step results,
+history and status kept (checked after the timed runs)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import ANSIBLE_PLAYBOOK, POLYCRATE, clean_env, interleave, median, run, summary
+
+TARGET = 0.6
+STEPS = ("one", "two", "three")
+
+
+def make_workspace(root: Path) -> Path:
+    ws = root / "orchestration"
+    block = ws / "blocks" / "trivial"
+    block.mkdir(parents=True)
+    (ws / "workspace.poly").write_text(
+        "name: bench-orchestration\nblocks:\n  - name: trivial\nworkflows:\n  - name: three\n    steps:\n"
+        + "".join(f"      - {{name: {s}, block: trivial, action: {s}}}\n" for s in STEPS)
+    )
+    (ws / "inventory.yml").write_text(
+        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+        f"      ansible_python_interpreter: {sys.executable}\n"
+    )
+    (block / "block.poly").write_text(
+        "name: trivial\nactions:\n" + "".join(f"  - {{name: {s}, type: ansible, playbook: {s}.yml}}\n" for s in STEPS)
+    )
+    for s in STEPS:
+        (block / f"{s}.yml").write_text(
+            "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+            f"    - ansible.builtin.debug: {{msg: \"step {s}\"}}\n"
+        )
+    return ws
+
+
+def bench(runs: int = 10, log=print) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-orch-"))
+    try:
+        ws = make_workspace(tmp)
+        block = ws / "blocks" / "trivial"
+        # plain Ansible gets what polycrate sets for its plays: the workspace inventory, no retry files,
+        # pipelining (irrelevant for the local connection)
+        plain = clean_env(ANSIBLE_INVENTORY=str(ws / "inventory.yml"), ANSIBLE_RETRY_FILES_ENABLED="false",
+                          ANSIBLE_PIPELINING="True")
+        ours = clean_env()
+        cold = clean_env(POLYCRATE_ZYGOTE="0")
+        chain = " && ".join(f"{ANSIBLE_PLAYBOOK} {s}.yml" for s in STEPS)
+        variants = {
+            "polycrate workflows run": lambda: run([POLYCRATE, "workflows", "run", "three"], env=ours, cwd=ws),
+            "polycrate, zygote off": lambda: run([POLYCRATE, "workflows", "run", "three"], env=cold, cwd=ws),
+            "bash chain of 3 ansible-playbook": lambda: run(chain, env=plain, cwd=block),
+            "one ansible-playbook, 3 playbooks": lambda: run([ANSIBLE_PLAYBOOK, *(f"{s}.yml" for s in STEPS)],
+                                                            env=plain, cwd=block),
+        }
+        samples = interleave(variants, runs, warmup=1, log=log)
+        history = _history_kept(ws, ours)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    chain_median = median(samples["bash chain of 3 ansible-playbook"])
+    rows = []
+    for name, values in samples.items():
+        ratio = median(values) / chain_median
+        row = {"name": name, **summary(values), "ratio": round(ratio, 3)}
+        if name == "polycrate workflows run":
+            row.update(target=TARGET, met=ratio <= TARGET and history["ok"])
+        rows.append(row)
+    return {"baseline": {"name": "bash chain of 3 ansible-playbook", **summary(samples["bash chain of 3 ansible-playbook"])},
+            "rows": rows, "history": history}
+
+
+def _history_kept(ws: Path, env: dict) -> dict:
+    """The last timed run is in the store: succeeded, every step with its status and per-host counts."""
+    out = subprocess.run([POLYCRATE, "runs", "show", "latest", "-o", "json"], cwd=ws, env=env,
+                         capture_output=True, text=True)
+    try:
+        record = json.loads(out.stdout)
+    except ValueError:
+        return {"ok": False, "detail": out.stderr.strip()[-300:]}
+    steps = [(s["name"], s["status"], (s.get("hosts") or {}).get("localhost", {}).get("ok")) for s in record["steps"]]
+    ok = record["status"] == "succeeded" and steps == [(s, "succeeded", 1) for s in STEPS]
+    return {"ok": ok, "run": record["id"], "steps": steps}
