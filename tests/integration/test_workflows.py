@@ -100,6 +100,13 @@ def test_failing_second_step_stops_the_third(ws):
     assert "two failed on purpose" in result.stdout  # ansible's own output streams through
 
 
+def test_failing_action_names_task_and_message(ws):
+    result = run_cli("run", "b", "two", cwd=ws)
+    assert result.returncode == 1
+    assert "action b two failed at task 'ansible.builtin.fail' on localhost" in result.stderr
+    assert "polycrate: two failed on purpose" in result.stderr
+
+
 def test_failing_workflow_json_summary(ws):
     result = run_cli("workflows", "run", "three", "--output", "json", cwd=ws)
     assert result.returncode == 1

@@ -92,7 +92,10 @@ def summarize(result: engine.RunResult, output: str) -> int:
             if failed.message:
                 print(f"polycrate: {failed.message.splitlines()[0]}", file=sys.stderr)
     elif failed:
-        print(f"polycrate: action {result.name} failed (exit {failed.exit_code})", file=sys.stderr)
+        where = f" at task '{failed.failed_task}' on {failed.failed_host}" if failed.failed_task else ""
+        print(f"polycrate: action {result.name} failed{where} (exit {failed.exit_code})", file=sys.stderr)
+        if failed.message:
+            print(f"polycrate: {failed.message.splitlines()[0]}", file=sys.stderr)
     elif result.steps and result.steps[0].status == engine.SKIPPED_CHECK:
         print(f"polycrate: action {result.name} skipped: {result.steps[0].note}", file=sys.stderr)
     if result.run_id and output != "json":
