@@ -7,16 +7,12 @@ article's ``registry.acme-corp.com`` (``POLYCRATE_REGISTRY_MIRRORS``).
 from __future__ import annotations
 
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 import urllib.request
 import warnings
 from pathlib import Path
 
-from tests.fleet.sshd import free_port
+from tests.fleet.process import free_port, start_server, stop_process
 
 DOCKER_REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
@@ -49,23 +45,8 @@ class LocalRegistry:
             f"http:\n  addr: {address}:{self.port}\n" + auth
         )
         self.log = self.dir / "registry.log"
-        self.proc = subprocess.Popen(
-            [DOCKER_REGISTRY, "serve", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=open(self.log, "wb"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex((address, self.port)) == 0:
-                    break
-            time.sleep(0.05)
-        else:
-            self.stop()
-            raise RuntimeError("docker-registry did not start")
+        self.proc = start_server([DOCKER_REGISTRY, "serve", str(config)], address, self.port, self.log,
+                                 "docker-registry", timeout=20)
 
     @property
     def host(self) -> str:
@@ -87,11 +68,5 @@ class LocalRegistry:
             return json.loads(r.read())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)

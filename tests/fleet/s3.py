@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from tests.fleet.sshd import free_port
+from tests.fleet.process import free_port, start_server, stop_process
 
 ACCESS_KEY = "polycrate-test-access"
 SECRET_KEY = "polycrate-test-secret-8f2c1e"
@@ -31,24 +28,8 @@ class S3Server:
         self.dir = Path(tempfile.mkdtemp(prefix="polycrate-s3-"))
         env = rclone_env()
         env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", address, "-p", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=open(self.dir / "moto.log", "wb"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {(self.dir / 'moto.log').read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex((address, self.port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            self.stop()
-            raise RuntimeError("moto server did not start")
+        self.proc = start_server([sys.executable, "-m", "moto.server", "-H", address, "-p", str(self.port)],
+                                 address, self.port, self.dir / "moto.log", "moto server", env=env)
 
     @property
     def endpoint(self) -> str:
@@ -66,13 +47,7 @@ class S3Server:
                               env=rclone_env(), timeout=120)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "S3Server":

@@ -7,34 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.fleet.process import free_port, start_server, stop_process
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(address: str, port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sshd on {address}:{port} exited with {proc.returncode}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex((address, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"sshd on {address}:{port} did not start")
 
 
 @dataclass
@@ -108,9 +88,8 @@ class SSHFleet:
                 ]
             )
         )
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=open(self.dir / f"sshd_{address}.log", "wb"))
-        _wait_listening(address, port, proc)
+        proc = start_server([SSHD, "-D", "-e", "-f", str(config)], address, port,
+                            self.dir / f"sshd_{address}.log", f"sshd on {address}", timeout=10)
         return SSHHost(name, address, port, key, proc)
 
     def inventory(self, groups: dict[str, list[str]] | None = None, extra_vars: dict | None = None) -> dict:
@@ -124,13 +103,7 @@ class SSHFleet:
 
     def stop(self) -> None:
         for host in self.hosts:
-            if host.proc.poll() is None:
-                host.proc.send_signal(signal.SIGTERM)
-                try:
-                    host.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    host.proc.kill()
-                    host.proc.wait()
+            stop_process(host.proc, grace=5)
         self.hosts = []
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -280,7 +279,7 @@ def test_dotdot_path_in_the_archive_is_refused_and_nothing_is_written(registry, 
 
 
 def test_unknown_tag_and_unreachable_registry_are_one_line_errors(registry, tmp_path):
-    from tests.fleet.sshd import free_port
+    from tests.fleet.process import free_port
 
     root = consumer(tmp_path, f"{registry.host}/t/none:1.0.0")
     assert_one_line_error(run_cli("blocks", "pull", f"{registry.host}/t/none:9.9.9", cwd=root), "no such version")

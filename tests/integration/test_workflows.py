@@ -1,6 +1,5 @@
 """Workflow order, failure policy, --step, prompts and script actions, through the real CLI."""
 import json
-import os
 
 import pytest
 

@@ -79,7 +79,7 @@ def summarize(result: engine.RunResult, output: str) -> int:
             if s.phase == engine.ON_FAILURE and s.status == engine.NOT_RUN:
                 continue  # on_failure steps show only when they ran
             code = f" exit {s.exit_code}" if s.exit_code not in (None, 0) else ""
-            extra = f" [on_failure]" if s.phase == engine.ON_FAILURE else ""
+            extra = " [on_failure]" if s.phase == engine.ON_FAILURE else ""
             note = f": {s.note}" if s.note and s.status in (engine.SKIPPED_CHECK, engine.DONE_BEFORE) else ""
             print(f"  {s.name:<20} {s.status}{code} ({s.duration:.1f}s){extra}{note}", file=sys.stderr)
         if failed:

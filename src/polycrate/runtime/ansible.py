@@ -10,7 +10,7 @@ from polycrate.workspace import playbook_path
 
 
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
-    from polycrate.runtime import action_environment, action_variables
+    from polycrate.runtime import action_variables
 
     playbook = playbook_path(request.block, request.action)
     extra = private / "polycrate-vars.json"
