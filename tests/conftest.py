@@ -125,7 +125,7 @@ RECORDER_PLAY = """
   tasks:
     - name: record what this play was given
       ansible.builtin.shell: >-
-        echo {{{{ {{'action': '{action}', 'host': inventory_hostname, 'config': block.config,
+        printf '%s\\n' {{{{ {{'action': '{action}', 'host': inventory_hostname, 'config': block.config,
         'block': block.name, 'version': block.version, 'workspace': workspace.name,
         'step': lookup('env', 'POLYCRATE_STEP'), 'workflow': lookup('env', 'POLYCRATE_WORKFLOW')}}
         | to_json | quote }}}} >> {{{{ workspace.root }}}}/records.jsonl

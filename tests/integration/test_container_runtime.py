@@ -77,7 +77,7 @@ PROBE_PLAY = """
     - name: record
       delegate_to: localhost
       ansible.builtin.shell: >-
-        echo {{{{ {{'action': '{action}', 'host': inventory_hostname, 'remote': remote.stdout,
+        printf '%s\\n' {{{{ {{'action': '{action}', 'host': inventory_hostname, 'remote': remote.stdout,
         'config': block.config, 'block': block.name, 'version': block.version, 'workspace': workspace.name,
         'root': workspace.root, 'block_path': block.path, 'artifacts': block.artifacts.path,
         'step': lookup('env', 'POLYCRATE_STEP'), 'workflow': lookup('env', 'POLYCRATE_WORKFLOW'),

@@ -14,7 +14,7 @@ PLAY = r"""
   tasks:
     - name: record the step, its configuration and the processes it runs under
       ansible.builtin.shell: >-
-        echo {{ {'step': lookup('ansible.builtin.env', 'POLYCRATE_STEP'),
+        printf '%s\n' {{ {'step': lookup('ansible.builtin.env', 'POLYCRATE_STEP'),
                  'timeout': lookup('ansible.builtin.config', 'DEFAULT_TIMEOUT'),
                  'greeting': block.config.greeting,
                  'chain': lookup('ansible.builtin.pipe', chain_cmd)} | to_json | quote }} >> {{ workspace.root }}/records.jsonl
