@@ -52,15 +52,5 @@ class NotFoundError(PolycrateError):
     """A named block, action, workflow or step does not exist."""
 
 
-class ActionFailed(PolycrateError):
-    """An action (or a workflow step) ran and failed."""
-
-    exit_code = EXIT_ACTION_FAILED
-
-
 class LockedError(PolycrateError):
     exit_code = EXIT_LOCKED
-
-
-class Interrupted(PolycrateError):
-    exit_code = EXIT_INTERRUPTED

@@ -351,11 +351,6 @@ def _stale_tmp_files(root: Path) -> list[Path]:
     return found
 
 
-def is_encrypted(root: Path) -> bool:
-    """True if the workspace holds at least one ``.age`` secret."""
-    return any(p.name.endswith(AGE_SUFFIX) for p in _walk_secret_files(root))
-
-
 def _read(path: Path, root: Path) -> bytes:
     try:
         return path.read_bytes()

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from polycrate.errors import Interrupted
 
 if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygote) imports this package
     from polycrate.model import Action, Block, Workspace
@@ -291,5 +290,4 @@ __all__ = [
     "event_environment",
     "run_action_process",
     "stop_process_group",
-    "Interrupted",
 ]
