@@ -270,33 +270,67 @@ class RunStore:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def list_runs(self, *, name: str | None = None, kind: str | None = None, limit: int | None = 20) -> list[dict]:
+    def list_runs(
+        self,
+        *,
+        name: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = 20,
+    ) -> list[dict]:
+        """Runs newest first; a running run carries its current step and the time so far."""
         sql = "SELECT * FROM runs"
         where, args = [], []
-        if name is not None:
-            where.append("name = ?")
-            args.append(name)
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind)
+        for column, value in (("name", name), ("kind", kind), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("started >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("started < ?")
+            args.append(until)
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started DESC, id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [run_dict(r) for r in self.db.execute(sql, args).fetchall()]
+        runs = [run_dict(r) for r in self.db.execute(sql, args).fetchall()]
+        for run in runs:
+            run["current_step"] = self._current_step(run["id"]) if run["status"] == RUNNING else None
+        return runs
+
+    def _current_step(self, run_id: str) -> str | None:
+        row = self.db.execute(
+            "SELECT name FROM steps WHERE run_id = ? AND status = ? ORDER BY position DESC LIMIT 1", (run_id, RUNNING)
+        ).fetchone()
+        return row["name"] if row else None
 
     def resolve_id(self, ref: str) -> str:
-        """A run id, a unique prefix of one, or 'latest'."""
-        if ref == "latest":
-            row = self.db.execute("SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT 1").fetchone()
+        """A run id, a unique prefix of one or of its random part (the hex after the time), 'latest',
+        or 'latest~N' (the N-th run before the latest)."""
+        match = re.fullmatch(r"latest(?:~(\d+))?", ref)
+        if match:
+            back = int(match.group(1) or 0)
+            row = self.db.execute(
+                "SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT 1 OFFSET ?", (back,)
+            ).fetchone()
             if row is None:
-                raise NotFoundError("no runs recorded yet", self.path)
+                total = self.db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"]
+                if total == 0:
+                    raise NotFoundError("no runs recorded yet", self.path)
+                raise NotFoundError(f"no run '{ref}': only {total} run(s) recorded (latest~{total - 1} is the oldest)",
+                                    self.path)
             return row["id"]
+        like = re.sub(r"([%_\\])", r"\\\1", ref) + "%"
         rows = self.db.execute(
-            "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 3",
-            (ref, re.sub(r"([%_\\])", r"\\\1", ref) + "%"),
+            "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' OR substr(id, 17) LIKE ? ESCAPE '\\'"
+            " ORDER BY id LIMIT 4",
+            (ref, like, like),
         ).fetchall()
         ids = [r["id"] for r in rows]
         if ref in ids:
@@ -305,7 +339,7 @@ class RunStore:
             return ids[0]
         if not ids:
             raise NotFoundError(f"no run '{ref}' (see: polycrate runs list)", self.path)
-        raise NotFoundError(f"run '{ref}' is ambiguous ({', '.join(ids)}, ...): give more of the id", self.path)
+        raise NotFoundError(f"run '{ref}' is ambiguous ({', '.join(ids[:3])}, ...): give more of the id", self.path)
 
     def get_run(self, ref: str) -> dict:
         run_id = self.resolve_id(ref)
@@ -408,7 +442,9 @@ def run_dict(row: sqlite3.Row) -> dict:
     data["check_mode"] = bool(data["check_mode"])
     data["diff_mode"] = bool(data["diff_mode"])
     data["notices"] = json.loads(data["notices"] or "[]")
-    data["duration"] = round(data["ended"] - data["started"], 3) if data["ended"] else None
+    # seconds; for a run still running: the time so far
+    end = data["ended"] or (time.time() if data["status"] == RUNNING else None)
+    data["duration"] = round(end - data["started"], 3) if end else None
     return data
 
 

@@ -15,17 +15,48 @@ def register(sub, shared) -> None:
 
     p = rsub.add_parser("list", parents=[shared], help="recorded runs, newest first")
     p.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    p.add_argument("--kind", choices=("workflow", "action"), help="only workflow runs or only single actions")
+    p.add_argument("--status", choices=RUN_STATES, help="only runs in this state")
+    p.add_argument("--since", metavar="WHEN", type=_when_arg, help="runs started at or after WHEN: 30m, 12h, 1d, 2w or "
+                   "an ISO date/time (2026-12-01, 2026-12-01T02:00; local time unless it ends in Z or +HH:MM)")
+    p.add_argument("--until", metavar="WHEN", type=_when_arg, help="runs started before WHEN (same forms as --since)")
     p.add_argument("--limit", metavar="N", type=_positive, default=20, help="at most N runs (default 20)")
     p.set_defaults(func=cmd_list)
 
     p = rsub.add_parser("show", parents=[shared], help="one run: steps, durations, hosts, the failing task")
-    p.add_argument("run_id", metavar="RUN_ID", help="a run id, a unique prefix of one, or 'latest'")
+    p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP)
     p.set_defaults(func=cmd_show)
 
     p = rsub.add_parser("logs", parents=[shared], help="the full log of a run")
-    p.add_argument("run_id", metavar="RUN_ID", help="a run id, a unique prefix of one, or 'latest'")
+    p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP)
     p.add_argument("--step", metavar="STEP", help="only this step's log")
+    p.add_argument("--follow", action="store_true",
+                   help="stream a running run's log as it grows, step after step; end when the run ends, "
+                        "with the run's exit status")
     p.set_defaults(func=cmd_logs)
+
+
+RUN_STATES = ("running", "succeeded", "failed", "interrupted")
+RUN_REF_HELP = ("a run id, a unique prefix of it or of its random part (the hex at the end), "
+                "'latest', or 'latest~N' (N runs before the latest)")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _when_arg(text: str) -> float:
+    """An age (30m, 12h, 1d, 2w: that long ago) or an ISO 8601 date/time, as epoch seconds."""
+    import re
+    from datetime import datetime
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if match:
+        return time.time() - float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise PolycrateError(
+            f"not a time: {text!r} (use an age such as 30m, 12h, 1d, 2w, or an ISO date/time such as 2026-12-01T02:00)"
+        ) from None
+    return moment.timestamp()  # a naive time is local time
 
 
 def _positive(text: str) -> int:
@@ -57,7 +88,9 @@ def _duration(d: float | None) -> str:
 def cmd_list(args) -> int:
     store = _store(args)
     try:
-        runs = store.list_runs(name=args.workflow, kind="workflow" if args.workflow else None, limit=args.limit)
+        kind = args.kind or ("workflow" if args.workflow else None)
+        runs = store.list_runs(name=args.workflow, kind=kind, status=args.status, since=args.since,
+                               until=args.until, limit=args.limit)
     finally:
         store.close()
     if args.output == "json":
@@ -72,12 +105,13 @@ def cmd_list(args) -> int:
                 r["name"] + (" (check)" if r["check_mode"] else "") + (f" --step {r['only_step']}" if r["only_step"] else ""),
                 r["status"],
                 _duration(r["duration"]),
-                r["failed_step"] or "",
+                (r["current_step"] or "") if r["status"] == "running" else (r["failed_step"] or ""),
                 f"{r['user']}@{r['host']}",
             )
             for r in runs
         ],
-        ("RUN", "STARTED", "KIND", "NAME", "STATUS", "DURATION", "FAILED_STEP", "BY"),
+        # STEP: the step a running run is at, or the step a failed run failed at; DURATION: so far while running
+        ("RUN", "STARTED", "KIND", "NAME", "STATUS", "DURATION", "STEP", "BY"),
     )
     return 0
 
@@ -143,6 +177,13 @@ def cmd_show(args) -> int:
 def cmd_logs(args) -> int:
     store = _store(args)
     try:
+        if args.follow:
+            if args.output == "json":
+                raise PolycrateError("--follow prints the log as text; for JSON use: polycrate runs logs RUN -o json")
+            run = store.get_run(args.run_id)
+            if args.step is not None and args.step not in [s["name"] for s in run["steps"]]:
+                store.step_logs(run["id"], args.step)  # raises: no such step, did you mean
+            return follow(store, run["id"], args.step)
         run_id, logs = store.step_logs(args.run_id, args.step)
     finally:
         store.close()
@@ -154,3 +195,53 @@ def cmd_logs(args) -> int:
             print(f"==> {step['name']} ({step['status']})")
         sys.stdout.write(text)
     return 0
+
+
+FOLLOW_POLL_SECONDS = 0.3
+
+
+def follow(store, run_id: str, only_step: str | None = None) -> int:
+    """Print a run's step logs as they grow, each step under a header, until the run has ended and
+    every line is out; return the run's exit status (the recorded one: 0, 1, 130, ...)."""
+    offsets: dict[int, int] = {}
+    partial: dict[int, bytes] = {}
+    announced: set[int] = set()
+    finished: set[int] = set()
+    while True:
+        store.reconcile()  # a run whose process died reads 'interrupted', and the follow ends
+        run = store.get_run(run_id)  # the state first, then the logs: what it wrote before it ended is read below
+        steps = [s for s in run["steps"] if only_step is None or s["name"] == only_step]
+        for s in steps:
+            position = s["position"]
+            if s["log"] and position not in announced:
+                announced.add(position)
+                if only_step is None:
+                    print(f"==> {s['name']}: {s['block']} {s['action']}", flush=True)
+            if s["log"]:
+                try:
+                    with open(store.root / s["log"], "rb") as handle:
+                        handle.seek(offsets.get(position, 0))
+                        data = handle.read()
+                except FileNotFoundError:
+                    data = b""
+                offsets[position] = offsets.get(position, 0) + len(data)
+                data = partial.pop(position, b"") + data
+                lines = data.split(b"\n")
+                if lines[-1]:
+                    partial[position] = lines[-1]  # a line still being written
+                for line in lines[:-1]:
+                    sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+                sys.stdout.flush()
+            ended = s["status"] not in ("running", "not run")
+            if position in announced and ended and position not in finished:
+                finished.add(position)
+                for tail in [partial.pop(position, b"")]:
+                    if tail:
+                        print(tail.decode("utf-8", "replace"))
+                if only_step is None:
+                    print(f"==> {s['name']}: {s['status']} ({_duration(s['duration'])})", flush=True)
+        if run["status"] != "running":
+            code = run["exit_code"] if run["exit_code"] is not None else 1
+            print(f"==> run {run['id']} {run['status']} after {_duration(run['duration'])} (exit {code})", flush=True)
+            return code
+        time.sleep(FOLLOW_POLL_SECONDS)
