@@ -41,6 +41,6 @@ fi
 stamp=.venv/.polycrate-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import polycrate, ansible' # fail loudly if the install did not work
+  .venv/bin/python -c 'import polycrate, ansible, ahocorasick' # fail loudly if the install did not work
   touch "$stamp"
 fi
