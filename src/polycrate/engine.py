@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from polycrate.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
 from polycrate.model import Step, Workflow, Workspace
 from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
@@ -107,6 +108,7 @@ class RunOptions:
     resume: bool = False
     wait: bool = False  # wait for the lock instead of refusing
     runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime
+    ansible: AnsibleOptions = AnsibleOptions()  # --limit, --tags, --skip-tags, --extra-vars, verbosity
 
 
 class PromptDeclined(PolycrateError):
@@ -115,6 +117,20 @@ class PromptDeclined(PolycrateError):
 
 class NothingToResume(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
+
+
+def _resumed_options(options: RunOptions, previous: dict) -> RunOptions:
+    """--resume runs the rest with the pass-through options the run was started with; other ones are refused."""
+    from dataclasses import replace
+
+    recorded = AnsibleOptions.from_record(previous.get("ansible_options"))
+    if options.ansible.given and options.ansible != recorded:
+        shown = " ".join(recorded.playbook_args()) or "none"
+        raise PolycrateError(
+            f"--resume reuses the Ansible options of run {previous['id']} ({shown}); "
+            "give none, or start a new run without --resume"
+        )
+    return replace(options, ansible=recorded)
 
 
 def _ask(confirm: Confirm, asks: list[tuple[str, str]]) -> None:
@@ -257,7 +273,10 @@ class _Run:
         from polycrate.history import open_store
 
         self.store = open_store(self.ws.root)
-        self.run_id = self.store.start_run(check=self.options.check, diff=self.options.diff, **record)
+        self.run_id = self.store.start_run(
+            check=self.options.check, diff=self.options.diff,
+            ansible_options=self.masker.mask_data(self.options.ansible.to_record()), **record,
+        )
         if self.lock is not None:
             self.lock.write_holder(self.run_id)
 
@@ -356,6 +375,7 @@ def _execute(
                 secrets=run.secrets,
                 keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
                 zygote=run.zygote,
+                ansible_options=options.ansible,
             )
             last_lines.clear()
             timed_out = False
@@ -625,6 +645,8 @@ def run_workflow(
                 )
             skip = resume_point(previous, planned)
             resumed_from = previous["id"]
+            options = _resumed_options(options, previous)
+            run.options = options
             if all(s.name in skip for s in planned if s.phase == MAIN):
                 raise NothingToResume(
                     f"nothing to resume: every step of run {previous['id']} already succeeded"

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS runs (
     failed_task TEXT,
     failed_host TEXT,
     message TEXT,
-    notices TEXT NOT NULL DEFAULT '[]'
+    notices TEXT NOT NULL DEFAULT '[]',
+    ansible_options TEXT             -- JSON: --limit, --tags, --skip-tags, --extra-vars, verbosity
 );
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs (kind, name, started);
 CREATE TABLE IF NOT EXISTS steps (
@@ -156,6 +157,9 @@ class RunStore:
         except sqlite3.OperationalError:
             pass
         self.db.executescript(SCHEMA)
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
+        if "ansible_options" not in columns:  # a store written before the pass-through options
+            self.db.execute("ALTER TABLE runs ADD COLUMN ansible_options TEXT")
         os.chmod(self.path, 0o600)
 
     def close(self) -> None:
@@ -176,15 +180,18 @@ class RunStore:
         check: bool = False,
         diff: bool = False,
         resumed_from: str | None = None,
+        ansible_options: dict[str, Any] | None = None,
     ) -> str:
         started = time.time()
         run_id = new_run_id(started)
         self.db.execute(
             "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
-            " started, status, check_mode, diff_mode, resumed_from) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " started, status, check_mode, diff_mode, resumed_from, ansible_options)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id, kind, name, workflow, block, action, only_step, current_user(), socket.gethostname(),
                 os.getpid(), lock_key, started, RUNNING, int(check), int(diff), resumed_from,
+                json.dumps(ansible_options or {}),
             ),
         )
         return run_id
@@ -442,6 +449,7 @@ def run_dict(row: sqlite3.Row) -> dict:
     data["check_mode"] = bool(data["check_mode"])
     data["diff_mode"] = bool(data["diff_mode"])
     data["notices"] = json.loads(data["notices"] or "[]")
+    data["ansible_options"] = json.loads(data.get("ansible_options") or "{}")
     # seconds; for a run still running: the time so far
     end = data["ended"] or (time.time() if data["status"] == RUNNING else None)
     data["duration"] = round(end - data["started"], 3) if end else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from polycrate.ansible_options import add_ansible_options, options_from_args
 from polycrate.cli.blocks import add_auto_pull_option, ensure_blocks
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, workspace_from
@@ -27,6 +28,7 @@ def add_run_options(p) -> None:
     p.add_argument("--wait", action="store_true", help="wait for a running run of the same workflow/action to end")
     add_auto_pull_option(p)
     p.add_argument("--runtime", choices=("local", "container"), help="where actions run (default: config.runtime, else local)")
+    add_ansible_options(p)
 
 
 class TextReporter:
@@ -116,7 +118,8 @@ def cmd_run(args) -> int:
 
     ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
     ws = workspace_from(args)
-    options = engine.RunOptions(check=args.check, diff=args.diff, wait=args.wait, runtime=args.runtime)
+    options = engine.RunOptions(check=args.check, diff=args.diff, wait=args.wait, runtime=args.runtime,
+                                ansible=options_from_args(args))
     prepare_runtime(ws, args.runtime)
     result = engine.run_action(
         ws,

@@ -1,9 +1,11 @@
 """`polycrate runs list|show|logs`: what ran, what changed, what failed and why."""
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 
+from polycrate.ansible_options import AnsibleOptions
 from polycrate.cli.render import emit_json, table
 from polycrate.errors import PolycrateError
 
@@ -133,6 +135,11 @@ def cmd_show(args) -> int:
         print(f"ended:     {_when(run['ended'])} after {_duration(run['duration'])}")
     if run["resumed_from"]:
         print(f"resumes:   {run['resumed_from']}")
+    passed = AnsibleOptions.from_record(run["ansible_options"])
+    if passed.given:
+        shown = " ".join(shlex.quote(a) for a in passed.playbook_args())
+        verbosity = f" (verbosity {passed.verbosity})" if passed.verbosity is not None else ""
+        print(f"ansible:   {shown}{verbosity}".rstrip())
     if run["failed_step"]:
         print(f"failed:    step {run['failed_step']}" + (f", task '{run['failed_task']}' on {run['failed_host']}" if run["failed_task"] else ""))
     if run["message"]:

@@ -1,6 +1,7 @@
 """`polycrate workflows run|list|inspect`"""
 from __future__ import annotations
 
+from polycrate.ansible_options import options_from_args
 from polycrate.cli.blocks import ensure_blocks
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, table, workspace_from
@@ -110,6 +111,7 @@ def cmd_run(args) -> int:
         only_step=args.step,
         confirm=make_confirm(args.force),
         reporter=TextReporter(workflow=True, output=args.output),
-        options=engine.RunOptions(check=args.check, diff=args.diff, resume=args.resume, wait=args.wait, runtime=args.runtime),
+        options=engine.RunOptions(check=args.check, diff=args.diff, resume=args.resume, wait=args.wait, runtime=args.runtime,
+                                  ansible=options_from_args(args)),
     )
     return summarize(result, args.output)

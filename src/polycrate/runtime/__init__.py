@@ -54,6 +54,7 @@ class ActionRequest:
     runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime (toolchain.runtime_of)
     secrets: Any = None  # polycrate.secrets.RuntimeSecrets of the run, when the workspace has secrets
     zygote: Any = None  # runtime.zygote.Zygote of a workflow run: local ansible steps fork from it
+    ansible_options: Any = None  # polycrate.ansible_options.AnsibleOptions of the run
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:
@@ -93,6 +94,8 @@ def action_environment(request: ActionRequest) -> dict[str, str]:
     env.pop("POLYCRATE_SECRETS", None)
     if request.secrets is not None and request.secrets.dir is not None:
         env["POLYCRATE_SECRETS"] = str(request.secrets.dir)  # the private folder of decrypted files
+    if request.ansible_options is not None:
+        env.update(request.ansible_options.environment())  # documented in ansible_options.py
     env.update(request.extra_env)
     return env
 

@@ -23,6 +23,8 @@ def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
         argv.append("--check")
     if request.diff:
         argv.append("--diff")
+    if request.ansible_options is not None:
+        argv += request.ansible_options.playbook_args()  # after ours: the user's extra vars win
     return argv, ansible_environment(request)
 
 
