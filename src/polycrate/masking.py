@@ -16,8 +16,10 @@ character (the regex trie this replaced died of ``RecursionError`` on a
 ~500-character secret). The cost per MB of output is measured in
 ``bench/masking.py``.
 
-This module is pure: no I/O, no knowledge of where secrets come from
-(see ``polycrate.secrets`` for that).
+The rules of which strings of a run's secrets are hidden (``build_masker``:
+thresholds, trivial words, ``key = value`` lines) live here too. This module is
+pure: no I/O, no knowledge of where secrets come from (see ``polycrate.secrets``
+for that).
 """
 from __future__ import annotations
 
@@ -121,3 +123,77 @@ class Masker:
         if isinstance(value, (list, tuple)):
             return [self.mask_data(v) for v in value]
         return value
+
+
+# --------------------------------------------------------------------------- what is a secret
+# The rules that pick, from a run's secrets, the strings to hide (see build_masker).
+
+MIN_VALUE_LEN = 4  # values in secrets.poly
+MIN_LINE_LEN = 6  # lines (and key=value values) of secret files
+TRIVIAL_WORDS = frozenset(
+    {"true", "false", "enabled", "disabled", "localhost", "default", "password", "username",
+     "secret", "region", "endpoint", "provider", "private", "public"}
+)
+
+
+def _file_lines(data: bytes) -> list[str]:
+    """Non-trivial lines of a secret file, and the value part of ``key = value`` lines."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    found: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]") and "=" not in line:
+            continue  # an INI section header such as `[acme-s3]` names, it does not hide
+        candidates = [line]
+        for sep in ("=", ":"):
+            if sep in line:
+                key, _, value = line.partition(sep)
+                value_has_text = any(ch.isalnum() for ch in value)  # not base64 padding `xyz==`
+                if key.strip() and " " not in key.strip() and not key.strip().startswith("-") and value_has_text:
+                    # `key = value`: the value is the secret; the line as a whole is not
+                    # (masking `type = s3` would only blot harmless output)
+                    candidates = [value.strip().strip("'\"")]
+                break
+        found += [c for c in candidates if _non_trivial(c, MIN_LINE_LEN)]
+    return found
+
+
+def _non_trivial(text: str, min_len: int) -> bool:
+    if len(text) < min_len:
+        return False
+    if not any(ch.isalnum() for ch in text):
+        return False
+    return text.lower() not in TRIVIAL_WORDS
+
+
+def _values_of(data: Any) -> Iterable[str]:
+    if isinstance(data, dict):
+        for value in data.values():
+            yield from _values_of(value)
+    elif isinstance(data, (list, tuple)):
+        for value in data:
+            yield from _values_of(value)
+    elif data is None or isinstance(data, bool):
+        return
+    else:
+        text = str(data)
+        if len(text) >= MIN_VALUE_LEN:
+            yield text
+        if "\n" in text:
+            yield from (line.strip() for line in text.splitlines() if _non_trivial(line.strip(), MIN_LINE_LEN))
+
+
+def build_masker(values: Any, file_contents: Iterable[bytes]) -> Masker:
+    """The Masker for a run: every value in secrets.poly (scalars of >= MIN_VALUE_LEN
+    characters; booleans and nulls skipped) and every non-trivial line of each secret file
+    (>= MIN_LINE_LEN characters, some alphanumerics, not a TRIVIAL_WORD, not an INI
+    ``[section]`` header); for ``key = value`` / ``key: value`` lines only the value counts.
+    Binary (non-UTF-8) files contribute nothing: they are not printed as text."""
+    masker = Masker()
+    masker.update(_values_of(values))
+    for data in file_contents:
+        masker.update(_file_lines(data))
+    return masker

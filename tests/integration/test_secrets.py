@@ -13,6 +13,7 @@ import pytest
 
 from polycrate import secrets
 from polycrate.errors import PolycrateError
+from polycrate.masking import build_masker
 
 pytestmark = pytest.mark.skipif(shutil.which("age") is None or shutil.which("age-keygen") is None,
                                 reason="needs the age CLI (Debian package age)")
@@ -39,7 +40,7 @@ FILES = {
 def env(tmp_path):
     """A clean environment: no keys leaking in from the developer's shell or ~/.config."""
     e = {k: v for k, v in os.environ.items()
-         if k not in (secrets.ENV_KEY, secrets.ENV_IDENTITY_FILE, secrets.ENV_CRASH)}
+         if k not in (secrets.ENV_KEY, secrets.ENV_IDENTITY_FILE)}
     e["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
     e["GIT_AUTHOR_NAME"] = e["GIT_COMMITTER_NAME"] = "Test"
     e["GIT_AUTHOR_EMAIL"] = e["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
@@ -48,7 +49,7 @@ def env(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _isolated_process_env(monkeypatch, tmp_path):
-    for key in (secrets.ENV_KEY, secrets.ENV_IDENTITY_FILE, secrets.ENV_CRASH):
+    for key in (secrets.ENV_KEY, secrets.ENV_IDENTITY_FILE):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
 
@@ -328,6 +329,29 @@ def test_both_plaintext_and_ciphertext(env, encrypted):
 # --------------------------------------------------------------------------- crash safety
 
 
+# Runs encrypt or decrypt in a process of its own with a checkpoint that ends it (exit 99) the N-th
+# (default first) time it reaches STEP: argv = encrypt|decrypt ROOT IDENTITY STEP[:N].
+CRASH_DRIVER = """
+import os, sys
+from polycrate import secrets
+command, root, identity, step = sys.argv[1:]
+name, _, nth = step.partition(":")
+reached = []
+def crash_at(step):
+    if step == name:
+        reached.append(step)
+        if len(reached) >= (int(nth) if nth else 1):
+            os._exit(99)
+run = secrets.encrypt_workspace if command == "encrypt" else secrets.decrypt_workspace
+run(root, secrets.Keyring(identity), checkpoint=crash_at)
+"""
+
+
+def crash_during(command: str, root: Path, identity: Path, step: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CRASH_DRIVER, command, str(root), str(identity), step],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
 def _assert_recoverable(root: Path, identity: Path) -> None:
     for rel, data in FILES.items():
         plain, cipher = root / rel, root / (rel + ".age")
@@ -341,8 +365,7 @@ def _assert_recoverable(root: Path, identity: Path) -> None:
 def test_killed_in_the_middle_of_encrypt_loses_nothing(tmp_path, env, crash):
     identity, _ = keypair(tmp_path, "alice")
     root = make_workspace(tmp_path)
-    r = polycrate("workspace", "encrypt", "--identity", str(identity), cwd=root, env=env,
-                  extra={secrets.ENV_CRASH: crash})
+    r = crash_during("encrypt", root, identity, crash, env)
     assert r.returncode == 99, (r.returncode, r.stderr)
     _assert_recoverable(root, identity)
     # the next run finishes the job and cleans up stale temporary files
@@ -358,8 +381,7 @@ def test_killed_in_the_middle_of_encrypt_loses_nothing(tmp_path, env, crash):
 @pytest.mark.parametrize("crash", ["tempfile-written:2", "renamed:3", "source-removed"])
 def test_killed_in_the_middle_of_decrypt_loses_nothing(env, encrypted, crash):
     root, identity = encrypted
-    r = polycrate("workspace", "decrypt", "--identity", str(identity), cwd=root, env=env,
-                  extra={secrets.ENV_CRASH: crash})
+    r = crash_during("decrypt", root, identity, crash, env)
     assert r.returncode == 99, (r.returncode, r.stderr)
     _assert_recoverable(root, identity)
     r = polycrate("workspace", "decrypt", "--identity", str(identity), cwd=root, env=env)
@@ -513,7 +535,7 @@ def test_runtime_secrets_private_dir_files_values_masker(encrypted):
 
 
 def test_masker_from_secret_files_thresholds():
-    m = secrets.build_masker(
+    m = build_masker(
         {"pw": "abc", "token": "longer-token", "flag": True, "none": None, "multi": "line-one-xx\nline-two-yy\n"},
         [b"[remote]\ntype = s3\nsecret_access_key = AKIA-1234-SECRET\nenv_auth = false\n",
          b"-----BEGIN KEY-----\nQUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\n-----END KEY-----\n",

@@ -1,0 +1,121 @@
+"""Five-field cron expressions: checked as Debian's cron reads them, next times, the OnCalendar form."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, tzinfo
+
+from polycrate.schedule.times import ScheduleError, local_zone
+
+_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def looks_like_cron(expression: str) -> bool:
+    return expression.startswith("@") or len(expression.split()) == 5
+
+
+_CRON_FIELDS = (  # name, low, high, names
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+)
+_CRON_ITEM = re.compile(r"^(\*|\d+(?:-\d+)?)(?:/(\d+))?$")
+
+
+def validate_cron(expression: str) -> str:
+    """Check a five-field cron expression against what Debian's cron accepts; the 5-field form back."""
+    if expression.startswith("@"):
+        if expression not in _ALIASES:
+            raise ScheduleError(
+                f"invalid cron expression {expression!r}: known aliases are {', '.join(sorted(_ALIASES))}"
+            )
+        return _ALIASES[expression]
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ScheduleError(
+            f"invalid cron expression {expression!r}: expected 5 fields (minute hour day month weekday), "
+            f"got {len(fields)}"
+        )
+    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS):
+        if text.lower() in names:  # crontab(5): names only as a single value, not in ranges or lists
+            continue
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if not match:
+                raise ScheduleError(f"invalid cron expression {expression!r}: bad {what} field '{text}'")
+            base, step = match.groups()
+            numbers = [] if base == "*" else [int(n) for n in base.split("-")]
+            if any(n < low or n > high for n in numbers):
+                raise ScheduleError(
+                    f"invalid cron expression {expression!r}: {what} '{item}' is out of range {low}-{high}"
+                )
+            if len(numbers) == 2 and numbers[0] > numbers[1]:
+                raise ScheduleError(f"invalid cron expression {expression!r}: {what} range '{item}' is backwards")
+            if step is not None and int(step) == 0:
+                raise ScheduleError(f"invalid cron expression {expression!r}: {what} step must not be 0")
+    return expression
+
+
+def cron_next(expression: str, now: datetime, count: int = 3, tz: tzinfo | None = None) -> list[datetime]:
+    """The next ``count`` times (aware, in ``tz``, default local time as cron uses) after ``now``."""
+    from croniter import croniter  # lazy: only schedules need it
+
+    fields = validate_cron(expression)
+    zone = tz or local_zone()
+    iterator = croniter(fields, now.astimezone(zone))
+    return [iterator.get_next(datetime) for _ in range(count)]
+
+
+def cron_to_calendar(expression: str) -> str:
+    """The OnCalendar form of a cron expression, so a cron schedule can become a systemd timer."""
+    fields = validate_cron(expression).split()
+    minute, hour, dom, month, dow = fields
+    if dom != "*" and dow != "*":
+        raise ScheduleError(
+            f"cron expression {expression!r} runs on a day of the month OR a weekday, which a systemd "
+            "timer cannot express; use on_calendar, or write it with --cron"
+        )
+
+    def convert(text: str, names: dict[str, int]) -> str:
+        if text.lower() in names:
+            return f"{names[text.lower()]:02d}"
+        items = []
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            if base == "*":
+                base = "00" if step else "*"
+            else:
+                base = "..".join(f"{int(n):02d}" for n in base.split("-"))
+            items.append(base + (f"/{step}" if step else ""))
+        return ",".join(items)
+
+    months = _CRON_FIELDS[3][3]
+    calendar = f"*-{convert(month, months)}-{convert(dom, {})} {convert(hour, {})}:{convert(minute, {})}:00"
+    if dow == "*":
+        return calendar
+    days: set[int] = set()  # cron: 0 and 7 are Sunday
+    if dow.lower() in _CRON_FIELDS[4][3]:
+        days.add(_CRON_FIELDS[4][3][dow.lower()])
+    else:
+        for item in dow.split(","):
+            base, _, step = item.partition("/")
+            if base == "*":
+                first, last = 0, 7
+            elif "-" in base:
+                first, last = (int(n) for n in base.split("-"))
+            else:
+                first = int(base)
+                last = 7 if step else first
+            days.update(range(first, last + 1, int(step) if step else 1))
+    names = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    ordered = [d for d in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun") if d in {names[n] for n in days}]
+    return ",".join(ordered) + " " + calendar

@@ -1,0 +1,179 @@
+"""What gets written: systemd service and timer units, /etc/cron.d entries, the header that marks them ours."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from polycrate.errors import ConfigError
+from polycrate.schedule.cron import cron_to_calendar
+from polycrate.schedule.spec import Schedule
+from polycrate.schedule.times import ScheduleError
+
+LOG_DIR = "/var/log/polycrate"
+
+MARK = "# polycrate-managed: schedule"
+HEADER_KEY = re.compile(r"^# (polycrate-[a-z-]+): (.*)$")
+
+
+def executable_command() -> list[str]:
+    """How a scheduled run calls this polycrate: POLYCRATE_EXECUTABLE, else the running script, else PATH.
+
+    The path is made absolute but symlinks are kept: /usr/local/bin/polycrate pointing into a venv keeps
+    working after an upgrade repoints the link.
+    """
+    override = os.environ.get("POLYCRATE_EXECUTABLE")
+    if override:
+        return [os.path.abspath(override)]
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 and os.path.basename(argv0) == "polycrate" and os.path.isfile(argv0):
+        return [os.path.abspath(argv0)]
+    found = shutil.which("polycrate")
+    if found:
+        return [os.path.abspath(found)]
+    return [os.path.abspath(sys.executable), "-m", "polycrate"]  # `python -m polycrate` in a checkout
+
+
+def unit_basename(workspace: str, workflow: str) -> str:
+    """``polycrate-<workspace>-<workflow>``, with anything a unit name cannot hold replaced by '-'."""
+    return re.sub(r"[^A-Za-z0-9:_.-]", "-", f"polycrate-{workspace}-{workflow}")
+
+
+def cron_filename(workspace: str, workflow: str) -> str:
+    """Like the unit name, but cron (run-parts rules) ignores names with anything but [A-Za-z0-9_-]."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"polycrate-{workspace}-{workflow}")
+
+
+def default_log_file(workspace: str, workflow: str) -> str:
+    return f"{LOG_DIR}/{workspace}-{workflow}.log"
+
+
+def _header(root: Path, workflow: str, origin: str) -> str:
+    return (
+        "# Written by polycrate (polycrate schedules apply); changes here are overwritten.\n"
+        f"{MARK}\n"
+        f"# polycrate-workspace-root: {root}\n"
+        f"# polycrate-workflow: {workflow}\n"
+        f"# polycrate-origin: {origin}\n"
+    )
+
+
+def systemd_escape(value: str, *, word: bool = False, command: bool = False) -> str:
+    """The one escaper for unit files: ``value`` as systemd will read it back, literally.
+
+    Always: '%' doubled (every setting expands specifiers). ``command`` (a word of ``ExecStart=``):
+    '$' doubled too (only command lines expand $VARIABLES) and ';' quoted (it separates commands).
+    ``word`` or ``command``: quoted as one word, backslashes and quotes escaped, when it holds
+    whitespace, quotes or backslashes (``ExecStart=`` and ``Environment=`` split words).
+    """
+    value = value.replace("%", "%%")
+    if command:
+        value = value.replace("$", "$$")
+    if not (word or command):
+        return value
+    if value and not re.search(r"[\s\"'\\;]" if command else r"[\s\"'\\]", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _run_command(root: Path, workflow: str, command: list[str]) -> list[str]:
+    # no --force: a scheduled run must never answer prompts on the user's behalf
+    return [*command, "--workspace", str(root), "workflows", "run", workflow]
+
+
+def _path_env(command: list[str]) -> str:
+    folder = os.path.dirname(command[0])
+    default = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return default if folder in default.split(":") else f"{folder}:{default}"
+
+
+def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list[str]) -> dict[str, str]:
+    """{file name: content} of the service and timer units for one schedule."""
+    if schedule.kind == "cron":
+        try:
+            on_calendar = cron_to_calendar(schedule.expression)
+        except ScheduleError as exc:
+            raise ConfigError(f"workflow '{schedule.workflow}': schedule: {exc}") from None
+    else:
+        on_calendar = schedule.expression
+    name = unit_basename(workspace, schedule.workflow)
+    header = _header(root, schedule.workflow, schedule.origin)
+    argv = _run_command(root, schedule.workflow, command)
+    service = [
+        header,
+        "[Unit]",
+        f"Description=Polycrate workflow {schedule.workflow} (workspace {workspace})",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"WorkingDirectory={systemd_escape(str(root))}",
+        "Environment=" + systemd_escape(f"PATH={_path_env(command)}", word=True),
+        "ExecStart=" + " ".join(systemd_escape(w, command=True) for w in argv),
+    ]
+    if schedule.user:
+        service.append(f"User={schedule.user}")
+    if schedule.group:
+        service.append(f"Group={schedule.group}")
+    if schedule.timeout:
+        service.append(f"TimeoutStartSec={schedule.timeout}")
+    if schedule.log_file:
+        service.append(f"StandardOutput=append:{systemd_escape(schedule.log_file)}")
+        service.append("StandardError=inherit")
+    timer = [
+        header,
+        "[Unit]",
+        f"Description=Run polycrate workflow {schedule.workflow} (workspace {workspace}) on "
+        + systemd_escape(schedule.expression),
+        "",
+        "[Timer]",
+        f"OnCalendar={systemd_escape(on_calendar)}",
+        f"Persistent={'true' if schedule.persistent else 'false'}",
+    ]
+    if schedule.randomized_delay:
+        timer.append(f"RandomizedDelaySec={schedule.randomized_delay}")
+    timer += ["", "[Install]", "WantedBy=timers.target"]
+    return {f"{name}.service": "\n".join(service) + "\n", f"{name}.timer": "\n".join(timer) + "\n"}
+
+
+def _cron_quote(word: str) -> str:
+    return shlex.quote(word).replace("%", "\\%")  # an unescaped % ends a cron command
+
+
+def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[str]) -> dict[str, str]:
+    """{file name: content} of the /etc/cron.d file for one schedule."""
+    if schedule.kind != "cron":
+        raise ConfigError(
+            f"workflow '{schedule.workflow}': schedule: an OnCalendar expression cannot be written for cron; "
+            "use a cron expression (schedule.cron) or systemd timers (without --cron)",
+        )
+    if schedule.group:
+        raise ConfigError(
+            f"workflow '{schedule.workflow}': schedule: 'group' is not available with cron "
+            "(cron runs as the user's primary group); remove it or use systemd timers",
+        )
+    log_file = schedule.log_file or default_log_file(workspace, schedule.workflow)
+    run = " ".join(_cron_quote(w) for w in _run_command(root, schedule.workflow, command))
+    if schedule.timeout:
+        run = f"timeout {schedule.timeout} {run}"
+    parts = []
+    if schedule.randomized_delay:
+        parts.append(f"sleep $(shuf -i 0-{schedule.randomized_delay} -n 1)")
+    parts += [
+        f"mkdir -p {_cron_quote(os.path.dirname(log_file))}",
+        f"cd {_cron_quote(str(root))}",
+        f"{run} >> {_cron_quote(log_file)} 2>&1",
+    ]
+    entry = f"{schedule.expression} {schedule.user or 'root'} " + " && ".join(parts)
+    content = (
+        _header(root, schedule.workflow, schedule.origin)
+        + "SHELL=/bin/sh\n"
+        + f"PATH={_path_env(command)}\n"
+        + entry
+        + "\n"
+    )
+    return {cron_filename(workspace, schedule.workflow): content}

@@ -1,0 +1,123 @@
+"""The per-run folder: secrets decrypted for one run into a private folder, with the run's Masker."""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from polycrate.errors import ConfigError
+from polycrate.masking import Masker, build_masker
+from polycrate.secrets.files import (
+    AGE_SUFFIX,
+    SECRETS_DIR,
+    SECRETS_POLY,
+    age_path,
+    read_secret,
+    rel_path,
+    secret_pairs,
+)
+from polycrate.secrets.keys import Keyring, as_keyring
+from polycrate.secrets.store import decrypt_bytes
+
+
+def _private_tmp_base() -> str | None:
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None
+
+
+class RuntimeSecrets:
+    """Secrets decrypted for one run: files in a private folder, values, and a Masker.
+
+    Use as a context manager; the folder is removed on exit, also on exceptions
+    (and, as a last resort, at interpreter exit)."""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+        self.files: dict[str, str] = {}  # path relative to artifacts/secrets -> absolute path
+        self.block_names: set[str] = set()
+        self.values: dict[str, Any] = {}
+        self.masker = Masker()
+
+    @property
+    def workspace_files(self) -> dict[str, str]:
+        """Files not inside a block's folder, keyed by path relative to artifacts/secrets."""
+        return {k: v for k, v in self.files.items() if k.split("/", 1)[0] not in self.block_names or "/" not in k}
+
+    def block_files(self, block_name: str) -> dict[str, str]:
+        """Files under artifacts/secrets/<block_name>/, keyed by path relative to that folder."""
+        prefix = block_name + "/"
+        return {k[len(prefix):]: v for k, v in self.files.items() if k.startswith(prefix)}
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            atexit.unregister(self.close)
+            self.dir = None
+
+    def __enter__(self) -> RuntimeSecrets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_runtime_secrets(root: Path, block_names: Iterable[str],
+                         identity_source: Keyring | str | Path | None = None) -> RuntimeSecrets:
+    """Decrypt the workspace's secrets into a private temp folder for one run.
+
+    Plaintext files are copied in as they are (an unencrypted workspace needs no key).
+    Raises PolycrateError (and leaves nothing behind) on no/wrong key or a damaged file."""
+    from polycrate.yamlfile import parse_yaml, plain
+
+    root = Path(root)
+    keyring = as_keyring(identity_source)
+    secrets = RuntimeSecrets()
+    secrets.block_names = set(block_names)
+    base = root / SECRETS_DIR
+    contents: list[bytes] = []
+    poly_text: tuple[str, str] | None = None
+    try:
+        for plain_path, (has_plain, has_age) in secret_pairs(root).items():
+            rel_root = rel_path(root, plain_path)
+            if has_plain:
+                data = read_secret(plain_path, root)
+            else:
+                data = decrypt_bytes(read_secret(age_path(plain_path), root), keyring, rel_root + AGE_SUFFIX)
+            if plain_path.parent == root and plain_path.name == SECRETS_POLY:
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ConfigError("not UTF-8 text", rel_root if has_plain else rel_root + AGE_SUFFIX) from None
+                poly_text = (text, rel_root if has_plain else rel_root + AGE_SUFFIX)
+                continue
+            contents.append(data)
+            if secrets.dir is None:
+                secrets.dir = Path(tempfile.mkdtemp(prefix="polycrate-secrets-", dir=_private_tmp_base()))
+                atexit.register(secrets.close)
+                os.chmod(secrets.dir, stat.S_IRWXU)
+            rel = plain_path.relative_to(base)
+            target = secrets.dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            secrets.files[rel.as_posix()] = str(target)
+        if poly_text is not None:
+            parsed = parse_yaml(poly_text[0], poly_text[1])
+            if parsed is None:
+                parsed = {}
+            if not isinstance(parsed, dict):
+                raise ConfigError("secrets.poly must be a mapping", poly_text[1])
+            secrets.values = plain(parsed)
+        secrets.masker = build_masker(secrets.values, contents)
+    except BaseException:
+        secrets.close()
+        raise
+    return secrets
