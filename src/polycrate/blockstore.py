@@ -331,15 +331,12 @@ class LockEntry:
 
 
 def read_lock(root: Path) -> dict[str, LockEntry]:
-    import yaml
+    from polycrate.yamlfile import load_yaml
 
     path = root / LOCK_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise PolycrateError(f"cannot read the lock file ({exc.__class__.__name__})", path) from None
+    data = load_yaml(path) or {}  # bounded, UTF-8, a FIFO or a folder refused: one line naming the file
     blocks = data.get("blocks") if isinstance(data, dict) else None
     if blocks is None:
         return {}

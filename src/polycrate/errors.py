@@ -13,6 +13,8 @@ EXIT_OK = 0
 EXIT_ACTION_FAILED = 1  # an action, a step or a workflow failed
 EXIT_BAD_INPUT = 2  # bad input, configuration or usage
 EXIT_LOCKED = 3  # another run holds the lock
+EXIT_SYSTEM = 74  # the system refused: disk full, read-only file system, unreadable run store (sysexits EX_IOERR)
+EXIT_INTERNAL = 70  # a bug in polycrate: one line, never a traceback (sysexits EX_SOFTWARE)
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM
 
 
@@ -54,3 +56,23 @@ class NotFoundError(PolycrateError):
 
 class LockedError(PolycrateError):
     exit_code = EXIT_LOCKED
+
+
+class SystemFault(PolycrateError):
+    """The machine refused what we had to do: no space, a read-only file system, a damaged store."""
+
+    exit_code = EXIT_SYSTEM
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the file it concerns and what the system said."""
+    what = exc.strerror or exc.__class__.__name__
+    where = exc.filename if exc.filename is not None else ""
+    if isinstance(where, bytes):
+        where = where.decode("utf-8", "replace")
+    if where:
+        where = _display_path(str(where))
+        if len(where) > 200:
+            where = where[:100] + "..." + where[-60:]
+        return f"{where}: {what}"
+    return what

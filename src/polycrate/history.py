@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polycrate.errors import NotFoundError
+from polycrate.errors import ConfigError, NotFoundError
 from polycrate.locking import is_held, lock_path, pid_alive, read_holder
 
 STATE_DIR = ".polycrate"
@@ -103,6 +103,9 @@ HOST_COUNTS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "
 def state_dir(root: Path) -> Path:
     folder = root / STATE_DIR
     if not folder.is_dir():
+        if folder.exists() or folder.is_symlink():
+            raise ConfigError("is not a folder: polycrate keeps its run store, logs and locks in a folder of this "
+                              "name (move the file away)", folder)
         folder.mkdir(parents=True, exist_ok=True)
     ignore = folder / ".gitignore"
     if not ignore.exists():

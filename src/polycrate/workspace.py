@@ -321,18 +321,28 @@ def with_secret_values(ws: Workspace, values: dict[str, Any]) -> Workspace:
     from dataclasses import replace
 
     blocks = dict(ws.blocks)
+    file = ws.root / "secrets.poly"
+    line_of = getattr(values, "line_of", lambda key: None)
     entries = values.get("blocks") or []
     if not isinstance(entries, list):
-        raise ConfigError("'blocks' in secrets.poly must be a list", ws.root / "secrets.poly")
+        raise ConfigError("'blocks' in secrets.poly must be a list", file, line_of("blocks"))
     for entry in entries:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        if name not in blocks:
+        if not isinstance(entry, dict):
+            raise ConfigError("each entry of 'blocks' in secrets.poly must be a mapping with 'name' and 'config'",
+                              file, line_of("blocks"))
+        name = entry.get("name")
+        eline = getattr(entry, "line", None)
+        if not isinstance(name, str) or name not in blocks:
             raise ConfigError(
                 f"secrets.poly names block {name!r}, which the workspace does not have" + closest(str(name), blocks),
-                ws.root / "secrets.poly",
+                file, eline,
             )
+        if not isinstance(entry.get("config") or {}, dict):
+            raise ConfigError(f"'config' of block '{name}' in secrets.poly must be a mapping", file, eline)
         block = blocks[name]
         blocks[name] = replace(block, config=merge_config(block.config, entry.get("config") or {}))
+    if not isinstance(values.get("config") or {}, dict):
+        raise ConfigError("'config' in secrets.poly must be a mapping", file, line_of("config"))
     config = merge_config(ws.config, values.get("config") or {})
     return replace(ws, blocks=blocks, config=config)
 

@@ -6,11 +6,19 @@ its exit code; no traceback reaches the user for bad input.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
 from polycrate import __version__
-from polycrate.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PolycrateError
+from polycrate.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_SYSTEM,
+    PolycrateError,
+    describe_os_error,
+)
 
 
 def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentParser:
@@ -80,3 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_BAD_INPUT
+    except OSError as exc:  # a full disk, a read-only workspace, a file where a folder belongs
+        print(f"polycrate: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(exc, (NotADirectoryError, IsADirectoryError, FileExistsError)) \
+            else EXIT_SYSTEM
+    except Exception as exc:  # noqa: BLE001 (the last line of defence: one line, never a traceback)
+        if type(exc).__module__ == "sqlite3":
+            print(f"polycrate: error: the run store (.polycrate/runs.db): {exc}", file=sys.stderr)
+            return EXIT_SYSTEM
+        if os.environ.get("POLYCRATE_DEBUG"):
+            raise
+        print(f"polycrate: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+              "(a bug in polycrate; POLYCRATE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -72,10 +72,9 @@ def stale_tmp_files(root: Path) -> list[Path]:
 
 
 def read_secret(path: Path, root: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise PolycrateError(f"cannot read: {exc.strerror}", rel_path(root, path)) from None
+    from polycrate.yamlfile import read_bytes  # regular files only, bounded, never a blocking open
+
+    return read_bytes(path)
 
 
 def write_durably(target: Path, data: bytes, mode: int, verify, checkpoint: Checkpoint | None = None) -> None:

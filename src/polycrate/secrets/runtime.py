@@ -74,7 +74,7 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
 
     Plaintext files are copied in as they are (an unencrypted workspace needs no key).
     Raises PolycrateError (and leaves nothing behind) on no/wrong key or a damaged file."""
-    from polycrate.yamlfile import parse_yaml, plain
+    from polycrate.yamlfile import decode_text, parse_yaml, plain
 
     root = Path(root)
     keyring = as_keyring(identity_source)
@@ -91,11 +91,8 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
             else:
                 data = decrypt_bytes(read_secret(age_path(plain_path), root), keyring, rel_root + AGE_SUFFIX)
             if plain_path.parent == root and plain_path.name == SECRETS_POLY:
-                try:
-                    text = data.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ConfigError("not UTF-8 text", rel_root if has_plain else rel_root + AGE_SUFFIX) from None
-                poly_text = (text, rel_root if has_plain else rel_root + AGE_SUFFIX)
+                where = rel_root if has_plain else rel_root + AGE_SUFFIX
+                poly_text = (decode_text(data, where), where)
                 continue
             contents.append(data)
             if secrets.dir is None:
