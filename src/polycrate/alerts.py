@@ -12,12 +12,13 @@ import urllib.request
 from typing import Any, Callable
 
 from polycrate.model import Webhook
+from polycrate.states import RunState
 
 TIMEOUT_SECONDS = 5.0
 
 
 def wanted(hook: Webhook, status: str) -> bool:
-    event = "success" if status == "succeeded" else "failure"  # failed and interrupted both alert
+    event = "success" if status == RunState.SUCCEEDED else "failure"  # failed and interrupted both alert
     return event in hook.on
 
 

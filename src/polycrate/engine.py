@@ -23,33 +23,18 @@ from typing import Any, Callable
 
 from polycrate.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
-from polycrate.model import Step, Workflow, Workspace
+from polycrate.model import Workflow, Workspace
 from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
+from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
 from polycrate.workspace import get_action, get_block, get_workflow, playbook_path
-
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-FAILED_ALLOWED = "failed (allowed)"
-SKIPPED = "skipped"
-SKIPPED_CHECK = "skipped (check mode)"  # script actions do not run under --check
-DONE_BEFORE = "skipped (resumed)"  # succeeded in the run that --resume continues
-INTERRUPTED = "interrupted"
-NOT_RUN = "not run"
-RUNNING = "running"
-
-MAIN = "main"
-ON_FAILURE = "on_failure"
 
 
 @dataclass
 class StepResult:
-    name: str
-    block: str
-    action: str
-    status: str = NOT_RUN
+    plan: PlannedStep
+    status: StepState = StepState.NOT_RUN
     exit_code: int | None = None
     duration: float = 0.0
-    phase: str = MAIN
     attempts: int = 0
     failed_task: str | None = None
     failed_host: str | None = None
@@ -57,29 +42,51 @@ class StepResult:
     note: str | None = None
     hosts: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def block(self) -> str:
+        return self.plan.block
+
+    @property
+    def action(self) -> str:
+        return self.plan.action
+
+    @property
+    def phase(self) -> Phase:
+        return self.plan.phase
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "block": self.block, "action": self.action, "status": self.status,
+                "exit_code": self.exit_code, "duration": self.duration, "phase": self.phase,
+                "attempts": self.attempts, "failed_task": self.failed_task, "failed_host": self.failed_host,
+                "message": self.message, "note": self.note, "hosts": self.hosts}
+
 
 @dataclass
 class RunResult:
-    kind: str  # "action" | "workflow"
+    kind: RunKind
     name: str
     steps: list[StepResult] = field(default_factory=list)
     duration: float = 0.0
     run_id: str | None = None
-    status: str = RUNNING
+    status: RunState = RunState.RUNNING
     resumed_from: str | None = None
     check: bool = False
 
     @property
     def failed_step(self) -> StepResult | None:
-        return next((s for s in self.steps if s.status == FAILED and s.phase == MAIN), None)
+        return next((s for s in self.steps if s.status == StepState.FAILED and s.phase == Phase.MAIN), None)
 
     @property
     def ok(self) -> bool:
-        return self.failed_step is None and self.status != INTERRUPTED
+        return self.failed_step is None and self.status != RunState.INTERRUPTED
 
     @property
     def skipped(self) -> list[StepResult]:
-        return [s for s in self.steps if s.status == SKIPPED]
+        return [s for s in self.steps if s.status == StepState.SKIPPED]
 
 
 class Reporter:
@@ -98,7 +105,7 @@ class Reporter:
         """Something polycrate itself has to say: waiting for a lock, a retry, a failed webhook."""
 
 
-Confirm = Callable[[str, str], bool]  # (what asks, message) -> answer
+Confirm = Callable[[RunPrompt], bool]  # the caller's answer to a prompt
 
 
 @dataclass(frozen=True)
@@ -133,14 +140,14 @@ def _resumed_options(options: RunOptions, previous: dict) -> RunOptions:
     return replace(options, ansible=recorded)
 
 
-def _ask(confirm: Confirm, asks: list[tuple[str, str]]) -> None:
+def _ask(confirm: Confirm, prompts: list[RunPrompt]) -> None:
     """All prompts are answered before anything runs, so no run stops half-way for input."""
-    for who, message in asks:
-        if not confirm(who, message):
-            raise PromptDeclined(f"{who}: not confirmed, nothing was run")
+    for prompt in prompts:
+        if not confirm(prompt):
+            raise PromptDeclined(f"{prompt.asker}: not confirmed, nothing was run")
 
 
-def masker_for(ws: Workspace, secrets=None):
+def masker_for(secrets=None):
     """The one masking function of a run: every value from the workspace's secrets becomes ********."""
     from polycrate.masking import Masker
 
@@ -150,7 +157,7 @@ def masker_for(ws: Workspace, secrets=None):
 # --- planning ---------------------------------------------------------------------------------
 
 
-def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = None) -> list[StepResult]:
+def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = None) -> list[PlannedStep]:
     steps = list(workflow.steps)
     if only_step is not None:
         chosen = [s for s in steps if s.name == only_step]
@@ -163,23 +170,31 @@ def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = Non
                 workflow.line,
             )
         steps = chosen
-    planned = []
-    for s in (*steps, *workflow.on_failure):
-        block = get_block(ws, s.block)
-        action = get_action(block, s.action)
+    planned = [PlannedStep.of(s) for s in steps] + [PlannedStep.of(s, Phase.ON_FAILURE) for s in workflow.on_failure]
+    for step in planned:
+        block = get_block(ws, step.block)
+        action = get_action(block, step.action)
         if action.type == "ansible":
             playbook_path(block, action)  # a missing playbook stops the run before step 1
-        phase = ON_FAILURE if s in workflow.on_failure else MAIN
-        planned.append(StepResult(s.name, s.block, s.action, phase=phase))
     return planned
 
 
-def resume_point(previous: dict, planned: list[StepResult]) -> set[str]:
+def plan_prompts(ws: Workspace, workflow: Workflow, planned: list[PlannedStep], skip: set[str]) -> list[RunPrompt]:
+    """The workflow's prompt, then each planned step's action prompt (not of steps a resume skips)."""
+    prompts = [RunPrompt(workflow.prompt.message, workflow=workflow.name)] if workflow.prompt else []
+    for step in planned:
+        action = ws.blocks[step.block].actions[step.action]
+        if action.prompt and step.name not in skip:
+            prompts.append(RunPrompt(action.prompt.message, step=step.name, block=step.block, action=step.action))
+    return prompts
+
+
+def resume_point(previous: dict, planned: list[PlannedStep]) -> set[str]:
     """Names of the steps that the previous run finished (succeeded, or failed where allowed)."""
-    done = {s["name"] for s in previous["steps"] if s["phase"] == MAIN and s["status"] in (SUCCEEDED, FAILED_ALLOWED, DONE_BEFORE)}
+    done = {s["name"] for s in previous["steps"] if s["phase"] == Phase.MAIN and StepState(s["status"]).finished_ok}
     skip: set[str] = set()
     for step in planned:
-        if step.phase != MAIN or step.name not in done:
+        if step.phase != Phase.MAIN or step.name not in done:
             break
         skip.add(step.name)
     return skip
@@ -233,7 +248,7 @@ class _Run:
         self.ws = ws
         self.reporter = reporter
         self.options = options
-        self.masker = masker_for(ws)
+        self.masker = masker_for()
         self.mask = self.masker.mask
         self.secrets = None
         self.store = None
@@ -260,7 +275,7 @@ class _Run:
 
         self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks))
         self.ws = with_secret_values(self.ws, self.secrets.values)
-        self.masker = masker_for(self.ws, self.secrets)
+        self.masker = masker_for(self.secrets)
         self.mask = self.masker.mask
 
     def take_lock(self, key: str, what: str) -> None:
@@ -280,13 +295,13 @@ class _Run:
         if self.lock is not None:
             self.lock.write_holder(self.run_id)
 
-    def start_zygote(self, planned: list[StepResult], specs: dict, workflow: str | None) -> None:
+    def start_zygote(self, planned: list[PlannedStep], workflow: str | None) -> None:
         """Warm Ansible once for a run of two or more ansible steps (runs, retries): each step then forks
         from it instead of starting and importing ansible-core again (runtime/zygote.py)."""
         from polycrate.runtime import start_zygote
 
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
-        runs = sum(1 + (specs[(s.phase, s.name)].retries if (s.phase, s.name) in specs else 0) for s in steps)
+        runs = sum(1 + s.retries for s in steps)
         if runs < 2:
             return
         first = steps[0]
@@ -317,7 +332,6 @@ def _execute(
     run: _Run,
     step: StepResult,
     position: int,
-    spec: Step | None,
     workflow: str | None,
     index: int,
     total: int,
@@ -326,13 +340,13 @@ def _execute(
     ws, options, reporter, store = run.ws, run.options, run.reporter, run.store
     block = ws.blocks[step.block]
     action = block.actions[step.action]
-    timeout = spec.timeout if spec else None
-    attempts = 1 + (spec.retries if spec else 0)
-    delay = spec.retry_delay if spec else 0.0
+    timeout = step.plan.timeout
+    attempts = 1 + step.plan.retries
+    delay = step.plan.retry_delay
 
     reporter.step_started(step, index, total)
     if options.check and action.type == "script":
-        step.status = SKIPPED_CHECK
+        step.status = StepState.SKIPPED_CHECK
         step.note = "script actions do not run in check mode"
         store.update_step(run.run_id, position, status=step.status, note=step.note)
         reporter.step_finished(step, index, total)
@@ -350,7 +364,7 @@ def _execute(
             del last_lines[:-5]
 
     started = time.monotonic()
-    store.update_step(run.run_id, position, status=RUNNING, started=time.time())
+    store.update_step(run.run_id, position, status=StepState.RUNNING, started=time.time())
     events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-"))
     try:
         for attempt in range(1, attempts + 1):
@@ -386,16 +400,16 @@ def _execute(
                 step.exit_code = None
                 output(f"polycrate: step {step.name} {exc}; stopped")
             except BaseException:
-                step.status = INTERRUPTED
+                step.status = StepState.INTERRUPTED
                 step.hosts, failure = read_events(events)
                 step.message = "interrupted (SIGINT/SIGTERM)"
                 raise
             step.hosts, failure = read_events(events)
             if step.exit_code == 0 and not timed_out:
-                step.status = SUCCEEDED
+                step.status = StepState.SUCCEEDED
                 step.failed_task = step.failed_host = step.message = None
                 break
-            step.status = FAILED
+            step.status = StepState.FAILED
             if timed_out:
                 step.message = f"timed out after {timeout:g}s"
                 step.failed_task = failure["task"] if failure else None
@@ -430,15 +444,15 @@ def _execute(
     reporter.step_finished(step, index, total)
 
 
-def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool, workflow: Workflow | None) -> None:
+def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) -> None:
     """Close the record; then retention, metrics, webhooks: none of them may change the result."""
     result.duration = time.monotonic() - started_at
     if interrupted:
-        result.status = INTERRUPTED
+        result.status = RunState.INTERRUPTED
     else:
-        result.status = SUCCEEDED if result.failed_step is None else FAILED
-    exit_code = {SUCCEEDED: 0, FAILED: EXIT_ACTION_FAILED, INTERRUPTED: EXIT_INTERRUPTED}[result.status]
-    failed = result.failed_step or next((s for s in result.steps if s.status == INTERRUPTED), None)
+        result.status = RunState.SUCCEEDED if result.failed_step is None else RunState.FAILED
+    exit_code = EXIT_CODES[result.status]
+    failed = result.failed_step or next((s for s in result.steps if s.status == StepState.INTERRUPTED), None)
     store = run.store
     store.finish_run(
         run.run_id,
@@ -455,7 +469,7 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool, 
             store.prune(settings.keep_runs, settings.keep_days)
     except Exception as exc:
         run.notice(f"retention: could not remove old runs: {exc}")
-    if result.kind == "workflow" and settings.metrics_enabled and not run.options.check:
+    if result.kind == RunKind.WORKFLOW and settings.metrics_enabled and not run.options.check:
         try:
             from polycrate import metrics
 
@@ -470,6 +484,9 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool, 
         alerts.send_all(settings.webhooks, summary, run.notice)
 
 
+EXIT_CODES = {RunState.SUCCEEDED: 0, RunState.FAILED: EXIT_ACTION_FAILED, RunState.INTERRUPTED: EXIT_INTERRUPTED}
+
+
 def webhook_summary(run: _Run, result: RunResult, failed: StepResult | None, exit_code: int) -> dict[str, Any]:
     record = run.store.get_run(run.run_id)
     return {
@@ -477,8 +494,8 @@ def webhook_summary(run: _Run, result: RunResult, failed: StepResult | None, exi
         "run_id": run.run_id,
         "workspace": run.ws.name,
         "kind": result.kind,
-        "workflow": result.name if result.kind == "workflow" else None,
-        "action": result.name if result.kind == "action" else None,
+        "workflow": result.name if result.kind == RunKind.WORKFLOW else None,
+        "action": result.name if result.kind == RunKind.ACTION else None,
         "status": result.status,
         "exit_code": exit_code,
         "check": run.options.check,
@@ -496,76 +513,63 @@ def webhook_summary(run: _Run, result: RunResult, failed: StepResult | None, exi
     }
 
 
-def _drive(
-    run: _Run,
-    result: RunResult,
-    specs: dict[tuple[str, str], Step],
-    workflow: Workflow | None,
-    skip: set[str],
-    resumed_from: str | None,
-) -> RunResult:
+def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[str], resumed_from: str | None
+           ) -> RunResult:
     """Run the planned steps in order with the failure policy; record everything; re-raise interrupts."""
     steps = result.steps
+    for step in steps:
+        if step.name in skip and step.phase == Phase.MAIN:
+            step.status = StepState.SUCCEEDED_BEFORE
+            step.note = f"succeeded in run {resumed_from}"
     run.store.add_steps(
         run.run_id,
         [
-            {
-                "position": i,
-                "name": s.name,
-                "block": s.block,
-                "action": s.action,
-                "phase": s.phase,
-                "status": DONE_BEFORE if s.name in skip and s.phase == MAIN else NOT_RUN,
-                "note": f"succeeded in run {resumed_from}" if s.name in skip and s.phase == MAIN else None,
-            }
+            {"position": i, "name": s.name, "block": s.block, "action": s.action, "phase": s.phase,
+             "status": s.status, "note": s.note}
             for i, s in enumerate(steps, 1)
         ],
     )
-    main = [s for s in steps if s.phase == MAIN]
-    total = len(main)
+    name = workflow.name if workflow else None
+    main = [s for s in steps if s.phase == Phase.MAIN]
     started_at = time.monotonic()
     interrupted = False
+
+    def execute(step: StepResult, index: int, total: int) -> None:
+        position = steps.index(step) + 1
+        _execute(run, step, position, name, index, total)
+        if step.status == StepState.FAILED and step.plan.allow_failure:
+            step.status = StepState.FAILED_ALLOWED
+            run.store.update_step(run.run_id, position, status=step.status)
+
     try:
         stopped = False
         for index, step in enumerate(main, 1):
-            position = steps.index(step) + 1
-            if step.name in skip:
-                step.status = DONE_BEFORE
-                step.note = f"succeeded in run {resumed_from}"
+            if step.status == StepState.SUCCEEDED_BEFORE:
                 continue
             if stopped:
-                step.status = SKIPPED
-                run.store.update_step(run.run_id, position, status=SKIPPED)
+                step.status = StepState.SKIPPED
+                run.store.update_step(run.run_id, steps.index(step) + 1, status=step.status)
                 continue
-            _execute(run, step, position, specs.get((MAIN, step.name)), workflow.name if workflow else None, index, total)
-            if step.status == FAILED and specs.get((MAIN, step.name)) and specs[(MAIN, step.name)].allow_failure:
-                step.status = FAILED_ALLOWED
-                run.store.update_step(run.run_id, position, status=FAILED_ALLOWED)
-            elif step.status == FAILED:
-                stopped = True
-        recovery = [s for s in steps if s.phase == ON_FAILURE]
+            execute(step, index, len(main))
+            stopped = step.status == StepState.FAILED
+        recovery = [s for s in steps if s.phase == Phase.ON_FAILURE]
         if stopped and recovery:
             run.notice(f"a step failed: running on_failure steps {', '.join(s.name for s in recovery)}")
             for index, step in enumerate(recovery, 1):
-                position = steps.index(step) + 1
-                _execute(run, step, position, specs.get((ON_FAILURE, step.name)), workflow.name if workflow else None,
-                         index, len(recovery))
-                if step.status == FAILED and specs[(ON_FAILURE, step.name)].allow_failure:
-                    step.status = FAILED_ALLOWED
-                    run.store.update_step(run.run_id, position, status=FAILED_ALLOWED)
-        for position, step in enumerate(steps, 1):
-            if step.phase == ON_FAILURE and step.status == NOT_RUN:
+                execute(step, index, len(recovery))
+        for step in recovery:
+            if step.status == StepState.NOT_RUN:
                 step.note = "ran only after a failure"
     except KeyboardInterrupt:
         interrupted = True
         for position, step in enumerate(steps, 1):
-            if step.status in (NOT_RUN, RUNNING):
-                step.status = SKIPPED if step.phase == MAIN else NOT_RUN
+            if step.status in (StepState.NOT_RUN, StepState.RUNNING):
+                step.status = StepState.SKIPPED if step.phase == Phase.MAIN else StepState.NOT_RUN
                 run.store.update_step(run.run_id, position, status=step.status)
         run.notice(f"run {run.run_id} interrupted; recorded as interrupted")
         raise
     finally:
-        _finish(run, result, started_at, interrupted, workflow)
+        _finish(run, result, started_at, interrupted)
     return result
 
 
@@ -589,12 +593,13 @@ def run_action(
         key = f"action-{block.name}-{action.name}"
         run.take_lock(key, f"action {block.name} {action.name}")
         if action.prompt:
-            _ask(confirm, [(f"action {block.name}/{action.name}", action.prompt.message)])
+            _ask(confirm, [RunPrompt(action.prompt.message, block=block.name, action=action.name)])
         run.open_secrets()
-        run.open(kind="action", name=f"{block.name} {action.name}", block=block.name, action=action.name, lock_key=key)
-        result = RunResult("action", f"{block.name} {action.name}", run_id=run.run_id, check=options.check)
-        result.steps.append(StepResult(action.name, block.name, action.name))
-        return _drive(run, result, {}, None, set(), None)
+        run.open(kind=RunKind.ACTION, name=f"{block.name} {action.name}", block=block.name, action=action.name,
+                 lock_key=key)
+        result = RunResult(RunKind.ACTION, f"{block.name} {action.name}", run_id=run.run_id, check=options.check)
+        result.steps.append(StepResult(PlannedStep(action.name, block.name, action.name)))
+        return _drive(run, result, None, set(), None)
     finally:
         run.close()
 
@@ -612,21 +617,13 @@ def run_workflow(
     if options.resume and only_step:
         raise PolycrateError("--resume and --step do not combine: --resume picks the steps itself")
     planned = plan_workflow(ws, workflow, only_step)
-    asks = []
-    if workflow.prompt:
-        asks.append((f"workflow {workflow.name}", workflow.prompt.message))
-    for step in planned:
-        action = ws.blocks[step.block].actions[step.action]
-        if action.prompt:
-            asks.append((f"step {step.name} ({step.block}/{step.action})", action.prompt.message))
 
     run = _Run(ws, reporter or Reporter(), options)
     try:
         key = f"workflow-{workflow.name}"
         # the lock first: a second run is refused before anyone is asked anything
         run.take_lock(key, f"workflow '{workflow.name}'")
-        specs = {(MAIN, s.name): s for s in workflow.steps} | {(ON_FAILURE, s.name): s for s in workflow.on_failure}
-        run.start_zygote(planned, specs, workflow.name)  # warms up while the run is prepared
+        run.start_zygote(planned, workflow.name)  # warms up while the run is prepared
         skip: set[str] = set()
         resumed_from = None
         if options.resume:
@@ -639,7 +636,7 @@ def run_workflow(
                 store.close()
             if previous is None:
                 raise NothingToResume(f"nothing to resume: workflow '{workflow.name}' has no recorded run")
-            if previous["status"] not in (FAILED, INTERRUPTED):
+            if previous["status"] not in (RunState.FAILED, RunState.INTERRUPTED):
                 raise NothingToResume(
                     f"nothing to resume: the latest run of '{workflow.name}' ({previous['id']}) {previous['status']}"
                 )
@@ -647,14 +644,14 @@ def run_workflow(
             resumed_from = previous["id"]
             options = _resumed_options(options, previous)
             run.options = options
-            if all(s.name in skip for s in planned if s.phase == MAIN):
+            if all(s.name in skip for s in planned if s.phase == Phase.MAIN):
                 raise NothingToResume(
                     f"nothing to resume: every step of run {previous['id']} already succeeded"
                 )
-        _ask(confirm, [a for a in asks if not any(a[0].startswith(f"step {n} (") for n in skip)])
+        _ask(confirm, plan_prompts(ws, workflow, planned, skip))
         run.open_secrets()
         run.open(
-            kind="workflow",
+            kind=RunKind.WORKFLOW,
             name=workflow.name,
             workflow=workflow.name,
             only_step=only_step,
@@ -662,12 +659,11 @@ def run_workflow(
             resumed_from=resumed_from,
         )
         if resumed_from:
-            first = next(s.name for s in planned if s.phase == MAIN and s.name not in skip)
+            first = next(s.name for s in planned if s.phase == Phase.MAIN and s.name not in skip)
             run.notice(f"resuming run {resumed_from} at step {first}")
-        result = RunResult(
-            "workflow", workflow.name, planned, run_id=run.run_id, resumed_from=resumed_from, check=options.check
-        )
-        return _drive(run, result, specs, workflow, skip, resumed_from)
+        result = RunResult(RunKind.WORKFLOW, workflow.name, [StepResult(p) for p in planned], run_id=run.run_id,
+                           resumed_from=resumed_from, check=options.check)
+        return _drive(run, result, workflow, skip, resumed_from)
     finally:
         run.close()
 

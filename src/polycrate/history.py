@@ -23,16 +23,11 @@ from typing import Any
 
 from polycrate.errors import ConfigError, NotFoundError
 from polycrate.locking import is_held, lock_path, pid_alive, read_holder
+from polycrate.states import Phase, RunKind, RunState, StepState
 
 STATE_DIR = ".polycrate"
 DB_NAME = "runs.db"
 LOGS_DIR = "runs"
-
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
-RUN_STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -193,7 +188,7 @@ class RunStore:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id, kind, name, workflow, block, action, only_step, current_user(), socket.gethostname(),
-                os.getpid(), lock_key, started, RUNNING, int(check), int(diff), resumed_from,
+                os.getpid(), lock_key, started, RunState.RUNNING, int(check), int(diff), resumed_from,
                 json.dumps(ansible_options or {}),
             ),
         )
@@ -206,7 +201,7 @@ class RunStore:
                 self.db.execute(
                     "INSERT INTO steps (run_id, position, name, block, action, phase, status, note)"
                     " VALUES (?,?,?,?,?,?,?,?)",
-                    (run_id, s["position"], s["name"], s["block"], s["action"], s.get("phase", "main"), s["status"],
+                    (run_id, s["position"], s["name"], s["block"], s["action"], s.get("phase", Phase.MAIN), s["status"],
                      s.get("note")),
                 )
 
@@ -263,17 +258,18 @@ class RunStore:
     def reconcile(self) -> int:
         """Mark 'running' rows whose process is gone (SIGKILL, power loss) as interrupted."""
         marked = 0
-        for row in self.db.execute("SELECT * FROM runs WHERE status = ?", (RUNNING,)).fetchall():
+        for row in self.db.execute("SELECT * FROM runs WHERE status = ?", (RunState.RUNNING,)).fetchall():
             if self._alive(row):
                 continue
             self.db.execute(
                 "UPDATE runs SET status = ?, ended = COALESCE(ended, ?), exit_code = COALESCE(exit_code, 137),"
                 " message = COALESCE(message, ?) WHERE id = ? AND status = ?",
-                (INTERRUPTED, time.time(), "the run's process ended without recording a result (killed?)",
-                 row["id"], RUNNING),
+                (RunState.INTERRUPTED, time.time(), "the run's process ended without recording a result (killed?)",
+                 row["id"], RunState.RUNNING),
             )
             self.db.execute(
-                "UPDATE steps SET status = ? WHERE run_id = ? AND status = ?", (INTERRUPTED, row["id"], RUNNING)
+                "UPDATE steps SET status = ? WHERE run_id = ? AND status = ?",
+                (StepState.INTERRUPTED, row["id"], StepState.RUNNING),
             )
             marked += 1
         return marked
@@ -311,12 +307,12 @@ class RunStore:
             args.append(limit)
         runs = [run_dict(r) for r in self.db.execute(sql, args).fetchall()]
         for run in runs:
-            run["current_step"] = self._current_step(run["id"]) if run["status"] == RUNNING else None
+            run["current_step"] = self._current_step(run["id"]) if run["status"] == RunState.RUNNING else None
         return runs
 
     def _current_step(self, run_id: str) -> str | None:
         row = self.db.execute(
-            "SELECT name FROM steps WHERE run_id = ? AND status = ? ORDER BY position DESC LIMIT 1", (run_id, RUNNING)
+            "SELECT name FROM steps WHERE run_id = ? AND status = ? ORDER BY position DESC LIMIT 1", (run_id, StepState.RUNNING)
         ).fetchone()
         return row["name"] if row else None
 
@@ -360,6 +356,7 @@ class RunStore:
         steps = []
         for s in self.db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)):
             step = {k: s[k] for k in s.keys() if k != "run_id"}
+            step["status"] = _state(StepState, step["status"])  # stores before states.py: old wording reads too
             step["hosts"] = hosts.get(s["position"], {})
             steps.append(step)
         run["steps"] = steps
@@ -388,9 +385,9 @@ class RunStore:
     def latest_full_run(self, workflow: str) -> dict | None:
         """The newest real run of the whole workflow (not --check, not --step)."""
         row = self.db.execute(
-            "SELECT id FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND only_step IS NULL"
+            "SELECT id FROM runs WHERE kind = ? AND name = ? AND check_mode = 0 AND only_step IS NULL"
             " AND status != ? ORDER BY started DESC, id DESC LIMIT 1",
-            (workflow, RUNNING),
+            (RunKind.WORKFLOW, workflow, RunState.RUNNING),
         ).fetchone()
         return self.get_run(row["id"]) if row else None
 
@@ -398,14 +395,14 @@ class RunStore:
         """Per workflow: its last run and its last success (check-mode runs excluded)."""
         out = []
         names = [r["name"] for r in self.db.execute(
-            "SELECT DISTINCT name FROM runs WHERE kind = 'workflow' AND check_mode = 0 ORDER BY name")]
+            "SELECT DISTINCT name FROM runs WHERE kind = ? AND check_mode = 0 ORDER BY name", (RunKind.WORKFLOW,))]
         for name in names:
             last = self.db.execute(
-                "SELECT * FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND status != ?"
-                " ORDER BY started DESC LIMIT 1", (name, RUNNING)).fetchone()
+                "SELECT * FROM runs WHERE kind = ? AND name = ? AND check_mode = 0 AND status != ?"
+                " ORDER BY started DESC LIMIT 1", (RunKind.WORKFLOW, name, RunState.RUNNING)).fetchone()
             success = self.db.execute(
-                "SELECT MAX(ended) AS t FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0"
-                " AND status = ?", (name, SUCCEEDED)).fetchone()
+                "SELECT MAX(ended) AS t FROM runs WHERE kind = ? AND name = ? AND check_mode = 0"
+                " AND status = ?", (RunKind.WORKFLOW, name, RunState.SUCCEEDED)).fetchone()
             if last is None:
                 continue
             out.append({
@@ -427,12 +424,12 @@ class RunStore:
         if keep_runs is not None:
             rows = self.db.execute(
                 "SELECT id FROM runs WHERE status != ? ORDER BY started DESC, id DESC LIMIT -1 OFFSET ?",
-                (RUNNING, keep_runs),
+                (RunState.RUNNING, keep_runs),
             )
             doomed.update(r["id"] for r in rows)
         if keep_days is not None:
             cutoff = time.time() - keep_days * 86400
-            rows = self.db.execute("SELECT id FROM runs WHERE status != ? AND started < ?", (RUNNING, cutoff))
+            rows = self.db.execute("SELECT id FROM runs WHERE status != ? AND started < ?", (RunState.RUNNING, cutoff))
             doomed.update(r["id"] for r in rows)
         if not doomed:
             return []
@@ -447,14 +444,22 @@ class RunStore:
         return sorted(doomed)
 
 
+def _state(kind: type[StepState] | type[RunState], value: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:  # written by a newer polycrate: shown as it is
+        return value
+
+
 def run_dict(row: sqlite3.Row) -> dict:
     data = {k: row[k] for k in row.keys()}
+    data["status"] = _state(RunState, data["status"])
     data["check_mode"] = bool(data["check_mode"])
     data["diff_mode"] = bool(data["diff_mode"])
     data["notices"] = json.loads(data["notices"] or "[]")
     data["ansible_options"] = json.loads(data.get("ansible_options") or "{}")
     # seconds; for a run still running: the time so far
-    end = data["ended"] or (time.time() if data["status"] == RUNNING else None)
+    end = data["ended"] or (time.time() if data["status"] == RunState.RUNNING else None)
     data["duration"] = round(end - data["started"], 3) if end else None
     return data
 

@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 
 from polycrate.atomicfile import write_atomic
+from polycrate.states import RunState
 
 DEFAULT_PATH = Path(".polycrate") / "metrics" / "polycrate.prom"
-STATUSES = ("succeeded", "failed", "interrupted")
+STATUSES = tuple(s for s in RunState if s.finished)
 
 METRICS = (
     ("polycrate_workflow_last_run_timestamp_seconds", "Unix time the last run of the workflow ended."),

@@ -61,7 +61,7 @@ def test_on_failure_steps_run_only_on_failure(ws):
     assert ok.returncode == 0, ok.output
     assert order(ws) == ["backup", "verify"]  # no notify
     green = _latest(ws)
-    assert green["steps"][2]["name"] == "notify" and green["steps"][2]["status"] == "not run"
+    assert green["steps"][2]["name"] == "notify" and green["steps"][2]["status"] == "not_run"
 
     (ws / "order.txt").unlink()
     bad = run_cli("workflows", "run", "nightly", cwd=ws)
@@ -94,7 +94,7 @@ def test_check_mode_changes_nothing_that_a_real_run_changes(ws):
     assert "+added by the play" in check.stdout  # --diff shows what would change
     run = _latest(ws)
     assert run["check_mode"] is True
-    assert [s["status"] for s in run["steps"]] == ["succeeded", "skipped (check mode)"]
+    assert [s["status"] for s in run["steps"]] == ["succeeded", "skipped_check"]
     assert run["steps"][0]["hosts"]["localhost"]["changed"] == 2  # would change both
 
     real = run_cli("workflows", "run", "changes", cwd=ws)

@@ -99,7 +99,7 @@ def test_resume_skips_succeeded_steps_and_runs_the_rest(ws):
     assert order(ws) == ["update", "verify"]  # backup succeeded before: not run again
     summary = json.loads(resumed.stdout)
     assert summary["resumed_from"] == failed_id
-    assert [s["status"] for s in summary["steps"]] == ["skipped (resumed)", "succeeded", "succeeded"]
+    assert [s["status"] for s in summary["steps"]] == ["succeeded_before", "succeeded", "succeeded"]
 
     record = json.loads(run_cli("runs", "show", summary["run_id"], "-o", "json", cwd=ws).stdout)
     assert record["resumed_from"] == failed_id and record["status"] == "succeeded"

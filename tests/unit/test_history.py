@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from polycrate.engine import MAIN, StepResult, read_events, resume_point
+from polycrate.engine import read_events, resume_point
 from polycrate.errors import LockedError, NotFoundError
-from polycrate.history import INTERRUPTED, RUNNING, RunStore, open_store
+from polycrate.history import RunStore, open_store
+from polycrate.states import LEGACY_STEP_STATES, Phase, PlannedStep, RunState, StepState
 from polycrate.locking import RunLock, is_held
 from polycrate.metrics import render
 from polycrate.model import parse_run_settings
@@ -25,7 +26,7 @@ def _run(store, name="nightly", status="succeeded", started=None, lock_key=None)
     log.close()
     if started is not None:
         store.db.execute("UPDATE runs SET started = ? WHERE id = ?", (started, run_id))
-    if status != RUNNING:
+    if status != RunState.RUNNING:
         store.finish_run(run_id, status=status, exit_code=0 if status == "succeeded" else 1)
     return run_id
 
@@ -40,7 +41,7 @@ def test_store_lives_in_a_gitignored_folder(tmp_path):
 def test_prune_keeps_the_newest_runs_and_removes_their_logs(tmp_path):
     store = RunStore(tmp_path)
     ids = [_run(store, started=1000 + i) for i in range(5)]
-    running = _run(store, status=RUNNING, started=900)  # never removed while running
+    running = _run(store, status=RunState.RUNNING, started=900)  # never removed while running
     removed = store.prune(keep_runs=2)
     assert removed == sorted(ids[:3])
     left = [r["id"] for r in store.list_runs(limit=None)]
@@ -80,26 +81,26 @@ def test_reconcile_marks_runs_of_dead_processes_interrupted(tmp_path):
     store = RunStore(tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    run_id = _run(store, status=RUNNING, lock_key="workflow-nightly")
+    run_id = _run(store, status=RunState.RUNNING, lock_key="workflow-nightly")
     store.db.execute("UPDATE runs SET pid = ? WHERE id = ?", (dead.pid, run_id))
-    alive = _run(store, name="other", status=RUNNING)  # this process: alive, no lock
+    alive = _run(store, name="other", status=RunState.RUNNING)  # this process: alive, no lock
     assert store.reconcile() == 1
-    assert store.get_run(run_id)["status"] == INTERRUPTED
-    assert store.get_run(run_id)["steps"][0]["status"] == "not run"
-    assert store.get_run(alive)["status"] == RUNNING
+    assert store.get_run(run_id)["status"] == RunState.INTERRUPTED
+    assert store.get_run(run_id)["steps"][0]["status"] == StepState.NOT_RUN  # "not run": an old store's wording
+    assert store.get_run(alive)["status"] == RunState.RUNNING
 
 
 def test_reconcile_trusts_a_held_lock_only_for_its_own_run(tmp_path):
     store = RunStore(tmp_path)
     lock = RunLock(tmp_path, "workflow-nightly", "workflow 'nightly'")
     lock.acquire()
-    mine = _run(store, status=RUNNING, lock_key="workflow-nightly")
+    mine = _run(store, status=RunState.RUNNING, lock_key="workflow-nightly")
     lock.write_holder(mine)
     assert store.reconcile() == 0
     # same pid, but the lock now names another run: the row is stale
     lock.write_holder("another-run")
     assert store.reconcile() == 1
-    assert store.get_run(mine)["status"] == INTERRUPTED
+    assert store.get_run(mine)["status"] == RunState.INTERRUPTED
     lock.release()
 
 
@@ -142,14 +143,16 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
 def test_resume_point_skips_only_the_leading_finished_steps():
     previous = {
         "steps": [
-            {"name": "backup", "phase": MAIN, "status": "succeeded"},
-            {"name": "update", "phase": MAIN, "status": "failed"},
-            {"name": "verify", "phase": MAIN, "status": "skipped"},
+            {"name": "backup", "phase": Phase.MAIN, "status": "succeeded"},
+            {"name": "update", "phase": Phase.MAIN, "status": "failed"},
+            {"name": "verify", "phase": Phase.MAIN, "status": "skipped"},
         ]
     }
-    planned = [StepResult(n, "b", n) for n in ("backup", "update", "verify")]
+    planned = [PlannedStep(n, "b", n) for n in ("backup", "update", "verify")]
     assert resume_point(previous, planned) == {"backup"}
-    previous["steps"][0]["status"] = "skipped (resumed)"  # a resumed run, resumed again
+    previous["steps"][0]["status"] = StepState.SUCCEEDED_BEFORE  # a resumed run, resumed again
+    assert resume_point(previous, planned) == {"backup"}
+    previous["steps"][0]["status"] = "skipped (resumed)"  # the same, as stores before states.py wrote it
     assert resume_point(previous, planned) == {"backup"}
     previous["steps"][0]["status"] = "interrupted"
     assert resume_point(previous, planned) == set()
@@ -211,7 +214,23 @@ def test_run_settings_parse_and_validate(tmp_path):
 
 def test_open_store_reconciles(tmp_path):
     store = RunStore(tmp_path)
-    run_id = _run(store, status=RUNNING)
+    run_id = _run(store, status=RunState.RUNNING)
     store.db.execute("UPDATE runs SET pid = 999999999 WHERE id = ?", (run_id,))
     store.close()
-    assert open_store(tmp_path).get_run(run_id)["status"] == INTERRUPTED
+    assert open_store(tmp_path).get_run(run_id)["status"] == RunState.INTERRUPTED
+
+
+def test_step_states_of_old_stores_read_as_todays(tmp_path):
+    """Stores written before states.py kept display wording as step states: they load as the states they meant."""
+    store = RunStore(tmp_path)
+    run_id = store.start_run(kind="workflow", name="w", workflow="w")
+    old = list(LEGACY_STEP_STATES)
+    store.add_steps(run_id, [{"position": i, "name": f"s{i}", "block": "b", "action": "x", "status": text}
+                             for i, text in enumerate(old, 1)])
+    store.finish_run(run_id, status="failed", exit_code=1)
+    run = store.get_run(run_id)
+    store.close()
+    assert [s["status"] for s in run["steps"]] == [StepState(LEGACY_STEP_STATES[t]) for t in old]
+    assert run["status"] is RunState.FAILED
+    assert [StepState(t) for t in old] == [StepState.NOT_RUN, StepState.FAILED_ALLOWED, StepState.SKIPPED_CHECK,
+                                           StepState.SUCCEEDED_BEFORE]

@@ -211,6 +211,7 @@ def ensure_blocks(args) -> None:
     asked; otherwise the run stops with the command to run. A downgrade is always announced.
     """
     from polycrate.cli.prompt import make_confirm
+    from polycrate.states import RunPrompt
     from polycrate.workspace import block_changes
 
     root = _root(args)
@@ -228,7 +229,8 @@ def ensure_blocks(args) -> None:
             raise PolycrateError(f"{what}: run `{commands}`, or re-run with {flag}", first.file, first.line)
         for change in changes:
             print(f"polycrate: {_change_text(change)}", file=sys.stderr)
-        if not make_confirm(False)("blocks", f"pull {len(changes)} block(s) now?"):
+        question = RunPrompt(f"pull {len(changes)} block(s) now?", pulls=tuple(c.reference for c in changes))
+        if not make_confirm(False)(question):
             raise BlocksDeclined("blocks: not confirmed, nothing was installed or run")
     transport = _transport(root)
     for change in changes:

@@ -7,7 +7,10 @@ from polycrate.errors import PolycrateError
 
 
 def make_confirm(force: bool):
-    def confirm(who: str, message: str) -> bool:
+    """The `confirm` callback of a run: answers a ``states.RunPrompt``."""
+
+    def confirm(prompt) -> bool:
+        who, message = prompt.asker, prompt.message
         if force:
             return True
         if not (sys.stdin.isatty() and sys.stderr.isatty()):

@@ -5,7 +5,21 @@ import json
 import sys
 from typing import Any, Sequence
 
+from polycrate.states import StepState
 from polycrate.workspace import find_root, load_workspace
+
+# step states as people read them; a state not named here reads as its value
+_STEP_WORDS = {
+    StepState.NOT_RUN: "not run",
+    StepState.FAILED_ALLOWED: "failed (allowed)",
+    StepState.SKIPPED_CHECK: "skipped (check mode)",
+    StepState.SUCCEEDED_BEFORE: "skipped (resumed)",
+}
+
+
+def state_text(state: Any) -> str:
+    """The wording of a run or step state for people (tables, summaries, banners)."""
+    return _STEP_WORDS.get(state, str(state))
 
 
 def workspace_from(args):

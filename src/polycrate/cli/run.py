@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 from polycrate.ansible_options import add_ansible_options, options_from_args
 from polycrate.cli.blocks import add_auto_pull_option, ensure_blocks
 from polycrate.cli.prompt import make_confirm
-from polycrate.cli.render import emit_json, workspace_from
+from polycrate.cli.render import emit_json, state_text, workspace_from
 from polycrate.errors import EXIT_ACTION_FAILED
+from polycrate.states import Phase, RunKind, RunState, StepState
 
 if TYPE_CHECKING:
     from polycrate import engine
@@ -51,39 +52,38 @@ class TextReporter:
 
     def step_finished(self, step, index, total):
         if self.workflow:
-            print(f"==> [{index}/{total}] {step.name}: {step.status} ({step.duration:.1f}s)", file=sys.stderr, flush=True)
+            print(f"==> [{index}/{total}] {step.name}: {state_text(step.status)} ({step.duration:.1f}s)", file=sys.stderr,
+                  flush=True)
 
     def notice(self, message):
         print(f"polycrate: {message}", file=sys.stderr, flush=True)
 
 
 def summarize(result: engine.RunResult, output: str) -> int:
-    from polycrate import engine
-
     failed = result.failed_step
     if output == "json":
         emit_json(
             {
                 "kind": result.kind,
                 "name": result.name,
-                "status": "succeeded" if result.ok else "failed",
+                "status": RunState.SUCCEEDED if result.ok else RunState.FAILED,
                 "duration": round(result.duration, 3),
                 "failed_step": failed.name if failed else None,
                 "run_id": result.run_id,
                 "resumed_from": result.resumed_from,
                 "check": result.check,
-                "steps": [vars(s) for s in result.steps],
+                "steps": [s.to_dict() for s in result.steps],
             }
         )
-    elif result.kind == "workflow":
+    elif result.kind == RunKind.WORKFLOW:
         print(f"workflow {result.name}{' (check mode)' if result.check else ''}:", file=sys.stderr)
         for s in result.steps:
-            if s.phase == engine.ON_FAILURE and s.status == engine.NOT_RUN:
+            if s.phase == Phase.ON_FAILURE and s.status == StepState.NOT_RUN:
                 continue  # on_failure steps show only when they ran
             code = f" exit {s.exit_code}" if s.exit_code not in (None, 0) else ""
-            extra = " [on_failure]" if s.phase == engine.ON_FAILURE else ""
-            note = f": {s.note}" if s.note and s.status in (engine.SKIPPED_CHECK, engine.DONE_BEFORE) else ""
-            print(f"  {s.name:<20} {s.status}{code} ({s.duration:.1f}s){extra}{note}", file=sys.stderr)
+            extra = " [on_failure]" if s.phase == Phase.ON_FAILURE else ""
+            note = f": {s.note}" if s.note and s.status in (StepState.SKIPPED_CHECK, StepState.SUCCEEDED_BEFORE) else ""
+            print(f"  {s.name:<20} {state_text(s.status)}{code} ({s.duration:.1f}s){extra}{note}", file=sys.stderr)
         if failed:
             skipped = ", ".join(s.name for s in result.skipped) or "none"
             where = f"; task '{failed.failed_task}' on {failed.failed_host}" if failed.failed_task else ""
@@ -98,7 +98,7 @@ def summarize(result: engine.RunResult, output: str) -> int:
         print(f"polycrate: action {result.name} failed{where} (exit {failed.exit_code})", file=sys.stderr)
         if failed.message:
             print(f"polycrate: {failed.message.splitlines()[0]}", file=sys.stderr)
-    elif result.steps and result.steps[0].status == engine.SKIPPED_CHECK:
+    elif result.steps and result.steps[0].status == StepState.SKIPPED_CHECK:
         print(f"polycrate: action {result.name} skipped: {result.steps[0].note}", file=sys.stderr)
     if result.run_id and output != "json":
         print(f"polycrate: run {result.run_id} recorded (polycrate runs show {result.run_id})", file=sys.stderr)

@@ -6,8 +6,9 @@ import sys
 import time
 
 from polycrate.ansible_options import AnsibleOptions
-from polycrate.cli.render import emit_json, table
+from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
+from polycrate.states import Phase, RunState, StepState
 
 
 def register(sub, shared) -> None:
@@ -38,7 +39,7 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_logs)
 
 
-RUN_STATES = ("running", "succeeded", "failed", "interrupted")
+RUN_STATES = tuple(RunState)
 RUN_REF_HELP = ("a run id, a unique prefix of it or of its random part (the hex at the end), "
                 "'latest', or 'latest~N' (N runs before the latest)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -105,9 +106,9 @@ def cmd_list(args) -> int:
                 _when(r["started"]),
                 r["kind"],
                 r["name"] + (" (check)" if r["check_mode"] else "") + (f" --step {r['only_step']}" if r["only_step"] else ""),
-                r["status"],
+                state_text(r["status"]),
                 _duration(r["duration"]),
-                (r["current_step"] or "") if r["status"] == "running" else (r["failed_step"] or ""),
+                (r["current_step"] or "") if r["status"] == RunState.RUNNING else (r["failed_step"] or ""),
                 f"{r['user']}@{r['host']}",
             )
             for r in runs
@@ -129,7 +130,7 @@ def cmd_show(args) -> int:
         return 0
     print(f"run:       {run['id']}")
     print(f"{run['kind']}:{' ' * (10 - len(run['kind']))}{run['name']}" + (" (check mode)" if run["check_mode"] else ""))
-    print(f"status:    {run['status']} (exit {run['exit_code']})")
+    print(f"status:    {state_text(run['status'])} (exit {run['exit_code']})")
     print(f"started:   {_when(run['started'])} by {run['user']}@{run['host']} (pid {run['pid']})")
     if run["ended"]:
         print(f"ended:     {_when(run['ended'])} after {_duration(run['duration'])}")
@@ -149,9 +150,9 @@ def cmd_show(args) -> int:
         [
             (
                 i,
-                s["name"] + (" [on_failure]" if s["phase"] == "on_failure" else ""),
+                s["name"] + (" [on_failure]" if s["phase"] == Phase.ON_FAILURE else ""),
                 f"{s['block']} {s['action']}",
-                s["status"],
+                state_text(s["status"]),
                 s["attempts"] if s["attempts"] > 1 else "",
                 _duration(s["duration"]),
                 s["note"] or "",
@@ -167,11 +168,12 @@ def cmd_show(args) -> int:
             [(step, host, c["ok"], c["changed"], c["failed"], c["unreachable"], c["skipped"]) for step, host, c in hosts],
             ("STEP", "HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE", "SKIPPED"),
         )
-    failing = [s for s in run["steps"] if s["status"] in ("failed", "failed (allowed)", "interrupted") and (s["failed_task"] or s["message"])]
+    failed = (StepState.FAILED, StepState.FAILED_ALLOWED, StepState.INTERRUPTED)
+    failing = [s for s in run["steps"] if s["status"] in failed and (s["failed_task"] or s["message"])]
     for s in failing:
         print()
         task = f" task '{s['failed_task']}' on {s['failed_host']}" if s["failed_task"] else ""
-        print(f"step {s['name']} {s['status']}:{task}")
+        print(f"step {s['name']} {state_text(s['status'])}:{task}")
         for line in (s["message"] or "").splitlines():
             print(f"  {line}")
     if run["notices"]:
@@ -199,7 +201,7 @@ def cmd_logs(args) -> int:
         return 0
     for step, text in logs:
         if args.step is None:
-            print(f"==> {step['name']} ({step['status']})")
+            print(f"==> {step['name']} ({state_text(step['status'])})")
         sys.stdout.write(text)
     return 0
 
@@ -239,15 +241,15 @@ def follow(store, run_id: str, only_step: str | None = None) -> int:
                 for line in lines[:-1]:
                     sys.stdout.write(line.decode("utf-8", "replace") + "\n")
                 sys.stdout.flush()
-            ended = s["status"] not in ("running", "not run")
+            ended = s["status"] not in (StepState.RUNNING, StepState.NOT_RUN)
             if position in announced and ended and position not in finished:
                 finished.add(position)
                 for tail in [partial.pop(position, b"")]:
                     if tail:
                         print(tail.decode("utf-8", "replace"))
                 if only_step is None:
-                    print(f"==> {s['name']}: {s['status']} ({_duration(s['duration'])})", flush=True)
-        if run["status"] != "running":
+                    print(f"==> {s['name']}: {state_text(s['status'])} ({_duration(s['duration'])})", flush=True)
+        if run["status"] != RunState.RUNNING:
             code = run["exit_code"] if run["exit_code"] is not None else 1
             print(f"==> run {run['id']} {run['status']} after {_duration(run['duration'])} (exit {code})", flush=True)
             return code
