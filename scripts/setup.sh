@@ -12,6 +12,7 @@ APT_PACKAGES=(
   debootstrap zstd dpkg-dev       # the isolated Debian test host and its apt repository
   podman runc catatonit uidmap slirp4netns fuse-overlayfs   # the container runtime (see README: Runtimes)
   docker-registry                 # a real OCI registry on loopback for the block push/pull tests
+  chromium chromium-driver        # the browser tests of `polycrate serve` (Selenium drives Debian's chromedriver)
   python3-venv git curl
 )
 
@@ -40,7 +41,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=.venv/.polycrate-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import polycrate, ansible, ahocorasick' # fail loudly if the install did not work
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,web]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import polycrate, ansible, ahocorasick, starlette, uvicorn, jinja2, selenium' # fail loudly if the install did not work
   touch "$stamp"
 fi

@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS runs (
     ansible_options TEXT             -- JSON: --limit, --tags, --skip-tags, --extra-vars, verbosity
 );
 CREATE INDEX IF NOT EXISTS runs_by_name ON runs (kind, name, started);
+-- for `polycrate serve` over many runs: newest first, by status, a workflow's last success
+CREATE INDEX IF NOT EXISTS runs_by_started ON runs (started);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, started);
+CREATE INDEX IF NOT EXISTS runs_by_outcome ON runs (kind, name, status, ended);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     position INTEGER NOT NULL,
@@ -91,6 +95,12 @@ CREATE TABLE IF NOT EXISTS step_hosts (
     PRIMARY KEY (run_id, position, host)
 );
 """
+
+# A caller that starts a `polycrate` process for someone else (`polycrate serve`) names the run and who
+# launched it through these; the run consumes them, so nothing the run starts inherits them.
+RUN_ID_ENV = "POLYCRATE_RUN_ID"
+RUN_USER_ENV = "POLYCRATE_RUN_USER"
+_RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 HOST_COUNTS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored")
 
@@ -181,13 +191,15 @@ class RunStore:
         ansible_options: dict[str, Any] | None = None,
     ) -> str:
         started = time.time()
-        run_id = new_run_id(started)
+        given = os.environ.pop(RUN_ID_ENV, "")
+        run_id = given if _RUN_ID_RE.match(given) else new_run_id(started)
+        user = os.environ.pop(RUN_USER_ENV, "").strip() or current_user()
         self.db.execute(
             "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
             " started, status, check_mode, diff_mode, resumed_from, ansible_options)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                run_id, kind, name, workflow, block, action, only_step, current_user(), socket.gethostname(),
+                run_id, kind, name, workflow, block, action, only_step, user, socket.gethostname(),
                 os.getpid(), lock_key, started, RunState.RUNNING, int(check), int(diff), resumed_from,
                 json.dumps(ansible_options or {}),
             ),

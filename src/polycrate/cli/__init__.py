@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared = common_options()
     for module in (run, workflows, actions, blocks, workspace):
         module.register(sub, shared)
-    for name in ("schedules", "runs", "registry", "toolchain"):  # command groups that live in their own modules, when present
+    for name in ("schedules", "runs", "registry", "toolchain", "serve"):  # command groups that live in their own modules, when present
         try:
             module = __import__(f"polycrate.cli.{name}", fromlist=["register"])
         except ImportError:

@@ -1,0 +1,241 @@
+"""`polycrate serve` (the web view and API) and `polycrate server token|user|audit` (its state).
+
+The web stack (starlette, uvicorn, jinja2) is imported only inside `cmd_serve`: every other command,
+`polycrate --help` included, starts without it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import sys
+import time
+from pathlib import Path
+
+from polycrate.cli.render import emit_json, table
+from polycrate.errors import PolycrateError
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+
+
+def register(sub, shared) -> None:
+    # not the shared options: here -w repeats (several workspaces, or folders of them)
+    p = sub.add_parser("serve", help="the web view and JSON API over workspaces' runs")
+    p.add_argument("--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN,
+                   help=f"address to listen on (default {DEFAULT_LISTEN}; other than loopback needs TLS or --behind-proxy)")
+    p.add_argument("-w", "--workspace", dest="serve_workspaces", metavar="PATH", action="append", default=[],
+                   help="a workspace, or a folder of workspaces (repeatable; default: the workspace here)")
+    p.add_argument("--certfile", metavar="FILE", help="TLS certificate (PEM)")
+    p.add_argument("--keyfile", metavar="FILE", help="TLS private key (PEM)")
+    p.add_argument("--behind-proxy", action="store_true",
+                   help="a reverse proxy on this host terminates TLS (trust its X-Forwarded-* headers)")
+    _state_option(p)
+    p.set_defaults(func=cmd_serve)
+
+    group = sub.add_parser("server", parents=[shared], help="the web server's users, API tokens and audit log")
+    ssub = group.add_subparsers(dest="server_command", metavar="COMMAND")
+    ssub.required = True
+    tokens = ssub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", metavar="COMMAND")
+    tokens.required = True
+    p = tokens.add_parser("add", parents=[shared], help="make a token; it is printed once, as the last line")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    _state_option(p)
+    p.set_defaults(func=cmd_token_add)
+    p = tokens.add_parser("list", parents=[shared], help="tokens (names and roles; never the tokens)")
+    _state_option(p)
+    p.set_defaults(func=cmd_token_list)
+    p = tokens.add_parser("remove", parents=[shared], help="revoke a token")
+    p.add_argument("name")
+    _state_option(p)
+    p.set_defaults(func=cmd_token_remove)
+
+    users = ssub.add_parser("user", help="users of the web view").add_subparsers(dest="user_command", metavar="COMMAND")
+    users.required = True
+    p = users.add_parser("add", parents=[shared], help="add a user (or --replace its password and role)")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    p.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    p.add_argument("--replace", action="store_true", help="set a new password and role for an existing user")
+    _state_option(p)
+    p.set_defaults(func=cmd_user_add)
+    p = users.add_parser("list", parents=[shared], help="users and roles")
+    _state_option(p)
+    p.set_defaults(func=cmd_user_list)
+    p = users.add_parser("remove", parents=[shared], help="remove a user (ends their sessions)")
+    p.add_argument("name")
+    _state_option(p)
+    p.set_defaults(func=cmd_user_remove)
+
+    p = ssub.add_parser("audit", parents=[shared], help="the audit log: logins, launches, stops, token and user changes")
+    p.add_argument("--limit", type=int, default=50)
+    _state_option(p)
+    p.set_defaults(func=cmd_audit)
+
+
+def _state_option(p) -> None:
+    p.add_argument("--state", metavar="DIR", help="server state folder (default $POLYCRATE_SERVER_STATE, "
+                                                   "else $XDG_DATA_HOME/polycrate/server)")
+
+
+def _state(args):
+    from polycrate.server.state import ServerState
+
+    return ServerState(Path(args.state) if args.state else None)
+
+
+def _actor() -> str:
+    from polycrate.history import current_user
+
+    return f"cli:{current_user()}"
+
+
+def _when(t) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PolycrateError(f"--listen must be HOST:PORT (e.g. {DEFAULT_LISTEN}), not {text!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args) -> int:
+    sources = [Path(p) for p in args.serve_workspaces]
+    if args.workspace:
+        sources.insert(0, Path(args.workspace))
+    if not sources:
+        from polycrate.workspace import find_root
+
+        sources = [find_root(None)]
+    from polycrate.server.catalog import check_sources
+
+    check_sources(sources)
+    host, port = parse_listen(args.listen)
+    if bool(args.certfile) != bool(args.keyfile):
+        raise PolycrateError("--certfile and --keyfile go together")
+    tls = bool(args.certfile)
+    for f in (args.certfile, args.keyfile):
+        if f and not Path(f).is_file():
+            raise PolycrateError(f"no such file: {f}")
+    if not is_loopback(host) and not tls and not args.behind_proxy:
+        raise PolycrateError(
+            f"--listen {args.listen} is not a loopback address: give --certfile/--keyfile for TLS, or "
+            "--behind-proxy when a reverse proxy on this host terminates TLS (see README: polycrate serve)")
+    try:
+        import uvicorn
+
+        from polycrate.server.app import Settings, create_app
+    except ImportError as exc:
+        raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)")
+    from polycrate.server.state import default_state_dir
+
+    state_dir = Path(args.state) if args.state else default_state_dir()
+    settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy)
+    app = create_app(settings)
+    scheme = "https" if tls else "http"
+    print(f"polycrate serve: {scheme}://{args.listen}/ over "
+          f"{len(app.app.state.web.catalog.entries())} workspace(s); state in {state_dir}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile,
+                proxy_headers=args.behind_proxy, forwarded_allow_ips="127.0.0.1,::1" if args.behind_proxy else None,
+                log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=3)
+    return 0
+
+
+def cmd_token_add(args) -> int:
+    state = _state(args)
+    try:
+        token = state.add_token(args.name, args.role)
+        state.audit(_actor(), "token-add", args.name, "ok", None, {"role": args.role})
+    finally:
+        state.close()
+    print(f"token '{args.name}' ({args.role}) made; it is shown once, here, and only its hash is kept:",
+          file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_token_list(args) -> int:
+    state = _state(args)
+    try:
+        rows = state.tokens()
+    finally:
+        state.close()
+    if args.output == "json":
+        emit_json(rows)
+    else:
+        table([(r["name"], r["role"], _when(r["created"]), _when(r["last_used"])) for r in rows],
+              ("NAME", "ROLE", "CREATED", "LAST_USED"))
+    return 0
+
+
+def cmd_token_remove(args) -> int:
+    state = _state(args)
+    try:
+        state.remove_token(args.name)
+        state.audit(_actor(), "token-remove", args.name, "ok")
+    finally:
+        state.close()
+    print(f"token '{args.name}' revoked", file=sys.stderr)
+    return 0
+
+
+def cmd_user_add(args) -> int:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise PolycrateError("no password on stdin (echo \"$PASSWORD\" | polycrate server user add NAME ...)")
+    state = _state(args)
+    try:
+        state.add_user(args.name, args.role, password, replace=args.replace)
+        state.audit(_actor(), "user-add", args.name, "ok", None, {"role": args.role, "replace": args.replace})
+    finally:
+        state.close()
+    print(f"user '{args.name}' ({args.role}) {'updated' if args.replace else 'added'}", file=sys.stderr)
+    return 0
+
+
+def cmd_user_list(args) -> int:
+    state = _state(args)
+    try:
+        rows = state.users()
+    finally:
+        state.close()
+    if args.output == "json":
+        emit_json(rows)
+    else:
+        table([(r["name"], r["role"], _when(r["created"])) for r in rows], ("NAME", "ROLE", "CREATED"))
+    return 0
+
+
+def cmd_user_remove(args) -> int:
+    state = _state(args)
+    try:
+        state.remove_user(args.name)
+        state.audit(_actor(), "user-remove", args.name, "ok")
+    finally:
+        state.close()
+    print(f"user '{args.name}' removed", file=sys.stderr)
+    return 0
+
+
+def cmd_audit(args) -> int:
+    state = _state(args)
+    try:
+        rows = state.audit_log(args.limit)
+    finally:
+        state.close()
+    if args.output == "json":
+        emit_json(rows)
+    else:
+        table([(_when(r["time"]), r["actor"], r["action"], r["target"] or "", r["outcome"], r["client"] or "")
+               for r in rows], ("TIME", "WHO", "WHAT", "TARGET", "OUTCOME", "CLIENT"))
+    return 0

@@ -1,0 +1,325 @@
+"""What the server shows: the workspaces it serves, their workflows, schedules, blocks and runs.
+
+Read-only over polycrate's core: each workspace is loaded with ``workspace.load_workspace`` (cached
+until ``workspace.poly`` changes), runs come from each workspace's own run store
+(``history.RunStore``), in the same dicts the CLI prints with ``-o json``. No web framework here,
+so the bench and the tests can call it directly.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from polycrate.errors import NotFoundError, PolycrateError
+from polycrate.history import RunStore
+from polycrate.states import RunKind, RunState
+from polycrate.workspace import WORKSPACE_FILE, load_workspace
+
+RUN_STATES = tuple(s.value for s in RunState)
+RUNNING = RunState.RUNNING
+RESCAN_SECONDS = 5.0
+DEFAULT_GRACE = 3600  # seconds a scheduled run may take before its workflow reads overdue
+
+
+@dataclass
+class Entry:
+    """One served workspace: its key in URLs, its root, and the loaded workspace or why it did not load."""
+
+    key: str
+    root: Path
+    ws: Any = None  # model.Workspace
+    error: str | None = None
+    stamp: tuple = field(default=(), repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.ws.name if self.ws is not None else self.root.name
+
+
+def find_workspaces(sources: list[Path]) -> list[Path]:
+    """Each source is a workspace root, or a folder whose subfolders are workspaces (one level)."""
+    roots: list[Path] = []
+    for source in sources:
+        source = source.resolve()
+        if (source / WORKSPACE_FILE).is_file():
+            roots.append(source)
+        elif source.is_dir():
+            roots.extend(sorted(p for p in source.iterdir() if (p / WORKSPACE_FILE).is_file()))
+    seen: set[Path] = set()
+    return [r for r in roots if not (r in seen or seen.add(r))]
+
+
+def check_sources(sources: list[Path]) -> None:
+    for source in sources:
+        if not source.is_dir():
+            raise PolycrateError(f"no such folder: {source}")
+    if not find_workspaces(sources):
+        raise PolycrateError(
+            "no workspace to serve: give -w with a workspace folder (holding workspace.poly) or a folder of them")
+
+
+def _stamp(root: Path) -> tuple:
+    stamp = []
+    for name in (WORKSPACE_FILE, "inventory.yml", "blocks.lock", "blocks"):
+        try:
+            stamp.append((root / name).stat().st_mtime_ns)
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+class Catalog:
+    def __init__(self, sources: list[Path]):
+        self.sources = sources
+        self._entries: dict[str, Entry] = {}
+        self._scanned = 0.0
+        self._lock = threading.Lock()
+        self._next_cache: dict[tuple, tuple[float, list[datetime]]] = {}
+
+    # --- workspaces ------------------------------------------------------------------------
+
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            if time.monotonic() - self._scanned > RESCAN_SECONDS:
+                self._rescan()
+            return list(self._entries.values())
+
+    def _rescan(self) -> None:
+        old = {e.root: e for e in self._entries.values()}
+        loaded: list[Entry] = []
+        for root in find_workspaces(self.sources):
+            entry = old.get(root)
+            stamp = _stamp(root)
+            if entry is None or entry.stamp != stamp:
+                entry = Entry(key="", root=root, stamp=stamp)
+                try:
+                    entry.ws = load_workspace(root)
+                except PolycrateError as exc:
+                    entry.error = str(exc)
+            loaded.append(entry)
+        names = [e.name for e in loaded]
+        for entry in loaded:  # the workspace's name, unless two served workspaces share it
+            entry.key = entry.name if names.count(entry.name) == 1 else f"{entry.name}@{entry.root.name}"
+        self._entries = {e.key: e for e in loaded}
+        self._scanned = time.monotonic()
+
+    def entry(self, key: str) -> Entry:
+        for entry in self.entries():
+            if entry.key == key:
+                return entry
+        raise NotFoundError(f"no workspace '{key}' is served here")
+
+    def workflow(self, key: str, name: str):
+        entry = self.entry(key)
+        if entry.ws is None:
+            raise PolycrateError(f"workspace '{key}' does not load: {entry.error}")
+        if name not in entry.ws.workflows:
+            raise NotFoundError(f"workspace '{key}' has no workflow '{name}'")
+        return entry, entry.ws.workflows[name]
+
+    @contextmanager
+    def store(self, entry: Entry) -> Iterator[RunStore]:
+        store = RunStore(entry.root)
+        try:
+            store.reconcile()  # runs whose process died read 'interrupted', as in the CLI
+            yield store
+        finally:
+            store.close()
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        *,
+        workspace: str | None = None,
+        workflow: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+    ) -> list[dict]:
+        """Runs of every served workspace (or one), newest first: the rows of `polycrate runs list -o json`
+        (the store's own filters), each with its `workspace` key."""
+        if status is not None and status not in RUN_STATES:
+            raise PolycrateError(f"unknown status '{status}' (one of: {', '.join(RUN_STATES)})")
+        entries = [self.entry(workspace)] if workspace else self.entries()
+        found: list[dict] = []
+        for entry in entries:
+            with self.store(entry) as store:
+                runs = store.list_runs(name=workflow, kind=RunKind.WORKFLOW if workflow else None, status=status,
+                                       since=since, until=until, limit=limit)
+                found.extend(_with_workspace(r, entry) for r in runs)
+        found.sort(key=lambda r: (r["started"], r["id"]), reverse=True)
+        return found[:limit]
+
+    def find_run(self, run_id: str) -> tuple[Entry, dict]:
+        """A run by its id (or a unique prefix) in whichever served workspace holds it."""
+        hits: list[tuple[Entry, str]] = []
+        for entry in self.entries():
+            with self.store(entry) as store:
+                try:
+                    hits.append((entry, store.resolve_id(run_id)))
+                except NotFoundError as exc:
+                    if "ambiguous" in str(exc):
+                        raise NotFoundError(str(exc).split(": ", 1)[-1]) from None
+        if not hits:
+            raise NotFoundError(f"no run '{run_id}'")
+        if len(hits) > 1:
+            raise NotFoundError(f"run '{run_id}' is ambiguous across workspaces: give more of the id")
+        entry, full = hits[0]
+        with self.store(entry) as store:
+            return entry, _with_workspace(store.get_run(full), entry)
+
+    def run_logs(self, run_id: str, step: str | None = None) -> tuple[Entry, dict, list[tuple[dict, str]]]:
+        entry, run = self.find_run(run_id)
+        with self.store(entry) as store:
+            _, logs = store.step_logs(run["id"], step)
+        return entry, run, logs
+
+    def log_path(self, entry: Entry, step: dict) -> Path | None:
+        return entry.root / step["log"] if step.get("log") else None
+
+    # --- workflows, schedules, blocks ------------------------------------------------------
+
+    def next_runs(self, schedule, now: datetime, count: int = 3) -> list[datetime]:
+        from polycrate import schedule as sched
+
+        key = (schedule.kind, schedule.expression, count)
+        cached = self._next_cache.get(key)
+        if cached and cached[1] and cached[1][0] > now and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        times = sched.next_runs(schedule, now, count, sched.local_zone())
+        self._next_cache[key] = (time.monotonic(), times)
+        return times
+
+    def schedules_of(self, entry: Entry) -> tuple[dict[str, Any], str | None]:
+        """The entry's schedules by workflow, or the error that makes them unreadable."""
+        from polycrate import schedule as sched
+
+        if entry.ws is None:
+            return {}, entry.error
+        try:
+            return {s.workflow: s for s in sched.workspace_schedules(entry.ws)}, None
+        except PolycrateError as exc:
+            return {}, str(exc)
+
+    def overview(self, now: float | None = None) -> list[dict]:
+        """Every workflow of every workspace: last run, last success and its age, next run, overdue."""
+        now = now or time.time()
+        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        rows: list[dict] = []
+        for entry in self.entries():
+            if entry.ws is None:
+                rows.append({"workspace": entry.key, "root": str(entry.root), "error": entry.error, "workflow": None})
+                continue
+            schedules, schedule_error = self.schedules_of(entry)
+            with self.store(entry) as store:
+                for workflow in entry.ws.workflows.values():
+                    rows.append(self._overview_row(entry, store, workflow, schedules.get(workflow.name),
+                                                   schedule_error, now, now_dt))
+        return rows
+
+    def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt) -> dict:
+        db = store.db
+        last = db.execute(
+            "SELECT * FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND status != ?"
+            " ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
+        success = db.execute(
+            "SELECT MAX(ended) AS t FROM runs WHERE kind = 'workflow' AND name = ? AND status = ? AND check_mode = 0",
+            (workflow.name, RunState.SUCCEEDED)).fetchone()["t"]
+        running = db.execute(
+            "SELECT id, started FROM runs WHERE kind = 'workflow' AND name = ? AND status = ?"
+            " ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
+        row: dict[str, Any] = {
+            "workspace": entry.key,
+            "workflow": workflow.name,
+            "description": workflow.description,
+            "steps": len(workflow.steps),
+            "last_run": last["id"] if last else None,
+            "last_status": last["status"] if last else None,
+            "last_started": last["started"] if last else None,
+            "last_duration": round(last["ended"] - last["started"], 3) if last and last["ended"] else None,
+            "last_success": success,
+            "success_age": round(now - success, 3) if success else None,
+            "running": running["id"] if running else None,
+            "schedule": None,
+            "next_run": None,
+            "overdue": False,
+            "overdue_reason": None,
+            "error": schedule_error,
+        }
+        if schedule is not None:
+            row["schedule"] = schedule.expression
+            try:
+                times = self.next_runs(schedule, now_dt, 2)
+            except Exception as exc:  # an expression the machine cannot compute: say so, do not fail the page
+                row["error"] = f"schedule: {exc}"
+                times = []
+            if times:
+                row["next_run"] = times[0].timestamp()
+                interval = (times[1] - times[0]).total_seconds() if len(times) > 1 else 86400
+                allowed = interval + (schedule.randomized_delay or 0) + (schedule.timeout or DEFAULT_GRACE)
+                row["allowed_age"] = allowed
+                if success is None:
+                    row["overdue"], row["overdue_reason"] = True, "never succeeded"
+                elif now - success > allowed:
+                    row["overdue"] = True
+                    row["overdue_reason"] = f"last success older than the schedule allows ({_span(allowed)})"
+        return row
+
+    def schedules(self, now: float | None = None) -> list[dict]:
+        now_dt = datetime.fromtimestamp(now or time.time(), timezone.utc)
+        rows = []
+        for entry in self.entries():
+            schedules, error = self.schedules_of(entry)
+            if error:
+                rows.append({"workspace": entry.key, "workflow": None, "error": error})
+            for s in schedules.values():
+                try:
+                    times = [t.timestamp() for t in self.next_runs(s, now_dt, 3)]
+                    problem = None
+                except Exception as exc:
+                    times, problem = [], str(exc)
+                rows.append({
+                    "workspace": entry.key, "workflow": s.workflow, "kind": s.kind, "expression": s.expression,
+                    "randomized_delay": s.randomized_delay, "timeout": s.timeout, "user": s.user,
+                    "persistent": s.persistent, "next_runs": times, "error": problem,
+                })
+        return rows
+
+    def blocks(self) -> list[dict]:
+        from polycrate.blockstore import read_lock
+        from polycrate.cli.blocks import _describe  # the JSON of `polycrate blocks list -o json`
+
+        rows = []
+        for entry in self.entries():
+            if entry.ws is None:
+                continue
+            lock = read_lock(entry.root)
+            for block in entry.ws.blocks.values():
+                rows.append({"workspace": entry.key} | _describe(entry.ws, block, lock))
+        return rows
+
+    def workflow_runs(self, key: str, name: str, limit: int = 30) -> list[dict]:
+        """The workflow's last finished runs, oldest first (for its chart)."""
+        runs = self.list_runs(workspace=key, workflow=name, limit=limit + 5)
+        return list(reversed([r for r in runs if r["status"] != RUNNING][:limit]))
+
+
+def _with_workspace(run: dict, entry: Entry) -> dict:
+    return {"workspace": entry.key, **run}
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f}d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds // 60}m"
+

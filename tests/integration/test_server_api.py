@@ -1,0 +1,360 @@
+"""`polycrate serve`'s JSON API against a real server on loopback, over workspaces whose runs were made by
+real `polycrate workflows run` processes."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import assert_one_line_error, run_cli
+from tests.server_fixtures import SECRET, make_workspace, seed_runs, start_server, wait_for
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    ops = make_workspace(tmp / "ops", "ops")
+    lab = make_workspace(tmp / "lab", "lab")
+    seed_runs(ops)
+    r = run_cli("-w", str(lab), "workflows", "run", "green")
+    assert r.returncode == 0, r.output
+    server = start_server(tmp, [ops, lab])
+    yield server
+    server.stop()
+
+
+def api(server, role: str | None = "viewer", token: str | None = None) -> httpx.Client:
+    headers = {}
+    if token or role:
+        headers["Authorization"] = f"Bearer {token or server.tokens[role]}"
+    return httpx.Client(base_url=server.url, headers=headers, timeout=30)
+
+
+def cli_json(root: Path, *args: str):
+    r = run_cli("-w", str(root), *args, "-o", "json")
+    assert r.returncode == 0, r.output
+    return json.loads(r.stdout)
+
+
+def wait_finished(client, run_id: str) -> dict:
+    return wait_for(lambda: (lambda r: r if r["status"] != "running" else None)(client.get(f"/api/v1/runs/{run_id}").json()),
+                    what=f"run {run_id} to finish")
+
+
+def test_runs_list_has_the_cli_json_schema(served):
+    ops = served.workspaces[0]
+    runs = api(served).get("/api/v1/runs", params={"workspace": "ops"}).json()
+    cli = cli_json(ops, "runs", "list")
+    assert [r["id"] for r in runs[: len(cli)]] == [r["id"] for r in cli]
+    for mine, theirs in zip(runs, cli):
+        assert mine.pop("workspace") == "ops"
+        assert mine == theirs
+
+
+def test_run_and_log_have_the_cli_json_schema(served):
+    ops = served.workspaces[0]
+    failed = api(served).get("/api/v1/runs", params={"workspace": "ops", "status": "failed"}).json()[0]
+    run = api(served).get(f"/api/v1/runs/{failed['id']}").json()
+    assert run.pop("workspace") == "ops"
+    assert run == cli_json(ops, "runs", "show", failed["id"])
+    assert run["failed_task"] == "check free disk space" and run["failed_host"] == "localhost"
+    assert "disk /var is full on purpose" in run["message"]
+    assert run["steps"][1]["hosts"]["localhost"]["failed"] == 1
+    log = api(served).get(f"/api/v1/runs/{failed['id']}/log").json()
+    assert log == cli_json(ops, "runs", "logs", failed["id"])
+    assert "hello from backup" in log["steps"][0]["log"]
+
+
+def test_filters_and_all_workspaces(served):
+    client = api(served)
+    every = client.get("/api/v1/runs").json()
+    assert {r["workspace"] for r in every} == {"ops", "lab"}
+    assert [r["started"] for r in every] == sorted((r["started"] for r in every), reverse=True)
+    failed = client.get("/api/v1/runs", params={"status": "failed"}).json()
+    assert failed and all(r["status"] == "failed" for r in failed)
+    green = client.get("/api/v1/runs", params={"workflow": "green"}).json()
+    assert {r["workspace"] for r in green} == {"ops", "lab"} and all(r["name"] == "green" for r in green)
+    assert client.get("/api/v1/runs", params={"since": str(time.time() + 60)}).json() == []
+    assert len(client.get("/api/v1/runs", params={"limit": "1"}).json()) == 1
+    bad = client.get("/api/v1/runs", params={"status": "bogus"})
+    assert bad.status_code == 400 and "unknown status" in bad.json()["error"]
+    assert client.get("/api/v1/runs", params={"workspace": "nope"}).status_code == 404
+    assert client.get("/api/v1/runs/zzzz-no-such-run").status_code == 404
+
+
+def test_anonymous_401_wrong_token_401_viewer_403(served):
+    anonymous = httpx.get(served.url + "/api/v1/runs")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Bearer")
+    wrong = api(served, token="pcs_" + "x" * 43).get("/api/v1/runs")
+    assert wrong.status_code == 401 and "invalid" in wrong.json()["error"]
+    assert api(served, token=served.tokens["viewer"][:-2] + "zz").get("/api/v1/runs").status_code == 401
+    viewer = api(served).post("/api/v1/workspaces/ops/workflows/green/runs", json={})
+    assert viewer.status_code == 403 and "viewer" in viewer.json()["error"]
+    assert api(served).get("/api/v1/audit").status_code == 403
+    assert api(served, "admin").get("/api/v1/audit").status_code == 200
+    assert api(served).get("/api/v1/whoami").json() == {"name": "viewer-token", "role": "viewer", "via": "token"}
+
+
+def test_launch_records_the_server_user_and_finishes(served):
+    client = api(served, "operator")
+    r = client.post("/api/v1/workspaces/ops/workflows/green/runs", json={})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    assert r.headers["location"] == f"/api/v1/runs/{run_id}"
+    run = wait_finished(client, run_id)
+    assert run["status"] == "succeeded" and run["exit_code"] == 0
+    assert run["user"] == "web:token:operator-token"
+    # the CLI sees the same run, launched by the server user
+    shown = cli_json(served.workspaces[0], "runs", "show", run_id)
+    assert shown["user"] == "web:token:operator-token"
+    audit = api(served, "admin").get("/api/v1/audit").json()
+    assert any(a["action"] == "launch" and a["detail"].get("run_id") == run_id and a["actor"] == "token:operator-token"
+               for a in audit)
+
+
+def test_launch_options_reach_the_run(served):
+    client = api(served, "operator")
+    r = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"step": "backup"})
+    assert r.status_code == 202, r.text
+    run = wait_finished(client, r.json()["run_id"])
+    assert run["only_step"] == "backup" and run["status"] == "succeeded" and len(run["steps"]) == 1
+    r = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"check": True})
+    run = wait_finished(client, r.json()["run_id"])
+    assert run["check_mode"] is True
+    r = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"extra_vars": ["who=web"], "limit": "localhost"})
+    run = wait_finished(client, r.json()["run_id"])
+    assert run["ansible_options"]["limit"] == "localhost"
+    assert client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"step": "nope"}).status_code == 400
+    assert client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"bogus": 1}).status_code == 400
+    assert client.post("/api/v1/workspaces/ops/workflows/missing/runs", json={}).status_code == 404
+
+
+def test_prompts_need_confirmation(served):
+    client = api(served, "operator")
+    refused = client.post("/api/v1/workspaces/ops/workflows/guarded/runs", json={})
+    assert refused.status_code == 422
+    assert refused.json()["prompts"] == [{"who": "workflow guarded", "message": "really touch production?"}]
+    ok = client.post("/api/v1/workspaces/ops/workflows/guarded/runs", json={"confirm": True})
+    assert ok.status_code == 202
+    assert wait_finished(client, ok.json()["run_id"])["status"] == "succeeded"
+
+
+def test_lock_applies_stop_interrupts_and_a_server_restart_keeps_the_run(served):
+    ops = served.workspaces[0]
+    for gate in ("gate", "gate2"):
+        (ops / gate).unlink(missing_ok=True)
+    client = api(served, "operator")
+    first = client.post("/api/v1/workspaces/ops/workflows/slow/runs", json={})
+    assert first.status_code == 202
+    run_id = first.json()["run_id"]
+    second = client.post("/api/v1/workspaces/ops/workflows/slow/runs", json={})
+    assert second.status_code == 409 and "already running" in second.json()["error"]
+    # the CLI meets the same lock
+    assert run_cli("-w", str(ops), "workflows", "run", "slow").returncode == 3
+
+    # a restart of the server does not stop the run
+    pid = client.get(f"/api/v1/runs/{run_id}").json()["pid"]
+    served.restart()
+    os.kill(pid, 0)  # the run's process is still alive
+    client = api(served, "operator")
+    assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"
+    assert api(served).post(f"/api/v1/runs/{run_id}/stop").status_code == 403
+    stopped = client.post(f"/api/v1/runs/{run_id}/stop")
+    assert stopped.status_code == 202, stopped.text
+    run = wait_finished(client, run_id)
+    assert run["status"] == "interrupted" and run["exit_code"] == 130
+    again = client.post(f"/api/v1/runs/{run_id}/stop")
+    assert again.status_code == 409 and "not running" in again.json()["error"]
+    audit = api(served, "admin").get("/api/v1/audit").json()
+    assert any(a["action"] == "stop" and a["target"] == run_id and a["outcome"] == "ok" for a in audit)
+
+
+def test_log_events_stream_a_running_run(served):
+    ops = served.workspaces[0]
+    for gate in ("gate", "gate2"):
+        (ops / gate).unlink(missing_ok=True)
+    client = api(served, "operator")
+    run_id = client.post("/api/v1/workspaces/ops/workflows/slow/runs", json={}).json()["run_id"]
+    events: list[tuple[str, dict]] = []
+    with client.stream("GET", f"/api/v1/runs/{run_id}/log/events", timeout=60) as stream:
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+                texts = [d.get("text") for k, d in events if k == "line"]
+                if "first line of the slow step" in texts and not (ops / "gate").exists():
+                    (ops / "gate").touch()  # only now may the run print its second line
+                if "second line after the gate" in texts and not (ops / "gate2").exists():
+                    (ops / "gate2").touch()
+                if kind == "end":
+                    break
+    texts = [d["text"] for k, d in events if k == "line"]
+    assert texts.index("first line of the slow step") < texts.index("second line after the gate") < texts.index("done")
+    assert events[0] == ("step", {"name": "wait", "position": 1, "status": "running"})
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "succeeded"
+
+
+def test_no_secret_in_any_answer(served):
+    client = api(served, "admin")
+    for path in ("/api/v1/runs", "/api/v1/overview", "/api/v1/blocks", "/api/v1/schedules", "/api/v1/audit"):
+        body = client.get(path).text
+        assert SECRET not in body, path
+    for run in client.get("/api/v1/runs").json():
+        assert SECRET not in client.get(f"/api/v1/runs/{run['id']}/log").text
+    log = client.get("/api/v1/runs", params={"workflow": "green", "workspace": "ops"}).json()[0]
+    assert "the token is ********" in client.get(f"/api/v1/runs/{log['id']}/log").text
+
+
+def test_overview_schedules_blocks(served):
+    client = api(served)
+    rows = {(r["workspace"], r["workflow"]): r for r in client.get("/api/v1/overview").json()}
+    green = rows[("ops", "green")]
+    assert green["last_status"] == "succeeded" and green["schedule"] == "*-*-* 02:00:00"
+    assert green["next_run"] > time.time() and green["overdue"] is False
+    assert rows[("ops", "stale")]["overdue"] is True and rows[("ops", "stale")]["overdue_reason"] == "never succeeded"
+    assert rows[("ops", "slow")]["schedule"] is None and rows[("ops", "slow")]["overdue"] is False
+    schedules = client.get("/api/v1/schedules").json()
+    green_s = next(s for s in schedules if s["workspace"] == "ops" and s["workflow"] == "green")
+    assert len(green_s["next_runs"]) == 3
+    assert all(time.localtime(t).tm_hour == 2 for t in green_s["next_runs"])
+    blocks = client.get("/api/v1/blocks").json()
+    ops_blocks = [{k: v for k, v in b.items() if k != "workspace"} for b in blocks if b["workspace"] == "ops"]
+    assert ops_blocks == cli_json(served.workspaces[0], "blocks", "list")
+
+
+def test_openapi_document(served):
+    doc = httpx.get(served.url + "/api/v1/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    for path in ("/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/log", "/api/v1/runs/{run_id}/stop",
+                 "/api/v1/workspaces/{workspace}/workflows/{workflow}/runs"):
+        assert path in doc["paths"], path
+    run_keys = set(doc["components"]["schemas"]["Run"]["properties"])
+    listed = api(served).get("/api/v1/runs").json()[0]
+    assert set(listed) <= run_keys, set(listed) - run_keys
+
+
+def _session(server, role: str) -> tuple[httpx.Client, str]:
+    client = httpx.Client(base_url=server.url, timeout=30)
+    page = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post("/login", data={"username": role, "password": server.passwords[role], "csrf": token})
+    assert r.status_code == 303, r.text
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" not in cookie  # plain HTTP on loopback
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text).group(1)
+    return client, csrf
+
+
+def test_session_post_needs_the_csrf_token(served):
+    client, csrf = _session(served, "operator")
+    before = len(api(served).get("/api/v1/runs", params={"workflow": "green", "workspace": "ops"}).json())
+    refused = client.post("/api/v1/workspaces/ops/workflows/green/runs", json={})
+    assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
+    refused = client.post("/workspaces/ops/workflows/green/launch", data={"csrf": "forged"})
+    assert refused.status_code == 403
+    assert len(api(served).get("/api/v1/runs", params={"workflow": "green", "workspace": "ops"}).json()) == before
+    ok = client.post("/api/v1/workspaces/ops/workflows/green/runs", json={}, headers={"X-CSRF-Token": csrf})
+    assert ok.status_code == 202
+    run = wait_finished(api(served), ok.json()["run_id"])
+    assert run["user"] == "web:operator"
+
+
+def test_login_is_rate_limited_and_audited(served):
+    client = httpx.Client(base_url=served.url, timeout=30)
+
+    def attempt(password: str) -> httpx.Response:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        return client.post("/login", data={"username": "admin", "password": password, "csrf": token})
+
+    assert client.post("/login", data={"username": "admin", "password": served.passwords["admin"]}).status_code == 403
+    for _ in range(5):
+        assert attempt("wrong-password").status_code == 401
+    blocked = attempt(served.passwords["admin"])  # the right password, too late
+    assert blocked.status_code == 429 and "too many failed logins" in blocked.text
+    _session(served, "viewer")  # another user from the same address still logs in
+    audit = served.cli("server", "audit", "-o", "json")
+    entries = json.loads(audit.stdout)
+    outcomes = [e["outcome"] for e in entries if e["action"] == "login" and e["actor"] == "admin"]
+    assert outcomes.count("failed") == 5 and "refused: rate limit" in outcomes
+
+
+def test_pages_answer_401_then_work_with_a_session(served):
+    anonymous = httpx.get(served.url + "/runs")
+    assert anonymous.status_code == 401 and 'action="/login"' in anonymous.text
+    assert "script-src 'self'" in anonymous.headers["content-security-policy"]
+    assert "unsafe-inline" not in anonymous.headers["content-security-policy"]
+    client, _ = _session(served, "viewer")
+    for path in ("/", "/runs", "/schedules", "/blocks", "/workspaces/ops/workflows/nightly", "/runs?status=failed"):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert "<script>" not in r.text and " on" + "click=" not in r.text
+    assert client.get("/audit").status_code == 403
+
+
+def test_tokens_and_users_from_the_cli(served, tmp_path):
+    state = ["--state", str(tmp_path / "state")]
+    r = run_cli("server", "token", "add", "ci", "--role", "operator", *state)
+    assert r.returncode == 0
+    token = r.stdout.strip().splitlines()[-1]
+    assert token.startswith("pcs_") and len(token) > 40
+    stored = lambda: b"".join(p.read_bytes() for p in (tmp_path / "state").glob("server.db*"))  # noqa: E731
+    assert token.encode() not in stored()
+    listed = run_cli("server", "token", "list", "-o", "json", *state)
+    assert json.loads(listed.stdout)[0]["name"] == "ci" and token not in listed.output
+    assert_one_line_error(run_cli("server", "token", "add", "ci", "--role", "viewer", *state), "exists")
+    assert_one_line_error(run_cli("server", "user", "add", "bob", "--role", "viewer", "--password-stdin", *state,
+                                  input="short\n"), "at least 8")
+    r = run_cli("server", "user", "add", "bob", "--role", "viewer", "--password-stdin", *state,
+                input="a-long-password\n")
+    assert r.returncode == 0 and b"a-long-password" not in stored()
+    assert_one_line_error(run_cli("server", "token", "remove", "nope", *state), "no token")
+    assert run_cli("server", "token", "remove", "ci", *state).returncode == 0
+
+
+def test_serve_refuses_open_addresses_without_tls(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    r = run_cli("serve", "--listen", "0.0.0.0:8470", "-w", str(ws), "--state", str(tmp_path / "s"))
+    assert_one_line_error(r, "not a loopback address", "--behind-proxy")
+    assert_one_line_error(run_cli("serve", "--listen", "nonsense", "-w", str(ws)), "HOST:PORT")
+    assert_one_line_error(run_cli("serve", "-w", str(tmp_path / "missing")), "no such folder")
+    assert_one_line_error(run_cli("serve", "-w", str(tmp_path), "--certfile", "x.pem"), "go together")
+
+
+def test_serve_over_tls_sets_secure_cookies(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    from tests.server_fixtures import free_port, wait_port
+
+    port = free_port()
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "polycrate", "serve", "--listen", f"127.0.0.1:{port}",
+         "-w", str(ws), "--state", str(state), "--certfile", str(cert), "--keyfile", str(key)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc)
+        assert run_cli("server", "user", "add", "ann", "--role", "viewer", "--password-stdin", "--state", str(state),
+                       input="ann-password-1\n").returncode == 0
+        client = httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=ssl.create_default_context(cafile=str(cert)), timeout=30)
+        page = client.get("/login")
+        assert page.headers["strict-transport-security"].startswith("max-age=")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        r = client.post("/login", data={"username": "ann", "password": "ann-password-1", "csrf": token})
+        assert r.status_code == 303 and "Secure" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)

@@ -1,0 +1,182 @@
+"""Real workspaces and a real `polycrate serve` on loopback, for the API and browser tests.
+
+The runs in the stores are made by real `polycrate workflows run` processes (script actions, and one
+real ansible-playbook on localhost for a failing task); the server is the real CLI command in its
+own process, stopped by its PID.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import run_cli, write
+
+SECRET = "s3cr3t-Web-Value-77"
+
+WORKSPACE = """
+name: {name}
+blocks:
+  - name: sh
+workflows:
+  - name: nightly
+    description: backup, then an update that fails
+    steps:
+      - {{name: backup, block: sh, action: ok}}
+      - {{name: update, block: sh, action: disk}}
+  - name: green
+    description: always passes
+    schedule: "*-*-* 02:00:00"
+    steps:
+      - {{name: hello, block: sh, action: ok}}
+      - {{name: again, block: sh, action: ok}}
+  - name: slow
+    description: prints a line, waits for a gate file, prints more
+    steps:
+      - {{name: wait, block: sh, action: gated}}
+  - name: guarded
+    prompt: {{message: "really touch production?"}}
+    steps:
+      - {{name: hello, block: sh, action: ok}}
+  - name: stale
+    schedule: "*-*-* 03:00:00"
+    steps:
+      - {{name: hello, block: sh, action: ok}}
+"""
+
+BLOCK = """
+name: sh
+version: 1.2.3
+actions:
+  - name: ok
+    script:
+      - echo "hello from $POLYCRATE_STEP"
+      - echo "the token is $(grep -o 's3cr3t[^"]*' "$POLYCRATE_WORKSPACE_SNAPSHOT_YAML" | head -1)"
+  - name: disk
+    playbook: disk.yml
+  - name: gated
+    script:
+      - echo "first line of the slow step"
+      - 'while [ ! -e "$POLYCRATE_WORKSPACE/gate" ]; do sleep 0.1; done'
+      - echo "second line after the gate"
+      - 'while [ ! -e "$POLYCRATE_WORKSPACE/gate2" ]; do sleep 0.1; done'
+      - echo "done"
+"""
+
+DISK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: check free disk space
+      ansible.builtin.fail:
+        msg: "disk /var is full on purpose"
+"""
+
+
+def make_workspace(root: Path, name: str = "ops") -> Path:
+    write(root / "workspace.poly", WORKSPACE.format(name=name, secret=SECRET))
+    write(root / "inventory.yml", "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
+    write(root / "blocks" / "sh" / "block.poly", BLOCK)
+    write(root / "blocks" / "sh" / "disk.yml", DISK)
+    write(root / "secrets.poly", f"blocks:\n  - name: sh\n    config:\n      token: \"{SECRET}\"\n")
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"polycrate serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"polycrate serve did not listen on {port} within {timeout}s")
+
+
+@dataclass
+class Server:
+    url: str
+    state: Path
+    workspaces: list[Path]
+    proc: subprocess.Popen
+    argv: list[str] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    def cli(self, *args: str, input: str | None = None):
+        return run_cli(*args, "--state", str(self.state), input=input)
+
+    def restart(self) -> None:
+        """A new server process on the same port and state (users, tokens and sessions kept)."""
+        self.stop()
+        self.proc = _spawn(self.argv)
+        wait_port(int(self.url.rsplit(":", 1)[1]), self.proc)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _spawn(argv: list[str]) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("POLYCRATE_WORKFLOW", None)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            text=True)
+
+
+def start_server(tmp: Path, workspaces: list[Path]) -> Server:
+    state = tmp / "server-state"
+    port = free_port()
+    args = [sys.executable, "-m", "polycrate", "serve", "--listen", f"127.0.0.1:{port}", "--state", str(state)]
+    for ws in workspaces:
+        args += ["-w", str(ws)]
+    proc = _spawn(args)
+    server = Server(f"http://127.0.0.1:{port}", state, workspaces, proc, args)
+    wait_port(port, proc)
+    for role in ("viewer", "operator", "admin"):
+        password = f"{role}-password-123"
+        r = server.cli("server", "user", "add", role, "--role", role, "--password-stdin", input=password + "\n")
+        assert r.returncode == 0, r.output
+        server.passwords[role] = password
+        r = server.cli("server", "token", "add", f"{role}-token", "--role", role)
+        assert r.returncode == 0, r.output
+        server.tokens[role] = r.stdout.strip().splitlines()[-1]
+    return server
+
+
+def seed_runs(root: Path) -> None:
+    """A succeeded and a failed run, made by the real CLI."""
+    r = run_cli("-w", str(root), "workflows", "run", "green")
+    assert r.returncode == 0, r.output
+    r = run_cli("-w", str(root), "workflows", "run", "nightly")
+    assert r.returncode == 1, r.output
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition"):
+    """Poll until predicate() is truthy; the timeout only bounds a hang, it asserts nothing about speed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
