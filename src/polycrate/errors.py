@@ -42,7 +42,7 @@ def _display_path(path: str) -> str:
     """Relative to the current folder when inside it: what an admin would type."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve())) or "."
-    except (ValueError, OSError):
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
         return path
 
 

@@ -296,7 +296,7 @@ def load_workspace(root: Path) -> Workspace:
                 )
 
     inventory = root / "inventory.yml"
-    if inventory.is_file():
+    if inventory.exists() or inventory.is_symlink():  # a FIFO, a device or a folder is refused, not skipped
         load_yaml(inventory)  # a syntax error names inventory.yml and its line before Ansible runs
 
     return Workspace(
@@ -374,7 +374,8 @@ def check_files(ws: Workspace) -> None:
     """Deeper checks for `workspace validate`: every playbook exists."""
     for block in ws.blocks.values():
         for action in block.actions.values():
-            playbook_path(block, action)
+            if action.type == "ansible":  # a script action has no playbook to find
+                playbook_path(block, action)
 
 
 def playbook_path(block: Block, action) -> Path:

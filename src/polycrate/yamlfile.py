@@ -28,7 +28,7 @@ from polycrate.errors import ConfigError
 
 MAX_BYTES = 4 * 1024 * 1024  # far beyond a hand-written file; PyYAML reads about 1 MB/s
 MAX_DEPTH = 64  # nesting of mappings and lists (the composer recurses: keep far from Python's limit)
-MAX_NODES = 500_000  # nodes of a document, aliases counted as the nodes they stand for
+MAX_NODES = 250_000  # nodes of a document, aliases counted as the nodes they stand for
 MAX_KEYS = 20_000  # keys of one mapping
 MAX_SCALAR = 1024 * 1024  # characters of one value (a long certificate fits)
 MAX_INT_DIGITS = 30  # beyond any count, size or duration (2**63 has 19 digits)

@@ -60,6 +60,9 @@ def walk_secret_files(root: Path) -> list[Path]:
             raise PolycrateError("symbolic links are not supported for secrets", name)
         if path.is_file():
             files.append(path)
+        elif path.exists():  # a folder or a FIFO where the secrets belong: say so, do not run without them
+            raise PolycrateError("is not a regular file: polycrate reads the workspace's secret values from it",
+                                 name)
     return files
 
 
