@@ -1,6 +1,6 @@
 # The README's commands. Each target installs what it needs first (scripts/setup.sh).
 PYTEST ?= .venv/bin/python -m pytest
-.PHONY: setup demo demo-rollback test test-fast bench lint
+.PHONY: setup demo demo-rollback test test-fast bench bench-server lint
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,9 @@ test-fast: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+bench-server: setup
+	.venv/bin/python -m bench.server
 
 lint: setup
 	.venv/bin/ruff check src tests || true

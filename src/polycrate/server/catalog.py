@@ -35,6 +35,7 @@ class Entry:
     ws: Any = None  # model.Workspace
     error: str | None = None
     stamp: tuple = field(default=(), repr=False)
+    schedules: tuple | None = field(default=None, repr=False)  # (by workflow, error), once per load
 
     @property
     def name(self) -> str:
@@ -203,10 +204,12 @@ class Catalog:
 
         if entry.ws is None:
             return {}, entry.error
-        try:
-            return {s.workflow: s for s in sched.workspace_schedules(entry.ws)}, None
-        except PolycrateError as exc:
-            return {}, str(exc)
+        if entry.schedules is None:  # checking may run systemd-analyze: once per load of the workspace
+            try:
+                entry.schedules = ({s.workflow: s for s in sched.workspace_schedules(entry.ws)}, None)
+            except PolycrateError as exc:
+                entry.schedules = ({}, str(exc))
+        return entry.schedules
 
     def overview(self, now: float | None = None) -> list[dict]:
         """Every workflow of every workspace: last run, last success and its age, next run, overdue."""
@@ -227,10 +230,11 @@ class Catalog:
     def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt) -> dict:
         db = store.db
         last = db.execute(
-            "SELECT * FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND status != ?"
-            " ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
-        success = db.execute(
-            "SELECT MAX(ended) AS t FROM runs WHERE kind = 'workflow' AND name = ? AND status = ? AND check_mode = 0",
+            "SELECT * FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND only_step IS NULL"
+            " AND status != ? ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
+        success = db.execute(  # whole runs only: a --check or --step run proves nothing about the night
+            "SELECT MAX(ended) AS t FROM runs WHERE kind = 'workflow' AND name = ? AND status = ? AND check_mode = 0"
+            " AND only_step IS NULL",
             (workflow.name, RunState.SUCCEEDED)).fetchone()["t"]
         running = db.execute(
             "SELECT id, started FROM runs WHERE kind = 'workflow' AND name = ? AND status = ?"

@@ -25,7 +25,7 @@ def durations(runs: list[dict], width: int = 720, height: int = 160) -> str:
     plot_w, plot_h = width - pad_left - 4, height - pad_bottom - pad_top
     longest = max((r["duration"] or 0) for r in runs) or 1.0
     step = plot_w / len(runs)
-    bar = max(2.0, step * 0.7)
+    bar = min(28.0, max(2.0, step * 0.7))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}" aria-label="durations and outcomes of the last {len(runs)} runs">',

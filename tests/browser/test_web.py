@@ -1,0 +1,240 @@
+"""`polycrate serve` in a real headless Chromium (Debian's chromium, driven through its chromedriver).
+
+The server is the real `polycrate serve` on loopback; the runs it shows were made by real `polycrate
+workflows run` processes. Each test saves a screenshot of the page it checks into docs/screenshots/.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from tests.server_fixtures import SECRET, make_workspace, seed_runs, start_server, wait_for
+
+pytestmark = pytest.mark.browser
+
+SHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    ops = make_workspace(tmp / "ops", "ops")
+    seed_runs(ops)
+    for args in (("green",), ("nightly", "--step", "backup"), ("nightly",), ("nightly", "--step", "backup")):
+        r = run_cli("-w", str(ops), "workflows", "run", *args)
+        assert r.returncode == (1 if args == ("nightly",) else 0), r.output
+    server = start_server(tmp, [ops])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def browser():
+    # no skip: `make setup` installs chromium and chromium-driver, and a missing one is a failure
+    assert shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER), "chromium/chromium-driver missing: run make setup"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+                "--disable-extensions", "--no-first-run", "--password-store=basic"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def shot(driver, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(height + 40, 500), 2400))
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+    driver.set_window_size(1280, 900)
+
+
+def css(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def css_all(driver, selector: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def log_in(driver, served, role: str) -> None:
+    driver.get(served.url + "/login")
+    css(driver, "#username").send_keys(role)
+    css(driver, "#password").send_keys(served.passwords[role])
+    css(driver, "#login").click()
+    wait_for(lambda: css_all(driver, "#whoami"), what="the logged-in page")
+    assert css(driver, "#whoami").text == f"{role} ({role})"
+
+
+def fetch(driver, method: str, path: str, headers: dict | None = None, body: str | None = None) -> dict:
+    """A request from the page's own JavaScript context (same origin, its cookies)."""
+    return driver.execute_async_script(
+        "const [method, path, headers, body, done] = arguments;"
+        "fetch(path, {method, headers, body, credentials: 'same-origin'})"
+        ".then(async r => done({status: r.status, text: await r.text()}))"
+        ".catch(e => done({status: -1, text: String(e)}));",
+        method, path, headers or {}, body)
+
+
+def test_log_in_and_see_the_overview(served, browser):
+    browser.get(served.url + "/")
+    assert css(browser, "h1").text == "Log in"  # anonymous: the login page (status 401)
+    shot(browser, "login")
+    log_in(browser, served, "viewer")
+    assert css(browser, "h1").text == "Overview"
+    rows = {r.get_attribute("data-workflow"): r for r in css_all(browser, "tr[data-workflow]")}
+    assert set(rows) >= {"ops/nightly", "ops/green", "ops/slow", "ops/guarded", "ops/stale"}
+    assert "failed" in rows["ops/nightly"].text and "succeeded" in rows["ops/green"].text
+    assert "*-*-* 02:00:00" in rows["ops/green"].text and "in " in rows["ops/green"].text  # next run
+    assert "overdue" in rows["ops/stale"].get_attribute("class") and "never succeeded" in rows["ops/stale"].text
+    assert "overdue" not in rows["ops/green"].get_attribute("class")
+    shot(browser, "overview")
+
+
+def test_open_a_failed_run_and_read_its_failing_task(served, browser):
+    log_in(browser, served, "viewer")
+    browser.get(served.url + "/runs?status=failed")
+    links = css_all(browser, "tr[data-run] a")
+    assert links and all("failed" in r.text for r in css_all(browser, "tr[data-run]"))
+    shot(browser, "runs")
+    links[0].click()
+    wait_for(lambda: css_all(browser, "#failure"), what="the run page")
+    assert css(browser, "#failed-task").text == "check free disk space"
+    assert css(browser, "#failed-host").text == "localhost"
+    assert "disk /var is full on purpose" in css(browser, "#failed-message").text
+    assert "localhost" in css(browser, "#hosts").text
+    log = css(browser, "#log").text
+    assert "hello from backup" in log and SECRET not in browser.page_source
+    shot(browser, "run-failed")
+
+
+def test_follow_a_running_runs_log_as_lines_arrive(served, browser):
+    ops = served.workspaces[0]
+    for gate in ("gate", "gate2"):
+        (ops / gate).unlink(missing_ok=True)
+    run = subprocess.Popen([sys.executable, "-m", "polycrate", "-w", str(ops), "workflows", "run", "slow"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log_in(browser, served, "viewer")
+        # the run is the newest of workflow slow, running
+        import httpx
+
+        api = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.tokens['viewer']}"})
+        run_id = wait_for(lambda: next((r["id"] for r in api.get("/api/v1/runs", params={"status": "running"}).json()
+                                        if r["name"] == "slow"), None), what="the slow run")
+        browser.get(f"{served.url}/runs/{run_id}")
+        browser.execute_script("window.__samePage = true;")  # gone if the page reloaded
+        wait_for(lambda: "first line of the slow step" in css(browser, "#log").text, what="the first line")
+        assert "second line after the gate" not in css(browser, "#log").text
+        (ops / "gate").touch()
+        wait_for(lambda: "second line after the gate" in css(browser, "#log").text, what="a line arriving live")
+        assert browser.execute_script("return window.__samePage === true")
+        shot(browser, "run-live")
+        (ops / "gate2").touch()
+        wait_for(lambda: css(browser, "#run-status").get_attribute("data-final") == "succeeded", what="the end event")
+        assert "done" in css(browser, "#log").text
+        assert browser.execute_script("return window.__samePage === true")
+        assert run.wait(timeout=60) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+def test_launch_a_workflow_as_operator_and_watch_it_finish(served, browser):
+    log_in(browser, served, "operator")
+    browser.get(served.url + "/workspaces/ops/workflows/guarded")
+    assert "really touch production?" in css(browser, "fieldset.prompts").text
+    css(browser, "#launch").click()  # the prompt is not confirmed: the browser refuses the form (required)
+    assert "/workflows/guarded" in browser.current_url and css_all(browser, "#launch")
+    css(browser, "input[name=confirm-0]").click()
+    shot(browser, "workflow-launch")
+    css(browser, "#launch").click()
+    wait_for(lambda: "/runs/" in browser.current_url, what="the new run's page")
+    run_id = browser.current_url.rsplit("/", 1)[1]
+    wait_for(lambda: (browser.refresh() or True) and "succeeded" in css(browser, "#run-status").text,
+             what="the launched run to succeed")
+    assert css(browser, "#run-user").text == "web:operator"
+    shot(browser, "run-launched")
+    shown = run_cli("-w", str(served.workspaces[0]), "runs", "show", run_id)
+    assert "by web:operator@" in shown.stdout
+    # the chart of the workflow now has a bar for it
+    browser.get(served.url + "/workspaces/ops/workflows/nightly")
+    assert len(css_all(browser, "#chart svg rect[data-status=failed]")) == 2
+    assert len(css_all(browser, "#chart svg rect[data-status=succeeded]")) == 2
+    shot(browser, "workflow-chart")
+
+
+def test_a_viewer_is_refused(served, browser):
+    log_in(browser, served, "viewer")
+    browser.get(served.url + "/workspaces/ops/workflows/green")
+    assert not css_all(browser, "#launch") and not css_all(browser, "#launch-form")
+    csrf = css(browser, "form.whoami input[name=csrf]").get_attribute("value")
+    answer = fetch(browser, "POST", "/workspaces/ops/workflows/green/launch",
+                   {"Content-Type": "application/x-www-form-urlencoded"}, f"csrf={csrf}")
+    assert answer["status"] == 403 and "needs the operator role" in answer["text"]
+    browser.get(served.url + "/audit")
+    assert "403" in css(browser, "h1").text
+
+
+def test_a_post_without_the_csrf_token_is_refused(served, browser):
+    log_in(browser, served, "operator")
+    browser.get(served.url + "/workspaces/ops/workflows/green")
+    before = len(css_all(browser, "table.grid tbody tr"))
+    answer = fetch(browser, "POST", "/workspaces/ops/workflows/green/launch",
+                   {"Content-Type": "application/x-www-form-urlencoded"}, "check=yes")
+    assert answer["status"] == 403 and "CSRF" in answer["text"]
+    answer = fetch(browser, "POST", "/api/v1/workspaces/ops/workflows/green/runs",
+                   {"Content-Type": "application/json"}, "{}")
+    assert answer["status"] == 403 and "CSRF" in answer["text"]
+    browser.refresh()
+    assert len(css_all(browser, "table.grid tbody tr")) == before  # nothing was launched
+
+
+def test_an_api_token_works_and_a_wrong_one_does_not(served, browser):
+    browser.get(served.url + "/login")  # a page of the server's origin, no session
+    good = fetch(browser, "GET", "/api/v1/runs", {"Authorization": f"Bearer {served.tokens['viewer']}"})
+    assert good["status"] == 200 and '"workspace": "ops"' in good["text"].replace('":"', '": "')
+    wrong = fetch(browser, "GET", "/api/v1/runs", {"Authorization": "Bearer pcs_not-a-real-token"})
+    assert wrong["status"] == 401 and "invalid" in wrong["text"]
+    none = fetch(browser, "GET", "/api/v1/runs")
+    assert none["status"] == 401
+
+
+def test_schedules_blocks_and_audit_pages(served, browser):
+    log_in(browser, served, "admin")
+    browser.get(served.url + "/schedules")
+    assert "*-*-* 02:00:00" in css(browser, "table.grid").text and "02:00:00" in css(browser, "table.grid").text
+    shot(browser, "schedules")
+    browser.get(served.url + "/blocks")
+    assert "1.2.3" in css(browser, "table.grid").text
+    shot(browser, "blocks")
+    browser.get(served.url + "/audit")
+    text = css(browser, "table.grid").text
+    assert "login" in text and "launch" in text
+    shot(browser, "audit")
+
+
+def test_pages_have_no_inline_script(served, browser):
+    log_in(browser, served, "operator")
+    for path in ("/", "/runs", "/schedules", "/blocks", "/workspaces/ops/workflows/nightly"):
+        browser.get(served.url + path)
+        scripts = css_all(browser, "script")
+        assert scripts and all(s.get_attribute("src") for s in scripts), path
+        assert not [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")], path
