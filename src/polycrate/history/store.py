@@ -17,11 +17,12 @@ import shutil
 import socket
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from polycrate.errors import ConfigError, NotFoundError
+from polycrate.history.logs import StepLog
+from polycrate.history.migrations import migrate
 from polycrate.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.states import Phase, RunKind, RunState, StepState
 
@@ -29,72 +30,6 @@ STATE_DIR = ".polycrate"
 DB_NAME = "runs.db"
 LOGS_DIR = "runs"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,              -- 'workflow' | 'action'
-    name TEXT NOT NULL,              -- workflow name, or 'block action'
-    workflow TEXT,
-    block TEXT,
-    action TEXT,
-    only_step TEXT,
-    user TEXT,
-    host TEXT,
-    pid INTEGER,
-    lock_key TEXT,
-    started REAL NOT NULL,
-    ended REAL,
-    status TEXT NOT NULL,
-    exit_code INTEGER,
-    check_mode INTEGER NOT NULL DEFAULT 0,
-    diff_mode INTEGER NOT NULL DEFAULT 0,
-    resumed_from TEXT,
-    failed_step TEXT,
-    failed_task TEXT,
-    failed_host TEXT,
-    message TEXT,
-    notices TEXT NOT NULL DEFAULT '[]',
-    ansible_options TEXT             -- JSON: --limit, --tags, --skip-tags, --extra-vars, verbosity
-);
-CREATE INDEX IF NOT EXISTS runs_by_name ON runs (kind, name, started);
--- for `polycrate serve` over many runs: newest first, by status, a workflow's last success
-CREATE INDEX IF NOT EXISTS runs_by_started ON runs (started);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, started);
-CREATE INDEX IF NOT EXISTS runs_by_outcome ON runs (kind, name, status, ended);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    block TEXT,
-    action TEXT,
-    phase TEXT NOT NULL DEFAULT 'main',   -- 'main' | 'on_failure'
-    status TEXT NOT NULL,
-    exit_code INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    started REAL,
-    ended REAL,
-    duration REAL,
-    failed_task TEXT,
-    failed_host TEXT,
-    message TEXT,
-    note TEXT,
-    log TEXT,
-    PRIMARY KEY (run_id, position)
-);
-CREATE TABLE IF NOT EXISTS step_hosts (
-    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    ok INTEGER NOT NULL DEFAULT 0,
-    changed INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    unreachable INTEGER NOT NULL DEFAULT 0,
-    skipped INTEGER NOT NULL DEFAULT 0,
-    rescued INTEGER NOT NULL DEFAULT 0,
-    ignored INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (run_id, position, host)
-);
-"""
 
 # A caller that starts a `polycrate` process for someone else (`polycrate serve`) names the run and who
 # launched it through these; the run consumes them, so nothing the run starts inherits them.
@@ -132,24 +67,6 @@ def current_user() -> str:
         return str(os.getuid())
 
 
-@dataclass
-class StepLog:
-    """A step's log file: one line per output line, flushed as it comes."""
-
-    path: Path
-
-    def __post_init__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-
-    def write(self, line: str) -> None:
-        self._handle.write(line + "\n")
-        self._handle.flush()
-
-    def close(self) -> None:
-        self._handle.close()
-
-
 class RunStore:
     def __init__(self, root: Path):
         self.root = root
@@ -164,10 +81,7 @@ class RunStore:
             self.db.execute("PRAGMA journal_mode = WAL")  # readers never block a running night
         except sqlite3.OperationalError:
             pass
-        self.db.executescript(SCHEMA)
-        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(runs)")}
-        if "ansible_options" not in columns:  # a store written before the pass-through options
-            self.db.execute("ALTER TABLE runs ADD COLUMN ansible_options TEXT")
+        migrate(self.db, self.path)
         os.chmod(self.path, 0o600)
 
     def close(self) -> None:

@@ -1,0 +1,24 @@
+"""Step logs: plain files under ``.polycrate/runs/<run id>/``, one line per output line, flushed as it comes,
+so a run killed half-way keeps everything it printed (the store holds each file's path)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class StepLog:
+    """A step's log file: one line per output line, flushed as it comes."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, line: str) -> None:
+        self._handle.write(line + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
