@@ -189,8 +189,9 @@ def test_a_viewer_is_refused(served, browser):
     answer = fetch(browser, "POST", "/workspaces/ops/workflows/green/launch",
                    {"Content-Type": "application/x-www-form-urlencoded"}, f"csrf={csrf}")
     assert answer["status"] == 403 and "needs the operator role" in answer["text"]
-    browser.get(served.url + "/audit")
-    assert "403" in css(browser, "h1").text
+    for path in ("/audit", "/admin"):
+        browser.get(served.url + path)
+        assert "403" in css(browser, "h1").text
 
 
 def test_a_post_without_the_csrf_token_is_refused(served, browser):
@@ -238,3 +239,21 @@ def test_pages_have_no_inline_script(served, browser):
         scripts = css_all(browser, "script")
         assert scripts and all(s.get_attribute("src") for s in scripts), path
         assert not [e for e in browser.get_log("browser") if "Content Security Policy" in e.get("message", "")], path
+
+
+def test_an_admin_makes_and_revokes_a_token(served, browser):
+    log_in(browser, served, "admin")
+    browser.get(served.url + "/admin")
+    assert "operator" in css(browser, "#users").text and "viewer-token" in css(browser, "#tokens").text
+    css(browser, "#token-name").send_keys("from-the-browser")
+    css(browser, "#token-add").click()
+    token = wait_for(lambda: css_all(browser, "#new-token"), what="the new token")[0].text
+    assert token.startswith("pcs_")
+    shot(browser, "admin")
+    ok = fetch(browser, "GET", "/api/v1/whoami", {"Authorization": f"Bearer {token}"})
+    assert ok["status"] == 200 and "from-the-browser" in ok["text"]
+    browser.get(served.url + "/admin")
+    assert token not in browser.page_source  # shown once
+    css(browser, "tr[data-token=from-the-browser] button").click()
+    wait_for(lambda: "from-the-browser" not in css(browser, "#tokens").text, what="the revoked token gone")
+    assert fetch(browser, "GET", "/api/v1/whoami", {"Authorization": f"Bearer {token}"})["status"] == 401

@@ -358,3 +358,23 @@ def test_serve_over_tls_sets_secure_cookies(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_serve_shows_the_example_workspaces_runs(article_workspace, tmp_path):
+    """The example workspace (the article's files, plays over real SSH to loopback test hosts), served."""
+    result = run_cli("workflows", "run", "nightly-maintenance", cwd=article_workspace)
+    assert result.returncode == 0, result.output
+    server = start_server(tmp_path, [article_workspace])
+    try:
+        client = api(server)
+        runs = client.get("/api/v1/runs").json()
+        assert [(r["workspace"], r["name"], r["status"]) for r in runs] == [
+            ("acme-corp-automation", "nightly-maintenance", "succeeded")]
+        run = client.get(f"/api/v1/runs/{runs[0]['id']}").json()
+        assert [s["name"] for s in run["steps"]] == ["backup", "update", "verify"]
+        assert run["steps"][0]["hosts"]["db01.acme-corp.com"]["changed"] == 1
+        overview = client.get("/api/v1/overview").json()
+        assert overview[0]["workflow"] == "nightly-maintenance" and overview[0]["last_status"] == "succeeded"
+        assert [b["name"] for b in client.get("/api/v1/blocks").json()] == ["linux-maintenance"]
+    finally:
+        server.stop()

@@ -174,6 +174,9 @@ class Web:
             R("/schedules", g(self.schedules_page, "viewer")),
             R("/blocks", g(self.blocks_page, "viewer")),
             R("/audit", g(self.audit_page, "admin")),
+            R("/admin", g(self.admin_page, "admin")),
+            R("/admin/tokens", g(self.token_add_form, "admin"), methods=["POST"]),
+            R("/admin/tokens/{name}/revoke", g(self.token_revoke_form, "admin"), methods=["POST"]),
             R("/api/v1/openapi.json", self.openapi),
             R("/api/v1/whoami", g(self.api_whoami, "viewer")),
             R("/api/v1/overview", g(self.api_overview, "viewer")),
@@ -187,6 +190,8 @@ class Web:
             R("/api/v1/schedules", g(self.api_schedules, "viewer")),
             R("/api/v1/blocks", g(self.api_blocks, "viewer")),
             R("/api/v1/audit", g(self.api_audit, "admin")),
+            R("/api/v1/users", g(self.api_users, "admin")),
+            R("/api/v1/tokens", g(self.api_tokens, "admin")),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
 
@@ -340,6 +345,26 @@ class Web:
     def audit_page(self, request: Request) -> Response:
         return self.page(request, "audit.html", title="Audit log", rows=self.state.audit_log())
 
+    def admin_page(self, request: Request, new_token: str | None = None, new_name: str | None = None) -> Response:
+        return self.page(request, "admin.html", title="Users and tokens", users=self.state.users(),
+                         tokens=self.state.tokens(), new_token=new_token, new_name=new_name)
+
+    def token_add_form(self, request: Request) -> Response:
+        """A new API token, shown once on the page that answers; only its hash is kept."""
+        form = request.state.form if hasattr(request.state, "form") else {}
+        who: Principal = request.state.principal
+        name, role = str(form.get("name", "")).strip(), str(form.get("role", ""))
+        token = self.state.add_token(name, role)  # PolycrateError (bad name, role, exists): 400
+        self.state.audit(who.label, "token-add", name, "ok", self.client(request), {"role": role})
+        return self.admin_page(request, new_token=token, new_name=name)
+
+    def token_revoke_form(self, request: Request) -> Response:
+        who: Principal = request.state.principal
+        name = request.path_params["name"]
+        self.state.remove_token(name)
+        self.state.audit(who.label, "token-remove", name, "ok", self.client(request))
+        return RedirectResponse("/admin", status_code=303)
+
     # --- launch and stop -------------------------------------------------------------------
 
     def _launch(self, request: Request, key: str, name: str, options: LaunchOptions, confirmed: bool) -> str:
@@ -479,6 +504,12 @@ class Web:
 
     def api_audit(self, request: Request) -> Response:
         return JSONResponse(self.state.audit_log())
+
+    def api_users(self, request: Request) -> Response:
+        return JSONResponse(self.state.users())
+
+    def api_tokens(self, request: Request) -> Response:
+        return JSONResponse(self.state.tokens())  # names, roles, times: never a token or its hash
 
     async def api_launch(self, request: Request) -> Response:
         try:
