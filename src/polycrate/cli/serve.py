@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from polycrate.cli.render import emit_json, table
@@ -76,10 +77,15 @@ def _state_option(p) -> None:
                                                    "else $XDG_DATA_HOME/polycrate/server)")
 
 
+@contextmanager
 def _state(args):
     from polycrate.server.state import ServerState
 
-    return ServerState(Path(args.state) if args.state else None)
+    state = ServerState(Path(args.state) if args.state else None)
+    try:
+        yield state
+    finally:
+        state.close()
 
 
 def _actor() -> str:
@@ -152,12 +158,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_token_add(args) -> int:
-    state = _state(args)
-    try:
+    with _state(args) as state:
         token = state.add_token(args.name, args.role)
         state.audit(_actor(), "token-add", args.name, "ok", None, {"role": args.role})
-    finally:
-        state.close()
     print(f"token '{args.name}' ({args.role}) made; it is shown once, here, and only its hash is kept:",
           file=sys.stderr)
     print(token)
@@ -165,11 +168,8 @@ def cmd_token_add(args) -> int:
 
 
 def cmd_token_list(args) -> int:
-    state = _state(args)
-    try:
+    with _state(args) as state:
         rows = state.tokens()
-    finally:
-        state.close()
     if args.output == "json":
         emit_json(rows)
     else:
@@ -179,12 +179,9 @@ def cmd_token_list(args) -> int:
 
 
 def cmd_token_remove(args) -> int:
-    state = _state(args)
-    try:
+    with _state(args) as state:
         state.remove_token(args.name)
         state.audit(_actor(), "token-remove", args.name, "ok")
-    finally:
-        state.close()
     print(f"token '{args.name}' revoked", file=sys.stderr)
     return 0
 
@@ -193,22 +190,16 @@ def cmd_user_add(args) -> int:
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise PolycrateError("no password on stdin (echo \"$PASSWORD\" | polycrate server user add NAME ...)")
-    state = _state(args)
-    try:
+    with _state(args) as state:
         state.add_user(args.name, args.role, password, replace=args.replace)
         state.audit(_actor(), "user-add", args.name, "ok", None, {"role": args.role, "replace": args.replace})
-    finally:
-        state.close()
     print(f"user '{args.name}' ({args.role}) {'updated' if args.replace else 'added'}", file=sys.stderr)
     return 0
 
 
 def cmd_user_list(args) -> int:
-    state = _state(args)
-    try:
+    with _state(args) as state:
         rows = state.users()
-    finally:
-        state.close()
     if args.output == "json":
         emit_json(rows)
     else:
@@ -217,22 +208,16 @@ def cmd_user_list(args) -> int:
 
 
 def cmd_user_remove(args) -> int:
-    state = _state(args)
-    try:
+    with _state(args) as state:
         state.remove_user(args.name)
         state.audit(_actor(), "user-remove", args.name, "ok")
-    finally:
-        state.close()
     print(f"user '{args.name}' removed", file=sys.stderr)
     return 0
 
 
 def cmd_audit(args) -> int:
-    state = _state(args)
-    try:
+    with _state(args) as state:
         rows = state.audit_log(args.limit)
-    finally:
-        state.close()
     if args.output == "json":
         emit_json(rows)
     else:

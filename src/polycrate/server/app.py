@@ -436,7 +436,7 @@ class Web:
             pending: dict[int, str] = {}
             idle = 0.0
             while True:
-                _, current = await asyncio.to_thread(self.catalog.find_run, run["id"])
+                current = await asyncio.to_thread(self.catalog.get_run, entry, run["id"])
                 for step in current["steps"]:
                     path = self.catalog.log_path(entry, step)
                     position = step["position"]

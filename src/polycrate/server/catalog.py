@@ -173,8 +173,12 @@ class Catalog:
         if len(hits) > 1:
             raise NotFoundError(f"run '{run_id}' is ambiguous across workspaces: give more of the id")
         entry, full = hits[0]
+        return entry, self.get_run(entry, full)
+
+    def get_run(self, entry: Entry, run_id: str) -> dict:
+        """A run of a known workspace, by its full id (the log stream re-reads it while it runs)."""
         with self.store(entry) as store:
-            return entry, _with_workspace(store.get_run(full), entry)
+            return _with_workspace(store.get_run(run_id), entry)
 
     def run_logs(self, run_id: str, step: str | None = None) -> tuple[Entry, dict, list[tuple[dict, str]]]:
         entry, run = self.find_run(run_id)
