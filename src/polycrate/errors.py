@@ -32,10 +32,17 @@ class PolycrateError(Exception):
     def __str__(self) -> str:
         where = ""
         if self.path:
-            shown = _display_path(self.path)
+            shown = _shorten(_display_path(self.path))
             where = f"{shown}:{self.line}: " if self.line else f"{shown}: "
-        # one line, always
-        return where + " ".join(self.message.split("\n")).strip()
+        # one line, always; and a readable one when it quotes a huge value back
+        return where + " ".join(_shorten(word) for word in self.message.split()).strip()
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """A word of a message cut in the middle when it is longer than ``limit`` characters."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:100]}...({len(text):,} characters)...{text[-40:]}"
 
 
 def _display_path(path: str) -> str:
@@ -72,7 +79,6 @@ def describe_os_error(exc: OSError) -> str:
         where = where.decode("utf-8", "replace")
     if where:
         where = _display_path(str(where))
-        if len(where) > 200:
-            where = where[:100] + "..." + where[-60:]
+        where = _shorten(where)
         return f"{where}: {what}"
     return what

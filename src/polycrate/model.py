@@ -5,6 +5,7 @@ models, raising ``ConfigError`` with file and line on anything invalid.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +282,9 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         _expect_list(mapping.get("actions"), "actions", file, _line(mapping, "actions")), parse_action, "action", file
     )
     folder = file.parent
+    parent = _string(mapping, "from", file) or None
+    if parent is not None:
+        check_reference(parent, f"block '{name}'", file, _line(mapping, "from"))
     return BlockDefinition(
         name=name,
         version=_string(mapping, "version", file, default="0.0.0"),
@@ -291,7 +295,7 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         folder=folder,
         file=file,
         relpath=folder.relative_to(blocks_dir).as_posix(),
-        parent=_string(mapping, "from", file) or None,
+        parent=parent,
         parent_line=_line(mapping, "from"),
     )
 
@@ -303,20 +307,42 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
     source = mapping.get("from")
     if source is not None and (not isinstance(source, str) or not source.strip()):
         raise ConfigError(f"block '{name}': 'from' must be a block reference string", path, _line(mapping, "from"))
+    if source is not None:
+        check_reference(source, f"block '{name}'", path, _line(mapping, "from"))
     config = _expect_map(mapping.get("config"), f"block '{name}': config", path, _line(mapping, "config"))
     return BlockEntry(name=name, source=source, config=config, line=_line(mapping))
 
 
+# Upper bounds of durations and counts: far beyond any real use, and small enough for every
+# consumer (time.monotonic arithmetic, threading timeouts, SQLite integers, time spans).
+MAX_SECONDS = 366 * 86400  # a year
+MAX_COUNT = {"retries": 1000, "keep_runs": 10**9}
+MAX_DAYS = 100 * 366
+
+
 def _number(mapping: dict, key: str, path: Path, *, integer: bool = False, positive: bool = False) -> Any:
-    """An optional non-negative number (seconds, counts); None when absent."""
+    """An optional non-negative, finite, bounded number (seconds, counts, days); None when absent."""
     value = mapping.get(key)
     if value is None:
         return None
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (positive and value == 0):
-        what = "a whole number" if integer else "a number of seconds"
-        raise ConfigError(f"'{key}' must be {what} >= {1 if positive else 0}", path, _line(mapping, key))
+    what = "a whole number" if integer else ("a number of days" if key.endswith("_days") else "a number of seconds")
+    limit = MAX_COUNT.get(key, 10**9) if integer else (MAX_DAYS if key.endswith("_days") else MAX_SECONDS)
+    if (isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0
+            or (positive and value == 0) or value > limit):
+        shown = f" (not {value!r})" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise ConfigError(f"'{key}' must be {what} >= {1 if positive else 0}, at most {limit:,}{shown}",
+                          path, _line(mapping, key))
     return value
+
+
+def check_reference(reference: str, what: str, path: Path, line: int | None) -> None:
+    """A `from:` reference: `name`, `registry/path` or `registry/path:version`, never an empty version."""
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon > slash and not reference[colon + 1:].strip():
+        raise ConfigError(f"{what}: 'from: {reference}' ends in ':' with no version: write the version "
+                          f"({reference}0.1.0) or drop the ':' to take the installed one", path, line)
 
 
 def parse_step(raw: Any, path: Path) -> Step:
@@ -414,6 +440,36 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
         metrics_path=_string(metrics, "path", path) or None,
         metrics_enabled=enabled,
     )
+
+
+RECIPIENT_PREFIX = "age1"
+
+
+def check_recipients(raw: Any, path: Path) -> list[str]:
+    """The shape of ``encryption.recipients`` of workspace.poly (checked at every load; the keys'
+    syntax is checked by pyrage when they are used): age public keys, and never a secret key."""
+    encryption = raw.get("encryption") if isinstance(raw, dict) else None
+    if encryption is None:
+        return []
+    if not isinstance(encryption, dict):
+        raise ConfigError("'encryption' must be a mapping with 'recipients'", path, _line(raw, "encryption"))
+    _check_keys(encryption, {"recipients"}, "encryption", path)
+    recipients = encryption.get("recipients") or []
+    line = _line(encryption, "recipients")
+    if not isinstance(recipients, list):
+        raise ConfigError("'encryption.recipients' must be a list of age public keys", path, line)
+    result: list[str] = []
+    for item in recipients:
+        text = item.strip() if isinstance(item, str) else ""
+        if text.upper().startswith("AGE-SECRET-KEY"):
+            raise ConfigError("'encryption.recipients' holds an age SECRET key (AGE-SECRET-KEY-...), a private key "
+                              "in a file that is committed: list public keys (age1...) only, and replace that key",
+                              path, line)
+        if not text.startswith(RECIPIENT_PREFIX):
+            raise ConfigError("'encryption.recipients' entries must be age public keys (age1...)", path, line)
+        if text not in result:
+            result.append(text)
+    return result
 
 
 WORKSPACE_KEYS = {

@@ -21,6 +21,7 @@ from polycrate.model import (
     Workflow,
     Workspace,
     _check_keys,
+    check_recipients,
     _expect_list,
     _expect_map,
     _line,
@@ -69,13 +70,22 @@ def discover_blocks(root: Path) -> list[BlockDefinition]:
     found: list[BlockDefinition] = []
     if not blocks_dir.is_dir():
         return found
+    by_name: dict[str, BlockDefinition] = {}
     for dirpath, dirnames, filenames in os.walk(blocks_dir):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".polycrate-"))
         if BLOCK_FILE in filenames:
             file = Path(dirpath) / BLOCK_FILE
-            found.append(parse_block_definition(load_yaml(file), file, blocks_dir))
+            block = parse_block_definition(load_yaml(file), file, blocks_dir)
+            other = by_name.get(block.name)
+            if other is not None:  # which one would win was the folders' sort order: refuse instead
+                raise ConfigError(f"block name '{block.name}' is taken twice: by blocks/{other.relpath} and by "
+                                  f"blocks/{block.relpath} (rename one, or remove the one not in use)",
+                                  file)
+            by_name[block.name] = block
+            found.append(block)
             dirnames[:] = []  # a block's own subfolders hold its files, not other blocks
     return found
+
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
@@ -249,6 +259,7 @@ def load_workspace(root: Path) -> Workspace:
     file = root / WORKSPACE_FILE
     raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
     _check_keys(raw, WORKSPACE_KEYS, WORKSPACE_FILE, file)
+    check_recipients(raw, file)  # a secret key where a recipient belongs is refused by every command
     name = validate_name(raw.get("name"), "workspace", file, _line(raw, "name"))
     entries = _named_items(
         _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file

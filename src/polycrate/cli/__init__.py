@@ -6,6 +6,7 @@ its exit code; no traceback reaches the user for bad input.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except OSError as exc:  # a full disk, a read-only workspace, a file where a folder belongs
         print(f"polycrate: error: {describe_os_error(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT if isinstance(exc, (NotADirectoryError, IsADirectoryError, FileExistsError)) \
-            else EXIT_SYSTEM
+        bad_input = isinstance(exc, (NotADirectoryError, IsADirectoryError, FileExistsError, FileNotFoundError)) \
+            or exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.E2BIG)
+        return EXIT_BAD_INPUT if bad_input else EXIT_SYSTEM
     except Exception as exc:  # noqa: BLE001 (the last line of defence: one line, never a traceback)
         if type(exc).__module__ == "sqlite3":
             print(f"polycrate: error: the run store (.polycrate/runs.db): {exc}", file=sys.stderr)

@@ -62,13 +62,15 @@ def _when_arg(text: str) -> float:
     return moment.timestamp()  # a naive time is local time
 
 
+MAX_LIMIT = 1_000_000  # beyond any store we keep; and an SQLite integer holds it
+
+
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise PolycrateError(f"--limit must be a whole number >= 1, not {text!r}")
+    digits = text.strip()
+    value = int(digits) if digits.isdigit() and len(digits) <= 7 else 0
+    if not 1 <= value <= MAX_LIMIT:
+        shown = text if len(text) <= 40 else text[:20] + f"... ({len(text)} characters)"
+        raise PolycrateError(f"--limit must be a whole number from 1 to {MAX_LIMIT:,}, not {shown!r}")
     return value
 
 

@@ -39,7 +39,9 @@ def register(sub, shared) -> None:
 def cmd_init(args) -> int:
     folder = Path(args.path).resolve()
     file = folder / WORKSPACE_FILE
-    if file.exists():
+    if folder.exists() and not folder.is_dir():
+        raise PolycrateError("is a file, not a folder: a workspace is a folder; nothing changed", folder)
+    if file.exists() or file.is_symlink():
         raise PolycrateError("a workspace already exists here; nothing changed", file)
     name = args.name or folder.name
     validate_name(name, "workspace", file, None)

@@ -6,7 +6,7 @@ from pathlib import Path
 from polycrate.errors import ConfigError
 from polycrate.secrets.keys import pyrage_module
 
-RECIPIENT_PREFIX = "age1"
+from polycrate.model import RECIPIENT_PREFIX  # noqa: E402,F401 (re-exported; one definition)
 
 
 def workspace_recipients(root: Path) -> list[str]:
@@ -19,27 +19,15 @@ def workspace_recipients(root: Path) -> list[str]:
     data = load_yaml(path)
     if not isinstance(data, dict) or data.get("encryption") is None:
         return []
-    encryption = data["encryption"]
-    line_of = getattr(data, "line_of", lambda key: None)
-    if not isinstance(encryption, dict):
-        raise ConfigError("'encryption' must be a mapping with 'recipients'", path, line_of("encryption"))
-    recipients = encryption.get("recipients") or []
-    eline = getattr(encryption, "line_of", lambda key: None)("recipients")
-    if not isinstance(recipients, list):
-        raise ConfigError("'encryption.recipients' must be a list of age public keys", path, eline)
+    from polycrate.model import check_recipients
+
     pyrage = pyrage_module()
     result: list[str] = []
-    for item in recipients:
-        if not isinstance(item, str) or not item.strip().startswith(RECIPIENT_PREFIX):
-            if isinstance(item, str) and item.strip().startswith("AGE-SECRET-KEY"):
-                raise ConfigError("'encryption.recipients' holds a SECRET key; list public keys (age1...) only",
-                                  path, eline)
-            raise ConfigError("'encryption.recipients' entries must be age public keys (age1...)", path, eline)
+    eline = data.line_of("encryption") if hasattr(data, "line_of") else None
+    for item in check_recipients(data, path):
         try:
-            pyrage.x25519.Recipient.from_str(item.strip())
+            pyrage.x25519.Recipient.from_str(item)
         except pyrage.RecipientError:
-            raise ConfigError(f"'encryption.recipients': malformed age public key {item.strip()!r}",
-                              path, eline) from None
-        if item.strip() not in result:
-            result.append(item.strip())
+            raise ConfigError(f"'encryption.recipients': malformed age public key {item!r}", path, eline) from None
+        result.append(item)
     return result
