@@ -13,7 +13,6 @@ before it reaches the reporter, the store, the log or a webhook.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import Any, Callable
 
 from polycrate.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
+from polycrate.events import read_events
 from polycrate.model import Workflow, Workspace
 from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
 from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
@@ -198,44 +198,6 @@ def resume_point(previous: dict, planned: list[PlannedStep]) -> set[str]:
             break
         skip.add(step.name)
     return skip
-
-
-# --- the events of one Ansible run ------------------------------------------------------------
-
-
-def read_events(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str] | None]:
-    """Per-host counts and the failing task (the last failure not ignored) from our callback's file."""
-    hosts: dict[str, dict[str, int]] = {}
-    tally: dict[str, dict[str, int]] = {}
-    failure = None
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return hosts, None
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill
-        kind = event.get("event")
-        if kind == "stats":
-            hosts = event.get("hosts", {})
-        elif kind in ("ok", "failed", "unreachable", "skipped"):
-            counts = tally.setdefault(event.get("host", ""), dict.fromkeys(("ok", "changed", "failed", "unreachable", "skipped"), 0))
-            if kind == "ok":
-                counts["ok"] += 1
-                counts["changed"] += int(bool(event.get("changed")))
-            elif kind == "failed" and event.get("ignore_errors"):
-                counts["ok"] += 1
-            else:
-                counts[kind] += 1
-            if kind in ("failed", "unreachable") and not event.get("ignore_errors"):
-                failure = {
-                    "task": event.get("task", ""),
-                    "host": event.get("host", ""),
-                    "message": event.get("message", "") or ("host unreachable" if kind == "unreachable" else ""),
-                }
-    return (hosts or tally), failure
 
 
 # --- one run ----------------------------------------------------------------------------------

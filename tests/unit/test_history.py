@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from polycrate.engine import read_events, resume_point
+from polycrate.engine import resume_point
+from polycrate.events import read_events
 from polycrate.errors import LockedError, NotFoundError
 from polycrate.history import RunStore, open_store
 from polycrate.states import LEGACY_STEP_STATES, Phase, PlannedStep, RunState, StepState

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import ConfigError, NotFoundError
+from polycrate.events import HOST_COUNTS
 from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
 from polycrate.locking import is_held, lock_path, pid_alive, read_holder
@@ -37,7 +38,6 @@ RUN_ID_ENV = "POLYCRATE_RUN_ID"
 RUN_USER_ENV = "POLYCRATE_RUN_USER"
 _RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
-HOST_COUNTS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored")
 
 
 def state_dir(root: Path) -> Path:

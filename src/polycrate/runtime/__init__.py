@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from polycrate.events import EVENTS_CALLBACK, EVENTS_FILE_ENV
 
 if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygote) imports this package
     from polycrate.model import Action, Block, Workspace
@@ -24,10 +25,8 @@ if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygot
 # How long a child gets to end after SIGINT/SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 10.0
 
-# Our Ansible callback plugin (runtime/plugins/callback/polycrate_events.py) and its output file.
+# Our Ansible callback plugin (runtime/plugins/callback/polycrate_events.py); its events: polycrate.events.
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
-EVENTS_CALLBACK = "polycrate_events"
-EVENTS_FILE_ENV = "POLYCRATE_EVENTS_FILE"
 
 
 class ActionTimedOut(Exception):

@@ -1,18 +1,31 @@
 """polycrate's Ansible callback: one JSON line per event, for the run store.
 
 Enabled by polycrate next to the stdout callback (``ANSIBLE_CALLBACKS_ENABLED``);
-writes to the file named by ``POLYCRATE_EVENTS_FILE``. It records only what the
-run store needs: task starts, per-result status with the failure message, and
-the final per-host stats. Results arrive already censored by Ansible for
+writes to the file named by ``POLYCRATE_EVENTS_FILE``. The events and their fields
+are defined in ``polycrate.events`` (the engine reads them from there too). It records
+only what the run store needs: task starts, per-result status with the failure message,
+and the final per-host stats. Results arrive already censored by Ansible for
 ``no_log`` tasks; for those we write no message at all, only that it was hidden.
+
+Ansible loads this file by its path; ``polycrate`` is importable because polycrate
+always starts ansible-playbook as ``python -m polycrate.runtime.ansible_playbook``
+(in the container too, from its read-only mount on PYTHONPATH).
 """
 from __future__ import annotations
 
-import json
 import os
-import time
 
 from ansible.plugins.callback import CallbackBase
+
+from polycrate.events import (
+    EVENTS_CALLBACK,
+    EVENTS_FILE_ENV,
+    HIDDEN,
+    MAX_MESSAGE,
+    EventKind,
+    event_line,
+    host_counts,
+)
 
 DOCUMENTATION = """
     name: polycrate_events
@@ -23,10 +36,6 @@ DOCUMENTATION = """
     requirements:
       - enable in ANSIBLE_CALLBACKS_ENABLED (polycrate does this)
 """
-
-HIDDEN = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
-MAX_MESSAGE = 2000
-
 
 def _result_data(result) -> dict:
     data = getattr(result, "result", None)  # ansible-core >= 2.19
@@ -66,20 +75,19 @@ def _message(result) -> str:
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "notification"
-    CALLBACK_NAME = "polycrate_events"
+    CALLBACK_NAME = EVENTS_CALLBACK
     CALLBACK_NEEDS_ENABLED = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        path = os.environ.get("POLYCRATE_EVENTS_FILE")
+        path = os.environ.get(EVENTS_FILE_ENV)
         self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the play)
         self._play = ""
 
-    def _emit(self, event: str, **data) -> None:
+    def _emit(self, event: EventKind, **data) -> None:
         if self._file is None:
             return
-        data.update(event=event, time=time.time())
-        self._file.write(json.dumps(data, default=str) + "\n")
+        self._file.write(event_line(event, **data))
         self._file.flush()
 
     def _task(self, result) -> dict:
@@ -94,38 +102,27 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_play_start(self, play):
         self._play = play.get_name()
-        self._emit("play_start", play=self._play)
+        self._emit(EventKind.PLAY_START, play=self._play)
 
     def v2_playbook_on_task_start(self, task, is_conditional):
-        self._emit("task_start", play=self._play, task=task.get_name())
+        self._emit(EventKind.TASK_START, play=self._play, task=task.get_name())
 
     def v2_runner_on_ok(self, result):
         data = _result_data(result)
-        self._emit("ok", changed=bool(data.get("changed")), **self._task(result))
+        self._emit(EventKind.OK, changed=bool(data.get("changed")), **self._task(result))
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._emit("failed", ignore_errors=bool(ignore_errors), message=_message(result), **self._task(result))
+        self._emit(EventKind.FAILED, ignore_errors=bool(ignore_errors), message=_message(result), **self._task(result))
 
     def v2_runner_on_unreachable(self, result):
-        self._emit("unreachable", message=_message(result), **self._task(result))
+        self._emit(EventKind.UNREACHABLE, message=_message(result), **self._task(result))
 
     def v2_runner_on_skipped(self, result):
-        self._emit("skipped", **self._task(result))
+        self._emit(EventKind.SKIPPED, **self._task(result))
 
     def v2_playbook_on_stats(self, stats):
-        hosts = {}
-        for host in sorted(stats.processed):
-            s = stats.summarize(host)
-            hosts[host] = {
-                "ok": s.get("ok", 0),
-                "changed": s.get("changed", 0),
-                "failed": s.get("failures", 0),
-                "unreachable": s.get("unreachable", 0),
-                "skipped": s.get("skipped", 0),
-                "rescued": s.get("rescued", 0),
-                "ignored": s.get("ignored", 0),
-            }
-        self._emit("stats", hosts=hosts)
+        hosts = {host: host_counts(stats.summarize(host)) for host in sorted(stats.processed)}
+        self._emit(EventKind.STATS, hosts=hosts)
         if self._file is not None:
             self._file.close()
             self._file = None

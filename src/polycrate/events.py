@@ -1,0 +1,98 @@
+"""The Ansible event contract: written by our callback plugin, read by the engine.
+
+Our callback (``runtime/plugins/callback/polycrate_events.py``, enabled next to the stdout callback
+through ``ANSIBLE_CALLBACKS_ENABLED``) appends one JSON object a line to the file named by
+``POLYCRATE_EVENTS_FILE``. Every line has ``event`` (an ``EventKind``) and ``time`` (epoch seconds):
+
+- ``play_start``: ``play``
+- ``task_start``: ``play``, ``task``
+- ``ok``: ``play``, ``task``, ``action``, ``host``, ``changed`` (bool)
+- ``failed``: the same without ``changed``, plus ``ignore_errors`` (bool) and ``message``
+- ``unreachable``: ``play``, ``task``, ``action``, ``host``, ``message``
+- ``skipped``: ``play``, ``task``, ``action``, ``host``
+- ``stats`` (the play recap, last): ``hosts``: {host: {count: n for count in HOST_COUNTS}}
+
+A ``message`` is at most MAX_MESSAGE characters; for a ``no_log`` result it is HIDDEN, never the
+text. A run killed half-way leaves a last line cut short: readers skip lines that do not parse.
+
+This module is loaded by the callback inside ``ansible-playbook`` (which polycrate always starts with
+``polycrate`` importable, also in the container) and by the engine: it imports nothing of polycrate.
+"""
+from __future__ import annotations
+
+import json
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+EVENTS_CALLBACK = "polycrate_events"  # the callback's name, for ANSIBLE_CALLBACKS_ENABLED
+EVENTS_FILE_ENV = "POLYCRATE_EVENTS_FILE"
+HIDDEN = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
+MAX_MESSAGE = 2000
+
+
+class EventKind(StrEnum):
+    PLAY_START = "play_start"
+    TASK_START = "task_start"
+    OK = "ok"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    SKIPPED = "skipped"
+    STATS = "stats"
+
+
+# The per-host counts of a step, in the order the run store keeps them.
+HOST_COUNTS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored")
+# Ansible's stats.summarize() keys -> ours
+ANSIBLE_STATS = {"ok": "ok", "changed": "changed", "failures": "failed", "unreachable": "unreachable",
+                 "skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}
+_RESULTS = (EventKind.OK, EventKind.FAILED, EventKind.UNREACHABLE, EventKind.SKIPPED)
+
+
+def event_line(kind: EventKind, **data: Any) -> str:
+    """One line of the events file (with its newline)."""
+    data.update(event=str(kind), time=time.time())
+    return json.dumps(data, default=str) + "\n"
+
+
+def host_counts(summary: dict[str, int]) -> dict[str, int]:
+    """Our counts from one host's ``stats.summarize(host)``."""
+    return {ours: summary.get(theirs, 0) for theirs, ours in ANSIBLE_STATS.items()}
+
+
+def read_events(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str] | None]:
+    """Per-host counts and the failing task (the last failure not ignored) from an events file.
+
+    The counts are Ansible's own recap when the play got that far, else tallied from the results."""
+    hosts: dict[str, dict[str, int]] = {}
+    tally: dict[str, dict[str, int]] = {}
+    failure = None
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return hosts, None
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        kind = event.get("event")
+        if kind == EventKind.STATS:
+            hosts = event.get("hosts", {})
+        elif kind in _RESULTS:
+            counts = tally.setdefault(event.get("host", ""), dict.fromkeys(("ok", "changed", "failed", "unreachable", "skipped"), 0))
+            if kind == EventKind.OK:
+                counts["ok"] += 1
+                counts["changed"] += int(bool(event.get("changed")))
+            elif kind == EventKind.FAILED and event.get("ignore_errors"):
+                counts["ok"] += 1
+            else:
+                counts[kind] += 1
+            if kind in (EventKind.FAILED, EventKind.UNREACHABLE) and not event.get("ignore_errors"):
+                failure = {
+                    "task": event.get("task", ""),
+                    "host": event.get("host", ""),
+                    "message": event.get("message", "") or ("host unreachable" if kind == EventKind.UNREACHABLE else ""),
+                }
+    return (hosts or tally), failure
