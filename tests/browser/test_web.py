@@ -163,6 +163,7 @@ def test_launch_a_workflow_as_operator_and_watch_it_finish(served, browser):
     assert "really touch production?" in css(browser, "fieldset.prompts").text
     css(browser, "#launch").click()  # the prompt is not confirmed: the browser refuses the form (required)
     assert "/workflows/guarded" in browser.current_url and css_all(browser, "#launch")
+    browser.refresh()  # clears the browser's "please check this box" bubble before the screenshot
     css(browser, "input[name=confirm-0]").click()
     shot(browser, "workflow-launch")
     css(browser, "#launch").click()

@@ -85,6 +85,9 @@ def test_filters_and_all_workspaces(served):
     assert {r["workspace"] for r in green} == {"ops", "lab"} and all(r["name"] == "green" for r in green)
     assert client.get("/api/v1/runs", params={"since": str(time.time() + 60)}).json() == []
     assert len(client.get("/api/v1/runs", params={"limit": "1"}).json()) == 1
+    assert client.get("/api/v1/runs", params={"until": "2000-01-01"}).json() == []
+    assert len(client.get("/api/v1/runs", params={"since": "1d"}).json()) == len(every)
+    assert client.get("/api/v1/runs", params={"since": "yesterday"}).status_code == 400
     bad = client.get("/api/v1/runs", params={"status": "bogus"})
     assert bad.status_code == 400 and "unknown status" in bad.json()["error"]
     assert client.get("/api/v1/runs", params={"workspace": "nope"}).status_code == 404
