@@ -85,6 +85,11 @@ def command(root: Path, workflow: str, options: LaunchOptions, supported: set[st
         argv += ["--step", options.step]
     if options.resume:
         argv.append("--resume")
+    # `@file` would have the server's user read a file named by the operator: not over the web
+    if options.limit and options.limit.lstrip().startswith("@"):
+        raise LaunchRefused("limit: a host pattern, not @file, over the web")
+    if any(item.lstrip().startswith("@") for item in options.extra_vars):
+        raise LaunchRefused("extra vars: key=value or a JSON object, not @file, over the web")
     for flag, value in (("--limit", options.limit),):
         if value:
             if flag not in supported:
@@ -109,8 +114,13 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     """Start the run; return once it is recorded in the store (or raise why it did not start)."""
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
-    if is_held(lock_path(root, f"workflow-{workflow}")):
-        holder = read_holder(lock_path(root, f"workflow-{workflow}"))
+    lock = lock_path(root, f"workflow-{workflow}")
+    if is_held(lock) and _finishing(root, read_holder(lock)):
+        deadline = time.monotonic() + 10  # its run is recorded as ended: the process is closing, give it a moment
+        while is_held(lock) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    if is_held(lock):
+        holder = read_holder(lock)
         raise LaunchRefused(
             f"workflow '{workflow}' is already running ({holder.describe() if holder else 'holder unknown'})", 409)
     argv = command(root, workflow, options, supported)
@@ -146,6 +156,20 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
             raise LaunchRefused(f"the run did not start: {reason}", status)
         time.sleep(0.1)
     return Launched(run_id, proc.pid, output)  # started but slow to record (a big block pull): 202 all the same
+
+
+def _finishing(root: Path, holder) -> bool:
+    """Whether the lock's holder has already recorded its run as ended (retention, metrics, webhooks follow)."""
+    if holder is None or not holder.run_id:
+        return False
+    from polycrate.history import RunStore
+
+    store = RunStore(root)
+    try:
+        row = store.db.execute("SELECT status FROM runs WHERE id = ?", (holder.run_id,)).fetchone()
+    finally:
+        store.close()
+    return row is not None and row["status"] != RunState.RUNNING
 
 
 def stop(root: Path, run: dict) -> None:
