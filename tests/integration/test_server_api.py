@@ -386,3 +386,39 @@ def test_serve_shows_the_example_workspaces_runs(article_workspace, tmp_path):
         assert [b["name"] for b in client.get("/api/v1/blocks").json()] == ["linux-maintenance"]
     finally:
         server.stop()
+
+
+def test_login_goes_back_only_to_a_local_page(served):
+    for target, expected in (("/runs?status=failed", "/runs?status=failed"), ("//evil.example", "/"),
+                             ("/\\evil.example", "/"), ("https://evil.example/", "/")):
+        client = httpx.Client(base_url=served.url, timeout=30)
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        r = client.post("/login", data={"username": "viewer", "password": served.passwords["viewer"], "csrf": token,
+                                        "next": target})
+        assert r.status_code == 303 and r.headers["location"] == expected, target
+
+
+def test_behind_a_proxy_cookies_are_secure_when_it_says_https(tmp_path):
+    from tests.server_fixtures import free_port, wait_port
+
+    ws = make_workspace(tmp_path / "ws")
+    port, state = free_port(), tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "polycrate", "serve", "--behind-proxy", "--listen",
+                             f"127.0.0.1:{port}", "-w", str(ws), "--state", str(state)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc)
+        assert run_cli("server", "user", "add", "ann", "--role", "viewer", "--password-stdin", "--state", str(state),
+                       input="ann-password-1\n").returncode == 0
+        # what nginx sends after terminating TLS (the proxy is on 127.0.0.1, whose headers are trusted)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-Forwarded-Proto": "https"}, timeout=30)
+        page = client.get("/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert "Secure" in page.headers["set-cookie"]  # so httpx, on plain http here, would not send it back
+        r = client.post("/login", data={"username": "ann", "password": "ann-password-1", "csrf": token},
+                        headers={"Cookie": f"pc_login={page.cookies['pc_login']}"})
+        assert r.status_code == 303 and "Secure" in r.headers["set-cookie"]
+        assert page.headers["strict-transport-security"].startswith("max-age=")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)

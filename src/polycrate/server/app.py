@@ -149,7 +149,7 @@ class Web:
                    next_url: str = "/") -> HTMLResponse:
         token = secrets.token_urlsafe(24)
         response = self.page(request, "login.html", status=status, title="Log in", message=message,
-                             login_csrf=token, next_url=next_url if next_url.startswith("/") else "/")
+                             login_csrf=token, next_url=_local_path(next_url))
         response.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=self.secure(request),
                             path="/login")
         return response
@@ -272,8 +272,7 @@ class Web:
         self.state.clear_login_failures(name)
         session = self.state.new_session(name)
         self.state.audit(name, "login", None, "ok", client)
-        response = RedirectResponse(next_url if next_url.startswith("/") and not next_url.startswith("//") else "/",
-                                    status_code=303)
+        response = RedirectResponse(_local_path(next_url), status_code=303)
         response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", secure=self.secure(request),
                             max_age=12 * 3600, path="/")
         response.delete_cookie(LOGIN_COOKIE, path="/login")
@@ -535,6 +534,12 @@ class Web:
     def api_stop(self, request: Request) -> Response:
         run = self._stop(request)
         return JSONResponse({"run_id": run["id"], "status": "stopping"}, status_code=202)
+
+
+def _local_path(url: str) -> str:
+    """Where to go after logging in: a path on this server, never another site (`//x`, `/\\x`, `http:`)."""
+    ok = url.startswith("/") and not url.startswith(("//", "/\\")) and all(c.isprintable() for c in url)
+    return url if ok else "/"
 
 
 def _event(kind: str, data: dict) -> str:
