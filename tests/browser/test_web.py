@@ -53,6 +53,19 @@ def browser():
     driver.quit()
 
 
+def settle(predicate, what: str = "the page"):
+    """wait_for on the page: an element replaced while the page navigates or updates is read again."""
+    from selenium.common.exceptions import WebDriverException
+
+    def safely():
+        try:
+            return predicate()
+        except WebDriverException:
+            return None
+
+    return wait_for(safely, what=what)
+
+
 def shot(driver, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight")
@@ -78,7 +91,7 @@ def log_in(driver, served, role: str) -> None:
     css(driver, "#username").send_keys(role)
     css(driver, "#password").send_keys(served.passwords[role])
     css(driver, "#login").click()
-    wait_for(lambda: css_all(driver, "#whoami"), what="the logged-in page")
+    settle(lambda: css_all(driver, "#whoami"), what="the logged-in page")
     assert css(driver, "#whoami").text == f"{role} ({role})"
 
 
@@ -114,7 +127,7 @@ def test_open_a_failed_run_and_read_its_failing_task(served, browser):
     assert links and all("failed" in r.text for r in css_all(browser, "tr[data-run]"))
     shot(browser, "runs")
     links[0].click()
-    wait_for(lambda: css_all(browser, "#failure"), what="the run page")
+    settle(lambda: css_all(browser, "#failure"), what="the run page")
     assert css(browser, "#failed-task").text == "check free disk space"
     assert css(browser, "#failed-host").text == "localhost"
     assert "disk /var is full on purpose" in css(browser, "#failed-message").text
@@ -136,18 +149,18 @@ def test_follow_a_running_runs_log_as_lines_arrive(served, browser):
         import httpx
 
         api = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.tokens['viewer']}"})
-        run_id = wait_for(lambda: next((r["id"] for r in api.get("/api/v1/runs", params={"status": "running"}).json()
+        run_id = settle(lambda: next((r["id"] for r in api.get("/api/v1/runs", params={"status": "running"}).json()
                                         if r["name"] == "slow"), None), what="the slow run")
         browser.get(f"{served.url}/runs/{run_id}")
         browser.execute_script("window.__samePage = true;")  # gone if the page reloaded
-        wait_for(lambda: "first line of the slow step" in css(browser, "#log").text, what="the first line")
+        settle(lambda: "first line of the slow step" in css(browser, "#log").text, what="the first line")
         assert "second line after the gate" not in css(browser, "#log").text
         (ops / "gate").touch()
-        wait_for(lambda: "second line after the gate" in css(browser, "#log").text, what="a line arriving live")
+        settle(lambda: "second line after the gate" in css(browser, "#log").text, what="a line arriving live")
         assert browser.execute_script("return window.__samePage === true")
         shot(browser, "run-live")
         (ops / "gate2").touch()
-        wait_for(lambda: css(browser, "#run-status").get_attribute("data-final") == "succeeded", what="the end event")
+        settle(lambda: css(browser, "#run-status").get_attribute("data-final") == "succeeded", what="the end event")
         assert "done" in css(browser, "#log").text
         assert browser.execute_script("return window.__samePage === true")
         assert run.wait(timeout=60) == 0
@@ -167,9 +180,9 @@ def test_launch_a_workflow_as_operator_and_watch_it_finish(served, browser):
     css(browser, "input[name=confirm-0]").click()
     shot(browser, "workflow-launch")
     css(browser, "#launch").click()
-    wait_for(lambda: "/runs/" in browser.current_url, what="the new run's page")
+    settle(lambda: "/runs/" in browser.current_url, what="the new run's page")
     run_id = browser.current_url.rsplit("/", 1)[1]
-    wait_for(lambda: (browser.refresh() or True) and "succeeded" in css(browser, "#run-status").text,
+    settle(lambda: (browser.refresh() or True) and "succeeded" in css(browser, "#run-status").text,
              what="the launched run to succeed")
     assert css(browser, "#run-user").text == "web:operator"
     shot(browser, "run-launched")
@@ -248,7 +261,7 @@ def test_an_admin_makes_and_revokes_a_token(served, browser):
     assert "operator" in css(browser, "#users").text and "viewer-token" in css(browser, "#tokens").text
     css(browser, "#token-name").send_keys("from-the-browser")
     css(browser, "#token-add").click()
-    token = wait_for(lambda: css_all(browser, "#new-token"), what="the new token")[0].text
+    token = settle(lambda: css_all(browser, "#new-token"), what="the new token")[0].text
     assert token.startswith("pcs_")
     shot(browser, "admin")
     ok = fetch(browser, "GET", "/api/v1/whoami", {"Authorization": f"Bearer {token}"})
@@ -256,5 +269,5 @@ def test_an_admin_makes_and_revokes_a_token(served, browser):
     browser.get(served.url + "/admin")
     assert token not in browser.page_source  # shown once
     css(browser, "tr[data-token=from-the-browser] button").click()
-    wait_for(lambda: "from-the-browser" not in css(browser, "#tokens").text, what="the revoked token gone")
+    settle(lambda: "from-the-browser" not in css(browser, "#tokens").text, what="the revoked token gone")
     assert fetch(browser, "GET", "/api/v1/whoami", {"Authorization": f"Bearer {token}"})["status"] == 401
