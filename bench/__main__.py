@@ -16,7 +16,7 @@ from bench import common
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 README = HERE / "README.md"
-ALL = ("cli", "orchestration", "fleet", "backup")
+ALL = ("cli", "orchestration", "fleet", "backup", "preflight")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import fleet
 
             data = fleet.bench(runs=1 if args.quick else 3, runs_large=1 if args.quick else 2)
+        elif name == "preflight":
+            from bench import preflight
+
+            data = preflight.bench(runs=2 if args.quick else 5, runs_fleet=1)
         else:
             from bench import backup
 
@@ -206,6 +210,10 @@ def render(r: dict) -> str:
                 f"Restore (`polycrate run linux-maintenance restore --force`, same backup): median "
                 f"{_s(b['restore']['median'])} over {b['restore']['runs']} runs "
                 f"({b['restore']['rows_after_restore']} rows in the two tables after the restore).", ""]
+    if "preflight" in r:
+        from bench import preflight
+
+        out += preflight.render(r["preflight"])
     notes = HERE / "NOTES.md"
     if notes.exists():
         out += [notes.read_text().rstrip(), ""]

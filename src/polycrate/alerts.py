@@ -12,14 +12,19 @@ import urllib.request
 from typing import Any, Callable
 
 from polycrate.model import Webhook
-from polycrate.states import RunState
+from polycrate.states import RunKind, RunState
 
 TIMEOUT_SECONDS = 5.0
 
 
-def wanted(hook: Webhook, status: str) -> bool:
-    event = "success" if status == RunState.SUCCEEDED else "failure"  # failed and interrupted both alert
-    return event in hook.on
+def wanted(hook: Webhook, payload: dict[str, Any]) -> bool:
+    """`failure`: a failed or interrupted run. `success`: a succeeded action run, or a workflow
+    success (polycrate.success: a --step or check-mode run of a workflow is none)."""
+    if payload.get("status") != RunState.SUCCEEDED:
+        return "failure" in hook.on
+    if payload.get("kind") == RunKind.WORKFLOW and not payload.get("workflow_success"):
+        return False
+    return "success" in hook.on
 
 
 def post(hook: Webhook, payload: dict[str, Any], timeout: float = TIMEOUT_SECONDS) -> None:
@@ -35,7 +40,7 @@ def send_all(hooks: tuple[Webhook, ...], payload: dict[str, Any], notice: Callab
     """POST to every hook that wants this status; return how many succeeded. Errors go to `notice`."""
     sent = 0
     for hook in hooks:
-        if not wanted(hook, payload.get("status", "")):
+        if not wanted(hook, payload):
             continue
         try:
             post(hook, payload)

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from polycrate import failure as failure_text
 from polycrate.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
 from polycrate.events import read_events
 from polycrate.model import Workflow, Workspace
+from polycrate.success import is_workflow_success
 from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
 from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
 from polycrate.workspace import get_action, get_block, get_workflow, playbook_path
@@ -75,6 +77,7 @@ class RunResult:
     status: RunState = RunState.RUNNING
     resumed_from: str | None = None
     check: bool = False
+    preflight: Any = None  # preflight.Report of the checks before step 1 (None: not run)
 
     @property
     def failed_step(self) -> StepResult | None:
@@ -116,6 +119,7 @@ class RunOptions:
     wait: bool = False  # wait for the lock instead of refusing
     runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime
     ansible: AnsibleOptions = AnsibleOptions()  # --limit, --tags, --skip-tags, --extra-vars, verbosity
+    preflight: bool = True  # check the planned steps' actions before step 1 (polycrate.preflight)
 
 
 class PromptDeclined(PolycrateError):
@@ -264,7 +268,7 @@ class _Run:
 
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
         runs = sum(1 + s.retries for s in steps)
-        if runs < 2:
+        if runs < (1 if self.options.preflight else 2):  # the preflight forks from it too
             return
         first = steps[0]
         block = self.ws.blocks[first.block]
@@ -316,6 +320,7 @@ def _execute(
 
     log = store.step_log(run.run_id, position, step.name)
     last_lines: list[str] = []
+    error_lines: list[str] = []  # Ansible's own error lines, for the failure's text
 
     def output(line: str) -> None:
         line = run.mask(line)
@@ -324,6 +329,9 @@ def _execute(
         if line.strip():
             last_lines.append(line)
             del last_lines[:-5]
+            if line.lstrip().startswith(("[ERROR]", "ERROR!", "FATAL", "Origin:")):
+                error_lines.append(line)
+                del error_lines[:-20]
 
     started = time.monotonic()
     store.update_step(run.run_id, position, status=StepState.RUNNING, started=time.time())
@@ -354,6 +362,7 @@ def _execute(
                 ansible_options=options.ansible,
             )
             last_lines.clear()
+            error_lines.clear()
             timed_out = False
             try:
                 step.exit_code = run_action_process(request, output)
@@ -367,22 +376,25 @@ def _execute(
                 step.message = "interrupted (SIGINT/SIGTERM)"
                 raise
             step.hosts, failure = read_events(events)
-            if step.exit_code == 0 and not timed_out:
+            seen = failure_text.read_step_events(events)
+            no_hosts = None if step.plan.allow_no_hosts else failure_text.describe_no_hosts(seen)
+            if step.exit_code == 0 and not timed_out and not no_hosts:
                 step.status = StepState.SUCCEEDED
                 step.failed_task = step.failed_host = step.message = None
                 break
             step.status = StepState.FAILED
+            step.failed_task = failure["task"] if failure else None
+            step.failed_host = failure["host"] if failure else None
             if timed_out:
                 step.message = f"timed out after {timeout:g}s"
-                step.failed_task = failure["task"] if failure else None
-                step.failed_host = failure["host"] if failure else None
-            elif failure:
-                step.failed_task, step.failed_host = failure["task"], failure["host"]
-                step.message = run.mask(failure["message"])
+            elif step.exit_code == 0 and no_hosts:
+                step.message = run.mask(no_hosts)
+            elif action.type == "script":
+                step.message = run.mask(failure_text.describe_script(action.script, step.exit_code, seen, last_lines))
             else:
-                step.failed_task = step.failed_host = None
-                tail = last_lines[-1] if last_lines else ""
-                step.message = f"exit status {step.exit_code}" + (f": {tail}" if tail else "")
+                step.message = run.mask(
+                    failure_text.describe_ansible(step.exit_code, failure, seen, error_lines or last_lines)
+                )
     finally:
         step.duration = time.monotonic() - started
         log.close()
@@ -459,6 +471,7 @@ def webhook_summary(run: _Run, result: RunResult, failed: StepResult | None, exi
         "workflow": result.name if result.kind == RunKind.WORKFLOW else None,
         "action": result.name if result.kind == RunKind.ACTION else None,
         "status": result.status,
+        "workflow_success": is_workflow_success(record),
         "exit_code": exit_code,
         "check": run.options.check,
         "started": record["started"],
@@ -473,6 +486,31 @@ def webhook_summary(run: _Run, result: RunResult, failed: StepResult | None, exi
         "user": record["user"],
         "steps": [{"name": s.name, "status": s.status, "duration": round(s.duration, 3)} for s in result.steps],
     }
+
+
+def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
+    """The checks of polycrate.preflight for the steps this run will execute, before anything is
+    recorded or run: an error is bad input (PreflightFailed: exit 2, one line, nothing written)."""
+    if not run.options.preflight:
+        return None
+    from polycrate import preflight
+
+    chosen = [p for p in planned if not (p.phase == Phase.MAIN and p.name in skip)]
+    report = preflight.check(
+        run.ws, preflight.step_targets(run.ws, [(p.block, p.action, p.allow_no_hosts) for p in chosen]),
+        settings=False, secrets=run.secrets, zygote=run.zygote, runtime=run.options.runtime,
+        ansible=run.options.ansible,
+    )
+    if not report.ok:
+        first = report.errors[0]
+        steps = [p.name for p in chosen if (p.block, p.action) == (first.block, first.action)]
+        raise preflight.PreflightFailed(report, steps[0] if steps else None, run.mask)
+    return report
+
+
+def _preflight_warnings(run: _Run, report: Any) -> None:
+    for finding in report.findings if report is not None else ():
+        run.notice("preflight: warning: " + finding.text_in(run.ws.root))
 
 
 def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[str], resumed_from: str | None
@@ -557,10 +595,14 @@ def run_action(
         if action.prompt:
             _ask(confirm, [RunPrompt(action.prompt.message, block=block.name, action=action.name)])
         run.open_secrets()
+        plan = PlannedStep(action.name, block.name, action.name)
+        report = _preflight(run, [plan], set())
         run.open(kind=RunKind.ACTION, name=f"{block.name} {action.name}", block=block.name, action=action.name,
                  lock_key=key)
-        result = RunResult(RunKind.ACTION, f"{block.name} {action.name}", run_id=run.run_id, check=options.check)
-        result.steps.append(StepResult(PlannedStep(action.name, block.name, action.name)))
+        result = RunResult(RunKind.ACTION, f"{block.name} {action.name}", run_id=run.run_id, check=options.check,
+                           preflight=report)
+        result.steps.append(StepResult(plan))
+        _preflight_warnings(run, report)
         return _drive(run, result, None, set(), None)
     finally:
         run.close()
@@ -612,6 +654,7 @@ def run_workflow(
                 )
         _ask(confirm, plan_prompts(ws, workflow, planned, skip))
         run.open_secrets()
+        report = _preflight(run, planned, skip)  # before the record: a failed check is bad input, nothing written
         run.open(
             kind=RunKind.WORKFLOW,
             name=workflow.name,
@@ -625,6 +668,8 @@ def run_workflow(
             run.notice(f"resuming run {resumed_from} at step {first}")
         result = RunResult(RunKind.WORKFLOW, workflow.name, [StepResult(p) for p in planned], run_id=run.run_id,
                            resumed_from=resumed_from, check=options.check)
+        result.preflight = report
+        _preflight_warnings(run, report)
         return _drive(run, result, workflow, skip, resumed_from)
     finally:
         run.close()

@@ -10,7 +10,13 @@ through ``ANSIBLE_CALLBACKS_ENABLED``) appends one JSON object a line to the fil
 - ``failed``: the same without ``changed``, plus ``ignore_errors`` (bool) and ``message``
 - ``unreachable``: ``play``, ``task``, ``action``, ``host``, ``message``
 - ``skipped``: ``play``, ``task``, ``action``, ``host``
+- ``no_hosts``: ``play``, ``pattern`` (a play whose hosts pattern matched no host; Ansible goes on)
 - ``stats`` (the play recap, last): ``hosts``: {host: {count: n for count in HOST_COUNTS}}
+
+Script actions write to the same file (from their bash prelude, ``runtime/script.py``):
+
+- ``script_failed``: ``line`` (of the generated script), ``status`` (the ERR trap: a failing command)
+- ``script_exit``: ``line`` (the last line started), ``status`` (the EXIT trap, when non-zero)
 
 A ``message`` is at most MAX_MESSAGE characters; for a ``no_log`` result it is HIDDEN, never the
 text. A run killed half-way leaves a last line cut short: readers skip lines that do not parse.
@@ -39,7 +45,10 @@ class EventKind(StrEnum):
     FAILED = "failed"
     UNREACHABLE = "unreachable"
     SKIPPED = "skipped"
+    NO_HOSTS = "no_hosts"
     STATS = "stats"
+    SCRIPT_FAILED = "script_failed"  # written by a script action's ERR trap
+    SCRIPT_EXIT = "script_exit"  # written by a script action's EXIT trap
 
 
 # The per-host counts of a step, in the order the run store keeps them.

@@ -105,6 +105,7 @@ class Step:
     timeout: float | None = None  # seconds per attempt; the action is stopped and the attempt fails
     retries: int = 0  # further attempts after a failed one
     retry_delay: float = 0.0  # seconds between attempts
+    allow_no_hosts: bool = False  # a play matching no host does not fail this step (nor its preflight)
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,8 @@ def parse_step(raw: Any, path: Path) -> Step:
     mapping = _expect_map(raw, "a workflow step", path, _line(raw))
     _check_keys(
         mapping,
-        {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay"},
+        {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay",
+         "allow_no_hosts"},
         "workflow step",
         path,
     )
@@ -365,6 +367,7 @@ def parse_step(raw: Any, path: Path) -> Step:
         timeout=_number(mapping, "timeout", path, positive=True),
         retries=_number(mapping, "retries", path, integer=True) or 0,
         retry_delay=_number(mapping, "retry_delay", path) or 0.0,
+        allow_no_hosts=_bool(mapping, "allow_no_hosts", path),
     )
 
 

@@ -87,11 +87,12 @@ class PlannedStep:
     timeout: float | None = None  # seconds per attempt
     retries: int = 0
     retry_delay: float = 0.0
+    allow_no_hosts: bool = False  # a play matching no host does not fail the step (nor its preflight)
 
     @classmethod
     def of(cls, step: Step, phase: Phase = Phase.MAIN) -> PlannedStep:
         return cls(step.name, step.block, step.action, phase, step.allow_failure, step.timeout, step.retries,
-                   step.retry_delay)
+                   step.retry_delay, step.allow_no_hosts)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from polycrate.model import (
     parse_workflow,
     validate_name,
 )
-from polycrate.yamlfile import load_yaml, plain
+from polycrate.yamlfile import load_yaml, plain, regular_file
 
 WORKSPACE_FILE = "workspace.poly"
 BLOCK_FILE = "block.poly"
@@ -306,9 +306,10 @@ def load_workspace(root: Path) -> Workspace:
                     step.line,
                 )
 
-    inventory = root / "inventory.yml"
-    if inventory.exists() or inventory.is_symlink():  # a FIFO, a device or a folder is refused, not skipped
-        load_yaml(inventory)  # a syntax error names inventory.yml and its line before Ansible runs
+    # inventory.yml is Ansible's to read, and only where hosts are needed (the preflight, runs): a fleet
+    # inventory is legitimate input, not too large for `workflows list`. Here only what it is: a
+    # FIFO, a device or a folder is refused without opening it.
+    regular_file(root / "inventory.yml")
 
     return Workspace(
         name=name,
@@ -379,14 +380,6 @@ def get_workflow(ws: Workspace, name: str) -> Workflow:
     if workflow is None:
         raise NotFoundError(f"unknown workflow '{name}'" + closest(name, ws.workflows), ws.file)
     return workflow
-
-
-def check_files(ws: Workspace) -> None:
-    """Deeper checks for `workspace validate`: every playbook exists."""
-    for block in ws.blocks.values():
-        for action in block.actions.values():
-            if action.type == "ansible":  # a script action has no playbook to find
-                playbook_path(block, action)
 
 
 def playbook_path(block: Block, action) -> Path:

@@ -212,6 +212,30 @@ def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
         os.close(fd)
 
 
+def regular_file(path: Path) -> bool:
+    """Whether `path` exists, by stat alone (nothing opened, nothing read); a folder, FIFO, device or
+    socket is refused as read_bytes would refuse it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ConfigError("file not found (a dangling symbolic link)", path) from None
+        return False
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError("is a folder, not a file", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"is not a regular file (a {_kind(info.st_mode)})", path)
+    return True
+
+
+def check_text(text: str, path: str | Path) -> None:
+    """The character rules of every file we read (no control characters), for a file that Ansible,
+    not our YAML loader, parses."""
+    _check_printable(text.lstrip("\ufeff"), path)
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "FIFO"

@@ -30,6 +30,8 @@ def add_run_options(p) -> None:
     add_auto_pull_option(p)
     p.add_argument("--runtime", choices=("local", "container"), help="where actions run (default: config.runtime, else local)")
     add_ansible_options(p)
+    p.add_argument("--no-preflight", dest="preflight", action="store_false",
+                   help="skip the checks before step 1 (playbooks, scripts, hosts patterns; see workspace validate)")
 
 
 class TextReporter:
@@ -119,7 +121,7 @@ def cmd_run(args) -> int:
     ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
     ws = workspace_from(args)
     options = engine.RunOptions(check=args.check, diff=args.diff, wait=args.wait, runtime=args.runtime,
-                                ansible=options_from_args(args))
+                                ansible=options_from_args(args), preflight=args.preflight)
     prepare_runtime(ws, args.runtime)
     result = engine.run_action(
         ws,

@@ -8,7 +8,7 @@ import time
 from polycrate.ansible_options import AnsibleOptions
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
-from polycrate.states import Phase, RunState, StepState
+from polycrate.states import Phase, RunKind, RunState, StepState
 
 
 def register(sub, shared) -> None:
@@ -98,6 +98,10 @@ def cmd_list(args) -> int:
                                until=args.until, limit=args.limit)
     finally:
         store.close()
+    from polycrate.success import is_workflow_success
+
+    for r in runs:
+        r["workflow_success"] = is_workflow_success(r)  # the one rule (polycrate.success)
     if args.output == "json":
         emit_json(runs)
         return 0
@@ -108,7 +112,8 @@ def cmd_list(args) -> int:
                 _when(r["started"]),
                 r["kind"],
                 r["name"] + (" (check)" if r["check_mode"] else "") + (f" --step {r['only_step']}" if r["only_step"] else ""),
-                state_text(r["status"]),
+                state_text(r["status"]) + (" (partial)" if r["kind"] == RunKind.WORKFLOW and r["status"] == RunState.SUCCEEDED
+                                           and not r["workflow_success"] and not r["check_mode"] else ""),
                 _duration(r["duration"]),
                 (r["current_step"] or "") if r["status"] == RunState.RUNNING else (r["failed_step"] or ""),
                 f"{r['user']}@{r['host']}",
@@ -127,6 +132,9 @@ def cmd_show(args) -> int:
         run = store.get_run(args.run_id)
     finally:
         store.close()
+    from polycrate.success import is_workflow_success
+
+    run["workflow_success"] = is_workflow_success(run)
     if args.output == "json":
         emit_json(run)
         return 0

@@ -112,6 +112,6 @@ def cmd_run(args) -> int:
         confirm=make_confirm(args.force),
         reporter=TextReporter(workflow=True, output=args.output),
         options=engine.RunOptions(check=args.check, diff=args.diff, resume=args.resume, wait=args.wait, runtime=args.runtime,
-                                  ansible=options_from_args(args)),
+                                  ansible=options_from_args(args), preflight=args.preflight),
     )
     return summarize(result, args.output)

@@ -6,7 +6,7 @@ from pathlib import Path
 from polycrate.cli.render import emit_json, workspace_from
 from polycrate.errors import PolycrateError
 from polycrate.model import validate_name
-from polycrate.workspace import WORKSPACE_FILE, check_files, snapshot
+from polycrate.workspace import WORKSPACE_FILE, snapshot
 
 
 def register(sub, shared) -> None:
@@ -88,14 +88,26 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    """The preflight over every action: one line per finding (`file:line: message`), exit 2 on an
+    error, 0 otherwise (warnings included); writes nothing."""
+    import sys
+
+    from polycrate import preflight
+    from polycrate.errors import EXIT_BAD_INPUT
+
     ws = workspace_from(args)
-    check_files(ws)
+    report = preflight.check(ws, preflight.workspace_targets(ws))
     if args.output == "json":
-        emit_json({"valid": True, "workspace": ws.name})
+        emit_json([f.as_dict() for f in report.findings])
     else:
-        actions = sum(len(b.actions) for b in ws.blocks.values())
-        print(f"workspace {ws.name} is valid: {len(ws.blocks)} blocks, {actions} actions, {len(ws.workflows)} workflows")
-    return 0
+        for finding in report.findings:  # the one-line form of every error of ours, one per finding
+            print(f"polycrate: {finding.severity}: {finding}", file=sys.stderr)
+        if report.ok:
+            actions = sum(len(b.actions) for b in ws.blocks.values())
+            hosts = f", {report.inventory_hosts} hosts" if report.inventory_hosts is not None else ""
+            print(f"workspace {ws.name} is valid: {len(ws.blocks)} blocks, {actions} actions, "
+                  f"{len(ws.workflows)} workflows, {len(report.plays)} plays{hosts} ({report.seconds:.1f}s)")
+    return EXIT_BAD_INPUT if report.errors else 0
 
 
 def cmd_snapshot(args) -> int:

@@ -26,6 +26,7 @@ from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
 from polycrate.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL
 
 STATE_DIR = ".polycrate"
 DB_NAME = "runs.db"
@@ -311,24 +312,23 @@ class RunStore:
     def latest_full_run(self, workflow: str) -> dict | None:
         """The newest real run of the whole workflow (not --check, not --step)."""
         row = self.db.execute(
-            "SELECT id FROM runs WHERE kind = ? AND name = ? AND check_mode = 0 AND only_step IS NULL"
+            f"SELECT id FROM runs WHERE {FULL_RUN_SQL} AND name = ?"
             " AND status != ? ORDER BY started DESC, id DESC LIMIT 1",
-            (RunKind.WORKFLOW, workflow, RunState.RUNNING),
+            (workflow, RunState.RUNNING),
         ).fetchone()
         return self.get_run(row["id"]) if row else None
 
     def workflow_metrics(self) -> list[dict]:
-        """Per workflow: its last run and its last success (check-mode runs excluded)."""
+        """Per workflow: its last full run and its last success (polycrate.success: --step and
+        check-mode runs are neither)."""
         out = []
-        names = [r["name"] for r in self.db.execute(
-            "SELECT DISTINCT name FROM runs WHERE kind = ? AND check_mode = 0 ORDER BY name", (RunKind.WORKFLOW,))]
+        names = [r["name"] for r in self.db.execute(f"SELECT DISTINCT name FROM runs WHERE {FULL_RUN_SQL} ORDER BY name")]
         for name in names:
             last = self.db.execute(
-                "SELECT * FROM runs WHERE kind = ? AND name = ? AND check_mode = 0 AND status != ?"
-                " ORDER BY started DESC LIMIT 1", (RunKind.WORKFLOW, name, RunState.RUNNING)).fetchone()
+                f"SELECT * FROM runs WHERE {FULL_RUN_SQL} AND name = ? AND status != ?"
+                " ORDER BY started DESC LIMIT 1", (name, RunState.RUNNING)).fetchone()
             success = self.db.execute(
-                "SELECT MAX(ended) AS t FROM runs WHERE kind = ? AND name = ? AND check_mode = 0"
-                " AND status = ?", (RunKind.WORKFLOW, name, RunState.SUCCEEDED)).fetchone()
+                f"SELECT MAX(ended) AS t FROM runs WHERE {WORKFLOW_SUCCESS_SQL} AND name = ?", (name,)).fetchone()
             if last is None:
                 continue
             out.append({

@@ -43,6 +43,10 @@ def _censor_errors_of_no_log_tasks() -> None:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--polycrate-preflight"]:  # the preflight's Ansible half (runtime/ansible_preflight.py)
+        from polycrate.runtime import ansible_preflight
+
+        return ansible_preflight.main(argv[1])
     from ansible.cli.playbook import main as playbook_main
 
     _quiet_our_reserved_names()

@@ -1,4 +1,12 @@
-"""Script actions: the lines run in order in the block folder under `set -euo pipefail`."""
+"""Script actions: the lines run in order in the block folder under `set -euo pipefail`.
+
+Each line is shown as it starts (``+ line``, as written, like ``set -x`` without the expanded
+internals), and a failing line is recorded for the failure report: a small prelude installs a
+DEBUG trap that prints the line, an ERR trap that appends ``{"event": "script_failed", "line":
+N, "status": S}`` to the step's events file (``POLYCRATE_EVENTS_FILE``), and an EXIT trap that
+records the last line started when the script ends non-zero otherwise (``exit 3``). ``script_line`` maps a
+line of the generated file back to the action's script line.
+"""
 from __future__ import annotations
 
 import os
@@ -8,12 +16,48 @@ import yaml
 
 from polycrate.workspace import snapshot
 
+# One line each, so a line number of the generated file maps back with one subtraction (PRELUDE_LINES).
+# The traps use only builtins; bash does not run the DEBUG trap inside a trap, so they print nothing else.
+PRELUDE = (
+    "set -Eeuo pipefail",
+    'mapfile -t __polycrate_src < "${BASH_SOURCE[0]}"; __polycrate_at=0',
+    "__polycrate_trace() { if (( $1 > %(first)d && $1 != __polycrate_at )); then __polycrate_at=$1;"
+    " printf '+ %%s\\n' \"${__polycrate_src[$1-1]}\"; fi; }",
+    "__polycrate_failed() { local s=$?; if [[ -n ${POLYCRATE_EVENTS_FILE:-} ]]; then"
+    " printf '{\"event\": \"script_failed\", \"line\": %%d, \"status\": %%d}\\n' \"$1\" \"$s\""
+    ' >> "$POLYCRATE_EVENTS_FILE"; fi; }'
+    "; __polycrate_exit() { local s=$?; if (( s != 0 )) && [[ -n ${POLYCRATE_EVENTS_FILE:-} ]]; then"
+    " printf '{\"event\": \"script_exit\", \"line\": %%d, \"status\": %%d}\\n' \"$__polycrate_at\" \"$s\""
+    ' >> "$POLYCRATE_EVENTS_FILE"; fi; }',
+    "trap '__polycrate_trace \"$LINENO\"' DEBUG; trap '__polycrate_failed \"$LINENO\"' ERR; trap __polycrate_exit EXIT",
+)
+PRELUDE_LINES = len(PRELUDE)
+
+
+def script_text(lines: tuple[str, ...] | list[str]) -> str:
+    """The file bash runs: the prelude, then the action's lines as written."""
+    prelude = "\n".join(PRELUDE) % {"first": PRELUDE_LINES}
+    return prelude + "\n" + "\n".join(lines) + "\n"
+
+
+def script_line(lines: tuple[str, ...] | list[str], file_line: int) -> tuple[int, str] | None:
+    """(1-based index of the script entry, the physical line) for a line of the generated file."""
+    at = file_line - PRELUDE_LINES
+    if at < 1:
+        return None
+    for index, entry in enumerate(lines, 1):
+        physical = entry.split("\n")
+        if at <= len(physical):
+            return index, physical[at - 1]
+        at -= len(physical)
+    return None
+
 
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
-    from polycrate.runtime import action_environment, action_variables
+    from polycrate.runtime import EVENTS_FILE_ENV, action_environment, action_variables
 
     script = private / "action.sh"
-    script.write_text("set -euo pipefail\n" + "\n".join(request.action.script) + "\n", encoding="utf-8")
+    script.write_text(script_text(request.action.script), encoding="utf-8")
     snap = private / "workspace.snapshot.yml"
     variables = action_variables(request)
     data = snapshot(request.ws) | {"block": variables["block"]}
@@ -23,4 +67,7 @@ def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
         yaml.safe_dump(data, handle, sort_keys=False)
     env = action_environment(request)
     env["POLYCRATE_WORKSPACE_SNAPSHOT_YAML"] = str(snap)
+    env.pop(EVENTS_FILE_ENV, None)
+    if request.events_file is not None:
+        env[EVENTS_FILE_ENV] = str(request.events_file)
     return ["bash", str(script)], env

@@ -83,6 +83,7 @@ class CallbackModule(CallbackBase):
         path = os.environ.get(EVENTS_FILE_ENV)
         self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the play)
         self._play = ""
+        self._pattern = ""
 
     def _emit(self, event: EventKind, **data) -> None:
         if self._file is None:
@@ -102,7 +103,13 @@ class CallbackModule(CallbackBase):
 
     def v2_playbook_on_play_start(self, play):
         self._play = play.get_name()
+        hosts = getattr(play, "hosts", "")
+        self._pattern = ",".join(map(str, hosts)) if isinstance(hosts, (list, tuple)) else str(hosts or "")
         self._emit(EventKind.PLAY_START, play=self._play)
+
+    def v2_playbook_on_no_hosts_matched(self):
+        # ansible-playbook goes on with exit 0; polycrate fails the step unless it allows no hosts
+        self._emit(EventKind.NO_HOSTS, play=self._play, pattern=self._pattern)
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._emit(EventKind.TASK_START, play=self._play, task=task.get_name())

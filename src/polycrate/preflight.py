@@ -1,0 +1,305 @@
+"""The preflight: what would fail at night, found before anything runs.
+
+`workspace validate` checks every action of the workspace; a run checks the actions of its
+planned steps before step 1 (nothing here contacts a host). The checks:
+
+* the workspace's settings: schedules, registries, encryption (webhooks, history and metrics are
+  checked when the workspace loads);
+* script actions: ``bash -n`` on the script as it will run;
+* ansible actions: the playbook exists, Ansible parses and checks it with the variables the action
+  gets (``ansible-playbook --syntax-check``'s own code, module and action names resolved), the
+  inventory loads, and each play's hosts pattern, templated, matches a host of the inventory
+  (``runtime/ansible_preflight.py``, one Ansible process for all playbooks, forked from the run's
+  warm zygote when there is one).
+
+A play whose pattern matches nothing is an error unless every step that runs the action says
+``allow_no_hosts: true``. Findings are data (``Finding``); the CLI renders them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from polycrate.errors import PolycrateError
+from polycrate.model import Action, Block, Workspace
+
+ERROR = "error"
+WARNING = "warning"
+# inventory.yml is read by Ansible, whose loader has no size limit of ours: a fleet is legitimate input
+INVENTORY_MAX_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: str | None
+    line: int | None
+    message: str
+    severity: str = ERROR
+    block: str | None = None
+    action: str | None = None
+
+    def __str__(self) -> str:
+        """`file:line: message`, the path relative to the current folder like every error of ours."""
+        return str(PolycrateError(self._text(), self.path, self.line))
+
+    def _text(self) -> str:
+        text = self.message
+        if self.block and self.action:
+            text += f" (block '{self.block}', action '{self.action}')"
+        return text
+
+    def text_in(self, root: Path) -> str:
+        """The same line with the path relative to the workspace root: for the run store and webhooks,
+        which outlive the current folder."""
+        path = self.path
+        if path:
+            try:
+                path = str(Path(path).resolve().relative_to(root.resolve()))
+            except (ValueError, OSError):
+                pass
+            where = f"{path}:{self.line}: " if self.line else f"{path}: "
+        else:
+            where = ""
+        return where + " ".join(self._text().split())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.path,
+            "line": self.line,
+            "severity": self.severity,
+            "message": self.message,
+            "block": self.block,
+            "action": self.action,
+            "text": str(self),
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """One action to check, with what its steps allow."""
+
+    block: Block
+    action: Action
+    allow_no_hosts: bool = False
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    plays: list[dict] = field(default_factory=list)  # {"block", "action", "play", "pattern", "hosts"}
+    inventory_hosts: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def workspace_targets(ws: Workspace) -> list[Target]:
+    """Every action of every block; an action allows no hosts when every step running it says so."""
+    steps: dict[tuple[str, str], list[bool]] = {}
+    for workflow in ws.workflows.values():
+        for step in (*workflow.steps, *workflow.on_failure):
+            steps.setdefault((step.block, step.action), []).append(step.allow_no_hosts)
+    targets = []
+    for block in ws.blocks.values():
+        for action in block.actions.values():
+            flags = steps.get((block.name, action.name), [])
+            targets.append(Target(block, action, bool(flags) and all(flags)))
+    return targets
+
+
+def step_targets(ws: Workspace, steps: Iterable[tuple[str, str, bool]]) -> list[Target]:
+    """The actions of planned steps: (block, action, allow_no_hosts) each, merged per action."""
+    merged: dict[tuple[str, str], bool] = {}
+    for block, action, allow in steps:
+        merged[(block, action)] = merged.get((block, action), True) and allow
+    return [Target(ws.blocks[b], ws.blocks[b].actions[a], allow) for (b, a), allow in merged.items()]
+
+
+# --- the checks -------------------------------------------------------------------------------
+
+
+def check_settings(ws: Workspace) -> list[Finding]:
+    """Schedules, registries and encryption: each stops at its first error, so one finding each."""
+    from polycrate import registry, schedule, secrets
+
+    findings = []
+    for check in (
+        lambda: schedule.workspace_schedules(ws),
+        lambda: registry.transport_settings(ws.raw),
+        lambda: secrets.workspace_recipients(ws.root),
+    ):
+        try:
+            check()
+        except PolycrateError as exc:
+            findings.append(Finding(exc.path or str(ws.file), exc.line, exc.message))
+        except ValueError as exc:
+            findings.append(Finding(str(ws.file), None, str(exc)))
+    return findings
+
+
+def check_inventory(ws: Workspace) -> list[Finding]:
+    """The file rules every input of ours follows (a regular file, UTF-8, no control characters); the
+    parsing is Ansible's (check_playbooks)."""
+    from polycrate import yamlfile
+
+    try:
+        if yamlfile.regular_file(ws.inventory):
+            yamlfile.check_text(yamlfile.read_text(ws.inventory, INVENTORY_MAX_BYTES), ws.inventory)
+    except PolycrateError as exc:
+        return [Finding(exc.path, exc.line, exc.message)]
+    return []
+
+
+def check_script(block: Block, action: Action) -> list[Finding]:
+    """``bash -n`` on the script exactly as it will run; a syntax error names the script line."""
+    from polycrate.runtime.script import script_line, script_text
+
+    folder = Path(tempfile.mkdtemp(prefix="polycrate-preflight-"))
+    try:
+        path = folder / "action.sh"
+        path.write_text(script_text(action.script), encoding="utf-8")
+        proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if proc.returncode == 0:
+        return []
+    findings = []
+    for line in proc.stderr.splitlines():
+        text = line.removeprefix(str(path) + ": ")
+        where = ""
+        if text.startswith("line "):
+            number, _, rest = text[5:].partition(": ")
+            mapped = script_line(action.script, int(number)) if number.isdigit() else None
+            if mapped:
+                where = f"script line {mapped[0]} `{mapped[1].strip()}`: "
+            text = rest
+        findings.append(Finding(str(block.definition.file), action.line, f"{where}bash: {text}",
+                                block=block.name, action=action.name))
+    return findings[:1] or [Finding(str(block.definition.file), action.line, "bash -n failed",
+                                    block=block.name, action=action.name)]
+
+
+def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygote=None,
+                    runtime: str | None = None, ansible=None) -> Report:
+    """The Ansible half: one Ansible process per distinct Ansible configuration (a block folder
+    with its own ansible.cfg gets its own), forked from `zygote` when it fits. `ansible` (the run's
+    AnsibleOptions) adds its --extra-vars over ours and its --limit to every pattern, as in the run."""
+    from polycrate.ansible_options import merged_extra_vars
+
+    from polycrate.runtime import ActionRequest, action_variables
+    from polycrate.workspace import playbook_path
+
+    report = Report()
+    extra = merged_extra_vars(ansible.extra_vars) if ansible is not None and ansible.extra_vars else {}
+    groups: dict[Path | None, list[tuple[Target, Path]]] = {}
+    for target in targets:
+        if target.action.type != "ansible":
+            continue
+        try:
+            path = playbook_path(target.block, target.action)
+        except PolycrateError as exc:
+            report.findings.append(Finding(exc.path, exc.line, exc.message, block=target.block.name,
+                                           action=target.action.name))
+            continue
+        own = target.block.folder if (target.block.folder / "ansible.cfg").is_file() else None
+        groups.setdefault(own, []).append((target, path))
+    if not groups:
+        return report
+    private = Path(tempfile.mkdtemp(prefix="polycrate-preflight-"))  # 0700: variables may carry secrets
+    try:
+        for index, (own, items) in enumerate(groups.items()):
+            first = items[0][0]
+            request = ActionRequest(ws=ws, block=first.block, action=first.action, secrets=secrets, runtime=runtime,
+                                    ansible_options=ansible)
+            playbooks = []
+            for n, (target, path) in enumerate(items):
+                variables = private / f"vars-{index}-{n}.json"
+                fd = os.open(variables, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    variables_of = action_variables(ActionRequest(ws=ws, block=target.block, action=target.action,
+                                                                  secrets=secrets))
+                    json.dump(variables_of | extra, handle, default=str)  # extra vars win whole, as in Ansible
+                playbooks.append({"key": n, "path": str(path), "vars_file": str(variables),
+                                  "allow_no_hosts": target.allow_no_hosts})
+            request_file = private / f"request-{index}.json"
+            request_file.write_text(json.dumps({
+                "inventory": str(ws.inventory) if ws.inventory.is_file() else None, "playbooks": playbooks,
+                "limit": ansible.limit if ansible is not None else None}))
+            result = _run_ansible_half(request, request_file, private, own or first.block.folder, zygote)
+            if "error" in result:
+                report.findings.append(Finding(None, None, f"preflight: Ansible's check failed: {result['error']}"))
+            for item in result.get("findings", []):
+                target = items[item["key"]][0] if item.get("key") is not None else None
+                report.findings.append(Finding(
+                    item.get("path"), item.get("line"), item["message"], item.get("severity", ERROR),
+                    block=target.block.name if target else None, action=target.action.name if target else None,
+                ))
+            for play in result.get("plays", []):
+                target = items[play.pop("key")][0]
+                report.plays.append({"block": target.block.name, "action": target.action.name, **play})
+            if result.get("inventory_hosts") is not None:
+                report.inventory_hosts = result["inventory_hosts"]
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return report
+
+
+def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zygote) -> dict:
+    from polycrate.runtime import _stream, event_environment
+    from polycrate.runtime.ansible import ansible_environment
+    from polycrate.runtime.ansible_preflight import RESULT_MARK
+
+    # the environment of a step (so the zygote's configuration fits), without its event stream
+    env = event_environment(ansible_environment(request), private / "events.jsonl")
+    argv = [sys.executable, "-m", "polycrate.runtime.ansible_playbook", "--polycrate-preflight", str(request_file)]
+    lines: list[str] = []
+    code = _stream(argv, env, cwd, lines.append, zygote=zygote)
+    for line in reversed(lines):
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK):])
+    tail = next((line for line in reversed(lines) if line.strip()), "")
+    return {"error": f"exit status {code}" + (f": {tail}" if tail else "")}
+
+
+def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secrets=None, zygote=None,
+          runtime: str | None = None, ansible=None) -> Report:
+    started = time.monotonic()
+    findings = check_settings(ws) if settings else []
+    for target in targets:
+        if target.action.type == "script":
+            findings += check_script(target.block, target.action)
+    inventory = check_inventory(ws)
+    findings += inventory
+    if inventory:  # Ansible would only repeat it, less clearly
+        targets = [t for t in targets if t.action.type != "ansible"]
+    report = check_playbooks(ws, targets, secrets=secrets, zygote=zygote, runtime=runtime, ansible=ansible)
+    report.findings = findings + report.findings
+    report.seconds = time.monotonic() - started
+    return report
+
+
+class PreflightFailed(PolycrateError):
+    """A run's preflight found errors: nothing ran, nothing was recorded. One line, naming the first
+    error's file and line (and the step that would have failed)."""
+
+    def __init__(self, report: Report, step: str | None = None, mask=lambda text: text):
+        first = report.errors[0]
+        more = len(report.errors) - 1
+        message = first._text() + (f" (and {more} more: polycrate workspace validate)" if more else "")
+        message += f"; step {step} would fail, nothing was run" if step else "; nothing was run"
+        super().__init__(mask(message), first.path, first.line)
+        self.report = report
