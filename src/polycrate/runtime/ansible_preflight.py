@@ -47,9 +47,11 @@ def _origin(exc: BaseException) -> tuple[str | None, int | None]:
 def _message(exc: BaseException) -> str:
     """The error's message and its causes' ("Error processing keyword 'hosts'.: 'dict object' has no
     attribute 'nope'"), on one line."""
+    from ansible.errors import AnsibleError
+
     parts: list[str] = []
     seen: BaseException | None = exc
-    while seen is not None and len(parts) < 4:
+    while isinstance(seen, AnsibleError) and len(parts) < 4:  # a YAML library's cause only repeats it, noisily
         text = getattr(seen, "_original_message", None) or getattr(seen, "message", None) or str(seen)
         text = " ".join(str(text).split())
         if text and not any(text in p for p in parts):
