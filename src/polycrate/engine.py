@@ -260,6 +260,8 @@ class _Run:
         )
         if self.lock is not None:
             self.lock.write_holder(self.run_id)
+        for message in self.store.recovered:  # loud, and kept with this run
+            self.notice(message)
 
     def start_zygote(self, planned: list[PlannedStep], workflow: str | None) -> None:
         """Warm Ansible once for a run of two or more ansible steps (runs, retries): each step then forks

@@ -90,13 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_BAD_INPUT
     except OSError as exc:  # a full disk, a read-only workspace, a file where a folder belongs
-        print(f"polycrate: error: {describe_os_error(exc)}", file=sys.stderr)
+        hint = " (free some space and run again; what was recorded before is kept)" \
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"polycrate: error: {describe_os_error(exc)}{hint}", file=sys.stderr)
         bad_input = isinstance(exc, (NotADirectoryError, IsADirectoryError, FileExistsError, FileNotFoundError)) \
             or exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.E2BIG)
         return EXIT_BAD_INPUT if bad_input else EXIT_SYSTEM
     except Exception as exc:  # noqa: BLE001 (the last line of defence: one line, never a traceback)
-        if type(exc).__module__ == "sqlite3":
-            print(f"polycrate: error: the run store (.polycrate/runs.db): {exc}", file=sys.stderr)
+        if type(exc).__module__ == "sqlite3":  # full, read-only or unreadable: the store is left as it is
+            print(f"polycrate: error: the run store (.polycrate/runs.db): {exc} (full disk or read-only "
+                  "workspace? what was recorded before is kept)", file=sys.stderr)
             return EXIT_SYSTEM
         if os.environ.get("POLYCRATE_DEBUG"):
             raise

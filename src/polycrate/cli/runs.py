@@ -79,7 +79,14 @@ def _store(args):
     from polycrate.history import open_store
 
     ws = workspace_from(args)
-    return open_store(ws.root)  # opening reconciles: runs whose process died read 'interrupted'
+    store = open_store(ws.root)  # opening reconciles: runs whose process died read 'interrupted'
+    for message in store.recovered:
+        print(f"polycrate: {message}", file=sys.stderr)
+    if not store.recovered:
+        for aside in store.set_aside:
+            print(f"polycrate: note: a damaged run store was moved aside to {aside}; runs before it are not "
+                  "listed (delete the file once it is no longer needed)", file=sys.stderr)
+    return store
 
 
 def _when(t: float | None) -> str:

@@ -68,22 +68,78 @@ def current_user() -> str:
         return str(os.getuid())
 
 
+# SQLITE_CORRUPT, SQLITE_NOTADB: the file is damaged. Busy, read-only, I/O and full-disk errors are
+# not damage: they are reported, and the store is left as it is.
+_DAMAGED = (11, 26)
+_CHECK_LIMIT = 64 * 2**20  # a full quick_check on stores up to this size; a lighter probe above
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; explicit BEGIN
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA busy_timeout = 30000")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a broken header fails here
+        try:
+            db.execute("PRAGMA journal_mode = WAL")  # readers never block a running night
+        except sqlite3.OperationalError:
+            pass
+        migrate(db, path)
+        size = path.stat().st_size if path.exists() else 0
+        if size <= _CHECK_LIMIT:
+            result = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if result != "ok":
+                exc = sqlite3.DatabaseError(f"integrity check: {result}")
+                exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+                raise exc
+        else:
+            db.execute("SELECT count(*) FROM runs").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _move_aside(path: Path) -> Path:
+    """``runs.db`` (and its -wal/-shm) renamed to ``runs.db.corrupt-<time>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    os.replace(path, target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    return target
+
+
 class RunStore:
     def __init__(self, root: Path):
         self.root = root
         folder = state_dir(root)
         self.path = folder / DB_NAME
         self.logs_dir = folder / LOGS_DIR
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # autocommit; explicit BEGIN
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.recovered: list[str] = []  # what happened to a damaged store on this open, for notices
         try:
-            self.db.execute("PRAGMA journal_mode = WAL")  # readers never block a running night
-        except sqlite3.OperationalError:
-            pass
-        migrate(self.db, self.path)
+            self.db = _connect(self.path)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _DAMAGED:
+                raise
+            # A damaged history must never stop the nightly run: keep it for forensics, start afresh.
+            aside = _move_aside(self.path)
+            self.recovered.append(f"the run store {self.path} was damaged ({exc}); moved aside to {aside.name} "
+                                  "and a fresh store started: earlier runs are not listed")
+            self.db = _connect(self.path)
         os.chmod(self.path, 0o600)
+
+    @property
+    def set_aside(self) -> list[Path]:
+        """Damaged stores moved aside earlier (``runs.db.corrupt-<time>``), oldest first."""
+        return sorted(p for p in self.path.parent.glob(DB_NAME + ".corrupt-*") if not p.name.endswith(("-wal", "-shm")))
 
     def close(self) -> None:
         self.db.close()

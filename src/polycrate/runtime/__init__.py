@@ -10,6 +10,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -155,6 +156,14 @@ def start_zygote(request: ActionRequest):
         return None
 
 
+SUPERVISOR = Path(__file__).with_name("supervise.py")
+
+
+def supervised(argv: list[str]) -> list[str]:
+    """``argv`` run under the step supervisor (runtime/supervise.py): isolated, no site-packages."""
+    return [sys.executable, "-I", "-S", str(SUPERVISOR), *argv]
+
+
 def _read_lines(pipe, lines: queue.Queue) -> None:
     try:
         for raw in pipe:
@@ -212,9 +221,10 @@ def _stream(
         except ZygoteUnavailable:
             proc = None
     if proc is None:
-        # Own process group: a stop reaches the whole tree (ansible forks, ssh, scripts' children).
+        # Own process group: a stop reaches the whole tree (ansible forks, ssh, scripts' children);
+        # under a supervisor that ends every descendant when polycrate dies, however it dies.
         proc = subprocess.Popen(
-            argv,
+            supervised(argv),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
