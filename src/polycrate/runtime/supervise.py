@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
 import sys
 import time
+
+import _signal as signal  # the C module: `signal` would import enum (a tenth of our start-up)
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
