@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in ALL]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(ALL)}")
-    sys.path.insert(0, str(common.REPO))  # tests.fleet for the SSH hosts and the Debian host
     common.compile_bytecode()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = common.machine()

@@ -1,18 +1,36 @@
 """Shared fixtures: run the real CLI, build real workspaces in temporary folders, start SSH hosts."""
 from __future__ import annotations
 
-import os
-import pty
-import select
 import shutil
-import subprocess
-import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+# The CLI runners and shared helpers live in tests/helpers.py; imported here for the modules that
+# take them from conftest.
+from tests.helpers import (  # noqa: F401
+    Result,
+    assert_one_line_error,
+    run_cli,
+    run_cli_inprocess,
+    run_cli_tty,
+    write,
+)
+
+# Each folder of tests/ is a marker of the same name: `pytest -m "not e2e"` skips tests/e2e/.
+FOLDER_MARKERS = ("unit", "integration", "e2e", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    base = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            folder = Path(str(item.fspath)).resolve().relative_to(base).parts[0]
+        except ValueError:
+            continue
+        if folder in FOLDER_MARKERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "acme-corp-automation"
@@ -21,77 +39,6 @@ ARTICLE_BLOCK = "blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
 # The example workspace ships the same workspace.poly and inventory.yml, and a block that keeps the
 # article's block.poly keys and actions but adds its own (see the block's README).
 ARTICLE_FILES = REPO / "tests" / "data" / "article"
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
-            timeout: float = 300) -> Result:
-    full_env = dict(os.environ)
-    full_env.pop("POLYCRATE_WORKFLOW", None)
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "polycrate", *args],
-        cwd=cwd,
-        env=full_env,
-        input=input if input is not None else "",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-def run_cli_tty(*args: str, cwd: Path, answer: str | None, timeout: float = 120) -> Result:
-    """Run the CLI on a pseudo-terminal; type `answer` when it prompts."""
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.chdir(cwd)
-        os.execv(sys.executable, [sys.executable, "-m", "polycrate", *args])
-    out = b""
-    answered = False
-    while True:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            os.kill(pid, 9)
-            raise AssertionError(f"no output for {timeout}s; got {out!r}")
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-        if answer is not None and not answered and b"[y/N]" in out:
-            os.write(fd, answer.encode() + b"\n")
-            answered = True
-    _, status = os.waitpid(pid, 0)
-    return Result(os.waitstatus_to_exitcode(status), out.decode(errors="replace"), "")
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def assert_one_line_error(result: Result, *fragments: str, code: int = 2) -> None:
-    assert result.returncode == code, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("polycrate: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import run_cli, write
+from tests.helpers import free_port, wait_for_port  # noqa: F401  (free_port: used by the server tests)
 
 SECRET = "s3cr3t-Web-Value-77"
 
@@ -88,23 +88,8 @@ def make_workspace(root: Path, name: str = "ops") -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"polycrate serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"polycrate serve did not listen on {port} within {timeout}s")
+    wait_for_port(port, proc=proc, timeout=timeout, name="polycrate serve")
 
 
 @dataclass

@@ -7,11 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
+from tests.helpers import free_port  # noqa: F401  (the fleet's servers take their ports from here)
 
 
 def start_server(argv: list[str], address: str, port: int, log: Path, name: str, timeout: float = 30.0,

@@ -12,8 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ARTICLE_BLOCK, EXAMPLE, assert_one_line_error, records, run_cli, run_cli_tty, write
+from tests.conftest import (
+    ARTICLE_BLOCK,
+    EXAMPLE,
+    assert_one_line_error,
+    records,
+    run_cli,
+    run_cli_tty,
+    write,
+)
 from tests.fleet.registry import LocalRegistry
+from tests.helpers import tree as _tree
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return _tree(root, skip=())
 
 pytestmark = pytest.mark.registry
 ARTICLE_REF = "registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0"
@@ -49,10 +62,6 @@ def push_article(article_workspace: Path, env: dict) -> str:
     result = run_cli("blocks", "push", "linux-maintenance", "--force", cwd=article_workspace, env=env)
     assert result.returncode == 0, result.output
     return result.stdout.split()[2]
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_push_pull_into_fresh_workspace_then_the_articles_workflow_runs(article_workspace, registry, env, tmp_path):

@@ -3,13 +3,13 @@ import http.server
 import json
 import math
 import re
-import socket
 import threading
 import time
 
 import pytest
 
 from tests.conftest import run_cli
+from tests.helpers import free_port
 from tests.integration.runs_workspace import SECRET, make_workspace
 
 
@@ -33,12 +33,6 @@ def hook_server():
     yield server
     server.shutdown()
     server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_webhook_receives_the_json_summary(tmp_path, hook_server):
@@ -81,7 +75,7 @@ webhooks:
 
 
 def test_dead_webhook_does_not_fail_the_run(tmp_path):
-    dead = _free_port()  # nothing listens here
+    dead = free_port()  # nothing listens here
     ws = make_workspace(tmp_path / "ws", f"webhooks:\n  - url: http://127.0.0.1:{dead}/hook\n    on: [success, failure]\n")
     started = time.monotonic()
     ok = run_cli("workflows", "run", "green", cwd=ws)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import Result, run_cli_inprocess
 
 VENV_BIN = Path(sys.executable).parent / "polycrate"
 CLI = [str(VENV_BIN)] if VENV_BIN.exists() else [sys.executable, "-m", "polycrate"]
@@ -37,9 +38,10 @@ def write_workspace(root: Path, schedules: dict[str, str]) -> None:
     (root / "workspace.poly").write_text(f"name: acme\nblocks:\n  - name: maint\nworkflows:\n{workflows}")
 
 
-def polycrate(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, POLYCRATE_EXECUTABLE=CLI[0] if len(CLI) == 1 else "/usr/bin/true")
-    return subprocess.run([*CLI, "-w", str(root), *args], capture_output=True, text=True, env=env, timeout=120)
+def polycrate(root: Path, *args: str) -> Result:
+    """In-process: planning and writing schedules needs no process of its own."""
+    env = {"POLYCRATE_EXECUTABLE": CLI[0] if len(CLI) == 1 else "/usr/bin/true"}
+    return run_cli_inprocess("-w", str(root), *args, env=env)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -14,6 +13,8 @@ import pytest
 from polycrate import secrets
 from polycrate.errors import PolycrateError
 from polycrate.masking import build_masker
+from tests.helpers import Result, run_cli, tree
+from tests.helpers import assert_one_line_error as shared_assert_one_line_error
 
 pytestmark = pytest.mark.skipif(shutil.which("age") is None or shutil.which("age-keygen") is None,
                                 reason="needs the age CLI (Debian package age)")
@@ -54,11 +55,8 @@ def _isolated_process_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
 
 
-def polycrate(*args, cwd, env, extra=None):
-    full = dict(env)
-    full.update(extra or {})
-    return subprocess.run([sys.executable, "-m", "polycrate", *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=120)
+def polycrate(*args, cwd, env, extra=None) -> Result:
+    return run_cli(*args, cwd=cwd, env={**env, **(extra or {})}, timeout=120)
 
 
 def keypair(tmp_path: Path, name: str) -> tuple[Path, str]:
@@ -89,26 +87,12 @@ def make_workspace(tmp_path: Path, recipients: list[str] | None = None, name: st
     return root
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    """Every file below root (outside .git) with its bytes."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and ".git" not in p.relative_to(root).parts}
-
-
 def age_decrypt(path: Path, identity: Path) -> bytes:
     return subprocess.run(["age", "-d", "-i", str(identity), str(path)], check=True, capture_output=True).stdout
 
 
 def assert_one_line_error(result, *must_contain: str):
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("polycrate: error: ")
-    for text in must_contain:
-        assert text in lines[0], lines[0]
-    for secret in (SECRET_VALUE, S3_SECRET):
-        assert secret not in result.stderr and secret not in result.stdout
-    assert not re.search(r"AGE-SECRET-KEY-1[0-9A-Z]{10,}", result.stderr + result.stdout)
+    shared_assert_one_line_error(result, *must_contain, hidden=(SECRET_VALUE, S3_SECRET))
 
 
 # --------------------------------------------------------------------------- round trip

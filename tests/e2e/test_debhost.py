@@ -21,11 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+REPO_ROOT = Path(__file__).resolve().parents[2]  # `python -c` in there imports tests.fleet
 
-from tests.fleet.debhost import (  # noqa: E402
+from tests.fleet.debhost import (
     DebHost,
     DebHostError,
     find_mirror,
@@ -313,14 +311,13 @@ def test_port_reservations_hold_across_processes():
 
     port = _free_port("127.0.0.1", None)  # reserved here, but nothing listens on it
     try:
-        code = ("import sys; sys.path.insert(0, %r); from tests.fleet.debhost import _free_port; "
-                "print(_free_port('127.0.0.1', %d))" % (str(REPO_ROOT), port))
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        code = "from tests.fleet.debhost import _free_port; print(_free_port('127.0.0.1', %d))" % port
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
         assert res.returncode == 0, res.stderr
         assert int(res.stdout) != port
     finally:
         _release("127.0.0.1", port)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert int(res.stdout) == port
 
 
@@ -328,10 +325,9 @@ def test_orphaned_host_is_reaped():
     """A host whose owning process was SIGKILLed is cleaned up by the next start."""
     from tests.fleet.debhost import reap_orphans
 
-    code = ("import sys, os; sys.path.insert(0, %r); from tests.fleet.debhost import DebHost; "
-            "h = DebHost(name='orphan'); h.start(); print(h.root, flush=True); "
-            "os.kill(os.getpid(), 9)" % str(REPO_ROOT))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    code = ("import os; from tests.fleet.debhost import DebHost; "
+            "h = DebHost(name='orphan'); h.start(); print(h.root, flush=True); os.kill(os.getpid(), 9)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     root = Path(res.stdout.strip())
     assert res.returncode == -9, res.stderr
     assert processes_in_root(root)  # left running by the killed owner

@@ -1,0 +1,190 @@
+"""One CLI runner and the helpers the test modules share.
+
+The CLI, three ways:
+- ``run_cli_inprocess(*argv)``: ``polycrate.cli.main(argv)`` in this process, stdout/stderr captured,
+  stdin from ``input``. Fast; for commands that need no process of their own (no run that forks,
+  prompts on a terminal or signals).
+- ``run_cli(*argv)``: ``python -m polycrate`` in a subprocess, for runs, signals, environment.
+- ``run_cli_tty(*argv)``: a subprocess on a pseudo-terminal, answering a prompt.
+All return a ``Result`` (returncode, stdout, stderr, output); ``assert_one_line_error`` checks
+the house rule for bad input on any of them.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def cli_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without what would leak a developer's or a run's context, plus ``env``."""
+    full = dict(os.environ)
+    full.pop("POLYCRATE_WORKFLOW", None)
+    full.update(env or {})
+    return full
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input: str | None = None,
+            timeout: float = 300) -> Result:
+    """``python -m polycrate ARGS`` in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "polycrate", *args],
+        cwd=cwd,
+        env=cli_environment(env),
+        input=input if input is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_cli_inprocess(*args: str, cwd: Path | None = None, env: dict | None = None,
+                      input: str | None = None) -> Result:
+    """``polycrate.cli.main(argv)`` in this process: same exit code and output as ``run_cli``.
+
+    The working directory, environment, standard streams and the signal handlers main installs
+    are restored afterwards."""
+    from polycrate.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    saved_stdin, saved_cwd = sys.stdin, os.getcwd()
+    sys.stdin = io.StringIO(input or "")
+    try:
+        with _environment(cli_environment(env)), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            if cwd is not None:
+                os.chdir(cwd)
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse: --help, usage errors
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        os.chdir(saved_cwd)
+        sys.stdin = saved_stdin
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return Result(int(code or 0), out.getvalue(), err.getvalue())
+
+
+def run_cli_tty(*args: str, cwd: Path, answer: str | None, timeout: float = 120) -> Result:
+    """Run the CLI on a pseudo-terminal; type `answer` when it prompts."""
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.chdir(cwd)
+        os.execv(sys.executable, [sys.executable, "-m", "polycrate", *args])
+    out = b""
+    answered = False
+    while True:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            os.kill(pid, 9)
+            raise AssertionError(f"no output for {timeout}s; got {out!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if answer is not None and not answered and b"[y/N]" in out:
+            os.write(fd, answer.encode() + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    return Result(os.waitstatus_to_exitcode(status), out.decode(errors="replace"), "")
+
+
+def assert_one_line_error(result, *fragments: str, code: int = 2, hidden: Iterable[str] = ()) -> None:
+    """Bad input: exit ``code``, no traceback, one line ``polycrate: error: ...`` on stderr holding every
+    fragment, and none of the ``hidden`` strings (secrets) anywhere in the output."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert "Traceback" not in output, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("polycrate: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    for secret in hidden:
+        assert secret not in output
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def tree(root: Path, skip: Iterable[str] = (".git",)) -> dict[str, bytes]:
+    """Every file below ``root`` with its bytes, keyed by relative path (folders named in ``skip`` left out)."""
+    skipped = set(skip)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not skipped & set(p.relative_to(root).parts)}
+
+
+def tree_digest(root: Path, skip: Iterable[str] = (".git",)) -> str:
+    """One hash of ``tree(root)``: equal digests, equal trees."""
+    digest = hashlib.sha256()
+    for rel, data in tree(root, skip).items():
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``address`` right now (loopback only)."""
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, address: str = "127.0.0.1", timeout: float = 30.0,
+                  proc: subprocess.Popen | None = None, name: str = "server") -> None:
+    """Return once ``address:port`` accepts connections; fail early if ``proc`` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            stderr = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"{name} exited {proc.returncode} before listening on {port}: {stderr}")
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{name} did not listen on {address}:{port} within {timeout}s")

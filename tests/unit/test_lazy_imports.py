@@ -1,0 +1,76 @@
+"""The commands that must stay instant import none of the heavy modules (checked in a fresh interpreter)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write
+
+HEAVY = ("ansible", "oras", "pyrage", "polycrate.engine", "polycrate.pipeline", "polycrate.runtime", "starlette",
+         "uvicorn")
+
+# Runs main(argv) and prints the modules loaded by then (main's exit, --help's SystemExit included).
+PROBE = """
+import json, sys
+from polycrate.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+
+def _loaded(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=cwd, capture_output=True, text=True, timeout=120)
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    return report["code"], report["modules"]
+
+
+def _heavy(modules: list[str]) -> list[str]:
+    return [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    write(tmp_path / "workspace.poly", """
+        name: lazy
+        blocks:
+          - name: b
+        workflows:
+          - name: nightly
+            steps:
+              - {name: one, block: b, action: hello}
+              - {name: two, block: b, action: play}
+            schedule: "*-*-* 02:00:00"
+        encryption:
+          recipients: []
+        """)
+    write(tmp_path / "blocks/b/block.poly", """
+        name: b
+        actions:
+          - {name: hello, script: ["echo hello"]}
+          - {name: play, playbook: play.yml}
+        """)
+    write(tmp_path / "blocks/b/play.yml", "- hosts: localhost\n  tasks: []\n")
+    write(tmp_path / "inventory.yml", "all:\n  hosts:\n    localhost: {}\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["workflows", "list"], ["workflows", "list", "-o", "json"]],
+                         ids=" ".join)
+def test_instant_commands_import_nothing_heavy(workspace, argv):
+    code, modules = _loaded(argv, workspace)
+    assert code == 0
+    assert "polycrate.cli" in modules  # the probe saw the CLI load
+    assert _heavy(modules) == []
+
+
+def test_the_probe_sees_a_heavy_import(workspace):
+    # the same probe on a command that needs the engine: proves the check above can fail
+    _code, modules = _loaded(["workflows", "run", "nightly", "--step", "one"], workspace)
+    assert "polycrate.engine" in _heavy(modules)
