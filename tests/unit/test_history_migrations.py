@@ -16,6 +16,7 @@ import pytest
 from polycrate.errors import PolycrateError
 from polycrate.history import MIGRATIONS, SCHEMA_VERSION, RunStore, open_store, store_version
 from polycrate.states import LEGACY_STEP_STATES, StepState
+from polycrate.success import is_workflow_success
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 FIXTURES = sorted(p for p in DATA.glob("runstore-*") if p.is_dir())
@@ -84,6 +85,7 @@ def test_an_earlier_store_opens_and_migrates_without_loss(fixture, tmp_path):
                 if key not in old:
                     assert run[key] == default, key
                     old[key] = default
+            old["workflow_success"] = is_workflow_success(old)  # derived from the row (polycrate.success)
             for step in old["steps"]:  # display wording of earlier stores reads as today's state
                 step["status"] = StepState(step["status"])
             assert run == old

@@ -105,10 +105,6 @@ def cmd_list(args) -> int:
                                until=args.until, limit=args.limit)
     finally:
         store.close()
-    from polycrate.success import is_workflow_success
-
-    for r in runs:
-        r["workflow_success"] = is_workflow_success(r)  # the one rule (polycrate.success)
     if args.output == "json":
         emit_json(runs)
         return 0
@@ -139,9 +135,6 @@ def cmd_show(args) -> int:
         run = store.get_run(args.run_id)
     finally:
         store.close()
-    from polycrate.success import is_workflow_success
-
-    run["workflow_success"] = is_workflow_success(run)
     if args.output == "json":
         emit_json(run)
         return 0

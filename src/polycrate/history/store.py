@@ -26,7 +26,7 @@ from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
 from polycrate.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.states import Phase, RunKind, RunState, StepState
-from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL
+from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, is_workflow_success
 
 STATE_DIR = ".polycrate"
 DB_NAME = "runs.db"
@@ -443,6 +443,7 @@ def run_dict(row: sqlite3.Row) -> dict:
     # seconds; for a run still running: the time so far
     end = data["ended"] or (time.time() if data["status"] == RunState.RUNNING else None)
     data["duration"] = round(end - data["started"], 3) if end else None
+    data["workflow_success"] = is_workflow_success(data)  # derived, not stored: polycrate.success
     return data
 
 

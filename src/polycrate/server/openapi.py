@@ -26,6 +26,8 @@ RUN = {
         "failed_step": _NULLABLE_STR, "failed_task": _NULLABLE_STR, "failed_host": _NULLABLE_STR,
         "message": _NULLABLE_STR, "lock_key": _NULLABLE_STR,
         "current_step": {"type": ["string", "null"], "description": "the step a running run is at"},
+        "workflow_success": {"type": "boolean", "description": "a full run (not --step, not --check) of a workflow"
+                             " that succeeded: what metrics, --resume and webhooks count (polycrate.success)"},
         "ansible_options": {"type": "object", "description": "--limit, --tags, --skip-tags, --extra-vars, verbosity"},
         "notices": {"type": "array", "items": {"type": "object", "properties": {
             "time": {"type": "number"}, "text": {"type": "string"}}}},
