@@ -1,14 +1,12 @@
 """The preflight (`workspace validate`, and the check before step 1 of every run), zero-host plays,
 failure reports and the one definition of a workflow's success: real ansible-playbook, real bash,
 local connections."""
-import hashlib
 import json
 import time
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli, write
-from tests.fleet.process import free_port
+from tests.helpers import assert_one_line_error, free_port, run_cli, tree, write
 from tests.integration.test_runs_alerts import _metric, parse_prometheus_text
 
 PLAY = """
@@ -78,12 +76,6 @@ def ws(tmp_path):
     for name in ("one", "two"):
         write(root / f"blocks/b/{name}.yml", PLAY.format(name=name))
     return root
-
-
-def tree(root):
-    """Every file under root with its content's hash: 'nothing written' is checkable."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_validate_passes_on_script_and_ansible_actions_and_writes_nothing(ws):
