@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from polycrate import yamlfile
+from polycrate.errors import PolycrateError
+from polycrate.workspace import load_workspace
 from tests.integration.fuzz_workspaces import (
     BASE,
     COMMANDS,
@@ -34,8 +36,9 @@ from tests.integration.fuzz_workspaces import (
 
 INPUTS = int(os.environ.get("POLYCRATE_FUZZ_INPUTS", "1000"))
 SEED = int(os.environ.get("POLYCRATE_FUZZ_SEED", "14000"))
-TIMEOUT = 60.0  # per call; the slowest refused input takes well under a second
-COMMANDS_PER_INPUT = 2
+TIMEOUT = 60.0  # per in-process call; the slowest refused input takes well under a second
+SUBPROCESS_TIMEOUT = 300.0  # a real-size input makes PyYAML read up to the limits: seconds, more on a loaded machine
+COMMANDS_PER_INPUT = 1  # plus the loader itself, called directly for every input
 
 
 def _problems(outcome, argv, before: str, root: Path) -> list[str]:
@@ -68,7 +71,7 @@ def test_fuzz_inprocess(tmp_path, small_limits, capsys, monkeypatch):
     codes: collections.Counter = collections.Counter()
     per_command: collections.Counter = collections.Counter()
     failures: list[str] = []
-    tracebacks = hangs = calls = 0
+    tracebacks = hangs = calls = loader_calls = 0
     slowest = (0.0, "")
     started = time.monotonic()
     for i in range(INPUTS):
@@ -78,6 +81,14 @@ def test_fuzz_inprocess(tmp_path, small_limits, capsys, monkeypatch):
             shutil.rmtree(root)
         root.mkdir()
         case.write(root)
+        loader_calls += 1
+        try:  # the loader, directly: a ConfigError is the only way it may refuse
+            load_workspace(root)
+        except PolycrateError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 (what we count)
+            tracebacks += 1
+            failures.append(f"seed {case.seed} {case.classes}: load_workspace: {exc!r}")
         # every command gets its share; the others drawn at random
         picks = [COMMANDS[i % len(COMMANDS)]] + rng.sample(COMMANDS, COMMANDS_PER_INPUT - 1)
         for command in picks:
@@ -95,7 +106,8 @@ def test_fuzz_inprocess(tmp_path, small_limits, capsys, monkeypatch):
                 failures.append(f"seed {case.seed} {case.classes} {case.specials}: {' '.join(command)}: {problem}")
     elapsed = time.monotonic() - started
     with capsys.disabled():
-        print(f"\nfuzz in-process: {INPUTS} inputs (seeds {SEED}..{SEED + INPUTS - 1}), {calls} command calls over "
+        print(f"\nfuzz in-process: {INPUTS} inputs (seeds {SEED}..{SEED + INPUTS - 1}), {loader_calls} loader calls, "
+              f"{calls} command calls over "
               f"{len(per_command)} commands, {tracebacks} tracebacks, {hangs} hangs, {len(failures)} failures, "
               f"{elapsed:.1f} s; exit codes {dict(sorted(codes.items(), key=str))}; slowest call "
               f"{slowest[0]:.2f} s ({slowest[1][:160]})")
@@ -119,12 +131,19 @@ def _real_size_cases() -> list[tuple[str, Case, tuple]]:
         c = Case(0, {k: v.encode() for k, v in base.items()}, classes=[name])
         c.texts[rel] = text.encode("utf-8")
         # secrets.poly is read by runs only; the other files by every command
-        commands = RUNS if rel == "secrets.poly" else (COMMANDS[len(cases) % 8], COMMANDS[(len(cases) + 3) % 10])
+        # (`workflows list` needs no host: it may not read the inventory)
+        if rel == "secrets.poly":
+            commands = RUNS
+        elif rel == "inventory.yml":
+            commands = (["workspace", "validate"], RUNS[1])
+        else:
+            commands = (COMMANDS[len(cases) % 8], COMMANDS[(len(cases) + 3) % 10])
         cases.append((name, c, commands))
 
     wp = base["workspace.poly"]
     text_case("25,000 keys", "workspace.poly", wp + "many:\n" + "".join(f"  k{i}: {i}\n" for i in range(25_000)))
-    text_case("1M-element list", "inventory.yml", "all:\n  vars:\n    x: [" + ",".join(["1"] * 1_000_000) + "]\n")
+    text_case("300,000-element list", "blocks/db/block.poly",
+              base["blocks/db/block.poly"] + "x: [" + ",".join(["1"] * 300_000) + "]\n")
     text_case("5 MB comment", "blocks/app/block.poly", base["blocks/app/block.poly"] + "# " + "c" * 5_000_000 + "\n")
     text_case("1.5 MB value", "secrets.poly", "config:\n  cert: " + "x" * 1_500_000 + "\n")
     bomb = "a0: &a0 [" + ",".join(["lol"] * 10) + "]\n" + "".join(
@@ -136,7 +155,8 @@ def _real_size_cases() -> list[tuple[str, Case, tuple]]:
     for kind, rel in (("fifo", "blocks/app/block.poly"), ("fifo", "workspace.poly"), ("devzero", "inventory.yml"),
                       ("folder", "secrets.poly"), ("file", ".polycrate")):
         c = Case(0, {k: v.encode() for k, v in base.items()}, [(rel, kind)], [f"{kind}@{rel}"])
-        commands = RUNS if rel in ("secrets.poly", ".polycrate") else (COMMANDS[len(cases) % 10], RUNS[0])
+        commands = RUNS if rel in ("secrets.poly", ".polycrate", "inventory.yml") \
+            else (COMMANDS[len(cases) % 10], RUNS[0])
         cases.append((f"{kind} {rel}", c, commands))
     return cases
 
@@ -157,7 +177,7 @@ def test_fuzz_real_sizes_in_subprocesses(tmp_path, capsys):
             t = time.monotonic()
             try:
                 proc = subprocess.run([sys.executable, "-m", "polycrate", "-w", str(root), *command],
-                                      capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+                                      capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT, stdin=subprocess.DEVNULL,
                                       env=env, cwd=tmp_path)
             except subprocess.TimeoutExpired:
                 failures.append(f"{name}: {' '.join(command)}: hang")
