@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunStore
 from polycrate.states import RunKind, RunState
+from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, is_workflow_success
 from polycrate.workspace import WORKSPACE_FILE, load_workspace
 
 RUN_STATES = tuple(s.value for s in RunState)
@@ -234,12 +235,10 @@ class Catalog:
     def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt) -> dict:
         db = store.db
         last = db.execute(
-            "SELECT * FROM runs WHERE kind = 'workflow' AND name = ? AND check_mode = 0 AND only_step IS NULL"
-            " AND status != ? ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
-        success = db.execute(  # whole runs only: a --check or --step run proves nothing about the night
-            "SELECT MAX(ended) AS t FROM runs WHERE kind = 'workflow' AND name = ? AND status = ? AND check_mode = 0"
-            " AND only_step IS NULL",
-            (workflow.name, RunState.SUCCEEDED)).fetchone()["t"]
+            f"SELECT * FROM runs WHERE {FULL_RUN_SQL} AND name = ? AND status != ? ORDER BY started DESC LIMIT 1",
+            (workflow.name, RUNNING)).fetchone()
+        success = db.execute(  # the one rule (polycrate.success): a --check or --step run is no success
+            f"SELECT MAX(ended) AS t FROM runs WHERE {WORKFLOW_SUCCESS_SQL} AND name = ?", (workflow.name,)).fetchone()["t"]
         running = db.execute(
             "SELECT id, started FROM runs WHERE kind = 'workflow' AND name = ? AND status = ?"
             " ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
@@ -320,7 +319,8 @@ class Catalog:
 
 
 def _with_workspace(run: dict, entry: Entry) -> dict:
-    return {"workspace": entry.key, **run}
+    """A run as `polycrate runs list/show -o json` prints it, with the served workspace's key."""
+    return {"workspace": entry.key, **run, "workflow_success": is_workflow_success(run)}
 
 
 def _span(seconds: float) -> str:

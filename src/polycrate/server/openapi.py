@@ -25,6 +25,7 @@ RUN = {
         "check_mode": {"type": "boolean"}, "diff_mode": {"type": "boolean"}, "resumed_from": _NULLABLE_STR,
         "failed_step": _NULLABLE_STR, "failed_task": _NULLABLE_STR, "failed_host": _NULLABLE_STR,
         "message": _NULLABLE_STR, "lock_key": _NULLABLE_STR,
+        "workflow_success": {"type": "boolean", "description": "a whole run (no --step, no --check) that succeeded"},
         "current_step": {"type": ["string", "null"], "description": "the step a running run is at"},
         "workflow_success": {"type": "boolean", "description": "a full run (not --step, not --check) of a workflow"
                              " that succeeded: what metrics, --resume and webhooks count (polycrate.success)"},
