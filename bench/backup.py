@@ -145,7 +145,7 @@ def bench(runs: int = 3, restores: int = 2, log=print) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-backup-"))
     env = NightlyEnv(tmp)
     try:
-        host = env.host
+        host = env.db  # the database and its backups (two-host topology: db01)
         # retention small: every run keeps ~150 MB archives locally (RAM-backed host) and in moto's memory
         env.set_config(keep_local=2, keep_remote=2)
         log("  generating the database")

@@ -1,11 +1,14 @@
-"""The article's nightly workflow, for real, against an isolated Debian host.
+"""The article's nightly workflow, for real, against the article's two hosts.
 
-backup (pg_dump -> archive -> S3) -> update (apt, with a real rollback) -> verify, run by
-`polycrate workflows run nightly-maintenance` on the example workspace, whose workspace.poly
-is the article's (only ports that differ on this machine are overridden).
+backup (pg_dump -> archive -> S3, on db01) -> update (apt on app01, with a real rollback that
+restores the database on db01) -> verify, run by `polycrate workflows run nightly-maintenance` on
+the example workspace, whose workspace.poly is the article's (only ports that differ on this
+machine are overridden). db01 and app01 are isolated Debian hosts (tests/fleet/nightly.py): db01
+runs PostgreSQL and keeps the backups, app01 runs acme-app, which uses the database on db01 over TCP.
 """
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -25,16 +28,20 @@ def env(tmp_path_factory):
     e.stop()
 
 
+def workflow_output(result) -> str:
+    return result.stdout + result.stderr
+
+
 def backup_dir_listing(env) -> list[str]:
-    return env.host.exec("ls -1 /var/backups/acme-db").stdout.split()
+    return env.db.exec("ls -1 /var/backups/acme-db").stdout.split()
 
 
 def latest_archive(env) -> str:
-    return env.host.exec("readlink /var/backups/acme-db/latest.tar.gz").stdout.strip()
+    return env.db.exec("readlink /var/backups/acme-db/latest.tar.gz").stdout.strip()
 
 
 def test_happy_path(env, tmp_path):
-    env.host.publish("1.1.0")
+    env.app.publish("1.1.0")
     rows_at_backup = env.psql(ROWS_SQL)
     result = env.polycrate("workflows", "run", "nightly-maintenance")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
@@ -46,7 +53,7 @@ def test_happy_path(env, tmp_path):
     listing = backup_dir_listing(env)
     assert {name, name + ".sha256", name + ".manifest.json"} <= set(listing)
     assert not [n for n in listing if n.startswith(".work-")]
-    manifest = json.loads(env.host.exec(f"cat /var/backups/acme-db/{name}.manifest.json").stdout)
+    manifest = json.loads(env.db.exec(f"cat /var/backups/acme-db/{name}.manifest.json").stdout)
     assert manifest["database"] == "acme_app" and manifest["server_version"].startswith("15")
     assert int(manifest["size"]) > 0 and len(manifest["sha256"]) == 64
 
@@ -54,47 +61,97 @@ def test_happy_path(env, tmp_path):
     objects = env.remote_objects()
     assert {name, name + ".sha256", name + ".manifest.json"} <= set(objects)
     downloaded = env.s3_download(name, tmp_path / name)
-    recorded = env.host.exec(f"cat /var/backups/acme-db/{name}.sha256").stdout.split()[0]
+    recorded = env.db.exec(f"cat /var/backups/acme-db/{name}.sha256").stdout.split()[0]
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == recorded
 
     # the update moved acme-app to the new good version, its migration ran, the data is intact
-    assert env.host.installed_version() == "1.1.0"
+    assert env.app.installed_version() == "1.1.0"
     assert env.health()[0] == 200 and '"1.1.0"' in env.health()[1]
     assert "1.1.0" in env.psql("SELECT string_agg(version, ',') FROM schema_migrations")
     assert env.psql(ROWS_SQL) == rows_at_backup
+
+    # the two hosts of the article: the database and its backups on db01 only; app01 runs the
+    # application, which reaches the database on db01 over TCP
+    assert env.db is not env.app and env.db.address != env.app.address
+    assert env.app.exec("test -e /var/backups/acme-db").returncode != 0
+    assert env.app.exec("pgrep -x postgres").returncode != 0  # no PostgreSQL on app01
+    status, body = env.health("/db")
+    assert status == 200 and json.loads(body)["database"] == f"{env.db.address}:{env.db.pg_port}"
+    assert "1.1.0" in json.loads(body)["migrations"]
 
     # verify alone passes
     verify = env.polycrate("run", "linux-maintenance", "verify")
     assert verify.returncode == 0, verify.stdout[-2000:]
 
 
-def test_rollback_restores_packages_and_database(env):
-    env.host.publish("1.2.0", broken="health")  # its migration empties `items`, then /health answers 500
+def test_rollback_on_app01_restores_the_database_on_db01_and_removes_new_packages(env):
+    # the broken release pulls in a package that was never on the host
+    env.app.publish_extra("acme-app-extras", "1.0.0")
+    env.app.publish("1.2.0", broken="health", depends=["acme-app-extras"])  # its migration empties `items`
     env.psql("INSERT INTO items VALUES (1001, 'written-before-the-night')")
     result = env.polycrate("workflows", "run", "nightly-maintenance")
-    out = result.stdout + result.stderr
+    out = workflow_output(result)
     assert result.returncode == 1, out[-3000:]
     assert "failed at step 'update'" in result.stderr and "skipped: verify" in result.stderr
-    assert "ROLLBACK" in out and "acme-app 1.2.0 -> 1.1.0" in out and "restored database acme_app" in out
 
     backup_name = latest_archive(env)
-    assert backup_name in out  # the message names the backup it restored
-    # packages back, database exactly as at backup time (the row written before the night included)
-    assert env.host.installed_version() == "1.1.0"
+    # one message with every outcome
+    assert f"database acme_app restored from /var/backups/acme-db/{backup_name}" in out
+    assert "packages: 1 of 1 back at their previous versions (acme-app 1.2.0 -> 1.1.0)" in out
+    assert "newly installed packages removed: acme-app-extras 1.0.0" in out
+    assert "acme-app healthy again: yes" in out
+    # the restore ran on db01, delegated from app01's rescue (app01 has no PostgreSQL and no backups)
+    delegated = re.findall(r"^TASK \[Replace the database with the backup's content\].*\n+\w+: \[app01\.acme-corp\.com -> ([^\]]+)\]",
+                           out, re.M)
+    assert delegated == [f"db01.acme-corp.com({env.db.address})"], out[-4000:]
+    # packages back, the new one gone, database exactly as at backup time (the row written before the
+    # night included), on db01
+    assert env.app.installed_version() == "1.1.0"
+    assert env.app.installed_version("acme-app-extras") is None
+    assert env.app.exec("test -e /usr/share/acme-app-extras/VERSION").returncode != 0
     rows = env.psql(ROWS_SQL)
     assert "1001:written-before-the-night" in rows and rows.count(",") == 50
     assert "1.2.0" not in env.psql("SELECT string_agg(version, ',') FROM schema_migrations")
     assert env.health()[0] == 200
     verify = env.polycrate("run", "linux-maintenance", "verify")
     assert verify.returncode == 0, verify.stdout[-2000:]
-    env.host.unpublish("1.2.0")
+    env.app.unpublish("1.2.0")
+    env.app.unpublish("1.0.0", package="acme-app-extras")
+
+
+def test_rollback_restores_the_database_when_the_previous_version_is_gone(env):
+    """The worst case of a rollback: the broken release emptied a table and its predecessor is no
+    longer in the repository. The data comes back anyway; the message says what did not."""
+    env.app.publish("1.2.0", broken="health")
+    env.app.unpublish("1.1.0")  # installed now, but the repository no longer has it
+    env.psql("INSERT INTO items VALUES (1002, 'written-before-the-second-night')")
+    rows_before = env.psql(ROWS_SQL)  # what the backup step of the run takes
+    try:
+        result = env.polycrate("workflows", "run", "nightly-maintenance")
+        out = workflow_output(result)
+        assert result.returncode == 1, out[-3000:]
+        assert env.psql(ROWS_SQL) == rows_before  # restored exactly, although the package stayed broken
+        backup_name = latest_archive(env)
+        assert (f"database acme_app restored from /var/backups/acme-db/{backup_name}" in out
+                and ": yes; packages:" in out), out[-3000:]
+        assert "packages: 0 of 1 back at their previous versions, `acme-app 1.1.0` not in the repository" in out
+        assert "acme-app healthy again: no (HTTP 500)" in out
+        # the step and the workflow fail with that message
+        assert "failed at step 'update'" in result.stderr and "not in the repository" in result.stderr
+        assert env.app.installed_version() == "1.2.0"  # could not go back
+        assert "1.2.0" not in env.psql("SELECT string_agg(version, ',') FROM schema_migrations")
+    finally:
+        env.app.publish("1.1.0")
+        env.apt_install("acme-app=1.1.0")
+        env.app.unpublish("1.2.0")
+    assert env.health()[0] == 200
 
 
 def test_restore_from_s3_after_local_backups_are_gone(env):
     backup = env.polycrate("run", "linux-maintenance", "backup")
     assert backup.returncode == 0, backup.stdout[-2000:]
     rows_at_backup = env.psql(ROWS_SQL)
-    env.host.exec("rm -rf /var/backups/acme-db", check=True)
+    env.db.exec("rm -rf /var/backups/acme-db", check=True)
     env.psql("DELETE FROM items WHERE id > 10")
     env.psql("INSERT INTO items VALUES (5000, 'after-backup')")
     assert env.psql(ROWS_SQL) != rows_at_backup
@@ -108,28 +165,28 @@ def test_restore_from_s3_after_local_backups_are_gone(env):
 
 
 def test_update_refuses_without_a_usable_backup(env):
-    env.host.publish("1.3.0")
+    env.app.publish("1.3.0")
 
     def refused(expect: str):
         result = env.polycrate("run", "linux-maintenance", "update")
         assert result.returncode == 1, result.stdout[-2000:]
         assert expect in result.stdout + result.stderr
-        assert env.host.installed_version() == "1.1.0"  # nothing was upgraded
+        assert env.app.installed_version() == "1.1.0"  # nothing was upgraded
 
     assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
     real = "/var/backups/acme-db/" + latest_archive(env)
 
-    env.host.exec(f"printf x >> {real}", check=True)  # corrupted after it was written
+    env.db.exec(f"printf x >> {real}", check=True)  # corrupted after it was written
     refused("does not verify")
 
     assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
     real = "/var/backups/acme-db/" + latest_archive(env)
-    env.host.exec(f"touch -d '3 days ago' {real}", check=True)
+    env.db.exec(f"touch -d '3 days ago' {real}", check=True)
     refused("hours old")
 
-    env.host.exec("rm -rf /var/backups/acme-db", check=True)
+    env.db.exec("rm -rf /var/backups/acme-db", check=True)
     refused("No backup found")
-    env.host.unpublish("1.3.0")
+    env.app.unpublish("1.3.0")
 
 
 def test_backups_lists_local_and_remote(env):
@@ -159,7 +216,7 @@ def test_backup_with_the_rclone_config_from_encrypted_workspace_secrets(env):
     (env.root / "artifacts" / "secrets" / "rclone.conf").write_text(env.s3.rclone_conf())
     enc = env.polycrate("workspace", "encrypt", env={"WORKSPACE_ENCRYPTION_KEY": key})
     assert enc.returncode == 0, enc.stderr
-    env.host.exec("rm -f /root/.config/rclone/rclone.conf", check=True)  # only the workspace secret is left
+    env.db.exec("rm -f /root/.config/rclone/rclone.conf", check=True)  # only the workspace secret is left
     try:
         before = set(env.remote_objects())
         result = env.polycrate("run", "linux-maintenance", "backup", env={"WORKSPACE_ENCRYPTION_KEY": key})
@@ -169,7 +226,7 @@ def test_backup_with_the_rclone_config_from_encrypted_workspace_secrets(env):
 
         assert SECRET_KEY not in result.stdout + result.stderr
         # the copy on the host lived only for the play
-        assert env.host.exec("test -e /var/backups/acme-db/.rclone.conf").returncode != 0
+        assert env.db.exec("test -e /var/backups/acme-db/.rclone.conf").returncode != 0
     finally:
         env.reset_workspace()
 
@@ -199,7 +256,7 @@ def test_encrypted_upload_and_restore_from_it(env, tmp_path):
     subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
     recipient = subprocess.run(["age-keygen", "-y", str(identity)], check=True, capture_output=True,
                                text=True).stdout.strip()
-    env.host.exec("cat > /root/age.key && chmod 600 /root/age.key", input=identity.read_text(), check=True)
+    env.db.exec("cat > /root/age.key && chmod 600 /root/age.key", input=identity.read_text(), check=True)
     env.set_config(encrypt_recipients=[recipient], age_identity_file="/root/age.key")
     try:
         result = env.polycrate("run", "linux-maintenance", "backup")
@@ -210,11 +267,11 @@ def test_encrypted_upload_and_restore_from_it(env, tmp_path):
         encrypted = env.s3_download(name + ".age", tmp_path / (name + ".age"))
         plain = subprocess.run(["age", "-d", "-i", str(identity), str(encrypted)], check=True,
                                capture_output=True).stdout
-        recorded = env.host.exec(f"cat /var/backups/acme-db/{name}.sha256").stdout.split()[0]
+        recorded = env.db.exec(f"cat /var/backups/acme-db/{name}.sha256").stdout.split()[0]
         assert hashlib.sha256(plain).hexdigest() == recorded
 
         rows_at_backup = env.psql(ROWS_SQL)
-        env.host.exec("rm -rf /var/backups/acme-db", check=True)
+        env.db.exec("rm -rf /var/backups/acme-db", check=True)
         env.psql("DELETE FROM items WHERE id > 5")
         restore = env.polycrate("run", "linux-maintenance", "restore", "--force")
         assert restore.returncode == 0, restore.stdout[-3000:]

@@ -1,13 +1,14 @@
 """The README's demo: the article's nightly workflow, for real, against a local self-contained test host.
 
-`make demo` brings up an isolated Debian host (its own root filesystem, PostgreSQL, sshd on a
-loopback address, acme-app 1.0.0 from a local apt repository; the first run builds and caches it)
-and an S3 server on loopback, copies examples/acme-corp-automation to .demo/, publishes acme-app
+`make demo` brings up the article's two hosts as isolated Debian hosts (their own root filesystems
+and sshd on loopback addresses; the first run builds and caches the root): db01 with PostgreSQL and
+the backups, app01 with acme-app 1.0.0 from a local apt repository, using the database on db01 over
+TCP; and an S3 server on loopback. It copies examples/acme-corp-automation to .demo/, publishes acme-app
 1.1.0, and runs `polycrate workflows run nightly-maintenance`: backup -> update -> verify.
 
 `make demo-rollback` publishes a broken acme-app 1.2.0 whose migration empties a table and whose
-health check answers 500: the update fails, the rollback reinstalls 1.1.0 and restores the database,
-and the workflow stops with the rollback message.
+health check answers 500: the update on app01 fails, its rollback restores the database on db01 and
+reinstalls 1.1.0, and the workflow stops with the rollback message, which states each outcome.
 
 Both leave .demo/acme-corp-automation behind (with its run history: `polycrate -w .demo/acme-corp-automation
 runs list`); the hosts stop at the end. Running them again starts from scratch.
@@ -38,19 +39,19 @@ def main(argv: list[str]) -> int:
 
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
-    say("starting the test host (first run: debootstrap and cache, about 2 minutes) and S3 on loopback")
+    say("starting the test hosts db01 and app01 (first run: debootstrap and cache, about 2 minutes) and S3 on loopback")
     with NightlyEnv(DEMO) as env:
         polycrate = [sys.executable, "-m", "polycrate"]
         env.psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
         env.psql("INSERT INTO items SELECT g, 'order-' || g FROM generate_series(1, 1000) g")
         rows = env.psql("SELECT count(*) FROM items")
-        say(f"host {env.host.address}:{env.host.ssh_port} runs acme-app {env.host.installed_version()}, "
-            f"database acme_app has {rows} rows; workspace {env.root}")
-        env.host.publish("1.1.0")
+        say(f"db01 ({env.db.address}:{env.db.ssh_port}) has the database acme_app with {rows} rows; "
+            f"app01 ({env.app.address}:{env.app.ssh_port}) runs acme-app {env.app.installed_version()}, "
+            f"which uses the database at {env.db.address}:{env.db.pg_port}; workspace {env.root}")
+        env.app.publish("1.1.0")
         if args.rollback:
-            env.host.exec(["apt-get", "update", "-q"], check=True)
-            env.host.exec(["apt-get", "install", "-y", "-q", "acme-app=1.1.0"], check=True)
-            env.host.publish("1.2.0", broken="health")
+            env.apt_install("acme-app=1.1.0")
+            env.app.publish("1.2.0", broken="health")
             say("published a BROKEN acme-app 1.2.0 (its migration empties `items`, /health answers 500)")
         else:
             say("published acme-app 1.1.0 in the host's apt repository")
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
         code = subprocess.call([*polycrate, "workflows", "run", "nightly-maintenance"], cwd=env.root)
         status, body = env.health()
         after = env.psql("SELECT count(*) FROM items")
-        say(f"exit status {code}; acme-app {env.host.installed_version()}, health {status} {body.strip()}; "
+        say(f"exit status {code}; acme-app {env.app.installed_version()}, health {status} {body.strip()}; "
             f"items: {after} rows (before: {rows})")
         say("objects in s3://acme-backups-db/postgres/: " + ", ".join(sorted(env.remote_objects())))
         subprocess.call([*polycrate, "runs", "list"], cwd=env.root)

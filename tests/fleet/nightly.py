@@ -1,6 +1,11 @@
-"""The article's whole setting, for real: an isolated Debian host (PostgreSQL, acme-app from a local
-apt repository, sshd on loopback), an S3 server on loopback, and a copy of the example workspace
-whose inventory points db01 and app01 at that host. Used by the e2e tests, the demo and the benchmarks.
+"""The article's whole setting, for real: two isolated Debian hosts as in the article, an S3 server
+on loopback, and a copy of the example workspace whose inventory points db01 and app01 at them.
+Used by the e2e tests, the demo and the benchmarks.
+
+* topology "two-hosts" (the default): db01 (`db_servers`) runs PostgreSQL and keeps the backups;
+  app01 (`web_servers`) runs acme-app from its local apt repository, which reaches the database on
+  db01 over TCP (db01's own loopback address), and has no PostgreSQL running.
+* topology "single": one host runs all of it and both inventory names point at it.
 """
 from __future__ import annotations
 
@@ -20,16 +25,27 @@ from tests.fleet.s3 import S3Server
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "acme-corp-automation"
 BLOCK_DIR = "blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
-HOSTS = ("db01.acme-corp.com", "app01.acme-corp.com")
+DB_HOST, APP_HOST = HOSTS = ("db01.acme-corp.com", "app01.acme-corp.com")
+TOPOLOGIES = ("two-hosts", "single")
 
 
 class NightlyEnv:
-    def __init__(self, workdir: Path | None = None, *, debhost: DebHost | None = None, s3: S3Server | None = None):
+    """``db``: the host with PostgreSQL and the backups; ``app``: the host with acme-app (the same
+    host in the single topology)."""
+
+    def __init__(self, workdir: Path | None = None, *, topology: str = "two-hosts", s3: S3Server | None = None):
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
+        self.topology = topology
         self.tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="polycrate-nightly-"))
         self._own = []
         try:
             self.s3 = s3 or self._keep(S3Server())
-            self.host = debhost or self._keep(DebHost(name="acme").start())
+            if topology == "single":
+                self.db = self.app = self._keep(DebHost(name="acme").start())
+            else:
+                self.db = self._keep(DebHost(name="db01", services=("postgresql", "ssh")).start())
+                self.app = self._keep(DebHost(name="app01", services=("ssh", "acme-app"), database=self.db).start())
             self.root = self.tmp / "acme-corp-automation"
             self.reset_workspace()
         except BaseException:
@@ -47,20 +63,20 @@ class NightlyEnv:
         shutil.copytree(EXAMPLE, self.root, ignore=shutil.ignore_patterns(".polycrate", "artifacts"))
         (self.root / "artifacts" / "secrets").mkdir(parents=True)
         inventory = yaml.safe_load((EXAMPLE / "inventory.yml").read_text())
-        for name in HOSTS:
-            hv = self.host.inventory_vars()
+        for name, host in ((DB_HOST, self.db), (APP_HOST, self.app)):
+            hv = host.inventory_vars()
             hv["ansible_ssh_port"] = hv["ansible_port"]
             inventory["all"]["hosts"][name] = {k: hv[k] for k in hv if k.startswith("ansible_") or k == "pg_password"}
         (self.root / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
         overrides = {}
-        if self.host.pg_port != 5432:
-            overrides["db_port"] = self.host.pg_port
-        if self.host.app_port != 8080:
-            overrides["health_url"] = f"http://localhost:{self.host.app_port}/health"
+        if self.db.pg_port != 5432:
+            overrides["db_port"] = self.db.pg_port
+        if self.app.app_port != 8080:
+            overrides["health_url"] = f"http://localhost:{self.app.app_port}/health"
         self.set_config(**overrides)
-        # the article keeps the rclone remote in rclone.conf on the target host
-        self.host.exec("mkdir -p /root/.config/rclone && cat > /root/.config/rclone/rclone.conf && chmod 600 "
-                       "/root/.config/rclone/rclone.conf", input=self.s3.rclone_conf(), check=True)
+        # the article keeps the rclone remote in rclone.conf on the db host (the one that uploads)
+        self.db.exec("mkdir -p /root/.config/rclone && cat > /root/.config/rclone/rclone.conf && chmod 600 "
+                     "/root/.config/rclone/rclone.conf", input=self.s3.rclone_conf(), check=True)
 
     def set_config(self, **values) -> None:
         """Override block config in workspace.poly (appended under the block's config, as an admin would)."""
@@ -86,17 +102,24 @@ class NightlyEnv:
 
     # --- looking at the host ------------------------------------------------------------
     def psql(self, sql: str) -> str:
-        res = self.host.exec(["psql", "-h", "localhost", "-U", self.host.pg_user, "-d", self.host.pg_database,
-                              "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql],
-                             env={"PGPASSWORD": self.host.pg_password, "PGPORT": str(self.host.pg_port)})
+        """Run SQL in acme_app on the db host."""
+        res = self.db.exec(["psql", "-h", "localhost", "-U", self.db.pg_user, "-d", self.db.pg_database,
+                            "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql],
+                           env={"PGPASSWORD": self.db.pg_password, "PGPORT": str(self.db.pg_port)})
         if res.returncode != 0:
             raise AssertionError(f"psql failed: {res.stderr}")
         return res.stdout.strip()
 
-    def health(self) -> tuple[int, str]:
-        res = self.host.exec(["curl", "-s", "-o", "/dev/stdout", "-w", "\n%{http_code}", self.host.health_url])
+    def health(self, path: str = "/health") -> tuple[int, str]:
+        """acme-app's answer on the app host (/health, or /db: the database it uses)."""
+        url = self.app.health_url.removesuffix("/health") + path
+        res = self.app.exec(["curl", "-s", "-o", "/dev/stdout", "-w", "\n%{http_code}", url])
         body, _, code = res.stdout.rpartition("\n")
         return int(code or 0), body
+
+    def apt_install(self, spec: str) -> None:
+        """Install a package version on the app host, as an admin would (outside the workflow)."""
+        self.app.exec(f"apt-get update -q && apt-get install -y -q --allow-downgrades {spec}", check=True, timeout=300)
 
     def remote_objects(self) -> dict[str, dict]:
         conf = self.tmp / "rclone.conf"

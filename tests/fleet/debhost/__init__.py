@@ -92,6 +92,7 @@ __all__ = [
     "build_rootfs",
     "build_acme_app_deb",
     "publish",
+    "publish_extra",
     "unpublish",
     "reset_repo",
     "repo_versions",
@@ -341,12 +342,14 @@ def _migration(version: str, mode: str) -> str:
     return sql
 
 
-def build_acme_app_deb(version: str, out_dir: Path, broken: bool | str = False) -> Path:
+def build_acme_app_deb(version: str, out_dir: Path, broken: bool | str = False,
+                       depends: Sequence[str] = ()) -> Path:
     """Build ``acme-app_<version>_all.deb`` into ``out_dir``.
 
     ``broken``: False (healthy), True or "health" (service starts, /health
     answers 500), "start" (the daemon exits at once: the service fails to
-    start, so the package's postinst fails too).
+    start, so the package's postinst fails too).  ``depends``: more packages
+    it depends on (e.g. one built with :func:`build_extra_deb`).
     """
     mode = {False: "ok", None: "ok", True: "health", "health": "health", "start": "start"}.get(broken)
     if mode is None:
@@ -376,14 +379,35 @@ def build_acme_app_deb(version: str, out_dir: Path, broken: bool | str = False) 
             "Version: %s\n"
             "Architecture: all\n"
             "Maintainer: Polycrate Test Fleet <fleet@example.invalid>\n"
-            "Depends: python3\n"
+            "Depends: %s\n"
             "Section: web\n"
             "Priority: optional\n"
             "Installed-Size: %d\n"
             "Description: %s\n"
             " Tiny HTTP server with a /health endpoint, managed by /etc/init.d/acme-app.\n"
-        ) % (version, size_kb, desc))
+        ) % (version, ", ".join(["python3", *depends]), size_kb, desc))
         deb = out_dir / ("acme-app_%s_all.deb" % version)
+        _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(pkg), str(deb)])
+    os.chmod(deb, 0o644)
+    return deb
+
+
+def build_extra_deb(name: str, version: str, out_dir: Path) -> Path:
+    """A small package with one file (/usr/share/<name>/VERSION), for "the upgrade pulled in a new
+    package" cases."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", name) or not re.fullmatch(r"[0-9][A-Za-z0-9.+~-]*", version):
+        raise ValueError("bad package %r %r" % (name, version))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=name + "-") as tmp:
+        pkg = Path(tmp) / "pkg"
+        _write(pkg / "usr/share" / name / "VERSION", version + "\n")
+        _write(pkg / "DEBIAN/control", (
+            "Package: %s\nVersion: %s\nArchitecture: all\n"
+            "Maintainer: Polycrate Test Fleet <fleet@example.invalid>\nSection: misc\nPriority: optional\n"
+            "Installed-Size: 1\nDescription: polycrate test fleet package %s\n A file and nothing else.\n"
+        ) % (name, version, name))
+        deb = out_dir / ("%s_%s_all.deb" % (name, version))
         _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(pkg), str(deb)])
     os.chmod(deb, 0o644)
     return deb
@@ -421,39 +445,47 @@ def _reindex(repo: Path) -> None:
     os.chmod(repo, 0o755)
 
 
-def publish(root: Path, version: str, broken: bool | str = False) -> Path:
+def publish(root: Path, version: str, broken: bool | str = False, depends: Sequence[str] = ()) -> Path:
     """Build acme-app ``version`` into ``root``/srv/repo and re-index it.
 
     Replaces a package of the same version.  The host still needs
     ``apt-get update`` to see it.
     """
     repo = Path(root) / REPO_DIR.lstrip("/")
-    deb = build_acme_app_deb(version, repo, broken=broken)
+    deb = build_acme_app_deb(version, repo, broken=broken, depends=depends)
     _reindex(repo)
     return deb
 
 
-def unpublish(root: Path, version: str) -> None:
+def publish_extra(root: Path, name: str, version: str) -> Path:
+    """Put a small package ``name`` ``version`` (see :func:`build_extra_deb`) into the repository."""
     repo = Path(root) / REPO_DIR.lstrip("/")
-    deb = repo / ("acme-app_%s_all.deb" % version)
+    deb = build_extra_deb(name, version, repo)
+    _reindex(repo)
+    return deb
+
+
+def unpublish(root: Path, version: str, package: str = "acme-app") -> None:
+    repo = Path(root) / REPO_DIR.lstrip("/")
+    deb = repo / ("%s_%s_all.deb" % (package, version))
     if not deb.exists():
-        raise DebHostError("acme-app %s is not published" % version)
+        raise DebHostError("%s %s is not published" % (package, version))
     deb.unlink()
     _reindex(repo)
 
 
 def reset_repo(root: Path) -> None:
-    """Back to the initial repository: only acme-app 1.0.0 (healthy)."""
+    """Back to the initial repository: only acme-app 1.0.0 (healthy), no other package."""
     repo = Path(root) / REPO_DIR.lstrip("/")
     for deb in repo.glob("*.deb"):
         deb.unlink()
     publish(root, INITIAL_VERSION)
 
 
-def repo_versions(root: Path) -> list[str]:
+def repo_versions(root: Path, package: str = "acme-app") -> list[str]:
     repo = Path(root) / REPO_DIR.lstrip("/")
     text = (repo / "Packages").read_text() if (repo / "Packages").exists() else ""
-    return re.findall(r"^Version: (\S+)", text, re.M)
+    return re.findall(r"^Package: %s\n(?:.+\n)*?Version: (\S+)" % re.escape(package), text, re.M)
 
 
 # --------------------------------------------------------------------------
@@ -636,6 +668,21 @@ def _set_pg_port(root: Path, port: int) -> None:
         text = re.sub(r"^#?\s*listen_addresses\s*=.*$", "listen_addresses = '127.0.0.1'\t# set by debhost",
                       text, count=1, flags=re.M)
         conf.write_text(text)
+
+
+def _listen_also_on(root: Path, address: str) -> None:
+    """PostgreSQL also on the host's own loopback address, where other hosts reach it (password
+    logins from 127.0.0.0/8)."""
+    for conf in (root / "etc/postgresql").glob("*/main/postgresql.conf"):
+        text = conf.read_text()
+        text = re.sub(r"^listen_addresses\s*=.*$", "listen_addresses = '127.0.0.1,%s'\t# set by debhost" % address,
+                      text, count=1, flags=re.M)
+        conf.write_text(text)
+    for hba in (root / "etc/postgresql").glob("*/main/pg_hba.conf"):
+        text = hba.read_text()
+        line = "host    all             all             127.0.0.0/8             scram-sha-256\n"
+        if line not in text:
+            hba.write_text(text + "# set by debhost: the other test hosts\n" + line)
 
 
 def _set_environment(root: Path, pg_port: int) -> None:
@@ -883,7 +930,12 @@ class DebHost:
                  pg_port: int | None = None, app_port: int | None = None,
                  user: str = "ubuntu", cache_dir: Path | str | None = None,
                  workdir: Path | str | None = None, name: str | None = None,
-                 boot_timeout: float = 120.0):
+                 boot_timeout: float = 120.0, services: Sequence[str] = SERVICES,
+                 database: "DebHost | None" = None):
+        """``services``: the /etc/init.d services PID 1 starts (all three by default; a database
+        host: postgresql and ssh; an application host: ssh and acme-app).  ``database``: a started
+        host whose PostgreSQL this host's acme-app uses over TCP (its address and port go into
+        /etc/default/acme-app and /etc/environment); None: its own PostgreSQL on localhost."""
         DebHost._counter += 1
         self.name = name or "debhost%d" % DebHost._counter
         self._want_address = address
@@ -894,6 +946,11 @@ class DebHost:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._workdir_base = str(workdir) if workdir is not None else default_workdir_base()
         self.boot_timeout = boot_timeout
+        unknown = set(services) - set(SERVICES)
+        if unknown:
+            raise ValueError("unknown services %s (choose from %s)" % (sorted(unknown), ", ".join(SERVICES)))
+        self.services = tuple(s for s in SERVICES if s in services)  # boot order stays postgresql, ssh, acme-app
+        self.database = database
         self.address: str | None = None
         self.ssh_port: int | None = None
         self.pg_port: int | None = None
@@ -941,7 +998,7 @@ class DebHost:
             if tar.wait() != 0 or res.returncode != 0:
                 raise DebHostError("unpacking %s failed: %s" % (image, res.stderr))
             self._personalise()
-            self._ns = _Namespace(self.root, self.name, SERVICES, self.workdir / "boot.log",
+            self._ns = _Namespace(self.root, self.name, self.services, self.workdir / "boot.log",
                                   env={"PGPORT": str(self.pg_port)})
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _cleanup, self.workdir, self._ns)
@@ -961,10 +1018,20 @@ class DebHost:
             self._held.append((self.address, 0))
         if not self.address.startswith("127."):
             raise DebHostError("only loopback addresses (127.0.0.0/8) are allowed, not %s" % self.address)
+        if self.database is not None and not self._want_pg_port:
+            self._want_pg_port = self.database.pg_port  # the port of the database it uses
         for attr, addr, preferred in (("ssh_port", self.address, 22), ("pg_port", "127.0.0.1", 5432),
                                       ("app_port", "127.0.0.1", 8080)):
             wanted = getattr(self, "_want_" + attr)
-            if wanted:
+            if attr == "pg_port" and "postgresql" in self.services and not wanted:
+                # PostgreSQL listens on 127.0.0.1 and on the host's own address: free on both
+                for _ in range(50):
+                    port = _free_port("127.0.0.1", 5432 if _ == 0 else None)
+                    self._held.append(("127.0.0.1", port))
+                    if _port_free(self.address, port):
+                        break
+                self.pg_port = port
+            elif wanted:
                 setattr(self, attr, wanted)
             else:
                 setattr(self, attr, _free_port(addr, preferred))
@@ -991,8 +1058,12 @@ class DebHost:
             "ListenAddress %s:%d\nHostKey /etc/ssh/ssh_host_ed25519_key\n" % (self.address, self.ssh_port)))
         _set_pg_port(root, self.pg_port)
         _set_environment(root, self.pg_port)
+        _listen_also_on(root, self.address)
+        db_host = self.database.address if self.database is not None else "localhost"
         _write(root / "etc/default/acme-app", (APP_SRC / "acme-app.default").read_text()
-               .replace("ACME_APP_PORT=8080", "ACME_APP_PORT=%d" % self.app_port))
+               .replace("ACME_APP_PORT=8080", "ACME_APP_PORT=%d" % self.app_port)
+               .replace("#ACME_DB_HOST=localhost", "ACME_DB_HOST=%s" % db_host)
+               .replace("#ACME_DB_PORT=5432", "ACME_DB_PORT=%d" % self.pg_port))
         _write(root / "etc/hostname", self.name + "\n")
         _write(root / "etc/hosts", "127.0.0.1\tlocalhost\n%s\t%s\n::1\tip6-localhost ip6-loopback\n"
                % (self.address, self.name))
@@ -1083,18 +1154,22 @@ class DebHost:
                 "%s@%s" % (user or self.user, self.address), *remote]
 
     # -- the local apt repository ---------------------------------------------
-    def publish(self, version: str, broken: bool | str = False) -> Path:
+    def publish(self, version: str, broken: bool | str = False, depends: Sequence[str] = ()) -> Path:
         """Put acme-app ``version`` into the host's /srv/repo (run apt-get update after)."""
-        return publish(self.root, version, broken=broken)
+        return publish(self.root, version, broken=broken, depends=depends)
 
-    def unpublish(self, version: str) -> None:
-        unpublish(self.root, version)
+    def publish_extra(self, name: str, version: str) -> Path:
+        """Put a small package ``name`` into the host's repository (e.g. a new dependency)."""
+        return publish_extra(self.root, name, version)
+
+    def unpublish(self, version: str, package: str = "acme-app") -> None:
+        unpublish(self.root, version, package)
 
     def reset_repo(self) -> None:
         reset_repo(self.root)
 
-    def repo_versions(self) -> list[str]:
-        return repo_versions(self.root)
+    def repo_versions(self, package: str = "acme-app") -> list[str]:
+        return repo_versions(self.root, package)
 
     def installed_version(self, package: str = "acme-app") -> str | None:
         res = self.exec(["dpkg-query", "-W", "-f", "${Status} ${Version}", package])

@@ -1,21 +1,41 @@
 #!/usr/bin/python3
 """acme-app: tiny demo web application used by the polycrate e2e fleet.
 
-GET /health  -> 200 {"status": "ok", "version": ...}   (500 in a "broken" build)
+GET /health  -> 200 {"status": "ok", "version": ...}   (500 in a "broken" build, or when
+                the database does not answer)
+GET /db      -> the database it uses and the migrations applied there (JSON)
 GET /version -> the version as plain text
 GET /        -> a short text page naming the version
 Configuration via environment (see /etc/default/acme-app):
-ACME_APP_PORT (default 8080), ACME_APP_BIND (default 127.0.0.1).
+ACME_APP_PORT (default 8080), ACME_APP_BIND (default 127.0.0.1), ACME_DB_HOST and ACME_DB_PORT
+(the PostgreSQL server, reached over TCP with psql: localhost or another host).
 """
 import json
 import os
 import signal
+import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "@VERSION@"
 # "ok": healthy build; "health": /health answers 500; "start": exits at start.
 BROKEN = "@BROKEN@"
+
+
+def database():
+    """(address, migrations applied or None, error): one query over TCP, as the application's own."""
+    host = os.environ.get("ACME_DB_HOST") or "localhost"
+    port = os.environ.get("ACME_DB_PORT") or os.environ.get("PGPORT") or "5432"
+    env = dict(os.environ, PGPASSFILE="/root/.pgpass", PGCONNECT_TIMEOUT="3")
+    try:
+        res = subprocess.run(["psql", "-h", host, "-p", port, "-U", "acme", "-d", "acme_app", "-tAc",
+                              "SELECT coalesce(string_agg(version, ',' ORDER BY version), '') FROM schema_migrations"],
+                             capture_output=True, text=True, timeout=10, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "%s:%s" % (host, port), None, str(exc)
+    if res.returncode != 0:
+        return "%s:%s" % (host, port), None, res.stderr.strip()[-300:]
+    return "%s:%s" % (host, port), [v for v in res.stdout.strip().split(",") if v], ""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -39,8 +59,18 @@ class Handler(BaseHTTPRequestHandler):
                         "error": "database migration failed"}
                 self._send(500, json.dumps(body) + "\n", "application/json")
             else:
-                body = {"status": "ok", "version": VERSION}
-                self._send(200, json.dumps(body) + "\n", "application/json")
+                address, migrations, error = database()
+                if migrations is None:
+                    body = {"status": "error", "version": VERSION,
+                            "error": "database %s unreachable: %s" % (address, error)}
+                    self._send(500, json.dumps(body) + "\n", "application/json")
+                else:
+                    body = {"status": "ok", "version": VERSION}
+                    self._send(200, json.dumps(body) + "\n", "application/json")
+        elif path == "/db":
+            address, migrations, error = database()
+            body = {"database": address, "migrations": migrations, "error": error}
+            self._send(200 if migrations is not None else 500, json.dumps(body) + "\n", "application/json")
         elif path == "/version":
             self._send(200, VERSION + "\n", "text/plain")
         elif path == "/":
