@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+PHASES_SHOWN = ("dump_and_pack", "check", "upload", "upload_rest", "publish", "upload_sidecars", "remote_check",
+                "remote_retention", "local_retention", "total")
+
+
 def _s(x: float) -> str:
     return f"{x:.3f} s" if x < 10 else f"{x:.1f} s"
 
@@ -133,6 +137,12 @@ def render(r: dict) -> str:
                    f"| {_s(b['baseline']['median'])} | "
                    f"{next(x for x in b['rows'] if x['name'].startswith('article'))['ratio']:.2f}x | | |")
         out.append(f"| 4. restore (`restore --force`) | {_s(b['restore']['median'])} | | | | |")
+        for size in b.get("sizes", [])[1:]:
+            mine = next(x for x in size["rows"] if x["name"].startswith("polycrate"))
+            out.append(f"| 4. backup action ({_mb(size['database_bytes'])} database) | {_s(mine['median'])} "
+                       f"| {_s(size['baseline']['median'])} (`pg_dump > /dev/null`) | {size['ratio']:.2f}x "
+                       f"| ≤ {size['target']}x | {_met(size['met_time'])} |")
+            out.append(f"| 4. restore, {_mb(size['database_bytes'])} database | {_s(size['restore']['median'])} | | | | |")
     out.append("")
 
     if "cli" in r:
@@ -193,6 +203,9 @@ def render(r: dict) -> str:
         b = r["backup"]
         d = b["disk"]
         out += ["## 4. Backup throughput", "",
+                "Load average of the machine (1, 5, 15 min) when this benchmark started: "
+                + " ".join(map(str, b.get("load_average", {}).get("before", []))) + "; when it ended: "
+                + " ".join(map(str, b.get("load_average", {}).get("after", []))) + ".", "",
                 f"A {_mb(b['database_bytes'])} database (pg_database_size, generated with generate_series: customers",
                 "and orders with names, addresses, JSON payloads, free text) in the Debian test host",
                 f"({b['pg_dump_version']}); S3 is moto on loopback. Measured {b['measured']}.", "",
@@ -205,7 +218,26 @@ def render(r: dict) -> str:
                 f"({d['ours_archive_bytes']} bytes; with its sidecars {d['ours_published_bytes']} bytes: "
                 f"{_met(d['met_disk'])}); the article pipeline's peak: "
                 f"{_mb(d['article_peak_extra_bytes'])} for a {_mb(d['article_archive_bytes'])} archive.",
-                f"Inside our action (pg_archive.py): {b['inside_the_action']}.",
+                "Where the time goes: medians of the phases pg_archive.py reports (seconds; `check` runs while"
+                " `upload` runs beside it, `upload_rest` is the part of the upload the check did not cover), and"
+                " the rest of the action's wall time outside that one remote task (polycrate and ansible-playbook"
+                " start, the play, SSH, sudo):", "",
+                "| database | " + " | ".join(PHASES_SHOWN) + " | outside the remote task | action (wall) | pg_dump |",
+                "|---" * (len(PHASES_SHOWN) + 4) + "|"]
+        for size in b.get("sizes", [b]):
+            bd = size.get("breakdown", {})
+            mine = next(x for x in size["rows"] if x["name"].startswith("polycrate"))
+            out.append(f"| {_mb(size['database_bytes'])} | " + " | ".join(f"{bd[k]:.2f}" if k in bd else "" for k in PHASES_SHOWN)
+                       + f" | {size.get('outside_the_action', '')} | {mine['median']:.2f} | {size['baseline']['median']:.2f} |")
+        for size in b.get("sizes", [])[1:]:
+            out += ["", f"{_mb(size['database_bytes'])} database:", "",
+                    "| variant | median | min | max | vs `pg_dump > /dev/null` |", "|---|---|---|---|---|"]
+            for row in size["rows"]:
+                out.append(f"| {row['name']} | {_s(row['median'])} | {_s(row['min'])} | {_s(row['max'])} | {row['ratio']:.2f}x |")
+            out.append(f"Peak extra disk: {_mb(size['disk']['ours_peak_extra_bytes'])} for a "
+                       f"{_mb(size['disk']['ours_archive_bytes'])} archive ({_met(size['disk']['met_disk'])}); restore: "
+                       f"median {_s(size['restore']['median'])} over {size['restore']['runs']} run(s).")
+        out += ["",
                 f"Restore (`polycrate run linux-maintenance restore --force`, same backup): median "
                 f"{_s(b['restore']['median'])} over {b['restore']['runs']} runs "
                 f"({b['restore']['rows_after_restore']} rows in the two tables after the restore).", ""]

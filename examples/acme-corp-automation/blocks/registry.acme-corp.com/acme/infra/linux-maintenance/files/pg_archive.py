@@ -1,22 +1,34 @@
 #!/usr/bin/env python3
-"""Stream pg_dump into a verified <name>.tar.gz in one pass, then publish it atomically.
+"""The whole backup in one remote task: dump, pack, verify, upload, check the remote copy, prune.
 
-Runs on the db host as the postgres user (the backup action copies it there). One write of the
-data: pg_dump's output (custom format) is hashed (SHA-256 of the dump, for the manifest) and
-gzip-compressed straight into the archive; no uncompressed dump and no second copy ever lands on
-disk, so the extra disk a backup needs is the compressed archive itself.
+Runs on the db host as root, as one Ansible module call (the backup action passes this file on
+stdin to ``python3 -``: one SSH round trip instead of one per task). pg_dump runs as the postgres
+user; the files it makes belong to postgres.
 
-The archive is an ordinary gzip'd tar (``tar -xzf`` reads it; members: the dump, then
-manifest.json). A tar header carries its member's size, which a stream does not know in advance:
-the dump's header is written first as its own *stored* gzip member (a fixed length whatever its
-content) and rewritten in place once the dump has ended. gzip files may consist of several
-members; gzip, tar and Python read them as one stream.
+1. **Dump and pack, one pass.** pg_dump's output (custom format) is hashed (SHA-256 of the dump,
+   for the manifest) and gzip-compressed straight into ``<name>.tar.gz`` in a private work folder;
+   no uncompressed dump and no second copy ever lands on disk, so the extra disk a backup needs is
+   the compressed archive itself (and, with age encryption, its encrypted copy while it uploads).
+   The archive is an ordinary gzip'd tar (``tar -xzf`` reads it; members: the dump, then
+   manifest.json). A tar header carries its member's size, which a stream does not know in
+   advance: the dump's header is written first as its own *stored* gzip member (a fixed length
+   whatever its content) and rewritten in place once the dump has ended.
+2. **Verify and upload at the same time.** The upload of the archive starts as soon as it is
+   written; meanwhile one read checks it end to end: its SHA-256 and MD5 (for the .sha256 sidecar
+   and the remote check), and its decompressed content, which must be exactly the tar we meant
+   (every gzip member's CRC-32 and length, the tar header checksums, the dump of the size we
+   wrote, the manifest byte for byte). If the check fails, the upload is stopped and the remote
+   copy deleted.
+3. **Publish.** Only after the check passed are the archive and its sidecars (.sha256,
+   .manifest.json) renamed into the backup folder and ``latest.tar.gz`` moved with one rename, so
+   it never points at a partial or unverified file; the sidecars are uploaded.
+4. **Remote check and retention, one listing.** One ``rclone lsjson --hash`` of the destination:
+   the remote copy's size and MD5 must equal the local file's; the same listing gives the remote
+   archives beyond ``--keep-remote`` (deleted with their sidecars in one call); then local
+   retention (never the archive latest points at).
 
-Then the archive is checked end to end in one read: its SHA-256 and MD5 (for the .sha256 sidecar
-and the remote check), and its decompressed content, which must be exactly the tar we meant: the
-dump with the SHA-256 we computed while writing, and the manifest. Only then are the archive and
-its sidecars (.sha256, .manifest.json) renamed into the backup folder and ``latest.tar.gz`` moved
-with one rename. The result is printed as JSON.
+Prints the result as JSON (sizes, checksums, seconds per phase); exits non-zero with one line on
+stderr when anything fails.
 """
 from __future__ import annotations
 
@@ -29,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import zlib
 
@@ -59,24 +72,52 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def server_version(args) -> str:
+class Owner:
+    """The user the database tools run as and the backups belong to (postgres)."""
+
+    def __init__(self, name: str):
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        self.uid, self.gid, self.home = entry.pw_uid, entry.pw_gid, entry.pw_dir
+        self.env = {**os.environ, "HOME": entry.pw_dir, "USER": name, "LOGNAME": name}
+
+    def preexec(self):
+        if os.geteuid() != 0 or os.geteuid() == self.uid:
+            return None
+
+        def drop():
+            os.setgroups([])
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+        return drop
+
+    def chown(self, path: str) -> None:
+        if os.geteuid() == 0:
+            os.chown(path, self.uid, self.gid)
+
+
+def server_version(args, owner: Owner) -> str:
     res = subprocess.run(["psql", "-h", args.host, "-p", str(args.port), "-U", args.user, "-d", args.db,
-                          "-tAc", "show server_version"], capture_output=True, text=True, check=True)
+                          "-tAc", "show server_version"], capture_output=True, text=True, check=True,
+                         env=owner.env, preexec_fn=owner.preexec(), cwd="/")
     return res.stdout.strip()
 
 
-def write_archive(args, work: str, dump_name: str) -> dict:
-    """The archive in the work folder; returns the dump's size and SHA-256."""
+def write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool = False) -> dict:
+    """The archive in the work folder; returns the dump's size and SHA-256, and where its gzip
+    members lie (with the CRC-32 of the data member's input when `crc_on`, for check_structure)."""
     path = os.path.join(work, "archive.tar.gz")
     cmd = ["pg_dump", "-h", args.host, "-p", str(args.port), "-U", args.user, "-F", "c",
            "-Z", str(args.dump_compression), args.db]
     started = int(time.time())
     dump_sha = hashlib.sha256()
-    size = 0
+    size = data_len = crc = 0
     with open(path, "xb") as out:
         placeholder = gzip_member(tar_header(dump_name, 0, started), 0)
         out.write(placeholder)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, bufsize=0)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, bufsize=0, env=owner.env, preexec_fn=owner.preexec(),
+                                cwd="/")
         comp = zlib.compressobj(args.level, zlib.DEFLATED, 31)
         try:
             read = proc.stdout.readinto
@@ -88,11 +129,14 @@ def write_archive(args, work: str, dump_name: str) -> dict:
                     break
                 chunk = view[:n]
                 dump_sha.update(chunk)
+                if crc_on:
+                    crc = zlib.crc32(chunk, crc)
                 size += n
-                out.write(comp.compress(chunk))
+                data_len += out.write(comp.compress(chunk))
             pad = (-size) % BLOCK
-            out.write(comp.compress(b"\0" * pad))
-            out.write(comp.flush())
+            crc = zlib.crc32(b"\0" * pad, crc) if crc_on else 0
+            data_len += out.write(comp.compress(b"\0" * pad))
+            data_len += out.write(comp.flush())
         finally:
             proc.stdout.close()
             code = proc.wait()
@@ -107,7 +151,7 @@ def write_archive(args, work: str, dump_name: str) -> dict:
             "dump_file": dump_name,
             "size": size,
             "sha256": dump_sha.hexdigest(),
-            "server_version": server_version(args),
+            "server_version": server_version(args, owner),
         }
         text = (json.dumps(manifest, indent=4) + "\n").encode()
         tail = tar_header("manifest.json", len(text), int(time.time())) + text + b"\0" * ((-len(text)) % BLOCK)
@@ -123,7 +167,49 @@ def write_archive(args, work: str, dump_name: str) -> dict:
         out.write(header)
         out.flush()
         os.fsync(out.fileno())
-    return {"path": path, "manifest": manifest, "text": text}
+    return {"path": path, "manifest": manifest, "text": text,
+            "layout": {"header": header, "data_end": len(header) + data_len, "crc": crc,
+                       "isize": (size + pad) & 0xFFFFFFFF, "tail": tail}}
+
+
+def check_structure(path: str, dump_name: str, written: dict) -> dict:
+    """The cheaper check (verify: structure): the archive's SHA-256 and MD5 (one read, two threads),
+    and its structure without inflating the dump: the first gzip member is the dump's tar header (its
+    checksum, name and size), the data member ends where we wrote it and its gzip trailer carries the
+    CRC-32 and length of exactly the bytes we fed the compressor (computed independently while
+    writing), and the last member inflates to the manifest and the end of the tar, byte for byte.
+    Not checked here: that the deflate stream of the dump decodes (the restore inflates it and checks
+    the dump's SHA-256 before it drops anything)."""
+    import struct
+    import threading
+
+    lay = written["layout"]
+    sums: dict = {}
+    hasher = threading.Thread(target=_hash_file, args=(path, sums))
+    hasher.start()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(lay["header"]))
+            f.seek(lay["data_end"] - 8)
+            trailer = f.read(8)
+            rest = f.read()
+        try:
+            info = tarfile.TarInfo.frombuf(zlib.decompress(head, 31), "utf-8", "surrogateescape")
+            tail = zlib.decompressobj(31)
+            tail_data = tail.decompress(rest)
+        except (zlib.error, tarfile.TarError) as exc:
+            raise SystemExit(f"the archive does not verify: {exc}") from None
+        size = int(written["manifest"]["size"])
+        if info.name != dump_name or info.size != size:
+            raise SystemExit(f"the archive does not verify: its first member is {info.name} of {info.size} bytes")
+        if struct.unpack("<II", trailer) != (lay["crc"], lay["isize"]):
+            raise SystemExit("the archive does not verify: the dump's gzip trailer (CRC-32, length) does not match "
+                             "what was written")
+        if tail_data != lay["tail"] or not tail.eof or tail.unused_data:
+            raise SystemExit("the archive does not verify: the manifest member does not match what was written")
+    finally:
+        hasher.join()
+    return {**sums, "archive_size": os.path.getsize(path)}
 
 
 def _hash_file(path: str, out: dict) -> None:
@@ -228,6 +314,119 @@ def check_archive(path: str, dump_name: str, manifest: dict, text: bytes) -> dic
     return {**sums, "archive_size": os.path.getsize(path)}
 
 
+def fail(message: str) -> "NoReturn":
+    raise SystemExit(f"backup failed: {message}")
+
+
+class Remote:
+    """rclone against ``dest`` (remote:bucket/prefix), without this machine's AWS_CA_BUNDLE."""
+
+    def __init__(self, dest: str, config: str):
+        self.dest = dest.rstrip("/") + "/"
+        self.base = ["rclone"] + (["--config", config] if config else [])
+        self.env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+    def popen(self, *args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen([*self.base, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, **kw)
+
+    def run(self, *args: str, input: str | None = None) -> str:
+        res = subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True, input=input)
+        if res.returncode != 0:
+            fail(f"rclone {args[0]} {self.dest}: {tail(res.stderr)}")
+        return res.stdout
+
+
+def tail(text: str) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return " / ".join(lines[-2:])[-400:] or "no output"
+
+
+class Upload(threading.Thread):
+    """Encrypt (age, when recipients are given) and upload the archive while it is being checked."""
+
+    def __init__(self, remote: Remote, path: str, final: str, recipients: list[str]):
+        super().__init__(daemon=True)
+        self.remote, self.path, self.final, self.recipients = remote, path, final, recipients
+        self.error = ""
+        self.proc: subprocess.Popen | None = None
+        self.stopped = False
+        self.uploaded = final + (".age" if recipients else "")
+        self.local = path + ".age" if recipients else path  # the file whose bytes go to the remote
+        self.md5 = ""
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            if self.recipients:
+                res = subprocess.run(["age", *(f"--recipient={r}" for r in self.recipients), "-o", self.local, self.path],
+                                     capture_output=True, text=True)
+                if res.returncode != 0:
+                    self.error = f"age: {tail(res.stderr)}"
+                    return
+                sums: dict = {}
+                _hash_file(self.local, sums)
+                self.md5 = sums["md5"]
+            if self.stopped:
+                return
+            self.proc = self.remote.popen("copyto", self.local, self.remote.dest + self.uploaded)
+            _, err = self.proc.communicate()
+            if self.proc.returncode != 0 and not self.stopped:
+                self.error = f"rclone copyto: {tail(err)}"
+        except OSError as exc:
+            self.error = str(exc)
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+        self.join()
+
+
+ARCHIVE_RE = r"-[0-9TZ]+\.tar\.gz"
+
+
+def remote_retention(remote: Remote, listing: list[dict], db: str, keep: int) -> list[str]:
+    import re
+
+    pattern = re.compile("^" + re.escape(db) + ARCHIVE_RE + "(\\.age)?$")
+    names = sorted((o["Name"] for o in listing if pattern.match(o["Name"])), reverse=True)
+    doomed = names[keep:] if keep > 0 else []
+    present = {o["Name"] for o in listing}
+    files = []
+    for n in doomed:
+        base = n[:-4] if n.endswith(".age") else n
+        files += [f for f in (n, base + ".sha256", base + ".manifest.json") if f in present]
+    if files:
+        remote.run("delete", remote.dest, "--files-from-raw", "-", input="".join(f + "\n" for f in files))
+    return doomed
+
+
+def local_retention(backup_dir: str, db: str, keep: int) -> list[str]:
+    import re
+
+    pattern = re.compile("^" + re.escape(db) + ARCHIVE_RE + "$")
+    try:
+        latest = os.readlink(os.path.join(backup_dir, "latest.tar.gz"))
+    except OSError:
+        latest = ""
+    names = sorted((n for n in os.listdir(backup_dir) if pattern.match(n)), reverse=True)
+    deleted = []
+    for n in names[keep:] if keep > 0 else []:
+        if n == latest:
+            continue
+        for f in (n, n + ".sha256", n + ".manifest.json"):
+            try:
+                os.unlink(os.path.join(backup_dir, f))
+            except FileNotFoundError:
+                pass
+        deleted.append(n)
+    return deleted
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", required=True)
@@ -239,27 +438,62 @@ def main() -> int:
     parser.add_argument("--inventory-host", default="")
     parser.add_argument("--level", type=int, default=1, help="gzip level of the archive")
     parser.add_argument("--dump-compression", type=int, default=0, help="pg_dump -Z inside the archive")
+    parser.add_argument("--owner", default="postgres", help="runs pg_dump and owns the backups")
+    parser.add_argument("--remote", default="", help="rclone destination (remote:bucket/prefix); empty: no upload")
+    parser.add_argument("--rclone-config", default="")
+    parser.add_argument("--recipient", action="append", default=[], help="age recipient of the uploaded copy")
+    parser.add_argument("--keep-local", type=int, default=0)
+    parser.add_argument("--keep-remote", type=int, default=0)
+    parser.add_argument("--verify", choices=("full", "structure"), default="full",
+                        help="full: inflate and walk the whole archive; structure: checksums and gzip/tar structure")
     args = parser.parse_args()
 
     os.umask(0o027)
     # stopped (ansible's timeout, a stopped run): clean up like any failure (pg_dump ends with its pipe)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    t = {"start": time.monotonic()}
+    owner = Owner(args.owner)
     backup_dir = args.backup_dir
+    if not os.path.isdir(backup_dir):
+        os.makedirs(backup_dir, 0o750)
+        owner.chown(backup_dir)
     work = os.path.join(backup_dir, f".work-{args.name}")
     os.mkdir(work, 0o700)
+    owner.chown(work)
     dump_name = f"{args.db}.dump"
     final = f"{args.name}.tar.gz"
+    remote = Remote(args.remote, args.rclone_config) if args.remote else None
+    upload = None
+    result: dict = {"archive": final}
     try:
-        t0 = time.monotonic()
-        written = write_archive(args, work, dump_name)
-        t1 = time.monotonic()
-        checked = check_archive(written["path"], dump_name, written["manifest"], written["text"])
-        t2 = time.monotonic()
+        written = write_archive(args, work, dump_name, owner, crc_on=args.verify == "structure")
+        t["dump_and_pack"] = time.monotonic()
+        if remote is not None:
+            # a second name for the archive in the work folder: the upload reads it while the
+            # archive itself is renamed into place
+            source = os.path.join(work, "upload.tar.gz")
+            os.link(written["path"], source)
+            upload = Upload(remote, source, final, args.recipient)
+            upload.start()
+        try:
+            if args.verify == "structure":
+                checked = check_structure(written["path"], dump_name, written)
+            else:
+                checked = check_archive(written["path"], dump_name, written["manifest"], written["text"])
+        except SystemExit:
+            if upload is not None:
+                upload.stop()
+                subprocess.run([*remote.base, "deletefile", remote.dest + upload.uploaded], env=remote.env,
+                               capture_output=True)
+            raise
+        t["check"] = time.monotonic()
         with open(os.path.join(work, "archive.sha256"), "w") as f:
             f.write(f"{checked['sha256']}  {final}\n")
         with open(os.path.join(work, "archive.manifest.json"), "wb") as f:
             f.write(written["text"])
+        for name in ("archive.sha256", "archive.manifest.json", "archive.tar.gz"):
+            owner.chown(os.path.join(work, name))
         for name in ("archive.sha256", "archive.manifest.json"):
             fsync_path(os.path.join(work, name))
         # into place: renames within one filesystem, the archive last of the three
@@ -270,13 +504,47 @@ def main() -> int:
         # latest.tar.gz: one rename of a fresh link, only now that the archive verified
         tmp_link = os.path.join(backup_dir, f".latest-{args.name}.tmp")
         os.symlink(final, tmp_link)
+        if os.geteuid() == 0:
+            os.lchown(tmp_link, owner.uid, owner.gid)
         os.rename(tmp_link, os.path.join(backup_dir, "latest.tar.gz"))
         fsync_path(backup_dir)
+        t["publish"] = time.monotonic()
+        result.update({"dump_size": written["manifest"]["size"], "dump_sha256": written["manifest"]["sha256"],
+                       **checked})
+        if remote is not None:
+            upload.join()
+            t["upload_rest"] = time.monotonic()
+            if upload.error:
+                fail(f"the upload to {remote.dest} failed: {upload.error} (the local archive is verified; "
+                     "latest.tar.gz points at it)")
+            remote.run("copy", backup_dir, remote.dest, "--files-from-raw", "-",
+                       input=f"{final}.sha256\n{final}.manifest.json\n")
+            t["upload_sidecars"] = time.monotonic()
+            listing = json.loads(remote.run("lsjson", "--hash", "--files-only", remote.dest) or "[]")
+            mine = [o for o in listing if o.get("Name") == upload.uploaded]
+            size = os.path.getsize(upload.local)
+            md5 = upload.md5 or checked["md5"]
+            remote_md5 = (mine[0].get("Hashes") or {}).get("md5", "") if mine else ""
+            if not mine or mine[0].get("Size") != size or (remote_md5 and remote_md5 != md5):
+                fail(f"the remote copy at {remote.dest}{upload.uploaded} does not match the local archive "
+                     f"(local {size} bytes md5 {md5}; remote "
+                     + (f"{mine[0].get('Size')} bytes md5 {remote_md5 or '(none)'}" if mine else "missing") + ")")
+            result["remote"] = {"name": upload.uploaded, "size": mine[0]["Size"], "md5": remote_md5 or None}
+            t["remote_check"] = time.monotonic()
+            result["remote_deleted"] = remote_retention(remote, listing, args.db, args.keep_remote)
+            t["remote_retention"] = time.monotonic()
+        result["local_deleted"] = local_retention(backup_dir, args.db, args.keep_local)
+        t["local_retention"] = time.monotonic()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"archive": final, "dump_size": written["manifest"]["size"],
-                      "dump_sha256": written["manifest"]["sha256"], **checked,
-                      "seconds": {"dump_and_pack": round(t1 - t0, 2), "check": round(t2 - t1, 2)}}))
+        if upload is not None and upload.is_alive():
+            upload.stop()
+        shutil.rmtree(work, ignore_errors=True)  # with the upload's link and the encrypted copy
+    marks = list(t.items())
+    result["seconds"] = {name: round(at - marks[i - 1][1], 2) for i, (name, at) in enumerate(marks) if i}
+    # the upload ran beside the check (and the publishing): its own duration
+    result["seconds"]["upload"] = round(upload.seconds, 2) if upload is not None else 0
+    result["seconds"]["total"] = round(marks[-1][1] - t["start"], 2)
+    print(json.dumps(result))
     return 0
 
 
