@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from polycrate import failure as failure_text
 from polycrate.ansible_options import AnsibleOptions
@@ -29,6 +29,9 @@ from polycrate.success import is_workflow_success
 from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
 from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
 from polycrate.workspace import get_action, get_block, get_workflow, playbook_path
+
+if TYPE_CHECKING:
+    from polycrate.toolchain import Runtime
 
 
 @dataclass
@@ -106,6 +109,9 @@ class Reporter:
 
     def notice(self, message: str) -> None:
         """Something polycrate itself has to say: waiting for a lock, a retry, a failed webhook."""
+
+    def toolchain(self, line: str) -> None:
+        """Progress of preparing the container runtime (an image build or import) before a run."""
 
 
 Confirm = Callable[[RunPrompt], bool]  # the caller's answer to a prompt
@@ -210,10 +216,11 @@ def resume_point(previous: dict, planned: list[PlannedStep]) -> set[str]:
 class _Run:
     """The bookkeeping of one run: store rows, logs, masking, the lock."""
 
-    def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions):
+    def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions, runtime: Runtime | None):
         self.ws = ws
         self.reporter = reporter
         self.options = options
+        self.runtime = runtime
         self.masker = masker_for()
         self.mask = self.masker.mask
         self.secrets = None
@@ -275,7 +282,7 @@ class _Run:
         first = steps[0]
         block = self.ws.blocks[first.block]
         request = ActionRequest(ws=self.ws, block=block, action=block.actions[first.action], workflow=workflow,
-                                step=first.name if workflow else None, runtime=self.options.runtime)
+                                step=first.name if workflow else None, runtime=self.runtime)
         try:
             self.zygote = start_zygote(request)
         except Exception:  # an optimisation: without it every step starts its own process
@@ -357,7 +364,7 @@ def _execute(
                 diff=options.diff,
                 timeout=timeout,
                 events_file=events,
-                runtime=options.runtime,
+                runtime=run.runtime,
                 secrets=run.secrets,
                 keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
                 zygote=run.zygote,
@@ -583,14 +590,16 @@ def run_action(
     confirm: Confirm,
     reporter: Reporter | None = None,
     options: RunOptions = RunOptions(),
+    runtime: Runtime | None = None,
 ) -> RunResult:
+    """One run, once prepared: call it through pipeline.run, which decides `runtime` (None: local)."""
     block = get_block(ws, block_name)
     action = get_action(block, action_name)
     if action.type == "ansible":
         playbook_path(block, action)
     if options.resume:
         raise PolycrateError("--resume applies to workflows only")
-    run = _Run(ws, reporter or Reporter(), options)
+    run = _Run(ws, reporter or Reporter(), options, runtime)
     try:
         key = f"action-{block.name}-{action.name}"
         run.take_lock(key, f"action {block.name} {action.name}")
@@ -618,13 +627,15 @@ def run_workflow(
     confirm: Confirm,
     reporter: Reporter | None = None,
     options: RunOptions = RunOptions(),
+    runtime: Runtime | None = None,
 ) -> RunResult:
+    """One run, once prepared: call it through pipeline.run, which decides `runtime` (None: local)."""
     workflow = get_workflow(ws, name)
     if options.resume and only_step:
         raise PolycrateError("--resume and --step do not combine: --resume picks the steps itself")
     planned = plan_workflow(ws, workflow, only_step)
 
-    run = _Run(ws, reporter or Reporter(), options)
+    run = _Run(ws, reporter or Reporter(), options, runtime)
     try:
         key = f"workflow-{workflow.name}"
         # the lock first: a second run is refused before anyone is asked anything

@@ -463,6 +463,12 @@ class PullResult:
     previous_version: str | None
     lock_written: bool
 
+    def describe(self) -> str:
+        was = ""
+        if self.previous_version and self.previous_version != self.reference.tag:
+            was = f" (was {self.previous_version})"
+        return f"pulled {self.reference} {self.digest} into blocks/{self.reference.path}{was}"
+
 
 def default_reference(relpath: str) -> Reference | None:
     """The reference a block folder's registry-shaped path implies (blocks/REGISTRY/PATH)."""

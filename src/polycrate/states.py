@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from polycrate.model import Step
+    from polycrate.workspace import BlockChange
 
 
 class RunState(StrEnum):
@@ -105,7 +106,7 @@ class RunPrompt:
     step: str | None = None  # the prompt of this step's action
     block: str | None = None
     action: str | None = None
-    pulls: tuple[str, ...] = ()  # before a run: the `from:` block references it would install
+    pulls: tuple[BlockChange, ...] = ()  # before a run: the `from:` blocks it would install
 
     @property
     def asker(self) -> str:

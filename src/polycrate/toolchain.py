@@ -462,10 +462,30 @@ def resolve_image(ws: Workspace, engine: Engine, log: Log) -> str:
     )
 
 
-def prepare_container(ws: Workspace, log: Log) -> tuple[Engine, str]:
-    """The engine and the image for this workspace's container runs; an error says what to do."""
+@dataclass(frozen=True)
+class Runtime:
+    """Where a run's actions execute, decided once per run (pipeline.prepare): on this machine,
+    or in `image` through `engine`."""
+
+    name: str  # "local" | "container"
+    engine: Engine | None = None
+    image: str | None = None
+
+    @property
+    def container(self) -> bool:
+        return self.name == "container"
+
+
+LOCAL = Runtime("local")
+
+
+def decide_runtime(ws: Workspace, override: str | None, log: Log) -> Runtime:
+    """The runtime of a run; for the container runtime its engine and image, built or imported
+    first when needed (progress to `log`). An error says what to do."""
+    if runtime_of(ws, override) != "container":
+        return LOCAL
     engine = find_engine(ws)
-    return engine, resolve_image(ws, engine, log)
+    return Runtime("container", engine, resolve_image(ws, engine, log))
 
 
 def image_versions(engine: Engine, image: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -64,8 +64,21 @@ def split_reference(reference: str) -> tuple[str, str | None]:
     return reference, None
 
 
-def discover_blocks(root: Path) -> list[BlockDefinition]:
-    """Every block.poly anywhere under blocks/ (registry-shaped paths included)."""
+Stamp = tuple[int, int, int]  # (inode, mtime_ns, size) of a file read
+
+
+def _stamp(path: Path) -> Stamp | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]] | None = None
+                    ) -> list[BlockDefinition]:
+    """Every block.poly anywhere under blocks/ (registry-shaped paths included). A file in `known`
+    whose stamp has not changed is not read again."""
     blocks_dir = root / BLOCKS_DIR
     found: list[BlockDefinition] = []
     if not blocks_dir.is_dir():
@@ -75,7 +88,11 @@ def discover_blocks(root: Path) -> list[BlockDefinition]:
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".polycrate-"))
         if BLOCK_FILE in filenames:
             file = Path(dirpath) / BLOCK_FILE
-            block = parse_block_definition(load_yaml(file), file, blocks_dir)
+            seen = (known or {}).get(file)
+            if seen is not None and seen[0] == _stamp(file):
+                block = seen[1]
+            else:
+                block = parse_block_definition(load_yaml(file), file, blocks_dir)
             other = by_name.get(block.name)
             if other is not None:  # which one would win was the folders' sort order: refuse instead
                 raise ConfigError(f"block name '{block.name}' is taken twice: by blocks/{other.relpath} and by "
@@ -86,6 +103,33 @@ def discover_blocks(root: Path) -> list[BlockDefinition]:
             dirnames[:] = []  # a block's own subfolders hold its files, not other blocks
     return found
 
+
+@dataclass(frozen=True)
+class Sources:
+    """The files a workspace is made of, each read and parsed once: workspace.poly and every
+    installed block.poly. A run reads them once, decides what to install from them, and builds
+    its Workspace from them."""
+
+    root: Path
+    file: Path  # workspace.poly
+    raw: dict[str, Any]  # workspace.poly's mapping, checked when the Workspace is built
+    installed: tuple[BlockDefinition, ...]
+    stamps: dict[Path, Stamp] = field(default_factory=dict, compare=False, repr=False)
+
+
+def read_sources(root: Path, previous: Sources | None = None) -> Sources:
+    """workspace.poly and the installed block.poly files. With `previous` (after installing blocks):
+    workspace.poly is kept and only block.poly files that changed or are new are read."""
+    file = root / WORKSPACE_FILE
+    if previous is not None:
+        raw = previous.raw
+        known = {b.file: (previous.stamps[b.file], b) for b in previous.installed if b.file in previous.stamps}
+    else:
+        raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
+        known = {}
+    installed = tuple(discover_blocks(root, known))
+    stamps = {b.file: s for b in installed if (s := _stamp(b.file)) is not None}
+    return Sources(root, file, raw, installed, stamps)
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
@@ -226,19 +270,23 @@ class BlockChange:
             return "keep"
         return "upgrade" if version_key(self.wanted) > version_key(self.installed) else "downgrade"
 
+    def describe(self) -> str:
+        if self.kind == "install":
+            return f"block '{self.name}': from '{self.reference}' matches no installed block (install)"
+        return f"block '{self.name}': {self.reference} is installed at version {self.installed} ({self.kind})"
 
-def block_changes(root: Path) -> list[BlockChange]:
+
+def block_changes(sources: Sources) -> list[BlockChange]:
     """What `polycrate blocks pull` would have to install before this workspace can load: registry
     `from:` references of workspace.poly (and of installed blocks' block.poly) that are missing or
-    installed at another version. Reads files only; never talks to a registry."""
+    installed at another version. Never talks to a registry."""
     from polycrate.registry import is_registry_reference
 
-    file = root / WORKSPACE_FILE
-    raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
+    file, raw = sources.file, sources.raw
     entries = _named_items(
         _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
     )
-    installed = {b.relpath: b for b in discover_blocks(root)}
+    installed = {b.relpath: b for b in sources.installed}
     wanted = [(e.name, e.source, file, e.line) for e in entries.values() if e.source]
     wanted += [(b.name, b.parent, b.file, b.parent_line) for b in installed.values() if b.parent]
     changes: list[BlockChange] = []
@@ -255,16 +303,17 @@ def block_changes(root: Path) -> list[BlockChange]:
     return changes
 
 
-def load_workspace(root: Path) -> Workspace:
-    file = root / WORKSPACE_FILE
-    raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
+def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
+    """The Workspace of `root`, built from `sources` when the caller has read them already."""
+    sources = sources or read_sources(root)
+    file, raw = sources.file, sources.raw
     _check_keys(raw, WORKSPACE_KEYS, WORKSPACE_FILE, file)
     check_recipients(raw, file)  # a secret key where a recipient belongs is refused by every command
     name = validate_name(raw.get("name"), "workspace", file, _line(raw, "name"))
     entries = _named_items(
         _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
     )
-    installed = inherit(discover_blocks(root))
+    installed = inherit(list(sources.installed))
 
     blocks: dict[str, Block] = {}
     used: set[Path] = set()

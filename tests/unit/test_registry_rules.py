@@ -16,7 +16,7 @@ from polycrate.registry import (
     transport_settings,
     version_key,
 )
-from polycrate.workspace import block_changes, load_workspace
+from polycrate.workspace import block_changes, load_workspace, read_sources
 from tests.conftest import write
 
 
@@ -144,7 +144,7 @@ def test_block_changes_lists_missing_and_other_versions(tmp_path):
     write(tmp_path / "blocks/reg.example.com/t/c/block.poly", "name: c\nversion: 1.0.0\n")
     write(tmp_path / "blocks/reg.example.com/t/d/block.poly", "name: d\nversion: 1.0.0\nfrom: reg.example.com/t/base:3.0.0\n")
     write(tmp_path / "blocks/local/block.poly", "name: local\n")
-    changes = {c.name: c for c in block_changes(tmp_path)}
+    changes = {c.name: c for c in block_changes(read_sources(tmp_path))}
     assert {n: c.kind for n, c in changes.items()} == {"a": "upgrade", "b": "install", "c": "downgrade", "d": "install"}
     assert changes["d"].reference == "reg.example.com/t/base:3.0.0"  # a parent of an installed block
     assert changes["b"].line == 5  # the entry's line in workspace.poly

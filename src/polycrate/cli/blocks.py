@@ -1,17 +1,12 @@
-"""`polycrate blocks list|inspect|push|pull|uninstall`, and the auto-install step of runs."""
+"""`polycrate blocks list|inspect|push|pull|uninstall` (the auto-install before a run is pipeline.py's)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
+from polycrate.errors import PolycrateError
 from polycrate.workspace import find_root, get_block
 from polycrate.yamlfile import plain
-
-
-class BlocksDeclined(PolycrateError):
-    exit_code = EXIT_ACTION_FAILED
 
 
 def register(sub, shared) -> None:
@@ -153,27 +148,16 @@ def cmd_push(args) -> int:
     return 0
 
 
-def _pull(root: Path, reference: str, transport, update_lock: bool):
-    from polycrate.registry import parse_reference, pull_block
-
-    return pull_block(root, parse_reference(reference), transport, update_lock=update_lock)
-
-
-def _pulled_line(result) -> str:
-    was = ""
-    if result.previous_version and result.previous_version != result.reference.tag:
-        was = f" (was {result.previous_version})"
-    return f"pulled {result.reference} {result.digest} into blocks/{result.reference.path}{was}"
-
-
 def cmd_pull(args) -> int:
     root = _root(args)
-    result = _pull(root, args.reference, _transport(root), args.update_lock)
+    from polycrate.registry import parse_reference, pull_block
+
+    result = pull_block(root, parse_reference(args.reference), _transport(root), update_lock=args.update_lock)
     if args.output == "json":
         emit_json({"reference": str(result.reference), "digest": result.digest,
                    "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version})
     else:
-        print(_pulled_line(result))
+        print(result.describe())
     return 0
 
 
@@ -196,45 +180,3 @@ def add_auto_pull_option(p) -> None:
         action="store_true",
         help="install missing `from:` blocks (and upgrades) without asking; a downgrade still asks (or --force)",
     )
-
-
-def _change_text(change) -> str:
-    if change.kind == "install":
-        return f"block '{change.name}': from '{change.reference}' matches no installed block (install)"
-    return f"block '{change.name}': {change.reference} is installed at version {change.installed} ({change.kind})"
-
-
-def ensure_blocks(args) -> None:
-    """Before `run` and `workflows run`: pull the `from:` blocks that are missing or at another version.
-
-    --force, or --blocks-auto-pull (not for downgrades), installs without asking; a terminal is
-    asked; otherwise the run stops with the command to run. A downgrade is always announced.
-    """
-    from polycrate.cli.prompt import make_confirm
-    from polycrate.states import RunPrompt
-    from polycrate.workspace import block_changes
-
-    root = _root(args)
-    changes = block_changes(root)
-    if not changes:
-        return
-    downgrade = any(c.kind == "downgrade" for c in changes)
-    auto = getattr(args, "blocks_auto_pull", False)
-    if not (args.force or (auto and not downgrade)):
-        if not (sys.stdin.isatty() and sys.stderr.isatty()):
-            commands = "; ".join(f"polycrate blocks pull {c.reference}" for c in changes)
-            what = "; ".join(_change_text(c) for c in changes)
-            flag = "--force" if downgrade else "--blocks-auto-pull"
-            first = changes[0]
-            raise PolycrateError(f"{what}: run `{commands}`, or re-run with {flag}", first.file, first.line)
-        for change in changes:
-            print(f"polycrate: {_change_text(change)}", file=sys.stderr)
-        question = RunPrompt(f"pull {len(changes)} block(s) now?", pulls=tuple(c.reference for c in changes))
-        if not make_confirm(False)(question):
-            raise BlocksDeclined("blocks: not confirmed, nothing was installed or run")
-    transport = _transport(root)
-    for change in changes:
-        if change.kind == "downgrade":
-            print(f"polycrate: downgrading {_change_text(change)}", file=sys.stderr)
-        result = _pull(root, change.reference, transport, update_lock=False)
-        print(f"polycrate: {_pulled_line(result)}", file=sys.stderr, flush=True)

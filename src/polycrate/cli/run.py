@@ -5,9 +5,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from polycrate.ansible_options import add_ansible_options, options_from_args
-from polycrate.cli.blocks import add_auto_pull_option, ensure_blocks
+from polycrate.cli.blocks import add_auto_pull_option
 from polycrate.cli.prompt import make_confirm
-from polycrate.cli.render import emit_json, state_text, workspace_from
+from polycrate.cli.render import emit_json, state_text
 from polycrate.errors import EXIT_ACTION_FAILED
 from polycrate.states import Phase, RunKind, RunState, StepState
 
@@ -37,7 +37,7 @@ def add_run_options(p) -> None:
 class TextReporter:
     """Streams action output live; step banners on stderr so stdout stays the action's.
 
-    An engine.Reporter by its methods (all four): the engine is imported only by commands that run
+    An engine.Reporter by its methods (all five): the engine is imported only by commands that run
     something, not at every CLI start."""
 
     def __init__(self, workflow: bool, output: str = "text"):
@@ -59,6 +59,9 @@ class TextReporter:
 
     def notice(self, message):
         print(f"polycrate: {message}", file=sys.stderr, flush=True)
+
+    def toolchain(self, line):
+        print(f"[toolchain] {line}", file=sys.stderr, flush=True)
 
 
 def summarize(result: engine.RunResult, output: str) -> int:
@@ -107,28 +110,25 @@ def summarize(result: engine.RunResult, output: str) -> int:
     return 0 if result.ok else EXIT_ACTION_FAILED
 
 
-def prepare_runtime(ws, runtime: str | None) -> None:
-    """The container runtime's engine and image, checked (and built when needed) before anything runs."""
-    from polycrate import toolchain
+def run_request(args, **what):
+    """The pipeline's request for `run` and `workflows run` from their shared options."""
+    from polycrate import engine
+    from polycrate.pipeline import RunRequest
+    from polycrate.workspace import find_root
 
-    if toolchain.runtime_of(ws, runtime) == "container":
-        toolchain.prepare_container(ws, lambda line: print(f"[toolchain] {line}", file=sys.stderr, flush=True))
+    options = engine.RunOptions(check=args.check, diff=args.diff, resume=getattr(args, "resume", False),
+                                wait=args.wait, runtime=args.runtime, ansible=options_from_args(args),
+                                preflight=args.preflight)
+    return RunRequest(find_root(args.workspace, explicit=args.workspace is not None), options=options,
+                      auto_pull=args.blocks_auto_pull, **what)
 
 
 def cmd_run(args) -> int:
-    from polycrate import engine
+    from polycrate import pipeline
 
-    ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
-    ws = workspace_from(args)
-    options = engine.RunOptions(check=args.check, diff=args.diff, wait=args.wait, runtime=args.runtime,
-                                ansible=options_from_args(args), preflight=args.preflight)
-    prepare_runtime(ws, args.runtime)
-    result = engine.run_action(
-        ws,
-        args.block,
-        args.action,
+    result = pipeline.run(
+        run_request(args, block=args.block, action=args.action),
         confirm=make_confirm(args.force),
         reporter=TextReporter(workflow=False, output=args.output),
-        options=options,
     )
     return summarize(result, args.output)

@@ -1,11 +1,9 @@
 """`polycrate workflows run|list|inspect`"""
 from __future__ import annotations
 
-from polycrate.ansible_options import options_from_args
-from polycrate.cli.blocks import ensure_blocks
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.cli.run import TextReporter, add_run_options, prepare_runtime, summarize
+from polycrate.cli.run import TextReporter, add_run_options, run_request, summarize
 from polycrate.workspace import get_workflow
 
 
@@ -100,18 +98,11 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from polycrate import engine
+    from polycrate import pipeline
 
-    ensure_blocks(args)  # `from:` blocks missing or at another version: ask, pull (or stop)
-    ws = workspace_from(args)
-    prepare_runtime(ws, args.runtime)
-    result = engine.run_workflow(
-        ws,
-        args.name,
-        only_step=args.step,
+    result = pipeline.run(
+        run_request(args, workflow=args.name, only_step=args.step),
         confirm=make_confirm(args.force),
         reporter=TextReporter(workflow=True, output=args.output),
-        options=engine.RunOptions(check=args.check, diff=args.diff, resume=args.resume, wait=args.wait, runtime=args.runtime,
-                                  ansible=options_from_args(args), preflight=args.preflight),
     )
     return summarize(result, args.output)

@@ -22,6 +22,7 @@ from polycrate.events import EVENTS_CALLBACK, EVENTS_FILE_ENV
 
 if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygote) imports this package
     from polycrate.model import Action, Block, Workspace
+    from polycrate.toolchain import Runtime
 
 # How long a child gets to end after SIGINT/SIGTERM before it is killed.
 STOP_GRACE_SECONDS = 10.0
@@ -51,7 +52,7 @@ class ActionRequest:
     timeout: float | None = None  # seconds; the process group is stopped when it runs longer
     events_file: Path | None = None  # ansible actions write their JSON-lines event stream here
     keep_fds: tuple[int, ...] = ()  # descriptors the action inherits: the run's lock lives as long as the play
-    runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime (toolchain.runtime_of)
+    runtime: Runtime | None = None  # toolchain.Runtime the run decided (pipeline.prepare); None: local
     secrets: Any = None  # polycrate.secrets.RuntimeSecrets of the run, when the workspace has secrets
     zygote: Any = None  # runtime.zygote.Zygote of a workflow run: local ansible steps fork from it
     ansible_options: Any = None  # polycrate.ansible_options.AnsibleOptions of the run
@@ -128,7 +129,7 @@ def run_action_process(request: ActionRequest, output: Callable[[str], None]) ->
         if request.action.type == "ansible" and request.events_file is not None:
             env = event_environment(env, request.events_file)
         # the container runtime runs the same command in the workspace's image, and removes it however it ends
-        with container.command_for(request, argv, env, private, output) as (wrapped, env, cwd):
+        with container.command_for(request, argv, env, private) as (wrapped, env, cwd):
             # a local ansible step forks from the run's warm zygote (runtime/zygote.py) when there is one
             zygote = request.zygote if request.action.type == "ansible" and wrapped is argv else None
             return _stream(wrapped, env, cwd, output, request.timeout, request.keep_fds, zygote)
@@ -140,13 +141,12 @@ def start_zygote(request: ActionRequest):
     """The warm process the ansible steps of a workflow run fork from (runtime/zygote.py), started with
     the environment of `request`, the run's first ansible step; None where it does not apply (the
     container runtime, POLYCRATE_ZYGOTE=0). Whatever it cannot serve runs as a plain process."""
-    from polycrate import toolchain
     from polycrate.runtime import ansible
     from polycrate.runtime.zygote import Zygote
 
     if os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
-    if request.action.type != "ansible" or toolchain.runtime_of(request.ws, request.runtime) == "container":
+    if request.action.type != "ansible" or (request.runtime is not None and request.runtime.container):
         return None
     env = ansible.ansible_environment(request)
     env = event_environment(env, request.events_file or Path(tempfile.gettempdir()) / "polycrate-events.jsonl")

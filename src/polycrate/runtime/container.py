@@ -28,9 +28,9 @@ import os
 import secrets
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import polycrate
 from polycrate import toolchain
@@ -54,7 +54,6 @@ class ContainerCommand:
     cwd: Path
     name: str
     engine: toolchain.Engine
-    mounts: list[tuple[str, str, str]] = field(default_factory=list)  # (host, container, mode)
 
     def cleanup(self) -> None:
         """Kill and remove the container if it is still there (quiet when `--rm` already did)."""
@@ -144,12 +143,10 @@ def _secret_folders(values: Iterable[str]) -> set[str]:
     return folders
 
 
-def wrap(request, argv: list[str], env: dict[str, str], private: Path, output: Callable[[str], None]
-         ) -> ContainerCommand:
+def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> ContainerCommand:
     """The `podman run` of the command a builder made for the local runtime."""
     ws, block = request.ws, request.block
-    engine = toolchain.find_engine(ws)
-    image = toolchain.resolve_image(ws, engine, lambda line: output(f"[toolchain] {line}"))
+    engine, image = request.runtime.engine, request.runtime.image  # decided once for the run
     root = str(ws.root)
     package = str(Path(polycrate.__file__).resolve().parent)
     folders = {root: WORKSPACE_MOUNT, str(private): RUN_MOUNT, package: f"{LIB_MOUNT}/polycrate"}
@@ -204,20 +201,19 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path, output: C
         run += ["--env", key]  # the value comes from the engine client's environment: never on a command line
     run += [image, *command]
     client_env = dict(os.environ) | inner
-    return ContainerCommand(run, client_env, block.folder, name, engine, mounts)
+    return ContainerCommand(run, client_env, block.folder, name, engine)
 
 
 @contextlib.contextmanager
-def command_for(request, argv: list[str], env: dict[str, str], private: Path, output: Callable[[str], None]
+def command_for(request, argv: list[str], env: dict[str, str], private: Path
                 ) -> Iterator[tuple[list[str], dict[str, str], Path]]:
     """(argv, env, cwd) to run: unchanged for the local runtime, a container run for `container`.
 
     The container is stopped and removed when the block is left, however it is left."""
-    runtime = toolchain.runtime_of(request.ws, getattr(request, "runtime", None))
-    if runtime != "container":
+    if request.runtime is None or not request.runtime.container:
         yield argv, env, request.block.folder
         return
-    wrapped = wrap(request, argv, env, private, output)
+    wrapped = wrap(request, argv, env, private)
     try:
         yield wrapped.argv, wrapped.env, wrapped.cwd
     finally:

@@ -1,0 +1,108 @@
+"""One run, from a request to its result: the single entry point every caller uses.
+
+    request = RunRequest(root, workflow="nightly-maintenance", options=RunOptions(check=True))
+    result = pipeline.run(request, confirm=..., reporter=...)
+
+``prepare`` does what must happen before the first step, in this order, each once:
+
+1. read the workspace's files (workspace.poly and every block.poly, each parsed once);
+2. install the `from:` blocks that are missing or at another version, after asking the
+   caller's ``confirm`` (``auto_pull`` installs without asking, except a downgrade);
+3. build the one immutable Workspace from what was read;
+4. decide the runtime (local, or a container engine and image, built when needed).
+
+``run`` then hands the prepared run to the engine: lock, prompts, secrets, run record,
+steps, finish (engine.py). The CLI calls this module and nothing else of it; so will
+``polycrate serve``. Nothing here prints: the reporter hears everything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from polycrate.engine import Confirm, Reporter, RunOptions, RunResult
+from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
+from polycrate.model import Workspace
+from polycrate.states import RunPrompt
+from polycrate.workspace import Sources, block_changes, load_workspace, read_sources
+
+if TYPE_CHECKING:
+    from polycrate.toolchain import Runtime
+
+
+class BlocksDeclined(PolycrateError):
+    exit_code = EXIT_ACTION_FAILED
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run: a workflow (optionally one step of it) or one block action, and how."""
+
+    root: Path  # the workspace root (workspace.find_root)
+    workflow: str | None = None
+    block: str | None = None
+    action: str | None = None
+    only_step: str | None = None
+    options: RunOptions = field(default_factory=RunOptions)
+    auto_pull: bool = False  # install missing `from:` blocks and upgrades without asking; a downgrade still asks
+
+    def __post_init__(self) -> None:
+        if (self.workflow is None) == (self.block is None or self.action is None):
+            raise PolycrateError("a run names either a workflow, or a block and one of its actions")
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    request: RunRequest
+    workspace: Workspace
+    runtime: Runtime
+
+
+def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> PreparedRun:
+    sources = read_sources(request.root)
+    sources = _install_blocks(sources, request, confirm, reporter)
+    ws = load_workspace(request.root, sources)
+    from polycrate import toolchain
+
+    runtime = toolchain.decide_runtime(ws, request.options.runtime, reporter.toolchain)
+    return PreparedRun(request, ws, runtime)
+
+
+def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Reporter | None = None) -> RunResult:
+    """Prepare (unless done) and run; the result says how it ended (interrupts re-raise)."""
+    from polycrate import engine
+
+    reporter = reporter or Reporter()
+    prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm, reporter=reporter)
+    req = prepared.request
+    if req.workflow is not None:
+        return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
+                                   reporter=reporter, options=req.options, runtime=prepared.runtime)
+    assert req.block is not None and req.action is not None
+    return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
+                             options=req.options, runtime=prepared.runtime)
+
+
+def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, reporter: Reporter) -> Sources:
+    """Pull the `from:` blocks that are missing or at another version; return the sources after."""
+    changes = block_changes(sources)
+    if not changes:
+        return sources
+    downgrade = any(c.kind == "downgrade" for c in changes)
+    if not (request.auto_pull and not downgrade):
+        prompt = RunPrompt(f"pull {len(changes)} block(s) now?", pulls=tuple(changes))
+        if not confirm(prompt):
+            raise BlocksDeclined("blocks: not confirmed, nothing was installed or run")
+    from polycrate.registry import parse_reference, pull_block, transport_settings
+
+    transport = transport_settings(sources.raw)
+    for change in changes:
+        if change.kind == "downgrade":
+            reporter.notice(f"downgrading {change.describe()}")
+        result = pull_block(request.root, parse_reference(change.reference), transport, update_lock=False)
+        reporter.notice(result.describe())
+    return read_sources(request.root, sources)
+
+
+__all__ = ["BlocksDeclined", "PreparedRun", "RunRequest", "prepare", "run"]
