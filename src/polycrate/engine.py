@@ -247,7 +247,7 @@ class _Run:
         from polycrate.workspace import with_secret_values
 
         self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks))
-        self.ws = with_secret_values(self.ws, self.secrets.values)
+        self.ws = with_secret_values(self.ws, self.secrets.poly)
         self.masker = masker_for(self.secrets)
         self.mask = self.masker.mask
 

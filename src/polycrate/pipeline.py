@@ -96,7 +96,7 @@ def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, rep
             raise BlocksDeclined("blocks: not confirmed, nothing was installed or run")
     from polycrate.registry import parse_reference, pull_block, transport_settings
 
-    transport = transport_settings(sources.raw)
+    transport = transport_settings(sources.document.registries)
     for change in changes:
         if change.kind == "downgrade":
             reporter.notice(f"downgrading {change.describe()}")

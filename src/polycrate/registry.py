@@ -27,11 +27,14 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from polycrate import blockstore
 from polycrate.atomicfile import write_atomic
 from polycrate.errors import PolycrateError
+
+if TYPE_CHECKING:
+    from polycrate.model import Registries
 
 CONFIG_MEDIA_TYPE = "application/vnd.polycrate.block.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.polycrate.block.v1.tar+gzip"
@@ -156,25 +159,12 @@ def _strip_scheme(value: str) -> str:
     return value.rstrip("/")
 
 
-def transport_settings(workspace_raw: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Transport:
+def transport_settings(registries: Registries | None = None, env: Mapping[str, str] | None = None) -> Transport:
     """From POLYCRATE_REGISTRY_MIRRORS ('name=host:port,...'), POLYCRATE_REGISTRY_INSECURE ('host,...')
-    and workspace.poly's ``registries: {NAME: {mirror: HOST, insecure: true}}``; the environment wins."""
+    and workspace.poly's ``registries:`` (checked by the schema); the environment wins."""
     env = os.environ if env is None else env
-    mirrors: dict[str, str] = {}
-    insecure: set[str] = set()
-    registries = (workspace_raw or {}).get("registries") or {}
-    if not isinstance(registries, Mapping):
-        raise PolycrateError("workspace.poly: 'registries' must be a mapping of registry name -> settings")
-    for name, settings in registries.items():
-        if not isinstance(settings, Mapping):
-            raise PolycrateError(f"workspace.poly: registries.{name} must be a mapping (mirror, insecure)")
-        unknown = set(settings) - {"mirror", "insecure"}
-        if unknown:
-            raise PolycrateError(f"workspace.poly: registries.{name}: unknown key {sorted(unknown)[0]!r} (known: insecure, mirror)")
-        if settings.get("mirror"):
-            mirrors[str(name)] = _strip_scheme(str(settings["mirror"]))
-        if settings.get("insecure") is True:
-            insecure.add(str(name))
+    mirrors = {name: _strip_scheme(host) for name, host in (registries.mirrors if registries else ())}
+    insecure: set[str] = set(registries.insecure if registries else ())
     for item in filter(None, (x.strip() for x in env.get("POLYCRATE_REGISTRY_MIRRORS", "").split(","))):
         name, sep, host = item.partition("=")
         if not sep or not name or not host:
@@ -538,8 +528,7 @@ def resolve_tag(client: RegistryClient, reference: Reference) -> Reference:
 
 def pull_block(root: Path, reference: Reference, transport: Transport, update_lock: bool = False) -> PullResult:
     """Install `reference` as blocks/REGISTRY/PATH, atomically, verified, pinned in blocks.lock."""
-    from polycrate.model import parse_block_definition
-    from polycrate.yamlfile import load_yaml
+    from polycrate.schema import block_version, read_block_file
 
     blockstore.check_relpath(reference.path)
     client = RegistryClient(reference.registry, transport)
@@ -563,12 +552,12 @@ def pull_block(root: Path, reference: Reference, transport: Transport, update_lo
     existing = root / blockstore.BLOCKS_DIR / reference.path / "block.poly"
     if existing.is_file():
         try:
-            previous = str((load_yaml(existing) or {}).get("version") or "") or None
+            previous = block_version(existing)
         except PolycrateError:
             previous = None
 
     def validate(folder: Path) -> None:
-        definition = parse_block_definition(load_yaml(folder / "block.poly"), folder / "block.poly", folder.parent)
+        definition = read_block_file(folder / "block.poly", folder.parent)
         if definition.version != reference.tag:
             raise blockstore.IntegrityError(
                 f"{reference}: the artifact's block.poly says version {definition.version}, not {reference.tag}"

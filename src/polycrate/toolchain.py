@@ -30,13 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from polycrate.errors import ConfigError, PolycrateError
+from polycrate.errors import PolycrateError
 from polycrate.model import Workspace
+from polycrate.schema import ENGINES, RUNTIMES
 
 Log = Callable[[str], None]
 
-RUNTIMES = ("local", "container")
-ENGINES = ("podman", "docker")
 DOCKERFILE = "Dockerfile.poly"
 
 BASE_REPOSITORY = "localhost/polycrate-base"
@@ -62,24 +61,13 @@ class EngineError(PolycrateError):
 # --------------------------------------------------------------------------- runtime and engine
 
 
-def _config_value(ws: Workspace, key: str) -> tuple[object, int | None]:
-    config = ws.config
-    line = config.line_of(key) if hasattr(config, "line_of") else None
-    return config.get(key), line
-
-
 def runtime_of(ws: Workspace, override: str | None = None) -> str:
-    """`--runtime` wins, then `config.runtime`, then `local`."""
+    """`--runtime` wins, then `config.runtime` (checked by the schema), then `local`."""
     if override is not None:
         if override not in RUNTIMES:
             raise PolycrateError(f"unknown runtime '{override}': use one of {', '.join(RUNTIMES)}")
         return override
-    value, line = _config_value(ws, "runtime")
-    if value is None:
-        return "local"
-    if value not in RUNTIMES:
-        raise ConfigError(f"config.runtime must be one of {', '.join(RUNTIMES)}, not {value!r}", ws.file, line)
-    return str(value)
+    return ws.toolchain.runtime or "local"
 
 
 @dataclass(frozen=True)
@@ -119,13 +107,8 @@ def _last_line(data: bytes | str) -> str:
 def find_engine(ws: Workspace | None = None) -> Engine:
     """podman, else docker; `config.engine` names one explicitly."""
     wanted: Iterable[str] = ENGINES
-    line = None
-    if ws is not None:
-        value, line = _config_value(ws, "engine")
-        if value is not None:
-            if value not in ENGINES:
-                raise ConfigError(f"config.engine must be one of {', '.join(ENGINES)}, not {value!r}", ws.file, line)
-            wanted = (str(value),)
+    if ws is not None and ws.toolchain.engine is not None:
+        wanted = (ws.toolchain.engine,)
     for name in wanted:
         path = shutil.which(name)
         if path:
@@ -433,12 +416,7 @@ def ensure_workspace_image(ws: Workspace, engine: Engine, log: Log, force: bool 
 
 
 def configured_image(ws: Workspace) -> str:
-    value, line = _config_value(ws, "image")
-    if value is None:
-        return BASE_IMAGE
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError("config.image must be an image reference such as localhost/polycrate-base:latest", ws.file, line)
-    return value.strip()
+    return ws.toolchain.image or BASE_IMAGE
 
 
 def resolve_image(ws: Workspace, engine: Engine, log: Log) -> str:

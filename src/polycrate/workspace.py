@@ -13,30 +13,17 @@ from typing import Any, Iterable
 
 from polycrate.errors import ConfigError, NotFoundError
 from polycrate.merge import merge_config
-from polycrate.model import (
-    WORKSPACE_KEYS,
-    Block,
-    BlockDefinition,
-    BlockEntry,
-    Workflow,
-    Workspace,
-    _check_keys,
-    check_recipients,
-    _expect_list,
-    _expect_map,
-    _line,
-    _named_items,
-    _string,
-    parse_block_definition,
-    parse_block_entry,
-    parse_run_settings,
-    parse_workflow,
-    validate_name,
+from polycrate.model import Block, BlockDefinition, BlockEntry, Workflow, Workspace
+from polycrate.schema import (
+    BLOCK_FILE,
+    WORKSPACE_FILE,
+    SecretsFile,
+    WorkspaceFile,
+    read_block_file,
+    read_workspace_file,
 )
-from polycrate.yamlfile import load_yaml, plain, regular_file
+from polycrate.yamlfile import plain, regular_file
 
-WORKSPACE_FILE = "workspace.poly"
-BLOCK_FILE = "block.poly"
 BLOCKS_DIR = "blocks"
 # folders under blocks/ never searched for block.poly
 _SKIP_DIRS = {".git", "__pycache__", "node_modules", ".polycrate"}
@@ -92,7 +79,7 @@ def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]]
             if seen is not None and seen[0] == _stamp(file):
                 block = seen[1]
             else:
-                block = parse_block_definition(load_yaml(file), file, blocks_dir)
+                block = read_block_file(file, blocks_dir)
             other = by_name.get(block.name)
             if other is not None:  # which one would win was the folders' sort order: refuse instead
                 raise ConfigError(f"block name '{block.name}' is taken twice: by blocks/{other.relpath} and by "
@@ -111,8 +98,7 @@ class Sources:
     its Workspace from them."""
 
     root: Path
-    file: Path  # workspace.poly
-    raw: dict[str, Any]  # workspace.poly's mapping, checked when the Workspace is built
+    document: WorkspaceFile  # workspace.poly, checked
     installed: tuple[BlockDefinition, ...]
     stamps: dict[Path, Stamp] = field(default_factory=dict, compare=False, repr=False)
 
@@ -120,16 +106,15 @@ class Sources:
 def read_sources(root: Path, previous: Sources | None = None) -> Sources:
     """workspace.poly and the installed block.poly files. With `previous` (after installing blocks):
     workspace.poly is kept and only block.poly files that changed or are new are read."""
-    file = root / WORKSPACE_FILE
     if previous is not None:
-        raw = previous.raw
+        document = previous.document
         known = {b.file: (previous.stamps[b.file], b) for b in previous.installed if b.file in previous.stamps}
     else:
-        raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
+        document = read_workspace_file(root)
         known = {}
     installed = tuple(discover_blocks(root, known))
     stamps = {b.file: s for b in installed if (s := _stamp(b.file)) is not None}
-    return Sources(root, file, raw, installed, stamps)
+    return Sources(root, document, installed, stamps)
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
@@ -282,10 +267,7 @@ def block_changes(sources: Sources) -> list[BlockChange]:
     installed at another version. Never talks to a registry."""
     from polycrate.registry import is_registry_reference
 
-    file, raw = sources.file, sources.raw
-    entries = _named_items(
-        _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
-    )
+    file, entries = sources.document.file, sources.document.entries
     installed = {b.relpath: b for b in sources.installed}
     wanted = [(e.name, e.source, file, e.line) for e in entries.values() if e.source]
     wanted += [(b.name, b.parent, b.file, b.parent_line) for b in installed.values() if b.parent]
@@ -306,13 +288,8 @@ def block_changes(sources: Sources) -> list[BlockChange]:
 def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     """The Workspace of `root`, built from `sources` when the caller has read them already."""
     sources = sources or read_sources(root)
-    file, raw = sources.file, sources.raw
-    _check_keys(raw, WORKSPACE_KEYS, WORKSPACE_FILE, file)
-    check_recipients(raw, file)  # a secret key where a recipient belongs is refused by every command
-    name = validate_name(raw.get("name"), "workspace", file, _line(raw, "name"))
-    entries = _named_items(
-        _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
-    )
+    document = sources.document
+    file, entries = document.file, document.entries
     installed = inherit(list(sources.installed))
 
     blocks: dict[str, Block] = {}
@@ -331,12 +308,7 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
         if definition.file not in used and definition.name not in blocks:
             blocks[definition.name] = Block(definition.name, definition, merge_config(definition.config, None))
 
-    workflows: dict[str, Workflow] = _named_items(
-        _expect_list(raw.get("workflows"), "workflows", file, _line(raw, "workflows")),
-        parse_workflow,
-        "workflow",
-        file,
-    )
+    workflows: dict[str, Workflow] = document.workflows
     for workflow in workflows.values():
         for step in (*workflow.steps, *workflow.on_failure):
             block = blocks.get(step.block)
@@ -361,51 +333,39 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     regular_file(root / "inventory.yml")
 
     return Workspace(
-        name=name,
-        organization=_string(raw, "organization", file),
-        description=_string(raw, "description", file),
+        name=document.name,
+        organization=document.organization,
+        description=document.description,
         root=root,
         file=file,
         blocks=blocks,
         workflows=workflows,
-        config=_expect_map(raw.get("config"), "config", file, _line(raw, "config")),
-        raw=raw,
-        run_settings=parse_run_settings(raw, file),
+        config=document.config,
+        run_settings=document.run_settings,
+        registries=document.registries,
+        recipients=document.recipients,
+        toolchain=document.toolchain,
     )
 
 
-def with_secret_values(ws: Workspace, values: dict[str, Any]) -> Workspace:
+def with_secret_values(ws: Workspace, secrets: SecretsFile | None) -> Workspace:
     """secrets.poly merged over workspace.poly with the one merge rule: its top-level `config`
     over the workspace's, and each of its `blocks` entries over the config of the block of that name."""
-    if not values:
+    if secrets is None:
         return ws
     from dataclasses import replace
 
     blocks = dict(ws.blocks)
-    file = ws.root / "secrets.poly"
-    line_of = getattr(values, "line_of", lambda key: None)
-    entries = values.get("blocks") or []
-    if not isinstance(entries, list):
-        raise ConfigError("'blocks' in secrets.poly must be a list", file, line_of("blocks"))
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise ConfigError("each entry of 'blocks' in secrets.poly must be a mapping with 'name' and 'config'",
-                              file, line_of("blocks"))
-        name = entry.get("name")
-        eline = getattr(entry, "line", None)
-        if not isinstance(name, str) or name not in blocks:
+    for entry in secrets.blocks:
+        if entry.name not in blocks:
             raise ConfigError(
-                f"secrets.poly names block {name!r}, which the workspace does not have" + closest(str(name), blocks),
-                file, eline,
+                f"secrets.poly names block {entry.name!r}, which the workspace does not have"
+                + closest(entry.name, blocks),
+                secrets.file, entry.line,
             )
-        if not isinstance(entry.get("config") or {}, dict):
-            raise ConfigError(f"'config' of block '{name}' in secrets.poly must be a mapping", file, eline)
-        block = blocks[name]
-        blocks[name] = replace(block, config=merge_config(block.config, entry.get("config") or {}))
-    if not isinstance(values.get("config") or {}, dict):
-        raise ConfigError("'config' in secrets.poly must be a mapping", file, line_of("config"))
-    config = merge_config(ws.config, values.get("config") or {})
-    return replace(ws, blocks=blocks, config=config)
+        block = blocks[entry.name]
+        blocks[entry.name] = replace(block, config=merge_config(block.config, entry.config))
+    return replace(ws, blocks=blocks, config=merge_config(ws.config, secrets.config))
 
 
 def get_block(ws: Workspace, name: str) -> Block:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from polycrate import cli, yamlfile
-from tests.conftest import write
+from tests.conftest import assert_one_line_error, run_cli, write
 
 
 @pytest.fixture
@@ -66,3 +66,15 @@ def test_one_run_reads_each_poly_file_once(ws, parsed, capsys):
 def test_a_single_action_reads_each_poly_file_once(ws, parsed, capsys):
     assert cli.main(["run", "child", "say", "-w", str(ws)]) == 0
     assert max(n for name, n in parsed.items() if name.endswith(".poly")) == 1
+
+
+@pytest.mark.parametrize("command", [["workflows", "run", "three"], ["workflows", "list"], ["workspace", "validate"],
+                                     ["run", "child", "say"]])
+def test_every_command_refuses_an_invalid_schedule_naming_file_and_line(ws, command):
+    text = (ws / "workspace.poly").read_text()
+    text = text.replace("  - name: three\n", '  - name: three\n    schedule: {on_calendar: "*-*-* 99:00:00"}\n')
+    write(ws / "workspace.poly", text)
+    line = text.splitlines().index('    schedule: {on_calendar: "*-*-* 99:00:00"}') + 1
+    result = run_cli(*command, cwd=ws)
+    assert_one_line_error(result, f"workspace.poly:{line}: workflow 'three': schedule:", "99:00:00")
+    assert not (ws / "said.txt").exists() and not (ws / ".polycrate").exists()  # nothing ran, nothing recorded

@@ -14,7 +14,7 @@ from polycrate.history import RunStore, open_store
 from polycrate.states import LEGACY_STEP_STATES, Phase, PlannedStep, RunState, StepState
 from polycrate.locking import RunLock, is_held
 from polycrate.metrics import render
-from polycrate.model import parse_run_settings
+from polycrate.schema import parse_run_settings
 from polycrate.errors import ConfigError
 from polycrate.yamlfile import load_yaml
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from polycrate.errors import ConfigError
+from polycrate.model import Registries
 from polycrate.registry import (
     Reference,
     RegistryError,
@@ -51,7 +52,7 @@ def test_https_by_default_plain_http_only_for_loopback_or_insecure():
     t = transport_settings(None, env)
     assert t.endpoint("harbor.lan:8080") == ("harbor.lan:8080", "http")
     assert t.endpoint("registry.acme-corp.com") == ("127.0.0.1:5000", "http")
-    t = transport_settings({"registries": {"gitlab.lan": {"insecure": True}, "reg.x.io": {"mirror": "https://m.x.io"}}}, {})
+    t = transport_settings(Registries((("reg.x.io", "https://m.x.io"),), frozenset({"gitlab.lan"})), {})
     assert t.endpoint("gitlab.lan") == ("gitlab.lan", "http")
     assert t.endpoint("reg.x.io") == ("m.x.io", "https")
 

@@ -42,11 +42,9 @@ def _root(args) -> Path:
 
 def _transport(root: Path):
     from polycrate.registry import transport_settings
-    from polycrate.workspace import WORKSPACE_FILE
-    from polycrate.yamlfile import load_yaml
+    from polycrate.schema import read_workspace_file
 
-    raw = load_yaml(root / WORKSPACE_FILE)
-    return transport_settings(raw if isinstance(raw, dict) else None)
+    return transport_settings(read_workspace_file(root).registries)
 
 
 def _describe(ws, block, lock=None) -> dict:

@@ -21,19 +21,19 @@ def register(sub, shared) -> None:
 
 def cmd_login(args) -> int:
     from polycrate.registry import login, transport_settings
-    from polycrate.workspace import WORKSPACE_FILE, find_root
-    from polycrate.yamlfile import load_yaml
+    from polycrate.schema import read_workspace_file
+    from polycrate.workspace import find_root
 
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise PolycrateError("no password on stdin (echo \"$PASSWORD\" | polycrate registry login ...)")
-    raw = None
+    registries = None
     try:  # a workspace's registries: settings apply when there is one
         root = find_root(args.workspace, explicit=args.workspace is not None)
-        raw = load_yaml(root / WORKSPACE_FILE)
+        registries = read_workspace_file(root).registries
     except PolycrateError:
         if args.workspace is not None:
             raise
-    path = login(args.registry, args.username, password, transport_settings(raw if isinstance(raw, dict) else None))
+    path = login(args.registry, args.username, password, transport_settings(registries))
     print(f"login succeeded: credentials for {args.registry} stored in {path}")
     return 0

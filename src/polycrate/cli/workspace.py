@@ -5,7 +5,7 @@ from pathlib import Path
 
 from polycrate.cli.render import emit_json, workspace_from
 from polycrate.errors import PolycrateError
-from polycrate.model import validate_name
+from polycrate.schema import validate_name
 from polycrate.workspace import WORKSPACE_FILE, snapshot
 
 

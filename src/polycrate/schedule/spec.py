@@ -1,156 +1,26 @@
-"""The declared schedule: ``workflows[].schedule`` of workspace.poly checked into a ``Schedule``.
+"""The declared schedules of a workspace and their next run times.
 
-``parse_schedule`` and ``workspace_schedules`` are the schema check of that section.
+``workflows[].schedule`` is checked into a ``model.Schedule`` where the schema is checked
+(``schema.parse_schedule``, re-exported here); this module reads the result.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from polycrate.errors import ConfigError
-from polycrate.schedule.cron import cron_next, looks_like_cron, validate_cron
-from polycrate.schedule.oncalendar import (
-    analyze_calendar,
-    calendar_next,
-    systemd_analyze,
-    validate_calendar,
-)
-from polycrate.schedule.times import ScheduleError, local_zone, parse_timespan
+from polycrate.model import ORIGIN_ONE_OFF, ORIGIN_WORKSPACE, Schedule
+from polycrate.schedule.cron import cron_next
+from polycrate.schedule.oncalendar import analyze_calendar, calendar_next, systemd_analyze
+from polycrate.schedule.times import local_zone
+from polycrate.schema import SCHEDULE_KEYS, has_control, parse_schedule
 
-SCHEDULE_KEYS = ("on_calendar", "cron", "randomized_delay", "user", "group", "persistent", "timeout", "log_file")
-
-ORIGIN_WORKSPACE = "workspace"  # declared in workspace.poly: apply removes it when no longer declared
-ORIGIN_ONE_OFF = "workflows-schedule"  # written by `workflows schedule`: apply leaves it alone
-
-
-@dataclass(frozen=True)
-class Schedule:
-    workflow: str
-    kind: str  # "on_calendar" | "cron"
-    expression: str
-    randomized_delay: int | None = None  # seconds
-    user: str | None = None
-    group: str | None = None
-    persistent: bool = True
-    persistent_set: bool = False  # the key was written (so a cron plan can say it has no effect)
-    timeout: int | None = None  # seconds
-    log_file: str | None = None
-    line: int | None = None
-    origin: str = ORIGIN_WORKSPACE
-
-
-_USER_RE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$")
-
-
-def parse_schedule(
-    raw: Any,
-    workflow: str,
-    path: Path | str | None = None,
-    line: int | None = None,
-    origin: str = ORIGIN_WORKSPACE,
-) -> Schedule | None:
-    """Validate ``workflows[].schedule`` (a string or a mapping) into a Schedule; None when absent.
-
-    Every problem is a ConfigError naming ``path`` and the line of the offending key where known.
-    """
-    if raw is None:
-        return None
-
-    def fail(message: str, key: str | None = None) -> ConfigError:
-        where = line
-        if key is not None and hasattr(raw, "line_of"):
-            where = raw.line_of(key) or line
-        return ConfigError(f"workflow '{workflow}': schedule: {message}", path, where)
-
-    if isinstance(raw, str):
-        text = raw.strip()
-        if not text:
-            raise fail("empty expression")
-        raw_map: dict[str, Any] = {"cron" if looks_like_cron(text) else "on_calendar": text}
-    elif isinstance(raw, dict):
-        raw_map = raw
-        for key in raw_map:
-            if key not in SCHEDULE_KEYS:
-                raise fail(f"unknown key '{key}' (known: {', '.join(SCHEDULE_KEYS)})", key)
-    else:
-        raise fail(f"must be an OnCalendar/cron string or a mapping, not {type(raw).__name__}")
-
-    kinds = [k for k in ("on_calendar", "cron") if raw_map.get(k) is not None]
-    if len(kinds) != 1:
-        raise fail("give exactly one of 'on_calendar' or 'cron'")
-    kind = kinds[0]
-    expression = raw_map[kind]
-    if not isinstance(expression, str) or not expression.strip():
-        raise fail(f"'{kind}' must be a non-empty string", kind)
-    expression = " ".join(expression.split())
-    try:
-        if kind == "cron":
-            validate_cron(expression)
-        else:
-            validate_calendar(expression)
-    except ScheduleError as exc:
-        raise fail(str(exc), kind) from None
-
-    def span(key: str, minimum: int) -> int | None:
-        value = raw_map.get(key)
-        if value is None:
-            return None
-        try:
-            seconds = parse_timespan(value)
-        except ScheduleError as exc:
-            raise fail(f"'{key}': {exc}", key) from None
-        if seconds < minimum:
-            raise fail(f"'{key}' must be at least {minimum} seconds", key)
-        return seconds
-
-    def name(key: str) -> str | None:
-        value = raw_map.get(key)
-        if value is None:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str) or not _USER_RE.match(value):
-            raise fail(f"'{key}' must be a user/group name or number, not {value!r}", key)
-        return value
-
-    persistent = raw_map.get("persistent", True)
-    if not isinstance(persistent, bool):
-        raise fail("'persistent' must be true or false", "persistent")
-    log_file = raw_map.get("log_file")
-    if log_file is not None:
-        if not isinstance(log_file, str) or not log_file.startswith("/") or has_control(log_file):
-            raise fail("'log_file' must be an absolute path", "log_file")
-    return Schedule(
-        workflow=workflow,
-        kind=kind,
-        expression=expression,
-        randomized_delay=span("randomized_delay", 0),
-        user=name("user"),
-        group=name("group"),
-        persistent=persistent,
-        persistent_set="persistent" in raw_map,
-        timeout=span("timeout", 1),
-        log_file=log_file,
-        line=line,
-        origin=origin,
-    )
+__all__ = ["ORIGIN_ONE_OFF", "ORIGIN_WORKSPACE", "SCHEDULE_KEYS", "Schedule", "has_control", "iter_times",
+           "next_runs", "parse_schedule", "prompts_of", "workspace_schedules"]
 
 
 def workspace_schedules(ws) -> list[Schedule]:
-    """Every schedule declared in the workspace, validated (ConfigError on the first bad one)."""
-    result = []
-    for workflow in ws.workflows.values():
-        raw = workflow.schedule
-        line = workflow.line
-        if hasattr(workflow.raw, "line_of"):
-            line = workflow.raw.line_of("schedule") or line
-        schedule = parse_schedule(raw, workflow.name, ws.file, line)
-        if schedule is not None:
-            result.append(schedule)
-    return result
+    """Every schedule declared in the workspace (checked when the workspace loaded)."""
+    return [w.timer for w in ws.workflows.values() if w.timer is not None]
 
 
 def prompts_of(ws, workflow_name: str) -> list[str]:
@@ -183,7 +53,3 @@ def iter_times(times: Iterable[datetime], tz: tzinfo | None = None) -> list[str]
     """ISO 8601 strings in local time (for JSON and text output)."""
     zone = tz or local_zone()
     return [t.astimezone(zone).isoformat() for t in times]
-
-
-def has_control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)

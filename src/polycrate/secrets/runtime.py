@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from polycrate.errors import ConfigError
 from polycrate.masking import Masker, build_masker
 from polycrate.secrets.files import (
     AGE_SUFFIX,
@@ -42,7 +41,8 @@ class RuntimeSecrets:
         self.dir: Path | None = None
         self.files: dict[str, str] = {}  # path relative to artifacts/secrets -> absolute path
         self.block_names: set[str] = set()
-        self.values: dict[str, Any] = {}
+        self.values: dict[str, Any] = {}  # secrets.poly as plain data: every value is masked
+        self.poly: Any = None  # schema.SecretsFile: what merges over workspace.poly; None without secrets.poly
         self.masker = Masker()
 
     @property
@@ -74,7 +74,8 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
 
     Plaintext files are copied in as they are (an unencrypted workspace needs no key).
     Raises PolycrateError (and leaves nothing behind) on no/wrong key or a damaged file."""
-    from polycrate.yamlfile import decode_text, parse_yaml, plain
+    from polycrate.schema import parse_secrets
+    from polycrate.yamlfile import decode_text
 
     root = Path(root)
     keyring = as_keyring(identity_source)
@@ -107,12 +108,8 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
                 fh.write(data)
             secrets.files[rel.as_posix()] = str(target)
         if poly_text is not None:
-            parsed = parse_yaml(poly_text[0], poly_text[1])
-            if parsed is None:
-                parsed = {}
-            if not isinstance(parsed, dict):
-                raise ConfigError("secrets.poly must be a mapping", poly_text[1])
-            secrets.values = plain(parsed)
+            secrets.poly = parse_secrets(poly_text[0], poly_text[1])
+            secrets.values = secrets.poly.values
         secrets.masker = build_masker(secrets.values, contents)
     except BaseException:
         secrets.close()

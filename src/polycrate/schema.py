@@ -1,0 +1,657 @@
+"""The one place the files' schema is checked: workspace.poly, block.poly and secrets.poly.
+
+Each file is read once (through ``yamlfile``, which keeps the line of every key and
+enforces the loader's limits) and turned into the frozen models of ``polycrate.model``.
+Every section is checked here, next to where it is declared, and every error is a
+``ConfigError`` naming the file and the line:
+
+* workspace.poly (``read_workspace_file``): name, ``blocks`` entries, ``workflows`` with
+  their steps, prompts and ``schedule``, ``config`` with its toolchain keys (``runtime``,
+  ``engine``, ``image``), ``registries``, ``encryption``, ``webhooks``, ``history``, ``metrics``;
+* block.poly (``read_block_file``): name, version, config, actions;
+* secrets.poly (``parse_secrets``): ``config`` and ``blocks: [{name, config}]``.
+
+No other module reads a ``.poly`` file or looks at YAML line numbers. Checks that need
+more than one file (a step naming an unknown block, `from:` resolution) are workspace.py's.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polycrate.errors import ConfigError
+from polycrate.model import (
+    ORIGIN_WORKSPACE,
+    Action,
+    BlockDefinition,
+    BlockEntry,
+    Prompt,
+    Registries,
+    RunSettings,
+    Schedule,
+    Step,
+    Toolchain,
+    Webhook,
+    Workflow,
+)
+from polycrate.yamlfile import LineMap, load_yaml, parse_yaml, plain
+
+WORKSPACE_FILE = "workspace.poly"
+BLOCK_FILE = "block.poly"
+SECRETS_FILE = "secrets.poly"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+ACTION_TYPES = ("ansible", "script")
+
+
+def validate_name(value: Any, what: str, path: Path | str, line: int | None) -> str:
+    """The naming rule for blocks, actions, workflows and steps."""
+    if not isinstance(value, str) or not NAME_RE.match(value) or value.endswith((".", "-")):
+        raise ConfigError(
+            f"invalid {what} name {value!r}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 63 characters",
+            path,
+            line,
+        )
+    return value
+
+
+
+# --- the shapes every file shares ------------------------------------------------------------
+
+
+def _line(mapping: Any, key: str | None = None) -> int | None:
+    if isinstance(mapping, LineMap):
+        return mapping.line_of(key) if key else mapping.line
+    return None
+
+
+def _expect_map(value: Any, what: str, path: Path, line: int | None) -> dict:
+    if value is None:
+        return LineMap()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping, not {type(value).__name__}", path, line)
+    return value
+
+
+def _expect_list(value: Any, what: str, path: Path, line: int | None) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"{what} must be a list, not {type(value).__name__}", path, line)
+    return value
+
+
+def _string(mapping: dict, key: str, path: Path, default: str = "", required: bool = False) -> str:
+    value = mapping.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"missing required key '{key}'", path, _line(mapping))
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # `version: 1.0` is a common spelling
+    if not isinstance(value, str):
+        raise ConfigError(f"'{key}' must be a string", path, _line(mapping, key))
+    return value
+
+
+def _check_keys(mapping: dict, allowed: set[str], what: str, path: Path) -> None:
+    for key in mapping:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise ConfigError(f"unknown key '{key}' in {what} (known: {known})", path, _line(mapping, key))
+
+
+def _bool(mapping: dict, key: str, path: Path) -> bool:
+    value = mapping.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"'{key}' must be true or false", path, _line(mapping, key))
+    return value
+
+
+def parse_prompt(value: Any, path: Path, line: int | None) -> Prompt | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Prompt(value)
+    mapping = _expect_map(value, "prompt", path, line)
+    message = _string(mapping, "message", path, required=True)
+    return Prompt(message)
+
+
+def parse_action(raw: Any, path: Path) -> Action:
+    mapping = _expect_map(raw, "an action", path, _line(raw))
+    _check_keys(mapping, {"name", "description", "type", "playbook", "script", "prompt"}, "action", path)
+    name = validate_name(mapping.get("name"), "action", path, _line(mapping, "name"))
+    kind = mapping.get("type")
+    if kind is None:
+        kind = "ansible" if "playbook" in mapping else "script" if "script" in mapping else None
+    if kind not in ACTION_TYPES:
+        raise ConfigError(
+            f"action '{name}': type must be one of {', '.join(ACTION_TYPES)}", path, _line(mapping, "type")
+        )
+    playbook = None
+    script: tuple[str, ...] = ()
+    if kind == "ansible":
+        playbook = _string(mapping, "playbook", path)
+        if not playbook:
+            raise ConfigError(f"action '{name}': type ansible needs 'playbook'", path, _line(mapping))
+    else:
+        lines = mapping.get("script")
+        if isinstance(lines, str):
+            lines = [lines]
+        lines = _expect_list(lines, f"action '{name}': script", path, _line(mapping, "script"))
+        if not lines or not all(isinstance(x, str) for x in lines):
+            raise ConfigError(
+                f"action '{name}': script must be a non-empty list of shell lines", path, _line(mapping, "script")
+            )
+        script = tuple(lines)
+    return Action(
+        name=name,
+        type=kind,
+        description=_string(mapping, "description", path),
+        playbook=playbook,
+        script=script,
+        prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
+        line=_line(mapping),
+    )
+
+
+def _named_items(items: list, parse, what: str, path: Path) -> dict:
+    result: dict = {}
+    for raw in items:
+        item = parse(raw, path)
+        if item.name in result:
+            raise ConfigError(f"duplicate {what} '{item.name}'", path, item.line)
+        result[item.name] = item
+    return result
+
+
+def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefinition:
+    mapping = _expect_map(raw, "block.poly", file, 1)
+    _check_keys(
+        mapping,
+        {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias"},
+        "block.poly",
+        file,
+    )
+    name = validate_name(mapping.get("name"), "block", file, _line(mapping, "name"))
+    config = _expect_map(mapping.get("config"), "config", file, _line(mapping, "config"))
+    actions = _named_items(
+        _expect_list(mapping.get("actions"), "actions", file, _line(mapping, "actions")), parse_action, "action", file
+    )
+    folder = file.parent
+    parent = _string(mapping, "from", file) or None
+    if parent is not None:
+        check_reference(parent, f"block '{name}'", file, _line(mapping, "from"))
+    return BlockDefinition(
+        name=name,
+        version=_string(mapping, "version", file, default="0.0.0"),
+        kind=_string(mapping, "kind", file, default="generic"),
+        description=_string(mapping, "description", file),
+        config=config,
+        actions=actions,
+        folder=folder,
+        file=file,
+        relpath=folder.relative_to(blocks_dir).as_posix(),
+        parent=parent,
+        parent_line=_line(mapping, "from"),
+    )
+
+
+def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
+    mapping = _expect_map(raw, "a block entry", path, _line(raw))
+    _check_keys(mapping, {"name", "from", "config", "description"}, "block entry", path)
+    name = validate_name(mapping.get("name"), "block", path, _line(mapping, "name"))
+    source = mapping.get("from")
+    if source is not None and (not isinstance(source, str) or not source.strip()):
+        raise ConfigError(f"block '{name}': 'from' must be a block reference string", path, _line(mapping, "from"))
+    if source is not None:
+        check_reference(source, f"block '{name}'", path, _line(mapping, "from"))
+    config = _expect_map(mapping.get("config"), f"block '{name}': config", path, _line(mapping, "config"))
+    return BlockEntry(name=name, source=source, config=config, line=_line(mapping))
+
+
+# Upper bounds of durations and counts: far beyond any real use, and small enough for every
+# consumer (time.monotonic arithmetic, threading timeouts, SQLite integers, time spans).
+MAX_SECONDS = 366 * 86400  # a year
+MAX_COUNT = {"retries": 1000, "keep_runs": 10**9}
+MAX_DAYS = 100 * 366
+
+
+def _number(mapping: dict, key: str, path: Path, *, integer: bool = False, positive: bool = False) -> Any:
+    """An optional non-negative, finite, bounded number (seconds, counts, days); None when absent."""
+    value = mapping.get(key)
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    what = "a whole number" if integer else ("a number of days" if key.endswith("_days") else "a number of seconds")
+    limit = MAX_COUNT.get(key, 10**9) if integer else (MAX_DAYS if key.endswith("_days") else MAX_SECONDS)
+    if (isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or value < 0
+            or (positive and value == 0) or value > limit):
+        shown = f" (not {value!r})" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise ConfigError(f"'{key}' must be {what} >= {1 if positive else 0}, at most {limit:,}{shown}",
+                          path, _line(mapping, key))
+    return value
+
+
+def check_reference(reference: str, what: str, path: Path, line: int | None) -> None:
+    """A `from:` reference: `name`, `registry/path` or `registry/path:version`, never an empty version."""
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon > slash and not reference[colon + 1:].strip():
+        raise ConfigError(f"{what}: 'from: {reference}' ends in ':' with no version: write the version "
+                          f"({reference}0.1.0) or drop the ':' to take the installed one", path, line)
+
+
+def parse_step(raw: Any, path: Path) -> Step:
+    mapping = _expect_map(raw, "a workflow step", path, _line(raw))
+    _check_keys(
+        mapping,
+        {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay",
+         "allow_no_hosts"},
+        "workflow step",
+        path,
+    )
+    name = validate_name(mapping.get("name"), "step", path, _line(mapping, "name"))
+    block = validate_name(mapping.get("block"), "block", path, _line(mapping, "block"))
+    action = validate_name(mapping.get("action"), "action", path, _line(mapping, "action"))
+    return Step(
+        name,
+        block,
+        action,
+        _bool(mapping, "allow_failure", path),
+        _line(mapping),
+        timeout=_number(mapping, "timeout", path, positive=True),
+        retries=_number(mapping, "retries", path, integer=True) or 0,
+        retry_delay=_number(mapping, "retry_delay", path) or 0.0,
+        allow_no_hosts=_bool(mapping, "allow_no_hosts", path),
+    )
+
+
+def parse_workflow(raw: Any, path: Path) -> Workflow:
+    mapping = _expect_map(raw, "a workflow", path, _line(raw))
+    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule", "on_failure"}, "workflow", path)
+    name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
+    steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
+    if not steps_raw:
+        raise ConfigError(f"workflow '{name}' has no steps", path, _line(mapping))
+    steps = _named_items(steps_raw, parse_step, f"step in workflow '{name}'", path)
+    on_failure = _named_items(
+        _expect_list(mapping.get("on_failure"), f"workflow '{name}': on_failure", path, _line(mapping, "on_failure")),
+        parse_step,
+        f"on_failure step in workflow '{name}'",
+        path,
+    )
+    for step_name, step in on_failure.items():
+        if step_name in steps:
+            raise ConfigError(
+                f"workflow '{name}': on_failure step '{step_name}' has the name of a step", path, step.line
+            )
+    schedule = mapping.get("schedule")
+    return Workflow(
+        name=name,
+        description=_string(mapping, "description", path),
+        steps=tuple(steps.values()),
+        prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
+        schedule=plain(schedule),
+        line=_line(mapping),
+        on_failure=tuple(on_failure.values()),
+        timer=parse_schedule(schedule, name, path, _line(mapping, "schedule")),
+    )
+
+
+WEBHOOK_EVENTS = ("success", "failure")
+
+
+def parse_run_settings(raw: dict, path: Path) -> RunSettings:
+    """`history: {keep_runs, keep_days}`, `webhooks: [{url, headers, on}]`, `metrics: {path, enabled}`."""
+    history = _expect_map(raw.get("history"), "history", path, _line(raw, "history"))
+    _check_keys(history, {"keep_runs", "keep_days"}, "history", path)
+    webhooks = []
+    for item in _expect_list(raw.get("webhooks"), "webhooks", path, _line(raw, "webhooks")):
+        hook = _expect_map(item, "a webhook", path, _line(raw, "webhooks"))
+        if True in hook:  # YAML 1.1 reads a bare `on:` key as the boolean true
+            if isinstance(hook, LineMap):
+                hook.key_lines.setdefault("on", hook.line_of(True))  # type: ignore[arg-type]
+            hook["on"] = hook.pop(True)
+        _check_keys(hook, {"name", "url", "headers", "on"}, "webhook", path)
+        url = _string(hook, "url", path, required=True)
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhook url must start with http:// or https://: {url!r}", path, _line(hook, "url"))
+        headers = _expect_map(hook.get("headers"), "webhook headers", path, _line(hook, "headers"))
+        on = hook.get("on", ["failure"])
+        if isinstance(on, str):
+            on = [on]
+        on = _expect_list(on, "webhook 'on'", path, _line(hook, "on"))
+        for event in on:
+            if event not in WEBHOOK_EVENTS:
+                raise ConfigError(
+                    f"webhook 'on' takes {' and '.join(WEBHOOK_EVENTS)}, not {event!r}", path, _line(hook, "on")
+                )
+        webhooks.append(Webhook(url, tuple((str(k), str(v)) for k, v in headers.items()), tuple(on)))
+    metrics = _expect_map(raw.get("metrics"), "metrics", path, _line(raw, "metrics"))
+    _check_keys(metrics, {"path", "enabled"}, "metrics", path)
+    enabled = metrics.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("'enabled' must be true or false", path, _line(metrics, "enabled"))
+    return RunSettings(
+        keep_runs=_number(history, "keep_runs", path, integer=True, positive=True),
+        keep_days=_number(history, "keep_days", path, positive=True),
+        webhooks=tuple(webhooks),
+        metrics_path=_string(metrics, "path", path) or None,
+        metrics_enabled=enabled,
+    )
+
+
+WORKSPACE_KEYS = {
+    "name",
+    "organization",
+    "description",
+    "blocks",
+    "workflows",
+    "config",
+    "encryption",
+    "webhooks",
+    "history",
+    "metrics",
+    "version",
+    "registries",  # registry mirrors and insecure (plain HTTP) registries, see registry.py
+}
+
+
+# --- workspace.poly --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkspaceFile:
+    """workspace.poly, every section checked; its block entries are not yet resolved (workspace.py)."""
+
+    file: Path
+    name: str
+    organization: str
+    description: str
+    entries: dict[str, BlockEntry]
+    workflows: dict[str, Workflow]
+    config: dict[str, Any]
+    run_settings: RunSettings
+    registries: Registries
+    recipients: tuple[str, ...]
+    toolchain: Toolchain
+
+
+def read_workspace_file(root: Path) -> WorkspaceFile:
+    file = root / WORKSPACE_FILE
+    raw = _expect_map(load_yaml(file), WORKSPACE_FILE, file, 1)
+    _check_keys(raw, WORKSPACE_KEYS, WORKSPACE_FILE, file)
+    name = validate_name(raw.get("name"), "workspace", file, _line(raw, "name"))
+    entries = _named_items(
+        _expect_list(raw.get("blocks"), "blocks", file, _line(raw, "blocks")), parse_block_entry, "block", file
+    )
+    workflows = _named_items(
+        _expect_list(raw.get("workflows"), "workflows", file, _line(raw, "workflows")), parse_workflow, "workflow",
+        file,
+    )
+    config = _expect_map(raw.get("config"), "config", file, _line(raw, "config"))
+    return WorkspaceFile(
+        file=file,
+        name=name,
+        organization=_string(raw, "organization", file),
+        description=_string(raw, "description", file),
+        entries=entries,
+        workflows=workflows,
+        config=config,
+        run_settings=parse_run_settings(raw, file),
+        registries=parse_registries(raw, file),
+        recipients=tuple(check_recipients(raw, file)),
+        toolchain=parse_toolchain(config, file),
+    )
+
+
+RUNTIMES = ("local", "container")
+ENGINES = ("podman", "docker")
+
+
+def parse_toolchain(config: dict, path: Path) -> Toolchain:
+    """`config.runtime`, `config.engine` and `config.image`."""
+    runtime, engine, image = config.get("runtime"), config.get("engine"), config.get("image")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ConfigError(f"config.runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}", path,
+                          _line(config, "runtime"))
+    if engine is not None and engine not in ENGINES:
+        raise ConfigError(f"config.engine must be one of {', '.join(ENGINES)}, not {engine!r}", path,
+                          _line(config, "engine"))
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise ConfigError("config.image must be an image reference such as localhost/polycrate-base:latest", path,
+                          _line(config, "image"))
+    return Toolchain(runtime, engine, image.strip() if image is not None else None)
+
+
+def parse_registries(raw: dict, path: Path) -> Registries:
+    """`registries: {NAME: {mirror: HOST[:PORT], insecure: true}}`."""
+    registries = raw.get("registries")
+    if registries is None:
+        return Registries()
+    if not isinstance(registries, dict):
+        raise ConfigError("'registries' must be a mapping of registry name -> settings", path,
+                          _line(raw, "registries"))
+    mirrors: list[tuple[str, str]] = []
+    insecure: set[str] = set()
+    for name, settings in registries.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"registries.{name} must be a mapping (mirror, insecure)", path,
+                              _line(registries, name))
+        for key in settings:
+            if key not in ("mirror", "insecure"):
+                raise ConfigError(f"registries.{name}: unknown key {key!r} (known: insecure, mirror)", path,
+                                  _line(settings, key))
+        mirror = settings.get("mirror")
+        if mirror is not None and (not isinstance(mirror, str) or not mirror.strip()):
+            raise ConfigError(f"registries.{name}.mirror must be a host[:port]", path, _line(settings, "mirror"))
+        if mirror:
+            mirrors.append((str(name), mirror.strip()))
+        if not isinstance(settings.get("insecure", False), bool):
+            raise ConfigError(f"registries.{name}.insecure must be true or false", path, _line(settings, "insecure"))
+        if settings.get("insecure") is True:
+            insecure.add(str(name))
+    return Registries(tuple(mirrors), frozenset(insecure))
+
+
+RECIPIENT_PREFIX = "age1"
+
+
+def check_recipients(raw: Any, path: Path) -> list[str]:
+    """The shape of ``encryption.recipients`` of workspace.poly (checked at every load; the keys'
+    syntax is checked by pyrage when they are used): age public keys, and never a secret key."""
+    encryption = raw.get("encryption") if isinstance(raw, dict) else None
+    if encryption is None:
+        return []
+    if not isinstance(encryption, dict):
+        raise ConfigError("'encryption' must be a mapping with 'recipients'", path, _line(raw, "encryption"))
+    _check_keys(encryption, {"recipients"}, "encryption", path)
+    recipients = encryption.get("recipients") or []
+    line = _line(encryption, "recipients")
+    if not isinstance(recipients, list):
+        raise ConfigError("'encryption.recipients' must be a list of age public keys", path, line)
+    result: list[str] = []
+    for item in recipients:
+        text = item.strip() if isinstance(item, str) else ""
+        if text.upper().startswith("AGE-SECRET-KEY"):
+            raise ConfigError("'encryption.recipients' holds an age SECRET key (AGE-SECRET-KEY-...), a private key "
+                              "in a file that is committed: list public keys (age1...) only, and replace that key",
+                              path, line)
+        if not text.startswith(RECIPIENT_PREFIX):
+            raise ConfigError("'encryption.recipients' entries must be age public keys (age1...)", path, line)
+        if text not in result:
+            result.append(text)
+    return result
+
+
+# --- block.poly ------------------------------------------------------------------------------
+
+
+def read_block_file(file: Path, blocks_dir: Path) -> BlockDefinition:
+    """One block.poly; `blocks_dir` is the folder its path is relative to (blocks/, or a staging folder)."""
+    return parse_block_definition(load_yaml(file), file, blocks_dir)
+
+
+def block_version(file: Path) -> str | None:
+    """The `version` a block.poly declares, without checking the rest (what is being replaced)."""
+    raw = load_yaml(file)
+    return str(raw.get("version") or "") or None if isinstance(raw, dict) else None
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+SCHEDULE_KEYS = ("on_calendar", "cron", "randomized_delay", "user", "group", "persistent", "timeout", "log_file")
+_USER_RE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$")
+
+
+def parse_schedule(
+    raw: Any,
+    workflow: str,
+    path: Path | str | None = None,
+    line: int | None = None,
+    origin: str = ORIGIN_WORKSPACE,
+) -> Schedule | None:
+    """Validate ``workflows[].schedule`` (a string or a mapping) into a Schedule; None when absent.
+
+    Every problem is a ConfigError naming ``path`` and the line of the offending key where known.
+    """
+    if raw is None:
+        return None
+    # the time rules live in schedule/ (loaded only for a workspace that declares a schedule)
+    from polycrate.schedule.cron import looks_like_cron, validate_cron
+    from polycrate.schedule.oncalendar import validate_calendar
+    from polycrate.schedule.times import ScheduleError, parse_timespan
+
+    def fail(message: str, key: str | None = None) -> ConfigError:
+        where = (_line(raw, key) if key is not None and isinstance(raw, LineMap) else None) or line
+        return ConfigError(f"workflow '{workflow}': schedule: {message}", path, where)
+
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not text:
+            raise fail("empty expression")
+        raw_map: dict[str, Any] = {"cron" if looks_like_cron(text) else "on_calendar": text}
+    elif isinstance(raw, dict):
+        raw_map = raw
+        for key in raw_map:
+            if key not in SCHEDULE_KEYS:
+                raise fail(f"unknown key '{key}' (known: {', '.join(SCHEDULE_KEYS)})", key)
+    else:
+        raise fail(f"must be an OnCalendar/cron string or a mapping, not {type(raw).__name__}")
+
+    kinds = [k for k in ("on_calendar", "cron") if raw_map.get(k) is not None]
+    if len(kinds) != 1:
+        raise fail("give exactly one of 'on_calendar' or 'cron'")
+    kind = kinds[0]
+    expression = raw_map[kind]
+    if not isinstance(expression, str) or not expression.strip():
+        raise fail(f"'{kind}' must be a non-empty string", kind)
+    expression = " ".join(expression.split())
+    try:
+        if kind == "cron":
+            validate_cron(expression)
+        else:
+            validate_calendar(expression)
+    except ScheduleError as exc:
+        raise fail(str(exc), kind) from None
+
+    def span(key: str, minimum: int) -> int | None:
+        value = raw_map.get(key)
+        if value is None:
+            return None
+        try:
+            seconds = parse_timespan(value)
+        except ScheduleError as exc:
+            raise fail(f"'{key}': {exc}", key) from None
+        if seconds < minimum:
+            raise fail(f"'{key}' must be at least {minimum} seconds", key)
+        return seconds
+
+    def name(key: str) -> str | None:
+        value = raw_map.get(key)
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not _USER_RE.match(value):
+            raise fail(f"'{key}' must be a user/group name or number, not {value!r}", key)
+        return value
+
+    persistent = raw_map.get("persistent", True)
+    if not isinstance(persistent, bool):
+        raise fail("'persistent' must be true or false", "persistent")
+    log_file = raw_map.get("log_file")
+    if log_file is not None:
+        if not isinstance(log_file, str) or not log_file.startswith("/") or has_control(log_file):
+            raise fail("'log_file' must be an absolute path", "log_file")
+    return Schedule(
+        workflow=workflow,
+        kind=kind,
+        expression=expression,
+        randomized_delay=span("randomized_delay", 0),
+        user=name("user"),
+        group=name("group"),
+        persistent=persistent,
+        persistent_set="persistent" in raw_map,
+        timeout=span("timeout", 1),
+        log_file=log_file,
+        line=line,
+        origin=origin,
+    )
+
+
+def has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+# --- secrets.poly ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretBlock:
+    name: str
+    config: dict[str, Any]
+    line: int | None
+
+
+@dataclass(frozen=True)
+class SecretsFile:
+    """secrets.poly (decrypted): what merges over workspace.poly, and every value (for masking)."""
+
+    file: str
+    config: dict[str, Any]
+    blocks: tuple[SecretBlock, ...]
+    values: dict[str, Any]  # the whole document as plain data
+
+
+def parse_secrets(text: str, where: str | Path) -> SecretsFile:
+    """secrets.poly's text (after decryption): `config:` and `blocks: [{name, config}]`."""
+    raw = parse_yaml(text, where)
+    if raw is None:
+        raw = LineMap()
+    if not isinstance(raw, dict):
+        raise ConfigError("secrets.poly must be a mapping", where)
+    entries = raw.get("blocks") or []
+    if not isinstance(entries, list):
+        raise ConfigError("'blocks' in secrets.poly must be a list", where, _line(raw, "blocks"))
+    blocks = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ConfigError("each entry of 'blocks' in secrets.poly must be a mapping with 'name' and 'config'",
+                              where, _line(raw, "blocks"))
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise ConfigError(f"secrets.poly names block {name!r}: a block entry needs its 'name'", where,
+                              _line(entry))
+        if not isinstance(entry.get("config") or {}, dict):
+            raise ConfigError(f"'config' of block '{name}' in secrets.poly must be a mapping", where, _line(entry))
+        blocks.append(SecretBlock(name, plain(entry.get("config") or {}), _line(entry)))
+    if not isinstance(raw.get("config") or {}, dict):
+        raise ConfigError("'config' in secrets.poly must be a mapping", where, _line(raw, "config"))
+    return SecretsFile(str(where), plain(raw.get("config") or {}), tuple(blocks), plain(raw))
