@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 # Exit codes, documented in the README.
-EXIT_OK = 0
 EXIT_ACTION_FAILED = 1  # an action, a step or a workflow failed
 EXIT_BAD_INPUT = 2  # bad input, configuration or usage
 EXIT_LOCKED = 3  # another run holds the lock

@@ -121,12 +121,6 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 def is_held(path: Path) -> bool:
     """Whether some process holds the lock now. Probes by locking briefly when free."""

@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from polycrate.cli import actions, blocks, run, workflows, workspace
+    from polycrate.cli import actions, blocks, registry, run, runs, schedules, serve, toolchain, workflows, workspace
 
     parser = _Parser(
         prog="polycrate",
@@ -60,13 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     shared = common_options()
-    for module in (run, workflows, actions, blocks, workspace):
-        module.register(sub, shared)
-    for name in ("schedules", "runs", "registry", "toolchain", "serve"):  # command groups that live in their own modules, when present
-        try:
-            module = __import__(f"polycrate.cli.{name}", fromlist=["register"])
-        except ImportError:
-            continue
+    for module in (run, workflows, actions, blocks, workspace, schedules, runs, registry, toolchain, serve):
         module.register(sub, shared)
     return parser
 

@@ -28,12 +28,9 @@ def register(sub, shared) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_inspect)
 
-    try:
-        from polycrate.cli.schedules import add_workflow_schedule_command
-    except ImportError:
-        pass
-    else:
-        add_workflow_schedule_command(wsub, shared)
+    from polycrate.cli.schedules import add_workflow_schedule_command
+
+    add_workflow_schedule_command(wsub, shared)
 
 
 def _describe_step(s) -> dict:

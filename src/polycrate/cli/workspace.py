@@ -28,12 +28,9 @@ def register(sub, shared) -> None:
         p = wsub.add_parser(name, parents=[shared], help=text)
         p.set_defaults(func=func)
 
-    try:
-        from polycrate.cli import workspace_secrets
-    except ImportError:
-        pass
-    else:
-        workspace_secrets.register(wsub, shared)
+    from polycrate.cli import workspace_secrets
+
+    workspace_secrets.register(wsub, shared)
 
 
 def cmd_init(args) -> int:

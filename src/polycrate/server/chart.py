@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from html import escape
 
+from polycrate.states import RunState, StepState
+
 COLOURS = {
-    "succeeded": "#2e7d32",
-    "failed": "#c62828",
-    "interrupted": "#ef6c00",
-    "running": "#1565c0",
-    "failed_allowed": "#f9a825",
+    RunState.SUCCEEDED: "#2e7d32",
+    RunState.FAILED: "#c62828",
+    RunState.INTERRUPTED: "#ef6c00",
+    RunState.RUNNING: "#1565c0",
+    StepState.FAILED_ALLOWED: "#f9a825",
 }
 GREY = "#9e9e9e"
 

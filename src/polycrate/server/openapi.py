@@ -5,7 +5,9 @@ schemas below name their fields as the CLI prints them.
 """
 from __future__ import annotations
 
-_STATUS = {"type": "string", "enum": ["running", "succeeded", "failed", "interrupted"]}
+from polycrate.states import RunState
+
+_STATUS = {"type": "string", "enum": [s.value for s in RunState]}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_NUM = {"type": ["number", "null"]}
 
