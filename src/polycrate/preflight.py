@@ -139,7 +139,7 @@ def check_settings(ws: Workspace) -> list[Finding]:
     findings = []
     for check in (
         lambda: schedule.workspace_schedules(ws),
-        lambda: registry.transport_settings(ws.raw),
+        lambda: registry.transport_settings(ws.registries),
         lambda: secrets.workspace_recipients(ws.root),
     ):
         try:

@@ -28,7 +28,7 @@ def test_typed_sections(tmp_path):
     ("config:\n  engine: lxc\n", 3, "config.engine must be one of podman, docker"),
     ("registries:\n  reg.lan:\n    mirrors: x\n", 4, "registries.reg.lan: unknown key 'mirrors'"),
     ("registries:\n  reg.lan: {insecure: sometimes}\n", 3, "registries.reg.lan.insecure must be true or false"),
-    ("encryption:\n  recipients:\n    - AGE-SECRET-KEY-1QQQ\n", 3, "holds a SECRET key"),
+    ("encryption:\n  recipients:\n    - AGE-SECRET-KEY-1QQQ\n", 3, "holds an age SECRET key"),
     ("workflows:\n  - name: w\n    schedule: {cron: '61 * * * *'}\n    steps: [{name: s, block: b, action: a}]\n",
      4, "workflow 'w': schedule:"),
 ])
