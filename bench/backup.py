@@ -64,15 +64,20 @@ FROM generate_series({start}, {end}) g;
 """
 
 
-def _dir_bytes(path: Path) -> int:
+def _dir_bytes(path: Path, seen: set | None = None) -> int:
+    """Allocated bytes under path; a file with several names (hard links) counts once."""
     total = 0
+    seen = set() if seen is None else seen
     try:
         for entry in os.scandir(path):
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    total += _dir_bytes(Path(entry.path))
+                    total += _dir_bytes(Path(entry.path), seen)
                 elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    st = entry.stat(follow_symlinks=False)
+                    if (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        total += st.st_blocks * 512
             except FileNotFoundError:
                 continue
     except FileNotFoundError:
