@@ -5,7 +5,7 @@ from polycrate.cli.render import emit_json, table, workspace_from
 
 
 def register(sub, shared) -> None:
-    group = sub.add_parser("actions", parents=[shared], help="list the actions of the workspace's blocks")
+    group = sub.add_parser("action", aliases=["actions"], parents=[shared], help="list the actions of the workspace's blocks")
     asub = group.add_subparsers(dest="actions_command", metavar="COMMAND")
     asub.required = True
     p = asub.add_parser("list", parents=[shared], help="list actions")

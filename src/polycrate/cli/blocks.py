@@ -10,7 +10,7 @@ from polycrate.yamlfile import plain
 
 
 def register(sub, shared) -> None:
-    group = sub.add_parser("blocks", parents=[shared], help="installed blocks; push and pull them through OCI registries")
+    group = sub.add_parser("block", aliases=["blocks"], parents=[shared], help="installed blocks; push and pull them through OCI registries")
     bsub = group.add_subparsers(dest="blocks_command", metavar="COMMAND")
     bsub.required = True
     p = bsub.add_parser("list", parents=[shared], help="list blocks with versions and origins")

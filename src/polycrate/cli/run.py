@@ -1,4 +1,4 @@
-"""`polycrate run BLOCK ACTION`"""
+"""`polycrate run BLOCK ACTION`, and `polycrate run WORKFLOW` (one argument, as in the real Polycrate)."""
 from __future__ import annotations
 
 import sys
@@ -16,9 +16,12 @@ if TYPE_CHECKING:
 
 
 def register(sub, shared) -> None:
-    p = sub.add_parser("run", parents=[shared], help="run one action of a block")
-    p.add_argument("block")
-    p.add_argument("action")
+    p = sub.add_parser("run", parents=[shared], help="run a workflow (one argument) or one action of a block (two)")
+    p.add_argument("block", metavar="WORKFLOW|BLOCK")
+    p.add_argument("action", nargs="?", metavar="ACTION")
+    p.add_argument("--step", metavar="STEP", help="with WORKFLOW: run only this step")
+    p.add_argument("--resume", action="store_true",
+                   help="with WORKFLOW: continue the latest failed or interrupted run at its first unfinished step")
     add_run_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -126,6 +129,15 @@ def run_request(args, **what):
 def cmd_run(args) -> int:
     from polycrate import pipeline
 
+    if args.action is None:  # `polycrate run WORKFLOW`: recorded as a workflow run
+        from polycrate.cli.workflows import cmd_run as run_workflow
+
+        args.name = args.block
+        return run_workflow(args)
+    if getattr(args, "step", None) or getattr(args, "resume", False):
+        from polycrate.errors import PolycrateError
+
+        raise PolycrateError("--step and --resume apply to workflows (polycrate run WORKFLOW)")
     result = pipeline.run(
         run_request(args, block=args.block, action=args.action),
         confirm=make_confirm(args.force),

@@ -8,7 +8,7 @@ from polycrate.workspace import get_workflow
 
 
 def register(sub, shared) -> None:
-    group = sub.add_parser("workflows", parents=[shared], help="run and inspect workflows")
+    group = sub.add_parser("workflow", aliases=["workflows"], parents=[shared], help="run and inspect workflows")
     wsub = group.add_subparsers(dest="workflows_command", metavar="COMMAND")
     wsub.required = True
 

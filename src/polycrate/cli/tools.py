@@ -1,0 +1,39 @@
+"""`polycrate version` and `polycrate checksum DIR`."""
+from __future__ import annotations
+
+from polycrate.cli.render import emit_json
+from polycrate.errors import PolycrateError
+
+
+def register(sub, shared) -> None:
+    p = sub.add_parser("version", parents=[shared], help="show the version")
+    p.set_defaults(func=cmd_version)
+    p = sub.add_parser("checksum", parents=[shared], help="MD5 checksum of a folder, as the real Polycrate computes it")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_checksum)
+
+
+def cmd_version(args) -> int:
+    import platform
+
+    from polycrate import __version__
+
+    if args.output == "json":
+        emit_json({"version": __version__, "python": platform.python_version()})
+    else:
+        print(f"polycrate {__version__}")
+    return 0
+
+
+def cmd_checksum(args) -> int:
+    import os
+
+    from polycrate.checksum import directory_checksum
+
+    if not os.path.exists(args.dir):
+        raise PolycrateError(f"{args.dir} does not exist")
+    try:
+        print(directory_checksum(args.dir))
+    except OSError as exc:
+        raise PolycrateError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    return 0
