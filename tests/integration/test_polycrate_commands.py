@@ -112,3 +112,15 @@ def test_create_ssh_keys_and_git_commit(tmp_path, cli):
     log = subprocess.run(["git", "-C", str(root), "log", "--format=%s"], capture_output=True, text=True).stdout
     assert log.strip() == "first"
     assert "nothing to commit" in cli("git", "commit", cwd=root).stdout
+
+
+def test_action_inspect_run_block_readme_and_yaml_output(tmp_path, cli):
+    root = _workspace(tmp_path)
+    (root / "blocks" / "hello" / "README.md").write_text("# hello\nsays hello\n")
+    shown = cli("action", "inspect", "hello", "greet", "-o", "yaml", cwd=root)
+    assert shown.returncode == 0, shown.output
+    assert yaml.safe_load(shown.stdout)["script"] == ['echo "GREET $POLYCRATE_BLOCK"']
+    ran = cli("action", "run", "hello", "greet", cwd=root)
+    assert ran.returncode == 0 and "GREET hello" in ran.stdout, ran.output
+    assert cli("block", "readme", "hello", cwd=root).stdout == "# hello\nsays hello\n"
+    assert yaml.safe_load(cli("workflow", "list", "-o", "yaml", cwd=root).stdout)[0]["name"] == "greet-all"

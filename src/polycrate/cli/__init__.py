@@ -29,7 +29,7 @@ def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentPars
     common.add_argument(
         "-o",
         "--output",
-        choices=("text", "json"),
+        choices=("text", "json", "yaml"),
         default=argparse.SUPPRESS if workspace_default is argparse.SUPPRESS else "text",
         help="output format of list and inspect commands",
     )
@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        from polycrate.cli import render
+
+        render.FORMAT = "json"
+        if getattr(args, "output", None) == "yaml":  # the same data as -o json, spelled as YAML (Polycrate's -o yaml)
+            render.FORMAT, args.output = "yaml", "json"
         return int(args.func(args) or 0)
     except PolycrateError as exc:
         print(f"polycrate: error: {exc}", file=sys.stderr)

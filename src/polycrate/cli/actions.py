@@ -11,6 +11,36 @@ def register(sub, shared) -> None:
     p = asub.add_parser("list", parents=[shared], help="list actions")
     p.add_argument("--block", help="only this block's actions")
     p.set_defaults(func=cmd_list)
+    p = asub.add_parser("inspect", parents=[shared], help="show one action")
+    p.add_argument("block")
+    p.add_argument("action")
+    p.set_defaults(func=cmd_inspect)
+
+    from polycrate.cli.run import add_run_options, cmd_run
+
+    p = asub.add_parser("run", parents=[shared], help="run one action (as `polycrate run BLOCK ACTION`)")
+    p.add_argument("block")
+    p.add_argument("action")
+    add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_inspect(args) -> int:
+    import yaml
+
+    from polycrate.workspace import get_action, get_block
+
+    ws = workspace_from(args)
+    block = get_block(ws, args.block)
+    action = get_action(block, args.action)
+    data = {"name": action.name, "block": block.name, "type": action.type, "description": action.description,
+            "playbook": action.playbook, "script": list(action.script) or None,
+            "prompt": action.prompt.message if action.prompt else None}
+    if args.output == "json":
+        emit_json(data)
+    else:
+        print(yaml.safe_dump({k: v for k, v in data.items() if v not in (None, "")}, sort_keys=False).rstrip())
+    return 0
 
 
 def cmd_list(args) -> int:

@@ -35,6 +35,10 @@ def register(sub, shared) -> None:
     p.add_argument("name", help="block name, or REGISTRY/PATH")
     p.set_defaults(func=cmd_uninstall)
 
+    p = bsub.add_parser("readme", parents=[shared], help="print a block's README.md")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_readme)
+
 
 def _root(args) -> Path:
     return find_root(args.workspace, explicit=args.workspace is not None)
@@ -166,6 +170,16 @@ def cmd_uninstall(args) -> int:
     definition = _find_definition(root, args.name)
     uninstall_block(root, definition.folder)
     print(f"uninstalled {definition.name} {definition.version} from blocks/{definition.relpath}")
+    return 0
+
+
+def cmd_readme(args) -> int:
+    ws = workspace_from(args)
+    block = get_block(ws, args.name)
+    readme = next((p for p in (block.folder / n for n in ("README.md", "readme.md", "README")) if p.is_file()), None)
+    if readme is None:
+        raise PolycrateError(f"block '{block.name}' has no README.md", block.folder)
+    print(readme.read_text(encoding="utf-8").rstrip())
     return 0
 
 

@@ -26,7 +26,15 @@ def workspace_from(args):
     return load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
 
 
+FORMAT = "json"  # "yaml" with -o yaml
+
+
 def emit_json(data: Any) -> None:
+    if FORMAT == "yaml":
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False))
+        return
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
 
