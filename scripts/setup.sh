@@ -16,6 +16,9 @@ APT_PACKAGES=(
   python3-venv git curl
 )
 
+# kubectl for `polycrate k`: Debian's kubernetes-client, unless a kubectl (another package's) is there already
+command -v kubectl >/dev/null || APT_PACKAGES+=(kubernetes-client)
+
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

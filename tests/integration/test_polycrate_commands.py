@@ -124,3 +124,25 @@ def test_action_inspect_run_block_readme_and_yaml_output(tmp_path, cli):
     assert ran.returncode == 0 and "GREET hello" in ran.stdout, ran.output
     assert cli("block", "readme", "hello", cwd=root).stdout == "# hello\nsays hello\n"
     assert yaml.safe_load(cli("workflow", "list", "-o", "yaml", cwd=root).stdout)[0]["name"] == "greet-all"
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters: [{name: c-{who}, cluster: {server: "https://127.0.0.1:6443"}}]
+contexts: [{name: ctx-{who}, context: {cluster: c-{who}, user: u}}]
+current-context: ctx-{who}
+users: [{name: u, user: {}}]
+"""
+
+
+def test_k_runs_kubectl_with_the_workspace_or_block_kubeconfig(tmp_path, cli):
+    root = _workspace(tmp_path)
+    none = cli("k", "config", "current-context", cwd=root)
+    assert none.returncode == 2 and "no kubeconfig" in none.stderr
+    (root / "kubeconfig.yml").write_text(KUBECONFIG.replace("{who}", "workspace"))
+    own = root / "artifacts" / "blocks" / "hello" / "kubeconfig.yml"
+    own.parent.mkdir(parents=True)
+    own.write_text(KUBECONFIG.replace("{who}", "hello"))
+    assert cli("k", "config", "current-context", cwd=root).stdout.strip() == "ctx-workspace"
+    assert cli("k", "--block", "hello", "config", "current-context", cwd=root).stdout.strip() == "ctx-hello"

@@ -60,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     shared = common_options()
-    from polycrate.cli import gitcmd, lifecycle, sshcmd, tools  # the real Polycrate's other commands
+    from polycrate.cli import gitcmd, kubectl, lifecycle, sshcmd, tools  # the real Polycrate's other commands
 
     for module in (run, workflows, actions, blocks, workspace, schedules, runs, registry, toolchain, serve,
-                   lifecycle, sshcmd, gitcmd, tools):
+                   lifecycle, sshcmd, gitcmd, kubectl, tools):
         module.register(sub, shared)
     return parser
 

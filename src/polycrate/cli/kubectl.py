@@ -1,0 +1,40 @@
+"""`polycrate k ...`: kubectl with the block's (--block) or the workspace's kubeconfig."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+
+from polycrate.cli.render import workspace_from
+from polycrate.errors import PolycrateError
+
+
+def register(sub, shared) -> None:
+    p = sub.add_parser("k", parents=[shared], help="run kubectl with the workspace's (or --block's) kubeconfig")
+    p.add_argument("--block", help="use this block's kubeconfig (artifacts/blocks/BLOCK/kubeconfig.yml)")
+    p.add_argument("kubectl_args", nargs=argparse.REMAINDER, metavar="ARGS", help="kubectl's arguments")
+    p.set_defaults(func=cmd_k)
+
+
+def kubeconfig_of(ws, block_name: str | None):
+    """The block's artifacts/blocks/BLOCK/kubeconfig.yml (with --block), else the workspace's kubeconfig.yml,
+    else Polycrate's default artifacts/blocks/k8s/kubeconfig.yml; None when none exists."""
+    from polycrate.workspace import get_block
+
+    candidates = [ws.artifacts_dir(get_block(ws, block_name).name) / "kubeconfig.yml"] if block_name else []
+    candidates += [ws.root / "kubeconfig.yml", ws.artifacts_dir("k8s") / "kubeconfig.yml"]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def cmd_k(args) -> int:
+    ws = workspace_from(args)
+    kubeconfig = kubeconfig_of(ws, args.block)
+    if kubeconfig is None:
+        raise PolycrateError("no kubeconfig: write kubeconfig.yml in the workspace root or in "
+                             "artifacts/blocks/BLOCK/ (or set kubeconfig.filename in workspace.poly)", ws.root)
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise PolycrateError("kubectl is not installed: apt-get install kubernetes-client")
+    rest = args.kubectl_args[1:] if args.kubectl_args[:1] == ["--"] else args.kubectl_args
+    return subprocess.call([kubectl, *rest], env=dict(os.environ, KUBECONFIG=str(kubeconfig)))
