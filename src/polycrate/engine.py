@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from polycrate import ansi
 from polycrate import failure as failure_text
 from polycrate.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
@@ -113,6 +114,12 @@ class Reporter:
     def toolchain(self, line: str) -> None:
         """Progress of preparing the container runtime (an image build or import) before a run."""
 
+    def run_started(self, kind: str, name: str, run_id: str, total: int) -> None:
+        """The run is recorded and its first step is about to start."""
+
+    def attempt_started(self, step: StepResult, events_file: Path | None) -> None:
+        """An attempt of a step starts; an ansible step writes its event stream (events.py) to `events_file`."""
+
 
 Confirm = Callable[[RunPrompt], bool]  # the caller's answer to a prompt
 
@@ -124,6 +131,7 @@ class RunOptions:
     resume: bool = False
     wait: bool = False  # wait for the lock instead of refusing
     runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime
+    display_env: tuple[tuple[str, str], ...] = ()  # the caller's terminal: colour and width for Ansible
     ansible: AnsibleOptions = AnsibleOptions()  # --limit, --tags, --skip-tags, --extra-vars, verbosity
     preflight: bool = True  # check the planned steps' actions before step 1 (polycrate.preflight)
 
@@ -282,7 +290,8 @@ class _Run:
         first = steps[0]
         block = self.ws.blocks[first.block]
         request = ActionRequest(ws=self.ws, block=block, action=block.actions[first.action], workflow=workflow,
-                                step=first.name if workflow else None, runtime=self.runtime)
+                                step=first.name if workflow else None, runtime=self.runtime,
+                                extra_env=dict(self.options.display_env))
         try:
             self.zygote = start_zygote(request)
         except Exception:  # an optimisation: without it every step starts its own process
@@ -333,7 +342,8 @@ def _execute(
 
     def output(line: str) -> None:
         line = run.mask(line)
-        reporter.output(line)
+        reporter.output(line)  # as the action printed it: the reporter decides about escape codes
+        line = ansi.strip(line)  # the log, the store and messages keep plain text
         log.write(line)
         if line.strip():
             last_lines.append(line)
@@ -369,7 +379,9 @@ def _execute(
                 keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
                 zygote=run.zygote,
                 ansible_options=options.ansible,
+                extra_env=dict(options.display_env),
             )
+            reporter.attempt_started(step, events if action.type == "ansible" else None)
             last_lines.clear()
             error_lines.clear()
             timed_out = False
@@ -540,6 +552,7 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
     )
     name = workflow.name if workflow else None
     main = [s for s in steps if s.phase == Phase.MAIN]
+    run.reporter.run_started(result.kind, result.name, run.run_id, len(main))
     started_at = time.monotonic()
     interrupted = False
 

@@ -183,7 +183,7 @@ def test_script_action_sees_container_paths_and_fails_cleanly(podman, fleet, tmp
     failed = run_cli("run", "probe", "fail", cwd=root)
     assert failed.returncode == 1, failed.output
     assert "about to fail" in failed.stdout
-    assert "exit 3" in failed.stderr
+    assert "exit 3" in failed.stdout
     assert our_containers("acme-corp-automation") == []
 
 

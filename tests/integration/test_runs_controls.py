@@ -33,7 +33,7 @@ def test_timeout_stops_a_sleeping_play(ws):
     assert 3 <= sleep["duration"] < 30
     assert after["status"] == "skipped"
     assert run["failed_step"] == "sleep" and run["message"] == "timed out after 3s"
-    assert "timed out after 3s" in result.stderr
+    assert "timed out after 3s" in result.stdout
 
 
 def test_retries_run_a_flaky_step_until_it_succeeds(ws):
@@ -90,7 +90,7 @@ def test_check_mode_changes_nothing_that_a_real_run_changes(ws):
     assert check.returncode == 0, check.output
     after = {p.relative_to(ws): p.read_bytes() for p in ws.rglob("*") if p.is_file() and ".polycrate" not in p.parts}
     assert after == before  # nothing created, nothing changed
-    assert "skipped (check mode)" in check.stderr and "script actions do not run in check mode" in check.stderr
+    assert "skipped (check mode)" in check.stdout
     assert "+added by the play" in check.stdout  # --diff shows what would change
     run = _latest(ws)
     assert run["check_mode"] is True
@@ -107,7 +107,7 @@ def test_check_mode_changes_nothing_that_a_real_run_changes(ws):
 def test_check_mode_skips_a_script_action(ws):
     result = run_cli("run", "b", "script", "--check", cwd=ws)
     assert result.returncode == 0, result.output
-    assert "skipped: script actions do not run in check mode" in result.stderr
+    assert "skipped: script actions do not run in check mode" in result.stdout
     assert not (ws / "script.txt").exists()
 
 

@@ -29,7 +29,7 @@ def test_failing_workflow_is_recorded_with_step_task_and_message(ws):
     assert run["failed_host"] == "localhost"
     assert run["message"] == "disk /var is full on purpose"
     assert run["user"] and run["host"] and run["ended"] >= run["started"]
-    assert run["id"] in result.stderr  # the summary names the run
+    assert f"polycrate runs show {run['id']}" in result.stdout  # the summary names the run
 
     shown = run_cli("runs", "show", run["id"], "--output", "json", cwd=ws)
     detail = json.loads(shown.stdout)

@@ -1,5 +1,6 @@
 """Workflow order, failure policy, --step, prompts and script actions, through the real CLI."""
 import json
+import re
 
 import pytest
 
@@ -95,15 +96,15 @@ def test_failing_second_step_stops_the_third(ws):
     result = run_cli("workflows", "run", "three", cwd=ws)
     assert result.returncode == 1, result.output
     assert order(ws) == ["one", "two"]
-    assert "failed at step 'two'" in result.stderr and "skipped: three" in result.stderr
+    assert "failed: step two" in result.stdout and re.search(r"^  three +skipped", result.stdout, re.M)
     assert "two failed on purpose" in result.stdout  # ansible's own output streams through
 
 
 def test_failing_action_names_task_and_message(ws):
     result = run_cli("run", "b", "two", cwd=ws)
     assert result.returncode == 1
-    assert "action b two failed at task 'ansible.builtin.fail' on localhost" in result.stderr
-    assert "polycrate: two failed on purpose" in result.stderr
+    assert "failed: step two, task 'ansible.builtin.fail' on localhost" in result.stdout
+    assert "\n  two failed on purpose\n" in result.stdout  # the message, under the failing step
 
 
 def test_failing_workflow_json_summary(ws):
@@ -118,7 +119,7 @@ def test_allow_failure_goes_on(ws):
     result = run_cli("workflows", "run", "tolerant", cwd=ws)
     assert result.returncode == 0, result.output
     assert order(ws) == ["one", "two", "three"]
-    assert "failed (allowed)" in result.stderr
+    assert "failed (allowed)" in result.stdout
 
 
 def test_step_runs_one_step(ws):

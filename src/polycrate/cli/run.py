@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 
 from polycrate.ansible_options import add_ansible_options, options_from_args
 from polycrate.cli.blocks import add_auto_pull_option
+from polycrate.cli.live import add_view_options
 from polycrate.cli.prompt import make_confirm
-from polycrate.cli.render import emit_json, state_text
+from polycrate.cli.render import emit_json
 from polycrate.errors import EXIT_ACTION_FAILED
-from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.states import RunState
 
 if TYPE_CHECKING:
     from polycrate import engine
@@ -35,39 +36,28 @@ def add_run_options(p) -> None:
     add_ansible_options(p)
     p.add_argument("--no-preflight", dest="preflight", action="store_false",
                    help="skip the checks before step 1 (playbooks, scripts, hosts patterns; see workspace validate)")
+    add_view_options(p)
 
 
-class TextReporter:
-    """Streams action output live; step banners on stderr so stdout stays the action's.
+def make_reporter(args):
+    """The live view (cli/live.py) with this command's output format, colour and heartbeat choices."""
+    from polycrate.cli.live import LiveReporter
 
-    An engine.Reporter by its methods (all five): the engine is imported only by commands that run
-    something, not at every CLI start."""
-
-    def __init__(self, workflow: bool, output: str = "text"):
-        self.workflow = workflow
-        # with --output json, stdout carries only the JSON summary
-        self.stream = sys.stderr if output == "json" else sys.stdout
-
-    def output(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
-
-    def step_started(self, step, index, total):
-        if self.workflow:
-            print(f"==> [{index}/{total}] {step.name}: {step.block} {step.action}", file=sys.stderr, flush=True)
-
-    def step_finished(self, step, index, total):
-        if self.workflow:
-            print(f"==> [{index}/{total}] {step.name}: {state_text(step.status)} ({step.duration:.1f}s)", file=sys.stderr,
-                  flush=True)
-
-    def notice(self, message):
-        print(f"polycrate: {message}", file=sys.stderr, flush=True)
-
-    def toolchain(self, line):
-        print(f"[toolchain] {line}", file=sys.stderr, flush=True)
+    return LiveReporter(output=args.output, no_color=args.no_color, heartbeat=args.heartbeat)
 
 
-def summarize(result: engine.RunResult, output: str) -> int:
+def rerun_command(args, *words: str) -> str:
+    import shlex
+
+    where = f" -w {shlex.quote(str(args.workspace))}" if getattr(args, "workspace", None) else ""
+    return "polycrate" + where + " " + " ".join(shlex.quote(w) for w in words)
+
+
+def summarize(result: engine.RunResult, output: str, reporter=None, command: str | None = None) -> int:
+    """The run's summary: the JSON document on stdout, or the text layout (cli/summary.py) on the story's stream."""
+    from polycrate.cli import summary
+    from polycrate.cli.live import story_stream
+
     failed = result.failed_step
     if output == "json":
         emit_json(
@@ -83,37 +73,14 @@ def summarize(result: engine.RunResult, output: str) -> int:
                 "steps": [s.to_dict() for s in result.steps],
             }
         )
-    elif result.kind == RunKind.WORKFLOW:
-        print(f"workflow {result.name}{' (check mode)' if result.check else ''}:", file=sys.stderr)
-        for s in result.steps:
-            if s.phase == Phase.ON_FAILURE and s.status == StepState.NOT_RUN:
-                continue  # on_failure steps show only when they ran
-            code = f" exit {s.exit_code}" if s.exit_code not in (None, 0) else ""
-            extra = " [on_failure]" if s.phase == Phase.ON_FAILURE else ""
-            note = f": {s.note}" if s.note and s.status in (StepState.SKIPPED_CHECK, StepState.SUCCEEDED_BEFORE) else ""
-            print(f"  {s.name:<20} {state_text(s.status)}{code} ({s.duration:.1f}s){extra}{note}", file=sys.stderr)
-        if failed:
-            skipped = ", ".join(s.name for s in result.skipped) or "none"
-            where = f"; task '{failed.failed_task}' on {failed.failed_host}" if failed.failed_task else ""
-            print(
-                f"polycrate: workflow {result.name} failed at step '{failed.name}'{where}; skipped: {skipped}",
-                file=sys.stderr,
-            )
-            if failed.message:
-                print(f"polycrate: {failed.message.splitlines()[0]}", file=sys.stderr)
-    elif failed:
-        where = f" at task '{failed.failed_task}' on {failed.failed_host}" if failed.failed_task else ""
-        print(f"polycrate: action {result.name} failed{where} (exit {failed.exit_code})", file=sys.stderr)
-        if failed.message:
-            print(f"polycrate: {failed.message.splitlines()[0]}", file=sys.stderr)
-    elif result.steps and result.steps[0].status == StepState.SKIPPED_CHECK:
-        print(f"polycrate: action {result.name} skipped: {result.steps[0].note}", file=sys.stderr)
-    if result.run_id and output != "json":
-        print(f"polycrate: run {result.run_id} recorded (polycrate runs show {result.run_id})", file=sys.stderr)
+    stream = reporter.stream if reporter is not None else story_stream(output)
+    paint = reporter._paint if reporter is not None else (lambda text, colour: text)
+    summary.render(result, stream, paint, command)
+    stream.flush()
     return 0 if result.ok else EXIT_ACTION_FAILED
 
 
-def run_request(args, **what):
+def run_request(args, reporter, **what):
     """The pipeline's request for `run` and `workflows run` from their shared options."""
     from polycrate import engine
     from polycrate.pipeline import RunRequest
@@ -121,7 +88,7 @@ def run_request(args, **what):
 
     options = engine.RunOptions(check=args.check, diff=args.diff, resume=getattr(args, "resume", False),
                                 wait=args.wait, runtime=args.runtime, ansible=options_from_args(args),
-                                preflight=args.preflight)
+                                preflight=args.preflight, display_env=reporter.environment())
     return RunRequest(find_root(args.workspace, explicit=args.workspace is not None), options=options,
                       auto_pull=args.blocks_auto_pull, **what)
 
@@ -138,9 +105,13 @@ def cmd_run(args) -> int:
         from polycrate.errors import PolycrateError
 
         raise PolycrateError("--step and --resume apply to workflows (polycrate run WORKFLOW)")
-    result = pipeline.run(
-        run_request(args, block=args.block, action=args.action),
-        confirm=make_confirm(args.force),
-        reporter=TextReporter(workflow=False, output=args.output),
-    )
-    return summarize(result, args.output)
+    reporter = make_reporter(args)
+    try:
+        result = pipeline.run(
+            run_request(args, reporter, block=args.block, action=args.action),
+            confirm=make_confirm(args.force),
+            reporter=reporter,
+        )
+    finally:
+        reporter.close()
+    return summarize(result, args.output, reporter, rerun_command(args, "run", args.block, args.action))

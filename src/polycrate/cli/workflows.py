@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.cli.run import TextReporter, add_run_options, run_request, summarize
+from polycrate.cli.run import add_run_options, make_reporter, rerun_command, run_request, summarize
 from polycrate.workspace import get_workflow
 
 
@@ -97,9 +97,13 @@ def cmd_inspect(args) -> int:
 def cmd_run(args) -> int:
     from polycrate import pipeline
 
-    result = pipeline.run(
-        run_request(args, workflow=args.name, only_step=args.step),
-        confirm=make_confirm(args.force),
-        reporter=TextReporter(workflow=True, output=args.output),
-    )
-    return summarize(result, args.output)
+    reporter = make_reporter(args)
+    try:
+        result = pipeline.run(
+            run_request(args, reporter, workflow=args.name, only_step=args.step),
+            confirm=make_confirm(args.force),
+            reporter=reporter,
+        )
+    finally:
+        reporter.close()
+    return summarize(result, args.output, reporter, rerun_command(args, "workflows", "run", args.name))

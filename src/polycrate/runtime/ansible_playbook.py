@@ -42,6 +42,21 @@ def _censor_errors_of_no_log_tasks() -> None:
     task_result.censor_result = censor_result
 
 
+def _terminal_width() -> None:
+    """Ansible measures its banners on its own stdout, which is polycrate's pipe: take the width of
+    polycrate's terminal instead (POLYCRATE_COLUMNS, set only when polycrate writes to a terminal)."""
+    import os
+
+    try:
+        columns = int(os.environ.get("POLYCRATE_COLUMNS", ""))
+    except ValueError:
+        return
+    if columns > 1:
+        from ansible.utils.display import Display
+
+        Display().columns = max(79, columns - 1)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--polycrate-preflight"]:  # the preflight's Ansible half (runtime/ansible_preflight.py)
         from polycrate.runtime import ansible_preflight
@@ -49,6 +64,7 @@ def main(argv: list[str]) -> int:
         return ansible_preflight.main(argv[1])
     from ansible.cli.playbook import main as playbook_main
 
+    _terminal_width()
     _quiet_our_reserved_names()
     _censor_errors_of_no_log_tasks()
     sys.argv = ["ansible-playbook", *argv]

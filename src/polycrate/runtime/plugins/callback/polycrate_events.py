@@ -114,6 +114,10 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._emit(EventKind.TASK_START, play=self._play, task=task.get_name())
 
+    def v2_runner_on_start(self, host, task):
+        # the live view's current task and host (a long silent task shows where it is)
+        self._emit("runner_start", play=self._play, task=task.get_name(), host=host.get_name())
+
     def v2_runner_on_ok(self, result):
         data = _result_data(result)
         self._emit(EventKind.OK, changed=bool(data.get("changed")), **self._task(result))
