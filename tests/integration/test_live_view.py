@@ -119,3 +119,9 @@ def test_one_stream_for_the_story_and_a_single_action_gets_header_and_summary(ws
     assert as_json.stdout.lstrip().startswith("{") and "==> action app fail" in as_json.stderr
 
 
+
+
+def test_polycrate_alone_prints_help_and_exits_0(tmp_path):
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 0, result.output
+    assert result.stdout.startswith("usage: polycrate") and "workflow" in result.stdout and result.stderr == ""

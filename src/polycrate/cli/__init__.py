@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         parser = build_parser()
+        words = sys.argv[1:] if argv is None else argv
+        if not words:  # `polycrate` alone: the help, as a question answered, not an error
+            parser.print_help()
+            return 0
         args = parser.parse_args(argv)
         from polycrate.cli import render
 
