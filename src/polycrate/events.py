@@ -41,6 +41,7 @@ MAX_MESSAGE = 2000
 class EventKind(StrEnum):
     PLAY_START = "play_start"
     TASK_START = "task_start"
+    RUNNER_START = "runner_start"  # a task starts on a host: the live view's current task and host
     OK = "ok"
     FAILED = "failed"
     UNREACHABLE = "unreachable"

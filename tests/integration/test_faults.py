@@ -3,6 +3,7 @@ run store never stops a run; a full disk or a read-only workspace is one line an
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -191,7 +192,7 @@ def test_a_full_disk_and_a_read_only_workspace(small_disk):
     write(root / "blocks/s/block.poly", BLOCK)
     first = run_cli("workflows", "run", "quick", cwd=root)
     assert first.returncode == 0, first.output
-    run_id = first.output.split("polycrate: run ")[1].split()[0]
+    run_id = re.search(r"\brun (\d{8}-\d{6}-[0-9a-f]+)", first.output).group(1)
     with open(small_disk / "filler", "wb") as filler:  # fill the disk to the last block
         try:
             while True:

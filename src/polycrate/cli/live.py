@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from polycrate import ansi
+from polycrate.events import EventKind
 from polycrate.errors import PolycrateError
 
 DEFAULT_HEARTBEAT = 60.0
@@ -107,14 +108,14 @@ class _Activity:
             except ValueError:
                 continue
             kind = event.get("event")
-            if kind == "task_start":
+            if kind == EventKind.TASK_START:
                 self.task, self.hosts = event.get("task") or self.task, []
-            elif kind == "runner_start":
+            elif kind == EventKind.RUNNER_START:
                 self.task = event.get("task") or self.task
                 host = event.get("host")
                 if host and host not in self.hosts:
                     self.hosts.append(host)
-            elif kind in ("ok", "failed", "unreachable", "skipped"):
+            elif kind in (EventKind.OK, EventKind.FAILED, EventKind.UNREACHABLE, EventKind.SKIPPED):
                 host = event.get("host")
                 if host in self.hosts:
                     self.hosts.remove(host)

@@ -116,7 +116,7 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_start(self, host, task):
         # the live view's current task and host (a long silent task shows where it is)
-        self._emit("runner_start", play=self._play, task=task.get_name(), host=host.get_name())
+        self._emit(EventKind.RUNNER_START, play=self._play, task=task.get_name(), host=host.get_name())
 
     def v2_runner_on_ok(self, result):
         data = _result_data(result)
