@@ -114,6 +114,9 @@ class Reporter:
     def toolchain(self, line: str) -> None:
         """Progress of preparing the container runtime (an image build or import) before a run."""
 
+    def preparing(self, message: str) -> None:
+        """Something done before the run starts (a block pulled or downgraded)."""
+
     def run_started(self, kind: str, name: str, run_id: str, total: int) -> None:
         """The run is recorded and its first step is about to start."""
 

@@ -99,9 +99,9 @@ def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, rep
     transport = transport_settings(sources.document.registries)
     for change in changes:
         if change.kind == "downgrade":
-            reporter.notice(f"downgrading {change.describe()}")
+            reporter.preparing(f"downgrading {change.describe()}")
         result = pull_block(request.root, parse_reference(change.reference), transport, update_lock=False)
-        reporter.notice(result.describe())
+        reporter.preparing(result.describe())
     return read_sources(request.root, sources)
 
 

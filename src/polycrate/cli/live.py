@@ -270,6 +270,10 @@ class LiveReporter:
         # preparing the container runtime happens before the run: on stderr, as block pulls
         print(f"[toolchain] {line}", file=sys.stderr, flush=True)
 
+    def preparing(self, message: str) -> None:
+        # the preparation before a run (block pulls) goes to stderr: the README's stream rule
+        print(f"polycrate: {message}", file=sys.stderr, flush=True)
+
 
 def _isatty(stream: TextIO) -> bool:
     try:
