@@ -48,6 +48,15 @@ CLASSES = {
                   "workspace.poly:", "no version"),
     "secret key as recipient": ({"workspace.poly": WP + f"encryption:\n  recipients:\n  - {AGE_SECRET}\n"},
                                 "workspace.poly:", "SECRET key"),
+    "schedule with a newline": ({"workspace.poly": WP.replace("schedule: '*-*-* 02:00:00'",
+                                                               "schedule: \"*-*-* 02:00:00\\nOnCalendar=daily\"")},
+                                "workspace.poly:", "schedule"),
+    "impossible cron date": ({"workspace.poly": WP.replace("schedule: '*-*-* 02:00:00'",
+                                                           "schedule: {cron: '0 0 30 2 *'}")},
+                             "workspace.poly:", "schedule"),
+    "impossible calendar date": ({"workspace.poly": WP.replace("schedule: '*-*-* 02:00:00'",
+                                                               "schedule: {on_calendar: '*-02-30 00:00:00'}")},
+                                 "workspace.poly:", "schedule"),
     "duplicate block names": ({"blocks/app2/block.poly": BP}, "blocks/app2/block.poly", "blocks/app and by blocks/app2"),
 }
 

@@ -279,3 +279,15 @@ def test_marker_round_trip(tmp_path):
 def test_executable_override(monkeypatch):
     monkeypatch.setenv("POLYCRATE_EXECUTABLE", "/opt/bin/polycrate")
     assert sched.executable_command() == ["/opt/bin/polycrate"]
+
+
+@pytest.mark.parametrize("expression", ["0 0 30 2 *", "0 0 31 4,6 *", "0 0 31 jun *", "0 3 30-31 2 *"])
+def test_cron_whose_day_never_occurs_is_refused(expression):
+    # cron would accept it and never run it (croniter gives up on it: CroniterBadDateError)
+    with pytest.raises(sched.ScheduleError, match="never occurs"):
+        sched.validate_cron(expression)
+
+
+@pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 0 31 */2 *", "0 0 1-31/10 feb *", "0 0 30 2 1"])
+def test_cron_whose_day_occurs_somewhere_is_kept(expression):
+    assert sched.validate_cron(expression) == expression

@@ -62,7 +62,33 @@ def validate_cron(expression: str) -> str:
                 raise ScheduleError(f"invalid cron expression {expression!r}: {what} range '{item}' is backwards")
             if step is not None and int(step) == 0:
                 raise ScheduleError(f"invalid cron expression {expression!r}: {what} step must not be 0")
+    if fields[4] == "*" and not _day_exists(fields[2], fields[3]):
+        # cron accepts it and never runs it: a nightly job that silently never happens
+        raise ScheduleError(f"invalid cron expression {expression!r}: day of month '{fields[2]}' never occurs "
+                            f"in month '{fields[3]}'")
     return expression
+
+
+_LONGEST_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February 29 exists in leap years
+
+
+def _field_values(text: str, low: int, high: int, names: dict[str, int]) -> set[int]:
+    """The numbers a checked cron field stands for."""
+    if text.lower() in names:
+        return {names[text.lower()]}
+    values: set[int] = set()
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        first, _, last = base.partition("-")
+        start, end = (low, high) if base == "*" else (int(first), int(last or (high if step else first)))
+        values.update(range(start, end + 1, int(step or 1)))
+    return values
+
+
+def _day_exists(day_field: str, month_field: str) -> bool:
+    days = _field_values(day_field, *_CRON_FIELDS[2][1:])
+    months = _field_values(month_field, *_CRON_FIELDS[3][1:])
+    return any(day <= _LONGEST_MONTH[month - 1] for day in days for month in months)
 
 
 def cron_next(expression: str, now: datetime, count: int = 3, tz: tzinfo | None = None) -> list[datetime]:
