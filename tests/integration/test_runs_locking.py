@@ -59,7 +59,7 @@ def test_wait_waits_for_the_first_run(ws):
         second = start_cli("workflows", "run", "green", "--wait", cwd=ws)  # green is free: runs at once
         assert second.wait(120) == 0
         waiting = start_cli("workflows", "run", "long", "--wait", cwd=ws)
-        wait_for(lambda: b"waiting for workflow 'long'" in _peek_stderr(waiting), timeout=30, what="the wait notice")
+        wait_for(lambda: b"waiting for workflow 'long'" in _peek_stdout(waiting), timeout=30, what="the wait notice")
         assert waiting.poll() is None  # still waiting while the first holds the lock
         first.send_signal(signal.SIGTERM)
         assert first.wait(60) == 130
@@ -75,19 +75,19 @@ def test_wait_waits_for_the_first_run(ws):
     assert statuses == ["interrupted", "interrupted"]
 
 
-_stderr_seen: dict = {}
+_stdout_seen: dict = {}
 
 
-def _peek_stderr(proc) -> bytes:
-    """Read what the process wrote to stderr so far, without blocking."""
-    fd = proc.stderr.fileno()
+def _peek_stdout(proc) -> bytes:
+    """Read what the process wrote to stdout so far (notices are part of the run's story), without blocking."""
+    fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     try:
         chunk = os.read(fd, 65536)
     except BlockingIOError:
         chunk = b""
-    _stderr_seen[proc.pid] = _stderr_seen.get(proc.pid, b"") + chunk
-    return _stderr_seen[proc.pid]
+    _stdout_seen[proc.pid] = _stdout_seen.get(proc.pid, b"") + chunk
+    return _stdout_seen[proc.pid]
 
 
 def test_sigterm_stops_a_long_play_and_records_interrupted(ws):
