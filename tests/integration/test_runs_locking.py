@@ -54,6 +54,7 @@ def test_second_run_is_refused_and_names_the_first(ws):
 
 def test_wait_waits_for_the_first_run(ws):
     first = start_cli("workflows", "run", "long", cwd=ws)
+    waiting = None
     try:
         wait_for(lambda: _sleeping(ws), what="the first run to reach its sleep")
         second = start_cli("workflows", "run", "green", "--wait", cwd=ws)  # green is free: runs at once
@@ -68,9 +69,10 @@ def test_wait_waits_for_the_first_run(ws):
         waiting.send_signal(signal.SIGTERM)
         assert waiting.wait(60) == 130
     finally:
-        for proc in (first,):
-            if proc.poll() is None:
-                proc.kill()
+        for proc in (first, waiting):  # a failed assertion must not leave a run holding the lock
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(60)
     statuses = [r["status"] for r in db_rows(ws, "SELECT status FROM runs WHERE name = 'long' ORDER BY started")]
     assert statuses == ["interrupted", "interrupted"]
 
