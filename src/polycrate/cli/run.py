@@ -93,9 +93,19 @@ def run_request(args, reporter, **what):
                       auto_pull=args.blocks_auto_pull, **what)
 
 
-def cmd_run(args) -> int:
+def run_and_summarize(args, rerun: str, **what) -> int:
+    """Run one request through the pipeline with the terminal view, then print its summary."""
     from polycrate import pipeline
 
+    reporter = make_reporter(args)
+    try:
+        result = pipeline.run(run_request(args, reporter, **what), confirm=make_confirm(args.force), reporter=reporter)
+    finally:
+        reporter.close()
+    return summarize(result, args.output, reporter, rerun)
+
+
+def cmd_run(args) -> int:
     if args.action is None:  # `polycrate run WORKFLOW`: recorded as a workflow run
         from polycrate.cli.workflows import cmd_run as run_workflow
 
@@ -105,13 +115,5 @@ def cmd_run(args) -> int:
         from polycrate.errors import PolycrateError
 
         raise PolycrateError("--step and --resume apply to workflows (polycrate run WORKFLOW)")
-    reporter = make_reporter(args)
-    try:
-        result = pipeline.run(
-            run_request(args, reporter, block=args.block, action=args.action),
-            confirm=make_confirm(args.force),
-            reporter=reporter,
-        )
-    finally:
-        reporter.close()
-    return summarize(result, args.output, reporter, rerun_command(args, "run", args.block, args.action))
+    return run_and_summarize(args, rerun_command(args, "run", args.block, args.action),
+                             block=args.block, action=args.action)

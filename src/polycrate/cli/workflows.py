@@ -1,9 +1,8 @@
 """`polycrate workflows run|list|inspect`"""
 from __future__ import annotations
 
-from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.cli.run import add_run_options, make_reporter, rerun_command, run_request, summarize
+from polycrate.cli.run import add_run_options, rerun_command, run_and_summarize
 from polycrate.workspace import get_workflow
 
 
@@ -95,15 +94,5 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from polycrate import pipeline
-
-    reporter = make_reporter(args)
-    try:
-        result = pipeline.run(
-            run_request(args, reporter, workflow=args.name, only_step=args.step),
-            confirm=make_confirm(args.force),
-            reporter=reporter,
-        )
-    finally:
-        reporter.close()
-    return summarize(result, args.output, reporter, rerun_command(args, "workflows", "run", args.name))
+    return run_and_summarize(args, rerun_command(args, "workflows", "run", args.name),
+                             workflow=args.name, only_step=args.step)
