@@ -61,7 +61,9 @@ def workspace(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["workflows", "list"], ["workflows", "list", "-o", "json"]],
+@pytest.mark.parametrize("argv", [["--help"], ["workflows", "list"], ["workflows", "list", "-o", "json"],
+                                  ["__complete", "bash", "workflows", "run", ""],
+                                  ["__complete", "bash", "runs", "show", ""], ["completion", "bash"]],
                          ids=" ".join)
 def test_instant_commands_import_nothing_heavy(workspace, argv):
     code, modules = _loaded(argv, workspace)

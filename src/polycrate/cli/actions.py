@@ -1,6 +1,7 @@
 """`polycrate actions list`"""
 from __future__ import annotations
 
+from polycrate.cli.completion import ACTION, BLOCK, names
 from polycrate.cli.render import emit_json, table, workspace_from
 
 
@@ -9,18 +10,18 @@ def register(sub, shared) -> None:
     asub = group.add_subparsers(dest="actions_command", metavar="COMMAND")
     asub.required = True
     p = asub.add_parser("list", parents=[shared], help="list actions")
-    p.add_argument("--block", help="only this block's actions")
+    names(p.add_argument("--block", help="only this block's actions"), BLOCK)
     p.set_defaults(func=cmd_list)
     p = asub.add_parser("inspect", parents=[shared], help="show one action")
-    p.add_argument("block")
-    p.add_argument("action")
+    names(p.add_argument("block"), BLOCK)
+    names(p.add_argument("action"), ACTION)
     p.set_defaults(func=cmd_inspect)
 
     from polycrate.cli.run import add_run_options, cmd_run
 
     p = asub.add_parser("run", parents=[shared], help="run one action (as `polycrate run BLOCK ACTION`)")
-    p.add_argument("block")
-    p.add_argument("action")
+    names(p.add_argument("block"), BLOCK)
+    names(p.add_argument("action"), ACTION)
     add_run_options(p)
     p.set_defaults(func=cmd_run)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polycrate.cli.completion import BLOCK, names
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
 from polycrate.workspace import find_root, get_block
@@ -16,11 +17,11 @@ def register(sub, shared) -> None:
     p = bsub.add_parser("list", parents=[shared], help="list blocks with versions and origins")
     p.set_defaults(func=cmd_list)
     p = bsub.add_parser("inspect", parents=[shared], help="show a block's merged config and actions")
-    p.add_argument("name")
+    names(p.add_argument("name"), BLOCK)
     p.set_defaults(func=cmd_inspect)
 
     p = bsub.add_parser("push", parents=[shared], help="push a block to an OCI registry, tagged with its version")
-    p.add_argument("block", help="block name (or its folder under blocks/)")
+    names(p.add_argument("block", help="block name (or its folder under blocks/)"), BLOCK)
     p.add_argument(
         "reference", nargs="?", help="REGISTRY/PATH[:VERSION] (default: the block's path under blocks/)"
     )
@@ -32,11 +33,11 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_pull)
 
     p = bsub.add_parser("uninstall", parents=[shared], help="remove an installed block from blocks/")
-    p.add_argument("name", help="block name, or REGISTRY/PATH")
+    names(p.add_argument("name", help="block name, or REGISTRY/PATH"), BLOCK)
     p.set_defaults(func=cmd_uninstall)
 
     p = bsub.add_parser("readme", parents=[shared], help="print a block's README.md")
-    p.add_argument("name")
+    names(p.add_argument("name"), BLOCK)
     p.set_defaults(func=cmd_readme)
 
 

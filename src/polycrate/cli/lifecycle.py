@@ -8,11 +8,12 @@ LIFECYCLE_ACTIONS = ("install", "uninstall", "prune")
 
 def register(sub, shared) -> None:
     from polycrate.cli import blocks, workspace
+    from polycrate.cli.completion import BLOCK, DIR, names
     from polycrate.cli.run import add_run_options
 
     for name in LIFECYCLE_ACTIONS:
         p = sub.add_parser(name, parents=[shared], help=f"run the '{name}' action of each block given, in order")
-        p.add_argument("blocks", nargs="+", metavar="BLOCK")
+        names(p.add_argument("blocks", nargs="+", metavar="BLOCK"), BLOCK)
         add_run_options(p)
         p.set_defaults(func=cmd_lifecycle, lifecycle_action=name)
 
@@ -22,12 +23,12 @@ def register(sub, shared) -> None:
     p.set_defaults(func=blocks.cmd_pull)
 
     p = sub.add_parser("push", parents=[shared], help="push a block to an OCI registry (as `block push`)")
-    p.add_argument("block", help="block name (or its folder under blocks/)")
+    names(p.add_argument("block", help="block name (or its folder under blocks/)"), BLOCK)
     p.add_argument("reference", nargs="?", help="REGISTRY/PATH[:VERSION] (default: the block's path under blocks/)")
     p.set_defaults(func=blocks.cmd_push)
 
     p = sub.add_parser("init", parents=[shared], help="create a new workspace in a folder (as `workspace init`)")
-    p.add_argument("path", nargs="?", default=".")
+    names(p.add_argument("path", nargs="?", default="."), DIR)
     p.add_argument("--name", help="workspace name (default: the folder's name)")
     p.add_argument("--organization", default="")
     p.set_defaults(func=workspace.cmd_init)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from polycrate.ansible_options import add_ansible_options, options_from_args
 from polycrate.cli.blocks import add_auto_pull_option
+from polycrate.cli.completion import ACTION, STEP, WORKFLOW_OR_BLOCK, names
 from polycrate.cli.live import add_view_options
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json
@@ -18,9 +19,9 @@ if TYPE_CHECKING:
 
 def register(sub, shared) -> None:
     p = sub.add_parser("run", parents=[shared], help="run a workflow (one argument) or one action of a block (two)")
-    p.add_argument("block", metavar="WORKFLOW|BLOCK")
-    p.add_argument("action", nargs="?", metavar="ACTION")
-    p.add_argument("--step", metavar="STEP", help="with WORKFLOW: run only this step")
+    names(p.add_argument("block", metavar="WORKFLOW|BLOCK"), WORKFLOW_OR_BLOCK)
+    names(p.add_argument("action", nargs="?", metavar="ACTION"), ACTION)
+    names(p.add_argument("--step", metavar="STEP", help="with WORKFLOW: run only this step"), STEP)
     p.add_argument("--resume", action="store_true",
                    help="with WORKFLOW: continue the latest failed or interrupted run at its first unfinished step")
     add_run_options(p)

@@ -6,6 +6,7 @@ import sys
 import time
 
 from polycrate.ansible_options import AnsibleOptions
+from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
 from polycrate.states import Phase, RunKind, RunState, StepState
@@ -17,7 +18,7 @@ def register(sub, shared) -> None:
     rsub.required = True
 
     p = rsub.add_parser("list", parents=[shared], help="recorded runs, newest first")
-    p.add_argument("--workflow", metavar="NAME", help="only runs of this workflow")
+    names(p.add_argument("--workflow", metavar="NAME", help="only runs of this workflow"), WORKFLOW)
     p.add_argument("--kind", choices=("workflow", "action"), help="only workflow runs or only single actions")
     p.add_argument("--status", choices=RUN_STATES, help="only runs in this state")
     p.add_argument("--since", metavar="WHEN", type=_when_arg, help="runs started at or after WHEN: 30m, 12h, 1d, 2w or "
@@ -27,12 +28,12 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_list)
 
     p = rsub.add_parser("show", parents=[shared], help="one run: steps, durations, hosts, the failing task")
-    p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP)
+    names(p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP), RUN)
     p.set_defaults(func=cmd_show)
 
     p = rsub.add_parser("logs", parents=[shared], help="the full log of a run")
-    p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP)
-    p.add_argument("--step", metavar="STEP", help="only this step's log")
+    names(p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP), RUN)
+    names(p.add_argument("--step", metavar="STEP", help="only this step's log"), STEP)
     p.add_argument("--follow", action="store_true",
                    help="stream a running run's log as it grows, step after step; end when the run ends, "
                         "with the run's exit status")

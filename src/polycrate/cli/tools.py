@@ -1,6 +1,7 @@
 """`polycrate version` and `polycrate checksum DIR`."""
 from __future__ import annotations
 
+from polycrate.cli.completion import DIR, names
 from polycrate.cli.render import emit_json
 from polycrate.errors import PolycrateError
 
@@ -9,7 +10,7 @@ def register(sub, shared) -> None:
     p = sub.add_parser("version", parents=[shared], help="show the version")
     p.set_defaults(func=cmd_version)
     p = sub.add_parser("checksum", parents=[shared], help="MD5 checksum of a folder, as the real Polycrate computes it")
-    p.add_argument("dir")
+    names(p.add_argument("dir"), DIR)
     p.set_defaults(func=cmd_checksum)
 
 

@@ -1,6 +1,7 @@
 """`polycrate workflows run|list|inspect`"""
 from __future__ import annotations
 
+from polycrate.cli.completion import STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.cli.run import add_run_options, rerun_command, run_and_summarize
 from polycrate.workspace import get_workflow
@@ -12,8 +13,8 @@ def register(sub, shared) -> None:
     wsub.required = True
 
     p = wsub.add_parser("run", parents=[shared], help="run a workflow's steps in order")
-    p.add_argument("name")
-    p.add_argument("--step", metavar="STEP", help="run only this step")
+    names(p.add_argument("name"), WORKFLOW)
+    names(p.add_argument("--step", metavar="STEP", help="run only this step"), STEP)
     p.add_argument(
         "--resume", action="store_true", help="continue the latest failed or interrupted run at its first unfinished step"
     )
@@ -24,7 +25,7 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_list)
 
     p = wsub.add_parser("inspect", parents=[shared], help="show a workflow's steps")
-    p.add_argument("name")
+    names(p.add_argument("name"), WORKFLOW)
     p.set_defaults(func=cmd_inspect)
 
     from polycrate.cli.schedules import add_workflow_schedule_command

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polycrate.cli.completion import DIR, names
 from polycrate.cli.render import emit_json, workspace_from
 from polycrate.errors import PolycrateError
 from polycrate.schema import validate_name
@@ -15,7 +16,7 @@ def register(sub, shared) -> None:
     wsub.required = True
 
     p = wsub.add_parser("init", parents=[shared], help="create a new workspace in a folder")
-    p.add_argument("path", nargs="?", default=".")
+    names(p.add_argument("path", nargs="?", default="."), DIR)
     p.add_argument("--name", help="workspace name (default: the folder's name)")
     p.add_argument("--organization", default="")
     p.set_defaults(func=cmd_init)
