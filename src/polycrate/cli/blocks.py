@@ -20,6 +20,11 @@ def register(sub, shared) -> None:
     names(p.add_argument("name"), BLOCK)
     p.set_defaults(func=cmd_inspect)
 
+    p = bsub.add_parser("create", parents=[shared], help="add a new block blocks/NAME (a script and an Ansible action)")
+    p.add_argument("name", help="the block's name (letters, digits, '.', '_', '-')")
+    p.add_argument("--description", help="the block's description")
+    p.set_defaults(func=cmd_create)
+
     p = bsub.add_parser("push", parents=[shared], help="push a block to an OCI registry, tagged with its version")
     names(p.add_argument("block", help="block name (or its folder under blocks/)"), BLOCK)
     p.add_argument(
@@ -125,6 +130,16 @@ def _find_definition(root: Path, name: str):
         )
     paths = ", ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in found)
     raise PolycrateError(f"block '{name}' is ambiguous ({paths}): name it by its path", root)
+
+
+def cmd_create(args) -> int:
+    from polycrate import scaffold
+
+    created = scaffold.create_block(_root(args), args.name, args.description)
+    where = created.folder.relative_to(_root(args))
+    print(f"created block {args.name} in {where}/ ({', '.join(created.written)}): "
+          f"polycrate run {args.name} {scaffold.SCRIPT_ACTION}, polycrate run {args.name} {scaffold.ANSIBLE_ACTION}")
+    return 0
 
 
 def cmd_push(args) -> int:

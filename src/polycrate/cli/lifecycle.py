@@ -8,7 +8,7 @@ LIFECYCLE_ACTIONS = ("install", "uninstall", "prune")
 
 def register(sub, shared) -> None:
     from polycrate.cli import blocks, workspace
-    from polycrate.cli.completion import BLOCK, DIR, names
+    from polycrate.cli.completion import BLOCK, names
     from polycrate.cli.run import add_run_options
 
     for name in LIFECYCLE_ACTIONS:
@@ -28,9 +28,7 @@ def register(sub, shared) -> None:
     p.set_defaults(func=blocks.cmd_push)
 
     p = sub.add_parser("init", parents=[shared], help="create a new workspace in a folder (as `workspace init`)")
-    names(p.add_argument("path", nargs="?", default="."), DIR)
-    p.add_argument("--name", help="workspace name (default: the folder's name)")
-    p.add_argument("--organization", default="")
+    workspace.add_init_options(p)
     p.set_defaults(func=workspace.cmd_init)
 
 

@@ -5,9 +5,7 @@ from pathlib import Path
 
 from polycrate.cli.completion import DIR, names
 from polycrate.cli.render import emit_json, workspace_from
-from polycrate.errors import PolycrateError
-from polycrate.schema import validate_name
-from polycrate.workspace import WORKSPACE_FILE, snapshot
+from polycrate.workspace import snapshot
 
 
 def register(sub, shared) -> None:
@@ -15,10 +13,8 @@ def register(sub, shared) -> None:
     wsub = group.add_subparsers(dest="workspace_command", metavar="COMMAND")
     wsub.required = True
 
-    p = wsub.add_parser("init", parents=[shared], help="create a new workspace in a folder")
-    names(p.add_argument("path", nargs="?", default="."), DIR)
-    p.add_argument("--name", help="workspace name (default: the folder's name)")
-    p.add_argument("--organization", default="")
+    p = wsub.add_parser("init", parents=[shared], help="create a new workspace that runs at once (a sample block and workflow)")
+    add_init_options(p)
     p.set_defaults(func=cmd_init)
 
     for name, func, text in (
@@ -34,31 +30,33 @@ def register(sub, shared) -> None:
     workspace_secrets.register(wsub, shared)
 
 
-def cmd_init(args) -> int:
-    folder = Path(args.path).resolve()
-    file = folder / WORKSPACE_FILE
-    if folder.exists() and not folder.is_dir():
-        raise PolycrateError("is a file, not a folder: a workspace is a folder; nothing changed", folder)
-    if file.exists() or file.is_symlink():
-        raise PolycrateError("a workspace already exists here; nothing changed", file)
-    name = args.name or folder.name
-    validate_name(name, "workspace", file, None)
-    folder.mkdir(parents=True, exist_ok=True)
-    for sub in ("blocks", "artifacts/secrets"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    import yaml
+def add_init_options(p) -> None:
+    names(p.add_argument("path", nargs="?", default="."), DIR)
+    p.add_argument("--name", help="workspace name (default: the folder's name)")
+    p.add_argument("--organization", default="")
+    p.add_argument("--bare", action="store_true", help="no sample block and workflow: workspace.poly, inventory.yml, .gitignore")
 
-    text = yaml.safe_dump(
-        {"name": name, "organization": args.organization, "blocks": [], "workflows": []}, sort_keys=False
-    )
-    file.write_text(text, encoding="utf-8")
-    inventory = folder / "inventory.yml"
-    if not inventory.exists():
-        inventory.write_text("all:\n  hosts: {}\n  children: {}\n", encoding="utf-8")
-    gitignore = folder / ".gitignore"
-    if not gitignore.exists():
-        gitignore.write_text(".polycrate/\nartifacts/blocks/\n", encoding="utf-8")
-    print(f"created workspace {name} in {folder}")
+
+def cmd_init(args) -> int:
+    import shlex
+
+    from polycrate import scaffold
+
+    created = scaffold.init_workspace(Path(args.path), args.name, args.organization, sample=not args.bare)
+    name = args.name or created.folder.name
+    print(f"created workspace {name} in {created.folder}")
+    notes = {
+        "workspace.poly": "blocks, workflows, config (runtime: local)",
+        "inventory.yml": "localhost, ansible_connection: local",
+        f"blocks/{scaffold.SAMPLE_BLOCK}/block.poly": f"the sample block: actions {scaffold.SCRIPT_ACTION} (script), "
+                                                      f"{scaffold.ANSIBLE_ACTION} (Ansible)",
+    }
+    for rel in created.written:
+        print(f"  {rel:<28} {notes.get(rel, '')}".rstrip())
+    for rel in created.kept:
+        print(f"  {rel:<28} kept as it was")
+    if not args.bare:
+        print(f"next: cd {shlex.quote(str(created.folder))} && polycrate workflows run {scaffold.SAMPLE_WORKFLOW}")
     return 0
 
 
