@@ -7,7 +7,9 @@ The CLI, three ways:
 - ``run_cli(*argv)``: ``python -m polycrate`` in a subprocess, for runs, signals, environment.
 - ``run_cli_tty(*argv)``: a subprocess on a pseudo-terminal, answering a prompt.
 All return a ``Result`` (returncode, stdout, stderr, output); ``assert_one_line_error`` checks
-the house rule for bad input on any of them.
+the house rule for bad input on any of them. ``run_cli`` and ``run_cli_inprocess`` validate what a
+command prints with ``-o json`` or ``-o yaml`` against the JSON Schema its ``schema`` key names
+(``validate_document``: the contract of polycrate.contract), in every test that asks for it.
 """
 from __future__ import annotations
 
@@ -61,7 +63,70 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input:
         text=True,
         timeout=timeout,
     )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return _checked(args, Result(proc.returncode, proc.stdout, proc.stderr))
+
+
+# --- the JSON contract -----------------------------------------------------------------------------
+
+
+def schema_registry():
+    """Every schema file of the contract (src/polycrate/schemas/), by its $id, for $ref across files."""
+    import json
+
+    from referencing import Registry, Resource
+
+    from polycrate.contract import SCHEMA_DIR
+
+    resources = []
+    for path in sorted(SCHEMA_DIR.glob("*.schema.json")):
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
+
+
+def validate_document(doc, expected: str | None = None):
+    """``doc`` follows the schema its ``schema`` key names (and that is ``expected``, given as NAME,
+    e.g. "run"); returns ``doc``. Fails with every violation listed."""
+    from jsonschema import Draft202012Validator
+
+    from polycrate.contract import schema_id
+
+    assert isinstance(doc, dict) and "schema" in doc, f"not a contract document (no 'schema' key): {str(doc)[:300]}"
+    if expected is not None:
+        assert doc["schema"] == schema_id(expected), (doc["schema"], expected)
+    registry = schema_registry()
+    schema = registry.contents(doc["schema"])
+    validator = Draft202012Validator(schema, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors[:20])
+    return doc
+
+
+def _output_format(args) -> str | None:
+    words = list(args)
+    for i, word in enumerate(words):
+        if word in ("-o", "--output") and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("--output="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def _checked(args, result: Result) -> Result:
+    """With -o json or -o yaml, what the command printed must be a valid contract document."""
+    fmt = _output_format(args)
+    if fmt in ("json", "yaml") and result.stdout.strip() and "--help" not in args:
+        if fmt == "json":
+            import json
+
+            doc = json.loads(result.stdout)
+        else:
+            import yaml
+
+            doc = yaml.safe_load(result.stdout)
+        if isinstance(doc, dict) and "schema" in doc:  # every command's document carries it
+            validate_document(doc)
+    return result
 
 
 @contextlib.contextmanager
@@ -101,7 +166,7 @@ def run_cli_inprocess(*args: str, cwd: Path | None = None, env: dict | None = No
         sys.stdin = saved_stdin
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    return Result(int(code or 0), out.getvalue(), err.getvalue())
+    return _checked(args, Result(int(code or 0), out.getvalue(), err.getvalue()))
 
 
 def run_cli_tty(*args: str, cwd: Path, answer: str | None, timeout: float = 120) -> Result:

@@ -26,7 +26,6 @@ from polycrate.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
 from polycrate.events import read_events
 from polycrate.model import Workflow, Workspace
-from polycrate.success import is_workflow_success
 from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
 from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
 from polycrate.workspace import get_action, get_block, get_workflow, playbook_path
@@ -82,6 +81,8 @@ class RunResult:
     resumed_from: str | None = None
     check: bool = False
     preflight: Any = None  # preflight.Report of the checks before step 1 (None: not run)
+    record: dict[str, Any] | None = None  # the run as recorded when it finished (RunStore.get_run)
+    workspace: str | None = None  # the workspace's name
 
     @property
     def failed_step(self) -> StepResult | None:
@@ -475,41 +476,23 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
             metrics.write_atomically(path, metrics.render(run.ws.name, store.workflow_metrics()))
         except Exception as exc:
             run.notice(f"metrics: could not write the textfile: {exc}")
-    if settings.webhooks:
-        from polycrate import alerts
+    try:
+        result.record = store.get_run(run.run_id)  # what -o json, webhooks and notifications carry
+    except Exception as exc:  # the record is read back for output; the run's result stands
+        run.notice(f"run store: could not read the finished run back: {exc}")
+    result.workspace = run.ws.name
+    if settings.webhooks and result.record is not None:
+        from polycrate import alerts, contract
 
-        summary = run.masker.mask_data(webhook_summary(run, result, failed, exit_code))
-        alerts.send_all(settings.webhooks, summary, run.notice)
+        body = run.masker.mask_data(contract.webhook_body(result.record, run.ws.name))
+        alerts.send_all(settings.webhooks, body, run.notice)
+        try:  # with the webhooks' notices
+            result.record = store.get_run(run.run_id)
+        except Exception:
+            pass
 
 
 EXIT_CODES = {RunState.SUCCEEDED: 0, RunState.FAILED: EXIT_ACTION_FAILED, RunState.INTERRUPTED: EXIT_INTERRUPTED}
-
-
-def webhook_summary(run: _Run, result: RunResult, failed: StepResult | None, exit_code: int) -> dict[str, Any]:
-    record = run.store.get_run(run.run_id)
-    return {
-        "event": "polycrate.run.finished",
-        "run_id": run.run_id,
-        "workspace": run.ws.name,
-        "kind": result.kind,
-        "workflow": result.name if result.kind == RunKind.WORKFLOW else None,
-        "action": result.name if result.kind == RunKind.ACTION else None,
-        "status": result.status,
-        "workflow_success": is_workflow_success(record),
-        "exit_code": exit_code,
-        "check": run.options.check,
-        "started": record["started"],
-        "ended": record["ended"],
-        "duration": round(result.duration, 3),
-        "failed_step": failed.name if failed else None,
-        "failed_task": failed.failed_task if failed else None,
-        "failed_host": failed.failed_host if failed else None,
-        "message": failed.message if failed else None,
-        "resumed_from": result.resumed_from,
-        "host": record["host"],
-        "user": record["user"],
-        "steps": [{"name": s.name, "status": s.status, "duration": round(s.duration, 3)} for s in result.steps],
-    }
 
 
 def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:

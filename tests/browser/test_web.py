@@ -149,7 +149,7 @@ def test_follow_a_running_runs_log_as_lines_arrive(served, browser):
         import httpx
 
         api = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.tokens['viewer']}"})
-        run_id = settle(lambda: next((r["id"] for r in api.get("/api/v1/runs", params={"status": "running"}).json()
+        run_id = settle(lambda: next((r["run_id"] for r in api.get("/api/v1/runs", params={"status": "running"}).json()["runs"]
                                         if r["name"] == "slow"), None), what="the slow run")
         browser.get(f"{served.url}/runs/{run_id}")
         browser.execute_script("window.__samePage = true;")  # gone if the page reloaded

@@ -106,4 +106,4 @@ def test_bad_pass_through_options_are_one_line_errors_and_nothing_runs(ws, args,
     result = run_cli("run", "app", "play", *args, cwd=ws)
     assert_one_line_error(result, fragment)
     assert lines_of(ws, "hosts.txt") == []
-    assert not (ws / ".polycrate" / "runs.db").exists() or run_cli("runs", "list", "-o", "json", cwd=ws).stdout.strip() == "[]"
+    assert not (ws / ".polycrate" / "runs.db").exists() or json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"] == []

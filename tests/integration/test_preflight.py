@@ -257,7 +257,7 @@ def test_a_step_run_is_no_workflow_success(ws):
     samples = parse_prometheus_text(prom.read_text())
     assert _metric(samples, "polycrate_workflow_last_success_timestamp_seconds", "w") == 0
     assert _metric(samples, "polycrate_workflow_last_status", "w", status="failed") == 1
-    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)
+    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]
     assert [r["workflow_success"] for r in runs] == [False, False, False]
     assert "succeeded (partial)" in run_cli("runs", "list", cwd=ws).stdout
     # --resume continues the failed full run, not the --step run; finishing it is a success
@@ -269,7 +269,7 @@ def test_a_step_run_is_no_workflow_success(ws):
     assert abs(success - time.time()) < 300
     latest = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
     assert latest["resumed_from"] and latest["workflow_success"] is True
-    assert json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)[0]["workflow_success"] is True
+    assert json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"][0]["workflow_success"] is True
 
 
 def fleet_inventory(path, hosts=100_000):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import free_port
+from tests.helpers import free_port, validate_document
 from tests.integration.runs_workspace import SECRET, make_workspace
 
 
@@ -54,7 +54,12 @@ webhooks:
     assert sorted(r["path"] for r in hook_server.received) == ["/all", "/failures"]
     hit = next(r for r in hook_server.received if r["path"] == "/failures")
     assert hit["headers"]["X-Token"] == "abc123" and hit["headers"]["Content-Type"] == "application/json"
-    body = hit["body"]
+    body = validate_document(hit["body"], "webhook")  # the contract: schemas/webhook.v1.schema.json
+    assert body["event"] == "run.finished"
+    # the body is the run as `runs show -o json` prints it, with `event`: one shape for one run
+    shown = json.loads(run_cli("runs", "show", run_id, "-o", "json", cwd=ws).stdout)
+    assert {k: v for k, v in body.items() if k not in ("schema", "event")} == \
+        {k: v for k, v in shown.items() if k != "schema"}
     assert body["run_id"] == run_id and body["workflow"] == "nightly" and body["status"] == "failed"
     assert body["failed_step"] == "update" and body["failed_task"] == "check free disk space"
     assert body["message"] == "disk /var is full on purpose"
@@ -64,6 +69,7 @@ webhooks:
     ok = run_cli("workflows", "run", "green", cwd=ws)
     assert ok.returncode == 0
     assert [r["path"] for r in hook_server.received] == ["/all"]  # success goes only where asked
+    validate_document(hook_server.received[0]["body"], "webhook")
     assert hook_server.received[0]["body"]["status"] == "succeeded"
     assert hook_server.received[0]["body"]["failed_step"] is None
 

@@ -20,7 +20,7 @@ def ws(tmp_path):
 def _runs(ws, *args):
     result = run_cli("runs", "list", "-o", "json", *args, cwd=ws)
     assert result.returncode == 0, result.output
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["runs"]
 
 
 def _running(ws):
@@ -83,12 +83,12 @@ def test_status_kind_and_time_filters(ws):
 def test_runs_are_named_by_latest_tilde_and_random_part(ws):
     for workflow in ("green", "broken", "green"):
         run_cli("workflows", "run", workflow, cwd=ws)
-    ids = [r["id"] for r in _runs(ws)]  # newest first
+    ids = [r["run_id"] for r in _runs(ws)]  # newest first
 
     def show(ref):
         result = run_cli("runs", "show", ref, "-o", "json", cwd=ws)
         assert result.returncode == 0, result.output
-        return json.loads(result.stdout)["id"]
+        return json.loads(result.stdout)["run_id"]
 
     assert show("latest") == ids[0]
     assert show("latest~0") == ids[0]

@@ -19,7 +19,7 @@ def test_failing_workflow_is_recorded_with_step_task_and_message(ws):
 
     listed = run_cli("runs", "list", "--output", "json", cwd=ws)
     assert listed.returncode == 0, listed.output
-    runs = json.loads(listed.stdout)
+    runs = json.loads(listed.stdout)["runs"]
     assert len(runs) == 1
     run = runs[0]
     assert run["kind"] == "workflow" and run["name"] == "nightly"
@@ -29,9 +29,9 @@ def test_failing_workflow_is_recorded_with_step_task_and_message(ws):
     assert run["failed_host"] == "localhost"
     assert run["message"] == "disk /var is full on purpose"
     assert run["user"] and run["host"] and run["ended"] >= run["started"]
-    assert f"polycrate runs show {run['id']}" in result.stdout  # the summary names the run
+    assert f"polycrate runs show {run['run_id']}" in result.stdout  # the summary names the run
 
-    shown = run_cli("runs", "show", run["id"], "--output", "json", cwd=ws)
+    shown = run_cli("runs", "show", run["run_id"], "--output", "json", cwd=ws)
     detail = json.loads(shown.stdout)
     steps = {s["name"]: s for s in detail["steps"]}
     assert [s["name"] for s in detail["steps"]] == ["backup", "update", "verify", "notify"]
@@ -46,7 +46,7 @@ def test_failing_workflow_is_recorded_with_step_task_and_message(ws):
     assert steps["update"]["hosts"]["localhost"]["failed"] == 1
     assert steps["update"]["hosts"]["localhost"]["ok"] == 1
 
-    text = run_cli("runs", "show", run["id"][:17], cwd=ws)  # a unique prefix is enough
+    text = run_cli("runs", "show", run["run_id"][:17], cwd=ws)  # a unique prefix is enough
     assert text.returncode == 0, text.output
     assert "check free disk space" in text.stdout and "disk /var is full on purpose" in text.stdout
     assert "update" in text.stdout and "failed" in text.stdout and "localhost" in text.stdout
@@ -71,15 +71,15 @@ def test_runs_list_filters_and_limits(ws):
     assert run_cli("workflows", "run", "green", cwd=ws).returncode == 0
     assert run_cli("workflows", "run", "nightly", cwd=ws).returncode == 1
     assert run_cli("run", "b", "ok", cwd=ws).returncode == 0
-    all_runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)
+    all_runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]
     assert [(r["kind"], r["name"], r["status"]) for r in all_runs] == [
         ("action", "b ok", "succeeded"),
         ("workflow", "nightly", "failed"),
         ("workflow", "green", "succeeded"),
     ]
-    green = json.loads(run_cli("runs", "list", "--workflow", "green", "-o", "json", cwd=ws).stdout)
+    green = json.loads(run_cli("runs", "list", "--workflow", "green", "-o", "json", cwd=ws).stdout)["runs"]
     assert [r["name"] for r in green] == ["green"]
-    assert len(json.loads(run_cli("runs", "list", "--limit", "1", "-o", "json", cwd=ws).stdout)) == 1
+    assert len(json.loads(run_cli("runs", "list", "--limit", "1", "-o", "json", cwd=ws).stdout)["runs"]) == 1
     table = run_cli("runs", "list", cwd=ws)
     assert table.stdout.splitlines()[0].split()[:5] == ["RUN", "STARTED", "KIND", "NAME", "STATUS"]
     assert_one_line_error(run_cli("runs", "show", "nope", cwd=ws), "no run 'nope'")
@@ -90,7 +90,7 @@ def test_resume_skips_succeeded_steps_and_runs_the_rest(ws):
     first = run_cli("workflows", "run", "fixable", cwd=ws)
     assert first.returncode == 1
     assert order(ws) == ["backup", "update"]
-    failed_id = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)[0]["id"]
+    failed_id = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"][0]["run_id"]
 
     (ws / "fixed").write_text("yes\n")
     (ws / "order.txt").unlink()
@@ -140,7 +140,7 @@ def test_retention_keeps_the_last_runs_and_their_logs(tmp_path):
     ws = make_workspace(tmp_path / "ws", "history:\n  keep_runs: 2\n")
     for _ in range(3):
         assert run_cli("run", "b", "ok", cwd=ws).returncode == 0
-    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)
+    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]
     assert len(runs) == 2
     kept = sorted(p.name for p in (ws / ".polycrate" / "runs").iterdir())
-    assert kept == sorted(r["id"] for r in runs)  # the oldest run's log folder went with it
+    assert kept == sorted(r["run_id"] for r in runs)  # the oldest run's log folder went with it

@@ -123,8 +123,8 @@ def test_killed_run_does_not_block_and_reads_interrupted(ws):
     )
     nxt = run_cli("workflows", "run", "long", cwd=ws)
     assert nxt.returncode == 0, nxt.output  # the OS freed the lock with the process
-    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)
-    assert [(r["id"] == killed_id, r["status"]) for r in runs] == [(False, "succeeded"), (True, "interrupted")]
+    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]
+    assert [(r["run_id"] == killed_id, r["status"]) for r in runs] == [(False, "succeeded"), (True, "interrupted")]
     shown = json.loads(run_cli("runs", "show", killed_id, "-o", "json", cwd=ws).stdout)
     assert shown["steps"][0]["status"] == "interrupted"
 
@@ -135,5 +135,5 @@ def test_killed_run_reads_interrupted_on_the_next_look(ws):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
     wait_for(lambda: processes_with(str(ws)) == [], timeout=15, what="the orphaned play to end")
-    listed = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)  # a look, no new run
+    listed = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]  # a look, no new run
     assert [r["status"] for r in listed] == ["interrupted"]

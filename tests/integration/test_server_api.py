@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
+from tests.helpers import validate_document
 from tests.server_fixtures import SECRET, make_workspace, seed_runs, start_server, wait_for
 
 
@@ -52,41 +53,46 @@ def wait_finished(client, run_id: str) -> dict:
 
 def test_runs_list_has_the_cli_json_schema(served):
     ops = served.workspaces[0]
-    runs = api(served).get("/api/v1/runs", params={"workspace": "ops"}).json()
+    served_doc = validate_document(api(served).get("/api/v1/runs", params={"workspace": "ops"}).json(), "runs")
     cli = cli_json(ops, "runs", "list")
-    assert [r["id"] for r in runs[: len(cli)]] == [r["id"] for r in cli]
+    assert served_doc["schema"] == cli["schema"]
+    runs, cli = served_doc["runs"], cli["runs"]
+    assert [r["run_id"] for r in runs[: len(cli)]] == [r["run_id"] for r in cli]
     for mine, theirs in zip(runs, cli):
-        assert mine.pop("workspace") == "ops"
-        assert mine == theirs
+        assert mine["workspace"] == "ops"
+        assert mine == theirs  # the same run object, key for key
 
 
 def test_run_and_log_have_the_cli_json_schema(served):
     ops = served.workspaces[0]
-    failed = api(served).get("/api/v1/runs", params={"workspace": "ops", "status": "failed"}).json()[0]
-    run = api(served).get(f"/api/v1/runs/{failed['id']}").json()
-    assert run.pop("workspace") == "ops"
-    assert run == cli_json(ops, "runs", "show", failed["id"])
+    failed = api(served).get("/api/v1/runs", params={"workspace": "ops", "status": "failed"}).json()["runs"][0]
+    run = validate_document(api(served).get(f"/api/v1/runs/{failed['run_id']}").json(), "run")
+    assert run["workspace"] == "ops"
+    assert run == cli_json(ops, "runs", "show", failed["run_id"])
     assert run["failed_task"] == "check free disk space" and run["failed_host"] == "localhost"
     assert "disk /var is full on purpose" in run["message"]
     assert run["steps"][1]["hosts"]["localhost"]["failed"] == 1
-    log = api(served).get(f"/api/v1/runs/{failed['id']}/log").json()
-    assert log == cli_json(ops, "runs", "logs", failed["id"])
+    log = validate_document(api(served).get(f"/api/v1/runs/{failed['run_id']}/log").json(), "run-logs")
+    assert log == cli_json(ops, "runs", "logs", failed["run_id"])
     assert "hello from backup" in log["steps"][0]["log"]
 
 
 def test_filters_and_all_workspaces(served):
     client = api(served)
-    every = client.get("/api/v1/runs").json()
+    every = client.get("/api/v1/runs").json()["runs"]
     assert {r["workspace"] for r in every} == {"ops", "lab"}
     assert [r["started"] for r in every] == sorted((r["started"] for r in every), reverse=True)
-    failed = client.get("/api/v1/runs", params={"status": "failed"}).json()
+    failed = client.get("/api/v1/runs", params={"status": "failed"}).json()["runs"]
     assert failed and all(r["status"] == "failed" for r in failed)
-    green = client.get("/api/v1/runs", params={"workflow": "green"}).json()
+    green = client.get("/api/v1/runs", params={"workflow": "green"}).json()["runs"]
     assert {r["workspace"] for r in green} == {"ops", "lab"} and all(r["name"] == "green" for r in green)
-    assert client.get("/api/v1/runs", params={"since": str(time.time() + 60)}).json() == []
-    assert len(client.get("/api/v1/runs", params={"limit": "1"}).json()) == 1
-    assert client.get("/api/v1/runs", params={"until": "2000-01-01"}).json() == []
-    assert len(client.get("/api/v1/runs", params={"since": "1d"}).json()) == len(every)
+    assert client.get("/api/v1/runs", params={"since": str(time.time() + 60)}).json()["runs"] == []
+    assert len(client.get("/api/v1/runs", params={"limit": "1"}).json()["runs"]) == 1
+    assert client.get("/api/v1/runs", params={"until": "2000-01-01"}).json()["runs"] == []
+    assert len(client.get("/api/v1/runs", params={"since": "1d"}).json()["runs"]) == len(every)
+    # the next page: `until` is the last run's `started`, as the JSON gives it (ISO 8601 UTC)
+    older = client.get("/api/v1/runs", params={"until": every[0]["started"]}).json()["runs"]
+    assert [r["run_id"] for r in older] == [r["run_id"] for r in every[1:]]
     assert client.get("/api/v1/runs", params={"since": "yesterday"}).status_code == 400
     bad = client.get("/api/v1/runs", params={"status": "bogus"})
     assert bad.status_code == 400 and "unknown status" in bad.json()["error"]
@@ -218,10 +224,10 @@ def test_no_secret_in_any_answer(served):
     for path in ("/api/v1/runs", "/api/v1/overview", "/api/v1/blocks", "/api/v1/schedules", "/api/v1/audit"):
         body = client.get(path).text
         assert SECRET not in body, path
-    for run in client.get("/api/v1/runs").json():
-        assert SECRET not in client.get(f"/api/v1/runs/{run['id']}/log").text
-    log = client.get("/api/v1/runs", params={"workflow": "green", "workspace": "ops"}).json()[0]
-    assert "the token is ********" in client.get(f"/api/v1/runs/{log['id']}/log").text
+    for run in client.get("/api/v1/runs").json()["runs"]:
+        assert SECRET not in client.get(f"/api/v1/runs/{run['run_id']}/log").text
+    log = client.get("/api/v1/runs", params={"workflow": "green", "workspace": "ops"}).json()["runs"][0]
+    assert "the token is ********" in client.get(f"/api/v1/runs/{log['run_id']}/log").text
 
 
 def test_overview_schedules_blocks(served):
@@ -247,9 +253,18 @@ def test_openapi_document(served):
     for path in ("/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/log", "/api/v1/runs/{run_id}/stop",
                  "/api/v1/workspaces/{workspace}/workflows/{workflow}/runs"):
         assert path in doc["paths"], path
-    run_keys = set(doc["components"]["schemas"]["Run"]["properties"])
-    listed = api(served).get("/api/v1/runs").json()[0]
-    assert set(listed) <= run_keys, set(listed) - run_keys
+    schemas = doc["components"]["schemas"]
+    for path, component in (("/api/v1/runs", "RunsDocument"), ("/api/v1/runs/{run_id}", "RunDocument"),
+                            ("/api/v1/runs/{run_id}/log", "RunLogsDocument")):
+        answer = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert answer == {"$ref": f"#/components/schemas/{component}"}, path
+    # the run objects are described by the contract's own schema files, not a copy kept by hand
+    from polycrate.contract import load_schema
+
+    assert schemas["run_fields"] == json.loads(json.dumps(load_schema("common")["$defs"]["run_fields"]).replace(
+        "urn:polycrate:common:v1#/$defs/", "#/components/schemas/"))
+    listed = api(served).get("/api/v1/runs").json()["runs"][0]
+    assert set(listed) == set(schemas["run_fields"]["required"])
 
 
 def _session(server, role: str) -> tuple[httpx.Client, str]:
@@ -375,10 +390,10 @@ def test_serve_shows_the_example_workspaces_runs(article_workspace, tmp_path):
     server = start_server(tmp_path, [article_workspace])
     try:
         client = api(server)
-        runs = client.get("/api/v1/runs").json()
+        runs = client.get("/api/v1/runs").json()["runs"]
         assert [(r["workspace"], r["name"], r["status"]) for r in runs] == [
             ("acme-corp-automation", "nightly-maintenance", "succeeded")]
-        run = client.get(f"/api/v1/runs/{runs[0]['id']}").json()
+        run = client.get(f"/api/v1/runs/{runs[0]['run_id']}").json()
         assert [s["name"] for s in run["steps"]] == ["backup", "update", "verify"]
         assert run["steps"][0]["hosts"]["db01.acme-corp.com"]["changed"] == 1
         overview = client.get("/api/v1/overview").json()

@@ -11,7 +11,6 @@ from polycrate.cli.live import add_view_options
 from polycrate.cli.prompt import make_confirm
 from polycrate.cli.render import emit_json
 from polycrate.errors import EXIT_ACTION_FAILED
-from polycrate.states import RunState
 
 if TYPE_CHECKING:
     from polycrate import engine
@@ -59,21 +58,10 @@ def summarize(result: engine.RunResult, output: str, reporter=None, command: str
     from polycrate.cli import summary
     from polycrate.cli.live import story_stream
 
-    failed = result.failed_step
-    if output == "json":
-        emit_json(
-            {
-                "kind": result.kind,
-                "name": result.name,
-                "status": RunState.SUCCEEDED if result.ok else RunState.FAILED,
-                "duration": round(result.duration, 3),
-                "failed_step": failed.name if failed else None,
-                "run_id": result.run_id,
-                "resumed_from": result.resumed_from,
-                "check": result.check,
-                "steps": [s.to_dict() for s in result.steps],
-            }
-        )
+    if output == "json":  # the run as recorded: the document of `runs show RUN -o json`
+        from polycrate import contract
+
+        emit_json(contract.run_document(result.record, result.workspace))
     stream = reporter.stream if reporter is not None else story_stream(output)
     paint = reporter._paint if reporter is not None else (lambda text, colour: text)
     summary.render(result, stream, paint, command)

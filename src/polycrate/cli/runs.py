@@ -5,6 +5,7 @@ import shlex
 import sys
 import time
 
+from polycrate import contract
 from polycrate.ansible_options import AnsibleOptions
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
@@ -80,6 +81,7 @@ def _store(args):
     from polycrate.history import open_store
 
     ws = workspace_from(args)
+    args.workspace_name = ws.name  # the runs' `workspace` in -o json
     store = open_store(ws.root)  # opening reconciles: runs whose process died read 'interrupted'
     for message in store.recovered:
         print(f"polycrate: {message}", file=sys.stderr)
@@ -107,7 +109,7 @@ def cmd_list(args) -> int:
     finally:
         store.close()
     if args.output == "json":
-        emit_json(runs)
+        emit_json(contract.runs_document((r, args.workspace_name) for r in runs))
         return 0
     table(
         [
@@ -137,7 +139,7 @@ def cmd_show(args) -> int:
     finally:
         store.close()
     if args.output == "json":
-        emit_json(run)
+        emit_json(contract.run_document(run, args.workspace_name))
         return 0
     print(f"run:       {run['id']}")
     print(f"{run['kind']}:{' ' * (10 - len(run['kind']))}{run['name']}" + (" (check mode)" if run["check_mode"] else ""))
@@ -208,7 +210,7 @@ def cmd_logs(args) -> int:
     finally:
         store.close()
     if args.output == "json":
-        emit_json({"run_id": run_id, "steps": [{"name": s["name"], "status": s["status"], "log": text} for s, text in logs]})
+        emit_json(contract.logs_document({"id": run_id}, logs))
         return 0
     for step, text in logs:
         if args.step is None:

@@ -33,6 +33,7 @@ from polycrate import __version__
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.cli.render import state_text
 from polycrate.states import RunState, StepState
+from polycrate import contract
 from polycrate.server import chart, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
 from polycrate.server.launch import LaunchOptions, LaunchRefused, launch, prompts_of, run_options_supported, stop
@@ -484,17 +485,19 @@ class Web:
     def api_overview(self, request: Request) -> Response:
         return JSONResponse(self.catalog.overview())
 
+    # runs leave as the documents of polycrate.contract: those of `polycrate runs list/show/logs -o json`
+
     def api_runs(self, request: Request) -> Response:
-        return JSONResponse(self.catalog.list_runs(**self._filters(request)))
+        runs = self.catalog.list_runs(**self._filters(request))
+        return JSONResponse(contract.runs_document((r, r["workspace"]) for r in runs))
 
     def api_run(self, request: Request) -> Response:
-        return JSONResponse(self.catalog.find_run(request.path_params["run_id"])[1])
+        run = self.catalog.find_run(request.path_params["run_id"])[1]
+        return JSONResponse(contract.run_document(run, run["workspace"]))
 
     def api_log(self, request: Request) -> Response:
         _, run, logs = self.catalog.run_logs(request.path_params["run_id"], request.query_params.get("step"))
-        # the shape of `polycrate runs logs RUN -o json`
-        return JSONResponse({"run_id": run["id"], "steps": [{"name": s["name"], "status": s["status"], "log": text}
-                                                            for s, text in logs]})
+        return JSONResponse(contract.logs_document(run, logs))
 
     def api_schedules(self, request: Request) -> Response:
         return JSONResponse(self.catalog.schedules())

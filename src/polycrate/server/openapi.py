@@ -1,54 +1,30 @@
 """The OpenAPI 3.1 document of /api/v1, served at /api/v1/openapi.json.
 
-The run objects are those of `polycrate runs list/show -o json`, with `workspace` added: the
-schemas below name their fields as the CLI prints them.
+Runs, their steps and logs are the documents of polycrate.contract, exactly as `polycrate runs
+list/show/logs -o json` prints them: their schemas are the contract's JSON Schema files
+(src/polycrate/schemas/), copied in as components, so the two cannot drift apart.
 """
 from __future__ import annotations
 
+import json
+
+from polycrate import contract
 from polycrate.states import RunState
 
 _STATUS = {"type": "string", "enum": [s.value for s in RunState]}
-_NULLABLE_STR = {"type": ["string", "null"]}
-_NULLABLE_NUM = {"type": ["number", "null"]}
+_COMMON = "urn:polycrate:common:v1#/$defs/"
+DOCUMENTS = {"run": "RunDocument", "runs": "RunsDocument", "run-logs": "RunLogsDocument"}
 
-RUN = {
-    "type": "object",
-    "required": ["id", "workspace", "kind", "name", "status", "started"],
-    "properties": {
-        "workspace": {"type": "string", "description": "the served workspace's key (its name)"},
-        "id": {"type": "string", "example": "20261201-021500-3fa9c1"},
-        "kind": {"type": "string", "enum": ["workflow", "action"]},
-        "name": {"type": "string"},
-        "workflow": _NULLABLE_STR, "block": _NULLABLE_STR, "action": _NULLABLE_STR, "only_step": _NULLABLE_STR,
-        "user": {"type": "string", "description": "who launched it: the Unix user, or web:NAME for the server"},
-        "host": {"type": "string"}, "pid": {"type": ["integer", "null"]},
-        "started": {"type": "number", "description": "epoch seconds"}, "ended": _NULLABLE_NUM,
-        "duration": _NULLABLE_NUM, "status": _STATUS, "exit_code": {"type": ["integer", "null"]},
-        "check_mode": {"type": "boolean"}, "diff_mode": {"type": "boolean"}, "resumed_from": _NULLABLE_STR,
-        "failed_step": _NULLABLE_STR, "failed_task": _NULLABLE_STR, "failed_host": _NULLABLE_STR,
-        "message": _NULLABLE_STR, "lock_key": _NULLABLE_STR,
-        "workflow_success": {"type": "boolean", "description": "a whole run (no --step, no --check) that succeeded"},
-        "current_step": {"type": ["string", "null"], "description": "the step a running run is at"},
-        "workflow_success": {"type": "boolean", "description": "a full run (not --step, not --check) of a workflow"
-                             " that succeeded: what metrics, --resume and webhooks count (polycrate.success)"},
-        "ansible_options": {"type": "object", "description": "--limit, --tags, --skip-tags, --extra-vars, verbosity"},
-        "notices": {"type": "array", "items": {"type": "object", "properties": {
-            "time": {"type": "number"}, "text": {"type": "string"}}}},
-    },
-}
-STEP = {
-    "type": "object",
-    "properties": {
-        "position": {"type": "integer"}, "name": {"type": "string"}, "block": _NULLABLE_STR,
-        "action": _NULLABLE_STR, "phase": {"type": "string", "enum": ["main", "on_failure"]},
-        "status": {"type": "string"}, "exit_code": {"type": ["integer", "null"]}, "attempts": {"type": "integer"},
-        "started": _NULLABLE_NUM, "ended": _NULLABLE_NUM, "duration": _NULLABLE_NUM,
-        "failed_task": _NULLABLE_STR, "failed_host": _NULLABLE_STR, "message": _NULLABLE_STR,
-        "note": _NULLABLE_STR, "log": _NULLABLE_STR,
-        "hosts": {"type": "object", "additionalProperties": {"type": "object", "additionalProperties": {
-            "type": "integer"}}},
-    },
-}
+
+def contract_components() -> dict:
+    """The contract's definitions and the run documents as OpenAPI components (refs made local)."""
+    schemas = dict(contract.load_schema("common")["$defs"])
+    for name, component in DOCUMENTS.items():
+        schema = {k: v for k, v in contract.load_schema(name).items() if k not in ("$schema", "$id")}
+        schemas[component] = schema
+    return json.loads(json.dumps(schemas).replace(_COMMON, "#/components/schemas/"))
+
+
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
@@ -63,7 +39,6 @@ def _errors(*codes: int) -> dict:
 
 
 def document(version: str) -> dict:
-    run_ref = {"$ref": "#/components/schemas/Run"}
     run_id = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "a run id or a unique prefix of one"}
     filters = [
@@ -88,27 +63,23 @@ def document(version: str) -> dict:
                 "session": {"type": "apiKey", "in": "cookie", "name": "pc_session",
                             "description": "a browser session; state-changing requests need X-CSRF-Token"},
             },
-            "schemas": {"Run": RUN, "Step": STEP, "Error": ERROR,
-                        "RunDetail": {"allOf": [run_ref, {"type": "object", "properties": {
-                            "steps": {"type": "array", "items": {"$ref": "#/components/schemas/Step"}}}}]}},
+            "schemas": {**contract_components(), "Error": ERROR},
         },
         "paths": {
             "/api/v1/runs": {"get": {
                 "summary": "runs of every served workspace, newest first (as `polycrate runs list -o json`)",
                 "parameters": filters,
-                "responses": {"200": _json({"type": "array", "items": run_ref}, "runs"), **_errors(400, 401)}}},
+                "responses": {"200": _json({"$ref": "#/components/schemas/RunsDocument"}, "runs"), **_errors(400, 401)}}},
             "/api/v1/runs/{run_id}": {"get": {
                 "summary": "one run with its steps and per-host counts (as `polycrate runs show ID -o json`)",
                 "parameters": [run_id],
-                "responses": {"200": _json({"$ref": "#/components/schemas/RunDetail"}, "the run"),
+                "responses": {"200": _json({"$ref": "#/components/schemas/RunDocument"}, "the run"),
                               **_errors(401, 404)}}},
             "/api/v1/runs/{run_id}/log": {"get": {
                 "summary": "the run's log per step (as `polycrate runs logs ID -o json`)",
                 "parameters": [run_id, {"name": "step", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": _json({"type": "object", "properties": {
-                    "run_id": {"type": "string"}, "steps": {"type": "array", "items": {"type": "object", "properties": {
-                        "name": {"type": "string"}, "status": {"type": "string"}, "log": {"type": "string"}}}}}},
-                    "the log"), **_errors(401, 404)}}},
+                "responses": {"200": _json({"$ref": "#/components/schemas/RunLogsDocument"}, "the log"),
+                              **_errors(401, 404)}}},
             "/api/v1/runs/{run_id}/log/events": {"get": {
                 "summary": "the log followed live: server-sent events `step`, `line` and `end` (JSON data)",
                 "parameters": [run_id],

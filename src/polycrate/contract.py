@@ -1,0 +1,165 @@
+"""The one JSON contract: what `-o json` (and `-o yaml`, the same data), the webhook body and the
+server's API carry. Every machine-readable document is built here, so one thing has one name and
+one shape everywhere:
+
+- a document is a JSON object whose first key, ``schema``, names the JSON Schema it follows:
+  ``urn:polycrate:NAME:vN``, the file ``src/polycrate/schemas/NAME.vN.schema.json`` (draft 2020-12);
+- a run is named ``run_id`` (in runs, webhooks, logs, launches); its ``status`` and its steps'
+  ``status`` are ``polycrate.states`` values;
+- times are ISO 8601 UTC strings (``2026-12-01T02:15:00.123Z``); durations are seconds as numbers
+  (``duration``, ``timeout``, ``retry_delay``, ...);
+- every key is always present: null when unset, ``[]``/``{}`` for an empty collection; data fields
+  carry data, never prose (a script action has ``script``, its lines, not "3 script lines").
+
+Versioning: within a version keys are only added; renaming, removing or retyping a key, or changing
+its meaning, makes the next version (a new file beside the old one).
+The internal dicts (the run store's rows, the engine's results) stay as they are; only the documents
+that leave polycrate pass through here.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from polycrate.states import RunState, StepState
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+VERSION = 1
+HOST_COUNT_KEYS = ("ok", "changed", "failed", "unreachable", "skipped", "rescued", "ignored")
+
+
+def schema_id(name: str, version: int = VERSION) -> str:
+    return f"urn:polycrate:{name}:v{version}"
+
+
+def schema_file(name: str, version: int = VERSION) -> Path:
+    return SCHEMA_DIR / f"{name}.v{version}.schema.json"
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str, version: int = VERSION) -> dict:
+    return json.loads(schema_file(name, version).read_text(encoding="utf-8"))
+
+
+def document(name: str, data: Mapping[str, Any]) -> dict:
+    """``data`` as the document ``name``: ``schema`` first, then the data."""
+    return {"schema": schema_id(name), **data}
+
+
+def timestamp(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds (``...T02:15:00.123Z``); None stays None."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(float(epoch), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def _state(value: Any) -> str:
+    return str(value.value) if isinstance(value, (RunState, StepState)) else str(value)
+
+
+def ansible_options(record: Mapping[str, Any] | None) -> dict:
+    from polycrate.ansible_options import AnsibleOptions
+
+    return AnsibleOptions.from_record(dict(record or {})).to_record()
+
+
+def step(record: Mapping[str, Any]) -> dict:
+    """A step of a recorded run (``RunStore.get_run``'s step dicts)."""
+    return {
+        "position": record["position"],
+        "name": record["name"],
+        "block": record.get("block"),
+        "action": record.get("action"),
+        "phase": _state(record.get("phase") or "main"),
+        "status": _state(record["status"]),
+        "exit_code": record.get("exit_code"),
+        "attempts": record.get("attempts") or 0,
+        "started": timestamp(record.get("started")),
+        "ended": timestamp(record.get("ended")),
+        "duration": seconds(record.get("duration")),
+        "failed_task": record.get("failed_task"),
+        "failed_host": record.get("failed_host"),
+        "message": record.get("message"),
+        "note": record.get("note"),
+        "log": record.get("log"),
+        "hosts": {host: {k: int(counts.get(k, 0)) for k in HOST_COUNT_KEYS}
+                  for host, counts in (record.get("hosts") or {}).items()},
+    }
+
+
+def run(record: Mapping[str, Any], workspace: str | None, *, steps: bool = True) -> dict:
+    """A recorded run (``RunStore.get_run``/``list_runs``'s dicts) as the contract's run object."""
+    current = record.get("current_step")
+    if current is None and record.get("status") == RunState.RUNNING:
+        running = [s["name"] for s in record.get("steps") or () if s["status"] == StepState.RUNNING]
+        current = running[-1] if running else None
+    data = {
+        "run_id": record["id"],
+        "workspace": workspace,
+        "kind": _state(record["kind"]),
+        "name": record["name"],
+        "workflow": record.get("workflow"),
+        "block": record.get("block"),
+        "action": record.get("action"),
+        "only_step": record.get("only_step"),
+        "status": _state(record["status"]),
+        "exit_code": record.get("exit_code"),
+        "workflow_success": bool(record.get("workflow_success")),
+        "check_mode": bool(record.get("check_mode")),
+        "diff_mode": bool(record.get("diff_mode")),
+        "resumed_from": record.get("resumed_from"),
+        "started": timestamp(record["started"]),
+        "ended": timestamp(record.get("ended")),
+        "duration": seconds(record.get("duration")),
+        "current_step": current if record.get("status") == RunState.RUNNING else None,
+        "failed_step": record.get("failed_step"),
+        "failed_task": record.get("failed_task"),
+        "failed_host": record.get("failed_host"),
+        "message": record.get("message"),
+        "user": record.get("user"),
+        "host": record.get("host"),
+        "pid": record.get("pid"),
+        "ansible_options": ansible_options(record.get("ansible_options")),
+        "notices": [{"time": timestamp(n.get("time")), "text": n.get("text", "")} for n in record.get("notices") or ()],
+    }
+    if steps:
+        data["steps"] = [step(s) for s in record.get("steps") or ()]
+    return data
+
+
+def run_document(record: Mapping[str, Any], workspace: str | None) -> dict:
+    """`runs show`, `run`, `workflows run`: one run with its steps (schema ``run``)."""
+    return document("run", run(record, workspace))
+
+
+def runs_document(records: Iterable[tuple[Mapping[str, Any], str | None]]) -> dict:
+    """`runs list` and the server's GET /runs: runs newest first, without their steps (schema ``runs``)."""
+    return document("runs", {"runs": [run(r, ws, steps=False) for r, ws in records]})
+
+
+def logs_document(record: Mapping[str, Any], logs: Iterable[tuple[Mapping[str, Any], str]]) -> dict:
+    """`runs logs` and GET /runs/{id}/log: each chosen step's full log (schema ``run-logs``)."""
+    return document("run-logs", {
+        "run_id": record["id"],
+        "steps": [{"position": s["position"], "name": s["name"], "status": _state(s["status"]), "log": text}
+                  for s, text in logs],
+    })
+
+
+WEBHOOK_EVENT = "run.finished"
+
+
+def webhook_body(record: Mapping[str, Any], workspace: str) -> dict:
+    """The body of every notification of a finished run (webhooks; mail and chat build on it):
+    the run as `runs show -o json` prints it, with ``event`` (schema ``webhook``)."""
+    return document("webhook", {"event": WEBHOOK_EVENT, **run(record, workspace)})
