@@ -29,6 +29,7 @@ def scripts(tmp_path_factory):
 def ws(tmp_path):
     write(tmp_path / "workspace.poly", """
         name: comp
+        config: {runtime: local}
         workflows:
           - name: nightly-maintenance
             steps:
