@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -385,6 +385,19 @@ def _execute(
                 ansible_options=options.ansible,
                 extra_env=dict(options.display_env),
             )
+            if action.type == "script":  # its Go templates, filled in once for every attempt
+                from polycrate.errors import ConfigError
+                from polycrate.runtime.script import rendered_script
+
+                try:
+                    script = rendered_script(request)
+                except ConfigError as exc:
+                    step.status = StepState.FAILED
+                    step.exit_code = None
+                    step.message = run.mask(str(exc))
+                    output(f"polycrate: {step.message}")
+                    break
+                request = replace(request, script=script)
             reporter.attempt_started(step, events if action.type == "ansible" else None)
             last_lines.clear()
             error_lines.clear()
@@ -415,7 +428,8 @@ def _execute(
             elif step.exit_code == 0 and no_hosts:
                 step.message = run.mask(no_hosts)
             elif action.type == "script":
-                step.message = run.mask(failure_text.describe_script(action.script, step.exit_code, seen, last_lines))
+                step.message = run.mask(failure_text.describe_script(request.script or action.script, step.exit_code,
+                                                                     seen, last_lines))
             else:
                 step.message = run.mask(
                     failure_text.describe_ansible(step.exit_code, failure, seen, error_lines or last_lines)

@@ -387,6 +387,34 @@ def _render(nodes: list, dot: Any, root: Any, out: list[str]) -> None:
                 _render(node[2], item, root, out)
 
 
+_NOT_FUNCTIONS = {"true", "false", "nil", "and", "or", "if", "else"}
+
+
+def check(source: str) -> None:
+    """Raise TemplateError for what Go's parser refuses: bad syntax, and a function that is not defined
+    (`{{ block.config.x }}`, Jinja's spelling, names a function `block`)."""
+
+    def words(tokens) -> None:
+        for kind, text in tokens or ():
+            if kind == "word" and text not in _NOT_FUNCTIONS and text not in FUNCTIONS:
+                raise TemplateError(f'function "{text}" not defined')
+
+    def walk(nodes: list) -> None:
+        for node in nodes:
+            if node[0] == "out":
+                words(node[1])
+            elif node[0] == "if":
+                for cond, body in node[1]:
+                    words(cond)
+                    walk(body)
+            elif node[0] in ("range", "with"):
+                words(node[1])
+                walk(node[2])
+                walk(node[3])
+
+    walk(parse(source))
+
+
 def parse(source: str) -> list:
     """The template's tree; raises TemplateError on a syntax error."""
     return _parse(_split(source)) if "{{" in source else [("text", source)]

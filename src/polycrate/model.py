@@ -23,6 +23,25 @@ class Action:
     script: tuple[str, ...] = ()
     prompt: Prompt | None = None
     line: int | None = None
+    script_lines: tuple[int | None, ...] = ()  # the block.poly line of each script entry
+    file: Path | None = None  # the block.poly it is written in (a parent's, for an inherited action)
+
+
+# Polycrate's block kinds (its docs' conventions and its code): a block inheriting from a `k8sapp`
+# block, or configured from one in workspace.poly, is a `k8sappinstance`.
+KINDS = ("generic", "k8sapp", "k8sappinstance", "k8scluster", "k8cluster", "linuxapp", "dockerapp", "library")
+KIND_DEFAULT = "generic"
+
+
+@dataclass(frozen=True)
+class FileFrom:
+    """A block's `inventory:` or `kubeconfig:` (Polycrate's form): the file `filename` in
+    artifacts/blocks/<block>/, or the one of block `source` (`from:`)."""
+
+    filename: str | None = None  # default: inventory.yml / kubeconfig.yml
+    source: str | None = None  # another block's name
+    line: int | None = None
+    file: Path | None = None  # the file it is written in
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,11 @@ class BlockDefinition:
     relpath: str  # folder relative to blocks/, e.g. registry.acme-corp.com/acme/infra/linux-maintenance
     parent: str | None = None  # block.poly's own `from:` (inheritance), resolved by workspace.py
     parent_line: int | None = None
+    template: bool = False  # `template: true`: only other blocks inherit from it; it never runs
+    template_line: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    inventory: FileFrom | None = None
+    kubeconfig: FileFrom | None = None
 
 
 @dataclass(frozen=True)
@@ -50,10 +74,26 @@ class Block:
     definition: BlockDefinition
     config: dict[str, Any]
     source: str | None = None  # the `from:` reference, if any
+    labels: dict[str, str] = field(default_factory=dict)  # the definition's, under the entry's
+    configured: bool = False  # a workspace.poly entry names it
+    inventory: FileFrom | None = None  # the entry's, else the definition's
+    kubeconfig: FileFrom | None = None
+    entry_line: int | None = None  # its entry in workspace.poly
 
     @property
     def version(self) -> str:
         return self.definition.version
+
+    @property
+    def kind(self) -> str:
+        """As Polycrate reports it: a configured instance of a `k8sapp` block is a `k8sappinstance`."""
+        kind = self.definition.kind
+        return "k8sappinstance" if kind == "k8sapp" and self.configured else kind
+
+    @property
+    def template(self) -> bool:
+        """A template block used as itself: an entry with `from:` is an instance of it, and runs."""
+        return self.definition.template and self.source is None
 
     @property
     def folder(self) -> Path:
@@ -72,6 +112,9 @@ class BlockEntry:
     source: str | None
     config: dict[str, Any]
     line: int | None
+    labels: dict[str, str] = field(default_factory=dict)
+    inventory: FileFrom | None = None
+    kubeconfig: FileFrom | None = None
 
 
 @dataclass(frozen=True)
@@ -168,10 +211,14 @@ class Workspace:
     registries: Registries = field(default_factory=Registries, compare=False)
     recipients: tuple[str, ...] = ()  # `encryption.recipients`: age public keys
     toolchain: Toolchain = field(default_factory=Toolchain, compare=False)
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
+    dependencies: tuple[str, ...] = ()  # `dependencies:`: block references `workspace update` installs
+    inventory_file: str = "inventory.yml"  # `inventory: {filename: ...}`, relative to the root
+    kubeconfig_file: str | None = None  # `kubeconfig: {filename: ...}`, relative to the root
 
     @property
     def inventory(self) -> Path:
-        return self.root / "inventory.yml"
+        return self.root / self.inventory_file
 
     def artifacts_dir(self, block: str) -> Path:
         return self.root / "artifacts" / "blocks" / block

@@ -25,7 +25,7 @@ from polycrate.engine import Confirm, Reporter, RunOptions, RunResult
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
 from polycrate.model import Workspace
 from polycrate.states import RunPrompt
-from polycrate.workspace import Sources, block_changes, load_workspace, read_sources
+from polycrate.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
 
 if TYPE_CHECKING:
     from polycrate.toolchain import Runtime
@@ -63,6 +63,7 @@ def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> Pre
     sources = read_sources(request.root)
     sources = _install_blocks(sources, request, confirm, reporter)
     ws = load_workspace(request.root, sources)
+    refuse_templates(ws, request)
     from polycrate import toolchain
 
     runtime = toolchain.decide_runtime(ws, request.options.runtime, reporter.toolchain)
@@ -82,6 +83,20 @@ def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Report
     assert req.block is not None and req.action is not None
     return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
                              options=req.options, runtime=prepared.runtime)
+
+
+def refuse_templates(ws: Workspace, request: RunRequest) -> None:
+    """Nothing of a template block runs: its actions alone, or any step of a workflow (on_failure steps included)."""
+    if request.block is not None:
+        error = template_refusal(ws, request.block)
+        if error is not None:
+            raise error
+        return
+    workflow = ws.workflows.get(request.workflow or "")
+    for step in (*workflow.steps, *workflow.on_failure) if workflow is not None else ():
+        error = template_refusal(ws, step.block, workflow, step)
+        if error is not None:
+            raise error
 
 
 def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, reporter: Reporter) -> Sources:
@@ -105,4 +120,4 @@ def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, rep
     return read_sources(request.root, sources)
 
 
-__all__ = ["BlocksDeclined", "PreparedRun", "RunRequest", "prepare", "run"]
+__all__ = ["BlocksDeclined", "PreparedRun", "RunRequest", "prepare", "refuse_templates", "run"]

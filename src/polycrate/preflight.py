@@ -136,7 +136,15 @@ def check_settings(ws: Workspace) -> list[Finding]:
     """Schedules, registries and encryption: each stops at its first error, so one finding each."""
     from polycrate import registry, schedule, secrets
 
+    from polycrate.workspace import template_refusal
+
     findings = []
+    for workflow in ws.workflows.values():  # a step on a template block would be refused at run time
+        for step in (*workflow.steps, *workflow.on_failure):
+            error = template_refusal(ws, step.block, workflow, step)
+            if error is not None:
+                findings.append(Finding(str(error.path), error.line, error.message, block=step.block,
+                                        action=step.action))
     for check in (
         lambda: schedule.workspace_schedules(ws),
         lambda: registry.transport_settings(ws.registries),
@@ -151,27 +159,45 @@ def check_settings(ws: Workspace) -> list[Finding]:
     return findings
 
 
-def check_inventory(ws: Workspace) -> list[Finding]:
-    """The file rules every input of ours follows (a regular file, UTF-8, no control characters); the
+def check_inventory(ws: Workspace, targets: list[Target] = ()) -> list[Finding]:
+    """The file rules every input of ours follows (a regular file, UTF-8, no control characters), for the
+    workspace's inventory and each ansible target's own (artifacts/blocks/BLOCK/inventory.yml); the
     parsing is Ansible's (check_playbooks)."""
     from polycrate import yamlfile
+    from polycrate.workspace import block_inventory
 
-    try:
-        if yamlfile.regular_file(ws.inventory):
-            yamlfile.check_text(yamlfile.read_text(ws.inventory, INVENTORY_MAX_BYTES), ws.inventory)
-    except PolycrateError as exc:
-        return [Finding(exc.path, exc.line, exc.message)]
+    files = [ws.inventory]
+    for target in targets:
+        own = block_inventory(ws, target.block) if target.action.type == "ansible" else None
+        if own is not None and own not in files:
+            files.append(own)
+    for file in files:
+        try:
+            if yamlfile.regular_file(file):
+                yamlfile.check_text(yamlfile.read_text(file, INVENTORY_MAX_BYTES), file)
+        except PolycrateError as exc:
+            return [Finding(exc.path, exc.line, exc.message)]
     return []
 
 
-def check_script(block: Block, action: Action) -> list[Finding]:
-    """``bash -n`` on the script exactly as it will run; a syntax error names the script line."""
+def check_script(block: Block, action: Action, ws: Workspace | None = None, secrets=None) -> list[Finding]:
+    """The script's Go templates filled in, then ``bash -n`` on the script exactly as it will run; a
+    template that cannot be filled in, or a syntax error, names the script line."""
     from polycrate.runtime.script import script_line, script_text
 
+    lines = action.script
+    if ws is not None:
+        from polycrate.runtime import ActionRequest
+        from polycrate.runtime.script import rendered_script
+
+        try:
+            lines = rendered_script(ActionRequest(ws=ws, block=block, action=action, secrets=secrets))
+        except PolycrateError as exc:
+            return [Finding(exc.path, exc.line, exc.message, block=block.name, action=action.name)]
     folder = Path(tempfile.mkdtemp(prefix="polycrate-preflight-"))
     try:
         path = folder / "action.sh"
-        path.write_text(script_text(action.script), encoding="utf-8")
+        path.write_text(script_text(lines), encoding="utf-8")
         proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -183,7 +209,7 @@ def check_script(block: Block, action: Action) -> list[Finding]:
         where = ""
         if text.startswith("line "):
             number, _, rest = text[5:].partition(": ")
-            mapped = script_line(action.script, int(number)) if number.isdigit() else None
+            mapped = script_line(lines, int(number)) if number.isdigit() else None
             if mapped:
                 where = f"script line {mapped[0]} `{mapped[1].strip()}`: "
             text = rest
@@ -201,11 +227,11 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
     from polycrate.ansible_options import merged_extra_vars
 
     from polycrate.runtime import ActionRequest, action_variables
-    from polycrate.workspace import playbook_path
+    from polycrate.workspace import block_inventory, playbook_path
 
     report = Report()
     extra = merged_extra_vars(ansible.extra_vars) if ansible is not None and ansible.extra_vars else {}
-    groups: dict[Path | None, list[tuple[Target, Path]]] = {}
+    groups: dict[tuple[Path | None, Path | None], list[tuple[Target, Path]]] = {}
     for target in targets:
         if target.action.type != "ansible":
             continue
@@ -216,12 +242,13 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
                                            action=target.action.name))
             continue
         own = target.block.folder if (target.block.folder / "ansible.cfg").is_file() else None
-        groups.setdefault(own, []).append((target, path))
+        # one Ansible process per configuration and inventory (a block may have its own, in its artifacts)
+        groups.setdefault((own, block_inventory(ws, target.block)), []).append((target, path))
     if not groups:
         return report
     private = Path(tempfile.mkdtemp(prefix="polycrate-preflight-"))  # 0700: variables may carry secrets
     try:
-        for index, (own, items) in enumerate(groups.items()):
+        for index, ((own, inventory), items) in enumerate(groups.items()):
             first = items[0][0]
             request = ActionRequest(ws=ws, block=first.block, action=first.action, secrets=secrets, runtime=runtime,
                                     ansible_options=ansible)
@@ -237,7 +264,7 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
                                   "allow_no_hosts": target.allow_no_hosts})
             request_file = private / f"request-{index}.json"
             request_file.write_text(json.dumps({
-                "inventory": str(ws.inventory) if ws.inventory.is_file() else None, "playbooks": playbooks,
+                "inventory": str(inventory) if inventory is not None else None, "playbooks": playbooks,
                 "limit": ansible.limit if ansible is not None else None}))
             result = _run_ansible_half(request, request_file, private, own or first.block.folder, zygote)
             if "error" in result:
@@ -281,8 +308,8 @@ def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secret
     findings = check_settings(ws) if settings else []
     for target in targets:
         if target.action.type == "script":
-            findings += check_script(target.block, target.action)
-    inventory = check_inventory(ws)
+            findings += check_script(target.block, target.action, ws, secrets)
+    inventory = check_inventory(ws, targets)
     findings += inventory
     if inventory:  # Ansible would only repeat it, less clearly
         targets = [t for t in targets if t.action.type != "ansible"]

@@ -25,9 +25,12 @@ from typing import Any
 from polycrate.errors import ConfigError
 from polycrate.model import (
     ORIGIN_WORKSPACE,
+    KIND_DEFAULT,
+    KINDS,
     Action,
     BlockDefinition,
     BlockEntry,
+    FileFrom,
     Prompt,
     Registries,
     RunSettings,
@@ -143,12 +146,18 @@ def parse_action(raw: Any, path: Path) -> Action:
         lines = mapping.get("script")
         if isinstance(lines, str):
             lines = [lines]
+            script_lines = (_line(mapping, "script"),)
+        else:
+            script_lines = tuple(mapping.lines_of_items("script")) if isinstance(mapping, LineMap) else ()
         lines = _expect_list(lines, f"action '{name}': script", path, _line(mapping, "script"))
         if not lines or not all(isinstance(x, str) for x in lines):
             raise ConfigError(
                 f"action '{name}': script must be a non-empty list of shell lines", path, _line(mapping, "script")
             )
         script = tuple(lines)
+        script_lines = script_lines if len(script_lines) == len(script) else (_line(mapping, "script"),) * len(script)
+        for index, (text, line) in enumerate(zip(script, script_lines), 1):
+            check_template(text, f"action '{name}', script line {index}", path, line)
     return Action(
         name=name,
         type=kind,
@@ -157,7 +166,88 @@ def parse_action(raw: Any, path: Path) -> Action:
         script=script,
         prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
         line=_line(mapping),
+        script_lines=script_lines if kind == "script" else (),
+        file=Path(path) if path is not None else None,
     )
+
+
+def check_template(text: str, what: str, path: Path | str, line: int | None) -> None:
+    """A script line is a Go template (as in Polycrate): its syntax is checked when block.poly is read;
+    the values are filled in when the action runs (runtime/script.py)."""
+    if "{{" not in text:
+        return
+    from polycrate.gotemplate import TemplateError, check
+
+    try:
+        check(text)
+    except TemplateError as exc:
+        raise ConfigError(template_message(what, exc), path, line) from None
+
+
+def template_message(what: str, exc: Exception) -> str:
+    hint = ""
+    if "not defined" in str(exc) or "not supported" in str(exc):
+        hint = " (script lines are Go templates: write {{ .block.config.NAME }}, with the leading dot)"
+    return f"{what}: template: {exc}{hint}"
+
+
+LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
+
+
+def parse_labels(value: Any, what: str, path: Path, line: int | None) -> dict[str, str]:
+    """`labels:` (block.poly, a workspace entry, workspace.poly): text keys -> text values, as Polycrate's
+    map[string]string; numbers and booleans are written as YAML writes them (1, true)."""
+    mapping = _expect_map(value, f"{what}labels", path, line)
+    labels: dict[str, str] = {}
+    for key, item in mapping.items():
+        where = _line(mapping, key)
+        if not key or len(key) > LABEL_KEY_MAX or any(c.isspace() for c in key) or has_control(key):
+            raise ConfigError(f"{what}label {key!r}: a label key is 1-{LABEL_KEY_MAX} characters without "
+                              "spaces, such as app.kubernetes.io/part-of", path, where)
+        if item is None:
+            item = ""
+        if isinstance(item, bool):
+            item = "true" if item else "false"
+        elif isinstance(item, (int, float)):
+            item = str(item)
+        if not isinstance(item, str) or has_control(item):
+            raise ConfigError(f"{what}label '{key}' must be one line of text, not "
+                              f"{type(item).__name__ if not isinstance(item, str) else 'several lines'}", path, where)
+        labels[key] = item
+    return labels
+
+
+def parse_file_from(value: Any, what: str, path: Path, line: int | None) -> FileFrom | None:
+    """`inventory:` / `kubeconfig:` of a block: `{from: BLOCK}` and/or `{filename: NAME}` (in the block's
+    artifacts folder), as in Polycrate; a plain string is `from`."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"from": value}
+    mapping = _expect_map(value, what, path, line)
+    _check_keys(mapping, {"from", "filename"}, what, path)
+    source = mapping.get("from")
+    if source is not None:
+        source = validate_name(source, "block", path, _line(mapping, "from"))
+    filename = mapping.get("filename")
+    if filename is not None:
+        if (not isinstance(filename, str) or not filename.strip() or filename.startswith("/")
+                or ".." in Path(filename).parts or has_control(filename)):
+            raise ConfigError(f"{what}.filename must be a file name inside the block's artifacts folder, "
+                              f"not {filename!r}", path, _line(mapping, "filename"))
+    return FileFrom(filename=filename, source=source, line=line, file=path)
+
+
+def _kind(mapping: dict, path: Path) -> str:
+    """`kind`: one word (the naming rule). Polycrate's kinds (model.KINDS) are conventions, not a closed
+    list (its CLI takes any text, and blocks in use carry others), so another word is accepted as well."""
+    kind = mapping.get("kind")
+    if kind is None or kind == "":
+        return KIND_DEFAULT
+    if not isinstance(kind, str) or not NAME_RE.match(kind):
+        raise ConfigError(f"kind must be one word such as {', '.join(KINDS[:5])}, not {kind!r}",
+                          path, _line(mapping, "kind"))
+    return kind
 
 
 def _named_items(items: list, parse, what: str, path: Path) -> dict:
@@ -174,7 +264,8 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
     mapping = _expect_map(raw, "block.poly", file, 1)
     _check_keys(
         mapping,
-        {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias"},
+        {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias", "template",
+         "inventory", "kubeconfig", "type", "flavor"},
         "block.poly",
         file,
     )
@@ -190,7 +281,7 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
     return BlockDefinition(
         name=name,
         version=_string(mapping, "version", file, default="0.0.0"),
-        kind=_string(mapping, "kind", file, default="generic"),
+        kind=_kind(mapping, file),
         description=_string(mapping, "description", file),
         config=config,
         actions=actions,
@@ -199,12 +290,18 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         relpath=folder.relative_to(blocks_dir).as_posix(),
         parent=parent,
         parent_line=_line(mapping, "from"),
+        template=_bool(mapping, "template", file),
+        template_line=_line(mapping, "template"),
+        labels=parse_labels(mapping.get("labels"), "", file, _line(mapping, "labels")),
+        inventory=parse_file_from(mapping.get("inventory"), "inventory", file, _line(mapping, "inventory")),
+        kubeconfig=parse_file_from(mapping.get("kubeconfig"), "kubeconfig", file, _line(mapping, "kubeconfig")),
     )
 
 
 def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
     mapping = _expect_map(raw, "a block entry", path, _line(raw))
-    _check_keys(mapping, {"name", "from", "config", "description"}, "block entry", path)
+    _check_keys(mapping, {"name", "from", "config", "description", "labels", "inventory", "kubeconfig"},
+                "block entry", path)
     name = validate_name(mapping.get("name"), "block", path, _line(mapping, "name"))
     source = mapping.get("from")
     if source is not None and (not isinstance(source, str) or not source.strip()):
@@ -212,7 +309,14 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
     if source is not None:
         check_reference(source, f"block '{name}'", path, _line(mapping, "from"))
     config = _expect_map(mapping.get("config"), f"block '{name}': config", path, _line(mapping, "config"))
-    return BlockEntry(name=name, source=source, config=config, line=_line(mapping))
+    return BlockEntry(
+        name=name, source=source, config=config, line=_line(mapping),
+        labels=parse_labels(mapping.get("labels"), f"block '{name}': ", path, _line(mapping, "labels")),
+        inventory=parse_file_from(mapping.get("inventory"), f"block '{name}': inventory", path,
+                                  _line(mapping, "inventory")),
+        kubeconfig=parse_file_from(mapping.get("kubeconfig"), f"block '{name}': kubeconfig", path,
+                                   _line(mapping, "kubeconfig")),
+    )
 
 
 # Upper bounds of durations and counts: far beyond any real use, and small enough for every
@@ -360,6 +464,10 @@ WORKSPACE_KEYS = {
     "metrics",
     "version",
     "registries",  # registry mirrors and insecure (plain HTTP) registries, see registry.py
+    "labels",
+    "dependencies",  # block references `workspace update` installs (Polycrate's)
+    "inventory",  # {filename: ...}: the workspace's inventory instead of inventory.yml (Polycrate's)
+    "kubeconfig",  # {filename: ...}: the workspace's kubeconfig (Polycrate's)
 }
 
 
@@ -381,6 +489,48 @@ class WorkspaceFile:
     registries: Registries
     recipients: tuple[str, ...]
     toolchain: Toolchain
+    labels: dict[str, str]
+    dependencies: tuple[str, ...]
+    inventory_file: str
+    kubeconfig_file: str | None
+
+
+def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
+    """`dependencies:`: a list of registry block references (`registry/path:version`), as in Polycrate."""
+    items = _expect_list(raw.get("dependencies"), "dependencies", path, _line(raw, "dependencies"))
+    if not items:
+        return ()
+    from polycrate.registry import is_registry_reference
+
+    lines = raw.lines_of_items("dependencies") if isinstance(raw, LineMap) else [None] * len(items)
+    result: list[str] = []
+    for item, line in zip(items, lines):
+        if not isinstance(item, str) or not item.strip() or has_control(item):
+            raise ConfigError("each of 'dependencies' is a block reference such as "
+                              "registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0", path, line)
+        item = item.strip()
+        check_reference(item, "dependencies", path, line)
+        if not is_registry_reference(item):
+            raise ConfigError(f"dependencies: {item!r} is not a registry reference (REGISTRY/PATH[:VERSION], "
+                              "such as registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0)", path, line)
+        if item in result:
+            raise ConfigError(f"dependencies: {item!r} is listed twice", path, line)
+        result.append(item)
+    return tuple(result)
+
+
+def _workspace_file(raw: dict, key: str, path: Path, default: str | None) -> str | None:
+    """`inventory: {filename: ...}` / `kubeconfig: {filename: ...}` of workspace.poly: a file in the workspace."""
+    value = _expect_map(raw.get(key), key, path, _line(raw, key))
+    _check_keys(value, {"filename"}, key, path)
+    filename = value.get("filename")
+    if filename is None:
+        return default
+    if (not isinstance(filename, str) or not filename.strip() or filename.startswith("/")
+            or ".." in Path(filename).parts or has_control(filename)):
+        raise ConfigError(f"{key}.filename must be a file inside the workspace, not {filename!r}", path,
+                          _line(value, "filename"))
+    return filename
 
 
 def read_workspace_file(root: Path) -> WorkspaceFile:
@@ -408,6 +558,10 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
         registries=parse_registries(raw, file),
         recipients=tuple(check_recipients(raw, file)),
         toolchain=parse_toolchain(config, file),
+        labels=parse_labels(raw.get("labels"), "", file, _line(raw, "labels")),
+        dependencies=parse_dependencies(raw, file),
+        inventory_file=_workspace_file(raw, "inventory", file, "inventory.yml") or "inventory.yml",
+        kubeconfig_file=_workspace_file(raw, "kubeconfig", file, None),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from polycrate.errors import ConfigError, NotFoundError
 from polycrate.merge import merge_config
-from polycrate.model import Block, BlockDefinition, BlockEntry, Workflow, Workspace
+from polycrate.model import KIND_DEFAULT, Block, BlockDefinition, BlockEntry, FileFrom, Step, Workflow, Workspace
 from polycrate.schema import (
     BLOCK_FILE,
     WORKSPACE_FILE,
@@ -70,7 +70,6 @@ def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]]
     found: list[BlockDefinition] = []
     if not blocks_dir.is_dir():
         return found
-    by_name: dict[str, BlockDefinition] = {}
     for dirpath, dirnames, filenames in os.walk(blocks_dir):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".polycrate-"))
         if BLOCK_FILE in filenames:
@@ -80,12 +79,6 @@ def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]]
                 block = seen[1]
             else:
                 block = read_block_file(file, blocks_dir)
-            other = by_name.get(block.name)
-            if other is not None:  # which one would win was the folders' sort order: refuse instead
-                raise ConfigError(f"block name '{block.name}' is taken twice: by blocks/{other.relpath} and by "
-                                  f"blocks/{block.relpath} (rename one, or remove the one not in use)",
-                                  file)
-            by_name[block.name] = block
             found.append(block)
             dirnames[:] = []  # a block's own subfolders hold its files, not other blocks
     return found
@@ -158,8 +151,9 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
             file,
             entry.line,
         )
-    paths = ", ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in by_name)
-    raise ConfigError(f"block '{entry.name}' is ambiguous ({paths}): add 'from'", file, entry.line)
+    paths = " and by ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in by_name)
+    raise ConfigError(f"block '{entry.name}' is ambiguous: its name is taken by {paths} (add 'from: FOLDER' "
+                      f"to the entry to pick one, e.g. from: {by_name[-1].relpath})", file, entry.line)
 
 
 def _find_parent(child: BlockDefinition, installed: list[BlockDefinition]) -> BlockDefinition:
@@ -221,13 +215,19 @@ def inherit(installed: list[BlockDefinition]) -> list[BlockDefinition]:
                 action = dataclasses.replace(action, playbook=rel)
             actions[name] = action
         actions.update(block.actions)
+        kind = block.kind if block.kind != KIND_DEFAULT else parent.kind
+        if parent.kind == "k8sapp":  # Polycrate: an instance of a Kubernetes app block
+            kind = "k8sappinstance"
         merged = dataclasses.replace(
             block,
             config=merge_config(parent.config, block.config),
             actions=actions,
-            kind=block.kind if block.kind != "generic" else parent.kind,
+            kind=kind,
             description=block.description or parent.description,
-        )
+            labels={**parent.labels, **block.labels},
+            inventory=block.inventory or parent.inventory,
+            kubeconfig=block.kubeconfig or parent.kubeconfig,
+        )  # `template:` is not inherited: a block inheriting from a template is what the template is for
         resolved[block.file] = merged
         return merged
 
@@ -302,11 +302,36 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
             definition=definition,
             config=merge_config(definition.config, entry.config),
             source=entry.source,
+            labels={**definition.labels, **entry.labels},
+            configured=True,
+            inventory=entry.inventory or definition.inventory,
+            kubeconfig=entry.kubeconfig or definition.kubeconfig,
+            entry_line=entry.line,
         )
-    # installed blocks the workspace does not configure are usable with their defaults
+    # installed blocks the workspace does not configure are usable with their defaults; two that share a
+    # name would make the name mean whichever folder sorts first: refused (a `from:` entry picks one)
+    unused: dict[str, BlockDefinition] = {}
+    # (a template stays visible under its own name even when entries use it: to inspect it, and so that
+    # running it is refused as a template's, not as an unknown block)
     for definition in installed:
-        if definition.file not in used and definition.name not in blocks:
-            blocks[definition.name] = Block(definition.name, definition, merge_config(definition.config, None))
+        if definition.file in used and not definition.template:
+            continue
+        other = unused.get(definition.name)
+        if other is None and definition.name in blocks:
+            continue
+        if other is not None:
+            raise ConfigError(f"block name '{definition.name}' is taken twice: by blocks/{other.relpath} and by "
+                              f"blocks/{definition.relpath} (rename one, remove the one not in use, or name "
+                              f"one in workspace.poly with from: {definition.relpath})", definition.file)
+        unused[definition.name] = definition
+        blocks[definition.name] = Block(definition.name, definition, merge_config(definition.config, None),
+                                        labels=dict(definition.labels), inventory=definition.inventory,
+                                        kubeconfig=definition.kubeconfig)
+    for block in blocks.values():
+        for what, ref in (("inventory", block.inventory), ("kubeconfig", block.kubeconfig)):
+            if ref is not None and ref.source is not None and ref.source not in blocks:
+                raise ConfigError(f"block '{block.name}': {what} from '{ref.source}': no such block"
+                                  + closest(ref.source, blocks), ref.file, ref.line)
 
     workflows: dict[str, Workflow] = document.workflows
     for workflow in workflows.values():
@@ -330,7 +355,7 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     # inventory.yml is Ansible's to read, and only where hosts are needed (the preflight, runs): a fleet
     # inventory is legitimate input, not too large for `workflows list`. Here only what it is: a
     # FIFO, a device or a folder is refused without opening it.
-    regular_file(root / "inventory.yml")
+    regular_file(root / document.inventory_file)
 
     return Workspace(
         name=document.name,
@@ -345,6 +370,10 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
         registries=document.registries,
         recipients=document.recipients,
         toolchain=document.toolchain,
+        labels=document.labels,
+        dependencies=document.dependencies,
+        inventory_file=document.inventory_file,
+        kubeconfig_file=document.kubeconfig_file,
     )
 
 
@@ -366,6 +395,23 @@ def with_secret_values(ws: Workspace, secrets: SecretsFile | None) -> Workspace:
         block = blocks[entry.name]
         blocks[entry.name] = replace(block, config=merge_config(block.config, entry.config))
     return replace(ws, blocks=blocks, config=merge_config(ws.config, secrets.config))
+
+
+def template_refusal(ws: Workspace, block: str, workflow: Workflow | None = None, step: Step | None = None
+                     ) -> ConfigError | None:
+    """The error for running a template block (`template: true`), alone or as a workflow's step; None
+    when `block` is not one. A template is only inherited from: a workspace.poly entry with `from:` runs it."""
+    found = ws.blocks.get(block)
+    if found is None or not found.template:
+        return None
+    definition = found.definition
+    declared = f"{definition.file.relative_to(ws.root)}:{definition.template_line or 1}"
+    reason = (f"block '{block}' is a template (template: true, {declared}): only other blocks inherit from it, "
+              f"so it does not run; nothing was run (run an instance: a workspace.poly block entry with "
+              f"from: {definition.relpath})")
+    if workflow is not None and step is not None:
+        return ConfigError(f"workflow '{workflow.name}', step '{step.name}': {reason}", ws.file, step.line)
+    return ConfigError(reason, definition.file, definition.template_line)
 
 
 def get_block(ws: Workspace, name: str) -> Block:
@@ -402,16 +448,70 @@ def playbook_path(block: Block, action) -> Path:
     return path
 
 
+def block_inventory(ws: Workspace, block: Block) -> Path | None:
+    """The inventory an action of `block` gets (ANSIBLE_INVENTORY), as Polycrate finds it: the block's
+    artifacts/blocks/<block>/inventory.yml (or its `inventory.filename`), or that of the block its
+    `inventory: {from: ...}` names; else the workspace's inventory; None when there is none."""
+    return _block_file(ws, block, "inventory", "inventory.yml") or (ws.inventory if ws.inventory.is_file() else None)
+
+
+def block_kubeconfig(ws: Workspace, block: Block | None) -> Path | None:
+    """The kubeconfig an action of `block` gets (KUBECONFIG): the block's artifacts/blocks/<block>/kubeconfig.yml
+    (or its `kubeconfig.filename`), or that of the block its `kubeconfig: {from: ...}` names; else the
+    workspace's (workspace_kubeconfig); None when there is none."""
+    own = _block_file(ws, block, "kubeconfig", "kubeconfig.yml") if block is not None else None
+    return own or workspace_kubeconfig(ws)
+
+
+def workspace_kubeconfig(ws: Workspace) -> Path | None:
+    """`kubeconfig.filename` of workspace.poly; else kubeconfig.yml in the root (ours); else Polycrate's
+    default artifacts/blocks/k8s/kubeconfig.yml; None when none exists."""
+    candidates = [ws.root / ws.kubeconfig_file] if ws.kubeconfig_file else []
+    candidates += [ws.root / "kubeconfig.yml", ws.artifacts_dir("k8s") / "kubeconfig.yml"]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _block_file(ws: Workspace, block: Block, what: str, default: str) -> Path | None:
+    ref: FileFrom | None = getattr(block, what)
+    if ref is not None and ref.source is not None:  # another block's file (that block's own filename)
+        block = ws.blocks[ref.source]
+        ref = getattr(block, what)
+    path = ws.artifacts_dir(block.name) / (ref.filename if ref is not None and ref.filename else default)
+    return path if path.is_file() else None
+
+
+def block_labels(ws: Workspace, block: Block) -> dict[str, str]:
+    """The block's labels and, over them, the ones Polycrate adds to every block."""
+    labels = dict(block.labels)
+    labels.update({
+        "workspaces.polycrate.io/name": ws.name,
+        "blocks.polycrate.io/name": block.name,
+        "blocks.polycrate.io/kind": block.kind,
+        "polycrate.io/managed-by": "cli",
+    })
+    if ws.organization:
+        labels["organizations.polycrate.io/name"] = ws.organization
+    if block.kind == "k8sappinstance":
+        labels["k8sappinstances.polycrate.io/name"] = block.name
+        labels["logs.polycrate.io/source"] = "app"
+    return labels
+
+
 def block_vars(ws: Workspace, block: Block) -> dict[str, Any]:
-    """What a playbook sees as `block`."""
+    """What a playbook sees as `block` (Polycrate's snapshot fields where they exist there)."""
+    inventory, kubeconfig = block_inventory(ws, block), block_kubeconfig(ws, block)
     return {
         "name": block.name,
         "version": block.version,
-        "kind": block.definition.kind,
+        "kind": block.kind,
+        "labels": block_labels(ws, block),
+        "template": block.template,
         "config": plain(block.config),
         "path": str(block.folder),
-        "workdir": str(block.folder),
+        "workdir": {"path": str(block.folder)},
         "artifacts": {"path": str(ws.artifacts_dir(block.name))},
+        "inventory": {"path": str(inventory) if inventory else None},
+        "kubeconfig": {"path": str(kubeconfig) if kubeconfig else None},
         "from": block.source,
     }
 
@@ -424,6 +524,8 @@ def workspace_vars(ws: Workspace) -> dict[str, Any]:
         "description": ws.description,
         "root": str(ws.root),
         "path": str(ws.root),
+        "labels": dict(ws.labels),
+        "dependencies": list(ws.dependencies),
         "config": plain(ws.config),
     }
 

@@ -42,9 +42,17 @@ class LineMap(dict):
 
     line: int | None = None
     key_lines: dict
+    item_lines: dict  # key -> the line of each item, where the key's value is a list
 
     def line_of(self, key: str) -> int | None:
         return getattr(self, "key_lines", {}).get(key, self.line)
+
+    def lines_of_items(self, key: str) -> list[int | None]:
+        """The line of each item of the list under `key` (the key's line where unknown)."""
+        lines = getattr(self, "item_lines", {}).get(key)
+        value = self.get(key)
+        count = len(value) if isinstance(value, list) else 0
+        return list(lines) if lines and len(lines) == count else [self.line_of(key)] * count
 
 
 def _line(node: yaml.Node | yaml.Event | None) -> int | None:
@@ -98,6 +106,7 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineMap:
     result = LineMap()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
+    result.item_lines = {}
     for key_node, value_node in node.value:
         line = key_node.start_mark.line + 1
         if not isinstance(key_node, yaml.ScalarNode):
@@ -109,6 +118,8 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineMap:
             raise ConfigError(f"duplicate key {key!r}", loader.name, line)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = line
+        if isinstance(value_node, yaml.SequenceNode):
+            result.item_lines[key] = [item.start_mark.line + 1 for item in value_node.value]
     return result
 
 

@@ -57,7 +57,11 @@ CLASSES = {
     "impossible calendar date": ({"workspace.poly": WP.replace("schedule: '*-*-* 02:00:00'",
                                                                "schedule: {on_calendar: '*-02-30 00:00:00'}")},
                                  "workspace.poly:", "schedule"),
-    "duplicate block names": ({"blocks/app2/block.poly": BP}, "blocks/app2/block.poly", "blocks/app and by blocks/app2"),
+    # a name two folders declare: an error where the name is used without `from:` picking a folder
+    "duplicate block names": ({"blocks/app2/block.poly": BP}, "workspace.poly:", "blocks/app and by blocks/app2"),
+    "duplicate names of unused blocks": ({"blocks/x1/block.poly": BP.replace("name: app", "name: extra"),
+                                          "blocks/x2/block.poly": BP.replace("name: app", "name: extra")},
+                                         "blocks/x2/block.poly", "blocks/x1 and by blocks/x2"),
 }
 
 

@@ -65,7 +65,9 @@ def _describe(ws, block, lock=None) -> dict:
     return {
         "name": block.name,
         "version": block.version,
-        "kind": block.definition.kind,
+        "kind": block.kind,
+        "template": block.template,
+        "labels": dict(block.labels),
         "description": block.definition.description,
         "from": block.source,
         "origin": f"{ref.path}:{block.version}" if pinned else "local",
@@ -91,11 +93,12 @@ def cmd_list(args) -> int:
     else:
         table(
             [
-                (d["name"], d["version"], d["from"] or "(local)", d["origin"],
-                 (d["digest"] or "")[:19], d["path"])
+                (d["name"], d["version"], d["kind"] + (" (template)" if d["template"] else ""),
+                 d["from"] or "(local)", d["origin"], (d["digest"] or "")[:19], d["path"],
+                 ",".join(f"{k}={v}" for k, v in d["labels"].items()))
                 for d in data
             ],
-            ("NAME", "VERSION", "FROM", "ORIGIN", "DIGEST", "PATH"),
+            ("NAME", "VERSION", "KIND", "FROM", "ORIGIN", "DIGEST", "PATH", "LABELS"),
         )
     return 0
 

@@ -18,13 +18,12 @@ def register(sub, shared) -> None:
 
 
 def kubeconfig_of(ws, block_name: str | None):
-    """The block's artifacts/blocks/BLOCK/kubeconfig.yml (with --block), else the workspace's kubeconfig.yml,
-    else Polycrate's default artifacts/blocks/k8s/kubeconfig.yml; None when none exists."""
-    from polycrate.workspace import get_block
+    """What an action of the block gets as KUBECONFIG (workspace.block_kubeconfig): with --block, its
+    artifacts/blocks/BLOCK/kubeconfig.yml or the one its `kubeconfig: {from: ...}` names; else the
+    workspace's (`kubeconfig.filename`, kubeconfig.yml in the root, artifacts/blocks/k8s/kubeconfig.yml)."""
+    from polycrate.workspace import block_kubeconfig, get_block
 
-    candidates = [ws.artifacts_dir(get_block(ws, block_name).name) / "kubeconfig.yml"] if block_name else []
-    candidates += [ws.root / "kubeconfig.yml", ws.artifacts_dir("k8s") / "kubeconfig.yml"]
-    return next((p for p in candidates if p.is_file()), None)
+    return block_kubeconfig(ws, get_block(ws, block_name) if block_name else None)
 
 
 def cmd_k(args) -> int:

@@ -56,6 +56,7 @@ class ActionRequest:
     secrets: Any = None  # polycrate.secrets.RuntimeSecrets of the run, when the workspace has secrets
     zygote: Any = None  # runtime.zygote.Zygote of a workflow run: local ansible steps fork from it
     ansible_options: Any = None  # polycrate.ansible_options.AnsibleOptions of the run
+    script: tuple[str, ...] | None = None  # a script action's lines rendered (runtime.script.rendered_script)
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:
@@ -90,8 +91,13 @@ def action_environment(request: ActionRequest) -> dict[str, str]:
         env["POLYCRATE_WORKFLOW"] = request.workflow
     if request.step:
         env["POLYCRATE_STEP"] = request.step
-    if ws.inventory.is_file():
-        env["ANSIBLE_INVENTORY"] = str(ws.inventory)
+    from polycrate.workspace import block_inventory, block_kubeconfig
+
+    inventory, kubeconfig = block_inventory(ws, block), block_kubeconfig(ws, block)
+    if inventory is not None:  # the block's own (artifacts/blocks/BLOCK/inventory.yml), else the workspace's
+        env["ANSIBLE_INVENTORY"] = str(inventory)
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
     env.pop("POLYCRATE_SECRETS", None)
     if request.secrets is not None and request.secrets.dir is not None:
         env["POLYCRATE_SECRETS"] = str(request.secrets.dir)  # the private folder of decrypted files

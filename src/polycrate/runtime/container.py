@@ -172,7 +172,10 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> Contai
     ]
     if events:
         mounts.append((str(Path(events).parent), EVENTS_MOUNT, "rw"))
-    keys = _inventory_keys(ws.inventory) if ws.inventory.is_file() else set()
+    from polycrate.workspace import block_inventory
+
+    inventory = block_inventory(ws, block)  # the one ANSIBLE_INVENTORY names
+    keys = _inventory_keys(inventory) if inventory is not None else set()
     if env.get("ANSIBLE_PRIVATE_KEY_FILE", "").startswith("/"):
         keys.add(env["ANSIBLE_PRIVATE_KEY_FILE"])
     for key in sorted(keys):

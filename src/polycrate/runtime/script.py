@@ -53,15 +53,57 @@ def script_line(lines: tuple[str, ...] | list[str], file_line: int) -> tuple[int
     return None
 
 
-def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
-    from polycrate.runtime import EVENTS_FILE_ENV, action_environment, action_variables
+def snapshot_data(request) -> dict:
+    """What a script action reads from POLYCRATE_WORKSPACE_SNAPSHOT_YAML, and what its lines are
+    templated over: `workspace` (with every block), `block`, `action`, and in workflows `workflow`, `step`."""
+    from polycrate.runtime import action_variables
 
-    script = private / "action.sh"
-    script.write_text(script_text(request.action.script), encoding="utf-8")
-    snap = private / "workspace.snapshot.yml"
     variables = action_variables(request)
     data = snapshot(request.ws) | {"block": variables["block"]}
     data["workspace"]["secrets"] = variables["workspace"]["secrets"]
+    action = request.action
+    data["action"] = {"name": action.name, "description": action.description, "type": action.type,
+                      "block": request.block.name}
+    if request.workflow:
+        data["workflow"] = {"name": request.workflow}
+        data["step"] = {"name": request.step}
+    return data
+
+
+def rendered_script(request, data: dict | None = None) -> tuple[str, ...]:
+    """The action's lines with their Go templates filled in over the snapshot (as Polycrate does:
+    `{{ .block.config.db_name }}`, see gotemplate.py). A template that cannot be evaluated is a
+    ConfigError naming the block.poly line."""
+    if request.script is not None:
+        return request.script
+    lines = request.action.script
+    if not any("{{" in line for line in lines):
+        return tuple(lines)
+    from polycrate.errors import ConfigError
+    from polycrate.gotemplate import TemplateError, render
+    from polycrate.schema import template_message
+
+    action = request.action
+    data = data if data is not None else snapshot_data(request)
+    out = []
+    for index, line in enumerate(lines, 1):
+        try:
+            out.append(render(line, data))
+        except TemplateError as exc:
+            at = action.script_lines[index - 1] if index <= len(action.script_lines) else action.line
+            raise ConfigError(template_message(f"block '{request.block.name}', action '{action.name}', "
+                                               f"script line {index}", exc),
+                              action.file or request.block.definition.file, at) from None
+    return tuple(out)
+
+
+def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
+    from polycrate.runtime import EVENTS_FILE_ENV, action_environment
+
+    data = snapshot_data(request)
+    script = private / "action.sh"
+    script.write_text(script_text(rendered_script(request, data)), encoding="utf-8")
+    snap = private / "workspace.snapshot.yml"
     fd = os.open(snap, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(data, handle, sort_keys=False)
