@@ -29,7 +29,8 @@ class TemplateError(Exception):
 
 # --- lexing ----------------------------------------------------------------------------------
 
-_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
+# an action ends at the first `}}` outside its string literals (Go's lexer: `{{ "}}" }}` prints `}}`)
+_ACTION = re.compile(r"""\{\{(-\s)?((?:"(?:[^"\\]|\\.)*"|`[^`]*`|[^"`])*?)(\s-)?\}\}""", re.S)
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<str>"(?:[^"\\]|\\.)*")

@@ -143,7 +143,7 @@ config:
 actions:
   - name: show
     script:
-      - echo "tool {version} says {{{{word}}}} $(cat payload.txt)"
+      - echo "tool {version} says {{{{ .block.config.word }}}} $(cat payload.txt)"
 """
 
 
@@ -173,7 +173,7 @@ def test_version_upgrade_through_auto_install_and_no_silent_downgrade(registry, 
     root = consumer(tmp_path, f"{base}:1.0.0")
     result = run_cli("run", "tool", "show", "--blocks-auto-pull", cwd=root)
     assert result.returncode == 0, result.output
-    assert "tool 1.0.0 says" in result.stdout and "first" in result.stdout
+    assert "tool 1.0.0 says hi" in result.stdout and "first" in result.stdout
 
     write(root / "workspace.poly", (root / "workspace.poly").read_text().replace("1.0.0", "1.1.0"))
     refused = run_cli("run", "tool", "show", cwd=root)

@@ -44,3 +44,24 @@ def test_syntax_errors(source, fragment):
 def test_field_of_a_string_is_an_error():
     with pytest.raises(TemplateError, match="can't evaluate field 'x'"):
         render("{{ .block.config.db_name.x }}", DATA)
+
+
+@pytest.mark.parametrize("source,expected", [
+    ('docker inspect --format {{ "{{" }}.State.Status{{ "}}" }}', "docker inspect --format {{.State.Status}}"),
+    ("echo {{`{{ raw }}`}}", "echo {{ raw }}"),
+])
+def test_literal_braces_through_string_literals(source, expected):
+    assert render(source, DATA) == expected
+
+
+@pytest.mark.parametrize("source,fragment", [
+    ("echo {{ block.config.db_name }}", "not supported"),  # Jinja's spelling: `block` is Go's keyword
+    ("echo {{ config.db_name }}", 'function "config" not defined'),
+    ("echo {{ if lookup .a }}x{{ end }}", 'function "lookup" not defined'),
+])
+def test_check_refuses_what_gos_parser_refuses(source, fragment):
+    from polycrate.gotemplate import check
+
+    with pytest.raises(TemplateError, match=fragment):
+        check(source)
+    check("echo {{ .block.config.db_name | printf \"%q\" }} {{ if and .a (not .b) }}y{{ end }}")
