@@ -520,7 +520,7 @@ def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
     report = preflight.check(
         run.ws, preflight.step_targets(run.ws, [(p.block, p.action, p.allow_no_hosts) for p in chosen]),
         settings=False, secrets=run.secrets, zygote=run.zygote, runtime=run.options.runtime,
-        ansible=run.options.ansible,
+        ansible=run.options.ansible, display_env=run.options.display_env,
     )
     if not report.ok:
         first = report.errors[0]
