@@ -2,6 +2,7 @@
 the same results as cold processes, and a step whose Ansible configuration differs (its own ansible.cfg)
 gets that configuration, not the zygote's."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,65 @@ def test_the_zygote_is_gone_after_the_run(ws):
     run(ws, zygote=True)
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
     assert not [line for line in procs if "polycrate.runtime.zygote" in line]
+
+
+# The hosts pattern is templated by the preflight (before step 1) and again by the step: the lookup
+# records the command line of the process that templates it, nearest first.
+PATTERN_PLAY = r"""
+- hosts: "{{ lookup('ansible.builtin.pipe', record_cmd) }}"
+  connection: local
+  gather_facts: false
+  vars:
+    record_cmd: >-
+      tr '\0' ' ' < /proc/$PPID/cmdline >> {{ workspace.root }}/templated-by.txt; echo >> {{ workspace.root }}/templated-by.txt;
+      echo localhost
+  tasks:
+    - ansible.builtin.debug: {msg: templated}
+"""
+
+
+def test_the_preflight_forks_from_the_warm_process(ws):
+    # with the run's display environment (colour off: not a terminal) the preflight's Ansible
+    # configuration is the steps', so it is a warm child, not a cold ansible-playbook
+    write(ws / "blocks/a/go.yml", PATTERN_PLAY)
+    result = run_cli("workflows", "run", "three", "--step", "first", cwd=ws, env={"POLYCRATE_ZYGOTE": "1"})
+    assert result.returncode == 0, result.output
+    lines = [line for line in (ws / "templated-by.txt").read_text().splitlines() if line.strip()]
+    assert len(lines) >= 2  # the preflight's, then the step's
+    assert all("polycrate.runtime.zygote" in line for line in lines), lines
+    assert not any("--polycrate-preflight" in line for line in lines), lines
+
+
+MODULE_PLAY = r"""
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.command: "true"
+    - name: the AnsiballZ cache of this step's Ansible (the one ansible-local folder with a link to one)
+      ansible.builtin.shell: >-
+        for link in {{ lookup('ansible.builtin.env', 'ANSIBLE_LOCAL_TEMP') }}/*/ansiballz_cache; do
+        printf '%s\n' "$(readlink "$link")" "$(ls "$link" | grep -v lock | sort | tr '\n' ' ')"; done
+      register: cache
+    - ansible.builtin.shell: "printf '%s\\n' {{ (cache.stdout_lines | to_json) | quote }} >> {{ workspace.root }}/caches.jsonl"
+"""
+
+
+def test_module_payloads_are_shared_between_the_steps_of_one_block_only(ws, tmp_path):
+    for name in ("a", "b"):
+        write(ws / f"blocks/{name}/go.yml", MODULE_PLAY)
+    (ws / "blocks/b/ansible.cfg").unlink()  # block b forks warm too
+    local_temp = tmp_path / "ansible-tmp"
+    result = run_cli("workflows", "run", "three", cwd=ws,
+                     env={"POLYCRATE_ZYGOTE": "1", "ANSIBLE_LOCAL_TEMP": str(local_temp)})
+    assert result.returncode == 0, result.output
+    records = [json.loads(line) for line in (ws / "caches.jsonl").read_text().splitlines()]
+    assert [len(r) for r in records] == [2, 2, 2], records  # one linked cache per step
+    (first_dir, first), (second_dir, second), (third_dir, third) = records
+    assert "ansible.modules.command" in first  # built by step first, into the zygote's folder
+    assert first_dir == second_dir  # steps first and second (block a) use one cache
+    assert third_dir != first_dir  # block b's steps have their own: its library/ could differ
+    assert "ansible.modules.command" in third
+    # the shared caches lived in the zygote's temporary folder, which went with it
+    assert not Path(first_dir).exists() and not Path(third_dir).exists()
+    assert list(local_temp.iterdir()) == []
