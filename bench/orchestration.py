@@ -1,7 +1,12 @@
 """Benchmark 2: orchestration overhead. A three-step workflow of trivial local-connection plays,
 against (a) the bash chain of three `ansible-playbook` calls and (b) one `ansible-playbook` process
 running the three playbooks (the floor). Target: at most 0.6x the bash chain, with per-step results,
-history and status kept (checked after the timed runs)."""
+history and status kept (checked after the timed runs).
+
+Then the same workflow with plays that run modules (issue 19): each play runs `command: "true"` and
+`debug` over the local connection, so every step builds and runs an AnsiballZ module. Target: at most
+1.15x one `ansible-playbook` process running the three playbooks (the floor), with the ratio to the
+bash chain beside it."""
 from __future__ import annotations
 
 import json
@@ -14,11 +19,15 @@ from pathlib import Path
 from bench.common import ANSIBLE_PLAYBOOK, POLYCRATE, clean_env, interleave, median, run, summary
 
 TARGET = 0.6
+TARGET_MODULES = 1.15  # x one ansible-playbook process running the same three playbooks
 STEPS = ("one", "two", "three")
+DEBUG_PLAY = "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.debug: {{msg: \"step {s}\"}}\n"
+MODULE_PLAY = ("- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: \"true\"\n"
+               "    - ansible.builtin.debug: {{msg: \"step {s}\"}}\n")
 
 
-def make_workspace(root: Path) -> Path:
-    ws = root / "orchestration"
+def make_workspace(root: Path, play: str = DEBUG_PLAY, name: str = "orchestration") -> Path:
+    ws = root / name
     block = ws / "blocks" / "trivial"
     block.mkdir(parents=True)
     (ws / "workspace.poly").write_text(
@@ -33,32 +42,73 @@ def make_workspace(root: Path) -> Path:
         "name: trivial\nactions:\n" + "".join(f"  - {{name: {s}, type: ansible, playbook: {s}.yml}}\n" for s in STEPS)
     )
     for s in STEPS:
-        (block / f"{s}.yml").write_text(
-            "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
-            f"    - ansible.builtin.debug: {{msg: \"step {s}\"}}\n"
-        )
+        (block / f"{s}.yml").write_text(play.format(s=s))
     return ws
 
 
-def bench(runs: int = 10, log=print) -> dict:
+def bench(runs: int = 10, log=print, modules_runs: int | None = None) -> dict:
+    data = _bench_debug(runs, log)
+    data["modules"] = bench_modules(modules_runs or max(3, runs // 2), log)
+    return data
+
+
+def _variants(ws: Path, zygote_off: bool = True) -> tuple[dict, dict]:
+    block = ws / "blocks" / "trivial"
+    # plain Ansible gets what polycrate sets for its plays: the workspace inventory, no retry files,
+    # pipelining (irrelevant for the local connection)
+    plain = clean_env(ANSIBLE_INVENTORY=str(ws / "inventory.yml"), ANSIBLE_RETRY_FILES_ENABLED="false",
+                      ANSIBLE_PIPELINING="True")
+    ours = clean_env()
+    cold = clean_env(POLYCRATE_ZYGOTE="0")
+    chain = " && ".join(f"{ANSIBLE_PLAYBOOK} {s}.yml" for s in STEPS)
+    variants = {"polycrate workflows run": lambda: run([POLYCRATE, "workflows", "run", "three"], env=ours, cwd=ws)}
+    if zygote_off:
+        variants["polycrate, zygote off"] = lambda: run([POLYCRATE, "workflows", "run", "three"], env=cold, cwd=ws)
+    variants["bash chain of 3 ansible-playbook"] = lambda: run(chain, env=plain, cwd=block)
+    variants["one ansible-playbook, 3 playbooks"] = lambda: run([ANSIBLE_PLAYBOOK, *(f"{s}.yml" for s in STEPS)],
+                                                                env=plain, cwd=block)
+    return variants, ours
+
+
+def bench_modules(runs: int = 5, log=print) -> dict:
+    """Plays that run a module: against one ansible-playbook process (the floor) and the bash chain."""
+    tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-orch-modules-"))
+    try:
+        ws = make_workspace(tmp, MODULE_PLAY, "modules")
+        variants, ours = _variants(ws, zygote_off=False)
+        samples = interleave(variants, runs, warmup=1, log=log)
+        history = _history_kept(ws, ours, ok_count=2)
+        steps = _step_durations(ws, ours)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    floor = median(samples["one ansible-playbook, 3 playbooks"])
+    chain = median(samples["bash chain of 3 ansible-playbook"])
+    rows = []
+    for name, values in samples.items():
+        row = {"name": name, **summary(values), "ratio": round(median(values) / floor, 3),
+               "ratio_chain": round(median(values) / chain, 3)}
+        if name == "polycrate workflows run":
+            row.update(target=TARGET_MODULES, met=row["ratio"] <= TARGET_MODULES and history["ok"])
+        rows.append(row)
+    return {"baseline": {"name": "one ansible-playbook, 3 playbooks", **summary(samples["one ansible-playbook, 3 playbooks"])},
+            "rows": rows, "history": history, "step_durations": steps}
+
+
+def _step_durations(ws: Path, env: dict) -> list:
+    """The last timed run's steps as `runs show` records them (seconds)."""
+    out = subprocess.run([POLYCRATE, "runs", "show", "latest", "-o", "json"], cwd=ws, env=env,
+                         capture_output=True, text=True)
+    try:
+        return [(s["name"], s["duration"]) for s in json.loads(out.stdout)["steps"]]
+    except (ValueError, KeyError):
+        return []
+
+
+def _bench_debug(runs: int, log) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-orch-"))
     try:
         ws = make_workspace(tmp)
-        block = ws / "blocks" / "trivial"
-        # plain Ansible gets what polycrate sets for its plays: the workspace inventory, no retry files,
-        # pipelining (irrelevant for the local connection)
-        plain = clean_env(ANSIBLE_INVENTORY=str(ws / "inventory.yml"), ANSIBLE_RETRY_FILES_ENABLED="false",
-                          ANSIBLE_PIPELINING="True")
-        ours = clean_env()
-        cold = clean_env(POLYCRATE_ZYGOTE="0")
-        chain = " && ".join(f"{ANSIBLE_PLAYBOOK} {s}.yml" for s in STEPS)
-        variants = {
-            "polycrate workflows run": lambda: run([POLYCRATE, "workflows", "run", "three"], env=ours, cwd=ws),
-            "polycrate, zygote off": lambda: run([POLYCRATE, "workflows", "run", "three"], env=cold, cwd=ws),
-            "bash chain of 3 ansible-playbook": lambda: run(chain, env=plain, cwd=block),
-            "one ansible-playbook, 3 playbooks": lambda: run([ANSIBLE_PLAYBOOK, *(f"{s}.yml" for s in STEPS)],
-                                                            env=plain, cwd=block),
-        }
+        variants, ours = _variants(ws)
         samples = interleave(variants, runs, warmup=1, log=log)
         history = _history_kept(ws, ours)
     finally:
@@ -75,7 +125,7 @@ def bench(runs: int = 10, log=print) -> dict:
             "rows": rows, "history": history}
 
 
-def _history_kept(ws: Path, env: dict) -> dict:
+def _history_kept(ws: Path, env: dict, ok_count: int = 1) -> dict:
     """The last timed run is in the store: succeeded, every step with its status and per-host counts."""
     out = subprocess.run([POLYCRATE, "runs", "show", "latest", "-o", "json"], cwd=ws, env=env,
                          capture_output=True, text=True)
@@ -84,5 +134,5 @@ def _history_kept(ws: Path, env: dict) -> dict:
     except ValueError:
         return {"ok": False, "detail": out.stderr.strip()[-300:]}
     steps = [(s["name"], s["status"], (s.get("hosts") or {}).get("localhost", {}).get("ok")) for s in record["steps"]]
-    ok = record["status"] == "succeeded" and steps == [(s, "succeeded", 1) for s in STEPS]
+    ok = record["status"] == "succeeded" and steps == [(s, "succeeded", ok_count) for s in STEPS]
     return {"ok": ok, "run": record["id"], "steps": steps}
