@@ -60,7 +60,7 @@ def test_a_template_block_is_refused_alone_and_in_a_workflow_and_its_instance_ru
     in_workflow = cli("workflow", "run", "direct", "--force", cwd=root)
     assert_one_line_error(in_workflow, "workspace.poly:", "step 'two'", "is a template")
     assert not list(root.glob("installed-*.txt")), "a refused run ran something"
-    assert json.loads(cli("runs", "list", "-o", "json", cwd=root).stdout) == [], "a refused run was recorded"
+    assert json.loads(cli("runs", "list", "-o", "json", cwd=root).stdout)["runs"] == [], "a refused run was recorded"
     validate = cli("workspace", "validate", cwd=root)
     assert validate.returncode == 2 and "step 'two'" in validate.stderr and "is a template" in validate.stderr
 
