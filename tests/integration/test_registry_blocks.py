@@ -353,3 +353,41 @@ def test_inheritance_with_an_overridden_and_an_inherited_action(registry, tmp_pa
     result = run_cli("run", "child", "hello", cwd=root)
     assert result.returncode == 0, result.output
     assert (root / "hello.txt").read_text() == "good night acme from child\n"
+
+
+def test_workspace_update_installs_the_dependencies_from_the_registry(article_workspace, registry, env, tmp_path):
+    """Polycrate's `dependencies:` and `workspace update`, against the real loopback registry."""
+    digest = push_article(article_workspace, env)
+    root = tmp_path / "deps"
+    write(root / "workspace.poly", f"""
+        name: deps
+        dependencies:
+          - {ARTICLE_REF}
+        blocks:
+          - name: maintenance
+            from: {ARTICLE_REF}
+    """)
+    before = run_cli("block", "list", cwd=root, env=env)
+    assert_one_line_error(before, "workspace.poly:5", "matches no installed block")
+
+    update = run_cli("workspace", "update", cwd=root, env=env)
+    assert update.returncode == 0, update.output
+    assert f"pulled {ARTICLE_REF} {digest}" in update.stdout
+    listed = json.loads(run_cli("block", "list", "-o", "json", cwd=root, env=env).stdout)
+    assert [(b["name"], b["version"], b["origin"]) for b in listed] == [
+        ("maintenance", "0.1.0", "registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0")]
+    assert digest in (root / "blocks.lock").read_text()
+
+    # again: installed at the version it names, so nothing is fetched or written
+    installed = tree(root)
+    again = run_cli("workspace", "update", "-o", "json", cwd=root, env=env)
+    assert again.returncode == 0, again.output
+    assert [d["status"] for d in json.loads(again.stdout)] == ["up to date"]
+    assert tree(root) == installed
+
+    (root / "workspace.poly").write_text((root / "workspace.poly").read_text().replace(
+        f"  - {ARTICLE_REF}\n", "  - linux-maintenance\n"))
+    edited = tree(root)
+    assert_one_line_error(run_cli("workspace", "update", cwd=root, env=env), "workspace.poly:3",
+                          "not a registry reference")
+    assert tree(root) == edited

@@ -1,4 +1,4 @@
-"""`polycrate workspace init|inspect|validate|snapshot`"""
+"""`polycrate workspace init|inspect|validate|snapshot|update`"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +24,11 @@ def register(sub, shared) -> None:
     ):
         p = wsub.add_parser(name, parents=[shared], help=text)
         p.set_defaults(func=func)
+
+    p = wsub.add_parser("update", parents=[shared],
+                        help="install the blocks listed under `dependencies:` in workspace.poly")
+    p.add_argument("--update-lock", action="store_true", help="accept a digest that differs from the one in blocks.lock")
+    p.set_defaults(func=cmd_update)
 
     from polycrate.cli import workspace_secrets
 
@@ -114,4 +119,37 @@ def cmd_snapshot(args) -> int:
         emit_json(data)
     else:
         print(yaml.safe_dump(data, sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_update(args) -> int:
+    """`dependencies:` installed from their registries, as Polycrate's `workspace update`: each reference
+    that is not installed at its version is pulled (atomically, verified, pinned in blocks.lock); one
+    installed at the version it names is left alone. workspace.poly alone is read: the workspace need not
+    load yet (its entries may use the very blocks this installs)."""
+    from polycrate.registry import parse_reference, pull_block, transport_settings
+    from polycrate.schema import block_version, read_workspace_file
+    from polycrate.workspace import BLOCKS_DIR, find_root
+
+    root = find_root(args.workspace, explicit=args.workspace is not None)
+    document = read_workspace_file(root)
+    transport = transport_settings(document.registries)
+    done = []
+    for dependency in document.dependencies:
+        reference = parse_reference(dependency)
+        installed = root / BLOCKS_DIR / reference.path / "block.poly"
+        if reference.tag and installed.is_file() and block_version(installed) == reference.tag:
+            done.append({"reference": dependency, "status": "up to date", "path": f"{BLOCKS_DIR}/{reference.path}"})
+            if args.output != "json":
+                print(f"{dependency}: up to date in {BLOCKS_DIR}/{reference.path}")
+            continue
+        result = pull_block(root, reference, transport, update_lock=args.update_lock)
+        done.append({"reference": str(result.reference), "status": "pulled", "digest": result.digest,
+                     "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version})
+        if args.output != "json":
+            print(result.describe())
+    if args.output == "json":
+        emit_json(done)
+    elif not document.dependencies:
+        print("no dependencies in workspace.poly: nothing to install")
     return 0
