@@ -82,6 +82,8 @@ def test_labels_and_kind_in_list_and_inspect(tmp_path):
     row = next(line for line in listed.stdout.splitlines() if line.startswith("db1 "))
     assert "k8sappinstance" in row and "tier=production" in row
     assert "template" in next(line for line in listed.stdout.splitlines() if line.startswith("postgres-base "))
+    inspected = run_cli_inprocess("workspace", "inspect", cwd=root).stdout
+    assert "labels:       team=ops" in inspected, inspected
     snap = json.loads(run_cli_inprocess("workspace", "snapshot", "-o", "json", cwd=root).stdout)["workspace"]
     assert snap["labels"] == {"team": "ops"}
     db1 = next(b for b in snap["blocks"] if b["name"] == "db1")

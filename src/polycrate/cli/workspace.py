@@ -73,6 +73,8 @@ def cmd_inspect(args) -> int:
         "description": ws.description,
         "root": str(ws.root),
         "inventory": str(ws.inventory) if ws.inventory.is_file() else None,
+        "labels": dict(ws.labels),
+        "dependencies": list(ws.dependencies),
         "blocks": {b.name: b.version for b in ws.blocks.values()},
         "workflows": list(ws.workflows),
     }
@@ -81,7 +83,8 @@ def cmd_inspect(args) -> int:
     else:
         for key, value in data.items():
             if isinstance(value, dict):
-                value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+                sep = "=" if key == "labels" else " "
+                value = ", ".join(f"{k}{sep}{v}" for k, v in value.items()) or "-"
             elif isinstance(value, list):
                 value = ", ".join(value) or "-"
             print(f"{key + ':':<14}{value or '-'}")
