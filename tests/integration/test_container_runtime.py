@@ -98,6 +98,7 @@ actions:
       - echo "cwd=$(pwd)"
       - echo "workspace=$POLYCRATE_WORKSPACE block_path=$POLYCRATE_BLOCK_PATH action=$POLYCRATE_ACTION"
       - echo "inventory=${ANSIBLE_INVENTORY:-none}"
+      - echo "templated={{ .block.path }} {{ .block.config.greeting }}"
       - python3 -c "import yaml,os; d=yaml.safe_load(open(os.environ['POLYCRATE_WORKSPACE_SNAPSHOT_YAML'])); print('snapshot', d['workspace']['root'], d['block']['path'], d['block']['config']['greeting'])"
       - test -f "$POLYCRATE_WORKSPACE/workspace.poly" && echo "workspace.poly is there"
   - name: fail
@@ -173,12 +174,14 @@ def test_script_action_sees_container_paths_and_fails_cleanly(podman, fleet, tmp
     assert "cwd=/workspace/blocks/probe" in result.stdout
     assert "workspace=/workspace block_path=/workspace/blocks/probe action=show" in result.stdout
     assert "inventory=/workspace/inventory.yml" in result.stdout
+    assert "templated=/workspace/blocks/probe hello" in result.stdout  # Go templates over container paths
     assert "snapshot /workspace /workspace/blocks/probe hello" in result.stdout
     assert "workspace.poly is there" in result.stdout
 
     local = run_cli("run", "probe", "show", "--runtime", "local", cwd=root)
     assert local.returncode == 0, local.output
     assert f"cwd={root}/blocks/probe" in local.stdout
+    assert f"templated={root}/blocks/probe hello" in local.stdout
 
     failed = run_cli("run", "probe", "fail", cwd=root)
     assert failed.returncode == 1, failed.output

@@ -155,6 +155,14 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> Contai
         folders[str(Path(events).parent)] = EVENTS_MOUNT
     paths = PathMap(folders)
     _rewrite_private_files(private, paths)
+    if request.action.type == "script" and any("{{" in line for line in request.action.script):
+        # its Go templates filled in with the paths as the container sees them (the snapshot's, above)
+        from dataclasses import replace
+
+        from polycrate.runtime.script import rendered_script, script_text, snapshot_data
+
+        lines = rendered_script(replace(request, script=None), paths.data(snapshot_data(request)))
+        (private / "action.sh").write_text(script_text(lines), encoding="utf-8")
 
     # the action's environment: what the builders set (it differs from ours) and the POLYCRATE_/ANSIBLE_ settings
     inner = {
