@@ -506,8 +506,10 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
     result: list[str] = []
     for item, line in zip(items, lines):
         if not isinstance(item, str) or not item.strip() or has_control(item):
+            hint = (" (a trailing ':' makes YAML read a mapping: write the version)"
+                    if isinstance(item, dict) and len(item) == 1 and None in item.values() else "")
             raise ConfigError("each of 'dependencies' is a block reference such as "
-                              "registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0", path, line)
+                              f"registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0{hint}", path, line)
         item = item.strip()
         check_reference(item, "dependencies", path, line)
         if not is_registry_reference(item):
