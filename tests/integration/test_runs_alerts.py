@@ -83,10 +83,8 @@ webhooks:
 def test_dead_webhook_does_not_fail_the_run(tmp_path):
     dead = free_port()  # nothing listens here
     ws = make_workspace(tmp_path / "ws", f"webhooks:\n  - url: http://127.0.0.1:{dead}/hook\n    on: [success, failure]\n")
-    started = time.monotonic()
-    ok = run_cli("workflows", "run", "green", cwd=ws)
+    ok = run_cli("workflows", "run", "green", cwd=ws)  # run_cli's own timeout guards against a hang
     assert ok.returncode == 0, ok.output
-    assert time.monotonic() - started < 60
     assert f"webhook http://127.0.0.1:{dead}/hook failed" in ok.stdout
     run = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
     assert run["status"] == "succeeded"

@@ -96,12 +96,9 @@ def test_sigterm_stops_a_long_play_and_records_interrupted(ws):
     proc = start_cli("workflows", "run", "long", cwd=ws)
     wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
     assert processes_with(str(ws)), "the play should be running"
-    sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(60)
-    elapsed = time.monotonic() - sent
+    code = proc.wait(60)  # a hang guard, not a timing assertion: the play would sleep far longer
     assert code == 130
-    assert elapsed < 15, f"took {elapsed:.1f}s to stop"
     assert processes_with(str(ws)) == []  # ansible, its workers and the sleep: all gone
     run = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
     assert run["status"] == "interrupted" and run["exit_code"] == 130
