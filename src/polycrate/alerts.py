@@ -11,14 +11,15 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable
 
-from polycrate.model import Webhook
+from polycrate.model import Notification, Webhook
 from polycrate.states import RunKind, RunState
 
 TIMEOUT_SECONDS = 5.0
 
 
-def wanted(hook: Webhook, payload: dict[str, Any]) -> bool:
-    """`failure`: a failed or interrupted run. `success`: a succeeded action run, or a workflow
+def wanted(hook: Webhook | Notification, payload: dict[str, Any]) -> bool:
+    """Whether a webhook or a notification (channels.py) wants this run, by its `on:`.
+    `failure`: a failed or interrupted run. `success`: a succeeded action run, or a workflow
     success (polycrate.success: a --step or check-mode run of a workflow is none)."""
     if payload.get("status") != RunState.SUCCEEDED:
         return "failure" in hook.on

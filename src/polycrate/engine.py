@@ -5,7 +5,7 @@ in the store; for each step: resolve block+action, run it through the runtime
 (timeout, retries), record status, duration, per-host counts and the log; stop or
 go on; run ``on_failure`` steps after a failure; finish the record; then the
 after-run work that must never change the run's result: retention, metrics,
-webhooks.
+webhooks and notifications (mail, chat).
 
 The engine never prints: it reports through a ``Reporter`` that the CLI supplies.
 Every line, message and notice passes through one masking function (``_Run.mask``)
@@ -495,12 +495,21 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
     except Exception as exc:  # the record is read back for output; the run's result stands
         run.notice(f"run store: could not read the finished run back: {exc}")
     result.workspace = run.ws.name
-    if settings.webhooks and result.record is not None:
-        from polycrate import alerts, contract
+    if (settings.webhooks or settings.notifications) and result.record is not None:
+        from polycrate import contract
 
         body = run.masker.mask_data(contract.webhook_body(result.record, run.ws.name))
-        alerts.send_all(settings.webhooks, body, run.notice)
-        try:  # with the webhooks' notices
+        if settings.webhooks:
+            from polycrate import alerts
+
+            alerts.send_all(settings.webhooks, body, run.notice)
+        if settings.notifications:  # mail and chat, built from the same body
+            from polycrate import channels
+
+            poly = run.secrets.poly if run.secrets is not None else None
+            secrets = channels.Secrets(poly.config if poly is not None else None, run.masker)
+            channels.send_all(settings.notifications, body, run.notice, secrets)
+        try:  # with the webhooks' and notifications' notices
             result.record = store.get_run(run.run_id)
         except Exception:
             pass

@@ -170,12 +170,52 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """Where a channel's secret comes from: `{secret: PATH}` (a dotted path into secrets.poly's
+    `config:`) or `{env: NAME}` (an environment variable of the polycrate process). Never a literal."""
+
+    source: str  # "secret" | "env"
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source} '{self.name}'"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One mail or chat channel of `notifications:` (alerts.py sends, channels.py formats)."""
+
+    name: str
+    type: str  # "email" | "slack" | "mattermost" | "teams" | "matrix"
+    on: tuple[str, ...] = ("failure",)
+    timeout: float = 10.0
+    line: int | None = None
+    # slack, mattermost, teams: the incoming-webhook URL (it carries the token)
+    url: SecretRef | None = None
+    # email
+    host: str | None = None
+    port: int | None = None
+    security: str = "starttls"  # "starttls" | "tls" (SMTPS) | "none" (no login then)
+    username: str | None = None
+    password: SecretRef | None = None
+    sender: str | None = None
+    to: tuple[str, ...] = ()
+    ca_file: str | None = None  # trust this CA (or self-signed certificate) instead of the system's
+    # matrix
+    homeserver: str | None = None
+    room: str | None = None
+    token: SecretRef | None = None
+
+
+@dataclass(frozen=True)
 class RunSettings:
-    """Workspace-level settings of the run store, alerts and metrics (`history:`, `webhooks:`, `metrics:`)."""
+    """Workspace-level settings of the run store, alerts and metrics (`history:`, `webhooks:`,
+    `notifications:`, `metrics:`)."""
 
     keep_runs: int | None = None
     keep_days: float | None = None
     webhooks: tuple[Webhook, ...] = ()
+    notifications: tuple[Notification, ...] = ()
     metrics_path: str | None = None  # relative to the workspace root unless absolute
     metrics_enabled: bool = True
 

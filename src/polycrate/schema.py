@@ -7,7 +7,7 @@ Every section is checked here, next to where it is declared, and every error is 
 
 * workspace.poly (``read_workspace_file``): name, ``blocks`` entries, ``workflows`` with
   their steps, prompts and ``schedule``, ``config`` with its toolchain keys (``runtime``,
-  ``engine``, ``image``), ``registries``, ``encryption``, ``webhooks``, ``history``, ``metrics``;
+  ``engine``, ``image``), ``registries``, ``encryption``, ``webhooks``, ``notifications``, ``history``, ``metrics``;
 * block.poly (``read_block_file``): name, version, config, actions;
 * secrets.poly (``parse_secrets``): ``config`` and ``blocks: [{name, config}]``.
 
@@ -36,6 +36,8 @@ from polycrate.model import (
     RunSettings,
     Schedule,
     Step,
+    Notification,
+    SecretRef,
     Toolchain,
     Webhook,
     Workflow,
@@ -411,32 +413,170 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
 WEBHOOK_EVENTS = ("success", "failure")
 
 
+def _on_events(item: dict, what: str, path: Path) -> tuple[str, ...]:
+    """`on: failure`, `on: [success, failure]` (default: failure) of a webhook or a notification."""
+    if True in item:  # YAML 1.1 reads a bare `on:` key as the boolean true
+        if isinstance(item, LineMap):
+            item.key_lines.setdefault("on", item.line_of(True))  # type: ignore[arg-type]
+        item["on"] = item.pop(True)
+    on = item.get("on", ["failure"])
+    if isinstance(on, str):
+        on = [on]
+    on = _expect_list(on, f"{what} 'on'", path, _line(item, "on"))
+    for event in on:
+        if event not in WEBHOOK_EVENTS:
+            raise ConfigError(f"{what} 'on' takes {' and '.join(WEBHOOK_EVENTS)}, not {event!r}", path,
+                              _line(item, "on"))
+    return tuple(on)
+
+
+NOTIFICATION_TYPES = ("email", "slack", "mattermost", "teams", "matrix")
+CHAT_WEBHOOK_TYPES = ("slack", "mattermost", "teams")
+SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}  # and the default port of each
+NOTIFICATION_KEYS = {
+    "email": {"host", "port", "security", "username", "password", "from", "to", "ca_file"},
+    "slack": {"url"}, "mattermost": {"url"}, "teams": {"url"},
+    "matrix": {"homeserver", "room", "token"},
+}
+MAX_NOTIFY_TIMEOUT = 300
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ADDRESS_RE = re.compile(r"^[^\s@<>,;\"]+@[^\s@<>,;\"]+$")
+
+
+def parse_secret_ref(item: dict, key: str, what: str, path: Path, required: bool = True) -> SecretRef | None:
+    """`{secret: PATH}` (PATH: a dotted key under `config:` of secrets.poly) or `{env: NAME}`; a secret
+    written as a value in workspace.poly, a committed file, is refused."""
+    value = item.get(key)
+    line = _line(item, key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{what}: missing required key '{key}' ({key}: {{secret: PATH}} or {{env: NAME}})",
+                              path, _line(item))
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what}: '{key}' is a secret and workspace.poly is committed: write "
+                          f"{key}: {{secret: PATH}} (a key under config: in secrets.poly) or {key}: {{env: NAME}}, "
+                          "not the value", path, line)
+    if len(value) != 1 or next(iter(value)) not in ("secret", "env"):
+        raise ConfigError(f"{what}: '{key}' takes one of {{secret: PATH}} or {{env: NAME}}", path, line)
+    source, name = next(iter(value.items()))
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{what}: '{key}': {source} needs a name", path, line)
+    name = name.strip()
+    if source == "env" and not _ENV_RE.match(name):
+        raise ConfigError(f"{what}: '{key}': {name!r} is not an environment variable name", path, line)
+    if source == "secret" and any(not part for part in name.split(".")):
+        raise ConfigError(f"{what}: '{key}': {name!r} is not a dotted key path such as notify.smtp_password",
+                          path, line)
+    return SecretRef(source, name)
+
+
+def _http_url(item: dict, key: str, what: str, path: Path) -> str:
+    url = _string(item, key, path, required=True).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0 or has_control(url):
+        raise ConfigError(f"{what}: '{key}' must be an http:// or https:// URL, not {url!r}", path, _line(item, key))
+    return url
+
+
+def parse_notification(raw: Any, path: Path) -> Notification:
+    """One entry of `notifications:` (see the README's alerts section for each type's keys)."""
+    item = _expect_map(raw, "a notification", path, _line(raw))
+    name = validate_name(item.get("name"), "notification", path, _line(item, "name"))
+    what = f"notification '{name}'"
+    kind = item.get("type")
+    if kind not in NOTIFICATION_TYPES:
+        raise ConfigError(f"{what}: 'type' must be one of {', '.join(NOTIFICATION_TYPES)}, not {kind!r}", path,
+                          _line(item, "type") or _line(item))
+    on = _on_events(item, what, path)
+    _check_keys(item, {"name", "type", "on", "timeout"} | NOTIFICATION_KEYS[kind], f"{what} (type {kind})", path)
+    timeout = _number(item, "timeout", path, positive=True)
+    if timeout is not None and timeout > MAX_NOTIFY_TIMEOUT:
+        raise ConfigError(f"{what}: 'timeout' is at most {MAX_NOTIFY_TIMEOUT} seconds: a notification delays the "
+                          "end of its run", path, _line(item, "timeout"))
+    fields: dict[str, Any] = {"name": name, "type": kind, "on": on, "line": _line(item)}
+    if timeout is not None:
+        fields["timeout"] = float(timeout)
+    if kind in CHAT_WEBHOOK_TYPES:
+        fields["url"] = parse_secret_ref(item, "url", what, path)
+    elif kind == "matrix":
+        fields["homeserver"] = _http_url(item, "homeserver", what, path)
+        room = _string(item, "room", path, required=True).strip()
+        if room.startswith("#"):
+            raise ConfigError(f"{what}: 'room' needs the room's ID (!...:server, in Element under Room settings, "
+                              f"Advanced), not its alias {room!r}", path, _line(item, "room"))
+        if not room.startswith("!") or ":" not in room or has_control(room) or " " in room:
+            raise ConfigError(f"{what}: 'room' must be a Matrix room ID such as !abcdef:example.org, not {room!r}",
+                              path, _line(item, "room"))
+        fields["room"] = room
+        fields["token"] = parse_secret_ref(item, "token", what, path)
+    else:
+        fields.update(_email_fields(item, what, path))
+    return Notification(**fields)
+
+
+def _email_fields(item: dict, what: str, path: Path) -> dict[str, Any]:
+    host = _string(item, "host", path, required=True).strip()
+    if not host or "/" in host or " " in host or has_control(host):
+        raise ConfigError(f"{what}: 'host' must be the SMTP server's host name or address, not {host!r}", path,
+                          _line(item, "host"))
+    security = _string(item, "security", path, default="starttls")
+    if security not in SMTP_SECURITY:
+        raise ConfigError(f"{what}: 'security' must be one of {', '.join(SMTP_SECURITY)}, not {security!r}", path,
+                          _line(item, "security"))
+    port = item.get("port", SMTP_SECURITY[security])
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{what}: 'port' must be a port number 1-65535, not {port!r}", path, _line(item, "port"))
+    username = _string(item, "username", path) or None
+    password = parse_secret_ref(item, "password", what, path, required=False)
+    if password is not None and username is None:
+        raise ConfigError(f"{what}: 'password' needs 'username'", path, _line(item, "password"))
+    if username is not None and password is None:
+        raise ConfigError(f"{what}: 'username' needs 'password' ({{secret: PATH}} or {{env: NAME}})", path,
+                          _line(item, "username"))
+    if username is not None and security == "none":
+        raise ConfigError(f"{what}: a login with security: none would send the password unencrypted: use "
+                          "security: starttls (port 587) or tls (port 465)", path, _line(item, "security")
+                          or _line(item, "username"))
+
+    def address(value: Any, key: str) -> str:
+        if not isinstance(value, str) or not _ADDRESS_RE.match(value.strip()):
+            raise ConfigError(f"{what}: '{key}' must be a mail address such as ops@example.com, not {value!r}",
+                              path, _line(item, key))
+        return value.strip()
+
+    sender = address(item.get("from"), "from")
+    to = item.get("to")
+    if isinstance(to, str):
+        to = [to]
+    to = _expect_list(to, f"{what}: 'to'", path, _line(item, "to"))
+    if not to:
+        raise ConfigError(f"{what}: 'to' needs at least one mail address", path, _line(item, "to") or _line(item))
+    ca_file = _string(item, "ca_file", path) or None
+    if ca_file is not None:
+        ca_file = str((path.parent / ca_file) if not ca_file.startswith("/") else Path(ca_file))
+    return {"host": host, "port": port, "security": security, "username": username, "password": password,
+            "sender": sender, "to": tuple(address(x, "to") for x in to), "ca_file": ca_file}
+
+
 def parse_run_settings(raw: dict, path: Path) -> RunSettings:
-    """`history: {keep_runs, keep_days}`, `webhooks: [{url, headers, on}]`, `metrics: {path, enabled}`."""
+    """`history: {keep_runs, keep_days}`, `webhooks: [{url, headers, on}]`, `notifications: [{name, type,
+    on, ...}]`, `metrics: {path, enabled}`."""
     history = _expect_map(raw.get("history"), "history", path, _line(raw, "history"))
     _check_keys(history, {"keep_runs", "keep_days"}, "history", path)
     webhooks = []
     for item in _expect_list(raw.get("webhooks"), "webhooks", path, _line(raw, "webhooks")):
         hook = _expect_map(item, "a webhook", path, _line(raw, "webhooks"))
-        if True in hook:  # YAML 1.1 reads a bare `on:` key as the boolean true
-            if isinstance(hook, LineMap):
-                hook.key_lines.setdefault("on", hook.line_of(True))  # type: ignore[arg-type]
-            hook["on"] = hook.pop(True)
+        on = _on_events(hook, "webhook", path)
         _check_keys(hook, {"name", "url", "headers", "on"}, "webhook", path)
         url = _string(hook, "url", path, required=True)
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://: {url!r}", path, _line(hook, "url"))
         headers = _expect_map(hook.get("headers"), "webhook headers", path, _line(hook, "headers"))
-        on = hook.get("on", ["failure"])
-        if isinstance(on, str):
-            on = [on]
-        on = _expect_list(on, "webhook 'on'", path, _line(hook, "on"))
-        for event in on:
-            if event not in WEBHOOK_EVENTS:
-                raise ConfigError(
-                    f"webhook 'on' takes {' and '.join(WEBHOOK_EVENTS)}, not {event!r}", path, _line(hook, "on")
-                )
-        webhooks.append(Webhook(url, tuple((str(k), str(v)) for k, v in headers.items()), tuple(on)))
+        webhooks.append(Webhook(url, tuple((str(k), str(v)) for k, v in headers.items()), on))
+    notifications = _named_items(
+        _expect_list(raw.get("notifications"), "notifications", path, _line(raw, "notifications")),
+        parse_notification, "notification", path,
+    )
     metrics = _expect_map(raw.get("metrics"), "metrics", path, _line(raw, "metrics"))
     _check_keys(metrics, {"path", "enabled"}, "metrics", path)
     enabled = metrics.get("enabled", True)
@@ -446,6 +586,7 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
         keep_runs=_number(history, "keep_runs", path, integer=True, positive=True),
         keep_days=_number(history, "keep_days", path, positive=True),
         webhooks=tuple(webhooks),
+        notifications=tuple(notifications.values()),
         metrics_path=_string(metrics, "path", path) or None,
         metrics_enabled=enabled,
     )
@@ -460,6 +601,7 @@ WORKSPACE_KEYS = {
     "config",
     "encryption",
     "webhooks",
+    "notifications",  # mail and chat channels, see parse_notification
     "history",
     "metrics",
     "version",

@@ -49,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from polycrate.cli import (actions, blocks, completion, registry, run, runs, schedules, serve, toolchain, workflows,
+    from polycrate.cli import (actions, blocks, completion, notify, registry, run, runs, schedules, serve, toolchain, workflows,
                                workspace)
 
     parser = _Parser(
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     shared = common_options()
     from polycrate.cli import gitcmd, kubectl, lifecycle, sshcmd, tools  # the real Polycrate's other commands
 
-    for module in (run, workflows, actions, blocks, workspace, schedules, runs, registry, toolchain, serve,
+    for module in (run, workflows, actions, blocks, workspace, schedules, runs, notify, registry, toolchain, serve,
                    lifecycle, sshcmd, gitcmd, kubectl, tools, completion):
         module.register(sub, shared)
     return parser
