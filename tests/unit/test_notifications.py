@@ -2,7 +2,7 @@
 (channels.py, pure). Delivery to real SMTP and HTTP servers: tests/integration/test_notifications.py."""
 import pytest
 
-from polycrate import channels
+from polycrate import channels, contract
 from polycrate.errors import ConfigError
 from polycrate.masking import Masker
 from polycrate.model import SecretRef
@@ -79,20 +79,20 @@ def test_secrets_come_from_secrets_poly_or_the_environment_and_join_the_masker()
             secrets.get(ref)
 
 
-PAYLOAD = {"event": "polycrate.run.finished", "run_id": "20261201-192314-b5da7f", "workspace": "prod",
-           "kind": "workflow", "workflow": "nightly", "action": None, "status": "failed", "exit_code": 1,
-           "check": False, "started": 1764617000.0, "ended": 1764617042.5, "duration": 42.5,
-           "failed_step": "update", "failed_task": "apt upgrade", "failed_host": "db1",
-           "message": "dpkg was interrupted <fix> & retry", "resumed_from": None, "host": "ops1", "user": "root",
-           "steps": [{"name": "backup", "status": "succeeded", "duration": 30.2},
-                     {"name": "update", "status": "failed", "duration": 12.3}]}
+RECORD = {"id": "20261201-192314-b5da7f", "kind": "workflow", "name": "nightly", "workflow": "nightly",
+          "status": "failed", "exit_code": 1, "started": 1764617000.0, "ended": 1764617042.5, "duration": 42.5,
+          "failed_step": "update", "failed_task": "apt upgrade", "failed_host": "db1",
+          "message": "dpkg was interrupted <fix> & retry", "host": "ops1", "user": "root",
+          "steps": [{"position": 1, "name": "backup", "status": "succeeded", "duration": 30.2},
+                    {"position": 2, "name": "update", "status": "failed", "duration": 12.3}]}
+PAYLOAD = contract.webhook_body(RECORD, "prod")  # the body every webhook gets: messages are built from it
 
 
 def test_the_message_of_a_failed_run_in_each_format():
     message = channels.render(PAYLOAD)
     assert message.title == "polycrate prod: workflow nightly failed" and message.ok is False
     text = message.text()
-    assert "status:      failed (exit 1)" in text and "started:     2025-12-01T19:23:20Z" in text
+    assert "status:      failed (exit 1)" in text and "started:     2025-12-01T19:23:20.000Z" in text
     assert "  update  failed     12.3s" in text
     assert "polycrate workflows run nightly --resume" in text and "ran on:      root@ops1" in text
 
@@ -108,15 +108,16 @@ def test_the_message_of_a_failed_run_in_each_format():
     assert matrix["body"] == text and "dpkg was interrupted &lt;fix&gt; &amp; retry" in matrix["formatted_body"]
     assert "<fix>" not in matrix["formatted_body"]
 
-    ok = channels.render({**PAYLOAD, "status": "succeeded", "exit_code": 0, "failed_step": None,
-                          "failed_task": None, "failed_host": None, "message": None})
+    ok = channels.render(contract.webhook_body({**RECORD, "status": "succeeded", "exit_code": 0, "failed_step": None,
+                                                "failed_task": None, "failed_host": None, "message": None}, "prod"))
     assert ok.ok and ok.color == channels.GOOD and "--resume" not in ok.text()
     assert ("status", "succeeded") in ok.facts
 
 
-def test_iso_timestamps_in_the_payload_are_shown_as_they_are():
-    message = channels.render({**PAYLOAD, "started": "2026-12-01T19:23:14Z"})
-    assert ("started", "2026-12-01T19:23:14Z") in message.facts
+def test_an_action_run_is_named_by_its_block_and_action():
+    message = channels.render(contract.webhook_body({**RECORD, "kind": "action", "name": "db backup",
+                                                     "workflow": None, "block": "db", "action": "backup"}, "prod"))
+    assert message.title == "polycrate prod: action db backup failed" and "--resume" not in message.text()
 
 
 def test_the_readme_example_is_valid_config(tmp_path):
