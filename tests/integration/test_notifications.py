@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import free_port, write
+from tests.helpers import free_port, validate_document, write
 from tests.integration.notify_servers import HttpRecorder, SilentServer, SmtpServer
 
 DB_PASSWORD = "Corr3ct-Horse-Battery-5taple"  # secrets.poly; the failing task prints it
@@ -234,7 +234,7 @@ def test_chat_channels_receive_their_formats_with_the_secret_masked(tmp_path):
         txns = {r["path"].rsplit("/", 1)[1] for r in matrix}
         assert len(txns) == 2  # each PUT has its own transaction id (a repeated one would be deduplicated)
 
-        warnings = [line.removeprefix("polycrate: ") for line in failed.output.splitlines() if "notification '" in line]
+        warnings = [n["text"] for n in json.loads(failed.stdout)["notices"]]  # the run's JSON carries them
         assert warnings == ["warning: notification 'matrix-bad-token' (matrix) failed: the server answered HTTP 401 "
                             "(M_UNKNOWN_TOKEN: Invalid access token passed.); the run's result stands"]
         for secret in (MATRIX_TOKEN, "XyZsecretHookToken", "mmtoken123", DB_PASSWORD):
@@ -250,6 +250,10 @@ def test_chat_channels_receive_their_formats_with_the_secret_masked(tmp_path):
                                "answered HTTP 401 (M_UNKNOWN_TOKEN: Invalid access token passed.)\n")
         assert len(server.requests) == 6
         assert all("test message" in r["raw"] for r in server.requests)
+        doc = validate_document(json.loads(run_cli("notify", "test", "slack", "matrix-bad-token", "-o", "json",
+                                                   cwd=ws, env=env).stdout), "notify-test")
+        assert [(c["name"], c["sent"]) for c in doc["channels"]] == [("slack", True), ("matrix-bad-token", False)]
+        assert doc["channels"][1]["error"].startswith("the server answered HTTP 401")
     finally:
         server.stop()
 
