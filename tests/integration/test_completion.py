@@ -98,3 +98,13 @@ def test_other_shells_scripts_parse(scripts, shell):
         pytest.skip(f"{shell} is not installed on this machine (Debian package {shell}); its script is not checked")
     proc = subprocess.run([shell, "-n", str(scripts[shell])], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fish_completes_a_workflow_name(scripts, ws):
+    """fish's own `complete -C` asks the sourced script for the candidates of a command line."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HOME=str(ws))
+    proc = subprocess.run(["fish", "--no-config", "-c", f"source {scripts['fish']}; complete -C 'polycrate workflows run '"],
+                          cwd=ws, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    offered = [line.split("\t")[0] for line in proc.stdout.splitlines()]
+    assert "nightly-maintenance" in offered, proc.stdout
