@@ -108,13 +108,16 @@ class Report:
 
 
 def workspace_targets(ws: Workspace) -> list[Target]:
-    """Every action of every block; an action allows no hosts when every step running it says so."""
+    """Every action of every block but templates (they never run; their instances are checked with their
+    own config); an action allows no hosts when every step running it says so."""
     steps: dict[tuple[str, str], list[bool]] = {}
     for workflow in ws.workflows.values():
         for step in (*workflow.steps, *workflow.on_failure):
             steps.setdefault((step.block, step.action), []).append(step.allow_no_hosts)
     targets = []
     for block in ws.blocks.values():
+        if block.template:
+            continue
         for action in block.actions.values():
             flags = steps.get((block.name, action.name), [])
             targets.append(Target(block, action, bool(flags) and all(flags)))

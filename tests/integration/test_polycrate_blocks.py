@@ -63,10 +63,20 @@ def test_a_template_block_is_refused_alone_and_in_a_workflow_and_its_instance_ru
     assert json.loads(cli("runs", "list", "-o", "json", cwd=root).stdout)["runs"] == [], "a refused run was recorded"
     validate = cli("workspace", "validate", cwd=root)
     assert validate.returncode == 2 and "step 'two'" in validate.stderr and "is a template" in validate.stderr
+    # without that step the workspace is valid: a template's own actions are not checked (its config may be
+    # incomplete; each instance is checked with its own): this template's script needs `owner`, db1 has it
+    (root / "workspace.poly").write_text((root / "workspace.poly").read_text()
+                                         .replace("      - {name: two, block: postgres-base, action: install}\n", "")
+                                         .replace("      db_name: orders\n", "      db_name: orders\n      owner: {name: alice}\n"))
+    block = root / "blocks" / "postgres-base" / "block.poly"
+    block.write_text(block.read_text() + '          - echo "owner {{ .block.config.owner.name }}"\n'.removeprefix("    "))
+    valid = cli("workspace", "validate", cwd=root)
+    assert valid.returncode == 0, valid.output
 
     instance = cli("run", "db1", "install", cwd=root)
     assert instance.returncode == 0, instance.output
     assert (root / "installed-db1.txt").read_text() == "orders\n"
+    assert "owner alice" in instance.stdout.splitlines()
 
 
 def test_labels_and_kind_in_list_and_inspect(tmp_path):
