@@ -229,3 +229,22 @@ def test_version_and_init(tmp_path):
     assert run_cli("workspace", "validate", cwd=target).returncode == 0
     again = run_cli("workspace", "init", str(target))
     assert_one_line_error(again, "already exists")
+
+
+def test_a_failed_command_says_its_return_code_and_output(tmp_path):
+    """The command modules' own msg is only "non-zero return code": the summary adds the code, and the
+    command's last stdout line when it printed nothing on stderr."""
+    write(tmp_path / "workspace.poly", "name: rc\nconfig: {runtime: local}\n")
+    write(tmp_path / "blocks/c/block.poly", "name: c\nactions:\n  - {name: check, playbook: check.yml}\n")
+    write(tmp_path / "blocks/c/check.yml", """
+        - hosts: localhost
+          connection: local
+          gather_facts: false
+          tasks:
+            - name: Check the disk
+              ansible.builtin.command: sh -c 'echo disk 97% full; exit 3'
+        """)
+    result = run_cli("run", "c", "check", cwd=tmp_path)
+    assert result.returncode == 1, result.output
+    assert "failed: step check, task 'Check the disk' on localhost" in result.stdout
+    assert "\n  non-zero return code 3\n  disk 97% full\n" in result.stdout, result.stdout

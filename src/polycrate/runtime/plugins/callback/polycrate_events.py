@@ -67,8 +67,14 @@ def _message(result) -> str:
                 if isinstance(item.get("msg"), str):
                     parts.append(item["msg"])
                     break
-    if not parts and data.get("rc") not in (None, 0):
-        parts.append(f"non-zero return code {data.get('rc')}")
+    rc = data.get("rc")
+    if rc not in (None, 0):
+        if not parts:
+            parts.append(f"non-zero return code {rc}")
+        elif parts[0] == "non-zero return code":  # the command modules' msg: say which code
+            parts[0] = f"non-zero return code {rc}"
+        if not data.get("stderr") and isinstance(data.get("stdout"), str) and data["stdout"].strip():
+            parts.append(data["stdout"].strip().splitlines()[-1])  # a command that reports on stdout only
     return "\n".join(parts)[:MAX_MESSAGE]
 
 
