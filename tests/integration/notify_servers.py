@@ -1,6 +1,7 @@
 """Real servers on loopback for the notification tests, started and stopped by the tests.
 
-* ``SmtpServer``: aiosmtpd (a real SMTP server) on a free loopback port that requires STARTTLS, with
+* ``SmtpServer``: aiosmtpd (a real SMTP server) on a free loopback port that requires STARTTLS (or
+  speaks TLS from the first byte, SMTPS), with
   a self-signed certificate made by the openssl CLI for 127.0.0.1, and AUTH (LOGIN/PLAIN) checked
   against one user and password; it keeps every mail it accepted with its session's TLS and login.
 * ``HttpRecorder``: an HTTP server that records every request (method, path, headers, JSON body)
@@ -49,8 +50,14 @@ class Mail:
         return self.message.get_content()
 
 
+def tls_in_use(server, session) -> bool:
+    """The SMTP session runs over TLS (after STARTTLS, or from the first byte)."""
+    return session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+
+
 class SmtpServer:
-    def __init__(self, folder: Path, user: str, password: str, exclude: tuple[str, ...] = ()):
+    def __init__(self, folder: Path, user: str, password: str, exclude: tuple[str, ...] = (),
+                 implicit_tls: bool = False):
         from aiosmtpd.controller import Controller
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -76,16 +83,19 @@ class SmtpServer:
                 auth = session.auth_data
                 login = auth.login.decode() if isinstance(auth, LoginPassword) else None
                 outer.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), message,
-                                        session.ssl is not None, login, mechanisms.get(id(session))))
+                                        tls_in_use(server, session), login, mechanisms.get(id(session))))
                 return "250 OK"
 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(self.cert), str(self.key))
         self.port = free_port()
+        # aiosmtpd offers AUTH under implicit TLS only with auth_require_tls off (it looks for STARTTLS);
+        # the connection is TLS from its first byte there, and the mail records it (tls_in_use)
+        tls = ({"ssl_context": context, "auth_require_tls": False} if implicit_tls
+               else {"tls_context": context, "require_starttls": True, "auth_require_tls": True})
         self.controller = Controller(
-            Handler(), hostname="127.0.0.1", port=self.port, tls_context=context, require_starttls=True,
-            auth_required=True, auth_require_tls=True, authenticator=authenticator,
-            auth_exclude_mechanism=list(exclude), server_hostname="127.0.0.1",
+            Handler(), hostname="127.0.0.1", port=self.port, auth_required=True,
+            authenticator=authenticator, auth_exclude_mechanism=list(exclude), server_hostname="127.0.0.1", **tls,
         )
 
     def start(self) -> SmtpServer:

@@ -123,6 +123,23 @@ def test_notify_test_logs_in_with_auth_login_and_plain(tmp_path, mechanism, excl
         server.stop()
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # it is TLS: see SmtpServer
+def test_smtps_delivers_and_an_untrusted_certificate_is_refused(tmp_path):
+    server = SmtpServer(tmp_path, SMTP_USER, SMTP_PASSWORD, implicit_tls=True).start()
+    try:
+        ws = make_workspace(tmp_path / "ws", mail_channel("smtps", server.port, server.cert, extra="    security: tls\n")
+                            + mail_channel("untrusted", server.port, "/etc/ssl/certs/ca-certificates.crt",
+                                           extra="    security: tls\n"))
+        result = run_cli("notify", "test", cwd=ws)
+        assert result.returncode == 1
+        assert result.stdout == "sent: notification 'smtps' (email)\n", result.stderr
+        assert [(m.tls, m.login) for m in server.mails] == [(True, SMTP_USER)]  # one mail: the trusted one
+        assert result.stderr == (f"polycrate: error: notification 'untrusted' (email) failed: 127.0.0.1:{server.port}: "
+                                 "its TLS certificate is not trusted (self-signed certificate)\n")
+    finally:
+        server.stop()
+
+
 def test_refused_login_dead_and_hung_servers_are_one_warning_each_and_never_fail_the_run(tmp_path, smtp):
     dead, hung = free_port(), SilentServer()
     wrong = "Wr0ng-smtp-password-77"
