@@ -138,6 +138,18 @@ class RunOptions:
     display_env: tuple[tuple[str, str], ...] = ()  # the caller's terminal: colour and width for Ansible
     ansible: AnsibleOptions = AnsibleOptions()  # --limit, --tags, --skip-tags, --extra-vars, verbosity
     preflight: bool = True  # check the planned steps' actions before step 1 (polycrate.preflight)
+    # the real Polycrate's global flags (cli/flags.py); pipeline.prepare checks the paths
+    env: tuple[tuple[str, str], ...] = ()  # -e KEY=value: every action's environment, last
+    mounts: tuple[Any, ...] = ()  # -m: runtime.container.Mount, container runtime only
+    force: bool = False  # -f: POLYCRATE_FORCE=1
+    pull: bool = False  # -p: pull config.image first
+    build: bool = False  # -b: build Dockerfile.poly even when its inputs are unchanged
+    auto_commit: bool = False  # commit the workspace before and after the run
+    event_handler: str | None = None  # "workspace" (.logs/) | "webhook" (POST to event_endpoint)
+    event_endpoint: str | None = None
+    ssh_private_key: str | None = None  # --ssh-private-key as given
+    ssh_key: Path | None = None  # the workspace's key the run hands to Ansible (pipeline.prepare resolves it)
+    command: str = ""  # the command line, for the run's event
 
 
 class PromptDeclined(PolycrateError):
@@ -295,7 +307,7 @@ class _Run:
         block = self.ws.blocks[first.block]
         request = ActionRequest(ws=self.ws, block=block, action=block.actions[first.action], workflow=workflow,
                                 step=first.name if workflow else None, runtime=self.runtime,
-                                extra_env=dict(self.options.display_env))
+                                extra_env=dict(self.options.display_env), **action_settings(self.options))
         try:
             self.zygote = start_zygote(request)
         except Exception:  # an optimisation: without it every step starts its own process
@@ -314,6 +326,11 @@ class _Run:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+
+def action_settings(options: RunOptions) -> dict[str, Any]:
+    """The ActionRequest fields that come from the run's global flags."""
+    return {"env": options.env, "mounts": options.mounts, "ssh_key": options.ssh_key, "force": options.force}
 
 
 def _execute(
@@ -384,6 +401,7 @@ def _execute(
                 zygote=run.zygote,
                 ansible_options=options.ansible,
                 extra_env=dict(options.display_env),
+                **action_settings(options),
             )
             if action.type == "script":  # its Go templates, filled in once for every attempt
                 from polycrate.errors import ConfigError
@@ -490,6 +508,7 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
             metrics.write_atomically(path, metrics.render(run.ws.name, store.workflow_metrics()))
         except Exception as exc:
             run.notice(f"metrics: could not write the textfile: {exc}")
+    _polycrate_event(run, result)
     try:
         result.record = store.get_run(run.run_id)  # what -o json, webhooks and notifications carry
     except Exception as exc:  # the record is read back for output; the run's result stands
@@ -515,6 +534,40 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
             pass
 
 
+def _polycrate_event(run: _Run, result: RunResult) -> None:
+    """The real Polycrate's after-run work: the run's event (.logs/ or a webhook), then --auto-commit."""
+    options = run.options
+    if not (options.event_handler or options.auto_commit):
+        return
+    from polycrate import gitcli, runevents
+
+    commit_sha = ""
+    try:
+        commit_sha = gitcli.head(run.ws.root) if gitcli.is_repo(run.ws.root) else ""
+    except Exception:
+        pass
+    if options.event_handler:
+        try:
+            record = run.store.get_run(run.run_id)
+            snap = runevents.run_snapshot(
+                run.ws, options, run.runtime.name if run.runtime is not None else "local",
+                workflow=result.name if result.kind == RunKind.WORKFLOW else None,
+                block=record.get("block"), action=record.get("action"), only_step=record.get("only_step"))
+            doc = run.masker.mask_data(runevents.event_document(
+                ws=run.ws, result=result, record=record, store=run.store, options=options, snapshot=snap,
+                commit_sha=commit_sha))
+            runevents.submit(doc, run.ws.root, options.event_handler, options.event_endpoint, run.notice)
+        except Exception as exc:  # an event never fails a run
+            run.notice(f"event: could not be written: {exc}; the run's result stands")
+    if options.auto_commit:
+        what = f"workflow {result.name}" if result.kind == RunKind.WORKFLOW else f"action {result.name}"
+        message = f"[polycrate] Auto-Commit after run {run.run_id} ({what}: {result.status})"
+        try:
+            runevents.auto_commit(run.ws.root, message, options.ssh_key, run.notice)
+        except Exception as exc:
+            run.notice(f"auto-commit: nothing committed: {exc}")
+
+
 EXIT_CODES = {RunState.SUCCEEDED: 0, RunState.FAILED: EXIT_ACTION_FAILED, RunState.INTERRUPTED: EXIT_INTERRUPTED}
 
 
@@ -528,7 +581,7 @@ def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
     chosen = [p for p in planned if not (p.phase == Phase.MAIN and p.name in skip)]
     report = preflight.check(
         run.ws, preflight.step_targets(run.ws, [(p.block, p.action, p.allow_no_hosts) for p in chosen]),
-        settings=False, secrets=run.secrets, zygote=run.zygote, runtime=run.options.runtime,
+        settings=False, secrets=run.secrets, zygote=run.zygote, runtime=run.runtime,
         ansible=run.options.ansible, display_env=run.options.display_env,
     )
     if not report.ok:

@@ -57,17 +57,65 @@ class PreparedRun:
     request: RunRequest
     workspace: Workspace
     runtime: Runtime
+    options: RunOptions  # the request's, with what prepare resolved (the workspace's SSH key)
+
+
+def _checked_options(request: RunRequest) -> RunOptions:
+    """The global flags' paths checked before anything is read, installed or run; the SSH key resolved."""
+    import os
+    from dataclasses import replace
+
+    from polycrate.action_env import workspace_key
+
+    options = request.options
+    for mount in options.mounts:
+        mount.check()
+    given = options.ssh_private_key
+    key = workspace_key(request.root, given)
+    if not given and "ANSIBLE_PRIVATE_KEY_FILE" in os.environ:
+        key = None  # the caller's own setting wins over the default id_rsa
+    if options.auto_commit:
+        from polycrate import gitcli
+
+        if not gitcli.is_repo(request.root):
+            raise PolycrateError(f"--auto-commit: {request.root} is not in a git repository "
+                                 "(git init, or run without --auto-commit)")
+    return replace(options, ssh_key=key)
 
 
 def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> PreparedRun:
+    options = _checked_options(request)
     sources = read_sources(request.root)
     sources = _install_blocks(sources, request, confirm, reporter)
     ws = load_workspace(request.root, sources)
     refuse_templates(ws, request)
     from polycrate import toolchain
 
-    runtime = toolchain.decide_runtime(ws, request.options.runtime, reporter.toolchain)
-    return PreparedRun(request, ws, runtime)
+    runtime = toolchain.decide_runtime(ws, options.runtime, reporter.toolchain, pull=options.pull,
+                                       build=options.build)
+    if not runtime.container:
+        ignored = [flag for flag, given in (("-m/--mount", options.mounts), ("-p/--pull", options.pull),
+                                            ("-b/--build", options.build)) if given]
+        if ignored:
+            reporter.preparing(f"{', '.join(ignored)}: ignored with the local runtime (they apply to the container)")
+    if options.auto_commit:
+        from polycrate import runevents
+
+        what = f"workflow {request.workflow}" if request.workflow else f"action {request.block} {request.action}"
+        runevents.auto_commit(request.root, f"[polycrate] Auto-Commit before running {what}", options.ssh_key,
+                              reporter.preparing)
+    return PreparedRun(request, ws, runtime, options)
+
+
+def snapshot(request: RunRequest) -> dict:
+    """`--snapshot`: what the run's (first) action would get, printed instead of running anything.
+    Nothing is installed, built, locked, recorded or run."""
+    from polycrate import runevents, toolchain
+
+    options = _checked_options(request)
+    ws = load_workspace(request.root, read_sources(request.root))
+    return runevents.run_snapshot(ws, options, toolchain.runtime_of(ws, options.runtime), workflow=request.workflow,
+                                  block=request.block, action=request.action, only_step=request.only_step)
 
 
 def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Reporter | None = None) -> RunResult:
@@ -79,10 +127,10 @@ def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Report
     req = prepared.request
     if req.workflow is not None:
         return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
-                                   reporter=reporter, options=req.options, runtime=prepared.runtime)
+                                   reporter=reporter, options=prepared.options, runtime=prepared.runtime)
     assert req.block is not None and req.action is not None
     return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
-                             options=req.options, runtime=prepared.runtime)
+                             options=prepared.options, runtime=prepared.runtime)
 
 
 def refuse_templates(ws: Workspace, request: RunRequest) -> None:

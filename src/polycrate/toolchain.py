@@ -419,11 +419,38 @@ def configured_image(ws: Workspace) -> str:
     return ws.toolchain.image or BASE_IMAGE
 
 
-def resolve_image(ws: Workspace, engine: Engine, log: Log) -> str:
-    """The image actions of this workspace run in, built or imported first when that is possible."""
+def _insecure(image: str) -> bool:
+    """Plain HTTP for the registry of `image`: loopback, or POLYCRATE_REGISTRY_INSECURE (as for blocks)."""
+    host = image.split("/", 1)[0] if "/" in image else ""
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+    insecure = {h.strip() for h in os.environ.get("POLYCRATE_REGISTRY_INSECURE", "").split(",") if h.strip()}
+    return name in ("localhost", "::1", "[::1]") or name.startswith("127.") or host in insecure or name in insecure
+
+
+def pull_image(engine: Engine, image: str, log: Log) -> None:
+    """-p/--pull: fetch `image` from its registry (never for localhost/ images, which no registry has)."""
+    if image.startswith("localhost/") or "/" not in image:
+        log(f"-p/--pull: {image} is a local image: nothing to pull")
+        return
+    args = ["pull", "--quiet"]
+    if engine.name == "podman" and _insecure(image):
+        args.append("--tls-verify=false")
+    log(f"pulling {image}")
+    engine.run(*args, image, timeout=1800)
+
+
+def resolve_image(ws: Workspace, engine: Engine, log: Log, pull: bool = False, build: bool = False) -> str:
+    """The image actions of this workspace run in, built or imported first when that is possible.
+    `pull` (-p): pull config.image first; `build` (-b): build Dockerfile.poly even when up to date."""
     if dockerfile(ws):
-        return ensure_workspace_image(ws, engine, log).image
+        if pull:
+            log(f"-p/--pull: the image is built from {DOCKERFILE}: nothing to pull")
+        return ensure_workspace_image(ws, engine, log, force=build).image
+    if build:
+        log(f"-b/--build: no {DOCKERFILE} in the workspace: nothing to build")
     image = configured_image(ws)
+    if pull:
+        pull_image(engine, image, log)
     if engine.image_id(image):
         return image
     if image in (BASE_IMAGE, base_image_tag()):
@@ -457,13 +484,14 @@ class Runtime:
 LOCAL = Runtime("local")
 
 
-def decide_runtime(ws: Workspace, override: str | None, log: Log) -> Runtime:
-    """The runtime of a run; for the container runtime its engine and image, built or imported
-    first when needed (progress to `log`). An error says what to do."""
+def decide_runtime(ws: Workspace, override: str | None, log: Log, pull: bool = False, build: bool = False
+                   ) -> Runtime:
+    """The runtime of a run; for the container runtime its engine and image, built, imported or
+    (-p) pulled first when needed (progress to `log`). An error says what to do."""
     if runtime_of(ws, override) != "container":
         return LOCAL
     engine = find_engine(ws)
-    return Runtime("container", engine, resolve_image(ws, engine, log))
+    return Runtime("container", engine, resolve_image(ws, engine, log, pull=pull, build=build))
 
 
 def image_versions(engine: Engine, image: str) -> dict[str, str]:

@@ -40,6 +40,9 @@ def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentPars
         default=argparse.SUPPRESS if workspace_default is argparse.SUPPRESS else False,
         help="answer yes to every prompt",
     )
+    from polycrate.cli.flags import add_global_flags
+
+    add_global_flags(common, top=workspace_default is not argparse.SUPPRESS)
     return common
 
 
@@ -87,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = parser.parse_args(argv)
         from polycrate.cli import render
+        from polycrate.cli.flags import check_command_takes_them
+
+        check_command_takes_them(args)
+        args.argv = list(words)  # the command line as given, for the run's event
 
         render.FORMAT = "json"
         if getattr(args, "output", None) == "yaml":  # the same data as -o json, spelled as YAML (Polycrate's -o yaml)

@@ -37,6 +37,7 @@ def add_run_options(p) -> None:
     p.add_argument("--no-preflight", dest="preflight", action="store_false",
                    help="skip the checks before step 1 (playbooks, scripts, hosts patterns; see workspace validate)")
     add_view_options(p)
+    p.set_defaults(runs_actions=True)  # takes the global run flags (cli/flags.py)
 
 
 def make_reporter(args):
@@ -71,21 +72,42 @@ def summarize(result: engine.RunResult, output: str, reporter=None, command: str
 
 def run_request(args, reporter, **what):
     """The pipeline's request for `run` and `workflows run` from their shared options."""
+    import shlex
+
     from polycrate import engine
+    from polycrate.cli.flags import run_settings
     from polycrate.pipeline import RunRequest
     from polycrate.workspace import find_root
 
     options = engine.RunOptions(check=args.check, diff=args.diff, resume=getattr(args, "resume", False),
-                                wait=args.wait, runtime=args.runtime, ansible=options_from_args(args),
-                                preflight=args.preflight, display_env=reporter.environment())
+                                wait=args.wait, ansible=options_from_args(args), preflight=args.preflight,
+                                display_env=reporter.environment() if reporter is not None else (),
+                                command=shlex.join(["polycrate", *getattr(args, "argv", [])]),
+                                **run_settings(args))
     return RunRequest(find_root(args.workspace, explicit=args.workspace is not None), options=options,
                       auto_pull=args.blocks_auto_pull, **what)
+
+
+def print_snapshot(args, **what) -> int:
+    """--snapshot: the snapshot the run's actions would get, as YAML (or -o json); nothing runs."""
+    import yaml
+
+    from polycrate import pipeline
+
+    data = pipeline.snapshot(run_request(args, None, **what))
+    if args.output == "json":
+        emit_json(data)
+    else:
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
+    return 0
 
 
 def run_and_summarize(args, rerun: str, **what) -> int:
     """Run one request through the pipeline with the terminal view, then print its summary."""
     from polycrate import pipeline
 
+    if args.snapshot:
+        return print_snapshot(args, **what)
     reporter = make_reporter(args)
     try:
         result = pipeline.run(run_request(args, reporter, **what), confirm=make_confirm(args.force), reporter=reporter)

@@ -8,9 +8,19 @@ import sys
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
 
-# the real Polycrate's workspace key pair, in the workspace root
-SSH_PRIVATE_KEY = "id_rsa"
-SSH_PUBLIC_KEY = "id_rsa.pub"
+from polycrate.action_env import WORKSPACE_PRIVATE_KEY as SSH_PRIVATE_KEY
+from polycrate.action_env import WORKSPACE_PUBLIC_KEY as SSH_PUBLIC_KEY
+
+
+def _key_path(ws, given, default):
+    """--ssh-private-key/--ssh-public-key (relative to the workspace root), else id_rsa/id_rsa.pub there."""
+    import os
+    from pathlib import Path
+
+    if not given:
+        return ws.root / default
+    path = Path(os.path.expanduser(given))
+    return path if path.is_absolute() else ws.root / path
 
 
 def register(sub, shared) -> None:
@@ -54,8 +64,8 @@ def cmd_ssh(args) -> int:
                   ("NAME", "HOST", "USER", "PORT", "COMMAND"))
         return 0
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    argv = ssh_argv(find_host(hosts, args.host, inventory), ws.root / SSH_PRIVATE_KEY,
-                    command)
+    argv = ssh_argv(find_host(hosts, args.host, inventory),
+                    _key_path(ws, getattr(args, "ssh_private_key", None), SSH_PRIVATE_KEY), command)
     try:
         return subprocess.call(argv)
     except FileNotFoundError:
@@ -64,10 +74,14 @@ def cmd_ssh(args) -> int:
 
 def cmd_create_ssh_keys(args) -> int:
     ws = workspace_from(args)
-    private, public = ws.root / SSH_PRIVATE_KEY, ws.root / SSH_PUBLIC_KEY
+    private = _key_path(ws, getattr(args, "ssh_private_key", None), SSH_PRIVATE_KEY)
+    public = _key_path(ws, getattr(args, "ssh_public_key", None), SSH_PUBLIC_KEY)
+    if getattr(args, "ssh_private_key", None) and not getattr(args, "ssh_public_key", None):
+        public = private.with_name(private.name + ".pub")
     existing = [p for p in (private, public) if p.exists()]
     if existing:
         raise PolycrateError("the workspace's SSH keys exist already; nothing changed", existing[0])
+    private.parent.mkdir(parents=True, exist_ok=True)
     tmp = private.with_name(f".{private.name}.new")
     for stale in (tmp, tmp.with_name(tmp.name + ".pub")):
         stale.unlink(missing_ok=True)
@@ -76,6 +90,7 @@ def cmd_create_ssh_keys(args) -> int:
     if proc.returncode != 0:
         raise PolycrateError(f"ssh-keygen failed: {proc.stderr.strip()}")
     tmp.chmod(0o600)
+    public.parent.mkdir(parents=True, exist_ok=True)
     tmp.with_name(tmp.name + ".pub").replace(public)
     tmp.replace(private)
     print(f"created {private} (mode 0600) and {public}:", file=sys.stderr)

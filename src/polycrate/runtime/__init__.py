@@ -57,6 +57,10 @@ class ActionRequest:
     zygote: Any = None  # runtime.zygote.Zygote of a workflow run: local ansible steps fork from it
     ansible_options: Any = None  # polycrate.ansible_options.AnsibleOptions of the run
     script: tuple[str, ...] | None = None  # a script action's lines rendered (runtime.script.rendered_script)
+    env: tuple[tuple[str, str], ...] = ()  # -e KEY=value of the run: applied last, both runtimes
+    mounts: tuple[Any, ...] = ()  # -m: container.Mount of the run (container runtime)
+    ssh_key: Path | None = None  # the workspace's SSH private key (action_env.workspace_key)
+    force: bool = False  # -f: POLYCRATE_FORCE=1
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:
@@ -72,15 +76,19 @@ def action_variables(request: ActionRequest) -> dict[str, Any]:
 
 
 def action_environment(request: ActionRequest) -> dict[str, str]:
-    """The variables every action gets, whatever its type or runtime."""
+    """The variables every action gets, whatever its type or runtime (the list: action_env.py)."""
+    from polycrate.action_env import polycrate_variables
+
     ws, block = request.ws, request.block
     env = dict(os.environ)
+    env.update(polycrate_variables(runtime=request.runtime, force=request.force, ssh_key=request.ssh_key))
     env.update(
         {
             "POLYCRATE_WORKSPACE": str(ws.root),
             "POLYCRATE_WORKSPACE_NAME": ws.name,
             "POLYCRATE_BLOCK": block.name,
             "POLYCRATE_BLOCK_PATH": str(block.folder),
+            "POLYCRATE_BLOCK_WORKDIR": str(block.folder),
             "POLYCRATE_ACTION": request.action.name,
             "PYTHONUNBUFFERED": "1",
         }
@@ -104,6 +112,7 @@ def action_environment(request: ActionRequest) -> dict[str, str]:
     if request.ansible_options is not None:
         env.update(request.ansible_options.environment())  # documented in ansible_options.py
     env.update(request.extra_env)
+    env.update(dict(request.env))  # -e KEY=value: last, so it can change any of the above
     return env
 
 

@@ -25,7 +25,11 @@ def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
         argv.append("--diff")
     if request.ansible_options is not None:
         argv += request.ansible_options.playbook_args()  # after ours: the user's extra vars win
-    return argv, ansible_environment(request)
+    from polycrate.runtime.script import write_snapshot
+
+    env = ansible_environment(request)
+    env["POLYCRATE_WORKSPACE_SNAPSHOT_YAML"] = str(write_snapshot(request, private))  # as Polycrate gives it
+    return argv, env
 
 
 def ansible_environment(request) -> dict[str, str]:

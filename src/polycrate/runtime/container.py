@@ -34,6 +34,7 @@ from typing import Any, Iterable, Iterator
 
 import polycrate
 from polycrate import toolchain
+from polycrate.errors import PolycrateError
 from polycrate.runtime import EVENTS_FILE_ENV
 
 WORKSPACE_MOUNT = "/workspace"
@@ -45,6 +46,40 @@ KEY_VARIABLES = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 # variables of the host's environment an action in a container also gets
 PASSED_PREFIXES = ("POLYCRATE_", "ANSIBLE_")
 NOT_PASSED = frozenset({"POLYCRATE_IDENTITY_FILE", "WORKSPACE_ENCRYPTION_KEY", "POLYCRATE_CACHE"})
+
+
+@dataclass(frozen=True)
+class Mount:
+    """-m/--mount HOST:CONTAINER[:ro|rw] of a run (the real Polycrate's --mount, plus the mode)."""
+
+    host: str
+    container: str
+    mode: str = "rw"
+
+    def check(self) -> None:
+        """Before the run: the host path exists, the container path is none of ours."""
+        if not os.path.exists(self.host):
+            raise PolycrateError(f"-m/--mount: no such file or folder on this machine: {self.host}")
+        for ours in (WORKSPACE_MOUNT, RUN_MOUNT, LIB_MOUNT, EVENTS_MOUNT):
+            if self.container == ours or self.container.startswith(ours + "/") or ours.startswith(self.container + "/"):
+                raise PolycrateError(f"-m/--mount: {self.container} is where polycrate mounts {ours}; "
+                                               "choose another container path")
+
+
+def parse_mount(text: str) -> Mount:
+    """`/host:/container` or `/host:/container:ro`; a relative host path is taken from the current folder."""
+    parts = text.split(":")
+    mode = "rw"
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        mode = parts.pop()
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise PolycrateError(f"-m/--mount: expected /host:/container[:ro], not {text!r}")
+    host, inside = parts
+    if not inside.startswith("/"):
+        raise PolycrateError(f"-m/--mount: the container path must be absolute, not {inside!r}")
+    if "," in text:
+        raise PolycrateError(f"-m/--mount: a comma is not allowed in {text!r}")
+    return Mount(os.path.abspath(os.path.expanduser(host)), os.path.normpath(inside), mode)
 
 
 @dataclass
@@ -170,6 +205,7 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> Contai
         for key, value in env.items()
         if key not in NOT_PASSED and (key.startswith(PASSED_PREFIXES) or os.environ.get(key) != value)
     }
+    inner.update({key: env[key] for key, _ in request.env if key in env})  # -e: always, even when unchanged
     inner.update({"PYTHONPATH": LIB_MOUNT, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                   "HOME": "/root", "LANG": "C.UTF-8"})
 
@@ -195,6 +231,8 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> Contai
         inner["SSH_AUTH_SOCK"] = SSH_AGENT_MOUNT
     for folder in sorted(_secret_folders(list(env.values()) + list(request.extra_env.values()))):
         mounts.append((folder, folder, "ro"))
+    for extra in request.mounts:  # -m/--mount, as given
+        mounts.append((extra.host, extra.container, extra.mode))
 
     command = list(argv)
     if command and command[0] == sys.executable:

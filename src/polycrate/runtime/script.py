@@ -97,18 +97,25 @@ def rendered_script(request, data: dict | None = None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def write_snapshot(request, private: Path, data: dict | None = None) -> Path:
+    """snapshot_data as YAML, readable by us only: POLYCRATE_WORKSPACE_SNAPSHOT_YAML of script and
+    ansible actions (Polycrate gives it to both)."""
+    snap = private / "workspace.snapshot.yml"
+    fd = os.open(snap, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(data if data is not None else snapshot_data(request), handle, sort_keys=False)
+    return snap
+
+
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
     from polycrate.runtime import EVENTS_FILE_ENV, action_environment
 
     data = snapshot_data(request)
     script = private / "action.sh"
     script.write_text(script_text(rendered_script(request, data)), encoding="utf-8")
-    snap = private / "workspace.snapshot.yml"
-    fd = os.open(snap, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(data, handle, sort_keys=False)
     env = action_environment(request)
-    env["POLYCRATE_WORKSPACE_SNAPSHOT_YAML"] = str(snap)
+    env["POLYCRATE_WORKSPACE_SNAPSHOT_YAML"] = str(write_snapshot(request, private, data))
+    env["POLYCRATE_RUNTIME_SCRIPT_PATH"] = str(script)
     env.pop(EVENTS_FILE_ENV, None)
     if request.events_file is not None:
         env[EVENTS_FILE_ENV] = str(request.events_file)
