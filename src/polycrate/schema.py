@@ -722,6 +722,10 @@ def parse_toolchain(config: dict, path: Path) -> Toolchain:
     if engine is not None and engine not in ENGINES:
         raise ConfigError(f"config.engine must be one of {', '.join(ENGINES)}, not {engine!r}", path,
                           _line(config, "engine"))
+    if isinstance(image, dict) and set(image) <= {"reference", "version"} and isinstance(image.get("reference"), str):
+        # Polycrate's form: `image: {reference: cargo.ayedo.cloud/library/polycrate, version: latest}`
+        version = image.get("version")
+        image = image["reference"].strip() + (f":{version}" if version not in (None, "") else "")
     if image is not None and (not isinstance(image, str) or not image.strip()):
         raise ConfigError("config.image must be an image reference such as localhost/polycrate-base:latest", path,
                           _line(config, "image"))

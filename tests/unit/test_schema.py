@@ -101,3 +101,10 @@ def test_block_keys_name_their_line(tmp_path, text, line, fragment):
     with pytest.raises(ConfigError) as caught:
         _block(tmp_path, text)
     assert caught.value.line == line and fragment in caught.value.message, (caught.value.line, caught.value.message)
+
+
+def test_polycrates_image_mapping_is_a_reference(tmp_path):
+    doc = _read(tmp_path, "config:\n  image: {reference: reg.example.com/library/polycrate, version: 0.27.1}\n")
+    assert doc.toolchain.image == "reg.example.com/library/polycrate:0.27.1"
+    with pytest.raises(ConfigError, match="config.image must be"):
+        _read(tmp_path, "config:\n  image: {ref: x}\n")
