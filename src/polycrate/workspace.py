@@ -5,7 +5,6 @@ config (block defaults < workspace overrides, see ``merge.merge_config``).
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +111,8 @@ def read_sources(root: Path, previous: Sources | None = None) -> Sources:
 
 def closest(name: str, candidates: Iterable[str]) -> str:
     """' (did you mean 'x'?)' or '' — the one rule for suggesting names."""
+    import difflib
+
     match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 

@@ -72,7 +72,37 @@ def test_instant_commands_import_nothing_heavy(workspace, argv):
     assert _heavy(modules) == []
 
 
+# Not needed to show a list: other commands' modules (a command line gets the parser of its own
+# command only: cli.COMMAND_MODULE), the run store, the event stream, installing schedules (checking
+# one, as every load does, is schedule.cron/oncalendar/times: systemd-analyze, so subprocess).
+NOT_FOR_LISTS = ("polycrate.history", "polycrate.events", "polycrate.ansi", "polycrate.contract",
+                 "polycrate.schedule.install", "polycrate.schedule.render",
+                 "polycrate.cli.serve", "polycrate.cli.runs", "polycrate.cli.sshcmd", "polycrate.cli.kubectl")
+# --help builds every command's parser, and reads no workspace and runs nothing
+NOT_FOR_HELP = ("subprocess", "polycrate.history", "polycrate.events", "polycrate.ansi", "polycrate.contract",
+                "polycrate.schedule", "yaml", "polycrate.workspace", "polycrate.schema", "polycrate.model",
+                "polycrate.yamlfile")
+
+
+def _among(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if any(m == n or m.startswith(n + ".") for n in names)]
+
+
+@pytest.mark.parametrize("argv, unwanted", [
+    (["--help"], NOT_FOR_HELP),
+    (["workflows", "list"], NOT_FOR_LISTS),
+    (["workflows", "list", "-o", "json"], NOT_FOR_LISTS),
+], ids=lambda v: " ".join(v) if isinstance(v[0], str) and v[0] in ("--help", "workflows") else "")
+def test_instant_commands_load_only_what_they_show(workspace, argv, unwanted):
+    code, modules = _loaded(argv, workspace)
+    assert code == 0
+    assert _among(modules, unwanted) == []
+    if argv[0] == "workflows":
+        assert "polycrate.workspace" in modules  # the probe saw the workspace load
+
+
 def test_the_probe_sees_a_heavy_import(workspace):
     # the same probe on a command that needs the engine: proves the check above can fail
     _code, modules = _loaded(["workflows", "run", "nightly", "--step", "one"], workspace)
     assert "polycrate.engine" in _heavy(modules)
+    assert "polycrate.history" in _among(modules, NOT_FOR_LISTS)

@@ -51,9 +51,44 @@ class _Parser(argparse.ArgumentParser):
         raise PolycrateError(f"{self.prog}: {message} (see --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from polycrate.cli import (actions, blocks, completion, notify, registry, run, runs, schedules, serve, toolchain, workflows,
-                               workspace)
+# The modules that register the commands, in the order `--help` lists them.
+COMMAND_MODULES = ("run", "workflows", "actions", "blocks", "workspace", "schedules", "runs", "notify", "registry",
+                   "toolchain", "serve", "lifecycle", "sshcmd", "gitcmd", "kubectl", "tools", "completion")
+# Which module registers each top-level command word (tests/unit/test_cli_parser.py keeps it true):
+# a command line that names one gets a parser with that module's commands only. Building all of
+# them (~70 subparsers, ~250 options) is a third of what `workflows list` costs.
+COMMAND_MODULE = {
+    "run": "run", "workflow": "workflows", "workflows": "workflows", "action": "actions", "actions": "actions",
+    "block": "blocks", "blocks": "blocks", "workspace": "workspace", "schedules": "schedules", "runs": "runs",
+    "notify": "notify", "registry": "registry", "toolchain": "toolchain", "serve": "serve", "server": "serve",
+    "install": "lifecycle", "uninstall": "lifecycle", "prune": "lifecycle", "pull": "lifecycle",
+    "push": "lifecycle", "init": "lifecycle", "ssh": "sshcmd", "create": "sshcmd", "git": "gitcmd", "k": "kubectl",
+    "version": "tools", "checksum": "tools", "completion": "completion",
+}
+_GLOBAL_WITH_VALUE = ("-w", "--workspace", "-o", "--output")
+
+
+def command_module(words: list[str] | None) -> str | None:
+    """The module of the command `words` names (after the global options), or None: then every
+    command is registered (`--help`, no command, a misspelt one: its error lists them all)."""
+    if words is None:
+        return None
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif word in ("-h", "--help", "--version", "--"):
+            return None
+        elif not word.startswith("-"):
+            return COMMAND_MODULE.get(word)
+    return None
+
+
+def build_parser(words: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with `words`, only the commands they need (see COMMAND_MODULE)."""
+    import importlib
 
     parser = _Parser(
         prog="polycrate",
@@ -64,11 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     shared = common_options()
-    from polycrate.cli import gitcmd, kubectl, lifecycle, sshcmd, tools  # the real Polycrate's other commands
-
-    for module in (run, workflows, actions, blocks, workspace, schedules, runs, notify, registry, toolchain, serve,
-                   lifecycle, sshcmd, gitcmd, kubectl, tools, completion):
-        module.register(sub, shared)
+    only = command_module(words)
+    for name in (only,) if only else COMMAND_MODULES:  # gitcmd .. tools: the real Polycrate's other commands
+        importlib.import_module(f"polycrate.cli.{name}").register(sub, shared)
     return parser
 
 
@@ -84,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return complete_main(words[1:])
     try:
-        parser = build_parser()
+        parser = build_parser(words)
         if not words:  # `polycrate` alone: the help, as a question answered, not an error
             parser.print_help()
             return 0

@@ -6,8 +6,6 @@ from pathlib import Path
 from polycrate.cli.completion import BLOCK, names
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
-from polycrate.workspace import find_root, get_block
-from polycrate.yamlfile import plain
 
 
 def register(sub, shared) -> None:
@@ -47,6 +45,8 @@ def register(sub, shared) -> None:
 
 
 def _root(args) -> Path:
+    from polycrate.workspace import find_root
+
     return find_root(args.workspace, explicit=args.workspace is not None)
 
 
@@ -55,6 +55,12 @@ def _transport(root: Path):
     from polycrate.schema import read_workspace_file
 
     return transport_settings(read_workspace_file(root).registries)
+
+
+def _plain(value):
+    from polycrate.yamlfile import plain
+
+    return plain(value)
 
 
 def _describe(ws, block, lock=None) -> dict:
@@ -74,7 +80,7 @@ def _describe(ws, block, lock=None) -> dict:
         "digest": pinned.digest if pinned else None,
         "inherits": block.definition.parent,
         "path": str(block.folder.relative_to(ws.root)),
-        "config": plain(block.config),
+        "config": _plain(block.config),
         "actions": [
             {"name": a.name, "type": a.type, "playbook": a.playbook, "description": a.description}
             for a in block.actions.values()
@@ -109,6 +115,8 @@ def cmd_inspect(args) -> int:
     from polycrate.blockstore import read_lock
 
     ws = workspace_from(args)
+    from polycrate.workspace import get_block
+
     data = _describe(ws, get_block(ws, args.name), read_lock(ws.root))
     if args.output == "json":
         emit_json(data)
@@ -194,6 +202,8 @@ def cmd_uninstall(args) -> int:
 
 def cmd_readme(args) -> int:
     ws = workspace_from(args)
+    from polycrate.workspace import get_block
+
     block = get_block(ws, args.name)
     readme = next((p for p in (block.folder / n for n in ("README.md", "readme.md", "README")) if p.is_file()), None)
     if readme is None:

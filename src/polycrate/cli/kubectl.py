@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 
 from polycrate.cli.render import workspace_from
 from polycrate.errors import PolycrateError
@@ -36,4 +35,6 @@ def cmd_k(args) -> int:
     if kubectl is None:
         raise PolycrateError("kubectl is not installed: apt-get install kubernetes-client")
     rest = args.kubectl_args[1:] if args.kubectl_args[:1] == ["--"] else args.kubectl_args
+    import subprocess
+
     return subprocess.call([kubectl, *rest], env=dict(os.environ, KUBECONFIG=str(kubeconfig)))

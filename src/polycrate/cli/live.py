@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from polycrate import ansi
-from polycrate.events import EventKind
 from polycrate.errors import PolycrateError
 
 DEFAULT_HEARTBEAT = 60.0
@@ -98,6 +96,8 @@ class _Activity:
                 data = handle.read()
         except FileNotFoundError:
             return
+        from polycrate.events import EventKind  # here: `--help` builds the parser from this module
+
         self.offset += len(data)
         data = self.partial + data
         lines = data.split(b"\n")
@@ -174,6 +174,8 @@ class LiveReporter:
         """One line of the story; on a terminal the status line is taken away first and redrawn after."""
         with self.lock:
             if not self.colour:
+                from polycrate import ansi
+
                 line = ansi.strip(line)
             if self.status_shown:
                 self.stream.write("\r\x1b[K")

@@ -5,24 +5,30 @@ import json
 import sys
 from typing import Any, Sequence
 
-from polycrate.states import StepState
-from polycrate.workspace import find_root, load_workspace
-
-# step states as people read them; a state not named here reads as its value
-_STEP_WORDS = {
-    StepState.NOT_RUN: "not run",
-    StepState.FAILED_ALLOWED: "failed (allowed)",
-    StepState.SKIPPED_CHECK: "skipped (check mode)",
-    StepState.SUCCEEDED_BEFORE: "skipped (resumed)",
-}
+# Every command module imports this one while the parser is built: what it imports is paid by
+# `--help` and `workflows list` too, so the workspace and the states come when a command needs them.
+_STEP_WORDS: dict | None = None
 
 
 def state_text(state: Any) -> str:
     """The wording of a run or step state for people (tables, summaries, banners)."""
+    global _STEP_WORDS
+    if _STEP_WORDS is None:
+        from polycrate.states import StepState
+
+        # step states as people read them; a state not named here reads as its value
+        _STEP_WORDS = {
+            StepState.NOT_RUN: "not run",
+            StepState.FAILED_ALLOWED: "failed (allowed)",
+            StepState.SKIPPED_CHECK: "skipped (check mode)",
+            StepState.SUCCEEDED_BEFORE: "skipped (resumed)",
+        }
     return _STEP_WORDS.get(state, str(state))
 
 
 def workspace_from(args):
+    from polycrate.workspace import find_root, load_workspace
+
     return load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
 
 

@@ -5,12 +5,10 @@ import shlex
 import sys
 import time
 
-from polycrate import contract
-from polycrate.ansible_options import AnsibleOptions
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
-from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.states import RunState
 
 
 def register(sub, shared) -> None:
@@ -41,7 +39,7 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_logs)
 
 
-RUN_STATES = tuple(RunState)
+RUN_STATES = tuple(RunState)  # argparse reads the choices while the parser is built
 RUN_REF_HELP = ("a run id, a unique prefix of it or of its random part (the hex at the end), "
                 "'latest', or 'latest~N' (N runs before the latest)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -101,6 +99,9 @@ def _duration(d: float | None) -> str:
 
 
 def cmd_list(args) -> int:
+    from polycrate import contract
+    from polycrate.states import RunKind
+
     store = _store(args)
     try:
         kind = args.kind or ("workflow" if args.workflow else None)
@@ -133,6 +134,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from polycrate import contract
+    from polycrate.ansible_options import AnsibleOptions
+    from polycrate.states import Phase, StepState
+
     store = _store(args)
     try:
         run = store.get_run(args.run_id)
@@ -197,6 +202,8 @@ def cmd_show(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    from polycrate import contract
+
     store = _store(args)
     try:
         if args.follow:
@@ -225,6 +232,8 @@ FOLLOW_POLL_SECONDS = 0.3
 def follow(store, run_id: str, only_step: str | None = None) -> int:
     """Print a run's step logs as they grow, each step under a header, until the run has ended and
     every line is out; return the run's exit status (the recorded one: 0, 1, 130, ...)."""
+    from polycrate.states import StepState
+
     offsets: dict[int, int] = {}
     partial: dict[int, bytes] = {}
     announced: set[int] = set()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 
 from polycrate.cli.render import emit_json, table, workspace_from
@@ -66,6 +65,8 @@ def cmd_ssh(args) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     argv = ssh_argv(find_host(hosts, args.host, inventory),
                     _key_path(ws, getattr(args, "ssh_private_key", None), SSH_PRIVATE_KEY), command)
+    import subprocess
+
     try:
         return subprocess.call(argv)
     except FileNotFoundError:
@@ -85,6 +86,8 @@ def cmd_create_ssh_keys(args) -> int:
     tmp = private.with_name(f".{private.name}.new")
     for stale in (tmp, tmp.with_name(tmp.name + ".pub")):
         stale.unlink(missing_ok=True)
+    import subprocess
+
     proc = subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "4096", "-N", "", "-C", f"polycrate@{ws.name}",
                            "-f", str(tmp)], capture_output=True, text=True)
     if proc.returncode != 0:

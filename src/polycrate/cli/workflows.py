@@ -4,7 +4,6 @@ from __future__ import annotations
 from polycrate.cli.completion import STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.cli.run import add_run_options, rerun_command, run_and_summarize
-from polycrate.workspace import get_workflow
 
 
 def register(sub, shared) -> None:
@@ -66,6 +65,8 @@ def cmd_list(args) -> int:
 
 def cmd_inspect(args) -> int:
     ws = workspace_from(args)
+    from polycrate.workspace import get_workflow
+
     data = _describe(get_workflow(ws, args.name))
     if args.output == "json":
         emit_json(data)

@@ -5,7 +5,6 @@ from pathlib import Path
 
 from polycrate.cli.completion import DIR, names
 from polycrate.cli.render import emit_json, workspace_from
-from polycrate.workspace import snapshot
 
 
 def register(sub, shared) -> None:
@@ -116,6 +115,8 @@ def cmd_validate(args) -> int:
 
 def cmd_snapshot(args) -> int:
     import yaml
+
+    from polycrate.workspace import snapshot
 
     data = snapshot(workspace_from(args))
     if args.output == "json":

@@ -44,57 +44,46 @@ Where things are: ``spec`` (the declared schedule, checked: ``parse_schedule``, 
 """
 from __future__ import annotations
 
-from polycrate.schedule.cron import (
-    cron_next,
-    cron_to_calendar,
-    looks_like_cron,
-    validate_cron,
-)
-from polycrate.schedule.install import (
-    CRON_DEST,
-    SYSTEMD_DEST,
-    FileChange,
-    Installed,
-    ScheduleEntry,
-    SchedulePlan,
-    apply_plan,
-    default_dest,
-    installed,
-    one_off_schedule,
-    plan_schedules,
-    read_marker,
-    remove_one_off,
-)
-from polycrate.schedule.oncalendar import (
-    CalendarSpec,
-    analyze_calendar,
-    calendar_next,
-    parse_calendar,
-    systemd_analyze,
-    validate_calendar,
-)
-from polycrate.schedule.render import (
-    LOG_DIR,
-    cron_filename,
-    default_log_file,
-    executable_command,
-    render_cron,
-    render_systemd,
-    systemd_escape,
-    unit_basename,
-)
-from polycrate.schedule.spec import (
-    ORIGIN_ONE_OFF,
-    ORIGIN_WORKSPACE,
-    SCHEDULE_KEYS,
-    Schedule,
-    iter_times,
-    next_runs,
-    parse_schedule,
-    prompts_of,
-    workspace_schedules,
-)
-from polycrate.schedule.times import ScheduleError, local_zone, parse_timespan
+# What this package offers, and the module each name lives in: loaded on first use (PEP 562), so
+# that checking a schedule while a workspace loads (schema: cron, oncalendar, times) does not import
+# the unit rendering and installing (`workflows list` on a scheduled workspace).
+_WHERE = {
+    **dict.fromkeys((
+        "cron_next", "cron_to_calendar", "looks_like_cron", "validate_cron",
+    ), "cron"),
+    **dict.fromkeys((
+        "CRON_DEST", "SYSTEMD_DEST", "FileChange", "Installed", "ScheduleEntry", "SchedulePlan",
+        "apply_plan", "default_dest", "installed", "one_off_schedule", "plan_schedules", "read_marker",
+        "remove_one_off",
+    ), "install"),
+    **dict.fromkeys((
+        "CalendarSpec", "analyze_calendar", "calendar_next", "parse_calendar", "systemd_analyze",
+        "validate_calendar",
+    ), "oncalendar"),
+    **dict.fromkeys((
+        "LOG_DIR", "cron_filename", "default_log_file", "executable_command", "render_cron",
+        "render_systemd", "systemd_escape", "unit_basename",
+    ), "render"),
+    **dict.fromkeys((
+        "ORIGIN_ONE_OFF", "ORIGIN_WORKSPACE", "SCHEDULE_KEYS", "Schedule", "iter_times", "next_runs",
+        "parse_schedule", "prompts_of", "workspace_schedules",
+    ), "spec"),
+    **dict.fromkeys((
+        "ScheduleError", "local_zone", "parse_timespan",
+    ), "times"),
+}
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CRON_DEST", "LOG_DIR", "ORIGIN_ONE_OFF", "ORIGIN_WORKSPACE", "SCHEDULE_KEYS", "SYSTEMD_DEST",
