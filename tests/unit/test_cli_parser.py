@@ -29,6 +29,7 @@ def test_the_table_names_the_module_of_every_command():
     (["-w", "run", "workflows", "list"], "workflows"),  # -w's value is no command
     (["--output", "json", "runs", "list"], "runs"),
     (["-f", "run", "nightly"], "run"),
+    (["-e", "run", "workflows", "list"], "workflows"),  # -e's value, though it reads as a command
     (["--help"], None),
     (["-h", "run"], None),
     ([], None),
@@ -36,7 +37,10 @@ def test_the_table_names_the_module_of_every_command():
     (["--version"], None),
 ])
 def test_the_command_word_after_the_global_options(words, module):
-    assert cli.command_module(words) == module
+    top = cli.build_parser(["version"])  # the top-level options are the same for every command
+    with_value = {flag for action in top._actions if action.nargs != 0 for flag in action.option_strings}
+    assert {"-w", "--workspace", "-o", "--output", "-e", "--env"} <= with_value
+    assert cli.command_module(words, with_value) == module
 
 
 @pytest.mark.parametrize("words", [
@@ -44,6 +48,7 @@ def test_the_command_word_after_the_global_options(words, module):
     ["-w", "/tmp/x", "workflow", "run", "nightly", "--step", "one", "--limit", "web*", "--no-preflight"],
     ["run", "b", "a", "--check", "--extra-vars", "x=1"],
     ["runs", "show", "latest"],
+    ["-e", "run", "workflows", "list"],
     ["block", "inspect", "b"],
     ["install", "b", "c"],
     ["server", "token", "list"],

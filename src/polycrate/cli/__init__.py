@@ -65,19 +65,19 @@ COMMAND_MODULE = {
     "push": "lifecycle", "init": "lifecycle", "ssh": "sshcmd", "create": "sshcmd", "git": "gitcmd", "k": "kubectl",
     "version": "tools", "checksum": "tools", "completion": "completion",
 }
-_GLOBAL_WITH_VALUE = ("-w", "--workspace", "-o", "--output")
 
 
-def command_module(words: list[str] | None) -> str | None:
-    """The module of the command `words` names (after the global options), or None: then every
-    command is registered (`--help`, no command, a misspelt one: its error lists them all)."""
+def command_module(words: list[str] | None, with_value: set[str] | frozenset = frozenset()) -> str | None:
+    """The module of the command `words` names (after the global options; `with_value`: those that
+    take a value), or None: then every command is registered (`--help`, no command, a misspelt one:
+    its error lists them all)."""
     if words is None:
         return None
     skip = False
     for word in words:
         if skip:
             skip = False
-        elif word in _GLOBAL_WITH_VALUE:
+        elif word in with_value:
             skip = True
         elif word in ("-h", "--help", "--version", "--"):
             return None
@@ -99,7 +99,8 @@ def build_parser(words: list[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     shared = common_options()
-    only = command_module(words)
+    with_value = {flag for action in parser._actions if action.nargs != 0 for flag in action.option_strings}
+    only = command_module(words, with_value)
     for name in (only,) if only else COMMAND_MODULES:  # gitcmd .. tools: the real Polycrate's other commands
         importlib.import_module(f"polycrate.cli.{name}").register(sub, shared)
     return parser
