@@ -332,6 +332,30 @@ def send(channel: Notification, payload: Mapping[str, Any], secrets: Secrets) ->
         raise ChannelError(f"unknown type {channel.type!r}")
 
 
+def references(channel: Notification) -> list[tuple[str, SecretRef]]:
+    """The channel's secrets: (key, reference)."""
+    return [(key, ref) for key in ("url", "password", "token") if (ref := getattr(channel, key)) is not None]
+
+
+def check_references(channels: tuple[Notification, ...], config: Mapping[str, Any] | None,
+                     environ: Mapping[str, str] | None = None) -> list[tuple[SecretRef, str, bool]]:
+    """What `workspace validate` says about the channels' secrets before a night needs them:
+    (reference, message, is_error). A `{secret:}` missing from secrets.poly is an error (`config` None:
+    secrets.poly was not readable, not checked); an unset `{env:}` is a warning, since the shell that
+    validates is seldom the environment the scheduled run gets."""
+    found = []
+    lookup = Secrets(config, None, environ)
+    for channel in channels:
+        for key, ref in references(channel):
+            if ref.source == "secret" and config is None:
+                continue
+            try:
+                lookup.get(ref)
+            except ChannelError as exc:
+                found.append((ref, f"{describe(channel)}: '{key}': {exc}", ref.source == "secret"))
+    return found
+
+
 def describe(channel: Notification) -> str:
     """How a channel is named in a line: never with its URL (a chat webhook's URL is its token)."""
     return f"notification '{channel.name}' ({channel.type})"

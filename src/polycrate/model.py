@@ -176,6 +176,7 @@ class SecretRef:
 
     source: str  # "secret" | "env"
     name: str
+    line: int | None = field(default=None, compare=False)  # where workspace.poly names it
 
     def __str__(self) -> str:
         return f"{self.source} '{self.name}'"

@@ -3,8 +3,8 @@
 `workspace validate` checks every action of the workspace; a run checks the actions of its
 planned steps before step 1 (nothing here contacts a host). The checks:
 
-* the workspace's settings: schedules, registries, encryption (webhooks, history and metrics are
-  checked when the workspace loads);
+* the workspace's settings: schedules, registries, encryption, the secrets notification channels
+  name (webhooks, notifications, history and metrics are checked when the workspace loads);
 * script actions: ``bash -n`` on the script as it will run;
 * ansible actions: the playbook exists, Ansible parses and checks it with the variables the action
   gets (``ansible-playbook --syntax-check``'s own code, module and action names resolved), the
@@ -148,6 +148,7 @@ def check_settings(ws: Workspace) -> list[Finding]:
             if error is not None:
                 findings.append(Finding(str(error.path), error.line, error.message, block=step.block,
                                         action=step.action))
+    findings += check_notifications(ws)
     for check in (
         lambda: schedule.workspace_schedules(ws),
         lambda: registry.transport_settings(ws.registries),
@@ -160,6 +161,27 @@ def check_settings(ws: Workspace) -> list[Finding]:
         except ValueError as exc:
             findings.append(Finding(str(ws.file), None, str(exc)))
     return findings
+
+
+def check_notifications(ws: Workspace) -> list[Finding]:
+    """The secrets the mail and chat channels name exist (secrets.poly's when it can be read here; the
+    environment's, as a warning): a typo shows now, not in the night's warning line."""
+    channels_ = ws.run_settings.notifications
+    if not channels_:
+        return []
+    from polycrate import channels
+
+    config = None
+    if any(ref.source == "secret" for c in channels_ for _, ref in channels.references(c)):
+        try:
+            from polycrate.secrets import open_runtime_secrets
+
+            with open_runtime_secrets(ws.root, list(ws.blocks)) as opened:
+                config = opened.poly.config if opened.poly is not None else {}
+        except PolycrateError as exc:
+            return [Finding(str(ws.file), None, f"notifications: secrets.poly not checked: {exc.message}", WARNING)]
+    return [Finding(str(ws.file), ref.line, message, ERROR if error else WARNING)
+            for ref, message, error in channels.check_references(channels_, config)]
 
 
 def check_inventory(ws: Workspace, targets: list[Target] = ()) -> list[Finding]:

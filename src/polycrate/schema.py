@@ -468,7 +468,7 @@ def parse_secret_ref(item: dict, key: str, what: str, path: Path, required: bool
     if source == "secret" and any(not part for part in name.split(".")):
         raise ConfigError(f"{what}: '{key}': {name!r} is not a dotted key path such as notify.smtp_password",
                           path, line)
-    return SecretRef(source, name)
+    return SecretRef(source, name, line)
 
 
 def _http_url(item: dict, key: str, what: str, path: Path) -> str:

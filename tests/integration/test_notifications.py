@@ -284,3 +284,23 @@ def test_workspace_validate_refuses_a_bad_notification_with_file_and_line(tmp_pa
         "committed: write url: {secret: PATH} (a key under config: in secrets.poly) or url: {env: NAME}, not the value"
     ]
     assert "tok" not in result.stdout
+
+
+def test_workspace_validate_finds_a_misspelled_secret_and_warns_of_an_unset_variable(tmp_path):
+    ws = make_workspace(tmp_path / "ws", "  - name: mail\n    type: email\n    host: 127.0.0.1\n"
+                        "    username: alerts\n    password: {secret: notify.smtp_pasword}\n"
+                        "    from: a@example.org\n    to: b@example.org\n"
+                        "  - {name: chat, type: slack, url: {env: TEST_UNSET_SLACK_URL}}\n")
+    result = run_cli("workspace", "validate", cwd=ws, env={"TEST_UNSET_SLACK_URL": ""})
+    assert result.returncode == 2 and SMTP_PASSWORD not in result.output
+    assert result.stderr.splitlines() == [
+        "polycrate: error: workspace.poly:16: notification 'mail' (email): 'password': secrets.poly has no "
+        "config.notify.smtp_pasword",
+        "polycrate: warning: workspace.poly:19: notification 'chat' (slack): 'url': environment variable "
+        "TEST_UNSET_SLACK_URL is not set",
+    ]
+    text = (ws / "workspace.poly").read_text().replace("smtp_pasword", "smtp_password")
+    (ws / "workspace.poly").write_text(text)
+    fixed = run_cli("workspace", "validate", cwd=ws, env={"TEST_UNSET_SLACK_URL": ""})
+    assert fixed.returncode == 0 and "warning" in fixed.stderr and "error" not in fixed.stderr  # a warning only
+    assert run_cli("workspace", "validate", cwd=ws, env={"TEST_UNSET_SLACK_URL": "http://x/"}).stderr == ""
