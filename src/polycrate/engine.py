@@ -216,8 +216,12 @@ def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = Non
 def plan_prompts(ws: Workspace, workflow: Workflow, planned: list[PlannedStep], skip: set[str]) -> list[RunPrompt]:
     """The workflow's prompt, then each planned step's action prompt (not of steps a resume skips)."""
     prompts = [RunPrompt(workflow.prompt.message, workflow=workflow.name)] if workflow.prompt else []
+    declared = {s.name: s for s in (*workflow.steps, *workflow.on_failure)}
     for step in planned:
         action = ws.blocks[step.block].actions[step.action]
+        own = declared[step.name].prompt if step.name in declared else None
+        if own is not None and step.name not in skip:  # a step's own prompt (Polycrate's), before its action's
+            prompts.append(RunPrompt(own.message, step=step.name, block=step.block, action=step.action))
         if action.prompt and step.name not in skip:
             prompts.append(RunPrompt(action.prompt.message, step=step.name, block=step.block, action=step.action))
     return prompts

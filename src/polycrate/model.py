@@ -25,6 +25,8 @@ class Action:
     line: int | None = None
     script_lines: tuple[int | None, ...] = ()  # the block.poly line of each script entry
     file: Path | None = None  # the block.poly it is written in (a parent's, for an inherited action)
+    labels: dict[str, str] = field(default_factory=dict)
+    interactive: bool = False  # Polycrate's (a terminal for the container); here stdin is /dev/null either way
 
 
 # Polycrate's block kinds (its docs' conventions and its code): a block inheriting from a `k8sapp`
@@ -128,6 +130,8 @@ class Step:
     retries: int = 0  # further attempts after a failed one
     retry_delay: float = 0.0  # seconds between attempts
     allow_no_hosts: bool = False  # a play matching no host does not fail this step (nor its preflight)
+    prompt: Prompt | None = None  # Polycrate's step prompt: asked with the run's other prompts, before step 1
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,7 @@ class Workflow:
     line: int | None = None
     on_failure: tuple[Step, ...] = ()  # steps that run only after a step failed
     timer: Schedule | None = None  # `schedule:` checked (schema.parse_schedule)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 ORIGIN_WORKSPACE = "workspace"  # declared in workspace.poly: apply removes it when no longer declared

@@ -129,8 +129,10 @@ def parse_prompt(value: Any, path: Path, line: int | None) -> Prompt | None:
 
 def parse_action(raw: Any, path: Path) -> Action:
     mapping = _expect_map(raw, "an action", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "type", "playbook", "script", "prompt"}, "action", path)
+    _check_keys(mapping, {"name", "description", "type", "playbook", "script", "prompt", "labels", "alias",
+                          "interactive"}, "action", path)
     name = validate_name(mapping.get("name"), "action", path, _line(mapping, "name"))
+    check_alias(mapping, path)
     kind = mapping.get("type")
     if kind is None:
         kind = "ansible" if "playbook" in mapping else "script" if "script" in mapping else None
@@ -170,6 +172,8 @@ def parse_action(raw: Any, path: Path) -> Action:
         line=_line(mapping),
         script_lines=script_lines if kind == "script" else (),
         file=Path(path) if path is not None else None,
+        labels=parse_labels(mapping.get("labels"), f"action '{name}': ", path, _line(mapping, "labels")),
+        interactive=_bool(mapping, "interactive", path),
     )
 
 
@@ -194,6 +198,14 @@ def template_message(what: str, exc: Exception) -> str:
 
 
 LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
+
+
+def check_alias(mapping: dict, path: Path) -> None:
+    """`alias:` (Polycrate's, on blocks, actions, workflows and steps): a list of names. Polycrate merges
+    aliases and looks nothing up by them; neither do we."""
+    for item in _expect_list(mapping.get("alias"), "alias", path, _line(mapping, "alias")):
+        if not isinstance(item, str) or not NAME_RE.match(item):
+            raise ConfigError(f"alias must be a list of names, not {item!r}", path, _line(mapping, "alias"))
 
 
 def parse_labels(value: Any, what: str, path: Path, line: int | None) -> dict[str, str]:
@@ -272,6 +284,7 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         file,
     )
     name = validate_name(mapping.get("name"), "block", file, _line(mapping, "name"))
+    check_alias(mapping, file)
     config = _expect_map(mapping.get("config"), "config", file, _line(mapping, "config"))
     actions = _named_items(
         _expect_list(mapping.get("actions"), "actions", file, _line(mapping, "actions")), parse_action, "action", file
@@ -358,11 +371,12 @@ def parse_step(raw: Any, path: Path) -> Step:
     _check_keys(
         mapping,
         {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay",
-         "allow_no_hosts"},
+         "allow_no_hosts", "prompt", "labels", "alias"},
         "workflow step",
         path,
     )
     name = validate_name(mapping.get("name"), "step", path, _line(mapping, "name"))
+    check_alias(mapping, path)
     block = validate_name(mapping.get("block"), "block", path, _line(mapping, "block"))
     action = validate_name(mapping.get("action"), "action", path, _line(mapping, "action"))
     return Step(
@@ -375,17 +389,25 @@ def parse_step(raw: Any, path: Path) -> Step:
         retries=_number(mapping, "retries", path, integer=True) or 0,
         retry_delay=_number(mapping, "retry_delay", path) or 0.0,
         allow_no_hosts=_bool(mapping, "allow_no_hosts", path),
+        prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
+        labels=parse_labels(mapping.get("labels"), f"step '{name}': ", path, _line(mapping, "labels")),
     )
 
 
 def parse_workflow(raw: Any, path: Path) -> Workflow:
     mapping = _expect_map(raw, "a workflow", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule", "on_failure"}, "workflow", path)
+    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule", "on_failure", "labels", "alias",
+                          "allow_failure"}, "workflow", path)
     name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
+    check_alias(mapping, path)
     steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
     if not steps_raw:
         raise ConfigError(f"workflow '{name}' has no steps", path, _line(mapping))
     steps = _named_items(steps_raw, parse_step, f"step in workflow '{name}'", path)
+    if _bool(mapping, "allow_failure", path):  # Polycrate's: every step may fail without stopping the workflow
+        import dataclasses
+
+        steps = {k: dataclasses.replace(v, allow_failure=True) for k, v in steps.items()}
     on_failure = _named_items(
         _expect_list(mapping.get("on_failure"), f"workflow '{name}': on_failure", path, _line(mapping, "on_failure")),
         parse_step,
@@ -407,6 +429,7 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         line=_line(mapping),
         on_failure=tuple(on_failure.values()),
         timer=parse_schedule(schedule, name, path, _line(mapping, "schedule")),
+        labels=parse_labels(mapping.get("labels"), f"workflow '{name}': ", path, _line(mapping, "labels")),
     )
 
 

@@ -220,3 +220,47 @@ def test_an_inventory_from_an_unknown_block_names_the_file_and_line(tmp_path):
     (root / "workspace.poly").write_text(text.replace("    labels:\n      tier: production\n",
                                                       "    inventory: {from: nosuch}\n"))
     assert_one_line_error(run_cli_inprocess("block", "list", cwd=root), "workspace.poly:10", "inventory from 'nosuch'")
+
+
+def test_polycrates_workflow_and_action_keys(tmp_path, cli):
+    """Workflow `allow_failure` and `labels`, a step's `prompt` and `labels`, an action's `labels`,
+    `alias` and `interactive`, as Polycrate writes them."""
+    root = tmp_path / "ws"
+    write(root / "workspace.poly", """
+        name: keys-ws
+        config:
+          runtime: local
+        workflows:
+          - name: tolerant
+            labels: {owner: ops}
+            alias: [tol]
+            allow_failure: true
+            steps:
+              - {name: breaks, block: sh, action: fail, labels: {x: y}}
+              - {name: after, block: sh, action: ok, prompt: {message: "really run after?"}}
+    """)
+    write(root / "blocks" / "sh" / "block.poly", """
+        name: sh
+        actions:
+          - name: fail
+            script: ["exit 3"]
+          - name: ok
+            labels: {purpose: check}
+            alias: [fine]
+            interactive: false
+            script: ['echo ran >> "$POLYCRATE_WORKSPACE/after.txt"']
+    """)
+    shown = json.loads(run_cli_inprocess("workflow", "inspect", "tolerant", "-o", "json", cwd=root).stdout)
+    assert shown["labels"] == {"owner": "ops"}
+    assert [(s["name"], s["allow_failure"], s.get("prompt")) for s in shown["steps"]] == [
+        ("breaks", True, None), ("after", True, "really run after?")]
+    action = json.loads(run_cli_inprocess("action", "inspect", "sh", "ok", "-o", "json", cwd=root).stdout)
+    assert action["labels"] == {"purpose": "check"}
+
+    # the step's prompt is asked with the run's prompts, before step 1: no terminal, no --force, nothing runs
+    asked = cli("workflow", "run", "tolerant", cwd=root)
+    assert asked.returncode == 2 and "really run after?" in asked.output, asked.output
+    assert not (root / "after.txt").exists()
+    ran = cli("workflow", "run", "tolerant", "--force", cwd=root)
+    assert ran.returncode == 0, ran.output  # the failing step is allowed to fail: the next one ran
+    assert (root / "after.txt").read_text() == "ran\n"

@@ -36,7 +36,7 @@ def cmd_inspect(args) -> int:
     action = get_action(block, args.action)
     data = {"name": action.name, "block": block.name, "type": action.type, "description": action.description,
             "playbook": action.playbook, "script": list(action.script) or None,
-            "prompt": action.prompt.message if action.prompt else None}
+            "prompt": action.prompt.message if action.prompt else None, "labels": dict(action.labels) or None}
     if args.output == "json":
         emit_json(data)
     else:

@@ -34,6 +34,10 @@ def register(sub, shared) -> None:
 
 def _describe_step(s) -> dict:
     data = {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
+    if s.prompt is not None:
+        data["prompt"] = s.prompt.message
+    if s.labels:
+        data["labels"] = dict(s.labels)
     # step controls appear only where set, so plain steps read as before
     if s.timeout is not None:
         data["timeout"] = s.timeout
@@ -51,6 +55,7 @@ def _describe(workflow) -> dict:
         "on_failure": [_describe_step(s) for s in workflow.on_failure],
         "prompt": workflow.prompt.message if workflow.prompt else None,
         "schedule": workflow.schedule,
+        "labels": dict(workflow.labels),
     }
 
 
