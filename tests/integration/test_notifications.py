@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 
 import pytest
 
 from tests.conftest import run_cli
 from tests.helpers import free_port, validate_document, write
 from tests.integration.notify_servers import HttpRecorder, SilentServer, SmtpServer
+from tests.integration.runs_workspace import start_cli, wait_for
 
 DB_PASSWORD = "Corr3ct-Horse-Battery-5taple"  # secrets.poly; the failing task prints it
 SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-Pa55word-9f3k"
@@ -28,6 +30,9 @@ workflows:
   - name: green
     steps:
       - {name: ok, block: db, action: ok}
+  - name: long
+    steps:
+      - {name: wait, block: db, action: wait}
 """
 
 BLOCK = """\
@@ -39,6 +44,8 @@ actions:
   - {name: backup, playbook: backup.yml}
   - name: ok
     script: ["true"]
+  - name: wait
+    script: ['touch "$POLYCRATE_WORKSPACE/started"', "sleep 300"]
 """
 
 BACKUP = """\
@@ -280,7 +287,7 @@ def test_workspace_validate_refuses_a_bad_notification_with_file_and_line(tmp_pa
     result = run_cli("workspace", "validate", cwd=ws)
     assert result.returncode == 2 and "Traceback" not in result.output
     assert result.stderr.splitlines() == [
-        "polycrate: error: workspace.poly:14: notification 'chat': 'url' is a secret and workspace.poly is "
+        "polycrate: error: workspace.poly:17: notification 'chat': 'url' is a secret and workspace.poly is "
         "committed: write url: {secret: PATH} (a key under config: in secrets.poly) or url: {env: NAME}, not the value"
     ]
     assert "tok" not in result.stdout
@@ -294,9 +301,9 @@ def test_workspace_validate_finds_a_misspelled_secret_and_warns_of_an_unset_vari
     result = run_cli("workspace", "validate", cwd=ws, env={"TEST_UNSET_SLACK_URL": ""})
     assert result.returncode == 2 and SMTP_PASSWORD not in result.output
     assert result.stderr.splitlines() == [
-        "polycrate: error: workspace.poly:16: notification 'mail' (email): 'password': secrets.poly has no "
+        "polycrate: error: workspace.poly:19: notification 'mail' (email): 'password': secrets.poly has no "
         "config.notify.smtp_pasword",
-        "polycrate: warning: workspace.poly:19: notification 'chat' (slack): 'url': environment variable "
+        "polycrate: warning: workspace.poly:22: notification 'chat' (slack): 'url': environment variable "
         "TEST_UNSET_SLACK_URL is not set",
     ]
     text = (ws / "workspace.poly").read_text().replace("smtp_pasword", "smtp_password")
@@ -304,3 +311,23 @@ def test_workspace_validate_finds_a_misspelled_secret_and_warns_of_an_unset_vari
     fixed = run_cli("workspace", "validate", cwd=ws, env={"TEST_UNSET_SLACK_URL": ""})
     assert fixed.returncode == 0 and "warning" in fixed.stderr and "error" not in fixed.stderr  # a warning only
     assert run_cli("workspace", "validate", cwd=ws, env={"TEST_UNSET_SLACK_URL": "http://x/"}).stderr == ""
+
+
+def test_an_interrupted_run_is_a_failure_for_the_channels(tmp_path):
+    server = HttpRecorder().start()
+    proc = None
+    try:
+        ws = make_workspace(tmp_path / "ws", "  - {name: chat, type: mattermost, url: {secret: notify.url}}\n",
+                            secrets_config=f"    url: {server.url}/hooks/x\n")
+        proc = start_cli("workflows", "run", "long", cwd=ws)
+        wait_for(lambda: (ws / "started").exists(), what="the step to start")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, out + err
+        assert [r["body"]["text"] for r in server.requests] == ["polycrate alerts: workflow long interrupted"]
+        assert server.requests[0]["body"]["attachments"][0]["color"] == "#d40e0d"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop()
