@@ -104,3 +104,19 @@ def test_wrong_key_runs_nothing(ws):
     result = run_cli("run", "b", "go", cwd=ws, env=env)
     assert_one_line_error(result, ".age")
     assert not (ws / "seen-paths.txt").exists()
+
+
+def test_a_templated_script_line_gets_secrets_poly_values_and_they_are_masked(ws, key):
+    """Go-templated script lines are filled in after secrets.poly is merged; the `+ line` trace, the output
+    and the store show ******** where the value stands."""
+    block = ws / "blocks/b/block.poly"
+    block.write_text(block.read_text() + "  - name: sh\n    script:\n"
+                     "      - echo \"pw={{ .block.config.db_password }} user={{ .block.config.db_user }}\"\n"
+                     "      - printf '%s' '{{ .block.config.db_password }}' | sha256sum > \"$POLYCRATE_WORKSPACE/sh.txt\"\n")
+    import hashlib
+
+    result = run_cli("run", "b", "sh", cwd=ws, env={"WORKSPACE_ENCRYPTION_KEY": key})
+    assert result.returncode == 0, result.output
+    assert (ws / "sh.txt").read_text().split()[0] == hashlib.sha256(DB_PASSWORD.encode()).hexdigest()
+    assert "pw=******** user=app" in result.output and '+ echo "pw=******** user=app"' in result.output
+    assert DB_PASSWORD not in result.output and DB_PASSWORD.encode() not in everything_stored(ws)
