@@ -115,6 +115,15 @@ def render(r: dict) -> str:
         row = next(x for x in o["rows"] if x["name"] == "polycrate workflows run")
         out.append(f"| 2. three-step workflow, trivial local plays | {_s(row['median'])} | {_s(o['baseline']['median'])} "
                    f"(bash chain of 3 `ansible-playbook`) | {row['ratio']:.2f}x | ≤ {row['target']}x | {_met(row['met'])} |")
+        if "modules" in o:
+            m = o["modules"]
+            row = next(x for x in m["rows"] if x["name"] == "polycrate workflows run")
+            chain = next(x for x in m["rows"] if x["name"].startswith("bash chain"))
+            out.append(f"| 2. three-step workflow, plays that run modules | {_s(row['median'])} | "
+                       f"{_s(m['baseline']['median'])} (one `ansible-playbook`, 3 playbooks) | {row['ratio']:.2f}x | "
+                       f"≤ {row['target']}x | {_met(row['met'])} |")
+            out.append(f"| 2. the same against the bash chain | {_s(row['median'])} | {_s(chain['median'])} "
+                       f"(bash chain of 3 `ansible-playbook`) | {row['ratio_chain']:.2f}x | | |")
     if "fleet" in r:
         f = r["fleet"]
         for size in f["sizes"]:
@@ -180,6 +189,20 @@ def render(r: dict) -> str:
                 "inputs of ansible's import-time configuration differ from the zygote's (ANSIBLE_*/PYTHON*",
                 "variables, locale, the ansible.cfg that applies), the child execs a fresh process instead.",
                 "`POLYCRATE_ZYGOTE=0` turns it off (the \"zygote off\" row).", ""]
+        if "modules" in o:
+            m = o["modules"]
+            out += ["Plays that run modules (issue 19): the same workflow, each play running `command: \"true\"` and",
+                    "`debug` over the local connection, against one `ansible-playbook` process running the three",
+                    f"playbooks (the floor) and the bash chain. {m['baseline']['runs']} interleaved runs.", "",
+                    "| variant | median | min | max | vs one process | vs bash chain |", "|---|---|---|---|---|---|"]
+            for row in m["rows"]:
+                out.append(f"| {row['name']} | {_s(row['median'])} | {_s(row['min'])} | {_s(row['max'])} "
+                           f"| {row['ratio']:.2f}x | {row['ratio_chain']:.2f}x |")
+            h = m["history"]
+            out += ["", f"History kept: {'yes' if h['ok'] else 'NO'} (run {h.get('run')}: "
+                    + ", ".join(f"{n} {s}, ok={k}" for n, s, k in h.get("steps", [])) + "); step durations as "
+                    "`runs show` records them: " + ", ".join(f"{n} {d:.3f} s" for n, d in m.get("step_durations", []))
+                    + ".", ""]
     if "fleet" in r:
         f = r["fleet"]
         out += ["## 3. Fleet", "",
