@@ -11,7 +11,7 @@ from polycrate.engine import resume_point
 from polycrate.events import read_events
 from polycrate.errors import LockedError, NotFoundError
 from polycrate.history import RunStore, open_store
-from polycrate.states import LEGACY_STEP_STATES, Phase, PlannedStep, RunState, StepState
+from polycrate.states import LEGACY_STEP_STATES, Phase, PlannedStep, RunKind, RunState, StepState
 from polycrate.locking import RunLock, is_held
 from polycrate.metrics import render
 from polycrate.schema import parse_run_settings
@@ -235,3 +235,34 @@ def test_step_states_of_old_stores_read_as_todays(tmp_path):
     assert run["status"] is RunState.FAILED
     assert [StepState(t) for t in old] == [StepState.NOT_RUN, StepState.FAILED_ALLOWED, StepState.SKIPPED_CHECK,
                                            StepState.SUCCEEDED_BEFORE]
+
+
+def test_the_records_that_matter_are_synced_the_rest_not(tmp_path):
+    # a run's start, each step's end and the run's end commit at synchronous=FULL (an fsync, which
+    # covers the commits before it); the updates in between at NORMAL (consistent, and kept through a
+    # crash of polycrate; a power loss may take them back)
+    store = open_store(tmp_path)
+    level = ["NORMAL"]
+    writes: list[tuple[str, str]] = []
+
+    def trace(statement: str) -> None:
+        if statement.startswith("PRAGMA synchronous ="):
+            level[0] = statement.split("=")[1].strip()
+        elif statement.startswith(("INSERT", "UPDATE")):
+            writes.append((" ".join(statement.split()[:4]), level[0]))
+
+    store.db.set_trace_callback(trace)
+    run_id = store.start_run(kind=RunKind.WORKFLOW, name="nightly")
+    store.update_step(run_id, 1, status=StepState.RUNNING, started=time.time())
+    store.step_log(run_id, 1, "one").close()
+    store.update_step(run_id, 1, status=StepState.SUCCEEDED, ended=time.time(), duration=0.1)
+    store.finish_run(run_id, status=RunState.SUCCEEDED, exit_code=0)
+    assert writes[:-1] == [
+        ("INSERT INTO runs (id,", "FULL"),  # the run is recorded
+        ("UPDATE steps SET status", "NORMAL"),  # running
+        ("UPDATE steps SET log", "NORMAL"),
+        ("UPDATE steps SET status", "FULL"),  # the step's end
+    ]
+    assert writes[-1][0].startswith("UPDATE runs") and writes[-1][1] == "FULL"  # the run's end
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL between them
+    store.close()

@@ -85,6 +85,12 @@ def _connect(path: Path) -> sqlite3.Connection:
             db.execute("PRAGMA journal_mode = WAL")  # readers never block a running night
         except sqlite3.OperationalError:
             pass
+        # In WAL mode NORMAL keeps the store consistent through any crash and every commit through a
+        # crash of polycrate (SIGKILL, OOM); only a power loss can take the latest commits back. The
+        # records that matter are written at FULL (RunStore._durably: a run's start, each step's
+        # end, the run's end), which syncs every commit before them too: one fsync per step instead
+        # of four (~5 ms each here).
+        db.execute("PRAGMA synchronous = NORMAL")
         migrate(db, path)
         size = path.stat().st_size if path.exists() else 0
         if size <= _CHECK_LIMIT:
@@ -146,6 +152,14 @@ class RunStore:
 
     # --- writing ---------------------------------------------------------------------------
 
+    def _durably(self, sql: str, params: tuple) -> None:
+        """One statement committed with an fsync (and so every commit before it)."""
+        self.db.execute("PRAGMA synchronous = FULL")
+        try:
+            self.db.execute(sql, params)
+        finally:
+            self.db.execute("PRAGMA synchronous = NORMAL")
+
     def start_run(
         self,
         *,
@@ -165,7 +179,7 @@ class RunStore:
         given = os.environ.pop(RUN_ID_ENV, "")
         run_id = given if _RUN_ID_RE.match(given) else new_run_id(started)
         user = os.environ.pop(RUN_USER_ENV, "").strip() or current_user()
-        self.db.execute(
+        self._durably(
             "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
             " started, status, check_mode, diff_mode, resumed_from, ansible_options)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -198,7 +212,8 @@ class RunStore:
         if not fields:
             return
         cols = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE steps SET {cols} WHERE run_id = ? AND position = ?", (*fields.values(), run_id, position))
+        execute = self._durably if "ended" in fields else self.db.execute  # a step's end is a record that matters
+        execute(f"UPDATE steps SET {cols} WHERE run_id = ? AND position = ?", (*fields.values(), run_id, position))
 
     def set_hosts(self, run_id: str, position: int, hosts: dict[str, dict[str, int]]) -> None:
         with self.db:
@@ -220,7 +235,7 @@ class RunStore:
     def finish_run(self, run_id: str, *, status: str, exit_code: int, **fields: Any) -> None:
         fields.update(status=status, exit_code=exit_code, ended=time.time())
         cols = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+        self._durably(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
 
     # --- stale runs ------------------------------------------------------------------------
 
