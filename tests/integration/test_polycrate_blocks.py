@@ -264,3 +264,24 @@ def test_polycrates_workflow_and_action_keys(tmp_path, cli):
     ran = cli("workflow", "run", "tolerant", "--force", cwd=root)
     assert ran.returncode == 0, ran.output  # the failing step is allowed to fail: the next one ran
     assert (root / "after.txt").read_text() == "ran\n"
+
+
+def test_k_uses_the_kubeconfig_a_block_takes_from_another_and_the_workspaces_filename(tmp_path, cli):
+    from tests.integration.test_polycrate_commands import KUBECONFIG
+
+    root = tmp_path / "ws"
+    write(root / "workspace.poly", """
+        name: k-ws
+        kubeconfig: {filename: clusters/prod.yml}
+        blocks:
+          - name: cluster
+          - name: app
+            kubeconfig: {from: cluster}
+    """)
+    for name in ("cluster", "app"):
+        write(root / "blocks" / name / "block.poly", f"name: {name}\n")
+    write(root / "clusters" / "prod.yml", KUBECONFIG.replace("{who}", "prod"))
+    assert cli("k", "config", "current-context", cwd=root).stdout.strip() == "ctx-prod"
+    assert cli("k", "--block", "app", "config", "current-context", cwd=root).stdout.strip() == "ctx-prod"
+    write(root / "artifacts" / "blocks" / "cluster" / "kubeconfig.yml", KUBECONFIG.replace("{who}", "cluster"))
+    assert cli("k", "--block", "app", "config", "current-context", cwd=root).stdout.strip() == "ctx-cluster"
