@@ -463,6 +463,8 @@ NOTIFICATION_KEYS = {
 }
 MAX_NOTIFY_TIMEOUT = 300
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$")  # a name or IPv4 (IDN: punycode)
+_IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$")
 _ADDRESS_RE = re.compile(r"^[^\s@<>,;\"]+@[^\s@<>,;\"]+$")
 
 
@@ -538,8 +540,10 @@ def parse_notification(raw: Any, path: Path) -> Notification:
 
 
 def _email_fields(item: dict, what: str, path: Path) -> dict[str, Any]:
-    host = _string(item, "host", path, required=True).strip()
-    if not host or "/" in host or " " in host or has_control(host):
+    host = item.get("host")
+    if host is None:
+        raise ConfigError(f"{what}: missing required key 'host'", path, _line(item))
+    if not isinstance(host, str) or not (_HOST_RE.match(host) or _IPV6_RE.match(host)):
         raise ConfigError(f"{what}: 'host' must be the SMTP server's host name or address, not {host!r}", path,
                           _line(item, "host"))
     security = _string(item, "security", path, default="starttls")
@@ -549,7 +553,11 @@ def _email_fields(item: dict, what: str, path: Path) -> dict[str, Any]:
     port = item.get("port", SMTP_SECURITY[security])
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"{what}: 'port' must be a port number 1-65535, not {port!r}", path, _line(item, "port"))
-    username = _string(item, "username", path) or None
+    username = item.get("username")
+    if username is not None and (not isinstance(username, str) or not username.strip()
+                                 or username != username.strip() or has_control(username)):
+        raise ConfigError(f"{what}: 'username' must be the login name as text, not {username!r}", path,
+                          _line(item, "username"))
     password = parse_secret_ref(item, "password", what, path, required=False)
     if password is not None and username is None:
         raise ConfigError(f"{what}: 'password' needs 'username'", path, _line(item, "password"))

@@ -49,6 +49,9 @@ def test_each_type_parses_with_safe_defaults(tmp_path):
     (MAIL + "    security: none\n", 10, "would send the password unencrypted"),
     (MAIL + "    security: ssl\n", 10, "'security' must be one of starttls, tls, none"),
     (MAIL + "    port: 99999\n", 10, "'port' must be a port number"),
+    (MAIL.replace("host: smtp.example.org", "host: smtp.example.org/x"), 5, "'host' must be the SMTP server's"),
+    (MAIL.replace("host: smtp.example.org", "host: 1.0e+10"), 5, "'host' must be the SMTP server's"),
+    (MAIL.replace("username: alerts", "username: ' alerts'"), 6, "'username' must be the login name"),
     (MAIL.replace("to: ops@example.org", "to: []"), 9, "'to' needs at least one mail address"),
     (MAIL.replace("to: ops@example.org", "to: ['ops@example.org\\nBcc: x@evil.example']"), 9,
      "'to' must be a mail address"),
@@ -132,3 +135,33 @@ def test_the_readme_example_is_valid_config(tmp_path):
     parsed = read_workspace_file(tmp_path).run_settings.notifications
     assert [(n.name, n.type) for n in parsed] == [("ops-mail", "email"), ("ops-slack", "slack"),
                                                   ("ops-teams", "teams"), ("ops-matrix", "matrix")]
+
+
+def test_any_odd_value_in_any_key_is_a_config_error_or_accepted(tmp_path):
+    """Every key of every channel type given each of the fuzzer's odd values: a ConfigError with a line,
+    or a channel; never another exception."""
+    import yaml
+
+    from tests.integration.fuzz_workspaces import ODD_VALUES
+
+    entries = {
+        "email": {"name": "m", "type": "email", "host": "smtp.example.org", "port": 587, "security": "starttls",
+                  "username": "u", "password": {"secret": "a.b"}, "from": "a@example.org", "to": ["b@example.org"],
+                  "ca_file": "ca.pem", "timeout": 5, "on": ["failure"]},
+        "slack": {"name": "s", "type": "slack", "url": {"env": "URL"}},
+        "matrix": {"name": "x", "type": "matrix", "homeserver": "https://m.example.org", "room": "!a:m.org",
+                   "token": {"secret": "t"}},
+    }
+    outcomes = {"error": 0, "accepted": 0}
+    for entry in entries.values():
+        for key in entry:
+            for odd in ODD_VALUES + [{"secret": odd} for odd in ODD_VALUES[:12]]:
+                text = yaml.safe_dump({"name": "ws", "notifications": [{**entry, key: odd}]}, allow_unicode=True)
+                write(tmp_path / "workspace.poly", text)
+                try:
+                    read_workspace_file(tmp_path)
+                    outcomes["accepted"] += 1
+                except ConfigError as exc:
+                    assert exc.line is not None and "\n" not in exc.message, (key, odd, exc.message)
+                    outcomes["error"] += 1
+    assert outcomes["error"] > 500 and outcomes["accepted"] > 20
