@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any, Callable
 
@@ -37,18 +38,29 @@ def post(hook: Webhook, payload: dict[str, Any], timeout: float = TIMEOUT_SECOND
         response.read(1024)
 
 
+def shown(number: int, url: str) -> str:
+    """How a webhook is named in notices: its place in `webhooks:` and its origin only. The path, query
+    and user info of a webhook URL often carry its token (Slack's /services/T/B/TOKEN, ?token=...)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{number} ({parts.scheme}://{host}{port}/...)"
+
+
 def send_all(hooks: tuple[Webhook, ...], payload: dict[str, Any], notice: Callable[[str], None]) -> int:
     """POST to every hook that wants this status; return how many succeeded. Errors go to `notice`."""
     sent = 0
-    for hook in hooks:
+    for number, hook in enumerate(hooks, 1):
         if not wanted(hook, payload):
             continue
         try:
             post(hook, payload)
             sent += 1
         except urllib.error.HTTPError as exc:
-            notice(f"webhook {hook.url} answered HTTP {exc.code}; the run's result stands")
+            notice(f"webhook {shown(number, hook.url)} answered HTTP {exc.code}; the run's result stands")
         except Exception as exc:  # a webhook never fails a run
             reason = getattr(exc, "reason", None) or exc
-            notice(f"webhook {hook.url} failed: {reason}; the run's result stands")
+            notice(f"webhook {shown(number, hook.url)} failed: {reason}; the run's result stands")
     return sent

@@ -82,13 +82,18 @@ webhooks:
 
 def test_dead_webhook_does_not_fail_the_run(tmp_path):
     dead = free_port()  # nothing listens here
-    ws = make_workspace(tmp_path / "ws", f"webhooks:\n  - url: http://127.0.0.1:{dead}/hook\n    on: [success, failure]\n")
+    token = "T0KEN-in-the-path-4711"  # as in Slack's /services/T/B/TOKEN: the URL itself is a secret
+    ws = make_workspace(tmp_path / "ws", f"webhooks:\n  - url: http://u:pw@127.0.0.1:{dead}/services/{token}?k={token}\n"
+                                         "    on: [success, failure]\n")
     ok = run_cli("workflows", "run", "green", cwd=ws)  # run_cli's own timeout guards against a hang
     assert ok.returncode == 0, ok.output
-    assert f"webhook http://127.0.0.1:{dead}/hook failed" in ok.stdout
+    assert f"webhook 1 (http://127.0.0.1:{dead}/...) failed" in ok.stdout  # its place and origin, no more
     run = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
     assert run["status"] == "succeeded"
     assert any("webhook" in n["text"] for n in run["notices"])  # logged with the run
+    stored = run_cli("runs", "show", "latest", cwd=ws).stdout + json.dumps(run)
+    for text in (ok.output, stored):
+        assert token not in text and "pw@" not in text
     bad = run_cli("workflows", "run", "nightly", cwd=ws)
     assert bad.returncode == 1  # a failed run stays failed (not 2, not a traceback)
     assert "Traceback" not in bad.output
