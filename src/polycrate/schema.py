@@ -446,6 +446,9 @@ def _on_events(item: dict, what: str, path: Path) -> tuple[str, ...]:
     if isinstance(on, str):
         on = [on]
     on = _expect_list(on, f"{what} 'on'", path, _line(item, "on"))
+    if not on:  # an empty list would silently mean "never": say so rather than guess
+        raise ConfigError(f"{what} 'on' is empty: it takes {' and '.join(WEBHOOK_EVENTS)} (remove the {what} "
+                          "to turn it off)", path, _line(item, "on"))
     for event in on:
         if event not in WEBHOOK_EVENTS:
             raise ConfigError(f"{what} 'on' takes {' and '.join(WEBHOOK_EVENTS)}, not {event!r}", path,

@@ -41,6 +41,7 @@ def test_each_type_parses_with_safe_defaults(tmp_path):
     ("  - {name: a, type: slack}\n", 3, "missing required key 'url'"),
     ("  - {name: a, type: slack, url: {env: X}, channel: ops}\n", 3, "unknown key 'channel'"),
     ("  - {name: a, type: slack, url: {env: X}, 'on': [always]}\n", 3, "'on' takes success and failure"),
+    ("  - {name: a, type: slack, url: {env: X}, 'on': []}\n", 3, "'on' is empty"),
     ("  - {name: a, type: slack, url: {env: X}, timeout: 900}\n", 3, "'timeout' is at most 300 seconds"),
     ("  - {name: a, type: slack, url: {env: X}}\n  - {name: a, type: teams, url: {env: Y}}\n", 4,
      "duplicate notification 'a'"),
