@@ -256,6 +256,7 @@ class _Run:
         self.run_id: str | None = None
         self.lock = None
         self.zygote = None  # runtime.zygote.Zygote: the warm process a workflow's ansible steps fork from
+        self.ssh_sharing = None  # runtime.sshshare.SSHSharing: the run's SSH masters, closed with the run
         self.notices: list[str] = []
 
     def notice(self, message: str) -> None:
@@ -298,6 +299,17 @@ class _Run:
         for message in self.store.recovered:  # loud, and kept with this run
             self.notice(message)
 
+    def start_ssh_sharing(self, planned: list[PlannedStep]) -> None:
+        """One private folder of SSH ControlPersist masters for the run's ansible steps, so a later step
+        reuses the connections of an earlier one (runtime/sshshare.py); local runtime only."""
+        if self.runtime is not None and self.runtime.container:
+            return
+        if not any(self.ws.blocks[s.block].actions[s.action].type == "ansible" for s in planned):
+            return
+        from polycrate.runtime import sshshare
+
+        self.ssh_sharing = sshshare.start()
+
     def start_zygote(self, planned: list[PlannedStep], workflow: str | None) -> None:
         """Warm Ansible once for a run of two or more ansible steps (runs, retries): each step then forks
         from it instead of starting and importing ansible-core again (runtime/zygote.py)."""
@@ -311,7 +323,8 @@ class _Run:
         block = self.ws.blocks[first.block]
         request = ActionRequest(ws=self.ws, block=block, action=block.actions[first.action], workflow=workflow,
                                 step=first.name if workflow else None, runtime=self.runtime,
-                                extra_env=dict(self.options.display_env), **action_settings(self.options))
+                                extra_env=dict(self.options.display_env), **action_settings(self.options),
+                                ssh_sharing=self.ssh_sharing)
         try:
             self.zygote = start_zygote(request)
         except Exception:  # an optimisation: without it every step starts its own process
@@ -321,6 +334,12 @@ class _Run:
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
+        if self.ssh_sharing is not None:
+            try:
+                self.ssh_sharing.close()  # every master of the run ends, also after a failure or an interrupt
+            except Exception:
+                pass
+            self.ssh_sharing = None
         if self.secrets is not None:
             self.secrets.close()  # the decrypted folder goes, also after a failure or an interrupt
             self.secrets = None
@@ -406,6 +425,7 @@ def _execute(
                 ansible_options=options.ansible,
                 extra_env=dict(options.display_env),
                 **action_settings(options),
+                ssh_sharing=run.ssh_sharing,
             )
             if action.type == "script":  # its Go templates, filled in once for every attempt
                 from polycrate.errors import ConfigError
@@ -587,6 +607,7 @@ def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
         run.ws, preflight.step_targets(run.ws, [(p.block, p.action, p.allow_no_hosts) for p in chosen]),
         settings=False, secrets=run.secrets, zygote=run.zygote, runtime=run.runtime,
         ansible=run.options.ansible, display_env=run.options.display_env,
+        ssh_sharing=run.ssh_sharing,
     )
     if not report.ok:
         first = report.errors[0]
@@ -682,6 +703,7 @@ def run_action(
     try:
         key = f"action-{block.name}-{action.name}"
         run.take_lock(key, f"action {block.name} {action.name}")
+        run.start_ssh_sharing([PlannedStep(action.name, block.name, action.name)])
         if action.prompt:
             _ask(confirm, [RunPrompt(action.prompt.message, block=block.name, action=action.name)])
         run.open_secrets()
@@ -719,6 +741,7 @@ def run_workflow(
         key = f"workflow-{workflow.name}"
         # the lock first: a second run is refused before anyone is asked anything
         run.take_lock(key, f"workflow '{workflow.name}'")
+        run.start_ssh_sharing(planned)  # before the zygote: it takes the same environment as the steps
         run.start_zygote(planned, workflow.name)  # warms up while the run is prepared
         skip: set[str] = set()
         resumed_from = None

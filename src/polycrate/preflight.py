@@ -245,8 +245,8 @@ def check_script(block: Block, action: Action, ws: Workspace | None = None, secr
 
 
 def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygote=None,
-                    runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = ()
-                    ) -> Report:
+                    runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = (),
+                    ssh_sharing=None) -> Report:
     """The Ansible half: one Ansible process per distinct Ansible configuration (a block folder
     with its own ansible.cfg gets its own), forked from `zygote` when it fits. `ansible` (the run's
     AnsibleOptions) adds its --extra-vars over ours and its --limit to every pattern, as in the run.
@@ -279,7 +279,8 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
         for index, ((own, inventory), items) in enumerate(groups.items()):
             first = items[0][0]
             request = ActionRequest(ws=ws, block=first.block, action=first.action, secrets=secrets, runtime=runtime,
-                                    ansible_options=ansible, extra_env=dict(display_env))
+                                    ansible_options=ansible, extra_env=dict(display_env),
+                                    ssh_sharing=ssh_sharing)
             playbooks = []
             for n, (target, path) in enumerate(items):
                 variables = private / f"vars-{index}-{n}.json"
@@ -331,7 +332,8 @@ def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zyg
 
 
 def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secrets=None, zygote=None,
-          runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = ()) -> Report:
+          runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = (),
+          ssh_sharing=None) -> Report:
     started = time.monotonic()
     findings = check_settings(ws) if settings else []
     for target in targets:
@@ -342,7 +344,7 @@ def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secret
     if inventory:  # Ansible would only repeat it, less clearly
         targets = [t for t in targets if t.action.type != "ansible"]
     report = check_playbooks(ws, targets, secrets=secrets, zygote=zygote, runtime=runtime, ansible=ansible,
-                             display_env=display_env)
+                             display_env=display_env, ssh_sharing=ssh_sharing)
     report.findings = findings + report.findings
     report.seconds = time.monotonic() - started
     return report

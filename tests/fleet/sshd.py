@@ -24,8 +24,28 @@ class SSHHost:
     port: int
     key: Path  # client private key
     proc: subprocess.Popen
+    log: Path | None = None  # sshd's output (LogLevel INFO)
 
-    def host_vars(self) -> dict:
+    def accepted_connections(self) -> int:
+        """SSH connections this host's sshd has authenticated so far."""
+        if self.log is None or not self.log.exists():
+            return 0
+        return self.log.read_text(errors="replace").count("Accepted publickey for ")
+
+    def host_vars(self, sharing: bool = False) -> dict:
+        """Connection variables. `sharing=False` (the fixture's settings): no SSH connection sharing.
+        `sharing=True`: only what reaching the test host needs; Ansible's (or polycrate's) SSH defaults
+        (ControlMaster=auto, ControlPersist) apply."""
+        if sharing:
+            return {
+                "ansible_host": self.address,
+                "ansible_port": self.port,
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.key),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                "-o LogLevel=ERROR",
+                "ansible_python_interpreter": shutil.which("python3") or "/usr/bin/python3",
+            }
         return {
             "ansible_host": self.address,
             "ansible_port": self.port,
@@ -83,20 +103,22 @@ class SSHFleet:
                     "MaxStartups 200",
                     "MaxSessions 100",
                     "Subsystem sftp internal-sftp",
-                    "LogLevel ERROR",
+                    "LogLevel INFO",  # "Accepted publickey ...": accepted_connections counts them
                     "",
                 ]
             )
         )
         proc = start_server([SSHD, "-D", "-e", "-f", str(config)], address, port,
                             self.dir / f"sshd_{address}.log", f"sshd on {address}", timeout=10)
-        return SSHHost(name, address, port, key, proc)
+        return SSHHost(name, address, port, key, proc, self.dir / f"sshd_{address}.log")
 
-    def inventory(self, groups: dict[str, list[str]] | None = None, extra_vars: dict | None = None) -> dict:
-        """An inventory in the article's shape: hosts under all.hosts, groups by name only."""
+    def inventory(self, groups: dict[str, list[str]] | None = None, extra_vars: dict | None = None,
+                  sharing: bool = False) -> dict:
+        """An inventory in the article's shape: hosts under all.hosts, groups by name only
+        (`sharing`: see SSHHost.host_vars)."""
         inv: dict = {"all": {"vars": dict(extra_vars or {}), "hosts": {}, "children": {}}}
         for host in self.hosts:
-            inv["all"]["hosts"][host.name] = host.host_vars()
+            inv["all"]["hosts"][host.name] = host.host_vars(sharing)
         for group, members in (groups or {}).items():
             inv["all"]["children"][group] = {"hosts": {m: None for m in members}}
         return inv

@@ -61,6 +61,7 @@ class ActionRequest:
     mounts: tuple[Any, ...] = ()  # -m: container.Mount of the run (container runtime)
     ssh_key: Path | None = None  # the workspace's SSH private key (action_env.workspace_key)
     force: bool = False  # -f: POLYCRATE_FORCE=1
+    ssh_sharing: Any = None  # runtime.sshshare.SSHSharing of the run: its ControlPersist masters' folder
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:

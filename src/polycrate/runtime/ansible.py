@@ -41,4 +41,8 @@ def ansible_environment(request) -> dict[str, str]:
     # One SSH round trip per task instead of four: measured 0.8 s against 4.2 s per task on the
     # Debian test host. Safe on Debian/Ubuntu sudo (no requiretty); ANSIBLE_PIPELINING=False turns it off.
     env.setdefault("ANSIBLE_PIPELINING", "True")
+    # SSH masters shared by the run's steps, closed when it ends (runtime/sshshare.py: the rule for the
+    # user's own ssh_args and control path); the engine gives none to a container run (it cannot see the folder)
+    if request.ssh_sharing is not None:
+        env = request.ssh_sharing.environment(env, request.block.folder)
     return env
