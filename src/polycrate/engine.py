@@ -257,6 +257,7 @@ class _Run:
         self.lock = None
         self.zygote = None  # runtime.zygote.Zygote: the warm process a workflow's ansible steps fork from
         self.ssh_sharing = None  # runtime.sshshare.SSHSharing: the run's SSH masters, closed with the run
+        self.preflight = None  # preflight.Report of the run: how many hosts each action's plays target
         self.notices: list[str] = []
 
     def notice(self, message: str) -> None:
@@ -298,6 +299,12 @@ class _Run:
             self.lock.write_holder(self.run_id)
         for message in self.store.recovered:  # loud, and kept with this run
             self.notice(message)
+
+    def hosts_of(self, block: str, action: str) -> int | None:
+        """The most hosts one play of the action targets, as the preflight counted them (forks)."""
+        plays = [p for p in (self.preflight.plays if self.preflight is not None else ())
+                 if p.get("block") == block and p.get("action") == action]
+        return max((p.get("hosts") or 0 for p in plays), default=None)
 
     def start_ssh_sharing(self, planned: list[PlannedStep]) -> None:
         """One private folder of SSH ControlPersist masters for the run's ansible steps, so a later step
@@ -426,6 +433,7 @@ def _execute(
                 extra_env=dict(options.display_env),
                 **action_settings(options),
                 ssh_sharing=run.ssh_sharing,
+                hosts=run.hosts_of(block.name, action.name),
             )
             if action.type == "script":  # its Go templates, filled in once for every attempt
                 from polycrate.errors import ConfigError
@@ -613,6 +621,7 @@ def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
         first = report.errors[0]
         steps = [p.name for p in chosen if (p.block, p.action) == (first.block, first.action)]
         raise preflight.PreflightFailed(report, steps[0] if steps else None, run.mask)
+    run.preflight = report
     return report
 
 

@@ -62,6 +62,7 @@ class ActionRequest:
     ssh_key: Path | None = None  # the workspace's SSH private key (action_env.workspace_key)
     force: bool = False  # -f: POLYCRATE_FORCE=1
     ssh_sharing: Any = None  # runtime.sshshare.SSHSharing of the run: its ControlPersist masters' folder
+    hosts: int | None = None  # the most hosts one play of this action targets (the preflight's count)
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:

@@ -69,8 +69,8 @@ def ansible_config_file(env: dict[str, str], cwd: Path) -> Path | None:
     return None
 
 
-def _config_keys(path: Path | None) -> set[str]:
-    """The keys set in [ssh_connection] of `path` (lower case); empty when unreadable."""
+def config_keys(path: Path | None, section: str = "ssh_connection") -> set[str]:
+    """The keys set in `section` of the ansible.cfg `path` (lower case); empty when unreadable."""
     if path is None:
         return set()
     parser = configparser.ConfigParser(interpolation=None, strict=False)
@@ -78,9 +78,9 @@ def _config_keys(path: Path | None) -> set[str]:
         parser.read(path)
     except (configparser.Error, OSError, UnicodeDecodeError):
         return set()
-    if not parser.has_section("ssh_connection"):
+    if not parser.has_section(section):
         return set()
-    return {key.lower() for key in parser.options("ssh_connection")}
+    return {key.lower() for key in parser.options(section)}
 
 
 def _short_tmp() -> str:
@@ -182,7 +182,7 @@ class SSHSharing:
 
     def environment(self, env: dict[str, str], cwd: Path) -> dict[str, str]:
         """`env` with the settings the user did not set (the rule in the module's docstring)."""
-        keys = _config_keys(ansible_config_file(env, cwd))
+        keys = config_keys(ansible_config_file(env, cwd))
         out = dict(env)
         if "ANSIBLE_SSH_ARGS" not in env and "ssh_args" not in keys:
             out["ANSIBLE_SSH_ARGS"] = SSH_ARGS
