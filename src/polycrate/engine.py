@@ -318,8 +318,9 @@ class _Run:
         self.ssh_sharing = sshshare.start()
 
     def start_zygote(self, planned: list[PlannedStep], workflow: str | None) -> None:
-        """Warm Ansible once for a run of two or more ansible steps (runs, retries): each step then forks
-        from it instead of starting and importing ansible-core again (runtime/zygote.py)."""
+        """Warm Ansible once for a run of two or more Ansible processes (the preflight, each ansible step's
+        runs and retries; a single action with the preflight counts): each then forks from it instead of
+        starting and importing ansible-core again (runtime/zygote.py)."""
         from polycrate.runtime import start_zygote
 
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
@@ -712,11 +713,12 @@ def run_action(
     try:
         key = f"action-{block.name}-{action.name}"
         run.take_lock(key, f"action {block.name} {action.name}")
-        run.start_ssh_sharing([PlannedStep(action.name, block.name, action.name)])
+        plan = PlannedStep(action.name, block.name, action.name)
+        run.start_ssh_sharing([plan])
+        run.start_zygote([plan], None)  # with the preflight: two Ansible processes, one import of ansible-core
         if action.prompt:
             _ask(confirm, [RunPrompt(action.prompt.message, block=block.name, action=action.name)])
         run.open_secrets()
-        plan = PlannedStep(action.name, block.name, action.name)
         report = _preflight(run, [plan], set())
         run.open(kind=RunKind.ACTION, name=f"{block.name} {action.name}", block=block.name, action=action.name,
                  lock_key=key)

@@ -76,6 +76,19 @@ def test_steps_fork_from_the_warm_process_and_match_cold_runs(ws):
     assert not any("polycrate.runtime.zygote" in r["chain"] for r in cold)
 
 
+def test_a_single_action_forks_its_preflight_and_its_step_from_one_warm_process(ws):
+    (ws / "records.jsonl").unlink(missing_ok=True)
+    result = run_cli("run", "b", "go", cwd=ws)
+    assert result.returncode == 0, result.output
+    [record] = [json.loads(line) for line in (ws / "records.jsonl").read_text().splitlines()]
+    assert "polycrate.runtime.zygote" in record["chain"]
+    assert {k: v for k, v in record.items() if k != "chain"} == {"step": "", "timeout": 42, "greeting": "hello-b"}
+    cold = run_cli("run", "b", "go", "--no-preflight", cwd=ws)  # one Ansible process: no zygote
+    assert cold.returncode == 0, cold.output
+    last = json.loads((ws / "records.jsonl").read_text().splitlines()[-1])
+    assert "polycrate.runtime.zygote" not in last["chain"]
+
+
 def test_the_zygote_is_gone_after_the_run(ws):
     import subprocess
 
