@@ -9,6 +9,7 @@ APT_PACKAGES=(
   postgresql postgresql-client    # real PostgreSQL for backup tests
   age                             # the age CLI, to prove our files are standard age
   rclone                          # uploads to S3
+  isal                            # igzip: the backup archive's compressor (the block's unit tests use it)
   debootstrap zstd dpkg-dev       # the isolated Debian test host and its apt repository
   podman runc catatonit uidmap slirp4netns fuse-overlayfs   # the container runtime (see README: Runtimes)
   docker-registry                 # a real OCI registry on loopback for the block push/pull tests

@@ -5,7 +5,7 @@ tests must never point it at the machine they run on.  This harness gives
 them a throw-away Debian host instead:
 
 * :func:`build_rootfs` debootstraps a bookworm root (openssh-server, python3,
-  python3-apt, postgresql, sudo, curl, rclone, acl, ...), provisions it (role
+  python3-apt, postgresql, sudo, curl, rclone, isal, acl, ...), provisions it (role
   ``acme`` + database ``acme_app``, user ``ubuntu`` with passwordless sudo,
   a local apt repository in ``/srv/repo`` with ``acme-app`` 1.0.0 installed)
   and packs it with ``tar | zstd`` into a cache file keyed by the package
@@ -105,6 +105,8 @@ __all__ = [
 
 #: bump to invalidate every cached root filesystem
 HARNESS_VERSION = "1"
+#: cached root filesystems kept (the newest; each about 170 MB)
+KEEP_IMAGES = 3
 SUITE = "bookworm"
 PACKAGES: tuple[str, ...] = (
     "openssh-server",
@@ -117,6 +119,7 @@ PACKAGES: tuple[str, ...] = (
     "rclone",
     "age",
     "gzip",
+    "isal",  # igzip: the linux-maintenance backup compresses with it (about 4x less CPU than zlib)
     "tar",
     "acl",
     "procps",
@@ -830,9 +833,18 @@ def build_rootfs(cache_dir: Path | str | None = None, *, packages: Sequence[str]
             os.replace(tmp_target, target)
             if log:
                 log("packing took %.1fs" % (time.monotonic() - t1))
-            for old in cache_dir.glob("debhost-%s-*.tar.zst" % SUITE):
-                if old != target:
-                    old.unlink(missing_ok=True)
+            # keep the newest few images, not only this one: checkouts of different harness versions
+            # (worktrees, branches) on one machine would otherwise delete each other's image at every build
+            def _mtime(p: Path) -> float:
+                try:
+                    return p.stat().st_mtime
+                except OSError:
+                    return 0.0
+
+            others = sorted((p for p in cache_dir.glob("debhost-%s-*.tar.zst" % SUITE) if p != target),
+                            key=_mtime, reverse=True)
+            for old in others[KEEP_IMAGES - 1:]:
+                old.unlink(missing_ok=True)
         finally:
             if ns is not None:
                 with contextlib.suppress(Exception):
