@@ -260,6 +260,13 @@ def render(r: dict) -> str:
             out.append(f"Peak extra disk: {_mb(size['disk']['ours_peak_extra_bytes'])} for a "
                        f"{_mb(size['disk']['ours_archive_bytes'])} archive ({_met(size['disk']['met_disk'])}); restore: "
                        f"median {_s(size['restore']['median'])} over {size['restore']['runs']} run(s).")
+        out += ["", "Each round's ratio (our backup / `pg_dump > /dev/null` of the same round) and the 1-minute load "
+                "average as our run started:", ""]
+        for size in b.get("sizes", [b]):
+            if "ratios_per_round" in size:
+                out.append(f"* {_mb(size['database_bytes'])} ({size.get('compressor') or 'compressor not reported'}): "
+                           + ", ".join(f"{x:.2f}x (load {lo})" for x, lo in zip(size["ratios_per_round"],
+                                                                               size["load_at_our_runs"])))
         out += ["",
                 f"Restore (`polycrate run linux-maintenance restore --force`, same backup): median "
                 f"{_s(b['restore']['median'])} over {b['restore']['runs']} runs "

@@ -194,6 +194,7 @@ def _bench_size(env, shared: Path, structure: Path, target_mb: int, runs: int, r
     article_root = host.root / ARTICLE_DIR
     disk: dict[str, list[tuple[int, int]]] = {"ours": [], "article": []}
     ours_logs: list[str] = []
+    loads: list[float] = []  # the 1-minute load average as each of our runs starts
 
     def exec_timed(cmd: str) -> float:
         started = time.perf_counter()
@@ -204,6 +205,7 @@ def _bench_size(env, shared: Path, structure: Path, target_mb: int, runs: int, r
         return elapsed
 
     def ours() -> float:
+        loads.append(round(os.getloadavg()[0], 2))
         with DiskPoller(backup_root) as poll:
             started = time.perf_counter()
             res = env.polycrate("run", "linux-maintenance", "backup", timeout=1800)
@@ -295,4 +297,8 @@ def _bench_size(env, shared: Path, structure: Path, target_mb: int, runs: int, r
                       if any(k in t for t in timings)},
         "outside_the_action": round(ours_median - median([t["total"] for t in timings]), 2) if timings else None,
         "restore": {**summary(restore_times), "rows_after_restore": int(rows_after)},
+        "load_at_our_runs": loads,
+        "ratios_per_round": [round(o / b, 2) for o, b in zip(samples["polycrate run linux-maintenance backup"],
+                                                              samples["pg_dump > /dev/null"])],
+        "compressor": (re.search(r"bytes; (igzip|zlib); seconds", ours_logs[-1]) or [None, ""])[1] if ours_logs else "",
     }
