@@ -135,4 +135,4 @@ def _history_kept(ws: Path, env: dict, ok_count: int = 1) -> dict:
         return {"ok": False, "detail": out.stderr.strip()[-300:]}
     steps = [(s["name"], s["status"], (s.get("hosts") or {}).get("localhost", {}).get("ok")) for s in record["steps"]]
     ok = record["status"] == "succeeded" and steps == [(s, "succeeded", ok_count) for s in STEPS]
-    return {"ok": ok, "run": record["id"], "steps": steps}
+    return {"ok": ok, "run": record.get("run_id") or record.get("id"), "steps": steps}
