@@ -122,15 +122,21 @@ def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Report
     """Prepare (unless done) and run; the result says how it ended (interrupts re-raise)."""
     from polycrate import engine
 
+    from polycrate.runtime.zygote import discard_early
+
     reporter = reporter or Reporter()
-    prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm, reporter=reporter)
-    req = prepared.request
-    if req.workflow is not None:
-        return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
-                                   reporter=reporter, options=prepared.options, runtime=prepared.runtime)
-    assert req.block is not None and req.action is not None
-    return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
-                             options=prepared.options, runtime=prepared.runtime)
+    try:
+        prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm,
+                                                                            reporter=reporter)
+        req = prepared.request
+        if req.workflow is not None:
+            return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
+                                       reporter=reporter, options=prepared.options, runtime=prepared.runtime)
+        assert req.block is not None and req.action is not None
+        return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
+                                 options=prepared.options, runtime=prepared.runtime)
+    finally:
+        discard_early()  # a zygote started early (runtime/zygote.py: prespawn) that this run did not take
 
 
 def refuse_templates(ws: Workspace, request: RunRequest) -> None:

@@ -159,3 +159,42 @@ def test_module_payloads_are_shared_between_the_steps_of_one_block_only(ws, tmp_
     # the shared caches lived in the zygote's temporary folder, which went with it
     assert not Path(first_dir).exists() and not Path(third_dir).exists()
     assert list(local_temp.iterdir()) == []
+
+
+def _zygotes_in(folder: Path) -> list[str]:
+    """Command lines of the zygotes working in `folder` (an early one works in the workspace root)."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if "polycrate.runtime.zygote" in args and cwd.startswith(str(folder)):
+            found.append(args)
+    return found
+
+
+def test_an_early_zygote_a_run_does_not_take_ends_with_it(ws):
+    # started before the workspace is read; this workflow has no ansible step, so nothing takes it
+    write(ws / "blocks/a/block.poly", "name: a\nactions:\n  - {name: go, playbook: go.yml}\n"
+          "  - {name: say, script: ['echo said']}\n")
+    write(ws / "workspace.poly", (ws / "workspace.poly").read_text() + "  - name: scripts\n    steps:\n"
+          "      - {name: one, block: a, action: say}\n")
+    result = run_cli("workflows", "run", "scripts", cwd=ws, env={"POLYCRATE_ZYGOTE": "1"})
+    assert result.returncode == 0, result.output
+    assert "said" in result.output
+    assert _zygotes_in(ws) == []
+
+
+def test_a_step_environment_the_interpreter_reads_at_start_gets_a_fresh_zygote(ws):
+    # -e LC_ALL=C.UTF-8 reaches every step: the early zygote (started without it) begins again with
+    # it, and the steps still fork from a warm process that has it
+    result = run_cli("-e", "LC_ALL=C.UTF-8", "workflows", "run", "three", cwd=ws, env={"POLYCRATE_ZYGOTE": "1"})
+    assert result.returncode == 0, result.output
+    records = [json.loads(line) for line in (ws / "records.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == ["first", "second", "third"]
+    assert all("polycrate.runtime.zygote" in r["chain"] and "--early" not in r["chain"] for r in records[:2])
+    assert _zygotes_in(ws) == []

@@ -108,6 +108,10 @@ def run_and_summarize(args, rerun: str, **what) -> int:
 
     if args.snapshot:
         return print_snapshot(args, **what)
+    if what.get("workflow") is not None:  # its ansible steps fork from a zygote: start it while the run is prepared
+        from polycrate.runtime.zygote import prespawn
+
+        prespawn()
     reporter = make_reporter(args)
     try:
         result = pipeline.run(run_request(args, reporter, **what), confirm=make_confirm(args.force), reporter=reporter)

@@ -211,6 +211,50 @@ def _shared_cache(zygote_tmp: str, cwd: str) -> str:
     return os.path.join(zygote_tmp, "ansiballz-" + hashlib.sha256(os.fsencode(cwd)).hexdigest()[:16])
 
 
+# Modules an Ansible run imports that read neither the environment nor the working directory while
+# importing: an early zygote (``prespawn``) imports them while polycrate still reads the workspace.
+EARLY_IMPORTS = ("json", "shlex", "argparse", "typing", "dataclasses", "subprocess", "multiprocessing",
+                 "multiprocessing.queues", "multiprocessing.context", "concurrent.futures", "yaml", "markupsafe",
+                 "jinja2", "jinja2.nativetypes", "jinja2.sandbox", "cryptography", "packaging.version",
+                 "resolvelib", "ipaddress", "hashlib", "zipfile", "uuid", "getpass", "fcntl", "selectors")
+# what the interpreter itself reads at start-up: an early zygote whose step environment differs in
+# any of them starts afresh with that environment
+STARTUP_VARIABLES = ("PYTHON", "LC_", "LANG", "LANGUAGE")
+
+
+def _startup_inputs(env: dict[str, str]) -> list:
+    return sorted((k, v) for k, v in env.items() if k.startswith(STARTUP_VARIABLES))
+
+
+def early(fd: int) -> int:
+    """An early zygote: import what does not depend on the step, wait for the environment and
+    working directory of the run's first ansible step, take them, then serve as any zygote."""
+    import importlib
+
+    for name in EARLY_IMPORTS:  # as _warm's imports, with stderr at /dev/null
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - an optimisation only
+            pass
+    sock = socket.socket(fileno=fd)
+    try:
+        payload = sock.recv(MAX_MESSAGE)
+    except OSError:
+        return 0
+    if not payload:
+        return 0  # not needed by this run
+    setup = json.loads(payload)
+    env, cwd = setup["env"], setup["cwd"]
+    os.chdir(cwd)
+    if _startup_inputs(env) != _startup_inputs(dict(os.environ)):
+        sock.set_inheritable(True)  # the interpreter must start with them: begin again, the same socket
+        os.execve(sys.executable, [sys.executable, "-m", "polycrate.runtime.zygote", str(sock.detach())], env)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[0] = os.getcwd()  # as `python -m` started here would have it
+    return serve(sock.detach())
+
+
 def serve(fd: int) -> int:
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit cleanups run
@@ -307,10 +351,19 @@ class Zygote:
     def __init__(self, env: dict[str, str], cwd: Path):
         from polycrate.runtime import _die_with_parent, _libc
 
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.sock = ours
         self.ready: bool | None = None
         self.error: str | None = None
+        started = _take_early()
+        if started is not None:  # started by prespawn while the run was prepared: it gets its environment now
+            self.sock, self.proc = started
+            try:
+                _send(self.sock, {"env": dict(env), "cwd": str(cwd)})
+                return
+            except OSError:
+                self.close()
+                self.ready = None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "polycrate.runtime.zygote", str(theirs.fileno())],
@@ -388,9 +441,65 @@ class Zygote:
         self.proc = None
 
 
+
+# --- an early start -----------------------------------------------------------------------------
+
+_EARLY: list = []  # (socket, Popen) of the zygote prespawn started, until a Zygote takes it
+
+
+def prespawn() -> None:
+    """Start a zygote before the run's workspace is read (pipeline.prepare reads it, the engine then
+    knows the first ansible step): it imports what needs no step (EARLY_IMPORTS) meanwhile, and the
+    engine's ``Zygote`` hands it the step's environment. Unused (a script-only workflow, the container
+    runtime), it ends when the run does (``discard_early``, and at exit). POLYCRATE_ZYGOTE=0: nothing."""
+    if _EARLY or os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    from polycrate.runtime import _die_with_parent, _libc
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # as every step's (runtime.action_environment)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "polycrate.runtime.zygote", "--early", str(theirs.fileno())],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, pass_fds=(theirs.fileno(),),
+            preexec_fn=_die_with_parent if _libc() is not None else None,
+        )
+    except OSError:
+        ours.close()
+        return
+    finally:
+        theirs.close()
+    if not _EARLY_REGISTERED:
+        import atexit
+
+        atexit.register(discard_early)
+        _EARLY_REGISTERED.append(True)
+    _EARLY.append((ours, proc))
+
+
+_EARLY_REGISTERED: list = []
+
+
+def _take_early():
+    return _EARLY.pop() if _EARLY else None
+
+
+def discard_early() -> None:
+    """End an early zygote no run took (it exits when its socket closes)."""
+    while _EARLY:
+        sock, proc = _EARLY.pop()
+        sock.close()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 if __name__ == "__main__":
     try:
-        status = serve(int(sys.argv[1]))
+        status = early(int(sys.argv[2])) if sys.argv[1] == "--early" else serve(int(sys.argv[1]))
     except SystemExit as exc:  # SIGTERM
         status = exc.code if isinstance(exc.code, int) else 1
     _exit(status)
