@@ -188,7 +188,13 @@ def render(r: dict) -> str:
                 "engine streams, times out, interrupts and records it exactly like a plain process. When the",
                 "inputs of ansible's import-time configuration differ from the zygote's (ANSIBLE_*/PYTHON*",
                 "variables, locale, the ansible.cfg that applies), the child execs a fresh process instead.",
-                "`POLYCRATE_ZYGOTE=0` turns it off (the \"zygote off\" row).", ""]
+                "`POLYCRATE_ZYGOTE=0` turns it off (the \"zygote off\" row). `workflows run` starts the zygote",
+                "before it reads the workspace (it imports what no step's configuration affects meanwhile); the",
+                "preflight before step 1 is its first child (with the steps' environment, so it forks warm); the",
+                "steps of one block folder share an AnsiballZ cache (as the playbooks of one `ansible-playbook`",
+                "do); the zygote warms only what a local or SSH play loads, is gc-frozen, and ends without",
+                "interpreter teardown; the run store syncs once per step (the step's end) instead of four times.",
+                ""]
         if "modules" in o:
             m = o["modules"]
             out += ["Plays that run modules (issue 19): the same workflow, each play running `command: \"true\"` and",

@@ -3,9 +3,12 @@
 Each `ansible-playbook` process spends ~0.4 s before its first task: importing
 ansible, reading its configuration, parsing the documentation of every connection,
 shell, become, callback and inventory plugin. A workflow pays that per step. The
-zygote pays it once: it is started (by the engine, at the beginning of a workflow
-run) with the environment and working directory of the first Ansible step, imports
-and warms ansible-core, then waits on a socket. For each step the engine sends the
+zygote pays it once. ``workflows run`` starts it before the workspace is even read
+(``prespawn``: it imports what no step's configuration affects, EARLY_IMPORTS); the
+engine then hands it the environment and working directory of the first Ansible step
+(``Zygote``; without an early one it starts one with them), and it imports and warms
+ansible-core with those, then waits on a socket. The preflight's Ansible half is its
+first child, with the steps' environment. For each step the engine sends the
 step's argv, environment, working directory and descriptors (the output pipe, the
 run's lock); the zygote forks, and the child becomes that step's ansible-playbook:
 
@@ -13,7 +16,10 @@ run's lock); the zygote forks, and the child becomes that step's ansible-playboo
   SIGTERM when the zygote dies (``PR_SET_PDEATHSIG``; the zygote itself gets SIGTERM
   when polycrate dies), stdin ``/dev/null``, stdout+stderr the step's pipe, the lock fd
   at its own number, no other descriptor;
-* the step's environment and working directory, then ``ansible_playbook.main``.
+* the step's environment and working directory, its own ansible local temporary folder,
+  whose ``ansiballz_cache`` is the zygote's one for the step's block folder (the module
+  payloads one step builds serve the next steps of that block, as the later playbooks of
+  one ansible-playbook process), then ``ansible_playbook.main``.
 
 What ansible-core reads at import time (``ansible.constants``: the environment and
 the ansible.cfg it finds) is fixed in the zygote. So the child first compares the
