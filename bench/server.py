@@ -147,8 +147,8 @@ def http_bench(url: str, token: str, requests: int) -> dict:
             r = client.get(path)
             samples[name].append(time.perf_counter() - started)
             assert r.status_code == 200, (path, r.status_code)
-    check = client.get("/api/v1/runs").json()
-    assert len(check) == 50 and len({r["workspace"] for r in client.get("/api/v1/runs?limit=1000").json()}) == WORKSPACES
+    check = client.get("/api/v1/runs").json()["runs"]
+    assert len(check) == 50 and len({r["workspace"] for r in client.get("/api/v1/runs?limit=1000").json()["runs"]}) == WORKSPACES
     return {name: stats(values) for name, values in samples.items()}
 
 

@@ -124,8 +124,7 @@ def _checked(args, result: Result) -> Result:
             import yaml
 
             doc = yaml.safe_load(result.stdout)
-        if isinstance(doc, dict) and "schema" in doc:  # every command's document carries it
-            validate_document(doc)
+        validate_document(doc)  # every command's document names its schema and follows it
     return result
 
 

@@ -163,3 +163,69 @@ def webhook_body(record: Mapping[str, Any], workspace: str) -> dict:
     """The body of every notification of a finished run (webhooks; mail and chat build on it):
     the run as `runs show -o json` prints it, with ``event`` (schema ``webhook``)."""
     return document("webhook", {"event": WEBHOOK_EVENT, **run(record, workspace)})
+
+
+# --- workspace things ---------------------------------------------------------------------------
+
+
+def schedule(spec: Any) -> dict | None:
+    """A workflow's schedule (model.Schedule), one shape however `schedule:` was written; None: none."""
+    if spec is None:
+        return None
+    return {
+        "kind": spec.kind,
+        "expression": spec.expression,
+        "randomized_delay": spec.randomized_delay,
+        "user": spec.user,
+        "group": spec.group,
+        "persistent": spec.persistent,
+        "timeout": spec.timeout,
+        "log_file": spec.log_file,
+    }
+
+
+def workflow_step(s: Any) -> dict:
+    """A declared step (model.Step) with its controls."""
+    return {
+        "name": s.name,
+        "block": s.block,
+        "action": s.action,
+        "allow_failure": s.allow_failure,
+        "allow_no_hosts": s.allow_no_hosts,
+        "timeout": s.timeout,
+        "retries": s.retries,
+        "retry_delay": s.retry_delay,
+        "prompt": s.prompt.message if s.prompt else None,
+        "labels": dict(s.labels),
+    }
+
+
+def workflow(w: Any) -> dict:
+    return {
+        "name": w.name,
+        "description": w.description or None,
+        "prompt": w.prompt.message if w.prompt else None,
+        "schedule": schedule(w.timer),
+        "steps": [workflow_step(s) for s in w.steps],
+        "on_failure": [workflow_step(s) for s in w.on_failure],
+        "labels": dict(w.labels),
+    }
+
+
+def action(block_name: str, a: Any) -> dict:
+    """A block's action: `playbook` for ansible, `script` (its lines) for script actions."""
+    return {
+        "block": block_name,
+        "name": a.name,
+        "type": a.type,
+        "description": a.description or None,
+        "playbook": a.playbook if a.type == "ansible" else None,
+        "script": list(a.script) if a.type == "script" else None,
+        "prompt": a.prompt.message if a.prompt else None,
+        "labels": dict(a.labels),
+    }
+
+
+def utc_times(times: Iterable[Any]) -> list[str]:
+    """Aware datetimes as the contract's timestamps."""
+    return [timestamp(t.timestamp()) for t in times]

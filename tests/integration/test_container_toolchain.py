@@ -115,8 +115,8 @@ def test_toolchain_info_names_image_engine_and_versions(toolchain_workspace):
     assert info["runtime"] == "container"
     assert info["engine"] == "podman"
     assert info["image"].startswith(f"localhost/polycrate-ws-{toolchain_workspace.name}:")
-    assert info["ansible-core"] == version("ansible-core")  # the same Ansible as the local runtime
-    assert info["python"].startswith("3.")
-    assert info["rclone"].startswith("v")
+    assert info["versions"]["ansible-core"] == version("ansible-core")  # the same Ansible as the local runtime
+    assert info["versions"]["python"].startswith("3.")
+    assert info["versions"]["rclone"].startswith("v")
     text = run_cli("toolchain", "info", cwd=toolchain_workspace)
     assert text.returncode == 0 and "ansible-core:" in text.stdout

@@ -64,7 +64,7 @@ def test_block_create_adds_a_block_that_runs(tmp_path):
     assert created.returncode == 0, created.output
     assert "blocks/disk-report" in created.stdout and "polycrate run disk-report greet" in created.stdout
     assert (root / "blocks/disk-report/block.poly").is_file() and (root / "blocks/disk-report/ping.yml").is_file()
-    listed = json.loads(run_cli("blocks", "list", "-o", "json", cwd=root).stdout)
+    listed = json.loads(run_cli("blocks", "list", "-o", "json", cwd=root).stdout)["blocks"]
     assert {b["name"] for b in listed} == {"hello", "disk-report"}
     assert run_cli("run", "disk-report", "greet", cwd=root).returncode == 0
     ping = run_cli("run", "disk-report", "ping", cwd=root)

@@ -84,7 +84,7 @@ def test_ssh_list_and_ssh_host_true(tmp_path, cli, fleet):
     (root / "inventory.yml").write_text(yaml.safe_dump(fleet.inventory(), sort_keys=False))
     listed = cli("-o", "json", "ssh", "list", cwd=root)  # after HOST, everything is the command
     assert listed.returncode == 0, listed.output
-    names = {h["name"]: h for h in json.loads(listed.stdout)}
+    names = {h["name"]: h for h in json.loads(listed.stdout)["hosts"]}
     assert set(names) == {h.name for h in fleet.hosts}
     host = fleet.hosts[0]
     assert names[host.name]["port"] == host.port and names[host.name]["user"] == "root"
@@ -123,7 +123,7 @@ def test_action_inspect_run_block_readme_and_yaml_output(tmp_path, cli):
     ran = cli("action", "run", "hello", "greet", cwd=root)
     assert ran.returncode == 0 and "GREET hello" in ran.stdout, ran.output
     assert cli("block", "readme", "hello", cwd=root).stdout == "# hello\nsays hello\n"
-    assert yaml.safe_load(cli("workflow", "list", "-o", "yaml", cwd=root).stdout)[0]["name"] == "greet-all"
+    assert yaml.safe_load(cli("workflow", "list", "-o", "yaml", cwd=root).stdout)["workflows"][0]["name"] == "greet-all"
 
 
 KUBECONFIG = """

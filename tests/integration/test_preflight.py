@@ -84,7 +84,7 @@ def test_validate_passes_on_script_and_ansible_actions_and_writes_nothing(ws):
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
     assert "workspace pre is valid: 1 blocks, 3 actions, 1 workflows, 2 plays, 2 hosts" in result.stdout
-    assert run_cli("workspace", "validate", "-o", "json", cwd=ws).stdout.strip() == "[]"
+    assert json.loads(run_cli("workspace", "validate", "-o", "json", cwd=ws).stdout)["findings"] == []
     assert tree(ws) == before and not (ws / ".polycrate").exists()
 
 
@@ -106,7 +106,7 @@ def test_validate_names_the_playbook(ws, case, playbook, fragments):
     before = tree(ws)
     result = run_cli("workspace", "validate", cwd=ws)
     assert_one_line_error(result, *fragments, "(block 'b', action 'two')")
-    data = json.loads(run_cli("workspace", "validate", "-o", "json", cwd=ws).stdout)
+    data = json.loads(run_cli("workspace", "validate", "-o", "json", cwd=ws).stdout)["findings"]
     assert [f["severity"] for f in data] == ["error"] and data[0]["file"].endswith("blocks/b/two.yml")
     assert data[0]["block"] == "b" and data[0]["action"] == "two" and data[0]["line"]
     assert tree(ws) == before

@@ -85,7 +85,7 @@ def test_push_pull_into_fresh_workspace_then_the_articles_workflow_runs(article_
     assert lock["blocks"][ARTICLE_REF]["digest"] == digest
 
     listed = run_cli("blocks", "list", "-o", "json", cwd=fresh, env=env)
-    (entry,) = json.loads(listed.stdout)
+    (entry,) = json.loads(listed.stdout)["blocks"]
     assert entry["version"] == "0.1.0" and entry["origin"] == ARTICLE_REF and entry["digest"] == digest
 
     result = run_cli("workflows", "run", "nightly-maintenance", cwd=fresh, env=env)
@@ -217,13 +217,17 @@ def test_repushed_tag_with_a_new_digest_is_refused_by_the_lock(registry, tmp_pat
     before, lock_before = tree(installed), (root / "blocks.lock").read_text()
 
     (src / "blocks" / registry.host / "t/repush/payload.txt").write_text("evil\n")
-    assert run_cli("blocks", "push", "tool", "--force", cwd=src).returncode == 0
+    pushed = run_cli("blocks", "push", "tool", "--force", "-o", "json", cwd=src)  # validated: block-push.v1
+    assert pushed.returncode == 0, pushed.output
+    pushed_doc = json.loads(pushed.stdout)
+    assert pushed_doc["replaced"] and pushed_doc["replaced"] != pushed_doc["digest"]
     refused = run_cli("blocks", "pull", ref, cwd=root)
     assert_one_line_error(refused, ref, "blocks.lock", "re-pushed", "--update-lock")
     assert tree(installed) == before and (root / "blocks.lock").read_text() == lock_before
 
-    accepted = run_cli("blocks", "pull", ref, "--update-lock", cwd=root)
+    accepted = run_cli("blocks", "pull", ref, "--update-lock", "-o", "json", cwd=root)  # validated: block-pull.v1
     assert accepted.returncode == 0, accepted.output
+    assert json.loads(accepted.stdout)["digest"] == pushed_doc["digest"]
     assert (installed / "payload.txt").read_text() == "evil\n"
     assert (root / "blocks.lock").read_text() != lock_before
 

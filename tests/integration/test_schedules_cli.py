@@ -5,6 +5,7 @@ import configparser
 import json
 import shutil
 import subprocess
+from datetime import datetime
 import sys
 from pathlib import Path
 
@@ -168,7 +169,10 @@ def test_plan_json_shows_files_and_three_next_runs(ws):
     by_name = {s["workflow"]: s for s in data["schedules"]}
     assert set(by_name) == {"nightly", "weekdays"}
     assert len(by_name["nightly"]["next_runs"]) == 3
-    assert all(t.split("T")[1].startswith("02:00:00") for t in by_name["nightly"]["next_runs"])
+    # ISO 8601 UTC, as every time in the JSON; 02:00 in the machine's local time
+    assert all(t.endswith("Z") for t in by_name["nightly"]["next_runs"])
+    assert all(datetime.fromisoformat(t).astimezone().strftime("%H:%M:%S") == "02:00:00"
+               for t in by_name["nightly"]["next_runs"])
     assert [f["status"] for f in by_name["nightly"]["files"]] == ["create", "create"]
     assert list(dest.iterdir()) == []  # plan writes nothing
     text = polycrate(root, "schedules", "plan", "--dest", str(dest))
@@ -189,7 +193,7 @@ def test_cron_apply_and_list(tmp_path):
     assert entry.endswith(f"--workspace {root} workflows run nightly >> /var/log/polycrate/acme-nightly.log 2>&1")
     assert (dest / "polycrate-acme-nightly").stat().st_mode & 0o777 == 0o644
     listing = json.loads(polycrate(root, "-o", "json", "schedules", "list", "--cron", "--dest", str(dest)).stdout)
-    assert {(i["workflow"], i["schedule"]) for i in listing["installed"]} == {("nightly", "0 2 * * *"), ("hourly", "@hourly")}
+    assert {(i["workflow"], i["expression"]) for i in listing["installed"]} == {("nightly", "0 2 * * *"), ("hourly", "@hourly")}
     before = mtimes(dest)
     assert polycrate(root, "schedules", "apply", "--cron", "--dest", str(dest)).returncode == 0
     assert mtimes(dest) == before

@@ -244,7 +244,7 @@ def test_overview_schedules_blocks(served):
     assert all(time.localtime(t).tm_hour == 2 for t in green_s["next_runs"])
     blocks = client.get("/api/v1/blocks").json()
     ops_blocks = [{k: v for k, v in b.items() if k != "workspace"} for b in blocks if b["workspace"] == "ops"]
-    assert ops_blocks == cli_json(served.workspaces[0], "blocks", "list")
+    assert ops_blocks == cli_json(served.workspaces[0], "blocks", "list")["blocks"]
 
 
 def test_openapi_document(served):
@@ -307,7 +307,7 @@ def test_login_is_rate_limited_and_audited(served):
     assert blocked.status_code == 429 and "too many failed logins" in blocked.text
     _session(served, "viewer")  # another user from the same address still logs in
     audit = served.cli("server", "audit", "-o", "json")
-    entries = json.loads(audit.stdout)
+    entries = json.loads(audit.stdout)["entries"]
     outcomes = [e["outcome"] for e in entries if e["action"] == "login" and e["actor"] == "admin"]
     assert outcomes.count("failed") == 5 and "refused: rate limit" in outcomes
 
@@ -334,7 +334,7 @@ def test_tokens_and_users_from_the_cli(served, tmp_path):
     stored = lambda: b"".join(p.read_bytes() for p in (tmp_path / "state").glob("server.db*"))  # noqa: E731
     assert token.encode() not in stored()
     listed = run_cli("server", "token", "list", "-o", "json", *state)
-    assert json.loads(listed.stdout)[0]["name"] == "ci" and token not in listed.output
+    assert json.loads(listed.stdout)["tokens"][0]["name"] == "ci" and token not in listed.output
     assert_one_line_error(run_cli("server", "token", "add", "ci", "--role", "viewer", *state), "exists")
     assert_one_line_error(run_cli("server", "user", "add", "bob", "--role", "viewer", "--password-stdin", *state,
                                   input="short\n"), "at least 8")

@@ -208,12 +208,15 @@ def test_runs_from_a_subfolder_and_with_w(ws, tmp_path):
 
 
 def test_list_and_inspect_json(ws):
-    data = json.loads(run_cli("workflows", "list", "-o", "json", cwd=ws).stdout)
+    data = json.loads(run_cli("workflows", "list", "-o", "json", cwd=ws).stdout)["workflows"]
     assert [w["name"] for w in data] == ["three", "tolerant", "guarded"]
     data = json.loads(run_cli("workflows", "inspect", "tolerant", "-o", "json", cwd=ws).stdout)
-    assert data["steps"][1] == {"name": "two", "block": "b", "action": "two", "allow_failure": True}
-    actions = json.loads(run_cli("actions", "list", "-o", "json", cwd=ws).stdout)
-    assert {a["action"] for a in actions} >= {"one", "two", "three", "lines", "dangerous"}
+    assert data["steps"][1] == {"name": "two", "block": "b", "action": "two", "allow_failure": True,
+                                "allow_no_hosts": False, "timeout": None, "retries": 0, "retry_delay": 0.0}
+    actions = json.loads(run_cli("actions", "list", "-o", "json", cwd=ws).stdout)["actions"]
+    assert {a["name"] for a in actions} >= {"one", "two", "three", "lines", "dangerous"}
+    lines = next(a for a in actions if a["name"] == "lines")
+    assert lines["type"] == "script" and lines["playbook"] is None and len(lines["script"]) >= 1  # its lines, not prose
     block = json.loads(run_cli("blocks", "inspect", "b", "-o", "json", cwd=ws).stdout)
     assert block["config"]["greeting"] == "from-workspace" and block["version"] == "1.0.0"
     snap = json.loads(run_cli("workspace", "snapshot", "-o", "json", cwd=ws).stdout)

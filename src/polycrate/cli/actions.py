@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from polycrate.cli.completion import ACTION, BLOCK, names
+from polycrate import contract
 from polycrate.cli.render import emit_json, table, workspace_from
 
 
@@ -34,34 +35,22 @@ def cmd_inspect(args) -> int:
     ws = workspace_from(args)
     block = get_block(ws, args.block)
     action = get_action(block, args.action)
-    data = {"name": action.name, "block": block.name, "type": action.type, "description": action.description,
-            "playbook": action.playbook, "script": list(action.script) or None,
-            "prompt": action.prompt.message if action.prompt else None, "labels": dict(action.labels) or None}
+    data = contract.action(block.name, action)
     if args.output == "json":
-        emit_json(data)
+        emit_json(contract.document("action", data))
     else:
-        print(yaml.safe_dump({k: v for k, v in data.items() if v not in (None, "")}, sort_keys=False).rstrip())
+        print(yaml.safe_dump({k: v for k, v in data.items() if v not in (None, "", {})}, sort_keys=False).rstrip())
     return 0
 
 
 def cmd_list(args) -> int:
     ws = workspace_from(args)
-    rows = []
-    for block in ws.blocks.values():
-        if args.block and block.name != args.block:
-            continue
-        for action in block.actions.values():
-            rows.append(
-                {
-                    "block": block.name,
-                    "action": action.name,
-                    "type": action.type,
-                    "target": action.playbook if action.type == "ansible" else f"{len(action.script)} script lines",
-                    "description": action.description,
-                }
-            )
+    rows = [contract.action(block.name, action) for block in ws.blocks.values()
+            if not args.block or block.name == args.block for action in block.actions.values()]
     if args.output == "json":
-        emit_json(rows)
+        emit_json(contract.document("actions", {"actions": rows}))
     else:
-        table([tuple(r.values()) for r in rows], ("BLOCK", "ACTION", "TYPE", "RUNS", "DESCRIPTION"))
+        table([(r["block"], r["name"], r["type"],
+                r["playbook"] if r["type"] == "ansible" else f"{len(r['script'])} script lines", r["description"])
+               for r in rows], ("BLOCK", "ACTION", "TYPE", "RUNS", "DESCRIPTION"))
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from polycrate import contract
 from polycrate.cli.completion import BLOCK, names
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
@@ -74,17 +75,14 @@ def _describe(ws, block, lock=None) -> dict:
         "kind": block.kind,
         "template": block.template,
         "labels": dict(block.labels),
-        "description": block.definition.description,
+        "description": block.definition.description or None,
         "from": block.source,
         "origin": f"{ref.path}:{block.version}" if pinned else "local",
         "digest": pinned.digest if pinned else None,
         "inherits": block.definition.parent,
         "path": str(block.folder.relative_to(ws.root)),
         "config": _plain(block.config),
-        "actions": [
-            {"name": a.name, "type": a.type, "playbook": a.playbook, "description": a.description}
-            for a in block.actions.values()
-        ],
+        "actions": [contract.action(block.name, a) for a in block.actions.values()],
     }
 
 
@@ -95,7 +93,7 @@ def cmd_list(args) -> int:
     lock = read_lock(ws.root)
     data = [_describe(ws, b, lock) for b in ws.blocks.values()]
     if args.output == "json":
-        emit_json(data)
+        emit_json(contract.document("blocks", {"blocks": data}))
     else:
         table(
             [
@@ -119,7 +117,7 @@ def cmd_inspect(args) -> int:
 
     data = _describe(ws, get_block(ws, args.name), read_lock(ws.root))
     if args.output == "json":
-        emit_json(data)
+        emit_json(contract.document("block", data))
     else:
         print(yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0
@@ -169,8 +167,9 @@ def cmd_push(args) -> int:
             )
     result = push_block(definition, reference, _transport(root), force=args.force)
     if args.output == "json":
-        emit_json({"reference": str(result.reference), "digest": result.digest, "content_digest": result.content,
-                   "size": result.size, "replaced": result.replaced})
+        emit_json(contract.document("block-push", {
+            "reference": str(result.reference), "digest": result.digest, "content_digest": result.content,
+            "size": result.size, "replaced": result.replaced}))
     else:
         replaced = f" (replaced {result.replaced})" if result.replaced else ""
         print(f"pushed {result.reference} {result.digest}{replaced}")
@@ -183,8 +182,9 @@ def cmd_pull(args) -> int:
 
     result = pull_block(root, parse_reference(args.reference), _transport(root), update_lock=args.update_lock)
     if args.output == "json":
-        emit_json({"reference": str(result.reference), "digest": result.digest,
-                   "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version})
+        emit_json(contract.document("block-pull", {
+            "reference": str(result.reference), "digest": result.digest,
+            "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version}))
     else:
         print(result.describe())
     return 0

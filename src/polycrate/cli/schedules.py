@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from polycrate import contract
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
 
@@ -67,7 +68,7 @@ def cmd_plan(args) -> int:
     ws = workspace_from(args)
     plan = sched.plan_schedules(ws, _dest(args), cron=args.cron)
     if args.output == "json":
-        emit_json(_plan_json(plan))
+        emit_json(contract.document("schedule-plan", _plan_json(plan)))
         return 0
     _print_plan_header(plan)
     if not plan.entries:
@@ -94,7 +95,7 @@ def cmd_apply(args) -> int:
     ws = workspace_from(args)
     plan = sched.apply_plan(sched.plan_schedules(ws, _dest(args), cron=args.cron))
     if args.output == "json":
-        emit_json(_plan_json(plan, applied=True))
+        emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)))
         return 0
     if not plan.entries and not plan.changes:
         print("no schedules declared in workspace.poly; nothing to do")
@@ -114,22 +115,20 @@ def cmd_list(args) -> int:
     dest = _dest(args)
     found = sched.installed(dest)
     if args.output == "json":
-        emit_json(
-            {
-                "dest": str(dest),
-                "installed": [
-                    {
-                        "path": str(m.path),
-                        "kind": m.kind,
-                        "workflow": m.workflow,
-                        "workspace_root": m.workspace_root,
-                        "origin": m.origin,
-                        "schedule": m.expression,
-                    }
-                    for m in found
-                ],
-            }
-        )
+        emit_json(contract.document("schedules-installed", {
+            "dest": str(dest),
+            "installed": [
+                {
+                    "path": str(m.path),
+                    "kind": m.kind,
+                    "workflow": m.workflow,
+                    "workspace_root": m.workspace_root,
+                    "origin": m.origin,
+                    "expression": m.expression,
+                }
+                for m in found
+            ],
+        }))
         return 0
     if not found:
         print(f"no polycrate schedules in {dest}")
@@ -149,7 +148,7 @@ def cmd_workflow_schedule(args) -> int:
         dests = [Path(args.dest)] if args.dest else [sched.SYSTEMD_DEST, sched.CRON_DEST]
         removed = [p for d in dests for p in sched.remove_one_off(ws, args.name, d)]
         if args.output == "json":
-            emit_json({"removed": [str(p) for p in removed]})
+            emit_json(contract.document("schedule-removed", {"workflow": args.name, "removed": [str(p) for p in removed]}))
         elif not removed:
             print(f"no schedule files of workflow '{args.name}' in {', '.join(map(str, dests))}")
         else:
@@ -178,7 +177,7 @@ def cmd_workflow_schedule(args) -> int:
         sched.plan_schedules(ws, dest, cron=cron, schedules=[schedule], only_workflow=args.name)
     )
     if args.output == "json":
-        emit_json(_plan_json(plan, applied=True))
+        emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)))
         return 0
     for entry in plan.entries:
         _print_entry(entry)
@@ -258,8 +257,6 @@ def _print_next_steps(plan) -> None:
 
 
 def _plan_json(plan, applied: bool = False) -> dict:
-    from polycrate import schedule as sched
-
     by_name = {c.path.name: c for c in plan.changes}
     status_key = "status"
     return {
@@ -279,7 +276,7 @@ def _plan_json(plan, applied: bool = False) -> dict:
                 "persistent": e.schedule.persistent,
                 "timeout": e.schedule.timeout,
                 "log_file": e.schedule.log_file,
-                "next_runs": sched.iter_times(e.next_runs),
+                "next_runs": contract.utc_times(e.next_runs),
                 "notes": e.notes,
                 "files": [
                     {

@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from polycrate import contract
 from polycrate.cli.render import emit_json, table
 from polycrate.errors import PolycrateError
 
@@ -171,7 +172,9 @@ def cmd_token_list(args) -> int:
     with _state(args) as state:
         rows = state.tokens()
     if args.output == "json":
-        emit_json(rows)
+        emit_json(contract.document("server-tokens", {"tokens": [
+            r | {"created": contract.timestamp(r["created"]), "last_used": contract.timestamp(r["last_used"])}
+            for r in rows]}))
     else:
         table([(r["name"], r["role"], _when(r["created"]), _when(r["last_used"])) for r in rows],
               ("NAME", "ROLE", "CREATED", "LAST_USED"))
@@ -201,7 +204,8 @@ def cmd_user_list(args) -> int:
     with _state(args) as state:
         rows = state.users()
     if args.output == "json":
-        emit_json(rows)
+        emit_json(contract.document("server-users", {"users": [r | {"created": contract.timestamp(r["created"])}
+                                                               for r in rows]}))
     else:
         table([(r["name"], r["role"], _when(r["created"])) for r in rows], ("NAME", "ROLE", "CREATED"))
     return 0
@@ -219,7 +223,8 @@ def cmd_audit(args) -> int:
     with _state(args) as state:
         rows = state.audit_log(args.limit)
     if args.output == "json":
-        emit_json(rows)
+        emit_json(contract.document("server-audit", {"entries": [r | {"time": contract.timestamp(r["time"])}
+                                                                 for r in rows]}))
     else:
         table([(_when(r["time"]), r["actor"], r["action"], r["target"] or "", r["outcome"], r["client"] or "")
                for r in rows], ("TIME", "WHO", "WHAT", "TARGET", "OUTCOME", "CLIENT"))

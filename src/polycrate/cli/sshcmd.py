@@ -57,7 +57,10 @@ def cmd_ssh(args) -> int:
     hosts = inventory_hosts(inventory)
     if args.host == "list":
         if args.output == "json":
-            emit_json([{"name": h.name, "host": h.address, "user": h.user, "port": h.port} for h in hosts])
+            from polycrate import contract
+
+            emit_json(contract.document("ssh-hosts", {"hosts": [
+                {"name": h.name, "host": h.address, "user": h.user, "port": h.port} for h in hosts]}))
         else:
             table([(h.name, h.address, h.user, h.port, f"polycrate ssh {h.name}") for h in hosts],
                   ("NAME", "HOST", "USER", "PORT", "COMMAND"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
+from polycrate import contract
 from polycrate.cli.render import emit_json, workspace_from
 
 
@@ -37,27 +38,27 @@ def cmd_build(args) -> int:
     from polycrate import toolchain
 
     started = time.monotonic()
-    result: dict = {}
+    result: dict = {"image": None, "alias": None, "built": False, "tarball": None, "reason": None}
     if args.base:
         engine = toolchain.find_engine(None if args.workspace is None else workspace_from(args))
         tag, made = toolchain.ensure_base_image(engine, _log, force=args.rebuild)
-        result = {"image": tag, "alias": toolchain.BASE_IMAGE, "built": made, "tarball": str(toolchain.base_tarball())}
+        result.update(image=tag, alias=toolchain.BASE_IMAGE, built=made, tarball=str(toolchain.base_tarball()))
     else:
         ws = workspace_from(args)
         engine = toolchain.find_engine(ws)
         if toolchain.dockerfile(ws) is None:
             image = toolchain.resolve_image(ws, engine, _log)
-            result = {"image": image, "built": False, "reason": f"no {toolchain.DOCKERFILE} in the workspace"}
+            result.update(image=image, built=False, reason=f"no {toolchain.DOCKERFILE} in the workspace")
         else:
             build = toolchain.ensure_workspace_image(ws, engine, _log, force=args.rebuild)
-            result = {"image": build.image, "built": build.built}
+            result.update(image=build.image, built=build.built)
     result["engine"] = engine.name
-    result["seconds"] = round(time.monotonic() - started, 3)
+    result["duration"] = round(time.monotonic() - started, 3)
     if args.output == "json":
-        emit_json(result)
+        emit_json(contract.document("toolchain-build", result))
     else:
         state = "built" if result["built"] else "up to date"
-        print(f"{state}: {result['image']} ({result['seconds']:.1f}s)")
+        print(f"{state}: {result['image']} ({result['duration']:.1f}s)")
     return 0
 
 
@@ -68,19 +69,21 @@ def cmd_info(args) -> int:
     runtime = toolchain.runtime_of(ws)
     engine = toolchain.find_engine(ws)
     image = toolchain.resolve_image(ws, engine, _log)
+    dockerfile = toolchain.dockerfile(ws)
     info = {
         "runtime": runtime,
         "engine": engine.name,
-        "engine_version": engine.version(),
+        "engine_version": engine.version() or None,
         "image": image,
-        "image_id": (engine.image_id(image) or "")[:12],
-        "dockerfile": str(toolchain.dockerfile(ws) or ""),
-        **toolchain.image_versions(engine, image),
+        "image_id": (engine.image_id(image) or "")[:12] or None,
+        "dockerfile": str(dockerfile) if dockerfile else None,
+        "versions": toolchain.image_versions(engine, image),  # tool -> version inside the image
     }
     if args.output == "json":
-        emit_json(info)
+        emit_json(contract.document("toolchain-info", info))
     else:
-        width = max(len(k) for k in info)
-        for key, value in info.items():
+        shown = {k: v for k, v in info.items() if k != "versions"} | info["versions"]
+        width = max(len(k) for k in shown)
+        for key, value in shown.items():
             print(f"{key + ':':<{width + 1}} {value or '-'}")
     return 0

@@ -20,7 +20,9 @@ def cmd_version(args) -> int:
     from polycrate import __version__
 
     if args.output == "json":
-        emit_json({"version": __version__, "python": platform.python_version()})
+        from polycrate import contract
+
+        emit_json(contract.document("version", {"version": __version__, "python": platform.python_version()}))
     else:
         print(f"polycrate {__version__}")
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from polycrate.cli.completion import STEP, WORKFLOW, names
+from polycrate import contract
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.cli.run import add_run_options, rerun_command, run_and_summarize
 
@@ -32,37 +33,10 @@ def register(sub, shared) -> None:
     add_workflow_schedule_command(wsub, shared)
 
 
-def _describe_step(s) -> dict:
-    data = {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
-    if s.prompt is not None:
-        data["prompt"] = s.prompt.message
-    if s.labels:
-        data["labels"] = dict(s.labels)
-    # step controls appear only where set, so plain steps read as before
-    if s.timeout is not None:
-        data["timeout"] = s.timeout
-    if s.retries:
-        data["retries"] = s.retries
-        data["retry_delay"] = s.retry_delay
-    return data
-
-
-def _describe(workflow) -> dict:
-    return {
-        "name": workflow.name,
-        "description": workflow.description,
-        "steps": [_describe_step(s) for s in workflow.steps],
-        "on_failure": [_describe_step(s) for s in workflow.on_failure],
-        "prompt": workflow.prompt.message if workflow.prompt else None,
-        "schedule": workflow.schedule,
-        "labels": dict(workflow.labels),
-    }
-
-
 def cmd_list(args) -> int:
     ws = workspace_from(args)
     if args.output == "json":
-        emit_json([_describe(w) for w in ws.workflows.values()])
+        emit_json(contract.document("workflows", {"workflows": [contract.workflow(w) for w in ws.workflows.values()]}))
     else:
         table([(w.name, len(w.steps), w.description) for w in ws.workflows.values()], ("NAME", "STEPS", "DESCRIPTION"))
     return 0
@@ -72,9 +46,9 @@ def cmd_inspect(args) -> int:
     ws = workspace_from(args)
     from polycrate.workspace import get_workflow
 
-    data = _describe(get_workflow(ws, args.name))
+    data = contract.workflow(get_workflow(ws, args.name))
     if args.output == "json":
-        emit_json(data)
+        emit_json(contract.document("workflow", data))
         return 0
     print(f"workflow: {data['name']}")
     if data["description"]:

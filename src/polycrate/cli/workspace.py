@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from polycrate.cli.completion import DIR, names
+from polycrate import contract
 from polycrate.cli.render import emit_json, workspace_from
 
 
@@ -69,7 +70,7 @@ def cmd_inspect(args) -> int:
     data = {
         "name": ws.name,
         "organization": ws.organization,
-        "description": ws.description,
+        "description": ws.description or None,
         "root": str(ws.root),
         "inventory": str(ws.inventory) if ws.inventory.is_file() else None,
         "labels": dict(ws.labels),
@@ -78,7 +79,7 @@ def cmd_inspect(args) -> int:
         "workflows": list(ws.workflows),
     }
     if args.output == "json":
-        emit_json(data)
+        emit_json(contract.document("workspace", data))
     else:
         for key, value in data.items():
             if isinstance(value, dict):
@@ -101,7 +102,7 @@ def cmd_validate(args) -> int:
     ws = workspace_from(args)
     report = preflight.check(ws, preflight.workspace_targets(ws))
     if args.output == "json":
-        emit_json([f.as_dict() for f in report.findings])
+        emit_json(contract.document("findings", {"findings": [f.as_dict() for f in report.findings]}))
     else:
         for finding in report.findings:  # the one-line form of every error of ours, one per finding
             print(f"polycrate: {finding.severity}: {finding}", file=sys.stderr)
@@ -120,7 +121,7 @@ def cmd_snapshot(args) -> int:
 
     data = snapshot(workspace_from(args))
     if args.output == "json":
-        emit_json(data)
+        emit_json(contract.document("snapshot", data))
     else:
         print(yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0

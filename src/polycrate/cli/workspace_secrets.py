@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from polycrate import contract
 from polycrate.cli.render import emit_json
 
 
@@ -52,7 +53,7 @@ def cmd_encrypt(args) -> int:
     result = secrets.encrypt_workspace(root, secrets.Keyring(args.identity), rekey=args.rekey)
     hook = str(secrets.install_hook(root)) if args.install_hook else None
     if _json(args):
-        emit_json({
+        emit_json(contract.document("secrets-encrypt", {
             "root": str(root),
             "encrypted": result.encrypted,
             "reencrypted": result.reencrypted,
@@ -61,7 +62,7 @@ def cmd_encrypt(args) -> int:
             "recipients": result.recipients,
             "gitignore_updated": result.gitignore_updated,
             "hook": hook,
-        })
+        }))
         return 0
     for rel in result.encrypted:
         print(f"encrypted    {rel} -> {rel}.age")
@@ -87,12 +88,12 @@ def cmd_decrypt(args) -> int:
     root = _root(args)
     result = secrets.decrypt_workspace(root, secrets.Keyring(args.identity))
     if _json(args):
-        emit_json({
+        emit_json(contract.document("secrets-decrypt", {
             "root": str(root),
             "decrypted": result.decrypted,
             "ciphertext_removed": result.ciphertext_removed,
             "unchanged": result.unchanged,
-        })
+        }))
         return 0
     for rel in result.decrypted:
         print(f"decrypted    {rel}.age -> {rel}")
@@ -111,7 +112,7 @@ def cmd_keygen(args) -> int:
     output = Path(args.identity_output) if args.identity_output else secrets.default_identity_file()
     recipient = secrets.generate_identity(output)
     if _json(args):
-        emit_json({"recipient": recipient, "identity_file": str(output)})
+        emit_json(contract.document("secrets-keygen", {"recipient": recipient, "identity_file": str(output)}))
         return 0
     print(recipient)
     print(f"# identity written to {output} (mode 0600; keep it secret).", flush=True)
