@@ -25,6 +25,7 @@ ELSEWHERE = {
     "toolchain-info": "tests/integration/test_container_toolchain.py (podman)",
     "block-push": "tests/integration/test_registry_blocks.py (docker-registry)",
     "block-pull": "tests/integration/test_registry_blocks.py (docker-registry)",
+    "notify-test": "tests/integration/test_notifications.py (SMTP and chat servers on loopback)",
 }
 
 
@@ -135,6 +136,8 @@ webhooks:
     seen.json("workspace", "inspect", cwd=ws)
     seen.json("workspace", "validate", cwd=ws)
     seen.json("workspace", "snapshot", cwd=ws)
+    seen.json("workspace", "update", cwd=ws)
+    seen.json("run", "b", "ok", "--snapshot", cwd=ws)
     seen.json("ssh", "list", cwd=ws)
 
     # schedules, written to a folder of the test

@@ -22,7 +22,8 @@ def test_every_schema_file_is_draft_2020_12_and_named_by_its_id(path):
     if name != "common":  # a document: its `schema` key is required and names this file
         assert "schema" in schema["required"]
         assert schema["properties"]["schema"] == {"const": schema["$id"]}
-        assert schema.get("unevaluatedProperties") is False or schema.get("additionalProperties") is False
+        if name != "run-snapshot":  # the real Polycrate's snapshot layout, open by design
+            assert schema.get("unevaluatedProperties") is False or schema.get("additionalProperties") is False
 
 
 def test_every_reference_resolves():

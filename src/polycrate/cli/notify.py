@@ -46,9 +46,9 @@ def cmd_test(args) -> int:
                 reason = str(exc) if isinstance(exc, channels.ChannelError) else f"{type(exc).__name__}: {exc}"
                 results.append({"name": channel.name, "type": channel.type, "sent": False, "error": mask(reason)})
     if args.output in ("json", "yaml"):
-        from polycrate.contract import document
+        from polycrate import contract
 
-        emit_json(document("notify-test", {"channels": results}))
+        emit_json(contract.document("notify-test", {"channels": results}))
     else:
         for r in results:
             if r["sent"]:

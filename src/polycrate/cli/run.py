@@ -96,7 +96,9 @@ def print_snapshot(args, **what) -> int:
 
     data = pipeline.snapshot(run_request(args, None, **what))
     if args.output == "json":
-        emit_json(data)
+        from polycrate import contract
+
+        emit_json(contract.document("run-snapshot", data))
     else:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
     return 0

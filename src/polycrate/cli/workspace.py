@@ -144,7 +144,8 @@ def cmd_update(args) -> int:
         reference = parse_reference(dependency)
         installed = root / BLOCKS_DIR / reference.path / "block.poly"
         if reference.tag and installed.is_file() and block_version(installed) == reference.tag:
-            done.append({"reference": dependency, "status": "up to date", "path": f"{BLOCKS_DIR}/{reference.path}"})
+            done.append({"reference": dependency, "status": "up to date", "digest": None,
+                         "path": f"{BLOCKS_DIR}/{reference.path}", "previous_version": None})
             if args.output != "json":
                 print(f"{dependency}: up to date in {BLOCKS_DIR}/{reference.path}")
             continue
@@ -154,7 +155,7 @@ def cmd_update(args) -> int:
         if args.output != "json":
             print(result.describe())
     if args.output == "json":
-        emit_json(done)
+        emit_json(contract.document("workspace-update", {"dependencies": done}))
     elif not document.dependencies:
         print("no dependencies in workspace.poly: nothing to install")
     return 0
