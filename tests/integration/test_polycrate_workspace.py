@@ -19,7 +19,7 @@ def test_the_real_polycrates_example_workspace_loads_and_runs_unchanged(tmp_path
 
     validate = run_cli_inprocess("workspace", "validate", cwd=root)
     assert validate.returncode == 0, validate.output
-    blocks = {b["name"]: b for b in json.loads(run_cli_inprocess("block", "list", "-o", "json", cwd=root).stdout)}
+    blocks = {b["name"]: b for b in json.loads(run_cli_inprocess("block", "list", "-o", "json", cwd=root).stdout)["blocks"]}
     assert sorted(blocks) == ["camelcase", "default-false", "default-true"]
     # two block.poly files declare the name default-false; the entries' `from:` name their folders
     assert blocks["default-false"]["path"] == "blocks/default-false"
@@ -29,8 +29,8 @@ def test_the_real_polycrates_example_workspace_loads_and_runs_unchanged(tmp_path
     assert blocks["camelcase"]["config"] == {
         "camelCase": "willBeIgnored", "fooBar": False, "barFoo": True, "nocamel": False, "integer": 0,
         "string": "", "camelcase": "shouldbeTHERE"}
-    actions = json.loads(run_cli_inprocess("action", "list", "-o", "json", cwd=root).stdout)
-    assert [(a["block"], a["action"]) for a in actions] == [("camelcase", "install")], actions
+    actions = json.loads(run_cli_inprocess("action", "list", "-o", "json", cwd=root).stdout)["actions"]
+    assert [(a["block"], a["name"]) for a in actions] == [("camelcase", "install")], actions
 
     run = cli("run", "camelcase", "install", "--runtime", "local", cwd=root)
     assert run.returncode == 0, run.output

@@ -91,7 +91,8 @@ def _among(modules: list[str], names: tuple[str, ...]) -> list[str]:
 @pytest.mark.parametrize("argv, unwanted", [
     (["--help"], NOT_FOR_HELP),
     (["workflows", "list"], NOT_FOR_LISTS),
-    (["workflows", "list", "-o", "json"], NOT_FOR_LISTS),
+    # -o json: the document is built by polycrate.contract, which a text listing does without
+    (["workflows", "list", "-o", "json"], tuple(n for n in NOT_FOR_LISTS if n != "polycrate.contract")),
 ], ids=lambda v: " ".join(v) if isinstance(v[0], str) and v[0] in ("--help", "workflows") else "")
 def test_instant_commands_load_only_what_they_show(workspace, argv, unwanted):
     code, modules = _loaded(argv, workspace)

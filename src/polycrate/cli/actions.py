@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from polycrate.cli.completion import ACTION, BLOCK, names
-from polycrate import contract
 from polycrate.cli.render import emit_json, table, workspace_from
 
 
@@ -28,6 +27,7 @@ def register(sub, shared) -> None:
 
 
 def cmd_inspect(args) -> int:
+    from polycrate import contract
     import yaml
 
     from polycrate.workspace import get_action, get_block
@@ -44,6 +44,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from polycrate import contract
     ws = workspace_from(args)
     rows = [contract.action(block.name, action) for block in ws.blocks.values()
             if not args.block or block.name == args.block for action in block.actions.values()]

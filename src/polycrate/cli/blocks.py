@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from polycrate import contract
 from polycrate.cli.completion import BLOCK, names
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
@@ -65,6 +64,7 @@ def _plain(value):
 
 
 def _describe(ws, block, lock=None) -> dict:
+    from polycrate import contract
     from polycrate.registry import default_reference
 
     ref = default_reference(block.definition.relpath)
@@ -87,6 +87,7 @@ def _describe(ws, block, lock=None) -> dict:
 
 
 def cmd_list(args) -> int:
+    from polycrate import contract
     from polycrate.blockstore import read_lock
 
     ws = workspace_from(args)
@@ -108,6 +109,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from polycrate import contract
     import yaml
 
     from polycrate.blockstore import read_lock
@@ -152,6 +154,7 @@ def cmd_create(args) -> int:
 
 
 def cmd_push(args) -> int:
+    from polycrate import contract
     from polycrate.registry import default_reference, parse_reference, push_block
 
     root = _root(args)
@@ -177,6 +180,7 @@ def cmd_push(args) -> int:
 
 
 def cmd_pull(args) -> int:
+    from polycrate import contract
     root = _root(args)
     from polycrate.registry import parse_reference, pull_block
 

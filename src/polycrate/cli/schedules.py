@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polycrate import contract
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
 
@@ -63,6 +62,7 @@ def add_workflow_schedule_command(wsub, shared) -> None:
 
 
 def cmd_plan(args) -> int:
+    from polycrate import contract
     from polycrate import schedule as sched
 
     ws = workspace_from(args)
@@ -90,6 +90,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from polycrate import contract
     from polycrate import schedule as sched
 
     ws = workspace_from(args)
@@ -110,6 +111,7 @@ def cmd_apply(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from polycrate import contract
     from polycrate import schedule as sched
 
     dest = _dest(args)
@@ -141,6 +143,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_workflow_schedule(args) -> int:
+    from polycrate import contract
     from polycrate import schedule as sched
 
     ws = workspace_from(args)
@@ -257,6 +260,7 @@ def _print_next_steps(plan) -> None:
 
 
 def _plan_json(plan, applied: bool = False) -> dict:
+    from polycrate import contract
     by_name = {c.path.name: c for c in plan.changes}
     status_key = "status"
     return {

@@ -11,7 +11,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from polycrate import contract
 from polycrate.cli.render import emit_json, table
 from polycrate.errors import PolycrateError
 
@@ -169,6 +168,7 @@ def cmd_token_add(args) -> int:
 
 
 def cmd_token_list(args) -> int:
+    from polycrate import contract
     with _state(args) as state:
         rows = state.tokens()
     if args.output == "json":
@@ -201,6 +201,7 @@ def cmd_user_add(args) -> int:
 
 
 def cmd_user_list(args) -> int:
+    from polycrate import contract
     with _state(args) as state:
         rows = state.users()
     if args.output == "json":
@@ -220,6 +221,7 @@ def cmd_user_remove(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    from polycrate import contract
     with _state(args) as state:
         rows = state.audit_log(args.limit)
     if args.output == "json":

@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 import time
 
-from polycrate import contract
 from polycrate.cli.render import emit_json, workspace_from
 
 
@@ -35,6 +34,7 @@ def _log(line: str) -> None:
 
 
 def cmd_build(args) -> int:
+    from polycrate import contract
     from polycrate import toolchain
 
     started = time.monotonic()
@@ -63,6 +63,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from polycrate import contract
     from polycrate import toolchain
 
     ws = workspace_from(args)

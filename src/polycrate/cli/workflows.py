@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from polycrate.cli.completion import STEP, WORKFLOW, names
-from polycrate import contract
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.cli.run import add_run_options, rerun_command, run_and_summarize
 
@@ -36,6 +35,8 @@ def register(sub, shared) -> None:
 def cmd_list(args) -> int:
     ws = workspace_from(args)
     if args.output == "json":
+        from polycrate import contract
+
         emit_json(contract.document("workflows", {"workflows": [contract.workflow(w) for w in ws.workflows.values()]}))
     else:
         table([(w.name, len(w.steps), w.description) for w in ws.workflows.values()], ("NAME", "STEPS", "DESCRIPTION"))
@@ -43,6 +44,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from polycrate import contract
     ws = workspace_from(args)
     from polycrate.workspace import get_workflow
 

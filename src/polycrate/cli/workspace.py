@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from polycrate.cli.completion import DIR, names
-from polycrate import contract
 from polycrate.cli.render import emit_json, workspace_from
 
 
@@ -66,6 +65,7 @@ def cmd_init(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    from polycrate import contract
     ws = workspace_from(args)
     data = {
         "name": ws.name,
@@ -94,6 +94,7 @@ def cmd_inspect(args) -> int:
 def cmd_validate(args) -> int:
     """The preflight over every action: one line per finding (`file:line: message`), exit 2 on an
     error, 0 otherwise (warnings included); writes nothing."""
+    from polycrate import contract
     import sys
 
     from polycrate import preflight
@@ -115,6 +116,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_snapshot(args) -> int:
+    from polycrate import contract
     import yaml
 
     from polycrate.workspace import snapshot
@@ -132,6 +134,7 @@ def cmd_update(args) -> int:
     that is not installed at its version is pulled (atomically, verified, pinned in blocks.lock); one
     installed at the version it names is left alone. workspace.poly alone is read: the workspace need not
     load yet (its entries may use the very blocks this installs)."""
+    from polycrate import contract
     from polycrate.registry import parse_reference, pull_block, transport_settings
     from polycrate.schema import block_version, read_workspace_file
     from polycrate.workspace import BLOCKS_DIR, find_root

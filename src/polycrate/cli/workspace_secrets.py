@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polycrate import contract
 from polycrate.cli.render import emit_json
 
 
@@ -47,6 +46,7 @@ def _json(args) -> bool:
 
 
 def cmd_encrypt(args) -> int:
+    from polycrate import contract
     from polycrate import secrets
 
     root = _root(args)
@@ -83,6 +83,7 @@ def cmd_encrypt(args) -> int:
 
 
 def cmd_decrypt(args) -> int:
+    from polycrate import contract
     from polycrate import secrets
 
     root = _root(args)
@@ -107,6 +108,7 @@ def cmd_decrypt(args) -> int:
 
 
 def cmd_keygen(args) -> int:
+    from polycrate import contract
     from polycrate import secrets
 
     output = Path(args.identity_output) if args.identity_output else secrets.default_identity_file()
