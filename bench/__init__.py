@@ -3,3 +3,9 @@
 Each benchmark measures its baseline in the same run, interleaving the variants, and reports medians
 and ratios; `bench/README.md` is written from `bench/results.json`. Nothing here is a test.
 """
+
+import os as _os
+
+# The benchmarks measure polycrate against plain Ansible on this machine: the local runtime, said once
+# for every polycrate they start (the container is the default runtime; see README "Runtimes").
+_os.environ["POLYCRATE_RUNTIME"] = "local"

@@ -114,6 +114,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     for key in list(env):
         if key.startswith(("ANSIBLE_", "POLYCRATE_")):
             del env[key]
+    env["POLYCRATE_RUNTIME"] = "local"  # measured against plain Ansible on this machine: the local runtime
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env

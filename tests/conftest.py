@@ -1,6 +1,7 @@
 """Shared fixtures: run the real CLI, build real workspaces in temporary folders, start SSH hosts."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from tests.helpers import (  # noqa: F401
     run_cli_tty,
     write,
 )
+
+# The container is polycrate's default runtime (toolchain.DEFAULT_RUNTIME). Tests that are not about
+# containers run their actions on this machine, said here once for every test and every polycrate
+# they start (in-process or a subprocess: both inherit it). A test of the container runtime says
+# `--runtime container` or `config.runtime: container` (both win over this); a test of the default
+# itself removes the variable (env={"POLYCRATE_RUNTIME": ""}).
+os.environ["POLYCRATE_RUNTIME"] = "local"
 
 # Each folder of tests/ is a marker of the same name: `pytest -m "not e2e"` skips tests/e2e/.
 FOLDER_MARKERS = ("unit", "integration", "e2e", "browser")

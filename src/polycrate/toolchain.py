@@ -1,7 +1,7 @@
 """The containerised toolchain: which runtime, which engine, which image.
 
-* ``runtime_of`` chooses between the ``local`` and the ``container`` runtime
-  (workspace ``config.runtime``, overridden per command with ``--runtime``).
+* ``runtime_of`` chooses between the ``local`` and the ``container`` runtime (the default, as in
+  the real Polycrate): ``-l/--local``/``--runtime``, then ``config.runtime``, then ``$POLYCRATE_RUNTIME``.
 * ``find_engine`` finds podman or docker (``config.engine`` names one).
 * ``ensure_base_image`` makes the local base image without any registry: a
   Debian root filesystem from debootstrap with Python, ansible-core (the same
@@ -61,13 +61,25 @@ class EngineError(PolycrateError):
 # --------------------------------------------------------------------------- runtime and engine
 
 
+DEFAULT_RUNTIME = "container"  # as in the real Polycrate: "Ansible always runs in the container"
+RUNTIME_ENV = "POLYCRATE_RUNTIME"  # this machine's default when the workspace does not say
+
+
 def runtime_of(ws: Workspace, override: str | None = None) -> str:
-    """`--runtime` wins, then `config.runtime` (checked by the schema), then `local`."""
+    """`-l/--local` or `--runtime` wins, then `config.runtime` (checked by the schema), then
+    $POLYCRATE_RUNTIME, then `container`."""
     if override is not None:
         if override not in RUNTIMES:
             raise PolycrateError(f"unknown runtime '{override}': use one of {', '.join(RUNTIMES)}")
         return override
-    return ws.toolchain.runtime or "local"
+    if ws.toolchain.runtime:
+        return ws.toolchain.runtime
+    machine = os.environ.get(RUNTIME_ENV, "").strip()
+    if machine:
+        if machine not in RUNTIMES:
+            raise PolycrateError(f"{RUNTIME_ENV}={machine!r}: use one of {', '.join(RUNTIMES)}")
+        return machine
+    return DEFAULT_RUNTIME
 
 
 @dataclass(frozen=True)
@@ -118,13 +130,14 @@ def find_engine(ws: Workspace | None = None) -> Engine:
                 if proc.returncode != 0:
                     raise EngineError(
                         f"docker is installed but its daemon does not answer ({_last_line(proc.stderr)}): "
-                        "start it, use podman (config.engine: podman), or run with --runtime local"
+                        "start it, use podman (config.engine: podman), or run with --local"
                     )
             return engine
     names = " or ".join(wanted)
+    fix = "apt-get install podman" if "podman" in wanted else "install docker"
     raise EngineError(
-        f"the container runtime needs {names}, and none is installed: "
-        f"install it (apt-get install podman) or run with --runtime local"
+        f"actions run in a container (the default runtime), which needs {names}, and none is installed: "
+        f"install it ({fix}), or run on this machine with --local (or config.runtime: local in workspace.poly)"
     )
 
 
@@ -459,7 +472,7 @@ def resolve_image(ws: Workspace, engine: Engine, log: Log, pull: bool = False, b
             return image
         raise EngineError(
             f"image {image} does not exist yet: run `polycrate toolchain build --base` once "
-            f"(as root; debootstrap from a Debian mirror) or load it with `{engine.name} load`"
+            f"(as root; debootstrap from a Debian mirror) or load it with `{engine.name} load`, or run with --local"
         )
     raise EngineError(
         f"image {image} (config.image) is not in {engine.name}'s local images: "

@@ -40,8 +40,13 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
     say("starting the test hosts db01 and app01 (first run: debootstrap and cache, about 2 minutes) and S3 on loopback")
+    polycrate = [sys.executable, "-m", "polycrate"]
+    say("the actions run in the container (polycrate's default runtime): the base image, made or imported once")
+    os.environ.pop("POLYCRATE_RUNTIME", None)  # the default, whatever the caller's environment says
+    if subprocess.call([*polycrate, "toolchain", "build", "--base"], cwd=REPO) != 0:
+        say("could not make the base image: see above (or run the demo's workflow yourself with --local)")
+        return 1
     with NightlyEnv(DEMO) as env:
-        polycrate = [sys.executable, "-m", "polycrate"]
         env.psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
         env.psql("INSERT INTO items SELECT g, 'order-' || g FROM generate_series(1, 1000) g")
         rows = env.psql("SELECT count(*) FROM items")

@@ -237,14 +237,14 @@ def test_container_runtime_errors_are_one_line(podman, fleet, tmp_path):
 
     (root / "workspace.poly").write_text(text + "config:\n  runtime: container\n")
     result = run_cli("run", "probe", "show", cwd=root, env={"PATH": str(tmp_path / "empty")})
-    assert_one_line_error(result, "needs podman or docker", "apt-get install podman", "--runtime local")
+    assert_one_line_error(result, "needs podman or docker", "apt-get install podman", "--local")
 
     (root / "workspace.poly").write_text(text + "config:\n  runtime: container\n  engine: docker\n")
     result = run_cli("run", "probe", "show", cwd=root)
     if shutil.which("docker") is None:
-        assert_one_line_error(result, "needs docker", "--runtime local")
+        assert_one_line_error(result, "needs docker", "--local")
     elif subprocess.run(["docker", "version"], capture_output=True).returncode != 0:
-        assert_one_line_error(result, "docker is installed but its daemon does not answer", "--runtime local")
+        assert_one_line_error(result, "docker is installed but its daemon does not answer", "--local")
 
     (root / "workspace.poly").write_text(text)
     write(root / "Dockerfile.poly", "FROM localhost/polycrate-base:latest\nRUN echo broken; exit 7\n")
@@ -255,3 +255,38 @@ def test_container_runtime_errors_are_one_line(podman, fleet, tmp_path):
     assert last.startswith("polycrate: error: Dockerfile.poly: building Dockerfile.poly failed"), last
     assert "polycrate toolchain build" in last and "exit 7" in result.stderr
     assert our_containers("acme-corp-automation") == []
+
+
+DEFAULT = {"POLYCRATE_RUNTIME": ""}  # no machine default (conftest says local for the other tests)
+
+
+def test_the_container_is_the_default_runtime_and_local_opts_out(podman, fleet, tmp_path):
+    root = make_workspace(tmp_path, fleet)  # workspace.poly says nothing about the runtime
+    inside = run_cli("run", "probe", "show", cwd=root, env=DEFAULT)
+    assert inside.returncode == 0, inside.output
+    assert "cwd=/workspace/blocks/probe" in inside.stdout  # in the container
+    played = run_cli("workflow", "run", "nightly-maintenance", "-o", "json", cwd=root, env=DEFAULT)
+    assert played.returncode == 0, played.output
+    assert {r["root"] for r in normalized_records(root)} == {"/workspace"}  # ansible too, over SSH
+
+    for argv in (("run", "probe", "show", "--local"), ("-l", "run", "probe", "show")):
+        local = run_cli(*argv, cwd=root, env=DEFAULT)
+        assert local.returncode == 0, local.output
+        assert f"cwd={root}/blocks/probe" in local.stdout
+    ws = yaml.safe_load((root / "workspace.poly").read_text())
+    ws.setdefault("config", {})["runtime"] = "local"
+    (root / "workspace.poly").write_text(yaml.safe_dump(ws, sort_keys=False, allow_unicode=True))
+    local = run_cli("run", "probe", "show", cwd=root, env=DEFAULT)
+    assert local.returncode == 0 and f"cwd={root}/blocks/probe" in local.stdout, local.output
+    assert our_containers("acme-corp-automation") == []
+
+
+def test_no_engine_stops_the_default_run_with_one_line_naming_both_fixes(tmp_path, fleet):
+    root = make_workspace(tmp_path, fleet)
+    before = json.loads(run_cli("runs", "list", "-o", "json", cwd=root).stdout)["runs"]
+    result = run_cli("run", "probe", "show", cwd=root, env={**DEFAULT, "PATH": str(tmp_path / "empty")})
+    assert_one_line_error(result, "the default runtime", "apt-get install podman", "--local")
+    assert "cwd=" not in result.stdout  # never a silent fallback to this machine: nothing ran
+    assert json.loads(run_cli("runs", "list", "-o", "json", cwd=root).stdout)["runs"] == before
+    local = run_cli("run", "probe", "show", "--local", cwd=root, env={**DEFAULT, "PATH": os.environ["PATH"]})
+    assert local.returncode == 0, local.output

@@ -54,12 +54,21 @@ def _workspace(tmp_path: Path, config: str = ""):
     return load_workspace(tmp_path)
 
 
-def test_runtime_choice(tmp_path):
+def test_runtime_choice(tmp_path, monkeypatch):
+    monkeypatch.delenv("POLYCRATE_RUNTIME")  # conftest's "local" for the tests
+    assert toolchain.runtime_of(_workspace(tmp_path)) == "container"  # the default, as in Polycrate
+    assert toolchain.runtime_of(_workspace(tmp_path), "local") == "local"  # -l/--local
+    assert toolchain.runtime_of(_workspace(tmp_path, "config:\n  runtime: local\n")) == "local"
+    monkeypatch.setenv("POLYCRATE_RUNTIME", "local")  # this machine's default
     assert toolchain.runtime_of(_workspace(tmp_path)) == "local"
     assert toolchain.runtime_of(_workspace(tmp_path), "container") == "container"
     ws = _workspace(tmp_path, "config:\n  runtime: container\n")
-    assert toolchain.runtime_of(ws) == "container"
+    assert toolchain.runtime_of(ws) == "container"  # the workspace's word beats the machine's
     assert toolchain.runtime_of(ws, "local") == "local"
+    monkeypatch.setenv("POLYCRATE_RUNTIME", "vm")
+    with pytest.raises(PolycrateError, match="POLYCRATE_RUNTIME='vm'"):
+        toolchain.runtime_of(_workspace(tmp_path))
+    monkeypatch.setenv("POLYCRATE_RUNTIME", "local")
     with pytest.raises(ConfigError) as exc:
         toolchain.runtime_of(_workspace(tmp_path, "config:\n  runtime: cloud\n"))
     assert exc.value.line == 3 and "config.runtime must be one of local, container" in str(exc.value)

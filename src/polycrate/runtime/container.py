@@ -45,7 +45,7 @@ EVENTS_MOUNT = "/run/polycrate-events"
 KEY_VARIABLES = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 # variables of the host's environment an action in a container also gets
 PASSED_PREFIXES = ("POLYCRATE_", "ANSIBLE_")
-NOT_PASSED = frozenset({"POLYCRATE_IDENTITY_FILE", "WORKSPACE_ENCRYPTION_KEY", "POLYCRATE_CACHE"})
+NOT_PASSED = frozenset({"POLYCRATE_IDENTITY_FILE", "WORKSPACE_ENCRYPTION_KEY", "POLYCRATE_CACHE", "POLYCRATE_RUNTIME"})
 
 
 @dataclass(frozen=True)
