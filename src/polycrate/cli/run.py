@@ -104,13 +104,26 @@ def print_snapshot(args, **what) -> int:
     return 0
 
 
+def _local_before_reading(args) -> bool:
+    """Whether the run is local by what is known before workspace.poly is read: -l, --runtime local, or
+    POLYCRATE_RUNTIME=local without --runtime. (config.runtime: local alone misses the early zygote, not the zygote.)"""
+    import os
+
+    from polycrate.toolchain import RUNTIME_ENV
+
+    runtime = getattr(args, "runtime", None)
+    return bool(args.local) or runtime == "local" or (
+        runtime is None and os.environ.get(RUNTIME_ENV, "").strip() == "local")
+
+
 def run_and_summarize(args, rerun: str, **what) -> int:
     """Run one request through the pipeline with the terminal view, then print its summary."""
     from polycrate import pipeline
 
     if args.snapshot:
         return print_snapshot(args, **what)
-    if what.get("workflow") is not None:  # its ansible steps fork from a zygote: start it while the run is prepared
+    if what.get("workflow") is not None and _local_before_reading(args):
+        # its ansible steps fork from a zygote: start it while the run is prepared (local runtime only)
         from polycrate.runtime.zygote import prespawn
 
         prespawn()
