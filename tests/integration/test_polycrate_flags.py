@@ -262,3 +262,34 @@ def test_build_flag_rebuilds_the_workspace_image(tmp_path, podman):
     forced = run_cli("run", "app", "show", "--runtime", "container", "-b", cwd=root)
     assert forced.returncode == 0, forced.output
     assert "building Dockerfile.poly" in forced.stderr
+
+
+@pytest.mark.container
+@pytest.mark.registry
+def test_pull_flag_pulls_the_workspace_image_from_a_loopback_registry(tmp_path, podman):
+    from polycrate import toolchain
+    from tests.fleet.registry import LocalRegistry
+
+    registry = LocalRegistry()
+    image = f"{registry.host}/polycrate-base:pull-{tmp_path.name[-12:].lower().replace('_', '-')}"
+    try:
+        subprocess.run(["podman", "tag", toolchain.BASE_IMAGE, image], check=True)
+        subprocess.run(["podman", "push", "--quiet", "--tls-verify=false", "--compression-format", "zstd", image],
+                       check=True, capture_output=True)
+        subprocess.run(["podman", "rmi", image], check=True, capture_output=True)  # only the tag goes
+        root = _workspace(tmp_path)
+        poly = root / "workspace.poly"
+        poly.write_text(poly.read_text() + f"config:\n  runtime: container\n  image: {image}\n")
+        missing = run_cli("run", "app", "show", cwd=root)
+        assert_one_line_error(missing, image, "local images")
+        pulled = run_cli("run", "app", "show", "-p", cwd=root)
+        assert pulled.returncode == 0, pulled.output
+        assert f"pulling {image}" in pulled.stderr
+        assert "IN_CONTAINER=1" in pulled.stdout
+        again = run_cli("--snapshot", "run", "app", "show", cwd=root)
+        ref, _, tag = image.rpartition(":")
+        env = yaml.safe_load(again.stdout)["env"]
+        assert (env["POLYCRATE_IMAGE_REFERENCE"], env["POLYCRATE_IMAGE_VERSION"]) == (ref, tag)
+    finally:
+        subprocess.run(["podman", "rmi", "--ignore", image], capture_output=True)
+        registry.stop()
