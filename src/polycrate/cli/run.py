@@ -122,8 +122,8 @@ def run_and_summarize(args, rerun: str, **what) -> int:
 
     if args.snapshot:
         return print_snapshot(args, **what)
-    if what.get("workflow") is not None and _local_before_reading(args):
-        # its ansible steps fork from a zygote: start it while the run is prepared (local runtime only)
+    if (what.get("workflow") is not None or args.preflight) and _local_before_reading(args):
+        # ansible steps (and the preflight) fork from a zygote: start it while the run is prepared (local only)
         from polycrate.runtime.zygote import prespawn
 
         prespawn()

@@ -3,7 +3,7 @@
 Each `ansible-playbook` process spends ~0.4 s before its first task: importing
 ansible, reading its configuration, parsing the documentation of every connection,
 shell, become, callback and inventory plugin. A workflow pays that per step. The
-zygote pays it once. ``workflows run`` starts it before the workspace is even read
+zygote pays it once. A run (``workflows run``, ``run``) starts it before the workspace is read
 (``prespawn``: it imports what no step's configuration affects, EARLY_IMPORTS); the
 engine then hands it the environment and working directory of the first Ansible step
 (``Zygote``; without an early one it starts one with them), and it imports and warms
