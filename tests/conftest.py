@@ -50,6 +50,17 @@ ARTICLE_FILES = REPO / "tests" / "data" / "article"
 
 
 @pytest.fixture
+def hook_server():
+    """A real HTTP server on loopback that records every request (method, path, headers, body): the
+    receiving end of webhooks, event webhooks and chat notifications (tests/integration/notify_servers.py)."""
+    from tests.integration.notify_servers import HttpRecorder
+
+    server = HttpRecorder().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def cli():
     return run_cli
 

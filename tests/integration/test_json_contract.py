@@ -7,9 +7,7 @@ makes sure each command is asked at least once, against real ansible-playbook ru
 from __future__ import annotations
 
 import ast
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -29,25 +27,6 @@ ELSEWHERE = {
 }
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.server.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def hook_server():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 class Seen:
@@ -81,7 +60,7 @@ def _keys(value, found=None) -> set[str]:
 
 def test_every_command_prints_a_valid_document_with_one_name_for_the_run_id(tmp_path, hook_server):
     seen = Seen()
-    port = hook_server.server_address[1]
+    port = hook_server.port
     ws = make_workspace(tmp_path / "ws", f"""
   - name: timer
     schedule: {{on_calendar: "*-*-* 03:00:00", randomized_delay: 60}}
@@ -107,11 +86,12 @@ webhooks:
     ids = [r["run_id"] for r in listed["runs"]]
     assert failed["run_id"] in ids and green["run_id"] in ids and action["run_id"] in ids
     assert shown["run_id"] == logs["run_id"] == failed["run_id"]
-    assert len(hook_server.received) == 5
-    for body in hook_server.received:
+    bodies = [r["body"] for r in hook_server.requests]
+    assert len(bodies) == 5
+    for body in bodies:
         seen.add(body)
         assert body["run_id"] in ids
-    for doc in [failed, green, action, listed, shown, logs, *hook_server.received]:
+    for doc in [failed, green, action, listed, shown, logs, *bodies]:
         assert "id" not in _keys(doc) and "check" not in _keys(doc)  # no second name for the id or check mode
     # workflows run -o json prints the run as recorded: the document of runs show
     assert failed == seen.json("runs", "show", failed["run_id"], cwd=ws)

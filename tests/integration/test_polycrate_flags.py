@@ -3,16 +3,15 @@ runtimes (script and ansible actions, an SSH test host), -m, --snapshot, --logle
 SSH key, -b, --auto-commit and the run's event (.logs/ file or a POST to a loopback server)."""
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
 import subprocess
-import threading
 
 import pytest
 import yaml
 
 from tests.conftest import assert_one_line_error, run_cli, write
+from tests.helpers import free_port
 from tests.integration.test_container_runtime import podman  # noqa: F401 (the fixture)
 
 RECORD_PLAY = """
@@ -189,41 +188,21 @@ def test_workspace_event_handler_writes_polycrate_events_to_logs(tmp_path):
     assert workflow_event["workflow"] == "deploy" and workflow_event["steps"][0]["name"] == "show"
 
 
-class _Collector(http.server.BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, self.headers["Content-Type"], json.loads(body)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_webhook_event_handler_posts_the_event_to_a_loopback_server(tmp_path):
+def test_webhook_event_handler_posts_the_event_to_a_loopback_server(tmp_path, hook_server):
     root = _workspace(tmp_path)
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Collector)
-    _Collector.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/events"
-        result = run_cli("run", "app", "show", "--local", "--event-handler", "webhook", "--event-endpoint", url,
-                         cwd=root)
-        assert result.returncode == 0, result.output
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert len(_Collector.received) == 1
-    path, content_type, event = _Collector.received[0]
+    url = f"{hook_server.url}/events"
+    result = run_cli("run", "app", "show", "--local", "--event-handler", "webhook", "--event-endpoint", url, cwd=root)
+    assert result.returncode == 0, result.output
+    assert len(hook_server.requests) == 1
+    request = hook_server.requests[0]
+    path, content_type, event = request["path"], request["headers"]["Content-Type"], request["body"]
     assert path == "/events" and content_type == "application/json; charset=UTF-8"
     assert event["transaction"] == _runs(root)[0]["run_id"] and event["message"] == "Transaction stopped"
     assert event["config"] == {"handler": "webhook", "endpoint": url}
     assert not (root / ".logs").exists()
 
-    dead = run_cli("run", "app", "show", "--local", "--event-endpoint", url, cwd=root)  # nobody listens now
+    nobody = f"http://127.0.0.1:{free_port()}/events"  # nothing listens there
+    dead = run_cli("run", "app", "show", "--local", "--event-endpoint", nobody, cwd=root)
     assert dead.returncode == 0, dead.output  # an event never fails a run
     assert "event: could not submit" in dead.stdout
 

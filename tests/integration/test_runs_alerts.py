@@ -1,9 +1,7 @@
 """Webhooks on a local HTTP server and the Prometheus textfile, after real ansible-playbook runs."""
-import http.server
 import json
 import math
 import re
-import threading
 import time
 
 import pytest
@@ -13,30 +11,10 @@ from tests.helpers import free_port, validate_document
 from tests.integration.runs_workspace import SECRET, make_workspace
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def hook_server():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
 
 
 def test_webhook_receives_the_json_summary(tmp_path, hook_server):
-    port = hook_server.server_address[1]
+    port = hook_server.port
     ws = make_workspace(
         tmp_path / "ws",
         f"""
@@ -51,8 +29,8 @@ webhooks:
     failed = run_cli("workflows", "run", "nightly", "-o", "json", cwd=ws)
     assert failed.returncode == 1
     run_id = json.loads(failed.stdout)["run_id"]
-    assert sorted(r["path"] for r in hook_server.received) == ["/all", "/failures"]
-    hit = next(r for r in hook_server.received if r["path"] == "/failures")
+    assert sorted(r["path"] for r in hook_server.requests) == ["/all", "/failures"]
+    hit = next(r for r in hook_server.requests if r["path"] == "/failures")
     assert hit["headers"]["X-Token"] == "abc123" and hit["headers"]["Content-Type"] == "application/json"
     body = validate_document(hit["body"], "webhook")  # the contract: schemas/webhook.v1.schema.json
     assert body["event"] == "run.finished"
@@ -65,18 +43,18 @@ webhooks:
     assert body["message"] == "disk /var is full on purpose"
     assert body["duration"] > 0 and body["workspace"] == "nights" and body["exit_code"] == 1
 
-    hook_server.received.clear()
+    hook_server.requests.clear()
     ok = run_cli("workflows", "run", "green", cwd=ws)
     assert ok.returncode == 0
-    assert [r["path"] for r in hook_server.received] == ["/all"]  # success goes only where asked
-    validate_document(hook_server.received[0]["body"], "webhook")
-    assert hook_server.received[0]["body"]["status"] == "succeeded"
-    assert hook_server.received[0]["body"]["failed_step"] is None
+    assert [r["path"] for r in hook_server.requests] == ["/all"]  # success goes only where asked
+    validate_document(hook_server.requests[0]["body"], "webhook")
+    assert hook_server.requests[0]["body"]["status"] == "succeeded"
+    assert hook_server.requests[0]["body"]["failed_step"] is None
 
-    hook_server.received.clear()
+    hook_server.requests.clear()
     run_cli("workflows", "run", "secret", cwd=ws)
-    assert len(hook_server.received) == 2
-    for r in hook_server.received:
+    assert len(hook_server.requests) == 2
+    for r in hook_server.requests:
         assert SECRET not in json.dumps(r["body"])
 
 
