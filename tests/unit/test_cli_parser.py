@@ -69,3 +69,13 @@ def test_a_partial_parser_refuses_like_the_full_one():
         messages.append(str(exc.value))
     assert messages[0] == messages[1]
     assert "invalid choice: 'lst'" in messages[0]
+
+
+def test_usage_errors_say_polycrate_once_and_hint_at_limit_for_ansible_users(capsys):
+    assert cli.main(["run", "b", "go", "--bogus"]) == 2
+    assert capsys.readouterr().err == "polycrate: error: unrecognized arguments: --bogus (see --help)\n"
+    # -l is Polycrate's --local; ansible-playbook users type -l HOST for --limit
+    assert cli.main(["workflows", "run", "nightly", "-l", "db01"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("polycrate: error: unrecognized") and err.count("polycrate") == 1 and err.count("\n") == 1, err
+    assert "-l is --local (as in Polycrate), to run on db01 only say --limit db01" in err

@@ -47,8 +47,22 @@ def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentPars
 
 
 class _Parser(argparse.ArgumentParser):
+    words: list[str] = []  # the command line being parsed (set by main), for the hint below
+
     def error(self, message: str):  # one line, exit 2, like every other bad input
-        raise PolycrateError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.removeprefix("polycrate").strip()  # main's handler already says "polycrate: error:"
+        hint = _limit_hint(self.words, message)
+        raise PolycrateError(f"{command + ': ' if command else ''}{message}{hint} (see --help)")
+
+
+def _limit_hint(words: list[str], message: str) -> str:
+    """`-l HOST`, typed as ansible-playbook's --limit: -l is Polycrate's --local and takes no value."""
+    extra = message.removeprefix("unrecognized arguments: ").split()
+    if message.startswith("unrecognized arguments: ") and extra:
+        for i, word in enumerate(words[:-1]):
+            if word == "-l" and words[i + 1] == extra[0]:
+                return f"; -l is --local (as in Polycrate), to run on {extra[0]} only say --limit {extra[0]}"
+    return ""
 
 
 # The modules that register the commands, in the order `--help` lists them.
@@ -119,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return complete_main(words[1:])
     try:
         parser = build_parser(words)
+        _Parser.words = list(words)
         if not words:  # `polycrate` alone: the help, as a question answered, not an error
             parser.print_help()
             return 0
