@@ -377,7 +377,7 @@ def test_workspace_update_installs_the_dependencies_from_the_registry(article_wo
     update = run_cli("workspace", "update", cwd=root, env=env)
     assert update.returncode == 0, update.output
     assert f"pulled {ARTICLE_REF} {digest}" in update.stdout
-    listed = json.loads(run_cli("block", "list", "-o", "json", cwd=root, env=env).stdout)
+    listed = json.loads(run_cli("block", "list", "-o", "json", cwd=root, env=env).stdout)["blocks"]
     assert [(b["name"], b["version"], b["origin"]) for b in listed] == [
         ("maintenance", "0.1.0", "registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0")]
     assert digest in (root / "blocks.lock").read_text()
@@ -386,7 +386,7 @@ def test_workspace_update_installs_the_dependencies_from_the_registry(article_wo
     installed = tree(root)
     again = run_cli("workspace", "update", "-o", "json", cwd=root, env=env)
     assert again.returncode == 0, again.output
-    assert [d["status"] for d in json.loads(again.stdout)] == ["up to date"]
+    assert [d["status"] for d in json.loads(again.stdout)["dependencies"]] == ["up to date"]
     assert tree(root) == installed
 
     (root / "workspace.poly").write_text((root / "workspace.poly").read_text().replace(
