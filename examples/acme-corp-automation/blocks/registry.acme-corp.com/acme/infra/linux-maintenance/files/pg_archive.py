@@ -424,9 +424,12 @@ def tail(text: str) -> str:
 class Upload(threading.Thread):
     """Encrypt (age, when recipients are given) and upload the archive while it is being checked."""
 
-    def __init__(self, remote: Remote, path: str, final: str, recipients: list[str]):
+    def __init__(self, remote: Remote, path: str, final: str, recipients: list[str], cutoff: str = ""):
         super().__init__(daemon=True)
         self.remote, self.path, self.final, self.recipients = remote, path, final, recipients
+        # S3: one PUT up to `cutoff`, so the remote's MD5 (the ETag) is the server's own, computed over
+        # the bytes it received; no HEAD after the upload: the remote check below lists the copy anyway
+        self.flags = ["--s3-no-head"] + (["--s3-upload-cutoff", cutoff] if cutoff else [])
         self.error = ""
         self.proc: subprocess.Popen | None = None
         self.stopped = False
@@ -449,7 +452,7 @@ class Upload(threading.Thread):
                 self.md5 = sums["md5"]
             if self.stopped:
                 return
-            self.proc = self.remote.popen("copyto", self.local, self.remote.dest + self.uploaded)
+            self.proc = self.remote.popen("copyto", *self.flags, self.local, self.remote.dest + self.uploaded)
             _, err = self.proc.communicate()
             if self.proc.returncode != 0 and not self.stopped:
                 self.error = f"rclone copyto: {tail(err)}"
@@ -522,6 +525,9 @@ def main() -> int:
     parser.add_argument("--owner", default="postgres", help="runs pg_dump and owns the backups")
     parser.add_argument("--remote", default="", help="rclone destination (remote:bucket/prefix); empty: no upload")
     parser.add_argument("--rclone-config", default="")
+    parser.add_argument("--upload-cutoff", default="5G",
+                        help="S3: archives up to this size go up in one PUT (server-side MD5); larger: multipart; "
+                             "empty: rclone's setting")
     parser.add_argument("--recipient", action="append", default=[], help="age recipient of the uploaded copy")
     parser.add_argument("--keep-local", type=int, default=0)
     parser.add_argument("--keep-remote", type=int, default=0)
@@ -559,7 +565,7 @@ def main() -> int:
             # archive itself is renamed into place
             source = os.path.join(work, "upload.tar.gz")
             os.link(written["path"], source)
-            upload = Upload(remote, source, final, args.recipient)
+            upload = Upload(remote, source, final, args.recipient, args.upload_cutoff)
             upload.start()
         try:
             if args.verify == "structure":
