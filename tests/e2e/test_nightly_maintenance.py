@@ -280,17 +280,6 @@ def test_encrypted_upload_and_restore_from_it(env, tmp_path):
         env.reset_workspace()
 
 
-def _head_archive(env, name: str) -> dict:
-    """The S3 object of an uploaded archive, as the server describes it (boto3 against the moto server)."""
-    import boto3
-
-    from tests.fleet import s3
-
-    client = boto3.client("s3", endpoint_url=env.s3.endpoint, aws_access_key_id=s3.ACCESS_KEY,
-                          aws_secret_access_key=s3.SECRET_KEY, region_name="us-east-1", verify=False)
-    return client.head_object(Bucket="acme-backups-db", Key=f"postgres/{name}")
-
-
 def test_the_archive_goes_up_in_one_put_and_the_remote_check_uses_the_servers_md5(env):
     """Up to upload_cutoff (5G) the archive is one PUT: its ETag is the MD5 the server computed over the
     bytes it received, and that is what the remote check compares. Above it, rclone's multipart upload
@@ -299,7 +288,7 @@ def test_the_archive_goes_up_in_one_put_and_the_remote_check_uses_the_servers_md
     assert result.returncode == 0, result.stdout[-2000:]
     name = latest_archive(env)
     local_md5 = env.db.exec(f"md5sum /var/backups/acme-db/{name}").stdout.split()[0]
-    head = _head_archive(env, name)
+    head = env.remote_head(name)
     assert head["ETag"].strip('"') == local_md5  # one part: the server's MD5 of what it received
     assert "md5chksum" not in head.get("Metadata", {})
     env.set_config(upload_cutoff="0")
@@ -307,7 +296,7 @@ def test_the_archive_goes_up_in_one_put_and_the_remote_check_uses_the_servers_md
         result = env.polycrate("run", "linux-maintenance", "backup")
         assert result.returncode == 0, result.stdout[-2000:]
         name = latest_archive(env)
-        head = _head_archive(env, name)
+        head = env.remote_head(name)
         assert head["ETag"].strip('"').endswith("-1")  # multipart: an ETag that is not an MD5
         assert env.remote_objects()[name]["Hashes"]["md5"] == env.db.exec(
             f"md5sum /var/backups/acme-db/{name}").stdout.split()[0]

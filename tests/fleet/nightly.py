@@ -131,6 +131,16 @@ class NightlyEnv:
 
         return {o["Name"]: o for o in json.loads(res.stdout)}
 
+    def remote_head(self, name: str) -> dict:
+        """An uploaded object as the S3 server describes it (HEAD through boto3): ETag, Metadata."""
+        import boto3
+
+        from tests.fleet import s3
+
+        client = boto3.client("s3", endpoint_url=self.s3.endpoint, aws_access_key_id=s3.ACCESS_KEY,
+                              aws_secret_access_key=s3.SECRET_KEY, region_name="us-east-1")
+        return client.head_object(Bucket="acme-backups-db", Key=f"postgres/{name}")
+
     def s3_download(self, name: str, dest: Path) -> Path:
         conf = self.tmp / "rclone.conf"
         conf.write_text(self.s3.rclone_conf())

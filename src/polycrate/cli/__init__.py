@@ -47,7 +47,7 @@ def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentPars
 
 
 class _Parser(argparse.ArgumentParser):
-    words: list[str] = []  # the command line being parsed (set by main), for the hint below
+    words: tuple[str, ...] = ()  # the root parser's command line (set by main), for the hint below
 
     def error(self, message: str):  # one line, exit 2, like every other bad input
         command = self.prog.removeprefix("polycrate").strip()  # main's handler already says "polycrate: error:"
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return complete_main(words[1:])
     try:
         parser = build_parser(words)
-        _Parser.words = list(words)
+        parser.words = tuple(words)  # unrecognized arguments are refused by the root parser
         if not words:  # `polycrate` alone: the help, as a question answered, not an error
             parser.print_help()
             return 0
