@@ -181,7 +181,7 @@ def supervised(argv: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", str(SUPERVISOR), *argv]
 
 
-def _read_lines(pipe, lines: queue.Queue) -> None:
+def _read_lines(pipe, lines: queue.SimpleQueue) -> None:
     try:
         for raw in pipe:
             lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
@@ -253,7 +253,9 @@ def _stream(
         )
     # A reader thread fills a queue; the main thread (the one that gets KeyboardInterrupt on
     # SIGINT/SIGTERM) hands lines to `output` and watches the deadline.
-    lines: queue.Queue = queue.Queue()
+    # SimpleQueue: its get() waits in C. queue.Queue waits in threading.Condition, where a
+    # KeyboardInterrupt between releasing and re-taking its lock ends in "release unlocked lock"
+    lines: queue.SimpleQueue = queue.SimpleQueue()
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
     try:
         reader.start()
@@ -280,7 +282,7 @@ def _stream(
         raise
 
 
-def _drain(lines: queue.Queue, output: Callable[[str], None]) -> None:
+def _drain(lines: queue.SimpleQueue, output: Callable[[str], None]) -> None:
     """Hand over what the stopped process still printed (the reader ends at EOF)."""
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
