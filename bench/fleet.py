@@ -62,7 +62,7 @@ def make_workspace(root: Path, fleet, size: int) -> Path:
 def bench(runs: int = 2, runs_large: int = 1, log=print) -> dict:
     """`runs` interleaved rounds at 30 hosts, `runs_large` at 100 (no warm-up round: the machine is shared and slow)."""
     from polycrate.runtime.ansible import fleet_forks
-    from polycrate.runtime.sshshare import close_folder
+    from polycrate.runtime.ssh_masters import close_folder
     from tests.fleet.sshd import SSHFleet
 
     tmp = Path(tempfile.mkdtemp(prefix="pcb-", dir="/tmp"))

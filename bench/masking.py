@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench import common
-from polycrate.masking import Masker
+from polycrate.secrets.masking import Masker
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "masking.json"

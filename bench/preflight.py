@@ -24,8 +24,8 @@ EXAMPLE = REPO / "examples" / "acme-corp-automation"
 FLEET_HOSTS = 100_000
 CHECK_STEPS = """
 import sys, time
-from polycrate import preflight
-from polycrate.workspace import find_root, load_workspace
+from polycrate.run import preflight
+from polycrate.config.workspace import find_root, load_workspace
 ws = load_workspace(find_root(sys.argv[1], explicit=True))
 steps = [(s.block, s.action, s.allow_no_hosts) for s in ws.workflows["nightly-maintenance"].steps]
 report = preflight.check(ws, preflight.step_targets(ws, steps), settings=False)
@@ -124,7 +124,7 @@ def bench(runs: int = 5, runs_fleet: int = 1, log=print) -> dict:
 
 def render(p: dict) -> list[str]:
     out = ["## 5. Preflight", "",
-           "`workspace validate` and the check before step 1 of every run (src/polycrate/preflight.py),",
+           "`workspace validate` and the check before step 1 of every run (src/polycrate/run/preflight.py),",
            "on a copy of examples/acme-corp-automation (2 hosts) and on the same workspace with a",
            f"{FLEET_HOSTS:,}-host inventory; Ansible's own tools on the same files beside them. "
            f"Measured {p['measured']}.", "",

@@ -70,7 +70,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, input:
 
 
 def schema_registry():
-    """Every schema file of the contract (src/polycrate/schemas/), by its $id, for $ref across files."""
+    """Every schema file of the contract (src/polycrate/contract/schemas/), by its $id, for $ref across files."""
     import json
 
     from referencing import Registry, Resource

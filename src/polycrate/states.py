@@ -17,8 +17,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from polycrate.model import Step
-    from polycrate.workspace import BlockChange
+    from polycrate.config.model import Step
+    from polycrate.config.workspace import BlockChange
 
 
 class RunState(StrEnum):

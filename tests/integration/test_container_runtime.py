@@ -31,7 +31,7 @@ def podman():
     """The base image exists and podman can run a container from it, or the test skips with the reason."""
     if not shutil.which("podman"):
         pytest.skip("podman is not installed (apt-get install podman; scripts/setup.sh does)")
-    from polycrate import toolchain
+    from polycrate.runtime import toolchain
 
     engine = toolchain.find_engine()
     if not engine.image_id(toolchain.base_image_tag()) and not toolchain.base_tarball().exists() and os.geteuid() != 0:

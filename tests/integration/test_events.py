@@ -1,4 +1,4 @@
-"""The Ansible event contract (polycrate.events) as the real callback writes it inside real ansible-playbook."""
+"""The Ansible event contract (polycrate.runtime.events) as the real callback writes it inside real ansible-playbook."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from polycrate.events import HOST_COUNTS, EventKind, read_events
-from polycrate.runtime import event_environment
+from polycrate.runtime.events import HOST_COUNTS, EventKind, read_events
+from polycrate.runtime.action import event_environment
 
 PLAY = """
 - hosts: localhost

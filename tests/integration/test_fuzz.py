@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from polycrate import yamlfile
+from polycrate.config import yamlfile
 from polycrate.errors import PolycrateError
-from polycrate.workspace import load_workspace
+from polycrate.config.workspace import load_workspace
 from tests.integration.fuzz_workspaces import (
     BASE,
     COMMANDS,

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from polycrate import yamlfile
+from polycrate.config import yamlfile
 from tests.integration.fuzz_workspaces import AGE_SECRET, BASE, COMMANDS, _dump, run_inprocess, tree_digest
 
 

@@ -1,5 +1,5 @@
 """The one JSON contract: every command's `-o json` output validates against the schema its `schema`
-key names (src/polycrate/schemas/), a run has one id key everywhere, `-o yaml` is the same data, and
+key names (src/polycrate/contract/schemas/), a run has one id key everywhere, `-o yaml` is the same data, and
 the webhook body a real HTTP server on loopback receives is the run `runs show` prints.
 
 The runners of tests/helpers.py validate every `-o json`/`-o yaml` output of every test; this module
@@ -10,7 +10,6 @@ import ast
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 
 from polycrate import contract

@@ -105,7 +105,7 @@ def test_a_failed_run_mails_through_starttls_and_login_with_the_secret_masked(tm
     text = mail.text
     assert "failed step: backup" in text and "task:        dump the database" in text
     assert "pg_dump: password authentication failed for ********" in text
-    assert f"polycrate workflows run nightly --resume" in text and run_id in text
+    assert "polycrate workflows run nightly --resume" in text and run_id in text
     everything = text + str(mail.message) + failed.output
     assert DB_PASSWORD not in everything and SMTP_PASSWORD not in everything
     shown = run_cli("runs", "show", run_id, "-o", "json", cwd=ws)

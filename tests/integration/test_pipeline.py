@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from polycrate import cli, yamlfile
+from polycrate import cli
+from polycrate.config import yamlfile
 from tests.conftest import assert_one_line_error, run_cli, write
 
 

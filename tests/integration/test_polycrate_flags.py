@@ -246,7 +246,7 @@ def test_build_flag_rebuilds_the_workspace_image(tmp_path, podman):
 @pytest.mark.container
 @pytest.mark.registry
 def test_pull_flag_pulls_the_workspace_image_from_a_loopback_registry(tmp_path, podman):
-    from polycrate import toolchain
+    from polycrate.runtime import toolchain
     from tests.fleet.registry import LocalRegistry
 
     registry = LocalRegistry()

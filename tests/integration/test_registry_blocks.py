@@ -258,7 +258,7 @@ def test_tampered_archive_is_refused_and_nothing_is_written(registry, tmp_path):
 
 def _raw_push(registry, repository: str, tag: str, tar_gz: bytes, annotations: dict) -> None:
     """Push a hand-made artifact with correct digests (a malicious publisher, not a broken registry)."""
-    from polycrate import registry as reg
+    from polycrate.blocks import registry as reg
 
     client = reg.RegistryClient(registry.host)
     ref = reg.Reference(registry.host, repository, tag)

@@ -4,7 +4,6 @@ import math
 import re
 import time
 
-import pytest
 
 from tests.conftest import run_cli
 from tests.helpers import free_port, validate_document

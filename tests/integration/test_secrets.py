@@ -12,7 +12,7 @@ import pytest
 
 from polycrate import secrets
 from polycrate.errors import PolycrateError
-from polycrate.masking import build_masker
+from polycrate.secrets.masking import build_masker
 from tests.helpers import Result, run_cli, tree
 from tests.helpers import assert_one_line_error as shared_assert_one_line_error
 

@@ -83,7 +83,7 @@ def records(root):
 
 
 def masters_of(folder: str) -> list[int]:
-    from polycrate.runtime.sshshare import _masters
+    from polycrate.runtime.ssh_masters import _masters
 
     return _masters(folder)
 

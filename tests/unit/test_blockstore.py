@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from polycrate import blockstore
-from polycrate.blockstore import IntegrityError, LockEntry, UnsafeArchive
+from polycrate.blocks import store as blockstore
+from polycrate.blocks.store import IntegrityError, LockEntry, UnsafeArchive
 from tests.conftest import write
 
 BLOCK_POLY = "name: tool\nversion: 1.0.0\nactions:\n  - name: go\n    script: [echo go]\n"

@@ -1,7 +1,7 @@
 """`polycrate checksum DIR` recomputes gosimple/hashdir's MD5 (the real Polycrate's `checksum`)."""
 import hashlib
 
-from polycrate.checksum import directory_checksum
+from polycrate.blocks.checksum import directory_checksum
 
 
 def _md5(data: str) -> str:

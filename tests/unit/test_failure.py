@@ -1,7 +1,7 @@
 """The failure texts: Ansible's exit statuses in words, unreachable hosts, a script's failing line."""
 import json
 
-from polycrate import failure
+from polycrate.run import failure
 from polycrate.runtime.script import PRELUDE_LINES, script_line, script_text
 
 

@@ -1,7 +1,7 @@
 """The Go-template subset of script lines (gotemplate.py), against what Go's text/template prints."""
 import pytest
 
-from polycrate.gotemplate import TemplateError, parse, render
+from polycrate.config.gotemplate import TemplateError, parse, render
 
 DATA = {"block": {"config": {"db_name": "acme_app", "camelCase": "A", "camelcase": "b", "n": 1.5, "hosts": [1, 2]}},
         "workspace": {"name": "ws"}}
@@ -60,7 +60,7 @@ def test_literal_braces_through_string_literals(source, expected):
     ("echo {{ if lookup .a }}x{{ end }}", 'function "lookup" not defined'),
 ])
 def test_check_refuses_what_gos_parser_refuses(source, fragment):
-    from polycrate.gotemplate import check
+    from polycrate.config.gotemplate import check
 
     with pytest.raises(TemplateError, match=fragment):
         check(source)

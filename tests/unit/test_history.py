@@ -7,16 +7,16 @@ import time
 
 import pytest
 
-from polycrate.engine import resume_point
-from polycrate.events import read_events
+from polycrate.run.engine import resume_point
+from polycrate.runtime.events import read_events
 from polycrate.errors import LockedError, NotFoundError
 from polycrate.history import RunStore, open_store
 from polycrate.states import LEGACY_STEP_STATES, Phase, PlannedStep, RunKind, RunState, StepState
-from polycrate.locking import RunLock, is_held
-from polycrate.metrics import render
-from polycrate.schema import parse_run_settings
+from polycrate.history.locking import RunLock, is_held
+from polycrate.notify.metrics import render
+from polycrate.config.schema import parse_run_settings
 from polycrate.errors import ConfigError
-from polycrate.yamlfile import load_yaml
+from polycrate.config.yamlfile import load_yaml
 
 
 def _run(store, name="nightly", status="succeeded", started=None, lock_key=None):
@@ -125,7 +125,7 @@ def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
 def test_lock_of_a_killed_process_is_free(tmp_path):
     code = (
         "import time\n"
-        "from polycrate.locking import RunLock\n"
+        "from polycrate.history.locking import RunLock\n"
         "l = RunLock(__import__('pathlib').Path(%r), 'workflow-x', 'x'); l.acquire(); print('locked', flush=True)\n"
         "time.sleep(60)\n"
     ) % str(tmp_path)

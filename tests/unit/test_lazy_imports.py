@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import write
 
-HEAVY = ("ansible", "oras", "pyrage", "polycrate.engine", "polycrate.pipeline", "polycrate.runtime", "starlette",
+HEAVY = ("ansible", "oras", "pyrage", "polycrate.run.engine", "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process", "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote", "polycrate.runtime.script", "starlette",
          "uvicorn")
 
 # Runs main(argv) and prints the modules loaded by then (main's exit, --help's SystemExit included).
@@ -75,13 +75,13 @@ def test_instant_commands_import_nothing_heavy(workspace, argv):
 # Not needed to show a list: other commands' modules (a command line gets the parser of its own
 # command only: cli.COMMAND_MODULE), the run store, the event stream, installing schedules (checking
 # one, as every load does, is schedule.cron/oncalendar/times: systemd-analyze, so subprocess).
-NOT_FOR_LISTS = ("polycrate.history", "polycrate.events", "polycrate.ansi", "polycrate.contract",
+NOT_FOR_LISTS = ("polycrate.history", "polycrate.runtime.events", "polycrate.ansi", "polycrate.contract",
                  "polycrate.schedule.install", "polycrate.schedule.render",
-                 "polycrate.cli.serve", "polycrate.cli.runs", "polycrate.cli.sshcmd", "polycrate.cli.kubectl")
+                 "polycrate.cli.serve", "polycrate.cli.runs", "polycrate.cli.ssh", "polycrate.cli.kubectl")
 # --help builds every command's parser, and reads no workspace and runs nothing
-NOT_FOR_HELP = ("subprocess", "polycrate.history", "polycrate.events", "polycrate.ansi", "polycrate.contract",
-                "polycrate.schedule", "yaml", "polycrate.workspace", "polycrate.schema", "polycrate.model",
-                "polycrate.yamlfile")
+NOT_FOR_HELP = ("subprocess", "polycrate.history", "polycrate.runtime.events", "polycrate.ansi", "polycrate.contract",
+                "polycrate.schedule", "yaml", "polycrate.config.workspace", "polycrate.config.schema", "polycrate.config.model",
+                "polycrate.config.yamlfile")
 
 
 def _among(modules: list[str], names: tuple[str, ...]) -> list[str]:
@@ -99,11 +99,11 @@ def test_instant_commands_load_only_what_they_show(workspace, argv, unwanted):
     assert code == 0
     assert _among(modules, unwanted) == []
     if argv[0] == "workflows":
-        assert "polycrate.workspace" in modules  # the probe saw the workspace load
+        assert "polycrate.config.workspace" in modules  # the probe saw the workspace load
 
 
 def test_the_probe_sees_a_heavy_import(workspace):
     # the same probe on a command that needs the engine: proves the check above can fail
     _code, modules = _loaded(["workflows", "run", "nightly", "--step", "one"], workspace)
-    assert "polycrate.engine" in _heavy(modules)
+    assert "polycrate.run.engine" in _heavy(modules)
     assert "polycrate.history" in _among(modules, NOT_FOR_LISTS)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import random
 import string
-import time
 
-from polycrate.masking import MASK, Masker
+from polycrate.secrets.masking import MASK, Masker
 
 
 def test_empty_masker_returns_text_unchanged():

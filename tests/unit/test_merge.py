@@ -1,4 +1,4 @@
-from polycrate.merge import merge_config
+from polycrate.config.merge import merge_config
 
 
 def test_maps_merge_deeply():

@@ -2,11 +2,12 @@
 (channels.py, pure). Delivery to real SMTP and HTTP servers: tests/integration/test_notifications.py."""
 import pytest
 
-from polycrate import channels, contract
+from polycrate import contract
+from polycrate.notify import channels
 from polycrate.errors import ConfigError
-from polycrate.masking import Masker
-from polycrate.model import SecretRef
-from polycrate.schema import read_workspace_file
+from polycrate.secrets.masking import Masker
+from polycrate.config.model import SecretRef
+from polycrate.config.schema import read_workspace_file
 from tests.conftest import write
 
 HEAD = "name: ws\nnotifications:\n"

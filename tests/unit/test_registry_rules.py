@@ -5,8 +5,8 @@ import json
 import pytest
 
 from polycrate.errors import ConfigError
-from polycrate.model import Registries
-from polycrate.registry import (
+from polycrate.config.model import Registries
+from polycrate.blocks.registry import (
     Reference,
     RegistryError,
     Transport,
@@ -17,7 +17,7 @@ from polycrate.registry import (
     transport_settings,
     version_key,
 )
-from polycrate.workspace import block_changes, load_workspace, read_sources
+from polycrate.config.workspace import block_changes, load_workspace, read_sources
 from tests.conftest import write
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from polycrate import schedule as sched
 from polycrate.errors import ConfigError
-from polycrate.yamlfile import parse_yaml
+from polycrate.config.yamlfile import parse_yaml
 
 ANALYZE = sched.systemd_analyze()
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze calendar does not work here")

@@ -2,8 +2,8 @@
 import pytest
 
 from polycrate.errors import ConfigError
-from polycrate.model import Registries, Toolchain
-from polycrate.schema import parse_secrets, read_workspace_file
+from polycrate.config.model import Registries, Toolchain
+from polycrate.config.schema import parse_secrets, read_workspace_file
 from tests.conftest import write
 
 HEAD = "name: ws\n"
@@ -73,7 +73,7 @@ def test_polycrates_workspace_keys_name_their_line(tmp_path, text, line, fragmen
 
 
 def _block(tmp_path, text):
-    from polycrate.schema import read_block_file
+    from polycrate.config.schema import read_block_file
 
     write(tmp_path / "blocks" / "b" / "block.poly", text)
     return read_block_file(tmp_path / "blocks" / "b" / "block.poly", tmp_path / "blocks")

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from polycrate.runtime import sshshare
+from polycrate.runtime import ssh_masters as sshshare
 
 
 @pytest.fixture

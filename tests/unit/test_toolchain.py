@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from polycrate import toolchain
+from polycrate.runtime import toolchain
 from polycrate.errors import ConfigError, PolycrateError
 from polycrate.runtime.container import PathMap
 from tests.conftest import write
@@ -48,7 +48,7 @@ def test_path_map_maps_workspace_paths_and_nothing_else():
 
 
 def _workspace(tmp_path: Path, config: str = ""):
-    from polycrate.workspace import load_workspace
+    from polycrate.config.workspace import load_workspace
 
     write(tmp_path / "workspace.poly", f"name: demo\n{config}")
     return load_workspace(tmp_path)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from polycrate.errors import ConfigError
-from polycrate.workspace import find_root, load_workspace, split_reference
+from polycrate.config.workspace import find_root, load_workspace, split_reference
 from tests.conftest import EXAMPLE, write
 
 

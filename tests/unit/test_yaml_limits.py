@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from polycrate import yamlfile
+from polycrate.config import yamlfile
 from polycrate.errors import ConfigError
-from polycrate.yamlfile import load_yaml, parse_yaml
+from polycrate.config.yamlfile import load_yaml, parse_yaml
 
 
 def refused(text: str, *words: str, line: int | None = None) -> ConfigError:

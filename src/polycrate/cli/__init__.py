@@ -67,7 +67,7 @@ def _limit_hint(words: list[str], message: str) -> str:
 
 # The modules that register the commands, in the order `--help` lists them.
 COMMAND_MODULES = ("run", "workflows", "actions", "blocks", "workspace", "schedules", "runs", "notify", "registry",
-                   "toolchain", "serve", "lifecycle", "sshcmd", "gitcmd", "kubectl", "tools", "completion")
+                   "toolchain", "serve", "lifecycle", "ssh", "git", "kubectl", "tools", "completion")
 # Which module registers each top-level command word (tests/unit/test_cli_parser.py keeps it true):
 # a command line that names one gets a parser with that module's commands only. Building all of
 # them (~70 subparsers, ~250 options) is a third of what `workflows list` costs.
@@ -76,7 +76,7 @@ COMMAND_MODULE = {
     "block": "blocks", "blocks": "blocks", "workspace": "workspace", "schedules": "schedules", "runs": "runs",
     "notify": "notify", "registry": "registry", "toolchain": "toolchain", "serve": "serve", "server": "serve",
     "install": "lifecycle", "uninstall": "lifecycle", "prune": "lifecycle", "pull": "lifecycle",
-    "push": "lifecycle", "init": "lifecycle", "ssh": "sshcmd", "create": "sshcmd", "git": "gitcmd", "k": "kubectl",
+    "push": "lifecycle", "init": "lifecycle", "ssh": "ssh", "create": "ssh", "git": "git", "k": "kubectl",
     "version": "tools", "checksum": "tools", "completion": "completion",
 }
 
@@ -115,7 +115,7 @@ def build_parser(words: list[str] | None = None) -> argparse.ArgumentParser:
     shared = common_options()
     with_value = {flag for action in parser._actions if action.nargs != 0 for flag in action.option_strings}
     only = command_module(words, with_value)
-    for name in (only,) if only else COMMAND_MODULES:  # gitcmd .. tools: the real Polycrate's other commands
+    for name in (only,) if only else COMMAND_MODULES:  # git .. tools: the real Polycrate's other commands
         importlib.import_module(f"polycrate.cli.{name}").register(sub, shared)
     return parser
 

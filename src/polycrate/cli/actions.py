@@ -30,7 +30,7 @@ def cmd_inspect(args) -> int:
     from polycrate import contract
     import yaml
 
-    from polycrate.workspace import get_action, get_block
+    from polycrate.config.workspace import get_action, get_block
 
     ws = workspace_from(args)
     block = get_block(ws, args.block)

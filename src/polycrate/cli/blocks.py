@@ -45,27 +45,27 @@ def register(sub, shared) -> None:
 
 
 def _root(args) -> Path:
-    from polycrate.workspace import find_root
+    from polycrate.config.workspace import find_root
 
     return find_root(args.workspace, explicit=args.workspace is not None)
 
 
 def _transport(root: Path):
-    from polycrate.registry import transport_settings
-    from polycrate.schema import read_workspace_file
+    from polycrate.blocks.registry import transport_settings
+    from polycrate.config.schema import read_workspace_file
 
     return transport_settings(read_workspace_file(root).registries)
 
 
 def _plain(value):
-    from polycrate.yamlfile import plain
+    from polycrate.config.yamlfile import plain
 
     return plain(value)
 
 
 def _describe(ws, block, lock=None) -> dict:
     from polycrate import contract
-    from polycrate.registry import default_reference
+    from polycrate.blocks.registry import default_reference
 
     ref = default_reference(block.definition.relpath)
     pinned = (lock or {}).get(f"{ref.path}:{block.version}") if ref else None
@@ -88,7 +88,7 @@ def _describe(ws, block, lock=None) -> dict:
 
 def cmd_list(args) -> int:
     from polycrate import contract
-    from polycrate.blockstore import read_lock
+    from polycrate.blocks.store import read_lock
 
     ws = workspace_from(args)
     lock = read_lock(ws.root)
@@ -112,10 +112,10 @@ def cmd_inspect(args) -> int:
     from polycrate import contract
     import yaml
 
-    from polycrate.blockstore import read_lock
+    from polycrate.blocks.store import read_lock
 
     ws = workspace_from(args)
-    from polycrate.workspace import get_block
+    from polycrate.config.workspace import get_block
 
     data = _describe(ws, get_block(ws, args.name), read_lock(ws.root))
     if args.output == "json":
@@ -127,7 +127,7 @@ def cmd_inspect(args) -> int:
 
 def _find_definition(root: Path, name: str):
     """An installed block by name or by its path under blocks/ (the workspace need not load)."""
-    from polycrate.workspace import BLOCKS_DIR, closest, discover_blocks
+    from polycrate.config.workspace import BLOCKS_DIR, closest, discover_blocks
 
     installed = discover_blocks(root)
     wanted = name.rstrip("/").removeprefix(f"{BLOCKS_DIR}/")
@@ -144,7 +144,7 @@ def _find_definition(root: Path, name: str):
 
 
 def cmd_create(args) -> int:
-    from polycrate import scaffold
+    from polycrate.config import scaffold
 
     created = scaffold.create_block(_root(args), args.name, args.description)
     where = created.folder.relative_to(_root(args))
@@ -155,7 +155,7 @@ def cmd_create(args) -> int:
 
 def cmd_push(args) -> int:
     from polycrate import contract
-    from polycrate.registry import default_reference, parse_reference, push_block
+    from polycrate.blocks.registry import default_reference, parse_reference, push_block
 
     root = _root(args)
     definition = _find_definition(root, args.block)
@@ -182,7 +182,7 @@ def cmd_push(args) -> int:
 def cmd_pull(args) -> int:
     from polycrate import contract
     root = _root(args)
-    from polycrate.registry import parse_reference, pull_block
+    from polycrate.blocks.registry import parse_reference, pull_block
 
     result = pull_block(root, parse_reference(args.reference), _transport(root), update_lock=args.update_lock)
     if args.output == "json":
@@ -195,7 +195,7 @@ def cmd_pull(args) -> int:
 
 
 def cmd_uninstall(args) -> int:
-    from polycrate.blockstore import uninstall_block
+    from polycrate.blocks.store import uninstall_block
 
     root = _root(args)
     definition = _find_definition(root, args.name)
@@ -206,7 +206,7 @@ def cmd_uninstall(args) -> int:
 
 def cmd_readme(args) -> int:
     ws = workspace_from(args)
-    from polycrate.workspace import get_block
+    from polycrate.config.workspace import get_block
 
     block = get_block(ws, args.name)
     readme = next((p for p in (block.folder / n for n in ("README.md", "readme.md", "README")) if p.is_file()), None)

@@ -167,12 +167,12 @@ def _values(action: argparse.Action, walk: _Walk, current: str) -> list[tuple[st
 
 
 def _workspace_names(kind: str, walk: _Walk) -> list[tuple[str, str]]:
-    from polycrate.workspace import find_root
+    from polycrate.config.workspace import find_root
 
     root = find_root(walk.workspace, explicit=walk.workspace is not None)
     if kind == RUN:
         return _run_ids(root)
-    from polycrate.workspace import load_workspace
+    from polycrate.config.workspace import load_workspace
 
     ws = load_workspace(root)
     found: list[tuple[str, str]] = []

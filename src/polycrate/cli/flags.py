@@ -110,7 +110,7 @@ def check_command_takes_them(args: argparse.Namespace) -> None:
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The RunOptions fields of the global flags (values checked here; paths by pipeline.prepare)."""
-    from polycrate.action_env import parse_env
+    from polycrate.config.action_env import parse_env
     from polycrate.runtime.container import parse_mount
 
     runtime = getattr(args, "runtime", None)

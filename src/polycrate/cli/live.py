@@ -96,7 +96,7 @@ class _Activity:
                 data = handle.read()
         except FileNotFoundError:
             return
-        from polycrate.events import EventKind  # here: `--help` builds the parser from this module
+        from polycrate.runtime.events import EventKind  # here: `--help` builds the parser from this module
 
         self.offset += len(data)
         data = self.partial + data

@@ -20,9 +20,9 @@ def register(sub, shared) -> None:
 
 def cmd_test(args) -> int:
     """One line per channel: `sent` on stdout, the reason on stderr; exit 1 when any channel failed."""
-    from polycrate import channels
+    from polycrate.notify import channels
     from polycrate.secrets import open_runtime_secrets
-    from polycrate.workspace import closest
+    from polycrate.config.workspace import closest
 
     ws = workspace_from(args)
     configured = {c.name: c for c in ws.run_settings.notifications}

@@ -20,9 +20,9 @@ def register(sub, shared) -> None:
 
 
 def cmd_login(args) -> int:
-    from polycrate.registry import login, transport_settings
-    from polycrate.schema import read_workspace_file
-    from polycrate.workspace import find_root
+    from polycrate.blocks.registry import login, transport_settings
+    from polycrate.config.schema import read_workspace_file
+    from polycrate.config.workspace import find_root
 
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:

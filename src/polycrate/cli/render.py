@@ -27,7 +27,7 @@ def state_text(state: Any) -> str:
 
 
 def workspace_from(args):
-    from polycrate.workspace import find_root, load_workspace
+    from polycrate.config.workspace import find_root, load_workspace
 
     return load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
 

@@ -1,10 +1,9 @@
 """`polycrate run BLOCK ACTION`, and `polycrate run WORKFLOW` (one argument, as in the real Polycrate)."""
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
-from polycrate.ansible_options import add_ansible_options, options_from_args
+from polycrate.runtime.ansible_options import add_ansible_options, options_from_args
 from polycrate.cli.blocks import add_auto_pull_option
 from polycrate.cli.completion import ACTION, STEP, WORKFLOW_OR_BLOCK, names
 from polycrate.cli.live import add_view_options
@@ -13,7 +12,7 @@ from polycrate.cli.render import emit_json
 from polycrate.errors import EXIT_ACTION_FAILED
 
 if TYPE_CHECKING:
-    from polycrate import engine
+    from polycrate.run import engine
 
 
 def register(sub, shared) -> None:
@@ -74,10 +73,10 @@ def run_request(args, reporter, **what):
     """The pipeline's request for `run` and `workflows run` from their shared options."""
     import shlex
 
-    from polycrate import engine
+    from polycrate.run import engine
     from polycrate.cli.flags import run_settings
-    from polycrate.pipeline import RunRequest
-    from polycrate.workspace import find_root
+    from polycrate.run.pipeline import RunRequest
+    from polycrate.config.workspace import find_root
 
     options = engine.RunOptions(check=args.check, diff=args.diff, resume=getattr(args, "resume", False),
                                 wait=args.wait, ansible=options_from_args(args), preflight=args.preflight,
@@ -92,7 +91,7 @@ def print_snapshot(args, **what) -> int:
     """--snapshot: the snapshot the run's actions would get, as YAML (or -o json); nothing runs."""
     import yaml
 
-    from polycrate import pipeline
+    from polycrate.run import pipeline
 
     data = pipeline.snapshot(run_request(args, None, **what))
     if args.output == "json":
@@ -109,7 +108,7 @@ def _local_before_reading(args) -> bool:
     POLYCRATE_RUNTIME=local without --runtime. (config.runtime: local alone misses the early zygote, not the zygote.)"""
     import os
 
-    from polycrate.toolchain import RUNTIME_ENV
+    from polycrate.runtime.toolchain import RUNTIME_ENV
 
     runtime = getattr(args, "runtime", None)
     return bool(args.local) or runtime == "local" or (
@@ -118,7 +117,7 @@ def _local_before_reading(args) -> bool:
 
 def run_and_summarize(args, rerun: str, **what) -> int:
     """Run one request through the pipeline with the terminal view, then print its summary."""
-    from polycrate import pipeline
+    from polycrate.run import pipeline
 
     if args.snapshot:
         return print_snapshot(args, **what)

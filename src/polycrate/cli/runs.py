@@ -135,7 +135,7 @@ def cmd_list(args) -> int:
 
 def cmd_show(args) -> int:
     from polycrate import contract
-    from polycrate.ansible_options import AnsibleOptions
+    from polycrate.runtime.ansible_options import AnsibleOptions
     from polycrate.states import Phase, StepState
 
     store = _store(args)

@@ -120,7 +120,7 @@ def cmd_serve(args) -> int:
     if args.workspace:
         sources.insert(0, Path(args.workspace))
     if not sources:
-        from polycrate.workspace import find_root
+        from polycrate.config.workspace import find_root
 
         sources = [find_root(None)]
     from polycrate.server.catalog import check_sources

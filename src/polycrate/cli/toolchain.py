@@ -35,7 +35,7 @@ def _log(line: str) -> None:
 
 def cmd_build(args) -> int:
     from polycrate import contract
-    from polycrate import toolchain
+    from polycrate.runtime import toolchain
 
     started = time.monotonic()
     result: dict = {"image": None, "alias": None, "built": False, "tarball": None, "reason": None}
@@ -64,7 +64,7 @@ def cmd_build(args) -> int:
 
 def cmd_info(args) -> int:
     from polycrate import contract
-    from polycrate import toolchain
+    from polycrate.runtime import toolchain
 
     ws = workspace_from(args)
     runtime = toolchain.runtime_of(ws)

@@ -31,7 +31,7 @@ def cmd_version(args) -> int:
 def cmd_checksum(args) -> int:
     import os
 
-    from polycrate.checksum import directory_checksum
+    from polycrate.blocks.checksum import directory_checksum
 
     if not os.path.exists(args.dir):
         raise PolycrateError(f"{args.dir} does not exist")

@@ -46,7 +46,7 @@ def cmd_list(args) -> int:
 def cmd_inspect(args) -> int:
     from polycrate import contract
     ws = workspace_from(args)
-    from polycrate.workspace import get_workflow
+    from polycrate.config.workspace import get_workflow
 
     data = contract.workflow(get_workflow(ws, args.name))
     if args.output == "json":

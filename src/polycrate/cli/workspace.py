@@ -44,7 +44,7 @@ def add_init_options(p) -> None:
 def cmd_init(args) -> int:
     import shlex
 
-    from polycrate import scaffold
+    from polycrate.config import scaffold
 
     created = scaffold.init_workspace(Path(args.path), args.name, args.organization, sample=not args.bare)
     name = args.name or created.folder.name
@@ -97,7 +97,7 @@ def cmd_validate(args) -> int:
     from polycrate import contract
     import sys
 
-    from polycrate import preflight
+    from polycrate.run import preflight
     from polycrate.errors import EXIT_BAD_INPUT
 
     ws = workspace_from(args)
@@ -119,7 +119,7 @@ def cmd_snapshot(args) -> int:
     from polycrate import contract
     import yaml
 
-    from polycrate.workspace import snapshot
+    from polycrate.config.workspace import snapshot
 
     data = snapshot(workspace_from(args))
     if args.output == "json":
@@ -135,9 +135,9 @@ def cmd_update(args) -> int:
     installed at the version it names is left alone. workspace.poly alone is read: the workspace need not
     load yet (its entries may use the very blocks this installs)."""
     from polycrate import contract
-    from polycrate.registry import parse_reference, pull_block, transport_settings
-    from polycrate.schema import block_version, read_workspace_file
-    from polycrate.workspace import BLOCKS_DIR, find_root
+    from polycrate.blocks.registry import parse_reference, pull_block, transport_settings
+    from polycrate.config.schema import block_version, read_workspace_file
+    from polycrate.config.workspace import BLOCKS_DIR, find_root
 
     root = find_root(args.workspace, explicit=args.workspace is not None)
     document = read_workspace_file(root)

@@ -35,7 +35,7 @@ def register(wsub, shared: argparse.ArgumentParser | None = None) -> None:
 
 
 def _root(args) -> Path:
-    from polycrate.workspace import find_root
+    from polycrate.config.workspace import find_root
 
     workspace = getattr(args, "workspace", None)
     return find_root(workspace, explicit=workspace is not None)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import ConfigError, NotFoundError
-from polycrate.events import HOST_COUNTS
+from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
-from polycrate.locking import is_held, lock_path, pid_alive, read_holder
-from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
+from polycrate.states import Phase, RunState, StepState
 from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, is_workflow_success
 
 STATE_DIR = ".polycrate"
@@ -364,7 +364,7 @@ class RunStore:
         run = self.get_run(ref)
         chosen = run["steps"] if step is None else [s for s in run["steps"] if s["name"] == step]
         if step is not None and not chosen:
-            from polycrate.workspace import closest
+            from polycrate.config.workspace import closest
 
             raise NotFoundError(
                 f"run {run['id']} has no step '{step}'" + closest(step, [s["name"] for s in run["steps"]]), self.path

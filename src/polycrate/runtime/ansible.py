@@ -6,11 +6,11 @@ import os
 import sys
 from pathlib import Path
 
-from polycrate.workspace import playbook_path
+from polycrate.config.workspace import playbook_path
 
 
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
-    from polycrate.runtime import action_variables
+    from polycrate.runtime.action import action_variables
 
     playbook = playbook_path(request.block, request.action)
     extra = private / "polycrate-vars.json"
@@ -51,7 +51,7 @@ def fleet_forks(hosts: int | None, env: dict[str, str], cwd: Path) -> int | None
     ANSIBLE_FORKS=N`, `forks` in the ansible.cfg that applies) win."""
     if not hosts or hosts <= ANSIBLE_FORKS or "ANSIBLE_FORKS" in env:
         return None
-    from polycrate.runtime.sshshare import ansible_config_file, config_keys
+    from polycrate.runtime.ssh_masters import ansible_config_file, config_keys
 
     if "forks" in config_keys(ansible_config_file(env, cwd), "defaults"):
         return None
@@ -61,7 +61,7 @@ def fleet_forks(hosts: int | None, env: dict[str, str], cwd: Path) -> int | None
 
 def ansible_environment(request) -> dict[str, str]:
     """The environment of an ansible action's process (without the event stream's variables)."""
-    from polycrate.runtime import action_environment
+    from polycrate.runtime.action import action_environment
 
     env = action_environment(request)
     env.setdefault("ANSIBLE_RETRY_FILES_ENABLED", "false")

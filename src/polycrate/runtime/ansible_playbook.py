@@ -59,7 +59,7 @@ def _terminal_width() -> None:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--polycrate-preflight"]:  # the preflight's Ansible half (runtime/ansible_preflight.py)
-        from polycrate.runtime import ansible_preflight
+        from polycrate.runtime import playbook_check as ansible_preflight
 
         return ansible_preflight.main(argv[1])
     from ansible.cli.playbook import main as playbook_main

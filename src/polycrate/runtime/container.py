@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import polycrate
-from polycrate import toolchain
+from polycrate.runtime import toolchain
 from polycrate.errors import PolycrateError
-from polycrate.runtime import EVENTS_FILE_ENV
+from polycrate.runtime.events import EVENTS_FILE_ENV
 
 WORKSPACE_MOUNT = "/workspace"
 RUN_MOUNT = "/run/polycrate"
@@ -216,7 +216,7 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> Contai
     ]
     if events:
         mounts.append((str(Path(events).parent), EVENTS_MOUNT, "rw"))
-    from polycrate.workspace import block_inventory
+    from polycrate.config.workspace import block_inventory
 
     inventory = block_inventory(ws, block)  # the one ANSIBLE_INVENTORY names
     keys = _inventory_keys(inventory) if inventory is not None else set()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from polycrate.workspace import snapshot
+from polycrate.config.workspace import snapshot
 
 # One line each, so a line number of the generated file maps back with one subtraction (PRELUDE_LINES).
 # The traps use only builtins; bash does not run the DEBUG trap inside a trap, so they print nothing else.
@@ -56,7 +56,7 @@ def script_line(lines: tuple[str, ...] | list[str], file_line: int) -> tuple[int
 def snapshot_data(request) -> dict:
     """What a script action reads from POLYCRATE_WORKSPACE_SNAPSHOT_YAML, and what its lines are
     templated over: `workspace` (with every block), `block`, `action`, and in workflows `workflow`, `step`."""
-    from polycrate.runtime import action_variables
+    from polycrate.runtime.action import action_variables
 
     variables = action_variables(request)
     data = snapshot(request.ws) | {"block": variables["block"]}
@@ -80,8 +80,8 @@ def rendered_script(request, data: dict | None = None) -> tuple[str, ...]:
     if not any("{{" in line for line in lines):
         return tuple(lines)
     from polycrate.errors import ConfigError
-    from polycrate.gotemplate import TemplateError, render
-    from polycrate.schema import template_message
+    from polycrate.config.gotemplate import TemplateError, render
+    from polycrate.config.schema import template_message
 
     action = request.action
     data = data if data is not None else snapshot_data(request)
@@ -108,7 +108,8 @@ def write_snapshot(request, private: Path, data: dict | None = None) -> Path:
 
 
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
-    from polycrate.runtime import EVENTS_FILE_ENV, action_environment
+    from polycrate.runtime.action import action_environment
+    from polycrate.runtime.events import EVENTS_FILE_ENV
 
     data = snapshot_data(request)
     script = private / "action.sh"

@@ -123,10 +123,10 @@ def _child(request: dict, fds: list[int], sock: socket.socket, warm_print, zygot
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.setsid()
-        from polycrate.runtime import _die_with_parent
+        from polycrate.runtime.process import die_with_parent
 
         parent = os.getppid()
-        _die_with_parent()
+        die_with_parent()
         if os.getppid() != parent:  # the zygote is already gone
             os._exit(143)
         sock.close()
@@ -355,7 +355,7 @@ class Zygote:
     """The engine's handle on a zygote process; ``spawn`` runs one step, ``close`` ends it."""
 
     def __init__(self, env: dict[str, str], cwd: Path):
-        from polycrate.runtime import _die_with_parent, _libc
+        from polycrate.runtime.process import die_with_parent, libc
 
         self.ready: bool | None = None
         self.error: str | None = None
@@ -380,7 +380,7 @@ class Zygote:
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 pass_fds=(theirs.fileno(),),
-                preexec_fn=_die_with_parent if _libc() is not None else None,
+                preexec_fn=die_with_parent if libc() is not None else None,
             )
         finally:
             theirs.close()
@@ -460,7 +460,7 @@ def prespawn() -> None:
     runtime), it ends when the run does (``discard_early``, and at exit). POLYCRATE_ZYGOTE=0: nothing."""
     if _EARLY or os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
         return
-    from polycrate.runtime import _die_with_parent, _libc
+    from polycrate.runtime.process import die_with_parent, libc
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # as every step's (runtime.action_environment)
@@ -469,7 +469,7 @@ def prespawn() -> None:
             [sys.executable, "-m", "polycrate.runtime.zygote", "--early", str(theirs.fileno())],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, pass_fds=(theirs.fileno(),),
-            preexec_fn=_die_with_parent if _libc() is not None else None,
+            preexec_fn=die_with_parent if libc() is not None else None,
         )
     except OSError:
         ours.close()

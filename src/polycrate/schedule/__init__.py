@@ -50,7 +50,7 @@ from __future__ import annotations
 _WHERE = {
     **dict.fromkeys((
         "cron_next", "cron_to_calendar", "looks_like_cron", "validate_cron",
-    ), "cron"),
+    ), "polycrate.timespec.cron"),
     **dict.fromkeys((
         "CRON_DEST", "SYSTEMD_DEST", "FileChange", "Installed", "ScheduleEntry", "SchedulePlan",
         "apply_plan", "default_dest", "installed", "one_off_schedule", "plan_schedules", "read_marker",
@@ -59,7 +59,7 @@ _WHERE = {
     **dict.fromkeys((
         "CalendarSpec", "analyze_calendar", "calendar_next", "parse_calendar", "systemd_analyze",
         "validate_calendar",
-    ), "oncalendar"),
+    ), "polycrate.timespec.oncalendar"),
     **dict.fromkeys((
         "LOG_DIR", "cron_filename", "default_log_file", "executable_command", "render_cron",
         "render_systemd", "systemd_escape", "unit_basename",
@@ -70,7 +70,7 @@ _WHERE = {
     ), "spec"),
     **dict.fromkeys((
         "ScheduleError", "local_zone", "parse_timespan",
-    ), "times"),
+    ), "polycrate.timespec.times"),
 }
 
 
@@ -80,7 +80,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
 

@@ -288,7 +288,7 @@ def _remove_ours(path: Path) -> None:
 def one_off_schedule(ws, workflow: str, on_calendar: str | None, cron: str | None, **options: Any) -> Schedule:
     """The Schedule of ``workflows schedule NAME --on-calendar SPEC | --cron SPEC``, validated."""
     if workflow not in ws.workflows:
-        from polycrate.workspace import get_workflow
+        from polycrate.config.workspace import get_workflow
 
         get_workflow(ws, workflow)  # raises NotFoundError with a suggestion
     raw: dict[str, Any] = {k: v for k, v in options.items() if v is not None}

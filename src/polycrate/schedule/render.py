@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from polycrate.errors import ConfigError
-from polycrate.schedule.cron import cron_to_calendar
+from polycrate.timespec.cron import cron_to_calendar
 from polycrate.schedule.spec import Schedule
-from polycrate.schedule.times import ScheduleError
+from polycrate.timespec.times import ScheduleError
 
 LOG_DIR = "/var/log/polycrate"
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 from datetime import datetime, timezone, tzinfo
 from typing import Iterable
 
-from polycrate.model import ORIGIN_ONE_OFF, ORIGIN_WORKSPACE, Schedule
-from polycrate.schedule.cron import cron_next
-from polycrate.schedule.oncalendar import analyze_calendar, calendar_next, systemd_analyze
-from polycrate.schedule.times import local_zone
-from polycrate.schema import SCHEDULE_KEYS, has_control, parse_schedule
+from polycrate.config.model import ORIGIN_ONE_OFF, ORIGIN_WORKSPACE, Schedule
+from polycrate.timespec.cron import cron_next
+from polycrate.timespec.oncalendar import analyze_calendar, calendar_next, systemd_analyze
+from polycrate.timespec.times import local_zone
+from polycrate.config.schema import SCHEDULE_KEYS, has_control, parse_schedule
 
 __all__ = ["ORIGIN_ONE_OFF", "ORIGIN_WORKSPACE", "SCHEDULE_KEYS", "Schedule", "has_control", "iter_times",
            "next_runs", "parse_schedule", "prompts_of", "workspace_schedules"]

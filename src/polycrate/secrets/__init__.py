@@ -59,7 +59,7 @@ Checkpoints
 Run time
     ``open_runtime_secrets`` decrypts everything into a private folder (0700, on
     ``/dev/shm`` when usable) for the duration of a run and builds the ``Masker``
-    (the rules of what is hidden: ``polycrate.masking.build_masker``).
+    (the rules of what is hidden: ``polycrate.secrets.masking.build_masker``).
 
 Where things are: ``keys`` (identities), ``recipients`` (``encryption.recipients``,
 checked), ``files`` (which files are secrets, durable writes), ``store`` (encrypt,

@@ -75,7 +75,7 @@ def stale_tmp_files(root: Path) -> list[Path]:
 
 
 def read_secret(path: Path, root: Path) -> bytes:
-    from polycrate.yamlfile import read_bytes  # regular files only, bounded, never a blocking open
+    from polycrate.config.yamlfile import read_bytes  # regular files only, bounded, never a blocking open
 
     return read_bytes(path)
 

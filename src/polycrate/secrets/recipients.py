@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from polycrate.errors import ConfigError
-from polycrate.schema import RECIPIENT_PREFIX, WORKSPACE_FILE, read_workspace_file
+from polycrate.config.schema import RECIPIENT_PREFIX, WORKSPACE_FILE, read_workspace_file
 from polycrate.secrets.keys import pyrage_module
 
 __all__ = ["RECIPIENT_PREFIX", "workspace_recipients"]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from polycrate.masking import Masker, build_masker
+from polycrate.secrets.masking import Masker, build_masker
 from polycrate.secrets.files import (
     AGE_SUFFIX,
     SECRETS_DIR,
@@ -74,8 +74,8 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
 
     Plaintext files are copied in as they are (an unencrypted workspace needs no key).
     Raises PolycrateError (and leaves nothing behind) on no/wrong key or a damaged file."""
-    from polycrate.schema import parse_secrets
-    from polycrate.yamlfile import decode_text
+    from polycrate.config.schema import parse_secrets
+    from polycrate.config.yamlfile import decode_text
 
     root = Path(root)
     keyring = as_keyring(identity_source)

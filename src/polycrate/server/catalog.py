@@ -19,7 +19,7 @@ from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunStore
 from polycrate.states import RunKind, RunState
 from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, is_workflow_success
-from polycrate.workspace import WORKSPACE_FILE, load_workspace
+from polycrate.config.workspace import WORKSPACE_FILE, load_workspace
 
 RUN_STATES = tuple(s.value for s in RunState)
 RUNNING = RunState.RUNNING
@@ -300,7 +300,7 @@ class Catalog:
         return rows
 
     def blocks(self) -> list[dict]:
-        from polycrate.blockstore import read_lock
+        from polycrate.blocks.store import read_lock
         from polycrate.cli.blocks import _describe  # the JSON of `polycrate blocks list -o json`
 
         rows = []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
 from polycrate.history import RUN_ID_ENV, RUN_USER_ENV, new_run_id
-from polycrate.locking import is_held, lock_path, pid_alive, read_holder
+from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.states import RunState
 
 
@@ -71,7 +71,7 @@ def run_options_supported() -> set[str]:
 
 def prompts_of(ws, workflow, step: str | None = None) -> list[dict]:
     """Every prompt the run would ask, by the engine's own rule (the workflow's, then each planned step's)."""
-    from polycrate import engine
+    from polycrate.run import engine
 
     planned = engine.plan_workflow(ws, workflow, step)
     return [{"who": p.asker, "message": p.message} for p in engine.plan_prompts(ws, workflow, planned, set())]

@@ -2,7 +2,7 @@
 
 Runs, their steps and logs are the documents of polycrate.contract, exactly as `polycrate runs
 list/show/logs -o json` prints them: their schemas are the contract's JSON Schema files
-(src/polycrate/schemas/), copied in as components, so the two cannot drift apart.
+(src/polycrate/contract/schemas/), copied in as components, so the two cannot drift apart.
 """
 from __future__ import annotations
 

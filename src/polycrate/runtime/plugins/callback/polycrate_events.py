@@ -2,7 +2,7 @@
 
 Enabled by polycrate next to the stdout callback (``ANSIBLE_CALLBACKS_ENABLED``);
 writes to the file named by ``POLYCRATE_EVENTS_FILE``. The events and their fields
-are defined in ``polycrate.events`` (the engine reads them from there too). It records
+are defined in ``polycrate.runtime.events`` (the engine reads them from there too). It records
 only what the run store needs: task starts, per-result status with the failure message,
 and the final per-host stats. Results arrive already censored by Ansible for
 ``no_log`` tasks; for those we write no message at all, only that it was hidden.
@@ -17,7 +17,7 @@ import os
 
 from ansible.plugins.callback import CallbackBase
 
-from polycrate.events import (
+from polycrate.runtime.events import (
     EVENTS_CALLBACK,
     EVENTS_FILE_ENV,
     HIDDEN,

@@ -3,7 +3,7 @@ server's API carry. Every machine-readable document is built here, so one thing 
 one shape everywhere:
 
 - a document is a JSON object whose first key, ``schema``, names the JSON Schema it follows:
-  ``urn:polycrate:NAME:vN``, the file ``src/polycrate/schemas/NAME.vN.schema.json`` (draft 2020-12);
+  ``urn:polycrate:NAME:vN``, the file ``src/polycrate/contract/schemas/NAME.vN.schema.json`` (draft 2020-12);
 - a run is named ``run_id`` (in runs, webhooks, logs, launches); its ``status`` and its steps'
   ``status`` are ``polycrate.states`` values;
 - times are ISO 8601 UTC strings (``2026-12-01T02:15:00.123Z``); durations are seconds as numbers
@@ -68,7 +68,7 @@ def _state(value: Any) -> str:
 
 
 def ansible_options(record: Mapping[str, Any] | None) -> dict:
-    from polycrate.ansible_options import AnsibleOptions
+    from polycrate.runtime.ansible_options import AnsibleOptions
 
     return AnsibleOptions.from_record(dict(record or {})).to_record()
 

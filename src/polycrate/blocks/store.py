@@ -331,7 +331,7 @@ class LockEntry:
 
 
 def read_lock(root: Path) -> dict[str, LockEntry]:
-    from polycrate.yamlfile import load_yaml
+    from polycrate.config.yamlfile import load_yaml
 
     path = root / LOCK_FILE
     if not path.exists() and not path.is_symlink():

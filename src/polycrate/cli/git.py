@@ -19,7 +19,7 @@ def register(sub, shared) -> None:
 
 
 def cmd_git(args) -> int:
-    from polycrate import gitcli
+    from polycrate.config import gitrepo as gitcli
 
     ws = workspace_from(args)
     if not gitcli.is_repo(ws.root):

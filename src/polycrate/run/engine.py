@@ -21,17 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from polycrate import ansi
-from polycrate import failure as failure_text
-from polycrate.ansible_options import AnsibleOptions
+from polycrate.run import failure as failure_text
+from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
-from polycrate.events import read_events
-from polycrate.model import Workflow, Workspace
-from polycrate.runtime import ActionRequest, ActionTimedOut, run_action_process
+from polycrate.runtime.events import read_events
+from polycrate.config.model import Workflow, Workspace
+from polycrate.runtime.action import ActionRequest, run_action_process
+from polycrate.runtime.process import ActionTimedOut
 from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
-from polycrate.workspace import get_action, get_block, get_workflow, playbook_path
+from polycrate.config.workspace import get_action, get_block, get_workflow, playbook_path
 
 if TYPE_CHECKING:
-    from polycrate.toolchain import Runtime
+    from polycrate.runtime.toolchain import Runtime
 
 
 @dataclass
@@ -137,7 +138,7 @@ class RunOptions:
     runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime
     display_env: tuple[tuple[str, str], ...] = ()  # the caller's terminal: colour and width for Ansible
     ansible: AnsibleOptions = AnsibleOptions()  # --limit, --tags, --skip-tags, --extra-vars, verbosity
-    preflight: bool = True  # check the planned steps' actions before step 1 (polycrate.preflight)
+    preflight: bool = True  # check the planned steps' actions before step 1 (polycrate.run.preflight)
     # the real Polycrate's global flags (cli/flags.py); pipeline.prepare checks the paths
     env: tuple[tuple[str, str], ...] = ()  # -e KEY=value: every action's environment, last
     mounts: tuple[Any, ...] = ()  # -m: runtime.container.Mount, container runtime only
@@ -183,7 +184,7 @@ def _ask(confirm: Confirm, prompts: list[RunPrompt]) -> None:
 
 def masker_for(secrets=None):
     """The one masking function of a run: every value from the workspace's secrets becomes ********."""
-    from polycrate.masking import Masker
+    from polycrate.secrets.masking import Masker
 
     return secrets.masker if secrets is not None else Masker()
 
@@ -196,7 +197,7 @@ def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = Non
     if only_step is not None:
         chosen = [s for s in steps if s.name == only_step]
         if not chosen:
-            from polycrate.workspace import closest
+            from polycrate.config.workspace import closest
 
             raise PolycrateError(
                 f"workflow '{workflow.name}' has no step '{only_step}'" + closest(only_step, [s.name for s in steps]),
@@ -274,7 +275,7 @@ class _Run:
         """Decrypt the workspace's secrets into a private folder for this run; merge secrets.poly
         values over the config; from here on every line we print or store is masked."""
         from polycrate.secrets import open_runtime_secrets
-        from polycrate.workspace import with_secret_values
+        from polycrate.config.workspace import with_secret_values
 
         self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks))
         self.ws = with_secret_values(self.ws, self.secrets.poly)
@@ -282,7 +283,7 @@ class _Run:
         self.mask = self.masker.mask
 
     def take_lock(self, key: str, what: str) -> None:
-        from polycrate.locking import RunLock
+        from polycrate.history.locking import RunLock
 
         self.lock = RunLock(self.ws.root, key, what)
         self.lock.acquire(wait=self.options.wait, on_wait=self.notice)
@@ -313,7 +314,7 @@ class _Run:
             return
         if not any(self.ws.blocks[s.block].actions[s.action].type == "ansible" for s in planned):
             return
-        from polycrate.runtime import sshshare
+        from polycrate.runtime import ssh_masters as sshshare
 
         self.ssh_sharing = sshshare.start()
 
@@ -321,7 +322,7 @@ class _Run:
         """Warm Ansible once for a run of two or more Ansible processes (the preflight, each ansible step's
         runs and retries; a single action with the preflight counts): each then forks from it instead of
         starting and importing ansible-core again (runtime/zygote.py)."""
-        from polycrate.runtime import start_zygote
+        from polycrate.runtime.action import start_zygote
 
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
         runs = sum(1 + s.retries for s in steps)
@@ -535,7 +536,7 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
         run.notice(f"retention: could not remove old runs: {exc}")
     if result.kind == RunKind.WORKFLOW and settings.metrics_enabled and not run.options.check:
         try:
-            from polycrate import metrics
+            from polycrate.notify import metrics
 
             path = metrics.metrics_path(run.ws.root, settings.metrics_path)
             metrics.write_atomically(path, metrics.render(run.ws.name, store.workflow_metrics()))
@@ -552,11 +553,11 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
 
         body = run.masker.mask_data(contract.webhook_body(result.record, run.ws.name))
         if settings.webhooks:
-            from polycrate import alerts
+            from polycrate.notify import webhooks as alerts
 
             alerts.send_all(settings.webhooks, body, run.notice)
         if settings.notifications:  # mail and chat, built from the same body
-            from polycrate import channels
+            from polycrate.notify import channels
 
             poly = run.secrets.poly if run.secrets is not None else None
             secrets = channels.Secrets(poly.config if poly is not None else None, run.masker)
@@ -572,7 +573,8 @@ def _polycrate_event(run: _Run, result: RunResult) -> None:
     options = run.options
     if not (options.event_handler or options.auto_commit):
         return
-    from polycrate import gitcli, runevents
+    from polycrate.config import gitrepo as gitcli
+    from polycrate.notify import polycrate_event as runevents
 
     commit_sha = ""
     try:
@@ -605,11 +607,11 @@ EXIT_CODES = {RunState.SUCCEEDED: 0, RunState.FAILED: EXIT_ACTION_FAILED, RunSta
 
 
 def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
-    """The checks of polycrate.preflight for the steps this run will execute, before anything is
+    """The checks of polycrate.run.preflight for the steps this run will execute, before anything is
     recorded or run: an error is bad input (PreflightFailed: exit 2, one line, nothing written)."""
     if not run.options.preflight:
         return None
-    from polycrate import preflight
+    from polycrate.run import preflight
 
     chosen = [p for p in planned if not (p.phase == Phase.MAIN and p.name in skip)]
     report = preflight.check(

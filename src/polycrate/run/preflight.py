@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from polycrate.errors import PolycrateError
-from polycrate.model import Action, Block, Workspace
+from polycrate.config.model import Action, Block, Workspace
 
 ERROR = "error"
 WARNING = "warning"
@@ -137,9 +137,10 @@ def step_targets(ws: Workspace, steps: Iterable[tuple[str, str, bool]]) -> list[
 
 def check_settings(ws: Workspace) -> list[Finding]:
     """Schedules, registries and encryption: each stops at its first error, so one finding each."""
-    from polycrate import registry, schedule, secrets
+    from polycrate import schedule, secrets
+    from polycrate.blocks import registry
 
-    from polycrate.workspace import template_refusal
+    from polycrate.config.workspace import template_refusal
 
     findings = []
     for workflow in ws.workflows.values():  # a step on a template block would be refused at run time
@@ -169,7 +170,7 @@ def check_notifications(ws: Workspace) -> list[Finding]:
     channels_ = ws.run_settings.notifications
     if not channels_:
         return []
-    from polycrate import channels
+    from polycrate.notify import channels
 
     config = None
     if any(ref.source == "secret" for c in channels_ for _, ref in channels.references(c)):
@@ -188,8 +189,8 @@ def check_inventory(ws: Workspace, targets: list[Target] = ()) -> list[Finding]:
     """The file rules every input of ours follows (a regular file, UTF-8, no control characters), for the
     workspace's inventory and each ansible target's own (artifacts/blocks/BLOCK/inventory.yml); the
     parsing is Ansible's (check_playbooks)."""
-    from polycrate import yamlfile
-    from polycrate.workspace import block_inventory
+    from polycrate.config import yamlfile
+    from polycrate.config.workspace import block_inventory
 
     files = [ws.inventory]
     for target in targets:
@@ -212,7 +213,7 @@ def check_script(block: Block, action: Action, ws: Workspace | None = None, secr
 
     lines = action.script
     if ws is not None:
-        from polycrate.runtime import ActionRequest
+        from polycrate.runtime.action import ActionRequest
         from polycrate.runtime.script import rendered_script
 
         try:
@@ -252,10 +253,10 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
     AnsibleOptions) adds its --extra-vars over ours and its --limit to every pattern, as in the run.
     `display_env` is the run's (engine.RunOptions): with it the environment is the steps', so the
     zygote's configuration fits and the check forks warm instead of starting a cold process."""
-    from polycrate.ansible_options import merged_extra_vars
+    from polycrate.runtime.ansible_options import merged_extra_vars
 
-    from polycrate.runtime import ActionRequest, action_variables
-    from polycrate.workspace import block_inventory, playbook_path
+    from polycrate.runtime.action import ActionRequest, action_variables
+    from polycrate.config.workspace import block_inventory, playbook_path
 
     report = Report()
     extra = merged_extra_vars(ansible.extra_vars) if ansible is not None and ansible.extra_vars else {}
@@ -315,15 +316,16 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
 
 
 def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zygote) -> dict:
-    from polycrate.runtime import _stream, event_environment
+    from polycrate.runtime.action import event_environment
+    from polycrate.runtime.process import stream
     from polycrate.runtime.ansible import ansible_environment
-    from polycrate.runtime.ansible_preflight import RESULT_MARK
+    from polycrate.runtime.playbook_check import RESULT_MARK
 
     # the environment of a step (so the zygote's configuration fits), without its event stream
     env = event_environment(ansible_environment(request), private / "events.jsonl")
     argv = [sys.executable, "-m", "polycrate.runtime.ansible_playbook", "--polycrate-preflight", str(request_file)]
     lines: list[str] = []
-    code = _stream(argv, env, cwd, lines.append, zygote=zygote)
+    code = stream(argv, env, cwd, lines.append, zygote=zygote)
     for line in reversed(lines):
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK):])

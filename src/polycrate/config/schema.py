@@ -1,7 +1,7 @@
 """The one place the files' schema is checked: workspace.poly, block.poly and secrets.poly.
 
 Each file is read once (through ``yamlfile``, which keeps the line of every key and
-enforces the loader's limits) and turned into the frozen models of ``polycrate.model``.
+enforces the loader's limits) and turned into the frozen models of ``polycrate.config.model``.
 Every section is checked here, next to where it is declared, and every error is a
 ``ConfigError`` naming the file and the line:
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import ConfigError
-from polycrate.model import (
+from polycrate.config.model import (
     ORIGIN_WORKSPACE,
     KIND_DEFAULT,
     KINDS,
@@ -42,7 +42,7 @@ from polycrate.model import (
     Webhook,
     Workflow,
 )
-from polycrate.yamlfile import LineMap, load_yaml, parse_yaml, plain
+from polycrate.config.yamlfile import LineMap, load_yaml, parse_yaml, plain
 
 WORKSPACE_FILE = "workspace.poly"
 BLOCK_FILE = "block.poly"
@@ -182,7 +182,7 @@ def check_template(text: str, what: str, path: Path | str, line: int | None) -> 
     the values are filled in when the action runs (runtime/script.py)."""
     if "{{" not in text:
         return
-    from polycrate.gotemplate import TemplateError, check
+    from polycrate.config.gotemplate import TemplateError, check
 
     try:
         check(text)
@@ -676,7 +676,7 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
     items = _expect_list(raw.get("dependencies"), "dependencies", path, _line(raw, "dependencies"))
     if not items:
         return ()
-    from polycrate.registry import is_registry_reference
+    from polycrate.blocks.registry import is_registry_reference
 
     lines = raw.lines_of_items("dependencies") if isinstance(raw, LineMap) else [None] * len(items)
     result: list[str] = []
@@ -860,9 +860,9 @@ def parse_schedule(
     if raw is None:
         return None
     # the time rules live in schedule/ (loaded only for a workspace that declares a schedule)
-    from polycrate.schedule.cron import looks_like_cron, validate_cron
-    from polycrate.schedule.oncalendar import validate_calendar
-    from polycrate.schedule.times import ScheduleError, parse_timespan
+    from polycrate.timespec.cron import looks_like_cron, validate_cron
+    from polycrate.timespec.oncalendar import validate_calendar
+    from polycrate.timespec.times import ScheduleError, parse_timespan
 
     def fail(message: str, key: str | None = None) -> ConfigError:
         where = (_line(raw, key) if key is not None and isinstance(raw, LineMap) else None) or line

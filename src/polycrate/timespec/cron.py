@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, tzinfo
 
-from polycrate.schedule.times import ScheduleError, local_zone
+from polycrate.timespec.times import ScheduleError, local_zone
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",

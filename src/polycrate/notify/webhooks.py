@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable
 
-from polycrate.model import Notification, Webhook
+from polycrate.config.model import Notification, Webhook
 from polycrate.states import RunKind, RunState
 
 TIMEOUT_SECONDS = 5.0

@@ -1,6 +1,6 @@
 """Typed models of a workspace: frozen dataclasses, nothing YAML-specific inside.
 
-``polycrate.schema`` is the one place that reads the files and produces them.
+``polycrate.config.schema`` is the one place that reads the files and produces them.
 """
 from __future__ import annotations
 

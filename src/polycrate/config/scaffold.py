@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polycrate.errors import PolycrateError
-from polycrate.schema import validate_name
+from polycrate.config.schema import validate_name
 
 SAMPLE_BLOCK = "hello"
 SAMPLE_WORKFLOW = "hello"
@@ -138,7 +138,7 @@ def _write_new(folder: Path, files: dict[str, str]) -> None:
 def init_workspace(folder: Path, name: str | None, organization: str = "", sample: bool = True) -> Created:
     """A new workspace in ``folder`` (created if missing). An existing inventory.yml or .gitignore is
     kept; an existing workspace.poly or sample block folder refuses, and nothing is written."""
-    from polycrate.workspace import WORKSPACE_FILE
+    from polycrate.config.workspace import WORKSPACE_FILE
 
     folder = folder.resolve()
     file = folder / WORKSPACE_FILE
@@ -163,7 +163,7 @@ def init_workspace(folder: Path, name: str | None, organization: str = "", sampl
 
 def _check_free(root: Path, name: str, why: str = "") -> Path:
     """blocks/NAME, when neither that folder nor a block of that name exists."""
-    from polycrate.workspace import BLOCKS_DIR, discover_blocks
+    from polycrate.config.workspace import BLOCKS_DIR, discover_blocks
 
     folder = root / BLOCKS_DIR / name
     if folder.exists() or folder.is_symlink():

@@ -7,8 +7,8 @@ import sys
 from polycrate.cli.render import emit_json, table, workspace_from
 from polycrate.errors import PolycrateError
 
-from polycrate.action_env import WORKSPACE_PRIVATE_KEY as SSH_PRIVATE_KEY
-from polycrate.action_env import WORKSPACE_PUBLIC_KEY as SSH_PUBLIC_KEY
+from polycrate.config.action_env import WORKSPACE_PRIVATE_KEY as SSH_PRIVATE_KEY
+from polycrate.config.action_env import WORKSPACE_PUBLIC_KEY as SSH_PUBLIC_KEY
 
 
 def _key_path(ws, given, default):
@@ -38,7 +38,7 @@ def register(sub, shared) -> None:
 
 def _inventory(ws, block_name):
     """The block's own inventory (artifacts/blocks/BLOCK/inventory.yml) with --block, else the workspace's."""
-    from polycrate.workspace import get_block
+    from polycrate.config.workspace import get_block
 
     inventory = ws.inventory if ws.inventory.is_file() else None
     if block_name:
@@ -50,7 +50,7 @@ def _inventory(ws, block_name):
 
 
 def cmd_ssh(args) -> int:
-    from polycrate.sshhosts import find_host, inventory_hosts, ssh_argv
+    from polycrate.config.inventory import find_host, inventory_hosts, ssh_argv
 
     ws = workspace_from(args)
     inventory = _inventory(ws, args.block)

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from polycrate.engine import Confirm, Reporter, RunOptions, RunResult
+from polycrate.run.engine import Confirm, Reporter, RunOptions, RunResult
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
-from polycrate.model import Workspace
+from polycrate.config.model import Workspace
 from polycrate.states import RunPrompt
-from polycrate.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
+from polycrate.config.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
 
 if TYPE_CHECKING:
-    from polycrate.toolchain import Runtime
+    from polycrate.runtime.toolchain import Runtime
 
 
 class BlocksDeclined(PolycrateError):
@@ -65,7 +65,7 @@ def _checked_options(request: RunRequest) -> RunOptions:
     import os
     from dataclasses import replace
 
-    from polycrate.action_env import workspace_key
+    from polycrate.config.action_env import workspace_key
 
     options = request.options
     for mount in options.mounts:
@@ -75,7 +75,7 @@ def _checked_options(request: RunRequest) -> RunOptions:
     if not given and "ANSIBLE_PRIVATE_KEY_FILE" in os.environ:
         key = None  # the caller's own setting wins over the default id_rsa
     if options.auto_commit:
-        from polycrate import gitcli
+        from polycrate.config import gitrepo as gitcli
 
         if not gitcli.is_repo(request.root):
             raise PolycrateError(f"--auto-commit: {request.root} is not in a git repository "
@@ -89,7 +89,7 @@ def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> Pre
     sources = _install_blocks(sources, request, confirm, reporter)
     ws = load_workspace(request.root, sources)
     refuse_templates(ws, request)
-    from polycrate import toolchain
+    from polycrate.runtime import toolchain
 
     runtime = toolchain.decide_runtime(ws, options.runtime, reporter.toolchain, pull=options.pull,
                                        build=options.build)
@@ -99,7 +99,7 @@ def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> Pre
         if ignored:
             reporter.preparing(f"{', '.join(ignored)}: ignored with the local runtime (they apply to the container)")
     if options.auto_commit:
-        from polycrate import runevents
+        from polycrate.notify import polycrate_event as runevents
 
         what = f"workflow {request.workflow}" if request.workflow else f"action {request.block} {request.action}"
         runevents.auto_commit(request.root, f"[polycrate] Auto-Commit before running {what}", options.ssh_key,
@@ -110,7 +110,8 @@ def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> Pre
 def snapshot(request: RunRequest) -> dict:
     """`--snapshot`: what the run's (first) action would get, printed instead of running anything.
     Nothing is installed, built, locked, recorded or run."""
-    from polycrate import runevents, toolchain
+    from polycrate.notify import polycrate_event as runevents
+    from polycrate.runtime import toolchain
 
     options = _checked_options(request)
     ws = load_workspace(request.root, read_sources(request.root))
@@ -120,7 +121,7 @@ def snapshot(request: RunRequest) -> dict:
 
 def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Reporter | None = None) -> RunResult:
     """Prepare (unless done) and run; the result says how it ended (interrupts re-raise)."""
-    from polycrate import engine
+    from polycrate.run import engine
 
     from polycrate.runtime.zygote import discard_early
 
@@ -163,7 +164,7 @@ def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, rep
         prompt = RunPrompt(f"pull {len(changes)} block(s) now?", pulls=tuple(changes))
         if not confirm(prompt):
             raise BlocksDeclined("blocks: not confirmed, nothing was installed or run")
-    from polycrate.registry import parse_reference, pull_block, transport_settings
+    from polycrate.blocks.registry import parse_reference, pull_block, transport_settings
 
     transport = transport_settings(sources.document.registries)
     for change in changes:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from polycrate.model import Notification, SecretRef
+from polycrate.config.model import Notification, SecretRef
 
 TEST_EVENT = "polycrate.notify.test"
 GOOD, BAD, NEUTRAL = "#2eb886", "#d40e0d", "#439fe0"
@@ -365,7 +365,7 @@ def send_all(channels: tuple[Notification, ...], payload: Mapping[str, Any], not
              secrets: Secrets) -> int:
     """Send a finished run's message on every channel whose `on:` wants it; return how many were
     delivered. A failure is one warning line through `notice` and never raises."""
-    from polycrate.alerts import wanted
+    from polycrate.notify.webhooks import wanted
 
     sent = 0
     for channel in channels:

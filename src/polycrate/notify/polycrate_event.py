@@ -39,11 +39,11 @@ def run_snapshot(ws, options, runtime_name: str, *, workflow: str | None = None,
                  action: str | None = None, only_step: str | None = None) -> dict[str, Any]:
     """What `--snapshot` prints: the merged workspace, the workflow or block and action, and the
     environment and mounts the (first) action would get, with the paths of the runtime it would run in."""
-    from polycrate.runtime import ActionRequest
+    from polycrate.runtime.action import ActionRequest
     from polycrate.runtime.ansible import ansible_environment
     from polycrate.runtime.container import WORKSPACE_MOUNT, PathMap
-    from polycrate.toolchain import Runtime
-    from polycrate.workspace import block_vars, get_action, get_block, get_workflow, snapshot
+    from polycrate.runtime.toolchain import Runtime
+    from polycrate.config.workspace import block_vars, get_action, get_block, get_workflow, snapshot
 
     data = snapshot(ws)
     step_name = None
@@ -82,7 +82,7 @@ def run_snapshot(ws, options, runtime_name: str, *, workflow: str | None = None,
 
 
 def _script_environment(request) -> dict[str, str]:
-    from polycrate.runtime import action_environment
+    from polycrate.runtime.action import action_environment
 
     return action_environment(request)
 
@@ -103,7 +103,7 @@ def _output(store, run_id: str) -> str:
 
 
 def _user(root: Path) -> tuple[str, str]:
-    from polycrate import gitcli
+    from polycrate.config import gitrepo as gitcli
 
     try:
         return gitcli.config_value(root, "user.email"), gitcli.config_value(root, "user.name") or getpass.getuser()
@@ -213,7 +213,7 @@ def secret_paths(root: Path, ssh_key: Path | None) -> list[str]:
 
 
 def auto_commit(root: Path, message: str, ssh_key: Path | None, notice: Callable[[str], None]) -> str | None:
-    from polycrate import gitcli
+    from polycrate.config import gitrepo as gitcli
 
     left_out = secret_paths(root, ssh_key)
     sha = gitcli.commit_all(root, message, exclude=left_out)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 from functools import lru_cache
 
-from polycrate.schedule.times import ScheduleError, local_zone, zone_key, zone_named
+from polycrate.timespec.times import ScheduleError, local_zone, zone_key, zone_named
 
 _ENV_ANALYZE = "POLYCRATE_SYSTEMD_ANALYZE"  # path of systemd-analyze; empty disables it (tests of our parser)
 

@@ -185,7 +185,7 @@ def check(request: dict) -> dict:
                 matched = inventory.list_hosts(pattern)
                 plays.append({"key": key, "play": play.get_name(), "pattern": text, "hosts": len(matched)})
                 if not matched and not item.get("allow_no_hosts"):
-                    from polycrate.failure import no_hosts_message
+                    from polycrate.run.failure import no_hosts_message
 
                     where, line = _where(play._ds)
                     message = no_hosts_message(play.get_name(), text) + (f" with --limit '{limit}'" if limit else "")

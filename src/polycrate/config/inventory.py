@@ -78,7 +78,7 @@ def find_host(hosts: list[Host], name: str, inventory: Path) -> Host:
     for host in hosts:
         if host.name == name:
             return host
-    from polycrate.workspace import closest
+    from polycrate.config.workspace import closest
 
     raise NotFoundError(f"no host '{name}' in the inventory" + closest(name, [h.name for h in hosts]), inventory)
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polycrate.events import EventKind
+from polycrate.runtime.events import EventKind
 
 # ansible-playbook's exit statuses (ansible.errors.ExitCode and TaskQueueManager); 4 means both
 # "unreachable hosts" and "parser error": the events tell which.

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from polycrate.errors import PolycrateError
-from polycrate.model import Workspace
-from polycrate.schema import ENGINES, RUNTIMES
+from polycrate.config.model import Workspace
+from polycrate.config.schema import ENGINES, RUNTIMES
 
 Log = Callable[[str], None]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from polycrate.errors import ConfigError, NotFoundError
-from polycrate.merge import merge_config
-from polycrate.model import KIND_DEFAULT, Block, BlockDefinition, BlockEntry, FileFrom, Step, Workflow, Workspace
-from polycrate.schema import (
+from polycrate.config.merge import merge_config
+from polycrate.config.model import KIND_DEFAULT, Block, BlockDefinition, BlockEntry, FileFrom, Step, Workflow, Workspace
+from polycrate.config.schema import (
     BLOCK_FILE,
     WORKSPACE_FILE,
     SecretsFile,
@@ -21,7 +21,7 @@ from polycrate.schema import (
     read_block_file,
     read_workspace_file,
 )
-from polycrate.yamlfile import plain, regular_file
+from polycrate.config.yamlfile import plain, regular_file
 
 BLOCKS_DIR = "blocks"
 # folders under blocks/ never searched for block.poly
@@ -248,7 +248,7 @@ class BlockChange:
 
     @property
     def kind(self) -> str:
-        from polycrate.registry import version_key
+        from polycrate.blocks.registry import version_key
 
         if self.installed is None:
             return "install"
@@ -266,7 +266,7 @@ def block_changes(sources: Sources) -> list[BlockChange]:
     """What `polycrate blocks pull` would have to install before this workspace can load: registry
     `from:` references of workspace.poly (and of installed blocks' block.poly) that are missing or
     installed at another version. Never talks to a registry."""
-    from polycrate.registry import is_registry_reference
+    from polycrate.blocks.registry import is_registry_reference
 
     file, entries = sources.document.file, sources.document.entries
     installed = {b.relpath: b for b in sources.installed}

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from polycrate import blockstore
+from polycrate.blocks import store as blockstore
 from polycrate.atomicfile import write_atomic
 from polycrate.errors import PolycrateError
 
 if TYPE_CHECKING:
-    from polycrate.model import Registries
+    from polycrate.config.model import Registries
 
 CONFIG_MEDIA_TYPE = "application/vnd.polycrate.block.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.polycrate.block.v1.tar+gzip"
@@ -528,7 +528,7 @@ def resolve_tag(client: RegistryClient, reference: Reference) -> Reference:
 
 def pull_block(root: Path, reference: Reference, transport: Transport, update_lock: bool = False) -> PullResult:
     """Install `reference` as blocks/REGISTRY/PATH, atomically, verified, pinned in blocks.lock."""
-    from polycrate.schema import block_version, read_block_file
+    from polycrate.config.schema import block_version, read_block_file
 
     blockstore.check_relpath(reference.path)
     client = RegistryClient(reference.registry, transport)

@@ -1,0 +1,157 @@
+"""One action as a request: the environment and variables it gets, and its execution
+(``run_action_process``, the single entry point; ``ansible.py`` and ``script.py`` build the command
+for their action type, ``process.py`` streams it)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from polycrate.runtime.events import EVENTS_CALLBACK, EVENTS_FILE_ENV
+from polycrate.runtime.process import stream
+
+if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygote) imports this package
+    from polycrate.config.model import Action, Block, Workspace
+    from polycrate.runtime.toolchain import Runtime
+
+# Our Ansible callback plugin (runtime/plugins/callback/polycrate_events.py); its events: polycrate.runtime.events.
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    ws: Workspace
+    block: Block
+    action: Action
+    workflow: str | None = None
+    step: str | None = None
+    check: bool = False
+    diff: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None  # seconds; the process group is stopped when it runs longer
+    events_file: Path | None = None  # ansible actions write their JSON-lines event stream here
+    keep_fds: tuple[int, ...] = ()  # descriptors the action inherits: the run's lock lives as long as the play
+    runtime: Runtime | None = None  # toolchain.Runtime the run decided (pipeline.prepare); None: local
+    secrets: Any = None  # polycrate.secrets.RuntimeSecrets of the run, when the workspace has secrets
+    zygote: Any = None  # runtime.zygote.Zygote of a workflow run: local ansible steps fork from it
+    ansible_options: Any = None  # polycrate.runtime.ansible_options.AnsibleOptions of the run
+    script: tuple[str, ...] | None = None  # a script action's lines rendered (runtime.script.rendered_script)
+    env: tuple[tuple[str, str], ...] = ()  # -e KEY=value of the run: applied last, both runtimes
+    mounts: tuple[Any, ...] = ()  # -m: container.Mount of the run (container runtime)
+    ssh_key: Path | None = None  # the workspace's SSH private key (action_env.workspace_key)
+    force: bool = False  # -f: POLYCRATE_FORCE=1
+    ssh_sharing: Any = None  # runtime.sshshare.SSHSharing of the run: its ControlPersist masters' folder
+    hosts: int | None = None  # the most hosts one play of this action targets (the preflight's count)
+
+
+def action_variables(request: ActionRequest) -> dict[str, Any]:
+    """`block` and `workspace` as playbooks and scripts see them, with the paths of this run's secrets."""
+    from polycrate.config.workspace import block_vars, workspace_vars
+
+    block = block_vars(request.ws, request.block)
+    workspace = workspace_vars(request.ws)
+    secrets = request.secrets
+    block["secrets"] = secrets.block_files(request.block.name) if secrets is not None else {}
+    workspace["secrets"] = secrets.workspace_files if secrets is not None else {}
+    return {"block": block, "workspace": workspace}
+
+
+def action_environment(request: ActionRequest) -> dict[str, str]:
+    """The variables every action gets, whatever its type or runtime (the list: action_env.py)."""
+    from polycrate.config.action_env import polycrate_variables
+
+    ws, block = request.ws, request.block
+    env = dict(os.environ)
+    env.update(polycrate_variables(runtime=request.runtime, force=request.force, ssh_key=request.ssh_key))
+    env.update(
+        {
+            "POLYCRATE_WORKSPACE": str(ws.root),
+            "POLYCRATE_WORKSPACE_NAME": ws.name,
+            "POLYCRATE_BLOCK": block.name,
+            "POLYCRATE_BLOCK_PATH": str(block.folder),
+            "POLYCRATE_BLOCK_WORKDIR": str(block.folder),
+            "POLYCRATE_ACTION": request.action.name,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
+        env.pop(key, None)
+    if request.workflow:
+        env["POLYCRATE_WORKFLOW"] = request.workflow
+    if request.step:
+        env["POLYCRATE_STEP"] = request.step
+    from polycrate.config.workspace import block_inventory, block_kubeconfig
+
+    inventory, kubeconfig = block_inventory(ws, block), block_kubeconfig(ws, block)
+    if inventory is not None:  # the block's own (artifacts/blocks/BLOCK/inventory.yml), else the workspace's
+        env["ANSIBLE_INVENTORY"] = str(inventory)
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
+    env.pop("POLYCRATE_SECRETS", None)
+    if request.secrets is not None and request.secrets.dir is not None:
+        env["POLYCRATE_SECRETS"] = str(request.secrets.dir)  # the private folder of decrypted files
+    if request.ansible_options is not None:
+        env.update(request.ansible_options.environment())  # documented in ansible_options.py
+    env.update(request.extra_env)
+    env.update(dict(request.env))  # -e KEY=value: last, so it can change any of the above
+    return env
+
+
+def event_environment(env: dict[str, str], events_file: Path) -> dict[str, str]:
+    """Enable our callback next to whatever stdout callback and callbacks are configured."""
+    env = dict(env)
+    paths = [str(PLUGIN_DIR)] + [p for p in env.get("ANSIBLE_CALLBACK_PLUGINS", "").split(os.pathsep) if p]
+    env["ANSIBLE_CALLBACK_PLUGINS"] = os.pathsep.join(paths)
+    enabled = [c.strip() for c in env.get("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c.strip()]
+    if EVENTS_CALLBACK not in enabled:
+        enabled.append(EVENTS_CALLBACK)
+    env["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(enabled)
+    env[EVENTS_FILE_ENV] = str(events_file)
+    return env
+
+
+def run_action_process(request: ActionRequest, output: Callable[[str], None]) -> int:
+    """Run the action to completion, streaming its output lines; return its exit status.
+
+    Raises ``ActionTimedOut`` (after stopping the process group) when ``request.timeout`` passes.
+    """
+    from polycrate.runtime import ansible, container, script
+
+    request.ws.artifacts_dir(request.block.name).mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix="polycrate-run-"))  # mode 0700
+    try:
+        builder = ansible.build_command if request.action.type == "ansible" else script.build_command
+        argv, env = builder(request, private)
+        if request.action.type == "ansible" and request.events_file is not None:
+            env = event_environment(env, request.events_file)
+        # the container runtime runs the same command in the workspace's image, and removes it however it ends
+        with container.command_for(request, argv, env, private) as (wrapped, env, cwd):
+            # a local ansible step forks from the run's warm zygote (runtime/zygote.py) when there is one
+            zygote = request.zygote if request.action.type == "ansible" and wrapped is argv else None
+            return stream(wrapped, env, cwd, output, request.timeout, request.keep_fds, zygote)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def start_zygote(request: ActionRequest):
+    """The warm process the ansible steps of a workflow run fork from (runtime/zygote.py), started with
+    the environment of `request`, the run's first ansible step; None where it does not apply (the
+    container runtime, POLYCRATE_ZYGOTE=0). Whatever it cannot serve runs as a plain process."""
+    from polycrate.runtime import ansible
+    from polycrate.runtime.zygote import Zygote
+
+    if os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if request.action.type != "ansible" or (request.runtime is not None and request.runtime.container):
+        return None
+    env = ansible.ansible_environment(request)
+    env = event_environment(env, request.events_file or Path(tempfile.gettempdir()) / "polycrate-events.jsonl")
+    try:
+        return Zygote(env, request.block.folder)
+    except OSError:
+        return None
+
+

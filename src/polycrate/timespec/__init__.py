@@ -1,0 +1,1 @@
+"""The time expressions schedules are written in: systemd OnCalendar, cron, timespans. Pure functions."""
