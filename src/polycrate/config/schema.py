@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,43 @@ SECRETS_FILE = "secrets.poly"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
 ACTION_TYPES = ("ansible", "script")
+
+# --- the real Polycrate's data model ----------------------------------------------------------
+# Every field of Go's structs loads (cmd/workspace.go Workspace and WorkspaceConfig, cmd/blocks.go
+# Block, cmd/actions.go Action, cmd/workflows.go Workflow and Step). The keys each section reads are
+# listed here, once per struct; a Go field that has no effect here is in *_NO_EFFECT with the reason,
+# said in one warning line (go_warnings) when a file sets it.
+ACTION_KEYS = {"name", "description", "type", "playbook", "script", "prompt", "labels", "alias", "interactive",
+               "config", "block"}
+BLOCK_KEYS = {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias", "template",
+              "inventory", "kubeconfig", "type", "flavor", "changelog", "workdir", "artifacts", "checksum"}
+# a workspace.poly `blocks:` entry is the whole block, as in Polycrate
+ENTRY_KEYS = BLOCK_KEYS
+FILE_FROM_KEYS = {"from", "filename", "path", "localpath", "containerpath"}
+COMPUTED_PATHS = ("path", "localpath", "containerpath")
+_COMPUTED = "computed from where the files are (Polycrate overwrites it too)"
+WORKSPACE_NO_EFFECT = {
+    "identifier": "Polycrate's cloud (backplane) identifier, and there is no backplane here",
+    "path": _COMPUTED, "localpath": _COMPUTED, "containerpath": _COMPUTED,
+    "registry": "Polycrate itself never reads it; registries: and `polycrate registry login` configure registries",
+}
+# WorkspaceConfig keys without an effect here: (Polycrate's default, why); said only when not the default
+CONFIG_NO_EFFECT: dict[str, tuple[Any, str]] = {
+    "blocksconfig": ("block.poly", "a block's file is always block.poly here"),
+    "workspaceconfig": ("workspace.poly", "the workspace's file is always workspace.poly here"),
+    "workflowsroot": ("workflows", "workflows are read from workspace.poly only (as Polycrate does)"),
+    "containerroot": ("/workspace", "the container runtime mounts the workspace at /workspace"),
+    "remoteroot": ("/polycrate", "Polycrate itself never reads it"),
+    "dockerfile": ("Dockerfile.poly", "the workspace image is always built from Dockerfile.poly"),
+    "globals": ({}, "Polycrate itself never reads it: shared values go under config:"),
+}
+CONFIG_ROOTS = {"blocksroot": "blocks", "artifactsroot": "artifacts", "logsroot": ".logs"}  # Go's defaults
+BLOCK_NO_EFFECT = {
+    "changelog": "release notes for Polycrate's hub; nothing reads them here",
+    "workdir": "the block's folder, computed (Polycrate overwrites it too)",
+    "artifacts": "artifacts/blocks/<block>, computed (Polycrate overwrites it too)",
+    "checksum": "computed when a block is pulled (blocks.lock holds the digest); a written one is not checked",
+}
 
 
 def validate_name(value: Any, what: str, path: Path | str, line: int | None) -> str:
@@ -129,10 +166,13 @@ def parse_prompt(value: Any, path: Path, line: int | None) -> Prompt | None:
 
 def parse_action(raw: Any, path: Path) -> Action:
     mapping = _expect_map(raw, "an action", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "type", "playbook", "script", "prompt", "labels", "alias",
-                          "interactive"}, "action", path)
+    _check_keys(mapping, ACTION_KEYS, "action", path)
     name = validate_name(mapping.get("name"), "action", path, _line(mapping, "name"))
     check_alias(mapping, path)
+    if mapping.get("script") is not None and mapping.get("playbook") is not None:
+        # Polycrate's `excluded_with`: which of the two would run is not for us to guess
+        raise ConfigError(f"action '{name}' has both 'script' and 'playbook': an action is one or the other "
+                          "(make two actions)", path, _line(mapping, "playbook"))
     kind = mapping.get("type")
     if kind is None:
         kind = "ansible" if "playbook" in mapping else "script" if "script" in mapping else None
@@ -174,6 +214,7 @@ def parse_action(raw: Any, path: Path) -> Action:
         file=Path(path) if path is not None else None,
         labels=parse_labels(mapping.get("labels"), f"action '{name}': ", path, _line(mapping, "labels")),
         interactive=_bool(mapping, "interactive", path),
+        config=plain(_expect_map(mapping.get("config"), f"action '{name}': config", path, _line(mapping, "config"))),
     )
 
 
@@ -239,7 +280,7 @@ def parse_file_from(value: Any, what: str, path: Path, line: int | None) -> File
     if isinstance(value, str):
         value = {"from": value}
     mapping = _expect_map(value, what, path, line)
-    _check_keys(mapping, {"from", "filename"}, what, path)
+    _check_keys(mapping, FILE_FROM_KEYS, what, path)
     source = mapping.get("from")
     if source is not None:
         source = validate_name(source, "block", path, _line(mapping, "from"))
@@ -276,13 +317,7 @@ def _named_items(items: list, parse, what: str, path: Path) -> dict:
 
 def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefinition:
     mapping = _expect_map(raw, "block.poly", file, 1)
-    _check_keys(
-        mapping,
-        {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias", "template",
-         "inventory", "kubeconfig", "type", "flavor"},
-        "block.poly",
-        file,
-    )
+    _check_keys(mapping, BLOCK_KEYS, "block.poly", file)
     name = validate_name(mapping.get("name"), "block", file, _line(mapping, "name"))
     check_alias(mapping, file)
     config = _expect_map(mapping.get("config"), "config", file, _line(mapping, "config"))
@@ -310,20 +345,95 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         labels=parse_labels(mapping.get("labels"), "", file, _line(mapping, "labels")),
         inventory=parse_file_from(mapping.get("inventory"), "inventory", file, _line(mapping, "inventory")),
         kubeconfig=parse_file_from(mapping.get("kubeconfig"), "kubeconfig", file, _line(mapping, "kubeconfig")),
+        alias=tuple(mapping.get("alias") or ()),
+        warnings=tuple(block_warnings(mapping, file)),
     )
 
 
+def _warn(sink: list, key: str, reason: str, path: Path, line: int | None) -> None:
+    sink.append(ConfigError(f"'{key}' has no effect here: {reason}", path, line))
+
+
+def _computed_paths(mapping: Any, what: str, path: Path, sink: list) -> None:
+    for key in ("inventory", "kubeconfig"):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if isinstance(value, dict):
+            for computed in COMPUTED_PATHS:
+                if computed in value:
+                    _warn(sink, f"{what}{key}.{computed}", _COMPUTED, path, _line(value, computed))
+
+
+def block_warnings(mapping: Any, path: Path, what: str = "") -> list[ConfigError]:
+    """The Go fields a block (block.poly, or a workspace.poly entry) sets that have no effect here."""
+    sink: list[ConfigError] = []
+    if not isinstance(mapping, dict):
+        return sink
+    for key, reason in BLOCK_NO_EFFECT.items():
+        if key in mapping:
+            _warn(sink, f"{what}{key}", reason, path, _line(mapping, key))
+    _computed_paths(mapping, what, path, sink)
+    name = mapping.get("name")
+    for action in mapping.get("actions") or ():
+        if isinstance(action, dict) and action.get("block") not in (None, name):
+            _warn(sink, f"{what}action '{action.get('name')}': block", "an action belongs to the block it is "
+                  f"written in, '{name}' (Polycrate sets it itself)", path, _line(action, "block"))
+    return sink
+
+
+def workspace_warnings(raw: Any, path: Path) -> list[ConfigError]:
+    """The Go fields workspace.poly sets that have no effect here, each said once."""
+    sink: list[ConfigError] = []
+    for key, reason in WORKSPACE_NO_EFFECT.items():
+        if key in raw:
+            _warn(sink, key, reason, path, _line(raw, key))
+    config = raw.get("config")
+    if isinstance(config, dict):
+        for key, (default, reason) in CONFIG_NO_EFFECT.items():
+            if key in config and config[key] not in (default, None):
+                _warn(sink, f"config.{key}", reason, path, _line(config, key))
+    events = raw.get("events")
+    if isinstance(events, dict) and events.get("commit"):
+        _warn(sink, "events.commit", "the run's own commits are --auto-commit's", path, _line(events, "commit"))
+    sync = raw.get("sync")
+    if isinstance(sync, dict):
+        for key in ("enabled", "auto"):
+            if sync.get(key):
+                _warn(sink, f"sync.{key}", "nothing syncs by itself here: `polycrate git sync` pulls and pushes "
+                      "with sync.remote", path, _line(sync, key))
+        if isinstance(sync.get("local"), dict):
+            _warn(sink, "sync.local", "`polycrate git sync` works on the branch checked out", path,
+                  _line(sync, "local"))
+    _computed_paths(raw, "", path, sink)
+    for entry in raw.get("blocks") or ():
+        if isinstance(entry, dict):
+            sink += block_warnings(entry, path, f"block '{entry.get('name')}': ")
+    for workflow in raw.get("workflows") or ():
+        if not isinstance(workflow, dict):
+            continue
+        for step in workflow.get("steps") or ():
+            if isinstance(step, dict) and step.get("workflow") not in (None, workflow.get("name")):
+                _warn(sink, f"workflow '{workflow.get('name')}', step '{step.get('name')}': workflow",
+                      "a step belongs to the workflow it is written in (Polycrate sets it itself)", path,
+                      _line(step, "workflow"))
+    return sink
+
+
 def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
+    """A `blocks:` entry of workspace.poly: as in Polycrate, the whole block: it configures an installed
+    block (by name or `from:`), completes it (actions, kind, version ... over the installed block.poly's),
+    or defines a block of its own with its `actions:`."""
     mapping = _expect_map(raw, "a block entry", path, _line(raw))
-    _check_keys(mapping, {"name", "from", "config", "description", "labels", "inventory", "kubeconfig"},
-                "block entry", path)
+    _check_keys(mapping, ENTRY_KEYS, "block entry", path)
     name = validate_name(mapping.get("name"), "block", path, _line(mapping, "name"))
+    check_alias(mapping, path)
     source = mapping.get("from")
     if source is not None and (not isinstance(source, str) or not source.strip()):
         raise ConfigError(f"block '{name}': 'from' must be a block reference string", path, _line(mapping, "from"))
     if source is not None:
         check_reference(source, f"block '{name}'", path, _line(mapping, "from"))
     config = _expect_map(mapping.get("config"), f"block '{name}': config", path, _line(mapping, "config"))
+    actions = _named_items(_expect_list(mapping.get("actions"), f"block '{name}': actions", path,
+                                        _line(mapping, "actions")), parse_action, f"action of block '{name}'", path)
     return BlockEntry(
         name=name, source=source, config=config, line=_line(mapping),
         labels=parse_labels(mapping.get("labels"), f"block '{name}': ", path, _line(mapping, "labels")),
@@ -331,6 +441,12 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
                                   _line(mapping, "inventory")),
         kubeconfig=parse_file_from(mapping.get("kubeconfig"), f"block '{name}': kubeconfig", path,
                                    _line(mapping, "kubeconfig")),
+        actions=actions,
+        kind=_kind(mapping, path) if mapping.get("kind") else None,
+        version=_string(mapping, "version", path) or None,
+        description=_string(mapping, "description", path),
+        template=_bool(mapping, "template", path) if "template" in mapping else None,
+        alias=tuple(mapping.get("alias") or ()),
     )
 
 
@@ -371,7 +487,7 @@ def parse_step(raw: Any, path: Path) -> Step:
     _check_keys(
         mapping,
         {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay",
-         "allow_no_hosts", "prompt", "labels", "alias"},
+         "allow_no_hosts", "prompt", "labels", "alias", "workflow"},
         "workflow step",
         path,
     )
@@ -391,6 +507,8 @@ def parse_step(raw: Any, path: Path) -> Step:
         allow_no_hosts=_bool(mapping, "allow_no_hosts", path),
         prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
         labels=parse_labels(mapping.get("labels"), f"step '{name}': ", path, _line(mapping, "labels")),
+        description=_string(mapping, "description", path),
+        alias=tuple(mapping.get("alias") or ()),
     )
 
 
@@ -401,8 +519,7 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
     name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
     check_alias(mapping, path)
     steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
-    if not steps_raw:
-        raise ConfigError(f"workflow '{name}' has no steps", path, _line(mapping))
+    # a workflow without steps loads (as in Polycrate); running or inspecting it is refused (no_steps)
     steps = _named_items(steps_raw, parse_step, f"step in workflow '{name}'", path)
     if _bool(mapping, "allow_failure", path):  # Polycrate's: every step may fail without stopping the workflow
         import dataclasses
@@ -430,6 +547,8 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         on_failure=tuple(on_failure.values()),
         timer=parse_schedule(schedule, name, path, _line(mapping, "schedule")),
         labels=parse_labels(mapping.get("labels"), f"workflow '{name}': ", path, _line(mapping, "labels")),
+        alias=tuple(mapping.get("alias") or ()),
+        allow_failure=bool(mapping.get("allow_failure")),
     )
 
 
@@ -644,6 +763,9 @@ WORKSPACE_KEYS = {
     "dependencies",  # block references `workspace update` installs (Polycrate's)
     "inventory",  # {filename: ...}: the workspace's inventory instead of inventory.yml (Polycrate's)
     "kubeconfig",  # {filename: ...}: the workspace's kubeconfig (Polycrate's)
+    # the rest of Polycrate's Workspace struct (cmd/workspace.go)
+    "alias", "events", "extraenv", "extramounts", "meta", "sync",
+    *WORKSPACE_NO_EFFECT,
 }
 
 
@@ -669,6 +791,7 @@ class WorkspaceFile:
     dependencies: tuple[str, ...]
     inventory_file: str
     kubeconfig_file: str | None
+    go: dict[str, Any] = field(default_factory=dict)  # parse_go_workspace: Workspace fields of Polycrate's
 
 
 def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
@@ -700,7 +823,7 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
 def _workspace_file(raw: dict, key: str, path: Path, default: str | None) -> str | None:
     """`inventory: {filename: ...}` / `kubeconfig: {filename: ...}` of workspace.poly: a file in the workspace."""
     value = _expect_map(raw.get(key), key, path, _line(raw, key))
-    _check_keys(value, {"filename"}, key, path)
+    _check_keys(value, {"filename", *COMPUTED_PATHS}, key, path)
     filename = value.get("filename")
     if filename is None:
         return default
@@ -740,7 +863,89 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
         dependencies=parse_dependencies(raw, file),
         inventory_file=_workspace_file(raw, "inventory", file, "inventory.yml") or "inventory.yml",
         kubeconfig_file=_workspace_file(raw, "kubeconfig", file, None),
+        go=parse_go_workspace(raw, config, file),
     )
+
+
+def _relative_folder(config: dict, key: str, path: Path, default: str) -> str:
+    value = config.get(key)
+    if value is None or value == "":
+        return default
+    if (not isinstance(value, str) or value.startswith("/") or ".." in Path(value).parts or has_control(value)
+            or Path(value).as_posix() in (".", "")):
+        raise ConfigError(f"config.{key} must be a folder inside the workspace, such as {default}, not {value!r}",
+                          path, _line(config, key))
+    return Path(value).as_posix()
+
+
+def parse_go_workspace(raw: dict, config: dict, path: Path) -> dict[str, Any]:
+    """The fields of Polycrate's Workspace and WorkspaceConfig that have an effect here (the keyword
+    arguments of model.Workspace): alias, events, extraenv, extramounts, meta, sync, the roots, the keys;
+    and the warnings for those without (workspace_warnings)."""
+    from polycrate.config.action_env import parse_env
+    from polycrate.config.model import EventSettings, Layout, SyncSettings
+    from polycrate.errors import PolycrateError
+
+    check_alias(raw, path)
+    events = _expect_map(raw.get("events"), "events", path, _line(raw, "events"))
+    _check_keys(events, {"handler", "endpoint", "commit"}, "events", path)
+    handler = events.get("handler")
+    if handler is not None and handler not in ("workspace", "webhook"):
+        raise ConfigError(f"events.handler must be workspace or webhook, not {handler!r}", path,
+                          _line(events, "handler"))
+    endpoint = _string(events, "endpoint", path) or None
+    if handler == "webhook" and not (endpoint or "").startswith(("http://", "https://")):
+        raise ConfigError("events.handler webhook needs events.endpoint, an http:// or https:// URL", path,
+                          _line(events, "endpoint") or _line(events, "handler"))
+    env: list[tuple[str, str]] = []
+    lines = raw.lines_of_items("extraenv") if isinstance(raw, LineMap) and "extraenv" in raw else []
+    for index, item in enumerate(_expect_list(raw.get("extraenv"), "extraenv", path, _line(raw, "extraenv"))):
+        line = lines[index] if index < len(lines) else _line(raw, "extraenv")
+        if not isinstance(item, str):
+            raise ConfigError(f"each of 'extraenv' is KEY=value, not {item!r}", path, line)
+        try:
+            env.append(parse_env(item))
+        except PolycrateError as exc:
+            raise ConfigError(exc.message.replace("-e/--env", "extraenv"), path, line) from None
+    mounts: list[str] = []
+    lines = raw.lines_of_items("extramounts") if isinstance(raw, LineMap) and "extramounts" in raw else []
+    for index, item in enumerate(_expect_list(raw.get("extramounts"), "extramounts", path,
+                                              _line(raw, "extramounts"))):
+        line = lines[index] if index < len(lines) else _line(raw, "extramounts")
+        parts = item.split(":") if isinstance(item, str) else []
+        if not 2 <= len(parts) <= 3 or not all(parts[:2]) or not parts[1].startswith("/") or (
+                len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise ConfigError(f"each of 'extramounts' is /host:/container[:ro], not {item!r}", path, line)
+        mounts.append(item)
+    sync = _expect_map(raw.get("sync"), "sync", path, _line(raw, "sync"))
+    _check_keys(sync, {"local", "remote", "enabled", "auto"}, "sync", path)
+    remote = _expect_map(sync.get("remote"), "sync.remote", path, _line(sync, "remote"))
+    _check_keys(remote, {"name", "branch"}, "sync.remote", path)
+    branch = _expect_map(remote.get("branch"), "sync.remote.branch", path, _line(remote, "branch"))
+    _check_keys(branch, {"name"}, "sync.remote.branch", path)
+    meta = _expect_map(raw.get("meta"), "meta", path, _line(raw, "meta"))
+    for key in ("sshprivatekey", "sshpublickey"):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip() or has_control(value)):
+            raise ConfigError(f"config.{key} must be a file name (relative to the workspace), not {value!r}",
+                              path, _line(config, key))
+    layout = Layout(
+        blocks_root=_relative_folder(config, "blocksroot", path, "blocks"),
+        artifacts_root=_relative_folder(config, "artifactsroot", path, "artifacts"),
+        logs_root=_relative_folder(config, "logsroot", path, ".logs"),
+        ssh_private_key=config.get("sshprivatekey") or None,
+        ssh_public_key=config.get("sshpublickey") or None,
+    )
+    return {
+        "alias": tuple(raw.get("alias") or ()),
+        "events": EventSettings(handler, endpoint),
+        "extra_env": tuple(env),
+        "extra_mounts": tuple(mounts),
+        "meta": plain(meta),
+        "sync": SyncSettings(_string(remote, "name", path) or None, _string(branch, "name", path) or None),
+        "layout": layout,
+        "warnings": tuple(workspace_warnings(raw, path)),
+    }
 
 
 RUNTIMES = ("local", "container")

@@ -61,11 +61,11 @@ def _stamp(path: Path) -> Stamp | None:
     return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
-def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]] | None = None
-                    ) -> list[BlockDefinition]:
-    """Every block.poly anywhere under blocks/ (registry-shaped paths included). A file in `known`
-    whose stamp has not changed is not read again."""
-    blocks_dir = root / BLOCKS_DIR
+def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]] | None = None,
+                    blocks_root: str = BLOCKS_DIR) -> list[BlockDefinition]:
+    """Every block.poly anywhere under blocks/ (or workspace.poly's `config.blocksroot`; registry-shaped
+    paths included). A file in `known` whose stamp has not changed is not read again."""
+    blocks_dir = root / blocks_root
     found: list[BlockDefinition] = []
     if not blocks_dir.is_dir():
         return found
@@ -104,7 +104,7 @@ def read_sources(root: Path, previous: Sources | None = None) -> Sources:
     else:
         document = read_workspace_file(root)
         known = {}
-    installed = tuple(discover_blocks(root, known))
+    installed = tuple(discover_blocks(root, known, document.go["layout"].blocks_root if document.go else BLOCKS_DIR))
     stamps = {b.file: s for b in installed if (s := _stamp(b.file)) is not None}
     return Sources(root, document, installed, stamps)
 
@@ -117,7 +117,8 @@ def closest(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Path) -> BlockDefinition:
+def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Path,
+                  blocks_root: str = BLOCKS_DIR) -> BlockDefinition:
     """The installed block a workspace entry refers to, by `from:` or by name."""
     if entry.source:
         path, version = split_reference(entry.source)
@@ -126,7 +127,7 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
                 if version and block.version != version:
                     raise ConfigError(
                         f"block '{entry.name}': workspace asks for {entry.source} but "
-                        f"blocks/{block.relpath} is version {block.version} "
+                        f"{blocks_root}/{block.relpath} is version {block.version} "
                         f"(run: polycrate blocks pull {entry.source})",
                         file,
                         entry.line,
@@ -138,7 +139,7 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
                 return by_name[0]
         raise ConfigError(
             f"block '{entry.name}': from '{entry.source}' matches no installed block under "
-            f"{BLOCKS_DIR}/{path} (run: polycrate blocks pull {entry.source})",
+            f"{blocks_root}/{path} (run: polycrate blocks pull {entry.source})",
             file,
             entry.line,
         )
@@ -147,12 +148,12 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
         return by_name[0]
     if not by_name:
         raise ConfigError(
-            f"block '{entry.name}' is not installed under {BLOCKS_DIR}/ and has no 'from'"
+            f"block '{entry.name}' is not installed under {blocks_root}/ and has no 'from'"
             + closest(entry.name, (b.name for b in installed)),
             file,
             entry.line,
         )
-    paths = " and by ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in by_name)
+    paths = " and by ".join(f"{blocks_root}/{b.relpath}" for b in by_name)
     raise ConfigError(f"block '{entry.name}' is ambiguous: its name is taken by {paths} (add 'from: FOLDER' "
                       f"to the entry to pick one, e.g. from: {by_name[-1].relpath})", file, entry.line)
 
@@ -293,11 +294,15 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     file, entries = document.file, document.entries
     installed = inherit(list(sources.installed))
 
+    blocks_root = document.go["layout"].blocks_root if document.go else BLOCKS_DIR
     blocks: dict[str, Block] = {}
     used: set[Path] = set()
     for entry in entries.values():
-        definition = resolve_entry(entry, installed, file)
-        used.add(definition.file)
+        if entry.actions and not entry.source and not any(b.name == entry.name for b in installed):
+            definition = defined_in_workspace(entry, root, file, blocks_root)
+        else:
+            definition = completed_by_entry(resolve_entry(entry, installed, file, blocks_root), entry)
+            used.add(definition.file)
         blocks[entry.name] = Block(
             name=entry.name,
             definition=definition,
@@ -358,6 +363,12 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     # FIFO, a device or a folder is refused without opening it.
     regular_file(root / document.inventory_file)
 
+    warnings = list(document.go.get("warnings", ()))
+    seen_files = {document.file}
+    for block in blocks.values():
+        if block.definition.file not in seen_files:
+            seen_files.add(block.definition.file)
+            warnings += block.definition.warnings
     return Workspace(
         name=document.name,
         organization=document.organization,
@@ -375,6 +386,39 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
         dependencies=document.dependencies,
         inventory_file=document.inventory_file,
         kubeconfig_file=document.kubeconfig_file,
+        **{k: v for k, v in document.go.items() if k != "warnings"},
+        warnings=tuple(warnings),
+    )
+
+
+def defined_in_workspace(entry: BlockEntry, root: Path, file: Path, blocks_root: str) -> BlockDefinition:
+    """A block workspace.poly defines with its `actions:` (Polycrate's dynamic block): its folder is
+    <blocksroot>/<name> when that exists (its playbooks and files), else the workspace root."""
+    folder = root / blocks_root / entry.name
+    folder = folder if folder.is_dir() else root
+    return BlockDefinition(
+        name=entry.name, version=entry.version or "0.0.0", kind=entry.kind or KIND_DEFAULT,
+        description=entry.description, config={}, actions=dict(entry.actions), folder=folder, file=file,
+        relpath=entry.name, template=bool(entry.template), labels={}, alias=entry.alias,
+    )
+
+
+def completed_by_entry(definition: BlockDefinition, entry: BlockEntry) -> BlockDefinition:
+    """An installed block with what its workspace.poly entry adds (Polycrate merges the entry over it):
+    the entry's actions by name over the block's, its kind, version, description, template."""
+    import dataclasses
+
+    if not (entry.actions or entry.kind or entry.version or entry.description or entry.template is not None
+            or entry.alias):
+        return definition
+    return dataclasses.replace(
+        definition,
+        actions={**definition.actions, **entry.actions},
+        kind=entry.kind or definition.kind,
+        version=entry.version or definition.version,
+        description=entry.description or definition.description,
+        template=definition.template if entry.template is None else entry.template,
+        alias=entry.alias or definition.alias,
     )
 
 
@@ -435,6 +479,9 @@ def get_workflow(ws: Workspace, name: str) -> Workflow:
     workflow = ws.workflows.get(name)
     if workflow is None:
         raise NotFoundError(f"unknown workflow '{name}'" + closest(name, ws.workflows), ws.file)
+    if not workflow.steps:  # loads (as in Polycrate), so the rest of the workspace works; this one cannot run
+        raise ConfigError(f"workflow '{name}' has no steps: add steps: [{{name, block, action}}]", ws.file,
+                          workflow.line)
     return workflow
 
 
@@ -498,55 +545,123 @@ def block_labels(ws: Workspace, block: Block) -> dict[str, str]:
     return labels
 
 
+CONTAINER_ROOT = "/workspace"  # Polycrate's config.containerroot: where the container runtime mounts the root
+# Polycrate's WorkspaceConfig defaults, as its snapshot shows them (config.image is the toolchain's)
+GO_CONFIG_DEFAULTS: dict[str, Any] = {
+    "blocksconfig": "block.poly", "workspaceconfig": "workspace.poly", "workflowsroot": "workflows",
+    "containerroot": CONTAINER_ROOT, "remoteroot": "/polycrate", "dockerfile": "Dockerfile.poly", "globals": {},
+}
+
+
+def _paths(ws: Workspace, path: Path | None) -> dict[str, Any]:
+    """Polycrate's {path, localpath, containerpath} of a file or folder: `path` is the one the action
+    sees (the runtime maps it), `localpath` this machine's, `containerpath` the container runtime's."""
+    if path is None:
+        return {"path": None, "localpath": None, "containerpath": None}
+    try:
+        relative = path.relative_to(ws.root).as_posix()
+        inside = CONTAINER_ROOT if relative == "." else f"{CONTAINER_ROOT}/{relative}"
+    except ValueError:
+        inside = str(path)
+    return {"path": str(path), "localpath": str(path), "containerpath": inside}
+
+
+def action_vars(block: Block, action) -> dict[str, Any]:
+    """What a playbook sees as `action`: Polycrate's Action (its `script` or `playbook`, never both), and
+    ours: `type`."""
+    data: dict[str, Any] = {"name": action.name, "description": action.description, "labels": dict(action.labels),
+                            "interactive": action.interactive}
+    if action.type == "script":
+        data["script"] = list(action.script)
+    else:
+        data["playbook"] = action.playbook
+    data.update({"prompt": {"message": action.prompt.message} if action.prompt else None, "block": block.name,
+                 "config": plain(action.config), "type": action.type})
+    return data
+
+
+def step_vars(workflow: Workflow, step: Step) -> dict[str, Any]:
+    """What a playbook sees as `step`: Polycrate's Step (with its `workflow`)."""
+    return {"name": step.name, "description": step.description, "labels": dict(step.labels),
+            "alias": list(step.alias), "block": step.block, "action": step.action,
+            "prompt": {"message": step.prompt.message} if step.prompt else None, "workflow": workflow.name,
+            "allow_failure": step.allow_failure}
+
+
+def workflow_vars(workflow: Workflow) -> dict[str, Any]:
+    """What a playbook sees as `workflow`: Polycrate's Workflow with its steps."""
+    return {"name": workflow.name, "description": workflow.description, "labels": dict(workflow.labels),
+            "alias": list(workflow.alias), "steps": [step_vars(workflow, s) for s in workflow.steps],
+            "prompt": {"message": workflow.prompt.message} if workflow.prompt else None,
+            "allow_failure": workflow.allow_failure}
+
+
 def block_vars(ws: Workspace, block: Block) -> dict[str, Any]:
-    """What a playbook sees as `block` (Polycrate's snapshot fields where they exist there)."""
+    """What a playbook sees as `block`: Polycrate's Block (its snapshot's fields), and ours: `path`."""
     inventory, kubeconfig = block_inventory(ws, block), block_kubeconfig(ws, block)
+    definition = block.definition
     return {
         "name": block.name,
-        "version": block.version,
+        "description": definition.description,
         "kind": block.kind,
         "labels": block_labels(ws, block),
-        "template": block.template,
+        "alias": list(definition.alias),
+        "actions": [action_vars(block, a) for a in block.actions.values()],
         "config": plain(block.config),
-        "path": str(block.folder),
-        "workdir": {"path": str(block.folder)},
-        "artifacts": {"path": str(ws.artifacts_dir(block.name))},
-        "inventory": {"path": str(inventory) if inventory else None},
-        "kubeconfig": {"path": str(kubeconfig) if kubeconfig else None},
         "from": block.source,
+        "template": block.template,
+        "version": block.version,
+        "workdir": _paths(ws, block.folder),
+        "inventory": _paths(ws, inventory),
+        "kubeconfig": _paths(ws, kubeconfig),
+        "artifacts": _paths(ws, ws.artifacts_dir(block.name)),
+        "path": str(block.folder),
     }
 
 
+def workspace_config(ws: Workspace) -> dict[str, Any]:
+    """`workspace.config` as Polycrate gives it: its WorkspaceConfig's keys (the effective roots and keys,
+    its defaults for the others) under the workspace's own config."""
+    image = ws.toolchain.image or ""
+    reference, _, version = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
+    layout = ws.layout
+    defaults = {"image": {"reference": reference, "version": version}, "blocksroot": layout.blocks_root,
+                "logsroot": layout.logs_root, "artifactsroot": layout.artifacts_root,
+                "sshprivatekey": layout.ssh_private_key or "id_rsa", "sshpublickey": layout.ssh_public_key or "id_rsa.pub",
+                **GO_CONFIG_DEFAULTS}
+    return merge_config(defaults, plain(ws.config))
+
+
 def workspace_vars(ws: Workspace) -> dict[str, Any]:
-    """What a playbook sees as `workspace`."""
+    """What a playbook sees as `workspace`: Polycrate's Workspace (without its blocks and workflows:
+    snapshot() adds them), and ours: `root`."""
     return {
         "name": ws.name,
-        "organization": ws.organization,
         "description": ws.description,
-        "root": str(ws.root),
-        "path": str(ws.root),
         "labels": dict(ws.labels),
+        "alias": list(ws.alias),
+        "events": {"handler": ws.events.handler or "workspace", "endpoint": ws.events.endpoint},
         "dependencies": list(ws.dependencies),
-        "config": plain(ws.config),
+        "config": workspace_config(ws),
+        "extraenv": [f"{k}={v}" for k, v in ws.extra_env],
+        "extramounts": list(ws.extra_mounts),
+        "organization": ws.organization,
+        **_paths(ws, ws.root),
+        "meta": plain(ws.meta),
+        "sync": {"remote": {"name": ws.sync.remote, "branch": {"name": ws.sync.branch}}},
+        "inventory": _paths(ws, ws.inventory),
+        "kubeconfig": _paths(ws, workspace_kubeconfig(ws)),
+        "root": str(ws.root),
     }
 
 
 def snapshot(ws: Workspace) -> dict[str, Any]:
-    """The merged workspace, as `workspace snapshot` prints it and script actions read it."""
+    """The merged workspace, as `workspace snapshot` prints it (Polycrate's: the workspace with its blocks
+    and workflows)."""
     return {
         "workspace": {
             **workspace_vars(ws),
-            "blocks": [block_vars(ws, b) | {"actions": sorted(b.actions)} for b in ws.blocks.values()],
-            "workflows": [
-                {
-                    "name": w.name,
-                    "description": w.description,
-                    "steps": [
-                        {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
-                        for s in w.steps
-                    ],
-                }
-                for w in ws.workflows.values()
-            ],
+            "blocks": [block_vars(ws, b) for b in ws.blocks.values()],
+            "workflows": [workflow_vars(w) for w in ws.workflows.values()],
         }
     }
