@@ -28,6 +28,7 @@ class Action:
     labels: dict[str, str] = field(default_factory=dict)
     interactive: bool = False  # Polycrate's (a terminal for the container); here stdin is /dev/null either way
     config: dict[str, Any] = field(default_factory=dict)  # Polycrate's action `config`: in the snapshot's `action`
+    alias: tuple[str, ...] = ()
 
 
 # Polycrate's block kinds (its docs' conventions and its code): a block inheriting from a `k8sapp`
@@ -68,6 +69,8 @@ class BlockDefinition:
     inventory: FileFrom | None = None
     kubeconfig: FileFrom | None = None
     alias: tuple[str, ...] = ()
+    type: str = ""  # Polycrate's `type` (db, kv, mq ...) and `flavor` (postgresql ...): shown, not interpreted
+    flavor: str = ""
     warnings: tuple[Any, ...] = field(default=(), compare=False)  # ConfigError: Go fields without effect here
 
 
@@ -128,6 +131,8 @@ class BlockEntry:
     description: str = ""
     template: bool | None = None
     alias: tuple[str, ...] = ()
+    type: str = ""
+    flavor: str = ""
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,7 @@ def parse_action(raw: Any, path: Path) -> Action:
         labels=parse_labels(mapping.get("labels"), f"action '{name}': ", path, _line(mapping, "labels")),
         interactive=_bool(mapping, "interactive", path),
         config=plain(_expect_map(mapping.get("config"), f"action '{name}': config", path, _line(mapping, "config"))),
+        alias=tuple(mapping.get("alias") or ()),
     )
 
 
@@ -346,12 +347,14 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         inventory=parse_file_from(mapping.get("inventory"), "inventory", file, _line(mapping, "inventory")),
         kubeconfig=parse_file_from(mapping.get("kubeconfig"), "kubeconfig", file, _line(mapping, "kubeconfig")),
         alias=tuple(mapping.get("alias") or ()),
+        type=_string(mapping, "type", file),
+        flavor=_string(mapping, "flavor", file),
         warnings=tuple(block_warnings(mapping, file)),
     )
 
 
-def _warn(sink: list, key: str, reason: str, path: Path, line: int | None) -> None:
-    sink.append(ConfigError(f"'{key}' has no effect here: {reason}", path, line))
+def _warn(sink: list, key: str, reason: str, path: Path, line: int | None, what: str = "") -> None:
+    sink.append(ConfigError(f"{what}'{key}' has no effect here: {reason}", path, line))
 
 
 def _computed_paths(mapping: Any, what: str, path: Path, sink: list) -> None:
@@ -360,7 +363,7 @@ def _computed_paths(mapping: Any, what: str, path: Path, sink: list) -> None:
         if isinstance(value, dict):
             for computed in COMPUTED_PATHS:
                 if computed in value:
-                    _warn(sink, f"{what}{key}.{computed}", _COMPUTED, path, _line(value, computed))
+                    _warn(sink, f"{key}.{computed}", _COMPUTED, path, _line(value, computed), what)
 
 
 def block_warnings(mapping: Any, path: Path, what: str = "") -> list[ConfigError]:
@@ -370,13 +373,13 @@ def block_warnings(mapping: Any, path: Path, what: str = "") -> list[ConfigError
         return sink
     for key, reason in BLOCK_NO_EFFECT.items():
         if key in mapping:
-            _warn(sink, f"{what}{key}", reason, path, _line(mapping, key))
+            _warn(sink, key, reason, path, _line(mapping, key), what)
     _computed_paths(mapping, what, path, sink)
     name = mapping.get("name")
     for action in mapping.get("actions") or ():
         if isinstance(action, dict) and action.get("block") not in (None, name):
-            _warn(sink, f"{what}action '{action.get('name')}': block", "an action belongs to the block it is "
-                  f"written in, '{name}' (Polycrate sets it itself)", path, _line(action, "block"))
+            _warn(sink, "block", f"an action belongs to the block it is written in, '{name}' (Polycrate sets it "
+                  "itself)", path, _line(action, "block"), f"{what}action '{action.get('name')}': ")
     return sink
 
 
@@ -412,9 +415,9 @@ def workspace_warnings(raw: Any, path: Path) -> list[ConfigError]:
             continue
         for step in workflow.get("steps") or ():
             if isinstance(step, dict) and step.get("workflow") not in (None, workflow.get("name")):
-                _warn(sink, f"workflow '{workflow.get('name')}', step '{step.get('name')}': workflow",
-                      "a step belongs to the workflow it is written in (Polycrate sets it itself)", path,
-                      _line(step, "workflow"))
+                _warn(sink, "workflow", "a step belongs to the workflow it is written in (Polycrate sets it "
+                      "itself)", path, _line(step, "workflow"),
+                      f"workflow '{workflow.get('name')}', step '{step.get('name')}': ")
     return sink
 
 
@@ -447,6 +450,8 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
         description=_string(mapping, "description", path),
         template=_bool(mapping, "template", path) if "template" in mapping else None,
         alias=tuple(mapping.get("alias") or ()),
+        type=_string(mapping, "type", path),
+        flavor=_string(mapping, "flavor", path),
     )
 
 

@@ -399,7 +399,8 @@ def defined_in_workspace(entry: BlockEntry, root: Path, file: Path, blocks_root:
     return BlockDefinition(
         name=entry.name, version=entry.version or "0.0.0", kind=entry.kind or KIND_DEFAULT,
         description=entry.description, config={}, actions=dict(entry.actions), folder=folder, file=file,
-        relpath=entry.name, template=bool(entry.template), labels={}, alias=entry.alias,
+        relpath=entry.name, template=bool(entry.template), labels={}, alias=entry.alias, type=entry.type,
+        flavor=entry.flavor,
     )
 
 
@@ -409,7 +410,7 @@ def completed_by_entry(definition: BlockDefinition, entry: BlockEntry) -> BlockD
     import dataclasses
 
     if not (entry.actions or entry.kind or entry.version or entry.description or entry.template is not None
-            or entry.alias):
+            or entry.alias or entry.type or entry.flavor):
         return definition
     return dataclasses.replace(
         definition,
@@ -419,6 +420,8 @@ def completed_by_entry(definition: BlockDefinition, entry: BlockEntry) -> BlockD
         description=entry.description or definition.description,
         template=definition.template if entry.template is None else entry.template,
         alias=entry.alias or definition.alias,
+        type=entry.type or definition.type,
+        flavor=entry.flavor or definition.flavor,
     )
 
 
@@ -570,7 +573,7 @@ def action_vars(block: Block, action) -> dict[str, Any]:
     """What a playbook sees as `action`: Polycrate's Action (its `script` or `playbook`, never both), and
     ours: `type`."""
     data: dict[str, Any] = {"name": action.name, "description": action.description, "labels": dict(action.labels),
-                            "interactive": action.interactive}
+                            "alias": list(action.alias), "interactive": action.interactive}
     if action.type == "script":
         data["script"] = list(action.script)
     else:
@@ -604,6 +607,8 @@ def block_vars(ws: Workspace, block: Block) -> dict[str, Any]:
         "name": block.name,
         "description": definition.description,
         "kind": block.kind,
+        "type": definition.type,
+        "flavor": definition.flavor,
         "labels": block_labels(ws, block),
         "alias": list(definition.alias),
         "actions": [action_vars(block, a) for a in block.actions.values()],
