@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from polycrate.blocks import store as blockstore
 from polycrate.atomicfile import write_atomic
+from polycrate.config.hubref import looks_like_host
 from polycrate.errors import PolycrateError
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ TIMEOUT = float(os.environ.get("POLYCRATE_REGISTRY_TIMEOUT", "30"))
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
@@ -77,9 +77,6 @@ class Reference:
         return self.path + (f":{self.tag}" if self.tag else "")
 
 
-def looks_like_host(component: str) -> bool:
-    """The docker rule: a first path component is a registry host if it has '.' or ':' or is localhost."""
-    return ("." in component or ":" in component or component == "localhost") and bool(_HOST_RE.match(component))
 
 
 def parse_reference(text: str) -> Reference:
@@ -94,7 +91,8 @@ def parse_reference(text: str) -> Reference:
     if not repository or not looks_like_host(registry):
         raise RegistryError(
             f"invalid block reference {text!r}: it must start with a registry host "
-            "(e.g. registry.example.com/team/block:1.0.0)"
+            "(e.g. registry.example.com/team/block:1.0.0), or be a short one (team/block:1.0.0) with a "
+            "default registry set (registries: {default: HOST} in workspace.poly)"
         )
     if not _REPOSITORY_RE.match(repository):
         raise RegistryError(

@@ -50,6 +50,16 @@ def _root(args) -> Path:
     return find_root(args.workspace, explicit=args.workspace is not None)
 
 
+def _full_reference(root: Path, text: str):
+    """A block reference of the command line, a short one (team/block:1.0) with the default registry
+    (workspace.poly's `registries.default`, else the host's: config/hubref.py)."""
+    from polycrate.blocks.registry import parse_reference
+    from polycrate.config.hubref import expand
+    from polycrate.config.schema import read_workspace_file, registry_default
+
+    return parse_reference(expand(text, registry_default(read_workspace_file(root).registries), "reference"))
+
+
 def _transport(root: Path):
     from polycrate.blocks.registry import transport_settings
     from polycrate.config.schema import read_workspace_file
@@ -155,12 +165,12 @@ def cmd_create(args) -> int:
 
 def cmd_push(args) -> int:
     from polycrate import contract
-    from polycrate.blocks.registry import default_reference, parse_reference, push_block
+    from polycrate.blocks.registry import default_reference, push_block
 
     root = _root(args)
     definition = _find_definition(root, args.block)
     if args.reference:
-        reference = parse_reference(args.reference)
+        reference = _full_reference(root, args.reference)
     else:
         reference = default_reference(definition.relpath)
         if reference is None:
@@ -182,9 +192,9 @@ def cmd_push(args) -> int:
 def cmd_pull(args) -> int:
     from polycrate import contract
     root = _root(args)
-    from polycrate.blocks.registry import parse_reference, pull_block
+    from polycrate.blocks.registry import pull_block
 
-    result = pull_block(root, parse_reference(args.reference), _transport(root), update_lock=args.update_lock)
+    result = pull_block(root, _full_reference(root, args.reference), _transport(root), update_lock=args.update_lock)
     if args.output == "json":
         emit_json(contract.document("block-pull", {
             "reference": str(result.reference), "digest": result.digest,

@@ -252,6 +252,7 @@ class Registries:
 
     mirrors: tuple[tuple[str, str], ...] = ()  # (registry name, host[:port])
     insecure: frozenset[str] = frozenset()  # registry names reached over plain HTTP
+    default: str | None = None  # `default: HOST`: the registry of short (hub-style) references (config/hubref.py)
 
 
 @dataclass(frozen=True)

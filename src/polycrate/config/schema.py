@@ -49,6 +49,8 @@ BLOCK_FILE = "block.poly"
 SECRETS_FILE = "secrets.poly"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+# a block's name may be a hub path, as in Polycrate (cmd/vars.go ValidateBlockNameRegex): ayedo/k8s/harbor
+BLOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,62}){0,7}$")
 ACTION_TYPES = ("ansible", "script")
 
 # --- the real Polycrate's data model ----------------------------------------------------------
@@ -90,11 +92,14 @@ BLOCK_NO_EFFECT = {
 
 
 def validate_name(value: Any, what: str, path: Path | str, line: int | None) -> str:
-    """The naming rule for blocks, actions, workflows and steps."""
-    if not isinstance(value, str) or not NAME_RE.match(value) or value.endswith((".", "-")):
+    """The naming rule for blocks, actions, workflows and steps (a block's may be a hub path: a/b/c)."""
+    rule = BLOCK_NAME_RE if what == "block" else NAME_RE
+    if not isinstance(value, str) or not rule.match(value) or value.endswith((".", "-")) or any(
+            part.endswith((".", "-")) for part in value.split("/")):
+        hub = " (a block's name may be a path of such names: ayedo/k8s/harbor)" if what == "block" else ""
         raise ConfigError(
             f"invalid {what} name {value!r}: use letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit, at most 63 characters",
+            f"starting with a letter or digit, at most 63 characters{hub}",
             path,
             line,
         )
@@ -799,8 +804,9 @@ class WorkspaceFile:
     go: dict[str, Any] = field(default_factory=dict)  # parse_go_workspace: Workspace fields of Polycrate's
 
 
-def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
-    """`dependencies:`: a list of registry block references (`registry/path:version`), as in Polycrate."""
+def parse_dependencies(raw: dict, path: Path, default_registry: Any = None) -> tuple[str, ...]:
+    """`dependencies:`: a list of registry block references (`registry/path:version`), as in Polycrate;
+    a short one (`acme/infra/block:0.1.0`) in full with the default registry (config/hubref.py)."""
     items = _expect_list(raw.get("dependencies"), "dependencies", path, _line(raw, "dependencies"))
     if not items:
         return ()
@@ -814,7 +820,9 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
                     if isinstance(item, dict) and len(item) == 1 and None in item.values() else "")
             raise ConfigError("each of 'dependencies' is a block reference such as "
                               f"registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0{hint}", path, line)
-        item = item.strip()
+        from polycrate.config.hubref import expand
+
+        item = expand(item.strip(), default_registry, "dependencies", path, line)
         check_reference(item, "dependencies", path, line)
         if not is_registry_reference(item):
             raise ConfigError(f"dependencies: {item!r} is not a registry reference (REGISTRY/PATH[:VERSION], "
@@ -852,6 +860,9 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
         file,
     )
     config = _expect_map(raw.get("config"), "config", file, _line(raw, "config"))
+    registries = parse_registries(raw, file)
+    default_registry = registry_default(registries)
+    entries = {name: _expanded_entry(entry, default_registry, file) for name, entry in entries.items()}
     return WorkspaceFile(
         file=file,
         name=name,
@@ -861,15 +872,38 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
         workflows=workflows,
         config=config,
         run_settings=parse_run_settings(raw, file),
-        registries=parse_registries(raw, file),
+        registries=registries,
         recipients=tuple(check_recipients(raw, file)),
         toolchain=parse_toolchain(config, file),
         labels=parse_labels(raw.get("labels"), "", file, _line(raw, "labels")),
-        dependencies=parse_dependencies(raw, file),
+        dependencies=parse_dependencies(raw, file, default_registry),
         inventory_file=_workspace_file(raw, "inventory", file, "inventory.yml") or "inventory.yml",
         kubeconfig_file=_workspace_file(raw, "kubeconfig", file, None),
         go=parse_go_workspace(raw, config, file),
     )
+
+
+def registry_default(registries: Registries):
+    """The default registry of short references, looked up when first needed: workspace.poly's
+    `registries.default`, else the host's (config/hubref.py)."""
+    from polycrate.config.hubref import host_default_registry
+
+    return lambda: registries.default or host_default_registry()
+
+
+def _expanded_entry(entry: BlockEntry, default_registry, file: Path) -> BlockEntry:
+    """A short `from:` in full when a default registry is set; else as written (a folder under blocks/
+    or a block's name, as before hub references)."""
+    from polycrate.config.hubref import is_short
+
+    if entry.source is None or not is_short(entry.source):
+        return entry
+    registry = default_registry()
+    if not registry:
+        return entry
+    import dataclasses
+
+    return dataclasses.replace(entry, source=f"{registry}/{entry.source}")
 
 
 def _relative_folder(config: dict, key: str, path: Path, default: str) -> str:
@@ -986,7 +1020,17 @@ def parse_registries(raw: dict, path: Path) -> Registries:
                           _line(raw, "registries"))
     mirrors: list[tuple[str, str]] = []
     insecure: set[str] = set()
+    default = None
     for name, settings in registries.items():
+        if name == "default" and not isinstance(settings, dict):  # the registry of short references
+            from polycrate.config.hubref import looks_like_host
+
+            host = str(settings or "").strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+            if not looks_like_host(host):
+                raise ConfigError(f"registries.default must be a registry host such as cargo.ayedo.cloud, not "
+                                  f"{settings!r}", path, _line(registries, name))
+            default = host
+            continue
         if not isinstance(settings, dict):
             raise ConfigError(f"registries.{name} must be a mapping (mirror, insecure)", path,
                               _line(registries, name))
@@ -1003,7 +1047,7 @@ def parse_registries(raw: dict, path: Path) -> Registries:
             raise ConfigError(f"registries.{name}.insecure must be true or false", path, _line(settings, "insecure"))
         if settings.get("insecure") is True:
             insecure.add(str(name))
-    return Registries(tuple(mirrors), frozenset(insecure))
+    return Registries(tuple(mirrors), frozenset(insecure), default)
 
 
 RECIPIENT_PREFIX = "age1"

@@ -105,8 +105,24 @@ def read_sources(root: Path, previous: Sources | None = None) -> Sources:
         document = read_workspace_file(root)
         known = {}
     installed = tuple(discover_blocks(root, known, document.go["layout"].blocks_root if document.go else BLOCKS_DIR))
+    installed = tuple(_parent_in_full(b, document) for b in installed)
     stamps = {b.file: s for b in installed if (s := _stamp(b.file)) is not None}
     return Sources(root, document, installed, stamps)
+
+
+def _parent_in_full(block: BlockDefinition, document: WorkspaceFile) -> BlockDefinition:
+    """A block.poly's short `from:` (team/block:1.0) in full when a default registry is set."""
+    from polycrate.config.hubref import is_short
+    from polycrate.config.schema import registry_default
+
+    if not block.parent or not is_short(block.parent):
+        return block
+    registry = registry_default(document.registries)()
+    if not registry:
+        return block
+    import dataclasses
+
+    return dataclasses.replace(block, parent=f"{registry}/{block.parent}")
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:

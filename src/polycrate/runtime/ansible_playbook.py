@@ -1,9 +1,9 @@
 """Entry point that runs ansible-core's own ansible-playbook CLI in this interpreter.
 
 It is the real `ansible-playbook` (``ansible.cli.playbook.PlaybookCLI``) with one
-change: the warning "Found variable using reserved name 'block'" is not shown
-for the variable polycrate itself passes. The article's playbooks use
-``block.config.*`` by design; every other reserved-name warning stays.
+change: the warning "Found variable using reserved name 'block'" (or 'action') is not shown
+for the variables polycrate itself passes (the real Polycrate's snapshot names). The article's
+playbooks use ``block.config.*`` by design; every other reserved-name warning stays.
 And one fix: a ``no_log`` task's error message is censored like the rest of its result
 (ansible-core 2.19 would print it; see ``_censor_errors_of_no_log_tasks``).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-OUR_VARIABLES = frozenset({"block"})
+OUR_VARIABLES = frozenset({"workspace", "block", "action", "workflow", "step", "env", "mounts"})
 
 
 def _quiet_our_reserved_names() -> None:
