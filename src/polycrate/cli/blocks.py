@@ -11,7 +11,8 @@ from polycrate.errors import PolycrateError
 def register(sub, shared) -> None:
     group = sub.add_parser("block", aliases=["blocks"], parents=[shared], help="installed blocks; push and pull them through OCI registries")
     bsub = group.add_subparsers(dest="blocks_command", metavar="COMMAND")
-    bsub.required = True
+    bsub.required = False  # the group alone lists its items, as in the real Polycrate
+    group.set_defaults(func=cmd_list)
     p = bsub.add_parser("list", parents=[shared], help="list blocks with versions and origins")
     p.set_defaults(func=cmd_list)
     p = bsub.add_parser("inspect", parents=[shared], help="show a block's merged config and actions")
