@@ -68,7 +68,7 @@ blocks:
 
     # the block pulled under its own (hub) name: run by that name
     publish(registry, tmp_path, "1.1.0")
-    pulled = run_cli("block", "pull", "ayedo/k8s/tool:1.1.0", cwd=root)
+    pulled = run_cli("pull", "ayedo/k8s/tool:1.1.0", cwd=root)  # Polycrate's top-level pull
     assert pulled.returncode == 0, pulled.output
     assert pulled.stdout.startswith(f"pulled {registry.host}/ayedo/k8s/tool:1.1.0 "), pulled.stdout
 
