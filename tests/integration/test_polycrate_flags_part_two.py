@@ -76,7 +76,7 @@ def test_init_with_name_ssh_keys_and_config(tmp_path):
 
 
 class _Index(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         body = json.dumps({"info": {"version": "2.0.0rc1"}, "releases": {
             "0.9.0": [{"filename": "a.whl"}], "1.10.0": [{"filename": "b.whl"}], "1.9.0": [{"filename": "c.whl"}],
             "2.0.0rc1": [{"filename": "d.whl"}], "3.0.0": []}}).encode()

@@ -50,7 +50,7 @@ def latest_version(timeout: float = 5.0) -> tuple[str | None, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = json.load(response)
-    except Exception as exc:  # offline, refused, not found, not JSON: all mean "cannot check"
+    except Exception as exc:  # noqa: BLE001  (offline, refused, not found, not JSON: all mean "cannot check")
         return None, f"{url}: {getattr(exc, 'reason', None) or exc}"
     from polycrate.blocks.registry import version_key
 

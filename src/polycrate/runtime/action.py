@@ -67,7 +67,13 @@ def action_variables(request: ActionRequest) -> dict[str, Any]:
     """What playbooks and scripts see, in Polycrate's snapshot shapes: `workspace` (with its blocks and
     workflows), `block`, `action`, and in a workflow `workflow` and `step`; `env` and `mounts` (what this
     action's environment and container add); with the paths of this run's secrets."""
-    from polycrate.config.workspace import action_vars, block_vars, snapshot, step_vars, workflow_vars
+    from polycrate.config.workspace import (
+        action_vars,
+        block_vars,
+        snapshot,
+        step_vars,
+        workflow_vars,
+    )
 
     ws = request.ws
     data = snapshot(ws)

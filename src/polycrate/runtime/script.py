@@ -14,7 +14,6 @@ from pathlib import Path
 
 import yaml
 
-
 # One line each, so a line number of the generated file maps back with one subtraction (PRELUDE_LINES).
 # The traps use only builtins; bash does not run the DEBUG trap inside a trap, so they print nothing else.
 PRELUDE = (
