@@ -86,6 +86,16 @@ def test_the_hosts_default_registry_and_no_default_at_all(registry, tmp_path):
     assert run.returncode == 0, run.output
     assert "ayedo/k8s/tool 2.0.0 runs" in run.stdout.splitlines(), run.stdout
 
+    # config.blocksroot: pulled there, found there
+    moved = tmp_path / "moved"
+    write(moved / "workspace.poly", f"name: moved\nconfig:\n  blocksroot: mods\nregistries:\n  default: {registry.host}\n")
+    pulled = run_cli("block", "pull", "ayedo/k8s/tool:2.0.0", cwd=moved)
+    assert pulled.returncode == 0, pulled.output
+    assert f"into mods/{registry.host}/ayedo/k8s/tool" in pulled.stdout, pulled.stdout
+    assert not (moved / "blocks").exists()
+    run = run_cli("run", "ayedo/k8s/tool", "show", "--runtime", "local", cwd=moved)
+    assert run.returncode == 0 and "ayedo/k8s/tool 2.0.0 runs" in run.stdout, run.output
+
     # no default anywhere: refused, saying how to set one; nothing fetched
     empty_home = tmp_path / "nohome"
     empty_home.mkdir()

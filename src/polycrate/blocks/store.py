@@ -240,6 +240,7 @@ def install_block(
     archive: Path,
     expected_content: str | None,
     validate=None,
+    blocks_root: str = BLOCKS_DIR,
 ) -> Path:
     """Unpack `archive` as blocks/<relpath>, replacing what is there only when all checks pass.
 
@@ -248,7 +249,7 @@ def install_block(
     """
     relpath = check_relpath(relpath)
     members = check_archive(archive)  # before anything is written
-    blocks_dir = root / BLOCKS_DIR
+    blocks_dir = root / blocks_root
     created_blocks_dir = not blocks_dir.exists()
     blocks_dir.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".polycrate-staging-", dir=blocks_dir))

@@ -195,7 +195,11 @@ def cmd_pull(args) -> int:
     root = _root(args)
     from polycrate.blocks.registry import pull_block
 
-    result = pull_block(root, _full_reference(root, args.reference), _transport(root), update_lock=args.update_lock)
+    from polycrate.config.schema import read_workspace_file
+
+    document = read_workspace_file(root)
+    result = pull_block(root, _full_reference(root, args.reference), _transport(root), update_lock=args.update_lock,
+                        blocks_root=document.go["layout"].blocks_root)
     if args.output == "json":
         emit_json(contract.document("block-pull", {
             "reference": str(result.reference), "digest": result.digest,

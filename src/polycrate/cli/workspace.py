@@ -175,16 +175,17 @@ def cmd_update(args) -> int:
     document = read_workspace_file(root)
     transport = transport_settings(document.registries)
     done = []
+    blocks_root = document.go["layout"].blocks_root if document.go else BLOCKS_DIR
     for dependency in document.dependencies:
         reference = parse_reference(dependency)
-        installed = root / BLOCKS_DIR / reference.path / "block.poly"
+        installed = root / blocks_root / reference.path / "block.poly"
         if reference.tag and installed.is_file() and block_version(installed) == reference.tag:
             done.append({"reference": dependency, "status": "up to date", "digest": None,
-                         "path": f"{BLOCKS_DIR}/{reference.path}", "previous_version": None})
+                         "path": f"{blocks_root}/{reference.path}", "previous_version": None})
             if args.output != "json":
-                print(f"{dependency}: up to date in {BLOCKS_DIR}/{reference.path}")
+                print(f"{dependency}: up to date in {blocks_root}/{reference.path}")
             continue
-        result = pull_block(root, reference, transport, update_lock=args.update_lock)
+        result = pull_block(root, reference, transport, update_lock=args.update_lock, blocks_root=blocks_root)
         done.append({"reference": str(result.reference), "status": "pulled", "digest": result.digest,
                      "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version})
         if args.output != "json":

@@ -197,7 +197,8 @@ def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, rep
     for change in changes:
         if change.kind == "downgrade":
             reporter.preparing(f"downgrading {change.describe()}")
-        result = pull_block(request.root, parse_reference(change.reference), transport, update_lock=False)
+        result = pull_block(request.root, parse_reference(change.reference), transport, update_lock=False,
+                            blocks_root=sources.document.go["layout"].blocks_root)
         reporter.preparing(result.describe())
     return read_sources(request.root, sources)
 
