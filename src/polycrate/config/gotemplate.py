@@ -428,3 +428,10 @@ def render(source: str, data: Any) -> str:
     out: list[str] = []
     _render(_parse(_split(source)), data, data, out)
     return "".join(out)
+
+
+def template_message(what: str, exc: Exception) -> str:
+    hint = ""
+    if "not defined" in str(exc) or "not supported" in str(exc):
+        hint = " (script lines are Go templates: write {{ .block.config.NAME }}, with the leading dot)"
+    return f"{what}: template: {exc}{hint}"
