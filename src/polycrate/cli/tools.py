@@ -28,7 +28,7 @@ def cmd_version(args) -> int:
         data = {"version": __version__, "python": platform.python_version()}
         if args.latest:
             data["latest"] = latest[0] if latest[0] else None
-        emit_json(contract.document("version", data))
+        emit_json(contract.document("version", data), args.format)
     else:
         print(__version__ if args.short else f"polycrate {__version__}")
         if latest is not None:
@@ -52,7 +52,7 @@ def latest_version(timeout: float = 5.0) -> tuple[str | None, str]:
             data = json.load(response)
     except Exception as exc:  # noqa: BLE001  (offline, refused, not found, not JSON: all mean "cannot check")
         return None, f"{url}: {getattr(exc, 'reason', None) or exc}"
-    from polycrate.blocks.registry import version_key
+    from polycrate.config.refs import version_key
 
     releases = [v for v, files in (data.get("releases") or {}).items() if files and not any(
         c.isalpha() for c in v.split("+")[0].lstrip("v"))]

@@ -7,20 +7,13 @@ short reference is refused (saying how to set one) rather than sent to a registr
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
+from polycrate.config.refs import looks_like_host
 from polycrate.errors import ConfigError
 
 HOST_CONFIG = "~/.polycrate/polycrate.yml"
-HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-                     r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-
-
-def looks_like_host(component: str) -> bool:
-    """The docker rule: a first path component is a registry host if it has '.' or ':' or is localhost."""
-    return ("." in component or ":" in component or component == "localhost") and bool(HOST_RE.match(component))
 
 
 def is_short(reference: str) -> bool:

@@ -70,7 +70,7 @@ def rendered_script(request, data: dict | None = None) -> tuple[str, ...]:
         return tuple(lines)
     from polycrate.errors import ConfigError
     from polycrate.config.gotemplate import TemplateError, render
-    from polycrate.config.schema import template_message
+    from polycrate.config.gotemplate import template_message
 
     action = request.action
     data = data if data is not None else snapshot_data(request)
