@@ -102,7 +102,7 @@ def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> Pre
     runtime = toolchain.decide_runtime(ws, options.runtime, reporter.toolchain, pull=options.pull,
                                        build=options.build)
     if not runtime.container:
-        ignored = [flag for flag, given in (("-m/--mount", options.mounts), ("-p/--pull", options.pull),
+        ignored = [flag for flag, given in (("-m/--mount", request.options.mounts), ("-p/--pull", options.pull),
                                             ("-b/--build", options.build)) if given]
         if ignored:
             reporter.preparing(f"{', '.join(ignored)}: ignored with the local runtime (they apply to the container)")
