@@ -27,6 +27,9 @@ from polycrate.run.request import RunPrompt
 from polycrate.config.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from polycrate.config.schema import WorkspaceFile
     from polycrate.runtime.toolchain import Runtime
 
 
@@ -67,7 +70,7 @@ def _checked_options(request: RunRequest, sources: Sources) -> RunOptions:
     return replace(options, ssh_key=key)
 
 
-def workspace_defaults(options: RunOptions, root: Path, document) -> RunOptions:
+def workspace_defaults(options: RunOptions, root: Path, document: WorkspaceFile | None) -> RunOptions:
     """workspace.poly's `events:` as the default of --event-handler/--event-endpoint, and its
     `extramounts:` (relative host paths from the workspace root) before the -m mounts."""
     from dataclasses import replace
