@@ -129,8 +129,8 @@ def test_k_passes_every_flag_to_kubectl_and_falls_back_to_kubectls_own_kubeconfi
                     "-o", "jsonpath={.contexts[0].name}", cwd=root, env={"KUBECONFIG": str(own)})
     assert shown.returncode == 0, shown.output
     assert shown.stdout == "from-workspace", shown.output
-    shown = run_cli("k", "-n", "kube-system", "create", "configmap", "x", "--from-literal=a=b", "--dry-run=client", "--validate=false",
-                    "-o", "jsonpath={.metadata.namespace}", cwd=root)
+    shown = run_cli("k", "-n", "kube-system", "create", "configmap", "x", "--from-literal=a=b", "--dry-run=client",
+                    "--validate=false", "-o", "jsonpath={.metadata.namespace}", cwd=root)
     assert shown.returncode == 0, shown.output
     assert shown.stdout == "kube-system", shown.output
     # --block is ours, before kubectl's words

@@ -130,7 +130,8 @@ workflows:
       - {name: direct, block: probe, action: play}
       - {name: scripted, block: probe, action: script-play}
 """)
-    write(root / "inventory.yml", "all:\n  hosts:\n    localhost: {ansible_connection: local, ansible_python_interpreter: /usr/bin/python3}\n")
+    write(root / "inventory.yml",
+          "all:\n  hosts:\n    localhost: {ansible_connection: local, ansible_python_interpreter: /usr/bin/python3}\n")
     write(root / "blocks" / "probe" / "block.poly", f"""\
 name: probe
 actions:

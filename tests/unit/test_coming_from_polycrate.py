@@ -36,36 +36,46 @@ GO_FLAGS = (
     "--step", "--short", "--latest", "--with-name", "--with-ssh-keys", "--with-config",
 )
 
+COMMANDS = "tests/integration/test_polycrate_commands.py::"
+WORKSPACE = "tests/integration/test_polycrate_workspace.py::"
+FLAGS2 = "tests/integration/test_polycrate_flags_part_two.py::"
+FLAGS = "tests/integration/test_polycrate_flags.py::"
+HUB = "tests/integration/test_polycrate_hub_names.py::"
+MODEL = "tests/integration/test_polycrate_data_model.py::"
+SNAPSHOT = "tests/integration/test_polycrate_snapshot.py::"
+BLOCKS = "tests/integration/test_polycrate_blocks.py::"
+SCHEMA = "tests/unit/test_schema.py::"
+
 # every row claiming `same`, by its first cell, and the test that exercises it
 SAME_TESTS = {
-    "`run WORKFLOW`": "tests/integration/test_polycrate_commands.py::test_run_workflow_with_one_argument_is_recorded_as_a_workflow_run",
-    "`run BLOCK ACTION`": "tests/integration/test_polycrate_workspace.py::test_the_real_polycrates_example_workspace_loads_and_runs_unchanged",
+    "`run WORKFLOW`": COMMANDS + "test_run_workflow_with_one_argument_is_recorded_as_a_workflow_run",
+    "`run BLOCK ACTION`": WORKSPACE + "test_the_real_polycrates_example_workspace_loads_and_runs_unchanged",
     "`workflow list\\|inspect\\|run` (alias `workflows`), `workflow run --step STEP`":
-        "tests/integration/test_polycrate_flags_part_two.py::test_a_bare_group_command_lists_its_items",
+        FLAGS2 + "test_a_bare_group_command_lists_its_items",
     "`block list\\|inspect\\|pull\\|push\\|uninstall\\|readme` (alias `blocks`)":
-        "tests/integration/test_polycrate_commands.py::test_singular_commands_and_plural_aliases",
+        COMMANDS + "test_singular_commands_and_plural_aliases",
     "`action list\\|inspect\\|run` (alias `actions`)":
-        "tests/integration/test_polycrate_commands.py::test_action_inspect_run_block_readme_and_yaml_output",
-    "`pull`, `push`": "tests/integration/test_polycrate_hub_names.py::test_a_hub_named_block_from_a_short_reference_against_the_workspaces_default_registry",
-    "`checksum DIR`": "tests/integration/test_polycrate_commands.py::test_version_and_checksum",
-    "`create ssh-keys`": "tests/integration/test_polycrate_commands.py::test_create_ssh_keys_and_git_commit",
-    "`k ARGS`": "tests/integration/test_polycrate_flags_part_two.py::test_k_passes_every_flag_to_kubectl_and_falls_back_to_kubectls_own_kubeconfig",
-    "global `-w`, `-f`": "tests/integration/test_polycrate_flags.py::test_flags_before_and_after_the_command_reach_a_local_script",
-    "global flags, before or after the command": "tests/integration/test_polycrate_flags.py::test_flags_before_and_after_the_command_reach_a_local_script",
-    "`-l/--local`": "tests/integration/test_polycrate_data_model.py::test_the_reference_documentations_workflow_example_validates_and_runs_locally",
+        COMMANDS + "test_action_inspect_run_block_readme_and_yaml_output",
+    "`pull`, `push`": HUB + "test_a_hub_named_block_from_a_short_reference_against_the_workspaces_default_registry",
+    "`checksum DIR`": COMMANDS + "test_version_and_checksum",
+    "`create ssh-keys`": COMMANDS + "test_create_ssh_keys_and_git_commit",
+    "`k ARGS`": FLAGS2 + "test_k_passes_every_flag_to_kubectl_and_falls_back_to_kubectls_own_kubeconfig",
+    "global `-w`, `-f`": FLAGS + "test_flags_before_and_after_the_command_reach_a_local_script",
+    "global flags, before or after the command": FLAGS + "test_flags_before_and_after_the_command_reach_a_local_script",
+    "`-l/--local`": MODEL + "test_the_reference_documentations_workflow_example_validates_and_runs_locally",
     "`--ssh-private-key`, `--ssh-public-key`, `config.sshprivatekey`/`sshpublickey`":
-        "tests/integration/test_polycrate_data_model.py::test_every_field_loads_with_its_effect_or_one_warning",
+        MODEL + "test_every_field_loads_with_its_effect_or_one_warning",
     "workspace.poly: every field of Polycrate's Workspace, WorkspaceConfig, Block, Action, Workflow and Step":
-        "tests/integration/test_polycrate_data_model.py::test_every_field_loads_with_its_effect_or_one_warning",
+        MODEL + "test_every_field_loads_with_its_effect_or_one_warning",
     "an action with both `script` and `playbook`":
-        "tests/integration/test_polycrate_data_model.py::test_an_action_with_script_and_playbook_is_refused_at_load_with_its_line",
-    "a workflow without steps": "tests/integration/test_polycrate_data_model.py::test_a_workflow_without_steps_is_refused_only_when_used",
-    "the snapshot a playbook gets": "tests/integration/test_polycrate_snapshot.py::test_our_snapshot_has_every_field_of_the_one_polycrate_recorded",
-    "block `template: true`": "tests/integration/test_polycrate_blocks.py::test_a_template_block_is_refused_alone_and_in_a_workflow_and_its_instance_runs",
-    "block `labels`, `kind`": "tests/integration/test_polycrate_blocks.py::test_labels_and_kind_in_list_and_inspect",
+        MODEL + "test_an_action_with_script_and_playbook_is_refused_at_load_with_its_line",
+    "a workflow without steps": MODEL + "test_a_workflow_without_steps_is_refused_only_when_used",
+    "the snapshot a playbook gets": SNAPSHOT + "test_our_snapshot_has_every_field_of_the_one_polycrate_recorded",
+    "block `template: true`": BLOCKS + "test_a_template_block_is_refused_alone_and_in_a_workflow_and_its_instance_runs",
+    "block `labels`, `kind`": BLOCKS + "test_labels_and_kind_in_list_and_inspect",
     "block `inventory`, `kubeconfig` (`from:`, `filename:`)":
-        "tests/integration/test_polycrate_blocks.py::test_a_blocks_artifacts_inventory_and_kubeconfig_reach_its_actions",
-    "`config.image: {reference, version}`": "tests/unit/test_schema.py::test_polycrates_image_mapping_is_a_reference",
+        BLOCKS + "test_a_blocks_artifacts_inventory_and_kubeconfig_reach_its_actions",
+    "`config.image: {reference, version}`": SCHEMA + "test_polycrates_image_mapping_is_a_reference",
 }
 VERDICTS = ("same", "different", "ours", "not built")
 
@@ -149,7 +159,7 @@ def test_every_row_has_a_verdict_and_the_go_cli_is_covered():
         found_commands, found_flags = names(row[0])
         named_commands |= found_commands
         named_flags |= found_flags
-        named_flags |= {f for f in re.findall(r"`(--[a-z-]+\*)`", row[0])}
+        named_flags |= set(re.findall(r"`(--[a-z-]+\*)`", row[0]))
     missing = [c for c in GO_COMMANDS if c not in named_commands]
     assert missing == [], missing
     missing = [f for f in GO_FLAGS if f not in named_flags]

@@ -25,9 +25,9 @@ def cmd_version(args) -> int:
     if args.output == "json":
         from polycrate import contract
 
-        data = {"version": __version__, "python": platform.python_version()}
-        if args.latest:
-            data["latest"] = latest[0] if latest[0] else None
+        data: dict[str, str | None] = {"version": __version__, "python": platform.python_version()}
+        if latest is not None:
+            data["latest"] = latest[0]
         emit_json(contract.document("version", data), args.format)
     else:
         print(__version__ if args.short else f"polycrate {__version__}")
@@ -50,7 +50,7 @@ def latest_version(timeout: float = 5.0) -> tuple[str | None, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = json.load(response)
-    except Exception as exc:  # noqa: BLE001  (offline, refused, not found, not JSON: all mean "cannot check")
+    except Exception as exc:  # offline, refused, not found, not JSON: all mean "cannot check"
         return None, f"{url}: {getattr(exc, 'reason', None) or exc}"
     from polycrate.config.refs import version_key
 

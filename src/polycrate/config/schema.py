@@ -20,6 +20,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from polycrate.errors import ConfigError
@@ -353,11 +354,11 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
     )
 
 
-def _warn(sink: list, key: str, reason: str, path: Path, line: int | None, what: str = "") -> None:
+def _warn(sink: list[ConfigError], key: str, reason: str, path: Path, line: int | None, what: str = "") -> None:
     sink.append(ConfigError(f"{what}'{key}' has no effect here: {reason}", path, line))
 
 
-def _computed_paths(mapping: Any, what: str, path: Path, sink: list) -> None:
+def _computed_paths(mapping: Any, what: str, path: Path, sink: list[ConfigError]) -> None:
     for key in ("inventory", "kubeconfig"):
         value = mapping.get(key) if isinstance(mapping, dict) else None
         if isinstance(value, dict):
@@ -878,7 +879,7 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
     )
 
 
-def registry_default(registries: Registries):
+def registry_default(registries: Registries) -> Callable[[], str | None]:
     """The default registry of short references, looked up when first needed: workspace.poly's
     `registries.default`, else the host's (config/hubref.py)."""
     from polycrate.config.hubref import host_default_registry
@@ -886,7 +887,7 @@ def registry_default(registries: Registries):
     return lambda: registries.default or host_default_registry()
 
 
-def _expanded_entry(entry: BlockEntry, default_registry, file: Path) -> BlockEntry:
+def _expanded_entry(entry: BlockEntry, default_registry: Callable[[], str | None], file: Path) -> BlockEntry:
     """A short `from:` in full when a default registry is set; else as written (a folder under blocks/
     or a block's name, as before hub references)."""
     from polycrate.config.hubref import is_short
@@ -901,7 +902,7 @@ def _expanded_entry(entry: BlockEntry, default_registry, file: Path) -> BlockEnt
     return dataclasses.replace(entry, source=f"{registry}/{entry.source}")
 
 
-def _relative_folder(config: dict, key: str, path: Path, default: str) -> str:
+def _relative_folder(config: dict[str, Any], key: str, path: Path, default: str) -> str:
     value = config.get(key)
     if value is None or value == "":
         return default
@@ -912,7 +913,7 @@ def _relative_folder(config: dict, key: str, path: Path, default: str) -> str:
     return Path(value).as_posix()
 
 
-def parse_go_workspace(raw: dict, config: dict, path: Path) -> dict[str, Any]:
+def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) -> dict[str, Any]:
     """The fields of Polycrate's Workspace and WorkspaceConfig that have an effect here (the keyword
     arguments of model.Workspace): alias, events, extraenv, extramounts, meta, sync, the roots, the keys;
     and the warnings for those without (workspace_warnings)."""
@@ -1015,7 +1016,7 @@ def parse_registries(raw: dict, path: Path) -> Registries:
     default = None
     for name, settings in registries.items():
         if name == "default" and not isinstance(settings, dict):  # the registry of short references
-            from polycrate.config.hubref import looks_like_host
+            from polycrate.config.refs import looks_like_host
 
             host = str(settings or "").strip().removeprefix("https://").removeprefix("http://").rstrip("/")
             if not looks_like_host(host):
