@@ -183,6 +183,8 @@ def _every_field_workspace(root: Path) -> None:
     write(root / "mods" / "app" / "install.yml", "- hosts: localhost\n  gather_facts: false\n  tasks: []\n")
     write(root / "inventory.yml", "all:\n  hosts:\n    localhost: {ansible_connection: local}\n")
     write(root / "keys" / "ws_key", "not a real key\n")
+    write(root / "out" / "blocks" / "app" / "hosts.yml", "all:\n  hosts:\n    localhost: {ansible_connection: local}\n")
+    write(root / "kubeconfig.yml", "apiVersion: v1\nkind: Config\n")
     (root / "data").mkdir()
 
 
@@ -225,6 +227,7 @@ def test_every_field_loads_with_its_effect_or_one_warning(tmp_path, cli):
     assert (snap["name"], snap["description"], snap["organization"], snap["labels"], snap["alias"], snap["meta"]) == (
         "every-field", "every field of the real Polycrate's structs", "acme", {"team": "ops"}, ["ef"], {"owner": "ops"})
     assert snap["dependencies"] == ["registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0"]
+    assert snap["version"] == "0.1.0" and snap["kubeconfig"]["localpath"] == str(root / "kubeconfig.yml")
     assert snap["events"]["handler"] == "workspace" and snap["extraenv"] == ["FROM_EXTRAENV=yes"]
     assert snap["extramounts"] == ["data:/data"] and snap["localpath"] == str(root)  # computed, not the written one
     assert snap["inventory"]["localpath"] == str(root / "inventory.yml")
@@ -243,6 +246,7 @@ def test_every_field_loads_with_its_effect_or_one_warning(tmp_path, cli):
     assert (app["description"], app["kind"], app["type"], app["flavor"], app["version"], app["alias"]) == (
         "the app, completed here", "linuxapp", "db", "postgresql", "1.2.3", ["application"])
     assert app["labels"]["tier"] == "data" and app["config"] == {"port": 5433, "user": "app"}
+    assert app["inventory"]["localpath"] == str(root / "out" / "blocks" / "app" / "hosts.yml")  # inventory.filename
     assert [a["name"] for a in app["actions"]] == ["install", "extra"]
     assert blocks["child"]["from"] == "app" and blocks["child"]["config"]["port"] == 5432
     # Action: every field in the snapshot

@@ -176,6 +176,7 @@ def workspace_vars(ws: Workspace) -> dict[str, Any]:
         "extramounts": list(ws.extra_mounts),
         "organization": ws.organization,
         **_paths(ws, ws.root),
+        "version": ws.version,
         "meta": plain(ws.meta),
         "sync": {"remote": {"name": ws.sync.remote, "branch": {"name": ws.sync.branch}}},
         "inventory": _paths(ws, ws.inventory),

@@ -317,6 +317,7 @@ class Workspace:
     extra_env: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # `extraenv:`, before -e
     extra_mounts: tuple[str, ...] = field(default=(), compare=False)  # `extramounts:`, before -m
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    version: str = field(default="", compare=False)  # Polycrate's workspace `version`: shown, not interpreted
     sync: SyncSettings = field(default_factory=SyncSettings, compare=False)
     layout: Layout = field(default_factory=Layout, compare=False)
     warnings: tuple[Any, ...] = field(default=(), compare=False)  # ConfigError: Go fields without effect here

@@ -977,6 +977,7 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
         "extra_env": tuple(env),
         "extra_mounts": tuple(mounts),
         "meta": plain(meta),
+        "version": _string(raw, "version", path),
         "sync": SyncSettings(_string(remote, "name", path) or None, _string(branch, "name", path) or None),
         "layout": layout,
         "warnings": tuple(workspace_warnings(raw, path)),
