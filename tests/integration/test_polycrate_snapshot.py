@@ -150,3 +150,17 @@ actions:
         assert seen == {"workspace": "snap", "block": "probe", "action": action, "workflow": "both", "step": step,
                         "env": action, "mounts": {}, "workdir": str(root / "blocks" / "probe"),
                         "steps": ["direct", "scripted"]}, seen
+
+
+def test_the_workspace_of_gos_snapshot_written_back_as_workspace_poly_loads(tmp_path):
+    """Every field Go put in its snapshot's `workspace` (computed paths, checksums, system labels, each
+    action's `block`) loads; the ones without effect here are warned about, once each, and nothing else."""
+    root = tmp_path / "ws"
+    shutil.copytree(FIXTURE / "blocks", root / "blocks")
+    workspace = yaml.safe_load((FIXTURE / "go-snapshot.yml").read_text())["workspace"]
+    write(root / "workspace.poly", yaml.safe_dump(workspace, sort_keys=False))
+    validate = run_cli_inprocess("workspace", "validate", cwd=root)
+    assert validate.returncode == 0, validate.output
+    warned = [line for line in validate.stderr.splitlines() if line.startswith("polycrate: warning: ")]
+    assert len(warned) == 20 and all("has no effect here" in line for line in warned), validate.stderr
+    assert not any("'config." in line for line in warned)  # Go's WorkspaceConfig defaults: nothing to say
