@@ -69,7 +69,7 @@ _LABEL_KEY = rf"^(?![\s\S]*[\s\x00-\x1f\x7f])[\s\S]{{1,{LABEL_KEY_MAX}}}$"
 # --- the structure ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: no __eq__ or __hash__ to build at import
 class Kind:
     """The type of a value. ``of`` is one of: string, integer, number, boolean, null, enum, list, mapping,
     section (a declared section, by name), one_of (any of ``options``), any."""
@@ -87,10 +87,10 @@ class Kind:
     min_items: int | None = None  # list
     unique: bool = False  # list
     numbers: bool = False  # string: a number is taken as its text (`version: 1.0`)
-    hint: str = ""  # string: what it is, for people ("block reference")
+    hint: str = ""  # what it is, for people ("block reference"), instead of the type's own words
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Field:
     """One key of a section."""
 
@@ -102,7 +102,7 @@ class Field:
     null: bool = True  # `key:` with no value (null) counts as absent; False: null is refused
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Section:
     """A mapping of a file: its keys, where it sits (``where``, for people) and whether unknown keys are
     refused (``closed``)."""
@@ -137,16 +137,16 @@ def list_of(item: Kind, *, min_items: int | None = None, unique: bool = False) -
     return Kind("list", items=item, min_items=min_items, unique=unique)
 
 
-def mapping(values: Kind | None = None, keys: str | None = None) -> Kind:
-    return Kind("mapping", items=values, keys=keys)
+def mapping(values: Kind | None = None, keys: str | None = None, *, hint: str = "") -> Kind:
+    return Kind("mapping", items=values, keys=keys, hint=hint)
 
 
 def section(name: str) -> Kind:
     return Kind("section", section=name)
 
 
-def one_of(*options: Kind) -> Kind:
-    return Kind("one_of", options=options)
+def one_of(*options: Kind, hint: str = "") -> Kind:
+    return Kind("one_of", options=options, hint=hint)
 
 
 BOOLEAN = Kind("boolean")
@@ -164,7 +164,8 @@ def _name(doc: str) -> Field:
 
 
 # schema.parse_labels: a number or a boolean is written as YAML writes it, null is ""
-LABELS = mapping(one_of(string(_NO_CONTROL, hint="one line"), number(), BOOLEAN, NULL), keys=_LABEL_KEY)
+LABELS = mapping(one_of(string(_NO_CONTROL, hint="one line"), number(), BOOLEAN, NULL), keys=_LABEL_KEY,
+                 hint="mapping of label -> one line of text")
 
 
 def _labels(where: str) -> Field:
@@ -206,7 +207,8 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("config", section("config"), "the workspace's config, merged under every block's"),
         Field("encryption", section("encryption"), "who can decrypt the workspace's secrets"),
         Field("webhooks", list_of(section("webhook")), "HTTP POSTs at the end of a run"),
-        Field("notifications", list_of(one_of(*(section(f"notification.{t}") for t in NOTIFICATION_TYPES))),
+        Field("notifications", list_of(one_of(*(section(f"notification.{t}") for t in NOTIFICATION_TYPES),
+                                              hint="mapping (notifications[], by type)")),
               "mail and chat channels told at the end of a run (by type: email, slack, mattermost, teams, matrix)"),
         Field("history", section("history"), "how long the run history is kept"),
         Field("metrics", section("metrics"), "the Prometheus text file written after each run"),
@@ -215,7 +217,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _labels("the workspace"),
         Field("dependencies", list_of(string(_REGISTRY_REFERENCE, hint="registry block reference"), unique=True),
               "registry block references (REGISTRY/PATH:VERSION) that `workspace update` installs"),
-        Field("inventory", section("workspace_file"), "the workspace's Ansible inventory", default="inventory.yml"),
+        Field("inventory", section("workspace_file"), "the workspace's Ansible inventory (default: inventory.yml)"),
         Field("kubeconfig", section("workspace_file"), "the workspace's kubeconfig"),
     )),
     Section("config", "config", "Free keys for blocks and playbooks, and the toolchain keys below.", (
@@ -276,7 +278,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _labels("the step"),
         _ALIAS,
     )),
-    Section("prompt", "prompt", "A question asked before the run starts (other keys are ignored).", (
+    Section("prompt", "prompt", "A question asked before the run starts.", (
         Field("message", TEXT, "the question", required=True, null=False),
     ), closed=False),
     Section("schedule", "workflows[].schedule", "When a workflow runs by itself (a systemd timer); exactly one of "

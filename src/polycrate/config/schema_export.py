@@ -139,9 +139,10 @@ def _number_text(value: float) -> str:
 
 
 def _kind_text(kind: Kind) -> str:
+    if kind.hint:
+        return kind.hint
     if kind.of == "string":
-        base = kind.hint or "string"
-        return f"{base} (text or number)" if kind.numbers and not kind.hint else base
+        return "text" if kind.numbers else "string"
     if kind.of in ("integer", "number"):
         bounds = []
         if kind.exclusive_minimum is not None:
@@ -176,6 +177,8 @@ def _cell(text: str) -> str:
 def _default_text(value: Any) -> str:
     if value is None:
         return ""
+    if value == "":
+        return '`""`'
     return f"`{json.dumps(value)}`" if not isinstance(value, str) else f"`{value}`"
 
 
