@@ -406,6 +406,11 @@ def allowed_keys(name: str) -> set[str]:
     return {f.key for f in SECTIONS[name].fields}
 
 
+def declared_keys(name: str) -> tuple[str, ...]:
+    """The keys of a section in the order they are declared (for messages that list them)."""
+    return tuple(f.key for f in SECTIONS[name].fields)
+
+
 def reachable(file: str) -> list[Section]:
     """The sections of a file, its top level first, then in the order they are named."""
     seen: list[str] = []
