@@ -238,6 +238,9 @@ WORKSPACE_CASES = [
     ("workflows:\n- {name: w, steps: [{name: s, block: b, action: a}], schedule: {cron: '0 2 * * *', log_file: x}}\n",
      False),
     ("workflows:\n- {name: w, steps: [{name: s, block: b, action: a}], allow_failure: null}\n", False),
+    ("workflows:\n- {name: w, steps: [{name: s, block: b, action: a}], schedule: {persistent: true}}\n", False),
+    (("workflows:\n- {name: w, steps: [{name: s, block: b, action: a}], schedule: {cron: '0 2 * * *', "
+      "on_calendar: daily}}\n"), False),
     ("webhooks:\n- {url: 'https://x', on: [success, failure], headers: {X-A: 1}}\n", True),
     ("webhooks:\n- {url: 'https://x', on: []}\n", False), ("webhooks:\n- {url: 'ftp://x'}\n", False),
     ("webhooks:\n- {url: 'https://x', on: sometimes}\n", False), ("webhooks:\n- {url: 'https://x', to: y}\n", False),
@@ -272,7 +275,7 @@ BLOCK_CASES = [
     ("actions:\n- {name: b, type: shell, script: [echo]}\n", False),
     ("actions:\n- {name: b, playbok: x.yml, script: [echo]}\n", False),
     ("actions:\n- {name: b, playbook: x.yml, labels: {a: b}, alias: [c], description: 2}\n", True),
-    ("actions:\n- {name: b, script: []}\n", False), ("actions:\n- {name: b, script: [echo, 1]}\n", False),
+    ("actions:\n- {name: b, script: []}\n", False), ("actions:\n- {name: b, description: x}\n", False), ("actions:\n- {name: b, script: [echo, 1]}\n", False),
     ("configs: {}\n", False),
 ]
 

@@ -112,6 +112,8 @@ class Section:
     doc: str
     fields: tuple[Field, ...]
     closed: bool = True
+    exactly_one: tuple[str, ...] = ()  # exactly one of these keys is written
+    at_least_one: tuple[str, ...] = ()  # one or more of these keys is written
 
     def field(self, key: str) -> Field:
         return next(f for f in self.fields if f.key == key)
@@ -281,8 +283,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
     Section("prompt", "prompt", "A question asked before the run starts.", (
         Field("message", TEXT, "the question", required=True, null=False),
     ), closed=False),
-    Section("schedule", "workflows[].schedule", "When a workflow runs by itself (a systemd timer); exactly one of "
-            "on_calendar and cron.", (
+    Section("schedule", "workflows[].schedule", "When a workflow runs by itself (a systemd timer).", (
         Field("on_calendar", string(_NOT_BLANK, hint="OnCalendar"), "a systemd OnCalendar expression"),
         Field("cron", string(_NOT_BLANK, hint="cron"), "a cron expression (five fields)"),
         Field("randomized_delay", one_of(integer(0), string(_NOT_BLANK, hint="time span")),
@@ -294,7 +295,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("timeout", one_of(integer(1), string(_NOT_BLANK, hint="time span")),
               f"the run is stopped after this long (at least 1 second): {TIMESPAN_HINT}"),
         Field("log_file", string(_ABSOLUTE_FILE, hint="absolute path"), "where the timer's output goes"),
-    )),
+    ), exactly_one=("on_calendar", "cron")),
     Section("encryption", "encryption", "Who can decrypt secrets.poly.", (
         Field("recipients", list_of(string(_AGE_RECIPIENT, hint="age public key")),
               "age public keys (age1...), never a secret key"),
@@ -384,7 +385,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _ALIAS,
         Field("interactive", BOOLEAN, "Polycrate's (a terminal for the container); stdin is /dev/null either way",
               default=False, null=False),
-    )),
+    ), at_least_one=("type", "playbook", "script")),
     # --- secrets.poly -----------------------------------------------------------------------------
     Section("secrets", "secrets.poly", "Secrets, merged over workspace.poly when a run needs them "
             "(encrypted as secrets.poly.age).", (

@@ -103,6 +103,10 @@ def _section_schema(section: Section) -> dict[str, Any]:
         schema["required"] = required
     if section.closed:
         schema["additionalProperties"] = False
+    if section.exactly_one:
+        schema["oneOf"] = [{"required": [key]} for key in section.exactly_one]
+    if section.at_least_one:
+        schema["anyOf"] = [{"required": [key]} for key in section.at_least_one]
     return schema
 
 
@@ -182,11 +186,19 @@ def _default_text(value: Any) -> str:
     return f"`{json.dumps(value)}`" if not isinstance(value, str) else f"`{value}`"
 
 
+def _keys_text(keys: tuple[str, ...]) -> str:
+    return ", ".join(f"`{key}`" for key in keys[:-1]) + f" or `{keys[-1]}`"
+
+
 def key_tables(file: str, level: int = 3) -> str:
     """The keys of ``file`` as Markdown: a heading and a table per section, its top level first."""
     parts = []
     for section in reachable(file):
         rule = "Other keys are refused." if section.closed else "Other keys are allowed."
+        if section.exactly_one:
+            rule += f" Exactly one of {_keys_text(section.exactly_one)} is written."
+        if section.at_least_one:
+            rule += f" At least one of {_keys_text(section.at_least_one)} is written."
         lines = [f"{'#' * level} `{section.where}`", "", f"{section.doc} {rule}", ""]
         if section.fields:
             lines += ["| Key | Type | Required | Default | Description |", "| --- | --- | --- | --- | --- |"]
@@ -202,8 +214,8 @@ def key_tables(file: str, level: int = 3) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["--write"]:
-        for path in write_schemas():
-            print(path)
+        for written in write_schemas():
+            print(written)
         return 0
     if args == ["--check"]:
         stale = [str(schema_file(f)) for f in FILES
