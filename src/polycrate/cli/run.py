@@ -57,7 +57,7 @@ def rerun_command(args, *words: str) -> str:
     return "polycrate" + where + " " + " ".join(shlex.quote(w) for w in words)
 
 
-def summarize(result: RunResult, output: str, reporter=None, command: str | None = None) -> int:
+def summarize(result: RunResult, output: str, reporter=None, command: str | None = None, fmt: str = "json") -> int:
     """The run's summary: the JSON document on stdout, or the text layout (cli/summary.py) on the story's stream."""
     from polycrate.cli import summary
     from polycrate.cli.live import story_stream
@@ -65,7 +65,7 @@ def summarize(result: RunResult, output: str, reporter=None, command: str | None
     if output == "json":  # the run as recorded: the document of `runs show RUN -o json`
         from polycrate import contract
 
-        emit_json(contract.run_document(result.record, result.workspace))
+        emit_json(contract.run_document(result.record, result.workspace), fmt)
     stream = reporter.stream if reporter is not None else story_stream(output)
     paint = reporter._paint if reporter is not None else (lambda text, colour: text)
     summary.render(result, stream, paint, command)
@@ -108,7 +108,7 @@ def print_snapshot(args, **what) -> int:
     if args.output == "json":
         from polycrate import contract
 
-        emit_json(contract.document("run-snapshot", data))
+        emit_json(contract.document("run-snapshot", data), args.format)
     else:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
     return 0
@@ -145,7 +145,7 @@ def run_and_summarize(args, rerun: str, **what) -> int:
                               reporter=reporter)
     finally:
         reporter.close()
-    return summarize(result, args.output, reporter, rerun)
+    return summarize(result, args.output, reporter, rerun, args.format)
 
 
 def cmd_run(args) -> int:

@@ -37,7 +37,7 @@ def cmd_list(args) -> int:
     if args.output == "json":
         from polycrate import contract
 
-        emit_json(contract.document("workflows", {"workflows": [contract.workflow(w) for w in ws.workflows.values()]}))
+        emit_json(contract.document("workflows", {"workflows": [contract.workflow(w) for w in ws.workflows.values()]}), args.format)
     else:
         table([(w.name, len(w.steps), w.description) for w in ws.workflows.values()], ("NAME", "STEPS", "DESCRIPTION"))
     return 0
@@ -50,7 +50,7 @@ def cmd_inspect(args) -> int:
 
     data = contract.workflow(get_workflow(ws, args.name))
     if args.output == "json":
-        emit_json(contract.document("workflow", data))
+        emit_json(contract.document("workflow", data), args.format)
         return 0
     print(f"workflow: {data['name']}")
     if data["description"]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from polycrate.config.model import Block, FileFrom, Workspace
+from polycrate.config.model import Action, Block, FileFrom, Workspace
 from polycrate.config.yamlfile import plain
 from polycrate.errors import ConfigError
 
 
-def playbook_path(block: Block, action) -> Path:
-    path = (block.folder / action.playbook).resolve()
+def playbook_path(block: Block, action: Action) -> Path:
+    path = (block.folder / str(action.playbook)).resolve()
     if not path.is_file():
         raise ConfigError(
             f"action '{action.name}': playbook '{action.playbook}' not found in {block.folder}",

@@ -72,7 +72,7 @@ def is_registry_reference(text: str) -> bool:
     return True
 
 
-def version_key(version: str) -> tuple:
+def version_key(version: str) -> tuple[tuple[int, ...], bool, str]:
     """Order versions like semver: 0.10.0 > 0.9.1; a pre-release sorts before its release."""
     core, _, pre = version.split("+", 1)[0].partition("-")
     nums = tuple(int(p) if p.isdigit() else -1 for p in core.lstrip("v").split("."))

@@ -13,7 +13,7 @@ from typing import Iterable
 from polycrate.errors import ConfigError, NotFoundError
 from polycrate.config.merge import merge_config
 from polycrate.config.refs import is_registry_reference, split_reference, version_key
-from polycrate.config.model import KIND_DEFAULT, Block, BlockDefinition, BlockEntry, Step, Workflow, Workspace
+from polycrate.config.model import KIND_DEFAULT, Action, Block, BlockDefinition, BlockEntry, Step, Workflow, Workspace
 from polycrate.config.schema import (
     BLOCK_FILE,
     WORKSPACE_FILE,
@@ -327,18 +327,18 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     workflows: dict[str, Workflow] = document.workflows
     for workflow in workflows.values():
         for step in (*workflow.steps, *workflow.on_failure):
-            block = blocks.get(step.block)
-            if block is None:
+            step_block = blocks.get(step.block)
+            if step_block is None:
                 raise ConfigError(
                     f"workflow '{workflow.name}', step '{step.name}': unknown block '{step.block}'"
                     + closest(step.block, blocks),
                     file,
                     step.line,
                 )
-            if step.action not in block.actions:
+            if step.action not in step_block.actions:
                 raise ConfigError(
                     f"workflow '{workflow.name}', step '{step.name}': block '{step.block}' has no action "
-                    f"'{step.action}'" + closest(step.action, block.actions),
+                    f"'{step.action}'" + closest(step.action, step_block.actions),
                     file,
                     step.line,
                 )
@@ -412,7 +412,7 @@ def get_block(ws: Workspace, name: str) -> Block:
     return block
 
 
-def get_action(block: Block, name: str):
+def get_action(block: Block, name: str) -> Action:
     action = block.actions.get(name)
     if action is None:
         raise NotFoundError(

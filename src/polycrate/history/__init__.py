@@ -13,9 +13,9 @@ from polycrate.history.migrations import (
     migrate,
     store_version,
 )
+from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.store import (
     DB_NAME,
-    HOST_COUNTS,
     LOGS_DIR,
     STATE_DIR,
     RunStore,

@@ -18,7 +18,7 @@ steps, finish (engine.py). The CLI calls this module and nothing else of it; so 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from polycrate.run.request import Confirm, Reporter, RunOptions, RunRequest, RunResult
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
@@ -89,7 +89,7 @@ def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> Pre
     return PreparedRun(request, ws, runtime, options)
 
 
-def snapshot(request: RunRequest) -> dict:
+def snapshot(request: RunRequest) -> dict[str, Any]:
     """`--snapshot`: what the run's (first) action would get, printed instead of running anything.
     Nothing is installed, built, locked, recorded or run."""
     from polycrate.notify import polycrate_event as runevents
