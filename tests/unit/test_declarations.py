@@ -275,7 +275,8 @@ BLOCK_CASES = [
     ("actions:\n- {name: b, type: shell, script: [echo]}\n", False),
     ("actions:\n- {name: b, playbok: x.yml, script: [echo]}\n", False),
     ("actions:\n- {name: b, playbook: x.yml, labels: {a: b}, alias: [c], description: 2}\n", True),
-    ("actions:\n- {name: b, script: []}\n", False), ("actions:\n- {name: b, description: x}\n", False), ("actions:\n- {name: b, script: [echo, 1]}\n", False),
+    ("actions:\n- {name: b, script: []}\n", False), ("actions:\n- {name: b, description: x}\n", False),
+    ("actions:\n- {name: b, script: [echo, 1]}\n", False),
     ("configs: {}\n", False),
 ]
 

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from polycrate.errors import PolycrateError
 from polycrate.config.schema import validate_name
 from polycrate.config.schema_export import schema_file
-from polycrate.errors import PolycrateError
 
 SAMPLE_BLOCK = "hello"
 SAMPLE_WORKFLOW = "hello"
