@@ -7,9 +7,10 @@ people. From these come the key allow-lists (``allowed_keys``), the JSON Schema 
 documentation's key tables (``polycrate.config.schema_export``).
 
 The declarations say what ``schema.py``'s checks accept today (``tests/unit/test_declarations.py``
-compares them). Rules that tie two keys together (an ansible action needs ``playbook``; an email
-login needs both ``username`` and ``password``) are written in the fields' descriptions, not in the
-structure. ``schema.py`` reads this module at every load, so it holds plain data only: nothing here
+compares them). Of the rules that tie keys together, "exactly one of" and "at least one of" are
+declared (a schedule's ``on_calendar``/``cron``; an action's ``type``/``playbook``/``script``); the
+others (an ansible action needs ``playbook``; an email login needs both ``username`` and
+``password``) are written in the fields' descriptions. ``schema.py`` reads this module at every load, so it holds plain data only: nothing here
 imports beyond the standard library and ``config.model``.
 """
 from __future__ import annotations
