@@ -71,6 +71,25 @@ def _global_dests() -> set[tuple[str, ...]]:
     return {tuple(a.option_strings) for a in common_options()._actions if a.option_strings}
 
 
+def _usage(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> str:
+    """The command's usage line, its global options (the same on every command) said as one word."""
+    from polycrate.cli import common_options
+
+    usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
+    for action in common_options()._actions:
+        flag = action.option_strings[0]
+        if action.nargs == 0:
+            fragment = f"[{flag}]"
+        else:
+            value = action.metavar or ("{" + ",".join(map(str, action.choices)) + "}" if action.choices
+                                       else action.dest.upper())
+            fragment = f"[{flag} {value}]"
+        usage = usage.replace(" " + fragment, "")
+    usage = usage.replace(" [-h]", "")  # every command has --help
+    prog = "polycrate " + " ".join(words)
+    return usage.replace(prog, prog + " [global options]", 1)
+
+
 def _option_row(action: argparse.Action) -> str:
     flags = ", ".join(f"`{s}`" for s in action.option_strings)
     value = ""
@@ -123,8 +142,7 @@ def cli_reference() -> str:
             lines += [help_text[0].upper() + help_text[1:] + ".", ""]
         if sub.description and sub.description != help_text:
             lines += [sub.description, ""]
-        usage = " ".join(sub.format_usage().split()).removeprefix("usage: ")
-        lines += ["```", usage, "```", ""]
+        lines += ["```", _usage(sub, words), "```", ""]
         positionals = [a for a in sub._actions if not a.option_strings and
                        not isinstance(a, argparse._SubParsersAction) and a.help != argparse.SUPPRESS]
         options = [a for a in sub._actions if a.option_strings and tuple(a.option_strings) not in skip and

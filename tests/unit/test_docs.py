@@ -125,3 +125,19 @@ def test_the_exit_codes_are_those_of_polycrate_errors():
 
 def test_the_readme_is_short():
     assert len((REPO / "README.md").read_bytes()) <= 10_240
+
+
+def test_the_install_commands_name_this_version():
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for page in (REPO / "README.md", REPO / "docs" / "install.md"):
+        wheels = set(re.findall(r"polycrate-([\w.+-]+?)-py3-none-any\.whl", page.read_text()))
+        assert wheels == {version}, page
+
+
+def test_the_changelog_has_this_version():
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert re.search(rf"^## {re.escape(version)}\b", (REPO / "CHANGELOG.md").read_text(), re.M)

@@ -136,7 +136,7 @@ def cmd_serve(args) -> int:
     if not is_loopback(host) and not tls and not args.behind_proxy:
         raise PolycrateError(
             f"--listen {args.listen} is not a loopback address: give --certfile/--keyfile for TLS, or "
-            "--behind-proxy when a reverse proxy on this host terminates TLS (see README: polycrate serve)")
+            "--behind-proxy when a reverse proxy on this host terminates TLS (polycrate docs: how-to/web-view.md)")
     try:
         import uvicorn
 
