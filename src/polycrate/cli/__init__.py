@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if words[:1] == ["__complete"]:  # the shell completion scripts' question (hidden; never fails)
         from polycrate.cli.completion import complete_main
 
-        return complete_main(words[1:])
+        return complete_main(words[1:], build_parser)
     try:
         parser = build_parser(words)
         parser.words = tuple(words)  # unrecognized arguments are refused by the root parser

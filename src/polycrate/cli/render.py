@@ -32,6 +32,10 @@ def workspace_from(args):
     return load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
 
 
+# terminal colours (only where colour is allowed: cli/live.py decides)
+GREEN, RED, YELLOW, BOLD, DIM, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+
+
 FORMAT = "json"  # "yaml" with -o yaml
 
 

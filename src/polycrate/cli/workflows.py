@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from polycrate.cli.completion import STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.cli.run import add_run_options, rerun_command, run_and_summarize
+from polycrate.cli.run import add_run_options, run_workflow
 
 
 def register(sub, shared) -> None:
@@ -76,6 +76,4 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    return run_and_summarize(args, rerun_command(args, "workflows", "run", args.name),
-                             workflow=args.name, only_step=args.step)
+cmd_run = run_workflow

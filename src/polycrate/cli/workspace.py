@@ -119,7 +119,7 @@ def cmd_snapshot(args) -> int:
     from polycrate import contract
     import yaml
 
-    from polycrate.config.workspace import snapshot
+    from polycrate.config.action_view import snapshot
 
     data = snapshot(workspace_from(args))
     if args.output == "json":
