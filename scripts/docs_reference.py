@@ -128,7 +128,7 @@ def cli_reference() -> str:
               a.help != argparse.SUPPRESS]
     lines += ["| `--version` | print polycrate's version and exit |", "", "## Commands", ""]
     tree = list(command_tree(root))
-    for words, aliases, help_text, _ in tree:
+    for words, _aliases, help_text, _ in tree:
         depth = "  " * (len(words) - 1)
         lines.append(f"{depth}- [`{' '.join(words)}`](#{anchor(words)}){': ' + help_text if help_text else ''}")
     lines.append("")
@@ -240,7 +240,8 @@ SECTIONS = (
         "history": "retention of the run history (below)",
         "metrics": "the Prometheus textfile (below)",
         "inventory": "`{filename: FILE}`: the workspace's inventory instead of `inventory.yml`",
-        "kubeconfig": "`{filename: FILE}`: the workspace's kubeconfig instead of `kubeconfig.yml` / `artifacts/blocks/k8s/kubeconfig.yml`",
+        "kubeconfig": "`{filename: FILE}`: the workspace's kubeconfig instead of `kubeconfig.yml` / "
+                      "`artifacts/blocks/k8s/kubeconfig.yml`",
     }, intro="The workspace: its blocks, their config, its workflows. Unknown keys are refused with the "
              "file and line (Polycrate's `events:` among them: our events are the `--event-handler` flag)."),
     Section("workspace.poly: config (the toolchain keys)", ("get", "parse_toolchain", "config"), "Toolchain", {
@@ -474,11 +475,20 @@ def schemas_reference() -> str:
 
 # --- the package layout --------------------------------------------------------------------------------
 
-# The layers, low to high: a module imports only from its own layer or lower ones (docs/explanation/architecture.md).
-LAYERS = (
-    ("errors", "states", "success", "atomicfile", "ansi"), ("timespec",), ("config",), ("schedule",), ("secrets",),
-    ("blocks",), ("runtime",), ("history",), ("contract",), ("notify",), ("run",), ("server",), ("cli",),
-)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def layers() -> tuple[tuple[str, ...], ...]:
+    """The layers, low to high, as tests/unit/test_import_graph.py holds the code to them (its LAYERS,
+    read from its source: one list for the test and the documentation)."""
+    tree = ast.parse((REPO / "tests" / "unit" / "test_import_graph.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign)
+                                                                      else None)
+        if isinstance(target, ast.Name) and target.id == "LAYERS" and node.value is not None:
+            return tuple(tuple(n for n in layer if n != "__main__") for layer in ast.literal_eval(node.value) if
+                         layer != ("__main__",))
+    raise ReferenceError("tests/unit/test_import_graph.py has no LAYERS")
 
 
 def _first_line(path: Path) -> str:
@@ -492,12 +502,13 @@ def packages_reference() -> str:
     root = Path(inspect.getsourcefile(polycrate)).parent
     present = {p.stem for p in root.glob("*.py") if p.stem not in ("__init__", "__main__")} | \
               {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
-    layered = {name for layer in LAYERS for name in layer}
+    order = layers()
+    layered = {name for layer in order for name in layer}
     if present != layered:
-        raise ReferenceError(f"scripts/docs_reference.py LAYERS is out of step with src/polycrate: "
+        raise ReferenceError(f"tests/unit/test_import_graph.py LAYERS is out of step with src/polycrate: "
                              f"not in LAYERS {sorted(present - layered)}, gone {sorted(layered - present)}")
     lines = ["| layer | module | what it is |", "| --- | --- | --- |"]
-    for number, layer in enumerate(LAYERS, start=1):
+    for number, layer in enumerate(order, start=1):
         for name in layer:
             package = root / name
             if package.is_dir():

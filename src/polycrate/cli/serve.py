@@ -142,7 +142,7 @@ def cmd_serve(args) -> int:
 
         from polycrate.server.app import Settings, create_app
     except ImportError as exc:
-        raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)")
+        raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)") from None
     from polycrate.server.state import default_state_dir
 
     state_dir = Path(args.state) if args.state else default_state_dir()
