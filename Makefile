@@ -37,11 +37,11 @@ test-fast: setup-test
 # --- the documentation site (mkdocs.yml, docs/; the reference pages are generated from the code
 # by scripts/docs_reference.py, an MkDocs hook) ---
 docs: setup-docs
-	.venv/bin/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir build/site
 	@echo "docs: build/site/index.html"
 
 docs-serve: setup-docs
-	.venv/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs serve
 
 # --- benchmarks, lint ---
 bench: setup-demo
