@@ -51,7 +51,7 @@ def block_files(name: str, description: str | None = None) -> dict[str, str]:
     description = description or "A script action and an Ansible action to start from"
     return {
         "block.poly": modeline("block.poly") + f"""\
-# The block {name}: its default config and its actions (README: "Workspace and blocks").
+# The block {name}: its default config and its actions (polycrate docs: reference/files.md).
 name: {scalar(name)}
 version: 0.1.0
 kind: generic
@@ -76,7 +76,7 @@ actions:
 """,
         PLAYBOOK: """\
 # An Ansible playbook. polycrate passes two variables: `block` (name, version, config, path, ...)
-# and `workspace` (name, root, config, ...); see README: "What an action gets".
+# and `workspace` (name, root, config, ...); see polycrate docs: reference/action-environment.md.
 - name: Reach the hosts of {{ block.name }}
   hosts: "{{ block.config.hosts }}"
   gather_facts: false
@@ -113,7 +113,7 @@ blocks:                          # blocks/ holds them; an entry's config overrid
 """ if sample else "\nblocks: []\n"
     files = {
         "workspace.poly": modeline("workspace.poly") + f"""\
-# The workspace {name} (README: "Workspace and blocks"). Keep this folder in git.
+# The workspace {name} (polycrate docs: reference/files.md). Keep this folder in git.
 name: {scalar(name)}
 organization: {scalar(organization)}
 
