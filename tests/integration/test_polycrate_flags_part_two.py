@@ -103,7 +103,10 @@ def test_version_short_and_latest_from_the_package_index_or_cannot_check(tmp_pat
         latest = run_cli("version", "--latest", env={"POLYCRATE_VERSION_INDEX": index})
         assert latest.returncode == 0, latest.output
         # the newest published release: 1.10.0 (not the pre-release, not the one without files)
-        assert latest.stdout.splitlines() == [f"polycrate {__version__}", "Latest stable version: 1.10.0"]
+        lines = latest.stdout.splitlines()
+        assert (lines[0], lines[-1]) == (f"polycrate {__version__}", "Latest stable version: 1.10.0"), lines
+        short = run_cli("version", "--short", "--latest", env={"POLYCRATE_VERSION_INDEX": index})
+        assert short.stdout.splitlines() == [__version__, "Latest stable version: 1.10.0"], short.output
         shown = json.loads(run_cli("version", "--latest", "-o", "json", env={"POLYCRATE_VERSION_INDEX": index}).stdout)
         assert shown["latest"] == "1.10.0"
     finally:
@@ -111,7 +114,7 @@ def test_version_short_and_latest_from_the_package_index_or_cannot_check(tmp_pat
         server.server_close()
     offline = run_cli("version", "--latest", env={"POLYCRATE_VERSION_INDEX": f"http://127.0.0.1:{free_port()}/"})
     assert offline.returncode == 0, offline.output
-    assert offline.stdout.splitlines()[1].startswith("latest version: cannot check: "), offline.stdout
+    assert offline.stdout.splitlines()[-1].startswith("latest version: cannot check: "), offline.stdout
 
 
 def test_k_passes_every_flag_to_kubectl_and_falls_back_to_kubectls_own_kubeconfig(tmp_path):

@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# The one place the table is read from (the docs move it to docs/how-to/coming-from-polycrate.md: change this).
-TABLE_FILE = REPO / "README.md"
-SECTION = "## Coming from Polycrate"
+# The one place the table is read from.
+TABLE_FILE = REPO / "docs" / "how-to" / "coming-from-polycrate.md"
+SECTION = "# Coming from Polycrate"
 
 # polycrate/polycrate at 52adf160, cmd/*.go: each command's `Use:` under its parent (hidden ones too).
 GO_COMMANDS = (

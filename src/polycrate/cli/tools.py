@@ -7,7 +7,7 @@ from polycrate.errors import PolycrateError
 
 
 def register(sub, shared) -> None:
-    p = sub.add_parser("version", parents=[shared], help="show the version")
+    p = sub.add_parser("version", parents=[shared], help="show the version, and the ansible-core and Python it runs on")
     p.add_argument("--short", action="store_true", help="the version alone")
     p.add_argument("--latest", action="store_true", help="also the newest version the package index knows")
     p.set_defaults(func=cmd_version)
@@ -18,21 +18,31 @@ def register(sub, shared) -> None:
 
 def cmd_version(args) -> int:
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     from polycrate import __version__
 
+    try:  # from the metadata: importing ansible would cost what `version` should not
+        ansible_core = version("ansible-core")
+    except PackageNotFoundError:
+        ansible_core = None
     latest = latest_version() if args.latest else None
     if args.output == "json":
         from polycrate import contract
 
-        data: dict[str, str | None] = {"version": __version__, "python": platform.python_version()}
+        data: dict[str, str | None] = {"version": __version__, "ansible_core": ansible_core,
+                                       "python": platform.python_version()}
         if latest is not None:
             data["latest"] = latest[0]
         emit_json(contract.document("version", data), args.format)
+    elif args.short:  # Polycrate's --short: the version alone
+        print(__version__)
     else:
-        print(__version__ if args.short else f"polycrate {__version__}")
-        if latest is not None:
-            print(f"Latest stable version: {latest[0]}" if latest[0] else f"latest version: cannot check: {latest[1]}")
+        print(f"polycrate {__version__}")
+        print(f"ansible-core {ansible_core or 'not installed'}")
+        print(f"python {platform.python_version()} ({platform.python_implementation()}, {__import__('sys').executable})")
+    if latest is not None and args.output != "json":
+        print(f"Latest stable version: {latest[0]}" if latest[0] else f"latest version: cannot check: {latest[1]}")
     return 0
 
 

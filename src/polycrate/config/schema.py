@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from polycrate.errors import ConfigError
+from polycrate.config.declarations import allowed_keys, declared_keys
 from polycrate.config.model import (
     ENGINES,
     RUNTIMES,
@@ -58,16 +59,9 @@ ACTION_TYPES = ("ansible", "script")
 
 # --- the real Polycrate's data model ----------------------------------------------------------
 # Every field of Go's structs loads (cmd/workspace.go Workspace and WorkspaceConfig, cmd/blocks.go
-# Block, cmd/actions.go Action, cmd/workflows.go Workflow and Step). The keys each section reads are
-# listed here, once per struct; a Go field that has no effect here is in *_NO_EFFECT with the reason,
-# said in one warning line (go_warnings) when a file sets it.
-ACTION_KEYS = {"name", "description", "type", "playbook", "script", "prompt", "labels", "alias", "interactive",
-               "config", "block"}
-BLOCK_KEYS = {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias", "template",
-              "inventory", "kubeconfig", "type", "flavor", "changelog", "workdir", "artifacts", "checksum"}
-# a workspace.poly `blocks:` entry is the whole block, as in Polycrate
-ENTRY_KEYS = BLOCK_KEYS
-FILE_FROM_KEYS = {"from", "filename", "path", "localpath", "containerpath"}
+# Block, cmd/actions.go Action, cmd/workflows.go Workflow and Step): each is declared in
+# config/declarations.py; a Go field that has no effect here is in *_NO_EFFECT with the reason, said in
+# one warning line (workspace_warnings, block_warnings) when a file sets it.
 COMPUTED_PATHS = ("path", "localpath", "containerpath")
 _COMPUTED = "computed from where the files are (Polycrate overwrites it too)"
 WORKSPACE_NO_EFFECT = {
@@ -148,6 +142,11 @@ def _string(mapping: dict, key: str, path: Path, default: str = "", required: bo
     return value
 
 
+def _text_or_nothing(value: Any) -> str:
+    """A key declared "for people; not read" that we now show: its text, or nothing when it is not text."""
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+
+
 def _check_keys(mapping: dict, allowed: set[str], what: str, path: Path) -> None:
     for key in mapping:
         if key not in allowed:
@@ -174,7 +173,7 @@ def parse_prompt(value: Any, path: Path, line: int | None) -> Prompt | None:
 
 def parse_action(raw: Any, path: Path) -> Action:
     mapping = _expect_map(raw, "an action", path, _line(raw))
-    _check_keys(mapping, ACTION_KEYS, "action", path)
+    _check_keys(mapping, allowed_keys("action"), "action", path)
     name = validate_name(mapping.get("name"), "action", path, _line(mapping, "name"))
     check_alias(mapping, path)
     if mapping.get("script") is not None and mapping.get("playbook") is not None:
@@ -282,7 +281,7 @@ def parse_file_from(value: Any, what: str, path: Path, line: int | None) -> File
     if isinstance(value, str):
         value = {"from": value}
     mapping = _expect_map(value, what, path, line)
-    _check_keys(mapping, FILE_FROM_KEYS, what, path)
+    _check_keys(mapping, allowed_keys("file_from"), what, path)
     source = mapping.get("from")
     if source is not None:
         source = validate_name(source, "block", path, _line(mapping, "from"))
@@ -319,7 +318,7 @@ def _named_items(items: list, parse, what: str, path: Path) -> dict:
 
 def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefinition:
     mapping = _expect_map(raw, "block.poly", file, 1)
-    _check_keys(mapping, BLOCK_KEYS, "block.poly", file)
+    _check_keys(mapping, allowed_keys("block"), "block.poly", file)
     name = validate_name(mapping.get("name"), "block", file, _line(mapping, "name"))
     check_alias(mapping, file)
     config = _expect_map(mapping.get("config"), "config", file, _line(mapping, "config"))
@@ -348,8 +347,8 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         inventory=parse_file_from(mapping.get("inventory"), "inventory", file, _line(mapping, "inventory")),
         kubeconfig=parse_file_from(mapping.get("kubeconfig"), "kubeconfig", file, _line(mapping, "kubeconfig")),
         alias=tuple(mapping.get("alias") or ()),
-        type=_string(mapping, "type", file),
-        flavor=_string(mapping, "flavor", file),
+        type=_text_or_nothing(mapping.get("type")),
+        flavor=_text_or_nothing(mapping.get("flavor")),
         warnings=tuple(block_warnings(mapping, file)),
     )
 
@@ -427,7 +426,7 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
     block (by name or `from:`), completes it (actions, kind, version ... over the installed block.poly's),
     or defines a block of its own with its `actions:`."""
     mapping = _expect_map(raw, "a block entry", path, _line(raw))
-    _check_keys(mapping, ENTRY_KEYS, "block entry", path)
+    _check_keys(mapping, allowed_keys("block_entry"), "block entry", path)
     name = validate_name(mapping.get("name"), "block", path, _line(mapping, "name"))
     check_alias(mapping, path)
     source = mapping.get("from")
@@ -448,11 +447,11 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
         actions=actions,
         kind=_kind(mapping, path) if mapping.get("kind") else None,
         version=_string(mapping, "version", path) or None,
-        description=_string(mapping, "description", path),
+        description=_text_or_nothing(mapping.get("description")),
         template=_bool(mapping, "template", path) if "template" in mapping else None,
         alias=tuple(mapping.get("alias") or ()),
-        type=_string(mapping, "type", path),
-        flavor=_string(mapping, "flavor", path),
+        type=_text_or_nothing(mapping.get("type")),
+        flavor=_text_or_nothing(mapping.get("flavor")),
     )
 
 
@@ -490,13 +489,7 @@ def check_reference(reference: str, what: str, path: Path, line: int | None) -> 
 
 def parse_step(raw: Any, path: Path) -> Step:
     mapping = _expect_map(raw, "a workflow step", path, _line(raw))
-    _check_keys(
-        mapping,
-        {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay",
-         "allow_no_hosts", "prompt", "labels", "alias", "workflow"},
-        "workflow step",
-        path,
-    )
+    _check_keys(mapping, allowed_keys("step"), "workflow step", path)
     name = validate_name(mapping.get("name"), "step", path, _line(mapping, "name"))
     check_alias(mapping, path)
     block = validate_name(mapping.get("block"), "block", path, _line(mapping, "block"))
@@ -513,15 +506,14 @@ def parse_step(raw: Any, path: Path) -> Step:
         allow_no_hosts=_bool(mapping, "allow_no_hosts", path),
         prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
         labels=parse_labels(mapping.get("labels"), f"step '{name}': ", path, _line(mapping, "labels")),
-        description=_string(mapping, "description", path),
+        description=_text_or_nothing(mapping.get("description")),
         alias=tuple(mapping.get("alias") or ()),
     )
 
 
 def parse_workflow(raw: Any, path: Path) -> Workflow:
     mapping = _expect_map(raw, "a workflow", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule", "on_failure", "labels", "alias",
-                          "allow_failure"}, "workflow", path)
+    _check_keys(mapping, allowed_keys("workflow"), "workflow", path)
     name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
     check_alias(mapping, path)
     steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
@@ -584,11 +576,6 @@ def _on_events(item: dict, what: str, path: Path) -> tuple[str, ...]:
 NOTIFICATION_TYPES = ("email", "slack", "mattermost", "teams", "matrix")
 CHAT_WEBHOOK_TYPES = ("slack", "mattermost", "teams")
 SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}  # and the default port of each
-NOTIFICATION_KEYS = {
-    "email": {"host", "port", "security", "username", "password", "from", "to", "ca_file"},
-    "slack": {"url"}, "mattermost": {"url"}, "teams": {"url"},
-    "matrix": {"homeserver", "room", "token"},
-}
 MAX_NOTIFY_TIMEOUT = 300
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$")  # a name or IPv4 (IDN: punycode)
@@ -610,7 +597,7 @@ def parse_secret_ref(item: dict, key: str, what: str, path: Path, required: bool
         raise ConfigError(f"{what}: '{key}' is a secret and workspace.poly is committed: write "
                           f"{key}: {{secret: PATH}} (a key under config: in secrets.poly) or {key}: {{env: NAME}}, "
                           "not the value", path, line)
-    if len(value) != 1 or next(iter(value)) not in ("secret", "env"):
+    if len(value) != 1 or next(iter(value)) not in allowed_keys("secret_ref.secret") | allowed_keys("secret_ref.env"):
         raise ConfigError(f"{what}: '{key}' takes one of {{secret: PATH}} or {{env: NAME}}", path, line)
     source, name = next(iter(value.items()))
     if not isinstance(name, str) or not name.strip():
@@ -641,7 +628,7 @@ def parse_notification(raw: Any, path: Path) -> Notification:
         raise ConfigError(f"{what}: 'type' must be one of {', '.join(NOTIFICATION_TYPES)}, not {kind!r}", path,
                           _line(item, "type") or _line(item))
     on = _on_events(item, what, path)
-    _check_keys(item, {"name", "type", "on", "timeout"} | NOTIFICATION_KEYS[kind], f"{what} (type {kind})", path)
+    _check_keys(item, allowed_keys(f"notification.{kind}"), f"{what} (type {kind})", path)
     timeout = _number(item, "timeout", path, positive=True)
     if timeout is not None and timeout > MAX_NOTIFY_TIMEOUT:
         raise ConfigError(f"{what}: 'timeout' is at most {MAX_NOTIFY_TIMEOUT} seconds: a notification delays the "
@@ -721,12 +708,12 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
     """`history: {keep_runs, keep_days}`, `webhooks: [{url, headers, on}]`, `notifications: [{name, type,
     on, ...}]`, `metrics: {path, enabled}`."""
     history = _expect_map(raw.get("history"), "history", path, _line(raw, "history"))
-    _check_keys(history, {"keep_runs", "keep_days"}, "history", path)
+    _check_keys(history, allowed_keys("history"), "history", path)
     webhooks = []
     for item in _expect_list(raw.get("webhooks"), "webhooks", path, _line(raw, "webhooks")):
         hook = _expect_map(item, "a webhook", path, _line(raw, "webhooks"))
         on = _on_events(hook, "webhook", path)
-        _check_keys(hook, {"name", "url", "headers", "on"}, "webhook", path)
+        _check_keys(hook, allowed_keys("webhook"), "webhook", path)
         url = _string(hook, "url", path, required=True)
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://: {url!r}", path, _line(hook, "url"))
@@ -737,7 +724,7 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
         parse_notification, "notification", path,
     )
     metrics = _expect_map(raw.get("metrics"), "metrics", path, _line(raw, "metrics"))
-    _check_keys(metrics, {"path", "enabled"}, "metrics", path)
+    _check_keys(metrics, allowed_keys("metrics"), "metrics", path)
     enabled = metrics.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError("'enabled' must be true or false", path, _line(metrics, "enabled"))
@@ -751,28 +738,7 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
     )
 
 
-WORKSPACE_KEYS = {
-    "name",
-    "organization",
-    "description",
-    "blocks",
-    "workflows",
-    "config",
-    "encryption",
-    "webhooks",
-    "notifications",  # mail and chat channels, see parse_notification
-    "history",
-    "metrics",
-    "version",
-    "registries",  # registry mirrors and insecure (plain HTTP) registries, see registry.py
-    "labels",
-    "dependencies",  # block references `workspace update` installs (Polycrate's)
-    "inventory",  # {filename: ...}: the workspace's inventory instead of inventory.yml (Polycrate's)
-    "kubeconfig",  # {filename: ...}: the workspace's kubeconfig (Polycrate's)
-    # the rest of Polycrate's Workspace struct (cmd/workspace.go)
-    "alias", "events", "extraenv", "extramounts", "meta", "sync",
-    *WORKSPACE_NO_EFFECT,
-}
+WORKSPACE_KEYS = allowed_keys("workspace")
 
 
 # --- workspace.poly --------------------------------------------------------------------------
@@ -832,7 +798,7 @@ def parse_dependencies(raw: dict, path: Path, default_registry: Any = None) -> t
 def _workspace_file(raw: dict, key: str, path: Path, default: str | None) -> str | None:
     """`inventory: {filename: ...}` / `kubeconfig: {filename: ...}` of workspace.poly: a file in the workspace."""
     value = _expect_map(raw.get(key), key, path, _line(raw, key))
-    _check_keys(value, {"filename", *COMPUTED_PATHS}, key, path)
+    _check_keys(value, allowed_keys("workspace_file"), key, path)
     filename = value.get("filename")
     if filename is None:
         return default
@@ -923,7 +889,7 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
 
     check_alias(raw, path)
     events = _expect_map(raw.get("events"), "events", path, _line(raw, "events"))
-    _check_keys(events, {"handler", "endpoint", "commit"}, "events", path)
+    _check_keys(events, allowed_keys("events"), "events", path)
     handler = events.get("handler")
     if handler is not None and handler not in ("workspace", "webhook"):
         raise ConfigError(f"events.handler must be workspace or webhook, not {handler!r}", path,
@@ -953,11 +919,11 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
             raise ConfigError(f"each of 'extramounts' is /host:/container[:ro], not {item!r}", path, line)
         mounts.append(item)
     sync = _expect_map(raw.get("sync"), "sync", path, _line(raw, "sync"))
-    _check_keys(sync, {"local", "remote", "enabled", "auto"}, "sync", path)
+    _check_keys(sync, allowed_keys("sync"), "sync", path)
     remote = _expect_map(sync.get("remote"), "sync.remote", path, _line(sync, "remote"))
-    _check_keys(remote, {"name", "branch"}, "sync.remote", path)
+    _check_keys(remote, allowed_keys("sync_remote"), "sync.remote", path)
     branch = _expect_map(remote.get("branch"), "sync.remote.branch", path, _line(remote, "branch"))
-    _check_keys(branch, {"name"}, "sync.remote.branch", path)
+    _check_keys(branch, allowed_keys("sync_branch"), "sync.remote.branch", path)
     meta = _expect_map(raw.get("meta"), "meta", path, _line(raw, "meta"))
     for key in ("sshprivatekey", "sshpublickey"):
         value = config.get(key)
@@ -977,7 +943,7 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
         "extra_env": tuple(env),
         "extra_mounts": tuple(mounts),
         "meta": plain(meta),
-        "version": _string(raw, "version", path),
+        "version": _text_or_nothing(raw.get("version")),
         "sync": SyncSettings(_string(remote, "name", path) or None, _string(branch, "name", path) or None),
         "layout": layout,
         "warnings": tuple(workspace_warnings(raw, path)),
@@ -994,7 +960,7 @@ def parse_toolchain(config: dict, path: Path) -> Toolchain:
     if engine is not None and engine not in ENGINES:
         raise ConfigError(f"config.engine must be one of {', '.join(ENGINES)}, not {engine!r}", path,
                           _line(config, "engine"))
-    if isinstance(image, dict) and set(image) <= {"reference", "version"} and isinstance(image.get("reference"), str):
+    if isinstance(image, dict) and set(image) <= allowed_keys("image") and isinstance(image.get("reference"), str):
         # Polycrate's form: `image: {reference: cargo.ayedo.cloud/library/polycrate, version: latest}`
         version = image.get("version")
         image = image["reference"].strip() + (f":{version}" if version not in (None, "") else "")
@@ -1029,7 +995,7 @@ def parse_registries(raw: dict, path: Path) -> Registries:
             raise ConfigError(f"registries.{name} must be a mapping (mirror, insecure)", path,
                               _line(registries, name))
         for key in settings:
-            if key not in ("mirror", "insecure"):
+            if key not in allowed_keys("registry"):
                 raise ConfigError(f"registries.{name}: unknown key {key!r} (known: insecure, mirror)", path,
                                   _line(settings, key))
         mirror = settings.get("mirror")
@@ -1055,7 +1021,7 @@ def check_recipients(raw: Any, path: Path) -> list[str]:
         return []
     if not isinstance(encryption, dict):
         raise ConfigError("'encryption' must be a mapping with 'recipients'", path, _line(raw, "encryption"))
-    _check_keys(encryption, {"recipients"}, "encryption", path)
+    _check_keys(encryption, allowed_keys("encryption"), "encryption", path)
     recipients = encryption.get("recipients") or []
     line = _line(encryption, "recipients")
     if not isinstance(recipients, list):
@@ -1090,7 +1056,7 @@ def block_version(file: Path) -> str | None:
 
 # --- schedules ------------------------------------------------------------------------------
 
-SCHEDULE_KEYS = ("on_calendar", "cron", "randomized_delay", "user", "group", "persistent", "timeout", "log_file")
+SCHEDULE_KEYS = declared_keys("schedule")
 _USER_RE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$")
 
 
