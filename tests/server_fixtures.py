@@ -56,7 +56,7 @@ actions:
   - name: ok
     script:
       - echo "hello from $POLYCRATE_STEP"
-      - echo "the token is $(grep -o 's3cr3t[^"]*' "$POLYCRATE_WORKSPACE_SNAPSHOT_YAML" | head -1)"
+      - echo "the token is $(grep -o 's3cr3t-W[a-zA-Z-]*[0-9][0-9]' "$POLYCRATE_WORKSPACE_SNAPSHOT_YAML" | head -1)"
   - name: disk
     playbook: disk.yml
   - name: gated
