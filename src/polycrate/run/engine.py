@@ -32,6 +32,7 @@ from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, S
 from polycrate.config.workspace import get_action, get_block, get_workflow, playbook_path
 
 if TYPE_CHECKING:
+    from polycrate.history.records import RunRecord
     from polycrate.runtime.toolchain import Runtime
 
 
@@ -82,7 +83,7 @@ class RunResult:
     resumed_from: str | None = None
     check: bool = False
     preflight: Any = None  # preflight.Report of the checks before step 1 (None: not run)
-    record: dict[str, Any] | None = None  # the run as recorded when it finished (RunStore.get_run)
+    record: RunRecord | None = None  # the run as recorded when it finished (RunStore.get_run)
     workspace: str | None = None  # the workspace's name
 
     @property
@@ -161,15 +162,15 @@ class NothingToResume(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
 
 
-def _resumed_options(options: RunOptions, previous: dict) -> RunOptions:
+def _resumed_options(options: RunOptions, previous: RunRecord) -> RunOptions:
     """--resume runs the rest with the pass-through options the run was started with; other ones are refused."""
     from dataclasses import replace
 
-    recorded = AnsibleOptions.from_record(previous.get("ansible_options"))
+    recorded = AnsibleOptions.from_record(dict(previous.ansible_options))
     if options.ansible.given and options.ansible != recorded:
         shown = " ".join(recorded.playbook_args()) or "none"
         raise PolycrateError(
-            f"--resume reuses the Ansible options of run {previous['id']} ({shown}); "
+            f"--resume reuses the Ansible options of run {previous.id} ({shown}); "
             "give none, or start a new run without --resume"
         )
     return replace(options, ansible=recorded)
@@ -228,9 +229,9 @@ def plan_prompts(ws: Workspace, workflow: Workflow, planned: list[PlannedStep], 
     return prompts
 
 
-def resume_point(previous: dict, planned: list[PlannedStep]) -> set[str]:
+def resume_point(previous: RunRecord, planned: list[PlannedStep]) -> set[str]:
     """Names of the steps that the previous run finished (succeeded, or failed where allowed)."""
-    done = {s["name"] for s in previous["steps"] if s["phase"] == Phase.MAIN and StepState(s["status"]).finished_ok}
+    done = {s.name for s in previous.steps if s.phase == Phase.MAIN and StepState(s.status).finished_ok}
     skip: set[str] = set()
     for step in planned:
         if step.phase != Phase.MAIN or step.name not in done:
@@ -587,7 +588,7 @@ def _polycrate_event(run: _Run, result: RunResult) -> None:
             snap = runevents.run_snapshot(
                 run.ws, options, run.runtime.name if run.runtime is not None else "local",
                 workflow=result.name if result.kind == RunKind.WORKFLOW else None,
-                block=record.get("block"), action=record.get("action"), only_step=record.get("only_step"))
+                block=record.block, action=record.action, only_step=record.only_step)
             doc = run.masker.mask_data(runevents.event_document(
                 ws=run.ws, result=result, record=record, store=run.store, options=options, snapshot=snap,
                 commit_sha=commit_sha))
@@ -768,17 +769,17 @@ def run_workflow(
                 store.close()
             if previous is None:
                 raise NothingToResume(f"nothing to resume: workflow '{workflow.name}' has no recorded run")
-            if previous["status"] not in (RunState.FAILED, RunState.INTERRUPTED):
+            if previous.status not in (RunState.FAILED, RunState.INTERRUPTED):
                 raise NothingToResume(
-                    f"nothing to resume: the latest run of '{workflow.name}' ({previous['id']}) {previous['status']}"
+                    f"nothing to resume: the latest run of '{workflow.name}' ({previous.id}) {previous.status}"
                 )
             skip = resume_point(previous, planned)
-            resumed_from = previous["id"]
+            resumed_from = previous.id
             options = _resumed_options(options, previous)
             run.options = options
             if all(s.name in skip for s in planned if s.phase == Phase.MAIN):
                 raise NothingToResume(
-                    f"nothing to resume: every step of run {previous['id']} already succeeded"
+                    f"nothing to resume: every step of run {previous.id} already succeeded"
                 )
         _ask(confirm, plan_prompts(ws, workflow, planned, skip))
         run.open_secrets()
