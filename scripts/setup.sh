@@ -46,7 +46,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=.venv/.polycrate-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,web]' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c 'import polycrate, ansible, ahocorasick, starlette, uvicorn, jinja2, selenium' # fail loudly if the install did not work
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,web,team]' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import polycrate, ansible, ahocorasick, starlette, uvicorn, jinja2, selenium, psycopg' # fail loudly if the install did not work
   touch "$stamp"
 fi

@@ -1,6 +1,7 @@
 """Every run store keeps the protocol (polycrate.history.protocol.RunStore): the same tests, each store.
 
-Parametrized over the implementations: today the workspace's SQLite store (PostgreSQL is one more parameter). Runs with chosen times are written through
+Parametrized over the implementations: the workspace's SQLite store, and PostgreSQL (team mode) on a real
+server the tests start (tests/postgres_server.py; marker ``team``). Runs with chosen times are written through
 ``import_run``, itself part of the protocol; everything else through the calls the engine makes.
 """
 from __future__ import annotations
@@ -9,25 +10,48 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from polycrate.errors import NotFoundError
-from polycrate.history import HostCounts, Notice, RunRecord, RunStore, SQLiteRunStore, StepRecord
+from polycrate.history import (
+    HostCounts,
+    Notice,
+    RunRecord,
+    RunStore,
+    SQLiteRunStore,
+    StepRecord,
+)
 from polycrate.states import Phase, RunKind, RunState, StepState
 
 StoreFactory = Callable[[], RunStore]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="module")
+def postgres_dsn() -> Iterator[str]:
+    from tests.postgres_server import running_postgres
+
+    yield from (server.dsn for server in running_postgres())
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.team)])
 def make_store(request, tmp_path) -> Iterator[StoreFactory]:
     """Opens the store of one workspace (each call a new connection to the same history)."""
     opened: list[RunStore] = []
     if request.param == "sqlite":
         def factory() -> RunStore:
             opened.append(SQLiteRunStore(tmp_path / "ws"))
+            return opened[-1]
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        from polycrate.history.postgres import PostgresRunStore
+
+        workspace = f"ws-{uuid.uuid4().hex[:8]}"  # tests share the server: each its own workspace
+
+        def factory() -> RunStore:
+            opened.append(PostgresRunStore(dsn, workspace=workspace, root=tmp_path / "ws"))
             return opened[-1]
     yield factory
     for store in opened:

@@ -74,6 +74,7 @@ def run_request(args, reporter, **what):
     import shlex
 
     from polycrate.run import engine
+    from polycrate.cli.backend import backend_setting
     from polycrate.cli.flags import run_settings
     from polycrate.run.pipeline import RunRequest
     from polycrate.config.workspace import find_root
@@ -82,7 +83,7 @@ def run_request(args, reporter, **what):
                                 wait=args.wait, ansible=options_from_args(args), preflight=args.preflight,
                                 display_env=reporter.environment() if reporter is not None else (),
                                 command=shlex.join(["polycrate", *getattr(args, "argv", [])]),
-                                **run_settings(args))
+                                backend=backend_setting(), **run_settings(args))
     return RunRequest(find_root(args.workspace, explicit=args.workspace is not None), options=options,
                       auto_pull=args.blocks_auto_pull, **what)
 

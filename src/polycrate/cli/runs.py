@@ -80,12 +80,13 @@ def _positive(text: str) -> int:
 
 def _store(args):
     from polycrate.cli.render import workspace_from
+    from polycrate.cli.backend import backend_setting
     from polycrate.history import SQLiteRunStore, open_store
 
     ws = workspace_from(args)
     args.workspace_name = ws.name  # the runs' `workspace` in -o json
     # opening reconciles: runs whose process died read 'interrupted'
-    store = open_store(ws.root)
+    store = open_store(ws.root, backend=backend_setting(), workspace=ws.name)
     for message in store.recovered:
         print(f"polycrate: {message}", file=sys.stderr)
     if not store.recovered and isinstance(store, SQLiteRunStore):

@@ -11,10 +11,17 @@ from polycrate.history.protocol import RunStore
 from polycrate.history.store import SQLiteRunStore
 
 
-def open_store(root: Path, *, reconcile: bool = True) -> RunStore:
-    """The run store of the workspace at ``root``; opening
+def open_store(root: Path, *, backend: str | None = None, workspace: str | None = None,
+               reconcile: bool = True) -> RunStore:
+    """The run store of the workspace at ``root`` (named ``workspace`` in a shared backend); opening
     reconciles: runs whose process is known to be gone read 'interrupted'."""
-    store: RunStore = SQLiteRunStore(root)
+    store: RunStore
+    if backend:
+        from polycrate.history.postgres import PostgresRunStore
+
+        store = PostgresRunStore(backend, workspace=workspace or root.name, root=root)
+    else:
+        store = SQLiteRunStore(root)
     if reconcile:
         store.reconcile()
     return store

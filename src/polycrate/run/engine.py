@@ -152,6 +152,7 @@ class RunOptions:
     ssh_private_key: str | None = None  # --ssh-private-key as given
     ssh_key: Path | None = None  # the workspace's key the run hands to Ansible (pipeline.prepare resolves it)
     command: str = ""  # the command line, for the run's event
+    backend: str | None = None  # team mode: the PostgreSQL DSN the run is recorded in (None: the workspace's SQLite)
 
 
 class PromptDeclined(PolycrateError):
@@ -292,7 +293,7 @@ class _Run:
     def open(self, **record: Any) -> None:
         from polycrate.history import open_store
 
-        self.store = open_store(self.ws.root)
+        self.store = open_store(self.ws.root, backend=self.options.backend, workspace=self.ws.name)
         self.run_id = self.store.start_run(
             check=self.options.check, diff=self.options.diff,
             ansible_options=self.masker.mask_data(self.options.ansible.to_record()), **record,
@@ -762,7 +763,7 @@ def run_workflow(
         if options.resume:
             from polycrate.history import open_store
 
-            store = open_store(ws.root)
+            store = open_store(ws.root, backend=options.backend, workspace=ws.name)
             try:
                 previous = store.latest_full_run(workflow.name)
             finally:

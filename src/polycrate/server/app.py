@@ -54,6 +54,7 @@ class Settings:
     state_dir: Path
     tls: bool = False
     behind_proxy: bool = False
+    backend: str | None = None  # team mode: the PostgreSQL DSN runs are read from (cli/ reads the user's setting)
 
 
 class HTTPError(Exception):
@@ -108,7 +109,7 @@ class Web:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.state = ServerState(settings.state_dir)
-        self.catalog = Catalog(settings.sources)
+        self.catalog = Catalog(settings.sources, backend=settings.backend)
         self.templates = _templates()
         self.supported = run_options_supported()
 
@@ -381,7 +382,8 @@ class Web:
                             {"prompts": asks})
         try:
             launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
-                              output_dir=self.settings.state_dir / "launches", supported=self.supported)
+                              output_dir=self.settings.state_dir / "launches", supported=self.supported,
+                              backend=self.settings.backend, workspace=entry.name)
         except LaunchRefused as exc:
             self.state.audit(who.label, "launch", f"{key}/{name}", f"refused: {exc.message}", self.client(request),
                              detail)

@@ -75,8 +75,9 @@ def _stamp(root: Path) -> tuple:
 
 
 class Catalog:
-    def __init__(self, sources: list[Path]):
+    def __init__(self, sources: list[Path], backend: str | None = None):
         self.sources = sources
+        self.backend = backend  # team mode: runs are read from PostgreSQL (None: each workspace's SQLite)
         self._entries: dict[str, Entry] = {}
         self._scanned = 0.0
         self._lock = threading.Lock()
@@ -125,7 +126,7 @@ class Catalog:
 
     @contextmanager
     def store(self, entry: Entry) -> Iterator[RunStore]:
-        store = open_store(entry.root)  # reconciles: runs whose process died read 'interrupted', as in the CLI
+        store = open_store(entry.root, backend=self.backend, workspace=entry.name)  # reconciles: runs whose process died read 'interrupted', as in the CLI
         try:
             yield store
         finally:

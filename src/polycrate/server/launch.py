@@ -110,12 +110,13 @@ class Launched:
 
 
 def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, output_dir: Path,
-           supported: set[str], wait_seconds: float = 20.0) -> Launched:
+           supported: set[str], wait_seconds: float = 20.0, backend: str | None = None,
+           workspace: str | None = None) -> Launched:
     """Start the run; return once it is recorded in the store (or raise why it did not start)."""
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
     lock = lock_path(root, f"workflow-{workflow}")
-    if is_held(lock) and _finishing(root, read_holder(lock)):
+    if is_held(lock) and _finishing(root, read_holder(lock), backend, workspace):
         deadline = time.monotonic() + 10  # its run is recorded as ended: the process is closing, give it a moment
         while is_held(lock) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -140,7 +141,7 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     from polycrate.history import open_store
 
     while time.monotonic() < deadline:
-        store = open_store(root, reconcile=False)
+        store = open_store(root, backend=backend, workspace=workspace, reconcile=False)
         try:
             row = store.find_run(run_id)
         finally:
@@ -158,13 +159,13 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     return Launched(run_id, proc.pid, output)  # started but slow to record (a big block pull): 202 all the same
 
 
-def _finishing(root: Path, holder) -> bool:
+def _finishing(root: Path, holder, backend: str | None, workspace: str | None) -> bool:
     """Whether the lock's holder has already recorded its run as ended (retention, metrics, webhooks follow)."""
     if holder is None or not holder.run_id:
         return False
     from polycrate.history import open_store
 
-    store = open_store(root, reconcile=False)
+    store = open_store(root, backend=backend, workspace=workspace, reconcile=False)
     try:
         row = store.find_run(holder.run_id)
     finally:
