@@ -61,8 +61,11 @@ def test_bad_settings_are_one_line_errors_naming_their_file(tmp_path, postgres):
 
     secret = "s3cret-Passw0rd"
     closed = run_cli("runs", "list", cwd=ws, env=env | {"POLYCRATE_BACKEND": f"postgresql://ann:{secret}@127.0.0.1:1/x"})
-    assert_one_line_error(closed, "cannot connect to the backend postgresql://ann:********@127.0.0.1:1/x")
-    assert secret not in closed.output
+    assert_one_line_error(closed, "cannot connect to the backend postgresql://ann:********@127.0.0.1:1/x", code=74,
+                          hidden=[secret])
+    run = run_cli("workflows", "run", "green", cwd=ws, env=env | {"POLYCRATE_BACKEND": f"postgresql://ann:{secret}@127.0.0.1:1/x"})
+    assert_one_line_error(run, "cannot connect to the backend", code=74, hidden=[secret])
+    assert not (ws / "order.txt").exists()  # no step ran without its record
     assert not (ws / ".polycrate" / "runs.db").exists()  # nothing fell back to SQLite
 
 
@@ -176,5 +179,5 @@ def _differences(a, b, where: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{where}.{k}")]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{where}[{i}]")]
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]

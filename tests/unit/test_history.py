@@ -11,7 +11,8 @@ from polycrate.run.engine import resume_point
 from polycrate.runtime.events import read_events
 from polycrate.errors import LockedError, NotFoundError
 from polycrate.history import RunRecord, SQLiteRunStore as RunStore, StepRecord, open_store
-from polycrate.states import LEGACY_STEP_STATES, PlannedStep, RunKind, RunState, StepState
+from polycrate.run.request import PlannedStep
+from polycrate.states import LEGACY_STEP_STATES, RunKind, RunState, StepState
 from polycrate.history.locking import RunLock, is_held
 from polycrate.notify.metrics import render
 from polycrate.config.schema import parse_run_settings

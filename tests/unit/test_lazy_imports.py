@@ -11,8 +11,10 @@ import pytest
 
 from tests.helpers import write
 
-HEAVY = ("ansible", "oras", "pyrage", "psycopg", "polycrate.history.postgres", "polycrate.run.engine", "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process", "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote", "polycrate.runtime.script", "starlette",
-         "uvicorn")
+HEAVY = ("ansible", "oras", "pyrage", "psycopg", "polycrate.history.postgres", "polycrate.run.engine",
+         "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process",
+         "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote",
+         "polycrate.runtime.script", "starlette", "uvicorn")
 
 # Runs main(argv) and prints the modules loaded by then (main's exit, --help's SystemExit included).
 PROBE = """
@@ -132,10 +134,10 @@ def test_without_a_backend_nothing_of_postgresql_is_imported(workspace, tmp_path
 
 
 def test_with_a_backend_the_probe_sees_postgresql(workspace, tmp_path):
-    # the same probe with a backend set (a closed loopback port: the connection fails, one line, exit 2)
+    # the same probe with a backend set (a closed loopback port: the connection fails, one line, exit 74)
     env = _without_backend(tmp_path) | {"POLYCRATE_BACKEND": f"postgresql://nobody@127.0.0.1:{_closed_port()}/x"}
     code, modules = _loaded(["runs", "list"], workspace, env)
-    assert code == 2
+    assert code == 74
     assert "psycopg" in modules and "polycrate.history.postgres" in modules
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from polycrate.errors import ConfigError, PolycrateError
 
@@ -158,7 +159,7 @@ def cmd_import(args) -> int:
     if args.output == "json":
         emit_json(contract.document("backend-import", {
             "workspace": ws.name, "backend": safe_dsn(dsn), "imported": imported, "already_there": skipped,
-            "steps": steps, "log_bytes": log_bytes}))
+            "steps": steps, "log_bytes": log_bytes}), args.format)
         return 0
     print(f"workspace {ws.name}: {imported} run(s) imported into {safe_dsn(dsn)} ({steps} steps, {log_bytes} bytes of "
           f"logs); {skipped} already there", file=sys.stdout)
@@ -170,6 +171,7 @@ def cmd_status(args) -> int:
     from polycrate.cli.render import emit_json
 
     dsn = backend_setting()
+    data: dict[str, Any]
     if dsn is None:
         data = {"backend": None, "schema_version": None, "schema_current": None}
     else:
@@ -185,9 +187,9 @@ def cmd_status(args) -> int:
             version = schema_version(db) or 0
         finally:
             db.close()
-        data: dict = {"backend": safe_dsn(dsn), "schema_version": version, "schema_current": version == SCHEMA_VERSION}
+        data = {"backend": safe_dsn(dsn), "schema_version": version, "schema_current": version == SCHEMA_VERSION}
     if args.output == "json":
-        emit_json(contract.document("backend-status", data))
+        emit_json(contract.document("backend-status", data), args.format)
     elif dsn is None:
         print("backend: none (each workspace keeps its runs in .polycrate/runs.db)")
     else:

@@ -25,12 +25,10 @@ from polycrate.history.records import (
     StepRecord,
     WorkflowStatus,
 )
+from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.store import (
     DB_NAME,
-    HOST_COUNTS,
     LOGS_DIR,
-    RUN_ID_ENV,
-    RUN_USER_ENV,
     STATE_DIR,
     SQLiteRunStore,
     current_user,
@@ -39,7 +37,7 @@ from polycrate.history.store import (
 )
 
 __all__ = [
-    "DB_NAME", "HOST_COUNTS", "LOGS_DIR", "MIGRATIONS", "RUN_ID_ENV", "RUN_USER_ENV", "SCHEMA_VERSION", "STATE_DIR",
+    "DB_NAME", "HOST_COUNTS", "LOGS_DIR", "MIGRATIONS", "SCHEMA_VERSION", "STATE_DIR",
     "HostCounts", "LogPiece", "LogWriter", "Notice", "RunRecord", "RunStore", "SQLiteRunStore", "StepLog",
     "StepRecord", "WorkflowStatus", "current_user", "migrate", "new_run_id", "open_store", "state_dir",
     "store_version",

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from polycrate.errors import PolycrateError
+from polycrate.errors import EXIT_SYSTEM, PolycrateError
 from polycrate.history.records import (
     HostCounts,
     LogPiece,
@@ -36,7 +36,6 @@ from polycrate.history.records import (
     WorkflowStatus,
 )
 from polycrate.history.store import (
-    HOST_COUNTS,
     LOGS_DIR,
     MISSING_PROCESS,
     STATE_DIR,
@@ -49,6 +48,7 @@ from polycrate.history.store import (
     run_process_alive,
     step_columns,
 )
+from polycrate.runtime.events import HOST_COUNTS
 from polycrate.states import Phase, RunKind, RunState, StepState
 from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL
 
@@ -60,7 +60,13 @@ MIGRATION_LOCK = 0x706F6C79  # "poly"
 
 
 class BackendError(PolycrateError):
-    """The backend cannot be reached, or its schema does not fit this polycrate."""
+    """The backend's schema does not fit this polycrate (bad input: exit 2)."""
+
+
+class BackendUnreachable(BackendError):
+    """The backend cannot be reached: like an unreadable run store, the system refused (exit 74)."""
+
+    exit_code = EXIT_SYSTEM
 
 
 def safe_dsn(dsn: str) -> str:
@@ -81,7 +87,7 @@ def connect(dsn: str) -> psycopg.Connection:
                                application_name="polycrate")
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackendError(f"cannot connect to the backend {safe_dsn(dsn)}: {reason.replace(dsn, safe_dsn(dsn))}") from None
+        raise BackendUnreachable(f"cannot connect to the backend {safe_dsn(dsn)}: {reason.replace(dsn, safe_dsn(dsn))}") from None
 
 
 # --- the schema -------------------------------------------------------------------------------------
@@ -229,6 +235,7 @@ def _check_schema(db: psycopg.Connection, dsn: str) -> None:
 
 # --- the store ---------------------------------------------------------------------------------------
 
+Params = tuple[Any, ...] | list[Any]
 _UPDATABLE_STEP = frozenset(STEP_COLUMNS) - {"position"}
 _UPDATABLE_RUN = frozenset(("failed_step", "failed_task", "failed_host", "message", "ended", "status", "exit_code"))
 
@@ -256,26 +263,28 @@ class PostgresRunStore:
     def close(self) -> None:
         self.db.close()
 
-    def _execute(self, sql: str, params: tuple | list = ()) -> psycopg.Cursor:
+    def _execute(self, sql: str, params: Params = ()) -> psycopg.Cursor[dict[str, Any]]:
         with self._lock:
             return self.db.execute(sql, params)
 
-    def _all(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+    def _all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         with self._lock:
-            return self.db.execute(sql, params).fetchall()
+            return list(self.db.execute(sql, params).fetchall())
 
-    def _one(self, sql: str, params: tuple | list = ()) -> dict[str, Any] | None:
+    def _one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
         with self._lock:
-            return self.db.execute(sql, params).fetchone()
+            row: dict[str, Any] | None = self.db.execute(sql, params).fetchone()
+            return row
 
     # --- writing ---------------------------------------------------------------------------
 
     def start_run(self, *, kind: str, name: str, workflow: str | None = None, block: str | None = None,
                   action: str | None = None, only_step: str | None = None, lock_key: str | None = None,
                   check: bool = False, diff: bool = False, resumed_from: str | None = None,
-                  ansible_options: dict[str, Any] | None = None) -> str:
+                  ansible_options: dict[str, Any] | None = None, run_id: str | None = None,
+                  user: str | None = None) -> str:
         started = time.time()
-        run_id, user = claim_identity(started)
+        run_id, user = claim_identity(started, run_id, user)
         self._execute(
             'INSERT INTO runs (workspace, id, kind, name, workflow, block, action, only_step, "user", host, pid,'
             " lock_key, started, status, check_mode, diff_mode, resumed_from, ansible_options)"
@@ -381,7 +390,8 @@ class PostgresRunStore:
 
     def list_runs(self, *, name: str | None = None, kind: str | None = None, status: str | None = None,
                   since: float | None = None, until: float | None = None, limit: int | None = 20) -> list[RunRecord]:
-        where, args = ["workspace = %s"], [self.workspace]
+        where: list[str] = ["workspace = %s"]
+        args: list[Any] = [self.workspace]
         for column, value in (("name", name), ("kind", kind), ("status", status)):
             if value is not None:
                 where.append(f"{column} = %s")
@@ -410,11 +420,12 @@ class PostgresRunStore:
             row = self._one("SELECT id FROM runs WHERE workspace = %s ORDER BY started DESC, id DESC LIMIT 1 OFFSET %s",
                             (self.workspace, back))
             if row is None:
-                total = self._one("SELECT COUNT(*) AS n FROM runs WHERE workspace = %s", (self.workspace,))["n"]
+                counted = self._one("SELECT COUNT(*) AS n FROM runs WHERE workspace = %s", (self.workspace,))
+                total = int(counted["n"]) if counted else 0
                 if total == 0:
                     raise _not_found("no runs recorded yet", self)
                 raise _not_found(f"no run '{ref}': only {total} run(s) recorded (latest~{total - 1} is the oldest)", self)
-            return row["id"]
+            return str(row["id"])
         like = re.sub(r"([%_\\])", r"\\\1", ref) + "%"
         rows = self._all(
             "SELECT id FROM runs WHERE workspace = %s AND (id = %s OR id LIKE %s ESCAPE '\\'"
@@ -564,7 +575,7 @@ class ChunkLog:
             self._timer = None
             try:
                 self._flush()
-            except Exception:  # noqa: BLE001, S110 (the next write or close flushes again and reports)
+            except Exception:  # the next write or close flushes again, and reports
                 pass
 
     def _flush(self) -> None:

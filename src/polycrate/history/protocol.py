@@ -37,8 +37,10 @@ class RunStore(Protocol):
     def start_run(self, *, kind: str, name: str, workflow: str | None = None, block: str | None = None,
                   action: str | None = None, only_step: str | None = None, lock_key: str | None = None,
                   check: bool = False, diff: bool = False, resumed_from: str | None = None,
-                  ansible_options: dict[str, Any] | None = None) -> str:
-        """Record a new running run; its id."""
+                  ansible_options: dict[str, Any] | None = None, run_id: str | None = None,
+                  user: str | None = None) -> str:
+        """Record a new running run; its id (``run_id`` as the caller chose it, or a new one; ``user`` who
+        launched it, default the user running polycrate)."""
         ...
 
     def add_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:

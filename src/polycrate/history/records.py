@@ -160,7 +160,7 @@ class RunRecord:
         (so far, while running) and ``workflow_success`` (polycrate.success, never stored)."""
         status = _state(RunState, row["status"])
         end = row.get("ended") or ((now or time.time()) if status == RunState.RUNNING else None)
-        data = {k: row.get(k) for k in _RUN_COLUMNS}
+        data: dict[str, Any] = {k: row.get(k) for k in _RUN_COLUMNS}
         data["status"] = status
         data["kind"] = _state(RunKind, row["kind"])
         data["check_mode"] = bool(row.get("check_mode"))

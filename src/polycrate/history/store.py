@@ -17,11 +17,11 @@ import shutil
 import socket
 import sqlite3
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from polycrate.errors import ConfigError, NotFoundError
+from polycrate.errors import ConfigError, NotFoundError, PolycrateError
 from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
@@ -37,8 +37,6 @@ LOGS_DIR = "runs"
 
 # A caller that starts a `polycrate` process for someone else (`polycrate serve`) names the run and who
 # launched it through these; the run consumes them, so nothing the run starts inherits them.
-RUN_ID_ENV = "POLYCRATE_RUN_ID"
-RUN_USER_ENV = "POLYCRATE_RUN_USER"
 _RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 
@@ -61,11 +59,12 @@ def new_run_id(now: float | None = None) -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time())) + "-" + secrets.token_hex(3)
 
 
-def claim_identity(started: float) -> tuple[str, str]:
-    """The new run's id and launching user: as a launcher named them (consumed), else new and ours."""
-    given = os.environ.pop(RUN_ID_ENV, "")
-    run_id = given if _RUN_ID_RE.match(given) else new_run_id(started)
-    return run_id, os.environ.pop(RUN_USER_ENV, "").strip() or current_user()
+def claim_identity(started: float, run_id: str | None, user: str | None) -> tuple[str, str]:
+    """The new run's id and launching user: as the caller chose them (the server's launch), else a new id
+    and the user running polycrate."""
+    if run_id is not None and not _RUN_ID_RE.match(run_id):
+        raise PolycrateError(f"invalid run id {run_id!r}: expected YYYYMMDD-HHMMSS-xxxxxx")
+    return run_id or new_run_id(started), (user or "").strip() or current_user()
 
 
 def current_user() -> str:
@@ -163,7 +162,7 @@ class SQLiteRunStore:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def _durably(self, sql: str, params: tuple) -> None:
+    def _durably(self, sql: str, params: tuple[Any, ...]) -> None:
         """One statement committed with an fsync (and so every commit before it)."""
         self.db.execute("PRAGMA synchronous = FULL")
         try:
@@ -185,9 +184,13 @@ class SQLiteRunStore:
         diff: bool = False,
         resumed_from: str | None = None,
         ansible_options: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        user: str | None = None,
     ) -> str:
+        """Record a new run as running; `run_id` the caller chose (the server's launch) or a new one,
+        `user` who launched it (default: the user running polycrate)."""
         started = time.time()
-        run_id, user = claim_identity(started)
+        run_id, user = claim_identity(started, run_id, user)
         self._durably(
             "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
             " started, status, check_mode, diff_mode, resumed_from, ansible_options)"
@@ -284,7 +287,8 @@ class SQLiteRunStore:
     ) -> list[RunRecord]:
         """Runs newest first; a running run carries its current step and the time so far."""
         sql = "SELECT * FROM runs"
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("name", name), ("kind", kind), ("status", status)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -325,7 +329,7 @@ class SQLiteRunStore:
                     raise NotFoundError("no runs recorded yet", self.path)
                 raise NotFoundError(f"no run '{ref}': only {total} run(s) recorded (latest~{total - 1} is the oldest)",
                                     self.path)
-            return row["id"]
+            return str(row["id"])
         like = re.sub(r"([%_\\])", r"\\\1", ref) + "%"
         rows = self.db.execute(
             "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' OR substr(id, 17) LIKE ? ESCAPE '\\'"
@@ -390,7 +394,7 @@ class SQLiteRunStore:
             (RunKind.WORKFLOW, workflow, RunState.RUNNING)).fetchone()
         return WorkflowStatus(_record(last) if last else None, success, _record(running) if running else None)
 
-    def workflow_metrics(self) -> list[dict]:
+    def workflow_metrics(self) -> list[dict[str, Any]]:
         """Per workflow: its last full run and its last success (polycrate.success: --step and
         check-mode runs are neither)."""
         names = [r["name"] for r in self.db.execute(f"SELECT DISTINCT name FROM runs WHERE {FULL_RUN_SQL} ORDER BY name")]

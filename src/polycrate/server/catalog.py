@@ -2,7 +2,8 @@
 
 Read-only over polycrate's core: each workspace is loaded with ``workspace.load_workspace`` (cached
 until ``workspace.poly`` changes), runs come from each workspace's own run store
-(``history.RunStore``), as the store's typed records (``history.RunRecord``) with the served workspace's key. No web framework here,
+(``history.RunStore``), as the store's typed records (``history.RunRecord``) with the served workspace's key.
+No web framework here,
 so the bench and the tests can call it directly.
 """
 from __future__ import annotations
@@ -126,7 +127,8 @@ class Catalog:
 
     @contextmanager
     def store(self, entry: Entry) -> Iterator[RunStore]:
-        store = open_store(entry.root, backend=self.backend, workspace=entry.name)  # reconciles: runs whose process died read 'interrupted', as in the CLI
+        # opening reconciles: runs whose process died read 'interrupted', as in the CLI
+        store = open_store(entry.root, backend=self.backend, workspace=entry.name)
         try:
             yield store
         finally:
