@@ -181,3 +181,10 @@ def _differences(a, b, where: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{where}[{i}]")]
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def test_import_of_a_workspace_without_history_is_a_one_line_error(team_env, tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    result = run_cli("backend", "import", str(ws), env=team_env)
+    assert_one_line_error(result, "workspace 'nights' has no run history to import")
+    assert not (ws / ".polycrate" / "runs.db").exists()  # nothing made while refusing
