@@ -59,6 +59,9 @@ CONNECT_TIMEOUT = 10
 MIGRATION_LOCK = 0x706F6C79  # "poly"
 
 
+Connection = psycopg.Connection[dict[str, Any]]  # rows as dicts (dict_row)
+
+
 class BackendError(PolycrateError):
     """The backend's schema does not fit this polycrate (bad input: exit 2)."""
 
@@ -81,7 +84,7 @@ def safe_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(dsn: str) -> psycopg.Connection:
+def connect(dsn: str) -> Connection:
     try:
         return psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT,
                                application_name="polycrate")
@@ -173,12 +176,12 @@ _V1 = (
 )
 
 
-def _v1_history(db: psycopg.Connection) -> None:
+def _v1_history(db: Connection) -> None:
     for statement in _V1:
         db.execute(statement)
 
 
-Migration = tuple[str, Callable[[psycopg.Connection], None]]
+Migration = tuple[str, Callable[[Connection], None]]
 
 # To change the schema: append a migration; never edit or reorder one that has shipped.
 MIGRATIONS: tuple[Migration, ...] = (
@@ -187,12 +190,13 @@ MIGRATIONS: tuple[Migration, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def schema_version(db: psycopg.Connection) -> int | None:
+def schema_version(db: Connection) -> int | None:
     """The number of migrations applied; None: not a polycrate backend yet."""
     row = db.execute("SELECT to_regclass('polycrate_schema') AS t").fetchone()
     if row is None or row["t"] is None:
         return None
-    return int(db.execute("SELECT COALESCE(MAX(version), 0) AS v FROM polycrate_schema").fetchone()["v"])
+    version = db.execute("SELECT COALESCE(MAX(version), 0) AS v FROM polycrate_schema").fetchone()
+    return int(version["v"]) if version is not None else 0
 
 
 def migrate(dsn: str) -> tuple[int, int]:
@@ -221,7 +225,7 @@ def migrate(dsn: str) -> tuple[int, int]:
         db.close()
 
 
-def _check_schema(db: psycopg.Connection, dsn: str) -> None:
+def _check_schema(db: Connection, dsn: str) -> None:
     version = schema_version(db)
     if version is None or version == 0:
         raise BackendError(f"the backend {safe_dsn(dsn)} has no polycrate schema yet: run `polycrate backend init`")

@@ -105,7 +105,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             result = db.execute("PRAGMA quick_check(1)").fetchone()[0]
             if result != "ok":
                 exc = sqlite3.DatabaseError(f"integrity check: {result}")
-                exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+                exc.sqlite_errorcode = 11
                 raise exc
         else:
             db.execute("SELECT count(*) FROM runs").fetchone()
