@@ -141,12 +141,16 @@ def run_and_summarize(args, rerun: str, **what) -> int:
         early = prespawn(zygote_enabled())
     else:
         early = None
-    reporter = make_reporter(args)
     try:
-        result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
-                              reporter=reporter)
+        reporter = make_reporter(args)
+        try:
+            result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
+                                  reporter=reporter)
+        finally:
+            reporter.close()
     finally:
-        reporter.close()
+        if early is not None:  # whoever starts it ends it: unused (a script-only run, a refused request), or taken
+            early.discard()
     return summarize(result, args.output, reporter, rerun, args.format)
 
 

@@ -183,8 +183,6 @@ class _Run:
             self.zygote = None
 
     def close(self) -> None:
-        if self.early_zygote is not None:
-            self.early_zygote.discard()  # when no step took it
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
