@@ -146,7 +146,10 @@ def cmd_serve(args) -> int:
     from polycrate.server.state import default_state_dir
 
     state_dir = Path(args.state) if args.state else default_state_dir()
-    settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy)
+    from polycrate.cli.backend import backend_setting
+
+    settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy,
+                        backend=backend_setting())
     app = create_app(settings)
     scheme = "https" if tls else "http"
     sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log
