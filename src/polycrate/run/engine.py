@@ -434,7 +434,8 @@ def _polycrate_event(run: _Run, result: RunResult) -> None:
             doc = run.masker.mask_data(runevents.event_document(
                 ws=run.ws, result=result, record=record, store=run.store, options=options, snapshot=snap,
                 commit_sha=commit_sha))
-            runevents.submit(doc, run.ws.root, options.event_handler, options.event_endpoint, run.notice)
+            runevents.submit(doc, run.ws.root, options.event_handler, options.event_endpoint, run.notice,
+                             run.ws.layout.logs_root)
         except Exception as exc:  # an event never fails a run
             run.notice(f"event: could not be written: {exc}; the run's result stands")
     if options.auto_commit:
