@@ -185,18 +185,93 @@ def pack_stream(source, out, level: int, igzip: str | None, crc_on: bool) -> dic
     return {"size": size, "pad": pad, "sha256": dump_sha.hexdigest(), "crc": crc, "data_len": data_len}
 
 
+class Snapshot:
+    """A read-only transaction held open in psql with its snapshot exported: pg_dump dumps that snapshot
+    (--snapshot) and the table statistics are computed in it too, so the manifest's row counts and
+    checksums describe exactly the rows in the dump, whatever is written meanwhile."""
+
+    def __init__(self, args, owner: Owner):
+        self.proc = subprocess.Popen(psql_argv(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=owner.env, preexec_fn=owner.preexec(),
+                                     cwd="/")
+        self.proc.stdin.write("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n")
+        self.proc.stdin.flush()
+        self.id = self.proc.stdout.readline().strip()
+        if not self.id:
+            self.close()
+            raise SystemExit(f"backup failed: psql could not export a snapshot: {tail(self.proc.stderr.read())}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("COMMIT;\n")
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            self.proc.wait()
+
+
+def psql_argv(args, database: str | None = None) -> list[str]:
+    return ["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-h", args.host, "-p", str(args.port),
+            "-U", args.user, "-d", database or args.db]
+
+
+class TableStats(threading.Thread):
+    """Every table's row count and content checksum (files/table_stats.sql), computed by PostgreSQL in
+    the snapshot pg_dump dumps, while it dumps."""
+
+    def __init__(self, args, owner: Owner, snapshot: str, sql: str):
+        super().__init__(daemon=True)
+        self.argv, self.owner = psql_argv(args), owner
+        self.script = (f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '{snapshot}';\n"
+                       f"{sql}\nCOMMIT;\n")
+        self.tables: dict = {}
+        self.error = ""
+
+    def run(self) -> None:
+        res = subprocess.run(self.argv, input=self.script, capture_output=True, text=True, env=self.owner.env,
+                             preexec_fn=self.owner.preexec(), cwd="/")
+        if res.returncode != 0:
+            self.error = tail(res.stderr)
+            return
+        for line in res.stdout.splitlines():
+            name, rows, checksum = line.split("\t")
+            self.tables[name] = {"rows": int(rows), "checksum": checksum}
+
+
 def write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool = False,
                   igzip: str | None = None) -> dict:
-    """pg_dump (custom format) packed into the archive in the work folder (pack_archive)."""
+    """pg_dump (custom format) packed into the archive in the work folder (pack_archive); with
+    --table-stats-sql, the manifest lists every table's rows and checksum in the dump's snapshot."""
+    snapshot = Snapshot(args, owner) if args.table_stats_sql else None
+    try:
+        return _write_archive(args, work, dump_name, owner, crc_on, igzip, snapshot)
+    finally:
+        if snapshot is not None:
+            snapshot.close()
+
+
+def _write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool, igzip: str | None,
+                   snapshot: Snapshot | None) -> dict:
     cmd = ["pg_dump", "-h", args.host, "-p", str(args.port), "-U", args.user, "-F", "c",
-           "-Z", str(args.dump_compression), args.db]
+           "-Z", str(args.dump_compression), *([f"--snapshot={snapshot.id}"] if snapshot else []), args.db]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, bufsize=0, env=owner.env, preexec_fn=owner.preexec(), cwd="/")
+    stats = None
+    if snapshot is not None:
+        stats = TableStats(args, owner, snapshot.id, args.table_stats_sql)
+        stats.start()
 
     def describe(size: int, sha256: str) -> dict:
         proc.stdout.close()
         code = proc.wait()
         if code != 0:
             raise SystemExit(f"pg_dump failed with exit status {code}")
+        extra = {}
+        if stats is not None:
+            stats.join()
+            if stats.error:
+                raise SystemExit(f"backup failed: the table statistics: {stats.error}")
+            extra = {"tables": stats.tables}
         return {
             "database": args.db,
             "name": args.name,
@@ -207,6 +282,7 @@ def write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool = 
             "size": size,
             "sha256": sha256,
             "server_version": server_version(args, owner),
+            **extra,
         }
 
     big_pipe(proc.stdout)
@@ -531,6 +607,9 @@ def main() -> int:
     parser.add_argument("--recipient", action="append", default=[], help="age recipient of the uploaded copy")
     parser.add_argument("--keep-local", type=int, default=0)
     parser.add_argument("--keep-remote", type=int, default=0)
+    parser.add_argument("--table-stats-sql", default="",
+                        help="SQL giving every table's rows and checksum (files/table_stats.sql): run in the dump's "
+                             "snapshot, its result goes into the manifest for the restore drill; empty: none")
     parser.add_argument("--verify", choices=("full", "structure"), default="full",
                         help="full: inflate and walk the whole archive; structure: checksums and gzip/tar structure")
     args = parser.parse_args()
