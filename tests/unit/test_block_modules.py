@@ -184,7 +184,8 @@ def test_package_rollback_summary_states_each_outcome():
          "new": [{"name": "acme-app-extras", "version": "1.0.0"}, {"name": "libbar", "version": "1"}],
          "removed": ["acme-app-extras 1.0.0"], "kept": [{"name": "libbar", "reason": "needed by libfoo"}]}
     assert module.summary(r) == {
-        "packages": "packages: 1 of 2 back at their previous versions (acme-app 1.2.0 -> 1.1.0), `libfoo 2` not in the repository",
+        "packages": "packages: 1 of 2 back at their previous versions (acme-app 1.2.0 -> 1.1.0), "
+                    "`libfoo 2` not in the repository",
         "new": "newly installed packages removed: acme-app-extras 1.0.0, `libbar` kept (needed by libfoo)"}
 
 

@@ -11,7 +11,7 @@ import os
 import random
 import shutil
 import tarfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ IGZIP = shutil.which("igzip")
 COMPRESSORS = ["zlib", pytest.param("igzip", marks=pytest.mark.skipif(not IGZIP, reason="igzip (isal) not installed"))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def dump_bytes(n: int = 3_000_001) -> bytes:
     """Compressible but not trivial, and a size that needs tar padding."""
     rnd = random.Random(7)
