@@ -233,6 +233,7 @@ import threading
 import time
 import zlib
 from types import SimpleNamespace
+from typing import NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -664,7 +665,7 @@ def check_archive(path: str, written: dict, igzip: str | None = None) -> dict:
     return {**sums, "archive_size": os.path.getsize(path)}
 
 
-def fail(message: str) -> "NoReturn":
+def fail(message: str) -> NoReturn:
     raise BackupFailed(f"backup failed: {message}")
 
 
