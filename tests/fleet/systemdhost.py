@@ -26,6 +26,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -126,7 +127,12 @@ def build_image() -> str:
     if shutil.which("podman") is None:
         raise SystemdHostError("podman is not installed")
     if _podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
-        raise SystemdHostError(f"{BASE_IMAGE} is missing: run `polycrate toolchain build --base` first")
+        # the base image polycrate's container runtime uses: made (or imported) as `make demo` does
+        res = subprocess.run([sys.executable, "-m", "polycrate", "toolchain", "build", "--base"], capture_output=True,
+                             text=True, timeout=1800, check=False)
+        if res.returncode != 0:
+            raise SystemdHostError(f"{BASE_IMAGE} is missing and `polycrate toolchain build --base` failed: "
+                                   f"{res.stderr.strip()[-2000:]}")
     tag = f"{IMAGE}:{image_key()}"
     if _podman("image", "exists", tag, check=False).returncode == 0:
         return tag
