@@ -69,7 +69,7 @@ def _limit_hint(words: list[str], message: str) -> str:
 
 # The modules that register the commands, in the order `--help` lists them.
 COMMAND_MODULES = ("run", "workflows", "actions", "blocks", "workspace", "schedules", "runs", "notify", "registry",
-                   "toolchain", "serve", "lifecycle", "ssh", "git", "kubectl", "tools", "completion")
+                   "toolchain", "serve", "backend", "lifecycle", "ssh", "git", "kubectl", "tools", "completion")
 # Which module registers each top-level command word (tests/unit/test_cli_parser.py keeps it true):
 # a command line that names one gets a parser with that module's commands only. Building all of
 # them (~70 subparsers, ~250 options) is a third of what `workflows list` costs.
@@ -79,7 +79,7 @@ COMMAND_MODULE = {
     "notify": "notify", "registry": "registry", "toolchain": "toolchain", "serve": "serve", "server": "serve",
     "install": "lifecycle", "uninstall": "lifecycle", "prune": "lifecycle", "pull": "lifecycle",
     "push": "lifecycle", "init": "lifecycle", "ssh": "ssh", "create": "ssh", "git": "git", "k": "kubectl",
-    "version": "tools", "checksum": "tools", "completion": "completion",
+    "version": "tools", "checksum": "tools", "completion": "completion", "backend": "backend",
 }
 
 

@@ -19,10 +19,13 @@ from datetime import datetime
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from polycrate import __version__
 from polycrate.states import RunKind, RunState
+
+if TYPE_CHECKING:
+    from polycrate.history import RunRecord, RunStore
 
 LOGS_ROOT = ".logs"  # Polycrate's workspace logs root
 OUTPUT_LIMIT = 256 * 1024  # characters of the run's output kept in an event (the tail); `runs logs` has all
@@ -89,7 +92,7 @@ def _script_environment(request) -> dict[str, str]:
 # --------------------------------------------------------------------------- the event
 
 
-def _output(store, run_id: str) -> str:
+def _output(store: RunStore, run_id: str) -> str:
     try:
         _, logs = store.step_logs(run_id)
     except Exception:
@@ -110,23 +113,23 @@ def _user(root: Path) -> tuple[str, str]:
         return "", getpass.getuser()
 
 
-def event_document(*, ws, result, record: dict, store, options, snapshot: dict, commit_sha: str) -> dict[str, Any]:
+def event_document(*, ws, result, record: RunRecord, store: RunStore, options, snapshot: dict, commit_sha: str) -> dict[str, Any]:
     level, message = _LEVEL.get(result.status, ("Warning", "Transaction running but not finished"))
     email, name = _user(ws.root)
-    started = record.get("started") or time.time()
+    started = record.started or time.time()
     doc: dict[str, Any] = {
         "labels": {"monk.event.class": "polycrate", "monk.event.level": level},
         "workspace": ws.name,
     }
     if result.kind == RunKind.WORKFLOW:
         doc["workflow"] = result.name
-        if record.get("only_step"):
-            doc["step"] = record["only_step"]
+        if record.only_step:
+            doc["step"] = record.only_step
     else:
-        doc["block"], doc["action"] = record.get("block"), record.get("action")
+        doc["block"], doc["action"] = record.block, record.action
     doc.update({
         "command": options.command or None,
-        "exit_code": record.get("exit_code"),
+        "exit_code": record.exit_code,
         "user_email": email or None,
         "user_name": name or None,
         "date": datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds"),  # RFC 3339

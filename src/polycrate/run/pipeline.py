@@ -59,8 +59,9 @@ def _checked_options(request: RunRequest, sources: Sources) -> RunOptions:
     given = options.ssh_private_key or (sources.document.go["layout"].ssh_private_key if sources.document.go
                                         else None)
     key = workspace_key(request.root, given)
+    # the user's own ANSIBLE_PRIVATE_KEY_FILE (Ansible's setting, read as Ansible would) wins over the default id_rsa
     if not given and "ANSIBLE_PRIVATE_KEY_FILE" in os.environ:
-        key = None  # the caller's own setting wins over the default id_rsa
+        key = None
     if options.auto_commit:
         from polycrate.config import gitrepo as gitcli
 
