@@ -144,7 +144,8 @@ def render(r: dict) -> str:
         out.append(f"| 4. backup: peak extra disk | {_mb(d['ours_peak_extra_bytes'])} | {_mb(d['ours_published_bytes'])} "
                    f"(the compressed archive and its two small sidecars) | "
                    f"{d['ours_peak_extra_bytes'] / d['ours_published_bytes']:.2f}x | ≤ 1x | {_met(d['met_disk'])} |")
-        out.append(f"| 4. article pipeline (for comparison) | {_s(next(x for x in b['rows'] if x['name'].startswith('article'))['median'])} "
+        article = next(x for x in b["rows"] if x["name"].startswith("article"))
+        out.append(f"| 4. article pipeline (for comparison) | {_s(article['median'])} "
                    f"| {_s(b['baseline']['median'])} | "
                    f"{next(x for x in b['rows'] if x['name'].startswith('article'))['ratio']:.2f}x | | |")
         out.append(f"| 4. restore (`restore --force`) | {_s(b['restore']['median'])} | | | | |")
@@ -223,7 +224,8 @@ def render(r: dict) -> str:
                 "nightly run finds it, closed after the timed run), the same with pipelining on, and with the test",
                 "fixture's settings (no connection sharing, pipelining on; the previous baseline). Variants are",
                 f"interleaved; load average (1, 5, 15 min) before and after each size is shown. Measured {f['measured']}.",
-                "", "| hosts | forks | variant | median | min | max | runs | ours / variant |", "|---|---|---|---|---|---|---|---|"]
+                "", "| hosts | forks | variant | median | min | max | runs | ours / variant |",
+                "|---|---|---|---|---|---|---|---|"]
         for size in f["sizes"]:
             for name, v in size["variants"].items():
                 ratio = size["ratios"].get(name)
@@ -276,7 +278,7 @@ def render(r: dict) -> str:
             if "ratios_per_round" in size:
                 out.append(f"* {_mb(size['database_bytes'])} ({size.get('compressor') or 'compressor not reported'}): "
                            + ", ".join(f"{x:.2f}x (load {lo})" for x, lo in zip(size["ratios_per_round"],
-                                                                               size["load_at_our_runs"])))
+                                                                               size["load_at_our_runs"], strict=False)))
         out += ["",
                 f"Restore (`polycrate run linux-maintenance restore --force`, same backup): median "
                 f"{_s(b['restore']['median'])} over {b['restore']['runs']} runs "

@@ -91,10 +91,11 @@ def bench(runs: int = 2, runs_large: int = 1, log=print) -> dict:
             variants = {
                 "polycrate (defaults)": lambda ws=ws: run([POLYCRATE, "workflows", "run", "nightly-maintenance"],
                                                           env=clean_env(), cwd=ws),
-                "plain, Ansible's default SSH settings": lambda ws=ws: plain(ws, "inventory.yml", None, forks, True),
-                "plain, default SSH settings + pipelining": lambda ws=ws: plain(ws, "inventory.yml", "True", forks, True),
+                "plain, Ansible's default SSH settings": lambda ws=ws, forks=forks: plain(ws, "inventory.yml", None, forks, True),
+                "plain, default SSH settings + pipelining":
+                    lambda ws=ws, forks=forks: plain(ws, "inventory.yml", "True", forks, True),
                 "plain, fixture settings (no sharing, pipelining)":
-                    lambda ws=ws: plain(ws, "inventory-fixture.yml", "True", forks, False),
+                    lambda ws=ws, forks=forks: plain(ws, "inventory-fixture.yml", "True", forks, False),
             }
             n = runs if size < 100 else runs_large
             log(f" {size} hosts, forks {forks}")
@@ -104,7 +105,8 @@ def bench(runs: int = 2, runs_large: int = 1, log=print) -> dict:
             ours = median(samples["polycrate (defaults)"])
             row = {"hosts": size, "forks": forks, "load": loads,
                    "variants": {name: summary(v) for name, v in samples.items()},
-                   "ratios": {name: round(ours / median(v), 3) for name, v in samples.items() if not name.startswith("polycrate")}}
+                   "ratios": {name: round(ours / median(v), 3) for name, v in samples.items()
+                              if not name.startswith("polycrate")}}
             row["met"] = row["ratios"]["plain, Ansible's default SSH settings"] <= TARGET
             results.append(row)
     finally:

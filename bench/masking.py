@@ -60,13 +60,13 @@ def bench(runs: int = 5) -> dict:
         build = time.perf_counter() - started
         first = secrets[0]
 
-        def ours() -> float:
+        def ours(lines: list[str] = lines, masker=masker) -> float:
             t = time.perf_counter()
             for line in lines:
                 masker.mask(line)
             return time.perf_counter() - t
 
-        def baseline() -> float:
+        def baseline(lines: list[str] = lines, first: str = first) -> float:
             t = time.perf_counter()
             for line in lines:
                 line.replace(first, "********")

@@ -8,7 +8,8 @@ count, whatever their status: they did not do the workflow's job.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from polycrate.states import RunKind, RunState
 

@@ -23,7 +23,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # `python -c` in there imports tests.fleet
 
-from tests.fleet.debhost import (
+from tests.fleet.debhost import (  # noqa: E402 (REPO_ROOT first: the comment above says why)
     DebHost,
     DebHostError,
     find_mirror,
@@ -270,7 +270,7 @@ def test_two_hosts_at_once_and_clean_stop(tmp_path):
     finally:
         for h in hosts:
             h.stop()
-    for root, pid in zip(roots, pids):
+    for root, pid in zip(roots, pids, strict=False):
         assert not processes_in_root(root)
         assert not root.exists()
         assert not Path("/proc/%d" % pid).exists()

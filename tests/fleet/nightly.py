@@ -88,7 +88,7 @@ class NightlyEnv:
             line = f"      {key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}\n"
             pattern = re.compile(rf"^      {re.escape(key)}:.*\n", re.M)
             if pattern.search(text):
-                text = pattern.sub(lambda m: line, text, count=1)
+                text = pattern.sub(lambda m, line=line: line, text, count=1)
             else:  # a new key goes after the last key of the block's config (health_url in the article)
                 last = list(re.finditer(r"^      health_url:.*\n", text, re.M))[-1]
                 text = text[: last.end()] + line + text[last.end() :]
@@ -156,7 +156,7 @@ class NightlyEnv:
                 pass
         self._own = []
 
-    def __enter__(self) -> "NightlyEnv":
+    def __enter__(self) -> NightlyEnv:
         return self
 
     def __exit__(self, *exc) -> None:

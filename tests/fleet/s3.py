@@ -50,7 +50,7 @@ class S3Server:
         stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -120,7 +120,7 @@ class SSHFleet:
         for host in self.hosts:
             inv["all"]["hosts"][host.name] = host.host_vars(sharing)
         for group, members in (groups or {}).items():
-            inv["all"]["children"][group] = {"hosts": {m: None for m in members}}
+            inv["all"]["children"][group] = {"hosts": dict.fromkeys(members)}
         return inv
 
     def stop(self) -> None:
@@ -129,7 +129,7 @@ class SSHFleet:
         self.hosts = []
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "SSHFleet":
+    def __enter__(self) -> SSHFleet:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -31,7 +31,7 @@ def test_bytes_and_mode_replace_an_existing_file(tmp_path):
 def test_str_is_written_as_utf8(tmp_path):
     target = tmp_path / "t"
     write_atomic(target, "grüße")
-    assert target.read_bytes() == "grüße".encode("utf-8")
+    assert target.read_bytes() == "grüße".encode()
 
 
 def test_before_replace_sees_a_complete_dot_temp_file_in_the_same_folder(tmp_path):

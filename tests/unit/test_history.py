@@ -127,9 +127,10 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
     code = (
         "import time\n"
         "from polycrate.history.locking import RunLock\n"
-        "l = RunLock(__import__('pathlib').Path(%r), 'workflow-x', 'x'); l.acquire(); print('locked', flush=True)\n"
+        f"l = RunLock(__import__('pathlib').Path({str(tmp_path)!r}), 'workflow-x', 'x')\n"
+        "l.acquire(); print('locked', flush=True)\n"
         "time.sleep(60)\n"
-    ) % str(tmp_path)
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     mine = RunLock(tmp_path, "workflow-x", "x")

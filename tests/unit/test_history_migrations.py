@@ -104,7 +104,7 @@ def test_an_earlier_store_opens_and_migrates_without_loss(fixture, tmp_path):
     after = _raw_rows(db_path)
     for table, rows in before.items():
         assert len(after[table]) == len(rows), table
-        for old_row, new_row in zip(rows, after[table]):
+        for old_row, new_row in zip(rows, after[table], strict=False):
             if table == "steps":  # the one value a migration rewrites: display wording to state values
                 old_row = {**old_row, "status": LEGACY_STEP_STATES.get(old_row["status"], old_row["status"])}
             assert {k: new_row[k] for k in old_row} == old_row

@@ -48,7 +48,8 @@ def test_https_by_default_plain_http_only_for_loopback_or_insecure():
     assert t.endpoint("localhost:5000") == ("localhost:5000", "http")
     assert t.endpoint("10.0.0.5:5000") == ("10.0.0.5:5000", "https")
     assert is_loopback("[::1]:5000") and not is_loopback("128.0.0.1")
-    env = {"POLYCRATE_REGISTRY_INSECURE": "harbor.lan:8080", "POLYCRATE_REGISTRY_MIRRORS": "registry.acme-corp.com=127.0.0.1:5000"}
+    env = {"POLYCRATE_REGISTRY_INSECURE": "harbor.lan:8080",
+           "POLYCRATE_REGISTRY_MIRRORS": "registry.acme-corp.com=127.0.0.1:5000"}
     t = transport_settings(None, env)
     assert t.endpoint("harbor.lan:8080") == ("harbor.lan:8080", "http")
     assert t.endpoint("registry.acme-corp.com") == ("127.0.0.1:5000", "http")
@@ -107,7 +108,8 @@ def test_inheritance_merges_config_and_actions(tmp_path):
     assert child.config == {"greeting": "hi", "nested": {"a": 1, "b": 3}}
     assert child.actions["greet"].script == ("echo child",)  # overridden
     assert child.actions["hello"].playbook == "../reg.example.com/t/base/hello.yml"  # inherited, parent's file
-    assert (child.folder / child.actions["hello"].playbook).resolve() == (tmp_path / "blocks/reg.example.com/t/base/hello.yml").resolve()
+    wanted = tmp_path / "blocks/reg.example.com/t/base/hello.yml"
+    assert (child.folder / child.actions["hello"].playbook).resolve() == wanted.resolve()
     assert child.definition.kind == "maintenance" and child.version == "0.1.0"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,7 @@ from polycrate.config.yamlfile import parse_yaml
 
 ANALYZE = sched.systemd_analyze()
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze calendar does not work here")
-UTC = timezone.utc
+UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
@@ -249,7 +249,8 @@ def test_cron_entry():
     entry = content.splitlines()[-1]
     assert entry.startswith("0 2 * * * automation sleep $(shuf -i 0-300 -n 1) && mkdir -p /var/log/polycrate && ")
     assert "cd '/opt/polycrate workspaces/acme 100\\%' && " in entry
-    assert "timeout 3600 /usr/local/bin/polycrate --workspace '/opt/polycrate workspaces/acme 100\\%' workflows run nightly" in entry
+    assert ("timeout 3600 /usr/local/bin/polycrate --workspace '/opt/polycrate workspaces/acme 100\\%' "
+            "workflows run nightly") in entry
     assert entry.endswith(">> /var/log/polycrate/acme.corp-nightly.log 2>&1")
     assert "SHELL=/bin/sh\n" in content
 

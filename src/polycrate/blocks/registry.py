@@ -26,7 +26,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
 
 from polycrate.blocks import store as blockstore
 from polycrate.atomicfile import write_atomic

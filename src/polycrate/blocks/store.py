@@ -27,7 +27,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from polycrate.atomicfile import write_atomic
 from polycrate.errors import PolycrateError
@@ -152,7 +152,7 @@ def _check_link(name: str, target: str) -> None:
     if not target or target.startswith("/"):
         raise UnsafeArchive(f"archive member {name!r} is a link to an absolute path ({target!r})")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
+    if resolved == ".." or resolved.startswith(("../", "/")):
         raise UnsafeArchive(f"archive member {name!r} is a link pointing outside the block ({target!r})")
 
 

@@ -10,8 +10,8 @@ The declarations say what ``schema.py``'s checks accept today (``tests/unit/test
 compares them). Of the rules that tie keys together, "exactly one of" and "at least one of" are
 declared (a schedule's ``on_calendar``/``cron``; an action's ``type``/``playbook``/``script``); the
 others (an ansible action needs ``playbook``; an email login needs both ``username`` and
-``password``) are written in the fields' descriptions. ``schema.py`` reads this module at every load, so it holds plain data only: nothing here
-imports beyond the standard library and ``config.model``.
+``password``) are written in the fields' descriptions. ``schema.py`` reads this module at every load, so it
+holds plain data only: nothing here imports beyond the standard library and ``config.model``.
 """
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ of a non-map) is a TemplateError with the reason.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 NO_VALUE = "<no value>"
 

@@ -37,7 +37,7 @@ def inventory_hosts(inventory: Path) -> list[Host]:
     proc = subprocess.run([sys.executable, "-m", "ansible.cli.inventory", "-i", str(inventory), "--list"],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        lines = [l for l in proc.stderr.splitlines() if l.strip()]
+        lines = [text for text in proc.stderr.splitlines() if text.strip()]
         raise PolycrateError(f"ansible-inventory failed: {lines[-1] if lines else proc.returncode}", inventory)
     data = json.loads(proc.stdout)
     hostvars = data.get("_meta", {}).get("hostvars", {})

@@ -207,7 +207,7 @@ def parse_action(raw: Any, path: Path) -> Action:
             )
         script = tuple(lines)
         script_lines = script_lines if len(script_lines) == len(script) else (_line(mapping, "script"),) * len(script)
-        for index, (text, line) in enumerate(zip(script, script_lines), 1):
+        for index, (text, line) in enumerate(zip(script, script_lines, strict=False), 1):
             check_template(text, f"action '{name}', script line {index}", path, line)
     return Action(
         name=name,
@@ -776,7 +776,7 @@ def parse_dependencies(raw: dict, path: Path, default_registry: Any = None) -> t
 
     lines = raw.lines_of_items("dependencies") if isinstance(raw, LineMap) else [None] * len(items)
     result: list[str] = []
-    for item, line in zip(items, lines):
+    for item, line in zip(items, lines, strict=False):
         if not isinstance(item, str) or not item.strip() or has_control(item):
             hint = (" (a trailing ':' makes YAML read a mapping: write the version)"
                     if isinstance(item, dict) and len(item) == 1 and None in item.values() else "")

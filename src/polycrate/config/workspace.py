@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 from polycrate.errors import ConfigError, NotFoundError
 from polycrate.config.merge import merge_config

@@ -1,8 +1,8 @@
 """Mail and chat channels (`notifications:`): one message per finished run, in each channel's format.
 
 The content comes from the run's payload, the same (already masked) body the webhooks POST
-(``contract.webhook_body``: the run as ``runs show -o json`` prints it): ``render`` turns it into a title, facts and step lines, and each
-channel lays those out in its own format:
+(``contract.webhook_body``: the run as ``runs show -o json`` prints it): ``render`` turns it into a title,
+facts and step lines, and each channel lays those out in its own format:
 
 * ``email``: SMTP with STARTTLS (or implicit TLS) and a login, a text/plain mail;
 * ``slack`` and ``mattermost``: an incoming-webhook POST, ``text`` plus one coloured attachment;
@@ -25,8 +25,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from polycrate.config.model import Notification, SecretRef
 
@@ -71,7 +72,7 @@ class Message:
 def _when(value: Any) -> str:
     """A timestamp of the payload (epoch seconds or ISO 8601) as ISO 8601 UTC."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(value)
 
 
@@ -234,7 +235,7 @@ def _http(url: str, body: dict[str, Any], timeout: float, method: str = "POST",
     request = urllib.request.Request(url, data=data, method=method, headers={
         "Content-Type": "application/json", "User-Agent": "polycrate-notify", **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s), checked)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read(4096)
     except urllib.error.HTTPError as exc:
         detail = ""

@@ -19,7 +19,8 @@ from datetime import datetime
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from polycrate import __version__
 from polycrate.states import RunKind, RunState
@@ -170,7 +171,7 @@ def post_event(endpoint: str, doc: dict[str, Any]) -> int:
     body = json.dumps(doc, default=str).encode("utf-8")
     request = urllib.request.Request(endpoint, data=body, method="POST", headers={
         "Content-Type": "application/json; charset=UTF-8", "User-Agent": "polycrate-event"})
-    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # noqa: S310 (http(s), checked)
+    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:
         response.read(1024)
         return response.status
 

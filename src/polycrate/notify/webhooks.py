@@ -10,7 +10,8 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from polycrate.config.model import Notification, Webhook
 from polycrate.states import RunKind, RunState
@@ -34,7 +35,7 @@ def post(hook: Webhook, payload: dict[str, Any], timeout: float = TIMEOUT_SECOND
     headers = {"Content-Type": "application/json", "User-Agent": "polycrate-webhook"}
     headers.update(dict(hook.headers))
     request = urllib.request.Request(hook.url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only, checked in model)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         response.read(1024)
 
 

@@ -5,8 +5,8 @@
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone, tzinfo
-from typing import Iterable
+from datetime import datetime, tzinfo, UTC
+from collections.abc import Iterable
 
 from polycrate.config.model import ORIGIN_ONE_OFF, ORIGIN_WORKSPACE, Schedule
 from polycrate.timespec.cron import cron_next
@@ -39,7 +39,7 @@ def prompts_of(ws, workflow_name: str) -> list[str]:
 
 def next_runs(schedule: Schedule, now: datetime | None = None, count: int = 3, tz: tzinfo | None = None) -> list[datetime]:
     """The next ``count`` run times (aware datetimes) of a schedule after ``now`` (default: the clock)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if schedule.kind == "cron":

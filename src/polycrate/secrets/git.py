@@ -29,7 +29,7 @@ def ensure_gitignore(root: Path, checkpoint: Checkpoint = no_checkpoint) -> bool
         raise PolycrateError(f"cannot read: {exc}", ".gitignore") from None
     block = "\n".join([GITIGNORE_BEGIN, *GITIGNORE_BODY, GITIGNORE_END]) + "\n"
     lines = old.splitlines(keepends=True)
-    begin = next((i for i, l in enumerate(lines) if l.rstrip("\n") == GITIGNORE_BEGIN), None)
+    begin = next((i for i, text in enumerate(lines) if text.rstrip("\n") == GITIGNORE_BEGIN), None)
     end = None
     if begin is not None:
         end = next((i for i in range(begin, len(lines)) if lines[i].rstrip("\n") == GITIGNORE_END), None)

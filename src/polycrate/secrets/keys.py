@@ -127,7 +127,7 @@ def generate_identity(output: Path) -> str:
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
     text = (
-        f"# created: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}\n"
+        f"# created: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}\n"
         f"# public key: {recipient}\n{identity}\n"
     )
     output.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

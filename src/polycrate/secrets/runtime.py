@@ -85,7 +85,7 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
     contents: list[bytes] = []
     poly_text: tuple[str, str] | None = None
     try:
-        for plain_path, (has_plain, has_age) in secret_pairs(root).items():
+        for plain_path, (has_plain, _has_age) in secret_pairs(root).items():
             rel_root = rel_path(root, plain_path)
             if has_plain:
                 data = read_secret(plain_path, root)

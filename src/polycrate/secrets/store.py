@@ -173,7 +173,7 @@ def decrypt_workspace(root: Path, identity_source: Keyring | str | Path | None =
         tmp.unlink(missing_ok=True)
         result.stale_removed.append(rel_path(root, tmp))
     for plain, data in work:
-        def verify(written: bytes, data: bytes = data) -> None:
+        def verify(written: bytes, data: bytes = data, plain: Path = plain) -> None:
             if written != data:  # pragma: no cover - write_durably already compared
                 raise PolycrateError("verification failed", plain)
 

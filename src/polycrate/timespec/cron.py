@@ -45,7 +45,7 @@ def validate_cron(expression: str) -> str:
             f"invalid cron expression {expression!r}: expected 5 fields (minute hour day month weekday), "
             f"got {len(fields)}"
         )
-    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS):
+    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS, strict=False):
         if text.lower() in names:  # crontab(5): names only as a single value, not in ranges or lists
             continue
         for item in text.split(","):

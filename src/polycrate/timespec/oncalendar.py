@@ -7,15 +7,15 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
-from functools import lru_cache
+from datetime import datetime, tzinfo, UTC
+from functools import cache
 
 from polycrate.timespec.times import ScheduleError, local_zone, zone_key, zone_named
 
 _ENV_ANALYZE = "POLYCRATE_SYSTEMD_ANALYZE"  # path of systemd-analyze; empty disables it (tests of our parser)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _analyze_binary(setting: str | None) -> str | None:
     binary = setting if setting is not None else shutil.which("systemd-analyze")
     if not binary:
@@ -83,7 +83,7 @@ def analyze_calendar(
             if value.strip() == "never":
                 break
             raise RuntimeError(f"cannot read systemd-analyze output: {value!r}")
-        times.append(datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc))
+        times.append(datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC))
     return normalized, times
 
 
@@ -260,7 +260,7 @@ def calendar_next(expression: str, now: datetime, count: int = 3, tz: tzinfo | N
     spec = parse_calendar(expression)
     zone = spec.zone or tz or local_zone()
     base = now.astimezone(zone)
-    base_utc = now.astimezone(timezone.utc)
+    base_utc = now.astimezone(UTC)
     found: list[datetime] = []
     for year in range(base.year, 2200):
         if spec.years is not None and year not in spec.years:
@@ -278,7 +278,7 @@ def calendar_next(expression: str, now: datetime, count: int = 3, tz: tzinfo | N
                     for minute in spec.minutes:
                         for second in spec.seconds:
                             moment = datetime(year, month, day, hour, minute, second, tzinfo=zone)
-                            utc = moment.astimezone(timezone.utc)
+                            utc = moment.astimezone(UTC)
                             if utc.astimezone(zone).replace(tzinfo=None) != moment.replace(tzinfo=None):
                                 continue  # inside a DST gap: the time does not exist, systemd skips it
                             if utc <= base_utc or (found and utc <= found[-1]):
@@ -291,7 +291,7 @@ def calendar_next(expression: str, now: datetime, count: int = 3, tz: tzinfo | N
 
 def validate_calendar(expression: str) -> None:
     """Refuse an OnCalendar expression systemd would refuse (or that never elapses)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if systemd_analyze():
         _, times = analyze_calendar(expression, now, 1)
     else:

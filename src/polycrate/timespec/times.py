@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, tzinfo, UTC
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -55,7 +55,7 @@ def parse_timespan(value: Any) -> int:
 
 def zone_named(name: str) -> tzinfo | None:
     if name.upper() == "UTC":
-        return timezone.utc
+        return UTC
     if not re.match(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)+$", name):
         return None  # only Area/City names: "Mon" or "EST" are not taken for zones
     try:
@@ -68,20 +68,20 @@ def local_zone() -> tzinfo:
     """The machine's time zone (what cron and systemd use), DST-aware where possible."""
     key = os.environ.get("TZ", "").lstrip(":")
     if key:
-        zone = zone_named(key) or (timezone.utc if key in ("UTC", "Etc/UTC", "UTC0") else None)
+        zone = zone_named(key) or (UTC if key in ("UTC", "Etc/UTC", "UTC0") else None)
         if zone is not None:
             return zone
     try:
         with open("/etc/localtime", "rb") as handle:
             return ZoneInfo.from_file(handle, key="localtime")
     except OSError:
-        return datetime.now().astimezone().tzinfo or timezone.utc
+        return datetime.now().astimezone().tzinfo or UTC
 
 
 def zone_key(tz: tzinfo | None) -> str | None:
     if tz is None:
         return None
-    if tz is timezone.utc:
+    if tz is UTC:
         return "UTC"
     key = getattr(tz, "key", None)
     return key if key and key != "localtime" else None

@@ -81,7 +81,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "HARNESS_VERSION",
@@ -236,7 +236,7 @@ def find_mirror(sources: Iterable[Path] | None = None) -> str:
     for uri, suites in candidates:
         if any(s == SUITE for s in suites) and "security" not in uri:
             return uri.rstrip("/")
-    for uri, suites in candidates:
+    for uri, _suites in candidates:
         if "debian" in uri and "security" not in uri:
             return uri.rstrip("/")
     return DEFAULT_MIRROR
@@ -754,27 +754,27 @@ def _configure_root(root: Path) -> None:
 
 
 def _provision_script(pg_port: int) -> str:
-    return r"""
+    return rf"""
 set -e
 id ubuntu >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo ubuntu
 passwd -d ubuntu >/dev/null
 for h in /root /home/ubuntu; do mkdir -p $h/.ssh; chmod 700 $h/.ssh; done
 chown ubuntu:ubuntu /home/ubuntu/.ssh
-runuser -u postgres -- psql -v ON_ERROR_STOP=1 -q -c "CREATE ROLE {role} LOGIN PASSWORD '{pw}'"
-runuser -u postgres -- createdb -O {role} {db}
+runuser -u postgres -- psql -v ON_ERROR_STOP=1 -q -c "CREATE ROLE {PG_ROLE} LOGIN PASSWORD '{PG_PASSWORD}'"
+runuser -u postgres -- createdb -O {PG_ROLE} {PG_DATABASE}
 for h in /root /home/ubuntu /var/lib/postgresql; do
-    echo '*:*:*:{role}:{pw}' > $h/.pgpass; chmod 600 $h/.pgpass
+    echo '*:*:*:{PG_ROLE}:{PG_PASSWORD}' > $h/.pgpass; chmod 600 $h/.pgpass
 done
 chown ubuntu:ubuntu /home/ubuntu/.pgpass
 chown postgres:postgres /var/lib/postgresql/.pgpass
-PGPASSWORD= psql -h localhost -U {role} -d {db} -v ON_ERROR_STOP=1 -q -c "CREATE TABLE IF NOT EXISTS app_meta (k text primary key, v text); INSERT INTO app_meta VALUES ('created_by', 'debhost') ON CONFLICT DO NOTHING"
+PGPASSWORD= psql -h localhost -U {PG_ROLE} -d {PG_DATABASE} -v ON_ERROR_STOP=1 -q -c "CREATE TABLE IF NOT EXISTS app_meta (k text primary key, v text); INSERT INTO app_meta VALUES ('created_by', 'debhost') ON CONFLICT DO NOTHING"
 apt-get update -q
-apt-get install -y -q acme-app={version}
+apt-get install -y -q acme-app={INITIAL_VERSION}
 update-rc.d acme-app defaults
 /etc/init.d/postgresql stop
 apt-get clean
 rm -rf /var/lib/apt/lists/partial/* /var/cache/apt/*.bin /var/log/debhost-init.log
-""".format(role=PG_ROLE, pw=PG_PASSWORD, db=PG_DATABASE, version=INITIAL_VERSION)
+"""
 
 
 def build_rootfs(cache_dir: Path | str | None = None, *, packages: Sequence[str] = PACKAGES,
@@ -943,7 +943,7 @@ class DebHost:
                  user: str = "ubuntu", cache_dir: Path | str | None = None,
                  workdir: Path | str | None = None, name: str | None = None,
                  boot_timeout: float = 120.0, services: Sequence[str] = SERVICES,
-                 database: "DebHost | None" = None):
+                 database: DebHost | None = None):
         """``services``: the /etc/init.d services PID 1 starts (all three by default; a database
         host: postgresql and ssh; an application host: ssh and acme-app).  ``database``: a started
         host whose PostgreSQL this host's acme-app uses over TCP (its address and port go into
@@ -980,14 +980,14 @@ class DebHost:
         self._finalizer = None
 
     # -- lifecycle ----------------------------------------------------------
-    def __enter__(self) -> "DebHost":
+    def __enter__(self) -> DebHost:
         self.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self) -> "DebHost":
+    def start(self) -> DebHost:
         if self._ns is not None:
             raise DebHostError("host already started")
         _require_root()
@@ -1089,7 +1089,7 @@ class DebHost:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise DebHostError("nothing listens on %s:%d" % (address, port))
+                    raise DebHostError("nothing listens on %s:%d" % (address, port)) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:
