@@ -1,3 +1,12 @@
-from polycrate.cli import main
+import signal
+import sys
+
+# Before anything else: a polycrate started with SIGINT ignored (a background job of a script) takes
+# it from here on, and one stopped while it starts ends quietly (cli.take_stop_signals says why).
+signal.signal(signal.SIGINT, signal.default_int_handler)
+try:
+    from polycrate.cli import main
+except KeyboardInterrupt:
+    sys.exit(130)
 
 raise SystemExit(main())

@@ -120,12 +120,25 @@ def build_parser(words: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum, frame):  # SIGTERM behaves like Ctrl-C: stop the running step, record, exit
-    raise KeyboardInterrupt
+def _terminate(signum, frame):  # SIGTERM and SIGHUP behave like Ctrl-C: stop the running step, record, exit
+    from polycrate.errors import Interrupted
+
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def take_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP stop polycrate the same way: the step is stopped, the run recorded as
+    interrupted, exit 130. SIGINT also when polycrate was started with it ignored, as every background
+    job of a non-interactive shell is (`make test &`, CI steps): such a polycrate ignored `kill -INT`
+    and ran on to its end. SIGHUP stays ignored under nohup, which asks for exactly that."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: the run is recorded, not left 'running'
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    take_stop_signals()
     words = sys.argv[1:] if argv is None else argv
     if words[:1] == ["__complete"]:  # the shell completion scripts' question (hidden; never fails)
         from polycrate.cli.completion import complete_main
@@ -152,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polycrate: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("polycrate: interrupted", file=sys.stderr)
+        try:
+            print("polycrate: interrupted", file=sys.stderr)
+        except (OSError, ValueError):  # the terminal that would read it is gone
+            pass
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        from polycrate.cli.live import drop_closed_streams
+
+        drop_closed_streams()
         return EXIT_BAD_INPUT
     except OSError as exc:  # a full disk, a read-only workspace, a file where a folder belongs
         hint = " (free some space and run again; what was recorded before is kept)" \

@@ -8,7 +8,7 @@ import time
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
-from polycrate.states import RunState
+from polycrate.states import RunState, signal_of
 
 
 def register(sub, shared) -> None:
@@ -152,6 +152,10 @@ def cmd_show(args) -> int:
     print(f"started:   {_when(run['started'])} by {run['user']}@{run['host']} (pid {run['pid']})")
     if run["ended"]:
         print(f"ended:     {_when(run['ended'])} after {_duration(run['duration'])}")
+    if run.get("runtime"):  # runs recorded before store version 5 do not say
+        image = f", image {run['image']}" + (f" ({run['image_digest']})" if run.get("image_digest") else "") \
+            if run.get("image") else ""
+        print(f"runtime:   {run['runtime']}{image}")
     if run["resumed_from"]:
         print(f"resumes:   {run['resumed_from']}")
     passed = AnsibleOptions.from_record(run["ansible_options"])
@@ -170,8 +174,9 @@ def cmd_show(args) -> int:
                 i,
                 s["name"] + (" [on_failure]" if s["phase"] == Phase.ON_FAILURE else ""),
                 f"{s['block']} {s['action']}",
-                state_text(s["status"]),
-                s["attempts"] if s["attempts"] > 1 else "",
+                state_text(s["status"]) + (f" (killed by {signal_of(s['exit_code'])})"
+                                           if signal_of(s["exit_code"]) else ""),
+                s["attempts"] or "-",
                 _duration(s["duration"]),
                 s["note"] or "",
             )

@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from polycrate.states import RunState, StepState
+from polycrate.states import RunState, StepState, signal_of
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 VERSION = 1
@@ -83,6 +83,7 @@ def step(record: Mapping[str, Any]) -> dict:
         "phase": _state(record.get("phase") or "main"),
         "status": _state(record["status"]),
         "exit_code": record.get("exit_code"),
+        "signal": signal_of(record.get("exit_code")),
         "attempts": record.get("attempts") or 0,
         "started": timestamp(record.get("started")),
         "ended": timestamp(record.get("ended")),
@@ -130,6 +131,9 @@ def run(record: Mapping[str, Any], workspace: str | None, *, steps: bool = True)
         "host": record.get("host"),
         "pid": record.get("pid"),
         "ansible_options": ansible_options(record.get("ansible_options")),
+        "runtime": record.get("runtime"),
+        "image": record.get("image"),
+        "image_digest": record.get("image_digest"),
         "notices": [{"time": timestamp(n.get("time")), "text": n.get("text", "")} for n in record.get("notices") or ()],
     }
     if steps:

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 from polycrate import __version__
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.cli.render import state_text
-from polycrate.states import RunState, StepState
+from polycrate.states import RunState, StepState, signal_of
 from polycrate import contract
 from polycrate.server import chart, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
@@ -96,7 +96,7 @@ def _until(t: float | None) -> str:
 def _templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     env.filters.update(when=_when, span=_span, ago=_ago, until=_until, words=state_text)
-    env.globals.update(RunState=RunState, StepState=StepState)  # templates name states, never spell them
+    env.globals.update(RunState=RunState, StepState=StepState, signal_of=signal_of)  # templates name states, never spell them
     return env
 
 
