@@ -113,6 +113,7 @@ class Attempt:
     stop_seconds: float = 0.0
     rc: int | None = None
     before_handlers: bool = False  # SIGINT was still ignored in the new process when it was sent
+    after_step: int | None = None  # aim at the moment this step (0-based) is recorded as ended
     problems: list[str] = field(default_factory=list)
 
 
@@ -132,6 +133,17 @@ def record(root: Path) -> tuple[dict | None, list[dict]]:
         con.close()
     assert len(runs) <= 1, runs
     return (runs[0] if runs else None), steps
+
+
+def step_ended(attempt: Attempt) -> bool:
+    """Whether the run's step `after_step` is recorded as ended (read without waiting on polycrate's writes)."""
+    if attempt.after_step is None:
+        return False
+    try:
+        _, steps = record(attempt.root)
+    except sqlite3.Error:  # busy or being created: not yet
+        return False
+    return len(steps) > attempt.after_step and steps[attempt.after_step]["ended"] is not None
 
 
 def moment(attempt: Attempt, run: dict | None, steps: list[dict]) -> str:
@@ -244,20 +256,22 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
         assert run is not None
         # the moments of that run, from its start: signals aim at them as well as anywhere in the run
         edges = [s["ended"] - launched for s in steps] + [s["started"] - launched for s in steps]
-        finish_at = run["ended"] - launched
         for root in roots:
             (root / ".polycrate/runs.db").unlink(missing_ok=True)
 
-        def delay() -> float:
+        def aim(attempt: Attempt) -> Attempt:
             pick = rng.random()
-            if pick < 0.5:
-                return rng.uniform(0.0, span)
-            if pick < 0.75:  # a step's start or end: between steps
-                return max(0.0, rng.choice(edges) + rng.uniform(-0.15, 0.15))
-            return max(0.0, finish_at + rng.uniform(-0.4, 0.1))  # the finish: store, metrics, close
+            if pick < 0.6:
+                attempt.delay = rng.uniform(0.0, span)
+            elif pick < 0.75:  # around a step's start or end, by the clock
+                attempt.delay = max(0.0, rng.choice(edges) + rng.uniform(-0.15, 0.15))
+            else:  # the moment the store says a step ended: between steps, or the finish after the last
+                attempt.after_step = rng.randrange(len(steps))
+                attempt.delay = span * 3  # if that moment never comes, at the latest then
+            return attempt
 
         results: list[Attempt] = []
-        pending = [Attempt(roots[0], rng.choice(SIGNALS), delay(), rng.random() < 0.5) for _ in range(RUNS)]
+        pending = [aim(Attempt(roots[0], rng.choice(SIGNALS), 0.0, rng.random() < 0.5)) for _ in range(RUNS)]
         active: dict[int, Attempt] = {}
         while pending or active:
             for slot, root in enumerate(roots):
@@ -275,7 +289,7 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
                 active[slot] = attempt
             now = time.monotonic()
             for slot, attempt in list(active.items()):
-                if now - attempt.started_monotonic < attempt.delay:
+                if now - attempt.started_monotonic < attempt.delay and not step_ended(attempt):
                     continue
                 if attempt.proc.poll() is None:
                     attempt.before_handlers = attempt.sig == signal.SIGINT and sigint_ignored(attempt.proc.pid)

@@ -49,9 +49,31 @@ def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentPars
 class _Parser(argparse.ArgumentParser):
     words: tuple[str, ...] = ()  # the root parser's command line (set by main), for the hint below
 
+    def format_help(self) -> str:
+        """A command's help lists only what it takes: the run flags (cli/flags.py) on the commands that run
+        actions and on `polycrate` itself (before any command), not on `workspace encrypt`."""
+        if self.get_default("runs_actions") or self.prog == "polycrate":
+            return super().format_help()
+        from polycrate.cli.flags import RUN_FLAGS
+
+        taken = set(RUN_FLAGS.values())
+        saved = [(group, group._group_actions) for group in self._action_groups]
+        actions = self._actions
+        try:
+            for group, grouped in saved:
+                group._group_actions = [a for a in grouped if a.dest not in taken]
+            self._actions = [a for a in actions if a.dest not in taken]
+            return super().format_help()
+        finally:
+            for group, grouped in saved:
+                group._group_actions = grouped
+            self._actions = actions
+
     def error(self, message: str):  # one line, exit 2, like every other bad input
         command = self.prog.removeprefix("polycrate").strip()  # main's handler already says "polycrate: error:"
         hint = _limit_hint(self.words, message)
+        if self.prog.endswith(" keygen") and message.startswith("argument -o/--output: invalid choice"):
+            hint = "; -o/--output is the output format, the identity file is --identity FILE"
         raise PolycrateError(f"{command + ': ' if command else ''}{message}{hint} (see --help)")
 
 

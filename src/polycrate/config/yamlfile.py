@@ -131,10 +131,17 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
     return yaml.SafeLoader.construct_yaml_int(loader, node)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _construct_str(loader: _Loader, node: yaml.ScalarNode) -> str:
     value = loader.construct_scalar(node)
     if "\x00" in value:  # "\0" escapes: a NUL can reach no path, argument or environment
         raise ConfigError("a value holds a NUL character", loader.name, _line(node))
+    lone = _SURROGATE.search(value)
+    if lone is not None:  # "\ud83d": no UTF-8 for it, so every print, file and store of it fails later
+        raise ConfigError(f"a value holds a lone surrogate (\\u{ord(lone.group()):04x}), which is no character: write the "
+                          "character itself or one \\U00XXXXXX escape", loader.name, _line(node))
     return value
 
 
