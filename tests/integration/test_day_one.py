@@ -140,7 +140,7 @@ def test_ctrl_c_prints_the_resume_hint_and_attempts_are_filled(ws):
     assert proc.returncode == 130, err
     run = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
     assert run["status"] == "interrupted" and run["exit_code"] == 130
-    assert f"run {run['run_id']} was interrupted and is recorded as interrupted" in out
+    assert f"polycrate: run {run['run_id']} interrupted; recorded as interrupted" in out
     assert "next: continue it:  polycrate workflows run w --resume" in out
     first, nap = run["steps"]
     assert first["attempts"] == 1 and nap["attempts"] == 1 and nap["message"] == "interrupted (SIGINT)"

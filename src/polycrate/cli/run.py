@@ -148,10 +148,10 @@ def _interrupted_hint(reporter, rerun: str, what: dict) -> None:
     """After Ctrl-C (or SIGTERM, SIGHUP) of a recorded run: how to continue it and where its record is."""
     if not reporter.run_id:
         return
-    lines = [f"polycrate: run {reporter.run_id} was interrupted and is recorded as interrupted"]
+    lines = []  # the engine's notice said "run ... interrupted; recorded as interrupted" just before
     if what.get("workflow") is not None and not what.get("only_step"):
         lines.append(f"next: continue it:  {rerun} --resume")
-    lines.append(f"      details:      polycrate runs show {reporter.run_id}")
+    lines.append(f"{'      ' if lines else 'next: '}details:      polycrate runs show {reporter.run_id}")
     try:
         for line in lines:
             print(line, file=reporter.stream, flush=True)
