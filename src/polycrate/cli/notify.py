@@ -48,7 +48,7 @@ def cmd_test(args) -> int:
     if args.output in ("json", "yaml"):
         from polycrate import contract
 
-        emit_json(contract.document("notify-test", {"channels": results}))
+        emit_json(contract.document("notify-test", {"channels": results}), args.format)
     else:
         for r in results:
             if r["sent"]:

@@ -174,7 +174,7 @@ def cmd_token_list(args) -> int:
     if args.output == "json":
         emit_json(contract.document("server-tokens", {"tokens": [
             r | {"created": contract.timestamp(r["created"]), "last_used": contract.timestamp(r["last_used"])}
-            for r in rows]}))
+            for r in rows]}), args.format)
     else:
         table([(r["name"], r["role"], _when(r["created"]), _when(r["last_used"])) for r in rows],
               ("NAME", "ROLE", "CREATED", "LAST_USED"))
@@ -206,7 +206,7 @@ def cmd_user_list(args) -> int:
         rows = state.users()
     if args.output == "json":
         emit_json(contract.document("server-users", {"users": [r | {"created": contract.timestamp(r["created"])}
-                                                               for r in rows]}))
+                                                               for r in rows]}), args.format)
     else:
         table([(r["name"], r["role"], _when(r["created"])) for r in rows], ("NAME", "ROLE", "CREATED"))
     return 0
@@ -226,7 +226,7 @@ def cmd_audit(args) -> int:
         rows = state.audit_log(args.limit)
     if args.output == "json":
         emit_json(contract.document("server-audit", {"entries": [r | {"time": contract.timestamp(r["time"])}
-                                                                 for r in rows]}))
+                                                                 for r in rows]}), args.format)
     else:
         table([(_when(r["time"]), r["actor"], r["action"], r["target"] or "", r["outcome"], r["client"] or "")
                for r in rows], ("TIME", "WHO", "WHAT", "TARGET", "OUTCOME", "CLIENT"))

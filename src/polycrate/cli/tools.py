@@ -22,7 +22,7 @@ def cmd_version(args) -> int:
     if args.output == "json":
         from polycrate import contract
 
-        emit_json(contract.document("version", {"version": __version__, "python": platform.python_version()}))
+        emit_json(contract.document("version", {"version": __version__, "python": platform.python_version()}), args.format)
     else:
         print(f"polycrate {__version__}")
     return 0

@@ -140,7 +140,7 @@ def _write_new(folder: Path, files: dict[str, str]) -> None:
 def init_workspace(folder: Path, name: str | None, organization: str = "", sample: bool = True) -> Created:
     """A new workspace in ``folder`` (created if missing). An existing inventory.yml or .gitignore is
     kept; an existing workspace.poly or sample block folder refuses, and nothing is written."""
-    from polycrate.config.workspace import WORKSPACE_FILE
+    from polycrate.config.schema import WORKSPACE_FILE
 
     folder = folder.resolve()
     file = folder / WORKSPACE_FILE
@@ -222,7 +222,7 @@ actions:
 def create_block(root: Path, name: str, description: str | None = None) -> Created:
     """A new block ``blocks/NAME/`` in the workspace at ``root``, usable at once with its defaults
     (`polycrate run NAME run`); workspace.poly is not touched."""
-    validate_name(name, "block", None, None)
+    validate_name(name, "block", "", None)
     folder = _check_free(root, name)
     files = skeleton_files(name, description)
     _write_new(folder, files)

@@ -24,6 +24,8 @@ from typing import Any
 
 from polycrate.errors import ConfigError
 from polycrate.config.model import (
+    ENGINES,
+    RUNTIMES,
     ORIGIN_WORKSPACE,
     KIND_DEFAULT,
     KINDS,
@@ -182,19 +184,12 @@ def check_template(text: str, what: str, path: Path | str, line: int | None) -> 
     the values are filled in when the action runs (runtime/script.py)."""
     if "{{" not in text:
         return
-    from polycrate.config.gotemplate import TemplateError, check
+    from polycrate.config.gotemplate import TemplateError, check, template_message
 
     try:
         check(text)
     except TemplateError as exc:
         raise ConfigError(template_message(what, exc), path, line) from None
-
-
-def template_message(what: str, exc: Exception) -> str:
-    hint = ""
-    if "not defined" in str(exc) or "not supported" in str(exc):
-        hint = " (script lines are Go templates: write {{ .block.config.NAME }}, with the leading dot)"
-    return f"{what}: template: {exc}{hint}"
 
 
 LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
@@ -676,7 +671,7 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
     items = _expect_list(raw.get("dependencies"), "dependencies", path, _line(raw, "dependencies"))
     if not items:
         return ()
-    from polycrate.blocks.registry import is_registry_reference
+    from polycrate.config.refs import is_registry_reference
 
     lines = raw.lines_of_items("dependencies") if isinstance(raw, LineMap) else [None] * len(items)
     result: list[str] = []
@@ -743,8 +738,6 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
     )
 
 
-RUNTIMES = ("local", "container")
-ENGINES = ("podman", "docker")
 
 
 def parse_toolchain(config: dict, path: Path) -> Toolchain:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from polycrate import ansi
 from polycrate.run import failure as failure_text
@@ -26,136 +26,17 @@ from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError, interrupt_name
 from polycrate.runtime.events import read_events
 from polycrate.config.model import Workflow, Workspace
-from polycrate.runtime.action import ActionRequest, run_action_process
+from polycrate.runtime.action import ActionRequest
+from polycrate.runtime.execute import run_action_process
 from polycrate.runtime.process import ActionTimedOut
-from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
-from polycrate.config.workspace import get_action, get_block, get_workflow, playbook_path
+from polycrate.run.request import Confirm, PlannedStep, Reporter, RunOptions, RunPrompt, RunResult, StepResult
+from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.config.workspace import get_action, get_block, get_workflow
+from polycrate.config.action_view import playbook_path
 
 if TYPE_CHECKING:
     from polycrate.runtime.toolchain import Runtime
-
-
-@dataclass
-class StepResult:
-    plan: PlannedStep
-    status: StepState = StepState.NOT_RUN
-    exit_code: int | None = None
-    duration: float = 0.0
-    attempts: int = 0
-    failed_task: str | None = None
-    failed_host: str | None = None
-    message: str | None = None
-    note: str | None = None
-    hosts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
-
-    @property
-    def block(self) -> str:
-        return self.plan.block
-
-    @property
-    def action(self) -> str:
-        return self.plan.action
-
-    @property
-    def phase(self) -> Phase:
-        return self.plan.phase
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "block": self.block, "action": self.action, "status": self.status,
-                "exit_code": self.exit_code, "duration": self.duration, "phase": self.phase,
-                "attempts": self.attempts, "failed_task": self.failed_task, "failed_host": self.failed_host,
-                "message": self.message, "note": self.note, "hosts": self.hosts}
-
-
-@dataclass
-class RunResult:
-    kind: RunKind
-    name: str
-    steps: list[StepResult] = field(default_factory=list)
-    duration: float = 0.0
-    run_id: str | None = None
-    status: RunState = RunState.RUNNING
-    resumed_from: str | None = None
-    check: bool = False
-    preflight: Any = None  # preflight.Report of the checks before step 1 (None: not run)
-    record: dict[str, Any] | None = None  # the run as recorded when it finished (RunStore.get_run)
-    workspace: str | None = None  # the workspace's name
-
-    @property
-    def failed_step(self) -> StepResult | None:
-        return next((s for s in self.steps if s.status == StepState.FAILED and s.phase == Phase.MAIN), None)
-
-    @property
-    def ok(self) -> bool:
-        if self.status.finished:  # as recorded: polycrate.success.run_state
-            return self.status == RunState.SUCCEEDED
-        return self.failed_step is None
-
-    @property
-    def skipped(self) -> list[StepResult]:
-        return [s for s in self.steps if s.status == StepState.SKIPPED]
-
-
-class Reporter:
-    """What the engine tells its caller while it works. Override what you need."""
-
-    def output(self, line: str) -> None:
-        pass
-
-    def step_started(self, step: StepResult, index: int, total: int) -> None:
-        pass
-
-    def step_finished(self, step: StepResult, index: int, total: int) -> None:
-        pass
-
-    def notice(self, message: str) -> None:
-        """Something polycrate itself has to say: waiting for a lock, a retry, a failed webhook."""
-
-    def toolchain(self, line: str) -> None:
-        """Progress of preparing the container runtime (an image build or import) before a run."""
-
-    def preparing(self, message: str) -> None:
-        """Something done before the run starts (a block pulled or downgraded)."""
-
-    def run_started(self, kind: str, name: str, run_id: str, total: int) -> None:
-        """The run is recorded and its first step is about to start."""
-
-    def runtime(self, line: str) -> None:
-        """Where the run's actions execute (run/where.py), right after run_started."""
-
-    def attempt_started(self, step: StepResult, events_file: Path | None) -> None:
-        """An attempt of a step starts; an ansible step writes its event stream (events.py) to `events_file`."""
-
-
-Confirm = Callable[[RunPrompt], bool]  # the caller's answer to a prompt
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    check: bool = False
-    diff: bool = False
-    resume: bool = False
-    wait: bool = False  # wait for the lock instead of refusing
-    runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime
-    display_env: tuple[tuple[str, str], ...] = ()  # the caller's terminal: colour and width for Ansible
-    ansible: AnsibleOptions = AnsibleOptions()  # --limit, --tags, --skip-tags, --extra-vars, verbosity
-    preflight: bool = True  # check the planned steps' actions before step 1 (polycrate.run.preflight)
-    # the real Polycrate's global flags (cli/flags.py); pipeline.prepare checks the paths
-    env: tuple[tuple[str, str], ...] = ()  # -e KEY=value: every action's environment, last
-    mounts: tuple[Any, ...] = ()  # -m: runtime.container.Mount, container runtime only
-    force: bool = False  # -f: POLYCRATE_FORCE=1
-    pull: bool = False  # -p: pull config.image first
-    build: bool = False  # -b: build Dockerfile.poly even when its inputs are unchanged
-    auto_commit: bool = False  # commit the workspace before and after the run
-    event_handler: str | None = None  # "workspace" (.logs/) | "webhook" (POST to event_endpoint)
-    event_endpoint: str | None = None
-    ssh_private_key: str | None = None  # --ssh-private-key as given
-    ssh_key: Path | None = None  # the workspace's key the run hands to Ansible (pipeline.prepare resolves it)
-    command: str = ""  # the command line, for the run's event
+    from polycrate.runtime.zygote import EarlyZygote
 
 
 class PromptDeclined(PolycrateError):
@@ -250,10 +131,12 @@ def resume_point(previous: dict, planned: list[PlannedStep]) -> set[str]:
 class _Run:
     """The bookkeeping of one run: store rows, logs, masking, the lock."""
 
-    def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions, runtime: Runtime | None):
+    def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions, runtime: Runtime | None,
+                 early_zygote: EarlyZygote | None = None):
         from polycrate.run.viewer import GuardedReporter
 
         self.ws = ws
+        self.early_zygote = early_zygote  # started by the caller while the workspace was read (runtime/zygote.py)
         # a closed stdout (`| head`, a closed terminal) never changes what the run does (run/viewer.py)
         self.reporter = GuardedReporter(reporter, self.viewer_gone)
         self.options = options
@@ -319,7 +202,8 @@ class _Run:
         self.store = open_store(self.ws.root)
         self.where = runtime_fields(self.runtime)
         self.run_id = self.store.start_run(
-            check=self.options.check, diff=self.options.diff,
+            check=self.options.check, diff=self.options.diff, run_id=self.options.run_id,
+            user=self.options.launched_by,
             ansible_options=self.masker.mask_data(self.options.ansible.to_record()), **self.where, **record,
         )
         if self.lock is not None:
@@ -351,8 +235,10 @@ class _Run:
         """Warm Ansible once for a run of two or more Ansible processes (the preflight, each ansible step's
         runs and retries; a single action with the preflight counts): each then forks from it instead of
         starting and importing ansible-core again (runtime/zygote.py)."""
-        from polycrate.runtime.action import start_zygote
+        from polycrate.runtime.execute import start_zygote
 
+        if not self.options.zygote:
+            return
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
         runs = sum(1 + s.retries for s in steps)
         if runs < (1 if self.options.preflight else 2):  # the preflight forks from it too
@@ -364,11 +250,13 @@ class _Run:
                                 extra_env=dict(self.options.display_env), **action_settings(self.options),
                                 ssh_sharing=self.ssh_sharing)
         try:
-            self.zygote = start_zygote(request)
+            self.zygote = start_zygote(request, self.early_zygote)
         except Exception:  # an optimisation: without it every step starts its own process
             self.zygote = None
 
     def close(self) -> None:
+        if self.early_zygote is not None:
+            self.early_zygote.discard()  # when no step took it
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
@@ -741,6 +629,7 @@ def run_action(
     reporter: Reporter | None = None,
     options: RunOptions = RunOptions(),
     runtime: Runtime | None = None,
+    early_zygote: EarlyZygote | None = None,
 ) -> RunResult:
     """One run, once prepared: call it through pipeline.run, which decides `runtime` (None: local)."""
     block = get_block(ws, block_name)
@@ -749,7 +638,7 @@ def run_action(
         playbook_path(block, action)
     if options.resume:
         raise PolycrateError("--resume applies to workflows only")
-    run = _Run(ws, reporter or Reporter(), options, runtime)
+    run = _Run(ws, reporter or Reporter(), options, runtime, early_zygote)
     try:
         key = f"action-{block.name}-{action.name}"
         run.take_lock(key, f"action {block.name} {action.name}")
@@ -780,6 +669,7 @@ def run_workflow(
     reporter: Reporter | None = None,
     options: RunOptions = RunOptions(),
     runtime: Runtime | None = None,
+    early_zygote: EarlyZygote | None = None,
 ) -> RunResult:
     """One run, once prepared: call it through pipeline.run, which decides `runtime` (None: local)."""
     workflow = get_workflow(ws, name)
@@ -787,7 +677,7 @@ def run_workflow(
         raise PolycrateError("--resume and --step do not combine: --resume picks the steps itself")
     planned = plan_workflow(ws, workflow, only_step)
 
-    run = _Run(ws, reporter or Reporter(), options, runtime)
+    run = _Run(ws, reporter or Reporter(), options, runtime, early_zygote)
     try:
         key = f"workflow-{workflow.name}"
         # the lock first: a second run is refused before anyone is asked anything
