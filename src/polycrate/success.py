@@ -8,7 +8,8 @@ count, whatever their status: they did not do the workflow's job.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED
 from polycrate.states import Phase, RunKind, RunState, StepState

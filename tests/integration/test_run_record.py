@@ -15,7 +15,8 @@ import yaml
 
 from tests.conftest import run_cli, write
 from tests.integration.test_container_runtime import make_workspace as make_container_workspace
-from tests.integration.test_container_runtime import our_containers, podman  # noqa: F401 (a fixture)
+from tests.integration.test_container_runtime import our_containers
+from tests.integration.test_container_runtime import podman as podman  # a fixture, used by name
 from tests.helpers import cli_environment, validate_document
 from tests.integration.test_server_api import _session
 from tests.server_fixtures import start_server

@@ -239,7 +239,8 @@ def local_connection_hosts(data: Any) -> list[str]:
     def walk(group: Any, inherited: bool, depth: int) -> None:
         if not isinstance(group, dict) or depth > 64:
             return
-        own = group.get("vars") if isinstance(group.get("vars"), dict) else {}
+        declared = group.get("vars")
+        own: dict[Any, Any] = declared if isinstance(declared, dict) else {}
         local = inherited if "ansible_connection" not in own else str(own["ansible_connection"]) == "local"
         hosts = group.get("hosts")
         if isinstance(hosts, dict):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def describe_gone(exc: BaseException) -> str:

@@ -29,8 +29,9 @@ def header(fields: dict[str, str | None], engine: str | None = None) -> str:
         return "runtime: local (this machine)"
     text = f"runtime: container ({engine})" if engine else "runtime: container"
     text += f", image {fields.get('image')}"
-    if fields.get("image_digest"):
-        text += f" ({fields['image_digest'][:19]})"  # sha256: and 12 hex digits, as `podman images` shows
+    digest = fields.get("image_digest")
+    if digest:
+        text += f" ({digest[:19]})"  # sha256: and 12 hex digits, as `podman images` shows
     return text + "; the steps see the container, not this machine (--local runs them here)"
 
 
