@@ -29,6 +29,7 @@ from polycrate.config.model import Workflow, Workspace
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.execute import run_action_process
 from polycrate.runtime.process import ActionTimedOut
+from polycrate.run.plan import plan_prompts, plan_workflow, resume_point
 from polycrate.run.request import Confirm, PlannedStep, Reporter, RunOptions, RunPrompt, RunResult, StepResult
 from polycrate.states import Phase, RunKind, RunState, StepState
 from polycrate.config.workspace import get_action, get_block, get_workflow
@@ -73,56 +74,6 @@ def masker_for(secrets=None):
     from polycrate.secrets.masking import Masker
 
     return secrets.masker if secrets is not None else Masker()
-
-
-# --- planning ---------------------------------------------------------------------------------
-
-
-def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = None) -> list[PlannedStep]:
-    steps = list(workflow.steps)
-    if only_step is not None:
-        chosen = [s for s in steps if s.name == only_step]
-        if not chosen:
-            from polycrate.config.workspace import closest
-
-            raise PolycrateError(
-                f"workflow '{workflow.name}' has no step '{only_step}'" + closest(only_step, [s.name for s in steps]),
-                ws.file,
-                workflow.line,
-            )
-        steps = chosen
-    planned = [PlannedStep.of(s) for s in steps] + [PlannedStep.of(s, Phase.ON_FAILURE) for s in workflow.on_failure]
-    for step in planned:
-        block = get_block(ws, step.block)
-        action = get_action(block, step.action)
-        if action.type == "ansible":
-            playbook_path(block, action)  # a missing playbook stops the run before step 1
-    return planned
-
-
-def plan_prompts(ws: Workspace, workflow: Workflow, planned: list[PlannedStep], skip: set[str]) -> list[RunPrompt]:
-    """The workflow's prompt, then each planned step's action prompt (not of steps a resume skips)."""
-    prompts = [RunPrompt(workflow.prompt.message, workflow=workflow.name)] if workflow.prompt else []
-    declared = {s.name: s for s in (*workflow.steps, *workflow.on_failure)}
-    for step in planned:
-        action = ws.blocks[step.block].actions[step.action]
-        own = declared[step.name].prompt if step.name in declared else None
-        if own is not None and step.name not in skip:  # a step's own prompt (Polycrate's), before its action's
-            prompts.append(RunPrompt(own.message, step=step.name, block=step.block, action=step.action))
-        if action.prompt and step.name not in skip:
-            prompts.append(RunPrompt(action.prompt.message, step=step.name, block=step.block, action=step.action))
-    return prompts
-
-
-def resume_point(previous: dict, planned: list[PlannedStep]) -> set[str]:
-    """Names of the steps that the previous run finished (succeeded, or failed where allowed)."""
-    done = {s["name"] for s in previous["steps"] if s["phase"] == Phase.MAIN and StepState(s["status"]).finished_ok}
-    skip: set[str] = set()
-    for step in planned:
-        if step.phase != Phase.MAIN or step.name not in done:
-            break
-        skip.add(step.name)
-    return skip
 
 
 # --- one run ----------------------------------------------------------------------------------
