@@ -114,6 +114,8 @@ class Attempt:
     rc: int | None = None
     before_handlers: bool = False  # SIGINT was still ignored in the new process when it was sent
     after_step: int | None = None  # aim at the moment this step (0-based) is recorded as ended
+    second: float | None = None  # send the signal again this long after the first, if polycrate still runs
+    seconds_sent: bool = False
     problems: list[str] = field(default_factory=list)
 
 
@@ -208,6 +210,12 @@ def finish(attempt: Attempt) -> None:
     """Wait for the signalled polycrate; then: its exit code, its record, its lock, its children."""
     proc = attempt.proc
     assert proc is not None
+    if attempt.second is not None and attempt.sent:  # impatient: the signal again while polycrate stops
+        try:
+            proc.wait(timeout=attempt.second)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(attempt.sig)
+            attempt.seconds_sent = True
     try:
         proc.wait(timeout=HANG_SECONDS)
     except subprocess.TimeoutExpired:
@@ -271,7 +279,8 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
             return attempt
 
         results: list[Attempt] = []
-        pending = [aim(Attempt(roots[0], rng.choice(SIGNALS), 0.0, rng.random() < 0.5)) for _ in range(RUNS)]
+        pending = [aim(Attempt(roots[0], rng.choice(SIGNALS), 0.0, rng.random() < 0.5,
+                               second=rng.uniform(0.0, 1.5) if rng.random() < 0.3 else None)) for _ in range(RUNS)]
         active: dict[int, Attempt] = {}
         while pending or active:
             for slot, root in enumerate(roots):
@@ -318,7 +327,8 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
         print(f"\nsignal stress: {len(results)} runs (one takes {span:.1f}s here, {len(hot)} CPU burners), "
               f"{len(sent)} signals ({', '.join(f'{s.name} {sum(a.sig == s for a in sent)}' for s in SIGNALS)}; "
               f"{sum(a.sigint_ignored for a in sent)} to runs started with SIGINT ignored, "
-              f"{sum(a.before_handlers for a in sent)} of them before polycrate took it), "
+              f"{sum(a.before_handlers for a in sent)} of them before polycrate took it; "
+              f"{sum(a.seconds_sent for a in sent)} runs got a second one while stopping), "
               f"moments hit: {dict(sorted(moments.items()))}, slowest stop {slowest:.1f}s, "
               f"hangs {len(hangs)}, orphans {len(orphans)}, wrong records {len(wrong)}")
         for a in hangs + orphans + wrong:

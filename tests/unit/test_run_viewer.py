@@ -65,3 +65,25 @@ def test_hosts_with_a_local_connection_own_or_from_their_group():
 def test_signal_names():
     assert signal_of(-9) == "SIGKILL" and signal_of(-15) == "SIGTERM"
     assert signal_of(0) is None and signal_of(1) is None and signal_of(None) is None
+
+
+def test_a_stop_signal_waits_for_the_record_then_stops():
+    import os
+    import signal
+
+    import pytest
+
+    from polycrate.run.stopping import signals_deferred
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    written = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):  # the handler would run at any of these bytecodes
+                    written.append(1)
+        assert len(written) == 1000  # the block ran to its end; the interrupt came after it
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)

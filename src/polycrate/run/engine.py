@@ -105,6 +105,7 @@ class _Run:
         self.unrecorded: list[str] = []  # notices from before the record opened
         self.current_step: str | None = None
         self.where: dict[str, str | None] = {}  # run/where.py: runtime, image, image_digest
+        self.finished = False  # the record is closed (_finish); until then close() closes it
 
     def notice(self, message: str) -> None:
         message = self.mask(message)
@@ -205,7 +206,35 @@ class _Run:
         except Exception:  # an optimisation: without it every step starts its own process
             self.zygote = None
 
+    def close_record(self) -> None:
+        """A record opened and not finished (a signal between opening it and the first step, or inside
+        the finish) is finished here, as interrupted: a run is never left 'running' by a live polycrate."""
+        if self.store is None or self.run_id is None or self.finished:
+            return
+        import sys
+
+        from polycrate.run.stopping import signals_deferred
+        from polycrate.success import exit_code_of
+
+        exc = sys.exc_info()[1]
+        why = f"interrupted ({interrupt_name(exc)})" if isinstance(exc, KeyboardInterrupt) or exc is None \
+            else self.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
+        with signals_deferred():
+            try:
+                for step in self.store.get_run(self.run_id)["steps"]:
+                    if step["status"] == StepState.RUNNING:
+                        self.store.update_step(self.run_id, step["position"], status=StepState.INTERRUPTED,
+                                               message=why)
+                    elif step["status"] == StepState.NOT_RUN and step["phase"] == Phase.MAIN:
+                        self.store.update_step(self.run_id, step["position"], status=StepState.SKIPPED)
+                self.store.finish_run(self.run_id, status=RunState.INTERRUPTED,
+                                      exit_code=exit_code_of(RunState.INTERRUPTED), message=why)
+                self.finished = True
+            except Exception:  # the store itself failed: the next reconcile marks the run
+                pass
+
     def close(self) -> None:
+        self.close_record()
         if self.early_zygote is not None:
             self.early_zygote.discard()  # when no step took it
         if self.zygote is not None:
@@ -393,15 +422,19 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
     exit_code = success.exit_code_of(result.status)
     failed = result.failed_step or next((s for s in result.steps if s.status == StepState.INTERRUPTED), None)
     store = run.store
-    store.finish_run(
-        run.run_id,
-        status=result.status,
-        exit_code=exit_code,
-        failed_step=failed.name if failed else None,
-        failed_task=failed.failed_task if failed else None,
-        failed_host=failed.failed_host if failed else None,
-        message=failed.message if failed else None,
-    )
+    from polycrate.run.stopping import signals_deferred
+
+    with signals_deferred():  # a second signal waits for the record (run/stopping.py)
+        store.finish_run(
+            run.run_id,
+            status=result.status,
+            exit_code=exit_code,
+            failed_step=failed.name if failed else None,
+            failed_task=failed.failed_task if failed else None,
+            failed_host=failed.failed_host if failed else None,
+            message=failed.message if failed else None,
+        )
+        run.finished = True
     settings = run.ws.run_settings
     try:
         if settings.keep_runs or settings.keep_days:
