@@ -9,4 +9,8 @@ try:
 except KeyboardInterrupt:
     sys.exit(130)
 
-raise SystemExit(main())
+try:
+    code = main()
+except KeyboardInterrupt:  # a stop signal in the last instructions of main, after its own handler
+    code = 130
+raise SystemExit(code)
