@@ -69,7 +69,7 @@ def test_block_create_adds_a_block_that_runs(tmp_path):
     listed = json.loads(run_cli("blocks", "list", "-o", "json", cwd=root).stdout)["blocks"]
     assert {b["name"] for b in listed} == {"hello", "disk-report"}
     script = run_cli("run", "disk-report", "run", cwd=root)
-    assert script.returncode == 0 and "disk-report: replace this line with the block's work" in script.stdout
+    assert script.returncode == 0 and "disk-report: replace this line with the work of the block" in script.stdout
     play = run_cli("run", "disk-report", "apply", cwd=root)
     assert play.returncode == 0, play.output
     assert "disk-report on localhost" in play.stdout  # the playbook names its block

@@ -198,7 +198,7 @@ actions:
     description: the shell lines of {name} (run in this folder under set -euo pipefail)
     type: script
     script:
-      - echo "{name}: replace this line with the block's work (in $PWD)"
+      - {scalar(f'echo "{name}: replace this line with the work of the block (in $PWD)"')}
 
   - name: {BLOCK_ANSIBLE_ACTION}
     description: {playbook} against the workspace's inventory.yml

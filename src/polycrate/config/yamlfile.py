@@ -66,6 +66,7 @@ class _Loader(yaml.SafeLoader):
         self.name = name
         self._depth = 0
         self._nodes = 0
+        self.max_keys = MAX_KEYS
         self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for (for aliases)
 
     def _fail(self, message: str, where: yaml.Node | yaml.Event | None) -> None:
@@ -88,8 +89,8 @@ class _Loader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
             if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_SCALAR:
                 self._fail(f"a value of {len(node.value):,} characters (at most {MAX_SCALAR:,})", node)
-            if isinstance(node, yaml.MappingNode) and len(node.value) > MAX_KEYS:
-                self._fail(f"a mapping of {len(node.value):,} keys (at most {MAX_KEYS:,})", node)
+            if isinstance(node, yaml.MappingNode) and len(node.value) > self.max_keys:
+                self._fail(f"a mapping of {len(node.value):,} keys (at most {self.max_keys:,})", node)
             self._sizes[id(node)] = self._nodes - before
             return node
         finally:
@@ -161,13 +162,15 @@ def _check_printable(text: str, path: str | Path) -> None:
                           path, line)
 
 
-def parse_yaml(text: str, path: str | Path) -> Any:
-    """Parse YAML text within the limits above; any problem is a ConfigError with file and line."""
+def parse_yaml(text: str, path: str | Path, *, max_keys: int = MAX_KEYS) -> Any:
+    """Parse YAML text within the limits above; any problem is a ConfigError with file and line.
+    `max_keys`: more keys in one mapping for a file whose job is a long list (an inventory's hosts)."""
     if len(text) > MAX_BYTES:
         raise ConfigError(f"{len(text):,} characters: larger than the {MAX_BYTES // 2**20} MiB this file may have",
                           path)
     _check_printable(text.lstrip("\ufeff"), path)
     loader = _Loader(text, str(path))
+    loader.max_keys = max_keys
     try:
         return loader.get_single_data()
     except ConfigError:

@@ -218,7 +218,8 @@ def check_inventory(ws: Workspace, targets: list[Target] = (), runtime: Any = No
                 text = yamlfile.read_text(file, INVENTORY_MAX_BYTES)
                 yamlfile.check_text(text, file)
                 if file.suffix in (".yml", ".yaml"):
-                    data = yamlfile.parse_yaml(text, file)
+                    # a fleet's hosts are one mapping: bounded by the count of values, not of keys
+                    data = yamlfile.parse_yaml(text, file, max_keys=yamlfile.MAX_NODES)
                     local = local_connection_hosts(data) if container and ansible else []
                     if local:
                         warnings.append(Finding(
