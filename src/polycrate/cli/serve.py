@@ -136,13 +136,13 @@ def cmd_serve(args) -> int:
     if not is_loopback(host) and not tls and not args.behind_proxy:
         raise PolycrateError(
             f"--listen {args.listen} is not a loopback address: give --certfile/--keyfile for TLS, or "
-            "--behind-proxy when a reverse proxy on this host terminates TLS (see README: polycrate serve)")
+            "--behind-proxy when a reverse proxy on this host terminates TLS (polycrate docs: how-to/web-view.md)")
     try:
         import uvicorn
 
         from polycrate.server.app import Settings, create_app
     except ImportError as exc:
-        raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)")
+        raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)") from None
     from polycrate.server.state import default_state_dir
 
     state_dir = Path(args.state) if args.state else default_state_dir()
