@@ -198,7 +198,7 @@ def skeleton_files(name: str, description: str | None = None) -> dict[str, str]:
     description = description or f"{name}: say here what the block does"
     playbook = f"{name}.yml"
     return {
-        "block.poly": f"""\
+        "block.poly": modeline("block.poly") + f"""\
 # The block {name}: its default config and its actions (README: "Workspace and blocks").
 name: {scalar(name)}
 version: 0.1.0

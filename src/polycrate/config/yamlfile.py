@@ -162,7 +162,7 @@ def _check_printable(text: str, path: str | Path) -> None:
                           path, line)
 
 
-def parse_yaml(text: str, path: str | Path, *, max_keys: int = MAX_KEYS) -> Any:
+def parse_yaml(text: str, path: str | Path, *, max_keys: int | None = None) -> Any:
     """Parse YAML text within the limits above; any problem is a ConfigError with file and line.
     `max_keys`: more keys in one mapping for a file whose job is a long list (an inventory's hosts)."""
     if len(text) > MAX_BYTES:
@@ -170,7 +170,7 @@ def parse_yaml(text: str, path: str | Path, *, max_keys: int = MAX_KEYS) -> Any:
                           path)
     _check_printable(text.lstrip("\ufeff"), path)
     loader = _Loader(text, str(path))
-    loader.max_keys = max_keys
+    loader.max_keys = MAX_KEYS if max_keys is None else max_keys
     try:
         return loader.get_single_data()
     except ConfigError:
