@@ -139,15 +139,19 @@ def run_and_summarize(args, rerun: str, **what) -> int:
         early = prespawn(zygote_enabled())
     else:
         early = None
-    reporter = make_reporter(args)
     try:
-        result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
-                              reporter=reporter)
-    except KeyboardInterrupt:
-        _interrupted_hint(reporter, rerun, what)
-        raise
+        reporter = make_reporter(args)
+        try:
+            result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
+                                  reporter=reporter)
+        except KeyboardInterrupt:
+            _interrupted_hint(reporter, rerun, what)
+            raise
+        finally:
+            reporter.close()
     finally:
-        reporter.close()
+        if early is not None:  # whoever starts it ends it: unused (a script-only run, a refused request), or taken
+            early.discard()
     try:
         return summarize(result, args.output, reporter, rerun, args.format)
     except (OSError, ValueError):  # the viewer went away (`| head`): the exit code is still the run's

@@ -235,8 +235,6 @@ class _Run:
 
     def close(self) -> None:
         self.close_record()
-        if self.early_zygote is not None:
-            self.early_zygote.discard()  # when no step took it
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None

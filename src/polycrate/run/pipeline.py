@@ -106,21 +106,16 @@ def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Report
     from polycrate.run import engine
 
     reporter = reporter or Reporter()
-    try:
-        prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm,
-                                                                            reporter=reporter)
-        req = prepared.request
-        if req.workflow is not None:
-            return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
-                                       reporter=reporter, options=prepared.options, runtime=prepared.runtime,
-                                       early_zygote=req.early_zygote)
-        assert req.block is not None and req.action is not None
-        return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
-                                 options=prepared.options, runtime=prepared.runtime, early_zygote=req.early_zygote)
-    finally:
-        early = request.request.early_zygote if isinstance(request, PreparedRun) else request.early_zygote
-        if early is not None:
-            early.discard()  # started early (runtime/zygote.py: prespawn), and no step took it
+    prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm,
+                                                                        reporter=reporter)
+    req = prepared.request
+    if req.workflow is not None:
+        return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
+                                   reporter=reporter, options=prepared.options, runtime=prepared.runtime,
+                                   early_zygote=req.early_zygote)
+    assert req.block is not None and req.action is not None
+    return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
+                             options=prepared.options, runtime=prepared.runtime, early_zygote=req.early_zygote)
 
 
 def refuse_templates(ws: Workspace, request: RunRequest) -> None:

@@ -203,7 +203,8 @@ class RunRequest:
     only_step: str | None = None
     options: RunOptions = field(default_factory=RunOptions)
     auto_pull: bool = False  # install missing `from:` blocks and upgrades without asking; a downgrade still asks
-    early_zygote: EarlyZygote | None = None  # started by the caller before the workspace is read (zygote.prespawn)
+    early_zygote: EarlyZygote | None = None  # started by the caller before the workspace is read (zygote.prespawn);
+    # the caller ends it after the run (discard): a step may have taken it, or none
 
     def __post_init__(self) -> None:
         if (self.workflow is None) == (self.block is None or self.action is None):
