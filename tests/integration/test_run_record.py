@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -161,6 +162,9 @@ def test_a_container_run_says_where_it_runs_and_warns_about_local_hosts(podman, 
     """The header names the runtime, engine and image; the record keeps image and digest; a host with
     ansible_connection: local is named by the preflight; the toolchain's deprecation noise stays in the log."""
     root = make_container_workspace(tmp_path, fleet, runtime="container")
+    ws = yaml.safe_load((root / "workspace.poly").read_text())
+    ws["name"] = name = f"where-{secrets.token_hex(3)}"  # our containers carry it: others' runs share podman
+    (root / "workspace.poly").write_text(yaml.safe_dump(ws, sort_keys=False, allow_unicode=True))
     inventory = yaml.safe_load((root / "inventory.yml").read_text())
     inventory["all"]["hosts"]["localhost"] = {"ansible_connection": "local"}
     (root / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
@@ -179,4 +183,4 @@ def test_a_container_run_says_where_it_runs_and_warns_about_local_hosts(podman, 
     assert doc["image_digest"][:19] in header[0]
     shown = run_cli("runs", "show", "latest", cwd=root).stdout
     assert f"runtime:   container, image {doc['image']} ({doc['image_digest']})" in shown
-    assert our_containers("acme-corp-automation") == []
+    assert our_containers(name) == []
