@@ -149,7 +149,7 @@ def run_cli_inprocess(*args: str, cwd: Path | None = None, env: dict | None = No
     from polycrate.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     saved_stdin, saved_cwd = sys.stdin, os.getcwd()
     sys.stdin = io.StringIO(input or "")
     try:

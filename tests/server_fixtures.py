@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import run_cli, write
-from tests.helpers import free_port, wait_for_port  # noqa: F401  (free_port: used by the server tests)
+from tests.helpers import free_port, wait_for_port
 
 SECRET = "s3cr3t-Web-Value-77"
 

@@ -81,3 +81,17 @@ def describe_os_error(exc: OSError) -> str:
         where = _shorten(where)
         return f"{where}: {what}"
     return what
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) as the exception the run unwinds with; it names the signal
+    so that the record can say which. A plain KeyboardInterrupt is SIGINT."""
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def interrupt_name(exc: BaseException) -> str:
+    """The signal an interrupt came from: SIGINT for Ctrl-C, else what Interrupted carries."""
+    return getattr(exc, "signal_name", "SIGINT")

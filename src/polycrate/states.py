@@ -49,6 +49,19 @@ class StepState(StrEnum):
         return self in (StepState.SUCCEEDED, StepState.FAILED_ALLOWED, StepState.SUCCEEDED_BEFORE)
 
 
+def signal_of(exit_code: int | None) -> str | None:
+    """The signal that ended a step's process ('SIGKILL'), from its exit status as Popen gives it
+    (negative: killed by that signal); None for a plain exit or none."""
+    if exit_code is None or exit_code >= 0:
+        return None
+    import signal
+
+    try:
+        return signal.Signals(-exit_code).name
+    except ValueError:
+        return f"signal {-exit_code}"
+
+
 # step states as run stores before states.py wrote them -> today's values
 LEGACY_STEP_STATES = {
     "not run": StepState.NOT_RUN.value,
@@ -68,4 +81,4 @@ class RunKind(StrEnum):
     WORKFLOW = "workflow"
 
 
-__all__ = ["LEGACY_STEP_STATES", "Phase", "RunKind", "RunState", "StepState"]
+__all__ = ["LEGACY_STEP_STATES", "Phase", "RunKind", "RunState", "StepState", "signal_of"]

@@ -21,7 +21,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import yaml
 
@@ -418,7 +419,7 @@ def run_inprocess(argv: list[str], timeout: float) -> Outcome:
         escaped = exc
     except SystemExit as exc:  # argparse --help and the like
         code = exc.code if isinstance(exc.code, int) else 0
-    except BaseException as exc:  # noqa: BLE001 (what we count)
+    except BaseException as exc:
         escaped = exc
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)

@@ -103,6 +103,6 @@ def test_duplicate_names(ws):
 
 def test_usage_errors_are_one_line(ws):
     # one argument is a workflow (the real Polycrate's `run WORKFLOW`): an unknown one is a one-line error
-    assert_one_line_error(run_cli("run", "b", cwd=ws), "unknown workflow 'b'")
+    assert_one_line_error(run_cli("run", "b", cwd=ws), "'b' is a block, not a workflow", "polycrate run b go")
     assert_one_line_error(run_cli("run", cwd=ws), "required")
     assert_one_line_error(run_cli("nosuchcommand", cwd=ws), "invalid choice")

@@ -62,14 +62,17 @@ def test_block_create_adds_a_block_that_runs(tmp_path):
     assert run_cli("workspace", "init", str(root)).returncode == 0
     created = run_cli("block", "create", "disk-report", cwd=root)
     assert created.returncode == 0, created.output
-    assert "blocks/disk-report" in created.stdout and "polycrate run disk-report greet" in created.stdout
-    assert (root / "blocks/disk-report/block.poly").is_file() and (root / "blocks/disk-report/ping.yml").is_file()
+    assert "blocks/disk-report" in created.stdout and "polycrate run disk-report run" in created.stdout
+    # a skeleton named for the block (issue 27), not the hello sample under a new name
+    assert sorted(p.name for p in (root / "blocks/disk-report").iterdir()) == ["block.poly", "disk-report.yml"]
+    assert "hello" not in (root / "blocks/disk-report/block.poly").read_text().lower()
     listed = json.loads(run_cli("blocks", "list", "-o", "json", cwd=root).stdout)["blocks"]
     assert {b["name"] for b in listed} == {"hello", "disk-report"}
-    assert run_cli("run", "disk-report", "greet", cwd=root).returncode == 0
-    ping = run_cli("run", "disk-report", "ping", cwd=root)
-    assert ping.returncode == 0, ping.output
-    assert "Hello from disk-report" in ping.stdout  # the block's own default (no workspace entry)
+    script = run_cli("run", "disk-report", "run", cwd=root)
+    assert script.returncode == 0 and "disk-report: replace this line with the work of the block" in script.stdout
+    play = run_cli("run", "disk-report", "apply", cwd=root)
+    assert play.returncode == 0, play.output
+    assert "disk-report on localhost" in play.stdout  # the playbook names its block
     assert run_cli("workspace", "validate", cwd=root).returncode == 0
 
 

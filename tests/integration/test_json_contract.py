@@ -134,7 +134,7 @@ webhooks:
     # encryption with a key the command makes
     secrets_ws = tmp_path / "sealed"
     key = tmp_path / "key.txt"
-    made = seen.json("workspace", "keygen", "--output", str(key), cwd=tmp_path, runner=run_cli)
+    made = seen.json("workspace", "keygen", "--identity", str(key), cwd=tmp_path, runner=run_cli)
     write(secrets_ws / "workspace.poly", f"name: sealed\nencryption:\n  recipients: [{made['recipient']}]\n")
     write(secrets_ws / "artifacts/secrets/token.txt", "s3cr3t\n")
     seen.json("workspace", "encrypt", "--identity", str(key), cwd=secrets_ws, runner=run_cli)

@@ -300,3 +300,31 @@ def _comparable(run: RunRecord) -> dict:
     for step in data["steps"]:
         step["log"] = bool(step["log"])  # where a log lives is the store's own business; that it exists is not
     return data
+
+
+def test_the_store_never_keeps_succeeded_for_a_run_with_an_interrupted_step(store):
+    """polycrate.success's rule, applied by every store whatever its caller says (the closed pipe's old record)."""
+    run_id = store.start_run(kind=RunKind.WORKFLOW, name="slow", workflow="slow")
+    store.add_steps(run_id, [
+        {"position": 1, "name": "tick", "block": "s", "action": "tick", "status": StepState.INTERRUPTED},
+        {"position": 2, "name": "done", "block": "s", "action": "done", "status": StepState.NOT_RUN},
+    ])
+    store.finish_run(run_id, status=RunState.SUCCEEDED, exit_code=0)
+    run = store.get_run(run_id)
+    assert (run.status, run.exit_code, run.workflow_success) == (RunState.INTERRUPTED, 130, False)
+    latest = store.latest_full_run("slow")  # what --resume reads
+    assert latest is not None and latest.status == RunState.INTERRUPTED
+
+    ok = store.start_run(kind=RunKind.WORKFLOW, name="slow", workflow="slow")
+    store.add_steps(ok, [{"position": 1, "name": "tick", "block": "s", "action": "tick", "status": StepState.SUCCEEDED}])
+    store.finish_run(ok, status=RunState.SUCCEEDED, exit_code=0)
+    done = store.get_run(ok)
+    assert (done.status, done.workflow_success) == (RunState.SUCCEEDED, True)
+
+
+def test_where_a_run_ran_reads_back(store):
+    run_id = store.start_run(kind=RunKind.WORKFLOW, name="w", workflow="w", runtime="container",
+                             image="localhost/polycrate-base:1", image_digest="sha256:" + "a" * 64)
+    run = store.get_run(run_id)
+    assert (run.runtime, run.image, run.image_digest) == ("container", "localhost/polycrate-base:1", "sha256:" + "a" * 64)
+

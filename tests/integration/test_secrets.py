@@ -461,7 +461,7 @@ def test_gitignore_section_is_idempotent_and_keeps_user_lines(tmp_path):
 
 def test_keygen(tmp_path, env):
     out = tmp_path / "keys" / "me.txt"
-    r = polycrate("workspace", "keygen", "--output", str(out), cwd=tmp_path, env=env)
+    r = polycrate("workspace", "keygen", "--identity", str(out), cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     recipient = r.stdout.splitlines()[0]
     assert recipient.startswith("age1")
@@ -473,7 +473,7 @@ def test_keygen(tmp_path, env):
     assert subprocess.run(["age", "-d", "-i", str(out)], input=enc, capture_output=True, check=True).stdout == b"x"
     # never overwrites
     before = out.read_bytes()
-    r = polycrate("workspace", "keygen", "--output", str(out), cwd=tmp_path, env=env)
+    r = polycrate("workspace", "keygen", "--identity", str(out), cwd=tmp_path, env=env)
     assert_one_line_error(r, "me.txt", "refusing to overwrite")
     assert out.read_bytes() == before
     # default location under XDG_CONFIG_HOME, used as a fallback key

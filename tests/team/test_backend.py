@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from polycrate.history.postgres import MIGRATIONS, SCHEMA_VERSION
 from tests.helpers import assert_one_line_error, run_cli
 from tests.integration.runs_workspace import SECRET, make_workspace, wait_for
 from tests.team.conftest import no_backend
@@ -31,14 +32,14 @@ def test_init_creates_the_schema_once_and_says_so(postgres, fresh_database, tmp_
     assert_one_line_error(before, "no polycrate schema yet: run `polycrate backend init`")
     first = run_cli("backend", "init", env=env)
     assert first.returncode == 0, first.output
-    assert "schema migrated from version 0 to 1 (new)" in first.stdout
+    assert f"schema migrated from version 0 to {SCHEMA_VERSION} (new)" in first.stdout
     second = run_cli("backend", "init", env=env)
-    assert second.returncode == 0 and "schema is current (version 1)" in second.stdout, second.output
+    assert second.returncode == 0 and f"schema is current (version {SCHEMA_VERSION})" in second.stdout, second.output
     assert _psql(postgres, fresh_database, "SELECT version, name FROM polycrate_schema ORDER BY version") == [
-        "1|runs, steps, step_hosts, log_chunks (the run history of many workspaces)"]
+        f"{number}|{name}" for number, (name, _apply) in enumerate(MIGRATIONS, 1)]
     status = run_cli("backend", "status", "-o", "json", env=env)
     assert json.loads(status.stdout) == {"schema": "urn:polycrate:backend-status:v1", "backend": fresh_database,
-                                         "schema_version": 1, "schema_current": True}
+                                         "schema_version": SCHEMA_VERSION, "schema_current": True}
     listed = run_cli("runs", "list", "-o", "json", cwd=tmp_path / "ws", env=env)
     assert listed.returncode == 0 and json.loads(listed.stdout)["runs"] == [], listed.output
 

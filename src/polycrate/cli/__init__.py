@@ -51,9 +51,31 @@ def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentPars
 class _Parser(argparse.ArgumentParser):
     words: tuple[str, ...] = ()  # the root parser's command line (set by main), for the hint below
 
+    def format_help(self) -> str:
+        """A command's help lists only what it takes: the run flags (cli/flags.py) on the commands that run
+        actions and on `polycrate` itself (before any command), not on `workspace encrypt`."""
+        if self.get_default("runs_actions") or self.prog == "polycrate":
+            return super().format_help()
+        from polycrate.cli.flags import RUN_FLAGS
+
+        taken = set(RUN_FLAGS.values())
+        saved = [(group, group._group_actions) for group in self._action_groups]
+        actions = self._actions
+        try:
+            for group, grouped in saved:
+                group._group_actions = [a for a in grouped if a.dest not in taken]
+            self._actions = [a for a in actions if a.dest not in taken]
+            return super().format_help()
+        finally:
+            for group, grouped in saved:
+                group._group_actions = grouped
+            self._actions = actions
+
     def error(self, message: str):  # one line, exit 2, like every other bad input
         command = self.prog.removeprefix("polycrate").strip()  # main's handler already says "polycrate: error:"
         hint = _limit_hint(self.words, message)
+        if self.prog.endswith(" keygen") and message.startswith("argument -o/--output: invalid choice"):
+            hint = "; -o/--output is the output format, the identity file is --identity FILE"
         raise PolycrateError(f"{command + ': ' if command else ''}{message}{hint} (see --help)")
 
 
@@ -143,12 +165,39 @@ def _kubectl_words(parser: argparse.ArgumentParser, words: list[str]) -> list[st
     return words
 
 
-def _terminate(signum, frame):  # SIGTERM behaves like Ctrl-C: stop the running step, record, exit
-    raise KeyboardInterrupt
+_STOPPING: list[float] = []  # when this command got its first stop signal (time.monotonic)
+SECOND_SIGNAL_AFTER = 20.0  # seconds: a stop takes at most the step's grace (10 s) and the record
+
+
+def _terminate(signum, frame):  # SIGINT, SIGTERM and SIGHUP: stop the running step, record, exit 130
+    """The first stop signal interrupts; one more while polycrate stops is held, so that the stop (bounded)
+    runs to its end and the exit is 130, not a death by the second signal half-way through the record
+    (found by the signal stress test). Only after SECOND_SIGNAL_AFTER seconds does another one interrupt."""
+    import time
+
+    from polycrate.errors import Interrupted
+
+    now = time.monotonic()
+    if _STOPPING and now - _STOPPING[0] < SECOND_SIGNAL_AFTER:
+        return
+    _STOPPING[:] = [now]
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def take_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP stop polycrate the same way: the step is stopped, the run recorded as
+    interrupted, exit 130. SIGINT also when polycrate was started with it ignored, as every background
+    job of a non-interactive shell is (`make test &`, CI steps): such a polycrate ignored `kill -INT`
+    and ran on to its end. SIGHUP stays ignored under nohup, which asks for exactly that."""
+    _STOPPING.clear()
+    signal.signal(signal.SIGINT, _terminate)
+    signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: the run is recorded, not left 'running'
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _terminate)
+    take_stop_signals()
     words = sys.argv[1:] if argv is None else argv
     if words[:1] == ["__complete"]:  # the shell completion scripts' question (hidden; never fails)
         from polycrate.cli.completion import complete_main
@@ -175,9 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"polycrate: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("polycrate: interrupted", file=sys.stderr)
+        try:
+            print("polycrate: interrupted", file=sys.stderr)
+        except (OSError, ValueError):  # the terminal that would read it is gone
+            pass
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        from polycrate.cli.live import drop_closed_streams
+
+        drop_closed_streams()
         return EXIT_BAD_INPUT
     except OSError as exc:  # a full disk, a read-only workspace, a file where a folder belongs
         hint = " (free some space and run again; what was recorded before is kept)" \
@@ -186,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         bad_input = isinstance(exc, (NotADirectoryError, IsADirectoryError, FileExistsError, FileNotFoundError)) \
             or exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.E2BIG)
         return EXIT_BAD_INPUT if bad_input else EXIT_SYSTEM
-    except Exception as exc:  # noqa: BLE001 (the last line of defence: one line, never a traceback)
+    except Exception as exc:
         if type(exc).__module__ == "sqlite3":  # full, read-only or unreadable: the store is left as it is
             print(f"polycrate: error: the run store (.polycrate/runs.db): {exc} (full disk or read-only "
                   "workspace? what was recorded before is kept)", file=sys.stderr)

@@ -160,7 +160,8 @@ def cmd_create(args) -> int:
     created = scaffold.create_block(_root(args), args.name, args.description)
     where = created.folder.relative_to(_root(args))
     print(f"created block {args.name} in {where}/ ({', '.join(created.written)}): "
-          f"polycrate run {args.name} {scaffold.SCRIPT_ACTION}, polycrate run {args.name} {scaffold.ANSIBLE_ACTION}")
+          f"polycrate run {args.name} {scaffold.BLOCK_SCRIPT_ACTION}, "
+          f"polycrate run {args.name} {scaffold.BLOCK_ANSIBLE_ACTION}")
     return 0
 
 

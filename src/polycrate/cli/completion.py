@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # what a positional argument or an option's value names (set with ``names``)
 WORKFLOW, BLOCK, ACTION, RUN, STEP, DIR, FILE = "workflow", "block", "action", "run", "step", "dir", "file"
@@ -159,7 +159,7 @@ def _values(action: argparse.Action, walk: _Walk, current: str) -> list[tuple[st
         return []
     try:
         return _workspace_names(kind, walk)
-    except Exception:  # noqa: BLE001 (completion never fails: a workspace that does not load completes nothing)
+    except Exception:
         return []
 
 
@@ -213,7 +213,7 @@ def complete_main(argv: list[str], build_parser: Callable[[], argparse.ArgumentP
     shell, words = (argv[0], argv[1:]) if argv and argv[0] in SHELLS else ("bash", argv)
     try:
         found = candidates(words, build_parser())
-    except (Exception, SystemExit):  # noqa: BLE001 (never an error while the user types)
+    except (Exception, SystemExit):
         return 0
     for value, text in found:
         text = " ".join(text.split())

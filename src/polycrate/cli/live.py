@@ -206,6 +206,12 @@ class LiveReporter:
         self.status_shown = True
 
     def _tick(self) -> None:
+        try:
+            self._ticks()
+        except (OSError, ValueError):  # the stream went away: the engine hears it at its next write
+            return
+
+    def _ticks(self) -> None:
         while not self._stop.wait(TICK):
             self.activity.poll()
             with self.lock:
@@ -227,10 +233,13 @@ class LiveReporter:
             self._ticker.join(timeout=2)
         with self.lock:
             self.step = None
-            if self.status_shown:
-                self.stream.write("\r\x1b[K")
-                self.status_shown = False
-            self.stream.flush()
+            try:
+                if self.status_shown:
+                    self.stream.write("\r\x1b[K")
+                    self.status_shown = False
+                self.stream.flush()
+            except (OSError, ValueError):  # nobody is watching any more; the run's result stands
+                pass
 
     # --- the engine's Reporter --------------------------------------------------------------------
 
@@ -242,6 +251,9 @@ class LiveReporter:
         if self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, daemon=True)
             self._ticker.start()
+
+    def runtime(self, line: str) -> None:
+        self._write(self._paint(f"==> {line}", DIM))
 
     def step_started(self, step, index: int, total: int) -> None:
         self.step, self.index, self.total = step, index, total
@@ -282,3 +294,20 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def drop_closed_streams() -> None:
+    """After a reader went away (`| head`, a closed terminal): point stdout/stderr whose flush fails at
+    /dev/null, so that what is still buffered does not turn the exit into a traceback at shutdown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, stream.fileno())
+                finally:
+                    os.close(devnull)
+            except (OSError, ValueError):
+                pass

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 # Every command module imports this one while the parser is built: what it imports is paid by
 # `--help` and `workflows list` too, so the workspace and the states come when a command needs them.

@@ -146,12 +146,37 @@ def run_and_summarize(args, rerun: str, **what) -> int:
         try:
             result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
                                   reporter=reporter)
+        except KeyboardInterrupt:
+            _interrupted_hint(reporter, rerun, what)
+            raise
         finally:
             reporter.close()
     finally:
         if early is not None:  # whoever starts it ends it: unused (a script-only run, a refused request), or taken
             early.discard()
-    return summarize(result, args.output, reporter, rerun, args.format)
+    try:
+        return summarize(result, args.output, reporter, rerun, args.format)
+    except (OSError, ValueError):  # the viewer went away (`| head`): the exit code is still the run's
+        from polycrate import success
+        from polycrate.cli.live import drop_closed_streams
+
+        drop_closed_streams()
+        return success.exit_code_of(result.status) if result.status.finished else EXIT_ACTION_FAILED
+
+
+def _interrupted_hint(reporter, rerun: str, what: dict) -> None:
+    """After Ctrl-C (or SIGTERM, SIGHUP) of a recorded run: how to continue it and where its record is."""
+    if not reporter.run_id:
+        return
+    lines = []  # the engine's notice said "run ... interrupted; recorded as interrupted" just before
+    if what.get("workflow") is not None and not what.get("only_step"):
+        lines.append(f"next: continue it:  {rerun} --resume")
+    lines.append(f"{'      ' if lines else 'next: '}details:      polycrate runs show {reporter.run_id}")
+    try:
+        for line in lines:
+            print(line, file=reporter.stream, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def cmd_run(args) -> int:

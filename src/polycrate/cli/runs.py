@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
-from polycrate.states import RunState
+from polycrate.states import RunState, signal_of
 
 if TYPE_CHECKING:
     from polycrate.history import RunStore
@@ -158,6 +158,9 @@ def cmd_show(args) -> int:
     print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
     if run.ended:
         print(f"ended:     {_when(run.ended)} after {_duration(run.duration)}")
+    if run.runtime:  # runs recorded before store version 5 do not say
+        image = (f", image {run.image}" + (f" ({run.image_digest})" if run.image_digest else "")) if run.image else ""
+        print(f"runtime:   {run.runtime}{image}")
     if run.resumed_from:
         print(f"resumes:   {run.resumed_from}")
     passed = AnsibleOptions.from_record(run.ansible_options)
@@ -176,8 +179,8 @@ def cmd_show(args) -> int:
                 i,
                 s.name + (" [on_failure]" if s.phase == Phase.ON_FAILURE else ""),
                 f"{s.block} {s.action}",
-                state_text(s.status),
-                s.attempts if s.attempts > 1 else "",
+                state_text(s.status) + (f" (killed by {signal_of(s.exit_code)})" if signal_of(s.exit_code) else ""),
+                s.attempts or "-",
                 _duration(s.duration),
                 s.note or "",
             )

@@ -61,12 +61,23 @@ def add_workflow_schedule_command(wsub, shared) -> None:
 # --- handlers ---------------------------------------------------------------------------------
 
 
+def run_environment(ws) -> dict[str, str]:
+    """What a scheduled run needs in its environment beyond PATH: the identity file of an encrypted
+    workspace (secrets/keys.py: scheduled_identity_file refuses, saying how, when there is none)."""
+    from polycrate.secrets.files import secret_pairs
+    from polycrate.secrets.keys import ENV_IDENTITY_FILE, scheduled_identity_file
+
+    encrypted = any(has_age and not has_plain for has_plain, has_age in secret_pairs(ws.root).values())
+    identity = scheduled_identity_file(encrypted)
+    return {ENV_IDENTITY_FILE: str(identity)} if identity is not None else {}
+
+
 def cmd_plan(args) -> int:
     from polycrate import contract
     from polycrate import schedule as sched
 
     ws = workspace_from(args)
-    plan = sched.plan_schedules(ws, _dest(args), cron=args.cron)
+    plan = sched.plan_schedules(ws, _dest(args), cron=args.cron, environment=run_environment(ws))
     if args.output == "json":
         emit_json(contract.document("schedule-plan", _plan_json(plan)), args.format)
         return 0
@@ -94,7 +105,7 @@ def cmd_apply(args) -> int:
     from polycrate import schedule as sched
 
     ws = workspace_from(args)
-    plan = sched.apply_plan(sched.plan_schedules(ws, _dest(args), cron=args.cron))
+    plan = sched.apply_plan(sched.plan_schedules(ws, _dest(args), cron=args.cron, environment=run_environment(ws)))
     if args.output == "json":
         emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)), args.format)
         return 0
@@ -177,7 +188,8 @@ def cmd_workflow_schedule(args) -> int:
     cron = schedule.kind == "cron"
     dest = Path(args.dest) if args.dest else sched.default_dest(cron)
     plan = sched.apply_plan(
-        sched.plan_schedules(ws, dest, cron=cron, schedules=[schedule], only_workflow=args.name)
+        sched.plan_schedules(ws, dest, cron=cron, schedules=[schedule], only_workflow=args.name,
+                             environment=run_environment(ws))
     )
     if args.output == "json":
         emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)), args.format)

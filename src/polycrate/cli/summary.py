@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TextIO
 
 from polycrate.cli.render import GREEN, RED, YELLOW, state_text
-from polycrate.states import Phase, StepState
+from polycrate.states import Phase, StepState, signal_of
 
 NOT_RAN = (StepState.SKIPPED, StepState.NOT_RUN, StepState.SUCCEEDED_BEFORE, StepState.SKIPPED_CHECK)
 
@@ -39,6 +39,9 @@ def step_status_text(step) -> str:
         # "done before (run 20261201-...)", not "skipped": it is done, in the run that this one resumes
         return "done before" + (f" ({step.note.replace('succeeded in ', '')})" if step.note else "")
     word = state_text(status)
+    signal = signal_of(step.exit_code)
+    if signal is not None and status in (StepState.FAILED, StepState.FAILED_ALLOWED, StepState.INTERRUPTED):
+        return f"{word} (killed by {signal})"
     if step.exit_code not in (None, 0) and status in (StepState.FAILED, StepState.FAILED_ALLOWED):
         return f"{word} (exit {step.exit_code})"
     return word

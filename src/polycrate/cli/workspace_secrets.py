@@ -25,11 +25,11 @@ def register(wsub, shared: argparse.ArgumentParser | None = None) -> None:
     p.add_argument("--identity", metavar="FILE", help="age identity file")
     p.set_defaults(func=cmd_decrypt)
 
-    # no shared parents: keygen's --output is the identity FILE (as in the issue), which would
-    # clash with the shared -o/--output FORMAT; `polycrate -o json workspace keygen` still works.
-    p = wsub.add_parser("keygen",
+    # -o/--output is the output format here as everywhere (`keygen --output json` wrote a file named
+    # json); the file is --identity FILE, the option encrypt and decrypt read a key from.
+    p = wsub.add_parser("keygen", parents=parents,
                         help="create an age identity file and print its public key (recipient)")
-    p.add_argument("--output", dest="identity_output", metavar="FILE",
+    p.add_argument("--identity", dest="identity_output", metavar="FILE",
                    help="where to write the identity (default: ~/.config/polycrate/age-identity.txt)")
     p.set_defaults(func=cmd_keygen)
 

@@ -20,6 +20,8 @@ from polycrate.config.schema_export import schema_file
 SAMPLE_BLOCK = "hello"
 SAMPLE_WORKFLOW = "hello"
 SCRIPT_ACTION, ANSIBLE_ACTION, PLAYBOOK = "greet", "ping", "ping.yml"
+# `block create NAME`: a skeleton of its own, not the sample under another name
+BLOCK_SCRIPT_ACTION, BLOCK_ANSIBLE_ACTION = "run", "apply"
 
 _PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 _YAML_WORDS = {"y", "yes", "n", "no", "true", "false", "on", "off", "null"}
@@ -190,11 +192,53 @@ def _check_free(root: Path, name: str, why: str = "") -> Path:
     return folder
 
 
+def skeleton_files(name: str, description: str | None = None) -> dict[str, str]:
+    """The files of `block create NAME`: a block named for its job, with a script action and an Ansible
+    action (playbook NAME.yml) that run as they are and say where the block's own work goes."""
+    description = description or f"{name}: say here what the block does"
+    playbook = f"{name}.yml"
+    return {
+        "block.poly": modeline("block.poly") + f"""\
+# The block {name}: its default config and its actions (README: "Workspace and blocks").
+name: {scalar(name)}
+version: 0.1.0
+kind: generic
+description: {scalar(description)}
+
+config:                          # defaults; workspace.poly's `blocks:` entry overrides them
+  hosts: localhost               # the hosts pattern of {playbook} (inventory.yml)
+
+actions:
+  - name: {BLOCK_SCRIPT_ACTION}
+    description: the shell lines of {name} (run in this folder under set -euo pipefail)
+    type: script
+    script:
+      - {scalar(f'echo "{name}: replace this line with the work of the block (in $PWD)"')}
+
+  - name: {BLOCK_ANSIBLE_ACTION}
+    description: {playbook} against the workspace's inventory.yml
+    type: ansible
+    playbook: {playbook}
+""",
+        playbook: f"""\
+# The playbook of {name}. polycrate passes two variables: `block` (name, version, config, path, ...)
+# and `workspace` (name, root, config, ...); see README: "What an action gets".
+- name: {scalar(name)}
+  hosts: "{{{{ block.config.hosts }}}}"
+  gather_facts: false
+  tasks:
+    - name: Replace this task with the work of {name}
+      ansible.builtin.debug:
+        msg: "{{{{ block.name }}}} on {{{{ inventory_hostname }}}} (workspace {{{{ workspace.name }}}})"
+""",
+    }
+
+
 def create_block(root: Path, name: str, description: str | None = None) -> Created:
     """A new block ``blocks/NAME/`` in the workspace at ``root``, usable at once with its defaults
-    (`polycrate run NAME greet`); workspace.poly is not touched."""
+    (`polycrate run NAME run`); workspace.poly is not touched."""
     validate_name(name, "block", "", None)
     folder = _check_free(root, name)
-    files = block_files(name, description)
+    files = skeleton_files(name, description)
     _write_new(folder, files)
     return Created(folder, tuple(files), ())

@@ -197,6 +197,9 @@ def _find_parent(child: BlockDefinition, installed: list[BlockDefinition]) -> Bl
     )
 
 
+MAX_INHERITANCE_DEPTH = 16  # blocks inheriting from blocks: a real chain has two or three
+
+
 def inherit(installed: list[BlockDefinition]) -> list[BlockDefinition]:
     """Blocks whose block.poly says `from:` filled from their parent: config merged with the one rule
     (parent < child), actions merged by name (the child's win whole, the parent's others are kept).
@@ -215,6 +218,9 @@ def inherit(installed: list[BlockDefinition]) -> list[BlockDefinition]:
         if block.file in chain:
             names = " -> ".join(b.name for b in installed if b.file in chain)
             raise ConfigError(f"block inheritance loops ({names} -> {block.name})", block.file, block.parent_line)
+        if len(chain) >= MAX_INHERITANCE_DEPTH:
+            raise ConfigError(f"block '{block.name}' inherits through more than {MAX_INHERITANCE_DEPTH} levels of "
+                              "`from:`; flatten the chain", block.file, block.parent_line)
         parent = resolve(_find_parent(block, installed), chain + (block.file,))
         actions = {}
         for name, action in parent.actions.items():
@@ -486,6 +492,12 @@ def get_action(block: Block, name: str) -> Action:
 
 def get_workflow(ws: Workspace, name: str) -> Workflow:
     workflow = ws.workflows.get(name)
+    if workflow is None and name in ws.blocks:  # `polycrate run BLOCK`: the action is missing, not the workflow
+        actions = list(ws.blocks[name].actions)
+        shown = ", ".join(actions[:10]) + (f" (+{len(actions) - 10})" if len(actions) > 10 else "")
+        raise NotFoundError(f"'{name}' is a block, not a workflow: name one of its actions, as in "
+                            f"polycrate run {name} {actions[0] if actions else 'ACTION'}"
+                            + (f" (its actions: {shown})" if actions else " (it has no actions)"), ws.file)
     if workflow is None:
         raise NotFoundError(f"unknown workflow '{name}'" + closest(name, ws.workflows), ws.file)
     if not workflow.steps:  # loads (as in Polycrate), so the rest of the workspace works; this one cannot run

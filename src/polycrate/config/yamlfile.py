@@ -66,6 +66,7 @@ class _Loader(yaml.SafeLoader):
         self.name = name
         self._depth = 0
         self._nodes = 0
+        self.max_keys = MAX_KEYS
         self._sizes: dict[int, int] = {}  # id(node) -> nodes it stands for (for aliases)
 
     def _fail(self, message: str, where: yaml.Node | yaml.Event | None) -> None:
@@ -88,8 +89,8 @@ class _Loader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
             if isinstance(node, yaml.ScalarNode) and len(node.value) > MAX_SCALAR:
                 self._fail(f"a value of {len(node.value):,} characters (at most {MAX_SCALAR:,})", node)
-            if isinstance(node, yaml.MappingNode) and len(node.value) > MAX_KEYS:
-                self._fail(f"a mapping of {len(node.value):,} keys (at most {MAX_KEYS:,})", node)
+            if isinstance(node, yaml.MappingNode) and len(node.value) > self.max_keys:
+                self._fail(f"a mapping of {len(node.value):,} keys (at most {self.max_keys:,})", node)
             self._sizes[id(node)] = self._nodes - before
             return node
         finally:
@@ -131,10 +132,17 @@ def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
     return yaml.SafeLoader.construct_yaml_int(loader, node)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _construct_str(loader: _Loader, node: yaml.ScalarNode) -> str:
     value = loader.construct_scalar(node)
     if "\x00" in value:  # "\0" escapes: a NUL can reach no path, argument or environment
         raise ConfigError("a value holds a NUL character", loader.name, _line(node))
+    lone = _SURROGATE.search(value)
+    if lone is not None:  # "\ud83d": no UTF-8 for it, so every print, file and store of it fails later
+        raise ConfigError(f"a value holds a lone surrogate (\\u{ord(lone.group()):04x}), which is no character: write the "
+                          "character itself or one \\U00XXXXXX escape", loader.name, _line(node))
     return value
 
 
@@ -154,13 +162,15 @@ def _check_printable(text: str, path: str | Path) -> None:
                           path, line)
 
 
-def parse_yaml(text: str, path: str | Path) -> Any:
-    """Parse YAML text within the limits above; any problem is a ConfigError with file and line."""
+def parse_yaml(text: str, path: str | Path, *, max_keys: int | None = None) -> Any:
+    """Parse YAML text within the limits above; any problem is a ConfigError with file and line.
+    `max_keys`: more keys in one mapping for a file whose job is a long list (an inventory's hosts)."""
     if len(text) > MAX_BYTES:
         raise ConfigError(f"{len(text):,} characters: larger than the {MAX_BYTES // 2**20} MiB this file may have",
                           path)
     _check_printable(text.lstrip("\ufeff"), path)
     loader = _Loader(text, str(path))
+    loader.max_keys = MAX_KEYS if max_keys is None else max_keys
     try:
         return loader.get_single_data()
     except ConfigError:

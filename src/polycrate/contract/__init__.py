@@ -19,12 +19,13 @@ their field names meet the contract's; only the documents that leave polycrate p
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import datetime, timezone, UTC
+from functools import lru_cache, cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
 
-from polycrate.states import RunState, StepState
+from polycrate.states import RunState, StepState, signal_of
 
 if TYPE_CHECKING:
     from polycrate.history.records import RunRecord, StepRecord
@@ -42,7 +43,7 @@ def schema_file(name: str, version: int = VERSION) -> Path:
     return SCHEMA_DIR / f"{name}.v{version}.schema.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str, version: int = VERSION) -> dict:
     return json.loads(schema_file(name, version).read_text(encoding="utf-8"))
 
@@ -56,7 +57,7 @@ def timestamp(epoch: float | None) -> str | None:
     """Epoch seconds as ISO 8601 UTC with milliseconds (``...T02:15:00.123Z``); None stays None."""
     if epoch is None:
         return None
-    return datetime.fromtimestamp(float(epoch), timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(float(epoch), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def seconds(value: float | None) -> float | None:
@@ -86,6 +87,7 @@ def step(record: StepRecord) -> dict:
         "phase": _state(record.phase or "main"),
         "status": _state(record.status),
         "exit_code": record.exit_code,
+        "signal": signal_of(record.exit_code),
         "attempts": record.attempts or 0,
         "started": timestamp(record.started),
         "ended": timestamp(record.ended),
@@ -132,6 +134,9 @@ def run(record: RunRecord, workspace: str | None, *, steps: bool = True) -> dict
         "host": record.host,
         "pid": record.pid,
         "ansible_options": ansible_options(record.ansible_options),
+        "runtime": record.runtime,
+        "image": record.image,
+        "image_digest": record.image_digest,
         "notices": [{"time": timestamp(n.time), "text": n.text} for n in record.notices],
     }
     if steps:

@@ -14,7 +14,7 @@ class StepLog:
 
     def __post_init__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._handle = open(self.path, "a", encoding="utf-8")
 
     def write(self, line: str) -> None:
         self._handle.write(line + "\n")

@@ -120,6 +120,12 @@ def _v4_listing_indexes(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS runs_by_outcome ON runs (kind, name, status, ended)")
 
 
+def _v5_run_runtime(db: sqlite3.Connection) -> None:
+    # where a run's actions ran: 'local' or 'container', and the container's image and its ID
+    for column in ("runtime", "image", "image_digest"):
+        _add_column(db, "runs", column, "TEXT")
+
+
 Migration = tuple[str, Callable[[sqlite3.Connection], None]]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -129,6 +135,7 @@ MIGRATIONS: tuple[Migration, ...] = (
      _v3_step_state_words),
     ("indexes on runs for listing many runs (started; status, started; kind, name, status, ended)",
      _v4_listing_indexes),
+    ("runs.runtime, runs.image, runs.image_digest (where a run's actions ran)", _v5_run_runtime),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

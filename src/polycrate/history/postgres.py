@@ -50,7 +50,7 @@ from polycrate.history.store import (
 )
 from polycrate.runtime.events import HOST_COUNTS
 from polycrate.states import Phase, RunKind, RunState, StepState
-from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL
+from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, exit_code_of, run_state
 
 FLUSH_SECONDS = 0.2  # a live log's lines reach other hosts at most this late
 CHUNK_BYTES = 256 * 1024  # a log chunk's size at most (imports split longer logs)
@@ -184,8 +184,15 @@ def _v1_history(db: Connection) -> None:
 Migration = tuple[str, Callable[[Connection], None]]
 
 # To change the schema: append a migration; never edit or reorder one that has shipped.
+def _v2_run_runtime(db: Connection) -> None:
+    # where a run's actions ran (as runs.db's version 5): 'local' or 'container', the image and its ID
+    for column in ("runtime", "image", "image_digest"):
+        db.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} TEXT")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
+    ("runs: runtime, image, image_digest", _v2_run_runtime),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -286,16 +293,17 @@ class PostgresRunStore:
                   action: str | None = None, only_step: str | None = None, lock_key: str | None = None,
                   check: bool = False, diff: bool = False, resumed_from: str | None = None,
                   ansible_options: dict[str, Any] | None = None, run_id: str | None = None,
-                  user: str | None = None) -> str:
+                  user: str | None = None, runtime: str | None = None, image: str | None = None,
+                  image_digest: str | None = None) -> str:
         started = time.time()
         run_id, user = claim_identity(started, run_id, user)
         self._execute(
             'INSERT INTO runs (workspace, id, kind, name, workflow, block, action, only_step, "user", host, pid,'
-            " lock_key, started, status, check_mode, diff_mode, resumed_from, ansible_options)"
-            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            " lock_key, started, status, check_mode, diff_mode, resumed_from, ansible_options, runtime, image,"
+            " image_digest) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             (self.workspace, run_id, str(kind), name, workflow, block, action, only_step, user, socket.gethostname(),
              os.getpid(), lock_key, started, str(RunState.RUNNING), int(check), int(diff), resumed_from,
-             json.dumps(ansible_options or {})),
+             json.dumps(ansible_options or {}), runtime, image, image_digest),
         )
         return run_id
 
@@ -349,6 +357,14 @@ class PostgresRunStore:
                       (json.dumps([{"time": time.time(), "text": text}]), self.workspace, run_id))
 
     def finish_run(self, run_id: str, *, status: str, exit_code: int, **fields: Any) -> None:
+        # The stored status is polycrate.success's, from the recorded steps, whatever the caller says
+        # (as the SQLite store): a run with a failed or interrupted step is never stored as succeeded.
+        steps = self._all("SELECT status, phase FROM steps WHERE workspace = %s AND run_id = %s",
+                          (self.workspace, run_id))
+        if steps:
+            stated = status
+            status = run_state(((s["status"], s["phase"]) for s in steps), status == RunState.INTERRUPTED)
+            exit_code = exit_code if status == stated else exit_code_of(status)
         fields.update(status=str(status), exit_code=exit_code, ended=time.time())
         unknown = set(fields) - _UPDATABLE_RUN
         if unknown:

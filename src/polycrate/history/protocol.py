@@ -38,9 +38,11 @@ class RunStore(Protocol):
                   action: str | None = None, only_step: str | None = None, lock_key: str | None = None,
                   check: bool = False, diff: bool = False, resumed_from: str | None = None,
                   ansible_options: dict[str, Any] | None = None, run_id: str | None = None,
-                  user: str | None = None) -> str:
+                  user: str | None = None, runtime: str | None = None, image: str | None = None,
+                  image_digest: str | None = None) -> str:
         """Record a new running run; its id (``run_id`` as the caller chose it, or a new one; ``user`` who
-        launched it, default the user running polycrate)."""
+        launched it, default the user running polycrate; where its actions run: ``runtime`` and, for the
+        container, ``image`` and its ``image_digest``)."""
         ...
 
     def add_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:

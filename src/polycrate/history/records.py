@@ -110,10 +110,10 @@ class StepRecord:
         return data
 
 
-_RUN_COLUMNS = (
+RUN_COLUMNS = (
     "id", "kind", "name", "workflow", "block", "action", "only_step", "user", "host", "pid", "lock_key", "started",
     "ended", "status", "exit_code", "check_mode", "diff_mode", "resumed_from", "failed_step", "failed_task",
-    "failed_host", "message", "notices", "ansible_options",
+    "failed_host", "message", "notices", "ansible_options", "runtime", "image", "image_digest",
 )  # fmt: skip
 
 
@@ -147,6 +147,9 @@ class RunRecord:
     message: str | None = None
     notices: tuple[Notice, ...] = ()
     ansible_options: Mapping[str, Any] = field(default_factory=dict)
+    runtime: str | None = None  # where its actions ran: local or container (None: recorded before store v5)
+    image: str | None = None  # the container's image, and its ID
+    image_digest: str | None = None
     duration: float | None = None
     workflow_success: bool = False
     current_step: str | None = None
@@ -160,7 +163,7 @@ class RunRecord:
         (so far, while running) and ``workflow_success`` (polycrate.success, never stored)."""
         status = _state(RunState, row["status"])
         end = row.get("ended") or ((now or time.time()) if status == RunState.RUNNING else None)
-        data: dict[str, Any] = {k: row.get(k) for k in _RUN_COLUMNS}
+        data: dict[str, Any] = {k: row.get(k) for k in RUN_COLUMNS}
         data["status"] = status
         data["kind"] = _state(RunKind, row["kind"])
         data["check_mode"] = bool(row.get("check_mode"))

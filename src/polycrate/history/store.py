@@ -26,9 +26,9 @@ from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
 from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
-from polycrate.history.records import HostCounts, LogPiece, RunRecord, StepRecord, WorkflowStatus
+from polycrate.history.records import RUN_COLUMNS, HostCounts, LogPiece, RunRecord, StepRecord, WorkflowStatus
 from polycrate.states import Phase, RunKind, RunState, StepState
-from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL
+from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, exit_code_of, run_state
 
 STATE_DIR = ".polycrate"
 DB_NAME = "runs.db"
@@ -184,6 +184,9 @@ class SQLiteRunStore:
         diff: bool = False,
         resumed_from: str | None = None,
         ansible_options: dict[str, Any] | None = None,
+        runtime: str | None = None,
+        image: str | None = None,
+        image_digest: str | None = None,
         run_id: str | None = None,
         user: str | None = None,
     ) -> str:
@@ -193,12 +196,12 @@ class SQLiteRunStore:
         run_id, user = claim_identity(started, run_id, user)
         self._durably(
             "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
-            " started, status, check_mode, diff_mode, resumed_from, ansible_options)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " started, status, check_mode, diff_mode, resumed_from, ansible_options, runtime, image, image_digest)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id, kind, name, workflow, block, action, only_step, user, socket.gethostname(),
                 os.getpid(), lock_key, started, RunState.RUNNING, int(check), int(diff), resumed_from,
-                json.dumps(ansible_options or {}),
+                json.dumps(ansible_options or {}), runtime, image, image_digest,
             ),
         )
         return run_id
@@ -245,6 +248,13 @@ class SQLiteRunStore:
         self.db.execute("UPDATE runs SET notices = ? WHERE id = ?", (json.dumps(notices), run_id))
 
     def finish_run(self, run_id: str, *, status: str, exit_code: int, **fields: Any) -> None:
+        # The stored status is polycrate.success's, from the recorded steps, whatever the caller says:
+        # a run with a failed or interrupted step is never stored as succeeded.
+        steps = self.db.execute("SELECT status, phase FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+        if steps:
+            stated = status
+            status = run_state(((s["status"], s["phase"]) for s in steps), status == RunState.INTERRUPTED)
+            exit_code = exit_code if status == stated else exit_code_of(status)
         fields.update(status=status, exit_code=exit_code, ended=time.time())
         cols = ", ".join(f"{k} = ?" for k in fields)
         self._durably(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
@@ -527,11 +537,6 @@ def metrics_row(name: str, status: WorkflowStatus) -> dict[str, Any] | None:
     }
 
 
-RUN_COLUMNS = (
-    "id", "kind", "name", "workflow", "block", "action", "only_step", "user", "host", "pid", "lock_key", "started",
-    "ended", "status", "exit_code", "check_mode", "diff_mode", "resumed_from", "failed_step", "failed_task",
-    "failed_host", "message", "notices", "ansible_options",
-)  # fmt: skip
 STEP_COLUMNS = ("position", "name", "block", "action", "phase", "status", "exit_code", "attempts", "started", "ended",
                 "duration", "failed_task", "failed_host", "message", "note", "log")
 

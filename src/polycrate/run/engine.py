@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from polycrate import ansi
 from polycrate.run import failure as failure_text
 from polycrate.runtime.ansible_options import AnsibleOptions
-from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
+from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError, interrupt_name
 from polycrate.runtime.events import read_events
 from polycrate.config.model import Workflow, Workspace
 from polycrate.runtime.action import ActionRequest
@@ -85,9 +85,12 @@ class _Run:
 
     def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions, runtime: Runtime | None,
                  early_zygote: EarlyZygote | None = None):
+        from polycrate.run.viewer import GuardedReporter
+
         self.ws = ws
         self.early_zygote = early_zygote  # started by the caller while the workspace was read (runtime/zygote.py)
-        self.reporter = reporter
+        # a closed stdout (`| head`, a closed terminal) never changes what the run does (run/viewer.py)
+        self.reporter = GuardedReporter(reporter, self.viewer_gone)
         self.options = options
         self.runtime = runtime
         self.masker = masker_for()
@@ -100,16 +103,33 @@ class _Run:
         self.ssh_sharing = None  # runtime.sshshare.SSHSharing: the run's SSH masters, closed with the run
         self.preflight = None  # preflight.Report of the run: how many hosts each action's plays target
         self.notices: list[str] = []
+        self.unrecorded: list[str] = []  # notices from before the record opened
+        self.current_step: str | None = None
+        self.where: dict[str, str | None] = {}  # run/where.py: runtime, image, image_digest
+        self.finished = False  # the record is closed (_finish); until then close() closes it
 
     def notice(self, message: str) -> None:
         message = self.mask(message)
         self.notices.append(message)
         self.reporter.notice(message)
+        self._record_notice(message)
+
+    def _record_notice(self, message: str) -> None:
         if self.store is not None and self.run_id is not None:
             try:
                 self.store.add_notice(self.run_id, message)
             except Exception:  # the store is the record, not the run: never fail a run over it
                 pass
+        else:
+            self.unrecorded.append(message)  # recorded when the run's record opens
+
+    def viewer_gone(self, why: str) -> None:
+        """The reporter's stream went away: say so in the record (nobody is watching any more)."""
+        where = f" during step {self.current_step}" if self.current_step else ""
+        logs = f" (polycrate runs logs {self.run_id})" if self.run_id else ""
+        message = f"{why}{where}: the run went on to its end without a viewer; its output is in the step logs{logs}"
+        self.notices.append(message)
+        self._record_notice(message)
 
     def open_secrets(self) -> None:
         """Decrypt the workspace's secrets into a private folder for this run; merge secrets.poly
@@ -130,15 +150,20 @@ class _Run:
 
     def open(self, **record: Any) -> None:
         from polycrate.history import open_store
+        from polycrate.run.where import runtime_fields
 
         self.store = open_store(self.ws.root, backend=self.options.backend, workspace=self.ws.name)
+        self.where = runtime_fields(self.runtime)
         self.run_id = self.store.start_run(
             check=self.options.check, diff=self.options.diff, run_id=self.options.run_id,
             user=self.options.launched_by,
-            ansible_options=self.masker.mask_data(self.options.ansible.to_record()), **record,
+            ansible_options=self.masker.mask_data(self.options.ansible.to_record()), **self.where, **record,
         )
         if self.lock is not None:
             self.lock.write_holder(self.run_id)
+        for message in self.unrecorded:
+            self._record_notice(message)
+        self.unrecorded.clear()
         for message in self.store.recovered:  # loud, and kept with this run
             self.notice(message)
 
@@ -182,7 +207,35 @@ class _Run:
         except Exception:  # an optimisation: without it every step starts its own process
             self.zygote = None
 
+    def close_record(self) -> None:
+        """A record opened and not finished (a signal between opening it and the first step, or inside
+        the finish) is finished here, as interrupted: a run is never left 'running' by a live polycrate."""
+        if self.store is None or self.run_id is None or self.finished:
+            return
+        import sys
+
+        from polycrate.run.stopping import signals_deferred
+        from polycrate.success import exit_code_of
+
+        exc = sys.exc_info()[1]
+        why = f"interrupted ({interrupt_name(exc)})" if isinstance(exc, KeyboardInterrupt) or exc is None \
+            else self.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
+        with signals_deferred():
+            try:
+                for step in self.store.get_run(self.run_id)["steps"]:
+                    if step["status"] == StepState.RUNNING:
+                        self.store.update_step(self.run_id, step["position"], status=StepState.INTERRUPTED,
+                                               message=why)
+                    elif step["status"] == StepState.NOT_RUN and step["phase"] == Phase.MAIN:
+                        self.store.update_step(self.run_id, step["position"], status=StepState.SKIPPED)
+                self.store.finish_run(self.run_id, status=RunState.INTERRUPTED,
+                                      exit_code=exit_code_of(RunState.INTERRUPTED), message=why)
+                self.finished = True
+            except Exception:  # the store itself failed: the next reconcile marks the run
+                pass
+
     def close(self) -> None:
+        self.close_record()
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
@@ -224,6 +277,7 @@ def _execute(
     attempts = 1 + step.plan.retries
     delay = step.plan.retry_delay
 
+    run.current_step = step.name
     reporter.step_started(step, index, total)
     if options.check and action.type == "script":
         step.status = StepState.SKIPPED_CHECK
@@ -236,9 +290,14 @@ def _execute(
     last_lines: list[str] = []
     error_lines: list[str] = []  # Ansible's own error lines, for the failure's text
 
+    from polycrate.run.viewer import NoiseFilter
+
+    noise = NoiseFilter()
+
     def output(line: str) -> None:
         line = run.mask(line)
-        reporter.output(line)  # as the action printed it: the reporter decides about escape codes
+        if noise.shown(ansi.strip(line)):  # the toolchain's known warnings: in the log only
+            reporter.output(line)  # as the action printed it: the reporter decides about escape codes
         line = ansi.strip(line)  # the log, the store and messages keep plain text
         log.write(line)
         if line.strip():
@@ -303,10 +362,11 @@ def _execute(
                 timed_out = True
                 step.exit_code = None
                 output(f"polycrate: step {step.name} {exc}; stopped")
-            except BaseException:
+            except BaseException as exc:
                 step.status = StepState.INTERRUPTED
                 step.hosts, failure = read_events(events)
-                step.message = "interrupted (SIGINT/SIGTERM)"
+                step.message = (f"interrupted ({interrupt_name(exc)})" if isinstance(exc, KeyboardInterrupt)
+                                else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}"))
                 raise
             step.hosts, failure = read_events(events)
             seen = failure_text.read_step_events(events)
@@ -354,23 +414,26 @@ def _execute(
 
 def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) -> None:
     """Close the record; then retention, metrics, webhooks: none of them may change the result."""
+    from polycrate import success
+
     result.duration = time.monotonic() - started_at
-    if interrupted:
-        result.status = RunState.INTERRUPTED
-    else:
-        result.status = RunState.SUCCEEDED if result.failed_step is None else RunState.FAILED
-    exit_code = EXIT_CODES[result.status]
+    result.status = success.run_state(((s.status, s.phase) for s in result.steps), interrupted)
+    exit_code = success.exit_code_of(result.status)
     failed = result.failed_step or next((s for s in result.steps if s.status == StepState.INTERRUPTED), None)
     store = run.store
-    store.finish_run(
-        run.run_id,
-        status=result.status,
-        exit_code=exit_code,
-        failed_step=failed.name if failed else None,
-        failed_task=failed.failed_task if failed else None,
-        failed_host=failed.failed_host if failed else None,
-        message=failed.message if failed else None,
-    )
+    from polycrate.run.stopping import signals_deferred
+
+    with signals_deferred():  # a second signal waits for the record (run/stopping.py)
+        store.finish_run(
+            run.run_id,
+            status=result.status,
+            exit_code=exit_code,
+            failed_step=failed.name if failed else None,
+            failed_task=failed.failed_task if failed else None,
+            failed_host=failed.failed_host if failed else None,
+            message=failed.message if failed else None,
+        )
+        run.finished = True
     settings = run.ws.run_settings
     try:
         if settings.keep_runs or settings.keep_days:
@@ -447,7 +510,6 @@ def _polycrate_event(run: _Run, result: RunResult) -> None:
             run.notice(f"auto-commit: nothing committed: {exc}")
 
 
-EXIT_CODES = {RunState.SUCCEEDED: 0, RunState.FAILED: EXIT_ACTION_FAILED, RunState.INTERRUPTED: EXIT_INTERRUPTED}
 
 
 def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
@@ -496,6 +558,10 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
     name = workflow.name if workflow else None
     main = [s for s in steps if s.phase == Phase.MAIN]
     run.reporter.run_started(result.kind, result.name, run.run_id, len(main))
+    from polycrate.run.where import header
+
+    engine = getattr(getattr(run.runtime, "engine", None), "name", None)
+    run.reporter.runtime(header(run.where, engine))
     started_at = time.monotonic()
     interrupted = False
 
@@ -525,7 +591,7 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
         for step in recovery:
             if step.status == StepState.NOT_RUN:
                 step.note = "ran only after a failure"
-    except KeyboardInterrupt:
+    except BaseException:  # a signal, or an error of polycrate's own: never recorded as succeeded
         interrupted = True
         for position, step in enumerate(steps, 1):
             if step.status in (StepState.NOT_RUN, StepState.RUNNING):

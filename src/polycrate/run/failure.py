@@ -75,8 +75,21 @@ def exit_meaning(code: int | None, unreachable: bool = False) -> str:
     if code == 4 and unreachable:
         return ANSIBLE_EXIT_CODES[3]
     if code < 0:
-        return f"killed by signal {-code}"
+        return killed_by(code) or ""
     return ANSIBLE_EXIT_CODES.get(code, "")
+
+
+def killed_by(code: int | None) -> str | None:
+    """'killed by SIGKILL' for a process's negative exit status (a signal ended it); else None."""
+    name = signal_name(code)
+    return f"killed by {name}" if name else None
+
+
+def signal_name(code: int | None) -> str | None:
+    """The signal a negative exit status stands for ('SIGKILL'), None for a plain exit."""
+    from polycrate.states import signal_of
+
+    return signal_of(code)
 
 
 def _error_lines(lines: list[str]) -> list[str]:
@@ -109,7 +122,9 @@ def describe_ansible(exit_code: int | None, failure: dict | None, events: StepEv
     errors = _error_lines(output)
     if exit_code == 4 and errors:
         meaning = ANSIBLE_EXIT_CODES[4].split(",")[0]  # an error line printed: it was the parser
-    text = f"ansible-playbook exit status {exit_code}" + (f" ({meaning})" if meaning else "")
+    killed = killed_by(exit_code)
+    text = f"ansible-playbook {killed}" if killed else \
+        f"ansible-playbook exit status {exit_code}" + (f" ({meaning})" if meaning else "")
     if errors:
         text += f": {errors[0]}"
     elif failure is not None:
@@ -128,10 +143,12 @@ def describe_script(lines: tuple[str, ...], exit_code: int | None, events: StepE
         where = script_line(lines, failed["line"])
         if where:
             index, text = where
-            return f"script line {index} `{text.strip()}` failed with exit status {failed['status']}"
-    text = f"exit status {exit_code}"
-    if exit_code is not None and exit_code < 0:
-        text = f"killed by signal {-exit_code}"
+            status = failed["status"]
+            # bash's 128+N: the line's command was killed by signal N
+            killed = killed_by(128 - status) if 128 < status < 160 else None
+            return f"script line {index} `{text.strip()}` failed with exit status {status}" + \
+                (f" ({killed})" if killed else "")
+    text = killed_by(exit_code) or f"exit status {exit_code}"
     tail = next((line for line in reversed(output) if not line.startswith("+ ")), "")
     return text + (f": {tail.strip()}" if tail.strip() else "")
 

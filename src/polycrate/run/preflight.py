@@ -26,15 +26,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from polycrate.errors import PolycrateError
 from polycrate.config.model import Action, Block, Workspace
 
 ERROR = "error"
 WARNING = "warning"
-# inventory.yml is read by Ansible, whose loader has no size limit of ours: a fleet is legitimate input
-INVENTORY_MAX_BYTES = 1 << 30
+# inventory.yml is read by Ansible, whose loader has no limit at all: an alias bomb or a list of a
+# million entries kept it busy for minutes. It passes our YAML limits first (config/yamlfile.py:
+# 4 MiB, 250,000 values, 64 levels), which leave room for a fleet of thousands of hosts.
+INVENTORY_MAX_BYTES = 1 << 30  # read up to this; parse_yaml then says which of our limits it passes
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ def check_settings(ws: Workspace) -> list[Finding]:
         lambda: schedule.workspace_schedules(ws),
         lambda: registry.transport_settings(ws.registries),
         lambda: secrets.workspace_recipients(ws.root),
+        lambda: _open_secrets(ws),
     ):
         try:
             check()
@@ -162,6 +166,14 @@ def check_settings(ws: Workspace) -> list[Finding]:
         except ValueError as exc:
             findings.append(Finding(str(ws.file), None, str(exc)))
     return findings
+
+
+def _open_secrets(ws: Workspace) -> None:
+    """The secrets opened exactly as a run opens them (the same key lookup, the same errors), then closed:
+    an encrypted workspace whose key is not here fails validate as it would fail the run."""
+    from polycrate.secrets import open_runtime_secrets
+
+    open_runtime_secrets(ws.root, list(ws.blocks)).close()
 
 
 def check_notifications(ws: Workspace) -> list[Finding]:
@@ -185,10 +197,11 @@ def check_notifications(ws: Workspace) -> list[Finding]:
             for ref, message, error in channels.check_references(channels_, config)]
 
 
-def check_inventory(ws: Workspace, targets: list[Target] = ()) -> list[Finding]:
-    """The file rules every input of ours follows (a regular file, UTF-8, no control characters), for the
-    workspace's inventory and each ansible target's own (artifacts/blocks/BLOCK/inventory.yml); the
-    parsing is Ansible's (check_playbooks)."""
+def check_inventory(ws: Workspace, targets: list[Target] = (), runtime: Any = None) -> list[Finding]:
+    """The file rules every input of ours follows (a regular file, UTF-8, no control characters, our YAML
+    limits), for the workspace's inventory and each ansible target's own
+    (artifacts/blocks/BLOCK/inventory.yml); the meaning is Ansible's (check_playbooks). With the
+    container runtime: a warning for hosts with ``ansible_connection: local`` (they are the container)."""
     from polycrate.config import yamlfile
     from polycrate.config.action_view import block_inventory
 
@@ -197,13 +210,55 @@ def check_inventory(ws: Workspace, targets: list[Target] = ()) -> list[Finding]:
         own = block_inventory(ws, target.block) if target.action.type == "ansible" else None
         if own is not None and own not in files:
             files.append(own)
+    container = getattr(runtime, "container", runtime == "container")
+    ansible = any(t.action.type == "ansible" for t in targets)
+    warnings = []
     for file in files:
         try:
             if yamlfile.regular_file(file):
-                yamlfile.check_text(yamlfile.read_text(file, INVENTORY_MAX_BYTES), file)
+                text = yamlfile.read_text(file, INVENTORY_MAX_BYTES)
+                yamlfile.check_text(text, file)
+                if file.suffix in (".yml", ".yaml"):
+                    # a fleet's hosts are one mapping: bounded by the count of values, not of keys
+                    data = yamlfile.parse_yaml(text, file, max_keys=yamlfile.MAX_NODES)
+                    local = local_connection_hosts(data) if container and ansible else []
+                    if local:
+                        warnings.append(Finding(
+                            str(file), None,
+                            f"host{'s' if len(local) > 1 else ''} {', '.join(local[:5])}"
+                            f"{f' (+{len(local) - 5})' if len(local) > 5 else ''} with ansible_connection: local"
+                            " run in the container: they check the container, not this machine; say --local or "
+                            "config.runtime: local", WARNING))
         except PolycrateError as exc:
             return [Finding(exc.path, exc.line, exc.message)]
-    return []
+    return warnings
+
+
+def local_connection_hosts(data: Any) -> list[str]:
+    """The inventory's hosts whose ``ansible_connection`` is ``local`` (their own, or their group's)."""
+    found: set[str] = set()
+
+    def walk(group: Any, inherited: bool, depth: int) -> None:
+        if not isinstance(group, dict) or depth > 64:
+            return
+        declared = group.get("vars")
+        own: dict[Any, Any] = declared if isinstance(declared, dict) else {}
+        local = inherited if "ansible_connection" not in own else str(own["ansible_connection"]) == "local"
+        hosts = group.get("hosts")
+        if isinstance(hosts, dict):
+            for name, variables in hosts.items():
+                conn = variables.get("ansible_connection") if isinstance(variables, dict) else None
+                if conn == "local" or (conn is None and local):
+                    found.add(str(name))
+        children = group.get("children")
+        if isinstance(children, dict):
+            for child in children.values():
+                walk(child, local, depth + 1)
+
+    if isinstance(data, dict):
+        for group in data.values():
+            walk(group, False, 0)
+    return sorted(found)
 
 
 def check_script(block: Block, action: Action, ws: Workspace | None = None, secrets=None) -> list[Finding]:
@@ -341,9 +396,9 @@ def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secret
     for target in targets:
         if target.action.type == "script":
             findings += check_script(target.block, target.action, ws, secrets)
-    inventory = check_inventory(ws, targets)
+    inventory = check_inventory(ws, targets, runtime)
     findings += inventory
-    if inventory:  # Ansible would only repeat it, less clearly
+    if any(f.severity == ERROR for f in inventory):  # Ansible would only repeat it, less clearly
         targets = [t for t in targets if t.action.type != "ansible"]
     report = check_playbooks(ws, targets, secrets=secrets, zygote=zygote, runtime=runtime, ansible=ansible,
                              display_env=display_env, ssh_sharing=ssh_sharing)

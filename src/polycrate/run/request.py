@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from polycrate.errors import PolycrateError
 from polycrate.runtime.ansible_options import AnsibleOptions
@@ -121,7 +122,9 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.failed_step is None and self.status != RunState.INTERRUPTED
+        if self.status.finished:  # as recorded: polycrate.success.run_state
+            return self.status == RunState.SUCCEEDED
+        return self.failed_step is None
 
     @property
     def skipped(self) -> list[StepResult]:
@@ -151,6 +154,9 @@ class Reporter:
 
     def run_started(self, kind: str, name: str, run_id: str, total: int) -> None:
         """The run is recorded and its first step is about to start."""
+
+    def runtime(self, line: str) -> None:
+        """Where the run's actions execute (run/where.py), right after run_started."""
 
     def attempt_started(self, step: StepResult, events_file: Path | None) -> None:
         """An attempt of a step starts; an ansible step writes its event stream (events.py) to `events_file`."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from polycrate.runtime import ansible, container, script
 from polycrate.runtime.action import ActionRequest, event_environment

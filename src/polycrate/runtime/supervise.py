@@ -141,7 +141,10 @@ def main(argv: list[str]) -> int:
         return 143
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset: it was `exit 1`
+            pass
         os.kill(os.getpid(), sig)
         return 128 + sig
     return os.WEXITSTATUS(status)

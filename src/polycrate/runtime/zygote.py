@@ -83,11 +83,11 @@ def _warm() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message="AnsibleCollectionFinder has already been configured")
-    import ansible.cli.playbook  # noqa: F401  (ansible.constants: the environment and ansible.cfg)
-    import ansible.executor.playbook_executor  # noqa: F401
-    import ansible.executor.task_queue_manager  # noqa: F401
-    import ansible.inventory.manager  # noqa: F401
-    import ansible.vars.manager  # noqa: F401
+    import ansible.cli.playbook
+    import ansible.executor.playbook_executor
+    import ansible.executor.task_queue_manager
+    import ansible.inventory.manager
+    import ansible.vars.manager
     from ansible import constants as C
     from ansible.plugins import loader
 
@@ -105,8 +105,8 @@ def _warm() -> None:
     loader.strategy_loader.get(str(C.DEFAULT_STRATEGY or "linear"), class_only=True)
     loader.action_loader.get("ansible.builtin.normal", class_only=True)
     loader.action_loader.get("ansible.builtin.command", class_only=True)
-    import ansible.executor.module_common  # noqa: F401  (the AnsiballZ builder)
-    import ansible.executor.process.worker  # noqa: F401
+    import ansible.executor.module_common
+    import ansible.executor.process.worker
     import ansible.executor.task_executor  # noqa: F401
 
 
@@ -242,7 +242,7 @@ def early(fd: int) -> int:
     for name in EARLY_IMPORTS:  # as _warm's imports, with stderr at /dev/null
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optimisation only
+        except Exception:
             pass
     sock = socket.socket(fileno=fd)
     try:
@@ -272,7 +272,7 @@ def serve(fd: int) -> int:
         from ansible import constants as C
 
         zygote_tmp = C.DEFAULT_LOCAL_TMP
-    except BaseException as exc:  # noqa: BLE001 - reported, the engine starts plain processes
+    except BaseException as exc:
         _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
     import gc
@@ -318,7 +318,7 @@ def _exit(code: int) -> None:
 class WarmProcess:
     """A step's process forked by the zygote: the part of ``subprocess.Popen`` the runtime uses."""
 
-    def __init__(self, zygote: "Zygote", pid: int, stdout):
+    def __init__(self, zygote: Zygote, pid: int, stdout):
         self._zygote = zygote
         self.pid = pid
         self.stdout = stdout
@@ -387,7 +387,7 @@ class Zygote:
         self.sock.settimeout(timeout)
         try:
             payload = self.sock.recv(MAX_MESSAGE)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return _TIMEOUT
         except OSError:
             return None

@@ -163,6 +163,7 @@ def plan_schedules(
     command: list[str] | None = None,
     schedules: list[Schedule] | None = None,
     only_workflow: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> SchedulePlan:
     """What apply would write and remove. Validates every schedule first; writes nothing.
 
@@ -183,7 +184,7 @@ def plan_schedules(
     wanted: dict[str, tuple[str, str]] = {}  # file name -> (content, workflow)
     for schedule in schedules:
         try:
-            files = render(ws.name, root, schedule, command)
+            files = render(ws.name, root, schedule, command, environment or {})
         except ConfigError as exc:
             raise ConfigError(exc.message, ws.file, schedule.line) from None
         for name, content in files.items():

@@ -90,7 +90,8 @@ def _path_env(command: list[str]) -> str:
     return default if folder in default.split(":") else f"{folder}:{default}"
 
 
-def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list[str]) -> dict[str, str]:
+def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list[str],
+                   environment: dict[str, str] | None = None) -> dict[str, str]:
     """{file name: content} of the service and timer units for one schedule."""
     if schedule.kind == "cron":
         try:
@@ -113,6 +114,7 @@ def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list
         "Type=oneshot",
         f"WorkingDirectory={systemd_escape(str(root))}",
         "Environment=" + systemd_escape(f"PATH={_path_env(command)}", word=True),
+        *("Environment=" + systemd_escape(f"{k}={v}", word=True) for k, v in (environment or {}).items()),
         "ExecStart=" + " ".join(systemd_escape(w, command=True) for w in argv),
     ]
     if schedule.user:
@@ -144,7 +146,8 @@ def _cron_quote(word: str) -> str:
     return shlex.quote(word).replace("%", "\\%")  # an unescaped % ends a cron command
 
 
-def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[str]) -> dict[str, str]:
+def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[str],
+                environment: dict[str, str] | None = None) -> dict[str, str]:
     """{file name: content} of the /etc/cron.d file for one schedule."""
     if schedule.kind != "cron":
         raise ConfigError(
@@ -158,6 +161,8 @@ def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[st
         )
     log_file = schedule.log_file or default_log_file(workspace, schedule.workflow)
     run = " ".join(_cron_quote(w) for w in _run_command(root, schedule.workflow, command))
+    if environment:  # on the command line itself: cron.d's NAME=value lines do no quoting
+        run = "env " + " ".join(_cron_quote(f"{k}={v}") for k, v in environment.items()) + " " + run
     if schedule.timeout:
         run = f"timeout {schedule.timeout} {run}"
     parts = []

@@ -142,3 +142,22 @@ def generate_identity(output: Path) -> str:
         fh.flush()
         os.fsync(fh.fileno())
     return recipient
+
+
+def scheduled_identity_file(encrypted: bool, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The identity file a scheduled run of an encrypted workspace is to use: $POLYCRATE_IDENTITY_FILE, else
+    the default identity file, as this user has it now (a timer's run has neither this shell's environment
+    nor, as another user, its home). None for a workspace without encrypted secrets. A key given only as
+    WORKSPACE_ENCRYPTION_KEY, or none, is refused with how to provide one: a key is never written into a unit."""
+    if not encrypted:
+        return None
+    environ = os.environ if environ is None else environ
+    given = environ.get(ENV_IDENTITY_FILE, "").strip()
+    path = Path(given).expanduser() if given else default_identity_file()
+    if not path.is_file():
+        source = f"{ENV_IDENTITY_FILE} names {path}, which is not a file" if given else f"no identity file at {path}"
+        raise PolycrateError(
+            f"the workspace has encrypted secrets and its scheduled runs need their key: {source}; save the age "
+            f"key to a file the schedule's user can read and set {ENV_IDENTITY_FILE}=FILE when you run schedules "
+            "plan/apply (the unit gets the file's path, never the key)")
+    return path.resolve()

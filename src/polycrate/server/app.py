@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -33,7 +34,7 @@ from polycrate import __version__
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunRecord
 from polycrate.cli.render import state_text
-from polycrate.states import RunState, StepState
+from polycrate.states import RunState, StepState, signal_of
 from polycrate import contract
 from polycrate.server import chart, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
@@ -98,7 +99,7 @@ def _until(t: float | None) -> str:
 def _templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     env.filters.update(when=_when, span=_span, ago=_ago, until=_until, words=state_text)
-    env.globals.update(RunState=RunState, StepState=StepState)  # templates name states, never spell them
+    env.globals.update(RunState=RunState, StepState=StepState, signal_of=signal_of)  # templates name states, never spell them
     return env
 
 
@@ -161,7 +162,7 @@ class Web:
     # --- routes ----------------------------------------------------------------------------
 
     def routes(self) -> list:
-        R = Route  # noqa: N806
+        R = Route
         g = self.guard
         return [
             R("/login", self.login_form, methods=["GET"]),

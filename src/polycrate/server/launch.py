@@ -58,14 +58,14 @@ def run_options_supported() -> set[str]:
     from polycrate.cli import build_parser
 
     parser = build_parser()
-    for action in parser._subparsers._group_actions:  # noqa: SLF001 (argparse has no public walk)
+    for action in parser._subparsers._group_actions:
         workflows = action.choices.get("workflows")
         if workflows is None:
             continue
-        for sub in workflows._subparsers._group_actions:  # noqa: SLF001
+        for sub in workflows._subparsers._group_actions:
             run = sub.choices.get("run")
             if run is not None:
-                return {o for a in run._actions for o in a.option_strings}  # noqa: SLF001
+                return {o for a in run._actions for o in a.option_strings}
     return set()
 
 

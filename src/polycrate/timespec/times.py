@@ -26,6 +26,9 @@ _SPAN_UNITS = {
 _SPAN_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-zµ]*)")
 
 
+MAX_SPAN_SECONDS = 366 * 86400  # a delay, timeout or interval beyond a year is a typo, not a plan
+
+
 def parse_timespan(value: Any) -> int:
     """Seconds from an int or a systemd time span ("90", "15m", "1h 30min", "2 weeks"); whole seconds only."""
     if isinstance(value, bool):
@@ -33,6 +36,8 @@ def parse_timespan(value: Any) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ScheduleError("must not be negative")
+        if value >= MAX_SPAN_SECONDS:
+            raise ScheduleError(f"{value} seconds is longer than {MAX_SPAN_SECONDS // 86400:,} days")
         return value
     if not isinstance(value, str) or not value.strip():
         raise ScheduleError("expected seconds or a time span like '15m'")
@@ -48,6 +53,8 @@ def parse_timespan(value: Any) -> int:
         pos = match.end()
         while pos < len(text) and text[pos].isspace():
             pos += 1
+    if not total < MAX_SPAN_SECONDS:  # also inf and nan: "1e400s", a thousand digits of years
+        raise ScheduleError(f"time span {value!r} is longer than {MAX_SPAN_SECONDS // 86400:,} days")
     if abs(total - round(total)) > 1e-6:
         raise ScheduleError(f"time span {value!r} is not a whole number of seconds")
     return int(round(total))

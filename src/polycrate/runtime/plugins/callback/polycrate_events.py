@@ -87,7 +87,7 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         path = os.environ.get(EVENTS_FILE_ENV)
-        self._file = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the play)
+        self._file = open(path, "a", encoding="utf-8") if path else None
         self._play = ""
         self._pattern = ""
 
