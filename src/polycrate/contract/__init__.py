@@ -19,8 +19,8 @@ their field names meet the contract's; only the documents that leave polycrate p
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone, UTC
-from functools import lru_cache, cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable, Mapping
