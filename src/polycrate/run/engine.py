@@ -258,6 +258,7 @@ class _Run:
         self.lock = None
         self.zygote = None  # runtime.zygote.Zygote: the warm process a workflow's ansible steps fork from
         self.ssh_sharing = None  # runtime.sshshare.SSHSharing: the run's SSH masters, closed with the run
+        self.container = None  # runtime.run_container.RunContainer: the one container of a container run
         self.preflight = None  # preflight.Report of the run: how many hosts each action's plays target
         self.notices: list[str] = []
 
@@ -277,7 +278,8 @@ class _Run:
         from polycrate.secrets import open_runtime_secrets
         from polycrate.config.workspace import with_secret_values
 
-        self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks))
+        folder = self.container.folder if self.container is not None else None  # the container sees it
+        self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks), folder=folder)
         self.ws = with_secret_values(self.ws, self.secrets.poly)
         self.masker = masker_for(self.secrets)
         self.mask = self.masker.mask
@@ -324,6 +326,9 @@ class _Run:
         starting and importing ansible-core again (runtime/zygote.py)."""
         from polycrate.runtime.action import start_zygote
 
+        if self.runtime is not None and self.runtime.container:
+            self.start_container(planned, workflow)
+            return
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
         runs = sum(1 + s.retries for s in steps)
         if runs < (1 if self.options.preflight else 2):  # the preflight forks from it too
@@ -339,10 +344,27 @@ class _Run:
         except Exception:  # an optimisation: without it every step starts its own process
             self.zygote = None
 
+    def start_container(self, planned: list[PlannedStep], workflow: str | None) -> None:
+        """The run's one container (runtime/run_container.py): started now, its zygote warms up with
+        the first Ansible step's environment while the run is prepared; every step runs in it."""
+        from polycrate.runtime.run_container import start_run_container
+
+        requests = []
+        for step in planned:
+            block = self.ws.blocks[step.block]
+            requests.append(ActionRequest(ws=self.ws, block=block, action=block.actions[step.action],
+                                          workflow=workflow, step=step.name if workflow else None,
+                                          runtime=self.runtime, extra_env=dict(self.options.display_env),
+                                          **action_settings(self.options)))
+        self.container = start_run_container(self.ws, self.runtime, requests, self.options.mounts)
+
     def close(self) -> None:
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
+        if self.container is not None:
+            self.container.close()  # gone before the run ends, also after a failure or an interrupt
+            self.container = None
         if self.ssh_sharing is not None:
             try:
                 self.ssh_sharing.close()  # every master of the run ends, also after a failure or an interrupt
@@ -407,7 +429,7 @@ def _execute(
 
     started = time.monotonic()
     store.update_step(run.run_id, position, status=StepState.RUNNING, started=time.time())
-    events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-"))
+    events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-", dir=run.container.folder if run.container else None))
     try:
         for attempt in range(1, attempts + 1):
             step.attempts = attempt
@@ -436,6 +458,7 @@ def _execute(
                 **action_settings(options),
                 ssh_sharing=run.ssh_sharing,
                 hosts=run.hosts_of(block.name, action.name),
+                container=run.container,
             )
             if action.type == "script":  # its Go templates, filled in once for every attempt
                 from polycrate.errors import ConfigError

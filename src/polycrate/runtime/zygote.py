@@ -154,9 +154,9 @@ def _child(request: dict, fds: list[int], sock: socket.socket, warm_print, zygot
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(env)
-        warm = (list(argv[:3]) == [sys.executable, *ENTRY]) and fingerprint(env) == warm_print
+        warm = warm_print is not None and list(argv[:3]) == [sys.executable, *ENTRY] and fingerprint(env) == warm_print
         if not warm:
-            os.execve(argv[0], argv, env)  # a cold process, exactly as without the zygote
+            os.execvpe(argv[0], argv, env)  # a cold process, exactly as without the zygote (PATH: the step's)
         sys.path[0] = os.getcwd()  # as `python -m` would have it
         _fresh_local_tmp(_shared_cache(zygote_tmp, os.getcwd()) if zygote_tmp else None)
         from polycrate.runtime import ansible_playbook
@@ -261,18 +261,28 @@ def early(fd: int) -> int:
     return serve(sock.detach())
 
 
-def serve(fd: int) -> int:
+def serve(fd: int, container: bool = False, warm: bool = True) -> int:
+    """Warm up (unless `warm` is false), then fork one child per request until the engine closes its end.
+
+    In the run's container (`container`) every step goes through here, also script steps and those
+    that cannot fork warm (they exec their command): a warm-up that fails leaves a zygote that only
+    execs, and after each step every process the step left in the container is killed (_sweep)."""
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit cleanups run
+    warm_print: list | None = None
+    zygote_tmp: str | None = None
     try:
-        _warm()
-        warm_print = fingerprint(dict(os.environ))
-        from ansible import constants as C
+        if warm:
+            _warm()
+            warm_print = fingerprint(dict(os.environ))
+            from ansible import constants as C
 
-        zygote_tmp = C.DEFAULT_LOCAL_TMP
+            zygote_tmp = C.DEFAULT_LOCAL_TMP
     except BaseException as exc:  # noqa: BLE001 - reported, the engine starts plain processes
-        _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
-        return 1
+        if not container:
+            _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+            return 1
+        warm_print = zygote_tmp = None  # every step execs its own process
     import gc
 
     # what the warm-up made is never freed: the children's collections need not walk it, nor touch
@@ -294,8 +304,109 @@ def serve(fd: int) -> int:
         for received in fds:
             os.close(received)
         _send(sock, {"pid": pid})
-        _, status = os.waitpid(pid, 0)
+        if container:
+            status = _wait_or_hang_up(pid, sock)
+            _sweep()
+        else:
+            _, status = os.waitpid(pid, 0)
         _send(sock, {"exit": os.waitstatus_to_exitcode(status)})
+
+
+def _wait_or_hang_up(pid: int, sock: socket.socket) -> int:
+    """The child's wait status; but when the engine's end of the socket closes meanwhile (polycrate
+    ended, even by SIGKILL: nothing else tells a container), kill the step and end the container."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)  # the engine sends nothing mid-step
+    try:
+        pidfd = os.pidfd_open(pid)
+        poller.register(pidfd, select.POLLIN)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            events = poller.poll(None if pidfd is not None else 100)
+            if any(fd == sock.fileno() for fd, _ in events):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                _sweep()
+                _exit(143)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _sweep() -> None:
+    """In the run's container, after a step: kill every process but the container's init (pid 1) and
+    this zygote, so no step leaves anything running into the next (a daemon it started, a double
+    fork that escaped its process group). Orphans belong to init, which reaps them."""
+    import time
+
+    me = os.getpid()
+    deadline = time.monotonic() + 5.0
+    while True:
+        left = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (1, me):
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    state = handle.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == b"Z":  # already dead, waiting for init to reap it
+                continue
+            left.append(int(name))
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def container_main(path: str) -> int:
+    """The main process of a run's container (runtime/run_container.py): connect to the engine's socket
+    at `path` (so the container ends when polycrate does, however it ends: the connection closes),
+    say which Python and environment the container has, import what no step affects, take the
+    first step's environment and working directory, then serve as a zygote."""
+    import importlib
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(path)
+        _send(sock, {"python": sys.executable, "env": dict(os.environ), "pid": os.getpid()})
+    except OSError:
+        return 1  # polycrate is gone already
+    for name in EARLY_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - an optimisation only
+            pass
+    try:
+        payload = sock.recv(MAX_MESSAGE)
+    except OSError:
+        return 0
+    if not payload:
+        return 0
+    setup = json.loads(payload)
+    env, cwd, warm = setup["env"], setup["cwd"], bool(setup.get("warm", True))
+    os.chdir(cwd)
+    if _startup_inputs(env) != _startup_inputs(dict(os.environ)):
+        sock.set_inheritable(True)
+        os.execve(sys.executable, [sys.executable, "-m", "polycrate.runtime.zygote", "--container-fd",
+                                   str(sock.detach()), "1" if warm else "0"], env)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[0] = os.getcwd()
+    return serve(sock.detach(), container=True, warm=warm)
 
 
 def _exit(code: int) -> None:
@@ -505,7 +616,14 @@ def discard_early() -> None:
 
 if __name__ == "__main__":
     try:
-        status = early(int(sys.argv[2])) if sys.argv[1] == "--early" else serve(int(sys.argv[1]))
+        if sys.argv[1] == "--early":
+            status = early(int(sys.argv[2]))
+        elif sys.argv[1] == "--container":
+            status = container_main(sys.argv[2])
+        elif sys.argv[1] == "--container-fd":
+            status = serve(int(sys.argv[2]), container=True, warm=sys.argv[3] == "1")
+        else:
+            status = serve(int(sys.argv[1]))
     except SystemExit as exc:  # SIGTERM
         status = exc.code if isinstance(exc.code, int) else 1
     _exit(status)
