@@ -16,7 +16,7 @@ from bench import common
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 README = HERE / "README.md"
-ALL = ("cli", "orchestration", "fleet", "backup", "preflight")
+ALL = ("cli", "orchestration", "fleet", "backup", "preflight", "targets")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import fleet
 
             data = fleet.bench(runs=1 if args.quick else 2, runs_large=1)
+        elif name == "targets":
+            from bench import targets
+
+            data = targets.bench(runs=3 if args.quick else 7)
         elif name == "preflight":
             from bench import preflight
 
@@ -81,6 +85,39 @@ def _mb(n: int) -> str:
 
 def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
+
+
+def _loads(rows: list) -> str:
+    return " ".join(f"{x['load']:.1f}" for x in rows)
+
+
+def _render_targets(t: dict) -> list[str]:
+    """Issue 30's targets: each pair of runs (A, then its baseline B) with the load average before it."""
+    out = ["## Targets of issue 30 (measured " + t.get("measured", "?") + ")", "",
+           "Each figure against its baseline in the same run: A then B, in pairs, medians of the pairs "
+           "(`python -m bench targets`, bench/targets.py). Load: the 1-minute load average before each pair, in order.",
+           "", "| target | ours (median) | baseline (median) | ratio | median of pair ratios | target | | "
+           "load average of each run |", "|---|---|---|---|---|---|---|---|"]
+    for row in t.get("container", []):
+        if "skipped" in row:
+            out.append(f"| three-step module workflow in the container, {row['engine']} | skipped: {row['skipped']} "
+                       "| | | | | | |")
+            continue
+        out.append(f"| three-step module workflow in the container, {row['engine']} | {_s(row['a'])} | {_s(row['b'])} "
+                   f"(the same with `--local`) | {row['ratio']:.2f}x | {row['pair_ratio']:.2f}x | ≤ {row['target']}x | "
+                   f"{_met(row['ratio'] <= row['target'])} | {_loads(row['runs'])} |")
+    for row in t.get("local", []):
+        base = ("one `ansible-playbook`, 3 playbooks, polycrate's settings" if row["form"] == "existing"
+                else "one `ansible-playbook -i inventory.yml`, 3 playbooks, nothing tuned")
+        out.append(f"| three-step module workflow `--local`, {row['form']} form | {_s(row['a'])} | {_s(row['b'])} "
+                   f"({base}) | {row['ratio']:.2f}x | {row['pair_ratio']:.2f}x | ≤ {row['target']}x | "
+                   f"{_met(row['ratio'] <= row['target'])} | {_loads(row['runs'])} |")
+    if "cli" in t:
+        c = t["cli"]
+        out.append(f"| `polycrate workflows list` | {_s(c['a'])} | {_s(c['b'])} (`ansible-playbook --version`) | "
+                   f"{c['ratio']:.2f}x | {c['pair_ratio']:.2f}x | ≤ {c['target']}x | {_met(c['ratio'] <= c['target'])} "
+                   f"| {_loads(c['runs'])} |")
+    return out + [""]
 
 
 def render(r: dict) -> str:
@@ -155,6 +192,8 @@ def render(r: dict) -> str:
                        f"| ≤ {size['target']}x | {_met(size['met_time'])} |")
             out.append(f"| 4. restore, {_mb(size['database_bytes'])} database | {_s(size['restore']['median'])} | | | | |")
     out.append("")
+    if "targets" in r:
+        out += _render_targets(r["targets"])
 
     if "cli" in r:
         c = r["cli"]

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   debootstrap zstd dpkg-dev       # the isolated Debian test host and its apt repository
   podman runc catatonit uidmap slirp4netns fuse-overlayfs   # the container runtime (see README: Runtimes)
   docker-registry                 # a real OCI registry on loopback for the block push/pull tests
+  docker.io                       # a real Docker engine: the container tests start their own dockerd
   zsh fish                        # the completion scripts are checked by the shells themselves
   chromium chromium-driver        # the browser tests of `polycrate serve` (Selenium drives Debian's chromedriver)
   python3-venv git curl

@@ -234,3 +234,18 @@ def test_the_run_folder_is_removed_with_the_container(engine, tmp_path):
     assert [s["status"] for s in json.loads(result.stdout)["steps"]] == ["succeeded"] * 4
     after = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     assert not [f for f in after - before if f.startswith("polycrate-container-")]  # with the secrets inside
+
+
+def test_the_preflight_runs_in_the_container_and_names_this_machines_files(engine, tmp_path):
+    root, name = make_workspace(tmp_path, engine)
+    # only Ansible itself knows this module does not exist: its check ran, in the container
+    write(root / "blocks" / "alpha" / "play.yml",
+          "- hosts: localhost\n  gather_facts: false\n  tasks:\n    - ansible.builtin.no_such_module: {}\n")
+    result = run_cli("workflows", "run", "three", cwd=root, env=engine.env)
+    assert result.returncode == 2, result.output
+    assert "marker=" not in result.stdout  # nothing ran
+    last = result.stderr.strip().splitlines()[-1]
+    # the file as this machine names it (relative to the workspace), not as the container does
+    assert last.startswith("polycrate: error: blocks/alpha/play.yml:"), last
+    assert "no_such_module" in last and "/workspace" not in last and "Traceback" not in result.output
+    assert engine.containers(name) == []

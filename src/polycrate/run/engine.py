@@ -641,7 +641,7 @@ def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
         run.ws, preflight.step_targets(run.ws, [(p.block, p.action, p.allow_no_hosts) for p in chosen]),
         settings=False, secrets=run.secrets, zygote=run.zygote, runtime=run.runtime,
         ansible=run.options.ansible, display_env=run.options.display_env,
-        ssh_sharing=run.ssh_sharing,
+        ssh_sharing=run.ssh_sharing, container=run.container,
     )
     if not report.ok:
         first = report.errors[0]

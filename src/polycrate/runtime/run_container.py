@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -235,27 +236,41 @@ class RunContainer:
         self._setup_ready.set()
 
     def close(self) -> None:
-        """End the container and wait until the engine removed it; remove the run folder."""
+        """End the container and wait until the engine removed it; remove the run folder.
+
+        Removed first, then the connection closed: an end of the zygote first would start the engine's
+        own `--rm` removal, and `rm -f` during it returns before the container is gone."""
         self._setup_ready.set()
-        if self.zygote_handle is not None:
-            with contextlib.suppress(OSError):
-                self.zygote_handle.sock.close()  # its zygote exits: the container ends
-        if self.listener is not None:
-            with contextlib.suppress(OSError):
-                self.listener.close()
         if self.starter is not None:
             try:
                 self.starter.wait(60)
             except subprocess.TimeoutExpired:
                 self.starter.kill()
                 self.starter.wait()
-            args = ["rm", "-f", self.name]
-            if self.engine.name == "podman":
-                args[2:2] = ["--time", "0", "--ignore"]
+            self.starter = None
+            self._remove()
+        if self.zygote_handle is not None:
+            with contextlib.suppress(OSError):
+                self.zygote_handle.sock.close()
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _remove(self) -> None:
+        args = ["rm", "-f", self.name]
+        if self.engine.name == "podman":
+            args[2:2] = ["--time", "0", "--ignore"]  # kill at once
+        deadline = time.monotonic() + 30
+        while True:
             with contextlib.suppress(Exception):
                 subprocess.run(self.engine.command(*args), capture_output=True, timeout=60)
-            self.starter = None
-        shutil.rmtree(self.folder, ignore_errors=True)
+            # gone, or (rarely) still being removed by the engine's own --rm: ask until it is gone
+            probe = subprocess.run(self.engine.command("container", "inspect", "--format", "{{.Id}}", self.name),
+                                   capture_output=True)
+            if probe.returncode != 0 or time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
 
     # --- each step ----------------------------------------------------------------------------
 
@@ -266,6 +281,28 @@ class RunContainer:
         if self.agent is not None and env.get("SSH_AUTH_SOCK"):
             inner["SSH_AUTH_SOCK"] = SSH_AGENT_MOUNT
         return inner
+
+    def process(self, request, argv: list[str], env: dict[str, str], cwd: Path
+                ) -> tuple[list[str], dict[str, str], Path]:
+        """A command made for this machine (our Python's, host paths) as the container runs it."""
+        self.connected()
+        command = [self.paths.text(a) for a in argv]
+        if argv and argv[0] == sys.executable:
+            command[0] = self.hello.get("python", "python3")  # the image's Python; the zygote forks warm for it
+        full = dict(self.hello.get("env", {})) | self.environment(request, env)
+        return command, full, Path(self.paths.path(str(cwd)))
+
+    def host_paths(self, data: Any) -> Any:
+        """Container paths in `data` (strings, lists, dicts; also inside messages) as this machine's."""
+        if isinstance(data, str):
+            for inside, host in sorted(((i, h) for h, i in self.paths.pairs), key=lambda p: len(p[0]), reverse=True):
+                data = re.sub(re.escape(inside) + r"(?=/|\b|$)", lambda _m, h=host: h, data)
+            return data
+        if isinstance(data, dict):
+            return {k: self.host_paths(v) for k, v in data.items()}
+        if isinstance(data, list):
+            return [self.host_paths(v) for v in data]
+        return data
 
     def command(self, request, argv: list[str], env: dict[str, str], private: Path
                 ) -> tuple[list[str], dict[str, str], Path]:
@@ -278,13 +315,7 @@ class RunContainer:
 
             lines = rendered_script(replace(request, script=None), self.paths.data(snapshot_data(request)))
             (private / "action.sh").write_text(script_text(lines), encoding="utf-8")
-        self.connected()
-        python = self.hello.get("python", "python3")
-        command = [self.paths.text(a) for a in argv]
-        if argv and argv[0] == sys.executable:
-            command[0] = python  # the image's Python (the toolchain venv); the zygote forks warm for it
-        full = dict(self.hello.get("env", {})) | self.environment(request, env)
-        return command, full, Path(self.paths.path(str(request.block.folder)))
+        return self.process(request, argv, env, request.block.folder)
 
 
 def start_run_container(ws, runtime, requests: list[Any], mounts: tuple = ()) -> RunContainer:
