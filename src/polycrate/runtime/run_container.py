@@ -263,9 +263,12 @@ class RunContainer:
             args[2:2] = ["--time", "0", "--ignore"]  # kill at once
         deadline = time.monotonic() + 30
         while True:
-            with contextlib.suppress(Exception):
-                subprocess.run(self.engine.command(*args), capture_output=True, timeout=60)
-            # gone, or (rarely) still being removed by the engine's own --rm: ask until it is gone
+            try:
+                if subprocess.run(self.engine.command(*args), capture_output=True, timeout=60).returncode == 0:
+                    return  # removed, and the engine waited for that
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            # (rarely) still being removed by the engine's own --rm: ask until it is gone
             probe = subprocess.run(self.engine.command("container", "inspect", "--format", "{{.Id}}", self.name),
                                    capture_output=True)
             if probe.returncode != 0 or time.monotonic() > deadline:

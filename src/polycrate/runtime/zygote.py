@@ -75,9 +75,11 @@ def fingerprint(env: dict[str, str]) -> list:
 
 def _warm() -> None:
     """Import and prepare what every ansible-playbook run needs before its first task: what a cold
-    process loads for a play over the local or SSH connection, not every plugin there is (the
-    WinRM/PSRP/paramiko connections and the inventory plugins that are not enabled cost ~0.1 s of
-    CPU here, before the first step can start; a step that uses one loads it itself)."""
+    process loads for a play, not every plugin there is (the inventory plugins that are not enabled
+    cost CPU here, before the first step can start; a step that uses one loads it itself). Every
+    connection plugin is loaded, though: ansible-playbook's PlaybookExecutor.run loads them all
+    (their modules and documentation) before its first play, and each step would pay that again
+    (~0.2 s of CPU per step: WinRM's imports and the YAML of their documentation)."""
     import warnings
 
     warnings.filterwarnings("ignore", message="AnsibleCollectionFinder has already been configured")
@@ -94,9 +96,7 @@ def _warm() -> None:
     loader.init_plugin_loader()  # the collection finder, with ansible.builtin's routing metadata
     # what PlaybookExecutor.run and the TaskQueueManager load first: the plugins' modules and their
     # configuration definitions (documentation YAML); values are still read per run
-    for name in {"ansible.builtin.local", "ansible.builtin.ssh", str(C.DEFAULT_TRANSPORT or "ssh")}:
-        loader.connection_loader.get(name, class_only=True)
-    for plugins in (loader.shell_loader, loader.become_loader, loader.callback_loader):
+    for plugins in (loader.connection_loader, loader.shell_loader, loader.become_loader, loader.callback_loader):
         list(plugins.all(class_only=True))  # the TaskQueueManager walks every callback itself
     for name in C.INVENTORY_ENABLED or ():
         loader.inventory_loader.get(name, class_only=True)
