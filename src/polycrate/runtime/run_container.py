@@ -51,7 +51,8 @@ from polycrate.runtime.container import (
     _rewrite_private_files,
     inner_environment,
 )
-from polycrate.runtime.zygote import WarmProcess, Zygote, ZygoteUnavailable
+from polycrate.runtime.process import ZygoteUnavailable
+from polycrate.runtime.zygote import WarmProcess, Zygote
 
 RUN_FOLDER_MOUNT = "/run/polycrate-run"
 SOCKET_NAME = "zygote.sock"
@@ -321,9 +322,10 @@ class RunContainer:
         return self.process(request, argv, env, request.block.folder)
 
 
-def start_run_container(ws, runtime, requests: list[Any], mounts: tuple = ()) -> RunContainer:
+def start_run_container(ws, runtime, requests: list[Any], mounts: tuple = (), warm: bool = True) -> RunContainer:
     """Start the container for a run whose steps are `requests` (ActionRequests, first to last);
-    the first Ansible one's environment is what its zygote warms up with."""
+    the first Ansible one's environment is what its zygote warms up with (`warm` False, as with
+    POLYCRATE_ZYGOTE=0: no warm-up, every step execs its own process)."""
     from polycrate.runtime.action import action_environment
 
     key_files: set[str] = set()
@@ -336,7 +338,7 @@ def start_run_container(ws, runtime, requests: list[Any], mounts: tuple = ()) ->
     try:
         container.start()
         first = next((r for r in requests if r.action.type == "ansible"), None)
-        if first is None or os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
+        if first is None or not warm:
             container.setup(None, None)
         else:
             from polycrate.runtime.action import event_environment

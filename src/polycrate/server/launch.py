@@ -4,7 +4,7 @@ A launch is a child `polycrate workflows run` process: the same pipeline as at t
 same lock (a second launch of a running workflow gets the CLI's exit 3 and the server answers 409),
 the same run store. The child runs in its own session (``start_new_session``), so stopping or
 restarting the server never stops a run. The server names the run id in advance and who launched
-it (``POLYCRATE_RUN_ID``, ``POLYCRATE_RUN_USER``, consumed by the run store), and the prompts the
+it (the child's ``--run-id`` and ``--launched-by``, which go into its run request), and the prompts the
 operator confirmed in the browser become the child's ``--force``.
 
 Stopping sends SIGTERM to the run's own polycrate process (checked against the workflow's lock
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
-from polycrate.history import RUN_ID_ENV, RUN_USER_ENV, new_run_id
+from polycrate.history import new_run_id
 from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.states import RunState
 
@@ -123,15 +123,13 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         holder = read_holder(lock)
         raise LaunchRefused(
             f"workflow '{workflow}' is already running ({holder.describe() if holder else 'holder unknown'})", 409)
-    argv = command(root, workflow, options, supported)
     run_id = new_run_id()
+    argv = command(root, workflow, options, supported) + ["--run-id", run_id, "--launched-by", launched_by]
     output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     output = output_dir / f"{run_id}.out"
     env = dict(os.environ)
     for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
         env.pop(key, None)
-    env[RUN_ID_ENV] = run_id
-    env[RUN_USER_ENV] = launched_by
     with open(output, "wb") as out:
         proc = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
