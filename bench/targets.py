@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from bench.common import ANSIBLE_PLAYBOOK, POLYCRATE, REPO, clean_env, median, run
 from bench.orchestration import MODULE_PLAY, STEPS, make_workspace
@@ -116,8 +116,12 @@ def bench_container(runs: int, log=print) -> list[dict]:
                 dockerd.start()
                 env["DOCKER_HOST"] = dockerd.host
             ws = _engine_workspace(tmp, engine)
-            container = lambda: run([POLYCRATE, "workflows", "run", "three"], env=env, cwd=ws)  # noqa: E731
-            local = lambda: run([POLYCRATE, "workflows", "run", "three", "--local"], env=env, cwd=ws)  # noqa: E731
+            def container(env: dict = env, ws: Path = ws) -> float:
+                return run([POLYCRATE, "workflows", "run", "three"], env=env, cwd=ws)
+
+            def local(env: dict = env, ws: Path = ws) -> float:
+                return run([POLYCRATE, "workflows", "run", "three", "--local"], env=env, cwd=ws)
+
             container()  # the image imported into a fresh engine: not timed
             result = pairs(container, local, runs, log=log, label=engine)
             out.append({"engine": engine, "target": TARGET_CONTAINER, **result})

@@ -21,13 +21,7 @@ import yaml
 
 from tests.conftest import ARTICLE_BLOCK, EXAMPLE, article_inventory, assert_one_line_error, run_cli, write
 from tests.helpers import cli_environment
-from tests.integration.container_engines import (  # noqa: F401 (fixtures)
-    EngineUnderTest,
-    docker_engine,
-    dockerd,
-    engine,
-    podman_engine,
-)
+from tests.integration.container_engines import EngineUnderTest
 
 pytestmark = pytest.mark.container
 

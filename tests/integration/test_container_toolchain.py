@@ -3,24 +3,17 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 
 import pytest
 
 from tests.conftest import run_cli, write
-from tests.integration.container_engines import (  # noqa: F401 (fixtures)
-    EngineUnderTest,
-    docker_engine,
-    dockerd,
-    engine,
-    podman_engine,
-)
+from tests.integration.container_engines import EngineUnderTest
 
 pytestmark = pytest.mark.container
 
 
 @pytest.fixture
-def toolchain_workspace(tmp_path, engine):  # noqa: F811
+def toolchain_workspace(tmp_path, engine):
     name = f"toolchain-{secrets.token_hex(3)}"
     root = tmp_path / name
     write(

@@ -16,13 +16,7 @@ import pytest
 
 from tests.conftest import write
 from tests.helpers import cli_environment, run_cli
-from tests.integration.container_engines import (  # noqa: F401 (fixtures)
-    EngineUnderTest,
-    docker_engine,
-    dockerd,
-    engine,
-    podman_engine,
-)
+from tests.integration.container_engines import EngineUnderTest
 
 pytestmark = pytest.mark.container
 
@@ -109,8 +103,7 @@ actions:
     script:
       - echo one >> /tmp/run-marker
       - echo "marker=$(wc -l < /tmp/run-marker) cwd=$(pwd) block=$POLYCRATE_BLOCK leaked=${LEAKED:-unset}"
-      - |
-        python3 -c "import os; left = [p for p in os.listdir('/proc') if p.isdigit() and open(f'/proc/{p}/cmdline', 'rb').read().startswith(b'sleep')]; print('sleeping', len(left))"
+      - python3 sleepers.py
   - name: fail
     script:
       - echo "failing"
@@ -125,6 +118,13 @@ PLAY = """
     - ansible.builtin.command: "true"
     - ansible.builtin.debug:
         msg: "process={{ lookup('file', '/proc/self/cmdline') | replace('\\u0000', ' ') }} cwd={{ lookup('pipe', 'pwd') }}"
+"""
+
+SLEEPERS = """
+import os
+
+left = [p for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{p}/cmdline", "rb").read().startswith(b"sleep")]
+print("sleeping", len(left))
 """
 
 INVENTORY = """
@@ -143,6 +143,7 @@ def make_workspace(tmp_path: Path, engine: EngineUnderTest) -> tuple[Path, str]:
     write(root / "blocks" / "alpha" / "block.poly", ALPHA)
     write(root / "blocks" / "alpha" / "play.yml", PLAY)
     write(root / "blocks" / "beta" / "block.poly", BETA)
+    write(root / "blocks" / "beta" / "sleepers.py", SLEEPERS)
     write(root / "inventory.yml", INVENTORY)
     write(root / "artifacts" / "secrets" / "token.txt", "s3cr3t-token-value\n")
     engine.choose(root)

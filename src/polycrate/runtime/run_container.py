@@ -124,7 +124,7 @@ class RunContainer:
         volumes = [(str(ws.root), WORKSPACE_MOUNT, "rw"), (str(self.folder), RUN_FOLDER_MOUNT, "rw"),
                    (package, f"{LIB_MOUNT}/polycrate", "ro")]
         keys = set(key_files)
-        from polycrate.config.workspace import block_inventory
+        from polycrate.config.action_view import block_inventory
 
         for block in blocks:
             inventory = block_inventory(ws, block)
@@ -185,7 +185,7 @@ class RunContainer:
                 try:
                     conn, _ = self.listener.accept()
                     break
-                except socket.timeout:
+                except TimeoutError:
                     code = self.starter.poll()
                     if code not in (None, 0):
                         err = self.starter.stderr.read().decode("utf-8", "replace") if self.starter.stderr else ""

@@ -242,7 +242,7 @@ def early(fd: int) -> int:
     for name in EARLY_IMPORTS:  # as _warm's imports, with stderr at /dev/null
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optimisation only
+        except Exception:  # an optimisation only
             pass
     sock = socket.socket(fileno=fd)
     try:
