@@ -83,8 +83,11 @@ actions:
 """
 
 
-def make_workspace(tmp_path: Path, fleet, runtime: str | None = None, engine: EngineUnderTest | None = None) -> Path:
-    """The article's workspace (workspace.poly and block.poly unchanged) with probe plays, plus a script block."""
+def make_workspace(tmp_path: Path, fleet, runtime: str | None = None, engine: EngineUnderTest | None = None,
+                   name: str | None = None) -> Path:
+    """The article's workspace (workspace.poly and block.poly unchanged) with probe plays, plus a script block.
+    `name`: the workspace's own (our containers carry it: other runs of the article's workspace on this
+    machine, other checkouts' tests, have containers of the article's name)."""
     root = tmp_path / "acme-corp-automation"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("artifacts", ".polycrate", ".demo"))
     block = root / ARTICLE_BLOCK
@@ -92,8 +95,10 @@ def make_workspace(tmp_path: Path, fleet, runtime: str | None = None, engine: En
         (block / f"{action}.yml").write_text(PROBE_PLAY.format(action=action, hosts_key=key))
     (root / "inventory.yml").write_text(yaml.safe_dump(article_inventory(fleet), sort_keys=False))
     write(root / "blocks" / "probe" / "block.poly", PROBE_BLOCK)
-    if runtime or engine:
+    if runtime or engine or name:
         ws = yaml.safe_load((root / "workspace.poly").read_text())
+        if name:
+            ws["name"] = name
         if runtime:
             ws.setdefault("config", {})["runtime"] = runtime
         if engine:
@@ -110,8 +115,9 @@ def normalized_records(root: Path) -> list[dict]:
 
 def test_same_workflow_same_result_in_local_and_container(engine, fleet, tmp_path):
     results = {}
+    name = f"acme-{secrets.token_hex(3)}"
     for runtime in ("local", "container"):
-        root = make_workspace(tmp_path / runtime, fleet, engine=engine)
+        root = make_workspace(tmp_path / runtime, fleet, engine=engine, name=name)
         result = run_cli("workflows", "run", "nightly-maintenance", "--runtime", runtime, "-o", "json", cwd=root,
                          env=engine.env)
         assert result.returncode == 0, result.output
@@ -139,11 +145,12 @@ def test_same_workflow_same_result_in_local_and_container(engine, fleet, tmp_pat
     assert relative(local, local_root) == relative(inside, "/workspace")
     assert {r["remote"] for r in inside} == {"root@12"}  # the SSH host answered, over SSH, in both runtimes
     assert [r["step"] for r in inside] == ["backup", "update", "verify"]
-    assert engine.containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
 def test_script_action_sees_container_paths_and_fails_cleanly(engine, fleet, tmp_path):
-    root = make_workspace(tmp_path, fleet, runtime="container", engine=engine)  # config.runtime: container
+    name = f"acme-{secrets.token_hex(3)}"
+    root = make_workspace(tmp_path, fleet, runtime="container", engine=engine, name=name)  # config.runtime: container
     result = run_cli("run", "probe", "show", cwd=root, env=engine.env)
     assert result.returncode == 0, result.output
     assert "cwd=/workspace/blocks/probe" in result.stdout
@@ -162,7 +169,7 @@ def test_script_action_sees_container_paths_and_fails_cleanly(engine, fleet, tmp
     assert failed.returncode == 1, failed.output
     assert "about to fail" in failed.stdout
     assert "exit 3" in failed.stdout
-    assert engine.containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -202,7 +209,8 @@ def test_interrupted_container_run_leaves_no_container(engine, fleet, tmp_path, 
 
 
 def test_container_runtime_errors_are_one_line(engine, fleet, tmp_path):
-    root = make_workspace(tmp_path, fleet)
+    name = f"acme-{secrets.token_hex(3)}"
+    root = make_workspace(tmp_path, fleet, name=name)
     text = (root / "workspace.poly").read_text()
 
     (root / "workspace.poly").write_text(text + "config:\n  runtime: cloud\n")
@@ -233,14 +241,15 @@ def test_container_runtime_errors_are_one_line(engine, fleet, tmp_path):
     last = result.stderr.strip().splitlines()[-1]  # after the build's own output (prefixed [toolchain])
     assert last.startswith("polycrate: error: Dockerfile.poly: building Dockerfile.poly failed"), last
     assert "polycrate toolchain build" in last and "exit 7" in result.stderr
-    assert engine.containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
 DEFAULT = {"POLYCRATE_RUNTIME": ""}  # no machine default (conftest says local for the other tests)
 
 
 def test_the_container_is_the_default_runtime_and_local_opts_out(engine, fleet, tmp_path):
-    root = make_workspace(tmp_path, fleet, engine=engine)  # workspace.poly says nothing about the runtime
+    name = f"acme-{secrets.token_hex(3)}"
+    root = make_workspace(tmp_path, fleet, engine=engine, name=name)  # workspace.poly says nothing about the runtime
     default = DEFAULT | engine.env
     inside = run_cli("run", "probe", "show", cwd=root, env=default)
     assert inside.returncode == 0, inside.output
@@ -258,7 +267,7 @@ def test_the_container_is_the_default_runtime_and_local_opts_out(engine, fleet, 
     (root / "workspace.poly").write_text(yaml.safe_dump(ws, sort_keys=False, allow_unicode=True))
     local = run_cli("run", "probe", "show", cwd=root, env=default)
     assert local.returncode == 0 and f"cwd={root}/blocks/probe" in local.stdout, local.output
-    assert engine.containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
 def test_no_engine_stops_the_default_run_with_one_line_naming_both_fixes(tmp_path, fleet):

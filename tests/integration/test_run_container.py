@@ -150,6 +150,13 @@ def make_workspace(tmp_path: Path, engine: EngineUnderTest) -> tuple[Path, str]:
     return root, name
 
 
+def run_folders() -> list[str]:
+    """The run folders of container runs on this machine (/dev/shm/polycrate-container-*)."""
+    shm = "/dev/shm"
+    names = os.listdir(shm) if os.path.isdir(shm) else []
+    return [os.path.join(shm, n) for n in names if n.startswith("polycrate-container-")]
+
+
 def lines_with(output: str, prefix: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith(prefix)]
 
@@ -199,6 +206,7 @@ def test_a_steps_timeout_stops_it_inside_the_container_and_a_failed_run_leaves_n
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_the_container_ends_with_the_run_however_polycrate_ends(engine, tmp_path, sig):
     root, name = make_workspace(tmp_path, engine)
+    before = set(run_folders())
     proc = subprocess.Popen([sys.executable, "-m", "polycrate", "workflows", "run", "long"], cwd=root,
                             env=cli_environment(engine.env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -225,6 +233,11 @@ def test_the_container_ends_with_the_run_however_polycrate_ends(engine, tmp_path
     else:
         assert proc.returncode == 130, "".join(seen) + rest
     assert engine.containers(name) == [], "a container was left behind"
+    left = [folder for folder in run_folders() if folder not in before]
+    if sig == signal.SIGKILL:  # polycrate could not remove its run folder; the container's zygote emptied it
+        assert all(os.listdir(folder) == [] for folder in left), {f: os.listdir(f) for f in left}
+    else:
+        assert left == []  # with the run's decrypted secrets in it
 
 
 def test_the_run_folder_is_removed_with_the_container(engine, tmp_path):

@@ -160,7 +160,10 @@ class RunContainer:
         self.listener.bind(str(path))
         os.chmod(path, 0o600)
         self.listener.listen(1)
+        # --log-driver none: the zygote's own output is not the steps' (theirs go through their pipes), and
+        # podman creates the container ~0.2 s sooner without its log file
         run = self.engine.command("run", "-d", "--rm", "--name", self.name, "--network", "host", "--init",
+                                  "--log-driver", "none",
                                   "--label", f"{toolchain.LABEL_RUN}={self.ws.name}", "--workdir", WORKSPACE_MOUNT)
         if self.engine.name == "podman" and os.geteuid() != 0:
             run.append("--userns=keep-id")  # rootless: files the steps write in the workspace stay the user's

@@ -296,8 +296,10 @@ def serve(fd: int, container: bool = False, warm: bool = True) -> int:
         try:
             payload, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 16)
         except OSError:
-            return 0
+            payload, fds = b"", []
         if not payload:
+            if container:
+                _polycrate_gone()
             return 0  # the engine closed its end: the run is over
         request = json.loads(payload)
         pid = os.fork()
@@ -338,10 +340,36 @@ def _wait_or_hang_up(pid: int, sock: socket.socket) -> int:
                 except OSError:
                     pass
                 _sweep()
-                _exit(143)
+                _polycrate_gone()
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+_RUN_FOLDER: list[str] = []  # the run folder as the container sees it (container_main)
+
+
+def _polycrate_gone() -> None:
+    """In the run's container, when polycrate's end of the connection closed without removing the
+    container first (it always does on its own way out): polycrate died, even by SIGKILL. The run
+    folder's contents go (the run's decrypted secrets, the steps' variables), then the container ends."""
+    import shutil
+
+    for folder in _RUN_FOLDER:
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            path = os.path.join(folder, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+    _exit(143)
 
 
 def _sweep() -> None:
@@ -381,6 +409,7 @@ def container_main(path: str) -> int:
     first step's environment and working directory, then serve as a zygote."""
     import importlib
 
+    _RUN_FOLDER.append(os.path.dirname(path))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.connect(path)
@@ -395,16 +424,16 @@ def container_main(path: str) -> int:
     try:
         payload = sock.recv(MAX_MESSAGE)
     except OSError:
-        return 0
+        payload = b""
     if not payload:
-        return 0
+        _polycrate_gone()
     setup = json.loads(payload)
     env, cwd, warm = setup["env"], setup["cwd"], bool(setup.get("warm", True))
     os.chdir(cwd)
     if _startup_inputs(env) != _startup_inputs(dict(os.environ)):
         sock.set_inheritable(True)
         os.execve(sys.executable, [sys.executable, "-m", "polycrate.runtime.zygote", "--container-fd",
-                                   str(sock.detach()), "1" if warm else "0"], env)
+                                   str(sock.detach()), "1" if warm else "0", os.path.dirname(path)], env)
     os.environ.clear()
     os.environ.update(env)
     sys.path[0] = os.getcwd()
@@ -621,6 +650,7 @@ if __name__ == "__main__":
         elif sys.argv[1] == "--container":
             status = container_main(sys.argv[2])
         elif sys.argv[1] == "--container-fd":
+            _RUN_FOLDER.append(sys.argv[4])
             status = serve(int(sys.argv[2]), container=True, warm=sys.argv[3] == "1")
         else:
             status = serve(int(sys.argv[1]))
