@@ -134,15 +134,20 @@ TARGET_NOTES = [
     "(0.69 s of a profiled 4.8 s step, 0.05 s after). `--version` reads the package metadata only when asked "
     "(importlib.metadata with email, zipfile and csv were a third of `workflows list`'s start-up).",
     "",
-    "Where the container's time goes (podman, not met): what is added to a local run is the engine's own "
-    "work on the run's critical path, measured at load 11 on this machine: `podman run -d` 0.80-1.07 s "
-    "before the container's zygote can connect (the preflight waits for it; a local run prespawns its "
-    "zygote when the CLI starts, before the workspace is read, so that start overlaps the reading), "
-    "`podman rm -f --time 0` 0.39-0.61 s at the end (the run waits until the container is gone), "
-    "`podman image inspect` 0.22 s while the run is prepared. The steps themselves take what they take "
-    "locally (a warm fork each). Docker's daemon answers the same calls faster (1.15x, met). Not done: "
-    "starting the container before the workspace's runtime is decided, or removing it after polycrate exits "
-    "(both would change what a run guarantees).",
+    "Two runs of this benchmark on 2026-12-06 (the table shows the second): the first at load 10-16 "
+    "(container parts 16:58-17:05 UTC, before `--log-driver none`): podman 1.27x (not met), Docker 1.15x; "
+    "`--local` 0.93x existing form, 1.02x held-out; `workflows list` 0.28x (pair median 0.23x). The second "
+    "at load 5-10 (17:17-17:24 UTC): the table. The `--local` figures sit at the target (1.10x existing "
+    "form by the medians, 1.07x by the pairs) and move by +-0.15x between runs on this shared machine.",
+    "",
+    "Where the container's time goes (what a container run adds to a local one), measured at load 11 on "
+    "this machine: `podman run -d` 0.80-1.07 s (0.45-0.74 s with `--log-driver none`) before the container's "
+    "zygote can connect (the preflight waits for it; a local run prespawns its zygote when the CLI starts, "
+    "before the workspace is read, so that start overlaps the reading), `podman rm -f --time 0` 0.39-0.61 s "
+    "at the end (the run waits until the container is gone), `podman image inspect` 0.22 s while the run is "
+    "prepared. The steps themselves take what they take locally (a warm fork each). Docker's daemon answers "
+    "the same calls faster. Not done: starting the container before the workspace's runtime is decided, or "
+    "removing it after polycrate exits (both would change what a run guarantees).",
 ]
 
 
