@@ -146,15 +146,33 @@ def cmd_serve(args) -> int:
     from polycrate.server.state import default_state_dir
 
     state_dir = Path(args.state) if args.state else default_state_dir()
-    settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy)
+    from polycrate.cli.backend import backend_setting
+
+    settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy,
+                        backend=backend_setting())
     app = create_app(settings)
     scheme = "https" if tls else "http"
+    sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log
     print(f"polycrate serve: {scheme}://{args.listen}/ over "
           f"{len(app.app.state.web.catalog.entries())} workspace(s); state in {state_dir}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile,
-                proxy_headers=args.behind_proxy, forwarded_allow_ips="127.0.0.1,::1" if args.behind_proxy else None,
-                log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=3)
+    config = uvicorn.Config(app, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile, proxy_headers=args.behind_proxy,
+                            forwarded_allow_ips="127.0.0.1,::1" if args.behind_proxy else None, log_level="warning",
+                            access_log=False, server_header=False, timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _bind(host: str, port: int, listen: str):
+    """The listening socket, or a one-line error (the address is taken, or not this machine's)."""
+    import socket
+
+    from polycrate.errors import SystemFault
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise SystemFault(f"--listen {listen}: {exc.strerror or exc}") from None
 
 
 def cmd_token_add(args) -> int:

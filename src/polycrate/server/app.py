@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from polycrate import __version__
 from polycrate.errors import NotFoundError, PolycrateError
+from polycrate.history import RunRecord
 from polycrate.cli.render import state_text
 from polycrate.states import RunState, StepState
 from polycrate import contract
@@ -53,6 +54,7 @@ class Settings:
     state_dir: Path
     tls: bool = False
     behind_proxy: bool = False
+    backend: str | None = None  # team mode: the PostgreSQL DSN runs are read from (cli/ reads the user's setting)
 
 
 class HTTPError(Exception):
@@ -107,7 +109,7 @@ class Web:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.state = ServerState(settings.state_dir)
-        self.catalog = Catalog(settings.sources)
+        self.catalog = Catalog(settings.sources, backend=settings.backend)
         self.templates = _templates()
         self.supported = run_options_supported()
 
@@ -316,15 +318,15 @@ class Web:
         query = {k: v for k, v in request.query_params.items() if k != "until"}
         more = None
         if len(runs) == filters["limit"]:  # the next page: runs started before the last one shown
-            more = "/runs?" + urlencode({**query, "until": repr(runs[-1]["started"])})
+            more = "/runs?" + urlencode({**query, "until": repr(runs[-1].started)})
         return self.page(request, "runs.html", title="Runs", runs=runs, q=request.query_params, more=more,
                          workspaces=[e.key for e in self.catalog.entries()], spans=list(SPANS))
 
     def run_page(self, request: Request) -> Response:
         entry, run, logs = self.catalog.run_logs(request.path_params["run_id"])
         timeline = chart.timeline(run)
-        return self.page(request, "run.html", title=f"Run {run['id']}", run=run, logs=logs, timeline=timeline,
-                         timeline_svg=chart.timeline_svg(timeline), live=run["status"] == RunState.RUNNING)
+        return self.page(request, "run.html", title=f"Run {run.id}", run=run, logs=logs, timeline=timeline,
+                         timeline_svg=chart.timeline_svg(timeline), live=run.status == RunState.RUNNING)
 
     def workflow_page(self, request: Request) -> Response:
         key, name = request.path_params["workspace"], request.path_params["workflow"]
@@ -380,7 +382,8 @@ class Web:
                             {"prompts": asks})
         try:
             launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
-                              output_dir=self.settings.state_dir / "launches", supported=self.supported)
+                              output_dir=self.settings.state_dir / "launches", supported=self.supported,
+                              backend=self.settings.backend, workspace=entry.name)
         except LaunchRefused as exc:
             self.state.audit(who.label, "launch", f"{key}/{name}", f"refused: {exc.message}", self.client(request),
                              detail)
@@ -409,20 +412,20 @@ class Web:
                              back=f"/workspaces/{key}/workflows/{name}")
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
-    def _stop(self, request: Request) -> dict:
+    def _stop(self, request: Request) -> RunRecord:
         who: Principal = request.state.principal
         entry, run = self.catalog.find_run(request.path_params["run_id"])
         try:
             stop(entry.root, run)
         except LaunchRefused as exc:
-            self.state.audit(who.label, "stop", run["id"], f"refused: {exc.message}", self.client(request))
+            self.state.audit(who.label, "stop", run.id, f"refused: {exc.message}", self.client(request))
             raise
-        self.state.audit(who.label, "stop", run["id"], "ok", self.client(request), {"workspace": entry.key})
+        self.state.audit(who.label, "stop", run.id, "ok", self.client(request), {"workspace": entry.key})
         return run
 
     def stop_form(self, request: Request) -> Response:
         run = self._stop(request)
-        return RedirectResponse(f"/runs/{run['id']}", status_code=303)
+        return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
     # --- the live log ----------------------------------------------------------------------
 
@@ -437,30 +440,28 @@ class Web:
             pending: dict[int, str] = {}
             idle = 0.0
             while True:
-                current = await asyncio.to_thread(self.catalog.get_run, entry, run["id"])
-                for step in current["steps"]:
-                    path = self.catalog.log_path(entry, step)
-                    position = step["position"]
-                    if path is None or not path.exists():
+                current = await asyncio.to_thread(self.catalog.get_run, entry, run.id)
+                for step in current.steps:
+                    position = step.position
+                    if step.log is None:
                         continue
                     if position not in announced:
                         announced.add(position)
-                        yield _event("step", {"name": step["name"], "position": position, "status": step["status"]})
-                    with open(path, "rb") as handle:
-                        handle.seek(offsets.get(position, 0))
-                        chunk = handle.read()
-                        offsets[position] = handle.tell()
-                    text = pending.pop(position, "") + chunk.decode("utf-8", errors="replace")
+                        yield _event("step", {"name": step.name, "position": position, "status": step.status})
+                    piece = await asyncio.to_thread(self.catalog.read_log, entry, run.id, position,
+                                                    offsets.get(position, 0))
+                    offsets[position] = piece.cursor
+                    text = pending.pop(position, "") + piece.data.decode("utf-8", errors="replace")
                     *lines, rest = text.split("\n")
                     if rest:
                         pending[position] = rest
                     for line in lines:
-                        yield _event("line", {"step": step["name"], "text": line})
-                if current["status"] != RunState.RUNNING:
+                        yield _event("line", {"step": step.name, "text": line})
+                if current.status != RunState.RUNNING:
                     for position, rest in pending.items():
                         yield _event("line", {"step": "", "text": rest})
-                    yield _event("end", {"status": current["status"], "exit_code": current["exit_code"],
-                                         "duration": current["duration"]})
+                    yield _event("end", {"status": current.status, "exit_code": current.exit_code,
+                                         "duration": current.duration})
                     return
                 if await request.is_disconnected():
                     return
@@ -489,15 +490,15 @@ class Web:
 
     def api_runs(self, request: Request) -> Response:
         runs = self.catalog.list_runs(**self._filters(request))
-        return JSONResponse(contract.runs_document((r, r["workspace"]) for r in runs))
+        return JSONResponse(contract.runs_document((r, r.workspace) for r in runs))
 
     def api_run(self, request: Request) -> Response:
         run = self.catalog.find_run(request.path_params["run_id"])[1]
-        return JSONResponse(contract.run_document(run, run["workspace"]))
+        return JSONResponse(contract.run_document(run, run.workspace))
 
     def api_log(self, request: Request) -> Response:
         _, run, logs = self.catalog.run_logs(request.path_params["run_id"], request.query_params.get("step"))
-        return JSONResponse(contract.logs_document(run, logs))
+        return JSONResponse(contract.logs_document(run.id, logs))
 
     def api_schedules(self, request: Request) -> Response:
         return JSONResponse(self.catalog.schedules())
@@ -537,7 +538,7 @@ class Web:
 
     def api_stop(self, request: Request) -> Response:
         run = self._stop(request)
-        return JSONResponse({"run_id": run["id"], "status": "stopping"}, status_code=202)
+        return JSONResponse({"run_id": run.id, "status": "stopping"}, status_code=202)
 
 
 def _local_path(url: str) -> str:

@@ -2,7 +2,8 @@
 
 Read-only over polycrate's core: each workspace is loaded with ``workspace.load_workspace`` (cached
 until ``workspace.poly`` changes), runs come from each workspace's own run store
-(``history.RunStore``), in the same dicts the CLI prints with ``-o json``. No web framework here,
+(``history.RunStore``), as the store's typed records (``history.RunRecord``) with the served workspace's key.
+No web framework here,
 so the bench and the tests can call it directly.
 """
 from __future__ import annotations
@@ -10,15 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from polycrate.errors import NotFoundError, PolycrateError
-from polycrate.history import RunStore
+from polycrate.history import LogPiece, RunRecord, RunStore, StepRecord, open_store
 from polycrate.states import RunKind, RunState
-from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, is_workflow_success
 from polycrate.config.workspace import WORKSPACE_FILE, load_workspace
 
 RUN_STATES = tuple(s.value for s in RunState)
@@ -76,8 +76,9 @@ def _stamp(root: Path) -> tuple:
 
 
 class Catalog:
-    def __init__(self, sources: list[Path]):
+    def __init__(self, sources: list[Path], backend: str | None = None):
         self.sources = sources
+        self.backend = backend  # team mode: runs are read from PostgreSQL (None: each workspace's SQLite)
         self._entries: dict[str, Entry] = {}
         self._scanned = 0.0
         self._lock = threading.Lock()
@@ -126,9 +127,9 @@ class Catalog:
 
     @contextmanager
     def store(self, entry: Entry) -> Iterator[RunStore]:
-        store = RunStore(entry.root)
+        # opening reconciles: runs whose process died read 'interrupted', as in the CLI
+        store = open_store(entry.root, backend=self.backend, workspace=entry.name)
         try:
-            store.reconcile()  # runs whose process died read 'interrupted', as in the CLI
             yield store
         finally:
             store.close()
@@ -144,22 +145,22 @@ class Catalog:
         since: float | None = None,
         until: float | None = None,
         limit: int = 50,
-    ) -> list[dict]:
+    ) -> list[RunRecord]:
         """Runs of every served workspace (or one), newest first: the rows of `polycrate runs list -o json`
         (the store's own filters), each with its `workspace` key."""
         if status is not None and status not in RUN_STATES:
             raise PolycrateError(f"unknown status '{status}' (one of: {', '.join(RUN_STATES)})")
         entries = [self.entry(workspace)] if workspace else self.entries()
-        found: list[dict] = []
+        found: list[RunRecord] = []
         for entry in entries:
             with self.store(entry) as store:
                 runs = store.list_runs(name=workflow, kind=RunKind.WORKFLOW if workflow else None, status=status,
                                        since=since, until=until, limit=limit)
                 found.extend(_with_workspace(r, entry) for r in runs)
-        found.sort(key=lambda r: (r["started"], r["id"]), reverse=True)
+        found.sort(key=lambda r: (r.started, r.id), reverse=True)
         return found[:limit]
 
-    def find_run(self, run_id: str) -> tuple[Entry, dict]:
+    def find_run(self, run_id: str) -> tuple[Entry, RunRecord]:
         """A run by its id (or a unique prefix) in whichever served workspace holds it."""
         hits: list[tuple[Entry, str]] = []
         for entry in self.entries():
@@ -176,19 +177,21 @@ class Catalog:
         entry, full = hits[0]
         return entry, self.get_run(entry, full)
 
-    def get_run(self, entry: Entry, run_id: str) -> dict:
+    def get_run(self, entry: Entry, run_id: str) -> RunRecord:
         """A run of a known workspace, by its full id (the log stream re-reads it while it runs)."""
         with self.store(entry) as store:
             return _with_workspace(store.get_run(run_id), entry)
 
-    def run_logs(self, run_id: str, step: str | None = None) -> tuple[Entry, dict, list[tuple[dict, str]]]:
+    def run_logs(self, run_id: str, step: str | None = None) -> tuple[Entry, RunRecord, list[tuple[StepRecord, str]]]:
         entry, run = self.find_run(run_id)
         with self.store(entry) as store:
-            _, logs = store.step_logs(run["id"], step)
+            _, logs = store.step_logs(run.id, step)
         return entry, run, logs
 
-    def log_path(self, entry: Entry, step: dict) -> Path | None:
-        return entry.root / step["log"] if step.get("log") else None
+    def read_log(self, entry: Entry, run_id: str, position: int, cursor: int) -> LogPiece:
+        """A step's log from ``cursor`` on (the live log stream reads on while the run runs)."""
+        with self.store(entry) as store:
+            return store.read_log(run_id, position, cursor)
 
     # --- workflows, schedules, blocks ------------------------------------------------------
 
@@ -233,27 +236,20 @@ class Catalog:
         return rows
 
     def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt) -> dict:
-        db = store.db
-        last = db.execute(
-            f"SELECT * FROM runs WHERE {FULL_RUN_SQL} AND name = ? AND status != ? ORDER BY started DESC LIMIT 1",
-            (workflow.name, RUNNING)).fetchone()
-        success = db.execute(  # the one rule (polycrate.success): a --check or --step run is no success
-            f"SELECT MAX(ended) AS t FROM runs WHERE {WORKFLOW_SUCCESS_SQL} AND name = ?", (workflow.name,)).fetchone()["t"]
-        running = db.execute(
-            "SELECT id, started FROM runs WHERE kind = 'workflow' AND name = ? AND status = ?"
-            " ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
+        status = store.workflow_status(workflow.name)
+        last, success, running = status.last, status.last_success, status.running
         row: dict[str, Any] = {
             "workspace": entry.key,
             "workflow": workflow.name,
             "description": workflow.description,
             "steps": len(workflow.steps),
-            "last_run": last["id"] if last else None,
-            "last_status": last["status"] if last else None,
-            "last_started": last["started"] if last else None,
-            "last_duration": round(last["ended"] - last["started"], 3) if last and last["ended"] else None,
+            "last_run": last.id if last else None,
+            "last_status": last.status if last else None,
+            "last_started": last.started if last else None,
+            "last_duration": round(last.ended - last.started, 3) if last and last.ended else None,
             "last_success": success,
             "success_age": round(now - success, 3) if success else None,
-            "running": running["id"] if running else None,
+            "running": running.id if running else None,
             "schedule": None,
             "next_run": None,
             "overdue": False,
@@ -312,15 +308,15 @@ class Catalog:
                 rows.append({"workspace": entry.key} | _describe(entry.ws, block, lock))
         return rows
 
-    def workflow_runs(self, key: str, name: str, limit: int = 30) -> list[dict]:
+    def workflow_runs(self, key: str, name: str, limit: int = 30) -> list[RunRecord]:
         """The workflow's last finished runs, oldest first (for its chart)."""
         runs = self.list_runs(workspace=key, workflow=name, limit=limit + 5)
-        return list(reversed([r for r in runs if r["status"] != RUNNING][:limit]))
+        return list(reversed([r for r in runs if r.status != RUNNING][:limit]))
 
 
-def _with_workspace(run: dict, entry: Entry) -> dict:
-    """A run as `polycrate runs list/show -o json` prints it, with the served workspace's key."""
-    return {"workspace": entry.key, **run, "workflow_success": is_workflow_success(run)}
+def _with_workspace(run: RunRecord, entry: Entry) -> RunRecord:
+    """A run with the served workspace's key (the `workspace` of its JSON)."""
+    return replace(run, workspace=entry.key)
 
 
 def _span(seconds: float) -> str:
