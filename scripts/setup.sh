@@ -40,6 +40,7 @@ DEMO_PACKAGES=(
 TEST_PACKAGES=(
   age                             # the age CLI, to prove our encrypted files are standard age
   docker-registry                 # a real OCI registry on loopback for the block push/pull tests
+  docker.io                       # a real Docker engine: the container tests start their own dockerd
   zsh fish                        # the completion scripts are checked by the shells themselves
   chromium chromium-driver        # the browser tests of `polycrate serve` (Selenium drives Debian's chromedriver)
 )

@@ -1,6 +1,6 @@
-"""The container runtime with real podman: same results as local, nothing left behind.
+"""The container runtime with real podman and a real Docker engine: same results as local, nothing left behind.
 
-Runs on a machine where podman can start a container from the local base image
+Runs on a machine where the engine can start a container from the local base image
 (made once by `polycrate toolchain build --base`, cached as a tarball in
 ~/.cache/polycrate or $POLYCRATE_CACHE); elsewhere these tests skip and say why.
 """
@@ -20,46 +20,17 @@ import pytest
 import yaml
 
 from tests.conftest import ARTICLE_BLOCK, EXAMPLE, article_inventory, assert_one_line_error, run_cli, write
+from tests.helpers import cli_environment
+from tests.integration.container_engines import EngineUnderTest
 
 pytestmark = pytest.mark.container
 
 LABEL = "org.polycrate.run"
 
 
-@pytest.fixture(scope="session")
-def podman():
-    """The base image exists and podman can run a container from it, or the test skips with the reason."""
-    if not shutil.which("podman"):
-        pytest.skip("podman is not installed (apt-get install podman; scripts/setup.sh does)")
-    from polycrate.runtime import toolchain
-
-    engine = toolchain.find_engine()
-    if not engine.image_id(toolchain.base_image_tag()) and not toolchain.base_tarball().exists() and os.geteuid() != 0:
-        pytest.skip("no polycrate base image and not root to build it (polycrate toolchain build --base)")
-    started = time.monotonic()
-    tag, made = toolchain.ensure_base_image(engine, lambda line: None)
-    if made:
-        print(f"\nbase image {tag} made in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    proc = subprocess.run(
-        ["podman", "run", "--rm", "--network", "host", "--init", toolchain.BASE_IMAGE, "true"],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"podman cannot run a container on this machine: {reason}")
-    return engine
-
-
 def our_containers(workspace_name: str | None = None) -> list[str]:
-    label = f"{LABEL}={workspace_name}" if workspace_name else LABEL
-    out = subprocess.run(
-        ["podman", "ps", "-a", "--filter", f"label={label}", "--format", "{{.Names}}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line for line in out.splitlines() if line.strip()]
+    """Our containers in podman (test_container_toolchain's check); the engine's own: engine.containers."""
+    return EngineUnderTest("podman").containers(workspace_name)
 
 
 # Each play asks the SSH host something (over the real SSH connection, with the inventory's key)
@@ -112,8 +83,11 @@ actions:
 """
 
 
-def make_workspace(tmp_path: Path, fleet, runtime: str | None = None) -> Path:
-    """The article's workspace (workspace.poly and block.poly unchanged) with probe plays, plus a script block."""
+def make_workspace(tmp_path: Path, fleet, runtime: str | None = None, engine: EngineUnderTest | None = None,
+                   name: str | None = None) -> Path:
+    """The article's workspace (workspace.poly and block.poly unchanged) with probe plays, plus a script block.
+    `name`: the workspace's own (our containers carry it: other runs of the article's workspace on this
+    machine, other checkouts' tests, have containers of the article's name)."""
     root = tmp_path / "acme-corp-automation"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("artifacts", ".polycrate", ".demo"))
     block = root / ARTICLE_BLOCK
@@ -121,9 +95,14 @@ def make_workspace(tmp_path: Path, fleet, runtime: str | None = None) -> Path:
         (block / f"{action}.yml").write_text(PROBE_PLAY.format(action=action, hosts_key=key))
     (root / "inventory.yml").write_text(yaml.safe_dump(article_inventory(fleet), sort_keys=False))
     write(root / "blocks" / "probe" / "block.poly", PROBE_BLOCK)
-    if runtime:
+    if runtime or engine or name:
         ws = yaml.safe_load((root / "workspace.poly").read_text())
-        ws.setdefault("config", {})["runtime"] = runtime
+        if name:
+            ws["name"] = name
+        if runtime:
+            ws.setdefault("config", {})["runtime"] = runtime
+        if engine:
+            ws.setdefault("config", {})["engine"] = engine.name
         (root / "workspace.poly").write_text(yaml.safe_dump(ws, sort_keys=False, allow_unicode=True))
     return root
 
@@ -134,11 +113,13 @@ def normalized_records(root: Path) -> list[dict]:
     return sorted(records, key=lambda r: (r["action"], r["host"]))
 
 
-def test_same_workflow_same_result_in_local_and_container(podman, fleet, tmp_path):
+def test_same_workflow_same_result_in_local_and_container(engine, fleet, tmp_path):
     results = {}
+    name = f"acme-{secrets.token_hex(3)}"
     for runtime in ("local", "container"):
-        root = make_workspace(tmp_path / runtime, fleet)
-        result = run_cli("workflows", "run", "nightly-maintenance", "--runtime", runtime, "-o", "json", cwd=root)
+        root = make_workspace(tmp_path / runtime, fleet, engine=engine, name=name)
+        result = run_cli("workflows", "run", "nightly-maintenance", "--runtime", runtime, "-o", "json", cwd=root,
+                         env=engine.env)
         assert result.returncode == 0, result.output
         summary = json.loads(result.stdout)
         assert [s["status"] for s in summary["steps"]] == ["succeeded"] * 3, summary
@@ -164,12 +145,13 @@ def test_same_workflow_same_result_in_local_and_container(podman, fleet, tmp_pat
     assert relative(local, local_root) == relative(inside, "/workspace")
     assert {r["remote"] for r in inside} == {"root@12"}  # the SSH host answered, over SSH, in both runtimes
     assert [r["step"] for r in inside] == ["backup", "update", "verify"]
-    assert our_containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
-def test_script_action_sees_container_paths_and_fails_cleanly(podman, fleet, tmp_path):
-    root = make_workspace(tmp_path, fleet, runtime="container")  # config.runtime: container
-    result = run_cli("run", "probe", "show", cwd=root)
+def test_script_action_sees_container_paths_and_fails_cleanly(engine, fleet, tmp_path):
+    name = f"acme-{secrets.token_hex(3)}"
+    root = make_workspace(tmp_path, fleet, runtime="container", engine=engine, name=name)  # config.runtime: container
+    result = run_cli("run", "probe", "show", cwd=root, env=engine.env)
     assert result.returncode == 0, result.output
     assert "cwd=/workspace/blocks/probe" in result.stdout
     assert "workspace=/workspace block_path=/workspace/blocks/probe action=show" in result.stdout
@@ -178,62 +160,67 @@ def test_script_action_sees_container_paths_and_fails_cleanly(podman, fleet, tmp
     assert "snapshot /workspace /workspace/blocks/probe hello" in result.stdout
     assert "workspace.poly is there" in result.stdout
 
-    local = run_cli("run", "probe", "show", "--runtime", "local", cwd=root)
+    local = run_cli("run", "probe", "show", "--runtime", "local", cwd=root, env=engine.env)
     assert local.returncode == 0, local.output
     assert f"cwd={root}/blocks/probe" in local.stdout
     assert f"templated={root}/blocks/probe hello" in local.stdout
 
-    failed = run_cli("run", "probe", "fail", cwd=root)
+    failed = run_cli("run", "probe", "fail", cwd=root, env=engine.env)
     assert failed.returncode == 1, failed.output
     assert "about to fail" in failed.stdout
     assert "exit 3" in failed.stdout
-    assert our_containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_container_run_leaves_no_container(podman, fleet, tmp_path, sig):
-    root = make_workspace(tmp_path, fleet, runtime="container")
+def test_interrupted_container_run_leaves_no_container(engine, fleet, tmp_path, sig):
+    root = make_workspace(tmp_path, fleet, runtime="container", engine=engine)
     ws = yaml.safe_load((root / "workspace.poly").read_text())
     ws["name"] = name = f"interrupt-{secrets.token_hex(3)}"  # our containers carry the workspace's name
     (root / "workspace.poly").write_text(yaml.safe_dump(ws, sort_keys=False, allow_unicode=True))
     proc = subprocess.Popen(
         [sys.executable, "-m", "polycrate", "run", "probe", "sleep"],
         cwd=root,
+        env=cli_environment(engine.env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    seen = []
     try:
-        deadline = time.monotonic() + 60
-        while not our_containers(name):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the container never started"
-            time.sleep(0.2)
-        time.sleep(0.5)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the step runs in the run's container
+            seen.append(line)
+            if line.strip() == "sleeping":
+                break
+        assert engine.containers(name), "".join(seen)
         proc.send_signal(sig)
         started = time.monotonic()
         out, _ = proc.communicate(timeout=60)
+        out = "".join(seen) + out
         stopped_in = time.monotonic() - started
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
     assert "sleeping" in out
-    assert our_containers(name) == [], "a container was left behind"
+    assert engine.containers(name) == [], "a container was left behind"
     assert stopped_in < 15, f"stopping took {stopped_in:.1f}s"
 
 
-def test_container_runtime_errors_are_one_line(podman, fleet, tmp_path):
-    root = make_workspace(tmp_path, fleet)
+def test_container_runtime_errors_are_one_line(engine, fleet, tmp_path):
+    name = f"acme-{secrets.token_hex(3)}"
+    root = make_workspace(tmp_path, fleet, name=name)
     text = (root / "workspace.poly").read_text()
 
     (root / "workspace.poly").write_text(text + "config:\n  runtime: cloud\n")
     result = run_cli("run", "probe", "show", cwd=root)
     assert_one_line_error(result, "workspace.poly:", "config.runtime must be one of local, container")
 
-    (root / "workspace.poly").write_text(text + "config:\n  runtime: container\n  image: localhost/no-such-image:1\n")
-    result = run_cli("run", "probe", "show", cwd=root)
-    assert_one_line_error(result, "localhost/no-such-image:1", "podman load")
+    (root / "workspace.poly").write_text(text + f"config:\n  runtime: container\n  engine: {engine.name}\n"
+                                         "  image: localhost/no-such-image:1\n")
+    result = run_cli("run", "probe", "show", cwd=root, env=engine.env)
+    assert_one_line_error(result, "localhost/no-such-image:1", f"{engine.name} load")
 
     (root / "workspace.poly").write_text(text + "config:\n  runtime: container\n")
     result = run_cli("run", "probe", "show", cwd=root, env={"PATH": str(tmp_path / "empty")})
@@ -246,39 +233,41 @@ def test_container_runtime_errors_are_one_line(podman, fleet, tmp_path):
     elif subprocess.run(["docker", "version"], capture_output=True).returncode != 0:
         assert_one_line_error(result, "docker is installed but its daemon does not answer", "--local")
 
-    (root / "workspace.poly").write_text(text)
+    (root / "workspace.poly").write_text(text + f"config:\n  engine: {engine.name}\n")
     write(root / "Dockerfile.poly", "FROM localhost/polycrate-base:latest\nRUN echo broken; exit 7\n")
-    result = run_cli("run", "probe", "show", "--runtime", "container", cwd=root)
+    result = run_cli("run", "probe", "show", "--runtime", "container", cwd=root, env=engine.env)
     assert result.returncode == 2, result.output
     assert "Traceback" not in result.output
     last = result.stderr.strip().splitlines()[-1]  # after the build's own output (prefixed [toolchain])
     assert last.startswith("polycrate: error: Dockerfile.poly: building Dockerfile.poly failed"), last
     assert "polycrate toolchain build" in last and "exit 7" in result.stderr
-    assert our_containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
 DEFAULT = {"POLYCRATE_RUNTIME": ""}  # no machine default (conftest says local for the other tests)
 
 
-def test_the_container_is_the_default_runtime_and_local_opts_out(podman, fleet, tmp_path):
-    root = make_workspace(tmp_path, fleet)  # workspace.poly says nothing about the runtime
-    inside = run_cli("run", "probe", "show", cwd=root, env=DEFAULT)
+def test_the_container_is_the_default_runtime_and_local_opts_out(engine, fleet, tmp_path):
+    name = f"acme-{secrets.token_hex(3)}"
+    root = make_workspace(tmp_path, fleet, engine=engine, name=name)  # workspace.poly says nothing about the runtime
+    default = DEFAULT | engine.env
+    inside = run_cli("run", "probe", "show", cwd=root, env=default)
     assert inside.returncode == 0, inside.output
     assert "cwd=/workspace/blocks/probe" in inside.stdout  # in the container
-    played = run_cli("workflow", "run", "nightly-maintenance", "-o", "json", cwd=root, env=DEFAULT)
+    played = run_cli("workflow", "run", "nightly-maintenance", "-o", "json", cwd=root, env=default)
     assert played.returncode == 0, played.output
     assert {r["root"] for r in normalized_records(root)} == {"/workspace"}  # ansible too, over SSH
 
     for argv in (("run", "probe", "show", "--local"), ("-l", "run", "probe", "show")):
-        local = run_cli(*argv, cwd=root, env=DEFAULT)
+        local = run_cli(*argv, cwd=root, env=default)
         assert local.returncode == 0, local.output
         assert f"cwd={root}/blocks/probe" in local.stdout
     ws = yaml.safe_load((root / "workspace.poly").read_text())
     ws.setdefault("config", {})["runtime"] = "local"
     (root / "workspace.poly").write_text(yaml.safe_dump(ws, sort_keys=False, allow_unicode=True))
-    local = run_cli("run", "probe", "show", cwd=root, env=DEFAULT)
+    local = run_cli("run", "probe", "show", cwd=root, env=default)
     assert local.returncode == 0 and f"cwd={root}/blocks/probe" in local.stdout, local.output
-    assert our_containers("acme-corp-automation") == []
+    assert engine.containers(name) == []
 
 
 def test_no_engine_stops_the_default_run_with_one_line_naming_both_fixes(tmp_path, fleet):

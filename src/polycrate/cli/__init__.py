@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 
-from polycrate import __version__
 from polycrate.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -20,6 +19,18 @@ from polycrate.errors import (
     PolycrateError,
     describe_os_error,
 )
+
+
+class _VersionAction(argparse.Action):
+    """argparse's "version" action, reading the version only when asked: polycrate.__version__ comes
+    from the package metadata (importlib.metadata, with email, zipfile and csv: a third of the start-up
+    of `workflows list`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from polycrate import __version__
+
+        sys.stdout.write(f"polycrate {__version__}\n")
+        parser.exit()
 
 
 def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentParser:
@@ -133,7 +144,7 @@ def build_parser(words: list[str] | None = None) -> argparse.ArgumentParser:
         description="Operations automation as code: blocks, actions and workflows that run Ansible.",
         parents=[common_options(workspace_default=None)],
     )
-    parser.add_argument("--version", action="version", version=f"polycrate {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     shared = common_options()

@@ -101,6 +101,7 @@ class _Run:
         self.lock = None
         self.zygote = None  # runtime.zygote.Zygote: the warm process a workflow's ansible steps fork from
         self.ssh_sharing = None  # runtime.sshshare.SSHSharing: the run's SSH masters, closed with the run
+        self.container = None  # runtime.run_container.RunContainer: the one container of a container run
         self.preflight = None  # preflight.Report of the run: how many hosts each action's plays target
         self.notices: list[str] = []
         self.unrecorded: list[str] = []  # notices from before the record opened
@@ -137,7 +138,8 @@ class _Run:
         from polycrate.secrets import open_runtime_secrets
         from polycrate.config.workspace import with_secret_values
 
-        self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks))
+        folder = self.container.folder if self.container is not None else None  # the container sees it
+        self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks), folder=folder)
         self.ws = with_secret_values(self.ws, self.secrets.poly)
         self.masker = masker_for(self.secrets)
         self.mask = self.masker.mask
@@ -190,6 +192,9 @@ class _Run:
         starting and importing ansible-core again (runtime/zygote.py)."""
         from polycrate.runtime.execute import start_zygote
 
+        if self.runtime is not None and self.runtime.container:
+            self.start_container(planned, workflow)
+            return
         if not self.options.zygote:
             return
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
@@ -222,23 +227,41 @@ class _Run:
             else self.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
         with signals_deferred():
             try:
-                for step in self.store.get_run(self.run_id)["steps"]:
-                    if step["status"] == StepState.RUNNING:
-                        self.store.update_step(self.run_id, step["position"], status=StepState.INTERRUPTED,
+                for step in self.store.get_run(self.run_id).steps:
+                    if step.status == StepState.RUNNING:
+                        self.store.update_step(self.run_id, step.position, status=StepState.INTERRUPTED,
                                                message=why)
-                    elif step["status"] == StepState.NOT_RUN and step["phase"] == Phase.MAIN:
-                        self.store.update_step(self.run_id, step["position"], status=StepState.SKIPPED)
+                    elif step.status == StepState.NOT_RUN and step.phase == Phase.MAIN:
+                        self.store.update_step(self.run_id, step.position, status=StepState.SKIPPED)
                 self.store.finish_run(self.run_id, status=RunState.INTERRUPTED,
                                       exit_code=exit_code_of(RunState.INTERRUPTED), message=why)
                 self.finished = True
             except Exception:  # the store itself failed: the next reconcile marks the run
                 pass
 
+    def start_container(self, planned: list[PlannedStep], workflow: str | None) -> None:
+        """The run's one container (runtime/run_container.py): started now, its zygote warms up with
+        the first Ansible step's environment while the run is prepared; every step runs in it."""
+        from polycrate.runtime.run_container import start_run_container
+
+        requests = []
+        for step in planned:
+            block = self.ws.blocks[step.block]
+            requests.append(ActionRequest(ws=self.ws, block=block, action=block.actions[step.action],
+                                          workflow=workflow, step=step.name if workflow else None,
+                                          runtime=self.runtime, extra_env=dict(self.options.display_env),
+                                          **action_settings(self.options)))
+        self.container = start_run_container(self.ws, self.runtime, requests, self.options.mounts,
+                                             warm=self.options.zygote)
+
     def close(self) -> None:
         self.close_record()
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
+        if self.container is not None:
+            self.container.close()  # gone before the run ends, also after a failure or an interrupt
+            self.container = None
         if self.ssh_sharing is not None:
             try:
                 self.ssh_sharing.close()  # every master of the run ends, also after a failure or an interrupt
@@ -309,7 +332,7 @@ def _execute(
 
     started = time.monotonic()
     store.update_step(run.run_id, position, status=StepState.RUNNING, started=time.time())
-    events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-"))
+    events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-", dir=run.container.folder if run.container else None))
     try:
         for attempt in range(1, attempts + 1):
             step.attempts = attempt
@@ -338,6 +361,7 @@ def _execute(
                 **action_settings(options),
                 ssh_sharing=run.ssh_sharing,
                 hosts=run.hosts_of(block.name, action.name),
+                container=run.container,
             )
             if action.type == "script":  # its Go templates, filled in once for every attempt
                 from polycrate.errors import ConfigError
@@ -524,7 +548,7 @@ def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
         run.ws, preflight.step_targets(run.ws, [(p.block, p.action, p.allow_no_hosts) for p in chosen]),
         settings=False, secrets=run.secrets, zygote=run.zygote, runtime=run.runtime,
         ansible=run.options.ansible, display_env=run.options.display_env,
-        ssh_sharing=run.ssh_sharing,
+        ssh_sharing=run.ssh_sharing, container=run.container,
     )
     if not report.ok:
         first = report.errors[0]

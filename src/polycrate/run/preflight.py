@@ -302,12 +302,14 @@ def check_script(block: Block, action: Action, ws: Workspace | None = None, secr
 
 def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygote=None,
                     runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = (),
-                    ssh_sharing=None) -> Report:
+                    ssh_sharing=None, container=None) -> Report:
     """The Ansible half: one Ansible process per distinct Ansible configuration (a block folder
     with its own ansible.cfg gets its own), forked from `zygote` when it fits. `ansible` (the run's
     AnsibleOptions) adds its --extra-vars over ours and its --limit to every pattern, as in the run.
     `display_env` is the run's (engine.RunOptions): with it the environment is the steps', so the
-    zygote's configuration fits and the check forks warm instead of starting a cold process."""
+    zygote's configuration fits and the check forks warm instead of starting a cold process.
+    `container` (the run's runtime.run_container.RunContainer): the check runs in it, forked from its
+    zygote, as the steps will."""
     from polycrate.runtime.ansible_options import merged_extra_vars
 
     from polycrate.runtime.action import ActionRequest, action_variables
@@ -330,7 +332,8 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
         groups.setdefault((own, block_inventory(ws, target.block)), []).append((target, path))
     if not groups:
         return report
-    private = Path(tempfile.mkdtemp(prefix="polycrate-preflight-"))  # 0700: variables may carry secrets
+    # 0700: variables may carry secrets; in the run's container folder when there is one (the container sees it)
+    private = Path(tempfile.mkdtemp(prefix="polycrate-preflight-", dir=container.folder if container else None))
     try:
         for index, ((own, inventory), items) in enumerate(groups.items()):
             first = items[0][0]
@@ -351,7 +354,7 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
             request_file.write_text(json.dumps({
                 "inventory": str(inventory) if inventory is not None else None, "playbooks": playbooks,
                 "limit": ansible.limit if ansible is not None else None}))
-            result = _run_ansible_half(request, request_file, private, own or first.block.folder, zygote)
+            result = _run_ansible_half(request, request_file, private, own or first.block.folder, zygote, container)
             if "error" in result:
                 report.findings.append(Finding(None, None, f"preflight: Ansible's check failed: {result['error']}"))
             for item in result.get("findings", []):
@@ -370,7 +373,7 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
     return report
 
 
-def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zygote) -> dict:
+def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zygote, container=None) -> dict:
     from polycrate.runtime.action import event_environment
     from polycrate.runtime.process import stream
     from polycrate.runtime.ansible import ansible_environment
@@ -380,17 +383,24 @@ def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zyg
     env = event_environment(ansible_environment(request), private / "events.jsonl")
     argv = [sys.executable, "-m", "polycrate.runtime.ansible_playbook", "--polycrate-preflight", str(request_file)]
     lines: list[str] = []
+    if container is not None:  # in the run's container: its paths in the files and the command
+        from polycrate.runtime.container import _rewrite_private_files
+
+        _rewrite_private_files(private, container.paths)
+        argv, env, cwd = container.process(request, argv, env, cwd)
+        zygote = container.connected()
     code = stream(argv, env, cwd, lines.append, zygote=zygote)
     for line in reversed(lines):
         if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
+            result = json.loads(line[len(RESULT_MARK):])
+            return container.host_paths(result) if container is not None else result
     tail = next((line for line in reversed(lines) if line.strip()), "")
     return {"error": f"exit status {code}" + (f": {tail}" if tail else "")}
 
 
 def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secrets=None, zygote=None,
           runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = (),
-          ssh_sharing=None) -> Report:
+          ssh_sharing=None, container=None) -> Report:
     started = time.monotonic()
     findings = check_settings(ws) if settings else []
     for target in targets:
@@ -401,7 +411,7 @@ def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secret
     if any(f.severity == ERROR for f in inventory):  # Ansible would only repeat it, less clearly
         targets = [t for t in targets if t.action.type != "ansible"]
     report = check_playbooks(ws, targets, secrets=secrets, zygote=zygote, runtime=runtime, ansible=ansible,
-                             display_env=display_env, ssh_sharing=ssh_sharing)
+                             display_env=display_env, ssh_sharing=ssh_sharing, container=container)
     report.findings = findings + report.findings
     report.seconds = time.monotonic() - started
     return report

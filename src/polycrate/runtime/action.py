@@ -57,6 +57,7 @@ class ActionRequest:
     force: bool = False  # -f: POLYCRATE_FORCE=1
     ssh_sharing: Any = None  # runtime.sshshare.SSHSharing of the run: its ControlPersist masters' folder
     hosts: int | None = None  # the most hosts one play of this action targets (the preflight's count)
+    container: Any = None  # runtime.run_container.RunContainer of a container run: every step runs in it
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:

@@ -179,6 +179,18 @@ def _secret_folders(values: Iterable[str]) -> set[str]:
     return folders
 
 
+def inner_environment(request, env: dict[str, str], paths: PathMap) -> dict[str, str]:
+    """The action's environment in a container: what the builders set (it differs from ours) and the
+    POLYCRATE_/ANSIBLE_ settings, with container paths; -e KEY=value always."""
+    inner = {
+        key: paths.text(value)
+        for key, value in env.items()
+        if key not in NOT_PASSED and (key.startswith(PASSED_PREFIXES) or os.environ.get(key) != value)
+    }
+    inner.update({key: env[key] for key, _ in request.env if key in env})  # -e: always, even when unchanged
+    return inner
+
+
 def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> ContainerCommand:
     """The `podman run` of the command a builder made for the local runtime."""
     ws, block = request.ws, request.block
@@ -200,13 +212,7 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> Contai
         lines = rendered_script(replace(request, script=None), paths.data(snapshot_data(request)))
         (private / "action.sh").write_text(script_text(lines), encoding="utf-8")
 
-    # the action's environment: what the builders set (it differs from ours) and the POLYCRATE_/ANSIBLE_ settings
-    inner = {
-        key: paths.text(value)
-        for key, value in env.items()
-        if key not in NOT_PASSED and (key.startswith(PASSED_PREFIXES) or os.environ.get(key) != value)
-    }
-    inner.update({key: env[key] for key, _ in request.env if key in env})  # -e: always, even when unchanged
+    inner = inner_environment(request, env, paths)
     inner.update({"PYTHONPATH": LIB_MOUNT, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                   "HOME": "/root", "LANG": "C.UTF-8"})
 

@@ -23,12 +23,17 @@ def run_action_process(request: ActionRequest, output: Callable[[str], None]) ->
     Raises ``ActionTimedOut`` (after stopping the process group) when ``request.timeout`` passes.
     """
     request.ws.artifacts_dir(request.block.name).mkdir(parents=True, exist_ok=True)
-    private = Path(tempfile.mkdtemp(prefix="polycrate-run-"))  # mode 0700
+    run_container = request.container
+    # mode 0700; in the run's container folder when there is one (the container sees it)
+    private = Path(tempfile.mkdtemp(prefix="polycrate-run-", dir=run_container.folder if run_container else None))
     try:
         builder = ansible.build_command if request.action.type == "ansible" else script.build_command
         argv, env = builder(request, private)
         if request.action.type == "ansible" and request.events_file is not None:
             env = event_environment(env, request.events_file)
+        if run_container is not None:  # forked or exec'd by the zygote inside the run's container
+            argv, env, cwd = run_container.command(request, argv, env, private)
+            return stream(argv, env, cwd, output, request.timeout, request.keep_fds, run_container.connected())
         # the container runtime runs the same command in the workspace's image, and removes it however it ends
         with container.command_for(request, argv, env, private) as (wrapped, env, cwd):
             # a local ansible step forks from the run's warm zygote (runtime/zygote.py) when there is one

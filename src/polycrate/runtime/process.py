@@ -152,6 +152,9 @@ def drain(lines: queue.SimpleQueue, output: Callable[[str], None]) -> None:
 
 def stop_process_group(proc: subprocess.Popen) -> None:
     """SIGINT the group (Ansible cleans up on it), then SIGTERM, then SIGKILL."""
+    if proc.pid <= 0:  # a step in the run's container that ended before its pid could be seen here
+        proc.wait()
+        return
     for sig, grace in ((signal.SIGINT, STOP_GRACE_SECONDS / 2), (signal.SIGTERM, STOP_GRACE_SECONDS / 2)):
         try:
             os.killpg(proc.pid, sig)

@@ -77,9 +77,11 @@ def fingerprint(env: dict[str, str]) -> list:
 
 def _warm() -> None:
     """Import and prepare what every ansible-playbook run needs before its first task: what a cold
-    process loads for a play over the local or SSH connection, not every plugin there is (the
-    WinRM/PSRP/paramiko connections and the inventory plugins that are not enabled cost ~0.1 s of
-    CPU here, before the first step can start; a step that uses one loads it itself)."""
+    process loads for a play, not every plugin there is (the inventory plugins that are not enabled
+    cost CPU here, before the first step can start; a step that uses one loads it itself). Every
+    connection plugin is loaded, though: ansible-playbook's PlaybookExecutor.run loads them all
+    (their modules and documentation) before its first play, and each step would pay that again
+    (~0.2 s of CPU per step: WinRM's imports and the YAML of their documentation)."""
     import warnings
 
     warnings.filterwarnings("ignore", message="AnsibleCollectionFinder has already been configured")
@@ -96,9 +98,7 @@ def _warm() -> None:
     loader.init_plugin_loader()  # the collection finder, with ansible.builtin's routing metadata
     # what PlaybookExecutor.run and the TaskQueueManager load first: the plugins' modules and their
     # configuration definitions (documentation YAML); values are still read per run
-    for name in {"ansible.builtin.local", "ansible.builtin.ssh", str(C.DEFAULT_TRANSPORT or "ssh")}:
-        loader.connection_loader.get(name, class_only=True)
-    for plugins in (loader.shell_loader, loader.become_loader, loader.callback_loader):
+    for plugins in (loader.connection_loader, loader.shell_loader, loader.become_loader, loader.callback_loader):
         list(plugins.all(class_only=True))  # the TaskQueueManager walks every callback itself
     for name in C.INVENTORY_ENABLED or ():
         loader.inventory_loader.get(name, class_only=True)
@@ -156,9 +156,9 @@ def _child(request: dict, fds: list[int], sock: socket.socket, warm_print, zygot
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(env)
-        warm = (list(argv[:3]) == [sys.executable, *ENTRY]) and fingerprint(env) == warm_print
+        warm = warm_print is not None and list(argv[:3]) == [sys.executable, *ENTRY] and fingerprint(env) == warm_print
         if not warm:
-            os.execve(argv[0], argv, env)  # a cold process, exactly as without the zygote
+            os.execvpe(argv[0], argv, env)  # a cold process, exactly as without the zygote (PATH: the step's)
         sys.path[0] = os.getcwd()  # as `python -m` would have it
         _fresh_local_tmp(_shared_cache(zygote_tmp, os.getcwd()) if zygote_tmp else None)
         from polycrate.runtime import ansible_playbook
@@ -242,7 +242,7 @@ def early(fd: int) -> int:
     for name in EARLY_IMPORTS:  # as _warm's imports, with stderr at /dev/null
         try:
             importlib.import_module(name)
-        except Exception:
+        except Exception:  # an optimisation only
             pass
     sock = socket.socket(fileno=fd)
     try:
@@ -263,18 +263,28 @@ def early(fd: int) -> int:
     return serve(sock.detach())
 
 
-def serve(fd: int) -> int:
+def serve(fd: int, container: bool = False, warm: bool = True) -> int:
+    """Warm up (unless `warm` is false), then fork one child per request until the engine closes its end.
+
+    In the run's container (`container`) every step goes through here, also script steps and those
+    that cannot fork warm (they exec their command): a warm-up that fails leaves a zygote that only
+    execs, and after each step every process the step left in the container is killed (_sweep)."""
     sock = socket.socket(fileno=fd)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # atexit cleanups run
+    warm_print: list | None = None
+    zygote_tmp: str | None = None
     try:
-        _warm()
-        warm_print = fingerprint(dict(os.environ))
-        from ansible import constants as C
+        if warm:
+            _warm()
+            warm_print = fingerprint(dict(os.environ))
+            from ansible import constants as C
 
-        zygote_tmp = C.DEFAULT_LOCAL_TMP
-    except BaseException as exc:
-        _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
-        return 1
+            zygote_tmp = C.DEFAULT_LOCAL_TMP
+    except BaseException as exc:  # noqa: BLE001 - reported, the engine starts plain processes
+        if not container:
+            _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+            return 1
+        warm_print = zygote_tmp = None  # every step execs its own process
     import gc
 
     # what the warm-up made is never freed: the children's collections need not walk it, nor touch
@@ -286,8 +296,10 @@ def serve(fd: int) -> int:
         try:
             payload, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, 16)
         except OSError:
-            return 0
+            payload, fds = b"", []
         if not payload:
+            if container:
+                _polycrate_gone()
             return 0  # the engine closed its end: the run is over
         request = json.loads(payload)
         pid = os.fork()
@@ -296,8 +308,136 @@ def serve(fd: int) -> int:
         for received in fds:
             os.close(received)
         _send(sock, {"pid": pid})
-        _, status = os.waitpid(pid, 0)
+        if container:
+            status = _wait_or_hang_up(pid, sock)
+            _sweep()
+        else:
+            _, status = os.waitpid(pid, 0)
         _send(sock, {"exit": os.waitstatus_to_exitcode(status)})
+
+
+def _wait_or_hang_up(pid: int, sock: socket.socket) -> int:
+    """The child's wait status; but when the engine's end of the socket closes meanwhile (polycrate
+    ended, even by SIGKILL: nothing else tells a container), kill the step and end the container."""
+    import select
+
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)  # the engine sends nothing mid-step
+    try:
+        pidfd = os.pidfd_open(pid)
+        poller.register(pidfd, select.POLLIN)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            events = poller.poll(None if pidfd is not None else 100)
+            if any(fd == sock.fileno() for fd, _ in events):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                _sweep()
+                _polycrate_gone()
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+_RUN_FOLDER: list[str] = []  # the run folder as the container sees it (container_main)
+
+
+def _polycrate_gone() -> None:
+    """In the run's container, when polycrate's end of the connection closed without removing the
+    container first (it always does on its own way out): polycrate died, even by SIGKILL. The run
+    folder's contents go (the run's decrypted secrets, the steps' variables), then the container ends."""
+    import shutil
+
+    for folder in _RUN_FOLDER:
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            path = os.path.join(folder, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+    _exit(143)
+
+
+def _sweep() -> None:
+    """In the run's container, after a step: kill every process but the container's init (pid 1) and
+    this zygote, so no step leaves anything running into the next (a daemon it started, a double
+    fork that escaped its process group). Orphans belong to init, which reaps them."""
+    import time
+
+    me = os.getpid()
+    deadline = time.monotonic() + 5.0
+    while True:
+        left = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (1, me):
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    state = handle.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == b"Z":  # already dead, waiting for init to reap it
+                continue
+            left.append(int(name))
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def container_main(path: str) -> int:
+    """The main process of a run's container (runtime/run_container.py): connect to the engine's socket
+    at `path` (so the container ends when polycrate does, however it ends: the connection closes),
+    say which Python and environment the container has, import what no step affects, take the
+    first step's environment and working directory, then serve as a zygote."""
+    import importlib
+
+    _RUN_FOLDER.append(os.path.dirname(path))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(path)
+        _send(sock, {"python": sys.executable, "env": dict(os.environ), "pid": os.getpid()})
+    except OSError:
+        return 1  # polycrate is gone already
+    for name in EARLY_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - an optimisation only
+            pass
+    try:
+        payload = sock.recv(MAX_MESSAGE)
+    except OSError:
+        payload = b""
+    if not payload:
+        _polycrate_gone()
+    setup = json.loads(payload)
+    env, cwd, warm = setup["env"], setup["cwd"], bool(setup.get("warm", True))
+    os.chdir(cwd)
+    if _startup_inputs(env) != _startup_inputs(dict(os.environ)):
+        sock.set_inheritable(True)
+        os.execve(sys.executable, [sys.executable, "-m", "polycrate.runtime.zygote", "--container-fd",
+                                   str(sock.detach()), "1" if warm else "0", os.path.dirname(path)], env)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[0] = os.getcwd()
+    return serve(sock.detach(), container=True, warm=warm)
 
 
 def _exit(code: int) -> None:
@@ -505,7 +645,15 @@ def prespawn(enabled: bool = True) -> EarlyZygote | None:
 
 if __name__ == "__main__":
     try:
-        status = early(int(sys.argv[2])) if sys.argv[1] == "--early" else serve(int(sys.argv[1]))
+        if sys.argv[1] == "--early":
+            status = early(int(sys.argv[2]))
+        elif sys.argv[1] == "--container":
+            status = container_main(sys.argv[2])
+        elif sys.argv[1] == "--container-fd":
+            _RUN_FOLDER.append(sys.argv[4])
+            status = serve(int(sys.argv[2]), container=True, warm=sys.argv[3] == "1")
+        else:
+            status = serve(int(sys.argv[1]))
     except SystemExit as exc:  # SIGTERM
         status = exc.code if isinstance(exc.code, int) else 1
     _exit(status)

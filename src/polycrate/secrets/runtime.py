@@ -69,11 +69,14 @@ class RuntimeSecrets:
 
 
 def open_runtime_secrets(root: Path, block_names: Iterable[str],
-                         identity_source: Keyring | str | Path | None = None) -> RuntimeSecrets:
+                         identity_source: Keyring | str | Path | None = None,
+                         folder: str | Path | None = None) -> RuntimeSecrets:
     """Decrypt the workspace's secrets into a private temp folder for one run.
 
     Plaintext files are copied in as they are (an unencrypted workspace needs no key).
-    Raises PolycrateError (and leaves nothing behind) on no/wrong key or a damaged file."""
+    Raises PolycrateError (and leaves nothing behind) on no/wrong key or a damaged file. `folder`:
+    where the private folder goes (the run container's folder, which the container sees); /dev/shm
+    when usable otherwise."""
     from polycrate.config.schema import parse_secrets
     from polycrate.config.yamlfile import decode_text
 
@@ -97,7 +100,7 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
                 continue
             contents.append(data)
             if secrets.dir is None:
-                secrets.dir = Path(tempfile.mkdtemp(prefix="polycrate-secrets-", dir=_private_tmp_base()))
+                secrets.dir = Path(tempfile.mkdtemp(prefix="polycrate-secrets-", dir=folder or _private_tmp_base()))
                 atexit.register(secrets.close)
                 os.chmod(secrets.dir, stat.S_IRWXU)
             rel = plain_path.relative_to(base)
