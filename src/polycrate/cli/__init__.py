@@ -85,7 +85,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, like every other bad input
         command = self.prog.removeprefix("polycrate").strip()  # main's handler already says "polycrate: error:"
         hint = _limit_hint(self.words, message)
-        if self.prog.endswith(" keygen") and message.startswith("argument -o/--output: invalid choice"):
+        if self.prog.endswith(" keygen") and message.startswith("argument -o/--output") and "invalid choice" in message:
             hint = "; -o/--output is the output format, the identity file is --identity FILE"
         raise PolycrateError(f"{command + ': ' if command else ''}{message}{hint} (see --help)")
 
