@@ -125,7 +125,7 @@ def test_same_workflow_same_result_in_local_and_container(engine, fleet, tmp_pat
         assert [s["status"] for s in summary["steps"]] == ["succeeded"] * 3, summary
         results[runtime] = (root, normalized_records(root))
 
-    (local_root, local), (container_root, inside) = results["local"], results["container"]
+    (local_root, local), (_container_root, inside) = results["local"], results["container"]
     assert len(local) == 3  # backup on db01; update and verify on app01
     # the paths the play was given are the workspace's paths where the play runs
     for record in inside:

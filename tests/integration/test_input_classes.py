@@ -85,8 +85,8 @@ def test_input_class_on_every_command(name, tmp_path, monkeypatch):
         path.parent.mkdir(parents=True, exist_ok=True)
         if content in ("fifo", "devzero", "folder"):
             path.unlink()
-            {"fifo": lambda: os.mkfifo(path), "devzero": lambda: path.symlink_to("/dev/zero"),
-             "folder": lambda: path.mkdir()}[content]()
+            {"fifo": lambda path=path: os.mkfifo(path), "devzero": lambda path=path: path.symlink_to("/dev/zero"),
+             "folder": lambda path=path: path.mkdir()}[content]()
         elif isinstance(content, bytes):
             path.write_bytes(content)
         else:

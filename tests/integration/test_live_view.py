@@ -110,7 +110,7 @@ def test_one_stream_for_the_story_and_a_single_action_gets_header_and_summary(ws
     lines = result.stdout.splitlines()
     assert lines[0].startswith("==> action app fail: 1 step, run ")
     run_id = lines[0].rsplit(" ", 1)[1]
-    assert lines.index("about to fail") < next(i for i, l in enumerate(lines) if l.startswith("action app fail failed after"))
+    assert lines.index("about to fail") < next(i for i, text in enumerate(lines) if text.startswith("action app fail failed after"))
     assert "  fail   failed (exit 3)  1" in result.stdout
     assert "failed: step fail" in result.stdout and "exit status 3" in result.stdout  # the wording: preflight.py
     assert "fix the cause, then again:  polycrate run app fail" in result.stdout

@@ -12,7 +12,6 @@ import yaml
 
 from tests.conftest import assert_one_line_error, run_cli, write
 from tests.helpers import free_port
-from tests.integration.test_container_runtime import podman  # noqa: F401 (the fixture)
 
 RECORD_PLAY = """
 - name: record what the control node was given
@@ -208,7 +207,7 @@ def test_webhook_event_handler_posts_the_event_to_a_loopback_server(tmp_path, ho
 
 
 @pytest.mark.container
-def test_env_and_mounts_reach_the_action_in_the_container(tmp_path, fleet, podman):
+def test_env_and_mounts_reach_the_action_in_the_container(tmp_path, fleet, podman_engine):
     root = _workspace(tmp_path, fleet)
     data = tmp_path / "data"
     data.mkdir()
@@ -231,7 +230,7 @@ def test_env_and_mounts_reach_the_action_in_the_container(tmp_path, fleet, podma
 
 
 @pytest.mark.container
-def test_build_flag_rebuilds_the_workspace_image(tmp_path, podman):
+def test_build_flag_rebuilds_the_workspace_image(tmp_path, podman_engine):
     root = _workspace(tmp_path)
     write(root / "Dockerfile.poly", "FROM localhost/polycrate-base:latest\nRUN echo built > /built.txt\n")
     first = run_cli("run", "app", "show", "--runtime", "container", cwd=root)
@@ -245,7 +244,7 @@ def test_build_flag_rebuilds_the_workspace_image(tmp_path, podman):
 
 @pytest.mark.container
 @pytest.mark.registry
-def test_pull_flag_pulls_the_workspace_image_from_a_loopback_registry(tmp_path, podman):
+def test_pull_flag_pulls_the_workspace_image_from_a_loopback_registry(tmp_path, podman_engine):
     from polycrate.runtime import toolchain
     from tests.fleet.registry import LocalRegistry
 

@@ -17,7 +17,6 @@ import yaml
 from tests.conftest import run_cli, write
 from tests.integration.test_container_runtime import make_workspace as make_container_workspace
 from tests.integration.test_container_runtime import our_containers
-from tests.integration.test_container_runtime import podman as podman  # a fixture, used by name
 from tests.helpers import cli_environment, validate_document
 from tests.integration.test_server_api import _session
 from tests.server_fixtures import start_server
@@ -158,7 +157,7 @@ def test_a_schedule_of_an_encrypted_workspace_carries_the_identity_file(ws, tmp_
     assert f"env POLYCRATE_IDENTITY_FILE={key} " in line, line
 
 
-def test_a_container_run_says_where_it_runs_and_warns_about_local_hosts(podman, fleet, tmp_path):
+def test_a_container_run_says_where_it_runs_and_warns_about_local_hosts(podman_engine, fleet, tmp_path):
     """The header names the runtime, engine and image; the record keeps image and digest; a host with
     ansible_connection: local is named by the preflight; the toolchain's deprecation noise stays in the log."""
     root = make_container_workspace(tmp_path, fleet, runtime="container")

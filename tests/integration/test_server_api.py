@@ -58,7 +58,7 @@ def test_runs_list_has_the_cli_json_schema(served):
     assert served_doc["schema"] == cli["schema"]
     runs, cli = served_doc["runs"], cli["runs"]
     assert [r["run_id"] for r in runs[: len(cli)]] == [r["run_id"] for r in cli]
-    for mine, theirs in zip(runs, cli):
+    for mine, theirs in zip(runs, cli, strict=False):
         assert mine["workspace"] == "ops"
         assert mine == theirs  # the same run object, key for key
 

@@ -108,7 +108,7 @@ def test_step_two_reuses_the_masters_of_step_one_and_none_is_left(ws, hosts):
     assert len(one["masters"].split()) == 2 and one["sockets"] == 2  # a master per host
     assert two["masters"] == one["masters"]  # the same processes serve step two
     # one authenticated connection per host for two steps of two SSH tasks each
-    assert [a - b for a, b in zip(accepted(hosts), before)] == [1, 1]
+    assert [a - b for a, b in zip(accepted(hosts), before, strict=False)] == [1, 1]
     assert_nothing_left(one["dir"])
 
 
@@ -153,5 +153,5 @@ def test_the_users_ssh_args_win(ws, hosts):
     one, two = records(ws)
     assert one["masters"] == two["masters"] == ""  # no master at all: the user said so
     # no sharing: every SSH task authenticates its own connection (one per host per step at least)
-    assert all(a - b >= 2 for a, b in zip(accepted(hosts), before)), (accepted(hosts), before)
+    assert all(a - b >= 2 for a, b in zip(accepted(hosts), before, strict=False)), (accepted(hosts), before)
     assert_nothing_left(one["dir"])

@@ -9,7 +9,8 @@ from polycrate.errors import PolycrateError
 
 
 def register(sub, shared) -> None:
-    group = sub.add_parser("block", aliases=["blocks"], parents=[shared], help="installed blocks; push and pull them through OCI registries")
+    group = sub.add_parser("block", aliases=["blocks"], parents=[shared],
+                           help="installed blocks; push and pull them through OCI registries")
     bsub = group.add_subparsers(dest="blocks_command", metavar="COMMAND")
     bsub.required = False  # the group alone lists its items, as in the real Polycrate
     group.set_defaults(func=cmd_list)

@@ -127,7 +127,7 @@ def candidates(words: list[str], parser: argparse.ArgumentParser) -> list[tuple[
     *before, current = words or [""]
     walk = _Walk(parser, before)
     if walk.pending is not None:
-        return [(v, t) for v, t in _values(walk.pending, walk, current) if v.startswith(":") or v.startswith(current)]
+        return [(v, t) for v, t in _values(walk.pending, walk, current) if v.startswith((":", current))]
     if current.startswith("-"):
         if "=" in current and current.startswith("--"):
             action = _option(walk.parser, current)
@@ -144,7 +144,7 @@ def candidates(words: list[str], parser: argparse.ArgumentParser) -> list[tuple[
     positional = walk.positional()
     if positional is not None:
         found += _values(positional, walk, current)
-    return [(value, text) for value, text in found if value.startswith(":") or value.startswith(current)]
+    return [(value, text) for value, text in found if value.startswith((":", current))]
 
 
 def _values(action: argparse.Action, walk: _Walk, current: str) -> list[tuple[str, str]]:
@@ -246,8 +246,10 @@ _polycrate() {
     while IFS= read -r line; do
         case $line in
             "") ;;
-            :dirs) compopt -o filenames 2>/dev/null; while IFS= read -r line; do COMPREPLY+=("$line"); done < <(compgen -d -- "$cur") ;;
-            :files) compopt -o filenames 2>/dev/null; while IFS= read -r line; do COMPREPLY+=("$line"); done < <(compgen -f -- "$cur") ;;
+            :dirs) compopt -o filenames 2>/dev/null
+                   while IFS= read -r line; do COMPREPLY+=("$line"); done < <(compgen -d -- "$cur") ;;
+            :files) compopt -o filenames 2>/dev/null
+                    while IFS= read -r line; do COMPREPLY+=("$line"); done < <(compgen -f -- "$cur") ;;
             *) COMPREPLY+=("${line#"$prefix"}") ;;
         esac
     done <<< "$out"

@@ -10,7 +10,8 @@ Which stream carries what (the one rule):
 On a terminal (the story's stream is a TTY): the terminal's width passes through to Ansible, and a
 status line at the bottom shows step i/n, the current task and host and the elapsed time, redrawn in
 place every second; with colour allowed (`NO_COLOR` unset, no `--no-color`) Ansible's colours pass
-through and polycrate's banners are coloured. Anywhere else: no escape code at all (also none that an action prints itself), and after each `--heartbeat` seconds of silence
+through and polycrate's banners are coloured. Anywhere else: no escape code at all (also none that an action
+prints itself), and after each `--heartbeat` seconds of silence
 (default 60, `POLYCRATE_HEARTBEAT`, 0 turns it off) one plain line naming the step, the task and
 the elapsed time. The store and `runs logs` keep plain text either way (engine, ansi.strip).
 """

@@ -55,4 +55,4 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
     cells = [[str(c) for c in headers]] + [[("" if c is None else str(c)) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())

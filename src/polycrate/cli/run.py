@@ -32,7 +32,8 @@ def add_run_options(p) -> None:
     p.add_argument("--diff", action="store_true", help="show Ansible diffs")
     p.add_argument("--wait", action="store_true", help="wait for a running run of the same workflow/action to end")
     add_auto_pull_option(p)
-    p.add_argument("--runtime", choices=("local", "container"), help="where actions run (default: config.runtime, else $POLYCRATE_RUNTIME, else container)")
+    p.add_argument("--runtime", choices=("local", "container"),
+                   help="where actions run (default: config.runtime, else $POLYCRATE_RUNTIME, else container)")
     add_ansible_options(p)
     p.add_argument("--no-preflight", dest="preflight", action="store_false",
                    help="skip the checks before step 1 (playbooks, scripts, hosts patterns; see workspace validate)")

@@ -169,7 +169,8 @@ def cmd_show(args) -> int:
         verbosity = f" (verbosity {passed.verbosity})" if passed.verbosity is not None else ""
         print(f"ansible:   {shown}{verbosity}".rstrip())
     if run.failed_step:
-        print(f"failed:    step {run.failed_step}" + (f", task '{run.failed_task}' on {run.failed_host}" if run.failed_task else ""))
+        task = f", task '{run.failed_task}' on {run.failed_host}" if run.failed_task else ""
+        print(f"failed:    step {run.failed_step}{task}")
     if run.message:
         print(f"message:   {run.message}")
     print()

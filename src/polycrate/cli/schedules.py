@@ -162,7 +162,8 @@ def cmd_workflow_schedule(args) -> int:
         dests = [Path(args.dest)] if args.dest else [sched.SYSTEMD_DEST, sched.CRON_DEST]
         removed = [p for d in dests for p in sched.remove_one_off(ws, args.name, d)]
         if args.output == "json":
-            emit_json(contract.document("schedule-removed", {"workflow": args.name, "removed": [str(p) for p in removed]}), args.format)
+            removed_doc = {"workflow": args.name, "removed": [str(p) for p in removed]}
+            emit_json(contract.document("schedule-removed", removed_doc), args.format)
         elif not removed:
             print(f"no schedule files of workflow '{args.name}' in {', '.join(map(str, dests))}")
         else:

@@ -73,7 +73,7 @@ def render(result, stream: TextIO, paint=lambda text, colour: text, command: str
         ))
     headers = ("STEP", "STATUS", "ATTEMPTS", "DURATION")
     widths = [max([len(h)] + [len(r[i]) for r in rows] + ([len("total")] if i == 0 else [])) for i, h in enumerate(headers)]
-    print("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip(), file=stream)
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip(), file=stream)
     for r in rows:
         status = paint(r[1].ljust(widths[1]), status_colour(r[5]))
         line = "  ".join([r[0].ljust(widths[0]), status, r[2].ljust(widths[2]), r[3].ljust(widths[3]), r[4]])

@@ -38,7 +38,8 @@ def cmd_list(args) -> int:
     if args.output == "json":
         from polycrate import contract
 
-        emit_json(contract.document("workflows", {"workflows": [contract.workflow(w) for w in ws.workflows.values()]}), args.format)
+        workflows = [contract.workflow(w) for w in ws.workflows.values()]
+        emit_json(contract.document("workflows", {"workflows": workflows}), args.format)
     else:
         table([(w.name, len(w.steps), w.description) for w in ws.workflows.values()], ("NAME", "STEPS", "DESCRIPTION"))
     return 0

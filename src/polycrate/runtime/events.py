@@ -91,7 +91,8 @@ def read_events(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str] |
         if kind == EventKind.STATS:
             hosts = event.get("hosts", {})
         elif kind in _RESULTS:
-            counts = tally.setdefault(event.get("host", ""), dict.fromkeys(("ok", "changed", "failed", "unreachable", "skipped"), 0))
+            counts = tally.setdefault(event.get("host", ""),
+                                      dict.fromkeys(("ok", "changed", "failed", "unreachable", "skipped"), 0))
             if kind == EventKind.OK:
                 counts["ok"] += 1
                 counts["changed"] += int(bool(event.get("changed")))

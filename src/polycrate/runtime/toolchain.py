@@ -207,7 +207,7 @@ def _step(argv: list[str], what: str, log: Log, **kwargs) -> None:
             last = line
             log(line)
     if proc.wait() != 0:
-        raise PolycrateError(f"building the base image failed at {what}: {last or 'exit %d' % proc.returncode}")
+        raise PolycrateError(f"building the base image failed at {what}: {last or f'exit {proc.returncode}'}")
 
 
 def build_base_tarball(target: Path, log: Log, mirror: str | None = None) -> Path:

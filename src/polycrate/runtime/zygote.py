@@ -143,7 +143,7 @@ def _child(request: dict, fds: list[int], sock: socket.socket, warm_print, zygot
         os.dup2(null, 0)
         os.dup2(high[0], 1)
         os.dup2(high[0], 2)
-        for src, dst in zip(high[1:], targets):
+        for src, dst in zip(high[1:], targets, strict=False):
             os.dup2(src, dst, inheritable=True)
         keep = {0, 1, 2, *targets}
         for name in os.listdir("/proc/self/fd"):
@@ -280,7 +280,7 @@ def serve(fd: int, container: bool = False, warm: bool = True) -> int:
             from ansible import constants as C
 
             zygote_tmp = C.DEFAULT_LOCAL_TMP
-    except BaseException as exc:  # noqa: BLE001 - reported, the engine starts plain processes
+    except BaseException as exc:  # reported: the engine starts plain processes
         if not container:
             _send(sock, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
             return 1
@@ -419,7 +419,7 @@ def container_main(path: str) -> int:
     for name in EARLY_IMPORTS:
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optimisation only
+        except Exception:  # an optimisation only
             pass
     try:
         payload = sock.recv(MAX_MESSAGE)
