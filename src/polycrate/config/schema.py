@@ -91,6 +91,8 @@ BLOCK_NO_EFFECT = {
 def validate_name(value: Any, what: str, path: Path | str, line: int | None) -> str:
     """The naming rule for blocks, actions, workflows and steps (a block's may be a hub path: a/b/c)."""
     rule = BLOCK_NAME_RE if what == "block" else NAME_RE
+    if value is None or value == "":
+        raise ConfigError(f"the {what} has no name: write `name: ...`", path, line)
     if not isinstance(value, str) or not rule.match(value) or value.endswith((".", "-")) or any(
             part.endswith((".", "-")) for part in value.split("/")):
         hub = " (a block's name may be a path of such names: ayedo/k8s/harbor)" if what == "block" else ""
