@@ -145,6 +145,7 @@ class Workflow:
     on_failure: tuple[Step, ...] = ()  # steps that run only after a step failed
     timer: Schedule | None = None  # `schedule:` checked (schema.parse_schedule)
     labels: dict[str, str] = field(default_factory=dict)
+    launch: Any = None  # `launch:` checked: config.launch_params.LaunchDeclaration (what the server may set)
 
 
 ORIGIN_WORKSPACE = "workspace"  # declared in workspace.poly: apply removes it when no longer declared

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import ConfigError
+from polycrate.config.launch_params import parse_declaration
 from polycrate.config.model import (
     ORIGIN_WORKSPACE,
     KIND_DEFAULT,
@@ -397,7 +398,7 @@ def parse_step(raw: Any, path: Path) -> Step:
 def parse_workflow(raw: Any, path: Path) -> Workflow:
     mapping = _expect_map(raw, "a workflow", path, _line(raw))
     _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule", "on_failure", "labels", "alias",
-                          "allow_failure"}, "workflow", path)
+                          "allow_failure", "launch"}, "workflow", path)
     name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
     check_alias(mapping, path)
     steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
@@ -430,6 +431,7 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         on_failure=tuple(on_failure.values()),
         timer=parse_schedule(schedule, name, path, _line(mapping, "schedule")),
         labels=parse_labels(mapping.get("labels"), f"workflow '{name}': ", path, _line(mapping, "labels")),
+        launch=parse_declaration(mapping.get("launch"), name, path, _line(mapping, "launch")),
     )
 
 
