@@ -7,5 +7,5 @@ and ratios; `bench/README.md` is written from `bench/results.json`. Nothing here
 import os as _os
 
 # The benchmarks measure polycrate against plain Ansible on this machine: the local runtime, said once
-# for every polycrate they start (the container is the default runtime; see README "Runtimes").
+# for every polycrate they start (the container is the default runtime; see docs/how-to/container-toolchain.md).
 _os.environ["POLYCRATE_RUNTIME"] = "local"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Exit codes, documented in the README.
+# Exit codes, documented in docs/reference/exit-codes.md (generated from these names: scripts/docs_reference.py).
 EXIT_ACTION_FAILED = 1  # an action, a step or a workflow failed
 EXIT_BAD_INPUT = 2  # bad input, configuration or usage
 EXIT_LOCKED = 3  # another run holds the lock

@@ -12,13 +12,8 @@ can rewrite them with the same mapping.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from polycrate.config.model import Step
-    from polycrate.config.workspace import BlockChange
 
 
 class RunState(StrEnum):
@@ -87,51 +82,4 @@ class RunKind(StrEnum):
     WORKFLOW = "workflow"
 
 
-# --- what a run is made of, before it runs --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlannedStep:
-    """One step of a run's plan: what to run, in which phase, with which controls."""
-
-    name: str
-    block: str
-    action: str
-    phase: Phase = Phase.MAIN
-    allow_failure: bool = False
-    timeout: float | None = None  # seconds per attempt
-    retries: int = 0
-    retry_delay: float = 0.0
-    allow_no_hosts: bool = False  # a play matching no host does not fail the step (nor its preflight)
-
-    @classmethod
-    def of(cls, step: Step, phase: Phase = Phase.MAIN) -> PlannedStep:
-        return cls(step.name, step.block, step.action, phase, step.allow_failure, step.timeout, step.retries,
-                   step.retry_delay, step.allow_no_hosts)
-
-
-@dataclass(frozen=True)
-class RunPrompt:
-    """A question a run asks before anything runs: a workflow's, an action's or a step's `prompt`, or
-    whether to install missing blocks. The caller's ``confirm`` callback answers it."""
-
-    message: str
-    workflow: str | None = None  # the workflow's own prompt
-    step: str | None = None  # the prompt of this step's action
-    block: str | None = None
-    action: str | None = None
-    pulls: tuple[BlockChange, ...] = ()  # before a run: the `from:` blocks it would install
-
-    @property
-    def asker(self) -> str:
-        """Who asks, for people: 'workflow w', 'step s (block/action)', 'action block/action'."""
-        if self.pulls:
-            return "blocks"
-        if self.step is not None:
-            return f"step {self.step} ({self.block}/{self.action})"
-        if self.workflow is not None:
-            return f"workflow {self.workflow}"
-        return f"action {self.block}/{self.action}"
-
-
-__all__ = ["LEGACY_STEP_STATES", "Phase", "PlannedStep", "RunKind", "RunPrompt", "RunState", "StepState"]
+__all__ = ["LEGACY_STEP_STATES", "Phase", "RunKind", "RunState", "StepState"]

@@ -101,8 +101,8 @@ def test_a_broken_workspace_completes_nothing_and_says_nothing(ws, parser):
 
 
 def test_hidden_command_output(ws, capsys):
-    assert complete_main(["fish", "workflows", "run", "n"]) == 0
+    assert complete_main(["fish", "workflows", "run", "n"], build_parser) == 0
     assert capsys.readouterr().out == "nightly\tthe nightly run\n"
-    assert complete_main(["bash", "workflows", "run", "n"]) == 0
+    assert complete_main(["bash", "workflows", "run", "n"], build_parser) == 0
     assert capsys.readouterr().out == "nightly\n"
     assert "__complete" not in run_cli_inprocess("--help").stdout

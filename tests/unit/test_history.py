@@ -11,7 +11,8 @@ from polycrate.run.engine import resume_point
 from polycrate.runtime.events import read_events
 from polycrate.errors import LockedError, NotFoundError
 from polycrate.history import RunStore, open_store
-from polycrate.states import LEGACY_STEP_STATES, Phase, PlannedStep, RunKind, RunState, StepState
+from polycrate.run.request import PlannedStep
+from polycrate.states import LEGACY_STEP_STATES, Phase, RunKind, RunState, StepState
 from polycrate.history.locking import RunLock, is_held
 from polycrate.notify.metrics import render
 from polycrate.config.schema import parse_run_settings

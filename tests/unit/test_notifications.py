@@ -125,14 +125,14 @@ def test_an_action_run_is_named_by_its_block_and_action():
     assert message.title == "polycrate prod: action db backup failed" and "--resume" not in message.text()
 
 
-def test_the_readme_example_is_valid_config(tmp_path):
+def test_the_documented_example_is_valid_config(tmp_path):
     import re
     import textwrap
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = re.search(r"\n  ```yaml\n(  notifications:\n.*?)\n  ```\n", readme, re.S)
-    assert block, "the README's notifications example"
+    page = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "alerts.md").read_text()
+    block = re.search(r"\n  ```yaml\n(  notifications:\n.*?)\n  ```\n", page, re.S)
+    assert block, "the notifications example of docs/how-to/alerts.md"
     write(tmp_path / "workspace.poly", "name: ws\n" + textwrap.dedent(block.group(1)) + "\n")
     parsed = read_workspace_file(tmp_path).run_settings.notifications
     assert [(n.name, n.type) for n in parsed] == [("ops-mail", "email"), ("ops-slack", "slack"),

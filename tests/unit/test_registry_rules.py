@@ -6,9 +6,9 @@ import pytest
 
 from polycrate.errors import ConfigError
 from polycrate.config.model import Registries
+from polycrate.config.refs import BadReference
 from polycrate.blocks.registry import (
     Reference,
-    RegistryError,
     Transport,
     find_credentials,
     is_loopback,
@@ -36,7 +36,7 @@ def test_parse_reference():
      "reg.example.com/t/tool@sha256:abc", "reg.example.com/t/tool:", "reg.example.com/t//tool", "/abs/path"],
 )
 def test_bad_references(bad):
-    with pytest.raises(RegistryError):
+    with pytest.raises(BadReference):
         parse_reference(bad)
 
 

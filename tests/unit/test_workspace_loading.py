@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from polycrate.errors import ConfigError
-from polycrate.config.workspace import find_root, load_workspace, split_reference
+from polycrate.config.refs import split_reference
+from polycrate.config.workspace import find_root, load_workspace
 from tests.conftest import EXAMPLE, write
 
 

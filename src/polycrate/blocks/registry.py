@@ -23,7 +23,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from polycrate.blocks import store as blockstore
 from polycrate.atomicfile import write_atomic
+from polycrate.config.refs import BadReference, Reference, parse_reference, version_key
 from polycrate.errors import PolycrateError
 
 if TYPE_CHECKING:
@@ -44,79 +44,9 @@ ANN_VERSION = "io.polycrate.block.version"
 ANN_CONTENT = "io.polycrate.block.content-digest"
 ANN_TITLE = "org.opencontainers.image.title"
 ANN_OCI_VERSION = "org.opencontainers.image.version"
-TIMEOUT = float(os.environ.get("POLYCRATE_REGISTRY_TIMEOUT", "30"))
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-
 
 class RegistryError(PolycrateError):
     """A registry could not be reached, refused us, or does not have what we asked for."""
-
-
-# --- references -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reference:
-    registry: str  # host[:port], as written in the reference
-    repository: str  # acme/infra/linux-maintenance
-    tag: str | None
-
-    @property
-    def path(self) -> str:
-        """registry/repository: the block's folder under blocks/."""
-        return f"{self.registry}/{self.repository}"
-
-    def with_tag(self, tag: str) -> "Reference":
-        return Reference(self.registry, self.repository, tag)
-
-    def __str__(self) -> str:
-        return self.path + (f":{self.tag}" if self.tag else "")
-
-
-def looks_like_host(component: str) -> bool:
-    """The docker rule: a first path component is a registry host if it has '.' or ':' or is localhost."""
-    return ("." in component or ":" in component or component == "localhost") and bool(_HOST_RE.match(component))
-
-
-def parse_reference(text: str) -> Reference:
-    """'registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0' -> Reference; strict, or RegistryError."""
-    if not isinstance(text, str) or not text or "@" in text:
-        raise RegistryError(f"invalid block reference {text!r}: use REGISTRY/PATH[:VERSION] (digests are not supported)")
-    slash, colon = text.rfind("/"), text.rfind(":")
-    path, tag = (text[:colon], text[colon + 1 :]) if colon > slash else (text, None)
-    if tag is not None and not _TAG_RE.match(tag):
-        raise RegistryError(f"invalid version tag {tag!r} in {text!r}")
-    registry, _, repository = path.partition("/")
-    if not repository or not looks_like_host(registry):
-        raise RegistryError(
-            f"invalid block reference {text!r}: it must start with a registry host "
-            "(e.g. registry.example.com/team/block:1.0.0)"
-        )
-    if not _REPOSITORY_RE.match(repository):
-        raise RegistryError(
-            f"invalid repository path {repository!r} in {text!r}: lowercase letters, digits and "
-            "'.', '_', '-' between them, separated by '/'"
-        )
-    return Reference(registry, repository, tag)
-
-
-def is_registry_reference(text: str) -> bool:
-    try:
-        parse_reference(text)
-    except RegistryError:
-        return False
-    return True
-
-
-def version_key(version: str) -> tuple:
-    """Order versions like semver: 0.10.0 > 0.9.1; a pre-release sorts before its release."""
-    core, _, pre = version.split("+", 1)[0].partition("-")
-    nums = tuple(int(p) if p.isdigit() else -1 for p in core.lstrip("v").split("."))
-    return (nums, pre == "", pre)
 
 
 # --- transport --------------------------------------------------------------------------------
@@ -128,6 +58,8 @@ class Transport:
 
     mirrors: Mapping[str, str] = field(default_factory=dict)
     insecure: frozenset[str] = frozenset()
+    timeout: float = 30.0  # seconds per HTTP request (POLYCRATE_REGISTRY_TIMEOUT)
+    max_block_bytes: int = blockstore.MAX_BLOCK_BYTES  # a pulled block's archive (POLYCRATE_BLOCK_MAX_BYTES)
 
     def endpoint(self, registry: str) -> tuple[str, str]:
         """(host[:port] to contact, 'https' or 'http')."""
@@ -171,7 +103,23 @@ def transport_settings(registries: Registries | None = None, env: Mapping[str, s
             raise PolycrateError(f"POLYCRATE_REGISTRY_MIRRORS: expected NAME=HOST[:PORT], got {item!r}")
         mirrors[name.strip()] = _strip_scheme(host.strip())
     insecure.update(x.strip() for x in env.get("POLYCRATE_REGISTRY_INSECURE", "").split(",") if x.strip())
-    return Transport(mirrors, frozenset(insecure))
+    timeout = _positive(env, "POLYCRATE_REGISTRY_TIMEOUT", 30.0, float)
+    max_bytes = int(_positive(env, "POLYCRATE_BLOCK_MAX_BYTES", blockstore.MAX_BLOCK_BYTES, int))
+    return Transport(mirrors, frozenset(insecure), timeout, max_bytes)
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    """A positive number from the user's environment, or a one-line error naming the variable."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise PolycrateError(f"{name}: expected a positive number, got {text!r}")
+    return value
 
 
 # --- credentials ------------------------------------------------------------------------------
@@ -260,7 +208,9 @@ class RegistryClient:
     def __init__(self, registry: str, transport: Transport | None = None, credentials: tuple[str, str] | None = None,
                  use_stored_credentials: bool = True):
         self.name = registry
-        self.host, self.scheme = (transport or Transport()).endpoint(registry)
+        transport = transport or Transport()
+        self.host, self.scheme = transport.endpoint(registry)
+        self.timeout = transport.timeout
         self._credentials = credentials
         self._use_stored = use_stored_credentials
         self._oras = None
@@ -278,9 +228,11 @@ class RegistryClient:
         import oras.provider
         from http.cookiejar import DefaultCookiePolicy
 
+        timeout = self.timeout
+
         class _Session(requests.Session):
             def request(self, *args, **kwargs):  # oras sets no timeout; an unreachable registry must not hang
-                kwargs.setdefault("timeout", TIMEOUT)
+                kwargs.setdefault("timeout", timeout)
                 return super().request(*args, **kwargs)
 
         class _Registry(oras.provider.Registry):
@@ -464,7 +416,7 @@ def default_reference(relpath: str) -> Reference | None:
     """The reference a block folder's registry-shaped path implies (blocks/REGISTRY/PATH)."""
     try:
         return parse_reference(relpath)
-    except RegistryError:
+    except BadReference:
         return None
 
 
@@ -571,8 +523,8 @@ def pull_block(root: Path, reference: Reference, transport: Transport, update_lo
     with tempfile.TemporaryDirectory(prefix="polycrate-pull-") as tmp:
         archive = Path(tmp) / "block.tar.gz"
         layer = layers[0]
-        client.fetch_blob(reference, layer["digest"], int(layer.get("size", 0)), archive, blockstore.MAX_BLOCK_BYTES)
-        folder = blockstore.install_block(root, reference.path, archive, content, validate)
+        client.fetch_blob(reference, layer["digest"], int(layer.get("size", 0)), archive, transport.max_block_bytes)
+        folder = blockstore.install_block(root, reference.path, archive, content, validate, transport.max_block_bytes)
     if pin:
         lock[str(reference)] = blockstore.LockEntry(remote.digest, content)
         blockstore.write_lock(root, lock)

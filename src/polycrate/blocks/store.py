@@ -34,7 +34,7 @@ from polycrate.errors import PolycrateError
 
 LOCK_FILE = "blocks.lock"
 BLOCKS_DIR = "blocks"
-MAX_BLOCK_BYTES = int(os.environ.get("POLYCRATE_BLOCK_MAX_BYTES", str(100 * 1024 * 1024)))
+MAX_BLOCK_BYTES = 100 * 1024 * 1024  # a block archive's size limit (POLYCRATE_BLOCK_MAX_BYTES: registry.transport_settings)
 MAX_MEMBERS = 10_000
 _PACK_SKIP = {".git", "__pycache__", ".polycrate"}
 
@@ -240,6 +240,7 @@ def install_block(
     archive: Path,
     expected_content: str | None,
     validate=None,
+    max_bytes: int = MAX_BLOCK_BYTES,
 ) -> Path:
     """Unpack `archive` as blocks/<relpath>, replacing what is there only when all checks pass.
 
@@ -247,7 +248,7 @@ def install_block(
     compares the version); it raises to refuse. Returns the installed folder.
     """
     relpath = check_relpath(relpath)
-    members = check_archive(archive)  # before anything is written
+    members = check_archive(archive, max_bytes)  # before anything is written
     blocks_dir = root / BLOCKS_DIR
     created_blocks_dir = not blocks_dir.exists()
     blocks_dir.mkdir(exist_ok=True)

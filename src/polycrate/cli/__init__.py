@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if words[:1] == ["__complete"]:  # the shell completion scripts' question (hidden; never fails)
         from polycrate.cli.completion import complete_main
 
-        return complete_main(words[1:])
+        return complete_main(words[1:], build_parser)
     try:
         parser = build_parser(words)
         parser.words = tuple(words)  # unrecognized arguments are refused by the root parser
@@ -138,15 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         args = parser.parse_args(argv)
-        from polycrate.cli import render
         from polycrate.cli.flags import check_command_takes_them
 
         check_command_takes_them(args)
         args.argv = list(words)  # the command line as given, for the run's event
 
-        render.FORMAT = "json"
+        args.format = "json"  # how a contract document is spelled (render.emit_json)
         if getattr(args, "output", None) == "yaml":  # the same data as -o json, spelled as YAML (Polycrate's -o yaml)
-            render.FORMAT, args.output = "yaml", "json"
+            args.format, args.output = "yaml", "json"
         return int(args.func(args) or 0)
     except PolycrateError as exc:
         print(f"polycrate: error: {exc}", file=sys.stderr)

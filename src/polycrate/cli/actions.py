@@ -37,7 +37,7 @@ def cmd_inspect(args) -> int:
     action = get_action(block, args.action)
     data = contract.action(block.name, action)
     if args.output == "json":
-        emit_json(contract.document("action", data))
+        emit_json(contract.document("action", data), args.format)
     else:
         print(yaml.safe_dump({k: v for k, v in data.items() if v not in (None, "", {})}, sort_keys=False).rstrip())
     return 0
@@ -49,7 +49,7 @@ def cmd_list(args) -> int:
     rows = [contract.action(block.name, action) for block in ws.blocks.values()
             if not args.block or block.name == args.block for action in block.actions.values()]
     if args.output == "json":
-        emit_json(contract.document("actions", {"actions": rows}))
+        emit_json(contract.document("actions", {"actions": rows}), args.format)
     else:
         table([(r["block"], r["name"], r["type"],
                 r["playbook"] if r["type"] == "ansible" else f"{len(r['script'])} script lines", r["description"])

@@ -71,7 +71,7 @@ def cmd_list(args) -> int:
     lock = read_lock(ws.root)
     data = [_describe(ws, b, lock) for b in ws.blocks.values()]
     if args.output == "json":
-        emit_json(contract.document("blocks", {"blocks": data}))
+        emit_json(contract.document("blocks", {"blocks": data}), args.format)
     else:
         table(
             [
@@ -96,7 +96,7 @@ def cmd_inspect(args) -> int:
 
     data = _describe(ws, get_block(ws, args.name), read_lock(ws.root))
     if args.output == "json":
-        emit_json(contract.document("block", data))
+        emit_json(contract.document("block", data), args.format)
     else:
         print(yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0
@@ -149,7 +149,7 @@ def cmd_push(args) -> int:
     if args.output == "json":
         emit_json(contract.document("block-push", {
             "reference": str(result.reference), "digest": result.digest, "content_digest": result.content,
-            "size": result.size, "replaced": result.replaced}))
+            "size": result.size, "replaced": result.replaced}), args.format)
     else:
         replaced = f" (replaced {result.replaced})" if result.replaced else ""
         print(f"pushed {result.reference} {result.digest}{replaced}")
@@ -165,7 +165,7 @@ def cmd_pull(args) -> int:
     if args.output == "json":
         emit_json(contract.document("block-pull", {
             "reference": str(result.reference), "digest": result.digest,
-            "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version}))
+            "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version}), args.format)
     else:
         print(result.describe())
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 
 # what a positional argument or an option's value names (set with ``names``)
 WORKFLOW, BLOCK, ACTION, RUN, STEP, DIR, FILE = "workflow", "block", "action", "run", "step", "dir", "file"
@@ -120,13 +121,9 @@ class _Walk:
         return None
 
 
-def candidates(words: list[str], parser: argparse.ArgumentParser | None = None) -> list[tuple[str, str]]:
+def candidates(words: list[str], parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
     """(candidate, description) for the last word of ``words`` (the one being typed; may be empty).
     A candidate ``:dirs`` or ``:files`` asks the shell for its own file completion."""
-    if parser is None:
-        from polycrate.cli import build_parser
-
-        parser = build_parser()
     *before, current = words or [""]
     walk = _Walk(parser, before)
     if walk.pending is not None:
@@ -210,11 +207,12 @@ def _run_ids(root) -> list[tuple[str, str]]:
     return found + [(run_id, f"{name} {status}") for run_id, name, status in rows]
 
 
-def complete_main(argv: list[str]) -> int:
-    """`polycrate __complete SHELL WORD...`: one candidate a line (fish and zsh: `name<TAB>description`)."""
+def complete_main(argv: list[str], build_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    """`polycrate __complete SHELL WORD...`: one candidate a line (fish and zsh: `name<TAB>description`).
+    `build_parser`: the command line's parser (cli.build_parser), built only when asked."""
     shell, words = (argv[0], argv[1:]) if argv and argv[0] in SHELLS else ("bash", argv)
     try:
-        found = candidates(words)
+        found = candidates(words, build_parser())
     except (Exception, SystemExit):  # noqa: BLE001 (never an error while the user types)
         return 0
     for value, text in found:

@@ -20,7 +20,8 @@ def kubeconfig_of(ws, block_name: str | None):
     """What an action of the block gets as KUBECONFIG (workspace.block_kubeconfig): with --block, its
     artifacts/blocks/BLOCK/kubeconfig.yml or the one its `kubeconfig: {from: ...}` names; else the
     workspace's (`kubeconfig.filename`, kubeconfig.yml in the root, artifacts/blocks/k8s/kubeconfig.yml)."""
-    from polycrate.config.workspace import block_kubeconfig, get_block
+    from polycrate.config.workspace import get_block
+    from polycrate.config.action_view import block_kubeconfig
 
     return block_kubeconfig(ws, get_block(ws, block_name) if block_name else None)
 

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from polycrate.cli.render import BOLD, DIM, RESET, YELLOW
 from polycrate.errors import PolycrateError
 
 DEFAULT_HEARTBEAT = 60.0
 TICK = 1.0  # seconds between redraws of the status line (and checks for the heartbeat)
 
-GREEN, RED, YELLOW, BOLD, DIM, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
 
 
 def story_stream(output: str) -> TextIO:

@@ -27,7 +27,8 @@ def cmd_test(args) -> int:
     ws = workspace_from(args)
     configured = {c.name: c for c in ws.run_settings.notifications}
     if not configured:
-        raise PolycrateError("no notifications: to test; declare them under notifications: (see the README)",
+        raise PolycrateError("no notifications: to test; declare them under notifications: in workspace.poly "
+                             "(polycrate docs: how-to/alerts.md)",
                              ws.file)
     for name in args.channels:
         if name not in configured:
@@ -48,7 +49,7 @@ def cmd_test(args) -> int:
     if args.output in ("json", "yaml"):
         from polycrate import contract
 
-        emit_json(contract.document("notify-test", {"channels": results}))
+        emit_json(contract.document("notify-test", {"channels": results}), args.format)
     else:
         for r in results:
             if r["sent"]:

@@ -22,11 +22,13 @@ def workspace_from(args):
     return load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
 
 
-FORMAT = "json"  # "yaml" with -o yaml
+# terminal colours (only where colour is allowed: cli/live.py decides)
+GREEN, RED, YELLOW, BOLD, DIM, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
 
 
-def emit_json(data: Any) -> None:
-    if FORMAT == "yaml":
+def emit_json(data: Any, fmt: str = "json") -> None:
+    """A contract document on stdout: JSON, or the same data as YAML (`fmt` "yaml": -o yaml)."""
+    if fmt == "yaml":
         import yaml
 
         sys.stdout.write(yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False))

@@ -1,6 +1,7 @@
 """`polycrate run BLOCK ACTION`, and `polycrate run WORKFLOW` (one argument, as in the real Polycrate)."""
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 from polycrate.runtime.ansible_options import add_ansible_options, options_from_args
@@ -12,7 +13,7 @@ from polycrate.cli.render import emit_json
 from polycrate.errors import EXIT_ACTION_FAILED
 
 if TYPE_CHECKING:
-    from polycrate.run import engine
+    from polycrate.run.request import RunResult
 
 
 def register(sub, shared) -> None:
@@ -36,6 +37,9 @@ def add_run_options(p) -> None:
     p.add_argument("--no-preflight", dest="preflight", action="store_false",
                    help="skip the checks before step 1 (playbooks, scripts, hosts patterns; see workspace validate)")
     add_view_options(p)
+    # for `polycrate serve`, which names the run before it starts and records who launched it
+    p.add_argument("--run-id", help=argparse.SUPPRESS)
+    p.add_argument("--launched-by", help=argparse.SUPPRESS)
     p.set_defaults(runs_actions=True)  # takes the global run flags (cli/flags.py)
 
 
@@ -53,7 +57,7 @@ def rerun_command(args, *words: str) -> str:
     return "polycrate" + where + " " + " ".join(shlex.quote(w) for w in words)
 
 
-def summarize(result: engine.RunResult, output: str, reporter=None, command: str | None = None) -> int:
+def summarize(result: RunResult, output: str, reporter=None, command: str | None = None, fmt: str = "json") -> int:
     """The run's summary: the JSON document on stdout, or the text layout (cli/summary.py) on the story's stream."""
     from polycrate.cli import summary
     from polycrate.cli.live import story_stream
@@ -61,7 +65,7 @@ def summarize(result: engine.RunResult, output: str, reporter=None, command: str
     if output == "json":  # the run as recorded: the document of `runs show RUN -o json`
         from polycrate import contract
 
-        emit_json(contract.run_document(result.record, result.workspace))
+        emit_json(contract.run_document(result.record, result.workspace), fmt)
     stream = reporter.stream if reporter is not None else story_stream(output)
     paint = reporter._paint if reporter is not None else (lambda text, colour: text)
     summary.render(result, stream, paint, command)
@@ -69,22 +73,29 @@ def summarize(result: engine.RunResult, output: str, reporter=None, command: str
     return 0 if result.ok else EXIT_ACTION_FAILED
 
 
-def run_request(args, reporter, **what):
+def zygote_enabled() -> bool:
+    """POLYCRATE_ZYGOTE=0 (or false, no, off): every ansible step starts its own process."""
+    import os
+
+    return os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def run_request(args, reporter, early_zygote=None, **what):
     """The pipeline's request for `run` and `workflows run` from their shared options."""
     import shlex
 
-    from polycrate.run import engine
     from polycrate.cli.flags import run_settings
-    from polycrate.run.pipeline import RunRequest
+    from polycrate.run.request import RunOptions, RunRequest
     from polycrate.config.workspace import find_root
 
-    options = engine.RunOptions(check=args.check, diff=args.diff, resume=getattr(args, "resume", False),
+    options = RunOptions(check=args.check, diff=args.diff, resume=getattr(args, "resume", False),
                                 wait=args.wait, ansible=options_from_args(args), preflight=args.preflight,
                                 display_env=reporter.environment() if reporter is not None else (),
                                 command=shlex.join(["polycrate", *getattr(args, "argv", [])]),
-                                **run_settings(args))
+                                zygote=zygote_enabled(), run_id=getattr(args, "run_id", None),
+                                launched_by=getattr(args, "launched_by", None), **run_settings(args))
     return RunRequest(find_root(args.workspace, explicit=args.workspace is not None), options=options,
-                      auto_pull=args.blocks_auto_pull, **what)
+                      auto_pull=args.blocks_auto_pull, early_zygote=early_zygote, **what)
 
 
 def print_snapshot(args, **what) -> int:
@@ -97,7 +108,7 @@ def print_snapshot(args, **what) -> int:
     if args.output == "json":
         from polycrate import contract
 
-        emit_json(contract.document("run-snapshot", data))
+        emit_json(contract.document("run-snapshot", data), args.format)
     else:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
     return 0
@@ -125,19 +136,20 @@ def run_and_summarize(args, rerun: str, **what) -> int:
         # ansible steps (and the preflight) fork from a zygote: start it while the run is prepared (local only)
         from polycrate.runtime.zygote import prespawn
 
-        prespawn()
+        early = prespawn(zygote_enabled())
+    else:
+        early = None
     reporter = make_reporter(args)
     try:
-        result = pipeline.run(run_request(args, reporter, **what), confirm=make_confirm(args.force), reporter=reporter)
+        result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
+                              reporter=reporter)
     finally:
         reporter.close()
-    return summarize(result, args.output, reporter, rerun)
+    return summarize(result, args.output, reporter, rerun, args.format)
 
 
 def cmd_run(args) -> int:
     if args.action is None:  # `polycrate run WORKFLOW`: recorded as a workflow run
-        from polycrate.cli.workflows import cmd_run as run_workflow
-
         args.name = args.block
         return run_workflow(args)
     if getattr(args, "step", None) or getattr(args, "resume", False):
@@ -146,3 +158,9 @@ def cmd_run(args) -> int:
         raise PolycrateError("--step and --resume apply to workflows (polycrate run WORKFLOW)")
     return run_and_summarize(args, rerun_command(args, "run", args.block, args.action),
                              block=args.block, action=args.action)
+
+
+def run_workflow(args) -> int:
+    """`workflows run NAME` and `run NAME`: one workflow run with the terminal view."""
+    return run_and_summarize(args, rerun_command(args, "workflows", "run", args.name),
+                             workflow=args.name, only_step=args.step)

@@ -110,7 +110,7 @@ def cmd_list(args) -> int:
     finally:
         store.close()
     if args.output == "json":
-        emit_json(contract.runs_document((r, args.workspace_name) for r in runs))
+        emit_json(contract.runs_document((r, args.workspace_name) for r in runs), args.format)
         return 0
     table(
         [
@@ -144,7 +144,7 @@ def cmd_show(args) -> int:
     finally:
         store.close()
     if args.output == "json":
-        emit_json(contract.run_document(run, args.workspace_name))
+        emit_json(contract.run_document(run, args.workspace_name), args.format)
         return 0
     print(f"run:       {run['id']}")
     print(f"{run['kind']}:{' ' * (10 - len(run['kind']))}{run['name']}" + (" (check mode)" if run["check_mode"] else ""))
@@ -217,7 +217,7 @@ def cmd_logs(args) -> int:
     finally:
         store.close()
     if args.output == "json":
-        emit_json(contract.logs_document({"id": run_id}, logs))
+        emit_json(contract.logs_document({"id": run_id}, logs), args.format)
         return 0
     for step, text in logs:
         if args.step is None:

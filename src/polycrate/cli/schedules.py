@@ -68,7 +68,7 @@ def cmd_plan(args) -> int:
     ws = workspace_from(args)
     plan = sched.plan_schedules(ws, _dest(args), cron=args.cron)
     if args.output == "json":
-        emit_json(contract.document("schedule-plan", _plan_json(plan)))
+        emit_json(contract.document("schedule-plan", _plan_json(plan)), args.format)
         return 0
     _print_plan_header(plan)
     if not plan.entries:
@@ -96,7 +96,7 @@ def cmd_apply(args) -> int:
     ws = workspace_from(args)
     plan = sched.apply_plan(sched.plan_schedules(ws, _dest(args), cron=args.cron))
     if args.output == "json":
-        emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)))
+        emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)), args.format)
         return 0
     if not plan.entries and not plan.changes:
         print("no schedules declared in workspace.poly; nothing to do")
@@ -130,7 +130,7 @@ def cmd_list(args) -> int:
                 }
                 for m in found
             ],
-        }))
+        }), args.format)
         return 0
     if not found:
         print(f"no polycrate schedules in {dest}")
@@ -151,7 +151,7 @@ def cmd_workflow_schedule(args) -> int:
         dests = [Path(args.dest)] if args.dest else [sched.SYSTEMD_DEST, sched.CRON_DEST]
         removed = [p for d in dests for p in sched.remove_one_off(ws, args.name, d)]
         if args.output == "json":
-            emit_json(contract.document("schedule-removed", {"workflow": args.name, "removed": [str(p) for p in removed]}))
+            emit_json(contract.document("schedule-removed", {"workflow": args.name, "removed": [str(p) for p in removed]}), args.format)
         elif not removed:
             print(f"no schedule files of workflow '{args.name}' in {', '.join(map(str, dests))}")
         else:
@@ -180,7 +180,7 @@ def cmd_workflow_schedule(args) -> int:
         sched.plan_schedules(ws, dest, cron=cron, schedules=[schedule], only_workflow=args.name)
     )
     if args.output == "json":
-        emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)))
+        emit_json(contract.document("schedule-plan", _plan_json(plan, applied=True)), args.format)
         return 0
     for entry in plan.entries:
         _print_entry(entry)

@@ -165,13 +165,13 @@ def cmd_serve(args) -> int:
     if not is_loopback(host) and not tls and not args.behind_proxy:
         raise PolycrateError(
             f"--listen {args.listen} is not a loopback address: give --certfile/--keyfile for TLS, or "
-            "--behind-proxy when a reverse proxy on this host terminates TLS (see README: polycrate serve)")
+            "--behind-proxy when a reverse proxy on this host terminates TLS (polycrate docs: how-to/web-view.md)")
     try:
         import uvicorn
 
         from polycrate.server.app import Settings, create_app
     except ImportError as exc:
-        raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)")
+        raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)") from None
     from polycrate.server.state import default_state_dir
 
     from polycrate.server.app import LOOPBACK_NAMES
@@ -215,7 +215,7 @@ def cmd_token_list(args) -> int:
     if args.output == "json":
         emit_json(contract.document("server-tokens", {"tokens": [
             r | {"created": contract.timestamp(r["created"]), "last_used": contract.timestamp(r["last_used"])}
-            for r in rows]}))
+            for r in rows]}), args.format)
     else:
         table([(r["name"], r["role"], _when(r["created"]), _when(r["last_used"])) for r in rows],
               ("NAME", "ROLE", "CREATED", "LAST_USED"))
@@ -247,7 +247,7 @@ def cmd_user_list(args) -> int:
         rows = state.users()
     if args.output == "json":
         emit_json(contract.document("server-users", {"users": [r | {"created": contract.timestamp(r["created"])}
-                                                               for r in rows]}))
+                                                               for r in rows]}), args.format)
     else:
         table([(r["name"], r["role"], _when(r["created"])) for r in rows], ("NAME", "ROLE", "CREATED"))
     return 0
@@ -304,7 +304,7 @@ def cmd_audit(args) -> int:
                                outcome=args.outcome)
     if args.output == "json":
         emit_json(contract.document("server-audit", {"entries": [r | {"time": contract.timestamp(r["time"])}
-                                                                 for r in rows]}))
+                                                                 for r in rows]}), args.format)
     else:
         table([(_when(r["time"]), *(_escaped(r[k]) for k in ("actor", "action", "target", "outcome", "client")))
                for r in rows], ("TIME", "WHO", "WHAT", "TARGET", "OUTCOME", "CLIENT"))

@@ -60,7 +60,7 @@ def cmd_ssh(args) -> int:
             from polycrate import contract
 
             emit_json(contract.document("ssh-hosts", {"hosts": [
-                {"name": h.name, "host": h.address, "user": h.user, "port": h.port} for h in hosts]}))
+                {"name": h.name, "host": h.address, "user": h.user, "port": h.port} for h in hosts]}), args.format)
         else:
             table([(h.name, h.address, h.user, h.port, f"polycrate ssh {h.name}") for h in hosts],
                   ("NAME", "HOST", "USER", "PORT", "COMMAND"))

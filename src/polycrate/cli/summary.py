@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from polycrate.cli.live import GREEN, RED, YELLOW
-from polycrate.cli.render import state_text
+from polycrate.cli.render import GREEN, RED, YELLOW, state_text
 from polycrate.states import Phase, StepState
 
 NOT_RAN = (StepState.SKIPPED, StepState.NOT_RUN, StepState.SUCCEEDED_BEFORE, StepState.SKIPPED_CHECK)

@@ -55,7 +55,7 @@ def cmd_build(args) -> int:
     result["engine"] = engine.name
     result["duration"] = round(time.monotonic() - started, 3)
     if args.output == "json":
-        emit_json(contract.document("toolchain-build", result))
+        emit_json(contract.document("toolchain-build", result), args.format)
     else:
         state = "built" if result["built"] else "up to date"
         print(f"{state}: {result['image']} ({result['duration']:.1f}s)")
@@ -81,7 +81,7 @@ def cmd_info(args) -> int:
         "versions": toolchain.image_versions(engine, image),  # tool -> version inside the image
     }
     if args.output == "json":
-        emit_json(contract.document("toolchain-info", info))
+        emit_json(contract.document("toolchain-info", info), args.format)
     else:
         shown = {k: v for k, v in info.items() if k != "versions"} | info["versions"]
         width = max(len(k) for k in shown)

@@ -7,7 +7,7 @@ from polycrate.errors import PolycrateError
 
 
 def register(sub, shared) -> None:
-    p = sub.add_parser("version", parents=[shared], help="show the version")
+    p = sub.add_parser("version", parents=[shared], help="show the version, and the ansible-core and Python it runs on")
     p.set_defaults(func=cmd_version)
     p = sub.add_parser("checksum", parents=[shared], help="MD5 checksum of a folder, as the real Polycrate computes it")
     names(p.add_argument("dir"), DIR)
@@ -16,15 +16,23 @@ def register(sub, shared) -> None:
 
 def cmd_version(args) -> int:
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     from polycrate import __version__
 
+    try:  # from the metadata: importing ansible would cost what `version` should not
+        ansible_core = version("ansible-core")
+    except PackageNotFoundError:
+        ansible_core = None
     if args.output == "json":
         from polycrate import contract
 
-        emit_json(contract.document("version", {"version": __version__, "python": platform.python_version()}))
+        emit_json(contract.document("version", {"version": __version__, "ansible_core": ansible_core,
+                                                "python": platform.python_version()}), args.format)
     else:
         print(f"polycrate {__version__}")
+        print(f"ansible-core {ansible_core or 'not installed'}")
+        print(f"python {platform.python_version()} ({platform.python_implementation()}, {__import__('sys').executable})")
     return 0
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from polycrate.cli.completion import STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, table, workspace_from
-from polycrate.cli.run import add_run_options, rerun_command, run_and_summarize
+from polycrate.cli.run import add_run_options, run_workflow
 
 
 def register(sub, shared) -> None:
@@ -37,7 +37,7 @@ def cmd_list(args) -> int:
     if args.output == "json":
         from polycrate import contract
 
-        emit_json(contract.document("workflows", {"workflows": [contract.workflow(w) for w in ws.workflows.values()]}))
+        emit_json(contract.document("workflows", {"workflows": [contract.workflow(w) for w in ws.workflows.values()]}), args.format)
     else:
         table([(w.name, len(w.steps), w.description) for w in ws.workflows.values()], ("NAME", "STEPS", "DESCRIPTION"))
     return 0
@@ -50,7 +50,7 @@ def cmd_inspect(args) -> int:
 
     data = contract.workflow(get_workflow(ws, args.name))
     if args.output == "json":
-        emit_json(contract.document("workflow", data))
+        emit_json(contract.document("workflow", data), args.format)
         return 0
     print(f"workflow: {data['name']}")
     if data["description"]:
@@ -76,6 +76,4 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    return run_and_summarize(args, rerun_command(args, "workflows", "run", args.name),
-                             workflow=args.name, only_step=args.step)
+cmd_run = run_workflow

@@ -79,7 +79,7 @@ def cmd_inspect(args) -> int:
         "workflows": list(ws.workflows),
     }
     if args.output == "json":
-        emit_json(contract.document("workspace", data))
+        emit_json(contract.document("workspace", data), args.format)
     else:
         for key, value in data.items():
             if isinstance(value, dict):
@@ -103,7 +103,7 @@ def cmd_validate(args) -> int:
     ws = workspace_from(args)
     report = preflight.check(ws, preflight.workspace_targets(ws))
     if args.output == "json":
-        emit_json(contract.document("findings", {"findings": [f.as_dict() for f in report.findings]}))
+        emit_json(contract.document("findings", {"findings": [f.as_dict() for f in report.findings]}), args.format)
     else:
         for finding in report.findings:  # the one-line form of every error of ours, one per finding
             print(f"polycrate: {finding.severity}: {finding}", file=sys.stderr)
@@ -119,11 +119,11 @@ def cmd_snapshot(args) -> int:
     from polycrate import contract
     import yaml
 
-    from polycrate.config.workspace import snapshot
+    from polycrate.config.action_view import snapshot
 
     data = snapshot(workspace_from(args))
     if args.output == "json":
-        emit_json(contract.document("snapshot", data))
+        emit_json(contract.document("snapshot", data), args.format)
     else:
         print(yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0
@@ -158,7 +158,7 @@ def cmd_update(args) -> int:
         if args.output != "json":
             print(result.describe())
     if args.output == "json":
-        emit_json(contract.document("workspace-update", {"dependencies": done}))
+        emit_json(contract.document("workspace-update", {"dependencies": done}), args.format)
     elif not document.dependencies:
         print("no dependencies in workspace.poly: nothing to install")
     return 0

@@ -62,7 +62,7 @@ def cmd_encrypt(args) -> int:
             "recipients": result.recipients,
             "gitignore_updated": result.gitignore_updated,
             "hook": hook,
-        }))
+        }), args.format)
         return 0
     for rel in result.encrypted:
         print(f"encrypted    {rel} -> {rel}.age")
@@ -94,7 +94,7 @@ def cmd_decrypt(args) -> int:
             "decrypted": result.decrypted,
             "ciphertext_removed": result.ciphertext_removed,
             "unchanged": result.unchanged,
-        }))
+        }), args.format)
         return 0
     for rel in result.decrypted:
         print(f"decrypted    {rel}.age -> {rel}")
@@ -114,7 +114,7 @@ def cmd_keygen(args) -> int:
     output = Path(args.identity_output) if args.identity_output else secrets.default_identity_file()
     recipient = secrets.generate_identity(output)
     if _json(args):
-        emit_json(contract.document("secrets-keygen", {"recipient": recipient, "identity_file": str(output)}))
+        emit_json(contract.document("secrets-keygen", {"recipient": recipient, "identity_file": str(output)}), args.format)
         return 0
     print(recipient)
     print(f"# identity written to {output} (mode 0600; keep it secret).", flush=True)

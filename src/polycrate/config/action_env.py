@@ -1,7 +1,7 @@
 """What the real Polycrate puts in an action's environment, and which of it we adopt (one place).
 
 Polycrate (cmd/workspace.go, bootstrapEnvVars and registerCurrent*) sets these for every action;
-the README's "What an action gets" has the table with the reasons:
+docs/reference/action-environment.md ("The real Polycrate's variables") has the table with the reasons:
 
 adopted, same meaning:
     POLYCRATE_WORKSPACE, POLYCRATE_BLOCK, POLYCRATE_ACTION, POLYCRATE_WORKFLOW, POLYCRATE_STEP,

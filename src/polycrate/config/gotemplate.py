@@ -18,7 +18,7 @@ of a non-map) is a TemplateError with the reason.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 NO_VALUE = "<no value>"
 
@@ -94,13 +94,13 @@ def _split(source: str) -> list[tuple[str, str]]:
 
 # --- parsing into a tree ---------------------------------------------------------------------
 
-def _parse(parts: list[tuple[str, str]]) -> list:
+def _parse(parts: list[tuple[str, str]]) -> list[Any]:
     """Nodes: ("text", s) | ("out", tokens) | ("if", [(tokens|None, body)...]) | ("range"|"with", tokens, body, else)."""
     pos = 0
 
-    def block(stop: tuple[str, ...]) -> tuple[list, str, list]:
+    def block(stop: tuple[str, ...]) -> tuple[list[Any], str, list[Any]]:
         nonlocal pos
-        nodes: list = []
+        nodes: list[Any] = []
         while pos < len(parts):
             kind, body = parts[pos]
             pos += 1
@@ -116,7 +116,7 @@ def _parse(parts: list[tuple[str, str]]) -> list:
                     raise TemplateError(f"unexpected {{{{ {head} }}}}")
                 return nodes, head, toks[1:]
             if head == "if":
-                branches = [(toks[1:], None)]
+                branches: list[tuple[Any, Any]] = [(toks[1:], None)]
                 body_nodes, ended, rest = block(("end", "else"))
                 branches[0] = (toks[1:], body_nodes)
                 while ended == "else":
@@ -128,7 +128,7 @@ def _parse(parts: list[tuple[str, str]]) -> list:
                 nodes.append(("if", branches))
             elif head in ("range", "with"):
                 body_nodes, ended, rest = block(("end", "else"))
-                otherwise: list = []
+                otherwise: list[Any] = []
                 if ended == "else":
                     otherwise, ended, rest = block(("end",))
                 nodes.append((head, toks[1:], body_nodes, otherwise))
@@ -191,7 +191,7 @@ def _unquote(token: str) -> str:
     import ast
 
     try:
-        return ast.literal_eval(token)
+        return str(ast.literal_eval(token))
     except (ValueError, SyntaxError):
         raise TemplateError(f"bad string literal {token}") from None
 
@@ -259,7 +259,7 @@ def _index(value: Any, *keys: Any) -> Any:
 
 def _compare(op: str, a: Any, b: Any) -> bool:
     try:
-        return {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[op]
+        return bool({"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[op])
     except TypeError:
         raise TemplateError(f"{op}: incompatible types for comparison") from None
 
@@ -270,7 +270,7 @@ def _len(value: Any) -> int:
     return len(value)
 
 
-FUNCTIONS = {
+FUNCTIONS: dict[str, Callable[..., Any]] = {
     "not": lambda a: not _truth(a),
     "eq": lambda a, *bs: any(a == b for b in bs),
     "ne": lambda a, b: a != b,
@@ -303,7 +303,7 @@ def _operand(tok: tuple[str, str], dot: Any, root: Any) -> Any:
     raise TemplateError(f"unexpected {text!r}")
 
 
-def _command(toks: list[tuple[str, str]], dot: Any, root: Any, piped: tuple = ()) -> Any:
+def _command(toks: list[tuple[str, str]], dot: Any, root: Any, piped: tuple[Any, ...] = ()) -> Any:
     args, i = [], 0
     while i < len(toks):
         if toks[i][0] == "lparen":
@@ -360,7 +360,7 @@ def _pipeline(toks: list[tuple[str, str]], dot: Any, root: Any) -> Any:
     return value
 
 
-def _render(nodes: list, dot: Any, root: Any, out: list[str]) -> None:
+def _render(nodes: list[Any], dot: Any, root: Any, out: list[str]) -> None:
     for node in nodes:
         kind = node[0]
         if kind == "text":
@@ -395,12 +395,12 @@ def check(source: str) -> None:
     """Raise TemplateError for what Go's parser refuses: bad syntax, and a function that is not defined
     (`{{ block.config.x }}`, Jinja's spelling, names a function `block`)."""
 
-    def words(tokens) -> None:
+    def words(tokens: list[tuple[str, str]]) -> None:
         for kind, text in tokens or ():
             if kind == "word" and text not in _NOT_FUNCTIONS and text not in FUNCTIONS:
                 raise TemplateError(f'function "{text}" not defined')
 
-    def walk(nodes: list) -> None:
+    def walk(nodes: list[Any]) -> None:
         for node in nodes:
             if node[0] == "out":
                 words(node[1])
@@ -416,7 +416,7 @@ def check(source: str) -> None:
     walk(parse(source))
 
 
-def parse(source: str) -> list:
+def parse(source: str) -> list[Any]:
     """The template's tree; raises TemplateError on a syntax error."""
     return _parse(_split(source)) if "{{" in source else [("text", source)]
 
@@ -428,3 +428,10 @@ def render(source: str, data: Any) -> str:
     out: list[str] = []
     _render(_parse(_split(source)), data, data, out)
     return "".join(out)
+
+
+def template_message(what: str, exc: Exception) -> str:
+    hint = ""
+    if "not defined" in str(exc) or "not supported" in str(exc):
+        hint = " (script lines are Go templates: write {{ .block.config.NAME }}, with the leading dot)"
+    return f"{what}: template: {exc}{hint}"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polycrate.config.declarations import allowed_keys
 from polycrate.errors import ConfigError, PolycrateError
 
 TYPES = ("string", "integer", "boolean", "choice", "secret")
@@ -87,7 +88,7 @@ def parse_declaration(raw: Any, workflow: str, path: Path, line: int | None) -> 
         return LaunchDeclaration()
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must be a mapping, not {type(raw).__name__}", path, line)
-    known = {"variables", "check", "limit", "tags", "extra_vars"}
+    known = allowed_keys("launch")
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown key '{key}' in {where} (known: {', '.join(sorted(known))})", path, _line(raw, key))
@@ -117,7 +118,7 @@ def parse_declaration(raw: Any, workflow: str, path: Path, line: int | None) -> 
 def _parse_variable(item: Any, where: str, path: Path, line: int | None) -> Variable:
     if not isinstance(item, dict):
         raise ConfigError(f"{where}: a variable is a mapping (name, type, ...)", path, line)
-    known = {"name", "type", "description", "required", "default", "choices", "min", "max", "pattern"}
+    known = allowed_keys("launch_variable")
     for key in item:
         if key not in known:
             raise ConfigError(f"unknown key '{key}' in a launch variable (known: {', '.join(sorted(known))})", path,

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+RUNTIMES = ("local", "container")  # where actions run (config.runtime, --runtime)
+ENGINES = ("podman", "docker")  # the container engines (config.engine)
+
 
 @dataclass(frozen=True)
 class Prompt:

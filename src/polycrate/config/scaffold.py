@@ -15,6 +15,7 @@ from pathlib import Path
 
 from polycrate.errors import PolycrateError
 from polycrate.config.schema import validate_name
+from polycrate.config.schema_export import schema_file
 
 SAMPLE_BLOCK = "hello"
 SAMPLE_WORKFLOW = "hello"
@@ -31,12 +32,26 @@ def scalar(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)  # a JSON string is a YAML string
 
 
+def modeline(file: str) -> str:
+    """The first line of a new workspace.poly or block.poly: editors with the YAML language server
+    (VS Code's YAML extension, Neovim, Helix, ...) complete and check its keys with our JSON Schema.
+
+    The schema is named by a file URI of the one shipped in this installation, not by a URL: it is
+    the schema of the polycrate that will read the file (a URL would be another version's unless
+    it were versioned and hosted, and no such site exists), and it works on the hosts without
+    internet access that run operations. The cost: the path is this machine's; where it does not
+    exist (a colleague's checkout), the editor finds no schema and nothing else changes, because
+    the line is a YAML comment.
+    """
+    return f"# yaml-language-server: $schema={schema_file(file).as_uri()}\n"
+
+
 def block_files(name: str, description: str | None = None) -> dict[str, str]:
     """The files of a new block, by path relative to its folder."""
     description = description or "A script action and an Ansible action to start from"
     return {
-        "block.poly": f"""\
-# The block {name}: its default config and its actions (README: "Workspace and blocks").
+        "block.poly": modeline("block.poly") + f"""\
+# The block {name}: its default config and its actions (polycrate docs: reference/files.md).
 name: {scalar(name)}
 version: 0.1.0
 kind: generic
@@ -61,7 +76,7 @@ actions:
 """,
         PLAYBOOK: """\
 # An Ansible playbook. polycrate passes two variables: `block` (name, version, config, path, ...)
-# and `workspace` (name, root, config, ...); see README: "What an action gets".
+# and `workspace` (name, root, config, ...); see polycrate docs: reference/action-environment.md.
 - name: Reach the hosts of {{ block.name }}
   hosts: "{{ block.config.hosts }}"
   gather_facts: false
@@ -97,8 +112,8 @@ blocks:                          # blocks/ holds them; an entry's config overrid
       message: {scalar(f"Hello from the workspace {name}")}
 """ if sample else "\nblocks: []\n"
     files = {
-        "workspace.poly": f"""\
-# The workspace {name} (README: "Workspace and blocks"). Keep this folder in git.
+        "workspace.poly": modeline("workspace.poly") + f"""\
+# The workspace {name} (polycrate docs: reference/files.md). Keep this folder in git.
 name: {scalar(name)}
 organization: {scalar(organization)}
 
@@ -138,7 +153,7 @@ def _write_new(folder: Path, files: dict[str, str]) -> None:
 def init_workspace(folder: Path, name: str | None, organization: str = "", sample: bool = True) -> Created:
     """A new workspace in ``folder`` (created if missing). An existing inventory.yml or .gitignore is
     kept; an existing workspace.poly or sample block folder refuses, and nothing is written."""
-    from polycrate.config.workspace import WORKSPACE_FILE
+    from polycrate.config.schema import WORKSPACE_FILE
 
     folder = folder.resolve()
     file = folder / WORKSPACE_FILE
@@ -178,7 +193,7 @@ def _check_free(root: Path, name: str, why: str = "") -> Path:
 def create_block(root: Path, name: str, description: str | None = None) -> Created:
     """A new block ``blocks/NAME/`` in the workspace at ``root``, usable at once with its defaults
     (`polycrate run NAME greet`); workspace.poly is not touched."""
-    validate_name(name, "block", None, None)
+    validate_name(name, "block", "", None)
     folder = _check_free(root, name)
     files = block_files(name, description)
     _write_new(folder, files)

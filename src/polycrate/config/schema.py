@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import ConfigError
+from polycrate.config.declarations import allowed_keys, declared_keys
 from polycrate.config.launch_params import parse_declaration
 from polycrate.config.model import (
+    ENGINES,
+    RUNTIMES,
     ORIGIN_WORKSPACE,
     KIND_DEFAULT,
     KINDS,
@@ -130,8 +133,7 @@ def parse_prompt(value: Any, path: Path, line: int | None) -> Prompt | None:
 
 def parse_action(raw: Any, path: Path) -> Action:
     mapping = _expect_map(raw, "an action", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "type", "playbook", "script", "prompt", "labels", "alias",
-                          "interactive"}, "action", path)
+    _check_keys(mapping, allowed_keys("action"), "action", path)
     name = validate_name(mapping.get("name"), "action", path, _line(mapping, "name"))
     check_alias(mapping, path)
     kind = mapping.get("type")
@@ -183,19 +185,12 @@ def check_template(text: str, what: str, path: Path | str, line: int | None) -> 
     the values are filled in when the action runs (runtime/script.py)."""
     if "{{" not in text:
         return
-    from polycrate.config.gotemplate import TemplateError, check
+    from polycrate.config.gotemplate import TemplateError, check, template_message
 
     try:
         check(text)
     except TemplateError as exc:
         raise ConfigError(template_message(what, exc), path, line) from None
-
-
-def template_message(what: str, exc: Exception) -> str:
-    hint = ""
-    if "not defined" in str(exc) or "not supported" in str(exc):
-        hint = " (script lines are Go templates: write {{ .block.config.NAME }}, with the leading dot)"
-    return f"{what}: template: {exc}{hint}"
 
 
 LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
@@ -240,7 +235,7 @@ def parse_file_from(value: Any, what: str, path: Path, line: int | None) -> File
     if isinstance(value, str):
         value = {"from": value}
     mapping = _expect_map(value, what, path, line)
-    _check_keys(mapping, {"from", "filename"}, what, path)
+    _check_keys(mapping, allowed_keys("file_from"), what, path)
     source = mapping.get("from")
     if source is not None:
         source = validate_name(source, "block", path, _line(mapping, "from"))
@@ -277,13 +272,7 @@ def _named_items(items: list, parse, what: str, path: Path) -> dict:
 
 def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefinition:
     mapping = _expect_map(raw, "block.poly", file, 1)
-    _check_keys(
-        mapping,
-        {"name", "version", "kind", "description", "config", "actions", "from", "labels", "alias", "template",
-         "inventory", "kubeconfig", "type", "flavor"},
-        "block.poly",
-        file,
-    )
+    _check_keys(mapping, allowed_keys("block"), "block.poly", file)
     name = validate_name(mapping.get("name"), "block", file, _line(mapping, "name"))
     check_alias(mapping, file)
     config = _expect_map(mapping.get("config"), "config", file, _line(mapping, "config"))
@@ -316,8 +305,7 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
 
 def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
     mapping = _expect_map(raw, "a block entry", path, _line(raw))
-    _check_keys(mapping, {"name", "from", "config", "description", "labels", "inventory", "kubeconfig"},
-                "block entry", path)
+    _check_keys(mapping, allowed_keys("block_entry"), "block entry", path)
     name = validate_name(mapping.get("name"), "block", path, _line(mapping, "name"))
     source = mapping.get("from")
     if source is not None and (not isinstance(source, str) or not source.strip()):
@@ -369,13 +357,7 @@ def check_reference(reference: str, what: str, path: Path, line: int | None) -> 
 
 def parse_step(raw: Any, path: Path) -> Step:
     mapping = _expect_map(raw, "a workflow step", path, _line(raw))
-    _check_keys(
-        mapping,
-        {"name", "description", "block", "action", "allow_failure", "timeout", "retries", "retry_delay",
-         "allow_no_hosts", "prompt", "labels", "alias"},
-        "workflow step",
-        path,
-    )
+    _check_keys(mapping, allowed_keys("step"), "workflow step", path)
     name = validate_name(mapping.get("name"), "step", path, _line(mapping, "name"))
     check_alias(mapping, path)
     block = validate_name(mapping.get("block"), "block", path, _line(mapping, "block"))
@@ -397,8 +379,7 @@ def parse_step(raw: Any, path: Path) -> Step:
 
 def parse_workflow(raw: Any, path: Path) -> Workflow:
     mapping = _expect_map(raw, "a workflow", path, _line(raw))
-    _check_keys(mapping, {"name", "description", "steps", "prompt", "schedule", "on_failure", "labels", "alias",
-                          "allow_failure", "launch"}, "workflow", path)
+    _check_keys(mapping, allowed_keys("workflow"), "workflow", path)
     name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
     check_alias(mapping, path)
     steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
@@ -461,11 +442,6 @@ def _on_events(item: dict, what: str, path: Path) -> tuple[str, ...]:
 NOTIFICATION_TYPES = ("email", "slack", "mattermost", "teams", "matrix")
 CHAT_WEBHOOK_TYPES = ("slack", "mattermost", "teams")
 SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}  # and the default port of each
-NOTIFICATION_KEYS = {
-    "email": {"host", "port", "security", "username", "password", "from", "to", "ca_file"},
-    "slack": {"url"}, "mattermost": {"url"}, "teams": {"url"},
-    "matrix": {"homeserver", "room", "token"},
-}
 MAX_NOTIFY_TIMEOUT = 300
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?$")  # a name or IPv4 (IDN: punycode)
@@ -487,7 +463,7 @@ def parse_secret_ref(item: dict, key: str, what: str, path: Path, required: bool
         raise ConfigError(f"{what}: '{key}' is a secret and workspace.poly is committed: write "
                           f"{key}: {{secret: PATH}} (a key under config: in secrets.poly) or {key}: {{env: NAME}}, "
                           "not the value", path, line)
-    if len(value) != 1 or next(iter(value)) not in ("secret", "env"):
+    if len(value) != 1 or next(iter(value)) not in allowed_keys("secret_ref.secret") | allowed_keys("secret_ref.env"):
         raise ConfigError(f"{what}: '{key}' takes one of {{secret: PATH}} or {{env: NAME}}", path, line)
     source, name = next(iter(value.items()))
     if not isinstance(name, str) or not name.strip():
@@ -518,7 +494,7 @@ def parse_notification(raw: Any, path: Path) -> Notification:
         raise ConfigError(f"{what}: 'type' must be one of {', '.join(NOTIFICATION_TYPES)}, not {kind!r}", path,
                           _line(item, "type") or _line(item))
     on = _on_events(item, what, path)
-    _check_keys(item, {"name", "type", "on", "timeout"} | NOTIFICATION_KEYS[kind], f"{what} (type {kind})", path)
+    _check_keys(item, allowed_keys(f"notification.{kind}"), f"{what} (type {kind})", path)
     timeout = _number(item, "timeout", path, positive=True)
     if timeout is not None and timeout > MAX_NOTIFY_TIMEOUT:
         raise ConfigError(f"{what}: 'timeout' is at most {MAX_NOTIFY_TIMEOUT} seconds: a notification delays the "
@@ -598,12 +574,12 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
     """`history: {keep_runs, keep_days}`, `webhooks: [{url, headers, on}]`, `notifications: [{name, type,
     on, ...}]`, `metrics: {path, enabled}`."""
     history = _expect_map(raw.get("history"), "history", path, _line(raw, "history"))
-    _check_keys(history, {"keep_runs", "keep_days"}, "history", path)
+    _check_keys(history, allowed_keys("history"), "history", path)
     webhooks = []
     for item in _expect_list(raw.get("webhooks"), "webhooks", path, _line(raw, "webhooks")):
         hook = _expect_map(item, "a webhook", path, _line(raw, "webhooks"))
         on = _on_events(hook, "webhook", path)
-        _check_keys(hook, {"name", "url", "headers", "on"}, "webhook", path)
+        _check_keys(hook, allowed_keys("webhook"), "webhook", path)
         url = _string(hook, "url", path, required=True)
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"webhook url must start with http:// or https://: {url!r}", path, _line(hook, "url"))
@@ -614,7 +590,7 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
         parse_notification, "notification", path,
     )
     metrics = _expect_map(raw.get("metrics"), "metrics", path, _line(raw, "metrics"))
-    _check_keys(metrics, {"path", "enabled"}, "metrics", path)
+    _check_keys(metrics, allowed_keys("metrics"), "metrics", path)
     enabled = metrics.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError("'enabled' must be true or false", path, _line(metrics, "enabled"))
@@ -628,25 +604,7 @@ def parse_run_settings(raw: dict, path: Path) -> RunSettings:
     )
 
 
-WORKSPACE_KEYS = {
-    "name",
-    "organization",
-    "description",
-    "blocks",
-    "workflows",
-    "config",
-    "encryption",
-    "webhooks",
-    "notifications",  # mail and chat channels, see parse_notification
-    "history",
-    "metrics",
-    "version",
-    "registries",  # registry mirrors and insecure (plain HTTP) registries, see registry.py
-    "labels",
-    "dependencies",  # block references `workspace update` installs (Polycrate's)
-    "inventory",  # {filename: ...}: the workspace's inventory instead of inventory.yml (Polycrate's)
-    "kubeconfig",  # {filename: ...}: the workspace's kubeconfig (Polycrate's)
-}
+WORKSPACE_KEYS = allowed_keys("workspace")
 
 
 # --- workspace.poly --------------------------------------------------------------------------
@@ -678,7 +636,7 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
     items = _expect_list(raw.get("dependencies"), "dependencies", path, _line(raw, "dependencies"))
     if not items:
         return ()
-    from polycrate.blocks.registry import is_registry_reference
+    from polycrate.config.refs import is_registry_reference
 
     lines = raw.lines_of_items("dependencies") if isinstance(raw, LineMap) else [None] * len(items)
     result: list[str] = []
@@ -702,7 +660,7 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
 def _workspace_file(raw: dict, key: str, path: Path, default: str | None) -> str | None:
     """`inventory: {filename: ...}` / `kubeconfig: {filename: ...}` of workspace.poly: a file in the workspace."""
     value = _expect_map(raw.get(key), key, path, _line(raw, key))
-    _check_keys(value, {"filename"}, key, path)
+    _check_keys(value, allowed_keys("workspace_file"), key, path)
     filename = value.get("filename")
     if filename is None:
         return default
@@ -745,8 +703,6 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
     )
 
 
-RUNTIMES = ("local", "container")
-ENGINES = ("podman", "docker")
 
 
 def parse_toolchain(config: dict, path: Path) -> Toolchain:
@@ -758,7 +714,7 @@ def parse_toolchain(config: dict, path: Path) -> Toolchain:
     if engine is not None and engine not in ENGINES:
         raise ConfigError(f"config.engine must be one of {', '.join(ENGINES)}, not {engine!r}", path,
                           _line(config, "engine"))
-    if isinstance(image, dict) and set(image) <= {"reference", "version"} and isinstance(image.get("reference"), str):
+    if isinstance(image, dict) and set(image) <= allowed_keys("image") and isinstance(image.get("reference"), str):
         # Polycrate's form: `image: {reference: cargo.ayedo.cloud/library/polycrate, version: latest}`
         version = image.get("version")
         image = image["reference"].strip() + (f":{version}" if version not in (None, "") else "")
@@ -783,7 +739,7 @@ def parse_registries(raw: dict, path: Path) -> Registries:
             raise ConfigError(f"registries.{name} must be a mapping (mirror, insecure)", path,
                               _line(registries, name))
         for key in settings:
-            if key not in ("mirror", "insecure"):
+            if key not in allowed_keys("registry"):
                 raise ConfigError(f"registries.{name}: unknown key {key!r} (known: insecure, mirror)", path,
                                   _line(settings, key))
         mirror = settings.get("mirror")
@@ -809,7 +765,7 @@ def check_recipients(raw: Any, path: Path) -> list[str]:
         return []
     if not isinstance(encryption, dict):
         raise ConfigError("'encryption' must be a mapping with 'recipients'", path, _line(raw, "encryption"))
-    _check_keys(encryption, {"recipients"}, "encryption", path)
+    _check_keys(encryption, allowed_keys("encryption"), "encryption", path)
     recipients = encryption.get("recipients") or []
     line = _line(encryption, "recipients")
     if not isinstance(recipients, list):
@@ -844,7 +800,7 @@ def block_version(file: Path) -> str | None:
 
 # --- schedules ------------------------------------------------------------------------------
 
-SCHEDULE_KEYS = ("on_calendar", "cron", "randomized_delay", "user", "group", "persistent", "timeout", "log_file")
+SCHEDULE_KEYS = declared_keys("schedule")
 _USER_RE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$")
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from polycrate.errors import ConfigError, NotFoundError
 from polycrate.config.merge import merge_config
-from polycrate.config.model import KIND_DEFAULT, Block, BlockDefinition, BlockEntry, FileFrom, Step, Workflow, Workspace
+from polycrate.config.refs import is_registry_reference, split_reference, version_key
+from polycrate.config.model import KIND_DEFAULT, Action, Block, BlockDefinition, BlockEntry, Step, Workflow, Workspace
 from polycrate.config.schema import (
     BLOCK_FILE,
     WORKSPACE_FILE,
@@ -21,7 +22,7 @@ from polycrate.config.schema import (
     read_block_file,
     read_workspace_file,
 )
-from polycrate.config.yamlfile import plain, regular_file
+from polycrate.config.yamlfile import regular_file
 
 BLOCKS_DIR = "blocks"
 # folders under blocks/ never searched for block.poly
@@ -39,15 +40,6 @@ def find_root(start: str | Path | None = None, explicit: bool = False) -> Path:
         if (folder / WORKSPACE_FILE).is_file():
             return folder
     raise ConfigError(f"no {WORKSPACE_FILE} found here or in any parent folder (use -w PATH)", here)
-
-
-def split_reference(reference: str) -> tuple[str, str | None]:
-    """'registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0' -> (path, '0.1.0')."""
-    slash = reference.rfind("/")
-    colon = reference.rfind(":")
-    if colon > slash:
-        return reference[:colon], reference[colon + 1 :] or None
-    return reference, None
 
 
 Stamp = tuple[int, int, int]  # (inode, mtime_ns, size) of a file read
@@ -248,7 +240,6 @@ class BlockChange:
 
     @property
     def kind(self) -> str:
-        from polycrate.blocks.registry import version_key
 
         if self.installed is None:
             return "install"
@@ -266,7 +257,6 @@ def block_changes(sources: Sources) -> list[BlockChange]:
     """What `polycrate blocks pull` would have to install before this workspace can load: registry
     `from:` references of workspace.poly (and of installed blocks' block.poly) that are missing or
     installed at another version. Never talks to a registry."""
-    from polycrate.blocks.registry import is_registry_reference
 
     file, entries = sources.document.file, sources.document.entries
     installed = {b.relpath: b for b in sources.installed}
@@ -337,18 +327,18 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     workflows: dict[str, Workflow] = document.workflows
     for workflow in workflows.values():
         for step in (*workflow.steps, *workflow.on_failure):
-            block = blocks.get(step.block)
-            if block is None:
+            step_block = blocks.get(step.block)
+            if step_block is None:
                 raise ConfigError(
                     f"workflow '{workflow.name}', step '{step.name}': unknown block '{step.block}'"
                     + closest(step.block, blocks),
                     file,
                     step.line,
                 )
-            if step.action not in block.actions:
+            if step.action not in step_block.actions:
                 raise ConfigError(
                     f"workflow '{workflow.name}', step '{step.name}': block '{step.block}' has no action "
-                    f"'{step.action}'" + closest(step.action, block.actions),
+                    f"'{step.action}'" + closest(step.action, step_block.actions),
                     file,
                     step.line,
                 )
@@ -422,7 +412,7 @@ def get_block(ws: Workspace, name: str) -> Block:
     return block
 
 
-def get_action(block: Block, name: str):
+def get_action(block: Block, name: str) -> Action:
     action = block.actions.get(name)
     if action is None:
         raise NotFoundError(
@@ -436,117 +426,3 @@ def get_workflow(ws: Workspace, name: str) -> Workflow:
     if workflow is None:
         raise NotFoundError(f"unknown workflow '{name}'" + closest(name, ws.workflows), ws.file)
     return workflow
-
-
-def playbook_path(block: Block, action) -> Path:
-    path = (block.folder / action.playbook).resolve()
-    if not path.is_file():
-        raise ConfigError(
-            f"action '{action.name}': playbook '{action.playbook}' not found in {block.folder}",
-            block.definition.file,
-            action.line,
-        )
-    return path
-
-
-def block_inventory(ws: Workspace, block: Block) -> Path | None:
-    """The inventory an action of `block` gets (ANSIBLE_INVENTORY), as Polycrate finds it: the block's
-    artifacts/blocks/<block>/inventory.yml (or its `inventory.filename`), or that of the block its
-    `inventory: {from: ...}` names; else the workspace's inventory; None when there is none."""
-    return _block_file(ws, block, "inventory", "inventory.yml") or (ws.inventory if ws.inventory.is_file() else None)
-
-
-def block_kubeconfig(ws: Workspace, block: Block | None) -> Path | None:
-    """The kubeconfig an action of `block` gets (KUBECONFIG): the block's artifacts/blocks/<block>/kubeconfig.yml
-    (or its `kubeconfig.filename`), or that of the block its `kubeconfig: {from: ...}` names; else the
-    workspace's (workspace_kubeconfig); None when there is none."""
-    own = _block_file(ws, block, "kubeconfig", "kubeconfig.yml") if block is not None else None
-    return own or workspace_kubeconfig(ws)
-
-
-def workspace_kubeconfig(ws: Workspace) -> Path | None:
-    """`kubeconfig.filename` of workspace.poly; else kubeconfig.yml in the root (ours); else Polycrate's
-    default artifacts/blocks/k8s/kubeconfig.yml; None when none exists."""
-    candidates = [ws.root / ws.kubeconfig_file] if ws.kubeconfig_file else []
-    candidates += [ws.root / "kubeconfig.yml", ws.artifacts_dir("k8s") / "kubeconfig.yml"]
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def _block_file(ws: Workspace, block: Block, what: str, default: str) -> Path | None:
-    ref: FileFrom | None = getattr(block, what)
-    if ref is not None and ref.source is not None:  # another block's file (that block's own filename)
-        block = ws.blocks[ref.source]
-        ref = getattr(block, what)
-    path = ws.artifacts_dir(block.name) / (ref.filename if ref is not None and ref.filename else default)
-    return path if path.is_file() else None
-
-
-def block_labels(ws: Workspace, block: Block) -> dict[str, str]:
-    """The block's labels and, over them, the ones Polycrate adds to every block."""
-    labels = dict(block.labels)
-    labels.update({
-        "workspaces.polycrate.io/name": ws.name,
-        "blocks.polycrate.io/name": block.name,
-        "blocks.polycrate.io/kind": block.kind,
-        "polycrate.io/managed-by": "cli",
-    })
-    if ws.organization:
-        labels["organizations.polycrate.io/name"] = ws.organization
-    if block.kind == "k8sappinstance":
-        labels["k8sappinstances.polycrate.io/name"] = block.name
-        labels["logs.polycrate.io/source"] = "app"
-    return labels
-
-
-def block_vars(ws: Workspace, block: Block) -> dict[str, Any]:
-    """What a playbook sees as `block` (Polycrate's snapshot fields where they exist there)."""
-    inventory, kubeconfig = block_inventory(ws, block), block_kubeconfig(ws, block)
-    return {
-        "name": block.name,
-        "version": block.version,
-        "kind": block.kind,
-        "labels": block_labels(ws, block),
-        "template": block.template,
-        "config": plain(block.config),
-        "path": str(block.folder),
-        "workdir": {"path": str(block.folder)},
-        "artifacts": {"path": str(ws.artifacts_dir(block.name))},
-        "inventory": {"path": str(inventory) if inventory else None},
-        "kubeconfig": {"path": str(kubeconfig) if kubeconfig else None},
-        "from": block.source,
-    }
-
-
-def workspace_vars(ws: Workspace) -> dict[str, Any]:
-    """What a playbook sees as `workspace`."""
-    return {
-        "name": ws.name,
-        "organization": ws.organization,
-        "description": ws.description,
-        "root": str(ws.root),
-        "path": str(ws.root),
-        "labels": dict(ws.labels),
-        "dependencies": list(ws.dependencies),
-        "config": plain(ws.config),
-    }
-
-
-def snapshot(ws: Workspace) -> dict[str, Any]:
-    """The merged workspace, as `workspace snapshot` prints it and script actions read it."""
-    return {
-        "workspace": {
-            **workspace_vars(ws),
-            "blocks": [block_vars(ws, b) | {"actions": sorted(b.actions)} for b in ws.blocks.values()],
-            "workflows": [
-                {
-                    "name": w.name,
-                    "description": w.description,
-                    "steps": [
-                        {"name": s.name, "block": s.block, "action": s.action, "allow_failure": s.allow_failure}
-                        for s in w.steps
-                    ],
-                }
-                for w in ws.workflows.values()
-            ],
-        }
-    }

@@ -37,12 +37,12 @@ MAX_INT_DIGITS = 30  # beyond any count, size or duration (2**63 has 19 digits)
 _NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-class LineMap(dict):
+class LineMap(dict[str, Any]):
     """A dict that remembers the 1-based line of its keys and of itself."""
 
     line: int | None = None
-    key_lines: dict
-    item_lines: dict  # key -> the line of each item, where the key's value is a list
+    key_lines: dict[str, int]
+    item_lines: dict[str, list[int]]  # key -> the line of each item, where the key's value is a list
 
     def line_of(self, key: str) -> int | None:
         return getattr(self, "key_lines", {}).get(key, self.line)

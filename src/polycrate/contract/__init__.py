@@ -252,4 +252,4 @@ def action(block_name: str, a: Any) -> dict:
 
 def utc_times(times: Iterable[Any]) -> list[str]:
     """Aware datetimes as the contract's timestamps."""
-    return [timestamp(t.timestamp()) for t in times]
+    return [str(timestamp(t.timestamp())) for t in times]

@@ -13,12 +13,10 @@ from polycrate.history.migrations import (
     migrate,
     store_version,
 )
+from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.store import (
     DB_NAME,
-    HOST_COUNTS,
     LOGS_DIR,
-    RUN_ID_ENV,
-    RUN_USER_ENV,
     STATE_DIR,
     RunStore,
     current_user,
@@ -29,6 +27,6 @@ from polycrate.history.store import (
 )
 
 __all__ = [
-    "DB_NAME", "HOST_COUNTS", "LOGS_DIR", "MIGRATIONS", "RUN_ID_ENV", "RUN_USER_ENV", "SCHEMA_VERSION", "STATE_DIR", "RunStore", "StepLog",
+    "DB_NAME", "HOST_COUNTS", "LOGS_DIR", "MIGRATIONS", "SCHEMA_VERSION", "STATE_DIR", "RunStore", "StepLog",
     "current_user", "migrate", "new_run_id", "open_store", "run_dict", "state_dir", "store_version",
 ]  # fmt: skip

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from polycrate.errors import ConfigError, NotFoundError
+from polycrate.errors import ConfigError, NotFoundError, PolycrateError
 from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
@@ -35,8 +35,6 @@ LOGS_DIR = "runs"
 
 # A caller that starts a `polycrate` process for someone else (`polycrate serve`) names the run and who
 # launched it through these; the run consumes them, so nothing the run starts inherits them.
-RUN_ID_ENV = "POLYCRATE_RUN_ID"
-RUN_USER_ENV = "POLYCRATE_RUN_USER"
 _RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
 
@@ -174,11 +172,16 @@ class RunStore:
         diff: bool = False,
         resumed_from: str | None = None,
         ansible_options: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        user: str | None = None,
     ) -> str:
+        """Record a new run as running; `run_id` the caller chose (the server's launch) or a new one,
+        `user` who launched it (default: the user running polycrate)."""
         started = time.time()
-        given = os.environ.pop(RUN_ID_ENV, "")
-        run_id = given if _RUN_ID_RE.match(given) else new_run_id(started)
-        user = os.environ.pop(RUN_USER_ENV, "").strip() or current_user()
+        if run_id is not None and not _RUN_ID_RE.match(run_id):
+            raise PolycrateError(f"invalid run id {run_id!r}: expected YYYYMMDD-HHMMSS-xxxxxx")
+        run_id = run_id or new_run_id(started)
+        user = (user or "").strip() or current_user()
         self._durably(
             "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
             " started, status, check_mode, diff_mode, resumed_from, ansible_options)"

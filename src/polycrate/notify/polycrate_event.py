@@ -43,7 +43,8 @@ def run_snapshot(ws, options, runtime_name: str, *, workflow: str | None = None,
     from polycrate.runtime.ansible import ansible_environment
     from polycrate.runtime.container import WORKSPACE_MOUNT, PathMap
     from polycrate.runtime.toolchain import Runtime
-    from polycrate.config.workspace import block_vars, get_action, get_block, get_workflow, snapshot
+    from polycrate.config.workspace import get_action, get_block, get_workflow
+    from polycrate.config.action_view import block_vars, snapshot
 
     data = snapshot(ws)
     step_name = None

@@ -16,9 +16,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from polycrate import ansi
 from polycrate.run import failure as failure_text
@@ -26,131 +26,18 @@ from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.errors import EXIT_ACTION_FAILED, EXIT_INTERRUPTED, PolycrateError
 from polycrate.runtime.events import read_events
 from polycrate.config.model import Workflow, Workspace
-from polycrate.runtime.action import ActionRequest, run_action_process
+from polycrate.runtime.action import ActionRequest
+from polycrate.runtime.execute import run_action_process
 from polycrate.runtime.process import ActionTimedOut
-from polycrate.states import Phase, PlannedStep, RunKind, RunPrompt, RunState, StepState
-from polycrate.config.workspace import get_action, get_block, get_workflow, playbook_path
+from polycrate.run.plan import plan_prompts, plan_workflow, resume_point
+from polycrate.run.request import Confirm, PlannedStep, Reporter, RunOptions, RunPrompt, RunResult, StepResult
+from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.config.workspace import get_action, get_block, get_workflow
+from polycrate.config.action_view import playbook_path
 
 if TYPE_CHECKING:
     from polycrate.runtime.toolchain import Runtime
-
-
-@dataclass
-class StepResult:
-    plan: PlannedStep
-    status: StepState = StepState.NOT_RUN
-    exit_code: int | None = None
-    duration: float = 0.0
-    attempts: int = 0
-    failed_task: str | None = None
-    failed_host: str | None = None
-    message: str | None = None
-    note: str | None = None
-    hosts: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.plan.name
-
-    @property
-    def block(self) -> str:
-        return self.plan.block
-
-    @property
-    def action(self) -> str:
-        return self.plan.action
-
-    @property
-    def phase(self) -> Phase:
-        return self.plan.phase
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "block": self.block, "action": self.action, "status": self.status,
-                "exit_code": self.exit_code, "duration": self.duration, "phase": self.phase,
-                "attempts": self.attempts, "failed_task": self.failed_task, "failed_host": self.failed_host,
-                "message": self.message, "note": self.note, "hosts": self.hosts}
-
-
-@dataclass
-class RunResult:
-    kind: RunKind
-    name: str
-    steps: list[StepResult] = field(default_factory=list)
-    duration: float = 0.0
-    run_id: str | None = None
-    status: RunState = RunState.RUNNING
-    resumed_from: str | None = None
-    check: bool = False
-    preflight: Any = None  # preflight.Report of the checks before step 1 (None: not run)
-    record: dict[str, Any] | None = None  # the run as recorded when it finished (RunStore.get_run)
-    workspace: str | None = None  # the workspace's name
-
-    @property
-    def failed_step(self) -> StepResult | None:
-        return next((s for s in self.steps if s.status == StepState.FAILED and s.phase == Phase.MAIN), None)
-
-    @property
-    def ok(self) -> bool:
-        return self.failed_step is None and self.status != RunState.INTERRUPTED
-
-    @property
-    def skipped(self) -> list[StepResult]:
-        return [s for s in self.steps if s.status == StepState.SKIPPED]
-
-
-class Reporter:
-    """What the engine tells its caller while it works. Override what you need."""
-
-    def output(self, line: str) -> None:
-        pass
-
-    def step_started(self, step: StepResult, index: int, total: int) -> None:
-        pass
-
-    def step_finished(self, step: StepResult, index: int, total: int) -> None:
-        pass
-
-    def notice(self, message: str) -> None:
-        """Something polycrate itself has to say: waiting for a lock, a retry, a failed webhook."""
-
-    def toolchain(self, line: str) -> None:
-        """Progress of preparing the container runtime (an image build or import) before a run."""
-
-    def preparing(self, message: str) -> None:
-        """Something done before the run starts (a block pulled or downgraded)."""
-
-    def run_started(self, kind: str, name: str, run_id: str, total: int) -> None:
-        """The run is recorded and its first step is about to start."""
-
-    def attempt_started(self, step: StepResult, events_file: Path | None) -> None:
-        """An attempt of a step starts; an ansible step writes its event stream (events.py) to `events_file`."""
-
-
-Confirm = Callable[[RunPrompt], bool]  # the caller's answer to a prompt
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    check: bool = False
-    diff: bool = False
-    resume: bool = False
-    wait: bool = False  # wait for the lock instead of refusing
-    runtime: str | None = None  # "local" | "container"; None: the workspace's config.runtime
-    display_env: tuple[tuple[str, str], ...] = ()  # the caller's terminal: colour and width for Ansible
-    ansible: AnsibleOptions = AnsibleOptions()  # --limit, --tags, --skip-tags, --extra-vars, verbosity
-    preflight: bool = True  # check the planned steps' actions before step 1 (polycrate.run.preflight)
-    # the real Polycrate's global flags (cli/flags.py); pipeline.prepare checks the paths
-    env: tuple[tuple[str, str], ...] = ()  # -e KEY=value: every action's environment, last
-    mounts: tuple[Any, ...] = ()  # -m: runtime.container.Mount, container runtime only
-    force: bool = False  # -f: POLYCRATE_FORCE=1
-    pull: bool = False  # -p: pull config.image first
-    build: bool = False  # -b: build Dockerfile.poly even when its inputs are unchanged
-    auto_commit: bool = False  # commit the workspace before and after the run
-    event_handler: str | None = None  # "workspace" (.logs/) | "webhook" (POST to event_endpoint)
-    event_endpoint: str | None = None
-    ssh_private_key: str | None = None  # --ssh-private-key as given
-    ssh_key: Path | None = None  # the workspace's key the run hands to Ansible (pipeline.prepare resolves it)
-    command: str = ""  # the command line, for the run's event
+    from polycrate.runtime.zygote import EarlyZygote
 
 
 class PromptDeclined(PolycrateError):
@@ -189,64 +76,16 @@ def masker_for(secrets=None):
     return secrets.masker if secrets is not None else Masker()
 
 
-# --- planning ---------------------------------------------------------------------------------
-
-
-def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = None) -> list[PlannedStep]:
-    steps = list(workflow.steps)
-    if only_step is not None:
-        chosen = [s for s in steps if s.name == only_step]
-        if not chosen:
-            from polycrate.config.workspace import closest
-
-            raise PolycrateError(
-                f"workflow '{workflow.name}' has no step '{only_step}'" + closest(only_step, [s.name for s in steps]),
-                ws.file,
-                workflow.line,
-            )
-        steps = chosen
-    planned = [PlannedStep.of(s) for s in steps] + [PlannedStep.of(s, Phase.ON_FAILURE) for s in workflow.on_failure]
-    for step in planned:
-        block = get_block(ws, step.block)
-        action = get_action(block, step.action)
-        if action.type == "ansible":
-            playbook_path(block, action)  # a missing playbook stops the run before step 1
-    return planned
-
-
-def plan_prompts(ws: Workspace, workflow: Workflow, planned: list[PlannedStep], skip: set[str]) -> list[RunPrompt]:
-    """The workflow's prompt, then each planned step's action prompt (not of steps a resume skips)."""
-    prompts = [RunPrompt(workflow.prompt.message, workflow=workflow.name)] if workflow.prompt else []
-    declared = {s.name: s for s in (*workflow.steps, *workflow.on_failure)}
-    for step in planned:
-        action = ws.blocks[step.block].actions[step.action]
-        own = declared[step.name].prompt if step.name in declared else None
-        if own is not None and step.name not in skip:  # a step's own prompt (Polycrate's), before its action's
-            prompts.append(RunPrompt(own.message, step=step.name, block=step.block, action=step.action))
-        if action.prompt and step.name not in skip:
-            prompts.append(RunPrompt(action.prompt.message, step=step.name, block=step.block, action=step.action))
-    return prompts
-
-
-def resume_point(previous: dict, planned: list[PlannedStep]) -> set[str]:
-    """Names of the steps that the previous run finished (succeeded, or failed where allowed)."""
-    done = {s["name"] for s in previous["steps"] if s["phase"] == Phase.MAIN and StepState(s["status"]).finished_ok}
-    skip: set[str] = set()
-    for step in planned:
-        if step.phase != Phase.MAIN or step.name not in done:
-            break
-        skip.add(step.name)
-    return skip
-
-
 # --- one run ----------------------------------------------------------------------------------
 
 
 class _Run:
     """The bookkeeping of one run: store rows, logs, masking, the lock."""
 
-    def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions, runtime: Runtime | None):
+    def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions, runtime: Runtime | None,
+                 early_zygote: EarlyZygote | None = None):
         self.ws = ws
+        self.early_zygote = early_zygote  # started by the caller while the workspace was read (runtime/zygote.py)
         self.reporter = reporter
         self.options = options
         self.runtime = runtime
@@ -296,7 +135,8 @@ class _Run:
 
         self.store = open_store(self.ws.root)
         self.run_id = self.store.start_run(
-            check=self.options.check, diff=self.options.diff,
+            check=self.options.check, diff=self.options.diff, run_id=self.options.run_id,
+            user=self.options.launched_by,
             ansible_options=self.masker.mask_data(self.options.ansible.to_record()), **record,
         )
         if self.lock is not None:
@@ -325,8 +165,10 @@ class _Run:
         """Warm Ansible once for a run of two or more Ansible processes (the preflight, each ansible step's
         runs and retries; a single action with the preflight counts): each then forks from it instead of
         starting and importing ansible-core again (runtime/zygote.py)."""
-        from polycrate.runtime.action import start_zygote
+        from polycrate.runtime.execute import start_zygote
 
+        if not self.options.zygote:
+            return
         steps = [s for s in planned if self.ws.blocks[s.block].actions[s.action].type == "ansible"]
         runs = sum(1 + s.retries for s in steps)
         if runs < (1 if self.options.preflight else 2):  # the preflight forks from it too
@@ -338,11 +180,13 @@ class _Run:
                                 extra_env=dict(self.options.display_env), **action_settings(self.options),
                                 ssh_sharing=self.ssh_sharing)
         try:
-            self.zygote = start_zygote(request)
+            self.zygote = start_zygote(request, self.early_zygote)
         except Exception:  # an optimisation: without it every step starts its own process
             self.zygote = None
 
     def close(self) -> None:
+        if self.early_zygote is not None:
+            self.early_zygote.discard()  # when no step took it
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
@@ -706,6 +550,7 @@ def run_action(
     reporter: Reporter | None = None,
     options: RunOptions = RunOptions(),
     runtime: Runtime | None = None,
+    early_zygote: EarlyZygote | None = None,
 ) -> RunResult:
     """One run, once prepared: call it through pipeline.run, which decides `runtime` (None: local)."""
     block = get_block(ws, block_name)
@@ -714,7 +559,7 @@ def run_action(
         playbook_path(block, action)
     if options.resume:
         raise PolycrateError("--resume applies to workflows only")
-    run = _Run(ws, reporter or Reporter(), options, runtime)
+    run = _Run(ws, reporter or Reporter(), options, runtime, early_zygote)
     try:
         key = f"action-{block.name}-{action.name}"
         run.take_lock(key, f"action {block.name} {action.name}")
@@ -745,6 +590,7 @@ def run_workflow(
     reporter: Reporter | None = None,
     options: RunOptions = RunOptions(),
     runtime: Runtime | None = None,
+    early_zygote: EarlyZygote | None = None,
 ) -> RunResult:
     """One run, once prepared: call it through pipeline.run, which decides `runtime` (None: local)."""
     workflow = get_workflow(ws, name)
@@ -752,7 +598,7 @@ def run_workflow(
         raise PolycrateError("--resume and --step do not combine: --resume picks the steps itself")
     planned = plan_workflow(ws, workflow, only_step)
 
-    run = _Run(ws, reporter or Reporter(), options, runtime)
+    run = _Run(ws, reporter or Reporter(), options, runtime, early_zygote)
     try:
         key = f"workflow-{workflow.name}"
         # the lock first: a second run is refused before anyone is asked anything

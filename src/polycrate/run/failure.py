@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from polycrate.runtime.events import EventKind
+from polycrate.runtime.events import EventKind, no_hosts_message
 
 # ansible-playbook's exit statuses (ansible.errors.ExitCode and TaskQueueManager); 4 means both
 # "unreachable hosts" and "parser error": the events tell which.
@@ -67,11 +67,6 @@ def read_step_events(path: Path | None) -> StepEvents:
         elif kind == EventKind.SCRIPT_EXIT:
             found.script_exit = {"line": int(event.get("line", 0)), "status": int(event.get("status", 1))}
     return found
-
-
-def no_hosts_message(play: str, pattern: str) -> str:
-    """The one wording of a play that matched no host (at run time and in the preflight)."""
-    return f"play '{play}' matched no hosts (pattern '{pattern}')"
 
 
 def exit_meaning(code: int | None, unreachable: bool = False) -> str:

@@ -17,14 +17,13 @@ steps, finish (engine.py). The CLI calls this module and nothing else of it; so 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from polycrate.run.engine import Confirm, Reporter, RunOptions, RunResult
+from polycrate.run.request import Confirm, Reporter, RunOptions, RunRequest, RunResult
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
 from polycrate.config.model import Workspace
-from polycrate.states import RunPrompt
+from polycrate.run.request import RunPrompt
 from polycrate.config.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
 
 if TYPE_CHECKING:
@@ -33,23 +32,6 @@ if TYPE_CHECKING:
 
 class BlocksDeclined(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What to run: a workflow (optionally one step of it) or one block action, and how."""
-
-    root: Path  # the workspace root (workspace.find_root)
-    workflow: str | None = None
-    block: str | None = None
-    action: str | None = None
-    only_step: str | None = None
-    options: RunOptions = field(default_factory=RunOptions)
-    auto_pull: bool = False  # install missing `from:` blocks and upgrades without asking; a downgrade still asks
-
-    def __post_init__(self) -> None:
-        if (self.workflow is None) == (self.block is None or self.action is None):
-            raise PolycrateError("a run names either a workflow, or a block and one of its actions")
 
 
 @dataclass(frozen=True)
@@ -107,7 +89,7 @@ def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> Pre
     return PreparedRun(request, ws, runtime, options)
 
 
-def snapshot(request: RunRequest) -> dict:
+def snapshot(request: RunRequest) -> dict[str, Any]:
     """`--snapshot`: what the run's (first) action would get, printed instead of running anything.
     Nothing is installed, built, locked, recorded or run."""
     from polycrate.notify import polycrate_event as runevents
@@ -123,8 +105,6 @@ def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Report
     """Prepare (unless done) and run; the result says how it ended (interrupts re-raise)."""
     from polycrate.run import engine
 
-    from polycrate.runtime.zygote import discard_early
-
     reporter = reporter or Reporter()
     try:
         prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm,
@@ -132,12 +112,15 @@ def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Report
         req = prepared.request
         if req.workflow is not None:
             return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
-                                       reporter=reporter, options=prepared.options, runtime=prepared.runtime)
+                                       reporter=reporter, options=prepared.options, runtime=prepared.runtime,
+                                       early_zygote=req.early_zygote)
         assert req.block is not None and req.action is not None
         return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
-                                 options=prepared.options, runtime=prepared.runtime)
+                                 options=prepared.options, runtime=prepared.runtime, early_zygote=req.early_zygote)
     finally:
-        discard_early()  # a zygote started early (runtime/zygote.py: prespawn) that this run did not take
+        early = request.request.early_zygote if isinstance(request, PreparedRun) else request.early_zygote
+        if early is not None:
+            early.discard()  # started early (runtime/zygote.py: prespawn), and no step took it
 
 
 def refuse_templates(ws: Workspace, request: RunRequest) -> None:

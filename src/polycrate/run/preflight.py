@@ -190,7 +190,7 @@ def check_inventory(ws: Workspace, targets: list[Target] = ()) -> list[Finding]:
     workspace's inventory and each ansible target's own (artifacts/blocks/BLOCK/inventory.yml); the
     parsing is Ansible's (check_playbooks)."""
     from polycrate.config import yamlfile
-    from polycrate.config.workspace import block_inventory
+    from polycrate.config.action_view import block_inventory
 
     files = [ws.inventory]
     for target in targets:
@@ -256,7 +256,7 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
     from polycrate.runtime.ansible_options import dump_unsafe_yaml, has_unsafe, merged_extra_vars
 
     from polycrate.runtime.action import ActionRequest, action_variables
-    from polycrate.config.workspace import block_inventory, playbook_path
+    from polycrate.config.action_view import block_inventory, playbook_path
 
     report = Report()
     extra = merged_extra_vars(ansible.extra_vars) if ansible is not None and ansible.extra_vars else {}

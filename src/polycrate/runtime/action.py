@@ -1,17 +1,13 @@
-"""One action as a request: the environment and variables it gets, and its execution
-(``run_action_process``, the single entry point; ``ansible.py`` and ``script.py`` build the command
-for their action type, ``process.py`` streams it)."""
+"""One action as a request (``ActionRequest``): the variables its playbook or script gets and the
+environment its process gets. ``execute.py`` runs it."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from polycrate.runtime.events import EVENTS_CALLBACK, EVENTS_FILE_ENV
-from polycrate.runtime.process import stream
 
 if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygote) imports this package
     from polycrate.config.model import Action, Block, Workspace
@@ -49,7 +45,7 @@ class ActionRequest:
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:
     """`block` and `workspace` as playbooks and scripts see them, with the paths of this run's secrets."""
-    from polycrate.config.workspace import block_vars, workspace_vars
+    from polycrate.config.action_view import block_vars, workspace_vars
 
     block = block_vars(request.ws, request.block)
     workspace = workspace_vars(request.ws)
@@ -83,7 +79,7 @@ def action_environment(request: ActionRequest) -> dict[str, str]:
         env["POLYCRATE_WORKFLOW"] = request.workflow
     if request.step:
         env["POLYCRATE_STEP"] = request.step
-    from polycrate.config.workspace import block_inventory, block_kubeconfig
+    from polycrate.config.action_view import block_inventory, block_kubeconfig
 
     inventory, kubeconfig = block_inventory(ws, block), block_kubeconfig(ws, block)
     if inventory is not None:  # the block's own (artifacts/blocks/BLOCK/inventory.yml), else the workspace's
@@ -111,47 +107,3 @@ def event_environment(env: dict[str, str], events_file: Path) -> dict[str, str]:
     env["ANSIBLE_CALLBACKS_ENABLED"] = ",".join(enabled)
     env[EVENTS_FILE_ENV] = str(events_file)
     return env
-
-
-def run_action_process(request: ActionRequest, output: Callable[[str], None]) -> int:
-    """Run the action to completion, streaming its output lines; return its exit status.
-
-    Raises ``ActionTimedOut`` (after stopping the process group) when ``request.timeout`` passes.
-    """
-    from polycrate.runtime import ansible, container, script
-
-    request.ws.artifacts_dir(request.block.name).mkdir(parents=True, exist_ok=True)
-    private = Path(tempfile.mkdtemp(prefix="polycrate-run-"))  # mode 0700
-    try:
-        builder = ansible.build_command if request.action.type == "ansible" else script.build_command
-        argv, env = builder(request, private)
-        if request.action.type == "ansible" and request.events_file is not None:
-            env = event_environment(env, request.events_file)
-        # the container runtime runs the same command in the workspace's image, and removes it however it ends
-        with container.command_for(request, argv, env, private) as (wrapped, env, cwd):
-            # a local ansible step forks from the run's warm zygote (runtime/zygote.py) when there is one
-            zygote = request.zygote if request.action.type == "ansible" and wrapped is argv else None
-            return stream(wrapped, env, cwd, output, request.timeout, request.keep_fds, zygote)
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
-
-
-def start_zygote(request: ActionRequest):
-    """The warm process the ansible steps of a workflow run fork from (runtime/zygote.py), started with
-    the environment of `request`, the run's first ansible step; None where it does not apply (the
-    container runtime, POLYCRATE_ZYGOTE=0). Whatever it cannot serve runs as a plain process."""
-    from polycrate.runtime import ansible
-    from polycrate.runtime.zygote import Zygote
-
-    if os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    if request.action.type != "ansible" or (request.runtime is not None and request.runtime.container):
-        return None
-    env = ansible.ansible_environment(request)
-    env = event_environment(env, request.events_file or Path(tempfile.gettempdir()) / "polycrate-events.jsonl")
-    try:
-        return Zygote(env, request.block.folder)
-    except OSError:
-        return None
-
-

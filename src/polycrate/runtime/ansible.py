@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from polycrate.config.workspace import playbook_path
+from polycrate.config.action_view import playbook_path
 
 
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:

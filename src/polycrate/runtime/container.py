@@ -216,7 +216,7 @@ def wrap(request, argv: list[str], env: dict[str, str], private: Path) -> Contai
     ]
     if events:
         mounts.append((str(Path(events).parent), EVENTS_MOUNT, "rw"))
-    from polycrate.config.workspace import block_inventory
+    from polycrate.config.action_view import block_inventory
 
     inventory = block_inventory(ws, block)  # the one ANSIBLE_INVENTORY names
     keys = _inventory_keys(inventory) if inventory is not None else set()

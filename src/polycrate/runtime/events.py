@@ -106,3 +106,8 @@ def read_events(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str] |
                     "message": event.get("message", "") or ("host unreachable" if kind == EventKind.UNREACHABLE else ""),
                 }
     return (hosts or tally), failure
+
+
+def no_hosts_message(play: str, pattern: str) -> str:
+    """The one wording of a play that matched no host (at run time and in the preflight)."""
+    return f"play '{play}' matched no hosts (pattern '{pattern}')"

@@ -135,9 +135,9 @@ def check(request: dict) -> dict:
     except ImportError:  # ansible-core < 2.19
         from ansible.template import Templar as TemplateEngine  # type: ignore[no-redef]
 
-    from polycrate.runtime.ansible_playbook import _quiet_our_reserved_names
+    from polycrate.runtime.ansible_setup import quiet_our_reserved_names
 
-    _quiet_our_reserved_names()
+    quiet_our_reserved_names()
     context.CLIARGS = ImmutableDict(syntax=True, tags=(), skip_tags=(), start_at_task=None, extra_vars=())
     init_plugin_loader([])
     findings: list[dict] = []
@@ -185,7 +185,7 @@ def check(request: dict) -> dict:
                 matched = inventory.list_hosts(pattern)
                 plays.append({"key": key, "play": play.get_name(), "pattern": text, "hosts": len(matched)})
                 if not matched and not item.get("allow_no_hosts"):
-                    from polycrate.run.failure import no_hosts_message
+                    from polycrate.runtime.events import no_hosts_message
 
                     where, line = _where(play._ds)
                     message = no_hosts_message(play.get_name(), text) + (f" with --limit '{limit}'" if limit else "")

@@ -25,6 +25,10 @@ class ActionTimedOut(Exception):
         self.seconds = seconds
 
 
+class ZygoteUnavailable(Exception):
+    """The run's zygote cannot serve this step: it starts as a plain process."""
+
+
 SUPERVISOR = Path(__file__).with_name("supervise.py")
 
 
@@ -83,7 +87,6 @@ def stream(
 ) -> int:
     proc = None
     if zygote is not None:
-        from polycrate.runtime.zygote import ZygoteUnavailable
 
         try:
             proc = zygote.spawn(argv, env, cwd, keep_fds)  # the same contract, forked from a warm process

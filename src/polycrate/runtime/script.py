@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from polycrate.config.workspace import snapshot
+from polycrate.config.action_view import snapshot
 
 # One line each, so a line number of the generated file maps back with one subtraction (PRELUDE_LINES).
 # The traps use only builtins; bash does not run the DEBUG trap inside a trap, so they print nothing else.
@@ -81,7 +81,7 @@ def rendered_script(request, data: dict | None = None) -> tuple[str, ...]:
         return tuple(lines)
     from polycrate.errors import ConfigError
     from polycrate.config.gotemplate import TemplateError, render
-    from polycrate.config.schema import template_message
+    from polycrate.config.gotemplate import template_message
 
     action = request.action
     data = data if data is not None else snapshot_data(request)

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-import _signal as signal  # the C module: `signal` would import enum (a tenth of our start-up)
+import _signal as signal  # type: ignore[import-not-found]  # the C module: `signal` would import enum (a tenth of our start-up)
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36

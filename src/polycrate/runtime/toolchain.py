@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 
 from polycrate.errors import PolycrateError
 from polycrate.config.model import Workspace
-from polycrate.config.schema import ENGINES, RUNTIMES
+from polycrate.config.model import ENGINES, RUNTIMES
 
 Log = Callable[[str], None]
 

@@ -31,7 +31,7 @@ same descriptors): the result is always what a cold process would do.
 
 The zygote reports each child's pid and, when it ends, its exit status (as
 ``Popen.returncode``: negative for a signal). The engine's side is ``Zygote`` and
-``WarmProcess`` (``pid``, ``stdout``, ``poll``, ``wait``: what ``_stream`` and
+``WarmProcess`` (``pid``, ``stdout``, ``poll``, ``wait``: what ``process.stream`` and
 ``stop_process_group`` use). Only the local runtime uses it; the container runtime
 and script actions start a plain process as before.
 """
@@ -44,6 +44,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from polycrate.runtime.process import ZygoteUnavailable
 
 ENTRY = ("-m", "polycrate.runtime.ansible_playbook")
 MAX_MESSAGE = 1 << 20
@@ -313,10 +315,6 @@ def _exit(code: int) -> None:
 # --- the engine's side ------------------------------------------------------------------------
 
 
-class ZygoteUnavailable(Exception):
-    pass
-
-
 class WarmProcess:
     """A step's process forked by the zygote: the part of ``subprocess.Popen`` the runtime uses."""
 
@@ -354,12 +352,12 @@ _TIMEOUT = object()
 class Zygote:
     """The engine's handle on a zygote process; ``spawn`` runs one step, ``close`` ends it."""
 
-    def __init__(self, env: dict[str, str], cwd: Path):
+    def __init__(self, env: dict[str, str], cwd: Path, early: EarlyZygote | None = None):
         from polycrate.runtime.process import die_with_parent, libc
 
         self.ready: bool | None = None
         self.error: str | None = None
-        started = _take_early()
+        started = early.take() if early is not None else None
         if started is not None:  # started by prespawn while the run was prepared: it gets its environment now
             self.sock, self.proc = started
             try:
@@ -450,16 +448,42 @@ class Zygote:
 
 # --- an early start -----------------------------------------------------------------------------
 
-_EARLY: list = []  # (socket, Popen) of the zygote prespawn started, until a Zygote takes it
+class EarlyZygote:
+    """A zygote started before the run's workspace is read (``prespawn``); the caller hands it to the run
+    (``RunRequest.early_zygote``), whose ``Zygote`` takes it with the first ansible step's environment.
+    One no run took ends with ``discard`` (the run's end) or at exit."""
+
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen):
+        self._started: tuple[socket.socket, subprocess.Popen] | None = (sock, proc)
+        import atexit
+
+        atexit.register(self.discard)
+
+    def take(self) -> tuple[socket.socket, subprocess.Popen] | None:
+        started, self._started = self._started, None
+        return started
+
+    def discard(self) -> None:
+        """End it unless a run took it (it exits when its socket closes)."""
+        started = self.take()
+        if started is None:
+            return
+        sock, proc = started
+        sock.close()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def prespawn() -> None:
+def prespawn(enabled: bool = True) -> EarlyZygote | None:
     """Start a zygote before the run's workspace is read (pipeline.prepare reads it, the engine then
     knows the first ansible step): it imports what needs no step (EARLY_IMPORTS) meanwhile, and the
     engine's ``Zygote`` hands it the step's environment. Unused (a script-only workflow, the container
-    runtime), it ends when the run does (``discard_early``, and at exit). POLYCRATE_ZYGOTE=0: nothing."""
-    if _EARLY or os.environ.get("POLYCRATE_ZYGOTE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return
+    runtime), it ends when the run does. `enabled` False (POLYCRATE_ZYGOTE=0): nothing."""
+    if not enabled:
+        return None
     from polycrate.runtime.process import die_with_parent, libc
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -473,34 +497,10 @@ def prespawn() -> None:
         )
     except OSError:
         ours.close()
-        return
+        return None
     finally:
         theirs.close()
-    if not _EARLY_REGISTERED:
-        import atexit
-
-        atexit.register(discard_early)
-        _EARLY_REGISTERED.append(True)
-    _EARLY.append((ours, proc))
-
-
-_EARLY_REGISTERED: list = []
-
-
-def _take_early():
-    return _EARLY.pop() if _EARLY else None
-
-
-def discard_early() -> None:
-    """End an early zygote no run took (it exits when its socket closes)."""
-    while _EARLY:
-        sock, proc = _EARLY.pop()
-        sock.close()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return EarlyZygote(ours, proc)
 
 
 if __name__ == "__main__":

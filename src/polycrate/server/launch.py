@@ -4,7 +4,7 @@ A launch is a child `polycrate workflows run` process: the same pipeline as at t
 same lock (a second launch of a running workflow gets the CLI's exit 3 and the server answers 409),
 the same run store. The child runs in its own session (``start_new_session``), so stopping or
 restarting the server never stops a run. The server names the run id in advance and who launched
-it (``POLYCRATE_RUN_ID``, ``POLYCRATE_RUN_USER``, consumed by the run store), and the prompts the
+it (the child's ``--run-id`` and ``--launched-by``, which go into its run request), and the prompts the
 operator confirmed in the browser become the child's ``--force``.
 
 Every value that arrives over HTTP is data: its limit is checked as Ansible's host-pattern grammar
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
-from polycrate.history import RUN_ID_ENV, RUN_USER_ENV, new_run_id
+from polycrate.history import new_run_id
 from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.runtime.ansible_options import (HOST_PATTERN_MAX, SECRET_FILE_HEAD, AnsibleOptions, as_unsafe,
                                                check_host_pattern, dump_unsafe_yaml)
@@ -306,6 +306,7 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         raise LaunchRefused(
             f"workflow '{workflow}' is already running ({holder.describe() if holder else 'holder unknown'})", 409)
     run_id = new_run_id()
+    argv = command(root, workflow, options, supported) + ["--run-id", run_id, "--launched-by", launched_by]
     output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     output = output_dir / f"{run_id}.out"
     plain, secret = options.plain_values(), options.secret_values()
@@ -315,8 +316,6 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     env = dict(os.environ)
     for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
         env.pop(key, None)
-    env[RUN_ID_ENV] = run_id
-    env[RUN_USER_ENV] = launched_by
     with open(output, "wb") as out:
         proc = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)

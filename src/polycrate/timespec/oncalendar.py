@@ -222,7 +222,8 @@ def parse_calendar(expression: str) -> CalendarSpec:
         months = _component(parts[0], 1, 12, "month")
         days = _component(parts[1], 1, 31, "day")
 
-    hours = minutes = None
+    hours: tuple[int, ...] | None = None
+    minutes: tuple[int, ...] | None = None
     seconds: tuple[int, ...] | None = (0,)
     if time_text is None:
         hours, minutes = (0,), (0,)
