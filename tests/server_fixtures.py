@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import run_cli, write
-from tests.helpers import free_port, wait_for_port  # noqa: F401  (free_port: used by the server tests)
+from tests.helpers import free_port, wait_for_port
 
 SECRET = "s3cr3t-Web-Value-77"
 
@@ -102,7 +102,10 @@ ECHO = """
   tasks:
     - name: show the note
       ansible.builtin.debug:
-        msg: "note=[{{ note | default('none') }}] password=[{{ password | default('none') }}] count=[{{ count | default('-') }}] loud=[{{ loud | default('-') }}] target=[{{ target | default('-') }}] extra=[{{ extra | default('-') }}]"
+        msg: >-
+          note=[{{ note | default('none') }}] password=[{{ password | default('none') }}]
+          count=[{{ count | default('-') }}] loud=[{{ loud | default('-') }}] target=[{{ target | default('-') }}]
+          extra=[{{ extra | default('-') }}]
 """
 
 

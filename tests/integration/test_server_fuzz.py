@@ -18,11 +18,13 @@ from polycrate.server.app import BODY_LIMIT
 from tests.conftest import run_cli
 from tests.server_fixtures import make_workspace, seed_runs, start_server
 
-ODD_SEGMENTS = ["x" * 3000, "%00", "%C2%B2", "..", "%2e%2e%2fetc", "%FF%FE", "latest~99999999999999999999", "%F0%9F%98%80",
-                "a%0Ab", "%7B%7B7*7%7D%7D"]
-ODD_QUERIES: list[dict[str, str] | str] = [{"limit": "²"}, {"limit": "-1"}, {"limit": "1e9"}, {"limit": "9" * 50}, {"since": "nan"}, {"since": "inf"},
+ODD_SEGMENTS = ["x" * 3000, "%00", "%C2%B2", "..", "%2e%2e%2fetc", "%FF%FE", "latest~99999999999999999999",
+                "%F0%9F%98%80", "a%0Ab", "%7B%7B7*7%7D%7D"]
+ODD_QUERIES: list[dict[str, str] | str] = [
+               {"limit": "²"}, {"limit": "-1"}, {"limit": "1e9"}, {"limit": "9" * 50}, {"since": "nan"}, {"since": "inf"},
                {"until": "9999-99-99"}, {"since": "1e400"}, {"status": "\x00"}, {"workspace": "x" * 5000},
-               "step=%FF%FE", "limit=%00", "a=%ZZ&&&==", {"before": "²"}, {"before": "-5"}, {"actor": "\x1b[2J"}, {"next": "//evil"}]
+               "step=%FF%FE", "limit=%00", "a=%ZZ&&&==", {"before": "²"}, {"before": "-5"}, {"actor": "\x1b[2J"},
+               {"next": "//evil"}]
 BODIES: list[tuple[str, bytes]] = [
     ("application/json", json.dumps(v).encode()) for v in (
         [], [1], "x", 5, None, True, {"limit": 5}, {"limit": ["a"]}, {"step": ["a"]}, {"step": {"a": 1}},
@@ -31,12 +33,14 @@ BODIES: list[tuple[str, bytes]] = [
         {"extra_vars": {"x": json.loads("[" * 40 + "]" * 40)}}, {"extra_vars": ["@/etc/shadow"]},
     )
 ] + [
-    ("application/json", b"{"), ("application/json", b"\xff\xfe\x00"), ("application/json", b"[" * 30_000 + b"]" * 30_000),
+    ("application/json", b"{"), ("application/json", b"\xff\xfe\x00"),
+    ("application/json", b"[" * 30_000 + b"]" * 30_000),
     ("application/json", b"{" + b" " * 70_000 + b"}"), ("text/plain", b"hello"), ("application/xml", b"<a/>"),
     ("application/x-www-form-urlencoded", b"name=%FF%FE&role=%00&csrf=x"),
     ("application/x-www-form-urlencoded", b"a=" + b"b" * 70_000),
     ("application/x-www-form-urlencoded", b"username=&password=&csrf=&check=maybe&limit=%40%2Fetc%2Fshadow"),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\nx\r\n--b--\r\n"),
+    ("multipart/form-data; boundary=b",
+     b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\nx\r\n--b--\r\n"),
 ]
 
 
@@ -101,7 +105,7 @@ def test_no_route_answers_500_to_wrong_types_or_sizes(served, tmp_path):
                 urls = paths(template, run_id)
                 # every caller gets the real path with every odd query or body; the odd paths go to the
                 # admin (who passes every gate, so the route's own code meets them) with the first few
-                for (who, headers), url in itertools.chain(
+                for (_who, headers), url in itertools.chain(
                         ((c, urls[0]) for c in callers.items()), ((("admin", callers["admin"]), u) for u in urls[1:])):
                     few = url != urls[0]
                     if method in ("GET", "DELETE"):

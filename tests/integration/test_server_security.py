@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
@@ -130,7 +129,7 @@ def test_secret_launch_values_are_masked_everywhere(served):
     page = session.get(f"/runs/{run_id}").text
     assert secret not in page and "note=visible note" in page and "password=********" in page
     stores = [p for ws in served.workspaces for p in ws.rglob("*") if p.is_file() and ".polycrate" in p.parts]
-    stores += [p for p in served.state.glob("server.db*")]
+    stores += list(served.state.glob("server.db*"))
     assert stores and not any(secret.encode() in p.read_bytes() for p in stores)
 
 
@@ -439,3 +438,29 @@ def test_a_user_granted_one_workspace_sees_and_finds_only_its_runs(served):
     finished(client, launched.json()["run_id"])
     page = client.get("/").text
     assert "ops" not in re.sub(r"<[^>]+>", " ", page).split()
+
+
+# --- controls a team expects -------------------------------------------------------------------
+
+
+def test_relaunch_reuses_the_values_and_can_take_the_failed_hosts_only(served):
+    operator = api(served, "operator")
+    r = operator.post("/api/v1/workspaces/ops/workflows/echo/runs",
+                      json={"vars": {"note": "again", "password": "Relaunch-S3cret-1", "count": 2}})
+    assert r.status_code == 202, r.text
+    first = finished(operator, r.json()["run_id"])
+    again = operator.post(f"/api/v1/runs/{first['run_id']}/relaunch", json={})
+    assert again.status_code == 202, again.text
+    run = finished(operator, again.json()["run_id"])
+    assert run["run_id"] != first["run_id"] and run["status"] == "succeeded"
+    assert "note=[again] password=[********] count=[2]" in log_of(api(served, "admin"), run["run_id"])
+    failed = operator.get("/api/v1/runs", params={"workspace": "ops", "status": "failed", "workflow": "nightly"}
+                          ).json()["runs"][-1]
+    r = operator.post(f"/api/v1/runs/{failed['run_id']}/relaunch", json={"failed_hosts": True})
+    assert r.status_code == 202, r.text
+    run = finished(operator, r.json()["run_id"])
+    assert run["ansible_options"]["limit"] == "localhost" and run["steps"][1]["hosts"]["localhost"]["failed"] == 1
+    nothing = operator.post(f"/api/v1/runs/{first['run_id']}/relaunch", json={"failed_hosts": True})
+    assert nothing.status_code == 409 and "no failed" in nothing.json()["error"]
+    assert operator.post(f"/api/v1/runs/{first['run_id']}/relaunch", json={"failed_hosts": "yes"}).status_code == 400
+    assert api(served).post(f"/api/v1/runs/{first['run_id']}/relaunch", json={}).status_code == 403

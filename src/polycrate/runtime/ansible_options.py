@@ -227,7 +227,7 @@ def _load_file(path: Path) -> dict:
     import yaml
 
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())  # noqa: S506 (safe + !unsafe)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())  # the safe loader, plus !unsafe
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PolycrateError(f"--extra-vars: cannot read {path}: {str(exc).splitlines()[0]}") from None
     if data is None:

@@ -16,10 +16,11 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -35,8 +36,9 @@ from polycrate.states import RunState, StepState, state_text
 from polycrate import contract
 from polycrate.server import chart, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
-from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, launch, parse_launch,
-                                     prompts_of, stop)
+from polycrate.runtime.ansible_options import check_host_pattern
+from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, failed_hosts, launch,
+                                     parse_launch, prompts_of, stop)
 from polycrate.server.state import Principal, ServerState, bounded
 
 HERE = Path(__file__).resolve().parent
@@ -164,7 +166,7 @@ class Web:
     # --- routes ----------------------------------------------------------------------------
 
     def routes(self) -> list:
-        R = Route  # noqa: N806
+        R = Route
         g = self.guard
         return [
             R("/login", self.login_form, methods=["GET"]),
@@ -175,6 +177,7 @@ class Web:
             R("/runs/{run_id}", g(self.run_page, "viewer")),
             R("/runs/{run_id}/log/events", g(self.log_events, "viewer")),
             R("/runs/{run_id}/stop", g(self.stop_form, "operator"), methods=["POST"]),
+            R("/runs/{run_id}/relaunch", g(self.relaunch_form, "operator"), methods=["POST"]),
             R("/workspaces/{workspace}/workflows/{workflow}", g(self.workflow_page, "viewer")),
             R("/workspaces/{workspace}/workflows/{workflow}/launch", g(self.launch_form, "operator"),
               methods=["POST"]),
@@ -192,6 +195,7 @@ class Web:
             R("/api/v1/runs/{run_id}/log", g(self.api_log, "viewer")),
             R("/api/v1/runs/{run_id}/log/events", g(self.log_events, "viewer")),
             R("/api/v1/runs/{run_id}/stop", g(self.api_stop, "operator"), methods=["POST"]),
+            R("/api/v1/runs/{run_id}/relaunch", g(self.api_relaunch, "operator"), methods=["POST"]),
             R("/api/v1/workspaces/{workspace}/workflows/{workflow}/runs", g(self.api_launch, "operator"),
               methods=["POST"]),
             R("/api/v1/schedules", g(self.api_schedules, "viewer")),
@@ -349,7 +353,8 @@ class Web:
         launched = self.state.launch_of(run["id"])
         return self.page(request, "run.html", title=f"Run {run['id']}", run=run, logs=logs, timeline=timeline,
                          timeline_svg=chart.timeline_svg(timeline), live=run["status"] == RunState.RUNNING,
-                         launched=launched, may_operate=who.may("operator", entry.key))
+                         launched=launched, may_operate=who.may("operator", entry.key),
+                         failed_hosts=failed_hosts(run))
 
     def workflow_page(self, request: Request) -> Response:
         key, name = request.path_params["workspace"], request.path_params["workflow"]
@@ -420,8 +425,8 @@ class Web:
             self.state.audit(who.label, "launch", f"{key}/{name}", f"refused: {exc.message}", self.client(request),
                              detail)
             raise
-        self.state.record_launch(launched.run_id, who.label, key, name, options.audit(), options.audit(),
-                                 str(launched.vars_file) if launched.vars_file else None)
+        self.state.record_launch(launched.run_id, who.label, key, name, options.audit(), options.replay(),
+                                 str(launched.secrets_file) if launched.secrets_file else None)
         self.state.audit(who.label, "launch", f"{key}/{name}", "ok", self.client(request),
                          detail | {"run_id": launched.run_id, "confirmed": [a["message"] for a in asks]})
         return launched.run_id
@@ -474,8 +479,73 @@ class Web:
         return run
 
     def stop_form(self, request: Request) -> Response:
+        """The Stop button asks first (a page of its own, so it works without JavaScript); the answer stops."""
+        if request.state.form.get("confirm") != "yes":
+            entry, run = self._run_for(request, "operator")
+            return self.page(request, "confirm_stop.html", title=f"Stop run {run['id']}?", run=run)
         run = self._stop(request)
         return RedirectResponse(f"/runs/{run['id']}", status_code=303)
+
+    def _relaunch(self, request: Request, failed_only: bool, confirmed: bool) -> str:
+        """The run's workflow again with the same launch values (secret ones read back from the launch's own
+        file), or on its failed hosts only."""
+        entry, run = self._run_for(request, "operator")
+        if run["kind"] != "workflow":
+            raise HTTPError(409, f"run {run['id']} is not a workflow run")
+        if run["status"] == RunState.RUNNING:
+            raise HTTPError(409, f"run {run['id']} is still running")
+        record = self.state.launch_of(run["id"])
+        if record is not None:
+            options = LaunchOptions.from_replay(record["options"], record["vars_file"])
+        else:  # launched at the terminal: what its record holds, never its extra vars (not ours to show or reuse)
+            recorded = run.get("ansible_options") or {}
+            if recorded.get("extra_vars"):
+                raise HTTPError(409, f"run {run['id']} was started with extra vars at the terminal: relaunch it there")
+            options = LaunchOptions(check=bool(run.get("check_mode")), step=run.get("only_step"),
+                                    limit=recorded.get("limit"), tags=tuple(recorded.get("tags") or ()))
+        if failed_only:
+            hosts = failed_hosts(run)
+            if not hosts:
+                raise HTTPError(409, f"run {run['id']} has no failed or unreachable host")
+            try:
+                limit = check_host_pattern(",".join(hosts))
+            except PolycrateError as exc:
+                raise HTTPError(409, f"the failed hosts are no host pattern: {exc.message}") from None
+            options = replace(options, limit=limit)
+        run_id = self._launch(request, entry.key, run["name"], options, confirmed)
+        self.state.audit(request.state.principal.label, "relaunch", run["id"], "ok", self.client(request),
+                         {"run_id": run_id, "failed_hosts": failed_only})
+        return run_id
+
+    def relaunch_form(self, request: Request) -> Response:
+        form = request.state.form if hasattr(request.state, "form") else None
+        if form is None:
+            raise HTTPError(415, "the relaunch button sends a form")
+        try:
+            run_id = self._relaunch(request, form.get("failed_hosts") == "yes", form.get("confirm") == "yes")
+        except (HTTPError, LaunchRefused) as exc:
+            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
+                             back=f"/runs/{request.path_params['run_id']}")
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def api_relaunch(self, request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/json", ""):
+            raise HTTPError(415, "the body must be JSON (Content-Type: application/json)")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            raise HTTPError(400, "the body must be JSON") from None
+        if not isinstance(body, dict) or set(body) - {"failed_hosts", "confirm"}:
+            raise HTTPError(400, "the body is an object with failed_hosts and confirm (booleans), nothing else")
+        for key in ("failed_hosts", "confirm"):
+            if not isinstance(body.get(key, False), bool):
+                raise HTTPError(400, f"{key}: true or false (a JSON boolean)")
+        run_id = await asyncio.to_thread(self._relaunch, request, body.get("failed_hosts", False),
+                                         body.get("confirm", False))
+        return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"},
+                            status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
 
     # --- the live log ----------------------------------------------------------------------
 
@@ -517,7 +587,7 @@ class Web:
                     for line in lines:
                         yield _event("line", {"step": step["name"], "text": line})
                 if current["status"] != RunState.RUNNING:
-                    for position, rest in pending.items():
+                    for rest in pending.values():
                         yield _event("line", {"step": "", "text": rest})
                     yield _event("end", {"status": current["status"], "exit_code": current["exit_code"],
                                          "duration": current["duration"]})

@@ -12,9 +12,10 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunStore
@@ -239,7 +240,7 @@ class Catalog:
     def overview(self, now: float | None = None, who: Any = None) -> list[dict]:
         """Every workflow of every workspace: last run, last success and its age, next run, overdue."""
         now = now or time.time()
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        now_dt = datetime.fromtimestamp(now, UTC)
         rows: list[dict] = []
         for entry in self.entries(who):
             if entry.ws is None:
@@ -300,7 +301,7 @@ class Catalog:
         return row
 
     def schedules(self, now: float | None = None, who: Any = None) -> list[dict]:
-        now_dt = datetime.fromtimestamp(now or time.time(), timezone.utc)
+        now_dt = datetime.fromtimestamp(now or time.time(), UTC)
         rows = []
         for entry in self.entries(who):
             schedules, error = self.schedules_of(entry)

@@ -73,6 +73,28 @@ class LaunchOptions:
                 "tags": list(self.tags), "extra_vars": sorted(self.extra_vars),
                 "parameters": {k: (MASK if k in self.secret_names else v) for k, v in sorted(self.variables.items())}}
 
+    def replay(self) -> dict[str, Any]:
+        """What a relaunch needs besides the secrets (which stay in the launch's .secret.yml): kept in the
+        server's own state (0600), never shown."""
+        return {"check": self.check, "step": self.step, "limit": self.limit, "tags": list(self.tags),
+                "extra_vars": self.extra_vars,
+                "variables": {k: v for k, v in self.variables.items() if k not in self.secret_names}}
+
+    @classmethod
+    def from_replay(cls, data: dict[str, Any], secrets_file: str | None) -> LaunchOptions:
+        """The options of an earlier launch, its secret values read back from its .secret.yml."""
+        from polycrate.runtime.ansible_options import _load_file
+
+        secret: dict[str, Any] = {}
+        if secrets_file:
+            try:
+                secret = {k: str(v) for k, v in _load_file(Path(secrets_file)).items()}
+            except PolycrateError:
+                raise LaunchRefused("the launch's secret values are gone: launch it anew", 409) from None
+        return cls(check=bool(data.get("check")), step=data.get("step"), limit=data.get("limit"),
+                   tags=tuple(data.get("tags") or ()), extra_vars=dict(data.get("extra_vars") or {}),
+                   variables=dict(data.get("variables") or {}) | secret)
+
     def plain_values(self) -> dict[str, Any]:
         return self.extra_vars | {k: v for k, v in self.variables.items() if k not in self.secret_names}
 
@@ -254,6 +276,13 @@ def apply_declaration(options: LaunchOptions, declaration: Any, workflow: str, *
     return replace(options, variables=values, secret_names=secret)
 
 
+def failed_hosts(run: dict) -> list[str]:
+    """The hosts on which a step of the run failed or was unreachable (for a relaunch on them only)."""
+    hosts = {h for s in run.get("steps") or () for h, c in (s.get("hosts") or {}).items()
+             if c.get("failed") or c.get("unreachable")}
+    return sorted(hosts)
+
+
 def command(root: Path, workflow: str, options: LaunchOptions, vars_file: Path | None,
             secrets_file: Path | None = None) -> list[str]:
     argv = [sys.executable, "-m", "polycrate", "-w", str(root), "workflows", "run", workflow, "--force"]
@@ -289,6 +318,7 @@ class Launched:
     pid: int
     output: Path
     vars_file: Path | None = None
+    secrets_file: Path | None = None
 
 
 def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, output_dir: Path,
@@ -306,13 +336,12 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         raise LaunchRefused(
             f"workflow '{workflow}' is already running ({holder.describe() if holder else 'holder unknown'})", 409)
     run_id = new_run_id()
-    argv = command(root, workflow, options, supported) + ["--run-id", run_id, "--launched-by", launched_by]
     output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     output = output_dir / f"{run_id}.out"
     plain, secret = options.plain_values(), options.secret_values()
     vars_file = write_vars_file(output_dir / f"{run_id}.vars.yml", plain) if plain else None
     secrets_file = write_vars_file(output_dir / f"{run_id}.secret.yml", secret, secret=True) if secret else None
-    argv = command(root, workflow, options, vars_file, secrets_file)
+    argv = command(root, workflow, options, vars_file, secrets_file) + ["--run-id", run_id, "--launched-by", launched_by]
     env = dict(os.environ)
     for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
         env.pop(key, None)
@@ -330,7 +359,7 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         finally:
             store.close()
         if row is not None:
-            return Launched(run_id, proc.pid, output, vars_file)
+            return Launched(run_id, proc.pid, output, vars_file, secrets_file)
         code = proc.poll()
         if code is not None:
             text = output.read_text(encoding="utf-8", errors="replace").strip().splitlines()
@@ -339,7 +368,7 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
             status = {EXIT_LOCKED: 409, EXIT_BAD_INPUT: 400}.get(code, 500 if code != 1 else 409)
             raise LaunchRefused(f"the run did not start: {reason}", status)
         time.sleep(0.1)
-    return Launched(run_id, proc.pid, output, vars_file)  # started but slow to record (a big block pull): 202 all the same
+    return Launched(run_id, proc.pid, output, vars_file, secrets_file)  # started but slow to record (a big block pull): 202 all the same
 
 
 def _finishing(root: Path, holder) -> bool:
