@@ -48,6 +48,10 @@ workflows:
     schedule: "*-*-* 03:00:00"
     steps:
       - {{name: hello, block: sh, action: ok}}
+  - name: big
+    description: a 3 MB log
+    steps:
+      - {{name: print, block: sh, action: big}}
   - name: echo
     description: prints the launch values it is given (a real ansible-playbook on localhost)
     launch:
@@ -75,6 +79,11 @@ actions:
     playbook: disk.yml
   - name: echo
     playbook: echo.yml
+  - name: big
+    script:
+      - echo "the first line"
+      - 'head -c 3000000 /dev/zero | tr "\\0" x | fold -w 99'
+      - echo "the last line"
   - name: gated
     script:
       - echo "first line of the slow step"

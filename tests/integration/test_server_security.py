@@ -464,3 +464,21 @@ def test_relaunch_reuses_the_values_and_can_take_the_failed_hosts_only(served):
     assert nothing.status_code == 409 and "no failed" in nothing.json()["error"]
     assert operator.post(f"/api/v1/runs/{first['run_id']}/relaunch", json={"failed_hosts": "yes"}).status_code == 400
     assert api(served).post(f"/api/v1/runs/{first['run_id']}/relaunch", json={}).status_code == 403
+
+
+def test_a_big_log_is_paged_with_a_raw_download(served):
+    operator = api(served, "operator")
+    run_id = operator.post("/api/v1/workspaces/ops/workflows/big/runs", json={}).json()["run_id"]
+    assert finished(operator, run_id)["status"] == "succeeded"
+    session = httpx.Client(base_url=served.url, timeout=60)
+    assert login(session, "viewer", served.passwords["viewer"]).status_code == 303
+    page = session.get(f"/runs/{run_id}")
+    assert page.status_code == 200 and len(page.content) < 400_000, len(page.content)
+    assert "the last line" in page.text and "the first line" not in page.text and "are not shown" in page.text
+    more = session.get(f"/runs/{run_id}", params={"tail": str(4_000_000)})
+    assert "the first line" in more.text and "are not shown" not in more.text
+    raw = session.get(f"/runs/{run_id}/log/raw")
+    assert raw.headers["content-disposition"].startswith("attachment")
+    assert raw.text.startswith("==> print\n") and raw.text.count("\n") > 30_000
+    assert raw.text.rstrip().endswith("the last line") and len(raw.content) > 3_000_000
+    assert session.get(f"/runs/{run_id}", params={"tail": "²"}).status_code == 400

@@ -47,6 +47,7 @@ LOGIN_COOKIE = "pc_login"  # the login form's CSRF token (double submit: cookie 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SPANS = {"1h": 3600, "6h": 6 * 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+LOG_TAIL = 256 * 1024  # bytes of each step's log a run page shows at first (older parts on demand)
 BODY_LIMIT = 64 * 1024  # bytes of a request body: a launch or a form is a few hundred
 STREAM_RECHECK = 1.0  # seconds between checks that a live stream's session or token still holds
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -176,6 +177,7 @@ class Web:
             R("/runs", g(self.runs_page, "viewer")),
             R("/runs/{run_id}", g(self.run_page, "viewer")),
             R("/runs/{run_id}/log/events", g(self.log_events, "viewer")),
+            R("/runs/{run_id}/log/raw", g(self.raw_log, "viewer")),
             R("/runs/{run_id}/stop", g(self.stop_form, "operator"), methods=["POST"]),
             R("/runs/{run_id}/relaunch", g(self.relaunch_form, "operator"), methods=["POST"]),
             R("/workspaces/{workspace}/workflows/{workflow}", g(self.workflow_page, "viewer")),
@@ -348,13 +350,14 @@ class Web:
 
     def run_page(self, request: Request) -> Response:
         who: Principal = request.state.principal
-        entry, run, logs = self.catalog.run_logs(request.path_params["run_id"], who=who)
+        tail = _whole(request.query_params.get("tail", str(LOG_TAIL)), "tail", 1024, 1 << 31)
+        entry, run, logs = self.catalog.run_log_tails(request.path_params["run_id"], tail, who=who)
         timeline = chart.timeline(run)
         launched = self.state.launch_of(run["id"])
         return self.page(request, "run.html", title=f"Run {run['id']}", run=run, logs=logs, timeline=timeline,
                          timeline_svg=chart.timeline_svg(timeline), live=run["status"] == RunState.RUNNING,
                          launched=launched, may_operate=who.may("operator", entry.key),
-                         failed_hosts=failed_hosts(run))
+                         failed_hosts=failed_hosts(run), tail=tail)
 
     def workflow_page(self, request: Request) -> Response:
         key, name = request.path_params["workspace"], request.path_params["workflow"]
@@ -480,7 +483,10 @@ class Web:
 
     def stop_form(self, request: Request) -> Response:
         """The Stop button asks first (a page of its own, so it works without JavaScript); the answer stops."""
-        if request.state.form.get("confirm") != "yes":
+        form = request.state.form if hasattr(request.state, "form") else None
+        if form is None:
+            raise HTTPError(415, "the Stop button sends a form")
+        if form.get("confirm") != "yes":
             entry, run = self._run_for(request, "operator")
             return self.page(request, "confirm_stop.html", title=f"Stop run {run['id']}?", run=run)
         run = self._stop(request)
@@ -521,6 +527,9 @@ class Web:
         form = request.state.form if hasattr(request.state, "form") else None
         if form is None:
             raise HTTPError(415, "the relaunch button sends a form")
+        unknown = sorted(set(form) - {"csrf", "confirm", "failed_hosts"})
+        if unknown:
+            raise HTTPError(400, f"the relaunch form has no field {unknown[0][:40]!r}")
         try:
             run_id = self._relaunch(request, form.get("failed_hosts") == "yes", form.get("confirm") == "yes")
         except (HTTPError, LaunchRefused) as exc:
@@ -546,6 +555,27 @@ class Web:
                                          body.get("confirm", False))
         return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"},
                             status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
+
+    def raw_log(self, request: Request) -> Response:
+        """The whole log as text, to download: each step's file after a `==> step` line, read in chunks."""
+        who: Principal = request.state.principal
+        entry, run = self.catalog.find_run(request.path_params["run_id"], who)
+        paths = [(s["name"], self.catalog.log_path(entry, s)) for s in run["steps"]]
+
+        def chunks():
+            for name, path in paths:
+                yield f"==> {name}\n".encode()
+                if path is None:
+                    continue
+                try:
+                    with open(path, "rb") as handle:
+                        while block := handle.read(1 << 20):
+                            yield block
+                except FileNotFoundError:
+                    continue
+
+        return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="polycrate-run-{run["id"]}.log"'})
 
     # --- the live log ----------------------------------------------------------------------
 

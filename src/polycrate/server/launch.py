@@ -341,7 +341,8 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     plain, secret = options.plain_values(), options.secret_values()
     vars_file = write_vars_file(output_dir / f"{run_id}.vars.yml", plain) if plain else None
     secrets_file = write_vars_file(output_dir / f"{run_id}.secret.yml", secret, secret=True) if secret else None
-    argv = command(root, workflow, options, vars_file, secrets_file) + ["--run-id", run_id, "--launched-by", launched_by]
+    argv = command(root, workflow, options, vars_file, secrets_file)
+    argv += ["--run-id", run_id, "--launched-by", launched_by]
     env = dict(os.environ)
     for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
         env.pop(key, None)
@@ -368,7 +369,8 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
             status = {EXIT_LOCKED: 409, EXIT_BAD_INPUT: 400}.get(code, 500 if code != 1 else 409)
             raise LaunchRefused(f"the run did not start: {reason}", status)
         time.sleep(0.1)
-    return Launched(run_id, proc.pid, output, vars_file, secrets_file)  # started but slow to record (a big block pull): 202 all the same
+    # started but slow to record (a big block pull): 202 all the same
+    return Launched(run_id, proc.pid, output, vars_file, secrets_file)
 
 
 def _finishing(root: Path, holder) -> bool:
