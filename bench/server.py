@@ -57,9 +57,9 @@ actions:
 
 
 def make_store(root: Path, seed: int) -> None:
-    from polycrate.history import RunStore
+    from polycrate.history import SQLiteRunStore
 
-    store = RunStore(root)  # the schema (and indexes) exactly as the store writes them
+    store = SQLiteRunStore(root)  # the schema (and indexes) exactly as the store writes them
     rng = random.Random(seed)
     now = time.time()
     runs, steps = [], []

@@ -4,7 +4,9 @@
 and sshd on loopback addresses; the first run builds and caches the root): db01 with PostgreSQL and
 the backups, app01 with acme-app 1.0.0 from a local apt repository, using the database on db01 over
 TCP; and an S3 server on loopback. It copies examples/acme-corp-automation to .demo/, publishes acme-app
-1.1.0, and runs `polycrate workflows run nightly-maintenance`: backup -> update -> verify.
+1.1.0, and runs `polycrate workflows run nightly-maintenance`: backup -> update -> verify; then the weekly
+`backup-drill` (restore-test: the latest backup restored into a scratch database on db01 and compared
+with its manifest table by table), whose table it prints.
 
 `make demo-rollback` publishes a broken acme-app 1.2.0 whose migration empties a table and whose
 health check answers 500: the update on app01 fails, its rollback restores the database on db01 and
@@ -16,6 +18,7 @@ runs list`); the hosts stop at the end. Running them again starts from scratch.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -67,11 +70,17 @@ def main(argv: list[str]) -> int:
         say(f"exit status {code}; acme-app {env.app.installed_version()}, health {status} {body.strip()}; "
             f"items: {after} rows (before: {rows})")
         say("objects in s3://acme-backups-db/postgres/: " + ", ".join(sorted(env.remote_objects())))
+        say("the weekly restore drill, run now: $ polycrate workflows run backup-drill")
+        drill_code = subprocess.call([*polycrate, "workflows", "run", "backup-drill"], cwd=env.root)
+        drill = json.loads(env.db.exec("cat /var/backups/acme-db/drills/last.json").stdout or "{}")
+        say("the drill, as recorded on db01 in /var/backups/acme-db/drills/last.json:\n  "
+            + "\n  ".join(drill.get("report", ["(no record)"])))
         subprocess.call([*polycrate, "runs", "list"], cwd=env.root)
     expected = 1 if args.rollback else 0
-    ok = code == expected and after == rows
+    ok = code == expected and after == rows and drill_code == 0 and drill.get("passed") is True
     say(("as expected: " if ok else "NOT as expected: ")
-        + ("the update failed and was rolled back" if args.rollback else "backup, update and verify succeeded"))
+        + ("the update failed and was rolled back" if args.rollback else "backup, update and verify succeeded")
+        + (", the restore drill passed" if drill.get("passed") else ", the restore drill did NOT pass"))
     return 0 if ok else 1
 
 

@@ -13,9 +13,18 @@ def test_article_files_are_verbatim_and_the_example_keeps_them(article_workspace
         for name in ("workspace.poly", "inventory.yml", "block.poly", "backup.yml", "update.yml", "verify.yml"):
             for line in (ARTICLE_FILES / name).read_text().splitlines():
                 assert line in text, (name, line)
-    # the example workspace runs the article's workspace.poly and inventory.yml unchanged
-    for name in ("workspace.poly", "inventory.yml"):
-        assert (EXAMPLE / name).read_text() == (ARTICLE_FILES / name).read_text()
+    # the example workspace runs the article's workspace.poly and inventory.yml unchanged; its
+    # workspace.poly only adds workflows after the article's text (the weekly backup-drill)
+    assert (EXAMPLE / "inventory.yml").read_text() == (ARTICLE_FILES / "inventory.yml").read_text()
+    example_ws, article_ws = (EXAMPLE / "workspace.poly").read_text(), (ARTICLE_FILES / "workspace.poly").read_text()
+    assert example_ws.startswith(article_ws)
+    added = yaml.safe_load(example_ws)
+    assert {k: v for k, v in added.items() if k != "workflows"} == {
+        k: v for k, v in yaml.safe_load(article_ws).items() if k != "workflows"}
+    assert [w["name"] for w in added["workflows"]] == ["nightly-maintenance", "backup-drill"]
+    assert added["workflows"][1]["steps"] == [{"name": "restore-test", "block": "linux-maintenance",
+                                               "action": "restore-test"}]
+    assert added["workflows"][1]["schedule"]["on_calendar"].startswith("Sun ")
     # the shipped block keeps every config key and action of the article's block.poly, same defaults
     article = yaml.safe_load((ARTICLE_FILES / "block.poly").read_text())
     ours = yaml.safe_load((EXAMPLE / ARTICLE_BLOCK / "block.poly").read_text())

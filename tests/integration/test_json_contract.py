@@ -23,6 +23,7 @@ ELSEWHERE = {
     "block-push": "tests/integration/test_registry_blocks.py (docker-registry)",
     "block-pull": "tests/integration/test_registry_blocks.py (docker-registry)",
     "notify-test": "tests/integration/test_notifications.py (SMTP and chat servers on loopback)",
+    "backend-import": "tests/team/test_backend.py (PostgreSQL)",
 }
 
 
@@ -149,6 +150,12 @@ webhooks:
     tokens = seen.json("server", "token", "list", cwd=tmp_path, env=server_env)
     assert tokens["tokens"][0]["last_used"] is None  # never used: present, null
     seen.json("server", "audit", cwd=tmp_path, env=server_env)
+
+    # team mode's backend: none set on this host (with one: tests/team/)
+    (tmp_path / "host-config.yml").write_text("# no backend\n")
+    status = seen.json("backend", "status", cwd=tmp_path,
+                       env={"POLYCRATE_BACKEND": "", "POLYCRATE_CONFIG": str(tmp_path / "host-config.yml")})
+    assert status["backend"] is None and status["schema_version"] is None
 
     # every document the CLI can print was asked for here, or in the module named for it
     documents = {p.name.split(".v")[0] for p in contract.SCHEMA_DIR.glob("*.schema.json")} - {"common"}

@@ -138,8 +138,11 @@ users: [{name: u, user: {}}]
 
 def test_k_runs_kubectl_with_the_workspace_or_block_kubeconfig(tmp_path, cli):
     root = _workspace(tmp_path)
-    none = cli("k", "config", "current-context", cwd=root)
-    assert none.returncode == 2 and "no kubeconfig" in none.stderr
+    # none in the workspace: kubectl's own rules (as Polycrate), here KUBECONFIG naming an empty config
+    empty = tmp_path / "empty-kubeconfig"
+    empty.write_text("apiVersion: v1\nkind: Config\n")
+    none = cli("k", "config", "current-context", cwd=root, env={"KUBECONFIG": str(empty)})
+    assert none.returncode == 1 and "current-context is not set" in none.stderr, none.output
     (root / "kubeconfig.yml").write_text(KUBECONFIG.replace("{who}", "workspace"))
     own = root / "artifacts" / "blocks" / "hello" / "kubeconfig.yml"
     own.parent.mkdir(parents=True)

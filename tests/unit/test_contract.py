@@ -6,6 +6,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from polycrate import contract
+from polycrate.history import RunRecord
 from polycrate.states import RunState, StepState
 from tests.helpers import schema_registry, validate_document
 
@@ -44,7 +45,8 @@ def test_timestamps_are_iso_8601_utc_and_durations_seconds():
     assert contract.seconds(1.23456) == 1.235 and contract.seconds(None) is None
 
 
-def _record(**over):
+def _record(**over) -> RunRecord:
+    """A run record as a store returns it (history.RunRecord), from its plain-dict shape."""
     record = {
         "id": "20261201-021500-3fa9c1", "kind": "workflow", "name": "nightly", "workflow": "nightly", "block": None,
         "action": None, "only_step": None, "user": "root", "host": "h", "pid": 42, "lock_key": "workflow-nightly",
@@ -60,7 +62,7 @@ def _record(**over):
                                    "ignored": 0}}}],
     }
     record.update(over)
-    return record
+    return RunRecord.from_dict(record)
 
 
 def test_a_run_document_has_every_key_and_follows_its_schema():
@@ -76,7 +78,7 @@ def test_a_run_document_has_every_key_and_follows_its_schema():
 
 def test_a_running_run_names_its_current_step_and_a_finished_one_none():
     running = _record(status=RunState.RUNNING, ended=None, exit_code=None, failed_step=None,
-                      steps=[dict(_record()["steps"][0], status=StepState.RUNNING, ended=None, duration=None)])
+                      steps=[dict(_record().steps[0].as_dict(), status=StepState.RUNNING, ended=None, duration=None)])
     doc = validate_document(contract.run_document(running, "ops"), "run")
     assert doc["current_step"] == "update" and doc["ended"] is None and doc["exit_code"] is None
     assert contract.run_document(_record(), "ops")["current_step"] is None
@@ -104,5 +106,5 @@ def test_runs_and_webhook_documents():
     shown = contract.run_document(_record(), "ops")
     assert {k: v for k, v in body.items() if k not in ("schema", "event")} == {k: v for k, v in shown.items()
                                                                                  if k != "schema"}
-    logs = validate_document(contract.logs_document(_record(), [(_record()["steps"][0], "text\n")]), "run-logs")
+    logs = validate_document(contract.logs_document(_record().id, [(_record().steps[0], "text\n")]), "run-logs")
     assert logs["run_id"] == shown["run_id"]

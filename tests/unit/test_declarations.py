@@ -66,6 +66,10 @@ SCHEMA_LISTS: dict[str | tuple[str, ...], Check | Literal | Constant] = {
     "block": Check("parse_block_definition"),
     "action": Check("parse_action"),
     "file_from": Check("parse_file_from"),
+    "events": Check("parse_go_workspace", "events"),
+    "sync": Check("parse_go_workspace", "sync"),
+    "sync_remote": Check("parse_go_workspace", "sync.remote"),
+    "sync_branch": Check("parse_go_workspace", "sync.remote.branch"),
 }
 
 
@@ -200,14 +204,16 @@ def test_constants_equal_schema_py():
 
 
 @pytest.mark.parametrize("name", ["a", "A1", "web-01", "a.b_c", "x" * 63, "a_", "-a", "a-", "a.", "", "x" * 64,
-                                  "a b", "é", "1", "a..b", "_a", "a/b"])
+                                  "a b", "é", "1", "a..b", "_a", "a/b", "ayedo/k8s/harbor", "a/", "/a", "a//b",
+                                  "a/b-", "a/.b", "a/" + "x" * 64])
 def test_the_name_pattern_is_validate_name(name):
-    try:
-        schema.validate_name(name, "block", "workspace.poly", None)
-        accepted = True
-    except ConfigError:
-        accepted = False
-    assert bool(re.search(decl.NAME_PATTERN, name)) is accepted
+    for what, pattern in (("workflow", decl.NAME_PATTERN), ("block", decl.BLOCK_NAME_PATTERN)):
+        try:
+            schema.validate_name(name, what, "workspace.poly", None)
+            accepted = True
+        except ConfigError:
+            accepted = False
+        assert bool(re.search(pattern, name)) is accepted, (what, name)
 
 
 # --- the same verdict: schema.py's checks and the JSON Schema made from the declarations ----------------
@@ -222,7 +228,7 @@ WORKSPACE_CASES = [
     (_STEP % ", description: [1]", True), (_STEP % ", acton: a", False), (_STEP % ", alias: [x-]", True),
     (_STEP % ", alias: ['a b']", False), (_STEP % ", prompt: {message: 'sure?'}", True),
     (_STEP % ", prompt: {}", False), ("workflows:\n- name: w\n  steps:\n  - {name: s, block: b-, action: a}\n", False),
-    ("workflows:\n- {name: w, steps: []}\n", False), ("workflows:\n- {name: w}\n", False),
+    ("workflows:\n- {name: w, steps: []}\n", True), ("workflows:\n- {name: w}\n", True),  # as Polycrate: refused when run
     ("labels: {'a b': x}\n", False), ("labels: {app.kubernetes.io/part-of: x, n: 1, e: null, t: true}\n", True),
     ("labels: {k: [1]}\n", False), ("labels: {'': x}\n", False), ("labels: {k: \"a\\nb\"}\n", False),
     ("dependencies: [registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0, localhost:5000/a/b]\n", True),

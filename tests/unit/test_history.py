@@ -10,9 +10,9 @@ import pytest
 from polycrate.run.engine import resume_point
 from polycrate.runtime.events import read_events
 from polycrate.errors import LockedError, NotFoundError
-from polycrate.history import RunStore, open_store
+from polycrate.history import RunRecord, SQLiteRunStore as RunStore, StepRecord, open_store
 from polycrate.run.request import PlannedStep
-from polycrate.states import LEGACY_STEP_STATES, Phase, RunKind, RunState, StepState
+from polycrate.states import LEGACY_STEP_STATES, RunKind, RunState, StepState
 from polycrate.history.locking import RunLock, is_held
 from polycrate.notify.metrics import render
 from polycrate.config.schema import parse_run_settings
@@ -46,7 +46,7 @@ def test_prune_keeps_the_newest_runs_and_removes_their_logs(tmp_path):
     running = _run(store, status=RunState.RUNNING, started=900)  # never removed while running
     removed = store.prune(keep_runs=2)
     assert removed == sorted(ids[:3])
-    left = [r["id"] for r in store.list_runs(limit=None)]
+    left = [r.id for r in store.list_runs(limit=None)]
     assert left == [ids[4], ids[3], running]
     for run_id in ids[:3]:
         assert not (store.logs_dir / run_id).exists()
@@ -59,7 +59,7 @@ def test_prune_by_age(tmp_path):
     old = _run(store, started=time.time() - 10 * 86400)
     new = _run(store)
     assert store.prune(keep_days=7) == [old]
-    assert [r["id"] for r in store.list_runs()] == [new]
+    assert [r.id for r in store.list_runs()] == [new]
 
 
 def test_resolve_id_by_prefix_latest_and_errors(tmp_path):
@@ -87,9 +87,9 @@ def test_reconcile_marks_runs_of_dead_processes_interrupted(tmp_path):
     store.db.execute("UPDATE runs SET pid = ? WHERE id = ?", (dead.pid, run_id))
     alive = _run(store, name="other", status=RunState.RUNNING)  # this process: alive, no lock
     assert store.reconcile() == 1
-    assert store.get_run(run_id)["status"] == RunState.INTERRUPTED
-    assert store.get_run(run_id)["steps"][0]["status"] == StepState.NOT_RUN  # "not run": an old store's wording
-    assert store.get_run(alive)["status"] == RunState.RUNNING
+    assert store.get_run(run_id).status == RunState.INTERRUPTED
+    assert store.get_run(run_id).steps[0].status == StepState.NOT_RUN  # "not run": an old store's wording
+    assert store.get_run(alive).status == RunState.RUNNING
 
 
 def test_reconcile_trusts_a_held_lock_only_for_its_own_run(tmp_path):
@@ -102,7 +102,7 @@ def test_reconcile_trusts_a_held_lock_only_for_its_own_run(tmp_path):
     # same pid, but the lock now names another run: the row is stale
     lock.write_holder("another-run")
     assert store.reconcile() == 1
-    assert store.get_run(mine)["status"] == RunState.INTERRUPTED
+    assert store.get_run(mine).status == RunState.INTERRUPTED
     lock.release()
 
 
@@ -143,21 +143,15 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
 
 
 def test_resume_point_skips_only_the_leading_finished_steps():
-    previous = {
-        "steps": [
-            {"name": "backup", "phase": Phase.MAIN, "status": "succeeded"},
-            {"name": "update", "phase": Phase.MAIN, "status": "failed"},
-            {"name": "verify", "phase": Phase.MAIN, "status": "skipped"},
-        ]
-    }
+    def previous(first: str) -> RunRecord:
+        steps = [StepRecord(1, "backup", first), StepRecord(2, "update", "failed"), StepRecord(3, "verify", "skipped")]
+        return RunRecord(id="r", kind="workflow", name="w", started=0.0, status="failed", steps=tuple(steps))
+
     planned = [PlannedStep(n, "b", n) for n in ("backup", "update", "verify")]
-    assert resume_point(previous, planned) == {"backup"}
-    previous["steps"][0]["status"] = StepState.SUCCEEDED_BEFORE  # a resumed run, resumed again
-    assert resume_point(previous, planned) == {"backup"}
-    previous["steps"][0]["status"] = "skipped (resumed)"  # the same, as stores before states.py wrote it
-    assert resume_point(previous, planned) == {"backup"}
-    previous["steps"][0]["status"] = "interrupted"
-    assert resume_point(previous, planned) == set()
+    assert resume_point(previous("succeeded"), planned) == {"backup"}
+    assert resume_point(previous(StepState.SUCCEEDED_BEFORE), planned) == {"backup"}  # a resumed run, resumed again
+    assert resume_point(previous("skipped (resumed)"), planned) == {"backup"}  # as stores before states.py wrote it
+    assert resume_point(previous("interrupted"), planned) == set()
 
 
 def test_read_events_counts_hosts_and_finds_the_last_real_failure(tmp_path):
@@ -219,7 +213,7 @@ def test_open_store_reconciles(tmp_path):
     run_id = _run(store, status=RunState.RUNNING)
     store.db.execute("UPDATE runs SET pid = 999999999 WHERE id = ?", (run_id,))
     store.close()
-    assert open_store(tmp_path).get_run(run_id)["status"] == RunState.INTERRUPTED
+    assert open_store(tmp_path).get_run(run_id).status == RunState.INTERRUPTED
 
 
 def test_step_states_of_old_stores_read_as_todays(tmp_path):
@@ -232,8 +226,8 @@ def test_step_states_of_old_stores_read_as_todays(tmp_path):
     store.finish_run(run_id, status="failed", exit_code=1)
     run = store.get_run(run_id)
     store.close()
-    assert [s["status"] for s in run["steps"]] == [StepState(LEGACY_STEP_STATES[t]) for t in old]
-    assert run["status"] is RunState.FAILED
+    assert [s.status for s in run.steps] == [StepState(LEGACY_STEP_STATES[t]) for t in old]
+    assert run.status is RunState.FAILED
     assert [StepState(t) for t in old] == [StepState.NOT_RUN, StepState.FAILED_ALLOWED, StepState.SKIPPED_CHECK,
                                            StepState.SUCCEEDED_BEFORE]
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 
 from tests.helpers import write
 
-HEAVY = ("ansible", "oras", "pyrage", "polycrate.run.engine", "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process", "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote", "polycrate.runtime.script", "starlette",
-         "uvicorn")
+HEAVY = ("ansible", "oras", "pyrage", "psycopg", "polycrate.history.postgres", "polycrate.run.engine",
+         "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process",
+         "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote",
+         "polycrate.runtime.script", "starlette", "uvicorn")
 
 # Runs main(argv) and prints the modules loaded by then (main's exit, --help's SystemExit included).
 PROBE = """
@@ -25,8 +28,9 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stder
 """
 
 
-def _loaded(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=cwd, capture_output=True, text=True, timeout=120)
+def _loaded(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env=env)
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     return report["code"], report["modules"]
 
@@ -107,3 +111,39 @@ def test_the_probe_sees_a_heavy_import(workspace):
     _code, modules = _loaded(["workflows", "run", "nightly", "--step", "one"], workspace)
     assert "polycrate.run.engine" in _heavy(modules)
     assert "polycrate.history" in _among(modules, NOT_FOR_LISTS)
+
+
+# team mode's PostgreSQL backend: nothing of it without a backend setting
+TEAM = ("psycopg", "polycrate.history.postgres")
+
+
+def _without_backend(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "POLYCRATE_BACKEND"}
+    (tmp_path / "host-config.yml").write_text("# no backend here\n")
+    env["POLYCRATE_CONFIG"] = str(tmp_path / "host-config.yml")  # not /etc/polycrate/config.yml of this machine
+    return env
+
+
+@pytest.mark.parametrize("argv", [["runs", "list"], ["workflows", "run", "nightly", "--step", "one"],
+                                  ["backend", "status"]], ids=" ".join)
+def test_without_a_backend_nothing_of_postgresql_is_imported(workspace, tmp_path, argv):
+    code, modules = _loaded(argv, workspace, _without_backend(tmp_path))
+    assert code == 0
+    assert "polycrate.history" in modules or argv[0] == "backend"  # the probe saw the command work
+    assert _among(modules, TEAM) == []
+
+
+def test_with_a_backend_the_probe_sees_postgresql(workspace, tmp_path):
+    # the same probe with a backend set (a closed loopback port: the connection fails, one line, exit 74)
+    env = _without_backend(tmp_path) | {"POLYCRATE_BACKEND": f"postgresql://nobody@127.0.0.1:{_closed_port()}/x"}
+    code, modules = _loaded(["runs", "list"], workspace, env)
+    assert code == 74
+    assert "psycopg" in modules and "polycrate.history.postgres" in modules
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when we return: nothing listens there

@@ -3,6 +3,7 @@
 import pytest
 
 from polycrate import contract
+from polycrate.history import RunRecord
 from polycrate.notify import channels
 from polycrate.errors import ConfigError
 from polycrate.secrets.masking import Masker
@@ -90,7 +91,7 @@ RECORD = {"id": "20261201-192314-b5da7f", "kind": "workflow", "name": "nightly",
           "message": "dpkg was interrupted <fix> & retry", "host": "ops1", "user": "root",
           "steps": [{"position": 1, "name": "backup", "status": "succeeded", "duration": 30.2},
                     {"position": 2, "name": "update", "status": "failed", "duration": 12.3}]}
-PAYLOAD = contract.webhook_body(RECORD, "prod")  # the body every webhook gets: messages are built from it
+PAYLOAD = contract.webhook_body(RunRecord.from_dict(RECORD), "prod")  # the body every webhook gets: messages are built from it
 
 
 def test_the_message_of_a_failed_run_in_each_format():
@@ -113,15 +114,16 @@ def test_the_message_of_a_failed_run_in_each_format():
     assert matrix["body"] == text and "dpkg was interrupted &lt;fix&gt; &amp; retry" in matrix["formatted_body"]
     assert "<fix>" not in matrix["formatted_body"]
 
-    ok = channels.render(contract.webhook_body({**RECORD, "status": "succeeded", "exit_code": 0, "failed_step": None,
-                                                "failed_task": None, "failed_host": None, "message": None}, "prod"))
+    ok = channels.render(contract.webhook_body(RunRecord.from_dict(
+        {**RECORD, "status": "succeeded", "exit_code": 0, "failed_step": None, "failed_task": None, "failed_host": None,
+         "message": None}), "prod"))
     assert ok.ok and ok.color == channels.GOOD and "--resume" not in ok.text()
     assert ("status", "succeeded") in ok.facts
 
 
 def test_an_action_run_is_named_by_its_block_and_action():
-    message = channels.render(contract.webhook_body({**RECORD, "kind": "action", "name": "db backup",
-                                                     "workflow": None, "block": "db", "action": "backup"}, "prod"))
+    message = channels.render(contract.webhook_body(RunRecord.from_dict(
+        {**RECORD, "kind": "action", "name": "db backup", "workflow": None, "block": "db", "action": "backup"}), "prod"))
     assert message.title == "polycrate prod: action db backup failed" and "--resume" not in message.text()
 
 

@@ -1,4 +1,4 @@
-"""The linux-maintenance block's archive writer and its checks (files/pg_archive.py), on a byte stream
+"""The linux-maintenance block's archive writer and its checks (library/pg_archive.py), on a byte stream
 standing in for the dump's bytes (the real pg_dump, rclone and S3 are in tests/e2e): the archive is a
 plain .tar.gz (tarfile and gzip read it, with the dump and the manifest), with igzip and with zlib,
 and each check refuses an archive damaged where it looks."""
@@ -11,13 +11,13 @@ import os
 import random
 import shutil
 import tarfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples/acme-corp-automation/blocks/registry.acme-corp.com/acme/infra/linux-maintenance/files/pg_archive.py"
+SCRIPT = ROOT / "examples/acme-corp-automation/blocks/registry.acme-corp.com/acme/infra/linux-maintenance/library/pg_archive.py"
 
 
 def load():
@@ -32,7 +32,7 @@ IGZIP = shutil.which("igzip")
 COMPRESSORS = ["zlib", pytest.param("igzip", marks=pytest.mark.skipif(not IGZIP, reason="igzip (isal) not installed"))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def dump_bytes(n: int = 3_000_001) -> bytes:
     """Compressible but not trivial, and a size that needs tar padding."""
     rnd = random.Random(7)
@@ -83,7 +83,7 @@ def test_the_full_check_refuses_a_damaged_dump_member(tmp_path, compressor):
     written = pack(tmp_path, dump_bytes(), compressor)
     lay = written["layout"]
     damage(written["path"], (len(lay["header"]) + lay["data_end"]) // 2)  # inside the compressed dump
-    with pytest.raises(SystemExit, match="does not verify"):
+    with pytest.raises(pga.BackupFailed, match="does not verify"):
         pga.check_archive(written["path"], written, IGZIP if compressor == "igzip" else None)
 
 
@@ -94,9 +94,9 @@ def test_both_checks_refuse_a_damaged_header_trailer_or_manifest(tmp_path, compr
     lay = written["layout"]
     offset = {"header": 30, "trailer": lay["data_end"] - 6, "manifest": lay["data_end"] + 20}[where]
     damage(written["path"], offset)
-    with pytest.raises(SystemExit, match="does not verify"):
+    with pytest.raises(pga.BackupFailed, match="does not verify"):
         pga.check_structure(written["path"], "acme_app.dump", written)
-    with pytest.raises(SystemExit, match="does not verify"):
+    with pytest.raises(pga.BackupFailed, match="does not verify"):
         pga.check_archive(written["path"], written, IGZIP if compressor == "igzip" else None)
 
 
@@ -104,10 +104,10 @@ def test_a_truncated_archive_does_not_verify(tmp_path):
     written = pack(tmp_path, dump_bytes(), "zlib")
     with open(written["path"], "r+b") as f:
         f.truncate(written["layout"]["data_end"] + 10)
-    with pytest.raises(SystemExit, match="does not verify"):
+    with pytest.raises(pga.BackupFailed, match="does not verify"):
         pga.check_archive(written["path"], written, None)
     if IGZIP:
-        with pytest.raises(SystemExit, match="does not verify"):
+        with pytest.raises(pga.BackupFailed, match="does not verify"):
             pga.check_archive(written["path"], written, IGZIP)
 
 
@@ -121,5 +121,5 @@ def test_an_empty_dump_still_makes_a_valid_archive(tmp_path):
 def test_igzip_is_required_only_when_asked_for(monkeypatch):
     monkeypatch.setattr(pga.shutil, "which", lambda name: None)
     assert pga.find_igzip("auto") is None and pga.find_igzip("zlib") is None
-    with pytest.raises(SystemExit, match="igzip is not installed.*isal"):
+    with pytest.raises(pga.BackupFailed, match="igzip is not installed.*isal"):
         pga.find_igzip("igzip")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from polycrate.errors import PolycrateError
+from polycrate.history import RunRecord
 from polycrate.server import chart
 from polycrate.server.state import (
     LOGIN_FREE_FAILURES,
@@ -95,7 +96,7 @@ def test_audit_keeps_newest_first(state):
 
 
 def test_duration_chart_is_svg_without_style_or_script():
-    runs = [{"id": f"r{i}", "status": s, "duration": d}
+    runs = [RunRecord(id=f"r{i}", kind="workflow", name="w", started=0.0, status=s, duration=d)
             for i, (s, d) in enumerate([("succeeded", 10.0), ("failed", 30.0), ("interrupted", 5.0)])]
     svg = chart.durations(runs)
     assert svg.startswith("<svg") and svg.count("<rect") == 3

@@ -404,12 +404,13 @@ class PullResult:
     folder: Path
     previous_version: str | None
     lock_written: bool
+    blocks_root: str = blockstore.BLOCKS_DIR
 
     def describe(self) -> str:
         was = ""
         if self.previous_version and self.previous_version != self.reference.tag:
             was = f" (was {self.previous_version})"
-        return f"pulled {self.reference} {self.digest} into blocks/{self.reference.path}{was}"
+        return f"pulled {self.reference} {self.digest} into {self.blocks_root}/{self.reference.path}{was}"
 
 
 def default_reference(relpath: str) -> Reference | None:
@@ -478,8 +479,10 @@ def resolve_tag(client: RegistryClient, reference: Reference) -> Reference:
     return reference.with_tag(max(tags, key=version_key))
 
 
-def pull_block(root: Path, reference: Reference, transport: Transport, update_lock: bool = False) -> PullResult:
-    """Install `reference` as blocks/REGISTRY/PATH, atomically, verified, pinned in blocks.lock."""
+def pull_block(root: Path, reference: Reference, transport: Transport, update_lock: bool = False,
+               blocks_root: str = blockstore.BLOCKS_DIR) -> PullResult:
+    """Install `reference` as blocks/REGISTRY/PATH (under workspace.poly's `config.blocksroot` when
+    set), atomically, verified, pinned in blocks.lock."""
     from polycrate.config.schema import block_version, read_block_file
 
     blockstore.check_relpath(reference.path)
@@ -501,7 +504,7 @@ def pull_block(root: Path, reference: Reference, transport: Transport, update_lo
     pin = blockstore.check_pin(lock, str(reference), remote.digest, update_lock)  # before any download
 
     previous = None
-    existing = root / blockstore.BLOCKS_DIR / reference.path / "block.poly"
+    existing = root / blocks_root / reference.path / "block.poly"
     if existing.is_file():
         try:
             previous = block_version(existing)
@@ -524,11 +527,12 @@ def pull_block(root: Path, reference: Reference, transport: Transport, update_lo
         archive = Path(tmp) / "block.tar.gz"
         layer = layers[0]
         client.fetch_blob(reference, layer["digest"], int(layer.get("size", 0)), archive, transport.max_block_bytes)
-        folder = blockstore.install_block(root, reference.path, archive, content, validate, transport.max_block_bytes)
+        folder = blockstore.install_block(root, reference.path, archive, content, validate, transport.max_block_bytes,
+                                          blocks_root)
     if pin:
         lock[str(reference)] = blockstore.LockEntry(remote.digest, content)
         blockstore.write_lock(root, lock)
-    return PullResult(reference, remote.digest, folder, previous, pin)
+    return PullResult(reference, remote.digest, folder, previous, pin, blocks_root)
 
 
 def login(registry: str, username: str, password: str, transport: Transport) -> Path:

@@ -241,6 +241,7 @@ def install_block(
     expected_content: str | None,
     validate=None,
     max_bytes: int = MAX_BLOCK_BYTES,
+    blocks_root: str = BLOCKS_DIR,
 ) -> Path:
     """Unpack `archive` as blocks/<relpath>, replacing what is there only when all checks pass.
 
@@ -249,7 +250,7 @@ def install_block(
     """
     relpath = check_relpath(relpath)
     members = check_archive(archive, max_bytes)  # before anything is written
-    blocks_dir = root / BLOCKS_DIR
+    blocks_dir = root / blocks_root
     created_blocks_dir = not blocks_dir.exists()
     blocks_dir.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".polycrate-staging-", dir=blocks_dir))

@@ -29,6 +29,8 @@ def common_options(workspace_default=argparse.SUPPRESS) -> argparse.ArgumentPars
     common.add_argument(
         "-o",
         "--output",
+        "--output-format",  # the real Polycrate's long name of -o
+        dest="output",
         choices=("text", "json", "yaml"),
         default=argparse.SUPPRESS if workspace_default is argparse.SUPPRESS else "text",
         help="output format of list and inspect commands",
@@ -67,7 +69,7 @@ def _limit_hint(words: list[str], message: str) -> str:
 
 # The modules that register the commands, in the order `--help` lists them.
 COMMAND_MODULES = ("run", "workflows", "actions", "blocks", "workspace", "schedules", "runs", "notify", "registry",
-                   "toolchain", "serve", "lifecycle", "ssh", "git", "kubectl", "tools", "completion")
+                   "toolchain", "serve", "backend", "lifecycle", "ssh", "git", "kubectl", "tools", "completion")
 # Which module registers each top-level command word (tests/unit/test_cli_parser.py keeps it true):
 # a command line that names one gets a parser with that module's commands only. Building all of
 # them (~70 subparsers, ~250 options) is a third of what `workflows list` costs.
@@ -77,7 +79,7 @@ COMMAND_MODULE = {
     "notify": "notify", "registry": "registry", "toolchain": "toolchain", "serve": "serve", "server": "serve",
     "install": "lifecycle", "uninstall": "lifecycle", "prune": "lifecycle", "pull": "lifecycle",
     "push": "lifecycle", "init": "lifecycle", "ssh": "ssh", "create": "ssh", "git": "git", "k": "kubectl",
-    "version": "tools", "checksum": "tools", "completion": "completion",
+    "version": "tools", "checksum": "tools", "completion": "completion", "backend": "backend",
 }
 
 
@@ -120,6 +122,27 @@ def build_parser(words: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _kubectl_words(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+    """`polycrate k -n kube-system get pods`: as in the real Polycrate, every word after `k` is kubectl's
+    (its flags too), except a leading --block NAME of ours; a `--` is put before them."""
+    with_value = {flag for action in parser._actions if action.nargs != 0 for flag in action.option_strings}
+    skip = False
+    for index, word in enumerate(words):
+        if skip:
+            skip = False
+        elif word in with_value:
+            skip = True
+        elif word == "--" or (not word.startswith("-") and word != "k"):
+            return words
+        elif word == "k":
+            head, rest = words[: index + 1], words[index + 1:]
+            while rest[:1] == ["--block"] and len(rest) > 1 or rest[:1] and rest[0].startswith("--block="):
+                take = 1 if rest[0].startswith("--block=") else 2
+                head, rest = head + rest[:take], rest[take:]
+            return head + ["--"] + (rest[1:] if rest[:1] == ["--"] else rest)
+    return words
+
+
 def _terminate(signum, frame):  # SIGTERM behaves like Ctrl-C: stop the running step, record, exit
     raise KeyboardInterrupt
 
@@ -133,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return complete_main(words[1:], build_parser)
     try:
         parser = build_parser(words)
+        argv = words = _kubectl_words(parser, list(words))
         parser.words = tuple(words)  # unrecognized arguments are refused by the root parser
         if not words:  # `polycrate` alone: the help, as a question answered, not an error
             parser.print_help()

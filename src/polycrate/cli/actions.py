@@ -8,7 +8,8 @@ from polycrate.cli.render import emit_json, table, workspace_from
 def register(sub, shared) -> None:
     group = sub.add_parser("action", aliases=["actions"], parents=[shared], help="list the actions of the workspace's blocks")
     asub = group.add_subparsers(dest="actions_command", metavar="COMMAND")
-    asub.required = True
+    asub.required = False  # the group alone lists its items, as in the real Polycrate
+    group.set_defaults(func=cmd_list, block=None)
     p = asub.add_parser("list", parents=[shared], help="list actions")
     names(p.add_argument("--block", help="only this block's actions"), BLOCK)
     p.set_defaults(func=cmd_list)

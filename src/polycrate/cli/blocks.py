@@ -11,7 +11,8 @@ from polycrate.errors import PolycrateError
 def register(sub, shared) -> None:
     group = sub.add_parser("block", aliases=["blocks"], parents=[shared], help="installed blocks; push and pull them through OCI registries")
     bsub = group.add_subparsers(dest="blocks_command", metavar="COMMAND")
-    bsub.required = True
+    bsub.required = False  # the group alone lists its items, as in the real Polycrate
+    group.set_defaults(func=cmd_list)
     p = bsub.add_parser("list", parents=[shared], help="list blocks with versions and origins")
     p.set_defaults(func=cmd_list)
     p = bsub.add_parser("inspect", parents=[shared], help="show a block's merged config and actions")
@@ -48,6 +49,16 @@ def _root(args) -> Path:
     from polycrate.config.workspace import find_root
 
     return find_root(args.workspace, explicit=args.workspace is not None)
+
+
+def _full_reference(root: Path, text: str):
+    """A block reference of the command line, a short one (team/block:1.0) with the default registry
+    (workspace.poly's `registries.default`, else the host's: config/hubref.py)."""
+    from polycrate.blocks.registry import parse_reference
+    from polycrate.config.hubref import expand
+    from polycrate.config.schema import read_workspace_file, registry_default
+
+    return parse_reference(expand(text, registry_default(read_workspace_file(root).registries), "reference"))
 
 
 def _transport(root: Path):
@@ -132,12 +143,12 @@ def cmd_create(args) -> int:
 
 def cmd_push(args) -> int:
     from polycrate import contract
-    from polycrate.blocks.registry import default_reference, parse_reference, push_block
+    from polycrate.blocks.registry import default_reference, push_block
 
     root = _root(args)
     definition = _find_definition(root, args.block)
     if args.reference:
-        reference = parse_reference(args.reference)
+        reference = _full_reference(root, args.reference)
     else:
         reference = default_reference(definition.relpath)
         if reference is None:
@@ -159,9 +170,13 @@ def cmd_push(args) -> int:
 def cmd_pull(args) -> int:
     from polycrate import contract
     root = _root(args)
-    from polycrate.blocks.registry import parse_reference, pull_block
+    from polycrate.blocks.registry import pull_block
 
-    result = pull_block(root, parse_reference(args.reference), _transport(root), update_lock=args.update_lock)
+    from polycrate.config.schema import read_workspace_file
+
+    document = read_workspace_file(root)
+    result = pull_block(root, _full_reference(root, args.reference), _transport(root), update_lock=args.update_lock,
+                        blocks_root=document.go["layout"].blocks_root)
     if args.output == "json":
         emit_json(contract.document("block-pull", {
             "reference": str(result.reference), "digest": result.digest,

@@ -29,8 +29,12 @@ def cmd_git(args) -> int:
         commit = gitcli.commit_all(ws.root, args.message)
         print(f"committed {commit[:12]}: {args.message}" if commit else "nothing to commit")
         return 0
-    steps = {"status": [["status", "--short", "--branch", "--", "."]], "pull": [["pull", "--rebase"]],
-             "push": [["push"]], "sync": [["pull", "--rebase"], ["push"]]}[command]
+    # workspace.poly `sync.remote` (Polycrate's): pull from and push to that remote and branch
+    remote, branch = ws.sync.remote, ws.sync.branch
+    pull = ["pull", "--rebase"] + ([remote] + ([branch] if branch else []) if remote else [])
+    push = ["push"] + ([remote, f"HEAD:{branch}" if branch else "HEAD"] if remote else [])
+    steps = {"status": [["status", "--short", "--branch", "--", "."]], "pull": [pull],
+             "push": [push], "sync": [pull, push]}[command]
     for step in steps:
         code = gitcli.git(ws.root, *step, capture=False).returncode
         if code:

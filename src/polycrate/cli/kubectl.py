@@ -29,13 +29,15 @@ def kubeconfig_of(ws, block_name: str | None):
 def cmd_k(args) -> int:
     ws = workspace_from(args)
     kubeconfig = kubeconfig_of(ws, args.block)
-    if kubeconfig is None:
-        raise PolycrateError("no kubeconfig: write kubeconfig.yml in the workspace root or in "
-                             "artifacts/blocks/BLOCK/ (or set kubeconfig.filename in workspace.poly)", ws.root)
+    if kubeconfig is None and args.block:
+        raise PolycrateError(f"block '{args.block}' has no kubeconfig: write artifacts/blocks/{args.block}/"
+                             "kubeconfig.yml (or give the block kubeconfig: {from: BLOCK})", ws.root)
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise PolycrateError("kubectl is not installed: apt-get install kubernetes-client")
     rest = args.kubectl_args[1:] if args.kubectl_args[:1] == ["--"] else args.kubectl_args
     import subprocess
 
-    return subprocess.call([kubectl, *rest], env=dict(os.environ, KUBECONFIG=str(kubeconfig)))
+    # without a workspace kubeconfig: kubectl's own rules (KUBECONFIG, else ~/.kube/config), as Polycrate
+    env = dict(os.environ) if kubeconfig is None else dict(os.environ, KUBECONFIG=str(kubeconfig))
+    return subprocess.call([kubectl, *rest], env=env)

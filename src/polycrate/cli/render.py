@@ -19,7 +19,10 @@ def state_text(state: Any) -> str:
 def workspace_from(args):
     from polycrate.config.workspace import find_root, load_workspace
 
-    return load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
+    ws = load_workspace(find_root(args.workspace, explicit=args.workspace is not None))
+    for warning in ws.warnings:  # Polycrate's fields that have no effect here: one line each, on stderr
+        print(f"polycrate: warning: {warning}", file=sys.stderr)
+    return ws
 
 
 # terminal colours (only where colour is allowed: cli/live.py decides)

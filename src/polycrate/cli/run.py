@@ -84,6 +84,7 @@ def run_request(args, reporter, early_zygote=None, **what):
     """The pipeline's request for `run` and `workflows run` from their shared options."""
     import shlex
 
+    from polycrate.cli.backend import backend_setting
     from polycrate.cli.flags import run_settings
     from polycrate.run.request import RunOptions, RunRequest
     from polycrate.config.workspace import find_root
@@ -93,7 +94,8 @@ def run_request(args, reporter, early_zygote=None, **what):
                                 display_env=reporter.environment() if reporter is not None else (),
                                 command=shlex.join(["polycrate", *getattr(args, "argv", [])]),
                                 zygote=zygote_enabled(), run_id=getattr(args, "run_id", None),
-                                launched_by=getattr(args, "launched_by", None), **run_settings(args))
+                                launched_by=getattr(args, "launched_by", None), backend=backend_setting(),
+                                **run_settings(args))
     return RunRequest(find_root(args.workspace, explicit=args.workspace is not None), options=options,
                       auto_pull=args.blocks_auto_pull, early_zygote=early_zygote, **what)
 
@@ -139,12 +141,16 @@ def run_and_summarize(args, rerun: str, **what) -> int:
         early = prespawn(zygote_enabled())
     else:
         early = None
-    reporter = make_reporter(args)
     try:
-        result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
-                              reporter=reporter)
+        reporter = make_reporter(args)
+        try:
+            result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
+                                  reporter=reporter)
+        finally:
+            reporter.close()
     finally:
-        reporter.close()
+        if early is not None:  # whoever starts it ends it: unused (a script-only run, a refused request), or taken
+            early.discard()
     return summarize(result, args.output, reporter, rerun, args.format)
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
 from polycrate.states import RunState
+
+if TYPE_CHECKING:
+    from polycrate.history import RunStore
 
 
 def register(sub, shared) -> None:
@@ -76,14 +80,16 @@ def _positive(text: str) -> int:
 
 def _store(args):
     from polycrate.cli.render import workspace_from
-    from polycrate.history import open_store
+    from polycrate.cli.backend import backend_setting
+    from polycrate.history import SQLiteRunStore, open_store
 
     ws = workspace_from(args)
     args.workspace_name = ws.name  # the runs' `workspace` in -o json
-    store = open_store(ws.root)  # opening reconciles: runs whose process died read 'interrupted'
+    # opening reconciles: runs whose process died read 'interrupted'
+    store = open_store(ws.root, backend=backend_setting(), workspace=ws.name)
     for message in store.recovered:
         print(f"polycrate: {message}", file=sys.stderr)
-    if not store.recovered:
+    if not store.recovered and isinstance(store, SQLiteRunStore):
         for aside in store.set_aside:
             print(f"polycrate: note: a damaged run store was moved aside to {aside}; runs before it are not "
                   "listed (delete the file once it is no longer needed)", file=sys.stderr)
@@ -115,15 +121,15 @@ def cmd_list(args) -> int:
     table(
         [
             (
-                r["id"],
-                _when(r["started"]),
-                r["kind"],
-                r["name"] + (" (check)" if r["check_mode"] else "") + (f" --step {r['only_step']}" if r["only_step"] else ""),
-                state_text(r["status"]) + (" (partial)" if r["kind"] == RunKind.WORKFLOW and r["status"] == RunState.SUCCEEDED
-                                           and not r["workflow_success"] and not r["check_mode"] else ""),
-                _duration(r["duration"]),
-                (r["current_step"] or "") if r["status"] == RunState.RUNNING else (r["failed_step"] or ""),
-                f"{r['user']}@{r['host']}",
+                r.id,
+                _when(r.started),
+                r.kind,
+                r.name + (" (check)" if r.check_mode else "") + (f" --step {r.only_step}" if r.only_step else ""),
+                state_text(r.status) + (" (partial)" if r.kind == RunKind.WORKFLOW and r.status == RunState.SUCCEEDED
+                                           and not r.workflow_success and not r.check_mode else ""),
+                _duration(r.duration),
+                (r.current_step or "") if r.status == RunState.RUNNING else (r.failed_step or ""),
+                f"{r.user}@{r.host}",
             )
             for r in runs
         ],
@@ -146,58 +152,58 @@ def cmd_show(args) -> int:
     if args.output == "json":
         emit_json(contract.run_document(run, args.workspace_name), args.format)
         return 0
-    print(f"run:       {run['id']}")
-    print(f"{run['kind']}:{' ' * (10 - len(run['kind']))}{run['name']}" + (" (check mode)" if run["check_mode"] else ""))
-    print(f"status:    {state_text(run['status'])} (exit {run['exit_code']})")
-    print(f"started:   {_when(run['started'])} by {run['user']}@{run['host']} (pid {run['pid']})")
-    if run["ended"]:
-        print(f"ended:     {_when(run['ended'])} after {_duration(run['duration'])}")
-    if run["resumed_from"]:
-        print(f"resumes:   {run['resumed_from']}")
-    passed = AnsibleOptions.from_record(run["ansible_options"])
+    print(f"run:       {run.id}")
+    print(f"{run.kind}:{' ' * (10 - len(run.kind))}{run.name}" + (" (check mode)" if run.check_mode else ""))
+    print(f"status:    {state_text(run.status)} (exit {run.exit_code})")
+    print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
+    if run.ended:
+        print(f"ended:     {_when(run.ended)} after {_duration(run.duration)}")
+    if run.resumed_from:
+        print(f"resumes:   {run.resumed_from}")
+    passed = AnsibleOptions.from_record(run.ansible_options)
     if passed.given:
         shown = " ".join(shlex.quote(a) for a in passed.playbook_args())
         verbosity = f" (verbosity {passed.verbosity})" if passed.verbosity is not None else ""
         print(f"ansible:   {shown}{verbosity}".rstrip())
-    if run["failed_step"]:
-        print(f"failed:    step {run['failed_step']}" + (f", task '{run['failed_task']}' on {run['failed_host']}" if run["failed_task"] else ""))
-    if run["message"]:
-        print(f"message:   {run['message']}")
+    if run.failed_step:
+        print(f"failed:    step {run.failed_step}" + (f", task '{run.failed_task}' on {run.failed_host}" if run.failed_task else ""))
+    if run.message:
+        print(f"message:   {run.message}")
     print()
     table(
         [
             (
                 i,
-                s["name"] + (" [on_failure]" if s["phase"] == Phase.ON_FAILURE else ""),
-                f"{s['block']} {s['action']}",
-                state_text(s["status"]),
-                s["attempts"] if s["attempts"] > 1 else "",
-                _duration(s["duration"]),
-                s["note"] or "",
+                s.name + (" [on_failure]" if s.phase == Phase.ON_FAILURE else ""),
+                f"{s.block} {s.action}",
+                state_text(s.status),
+                s.attempts if s.attempts > 1 else "",
+                _duration(s.duration),
+                s.note or "",
             )
-            for i, s in enumerate(run["steps"], 1)
+            for i, s in enumerate(run.steps, 1)
         ],
         ("#", "STEP", "ACTION", "STATUS", "ATTEMPTS", "DURATION", "NOTE"),
     )
-    hosts = [(s["name"], h, c) for s in run["steps"] for h, c in s["hosts"].items()]
+    hosts = [(s.name, h, c) for s in run.steps for h, c in s.hosts.items()]
     if hosts:
         print()
         table(
-            [(step, host, c["ok"], c["changed"], c["failed"], c["unreachable"], c["skipped"]) for step, host, c in hosts],
+            [(step, host, c.ok, c.changed, c.failed, c.unreachable, c.skipped) for step, host, c in hosts],
             ("STEP", "HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE", "SKIPPED"),
         )
     failed = (StepState.FAILED, StepState.FAILED_ALLOWED, StepState.INTERRUPTED)
-    failing = [s for s in run["steps"] if s["status"] in failed and (s["failed_task"] or s["message"])]
+    failing = [s for s in run.steps if s.status in failed and (s.failed_task or s.message)]
     for s in failing:
         print()
-        task = f" task '{s['failed_task']}' on {s['failed_host']}" if s["failed_task"] else ""
-        print(f"step {s['name']} {state_text(s['status'])}:{task}")
-        for line in (s["message"] or "").splitlines():
+        task = f" task '{s.failed_task}' on {s.failed_host}" if s.failed_task else ""
+        print(f"step {s.name} {state_text(s.status)}:{task}")
+        for line in (s.message or "").splitlines():
             print(f"  {line}")
-    if run["notices"]:
+    if run.notices:
         print()
-        for n in run["notices"]:
-            print(f"notice {_when(n['time'])}: {n['text']}")
+        for n in run.notices:
+            print(f"notice {_when(n.time)}: {n.text}")
     return 0
 
 
@@ -210,18 +216,18 @@ def cmd_logs(args) -> int:
             if args.output == "json":
                 raise PolycrateError("--follow prints the log as text; for JSON use: polycrate runs logs RUN -o json")
             run = store.get_run(args.run_id)
-            if args.step is not None and args.step not in [s["name"] for s in run["steps"]]:
-                store.step_logs(run["id"], args.step)  # raises: no such step, did you mean
-            return follow(store, run["id"], args.step)
+            if args.step is not None and args.step not in [s.name for s in run.steps]:
+                store.step_logs(run.id, args.step)  # raises: no such step, did you mean
+            return follow(store, run.id, args.step)
         run_id, logs = store.step_logs(args.run_id, args.step)
     finally:
         store.close()
     if args.output == "json":
-        emit_json(contract.logs_document({"id": run_id}, logs), args.format)
+        emit_json(contract.logs_document(run_id, logs), args.format)
         return 0
     for step, text in logs:
         if args.step is None:
-            print(f"==> {step['name']} ({state_text(step['status'])})")
+            print(f"==> {step.name} ({state_text(step.status)})")
         sys.stdout.write(text)
     return 0
 
@@ -229,7 +235,7 @@ def cmd_logs(args) -> int:
 FOLLOW_POLL_SECONDS = 0.3
 
 
-def follow(store, run_id: str, only_step: str | None = None) -> int:
+def follow(store: RunStore, run_id: str, only_step: str | None = None) -> int:
     """Print a run's step logs as they grow, each step under a header, until the run has ended and
     every line is out; return the run's exit status (the recorded one: 0, 1, 130, ...)."""
     from polycrate.states import StepState
@@ -241,38 +247,33 @@ def follow(store, run_id: str, only_step: str | None = None) -> int:
     while True:
         store.reconcile()  # a run whose process died reads 'interrupted', and the follow ends
         run = store.get_run(run_id)  # the state first, then the logs: what it wrote before it ended is read below
-        steps = [s for s in run["steps"] if only_step is None or s["name"] == only_step]
+        steps = [s for s in run.steps if only_step is None or s.name == only_step]
         for s in steps:
-            position = s["position"]
-            if s["log"] and position not in announced:
+            position = s.position
+            if s.log and position not in announced:
                 announced.add(position)
                 if only_step is None:
-                    print(f"==> {s['name']}: {s['block']} {s['action']}", flush=True)
-            if s["log"]:
-                try:
-                    with open(store.root / s["log"], "rb") as handle:
-                        handle.seek(offsets.get(position, 0))
-                        data = handle.read()
-                except FileNotFoundError:
-                    data = b""
-                offsets[position] = offsets.get(position, 0) + len(data)
-                data = partial.pop(position, b"") + data
+                    print(f"==> {s.name}: {s.block} {s.action}", flush=True)
+            if s.log:
+                piece = store.read_log(run_id, position, offsets.get(position, 0))
+                offsets[position] = piece.cursor
+                data = partial.pop(position, b"") + piece.data
                 lines = data.split(b"\n")
                 if lines[-1]:
                     partial[position] = lines[-1]  # a line still being written
                 for line in lines[:-1]:
                     sys.stdout.write(line.decode("utf-8", "replace") + "\n")
                 sys.stdout.flush()
-            ended = s["status"] not in (StepState.RUNNING, StepState.NOT_RUN)
+            ended = s.status not in (StepState.RUNNING, StepState.NOT_RUN)
             if position in announced and ended and position not in finished:
                 finished.add(position)
                 for tail in [partial.pop(position, b"")]:
                     if tail:
                         print(tail.decode("utf-8", "replace"))
                 if only_step is None:
-                    print(f"==> {s['name']}: {state_text(s['status'])} ({_duration(s['duration'])})", flush=True)
-        if run["status"] != RunState.RUNNING:
-            code = run["exit_code"] if run["exit_code"] is not None else 1
-            print(f"==> run {run['id']} {run['status']} after {_duration(run['duration'])} (exit {code})", flush=True)
+                    print(f"==> {s.name}: {state_text(s.status)} ({_duration(s.duration)})", flush=True)
+        if run.status != RunState.RUNNING:
+            code = run.exit_code if run.exit_code is not None else 1
+            print(f"==> run {run.id} {run.status} after {_duration(run.duration)} (exit {code})", flush=True)
             return code
         time.sleep(FOLLOW_POLL_SECONDS)

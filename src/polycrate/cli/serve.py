@@ -178,6 +178,8 @@ def cmd_serve(args) -> int:
     from polycrate.server.catalog import find_workspaces
 
     state_dir = Path(args.state) if args.state else default_state_dir()
+    from polycrate.cli.backend import backend_setting
+
     allowed = tuple(dict.fromkeys([*LOOPBACK_NAMES, host.lower(), *(h.strip().lower() for h in args.allowed_host)]))
     proxies = tuple(args.proxy) or ("127.0.0.1", "::1")
     for address in proxies:
@@ -186,16 +188,31 @@ def cmd_serve(args) -> int:
         except ValueError:
             raise PolycrateError(f"--proxy {address!r}: an IP address (the proxy's, as this server sees it)") from None
     settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy,
-                        allowed_hosts=allowed, proxies=proxies)
+                        allowed_hosts=allowed, proxies=proxies,
+                        backend=backend_setting())
     app = create_app(settings)
     scheme = "https" if tls else "http"
+    sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log
     print(f"polycrate serve: {scheme}://{args.listen}/ over "
           f"{len(find_workspaces(sources))} workspace(s); state in {state_dir}", file=sys.stderr, flush=True)
     # the proxy headers are read by the app itself (server.app.ProxyClient), from --proxy addresses only
-    uvicorn.run(app, host=host, port=port, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile,
-                proxy_headers=False, log_level="warning", access_log=False, server_header=False,
-                timeout_graceful_shutdown=3)
+    config = uvicorn.Config(app, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile, proxy_headers=False,
+                            log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _bind(host: str, port: int, listen: str):
+    """The listening socket, or a one-line error (the address is taken, or not this machine's)."""
+    import socket
+
+    from polycrate.errors import SystemFault
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise SystemFault(f"--listen {listen}: {exc.strerror or exc}") from None
 
 
 def cmd_token_add(args) -> int:

@@ -12,10 +12,13 @@ from polycrate.config.action_env import WORKSPACE_PUBLIC_KEY as SSH_PUBLIC_KEY
 
 
 def _key_path(ws, given, default):
-    """--ssh-private-key/--ssh-public-key (relative to the workspace root), else id_rsa/id_rsa.pub there."""
+    """--ssh-private-key/--ssh-public-key (relative to the workspace root), else workspace.poly's
+    config.sshprivatekey/sshpublickey (Polycrate's), else id_rsa/id_rsa.pub there."""
     import os
     from pathlib import Path
 
+    if not given:
+        given = ws.layout.ssh_private_key if default == SSH_PRIVATE_KEY else ws.layout.ssh_public_key
     if not given:
         return ws.root / default
     path = Path(os.path.expanduser(given))

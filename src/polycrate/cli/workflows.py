@@ -9,7 +9,8 @@ from polycrate.cli.run import add_run_options, run_workflow
 def register(sub, shared) -> None:
     group = sub.add_parser("workflow", aliases=["workflows"], parents=[shared], help="run and inspect workflows")
     wsub = group.add_subparsers(dest="workflows_command", metavar="COMMAND")
-    wsub.required = True
+    wsub.required = False  # the group alone lists its items, as in the real Polycrate
+    group.set_defaults(func=cmd_list)
 
     p = wsub.add_parser("run", parents=[shared], help="run a workflow's steps in order")
     names(p.add_argument("name"), WORKFLOW)

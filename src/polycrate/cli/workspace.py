@@ -1,10 +1,12 @@
 """`polycrate workspace init|inspect|validate|snapshot|update`"""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from polycrate.cli.completion import DIR, names
 from polycrate.cli.render import emit_json, workspace_from
+from polycrate.errors import PolycrateError
 
 
 def register(sub, shared) -> None:
@@ -34,9 +36,25 @@ def register(sub, shared) -> None:
     workspace_secrets.register(wsub, shared)
 
 
+def _flag_bool(text: str) -> bool:
+    """A pflag boolean's value: --with-ssh-keys=false (as the real Polycrate takes it)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "t", "yes"):
+        return True
+    if value in ("false", "0", "f", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def add_init_options(p) -> None:
     names(p.add_argument("path", nargs="?", default="."), DIR)
-    p.add_argument("--name", help="workspace name (default: the folder's name)")
+    p.add_argument("--name", "--with-name", dest="name", help="workspace name (default: the folder's name)")
+    p.add_argument("--with-ssh-keys", type=_flag_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="also create the workspace's SSH key pair, id_rsa and id_rsa.pub (Polycrate's; default here: "
+                        "false)")
+    p.add_argument("--with-config", type=_flag_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="write workspace.poly and the starting files (default); false: only what --with-ssh-keys "
+                        "makes, in a folder that is a workspace already")
     p.add_argument("--organization", default="")
     p.add_argument("--bare", action="store_true", help="no sample block and workflow: workspace.poly, inventory.yml, .gitignore")
 
@@ -46,9 +64,16 @@ def cmd_init(args) -> int:
 
     from polycrate.config import scaffold
 
+    if not args.with_config:  # Polycrate's init in a workspace that exists: its keys only
+        if not args.with_ssh_keys:
+            raise PolycrateError("--with-config=false writes no workspace.poly: nothing to do without "
+                                 "--with-ssh-keys")
+        return _init_ssh_keys(args, Path(args.path))
     created = scaffold.init_workspace(Path(args.path), args.name, args.organization, sample=not args.bare)
     name = args.name or created.folder.name
     print(f"created workspace {name} in {created.folder}")
+    if args.with_ssh_keys:
+        _init_ssh_keys(args, created.folder)
     notes = {
         "workspace.poly": "blocks, workflows, config (runtime: local)",
         "inventory.yml": "localhost, ansible_connection: local",
@@ -62,6 +87,13 @@ def cmd_init(args) -> int:
     if not args.bare:
         print(f"next: cd {shlex.quote(str(created.folder))} && polycrate workflows run {scaffold.SAMPLE_WORKFLOW}")
     return 0
+
+
+def _init_ssh_keys(args, folder: Path) -> int:
+    from polycrate.cli.ssh import cmd_create_ssh_keys
+
+    args.workspace = str(folder.resolve())
+    return cmd_create_ssh_keys(args)
 
 
 def cmd_inspect(args) -> int:
@@ -143,16 +175,17 @@ def cmd_update(args) -> int:
     document = read_workspace_file(root)
     transport = transport_settings(document.registries)
     done = []
+    blocks_root = document.go["layout"].blocks_root if document.go else BLOCKS_DIR
     for dependency in document.dependencies:
         reference = parse_reference(dependency)
-        installed = root / BLOCKS_DIR / reference.path / "block.poly"
+        installed = root / blocks_root / reference.path / "block.poly"
         if reference.tag and installed.is_file() and block_version(installed) == reference.tag:
             done.append({"reference": dependency, "status": "up to date", "digest": None,
-                         "path": f"{BLOCKS_DIR}/{reference.path}", "previous_version": None})
+                         "path": f"{blocks_root}/{reference.path}", "previous_version": None})
             if args.output != "json":
-                print(f"{dependency}: up to date in {BLOCKS_DIR}/{reference.path}")
+                print(f"{dependency}: up to date in {blocks_root}/{reference.path}")
             continue
-        result = pull_block(root, reference, transport, update_lock=args.update_lock)
+        result = pull_block(root, reference, transport, update_lock=args.update_lock, blocks_root=blocks_root)
         done.append({"reference": str(result.reference), "status": "pulled", "digest": result.digest,
                      "path": str(result.folder.relative_to(root)), "previous_version": result.previous_version})
         if args.output != "json":

@@ -25,6 +25,9 @@ from polycrate.config.model import ENGINES, KIND_DEFAULT, RUNTIMES
 # validate_name: NAME_RE (a letter or digit, then up to 62 of letters, digits, '.', '_', '-'), and not
 # ending in '.' or '-'; written as one pattern.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?$"
+# a block's name: such names joined by '/', as Polycrate's hub names (ayedo/k8s/harbor; schema.BLOCK_NAME_RE)
+BLOCK_NAME_PATTERN = (r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?"
+                      r"(?:/[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?){0,7}$")
 # NAME_RE alone (aliases and `kind` are checked with it, without the rule on the last character).
 WORD_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$"
 ACTION_TYPES = ("ansible", "script")
@@ -64,6 +67,9 @@ _SPACE = r"[^\S\x00-\x1f\x7f]*"
 # refs.parse_reference after strip: REGISTRY/PATH[:TAG], the registry a host (with '.' or ':') or localhost
 _REGISTRY_REFERENCE = (rf"^(?![\s\S]*[\x00-\x1f\x7f]){_SPACE}(?=localhost/|[^/]*[.:][^/]*/){_HOST}/{_COMPONENT}"
                        rf"(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?{_SPACE}$")
+# hubref.is_short: a path of several components without a registry host in front (team/block:1.0)
+_SHORT_REFERENCE = (rf"^(?![\s\S]*[\x00-\x1f\x7f]){_SPACE}(?!localhost/)(?![^/]*[.:][^/]*/){_COMPONENT}"
+                    rf"(?:/{_COMPONENT})+(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?{_SPACE}$")
 _LABEL_KEY = rf"^(?![\s\S]*[\s\x00-\x1f\x7f])[\s\S]{{1,{LABEL_KEY_MAX}}}$"
 
 
@@ -158,6 +164,10 @@ ANY = Kind("any")
 TEXT = string(numbers=True)  # schema._string: text, or a number written as text
 NAME = string(NAME_PATTERN, hint="name")
 WORD = string(WORD_PATTERN, hint="name")
+BLOCK_NAME = string(BLOCK_NAME_PATTERN, hint="block name")
+_NO_EFFECT = "Polycrate's; no effect here (a warning line says why)"
+_COMPUTED_FIELDS = tuple(Field(key, ANY, "Polycrate's, computed: " + _NO_EFFECT)
+                         for key in ("path", "localpath", "containerpath"))
 SECONDS = number(maximum=MAX_SECONDS)
 TIMESPAN_HINT = "seconds or a systemd time span such as 15m"
 
@@ -216,47 +226,101 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("history", section("history"), "how long the run history is kept"),
         Field("metrics", section("metrics"), "the Prometheus text file written after each run"),
         Field("version", ANY, "accepted for Polycrate's workspaces; not read"),
-        Field("registries", mapping(section("registry")), "by registry name: a mirror to use, or plain HTTP"),
+        Field("registries", mapping(one_of(section("registry"), string(_NOT_BLANK, hint="registry host"))),
+              "by registry name: a mirror to use, or plain HTTP; `default: HOST`: the registry of short references"),
         _labels("the workspace"),
-        Field("dependencies", list_of(string(_REGISTRY_REFERENCE, hint="registry block reference"), unique=True),
-              "registry block references (REGISTRY/PATH:VERSION) that `workspace update` installs"),
+        Field("dependencies", list_of(one_of(string(_REGISTRY_REFERENCE, hint="registry block reference"),
+                                             string(_SHORT_REFERENCE, hint="short block reference")), unique=True),
+              "registry block references (REGISTRY/PATH:VERSION, or PATH:VERSION of the default registry) that "
+              "`workspace update` installs"),
         Field("inventory", section("workspace_file"), "the workspace's Ansible inventory (default: inventory.yml)"),
         Field("kubeconfig", section("workspace_file"), "the workspace's kubeconfig"),
+        # the rest of Polycrate's Workspace struct (cmd/workspace.go)
+        _ALIAS,
+        Field("events", section("events"), "the event handler: the default of --event-handler and --event-endpoint"),
+        Field("extraenv", list_of(string(hint="KEY=value")), "KEY=value for every action (before -e)"),
+        Field("extramounts", list_of(string(hint="/host:/container[:ro]")),
+              "mounts of the container runtime (before -m; a relative host path is the workspace's)"),
+        Field("meta", mapping(), "free data, in the snapshot"),
+        Field("sync", section("sync"), "where `polycrate git sync` pulls from and pushes to"),
+        Field("identifier", ANY, _NO_EFFECT),
+        Field("registry", ANY, _NO_EFFECT),
+        *_COMPUTED_FIELDS,
+    )),
+    Section("events", "events", "Polycrate's event handler settings.", (
+        Field("handler", enum("workspace", "webhook"), "workspace (<logsroot>/YYYY/MM/DD/RUN.yml) or webhook"),
+        Field("endpoint", TEXT, "the webhook's http(s) URL (handler webhook needs it)"),
+        Field("commit", ANY, _NO_EFFECT + " (--auto-commit commits the event)"),
+    )),
+    Section("sync", "sync", "Polycrate's git sync settings.", (
+        Field("local", ANY, _NO_EFFECT + " (git sync works on the branch checked out)"),
+        Field("remote", section("sync_remote"), "the remote `git sync` pulls from and pushes to"),
+        Field("enabled", ANY, _NO_EFFECT + " (nothing syncs by itself)"),
+        Field("auto", ANY, _NO_EFFECT + " (nothing syncs by itself)"),
+    )),
+    Section("sync_remote", "sync.remote", "The remote of `git sync`.", (
+        Field("name", TEXT, "the git remote's name"),
+        Field("branch", section("sync_branch"), "its branch"),
+    )),
+    Section("sync_branch", "sync.remote.branch", "The branch of `git sync`.", (
+        Field("name", TEXT, "the branch's name"),
     )),
     Section("config", "config", "Free keys for blocks and playbooks, and the toolchain keys below.", (
         Field("runtime", enum(*RUNTIMES), "where actions run: on this machine or in a container", default="local"),
         Field("engine", enum(*ENGINES), "the container engine (default: the first installed)"),
         Field("image", one_of(string(_NOT_BLANK, hint="image reference"), section("image")),
               "the toolchain image of the container runtime (default: the base image)"),
+        Field("blocksroot", TEXT, "the folder of the installed blocks (Polycrate's)", default="blocks"),
+        Field("artifactsroot", TEXT, "the folder of the blocks' artifacts (Polycrate's)", default="artifacts"),
+        Field("logsroot", TEXT, "the folder of the workspace event handler's events (Polycrate's)", default=".logs"),
+        Field("sshprivatekey", TEXT, "the workspace's SSH private key, relative to it (Polycrate's)", default="id_rsa"),
+        Field("sshpublickey", TEXT, "the workspace's SSH public key (Polycrate's)", default="id_rsa.pub"),
     ), closed=False),
     Section("image", "config.image", "Polycrate's spelling of an image: reference and version.", (
         Field("reference", string(), "the image without its tag, such as cargo.ayedo.cloud/library/polycrate",
               required=True, null=False),
         Field("version", ANY, "the tag (empty: none)"),
     )),
-    Section("block_entry", "blocks[]", "A block of the workspace: which one and its config.", (
-        _name("the block's name (the naming rule), unique in the workspace"),
+    Section("block_entry", "blocks[]", "A block of the workspace: which one and its config; as in Polycrate, "
+            "the whole block (actions and all) may be written here.", (
+        Field("name", BLOCK_NAME, "the block's name (the naming rule, or such names joined by '/'), unique in the "
+              "workspace", required=True, null=False),
         Field("from", string(_ENTRY_FROM, hint="block reference"),
               "the block it is an instance of: a name or REGISTRY/PATH[:VERSION] (never ending in ':')"),
         Field("config", mapping(), "merged over the block's own config"),
         Field("description", ANY, "for people; not read"),
         _labels("this block (over the block's own)"),
-        Field("inventory", one_of(NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
-        Field("kubeconfig", one_of(NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
+        Field("inventory", one_of(BLOCK_NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
+        Field("kubeconfig", one_of(BLOCK_NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
+        Field("actions", list_of(section("action")), "actions over the installed block's, by name; with none "
+              "installed, the block is defined here"),
+        Field("version", TEXT, "over the installed block's"),
+        Field("kind", one_of(enum(""), WORD), "over the installed block's"),
+        Field("template", BOOLEAN, "over the installed block's", null=False),
+        _ALIAS,
+        Field("type", ANY, "shown in the snapshot"),
+        Field("flavor", ANY, "shown in the snapshot"),
+        Field("changelog", ANY, _NO_EFFECT),
+        Field("workdir", ANY, _NO_EFFECT),
+        Field("artifacts", ANY, _NO_EFFECT),
+        Field("checksum", ANY, _NO_EFFECT),
     )),
     Section("file_from", "blocks[].inventory, kubeconfig", "A block's inventory or kubeconfig file.", (
-        Field("from", NAME, "the block whose file this is"),
+        Field("from", BLOCK_NAME, "the block whose file this is"),
         Field("filename", string(_RELATIVE_FILE, hint="relative path"),
               "the file in the block's artifacts folder (relative, no '..')"),
+        *_COMPUTED_FIELDS,
     )),
     Section("workspace_file", "inventory, kubeconfig", "A file of the workspace.", (
         Field("filename", string(_RELATIVE_FILE, hint="relative path"),
               "the file, relative to the workspace (no '..')"),
+        *_COMPUTED_FIELDS,
     )),
     Section("workflow", "workflows[]", "A named sequence of steps.", (
         _name("the workflow's name (the naming rule), unique in the workspace"),
         Field("description", TEXT, "what it does", default=""),
-        Field("steps", list_of(section("step"), min_items=1), "the steps, run in order", required=True, null=False),
+        Field("steps", list_of(section("step")), "the steps, run in order (a workflow without steps loads; running "
+              "or inspecting it is refused)"),
         Field("prompt", one_of(string(), section("prompt")), _PROMPT_DOC),
         Field("schedule", one_of(string(_NOT_BLANK, hint="OnCalendar or cron"), section("schedule")),
               "when it runs by itself: an OnCalendar or cron expression, or a mapping"),
@@ -290,7 +354,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
     Section("step", "workflows[].steps[], on_failure[]", "One action of one block.", (
         _name("the step's name (the naming rule), unique in its workflow"),
         Field("description", ANY, "for people; not read"),
-        Field("block", NAME, "the block whose action runs", required=True, null=False),
+        Field("block", BLOCK_NAME, "the block whose action runs", required=True, null=False),
         Field("action", NAME, "the action of that block", required=True, null=False),
         Field("allow_failure", BOOLEAN, "a failure does not stop the workflow", default=False, null=False),
         Field("timeout", number(maximum=MAX_SECONDS, above=0), "seconds per attempt; then the attempt fails"),
@@ -301,6 +365,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("prompt", one_of(string(), section("prompt")), _PROMPT_DOC),
         _labels("the step"),
         _ALIAS,
+        Field("workflow", ANY, "Polycrate's: the workflow it is written in (another name is warned about)"),
     )),
     Section("prompt", "prompt", "A question asked before the run starts.", (
         Field("message", TEXT, "the question", required=True, null=False),
@@ -377,7 +442,8 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
     )),
     # --- block.poly -------------------------------------------------------------------------------
     Section("block", "block.poly", "A block: its default config and its actions.", (
-        _name("the block's name (the naming rule)"),
+        Field("name", BLOCK_NAME, "the block's name (the naming rule, or such names joined by '/')", required=True,
+              null=False),
         Field("version", TEXT, "the block's version", default="0.0.0"),
         Field("kind", one_of(enum(""), WORD), "one word such as generic, k8sapp, linuxapp (a convention, not a "
               "closed list)", default=KIND_DEFAULT),
@@ -390,10 +456,14 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _ALIAS,
         Field("template", BOOLEAN, "only other blocks inherit from it; it never runs itself", default=False,
               null=False),
-        Field("inventory", one_of(NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
-        Field("kubeconfig", one_of(NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
-        Field("type", ANY, "accepted for Polycrate's blocks; not read"),
-        Field("flavor", ANY, "accepted for Polycrate's blocks; not read"),
+        Field("inventory", one_of(BLOCK_NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
+        Field("kubeconfig", one_of(BLOCK_NAME, section("file_from")), _FILE_FROM_DOC + " (a name alone is from)"),
+        Field("type", ANY, "Polycrate's (db, kv, mq ...): shown in the snapshot"),
+        Field("flavor", ANY, "Polycrate's (postgresql ...): shown in the snapshot"),
+        Field("changelog", ANY, _NO_EFFECT),
+        Field("workdir", ANY, _NO_EFFECT),
+        Field("artifacts", ANY, _NO_EFFECT),
+        Field("checksum", ANY, _NO_EFFECT),
     )),
     Section("action", "actions[]", "An Ansible playbook or shell lines.", (
         _name("the action's name (the naming rule), unique in the block"),
@@ -407,6 +477,8 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _ALIAS,
         Field("interactive", BOOLEAN, "Polycrate's (a terminal for the container); stdin is /dev/null either way",
               default=False, null=False),
+        Field("config", mapping(), "Polycrate's: the action's own config, in the snapshot's `action`"),
+        Field("block", ANY, "Polycrate's: the block it is written in (another name is warned about)"),
     ), at_least_one=("type", "playbook", "script")),
     # --- secrets.poly -----------------------------------------------------------------------------
     Section("secrets", "secrets.poly", "Secrets, merged over workspace.poly when a run needs them "

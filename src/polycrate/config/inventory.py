@@ -31,6 +31,7 @@ class Host:
 
 def inventory_hosts(inventory: Path) -> list[Host]:
     """Every host of the inventory with its merged variables."""
+    # ansible-inventory gets the user's own environment (their ANSIBLE_* settings), with this inventory
     env = dict(os.environ, ANSIBLE_INVENTORY=str(inventory))
     env.pop("ANSIBLE_INVENTORY_ENABLED", None)
     proc = subprocess.run([sys.executable, "-m", "ansible.cli.inventory", "-i", str(inventory), "--list"],

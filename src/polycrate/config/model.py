@@ -30,6 +30,8 @@ class Action:
     file: Path | None = None  # the block.poly it is written in (a parent's, for an inherited action)
     labels: dict[str, str] = field(default_factory=dict)
     interactive: bool = False  # Polycrate's (a terminal for the container); here stdin is /dev/null either way
+    config: dict[str, Any] = field(default_factory=dict)  # Polycrate's action `config`: in the snapshot's `action`
+    alias: tuple[str, ...] = ()
 
 
 # Polycrate's block kinds (its docs' conventions and its code): a block inheriting from a `k8sapp`
@@ -69,6 +71,10 @@ class BlockDefinition:
     labels: dict[str, str] = field(default_factory=dict)
     inventory: FileFrom | None = None
     kubeconfig: FileFrom | None = None
+    alias: tuple[str, ...] = ()
+    type: str = ""  # Polycrate's `type` (db, kv, mq ...) and `flavor` (postgresql ...): shown, not interpreted
+    flavor: str = ""
+    warnings: tuple[Any, ...] = field(default=(), compare=False)  # ConfigError: Go fields without effect here
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,16 @@ class BlockEntry:
     labels: dict[str, str] = field(default_factory=dict)
     inventory: FileFrom | None = None
     kubeconfig: FileFrom | None = None
+    # the rest of a block, as Polycrate's entries may carry it: over the installed block.poly's, or
+    # (with actions and nothing installed) a block defined in workspace.poly
+    actions: dict[str, Action] = field(default_factory=dict)
+    kind: str | None = None
+    version: str | None = None
+    description: str = ""
+    template: bool | None = None
+    alias: tuple[str, ...] = ()
+    type: str = ""
+    flavor: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,8 @@ class Step:
     allow_no_hosts: bool = False  # a play matching no host does not fail this step (nor its preflight)
     prompt: Prompt | None = None  # Polycrate's step prompt: asked with the run's other prompts, before step 1
     labels: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    alias: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,8 @@ class Workflow:
     on_failure: tuple[Step, ...] = ()  # steps that run only after a step failed
     timer: Schedule | None = None  # `schedule:` checked (schema.parse_schedule)
     labels: dict[str, str] = field(default_factory=dict)
+    alias: tuple[str, ...] = ()
+    allow_failure: bool = False  # Polycrate's: every step may fail (applied to the steps when read)
     launch: Any = None  # `launch:` checked: config.launch_params.LaunchDeclaration (what the server may set)
 
 
@@ -236,6 +256,7 @@ class Registries:
 
     mirrors: tuple[tuple[str, str], ...] = ()  # (registry name, host[:port])
     insecure: frozenset[str] = frozenset()  # registry names reached over plain HTTP
+    default: str | None = None  # `default: HOST`: the registry of short (hub-style) references (config/hubref.py)
 
 
 @dataclass(frozen=True)
@@ -245,6 +266,33 @@ class Toolchain:
     runtime: str | None = None  # "local" | "container"; None: local
     engine: str | None = None  # "podman" | "docker"; None: the first installed
     image: str | None = None  # None: the base image
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """Polycrate's `events:` of workspace.poly: the default of --event-handler and --event-endpoint."""
+
+    handler: str | None = None  # "workspace" | "webhook"
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Polycrate's `sync:` of workspace.poly, as far as `polycrate git sync` honours it."""
+
+    remote: str | None = None  # sync.remote.name
+    branch: str | None = None  # sync.remote.branch.name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Polycrate's WorkspaceConfig folders and key files, relative to the workspace root."""
+
+    blocks_root: str = "blocks"
+    artifacts_root: str = "artifacts"
+    logs_root: str = ".logs"
+    ssh_private_key: str | None = None  # config.sshprivatekey (None: id_rsa when there)
+    ssh_public_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,10 +313,23 @@ class Workspace:
     dependencies: tuple[str, ...] = ()  # `dependencies:`: block references `workspace update` installs
     inventory_file: str = "inventory.yml"  # `inventory: {filename: ...}`, relative to the root
     kubeconfig_file: str | None = None  # `kubeconfig: {filename: ...}`, relative to the root
+    alias: tuple[str, ...] = field(default=(), compare=False)
+    events: EventSettings = field(default_factory=EventSettings, compare=False)
+    extra_env: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # `extraenv:`, before -e
+    extra_mounts: tuple[str, ...] = field(default=(), compare=False)  # `extramounts:`, before -m
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    version: str = field(default="", compare=False)  # Polycrate's workspace `version`: shown, not interpreted
+    sync: SyncSettings = field(default_factory=SyncSettings, compare=False)
+    layout: Layout = field(default_factory=Layout, compare=False)
+    warnings: tuple[Any, ...] = field(default=(), compare=False)  # ConfigError: Go fields without effect here
 
     @property
     def inventory(self) -> Path:
         return self.root / self.inventory_file
 
+    @property
+    def blocks_dir(self) -> Path:
+        return self.root / self.layout.blocks_root
+
     def artifacts_dir(self, block: str) -> Path:
-        return self.root / "artifacts" / "blocks" / block
+        return self.root / self.layout.artifacts_root / "blocks" / block

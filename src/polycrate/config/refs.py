@@ -54,7 +54,8 @@ def parse_reference(text: str) -> Reference:
     if not repository or not looks_like_host(registry):
         raise BadReference(
             f"invalid block reference {text!r}: it must start with a registry host "
-            "(e.g. registry.example.com/team/block:1.0.0)"
+            "(e.g. registry.example.com/team/block:1.0.0), or be a short one (team/block:1.0.0) with a "
+            "default registry set (registries: {default: HOST} in workspace.poly)"
         )
     if not _REPOSITORY_RE.match(repository):
         raise BadReference(

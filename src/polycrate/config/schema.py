@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from polycrate.errors import ConfigError
@@ -53,15 +54,50 @@ BLOCK_FILE = "block.poly"
 SECRETS_FILE = "secrets.poly"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$")
+# a block's name may be a hub path, as in Polycrate (cmd/vars.go ValidateBlockNameRegex): ayedo/k8s/harbor
+BLOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,62}){0,7}$")
 ACTION_TYPES = ("ansible", "script")
+
+# --- the real Polycrate's data model ----------------------------------------------------------
+# Every field of Go's structs loads (cmd/workspace.go Workspace and WorkspaceConfig, cmd/blocks.go
+# Block, cmd/actions.go Action, cmd/workflows.go Workflow and Step): each is declared in
+# config/declarations.py; a Go field that has no effect here is in *_NO_EFFECT with the reason, said in
+# one warning line (workspace_warnings, block_warnings) when a file sets it.
+COMPUTED_PATHS = ("path", "localpath", "containerpath")
+_COMPUTED = "computed from where the files are (Polycrate overwrites it too)"
+WORKSPACE_NO_EFFECT = {
+    "identifier": "Polycrate's cloud (backplane) identifier, and there is no backplane here",
+    "path": _COMPUTED, "localpath": _COMPUTED, "containerpath": _COMPUTED,
+    "registry": "Polycrate itself never reads it; registries: and `polycrate registry login` configure registries",
+}
+# WorkspaceConfig keys without an effect here: (Polycrate's default, why); said only when not the default
+CONFIG_NO_EFFECT: dict[str, tuple[Any, str]] = {
+    "blocksconfig": ("block.poly", "a block's file is always block.poly here"),
+    "workspaceconfig": ("workspace.poly", "the workspace's file is always workspace.poly here"),
+    "workflowsroot": ("workflows", "workflows are read from workspace.poly only (as Polycrate does)"),
+    "containerroot": ("/workspace", "the container runtime mounts the workspace at /workspace"),
+    "remoteroot": ("/polycrate", "Polycrate itself never reads it"),
+    "dockerfile": ("Dockerfile.poly", "the workspace image is always built from Dockerfile.poly"),
+    "globals": ({}, "Polycrate itself never reads it: shared values go under config:"),
+}
+CONFIG_ROOTS = {"blocksroot": "blocks", "artifactsroot": "artifacts", "logsroot": ".logs"}  # Go's defaults
+BLOCK_NO_EFFECT = {
+    "changelog": "release notes for Polycrate's hub; nothing reads them here",
+    "workdir": "the block's folder, computed (Polycrate overwrites it too)",
+    "artifacts": "artifacts/blocks/<block>, computed (Polycrate overwrites it too)",
+    "checksum": "computed when a block is pulled (blocks.lock holds the digest); a written one is not checked",
+}
 
 
 def validate_name(value: Any, what: str, path: Path | str, line: int | None) -> str:
-    """The naming rule for blocks, actions, workflows and steps."""
-    if not isinstance(value, str) or not NAME_RE.match(value) or value.endswith((".", "-")):
+    """The naming rule for blocks, actions, workflows and steps (a block's may be a hub path: a/b/c)."""
+    rule = BLOCK_NAME_RE if what == "block" else NAME_RE
+    if not isinstance(value, str) or not rule.match(value) or value.endswith((".", "-")) or any(
+            part.endswith((".", "-")) for part in value.split("/")):
+        hub = " (a block's name may be a path of such names: ayedo/k8s/harbor)" if what == "block" else ""
         raise ConfigError(
             f"invalid {what} name {value!r}: use letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit, at most 63 characters",
+            f"starting with a letter or digit, at most 63 characters{hub}",
             path,
             line,
         )
@@ -107,6 +143,11 @@ def _string(mapping: dict, key: str, path: Path, default: str = "", required: bo
     return value
 
 
+def _text_or_nothing(value: Any) -> str:
+    """A key declared "for people; not read" that we now show: its text, or nothing when it is not text."""
+    return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+
+
 def _check_keys(mapping: dict, allowed: set[str], what: str, path: Path) -> None:
     for key in mapping:
         if key not in allowed:
@@ -136,6 +177,10 @@ def parse_action(raw: Any, path: Path) -> Action:
     _check_keys(mapping, allowed_keys("action"), "action", path)
     name = validate_name(mapping.get("name"), "action", path, _line(mapping, "name"))
     check_alias(mapping, path)
+    if mapping.get("script") is not None and mapping.get("playbook") is not None:
+        # Polycrate's `excluded_with`: which of the two would run is not for us to guess
+        raise ConfigError(f"action '{name}' has both 'script' and 'playbook': an action is one or the other "
+                          "(make two actions)", path, _line(mapping, "playbook"))
     kind = mapping.get("type")
     if kind is None:
         kind = "ansible" if "playbook" in mapping else "script" if "script" in mapping else None
@@ -177,6 +222,8 @@ def parse_action(raw: Any, path: Path) -> Action:
         file=Path(path) if path is not None else None,
         labels=parse_labels(mapping.get("labels"), f"action '{name}': ", path, _line(mapping, "labels")),
         interactive=_bool(mapping, "interactive", path),
+        config=plain(_expect_map(mapping.get("config"), f"action '{name}': config", path, _line(mapping, "config"))),
+        alias=tuple(mapping.get("alias") or ()),
     )
 
 
@@ -300,19 +347,97 @@ def parse_block_definition(raw: Any, file: Path, blocks_dir: Path) -> BlockDefin
         labels=parse_labels(mapping.get("labels"), "", file, _line(mapping, "labels")),
         inventory=parse_file_from(mapping.get("inventory"), "inventory", file, _line(mapping, "inventory")),
         kubeconfig=parse_file_from(mapping.get("kubeconfig"), "kubeconfig", file, _line(mapping, "kubeconfig")),
+        alias=tuple(mapping.get("alias") or ()),
+        type=_text_or_nothing(mapping.get("type")),
+        flavor=_text_or_nothing(mapping.get("flavor")),
+        warnings=tuple(block_warnings(mapping, file)),
     )
 
 
+def _warn(sink: list[ConfigError], key: str, reason: str, path: Path, line: int | None, what: str = "") -> None:
+    sink.append(ConfigError(f"{what}'{key}' has no effect here: {reason}", path, line))
+
+
+def _computed_paths(mapping: Any, what: str, path: Path, sink: list[ConfigError]) -> None:
+    for key in ("inventory", "kubeconfig"):
+        value = mapping.get(key) if isinstance(mapping, dict) else None
+        if isinstance(value, dict):
+            for computed in COMPUTED_PATHS:
+                if computed in value:
+                    _warn(sink, f"{key}.{computed}", _COMPUTED, path, _line(value, computed), what)
+
+
+def block_warnings(mapping: Any, path: Path, what: str = "") -> list[ConfigError]:
+    """The Go fields a block (block.poly, or a workspace.poly entry) sets that have no effect here."""
+    sink: list[ConfigError] = []
+    if not isinstance(mapping, dict):
+        return sink
+    for key, reason in BLOCK_NO_EFFECT.items():
+        if key in mapping:
+            _warn(sink, key, reason, path, _line(mapping, key), what)
+    _computed_paths(mapping, what, path, sink)
+    name = mapping.get("name")
+    for action in mapping.get("actions") or ():
+        if isinstance(action, dict) and action.get("block") not in (None, name):
+            _warn(sink, "block", f"an action belongs to the block it is written in, '{name}' (Polycrate sets it "
+                  "itself)", path, _line(action, "block"), f"{what}action '{action.get('name')}': ")
+    return sink
+
+
+def workspace_warnings(raw: Any, path: Path) -> list[ConfigError]:
+    """The Go fields workspace.poly sets that have no effect here, each said once."""
+    sink: list[ConfigError] = []
+    for key, reason in WORKSPACE_NO_EFFECT.items():
+        if key in raw:
+            _warn(sink, key, reason, path, _line(raw, key))
+    config = raw.get("config")
+    if isinstance(config, dict):
+        for key, (default, reason) in CONFIG_NO_EFFECT.items():
+            if key in config and config[key] not in (default, None):
+                _warn(sink, f"config.{key}", reason, path, _line(config, key))
+    events = raw.get("events")
+    if isinstance(events, dict) and events.get("commit"):
+        _warn(sink, "events.commit", "the run's own commits are --auto-commit's", path, _line(events, "commit"))
+    sync = raw.get("sync")
+    if isinstance(sync, dict):
+        for key in ("enabled", "auto"):
+            if sync.get(key):
+                _warn(sink, f"sync.{key}", "nothing syncs by itself here: `polycrate git sync` pulls and pushes "
+                      "with sync.remote", path, _line(sync, key))
+        if isinstance(sync.get("local"), dict):
+            _warn(sink, "sync.local", "`polycrate git sync` works on the branch checked out", path,
+                  _line(sync, "local"))
+    _computed_paths(raw, "", path, sink)
+    for entry in raw.get("blocks") or ():
+        if isinstance(entry, dict):
+            sink += block_warnings(entry, path, f"block '{entry.get('name')}': ")
+    for workflow in raw.get("workflows") or ():
+        if not isinstance(workflow, dict):
+            continue
+        for step in workflow.get("steps") or ():
+            if isinstance(step, dict) and step.get("workflow") not in (None, workflow.get("name")):
+                _warn(sink, "workflow", "a step belongs to the workflow it is written in (Polycrate sets it "
+                      "itself)", path, _line(step, "workflow"),
+                      f"workflow '{workflow.get('name')}', step '{step.get('name')}': ")
+    return sink
+
+
 def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
+    """A `blocks:` entry of workspace.poly: as in Polycrate, the whole block: it configures an installed
+    block (by name or `from:`), completes it (actions, kind, version ... over the installed block.poly's),
+    or defines a block of its own with its `actions:`."""
     mapping = _expect_map(raw, "a block entry", path, _line(raw))
     _check_keys(mapping, allowed_keys("block_entry"), "block entry", path)
     name = validate_name(mapping.get("name"), "block", path, _line(mapping, "name"))
+    check_alias(mapping, path)
     source = mapping.get("from")
     if source is not None and (not isinstance(source, str) or not source.strip()):
         raise ConfigError(f"block '{name}': 'from' must be a block reference string", path, _line(mapping, "from"))
     if source is not None:
         check_reference(source, f"block '{name}'", path, _line(mapping, "from"))
     config = _expect_map(mapping.get("config"), f"block '{name}': config", path, _line(mapping, "config"))
+    actions = _named_items(_expect_list(mapping.get("actions"), f"block '{name}': actions", path,
+                                        _line(mapping, "actions")), parse_action, f"action of block '{name}'", path)
     return BlockEntry(
         name=name, source=source, config=config, line=_line(mapping),
         labels=parse_labels(mapping.get("labels"), f"block '{name}': ", path, _line(mapping, "labels")),
@@ -320,6 +445,14 @@ def parse_block_entry(raw: Any, path: Path) -> BlockEntry:
                                   _line(mapping, "inventory")),
         kubeconfig=parse_file_from(mapping.get("kubeconfig"), f"block '{name}': kubeconfig", path,
                                    _line(mapping, "kubeconfig")),
+        actions=actions,
+        kind=_kind(mapping, path) if mapping.get("kind") else None,
+        version=_string(mapping, "version", path) or None,
+        description=_text_or_nothing(mapping.get("description")),
+        template=_bool(mapping, "template", path) if "template" in mapping else None,
+        alias=tuple(mapping.get("alias") or ()),
+        type=_text_or_nothing(mapping.get("type")),
+        flavor=_text_or_nothing(mapping.get("flavor")),
     )
 
 
@@ -374,6 +507,8 @@ def parse_step(raw: Any, path: Path) -> Step:
         allow_no_hosts=_bool(mapping, "allow_no_hosts", path),
         prompt=parse_prompt(mapping.get("prompt"), path, _line(mapping, "prompt")),
         labels=parse_labels(mapping.get("labels"), f"step '{name}': ", path, _line(mapping, "labels")),
+        description=_text_or_nothing(mapping.get("description")),
+        alias=tuple(mapping.get("alias") or ()),
     )
 
 
@@ -383,8 +518,7 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
     name = validate_name(mapping.get("name"), "workflow", path, _line(mapping, "name"))
     check_alias(mapping, path)
     steps_raw = _expect_list(mapping.get("steps"), f"workflow '{name}': steps", path, _line(mapping, "steps"))
-    if not steps_raw:
-        raise ConfigError(f"workflow '{name}' has no steps", path, _line(mapping))
+    # a workflow without steps loads (as in Polycrate); running or inspecting it is refused (no_steps)
     steps = _named_items(steps_raw, parse_step, f"step in workflow '{name}'", path)
     if _bool(mapping, "allow_failure", path):  # Polycrate's: every step may fail without stopping the workflow
         import dataclasses
@@ -412,6 +546,8 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         on_failure=tuple(on_failure.values()),
         timer=parse_schedule(schedule, name, path, _line(mapping, "schedule")),
         labels=parse_labels(mapping.get("labels"), f"workflow '{name}': ", path, _line(mapping, "labels")),
+        alias=tuple(mapping.get("alias") or ()),
+        allow_failure=bool(mapping.get("allow_failure")),
         launch=parse_declaration(mapping.get("launch"), name, path, _line(mapping, "launch")),
     )
 
@@ -629,10 +765,12 @@ class WorkspaceFile:
     dependencies: tuple[str, ...]
     inventory_file: str
     kubeconfig_file: str | None
+    go: dict[str, Any] = field(default_factory=dict)  # parse_go_workspace: Workspace fields of Polycrate's
 
 
-def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
-    """`dependencies:`: a list of registry block references (`registry/path:version`), as in Polycrate."""
+def parse_dependencies(raw: dict, path: Path, default_registry: Any = None) -> tuple[str, ...]:
+    """`dependencies:`: a list of registry block references (`registry/path:version`), as in Polycrate;
+    a short one (`acme/infra/block:0.1.0`) in full with the default registry (config/hubref.py)."""
     items = _expect_list(raw.get("dependencies"), "dependencies", path, _line(raw, "dependencies"))
     if not items:
         return ()
@@ -646,7 +784,9 @@ def parse_dependencies(raw: dict, path: Path) -> tuple[str, ...]:
                     if isinstance(item, dict) and len(item) == 1 and None in item.values() else "")
             raise ConfigError("each of 'dependencies' is a block reference such as "
                               f"registry.acme-corp.com/acme/infra/linux-maintenance:0.1.0{hint}", path, line)
-        item = item.strip()
+        from polycrate.config.hubref import expand
+
+        item = expand(item.strip(), default_registry, "dependencies", path, line)
         check_reference(item, "dependencies", path, line)
         if not is_registry_reference(item):
             raise ConfigError(f"dependencies: {item!r} is not a registry reference (REGISTRY/PATH[:VERSION], "
@@ -684,6 +824,9 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
         file,
     )
     config = _expect_map(raw.get("config"), "config", file, _line(raw, "config"))
+    registries = parse_registries(raw, file)
+    default_registry = registry_default(registries)
+    entries = {name: _expanded_entry(entry, default_registry, file) for name, entry in entries.items()}
     return WorkspaceFile(
         file=file,
         name=name,
@@ -693,15 +836,120 @@ def read_workspace_file(root: Path) -> WorkspaceFile:
         workflows=workflows,
         config=config,
         run_settings=parse_run_settings(raw, file),
-        registries=parse_registries(raw, file),
+        registries=registries,
         recipients=tuple(check_recipients(raw, file)),
         toolchain=parse_toolchain(config, file),
         labels=parse_labels(raw.get("labels"), "", file, _line(raw, "labels")),
-        dependencies=parse_dependencies(raw, file),
+        dependencies=parse_dependencies(raw, file, default_registry),
         inventory_file=_workspace_file(raw, "inventory", file, "inventory.yml") or "inventory.yml",
         kubeconfig_file=_workspace_file(raw, "kubeconfig", file, None),
+        go=parse_go_workspace(raw, config, file),
     )
 
+
+def registry_default(registries: Registries) -> Callable[[], str | None]:
+    """The default registry of short references, looked up when first needed: workspace.poly's
+    `registries.default`, else the host's (config/hubref.py)."""
+    from polycrate.config.hubref import host_default_registry
+
+    return lambda: registries.default or host_default_registry()
+
+
+def _expanded_entry(entry: BlockEntry, default_registry: Callable[[], str | None], file: Path) -> BlockEntry:
+    """A short `from:` in full when a default registry is set; else as written (a folder under blocks/
+    or a block's name, as before hub references)."""
+    from polycrate.config.hubref import is_short
+
+    if entry.source is None or not is_short(entry.source):
+        return entry
+    registry = default_registry()
+    if not registry:
+        return entry
+    import dataclasses
+
+    return dataclasses.replace(entry, source=f"{registry}/{entry.source}")
+
+
+def _relative_folder(config: dict[str, Any], key: str, path: Path, default: str) -> str:
+    value = config.get(key)
+    if value is None or value == "":
+        return default
+    if (not isinstance(value, str) or value.startswith("/") or ".." in Path(value).parts or has_control(value)
+            or Path(value).as_posix() in (".", "")):
+        raise ConfigError(f"config.{key} must be a folder inside the workspace, such as {default}, not {value!r}",
+                          path, _line(config, key))
+    return Path(value).as_posix()
+
+
+def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The fields of Polycrate's Workspace and WorkspaceConfig that have an effect here (the keyword
+    arguments of model.Workspace): alias, events, extraenv, extramounts, meta, sync, the roots, the keys;
+    and the warnings for those without (workspace_warnings)."""
+    from polycrate.config.action_env import parse_env
+    from polycrate.config.model import EventSettings, Layout, SyncSettings
+    from polycrate.errors import PolycrateError
+
+    check_alias(raw, path)
+    events = _expect_map(raw.get("events"), "events", path, _line(raw, "events"))
+    _check_keys(events, allowed_keys("events"), "events", path)
+    handler = events.get("handler")
+    if handler is not None and handler not in ("workspace", "webhook"):
+        raise ConfigError(f"events.handler must be workspace or webhook, not {handler!r}", path,
+                          _line(events, "handler"))
+    endpoint = _string(events, "endpoint", path) or None
+    if handler == "webhook" and not (endpoint or "").startswith(("http://", "https://")):
+        raise ConfigError("events.handler webhook needs events.endpoint, an http:// or https:// URL", path,
+                          _line(events, "endpoint") or _line(events, "handler"))
+    env: list[tuple[str, str]] = []
+    lines = raw.lines_of_items("extraenv") if isinstance(raw, LineMap) and "extraenv" in raw else []
+    for index, item in enumerate(_expect_list(raw.get("extraenv"), "extraenv", path, _line(raw, "extraenv"))):
+        line = lines[index] if index < len(lines) else _line(raw, "extraenv")
+        if not isinstance(item, str):
+            raise ConfigError(f"each of 'extraenv' is KEY=value, not {item!r}", path, line)
+        try:
+            env.append(parse_env(item))
+        except PolycrateError as exc:
+            raise ConfigError(exc.message.replace("-e/--env", "extraenv"), path, line) from None
+    mounts: list[str] = []
+    lines = raw.lines_of_items("extramounts") if isinstance(raw, LineMap) and "extramounts" in raw else []
+    for index, item in enumerate(_expect_list(raw.get("extramounts"), "extramounts", path,
+                                              _line(raw, "extramounts"))):
+        line = lines[index] if index < len(lines) else _line(raw, "extramounts")
+        parts = item.split(":") if isinstance(item, str) else []
+        if not 2 <= len(parts) <= 3 or not all(parts[:2]) or not parts[1].startswith("/") or (
+                len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise ConfigError(f"each of 'extramounts' is /host:/container[:ro], not {item!r}", path, line)
+        mounts.append(item)
+    sync = _expect_map(raw.get("sync"), "sync", path, _line(raw, "sync"))
+    _check_keys(sync, allowed_keys("sync"), "sync", path)
+    remote = _expect_map(sync.get("remote"), "sync.remote", path, _line(sync, "remote"))
+    _check_keys(remote, allowed_keys("sync_remote"), "sync.remote", path)
+    branch = _expect_map(remote.get("branch"), "sync.remote.branch", path, _line(remote, "branch"))
+    _check_keys(branch, allowed_keys("sync_branch"), "sync.remote.branch", path)
+    meta = _expect_map(raw.get("meta"), "meta", path, _line(raw, "meta"))
+    for key in ("sshprivatekey", "sshpublickey"):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip() or has_control(value)):
+            raise ConfigError(f"config.{key} must be a file name (relative to the workspace), not {value!r}",
+                              path, _line(config, key))
+    layout = Layout(
+        blocks_root=_relative_folder(config, "blocksroot", path, "blocks"),
+        artifacts_root=_relative_folder(config, "artifactsroot", path, "artifacts"),
+        logs_root=_relative_folder(config, "logsroot", path, ".logs"),
+        ssh_private_key=config.get("sshprivatekey") or None,
+        ssh_public_key=config.get("sshpublickey") or None,
+    )
+    return {
+        "alias": tuple(raw.get("alias") or ()),
+        "events": EventSettings(handler, endpoint),
+        "extra_env": tuple(env),
+        "extra_mounts": tuple(mounts),
+        "meta": plain(meta),
+        "version": _text_or_nothing(raw.get("version")),
+        "sync": SyncSettings(_string(remote, "name", path) or None, _string(branch, "name", path) or None),
+        "layout": layout,
+        "warnings": tuple(workspace_warnings(raw, path)),
+    }
 
 
 
@@ -734,7 +982,17 @@ def parse_registries(raw: dict, path: Path) -> Registries:
                           _line(raw, "registries"))
     mirrors: list[tuple[str, str]] = []
     insecure: set[str] = set()
+    default = None
     for name, settings in registries.items():
+        if name == "default" and not isinstance(settings, dict):  # the registry of short references
+            from polycrate.config.refs import looks_like_host
+
+            host = str(settings or "").strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+            if not looks_like_host(host):
+                raise ConfigError(f"registries.default must be a registry host such as cargo.ayedo.cloud, not "
+                                  f"{settings!r}", path, _line(registries, name))
+            default = host
+            continue
         if not isinstance(settings, dict):
             raise ConfigError(f"registries.{name} must be a mapping (mirror, insecure)", path,
                               _line(registries, name))
@@ -751,7 +1009,7 @@ def parse_registries(raw: dict, path: Path) -> Registries:
             raise ConfigError(f"registries.{name}.insecure must be true or false", path, _line(settings, "insecure"))
         if settings.get("insecure") is True:
             insecure.add(str(name))
-    return Registries(tuple(mirrors), frozenset(insecure))
+    return Registries(tuple(mirrors), frozenset(insecure), default)
 
 
 RECIPIENT_PREFIX = "age1"

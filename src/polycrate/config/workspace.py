@@ -53,11 +53,11 @@ def _stamp(path: Path) -> Stamp | None:
     return (info.st_ino, info.st_mtime_ns, info.st_size)
 
 
-def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]] | None = None
-                    ) -> list[BlockDefinition]:
-    """Every block.poly anywhere under blocks/ (registry-shaped paths included). A file in `known`
-    whose stamp has not changed is not read again."""
-    blocks_dir = root / BLOCKS_DIR
+def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]] | None = None,
+                    blocks_root: str = BLOCKS_DIR) -> list[BlockDefinition]:
+    """Every block.poly anywhere under blocks/ (or workspace.poly's `config.blocksroot`; registry-shaped
+    paths included). A file in `known` whose stamp has not changed is not read again."""
+    blocks_dir = root / blocks_root
     found: list[BlockDefinition] = []
     if not blocks_dir.is_dir():
         return found
@@ -96,9 +96,25 @@ def read_sources(root: Path, previous: Sources | None = None) -> Sources:
     else:
         document = read_workspace_file(root)
         known = {}
-    installed = tuple(discover_blocks(root, known))
+    installed = tuple(discover_blocks(root, known, document.go["layout"].blocks_root if document.go else BLOCKS_DIR))
+    installed = tuple(_parent_in_full(b, document) for b in installed)
     stamps = {b.file: s for b in installed if (s := _stamp(b.file)) is not None}
     return Sources(root, document, installed, stamps)
+
+
+def _parent_in_full(block: BlockDefinition, document: WorkspaceFile) -> BlockDefinition:
+    """A block.poly's short `from:` (team/block:1.0) in full when a default registry is set."""
+    from polycrate.config.hubref import is_short
+    from polycrate.config.schema import registry_default
+
+    if not block.parent or not is_short(block.parent):
+        return block
+    registry = registry_default(document.registries)()
+    if not registry:
+        return block
+    import dataclasses
+
+    return dataclasses.replace(block, parent=f"{registry}/{block.parent}")
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
@@ -109,7 +125,8 @@ def closest(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Path) -> BlockDefinition:
+def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Path,
+                  blocks_root: str = BLOCKS_DIR) -> BlockDefinition:
     """The installed block a workspace entry refers to, by `from:` or by name."""
     if entry.source:
         path, version = split_reference(entry.source)
@@ -118,7 +135,7 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
                 if version and block.version != version:
                     raise ConfigError(
                         f"block '{entry.name}': workspace asks for {entry.source} but "
-                        f"blocks/{block.relpath} is version {block.version} "
+                        f"{blocks_root}/{block.relpath} is version {block.version} "
                         f"(run: polycrate blocks pull {entry.source})",
                         file,
                         entry.line,
@@ -130,7 +147,7 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
                 return by_name[0]
         raise ConfigError(
             f"block '{entry.name}': from '{entry.source}' matches no installed block under "
-            f"{BLOCKS_DIR}/{path} (run: polycrate blocks pull {entry.source})",
+            f"{blocks_root}/{path} (run: polycrate blocks pull {entry.source})",
             file,
             entry.line,
         )
@@ -139,12 +156,12 @@ def resolve_entry(entry: BlockEntry, installed: list[BlockDefinition], file: Pat
         return by_name[0]
     if not by_name:
         raise ConfigError(
-            f"block '{entry.name}' is not installed under {BLOCKS_DIR}/ and has no 'from'"
+            f"block '{entry.name}' is not installed under {blocks_root}/ and has no 'from'"
             + closest(entry.name, (b.name for b in installed)),
             file,
             entry.line,
         )
-    paths = " and by ".join(f"{BLOCKS_DIR}/{b.relpath}" for b in by_name)
+    paths = " and by ".join(f"{blocks_root}/{b.relpath}" for b in by_name)
     raise ConfigError(f"block '{entry.name}' is ambiguous: its name is taken by {paths} (add 'from: FOLDER' "
                       f"to the entry to pick one, e.g. from: {by_name[-1].relpath})", file, entry.line)
 
@@ -283,11 +300,15 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     file, entries = document.file, document.entries
     installed = inherit(list(sources.installed))
 
+    blocks_root = document.go["layout"].blocks_root if document.go else BLOCKS_DIR
     blocks: dict[str, Block] = {}
     used: set[Path] = set()
     for entry in entries.values():
-        definition = resolve_entry(entry, installed, file)
-        used.add(definition.file)
+        if entry.actions and not entry.source and not any(b.name == entry.name for b in installed):
+            definition = defined_in_workspace(entry, root, file, blocks_root)
+        else:
+            definition = completed_by_entry(resolve_entry(entry, installed, file, blocks_root), entry)
+            used.add(definition.file)
         blocks[entry.name] = Block(
             name=entry.name,
             definition=definition,
@@ -348,6 +369,12 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
     # FIFO, a device or a folder is refused without opening it.
     regular_file(root / document.inventory_file)
 
+    warnings = list(document.go.get("warnings", ()))
+    seen_files = {document.file}
+    for block in blocks.values():
+        if block.definition.file not in seen_files:
+            seen_files.add(block.definition.file)
+            warnings += block.definition.warnings
     return Workspace(
         name=document.name,
         organization=document.organization,
@@ -365,6 +392,42 @@ def load_workspace(root: Path, sources: Sources | None = None) -> Workspace:
         dependencies=document.dependencies,
         inventory_file=document.inventory_file,
         kubeconfig_file=document.kubeconfig_file,
+        **{k: v for k, v in document.go.items() if k != "warnings"},
+        warnings=tuple(warnings),
+    )
+
+
+def defined_in_workspace(entry: BlockEntry, root: Path, file: Path, blocks_root: str) -> BlockDefinition:
+    """A block workspace.poly defines with its `actions:` (Polycrate's dynamic block): its folder is
+    <blocksroot>/<name> when that exists (its playbooks and files), else the workspace root."""
+    folder = root / blocks_root / entry.name
+    folder = folder if folder.is_dir() else root
+    return BlockDefinition(
+        name=entry.name, version=entry.version or "0.0.0", kind=entry.kind or KIND_DEFAULT,
+        description=entry.description, config={}, actions=dict(entry.actions), folder=folder, file=file,
+        relpath=entry.name, template=bool(entry.template), labels={}, alias=entry.alias, type=entry.type,
+        flavor=entry.flavor,
+    )
+
+
+def completed_by_entry(definition: BlockDefinition, entry: BlockEntry) -> BlockDefinition:
+    """An installed block with what its workspace.poly entry adds (Polycrate merges the entry over it):
+    the entry's actions by name over the block's, its kind, version, description, template."""
+    import dataclasses
+
+    if not (entry.actions or entry.kind or entry.version or entry.description or entry.template is not None
+            or entry.alias or entry.type or entry.flavor):
+        return definition
+    return dataclasses.replace(
+        definition,
+        actions={**definition.actions, **entry.actions},
+        kind=entry.kind or definition.kind,
+        version=entry.version or definition.version,
+        description=entry.description or definition.description,
+        template=definition.template if entry.template is None else entry.template,
+        alias=entry.alias or definition.alias,
+        type=entry.type or definition.type,
+        flavor=entry.flavor or definition.flavor,
     )
 
 
@@ -425,4 +488,7 @@ def get_workflow(ws: Workspace, name: str) -> Workflow:
     workflow = ws.workflows.get(name)
     if workflow is None:
         raise NotFoundError(f"unknown workflow '{name}'" + closest(name, ws.workflows), ws.file)
+    if not workflow.steps:  # loads (as in Polycrate), so the rest of the workspace works; this one cannot run
+        raise ConfigError(f"workflow '{name}' has no steps: add steps: [{{name, block, action}}]", ws.file,
+                          workflow.line)
     return workflow

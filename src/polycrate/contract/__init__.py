@@ -13,8 +13,8 @@ one shape everywhere:
 
 Versioning: within a version keys are only added; renaming, removing or retyping a key, or changing
 its meaning, makes the next version (a new file beside the old one).
-The internal dicts (the run store's rows, the engine's results) stay as they are; only the documents
-that leave polycrate pass through here.
+Runs are built from the run store's typed records (``history.RunRecord``, ``StepRecord``), the one place
+their field names meet the contract's; only the documents that leave polycrate pass through here.
 """
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ import json
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from polycrate.states import RunState, StepState
+
+if TYPE_CHECKING:
+    from polycrate.history.records import RunRecord, StepRecord
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 VERSION = 1
@@ -73,85 +76,84 @@ def ansible_options(record: Mapping[str, Any] | None) -> dict:
     return AnsibleOptions.from_record(dict(record or {})).to_record()
 
 
-def step(record: Mapping[str, Any]) -> dict:
-    """A step of a recorded run (``RunStore.get_run``'s step dicts)."""
+def step(record: StepRecord) -> dict:
+    """A step of a recorded run (``history.StepRecord``)."""
     return {
-        "position": record["position"],
-        "name": record["name"],
-        "block": record.get("block"),
-        "action": record.get("action"),
-        "phase": _state(record.get("phase") or "main"),
-        "status": _state(record["status"]),
-        "exit_code": record.get("exit_code"),
-        "attempts": record.get("attempts") or 0,
-        "started": timestamp(record.get("started")),
-        "ended": timestamp(record.get("ended")),
-        "duration": seconds(record.get("duration")),
-        "failed_task": record.get("failed_task"),
-        "failed_host": record.get("failed_host"),
-        "message": record.get("message"),
-        "note": record.get("note"),
-        "log": record.get("log"),
-        "hosts": {host: {k: int(counts.get(k, 0)) for k in HOST_COUNT_KEYS}
-                  for host, counts in (record.get("hosts") or {}).items()},
+        "position": record.position,
+        "name": record.name,
+        "block": record.block,
+        "action": record.action,
+        "phase": _state(record.phase or "main"),
+        "status": _state(record.status),
+        "exit_code": record.exit_code,
+        "attempts": record.attempts or 0,
+        "started": timestamp(record.started),
+        "ended": timestamp(record.ended),
+        "duration": seconds(record.duration),
+        "failed_task": record.failed_task,
+        "failed_host": record.failed_host,
+        "message": record.message,
+        "note": record.note,
+        "log": record.log,
+        "hosts": {host: counts.as_dict() for host, counts in record.hosts.items()},
     }
 
 
-def run(record: Mapping[str, Any], workspace: str | None, *, steps: bool = True) -> dict:
-    """A recorded run (``RunStore.get_run``/``list_runs``'s dicts) as the contract's run object."""
-    current = record.get("current_step")
-    if current is None and record.get("status") == RunState.RUNNING:
-        running = [s["name"] for s in record.get("steps") or () if s["status"] == StepState.RUNNING]
+def run(record: RunRecord, workspace: str | None, *, steps: bool = True) -> dict:
+    """A recorded run (``history.RunRecord``, from ``RunStore.get_run``/``list_runs``) as the contract's run object."""
+    current = record.current_step
+    if current is None and record.status == RunState.RUNNING:
+        running = [s.name for s in record.steps if s.status == StepState.RUNNING]
         current = running[-1] if running else None
     data = {
-        "run_id": record["id"],
+        "run_id": record.id,
         "workspace": workspace,
-        "kind": _state(record["kind"]),
-        "name": record["name"],
-        "workflow": record.get("workflow"),
-        "block": record.get("block"),
-        "action": record.get("action"),
-        "only_step": record.get("only_step"),
-        "status": _state(record["status"]),
-        "exit_code": record.get("exit_code"),
-        "workflow_success": bool(record.get("workflow_success")),
-        "check_mode": bool(record.get("check_mode")),
-        "diff_mode": bool(record.get("diff_mode")),
-        "resumed_from": record.get("resumed_from"),
-        "started": timestamp(record["started"]),
-        "ended": timestamp(record.get("ended")),
-        "duration": seconds(record.get("duration")),
-        "current_step": current if record.get("status") == RunState.RUNNING else None,
-        "failed_step": record.get("failed_step"),
-        "failed_task": record.get("failed_task"),
-        "failed_host": record.get("failed_host"),
-        "message": record.get("message"),
-        "user": record.get("user"),
-        "host": record.get("host"),
-        "pid": record.get("pid"),
-        "ansible_options": ansible_options(record.get("ansible_options")),
-        "notices": [{"time": timestamp(n.get("time")), "text": n.get("text", "")} for n in record.get("notices") or ()],
+        "kind": _state(record.kind),
+        "name": record.name,
+        "workflow": record.workflow,
+        "block": record.block,
+        "action": record.action,
+        "only_step": record.only_step,
+        "status": _state(record.status),
+        "exit_code": record.exit_code,
+        "workflow_success": bool(record.workflow_success),
+        "check_mode": bool(record.check_mode),
+        "diff_mode": bool(record.diff_mode),
+        "resumed_from": record.resumed_from,
+        "started": timestamp(record.started),
+        "ended": timestamp(record.ended),
+        "duration": seconds(record.duration),
+        "current_step": current if record.status == RunState.RUNNING else None,
+        "failed_step": record.failed_step,
+        "failed_task": record.failed_task,
+        "failed_host": record.failed_host,
+        "message": record.message,
+        "user": record.user,
+        "host": record.host,
+        "pid": record.pid,
+        "ansible_options": ansible_options(record.ansible_options),
+        "notices": [{"time": timestamp(n.time), "text": n.text} for n in record.notices],
     }
     if steps:
-        data["steps"] = [step(s) for s in record.get("steps") or ()]
+        data["steps"] = [step(s) for s in record.steps]
     return data
 
 
-def run_document(record: Mapping[str, Any], workspace: str | None) -> dict:
+def run_document(record: RunRecord, workspace: str | None) -> dict:
     """`runs show`, `run`, `workflows run`: one run with its steps (schema ``run``)."""
     return document("run", run(record, workspace))
 
 
-def runs_document(records: Iterable[tuple[Mapping[str, Any], str | None]]) -> dict:
+def runs_document(records: Iterable[tuple[RunRecord, str | None]]) -> dict:
     """`runs list` and the server's GET /runs: runs newest first, without their steps (schema ``runs``)."""
     return document("runs", {"runs": [run(r, ws, steps=False) for r, ws in records]})
 
 
-def logs_document(record: Mapping[str, Any], logs: Iterable[tuple[Mapping[str, Any], str]]) -> dict:
+def logs_document(run_id: str, logs: Iterable[tuple[StepRecord, str]]) -> dict:
     """`runs logs` and GET /runs/{id}/log: each chosen step's full log (schema ``run-logs``)."""
     return document("run-logs", {
-        "run_id": record["id"],
-        "steps": [{"position": s["position"], "name": s["name"], "status": _state(s["status"]), "log": text}
+        "run_id": run_id,
+        "steps": [{"position": s.position, "name": s.name, "status": _state(s.status), "log": text}
                   for s, text in logs],
     })
 
@@ -159,7 +161,7 @@ def logs_document(record: Mapping[str, Any], logs: Iterable[tuple[Mapping[str, A
 WEBHOOK_EVENT = "run.finished"
 
 
-def webhook_body(record: Mapping[str, Any], workspace: str) -> dict:
+def webhook_body(record: RunRecord, workspace: str) -> dict:
     """The body of every notification of a finished run (webhooks; mail and chat build on it):
     the run as `runs show -o json` prints it, with ``event`` (schema ``webhook``)."""
     return document("webhook", {"event": WEBHOOK_EVENT, **run(record, workspace)})

@@ -17,6 +17,7 @@ import shutil
 import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.logs import StepLog
 from polycrate.history.migrations import migrate
 from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
-from polycrate.states import Phase, RunState, StepState
-from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, is_workflow_success
+from polycrate.history.records import HostCounts, LogPiece, RunRecord, StepRecord, WorkflowStatus
+from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL
 
 STATE_DIR = ".polycrate"
 DB_NAME = "runs.db"
@@ -55,6 +57,14 @@ def state_dir(root: Path) -> Path:
 def new_run_id(now: float | None = None) -> str:
     """Sortable and short enough to type: 20250614-021500-3fa9c1."""
     return time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time())) + "-" + secrets.token_hex(3)
+
+
+def claim_identity(started: float, run_id: str | None, user: str | None) -> tuple[str, str]:
+    """The new run's id and launching user: as the caller chose them (the server's launch), else a new id
+    and the user running polycrate."""
+    if run_id is not None and not _RUN_ID_RE.match(run_id):
+        raise PolycrateError(f"invalid run id {run_id!r}: expected YYYYMMDD-HHMMSS-xxxxxx")
+    return run_id or new_run_id(started), (user or "").strip() or current_user()
 
 
 def current_user() -> str:
@@ -95,7 +105,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             result = db.execute("PRAGMA quick_check(1)").fetchone()[0]
             if result != "ok":
                 exc = sqlite3.DatabaseError(f"integrity check: {result}")
-                exc.sqlite_errorcode = 11  # type: ignore[attr-defined]
+                exc.sqlite_errorcode = 11
                 raise exc
         else:
             db.execute("SELECT count(*) FROM runs").fetchone()
@@ -121,7 +131,9 @@ def _move_aside(path: Path) -> Path:
     return target
 
 
-class RunStore:
+class SQLiteRunStore:
+    """The default store: SQLite at ``.polycrate/runs.db``, step logs as files beside it."""
+
     def __init__(self, root: Path):
         self.root = root
         folder = state_dir(root)
@@ -150,7 +162,7 @@ class RunStore:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def _durably(self, sql: str, params: tuple) -> None:
+    def _durably(self, sql: str, params: tuple[Any, ...]) -> None:
         """One statement committed with an fsync (and so every commit before it)."""
         self.db.execute("PRAGMA synchronous = FULL")
         try:
@@ -178,10 +190,7 @@ class RunStore:
         """Record a new run as running; `run_id` the caller chose (the server's launch) or a new one,
         `user` who launched it (default: the user running polycrate)."""
         started = time.time()
-        if run_id is not None and not _RUN_ID_RE.match(run_id):
-            raise PolycrateError(f"invalid run id {run_id!r}: expected YYYYMMDD-HHMMSS-xxxxxx")
-        run_id = run_id or new_run_id(started)
-        user = (user or "").strip() or current_user()
+        run_id, user = claim_identity(started, run_id, user)
         self._durably(
             "INSERT INTO runs (id, kind, name, workflow, block, action, only_step, user, host, pid, lock_key,"
             " started, status, check_mode, diff_mode, resumed_from, ansible_options)"
@@ -243,18 +252,7 @@ class RunStore:
     # --- stale runs ------------------------------------------------------------------------
 
     def _alive(self, row: sqlite3.Row) -> bool:
-        """Whether a 'running' row's process still runs. Decidable only on the host that ran it."""
-        if row["host"] != socket.gethostname():
-            return True
-        if not pid_alive(row["pid"]):
-            return False
-        if row["lock_key"]:
-            path = lock_path(self.root, row["lock_key"])
-            holder = read_holder(path)
-            if not is_held(path):
-                return False
-            return holder is None or holder.run_id in (None, row["id"])
-        return True
+        return run_process_alive(self.root, row["id"], row["host"], row["pid"], row["lock_key"])
 
     def reconcile(self) -> int:
         """Mark 'running' rows whose process is gone (SIGKILL, power loss) as interrupted."""
@@ -265,7 +263,7 @@ class RunStore:
             self.db.execute(
                 "UPDATE runs SET status = ?, ended = COALESCE(ended, ?), exit_code = COALESCE(exit_code, 137),"
                 " message = COALESCE(message, ?) WHERE id = ? AND status = ?",
-                (RunState.INTERRUPTED, time.time(), "the run's process ended without recording a result (killed?)",
+                (RunState.INTERRUPTED, time.time(), MISSING_PROCESS,
                  row["id"], RunState.RUNNING),
             )
             self.db.execute(
@@ -286,10 +284,11 @@ class RunStore:
         since: float | None = None,
         until: float | None = None,
         limit: int | None = 20,
-    ) -> list[dict]:
+    ) -> list[RunRecord]:
         """Runs newest first; a running run carries its current step and the time so far."""
         sql = "SELECT * FROM runs"
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("name", name), ("kind", kind), ("status", status)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -306,10 +305,8 @@ class RunStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        runs = [run_dict(r) for r in self.db.execute(sql, args).fetchall()]
-        for run in runs:
-            run["current_step"] = self._current_step(run["id"]) if run["status"] == RunState.RUNNING else None
-        return runs
+        return [_record(r, current_step=self._current_step(r["id"]) if r["status"] == RunState.RUNNING else None)
+                for r in self.db.execute(sql, args).fetchall()]
 
     def _current_step(self, run_id: str) -> str | None:
         row = self.db.execute(
@@ -332,58 +329,52 @@ class RunStore:
                     raise NotFoundError("no runs recorded yet", self.path)
                 raise NotFoundError(f"no run '{ref}': only {total} run(s) recorded (latest~{total - 1} is the oldest)",
                                     self.path)
-            return row["id"]
+            return str(row["id"])
         like = re.sub(r"([%_\\])", r"\\\1", ref) + "%"
         rows = self.db.execute(
             "SELECT id FROM runs WHERE id = ? OR id LIKE ? ESCAPE '\\' OR substr(id, 17) LIKE ? ESCAPE '\\'"
             " ORDER BY id LIMIT 4",
             (ref, like, like),
         ).fetchall()
-        ids = [r["id"] for r in rows]
-        if ref in ids:
-            return ref
-        if len(ids) == 1:
-            return ids[0]
-        if not ids:
-            raise NotFoundError(f"no run '{ref}' (see: polycrate runs list)", self.path)
-        raise NotFoundError(f"run '{ref}' is ambiguous ({', '.join(ids[:3])}, ...): give more of the id", self.path)
+        return pick_id(ref, [r["id"] for r in rows], self.path)
 
-    def get_run(self, ref: str) -> dict:
+    def find_run(self, run_id: str) -> RunRecord | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _record(row) if row is not None else None
+
+    def get_run(self, ref: str) -> RunRecord:
         run_id = self.resolve_id(ref)
-        run = run_dict(self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone())
-        hosts: dict[int, dict] = {}
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        hosts: dict[int, dict[str, HostCounts]] = {}
         for h in self.db.execute("SELECT * FROM step_hosts WHERE run_id = ? ORDER BY host", (run_id,)):
-            hosts.setdefault(h["position"], {})[h["host"]] = {k: h[k] for k in HOST_COUNTS}
-        steps = []
-        for s in self.db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)):
-            step = {k: s[k] for k in s.keys() if k != "run_id"}
-            step["status"] = _state(StepState, step["status"])  # stores before states.py: old wording reads too
-            step["hosts"] = hosts.get(s["position"], {})
-            steps.append(step)
-        run["steps"] = steps
-        return run
+            hosts.setdefault(h["position"], {})[h["host"]] = HostCounts.from_mapping(dict(h))
+        steps = tuple(StepRecord.from_mapping(dict(s), hosts.get(s["position"], {}))
+                      for s in self.db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY position", (run_id,)))
+        return _record(row, steps=steps)
 
-    def step_logs(self, ref: str, step: str | None = None) -> tuple[str, list[tuple[dict, str]]]:
+    def _log_file(self, run_id: str, position: int) -> Path | None:
+        row = self.db.execute("SELECT log FROM steps WHERE run_id = ? AND position = ?", (run_id, position)).fetchone()
+        return self.root / row["log"] if row is not None and row["log"] else None
+
+    def read_log(self, run_id: str, position: int, cursor: int = 0) -> LogPiece:
+        path = self._log_file(run_id, position)
+        if path is None:
+            return LogPiece(b"", cursor)
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(cursor)
+                data = handle.read()
+        except FileNotFoundError:
+            data = b""
+        return LogPiece(data, cursor + len(data))
+
+    def step_logs(self, ref: str, step: str | None = None) -> tuple[str, list[tuple[StepRecord, str]]]:
         run = self.get_run(ref)
-        chosen = run["steps"] if step is None else [s for s in run["steps"] if s["name"] == step]
-        if step is not None and not chosen:
-            from polycrate.config.workspace import closest
+        chosen = choose_steps(run, step, self.path)
+        return run.id, [(s, self.read_log(run.id, s.position).data.decode("utf-8", "replace") if s.log else "")
+                        for s in chosen]
 
-            raise NotFoundError(
-                f"run {run['id']} has no step '{step}'" + closest(step, [s["name"] for s in run["steps"]]), self.path
-            )
-        out = []
-        for s in chosen:
-            text = ""
-            if s["log"]:
-                try:
-                    text = (self.root / s["log"]).read_text(encoding="utf-8", errors="replace")
-                except FileNotFoundError:
-                    text = ""
-            out.append((s, text))
-        return run["id"], out
-
-    def latest_full_run(self, workflow: str) -> dict | None:
+    def latest_full_run(self, workflow: str) -> RunRecord | None:
         """The newest real run of the whole workflow (not --check, not --step)."""
         row = self.db.execute(
             f"SELECT id FROM runs WHERE {FULL_RUN_SQL} AND name = ?"
@@ -392,29 +383,56 @@ class RunStore:
         ).fetchone()
         return self.get_run(row["id"]) if row else None
 
-    def workflow_metrics(self) -> list[dict]:
+    def workflow_status(self, workflow: str) -> WorkflowStatus:
+        last = self.db.execute(
+            f"SELECT * FROM runs WHERE {FULL_RUN_SQL} AND name = ? AND status != ? ORDER BY started DESC LIMIT 1",
+            (workflow, RunState.RUNNING)).fetchone()
+        success = self.db.execute(  # the one rule (polycrate.success): a --check or --step run is no success
+            f"SELECT MAX(ended) AS t FROM runs WHERE {WORKFLOW_SUCCESS_SQL} AND name = ?", (workflow,)).fetchone()["t"]
+        running = self.db.execute(
+            "SELECT * FROM runs WHERE kind = ? AND name = ? AND status = ? ORDER BY started DESC LIMIT 1",
+            (RunKind.WORKFLOW, workflow, RunState.RUNNING)).fetchone()
+        return WorkflowStatus(_record(last) if last else None, success, _record(running) if running else None)
+
+    def workflow_metrics(self) -> list[dict[str, Any]]:
         """Per workflow: its last full run and its last success (polycrate.success: --step and
         check-mode runs are neither)."""
-        out = []
         names = [r["name"] for r in self.db.execute(f"SELECT DISTINCT name FROM runs WHERE {FULL_RUN_SQL} ORDER BY name")]
-        for name in names:
-            last = self.db.execute(
-                f"SELECT * FROM runs WHERE {FULL_RUN_SQL} AND name = ? AND status != ?"
-                " ORDER BY started DESC LIMIT 1", (name, RunState.RUNNING)).fetchone()
-            success = self.db.execute(
-                f"SELECT MAX(ended) AS t FROM runs WHERE {WORKFLOW_SUCCESS_SQL} AND name = ?", (name,)).fetchone()
-            if last is None:
-                continue
-            out.append({
-                "workflow": name,
-                "last_run": last["ended"] or last["started"],
-                "last_started": last["started"],
-                "last_success": success["t"],
-                "last_duration": (last["ended"] or last["started"]) - last["started"],
-                "last_status": last["status"],
-                "last_exit_code": last["exit_code"],
-            })
-        return out
+        return [m for m in (metrics_row(name, self.workflow_status(name)) for name in names) if m is not None]
+
+    # --- moving runs between stores ---------------------------------------------------------
+
+    def export_runs(self) -> Iterator[tuple[RunRecord, dict[int, bytes]]]:
+        ids = [r["id"] for r in self.db.execute("SELECT id FROM runs ORDER BY started, id")]
+        for run_id in ids:
+            run = self.get_run(run_id)
+            yield run, {s.position: self.read_log(run_id, s.position).data for s in run.steps if s.log}
+
+    def import_run(self, run: RunRecord, logs: dict[int, bytes]) -> bool:
+        if self.find_run(run.id) is not None:
+            return False
+        values = run_columns(run)
+        values["notices"] = json.dumps(values["notices"])
+        values["ansible_options"] = json.dumps(values["ansible_options"])
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                            tuple(values.values()))
+            for s in run.steps:
+                step = step_columns(s)
+                if s.position in logs:
+                    path = self.logs_dir / run.id / f"{s.position:02d}-{s.name}.log"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(logs[s.position])
+                    step["log"] = str(path.relative_to(self.root))
+                self.db.execute(f"INSERT INTO steps (run_id, {', '.join(step)}) VALUES (?, {', '.join('?' * len(step))})",
+                                (run.id, *step.values()))
+                for host, counts in s.hosts.items():
+                    self.db.execute(
+                        "INSERT INTO step_hosts (run_id, position, host, ok, changed, failed, unreachable, skipped,"
+                        " rescued, ignored) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (run.id, s.position, host, *(getattr(counts, k) for k in HOST_COUNTS)))
+        return True
 
     # --- retention -------------------------------------------------------------------------
 
@@ -444,29 +462,94 @@ class RunStore:
         return sorted(doomed)
 
 
-def _state(kind: type[StepState] | type[RunState], value: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:  # written by a newer polycrate: shown as it is
-        return value
-
-
-def run_dict(row: sqlite3.Row) -> dict:
-    data = {k: row[k] for k in row.keys()}
-    data["status"] = _state(RunState, data["status"])
-    data["check_mode"] = bool(data["check_mode"])
-    data["diff_mode"] = bool(data["diff_mode"])
+def _record(row: sqlite3.Row, *, steps: tuple[StepRecord, ...] = (), current_step: str | None = None) -> RunRecord:
+    data = dict(row)
     data["notices"] = json.loads(data["notices"] or "[]")
     data["ansible_options"] = json.loads(data.get("ansible_options") or "{}")
-    # seconds; for a run still running: the time so far
-    end = data["ended"] or (time.time() if data["status"] == RunState.RUNNING else None)
-    data["duration"] = round(end - data["started"], 3) if end else None
-    data["workflow_success"] = is_workflow_success(data)  # derived, not stored: polycrate.success
+    return RunRecord.from_columns(data, steps=steps, current_step=current_step)
+
+
+# --- shared by the stores: the same rules and wording in SQLite and PostgreSQL ---------------------------
+
+
+def run_process_alive(root: Path | None, run_id: str, host: str | None, pid: int | None, lock_key: str | None) -> bool:
+    """Whether a 'running' run's process still runs. Decidable only on the host that ran it."""
+    if host != socket.gethostname():
+        return True
+    if not pid_alive(pid):
+        return False
+    if lock_key and root is not None:
+        path = lock_path(root, lock_key)
+        holder = read_holder(path)
+        if not is_held(path):
+            return False
+        return holder is None or holder.run_id in (None, run_id)
+    return True
+
+
+MISSING_PROCESS = "the run's process ended without recording a result (killed?)"
+
+
+def pick_id(ref: str, ids: list[str], where: Path | str) -> str:
+    """The one id ``ref`` names among the candidates its prefix matched (at most 4), or a one-line error."""
+    if ref in ids:
+        return ref
+    if len(ids) == 1:
+        return ids[0]
+    if not ids:
+        raise NotFoundError(f"no run '{ref}' (see: polycrate runs list)", where)
+    raise NotFoundError(f"run '{ref}' is ambiguous ({', '.join(ids[:3])}, ...): give more of the id", where)
+
+
+def choose_steps(run: RunRecord, step: str | None, where: Path | str) -> tuple[StepRecord, ...]:
+    if step is None:
+        return run.steps
+    chosen = tuple(s for s in run.steps if s.name == step)
+    if not chosen:
+        from polycrate.config.workspace import closest
+
+        raise NotFoundError(f"run {run.id} has no step '{step}'" + closest(step, [s.name for s in run.steps]), where)
+    return chosen
+
+
+def metrics_row(name: str, status: WorkflowStatus) -> dict[str, Any] | None:
+    last = status.last
+    if last is None:
+        return None
+    return {
+        "workflow": name,
+        "last_run": last.ended or last.started,
+        "last_started": last.started,
+        "last_success": status.last_success,
+        "last_duration": (last.ended or last.started) - last.started,
+        "last_status": last.status,
+        "last_exit_code": last.exit_code,
+    }
+
+
+RUN_COLUMNS = (
+    "id", "kind", "name", "workflow", "block", "action", "only_step", "user", "host", "pid", "lock_key", "started",
+    "ended", "status", "exit_code", "check_mode", "diff_mode", "resumed_from", "failed_step", "failed_task",
+    "failed_host", "message", "notices", "ansible_options",
+)  # fmt: skip
+STEP_COLUMNS = ("position", "name", "block", "action", "phase", "status", "exit_code", "attempts", "started", "ended",
+                "duration", "failed_task", "failed_host", "message", "note", "log")
+
+
+def run_columns(run: RunRecord) -> dict[str, Any]:
+    """A run's stored columns (enums as their values, notices and options as plain data)."""
+    data: dict[str, Any] = {k: getattr(run, k) for k in RUN_COLUMNS}
+    for key in ("kind", "status"):
+        data[key] = str(data[key])
+    data["check_mode"] = int(run.check_mode)
+    data["diff_mode"] = int(run.diff_mode)
+    data["notices"] = [n.as_dict() for n in run.notices]
+    data["ansible_options"] = dict(run.ansible_options)
     return data
 
 
-def open_store(root: Path, *, reconcile: bool = True) -> RunStore:
-    store = RunStore(root)
-    if reconcile:
-        store.reconcile()
-    return store
+def step_columns(step: StepRecord) -> dict[str, Any]:
+    data: dict[str, Any] = {k: getattr(step, k) for k in STEP_COLUMNS}
+    for key in ("phase", "status"):
+        data[key] = str(data[key])
+    return data

@@ -19,10 +19,13 @@ from datetime import datetime
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from polycrate import __version__
 from polycrate.states import RunKind, RunState
+
+if TYPE_CHECKING:
+    from polycrate.history import RunRecord, RunStore
 
 LOGS_ROOT = ".logs"  # Polycrate's workspace logs root
 OUTPUT_LIMIT = 256 * 1024  # characters of the run's output kept in an event (the tail); `runs logs` has all
@@ -44,26 +47,24 @@ def run_snapshot(ws, options, runtime_name: str, *, workflow: str | None = None,
     from polycrate.runtime.container import WORKSPACE_MOUNT, PathMap
     from polycrate.runtime.toolchain import Runtime
     from polycrate.config.workspace import get_action, get_block, get_workflow
-    from polycrate.config.action_view import block_vars, snapshot
+    from polycrate.config.action_view import action_vars, block_vars, snapshot, step_vars, workflow_vars
 
     data = snapshot(ws)
     step_name = None
     if workflow is not None:
         wf = get_workflow(ws, workflow)
         steps = [s for s in wf.steps if only_step is None or s.name == only_step] or list(wf.steps)
-        data["workflow"] = {"name": wf.name, "description": wf.description,
-                            "steps": [{"name": s.name, "block": s.block, "action": s.action} for s in steps]}
+        data["workflow"] = workflow_vars(wf)
         if steps:
             block, action, step_name = steps[0].block, steps[0].action, steps[0].name
-            data["step"] = {"name": step_name, "block": block, "action": action}
+            data["step"] = step_vars(wf, steps[0])
     env: dict[str, str] = {}
     mounts: dict[str, str] = {}
     if block is not None and action is not None:
         b = get_block(ws, block)
         a = get_action(b, action)
         data["block"] = block_vars(ws, b)
-        data["action"] = {"name": a.name, "type": a.type, "description": a.description, "playbook": a.playbook,
-                          "script": list(a.script) or None, "block": b.name}
+        data["action"] = action_vars(b, a)
         container = runtime_name == "container"
         runtime = Runtime("container", None, ws.toolchain.image) if container else None
         request = ActionRequest(ws=ws, block=b, action=a, workflow=workflow, step=step_name, runtime=runtime,
@@ -91,7 +92,7 @@ def _script_environment(request) -> dict[str, str]:
 # --------------------------------------------------------------------------- the event
 
 
-def _output(store, run_id: str) -> str:
+def _output(store: RunStore, run_id: str) -> str:
     try:
         _, logs = store.step_logs(run_id)
     except Exception:
@@ -112,23 +113,23 @@ def _user(root: Path) -> tuple[str, str]:
         return "", getpass.getuser()
 
 
-def event_document(*, ws, result, record: dict, store, options, snapshot: dict, commit_sha: str) -> dict[str, Any]:
+def event_document(*, ws, result, record: RunRecord, store: RunStore, options, snapshot: dict, commit_sha: str) -> dict[str, Any]:
     level, message = _LEVEL.get(result.status, ("Warning", "Transaction running but not finished"))
     email, name = _user(ws.root)
-    started = record.get("started") or time.time()
+    started = record.started or time.time()
     doc: dict[str, Any] = {
         "labels": {"monk.event.class": "polycrate", "monk.event.level": level},
         "workspace": ws.name,
     }
     if result.kind == RunKind.WORKFLOW:
         doc["workflow"] = result.name
-        if record.get("only_step"):
-            doc["step"] = record["only_step"]
+        if record.only_step:
+            doc["step"] = record.only_step
     else:
-        doc["block"], doc["action"] = record.get("block"), record.get("action")
+        doc["block"], doc["action"] = record.block, record.action
     doc.update({
         "command": options.command or None,
-        "exit_code": record.get("exit_code"),
+        "exit_code": record.exit_code,
         "user_email": email or None,
         "user_name": name or None,
         "date": datetime.fromtimestamp(started).astimezone().isoformat(timespec="seconds"),  # RFC 3339
@@ -148,17 +149,17 @@ def event_document(*, ws, result, record: dict, store, options, snapshot: dict, 
     return {k: v for k, v in doc.items() if v is not None}
 
 
-def event_path(root: Path, run_id: str, when: float | None = None) -> Path:
+def event_path(root: Path, run_id: str, logs_root: str = LOGS_ROOT, when: float | None = None) -> Path:
     day = time.strftime("%Y/%m/%d", time.localtime(when if when is not None else time.time()))
-    return root / LOGS_ROOT / day / f"{run_id}.yml"
+    return root / logs_root / day / f"{run_id}.yml"
 
 
-def write_event(root: Path, doc: dict[str, Any]) -> Path:
+def write_event(root: Path, doc: dict[str, Any], logs_root: str = LOGS_ROOT) -> Path:
     import yaml
 
     from polycrate.atomicfile import write_atomic
 
-    path = event_path(root, doc["transaction"])
+    path = event_path(root, doc["transaction"], logs_root)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(json.loads(json.dumps(doc, default=str)), sort_keys=False, allow_unicode=True)
     write_atomic(path, text, 0o644)
@@ -174,10 +175,12 @@ def post_event(endpoint: str, doc: dict[str, Any]) -> int:
         return response.status
 
 
-def submit(doc: dict[str, Any], root: Path, handler: str, endpoint: str | None, notice: Callable[[str], None]) -> None:
+def submit(doc: dict[str, Any], root: Path, handler: str, endpoint: str | None, notice: Callable[[str], None],
+           logs_root: str = LOGS_ROOT) -> None:
+    """`logs_root`: workspace.poly's `config.logsroot` (Polycrate's), relative to the root."""
     try:
         if handler == "workspace":
-            path = write_event(root, doc)
+            path = write_event(root, doc, logs_root)
             notice(f"event: {path.relative_to(root)}")
         elif handler == "webhook" and endpoint:
             post_event(endpoint, doc)
@@ -185,7 +188,7 @@ def submit(doc: dict[str, Any], root: Path, handler: str, endpoint: str | None, 
         notice(f"event: {endpoint} answered HTTP {exc.code}; the run's result stands")
     except Exception as exc:  # an event never fails a run
         reason = getattr(exc, "reason", None) or exc
-        notice(f"event: could not submit to {endpoint or LOGS_ROOT}: {reason}; the run's result stands")
+        notice(f"event: could not submit to {endpoint or logs_root}: {reason}; the run's result stands")
 
 
 # --------------------------------------------------------------------------- git around a run

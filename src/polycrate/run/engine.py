@@ -36,6 +36,7 @@ from polycrate.config.workspace import get_action, get_block, get_workflow
 from polycrate.config.action_view import playbook_path
 
 if TYPE_CHECKING:
+    from polycrate.history.records import RunRecord
     from polycrate.runtime.toolchain import Runtime
     from polycrate.runtime.zygote import EarlyZygote
 
@@ -48,15 +49,15 @@ class NothingToResume(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
 
 
-def _resumed_options(options: RunOptions, previous: dict) -> RunOptions:
+def _resumed_options(options: RunOptions, previous: RunRecord) -> RunOptions:
     """--resume runs the rest with the pass-through options the run was started with; other ones are refused."""
     from dataclasses import replace
 
-    recorded = AnsibleOptions.from_record(previous.get("ansible_options"))
+    recorded = AnsibleOptions.from_record(dict(previous.ansible_options))
     if options.ansible.given and options.ansible != recorded:
         shown = " ".join(recorded.playbook_args()) or "none"
         raise PolycrateError(
-            f"--resume reuses the Ansible options of run {previous['id']} ({shown}); "
+            f"--resume reuses the Ansible options of run {previous.id} ({shown}); "
             "give none, or start a new run without --resume"
         )
     return replace(options, ansible=recorded)
@@ -133,7 +134,7 @@ class _Run:
     def open(self, **record: Any) -> None:
         from polycrate.history import open_store
 
-        self.store = open_store(self.ws.root)
+        self.store = open_store(self.ws.root, backend=self.options.backend, workspace=self.ws.name)
         self.run_id = self.store.start_run(
             check=self.options.check, diff=self.options.diff, run_id=self.options.run_id,
             user=self.options.launched_by,
@@ -185,8 +186,6 @@ class _Run:
             self.zygote = None
 
     def close(self) -> None:
-        if self.early_zygote is not None:
-            self.early_zygote.discard()  # when no step took it
         if self.zygote is not None:
             self.zygote.close()
             self.zygote = None
@@ -434,11 +433,12 @@ def _polycrate_event(run: _Run, result: RunResult) -> None:
             snap = runevents.run_snapshot(
                 run.ws, options, run.runtime.name if run.runtime is not None else "local",
                 workflow=result.name if result.kind == RunKind.WORKFLOW else None,
-                block=record.get("block"), action=record.get("action"), only_step=record.get("only_step"))
+                block=record.block, action=record.action, only_step=record.only_step)
             doc = run.masker.mask_data(runevents.event_document(
                 ws=run.ws, result=result, record=record, store=run.store, options=options, snapshot=snap,
                 commit_sha=commit_sha))
-            runevents.submit(doc, run.ws.root, options.event_handler, options.event_endpoint, run.notice)
+            runevents.submit(doc, run.ws.root, options.event_handler, options.event_endpoint, run.notice,
+                             run.ws.layout.logs_root)
         except Exception as exc:  # an event never fails a run
             run.notice(f"event: could not be written: {exc}; the run's result stands")
     if options.auto_commit:
@@ -610,24 +610,24 @@ def run_workflow(
         if options.resume:
             from polycrate.history import open_store
 
-            store = open_store(ws.root)
+            store = open_store(ws.root, backend=options.backend, workspace=ws.name)
             try:
                 previous = store.latest_full_run(workflow.name)
             finally:
                 store.close()
             if previous is None:
                 raise NothingToResume(f"nothing to resume: workflow '{workflow.name}' has no recorded run")
-            if previous["status"] not in (RunState.FAILED, RunState.INTERRUPTED):
+            if previous.status not in (RunState.FAILED, RunState.INTERRUPTED):
                 raise NothingToResume(
-                    f"nothing to resume: the latest run of '{workflow.name}' ({previous['id']}) {previous['status']}"
+                    f"nothing to resume: the latest run of '{workflow.name}' ({previous.id}) {previous.status}"
                 )
             skip = resume_point(previous, planned)
-            resumed_from = previous["id"]
+            resumed_from = previous.id
             options = _resumed_options(options, previous)
             run.options = options
             if all(s.name in skip for s in planned if s.phase == Phase.MAIN):
                 raise NothingToResume(
-                    f"nothing to resume: every step of run {previous['id']} already succeeded"
+                    f"nothing to resume: every step of run {previous.id} already succeeded"
                 )
         _ask(confirm, plan_prompts(ws, workflow, planned, skip))
         run.open_secrets()

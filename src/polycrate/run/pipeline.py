@@ -27,6 +27,9 @@ from polycrate.run.request import RunPrompt
 from polycrate.config.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from polycrate.config.schema import WorkspaceFile
     from polycrate.runtime.toolchain import Runtime
 
 
@@ -42,20 +45,23 @@ class PreparedRun:
     options: RunOptions  # the request's, with what prepare resolved (the workspace's SSH key)
 
 
-def _checked_options(request: RunRequest) -> RunOptions:
-    """The global flags' paths checked before anything is read, installed or run; the SSH key resolved."""
+def _checked_options(request: RunRequest, sources: Sources) -> RunOptions:
+    """The global flags' paths checked before anything is installed or run; the SSH key resolved; what
+    workspace.poly sets in Polycrate's fields (events, extramounts, config.sshprivatekey) under the flags."""
     import os
     from dataclasses import replace
 
     from polycrate.config.action_env import workspace_key
 
-    options = request.options
+    options = workspace_defaults(request.options, request.root, sources.document)
     for mount in options.mounts:
         mount.check()
-    given = options.ssh_private_key
+    given = options.ssh_private_key or (sources.document.go["layout"].ssh_private_key if sources.document.go
+                                        else None)
     key = workspace_key(request.root, given)
+    # the user's own ANSIBLE_PRIVATE_KEY_FILE (Ansible's setting, read as Ansible would) wins over the default id_rsa
     if not given and "ANSIBLE_PRIVATE_KEY_FILE" in os.environ:
-        key = None  # the caller's own setting wins over the default id_rsa
+        key = None
     if options.auto_commit:
         from polycrate.config import gitrepo as gitcli
 
@@ -65,18 +71,42 @@ def _checked_options(request: RunRequest) -> RunOptions:
     return replace(options, ssh_key=key)
 
 
+def workspace_defaults(options: RunOptions, root: Path, document: WorkspaceFile | None) -> RunOptions:
+    """workspace.poly's `events:` as the default of --event-handler/--event-endpoint, and its
+    `extramounts:` (relative host paths from the workspace root) before the -m mounts."""
+    from dataclasses import replace
+
+    go = document.go if document is not None else {}
+    if not go:
+        return options
+    events = go["events"]
+    if options.event_handler is None and events.handler is not None:
+        options = replace(options, event_handler=events.handler, event_endpoint=events.endpoint)
+    if go["extra_mounts"]:
+        import os
+
+        from polycrate.runtime.container import parse_mount
+
+        extra = tuple(parse_mount(text if text.startswith(("/", "~")) else os.path.join(root, text))
+                      for text in go["extra_mounts"])
+        options = replace(options, mounts=extra + tuple(options.mounts))
+    return options
+
+
 def prepare(request: RunRequest, *, confirm: Confirm, reporter: Reporter) -> PreparedRun:
-    options = _checked_options(request)
     sources = read_sources(request.root)
+    options = _checked_options(request, sources)
     sources = _install_blocks(sources, request, confirm, reporter)
     ws = load_workspace(request.root, sources)
+    for warning in ws.warnings:  # Polycrate's fields that have no effect here: one line each
+        reporter.preparing(f"warning: {warning}")
     refuse_templates(ws, request)
     from polycrate.runtime import toolchain
 
     runtime = toolchain.decide_runtime(ws, options.runtime, reporter.toolchain, pull=options.pull,
                                        build=options.build)
     if not runtime.container:
-        ignored = [flag for flag, given in (("-m/--mount", options.mounts), ("-p/--pull", options.pull),
+        ignored = [flag for flag, given in (("-m/--mount", request.options.mounts), ("-p/--pull", options.pull),
                                             ("-b/--build", options.build)) if given]
         if ignored:
             reporter.preparing(f"{', '.join(ignored)}: ignored with the local runtime (they apply to the container)")
@@ -95,8 +125,9 @@ def snapshot(request: RunRequest) -> dict[str, Any]:
     from polycrate.notify import polycrate_event as runevents
     from polycrate.runtime import toolchain
 
-    options = _checked_options(request)
-    ws = load_workspace(request.root, read_sources(request.root))
+    sources = read_sources(request.root)
+    options = _checked_options(request, sources)
+    ws = load_workspace(request.root, sources)
     return runevents.run_snapshot(ws, options, toolchain.runtime_of(ws, options.runtime), workflow=request.workflow,
                                   block=request.block, action=request.action, only_step=request.only_step)
 
@@ -106,21 +137,16 @@ def run(request: RunRequest | PreparedRun, *, confirm: Confirm, reporter: Report
     from polycrate.run import engine
 
     reporter = reporter or Reporter()
-    try:
-        prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm,
-                                                                            reporter=reporter)
-        req = prepared.request
-        if req.workflow is not None:
-            return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
-                                       reporter=reporter, options=prepared.options, runtime=prepared.runtime,
-                                       early_zygote=req.early_zygote)
-        assert req.block is not None and req.action is not None
-        return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
-                                 options=prepared.options, runtime=prepared.runtime, early_zygote=req.early_zygote)
-    finally:
-        early = request.request.early_zygote if isinstance(request, PreparedRun) else request.early_zygote
-        if early is not None:
-            early.discard()  # started early (runtime/zygote.py: prespawn), and no step took it
+    prepared = request if isinstance(request, PreparedRun) else prepare(request, confirm=confirm,
+                                                                        reporter=reporter)
+    req = prepared.request
+    if req.workflow is not None:
+        return engine.run_workflow(prepared.workspace, req.workflow, only_step=req.only_step, confirm=confirm,
+                                   reporter=reporter, options=prepared.options, runtime=prepared.runtime,
+                                   early_zygote=req.early_zygote)
+    assert req.block is not None and req.action is not None
+    return engine.run_action(prepared.workspace, req.block, req.action, confirm=confirm, reporter=reporter,
+                             options=prepared.options, runtime=prepared.runtime, early_zygote=req.early_zygote)
 
 
 def refuse_templates(ws: Workspace, request: RunRequest) -> None:
@@ -153,7 +179,8 @@ def _install_blocks(sources: Sources, request: RunRequest, confirm: Confirm, rep
     for change in changes:
         if change.kind == "downgrade":
             reporter.preparing(f"downgrading {change.describe()}")
-        result = pull_block(request.root, parse_reference(change.reference), transport, update_lock=False)
+        result = pull_block(request.root, parse_reference(change.reference), transport, update_lock=False,
+                            blocks_root=sources.document.go["layout"].blocks_root)
         reporter.preparing(result.describe())
     return read_sources(request.root, sources)
 

@@ -2,7 +2,7 @@
 Pure functions of the loaded workspace (and, for a resume, the previous run's record)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from polycrate.config.action_view import playbook_path
 from polycrate.config.model import Workflow, Workspace
@@ -10,6 +10,9 @@ from polycrate.config.workspace import get_action, get_block
 from polycrate.errors import PolycrateError
 from polycrate.run.request import PlannedStep, RunPrompt
 from polycrate.states import Phase, StepState
+
+if TYPE_CHECKING:
+    from polycrate.history.records import RunRecord
 
 
 def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = None) -> list[PlannedStep]:
@@ -48,9 +51,9 @@ def plan_prompts(ws: Workspace, workflow: Workflow, planned: list[PlannedStep], 
     return prompts
 
 
-def resume_point(previous: dict[str, Any], planned: list[PlannedStep]) -> set[str]:
+def resume_point(previous: RunRecord, planned: list[PlannedStep]) -> set[str]:
     """Names of the steps that the previous run finished (succeeded, or failed where allowed)."""
-    done = {s["name"] for s in previous["steps"] if s["phase"] == Phase.MAIN and StepState(s["status"]).finished_ok}
+    done = {s.name for s in previous.steps if s.phase == Phase.MAIN and StepState(s.status).finished_ok}
     skip: set[str] = set()
     for step in planned:
         if step.phase != Phase.MAIN or step.name not in done:

@@ -16,6 +16,7 @@ from polycrate.states import Phase, RunKind, RunState, StepState
 
 if TYPE_CHECKING:
     from polycrate.config.model import Step
+    from polycrate.history.records import RunRecord
     from polycrate.config.workspace import BlockChange
     from polycrate.runtime.zygote import EarlyZygote
 
@@ -111,7 +112,7 @@ class RunResult:
     resumed_from: str | None = None
     check: bool = False
     preflight: Any = None  # run.preflight.Report of the checks before step 1 (None: not run)
-    record: dict[str, Any] | None = None  # the run as recorded when it finished (RunStore.get_run)
+    record: RunRecord | None = None  # the run as recorded when it finished (RunStore.get_run)
     workspace: str | None = None  # the workspace's name
 
     @property
@@ -185,6 +186,7 @@ class RunOptions:
     # starts) and who launched it; None: a new id, and the user running polycrate
     run_id: str | None = None
     launched_by: str | None = None
+    backend: str | None = None  # team mode: the PostgreSQL DSN the run is recorded in (None: the workspace's SQLite)
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,8 @@ class RunRequest:
     only_step: str | None = None
     options: RunOptions = field(default_factory=RunOptions)
     auto_pull: bool = False  # install missing `from:` blocks and upgrades without asking; a downgrade still asks
-    early_zygote: EarlyZygote | None = None  # started by the caller before the workspace is read (zygote.prespawn)
+    early_zygote: EarlyZygote | None = None  # started by the caller before the workspace is read (zygote.prespawn);
+    # the caller ends it after the run (discard): a step may have taken it, or none
 
     def __post_init__(self) -> None:
         if (self.workflow is None) == (self.block is None or self.action is None):

@@ -15,6 +15,22 @@ if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygot
 
 # Our Ansible callback plugin (runtime/plugins/callback/polycrate_events.py); its events: polycrate.runtime.events.
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugins" / "callback"
+VARS_PLUGIN_DIR = Path(__file__).resolve().parent / "plugins" / "vars"
+VARS_PLUGIN = "polycrate_vars"
+
+
+def vars_plugin_environment(env: dict[str, str]) -> dict[str, str]:
+    """Our polycrate_vars plugin enabled beside the ones configured (Ansible's default: host_group_vars),
+    so an ansible-playbook a script line starts reads the snapshot as a playbook action gets it."""
+    env = dict(env)
+    paths = [str(VARS_PLUGIN_DIR)] + [p for p in env.get("ANSIBLE_VARS_PLUGINS", "").split(os.pathsep) if p]
+    env["ANSIBLE_VARS_PLUGINS"] = os.pathsep.join(paths)
+    enabled = [v.strip() for v in env.get("ANSIBLE_VARS_ENABLED", "host_group_vars").split(",") if v.strip()]
+    if VARS_PLUGIN not in enabled:
+        enabled.append(VARS_PLUGIN)
+    env["ANSIBLE_VARS_ENABLED"] = ",".join(enabled)
+    env.setdefault("ANSIBLE_RUN_VARS_PLUGINS", "start")  # as Polycrate: once per run, not per task
+    return env
 
 
 @dataclass(frozen=True)
@@ -44,15 +60,41 @@ class ActionRequest:
 
 
 def action_variables(request: ActionRequest) -> dict[str, Any]:
-    """`block` and `workspace` as playbooks and scripts see them, with the paths of this run's secrets."""
-    from polycrate.config.action_view import block_vars, workspace_vars
+    """What playbooks and scripts see, in Polycrate's snapshot shapes: `workspace` (with its blocks and
+    workflows), `block`, `action`, and in a workflow `workflow` and `step`; `env` and `mounts` (what this
+    action's environment and container add); with the paths of this run's secrets."""
+    from polycrate.config.action_view import (
+        action_vars,
+        block_vars,
+        snapshot,
+        step_vars,
+        workflow_vars,
+    )
 
-    block = block_vars(request.ws, request.block)
-    workspace = workspace_vars(request.ws)
+    ws = request.ws
+    data = snapshot(ws)
+    block = block_vars(ws, request.block)
     secrets = request.secrets
     block["secrets"] = secrets.block_files(request.block.name) if secrets is not None else {}
-    workspace["secrets"] = secrets.workspace_files if secrets is not None else {}
-    return {"block": block, "workspace": workspace}
+    data["workspace"]["secrets"] = secrets.workspace_files if secrets is not None else {}
+    data["block"] = block
+    data["action"] = action_vars(request.block, request.action)
+    workflow = ws.workflows.get(request.workflow) if request.workflow else None
+    if workflow is not None:
+        data["workflow"] = workflow_vars(workflow)
+        step = next((s for s in (*workflow.steps, *workflow.on_failure) if s.name == request.step), None)
+        if step is not None:
+            data["step"] = step_vars(workflow, step)
+    full = action_environment(request)
+    given = {k for k, _ in request.env}
+    data["env"] = {k: v for k, v in sorted(full.items()) if k in given or os.environ.get(k) != v}
+    mounts = {m.host: m.container for m in request.mounts}
+    if request.runtime is not None and getattr(request.runtime, "container", False):
+        from polycrate.config.action_view import CONTAINER_ROOT
+
+        mounts = {str(ws.root): CONTAINER_ROOT} | mounts
+    data["mounts"] = mounts
+    return data
 
 
 def action_environment(request: ActionRequest) -> dict[str, str]:
@@ -91,6 +133,7 @@ def action_environment(request: ActionRequest) -> dict[str, str]:
         env["POLYCRATE_SECRETS"] = str(request.secrets.dir)  # the private folder of decrypted files
     if request.ansible_options is not None:
         env.update(request.ansible_options.environment())  # documented in ansible_options.py
+    env.update(dict(ws.extra_env))  # workspace.poly `extraenv:` (Polycrate's), under -e
     env.update(request.extra_env)
     env.update(dict(request.env))  # -e KEY=value: last, so it can change any of the above
     return env

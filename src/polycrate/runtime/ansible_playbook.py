@@ -1,8 +1,8 @@
 """Entry point that runs ansible-core's own ansible-playbook CLI in this interpreter.
 
 It is the real `ansible-playbook` (``ansible.cli.playbook.PlaybookCLI``) with one
-change: the warning "Found variable using reserved name 'block'" is not shown
-for the variable polycrate itself passes. The article's playbooks use
+change: the warning "Found variable using reserved name 'block'" (or 'action') is not shown
+for the variables polycrate itself passes (the real Polycrate's snapshot names). The article's playbooks use
 ``block.config.*`` by design; every other reserved-name warning stays.
 And one fix: a ``no_log`` task's error message is censored like the rest of its result
 (ansible-core 2.19 would print it). Both live in ``ansible_setup.py``.

@@ -3,7 +3,7 @@ or the preflight's Ansible half): the reserved-name warning for our own `block` 
 of a ``no_log`` task's error, and the banner width. Imports ansible only inside the functions."""
 from __future__ import annotations
 
-OUR_VARIABLES = frozenset({"block"})
+OUR_VARIABLES = frozenset({"workspace", "block", "action", "workflow", "step", "env", "mounts"})  # the snapshot's names
 
 
 def quiet_our_reserved_names() -> None:

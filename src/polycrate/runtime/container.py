@@ -120,8 +120,8 @@ class PathMap:
     def data(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.path(value)
-        if isinstance(value, dict):
-            return {k: self.data(v) for k, v in value.items()}
+        if isinstance(value, dict):  # a snapshot's `localpath` is this machine's path by definition
+            return {k: (v if k == "localpath" else self.data(v)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.data(v) for v in value]
         return value

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import yaml
 
-from polycrate.config.action_view import snapshot
-
 # One line each, so a line number of the generated file maps back with one subtraction (PRELUDE_LINES).
 # The traps use only builtins; bash does not run the DEBUG trap inside a trap, so they print nothing else.
 PRELUDE = (
@@ -55,19 +53,10 @@ def script_line(lines: tuple[str, ...] | list[str], file_line: int) -> tuple[int
 
 def snapshot_data(request) -> dict:
     """What a script action reads from POLYCRATE_WORKSPACE_SNAPSHOT_YAML, and what its lines are
-    templated over: `workspace` (with every block), `block`, `action`, and in workflows `workflow`, `step`."""
+    templated over: Polycrate's snapshot (action.action_variables)."""
     from polycrate.runtime.action import action_variables
 
-    variables = action_variables(request)
-    data = snapshot(request.ws) | {"block": variables["block"]}
-    data["workspace"]["secrets"] = variables["workspace"]["secrets"]
-    action = request.action
-    data["action"] = {"name": action.name, "description": action.description, "type": action.type,
-                      "block": request.block.name}
-    if request.workflow:
-        data["workflow"] = {"name": request.workflow}
-        data["step"] = {"name": request.step}
-    return data
+    return action_variables(request)
 
 
 def rendered_script(request, data: dict | None = None) -> tuple[str, ...]:
@@ -108,13 +97,13 @@ def write_snapshot(request, private: Path, data: dict | None = None) -> Path:
 
 
 def build_command(request, private: Path) -> tuple[list[str], dict[str, str]]:
-    from polycrate.runtime.action import action_environment
+    from polycrate.runtime.action import action_environment, vars_plugin_environment
     from polycrate.runtime.events import EVENTS_FILE_ENV
 
     data = snapshot_data(request)
     script = private / "action.sh"
     script.write_text(script_text(rendered_script(request, data)), encoding="utf-8")
-    env = action_environment(request)
+    env = vars_plugin_environment(action_environment(request))
     env["POLYCRATE_WORKSPACE_SNAPSHOT_YAML"] = str(write_snapshot(request, private, data))
     env["POLYCRATE_RUNTIME_SCRIPT_PATH"] = str(script)
     env.pop(EVENTS_FILE_ENV, None)

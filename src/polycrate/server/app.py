@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from polycrate import __version__
 from polycrate.errors import NotFoundError, PolycrateError
+from polycrate.history import RunRecord
 from polycrate.states import RunState, StepState, state_text
 from polycrate import contract
 from polycrate.server import chart, openapi
@@ -62,6 +63,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()  # Host header values served (the port aside); () = loopback names
     proxies: tuple[str, ...] = ("127.0.0.1", "::1")  # the reverse proxy whose X-Forwarded-* is believed
     body_limit: int = BODY_LIMIT
+    backend: str | None = None  # team mode: the PostgreSQL DSN runs are read from (cli/ reads the user's setting)
 
 
 class HTTPError(Exception):
@@ -116,7 +118,7 @@ class Web:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.state = ServerState(settings.state_dir)
-        self.catalog = Catalog(settings.sources)
+        self.catalog = Catalog(settings.sources, backend=settings.backend)
         self.templates = _templates()
 
     # --- who is asking ---------------------------------------------------------------------
@@ -343,7 +345,7 @@ class Web:
         query = {k: v for k, v in request.query_params.items() if k != "until"}
         more = None
         if len(runs) == filters["limit"]:  # the next page: runs started before the last one shown
-            more = "/runs?" + urlencode({**query, "until": repr(runs[-1]["started"])})
+            more = "/runs?" + urlencode({**query, "until": repr(runs[-1].started)})
         return self.page(request, "runs.html", title="Runs", runs=runs, q=request.query_params, more=more,
                          workspaces=[e.key for e in self.catalog.entries(request.state.principal)],
                          spans=list(SPANS))
@@ -353,9 +355,9 @@ class Web:
         tail = _whole(request.query_params.get("tail", str(LOG_TAIL)), "tail", 1024, 1 << 31)
         entry, run, logs = self.catalog.run_log_tails(request.path_params["run_id"], tail, who=who)
         timeline = chart.timeline(run)
-        launched = self.state.launch_of(run["id"])
-        return self.page(request, "run.html", title=f"Run {run['id']}", run=run, logs=logs, timeline=timeline,
-                         timeline_svg=chart.timeline_svg(timeline), live=run["status"] == RunState.RUNNING,
+        launched = self.state.launch_of(run.id)
+        return self.page(request, "run.html", title=f"Run {run.id}", run=run, logs=logs, timeline=timeline,
+                         timeline_svg=chart.timeline_svg(timeline), live=run.status == RunState.RUNNING,
                          launched=launched, may_operate=who.may("operator", entry.key),
                          failed_hosts=failed_hosts(run), tail=tail)
 
@@ -423,7 +425,8 @@ class Web:
                             {"prompts": asks})
         try:
             launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
-                              output_dir=self.settings.state_dir / "launches")
+                              output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
+                              workspace=entry.name)
         except LaunchRefused as exc:
             self.state.audit(who.label, "launch", f"{key}/{name}", f"refused: {exc.message}", self.client(request),
                              detail)
@@ -462,7 +465,7 @@ class Web:
                              back=f"/workspaces/{key}/workflows/{name}")
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
-    def _run_for(self, request: Request, role: str) -> tuple[Any, dict]:
+    def _run_for(self, request: Request, role: str) -> tuple[Any, RunRecord]:
         """The run named in the path, if `who` may see its workspace (else 404) and has `role` there (else 403)."""
         who: Principal = request.state.principal
         entry, run = self.catalog.find_run(request.path_params["run_id"], who)
@@ -470,15 +473,15 @@ class Web:
             raise HTTPError(403, f"{who.label} is a {who.role_in(entry.key)} in {entry.key}; this needs the {role} role")
         return entry, run
 
-    def _stop(self, request: Request) -> dict:
+    def _stop(self, request: Request) -> RunRecord:
         who: Principal = request.state.principal
         entry, run = self._run_for(request, "operator")
         try:
             stop(entry.root, run)
         except LaunchRefused as exc:
-            self.state.audit(who.label, "stop", run["id"], f"refused: {exc.message}", self.client(request))
+            self.state.audit(who.label, "stop", run.id, f"refused: {exc.message}", self.client(request))
             raise
-        self.state.audit(who.label, "stop", run["id"], "ok", self.client(request), {"workspace": entry.key})
+        self.state.audit(who.label, "stop", run.id, "ok", self.client(request), {"workspace": entry.key})
         return run
 
     def stop_form(self, request: Request) -> Response:
@@ -488,38 +491,38 @@ class Web:
             raise HTTPError(415, "the Stop button sends a form")
         if form.get("confirm") != "yes":
             entry, run = self._run_for(request, "operator")
-            return self.page(request, "confirm_stop.html", title=f"Stop run {run['id']}?", run=run)
+            return self.page(request, "confirm_stop.html", title=f"Stop run {run.id}?", run=run)
         run = self._stop(request)
-        return RedirectResponse(f"/runs/{run['id']}", status_code=303)
+        return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
     def _relaunch(self, request: Request, failed_only: bool, confirmed: bool) -> str:
         """The run's workflow again with the same launch values (secret ones read back from the launch's own
         file), or on its failed hosts only."""
         entry, run = self._run_for(request, "operator")
-        if run["kind"] != "workflow":
-            raise HTTPError(409, f"run {run['id']} is not a workflow run")
-        if run["status"] == RunState.RUNNING:
-            raise HTTPError(409, f"run {run['id']} is still running")
-        record = self.state.launch_of(run["id"])
+        if run.kind != "workflow":
+            raise HTTPError(409, f"run {run.id} is not a workflow run")
+        if run.status == RunState.RUNNING:
+            raise HTTPError(409, f"run {run.id} is still running")
+        record = self.state.launch_of(run.id)
         if record is not None:
             options = LaunchOptions.from_replay(record["options"], record["vars_file"])
         else:  # launched at the terminal: what its record holds, never its extra vars (not ours to show or reuse)
-            recorded = run.get("ansible_options") or {}
+            recorded = run.ansible_options or {}
             if recorded.get("extra_vars"):
-                raise HTTPError(409, f"run {run['id']} was started with extra vars at the terminal: relaunch it there")
-            options = LaunchOptions(check=bool(run.get("check_mode")), step=run.get("only_step"),
+                raise HTTPError(409, f"run {run.id} was started with extra vars at the terminal: relaunch it there")
+            options = LaunchOptions(check=bool(run.check_mode), step=run.only_step,
                                     limit=recorded.get("limit"), tags=tuple(recorded.get("tags") or ()))
         if failed_only:
             hosts = failed_hosts(run)
             if not hosts:
-                raise HTTPError(409, f"run {run['id']} has no failed or unreachable host")
+                raise HTTPError(409, f"run {run.id} has no failed or unreachable host")
             try:
                 limit = check_host_pattern(",".join(hosts))
             except PolycrateError as exc:
                 raise HTTPError(409, f"the failed hosts are no host pattern: {exc.message}") from None
             options = replace(options, limit=limit)
-        run_id = self._launch(request, entry.key, run["name"], options, confirmed)
-        self.state.audit(request.state.principal.label, "relaunch", run["id"], "ok", self.client(request),
+        run_id = self._launch(request, entry.key, run.name, options, confirmed)
+        self.state.audit(request.state.principal.label, "relaunch", run.id, "ok", self.client(request),
                          {"run_id": run_id, "failed_hosts": failed_only})
         return run_id
 
@@ -560,22 +563,16 @@ class Web:
         """The whole log as text, to download: each step's file after a `==> step` line, read in chunks."""
         who: Principal = request.state.principal
         entry, run = self.catalog.find_run(request.path_params["run_id"], who)
-        paths = [(s["name"], self.catalog.log_path(entry, s)) for s in run["steps"]]
+        steps = [(s.name, s.position, bool(s.log)) for s in run.steps]
 
         def chunks():
-            for name, path in paths:
+            for name, position, has_log in steps:
                 yield f"==> {name}\n".encode()
-                if path is None:
-                    continue
-                try:
-                    with open(path, "rb") as handle:
-                        while block := handle.read(1 << 20):
-                            yield block
-                except FileNotFoundError:
-                    continue
+                if has_log:
+                    yield self.catalog.read_log(entry, run.id, position, 0).data
 
         return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="polycrate-run-{run["id"]}.log"'})
+            "Content-Disposition": f'attachment; filename="polycrate-run-{run.id}.log"'})
 
     # --- the live log ----------------------------------------------------------------------
 
@@ -597,30 +594,28 @@ class Web:
                     if not await asyncio.to_thread(self.state.still_valid, who):
                         yield _event("gone", {"reason": "the session or token has ended"})
                         return
-                current = await asyncio.to_thread(self.catalog.get_run, entry, run["id"])
-                for step in current["steps"]:
-                    path = self.catalog.log_path(entry, step)
-                    position = step["position"]
-                    if path is None or not path.exists():
+                current = await asyncio.to_thread(self.catalog.get_run, entry, run.id)
+                for step in current.steps:
+                    position = step.position
+                    if step.log is None:
                         continue
                     if position not in announced:
                         announced.add(position)
-                        yield _event("step", {"name": step["name"], "position": position, "status": step["status"]})
-                    with open(path, "rb") as handle:
-                        handle.seek(offsets.get(position, 0))
-                        chunk = handle.read()
-                        offsets[position] = handle.tell()
-                    text = pending.pop(position, "") + chunk.decode("utf-8", errors="replace")
+                        yield _event("step", {"name": step.name, "position": position, "status": step.status})
+                    piece = await asyncio.to_thread(self.catalog.read_log, entry, run.id, position,
+                                                    offsets.get(position, 0))
+                    offsets[position] = piece.cursor
+                    text = pending.pop(position, "") + piece.data.decode("utf-8", errors="replace")
                     *lines, rest = text.split("\n")
                     if rest:
                         pending[position] = rest
                     for line in lines:
-                        yield _event("line", {"step": step["name"], "text": line})
-                if current["status"] != RunState.RUNNING:
+                        yield _event("line", {"step": step.name, "text": line})
+                if current.status != RunState.RUNNING:
                     for rest in pending.values():
                         yield _event("line", {"step": "", "text": rest})
-                    yield _event("end", {"status": current["status"], "exit_code": current["exit_code"],
-                                         "duration": current["duration"]})
+                    yield _event("end", {"status": current.status, "exit_code": current.exit_code,
+                                         "duration": current.duration})
                     return
                 if await request.is_disconnected():
                     return
@@ -649,17 +644,17 @@ class Web:
 
     def api_runs(self, request: Request) -> Response:
         runs = self.catalog.list_runs(**self._filters(request))
-        return JSONResponse(contract.runs_document((r, r["workspace"]) for r in runs))
+        return JSONResponse(contract.runs_document((r, r.workspace) for r in runs))
 
     def api_run(self, request: Request) -> Response:
         run = self.catalog.find_run(request.path_params["run_id"], request.state.principal)[1]
-        return JSONResponse(contract.run_document(run, run["workspace"]))
+        return JSONResponse(contract.run_document(run, run.workspace))
 
     def api_log(self, request: Request) -> Response:
         step = request.query_params.get("step")
         _, run, logs = self.catalog.run_logs(request.path_params["run_id"], _query_text(step, "step") if step else None,
                                              who=request.state.principal)
-        return JSONResponse(contract.logs_document(run, logs))
+        return JSONResponse(contract.logs_document(run.id, logs))
 
     def api_schedules(self, request: Request) -> Response:
         return JSONResponse(self.catalog.schedules(who=request.state.principal))
@@ -699,7 +694,7 @@ class Web:
 
     def api_stop(self, request: Request) -> Response:
         run = self._stop(request)
-        return JSONResponse({"run_id": run["id"], "status": "stopping"}, status_code=202)
+        return JSONResponse({"run_id": run.id, "status": "stopping"}, status_code=202)
 
 
 def _local_path(url: str) -> str:

@@ -2,7 +2,8 @@
 
 Read-only over polycrate's core: each workspace is loaded with ``workspace.load_workspace`` (cached
 until ``workspace.poly`` changes), runs come from each workspace's own run store
-(``history.RunStore``), in the same dicts the CLI prints with ``-o json``. No web framework here,
+(``history.RunStore``), as the store's typed records (``history.RunRecord``) with the served workspace's key.
+No web framework here,
 so the bench and the tests can call it directly.
 """
 from __future__ import annotations
@@ -11,17 +12,16 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, UTC
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
 from polycrate.errors import NotFoundError, PolycrateError
-from polycrate.history import RunStore
+from polycrate.history import LogPiece, RunRecord, RunStore, StepRecord, open_store
 from polycrate.runtime.ansible_options import redacted_extra_vars
 from polycrate.states import RunKind, RunState
-from polycrate.success import FULL_RUN_SQL, WORKFLOW_SUCCESS_SQL, is_workflow_success
 from polycrate.config.workspace import WORKSPACE_FILE, load_workspace
 
 RUN_STATES = tuple(s.value for s in RunState)
@@ -81,8 +81,9 @@ def _stamp(root: Path) -> tuple:
 
 
 class Catalog:
-    def __init__(self, sources: list[Path]):
+    def __init__(self, sources: list[Path], backend: str | None = None):
         self.sources = sources
+        self.backend = backend  # team mode: runs are read from PostgreSQL (None: each workspace's SQLite)
         self._entries: dict[str, Entry] = {}
         self._scanned = 0.0
         self._lock = threading.Lock()
@@ -133,9 +134,9 @@ class Catalog:
 
     @contextmanager
     def store(self, entry: Entry) -> Iterator[RunStore]:
-        store = RunStore(entry.root)
+        # opening reconciles: runs whose process died read 'interrupted', as in the CLI
+        store = open_store(entry.root, backend=self.backend, workspace=entry.name)
         try:
-            store.reconcile()  # runs whose process died read 'interrupted', as in the CLI
             yield store
         finally:
             store.close()
@@ -152,22 +153,22 @@ class Catalog:
         until: float | None = None,
         limit: int = 50,
         who: Any = None,
-    ) -> list[dict]:
+    ) -> list[RunRecord]:
         """Runs of every served workspace (or one), newest first: the rows of `polycrate runs list -o json`
         (the store's own filters), each with its `workspace` key."""
         if status is not None and status not in RUN_STATES:
             raise PolycrateError(f"unknown status '{status}' (one of: {', '.join(RUN_STATES)})")
         entries = [self.entry(workspace, who)] if workspace else self.entries(who)
-        found: list[dict] = []
+        found: list[RunRecord] = []
         for entry in entries:
             with self.store(entry) as store:
                 runs = store.list_runs(name=workflow, kind=RunKind.WORKFLOW if workflow else None, status=status,
                                        since=since, until=until, limit=limit)
                 found.extend(_with_workspace(r, entry) for r in runs)
-        found.sort(key=lambda r: (r["started"], r["id"]), reverse=True)
+        found.sort(key=lambda r: (r.started, r.id), reverse=True)
         return found[:limit]
 
-    def find_run(self, run_id: str, who: Any = None) -> tuple[Entry, dict]:
+    def find_run(self, run_id: str, who: Any = None) -> tuple[Entry, RunRecord]:
         """A run by its id in whichever served workspace holds it: for whoever sees every workspace also a
         unique prefix, 'latest' and the like; for someone granted only some, its full id in those only, so
         no one learns by guessing that a run of another workspace exists."""
@@ -176,9 +177,12 @@ class Catalog:
                 raise NotFoundError(f"no run '{run_id[:80]}'")
             for entry in self.entries(who):
                 with self.store(entry) as store:
-                    row = store.db.execute("SELECT id FROM runs WHERE id = ?", (run_id,)).fetchone()
-                if row is not None:
-                    return entry, self.get_run(entry, run_id)
+                    try:
+                        found = store.get_run(run_id)  # a full id: the store's prefix match finds only itself
+                    except NotFoundError:
+                        continue
+                if found.id == run_id:
+                    return entry, _with_workspace(found, entry)
             raise NotFoundError(f"no run '{run_id}'")
         if not _RUN_REF.match(run_id):  # what the store resolves: an id, a prefix of one, latest~N
             raise NotFoundError(f"no run '{run_id[:80]}'")
@@ -197,45 +201,53 @@ class Catalog:
         entry, full = hits[0]
         return entry, self.get_run(entry, full)
 
-    def get_run(self, entry: Entry, run_id: str) -> dict:
+    def get_run(self, entry: Entry, run_id: str) -> RunRecord:
         """A run of a known workspace, by its full id (the log stream re-reads it while it runs)."""
         with self.store(entry) as store:
             return _with_workspace(store.get_run(run_id), entry)
 
-    def run_logs(self, run_id: str, step: str | None = None, who: Any = None) -> tuple[Entry, dict, list[tuple[dict, str]]]:
+    def run_logs(self, run_id: str, step: str | None = None, who: Any = None
+                 ) -> tuple[Entry, RunRecord, list[tuple[StepRecord, str]]]:
         entry, run = self.find_run(run_id, who)
         with self.store(entry) as store:
-            _, logs = store.step_logs(run["id"], step)
+            _, logs = store.step_logs(run.id, step)
         return entry, run, logs
 
-    def run_log_tails(self, run_id: str, tail: int, who: Any = None) -> tuple[Entry, dict, list[dict]]:
+    def run_log_tails(self, run_id: str, tail: int, who: Any = None) -> tuple[Entry, RunRecord, list[dict]]:
         """Each step's log, its last `tail` bytes only (from a line's start): a 50 MB log is not one 50 MB page.
         Each item: step, text, size (bytes of the whole log), skipped (bytes before the text)."""
         entry, run = self.find_run(run_id, who)
         out = []
-        for step in run["steps"]:
-            path = self.log_path(entry, step)
-            text, size, skipped = "", 0, 0
-            if path is not None:
-                try:
-                    with open(path, "rb") as handle:
-                        size = handle.seek(0, 2)
-                        skipped = max(0, size - tail)
-                        handle.seek(skipped)
-                        data = handle.read()
-                except FileNotFoundError:
-                    data = b""
+        with self.store(entry) as store:
+            for step in run.steps:
+                data, size, skipped = b"", 0, 0
+                path = store._log_file(run.id, step.position) if hasattr(store, "_log_file") else None  # noqa: SLF001
+                if path is not None:  # a file: read its tail only
+                    try:
+                        with open(path, "rb") as handle:
+                            size = handle.seek(0, 2)
+                            skipped = max(0, size - tail)
+                            handle.seek(skipped)
+                            data = handle.read()
+                    except FileNotFoundError:
+                        pass
+                elif step.log:  # PostgreSQL (team mode): the store's chunks
+                    whole = store.read_log(run.id, step.position).data
+                    size, skipped = len(whole), max(0, len(whole) - tail)
+                    data = whole[skipped:]
                 if skipped:
                     cut = data.find(b"\n")
                     if 0 <= cut < len(data) - 1:  # begin at a line's start
                         skipped += cut + 1
                         data = data[cut + 1:]
-                text = data.decode("utf-8", errors="replace")
-            out.append({"step": step, "text": text, "size": size, "skipped": skipped})
+                out.append({"step": step, "text": data.decode("utf-8", errors="replace"), "size": size,
+                            "skipped": skipped})
         return entry, run, out
 
-    def log_path(self, entry: Entry, step: dict) -> Path | None:
-        return entry.root / step["log"] if step.get("log") else None
+    def read_log(self, entry: Entry, run_id: str, position: int, cursor: int) -> LogPiece:
+        """A step's log from ``cursor`` on (the live log stream reads on while the run runs)."""
+        with self.store(entry) as store:
+            return store.read_log(run_id, position, cursor)
 
     # --- workflows, schedules, blocks ------------------------------------------------------
 
@@ -280,27 +292,20 @@ class Catalog:
         return rows
 
     def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt) -> dict:
-        db = store.db
-        last = db.execute(
-            f"SELECT * FROM runs WHERE {FULL_RUN_SQL} AND name = ? AND status != ? ORDER BY started DESC LIMIT 1",
-            (workflow.name, RUNNING)).fetchone()
-        success = db.execute(  # the one rule (polycrate.success): a --check or --step run is no success
-            f"SELECT MAX(ended) AS t FROM runs WHERE {WORKFLOW_SUCCESS_SQL} AND name = ?", (workflow.name,)).fetchone()["t"]
-        running = db.execute(
-            "SELECT id, started FROM runs WHERE kind = 'workflow' AND name = ? AND status = ?"
-            " ORDER BY started DESC LIMIT 1", (workflow.name, RUNNING)).fetchone()
+        status = store.workflow_status(workflow.name)
+        last, success, running = status.last, status.last_success, status.running
         row: dict[str, Any] = {
             "workspace": entry.key,
             "workflow": workflow.name,
             "description": workflow.description,
             "steps": len(workflow.steps),
-            "last_run": last["id"] if last else None,
-            "last_status": last["status"] if last else None,
-            "last_started": last["started"] if last else None,
-            "last_duration": round(last["ended"] - last["started"], 3) if last and last["ended"] else None,
+            "last_run": last.id if last else None,
+            "last_status": last.status if last else None,
+            "last_started": last.started if last else None,
+            "last_duration": round(last.ended - last.started, 3) if last and last.ended else None,
             "last_success": success,
             "success_age": round(now - success, 3) if success else None,
-            "running": running["id"] if running else None,
+            "running": running.id if running else None,
             "schedule": None,
             "next_run": None,
             "overdue": False,
@@ -359,20 +364,20 @@ class Catalog:
                 rows.append({"workspace": entry.key} | contract.block(entry.ws, block, lock))
         return rows
 
-    def workflow_runs(self, key: str, name: str, limit: int = 30, who: Any = None) -> list[dict]:
+    def workflow_runs(self, key: str, name: str, limit: int = 30, who: Any = None) -> list[RunRecord]:
         """The workflow's last finished runs, oldest first (for its chart)."""
         runs = self.list_runs(workspace=key, workflow=name, limit=limit + 5, who=who)
-        return list(reversed([r for r in runs if r["status"] != RUNNING][:limit]))
+        return list(reversed([r for r in runs if r.status != RUNNING][:limit]))
 
 
-def _with_workspace(run: dict, entry: Entry) -> dict:
-    """A run as `polycrate runs list/show -o json` prints it, with the served workspace's key; its
-    extra vars by name only (a value typed at a terminal may be a password; the server's own launch
-    values are shown from its launch record, secret ones masked)."""
-    options = dict(run.get("ansible_options") or {})
+def _with_workspace(run: RunRecord, entry: Entry) -> RunRecord:
+    """A run with the served workspace's key (the `workspace` of its JSON); its extra vars by name only
+    (a value typed at a terminal may be a password; the server's own launch values are shown from its
+    launch record, secret ones masked)."""
+    options = dict(run.ansible_options or {})
     if options.get("extra_vars"):
         options["extra_vars"] = redacted_extra_vars(options["extra_vars"])
-    return {"workspace": entry.key, **run, "ansible_options": options, "workflow_success": is_workflow_success(run)}
+    return replace(run, workspace=entry.key, ansible_options=options)
 
 
 def _span(seconds: float) -> str:

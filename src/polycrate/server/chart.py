@@ -6,8 +6,12 @@
 from __future__ import annotations
 
 from html import escape
+from typing import TYPE_CHECKING
 
 from polycrate.states import RunState, StepState
+
+if TYPE_CHECKING:
+    from polycrate.history import RunRecord
 
 COLOURS = {
     RunState.SUCCEEDED: "#2e7d32",
@@ -19,13 +23,13 @@ COLOURS = {
 GREY = "#9e9e9e"
 
 
-def durations(runs: list[dict], width: int = 720, height: int = 160) -> str:
+def durations(runs: list[RunRecord], width: int = 720, height: int = 160) -> str:
     """Bars for runs (oldest first); each bar's title says id, status and duration."""
     if not runs:
         return ""
     pad_left, pad_bottom, pad_top = 48, 18, 8
     plot_w, plot_h = width - pad_left - 4, height - pad_bottom - pad_top
-    longest = max((r["duration"] or 0) for r in runs) or 1.0
+    longest = max((r.duration or 0) for r in runs) or 1.0
     step = plot_w / len(runs)
     bar = min(28.0, max(2.0, step * 0.7))
     parts = [
@@ -36,35 +40,35 @@ def durations(runs: list[dict], width: int = 720, height: int = 160) -> str:
         f'<text x="{pad_left - 4}" y="{pad_top + plot_h}" text-anchor="end" font-size="11" fill="#555">0</text>',
     ]
     for i, run in enumerate(runs):
-        value = run["duration"] or 0
+        value = run.duration or 0
         h = max(2.0, plot_h * value / longest)
         x = pad_left + i * step + (step - bar) / 2
         y = pad_top + plot_h - h
-        colour = COLOURS.get(run["status"], GREY)
-        label = escape(f"{run['id']}: {run['status']}, {_secs(value)}")
+        colour = COLOURS.get(run.status, GREY)
+        label = escape(f"{run.id}: {run.status}, {_secs(value)}")
         parts.append(
-            f'<a href="/runs/{escape(run["id"])}"><rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}"'
-            f' fill="{colour}" data-status="{escape(run["status"])}"><title>{label}</title></rect></a>')
+            f'<a href="/runs/{escape(run.id)}"><rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}"'
+            f' fill="{colour}" data-status="{escape(run.status)}"><title>{label}</title></rect></a>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def timeline(run: dict) -> list[dict]:
+def timeline(run: RunRecord) -> list[dict]:
     """Per step: offset and width in percent of the run's span, for the run page's timeline."""
-    start = run["started"]
-    ends = [s["ended"] for s in run["steps"] if s.get("ended")] + [run.get("ended") or 0]
-    end = max([e for e in ends if e] + [start + (run.get("duration") or 0)])
+    start = run.started
+    ends = [s.ended for s in run.steps if s.ended] + [run.ended or 0]
+    end = max([e for e in ends if e] + [start + (run.duration or 0)])
     total = max(end - start, 0.001)
     rows = []
-    for s in run["steps"]:
-        if s.get("started"):
-            finish = s.get("ended") or end
-            left = 100 * (s["started"] - start) / total
-            width = max(0.5, 100 * (finish - s["started"]) / total)
+    for s in run.steps:
+        if s.started:
+            finish = s.ended or end
+            left = 100 * (s.started - start) / total
+            width = max(0.5, 100 * (finish - s.started) / total)
         else:
             left = width = 0.0
         rows.append({"step": s, "left": round(min(left, 99.5), 2), "width": round(min(width, 100 - left), 2),
-                     "colour": COLOURS.get(s["status"], GREY)})
+                     "colour": COLOURS.get(s.status, GREY)})
     return rows
 
 
@@ -77,12 +81,12 @@ def timeline_svg(rows: list[dict], width: int = 720) -> str:
     for i, row in enumerate(rows):
         y = 4 + 22 * i
         s = row["step"]
-        parts.append(f'<text x="0" y="{y + 13}" font-size="12" fill="#333">{escape(s["name"])}</text>')
+        parts.append(f'<text x="0" y="{y + 13}" font-size="12" fill="#333">{escape(s.name)}</text>')
         if row["width"]:
             parts.append(
                 f'<rect x="{label_w + span * row["left"] / 100:.1f}" y="{y}" width="{span * row["width"] / 100:.1f}"'
-                f' height="16" fill="{row["colour"]}"><title>{escape(s["name"])}: {escape(s["status"])},'
-                f' {_secs(s.get("duration") or 0)}</title></rect>')
+                f' height="16" fill="{row["colour"]}"><title>{escape(s.name)}: {escape(s.status)},'
+                f' {_secs(s.duration or 0)}</title></rect>')
     parts.append("</svg>")
     return "".join(parts)
 

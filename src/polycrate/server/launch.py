@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
-from polycrate.history import new_run_id
+from polycrate.history import RunRecord, new_run_id
 from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.runtime.ansible_options import (HOST_PATTERN_MAX, SECRET_FILE_HEAD, AnsibleOptions, as_unsafe,
                                                check_host_pattern, dump_unsafe_yaml)
@@ -276,10 +276,9 @@ def apply_declaration(options: LaunchOptions, declaration: Any, workflow: str, *
     return replace(options, variables=values, secret_names=secret)
 
 
-def failed_hosts(run: dict) -> list[str]:
+def failed_hosts(run: RunRecord) -> list[str]:
     """The hosts on which a step of the run failed or was unreachable (for a relaunch on them only)."""
-    hosts = {h for s in run.get("steps") or () for h, c in (s.get("hosts") or {}).items()
-             if c.get("failed") or c.get("unreachable")}
+    hosts = {h for s in run.steps for h, c in (s.hosts or {}).items() if c.failed or c.unreachable}
     return sorted(hosts)
 
 
@@ -322,12 +321,12 @@ class Launched:
 
 
 def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, output_dir: Path,
-           wait_seconds: float = 20.0) -> Launched:
+           wait_seconds: float = 20.0, backend: str | None = None, workspace: str | None = None) -> Launched:
     """Start the run; return once it is recorded in the store (or raise why it did not start)."""
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
     lock = lock_path(root, f"workflow-{workflow}")
-    if is_held(lock) and _finishing(root, read_holder(lock)):
+    if is_held(lock) and _finishing(root, read_holder(lock), backend, workspace):
         deadline = time.monotonic() + 10  # its run is recorded as ended: the process is closing, give it a moment
         while is_held(lock) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -351,12 +350,12 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()  # no zombie while we live
     deadline = time.monotonic() + wait_seconds
-    from polycrate.history import RunStore
+    from polycrate.history import open_store
 
     while time.monotonic() < deadline:
-        store = RunStore(root)
+        store = open_store(root, backend=backend, workspace=workspace, reconcile=False)
         try:
-            row = store.db.execute("SELECT id FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = store.find_run(run_id)
         finally:
             store.close()
         if row is not None:
@@ -373,31 +372,31 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     return Launched(run_id, proc.pid, output, vars_file, secrets_file)
 
 
-def _finishing(root: Path, holder) -> bool:
+def _finishing(root: Path, holder, backend: str | None, workspace: str | None) -> bool:
     """Whether the lock's holder has already recorded its run as ended (retention, metrics, webhooks follow)."""
     if holder is None or not holder.run_id:
         return False
-    from polycrate.history import RunStore
+    from polycrate.history import open_store
 
-    store = RunStore(root)
+    store = open_store(root, backend=backend, workspace=workspace, reconcile=False)
     try:
-        row = store.db.execute("SELECT status FROM runs WHERE id = ?", (holder.run_id,)).fetchone()
+        row = store.find_run(holder.run_id)
     finally:
         store.close()
-    return row is not None and row["status"] != RunState.RUNNING
+    return row is not None and row.status != RunState.RUNNING
 
 
-def stop(root: Path, run: dict) -> None:
+def stop(root: Path, run: RunRecord) -> None:
     """SIGTERM to the run's polycrate process, after checking that it is the one holding the run's lock."""
-    if run["status"] != RunState.RUNNING:
-        raise LaunchRefused(f"run {run['id']} is not running (it {run['status']})", 409)
-    if run["host"] != socket.gethostname():
-        raise LaunchRefused(f"run {run['id']} runs on {run['host']}, not on this host", 409)
-    pid = run["pid"]
-    holder = read_holder(lock_path(root, run["lock_key"])) if run.get("lock_key") else None
-    if not pid_alive(pid) or holder is None or holder.pid != pid or holder.run_id not in (None, run["id"]):
-        raise LaunchRefused(f"run {run['id']}: its process is gone or no longer holds the lock", 409)
+    if run.status != RunState.RUNNING:
+        raise LaunchRefused(f"run {run.id} is not running (it {run.status})", 409)
+    if run.host != socket.gethostname():
+        raise LaunchRefused(f"run {run.id} runs on {run.host}, not on this host", 409)
+    pid = run.pid
+    holder = read_holder(lock_path(root, run.lock_key)) if run.lock_key else None
+    if pid is None or not pid_alive(pid) or holder is None or holder.pid != pid or holder.run_id not in (None, run.id):
+        raise LaunchRefused(f"run {run.id}: its process is gone or no longer holds the lock", 409)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        raise LaunchRefused(f"run {run['id']}: its process has just ended", 409) from None
+        raise LaunchRefused(f"run {run.id}: its process has just ended", 409) from None

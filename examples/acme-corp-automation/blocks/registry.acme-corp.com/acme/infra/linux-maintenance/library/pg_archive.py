@@ -1,53 +1,249 @@
-#!/usr/bin/env python3
-"""The whole backup in one remote task: dump, pack, verify, upload, check the remote copy, prune.
-
-Runs on the db host as root, as one Ansible module call (the backup action passes this file on
-stdin to ``python3 -``: one SSH round trip instead of one per task). pg_dump runs as the postgres
-user; the files it makes belong to postgres.
-
-1. **Dump and pack, one pass.** pg_dump's output (custom format) is hashed (SHA-256 of the dump,
-   for the manifest) and gzip-compressed straight into ``<name>.tar.gz`` in a private work folder;
-   no uncompressed dump and no second copy ever lands on disk, so the extra disk a backup needs is
-   the compressed archive itself (and, with age encryption, its encrypted copy while it uploads).
-   The archive is an ordinary gzip'd tar (``tar -xzf`` reads it; members: the dump, then
-   manifest.json). A tar header carries its member's size, which a stream does not know in
-   advance: the dump's header is written first as its own *stored* gzip member (a fixed length
-   whatever its content) and rewritten in place once the dump has ended.
-2. **Verify and upload at the same time.** The upload of the archive starts as soon as it is
-   written; meanwhile one read checks it end to end: its SHA-256 and MD5 (for the .sha256 sidecar
-   and the remote check), and its decompressed content, which must be exactly the tar we meant
-   (every gzip member's CRC-32 and length, the tar header checksums, the dump of the size we
-   wrote, the manifest byte for byte). If the check fails, the upload is stopped and the remote
-   copy deleted.
-3. **Publish.** Only after the check passed are the archive and its sidecars (.sha256,
-   .manifest.json) renamed into the backup folder and ``latest.tar.gz`` moved with one rename, so
-   it never points at a partial or unverified file; the sidecars are uploaded.
-4. **Remote check and retention, one listing.** One ``rclone lsjson --hash`` of the destination:
-   the remote copy's size and MD5 must equal the local file's; the same listing gives the remote
-   archives beyond ``--keep-remote`` (deleted with their sidecars in one call); then local
-   retention (never the archive latest points at).
-
-Prints the result as JSON (sizes, checksums, seconds per phase); exits non-zero with one line on
-stderr when anything fails.
-"""
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# linux-maintenance block: the backup (backup action).
 from __future__ import annotations
 
-import argparse
+DOCUMENTATION = r"""
+---
+module: pg_archive
+short_description: Back up a PostgreSQL database into a verified archive, upload it with rclone, prune old ones
+description:
+  - "Dump and pack, one pass: C(pg_dump) (custom format) streams through SHA-256 and one gzip pass straight into
+    C(<database>-<UTC time>.tar.gz) in a private work folder inside O(backup_dir). No uncompressed dump and no
+    second copy land on disk. The archive is an ordinary gzip'd tar (C(tar -xzf) reads it) holding the dump and
+    C(manifest.json) (database, time, size and SHA-256 of the dump, server version and, with O(table_stats_sql),
+    every table's row count and content checksum computed in the dump's own snapshot: the restore drill's reference)."
+  - "Verify and upload at the same time: the upload to O(remote) starts as soon as the archive is written, while
+    one read checks it end to end (O(verify)). If the check fails the upload is stopped and the remote copy deleted."
+  - "Publish: only after the check passed are the archive and its sidecars (C(.sha256), C(.manifest.json)) renamed
+    into O(backup_dir) and C(latest.tar.gz) moved with one rename, so it never points at a partial or unverified file."
+  - "Remote check and retention: one C(rclone lsjson --hash) of the destination; the remote copy's size and MD5 must
+    equal the local file's; archives beyond O(keep_remote) are deleted there with their sidecars, and locally beyond
+    O(keep_local) (never the one C(latest.tar.gz) points at)."
+  - "Runs as root on the database host; C(pg_dump) runs as O(owner), who owns the backups. The password comes from
+    the environment (C(PGPASSWORD)) or C(~/.pgpass), never from a module option, so it is never logged."
+options:
+  database:
+    description: The database to back up.
+    type: str
+    required: true
+  login_host:
+    description: Where C(pg_dump) connects (C(-h)).
+    type: str
+    default: localhost
+  port:
+    description: PostgreSQL port.
+    type: int
+    default: 5432
+  login_user:
+    description: The database role C(pg_dump) connects as (C(-U)).
+    type: str
+    required: true
+  backup_dir:
+    description: Archives, sidecars and C(latest.tar.gz) (created when missing).
+    type: path
+    required: true
+  name:
+    description: The archive's name without C(.tar.gz); default C(<database>-<UTC time>) by this host's clock.
+    type: str
+    default: ""
+  inventory_host:
+    description: Recorded in the manifest as the host the backup was taken on.
+    type: str
+    default: ""
+  compressor:
+    description: C(auto) uses igzip (Debian/Ubuntu package C(isal), about a quarter of zlib's CPU) when installed, else Python's zlib.
+    type: str
+    choices: [auto, igzip, zlib]
+    default: auto
+  level:
+    description: gzip level of the archive (zlib 1-9, igzip 0-3).
+    type: int
+    default: 1
+  dump_compression:
+    description: C(pg_dump -Z) inside the archive (0 lets the archive's gzip compress once).
+    type: int
+    default: 0
+  owner:
+    description: The operating system user that runs C(pg_dump) and owns the backups.
+    type: str
+    default: postgres
+  remote:
+    description: rclone destination (C(remote:bucket/prefix)); empty for no upload.
+    type: str
+    default: ""
+  rclone_config:
+    description: rclone.conf to use; empty for rclone's default.
+    type: path
+    default: ""
+  upload_cutoff:
+    description:
+      - S3 remotes, archives up to this size go up in one PUT, so the remote check compares the MD5 the server
+        computed; larger ones go up in rclone's multipart upload. Empty for rclone's own setting.
+    type: str
+    default: 5G
+  recipients:
+    description: age recipients; when given, the uploaded copy is C(<archive>.age) (the local copy stays plain).
+    type: list
+    elements: str
+    default: []
+  keep_local:
+    description: Newest archives kept in O(backup_dir) (0 keeps all).
+    type: int
+    default: 0
+  keep_remote:
+    description: Newest archives kept at O(remote) (0 keeps all).
+    type: int
+    default: 0
+  verify:
+    description:
+      - C(full) inflates the whole archive (C(igzip -t) with igzip, else the inflated stream is compared with the tar
+        that was written) and checks its structure; C(structure) checks checksums and the gzip/tar structure without
+        inflating the dump.
+    type: str
+    choices: [full, structure]
+    default: full
+  table_stats_sql:
+    description:
+      - SQL listing every table's rows and content checksum (the block's C(files/table_stats.sql)), run in the snapshot
+        C(pg_dump) dumps; the result goes into the manifest under C(tables). Empty for none.
+    type: str
+    default: ""
+notes:
+  - In check mode nothing is dumped or written; the module connects (C(show server_version)) and reports the archive
+    name and compressor it would use.
+author: linux-maintenance block
+"""
+
+EXAMPLES = r"""
+- name: Back up acme_app, upload it to S3, keep 7 archives here and 30 there
+  pg_archive:
+    database: acme_app
+    login_user: acme
+    backup_dir: /var/backups/acme-db
+    remote: "acme-s3:acme-backups-db/postgres"
+    keep_local: 7
+    keep_remote: 30
+    table_stats_sql: "{{ lookup('ansible.builtin.file', 'table_stats.sql') }}"
+  environment:
+    PGPASSWORD: "{{ pg_password }}"
+  register: backup
+
+- name: Report it
+  ansible.builtin.debug:
+    msg: "{{ backup.archive }}: {{ backup.archive_size }} bytes, {{ backup.seconds.total }} s"
+"""
+
+RETURN = r"""
+archive:
+  description: The archive's file name in O(backup_dir) (C(latest.tar.gz) points at it).
+  returned: always
+  type: str
+  sample: acme_app-20261206T020000Z.tar.gz
+compressor:
+  description: The compressor used (igzip or zlib).
+  returned: always
+  type: str
+archive_size:
+  description: The archive's size in bytes.
+  returned: success
+  type: int
+sha256:
+  description: The archive's SHA-256 (also in its C(.sha256)).
+  returned: success
+  type: str
+md5:
+  description: The archive's MD5 (what the remote check compares).
+  returned: success
+  type: str
+dump_size:
+  description: Bytes of the dump inside the archive.
+  returned: success
+  type: int
+dump_sha256:
+  description: SHA-256 of the dump inside the archive (also in the manifest).
+  returned: success
+  type: str
+tables:
+  description: Tables recorded in the manifest (with O(table_stats_sql)).
+  returned: success
+  type: int
+remote:
+  description: The uploaded copy as the remote lists it (name, size, md5).
+  returned: when O(remote) is set
+  type: dict
+remote_deleted:
+  description: Archives deleted at the remote by retention.
+  returned: when O(remote) is set
+  type: list
+  elements: str
+local_deleted:
+  description: Archives deleted in O(backup_dir) by retention.
+  returned: success
+  type: list
+  elements: str
+seconds:
+  description: Seconds per phase (dump_and_pack, check, publish, upload, ..., total).
+  returned: success
+  type: dict
+server_version:
+  description: In check mode, the server's version.
+  returned: check mode
+  type: str
+"""
+
+# How it works, in detail:
+# The whole backup in one remote task: dump, pack, verify, upload, check the remote copy, prune.
+#
+# Runs on the db host as root, as one module call (one SSH round trip instead of one per task).
+# pg_dump runs as the postgres user; the files it makes belong to postgres.
+#
+# 1. **Dump and pack, one pass.** pg_dump's output (custom format) is hashed (SHA-256 of the dump,
+#    for the manifest) and gzip-compressed straight into ``<name>.tar.gz`` in a private work folder;
+#    no uncompressed dump and no second copy ever lands on disk, so the extra disk a backup needs is
+#    the compressed archive itself (and, with age encryption, its encrypted copy while it uploads).
+#    The archive is an ordinary gzip'd tar (``tar -xzf`` reads it; members: the dump, then
+#    manifest.json). A tar header carries its member's size, which a stream does not know in
+#    advance: the dump's header is written first as its own *stored* gzip member (a fixed length
+#    whatever its content) and rewritten in place once the dump has ended.
+# 2. **Verify and upload at the same time.** The upload of the archive starts as soon as it is
+#    written; meanwhile one read checks it end to end: its SHA-256 and MD5 (for the .sha256 sidecar
+#    and the remote check), and its decompressed content, which must be exactly the tar we meant
+#    (every gzip member's CRC-32 and length, the tar header checksums, the dump of the size we
+#    wrote, the manifest byte for byte). If the check fails, the upload is stopped and the remote
+#    copy deleted.
+# 3. **Publish.** Only after the check passed are the archive and its sidecars (.sha256,
+#    .manifest.json) renamed into the backup folder and ``latest.tar.gz`` moved with one rename, so
+#    it never points at a partial or unverified file; the sidecars are uploaded.
+# 4. **Remote check and retention, one listing.** One ``rclone lsjson --hash`` of the destination:
+#    the remote copy's size and MD5 must equal the local file's; the same listing gives the remote
+#    archives beyond ``keep_remote`` (deleted with their sidecars in one call); then local
+#    retention (never the archive latest points at).
+#
+# Returns sizes, checksums and seconds per phase; fails with one sentence when anything fails.
+
 import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import threading
 import time
 import zlib
+from types import SimpleNamespace
+from typing import NoReturn
+
+from ansible.module_utils.basic import AnsibleModule
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
+
+
+class BackupFailed(Exception):
+    """The backup failed; the message says where and why."""
 
 
 def gzip_member(data: bytes, level: int) -> bytes:
@@ -111,7 +307,7 @@ def find_igzip(choice: str) -> str | None:
         return None
     path = shutil.which("igzip")
     if path is None and choice == "igzip":
-        raise SystemExit("backup failed: archive_compressor is igzip but igzip is not installed on this host "
+        raise BackupFailed("backup failed: archive_compressor is igzip but igzip is not installed on this host "
                          "(Debian/Ubuntu package isal)")
     return path
 
@@ -177,7 +373,7 @@ def pack_stream(source, out, level: int, igzip: str | None, crc_on: bool) -> dic
                 pass
             err = proc.stderr.read().decode(errors="replace")
             if proc.wait() != 0:
-                raise SystemExit(f"backup failed: igzip exited with status {proc.returncode}: {tail(err)}")
+                raise BackupFailed(f"backup failed: igzip exited with status {proc.returncode}: {tail(err)}")
     if proc is not None:
         data_len = out.seek(0, os.SEEK_END) - start
     else:
@@ -185,18 +381,93 @@ def pack_stream(source, out, level: int, igzip: str | None, crc_on: bool) -> dic
     return {"size": size, "pad": pad, "sha256": dump_sha.hexdigest(), "crc": crc, "data_len": data_len}
 
 
+class Snapshot:
+    """A read-only transaction held open in psql with its snapshot exported: pg_dump dumps that snapshot
+    (--snapshot) and the table statistics are computed in it too, so the manifest's row counts and
+    checksums describe exactly the rows in the dump, whatever is written meanwhile."""
+
+    def __init__(self, args, owner: Owner):
+        self.proc = subprocess.Popen(psql_argv(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=owner.env, preexec_fn=owner.preexec(),
+                                     cwd="/")
+        self.proc.stdin.write("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n")
+        self.proc.stdin.flush()
+        self.id = self.proc.stdout.readline().strip()
+        if not self.id:
+            self.close()
+            raise BackupFailed(f"backup failed: psql could not export a snapshot: {tail(self.proc.stderr.read())}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("COMMIT;\n")
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            self.proc.wait()
+
+
+def psql_argv(args, database: str | None = None) -> list[str]:
+    return ["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-h", args.host, "-p", str(args.port),
+            "-U", args.user, "-d", database or args.db]
+
+
+class TableStats(threading.Thread):
+    """Every table's row count and content checksum (files/table_stats.sql), computed by PostgreSQL in
+    the snapshot pg_dump dumps, while it dumps."""
+
+    def __init__(self, args, owner: Owner, snapshot: str, sql: str):
+        super().__init__(daemon=True)
+        self.argv, self.owner = psql_argv(args), owner
+        self.script = (f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET TRANSACTION SNAPSHOT '{snapshot}';\n"
+                       f"{sql}\nCOMMIT;\n")
+        self.tables: dict = {}
+        self.error = ""
+
+    def run(self) -> None:
+        res = subprocess.run(self.argv, input=self.script, capture_output=True, text=True, env=self.owner.env,
+                             preexec_fn=self.owner.preexec(), cwd="/")
+        if res.returncode != 0:
+            self.error = tail(res.stderr)
+            return
+        for line in res.stdout.splitlines():
+            name, rows, checksum = line.split("\t")
+            self.tables[name] = {"rows": int(rows), "checksum": checksum}
+
+
 def write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool = False,
                   igzip: str | None = None) -> dict:
-    """pg_dump (custom format) packed into the archive in the work folder (pack_archive)."""
+    """pg_dump (custom format) packed into the archive in the work folder (pack_archive); with
+    --table-stats-sql, the manifest lists every table's rows and checksum in the dump's snapshot."""
+    snapshot = Snapshot(args, owner) if args.table_stats_sql else None
+    try:
+        return _write_archive(args, work, dump_name, owner, crc_on, igzip, snapshot)
+    finally:
+        if snapshot is not None:
+            snapshot.close()
+
+
+def _write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool, igzip: str | None,
+                   snapshot: Snapshot | None) -> dict:
     cmd = ["pg_dump", "-h", args.host, "-p", str(args.port), "-U", args.user, "-F", "c",
-           "-Z", str(args.dump_compression), args.db]
+           "-Z", str(args.dump_compression), *([f"--snapshot={snapshot.id}"] if snapshot else []), args.db]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, bufsize=0, env=owner.env, preexec_fn=owner.preexec(), cwd="/")
+    stats = None
+    if snapshot is not None:
+        stats = TableStats(args, owner, snapshot.id, args.table_stats_sql)
+        stats.start()
 
     def describe(size: int, sha256: str) -> dict:
         proc.stdout.close()
         code = proc.wait()
         if code != 0:
-            raise SystemExit(f"pg_dump failed with exit status {code}")
+            raise BackupFailed(f"pg_dump failed with exit status {code}")
+        extra = {}
+        if stats is not None:
+            stats.join()
+            if stats.error:
+                raise BackupFailed(f"backup failed: the table statistics: {stats.error}")
+            extra = {"tables": stats.tables}
         return {
             "database": args.db,
             "name": args.name,
@@ -207,6 +478,7 @@ def write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool = 
             "size": size,
             "sha256": sha256,
             "server_version": server_version(args, owner),
+            **extra,
         }
 
     big_pipe(proc.stdout)
@@ -241,7 +513,7 @@ def pack_archive(path: str, source, dump_name: str, describe, level: int = 1, ig
         tar_head = tar_header(dump_name, size, started)
         header = gzip_member(tar_head, 0)
         if len(header) != len(placeholder):
-            raise SystemExit("internal error: the tar header member changed length")
+            raise BackupFailed("internal error: the tar header member changed length")
         out.seek(0)
         out.write(header)
         out.flush()
@@ -277,15 +549,15 @@ def check_structure(path: str, dump_name: str, written: dict) -> dict:
             tail = zlib.decompressobj(31)
             tail_data = tail.decompress(rest)
         except (zlib.error, tarfile.TarError) as exc:
-            raise SystemExit(f"the archive does not verify: {exc}") from None
+            raise BackupFailed(f"the archive does not verify: {exc}") from None
         size = int(written["manifest"]["size"])
         if info.name != dump_name or info.size != size:
-            raise SystemExit(f"the archive does not verify: its first member is {info.name} of {info.size} bytes")
+            raise BackupFailed(f"the archive does not verify: its first member is {info.name} of {info.size} bytes")
         if struct.unpack("<II", trailer) != (lay["crc"], lay["isize"]):
-            raise SystemExit("the archive does not verify: the dump's gzip trailer (CRC-32, length) does not match "
+            raise BackupFailed("the archive does not verify: the dump's gzip trailer (CRC-32, length) does not match "
                              "what was written")
         if tail_data != lay["tail"] or not tail.eof or tail.unused_data:
-            raise SystemExit("the archive does not verify: the manifest member does not match what was written")
+            raise BackupFailed("the archive does not verify: the manifest member does not match what was written")
     finally:
         hasher.join()
     return {**sums, "archive_size": os.path.getsize(path)}
@@ -322,7 +594,7 @@ class Expected:
             if self.pos < head:
                 take = min(head - self.pos, len(data))
                 if data[:take] != self.head[self.pos:self.pos + take]:
-                    raise SystemExit("the archive does not verify: the dump's tar header differs from what was written")
+                    raise BackupFailed("the archive does not verify: the dump's tar header differs from what was written")
             elif self.pos < size:
                 take = min(size - self.pos, len(data))
                 self.sha.update(data[:take])
@@ -330,17 +602,17 @@ class Expected:
                 at = self.pos - size
                 take = len(data)
                 if data[:take] != self.after[at:at + take]:
-                    raise SystemExit("the archive does not verify: the manifest member or the end of the tar differs "
+                    raise BackupFailed("the archive does not verify: the manifest member or the end of the tar differs "
                                      "from what was written")
             self.pos += take
             data = data[take:]
 
     def finish(self, sha256: str) -> None:
         if self.pos != len(self.head) + self.size + len(self.after):
-            raise SystemExit(f"the archive does not verify: it holds {self.pos} bytes of tar, "
+            raise BackupFailed(f"the archive does not verify: it holds {self.pos} bytes of tar, "
                              f"{len(self.head) + self.size + len(self.after)} were written")
         if self.sha.hexdigest() != sha256:
-            raise SystemExit("the archive does not verify: the dump in it does not have the manifest's SHA-256")
+            raise BackupFailed("the archive does not verify: the dump in it does not have the manifest's SHA-256")
 
 
 def check_archive(path: str, written: dict, igzip: str | None = None) -> dict:
@@ -360,7 +632,7 @@ def check_archive(path: str, written: dict, igzip: str | None = None) -> dict:
         finally:
             _, err = test.communicate()
         if test.returncode != 0:
-            raise SystemExit(f"the archive does not verify: igzip -t: {tail(err.decode(errors='replace'))}")
+            raise BackupFailed(f"the archive does not verify: igzip -t: {tail(err.decode(errors='replace'))}")
         return checked
     lay, manifest = written["layout"], written["manifest"]
     expect = Expected(lay["tar_header"], int(manifest["size"]), b"\0" * lay["pad"] + lay["tail"])
@@ -384,17 +656,17 @@ def check_archive(path: str, written: dict, igzip: str | None = None) -> dict:
                             chunk = inflate.unused_data
                             inflate = None
                 if inflate is not None:
-                    raise SystemExit("the archive does not verify: the gzip stream is truncated")
+                    raise BackupFailed("the archive does not verify: the gzip stream is truncated")
         except zlib.error as exc:
-            raise SystemExit(f"the archive does not verify: {exc}") from None
+            raise BackupFailed(f"the archive does not verify: {exc}") from None
         expect.finish(manifest["sha256"])
     finally:
         hasher.join()
     return {**sums, "archive_size": os.path.getsize(path)}
 
 
-def fail(message: str) -> "NoReturn":
-    raise SystemExit(f"backup failed: {message}")
+def fail(message: str) -> NoReturn:
+    raise BackupFailed(f"backup failed: {message}")
 
 
 class Remote:
@@ -509,38 +781,12 @@ def local_retention(backup_dir: str, db: str, keep: int) -> list[str]:
     return deleted
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--host", default="localhost")
-    parser.add_argument("--port", default="5432")
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--backup-dir", required=True)
-    parser.add_argument("--name", default="", help="the archive's name without .tar.gz (default: DB-<UTC time>)")
-    parser.add_argument("--inventory-host", default="")
-    parser.add_argument("--level", type=int, default=1, help="gzip level of the archive (igzip: 0-3)")
-    parser.add_argument("--compressor", choices=("auto", "igzip", "zlib"), default="auto",
-                        help="auto: igzip when installed (package isal), else Python's zlib")
-    parser.add_argument("--dump-compression", type=int, default=0, help="pg_dump -Z inside the archive")
-    parser.add_argument("--owner", default="postgres", help="runs pg_dump and owns the backups")
-    parser.add_argument("--remote", default="", help="rclone destination (remote:bucket/prefix); empty: no upload")
-    parser.add_argument("--rclone-config", default="")
-    parser.add_argument("--upload-cutoff", default="5G",
-                        help="S3: archives up to this size go up in one PUT (server-side MD5); larger: multipart; "
-                             "empty: rclone's setting")
-    parser.add_argument("--recipient", action="append", default=[], help="age recipient of the uploaded copy")
-    parser.add_argument("--keep-local", type=int, default=0)
-    parser.add_argument("--keep-remote", type=int, default=0)
-    parser.add_argument("--verify", choices=("full", "structure"), default="full",
-                        help="full: inflate and walk the whole archive; structure: checksums and gzip/tar structure")
-    args = parser.parse_args()
-    if not args.name:  # named by the db host's clock, once
-        args.name = f"{args.db}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-
+def backup(args: SimpleNamespace) -> dict:
+    """The whole backup (see DOCUMENTATION); raises BackupFailed with one sentence."""
     os.umask(0o027)
     # stopped (ansible's timeout, a stopped run): clean up like any failure (pg_dump ends with its pipe)
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+        signal.signal(sig, stopped)
     t = {"start": time.monotonic()}
     owner = Owner(args.owner)
     backup_dir = args.backup_dir
@@ -572,7 +818,7 @@ def main() -> int:
                 checked = check_structure(written["path"], dump_name, written)
             else:
                 checked = check_archive(written["path"], written, igzip)
-        except SystemExit:
+        except BackupFailed:
             if upload is not None:
                 upload.stop()
                 subprocess.run([*remote.base, "deletefile", remote.dest + upload.uploaded], env=remote.env,
@@ -601,7 +847,7 @@ def main() -> int:
         fsync_path(backup_dir)
         t["publish"] = time.monotonic()
         result.update({"dump_size": written["manifest"]["size"], "dump_sha256": written["manifest"]["sha256"],
-                       **checked})
+                       "tables": len(written["manifest"].get("tables", {})), **checked})
         if remote is not None:
             # the sidecars go up beside the rest of the archive's upload
             sidecars = remote.popen("copy", backup_dir, remote.dest, "--files-from-raw", "-", stdin=subprocess.PIPE)
@@ -641,9 +887,67 @@ def main() -> int:
     # the upload ran beside the check (and the publishing): its own duration
     result["seconds"]["upload"] = round(upload.seconds, 2) if upload is not None else 0
     result["seconds"]["total"] = round(marks[-1][1] - t["start"], 2)
-    print(json.dumps(result))
-    return 0
+    return result
+
+
+def stopped(signum: int, frame: object) -> None:
+    raise BackupFailed(f"stopped by signal {signum}")
+
+
+def run_module() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            database=dict(type="str", required=True),
+            login_host=dict(type="str", default="localhost"),
+            port=dict(type="int", default=5432),
+            login_user=dict(type="str", required=True),
+            backup_dir=dict(type="path", required=True),
+            name=dict(type="str", default=""),
+            inventory_host=dict(type="str", default=""),
+            compressor=dict(type="str", choices=["auto", "igzip", "zlib"], default="auto"),
+            level=dict(type="int", default=1),
+            dump_compression=dict(type="int", default=0),
+            owner=dict(type="str", default="postgres"),
+            remote=dict(type="str", default=""),
+            rclone_config=dict(type="path", default=""),
+            upload_cutoff=dict(type="str", default="5G"),
+            recipients=dict(type="list", elements="str", default=[]),
+            keep_local=dict(type="int", default=0),
+            keep_remote=dict(type="int", default=0),
+            verify=dict(type="str", choices=["full", "structure"], default="full"),
+            table_stats_sql=dict(type="str", default=""),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    args = SimpleNamespace(
+        db=p["database"], host=p["login_host"], port=str(p["port"]), user=p["login_user"], backup_dir=p["backup_dir"],
+        name=p["name"], inventory_host=p["inventory_host"], compressor=p["compressor"], level=p["level"],
+        dump_compression=p["dump_compression"], owner=p["owner"], remote=p["remote"],
+        rclone_config=p["rclone_config"] or "", upload_cutoff=p["upload_cutoff"], recipient=p["recipients"],
+        keep_local=p["keep_local"], keep_remote=p["keep_remote"], verify=p["verify"],
+        table_stats_sql=p["table_stats_sql"])
+    if not args.name:  # named by the db host's clock, once
+        args.name = f"{args.db}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    try:
+        if module.check_mode:
+            owner = Owner(args.owner)
+            igzip = find_igzip(args.compressor)
+            version = server_version(args, owner)
+            module.exit_json(changed=True, archive=f"{args.name}.tar.gz", compressor="igzip" if igzip else "zlib",
+                             server_version=version)
+        result = backup(args)
+    except BackupFailed as exc:
+        module.fail_json(msg=str(exc) if str(exc).startswith("backup failed") else f"backup failed: {exc}")
+    except subprocess.CalledProcessError as exc:
+        module.fail_json(msg=f"backup failed: {exc.cmd[0]} exited with status {exc.returncode}: "
+                             f"{tail(exc.stderr or '')}")
+    module.exit_json(changed=True, **result)
+
+
+def main() -> None:
+    run_module()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

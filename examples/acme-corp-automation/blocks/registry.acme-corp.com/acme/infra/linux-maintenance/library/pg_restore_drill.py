@@ -1,0 +1,426 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# linux-maintenance block: the restore drill (restore-test action).
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pg_restore_drill
+short_description: Prove a backup archive restores, table by table
+description:
+  - Restores a linux-maintenance backup archive (C(<db>-<time>.tar.gz)) into a scratch database on this
+    host, compares every table's row count and content checksum with the manifest the backup wrote in
+    the dump's own snapshot, and drops the scratch database again, whatever happened.
+  - Checks first that the archive matches its C(.sha256) sidecar, then that the dump inside it matches the
+    manifest's SHA-256; a truncated or corrupt archive fails while it is unpacked.
+  - The scratch database is named C(drill_<db>_<UTC time>_<random>) and created by this module; only a
+    database this module created is ever dropped.
+  - Records the result (pass or fail, archive, duration, every table) as JSON in O(record_dir) (C(last.json),
+    C(last-pass.json) when it passed, one line per drill in C(history.jsonl); RV(report) included) and, when O(metrics_file) is
+    set, as a Prometheus textfile for node_exporter's textfile collector.
+  - The module itself does not fail when the drill fails; it returns RV(passed) and RV(differences), so
+    the play can print the table before it fails.
+options:
+  archive:
+    description: The archive to restore (a path; C(latest.tar.gz) may be a symbolic link).
+    type: path
+    required: true
+  database:
+    description: The database the archive was taken of (names the scratch database and the metrics).
+    type: str
+    required: true
+  host:
+    description: Where PostgreSQL listens on this host (a socket directory or an address); empty for the default socket.
+    type: str
+    default: ""
+  port:
+    description: The PostgreSQL port on this host.
+    type: int
+    default: 5432
+  os_user:
+    description: The operating system user the PostgreSQL tools run as (a superuser through the local socket).
+    type: str
+    default: postgres
+  jobs:
+    description: C(pg_restore -j) connections.
+    type: int
+    default: 2
+  table_stats_sql:
+    description:
+      - The SQL that lists every table's rows and checksum (the block's C(files/table_stats.sql)); the same
+        SQL the backup ran for the manifest.
+    type: str
+    required: true
+  record_dir:
+    description: Where the drill records go (created when missing).
+    type: path
+    required: true
+  metrics_file:
+    description: Prometheus textfile written after the drill; empty for none.
+    type: path
+    default: ""
+  work_dir:
+    description: Where the dump is unpacked for pg_restore (a private folder is made inside); default the archive's folder.
+    type: path
+notes:
+  - Check mode verifies the archive's checksum and manifest and reports the scratch database it would use;
+    it restores nothing and records nothing.
+author: linux-maintenance block
+"""
+
+EXAMPLES = r"""
+- name: Restore the latest backup into a scratch database and compare it with its manifest
+  pg_restore_drill:
+    archive: /var/backups/acme-db/latest.tar.gz
+    database: acme_app
+    port: 5432
+    table_stats_sql: "{{ lookup('ansible.builtin.file', 'table_stats.sql') }}"
+    record_dir: /var/backups/acme-db/drills
+    metrics_file: /var/lib/prometheus/node-exporter/linux_maintenance_drill.prom
+  register: drill
+
+- name: Fail when the drill found a difference
+  ansible.builtin.fail:
+    msg: "{{ drill.differences | join('; ') }}"
+  when: not drill.passed
+"""
+
+RETURN = r"""
+passed:
+  description: Whether the archive restored and every table matched the manifest.
+  returned: always
+  type: bool
+archive:
+  description: The archive's file name (a link resolved).
+  returned: always
+  type: str
+  sample: acme_app-20261206T020000Z.tar.gz
+scratch_database:
+  description: The scratch database the archive was restored into (dropped again).
+  returned: always
+  type: str
+  sample: drill_acme_app_20261206T030000_3fa9c2d1
+duration_seconds:
+  description: Seconds from start to the scratch database dropped.
+  returned: always
+  type: float
+tables:
+  description: One entry per table of the manifest or the restore.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"table": "public.items", "manifest_rows": 50, "restored_rows": 50, "checksum": "same", "result": "ok"}]
+differences:
+  description: What differs, one sentence each (empty when the drill passed).
+  returned: always
+  type: list
+  elements: str
+report:
+  description: The table as lines of text, for a debug task.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+CHUNK = 1 << 20
+
+
+class DrillFailed(Exception):
+    """A step of the drill failed; the message names what differs."""
+
+
+def tail(text: str) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return " / ".join(lines[-2:])[-400:] or "no output"
+
+
+def scratch_name(database: str, now: float) -> str:
+    """drill_<db>_<UTC time>_<8 random hex digits>, within PostgreSQL's 63 bytes: the time and the random
+    part make a collision with another drill or a real database practically impossible, and CREATE
+    DATABASE fails rather than reuse a name that exists."""
+    suffix = "_" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "_" + secrets.token_hex(4)
+    base = "".join(c if c.isalnum() or c == "_" else "_" for c in database.lower())
+    return "drill_" + base[: 63 - len("drill_") - len(suffix)] + suffix
+
+
+def compare(manifest: dict, restored: dict) -> tuple[list[dict], list[str]]:
+    """Table by table: rows and checksum in the manifest against the restored database."""
+    rows, differences = [], []
+    for name in sorted(set(manifest) | set(restored)):
+        want, got = manifest.get(name), restored.get(name)
+        entry = {"table": name, "manifest_rows": want["rows"] if want else None,
+                 "restored_rows": got["rows"] if got else None, "checksum": "", "result": "ok"}
+        if want is None:
+            entry.update(checksum="-", result="not in the manifest")
+            differences.append(f"table {name} is in the restore but not in the manifest")
+        elif got is None:
+            entry.update(checksum="-", result="missing")
+            differences.append(f"table {name} ({want['rows']} rows in the manifest) is missing from the restore")
+        else:
+            same = want["checksum"] == got["checksum"]
+            entry["checksum"] = "same" if same else "differs"
+            if want["rows"] != got["rows"]:
+                entry["result"] = "rows differ"
+                differences.append(f"table {name}: {got['rows']} rows restored, {want['rows']} in the manifest")
+            elif not same:
+                entry["result"] = "content differs"
+                differences.append(f"table {name}: same row count ({got['rows']}) but its content checksum differs "
+                                   f"({got['checksum']}, manifest {want['checksum']})")
+        rows.append(entry)
+    return rows, differences
+
+
+def render(result: dict) -> list[str]:
+    head = (f"restore drill of {result['archive'] or '?'} into {result['scratch_database']}: "
+            f"{'PASS' if result['passed'] else 'FAIL'} ({result['duration_seconds']:.1f} s)")
+    table = [("table", "rows (manifest)", "rows (restored)", "checksum", "result")]
+    for t in result["tables"]:
+        table.append((t["table"], "-" if t["manifest_rows"] is None else str(t["manifest_rows"]),
+                      "-" if t["restored_rows"] is None else str(t["restored_rows"]), t["checksum"], t["result"]))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = [head]
+    if result["tables"]:
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines += [f"differs: {d}" for d in result["differences"]]
+    return lines
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Drill:
+    def __init__(self, module: AnsibleModule):
+        import pwd
+
+        self.module = module
+        p = module.params
+        self.p = p
+        entry = pwd.getpwnam(p["os_user"])
+        self.uid, self.gid = entry.pw_uid, entry.pw_gid
+        self.env = {**os.environ, "HOME": entry.pw_dir, "USER": p["os_user"], "LOGNAME": p["os_user"],
+                    "PGPORT": str(p["port"])}
+        self.env.pop("PGHOST", None)
+        if p["host"]:
+            self.env["PGHOST"] = p["host"]
+        self.env.pop("PGDATABASE", None)
+
+    def _drop_privileges(self):
+        if os.geteuid() != 0 or os.geteuid() == self.uid:
+            return None
+
+        def drop():
+            os.setgroups([])
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+        return drop
+
+    def pg(self, argv: list[str], what: str, input: str | None = None) -> str:
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, env=self.env, cwd="/",
+                             preexec_fn=self._drop_privileges())
+        if res.returncode != 0:
+            raise DrillFailed(f"{what}: {tail(res.stderr)}")
+        return res.stdout
+
+    def table_stats(self, database: str) -> dict:
+        out = self.pg(["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", database],
+                      "the table statistics of the restore",
+                      input=f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n{self.p['table_stats_sql']}\nCOMMIT;\n")
+        stats = {}
+        for line in out.splitlines():
+            name, rows, checksum = line.split("\t")
+            stats[name] = {"rows": int(rows), "checksum": checksum}
+        return stats
+
+    def check_sidecar(self, real: str) -> None:
+        try:
+            with open(real + ".sha256") as f:
+                recorded = (f.read().split() or [""])[0]
+        except FileNotFoundError:
+            raise DrillFailed(f"archive {os.path.basename(real)}: no .sha256 beside it") from None
+        actual = sha256_file(real)
+        if actual != recorded:
+            raise DrillFailed(f"archive {os.path.basename(real)}: sha256 is {actual}, its .sha256 records {recorded} "
+                              "(changed or damaged after the backup)")
+
+    def unpack(self, real: str, work: str) -> tuple[dict, str]:
+        """The dump into `work` (hashed on the way) and the manifest from inside the archive. A truncated
+        or corrupt gzip or tar stream fails here, naming the archive."""
+        name = os.path.basename(real)
+        igzip = shutil.which("igzip")
+        inflate = subprocess.Popen([igzip or "gzip", "-dc", real], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   cwd="/")
+        manifest, dump_path, dump_sha, dump_size = None, "", "", 0
+        try:
+            try:
+                with tarfile.open(fileobj=inflate.stdout, mode="r|") as tar:
+                    for member in tar:
+                        if member.name == "manifest.json":
+                            manifest = json.loads(tar.extractfile(member).read())
+                        elif member.isfile() and "/" not in member.name and member.name.endswith(".dump"):
+                            src = tar.extractfile(member)
+                            dump_path = os.path.join(work, member.name)
+                            h = hashlib.sha256()
+                            with open(dump_path, "xb") as out:
+                                while chunk := src.read(CHUNK):
+                                    h.update(chunk)
+                                    out.write(chunk)
+                            if os.geteuid() == 0:  # pg_restore runs as the postgres user
+                                os.chown(dump_path, self.uid, self.gid)
+                            dump_sha, dump_size = h.hexdigest(), os.path.getsize(dump_path)
+            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                raise DrillFailed(f"archive {name}: its tar stream is truncated or corrupt ({exc})") from None
+        finally:
+            inflate.stdout.close()
+            err = inflate.stderr.read().decode(errors="replace")
+            code = inflate.wait()
+        if code != 0:
+            raise DrillFailed(f"archive {name}: its gzip stream is truncated or corrupt ({tail(err)})")
+        if manifest is None:
+            raise DrillFailed(f"archive {name}: no manifest.json inside (truncated?)")
+        if not dump_path:
+            raise DrillFailed(f"archive {name}: no dump inside")
+        if dump_sha != manifest.get("sha256") or dump_size != int(manifest.get("size", -1)):
+            raise DrillFailed(f"archive {name}: the dump inside has sha256 {dump_sha} ({dump_size} bytes), "
+                              f"the manifest records {manifest.get('sha256')} ({manifest.get('size')} bytes)")
+        if "tables" not in manifest:
+            raise DrillFailed(f"archive {name}: its manifest lists no tables (taken before the block recorded "
+                              "them): run the backup action, then the drill")
+        return manifest, dump_path
+
+
+def record(p: dict, result: dict) -> None:
+    os.makedirs(p["record_dir"], mode=0o750, exist_ok=True)
+
+    def write(path: str, text: str, mode: int) -> None:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".drill-")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+    text = json.dumps(result, indent=2) + "\n"
+    write(os.path.join(p["record_dir"], "last.json"), text, 0o640)
+    if result["passed"]:
+        write(os.path.join(p["record_dir"], "last-pass.json"), text, 0o640)
+    with open(os.path.join(p["record_dir"], "history.jsonl"), "a") as f:
+        f.write(json.dumps({k: result[k] for k in ("archive", "passed", "started", "finished_epoch",
+                                                    "duration_seconds", "differences")}) + "\n")
+    if p["metrics_file"]:
+        last_pass = result["finished_epoch"] if result["passed"] else 0.0
+        if not result["passed"]:
+            try:
+                with open(os.path.join(p["record_dir"], "last-pass.json")) as f:
+                    last_pass = float(json.load(f)["finished_epoch"])
+            except (OSError, ValueError, KeyError):
+                pass
+        label = '{database="%s"}' % p["database"].replace("\\", "\\\\").replace('"', '\\"')
+        metrics = [
+            ("last_run_timestamp_seconds", "Unix time the last restore drill ended.", result["finished_epoch"]),
+            ("last_success_timestamp_seconds", "Unix time the last passing restore drill ended (0: never).", last_pass),
+            ("last_passed", "1 when the last restore drill passed, else 0.", 1 if result["passed"] else 0),
+            ("last_duration_seconds", "Duration of the last restore drill.", result["duration_seconds"]),
+            ("last_tables", "Tables compared by the last restore drill.", len(result["tables"])),
+        ]
+        lines = []
+        for name, help_text, value in metrics:
+            metric = f"linux_maintenance_restore_drill_{name}"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", f"{metric}{label} {value}"]
+        os.makedirs(os.path.dirname(p["metrics_file"]), mode=0o755, exist_ok=True)
+        write(p["metrics_file"], "\n".join(lines) + "\n", 0o644)
+
+
+def stopped(signum: int, frame: object) -> None:
+    raise DrillFailed(f"stopped by signal {signum}")
+
+
+def run_module() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            archive=dict(type="path", required=True),
+            database=dict(type="str", required=True),
+            host=dict(type="str", default=""),
+            port=dict(type="int", default=5432),
+            os_user=dict(type="str", default="postgres"),
+            jobs=dict(type="int", default=2),
+            table_stats_sql=dict(type="str", required=True),
+            record_dir=dict(type="path", required=True),
+            metrics_file=dict(type="path", default=""),
+            work_dir=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    # a stopped run (ansible's timeout, a stopped workflow) still drops the scratch database
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, stopped)
+    started = time.time()
+    drill = Drill(module)
+    scratch = scratch_name(p["database"], started)
+    real = os.path.realpath(p["archive"])
+    result = {"archive": os.path.basename(real), "archive_path": real, "database": p["database"],
+              "scratch_database": scratch, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+              "passed": False, "tables": [], "differences": []}
+    created = False
+    work = ""
+    try:
+        if not os.path.isfile(real):
+            raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
+        drill.check_sidecar(real)
+        work = tempfile.mkdtemp(prefix=".drill-", dir=p["work_dir"] or os.path.dirname(real))
+        if os.geteuid() == 0:
+            os.chown(work, drill.uid, drill.gid)
+        manifest, dump = drill.unpack(real, work)
+        result["manifest_created"] = manifest.get("created")
+        if not module.check_mode:
+            drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
+            created = True
+            drill.pg(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", scratch, dump],
+                     f"pg_restore of {result['archive']} into {scratch}")
+            tables, differences = compare(manifest["tables"], drill.table_stats(scratch))
+            result.update(tables=tables, differences=differences)
+    except DrillFailed as exc:
+        result["differences"].append(str(exc))
+    finally:
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
+        if created:
+            try:
+                drill.pg(["dropdb", "--if-exists", "--force", scratch], f"dropdb {scratch}")
+            except DrillFailed as exc:
+                result["differences"].append(f"{exc} (drop it by hand)")
+    finished = time.time()
+    result.update(passed=not result["differences"], finished_epoch=round(finished, 3),
+                  duration_seconds=round(finished - started, 2))
+    if module.check_mode:
+        result["report"] = [f"check mode: {result['archive']} verifies against its .sha256 and manifest; would restore "
+                            f"it into {scratch}" if result["passed"] else f"check mode: {'; '.join(result['differences'])}"]
+        module.exit_json(changed=False, **result)
+    result["report"] = render(result)
+    record(p, result)
+    module.exit_json(changed=True, **result)
+
+
+def main() -> None:
+    run_module()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The linux-maintenance block's PostgreSQL modules against a real PostgreSQL (initdb + pg_ctl on a
+free port, its socket in a private folder, stopped by PID): pg_archive writes an archive whose
+manifest lists every table, pg_restore_drill restores it into a scratch database and passes, and
+fails on a damaged archive; neither leaves a scratch database or a work folder behind. Each module
+runs as Ansible runs it: its own Python process, arguments in a JSON file, one JSON result on stdout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BLOCK = ROOT / "examples/acme-corp-automation/blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
+STATS_SQL = (BLOCK / "files" / "table_stats.sql").read_text()
+
+
+def pg_bindir() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pg():
+    bindir = pg_bindir()
+    if bindir is None or os.geteuid() != 0:
+        pytest.skip("needs PostgreSQL's server binaries and root (the modules run as root, PostgreSQL as postgres)")
+    postgres = pwd.getpwnam("postgres")
+    base = Path(tempfile.mkdtemp(prefix="polycrate-pgmod-"))
+    os.chmod(base, 0o755)  # the postgres user reads dumps under it
+    data, sock = base / "data", base / "run"
+    sock.mkdir()
+    os.chown(sock, postgres.pw_uid, postgres.pw_gid)
+    port = free_port()
+
+    def as_postgres(*argv: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, **kw)
+
+    os.mkdir(data)
+    os.chown(data, postgres.pw_uid, postgres.pw_gid)
+    res = as_postgres(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    assert res.returncode == 0, res.stderr
+    log = sock / "postgresql.log"  # a folder the postgres user may write to
+    res = as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
+                      f"-p {port} -k {sock} -c listen_addresses=''", "start")
+    assert res.returncode == 0, res.stderr + (log.read_text() if log.exists() else "")
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+
+    def psql(sql: str, db: str = "acme_app") -> str:
+        res = as_postgres("psql", "-X", "-h", str(sock), "-p", str(port), "-d", db, "-v", "ON_ERROR_STOP=1",
+                          "-tAc", sql)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    psql("CREATE DATABASE acme_app", db="postgres")
+    psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
+    psql("INSERT INTO items SELECT g, 'row-' || g FROM generate_series(1, 120) g")
+    psql('CREATE SCHEMA "Odd Schema"; CREATE TABLE "Odd Schema"."T" (r int, t timestamptz, f float8)')
+    psql("""INSERT INTO "Odd Schema"."T" SELECT g, 'epoch'::timestamptz + g * interval '1 day', g / 7.0
+            FROM generate_series(1, 30) g""")
+    try:
+        yield {"base": base, "sock": str(sock), "port": port, "psql": psql}
+    finally:
+        os.kill(pid, signal.SIGINT)  # fast shutdown of the postmaster we started
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run_module(name: str, args: dict, tmp: Path, check_mode: bool = False) -> dict:
+    """The module as Ansible runs it: python3 <module> <args.json> (ANSIBLE_MODULE_ARGS)."""
+    path = tmp / f"{name}-args.json"
+    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
+    res = subprocess.run([sys.executable, str(BLOCK / "library" / f"{name}.py"), str(path)], capture_output=True,
+                         text=True, timeout=300)
+    out = res.stdout.strip().splitlines()
+    assert out, res.stderr
+    return json.loads(out[-1])
+
+
+def backup(pg, backup_dir: Path, tmp: Path, **extra) -> dict:
+    return run_module("pg_archive", {"database": "acme_app", "login_host": pg["sock"], "port": pg["port"],
+                                     "login_user": "postgres", "backup_dir": str(backup_dir), "keep_local": 3,
+                                     "table_stats_sql": STATS_SQL, **extra}, tmp)
+
+
+def drill(pg, archive: Path, tmp: Path, check_mode: bool = False) -> dict:
+    return run_module("pg_restore_drill", {"archive": str(archive), "database": "acme_app", "host": pg["sock"],
+                                           "port": pg["port"], "table_stats_sql": STATS_SQL,
+                                           "record_dir": str(archive.parent / "drills"), "metrics_file": ""},
+                      tmp, check_mode)
+
+
+def scratch(pg) -> list[str]:
+    return pg["psql"]("SELECT datname FROM pg_database WHERE datname LIKE 'drill\\_%'", db="postgres").split()
+
+
+def test_backup_then_drill_passes_table_by_table(pg, tmp_path):
+    backup_dir = pg["base"] / "backups"
+    result = backup(pg, backup_dir, tmp_path)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True and result["tables"] == 2
+    assert (backup_dir / result["archive"]).is_file()
+    assert os.readlink(backup_dir / "latest.tar.gz") == result["archive"]
+    manifest = json.loads((backup_dir / (result["archive"] + ".manifest.json")).read_text())
+    assert manifest["tables"]["public.items"]["rows"] == 120
+    assert manifest["tables"]['"Odd Schema"."T"']["rows"] == 30
+    assert not [p for p in backup_dir.iterdir() if p.name.startswith(".work-")]
+
+    passed = drill(pg, backup_dir / "latest.tar.gz", tmp_path)
+    assert passed["passed"] is True, passed["differences"]
+    assert passed["archive"] == result["archive"]
+    assert [(t["table"], t["restored_rows"], t["result"]) for t in passed["tables"]] == [
+        ('"Odd Schema"."T"', 30, "ok"), ("public.items", 120, "ok")]
+    assert passed["report"][0].startswith(f"restore drill of {result['archive']} into drill_acme_app_")
+    assert scratch(pg) == []
+    assert not [p for p in backup_dir.iterdir() if p.name.startswith(".drill-")]
+    assert json.loads((backup_dir / "drills" / "last-pass.json").read_text())["archive"] == result["archive"]
+
+
+def test_check_modes_write_nothing(pg, tmp_path):
+    backup_dir = pg["base"] / "check"
+    result = run_module("pg_archive", {"database": "acme_app", "login_host": pg["sock"], "port": pg["port"],
+                                       "login_user": "postgres", "backup_dir": str(backup_dir)}, tmp_path,
+                        check_mode=True)
+    assert result["changed"] is True and result["archive"].startswith("acme_app-")
+    assert result["server_version"].split(".")[0].isdigit()
+    assert not backup_dir.exists()
+    real = backup(pg, backup_dir, tmp_path)
+    checked = drill(pg, backup_dir / real["archive"], tmp_path, check_mode=True)
+    assert checked["changed"] is False and checked["passed"] is True
+    assert "would restore it into drill_acme_app_" in checked["report"][0]
+    assert not (backup_dir / "drills").exists() and scratch(pg) == []
+
+
+def test_a_failed_backup_says_why_and_leaves_latest_alone(pg, tmp_path):
+    backup_dir = pg["base"] / "failing"
+    good = backup(pg, backup_dir, tmp_path)
+    bad = run_module("pg_archive", {"database": "no_such_db", "login_host": pg["sock"], "port": pg["port"],
+                                    "login_user": "postgres", "backup_dir": str(backup_dir),
+                                    "table_stats_sql": STATS_SQL}, tmp_path)
+    assert bad["failed"] is True and bad["msg"].startswith("backup failed")
+    assert "no_such_db" in bad["msg"]
+    assert os.readlink(backup_dir / "latest.tar.gz") == good["archive"]
+    assert not [p for p in backup_dir.iterdir() if p.name.startswith(".work-")]
+
+
+def test_drill_of_a_damaged_archive_fails_and_drops_nothing_it_did_not_create(pg, tmp_path):
+    backup_dir = pg["base"] / "damaged"
+    result = backup(pg, backup_dir, tmp_path)
+    archive = backup_dir / result["archive"]
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    archive.write_bytes(bytes(data))
+    failed = drill(pg, archive, tmp_path)
+    assert failed["passed"] is False
+    assert failed["differences"][0].startswith(f"archive {result['archive']}: sha256 is ")
+    # written damaged (checksum taken after the damage): inflating it fails
+    import hashlib
+
+    (backup_dir / (result["archive"] + ".sha256")).write_text(
+        f"{hashlib.sha256(bytes(data)).hexdigest()}  {result['archive']}\n")
+    failed = drill(pg, archive, tmp_path)
+    assert failed["passed"] is False and "truncated or corrupt" in failed["differences"][0], failed["differences"]
+    assert scratch(pg) == []
+    assert pg["psql"]("SELECT count(*) FROM items") == "120"  # the real database untouched

@@ -1,0 +1,46 @@
+"""`polycrate serve` with a backend: it reads runs from PostgreSQL (the same documents as the CLI), and a
+launch from the web is recorded there, never in the workspace's SQLite store."""
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.helpers import run_cli, validate_document
+from tests.server_fixtures import make_workspace, seed_runs, start_server, wait_for
+
+pytestmark = pytest.mark.team
+
+
+def test_serve_reads_and_launches_through_the_backend(team_env, tmp_path, monkeypatch):
+    for key, value in team_env.items():  # the server, its launches and the CLI below: all this host's setting
+        monkeypatch.setenv(key, value)
+    ops = make_workspace(tmp_path / "ops", "ops")
+    seed_runs(ops)
+    assert not (ops / ".polycrate" / "runs.db").exists()
+    server = start_server(tmp_path, [ops])
+    try:
+        api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.tokens['operator']}"},
+                           timeout=30)
+        served = validate_document(api.get("/api/v1/runs", params={"workspace": "ops"}).json(), "runs")
+        cli = json.loads(run_cli("-w", str(ops), "runs", "list", "-o", "json").stdout)
+        assert [r["name"] for r in served["runs"]] == ["nightly", "green"] and served == cli
+
+        launched = api.post("/api/v1/workspaces/ops/workflows/green/runs", json={})
+        assert launched.status_code == 202, launched.text
+        run_id = launched.json()["run_id"]
+        def finished() -> dict | None:
+            doc = api.get(f"/api/v1/runs/{run_id}").json()
+            return doc if doc["status"] != "running" else None
+
+        run = wait_for(finished, what="the launched run to finish")
+        assert run["status"] == "succeeded" and run["user"] == "web:token:operator-token"
+        shown = json.loads(run_cli("-w", str(ops), "runs", "show", run_id, "-o", "json").stdout)
+        assert shown == run
+        log = api.get(f"/api/v1/runs/{run_id}/log").json()
+        assert log["steps"][0]["log"] and log == json.loads(
+            run_cli("-w", str(ops), "runs", "logs", run_id, "-o", "json").stdout)
+        assert not (ops / ".polycrate" / "runs.db").exists()
+    finally:
+        server.stop()
