@@ -74,7 +74,7 @@ actions:
   - name: ok
     script:
       - echo "hello from $POLYCRATE_STEP"
-      - echo "the token is $(grep -o 's3cr3t[^"]*' "$POLYCRATE_WORKSPACE_SNAPSHOT_YAML" | head -1)"
+      - echo "the token is $(grep -o 's3cr3''t-[^"]*' "$POLYCRATE_WORKSPACE_SNAPSHOT_YAML" | head -1)"
   - name: disk
     playbook: disk.yml
   - name: echo

@@ -862,13 +862,11 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if kind.startswith(b"multipart/"):
-            return await _plain(send, 415, "no file uploads here: send JSON or a form (urlencoded)")
         declared = headers.get(b"content-length", b"")
         if declared and (not declared.isdigit() or int(declared) > self.limit):
             return await _plain(send, 413, f"the request body is larger than {self.limit} bytes")
         chunks, size = [], 0
-        while True:
+        while True:  # read (in memory, at most the limit) before answering: an unread body makes the close a reset
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
@@ -879,6 +877,8 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if kind.startswith(b"multipart/"):  # never parsed: Starlette would spool its files to disk
+            return await _plain(send, 415, "no file uploads here: send JSON or a form (urlencoded)")
         body, sent = b"".join(chunks), False
 
         async def replay():

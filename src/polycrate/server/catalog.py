@@ -221,7 +221,7 @@ class Catalog:
         with self.store(entry) as store:
             for step in run.steps:
                 data, size, skipped = b"", 0, 0
-                path = store._log_file(run.id, step.position) if hasattr(store, "_log_file") else None  # noqa: SLF001
+                path = store._log_file(run.id, step.position) if hasattr(store, "_log_file") else None
                 if path is not None:  # a file: read its tail only
                     try:
                         with open(path, "rb") as handle:
