@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,8 +166,26 @@ def _spawn(argv: list[str], env_extra: dict[str, str] | None = None) -> subproce
     env = dict(os.environ)
     env.pop("POLYCRATE_WORKFLOW", None)
     env.update(env_extra or {})
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            text=True)
+    # stderr to an unlinked temporary file, not a pipe: nobody reads a pipe while the server runs, and a
+    # server that logs (uvicorn warns of each malformed request) would block on a full one
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env, text=True)
+    proc.stderr = _Rewound(log)  # type: ignore[assignment]  # wait_for_port reads it if the server exits early
+    return proc
+
+
+class _Rewound:
+    """The server's stderr file, read from its start."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def read(self) -> str:
+        self.handle.seek(0)
+        return self.handle.read()
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def start_server(tmp: Path, workspaces: list[Path], *, extra_args: tuple[str, ...] = (),
