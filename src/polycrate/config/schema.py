@@ -25,6 +25,7 @@ from typing import Any
 
 from polycrate.errors import ConfigError
 from polycrate.config.declarations import allowed_keys, declared_keys
+from polycrate.config.launch_params import parse_declaration
 from polycrate.config.model import (
     ENGINES,
     RUNTIMES,
@@ -549,6 +550,7 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         labels=parse_labels(mapping.get("labels"), f"workflow '{name}': ", path, _line(mapping, "labels")),
         alias=tuple(mapping.get("alias") or ()),
         allow_failure=bool(mapping.get("allow_failure")),
+        launch=parse_declaration(mapping.get("launch"), name, path, _line(mapping, "launch")),
     )
 
 
