@@ -234,7 +234,7 @@ def block(ws: Any, b: Any, lock: Mapping[str, Any] | None = None) -> dict:
         "labels": dict(b.labels),
         "description": b.definition.description or None,
         "from": b.source,
-        "origin": f"{ref.path}:{b.version}" if pinned else "local",
+        "origin": f"{ref.path}:{b.version}" if pinned and ref else "local",
         "digest": pinned.digest if pinned else None,
         "inherits": b.definition.parent,
         "path": str(b.folder.relative_to(ws.root)),

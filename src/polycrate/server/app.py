@@ -927,6 +927,5 @@ def create_app(settings: Settings):
     app.router.redirect_slashes = False  # SlashRedirect does it without echoing Host
     app.state.web = web
     allowed = settings.allowed_hosts or LOOPBACK_NAMES
-    inner = SecurityHeaders(SlashRedirect(BodyLimit(app, settings.body_limit)), settings.tls)
-    inner = TrustedHosts(inner, tuple(allowed))
+    inner = TrustedHosts(SecurityHeaders(SlashRedirect(BodyLimit(app, settings.body_limit)), settings.tls), tuple(allowed))
     return ProxyClient(inner, settings.proxies) if settings.behind_proxy else inner

@@ -22,7 +22,8 @@ from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import LogPiece, RunRecord, RunStore, StepRecord, open_store
 from polycrate.runtime.ansible_options import redacted_extra_vars
 from polycrate.states import RunKind, RunState
-from polycrate.config.workspace import WORKSPACE_FILE, load_workspace
+from polycrate.config.schema import WORKSPACE_FILE
+from polycrate.config.workspace import load_workspace
 
 RUN_STATES = tuple(s.value for s in RunState)
 _RUN_REF = re.compile(r"^(?:latest(?:~[0-9]{1,9})?|[0-9a-f-]{1,64})$")
@@ -57,8 +58,7 @@ def find_workspaces(sources: list[Path]) -> list[Path]:
             roots.append(source)
         elif source.is_dir():
             roots.extend(sorted(p for p in source.iterdir() if (p / WORKSPACE_FILE).is_file()))
-    seen: set[Path] = set()
-    return [r for r in roots if not (r in seen or seen.add(r))]
+    return list(dict.fromkeys(roots))  # each once, in order
 
 
 def check_sources(sources: list[Path]) -> None:
@@ -70,8 +70,8 @@ def check_sources(sources: list[Path]) -> None:
             "no workspace to serve: give -w with a workspace folder (holding workspace.poly) or a folder of them")
 
 
-def _stamp(root: Path) -> tuple:
-    stamp = []
+def _stamp(root: Path) -> tuple[int | None, ...]:
+    stamp: list[int | None] = []
     for name in (WORKSPACE_FILE, "inventory.yml", "blocks.lock", "blocks"):
         try:
             stamp.append((root / name).stat().st_mtime_ns)
@@ -333,7 +333,7 @@ class Catalog:
 
     def schedules(self, now: float | None = None, who: Any = None) -> list[dict]:
         now_dt = datetime.fromtimestamp(now or time.time(), UTC)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for entry in self.entries(who):
             schedules, error = self.schedules_of(entry)
             if error:

@@ -241,10 +241,10 @@ def parse_launch(body: Any) -> tuple[LaunchOptions, bool]:
 
 def prompts_of(ws, workflow, step: str | None = None) -> list[dict]:
     """Every prompt the run would ask, by the engine's own rule (the workflow's, then each planned step's)."""
-    from polycrate.run import engine
+    from polycrate.run.plan import plan_prompts, plan_workflow
 
-    planned = engine.plan_workflow(ws, workflow, step)
-    return [{"who": p.asker, "message": p.message} for p in engine.plan_prompts(ws, workflow, planned, set())]
+    planned = plan_workflow(ws, workflow, step)
+    return [{"who": p.asker, "message": p.message} for p in plan_prompts(ws, workflow, planned, set())]
 
 
 def apply_declaration(options: LaunchOptions, declaration: Any, workflow: str, *, admin: bool) -> LaunchOptions:
