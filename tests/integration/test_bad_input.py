@@ -71,10 +71,12 @@ def test_missing_playbook(ws):
     assert_one_line_error(run_cli("workspace", "validate", cwd=ws), "playbook 'go.yml' not found")
 
 
-@pytest.mark.parametrize("bad", ["bad name", "-dash", "x/y", "ä", ""])
-def test_invalid_names(ws, bad):
+@pytest.mark.parametrize("bad, said", [("bad name", "invalid action name"), ("-dash", "invalid action name"),
+                                       ("x/y", "invalid action name"), ("ä", "invalid action name"),
+                                       ("", "the action has no name")])
+def test_invalid_names(ws, bad, said):
     write(ws / "blocks/b/block.poly", GOOD_BLOCK.replace("name: go", f"name: '{bad}'"))
-    assert_one_line_error(run_cli("workflows", "list", cwd=ws), "blocks/b/block.poly:4", "invalid action name")
+    assert_one_line_error(run_cli("workflows", "list", cwd=ws), "blocks/b/block.poly:4", said)
 
 
 def test_from_matching_no_installed_block(ws):
