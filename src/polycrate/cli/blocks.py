@@ -89,7 +89,7 @@ def _describe(ws, block, lock=None) -> dict:
         "labels": dict(block.labels),
         "description": block.definition.description or None,
         "from": block.source,
-        "origin": f"{ref.path}:{block.version}" if pinned else "local",
+        "origin": f"{ref.path}:{block.version}" if ref and pinned else "local",
         "digest": pinned.digest if pinned else None,
         "inherits": block.definition.parent,
         "path": str(block.folder.relative_to(ws.root)),
