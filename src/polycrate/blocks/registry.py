@@ -239,7 +239,7 @@ class RegistryClient:
         class _Registry(oras.provider.Registry):
             # oras retries every failure five times with growing sleeps (minutes in all): we want one
             # clear error at once, so use the undecorated request function.
-            do_request = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
+            do_request = oras.provider.Registry.do_request.__wrapped__
 
         session = _Session()
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))

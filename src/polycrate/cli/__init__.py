@@ -90,7 +90,7 @@ class _Parser(argparse.ArgumentParser):
         raise PolycrateError(f"{command + ': ' if command else ''}{message}{hint} (see --help)")
 
 
-def _limit_hint(words: list[str], message: str) -> str:
+def _limit_hint(words: tuple[str, ...], message: str) -> str:
     """`-l HOST`, typed as ansible-playbook's --limit: -l is Polycrate's --local and takes no value."""
     extra = message.removeprefix("unrecognized arguments: ").split()
     if message.startswith("unrecognized arguments: ") and extra:
@@ -135,7 +135,7 @@ def command_module(words: list[str] | None, with_value: set[str] | frozenset = f
     return None
 
 
-def build_parser(words: list[str] | None = None) -> argparse.ArgumentParser:
+def build_parser(words: list[str] | None = None) -> _Parser:
     """The command line's parser; with `words`, only the commands they need (see COMMAND_MODULE)."""
     import importlib
 

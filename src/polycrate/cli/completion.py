@@ -79,7 +79,10 @@ class _Walk:
     the workspace named by -w, and the option whose value is being typed (if any)."""
 
     def __init__(self, parser: argparse.ArgumentParser, words: list[str]):
-        self.parser, self.positionals, self.workspace, self.pending = parser, [], None, None
+        self.parser = parser
+        self.positionals: list[str] = []
+        self.workspace: str | None = None
+        self.pending: argparse.Action | None = None
         only_positionals = False
         for word in words:
             if self.pending is not None:
@@ -185,7 +188,12 @@ def _workspace_names(kind: str, walk: _Walk) -> list[tuple[str, str]]:
         for workflow in ws.workflows.values():
             found += [(s.name, f"step of {workflow.name}") for s in (*workflow.steps, *workflow.on_failure)]
     seen: set[str] = set()
-    return [(n, t) for n, t in found if not (n in seen or seen.add(n))]
+    unique = []
+    for name, text in found:  # the first of each name, in order
+        if name not in seen:
+            seen.add(name)
+            unique.append((name, text))
+    return unique
 
 
 def _run_ids(root) -> list[tuple[str, str]]:

@@ -66,7 +66,13 @@ def summarize(result: RunResult, output: str, reporter=None, command: str | None
     if output == "json":  # the run as recorded: the document of `runs show RUN -o json`
         from polycrate import contract
 
-        emit_json(contract.run_document(result.record, result.workspace), fmt)
+        if result.record is not None:
+            emit_json(contract.run_document(result.record, result.workspace), fmt)
+        else:  # the engine could not read the finished run back (its notice said why): no document, no traceback
+            import sys
+
+            print(f"polycrate: error: run {result.run_id}: not readable from the run store, no JSON document",
+                  file=sys.stderr)
     stream = reporter.stream if reporter is not None else story_stream(output)
     paint = reporter._paint if reporter is not None else (lambda text, colour: text)
     summary.render(result, stream, paint, command)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from polycrate.cli.render import emit_json, workspace_from
 
@@ -71,7 +72,7 @@ def cmd_info(args) -> int:
     engine = toolchain.find_engine(ws)
     image = toolchain.resolve_image(ws, engine, _log)
     dockerfile = toolchain.dockerfile(ws)
-    info = {
+    info: dict[str, Any] = {
         "runtime": runtime,
         "engine": engine.name,
         "engine_version": engine.version() or None,

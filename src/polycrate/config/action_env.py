@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Protocol
 
 from polycrate import __version__
 from polycrate.errors import PolycrateError
@@ -28,6 +29,16 @@ WORKSPACE_PRIVATE_KEY = "id_rsa"  # the real Polycrate's workspace key pair, in 
 WORKSPACE_PUBLIC_KEY = "id_rsa.pub"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class RuntimeInfo(Protocol):
+    """What the variables need of runtime.toolchain.Runtime (a higher layer this one may not import)."""
+
+    @property
+    def container(self) -> bool: ...
+
+    @property
+    def image(self) -> str | None: ...
 
 
 def parse_env(text: str) -> tuple[str, str]:
@@ -54,10 +65,10 @@ def workspace_key(root: Path, given: str | None, which: str = WORKSPACE_PRIVATE_
     return default if default.is_file() else None
 
 
-def polycrate_variables(*, runtime, force: bool, ssh_key: Path | None) -> dict[str, str]:
+def polycrate_variables(*, runtime: RuntimeInfo | None, force: bool, ssh_key: Path | None) -> dict[str, str]:
     """The Polycrate variables that do not depend on the block or action (see the module's list)."""
     container = runtime is not None and runtime.container
-    image = runtime.image if container and runtime.image else ""
+    image = (runtime.image or "") if runtime is not None and container else ""
     reference, version = image, ""
     if ":" in image.rsplit("/", 1)[-1]:
         reference, _, version = image.rpartition(":")

@@ -15,7 +15,7 @@ def _git() -> str:
     return git
 
 
-def git(root: Path, *args: str, capture: bool = True) -> subprocess.CompletedProcess:
+def git(root: Path, *args: str, capture: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([_git(), "-C", str(root), *args], capture_output=capture, text=True)
 
 

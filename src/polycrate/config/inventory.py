@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from polycrate.errors import NotFoundError, PolycrateError
 
@@ -57,8 +58,8 @@ def inventory_hosts(inventory: Path) -> list[Host]:
     return [_host(name, hostvars.get(name, {})) for name in names]
 
 
-def _host(name: str, hv: dict) -> Host:
-    port = hv.get("ansible_port", hv.get("ansible_ssh_port", 22))
+def _host(name: str, hv: dict[str, Any]) -> Host:
+    port: Any = hv.get("ansible_port", hv.get("ansible_ssh_port", 22))
     try:
         port = int(port)
     except (TypeError, ValueError):

@@ -76,9 +76,8 @@ class ParameterRefused(PolycrateError):
 
 def _line(mapping: Any, key: str | None = None) -> int | None:
     line_of = getattr(mapping, "line_of", None)
-    if key is not None and line_of is not None:
-        return line_of(key)
-    return getattr(mapping, "line", None)
+    line = line_of(key) if key is not None and line_of is not None else getattr(mapping, "line", None)
+    return line if isinstance(line, int) else None
 
 
 def parse_declaration(raw: Any, workflow: str, path: Path, line: int | None) -> LaunchDeclaration:

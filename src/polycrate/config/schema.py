@@ -116,7 +116,7 @@ def _line(mapping: Any, key: str | None = None) -> int | None:
     return None
 
 
-def _expect_map(value: Any, what: str, path: Path, line: int | None) -> dict:
+def _expect_map(value: Any, what: str, path: Path, line: int | None) -> dict[str, Any]:
     if value is None:
         return LineMap()
     if not isinstance(value, dict):
@@ -124,7 +124,7 @@ def _expect_map(value: Any, what: str, path: Path, line: int | None) -> dict:
     return value
 
 
-def _expect_list(value: Any, what: str, path: Path, line: int | None) -> list:
+def _expect_list(value: Any, what: str, path: Path, line: int | None) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -132,7 +132,7 @@ def _expect_list(value: Any, what: str, path: Path, line: int | None) -> list:
     return value
 
 
-def _string(mapping: dict, key: str, path: Path, default: str = "", required: bool = False) -> str:
+def _string(mapping: dict[str, Any], key: str, path: Path, default: str = "", required: bool = False) -> str:
     value = mapping.get(key)
     if value is None:
         if required:
@@ -150,14 +150,14 @@ def _text_or_nothing(value: Any) -> str:
     return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
 
 
-def _check_keys(mapping: dict, allowed: set[str], what: str, path: Path) -> None:
+def _check_keys(mapping: dict[str, Any], allowed: set[str], what: str, path: Path) -> None:
     for key in mapping:
         if key not in allowed:
             known = ", ".join(sorted(allowed))
             raise ConfigError(f"unknown key '{key}' in {what} (known: {known})", path, _line(mapping, key))
 
 
-def _bool(mapping: dict, key: str, path: Path) -> bool:
+def _bool(mapping: dict[str, Any], key: str, path: Path) -> bool:
     value = mapping.get(key, False)
     if not isinstance(value, bool):
         raise ConfigError(f"'{key}' must be true or false", path, _line(mapping, key))
@@ -200,7 +200,7 @@ def parse_action(raw: Any, path: Path) -> Action:
         lines = mapping.get("script")
         if isinstance(lines, str):
             lines = [lines]
-            script_lines = (_line(mapping, "script"),)
+            script_lines: tuple[int | None, ...] = (_line(mapping, "script"),)
         else:
             script_lines = tuple(mapping.lines_of_items("script")) if isinstance(mapping, LineMap) else ()
         lines = _expect_list(lines, f"action '{name}': script", path, _line(mapping, "script"))
@@ -245,7 +245,7 @@ def check_template(text: str, what: str, path: Path | str, line: int | None) -> 
 LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
 
 
-def check_alias(mapping: dict, path: Path) -> None:
+def check_alias(mapping: dict[str, Any], path: Path) -> None:
     """`alias:` (Polycrate's, on blocks, actions, workflows and steps): a list of names. Polycrate merges
     aliases and looks nothing up by them; neither do we."""
     for item in _expect_list(mapping.get("alias"), "alias", path, _line(mapping, "alias")):
@@ -297,7 +297,7 @@ def parse_file_from(value: Any, what: str, path: Path, line: int | None) -> File
     return FileFrom(filename=filename, source=source, line=line, file=path)
 
 
-def _kind(mapping: dict, path: Path) -> str:
+def _kind(mapping: dict[str, Any], path: Path) -> str:
     """`kind`: one word (the naming rule). Polycrate's kinds (model.KINDS) are conventions, not a closed
     list (its CLI takes any text, and blocks in use carry others), so another word is accepted as well."""
     kind = mapping.get("kind")
@@ -309,8 +309,8 @@ def _kind(mapping: dict, path: Path) -> str:
     return kind
 
 
-def _named_items(items: list, parse, what: str, path: Path) -> dict:
-    result: dict = {}
+def _named_items(items: list[Any], parse: Callable[[Any, Path], Any], what: str, path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for raw in items:
         item = parse(raw, path)
         if item.name in result:
@@ -465,7 +465,7 @@ MAX_COUNT = {"retries": 1000, "keep_runs": 10**9}
 MAX_DAYS = 100 * 366
 
 
-def _number(mapping: dict, key: str, path: Path, *, integer: bool = False, positive: bool = False) -> Any:
+def _number(mapping: dict[str, Any], key: str, path: Path, *, integer: bool = False, positive: bool = False) -> Any:
     """An optional non-negative, finite, bounded number (seconds, counts, days); None when absent."""
     value = mapping.get(key)
     if value is None:
@@ -557,7 +557,7 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
 WEBHOOK_EVENTS = ("success", "failure")
 
 
-def _on_events(item: dict, what: str, path: Path) -> tuple[str, ...]:
+def _on_events(item: dict[Any, Any], what: str, path: Path) -> tuple[str, ...]:
     """`on: failure`, `on: [success, failure]` (default: failure) of a webhook or a notification."""
     if True in item:  # YAML 1.1 reads a bare `on:` key as the boolean true
         if isinstance(item, LineMap):
@@ -587,7 +587,7 @@ _IPV6_RE = re.compile(r"^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$")
 _ADDRESS_RE = re.compile(r"^[^\s@<>,;\"]+@[^\s@<>,;\"]+$")
 
 
-def parse_secret_ref(item: dict, key: str, what: str, path: Path, required: bool = True) -> SecretRef | None:
+def parse_secret_ref(item: dict[str, Any], key: str, what: str, path: Path, required: bool = True) -> SecretRef | None:
     """`{secret: PATH}` (PATH: a dotted key under `config:` of secrets.poly) or `{env: NAME}`; a secret
     written as a value in workspace.poly, a committed file, is refused."""
     value = item.get(key)
@@ -615,7 +615,7 @@ def parse_secret_ref(item: dict, key: str, what: str, path: Path, required: bool
     return SecretRef(source, name, line)
 
 
-def _http_url(item: dict, key: str, what: str, path: Path) -> str:
+def _http_url(item: dict[str, Any], key: str, what: str, path: Path) -> str:
     url = _string(item, key, path, required=True).strip().rstrip("/")
     if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0 or has_control(url):
         raise ConfigError(f"{what}: '{key}' must be an http:// or https:// URL, not {url!r}", path, _line(item, key))
@@ -658,7 +658,7 @@ def parse_notification(raw: Any, path: Path) -> Notification:
     return Notification(**fields)
 
 
-def _email_fields(item: dict, what: str, path: Path) -> dict[str, Any]:
+def _email_fields(item: dict[str, Any], what: str, path: Path) -> dict[str, Any]:
     host = item.get("host")
     if host is None:
         raise ConfigError(f"{what}: missing required key 'host'", path, _line(item))
@@ -708,7 +708,7 @@ def _email_fields(item: dict, what: str, path: Path) -> dict[str, Any]:
             "sender": sender, "to": tuple(address(x, "to") for x in to), "ca_file": ca_file}
 
 
-def parse_run_settings(raw: dict, path: Path) -> RunSettings:
+def parse_run_settings(raw: dict[str, Any], path: Path) -> RunSettings:
     """`history: {keep_runs, keep_days}`, `webhooks: [{url, headers, on}]`, `notifications: [{name, type,
     on, ...}]`, `metrics: {path, enabled}`."""
     history = _expect_map(raw.get("history"), "history", path, _line(raw, "history"))
@@ -770,7 +770,7 @@ class WorkspaceFile:
     go: dict[str, Any] = field(default_factory=dict)  # parse_go_workspace: Workspace fields of Polycrate's
 
 
-def parse_dependencies(raw: dict, path: Path, default_registry: Any = None) -> tuple[str, ...]:
+def parse_dependencies(raw: dict[str, Any], path: Path, default_registry: Any = None) -> tuple[str, ...]:
     """`dependencies:`: a list of registry block references (`registry/path:version`), as in Polycrate;
     a short one (`acme/infra/block:0.1.0`) in full with the default registry (config/hubref.py)."""
     items = _expect_list(raw.get("dependencies"), "dependencies", path, _line(raw, "dependencies"))
@@ -799,7 +799,7 @@ def parse_dependencies(raw: dict, path: Path, default_registry: Any = None) -> t
     return tuple(result)
 
 
-def _workspace_file(raw: dict, key: str, path: Path, default: str | None) -> str | None:
+def _workspace_file(raw: dict[str, Any], key: str, path: Path, default: str | None) -> str | None:
     """`inventory: {filename: ...}` / `kubeconfig: {filename: ...}` of workspace.poly: a file in the workspace."""
     value = _expect_map(raw.get(key), key, path, _line(raw, key))
     _check_keys(value, allowed_keys("workspace_file"), key, path)
@@ -955,7 +955,7 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
 
 
 
-def parse_toolchain(config: dict, path: Path) -> Toolchain:
+def parse_toolchain(config: dict[str, Any], path: Path) -> Toolchain:
     """`config.runtime`, `config.engine` and `config.image`."""
     runtime, engine, image = config.get("runtime"), config.get("engine"), config.get("image")
     if runtime is not None and runtime not in RUNTIMES:
@@ -974,7 +974,7 @@ def parse_toolchain(config: dict, path: Path) -> Toolchain:
     return Toolchain(runtime, engine, image.strip() if image is not None else None)
 
 
-def parse_registries(raw: dict, path: Path) -> Registries:
+def parse_registries(raw: dict[str, Any], path: Path) -> Registries:
     """`registries: {NAME: {mirror: HOST[:PORT], insecure: true}}`."""
     registries = raw.get("registries")
     if registries is None:

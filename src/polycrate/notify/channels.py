@@ -209,6 +209,7 @@ class Secrets:
         self.environ = os.environ if environ is None else environ
 
     def get(self, ref: SecretRef) -> str:
+        value: Any
         if ref.source == "env":
             value = self.environ.get(ref.name)
             if not value:
@@ -307,6 +308,13 @@ def send_email(channel: Notification, message: Message, secrets: Secrets, run_id
         raise ChannelError(f"{host}:{port}: {_network_reason(exc, timeout)}") from None
 
 
+def _ref(ref: SecretRef | None, channel: Notification, key: str) -> SecretRef:
+    """The channel's secret reference; config/schema.py requires it for the channel's type."""
+    if ref is None:
+        raise ChannelError(f"notification channel '{channel.name}' has no '{key}'")
+    return ref
+
+
 def send(channel: Notification, payload: Mapping[str, Any], secrets: Secrets) -> None:
     """Deliver one message on one channel; raise ChannelError (a line without secrets) when it fails."""
     message = render(payload)
@@ -319,11 +327,11 @@ def send(channel: Notification, payload: Mapping[str, Any], secrets: Secrets) ->
     if channel.type == "email":
         send_email(channel, message, secrets, run_id)
     elif channel.type in ("slack", "mattermost"):
-        _http(secrets.get(channel.url), slack_body(message), channel.timeout)
+        _http(secrets.get(_ref(channel.url, channel, "url")), slack_body(message), channel.timeout)
     elif channel.type == "teams":
-        _http(secrets.get(channel.url), teams_body(message), channel.timeout)
+        _http(secrets.get(_ref(channel.url, channel, "url")), teams_body(message), channel.timeout)
     elif channel.type == "matrix":
-        token = secrets.get(channel.token)
+        token = secrets.get(_ref(channel.token, channel, "token"))
         txn = f"polycrate-{run_id or 'test'}-{channel.name}-{os.urandom(4).hex()}"
         url = (f"{channel.homeserver}/_matrix/client/v3/rooms/{urllib.parse.quote(channel.room or '', safe='')}"
                f"/send/m.room.message/{urllib.parse.quote(txn, safe='')}")

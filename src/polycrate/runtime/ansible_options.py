@@ -38,7 +38,7 @@ def _yaml_loader():
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    class Loader(base):  # type: ignore[valid-type, misc]
+    class Loader(base):
         pass
 
     def unsafe(loader, node):
@@ -199,7 +199,7 @@ def parse_extra_vars(value: str, cwd: Path | None = None) -> str:
     if text[0] in "{[":
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise PolycrateError(f"--extra-vars: not valid JSON: {exc.msg} (column {exc.colno})") from None
         if not isinstance(data, dict):
             raise PolycrateError("--extra-vars: JSON must be an object ({\"key\": value})")

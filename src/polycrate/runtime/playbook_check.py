@@ -34,7 +34,7 @@ def _origin(exc: BaseException) -> tuple[str | None, int | None]:
         from ansible._internal._datatag._tags import Origin
     except ImportError:  # another ansible-core: the message alone
         return None, None
-    seen = exc
+    seen: BaseException | None = exc
     while seen is not None:
         obj = getattr(seen, "obj", None)
         origin = obj if isinstance(obj, Origin) else Origin.get_tag(obj) if obj is not None else None
@@ -133,7 +133,7 @@ def check(request: dict) -> dict:
     try:
         from ansible._internal._templating._engine import TemplateEngine
     except ImportError:  # ansible-core < 2.19
-        from ansible.template import Templar as TemplateEngine  # type: ignore[no-redef]
+        from ansible.template import Templar as TemplateEngine
 
     from polycrate.runtime.ansible_setup import quiet_our_reserved_names
 

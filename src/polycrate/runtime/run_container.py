@@ -303,7 +303,7 @@ class RunContainer:
         """Container paths in `data` (strings, lists, dicts; also inside messages) as this machine's."""
         if isinstance(data, str):
             for inside, host in sorted(((i, h) for h, i in self.paths.pairs), key=lambda p: len(p[0]), reverse=True):
-                data = re.sub(re.escape(inside) + r"(?=/|\b|$)", lambda _m, h=host: h, data)
+                data = re.sub(re.escape(inside) + r"(?=/|\b|$)", host.replace("\\", "\\\\"), data)  # host literally
             return data
         if isinstance(data, dict):
             return {k: self.host_paths(v) for k, v in data.items()}

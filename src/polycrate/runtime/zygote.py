@@ -492,6 +492,8 @@ _TIMEOUT = object()
 class Zygote:
     """The engine's handle on a zygote process; ``spawn`` runs one step, ``close`` ends it."""
 
+    proc: subprocess.Popen[bytes] | None  # None: a zygote in the run's container (run_container.py), or closed
+
     def __init__(self, env: dict[str, str], cwd: Path, early: EarlyZygote | None = None):
         from polycrate.runtime.process import die_with_parent, libc
 
@@ -593,13 +595,13 @@ class EarlyZygote:
     (``RunRequest.early_zygote``), whose ``Zygote`` takes it with the first ansible step's environment.
     One no run took ends with ``discard`` (the run's end) or at exit."""
 
-    def __init__(self, sock: socket.socket, proc: subprocess.Popen):
-        self._started: tuple[socket.socket, subprocess.Popen] | None = (sock, proc)
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes]):
+        self._started: tuple[socket.socket, subprocess.Popen[bytes]] | None = (sock, proc)
         import atexit
 
         atexit.register(self.discard)
 
-    def take(self) -> tuple[socket.socket, subprocess.Popen] | None:
+    def take(self) -> tuple[socket.socket, subprocess.Popen[bytes]] | None:
         started, self._started = self._started, None
         return started
 

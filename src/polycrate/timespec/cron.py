@@ -21,7 +21,7 @@ def looks_like_cron(expression: str) -> bool:
     return expression.startswith("@") or len(expression.split()) == 5
 
 
-_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...] | None], ...] = (  # name, low, high, names
+_CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (  # name, low, high, names
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
