@@ -1,7 +1,7 @@
 # The README's commands. Each target installs what it needs first (scripts/setup.sh, by purpose:
 # `make setup` polycrate itself; `make demo` + the demo's hosts; `make test` + everything the tests use).
 PYTEST ?= .venv/bin/python -m pytest
-.PHONY: setup setup-demo setup-test setup-docs demo demo-rollback test test-fast docs docs-serve bench bench-server lint
+.PHONY: setup setup-demo setup-test setup-docs demo demo-rollback test checks test-fast docs docs-serve bench bench-server lint
 
 # --- installs, by purpose (scripts/setup.sh --help) ---
 setup:
@@ -28,8 +28,14 @@ demo-rollback: setup-demo
 # (tests/unit/test_docs.py). pytest's exit 5 (no test collected, e.g. a marker filter that matches
 # nothing) is said loudly and is not a failure.
 test: setup-test
+	@$(MAKE) --no-print-directory checks
 	@$(PYTEST) -p no:cacheprovider tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; rc=0; fi; exit $$rc
+
+# ruff and mypy (pyproject.toml: [tool.ruff], [tool.mypy]) before the tests: any finding fails `make test`
+checks:
+	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/mypy
 
 test-fast: setup-test
 	$(PYTEST) -q tests/unit
@@ -51,4 +57,4 @@ bench-server: setup-test
 	.venv/bin/python -m bench.server
 
 lint: setup-test
-	.venv/bin/ruff check src tests || true
+	@$(MAKE) --no-print-directory checks

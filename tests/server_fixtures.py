@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ blocks:
 workflows:
   - name: nightly
     description: backup, then an update that fails
+    launch: {{extra_vars: admins}}
     steps:
       - {{name: backup, block: sh, action: ok}}
       - {{name: update, block: sh, action: disk}}
@@ -47,6 +49,23 @@ workflows:
     schedule: "*-*-* 03:00:00"
     steps:
       - {{name: hello, block: sh, action: ok}}
+  - name: big
+    description: a 3 MB log
+    steps:
+      - {{name: print, block: sh, action: big}}
+  - name: echo
+    description: prints the launch values it is given (a real ansible-playbook on localhost)
+    launch:
+      extra_vars: admins
+      tags: true
+      variables:
+        - {{name: note, type: string, description: a note the play prints}}
+        - {{name: password, type: secret, description: "printed too, masked"}}
+        - {{name: count, type: integer, min: 1, max: 5, default: 1}}
+        - {{name: loud, type: boolean, default: false}}
+        - {{name: target, type: choice, choices: [staging, production], default: staging}}
+    steps:
+      - {{name: echo, block: sh, action: echo}}
 """
 
 BLOCK = """
@@ -59,6 +78,13 @@ actions:
       - echo "the token is $(grep -o 's3cr3t-W[a-zA-Z-]*[0-9][0-9]' "$POLYCRATE_WORKSPACE_SNAPSHOT_YAML" | head -1)"
   - name: disk
     playbook: disk.yml
+  - name: echo
+    playbook: echo.yml
+  - name: big
+    script:
+      - echo "the first line"
+      - 'head -c 3000000 /dev/zero | tr "\\0" x | fold -w 99'
+      - echo "the last line"
   - name: gated
     script:
       - echo "first line of the slow step"
@@ -79,11 +105,26 @@ DISK = """
 """
 
 
+ECHO = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: show the note
+      ansible.builtin.debug:
+        msg: >-
+          note=[{{ note | default('none') }}] password=[{{ password | default('none') }}]
+          count=[{{ count | default('-') }}] loud=[{{ loud | default('-') }}] target=[{{ target | default('-') }}]
+          extra=[{{ extra | default('-') }}]
+"""
+
+
 def make_workspace(root: Path, name: str = "ops") -> Path:
     write(root / "workspace.poly", WORKSPACE.format(name=name, secret=SECRET))
     write(root / "inventory.yml", "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
     write(root / "blocks" / "sh" / "block.poly", BLOCK)
     write(root / "blocks" / "sh" / "disk.yml", DISK)
+    write(root / "blocks" / "sh" / "echo.yml", ECHO)
     write(root / "secrets.poly", f"blocks:\n  - name: sh\n    config:\n      token: \"{SECRET}\"\n")
     return root
 
@@ -121,20 +162,41 @@ class Server:
                 self.proc.wait()
 
 
-def _spawn(argv: list[str]) -> subprocess.Popen:
+def _spawn(argv: list[str], env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     env = dict(os.environ)
     env.pop("POLYCRATE_WORKFLOW", None)
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            text=True)
+    env.update(env_extra or {})
+    # stderr to an unlinked temporary file, not a pipe: nobody reads a pipe while the server runs, and a
+    # server that logs (uvicorn warns of each malformed request) would block on a full one
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env, text=True)
+    proc.stderr = _Rewound(log)  # type: ignore[assignment]  # wait_for_port reads it if the server exits early
+    return proc
 
 
-def start_server(tmp: Path, workspaces: list[Path]) -> Server:
+class _Rewound:
+    """The server's stderr file, read from its start."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    def read(self) -> str:
+        self.handle.seek(0)
+        return self.handle.read()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def start_server(tmp: Path, workspaces: list[Path], *, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> Server:
     state = tmp / "server-state"
     port = free_port()
-    args = [sys.executable, "-m", "polycrate", "serve", "--listen", f"127.0.0.1:{port}", "--state", str(state)]
+    args = [sys.executable, "-m", "polycrate", "serve", "--listen", f"127.0.0.1:{port}", "--state", str(state),
+            *extra_args]
     for ws in workspaces:
         args += ["-w", str(ws)]
-    proc = _spawn(args)
+    proc = _spawn(args, env)
     server = Server(f"http://127.0.0.1:{port}", state, workspaces, proc, args)
     wait_port(port, proc)
     for role in ("viewer", "operator", "admin"):

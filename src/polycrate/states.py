@@ -3,7 +3,7 @@
 Every state a run or a step can be in is a member here; the engine sets them, the run
 store keeps their values, metrics, alerts and the CLI read them. The values are
 machine words (what the store and ``--output json`` carry); the wording for people
-("skipped (check mode)") lives in ``polycrate.cli.render``.
+("skipped (check mode)") is ``state_text``, here too, so the CLI and the server say the same.
 
 Stores written before this module kept some step states as display text
 ("failed (allowed)", "skipped (resumed)", ...). ``StepState(value)`` still reads them
@@ -60,6 +60,20 @@ def signal_of(exit_code: int | None) -> str | None:
         return signal.Signals(-exit_code).name
     except ValueError:
         return f"signal {-exit_code}"
+
+
+# step states as people read them (tables, summaries, pages); a state not named here reads as its value
+STATE_WORDS: dict[str, str] = {
+    StepState.NOT_RUN: "not run",
+    StepState.FAILED_ALLOWED: "failed (allowed)",
+    StepState.SKIPPED_CHECK: "skipped (check mode)",
+    StepState.SUCCEEDED_BEFORE: "skipped (resumed)",
+}
+
+
+def state_text(state: object) -> str:
+    """The wording of a run or step state for people (the CLI's tables and summaries, the server's pages)."""
+    return STATE_WORDS.get(state, str(state)) if isinstance(state, str) else str(state)
 
 
 # step states as run stores before states.py wrote them -> today's values

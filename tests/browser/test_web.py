@@ -159,9 +159,11 @@ def test_follow_a_running_runs_log_as_lines_arrive(served, browser):
         assert browser.execute_script("return window.__samePage === true")
         shot(browser, "run-live")
         (ops / "gate2").touch()
-        settle(lambda: css(browser, "#run-status").get_attribute("data-final") == "succeeded", what="the end event")
+        # the run page finishes live: at the end event it reads as the ended run (steps, summary), not live
+        settle(lambda: not css_all(browser, "#log[data-events]") and "succeeded" in css(browser, "#run-status").text,
+               what="the page of the ended run")
         assert "done" in css(browser, "#log").text
-        assert browser.execute_script("return window.__samePage === true")
+        assert "succeeded" in css(browser, "tr[data-step=wait]").text
         assert run.wait(timeout=60) == 0
     finally:
         if run.poll() is None:
@@ -270,3 +272,87 @@ def test_an_admin_makes_and_revokes_a_token(served, browser):
     css(browser, "tr[data-token=from-the-browser] button").click()
     settle(lambda: "from-the-browser" not in css(browser, "#tokens").text, what="the revoked token gone")
     assert fetch(browser, "GET", "/api/v1/whoami", {"Authorization": f"Bearer {token}"})["status"] == 401
+
+
+def _run_page_ended(browser, status: str = "succeeded") -> str:
+    """Wait (without reloading: the page does it itself at the run's end) for the run page of an ended run."""
+    settle(lambda: "/runs/" in browser.current_url and css_all(browser, "#run-status")
+           and not css_all(browser, "#log[data-events]") and status in css(browser, "#run-status").text,
+           what=f"the run page reading {status}")
+    return browser.current_url.rsplit("/", 1)[1]
+
+
+def test_a_typed_launch_form_then_relaunch_with_the_same_values(served, browser):
+    log_in(browser, served, "operator")
+    browser.get(served.url + "/workspaces/ops/workflows/echo")
+    assert css(browser, "input[name=var-note]").get_attribute("type") == "text"
+    assert css(browser, "input[name=var-password]").get_attribute("type") == "password"
+    count = css(browser, "input[name=var-count]")
+    assert count.get_attribute("type") == "number" and count.get_attribute("max") == "5"
+    assert css(browser, "input[name=var-loud]").get_attribute("type") == "checkbox"
+    assert [o.text for o in css_all(browser, "select[name=var-target] option")] == ["staging", "production"]
+    assert not css_all(browser, "textarea[name=extra_vars]")  # free-form: admins only
+    css(browser, "input[name=var-note]").send_keys("{{ 7 * 6 }} from the form")
+    css(browser, "input[name=var-password]").send_keys("Form-Secret-99")
+    count.clear()
+    count.send_keys("4")
+    css(browser, "input[name=var-loud]").click()
+    next(o for o in css_all(browser, "select[name=var-target] option") if o.text == "production").click()
+    shot(browser, "workflow-typed-launch")
+    css(browser, "#launch").click()
+    first = _run_page_ended(browser)
+    params = css(browser, "#launch-params").text
+    assert "note={{ 7 * 6 }} from the form" in params and "password=********" in params and "count=4" in params
+    log = css(browser, "#log").text
+    assert "note=[{{ 7 * 6 }} from the form] password=[********] count=[4] loud=[True] target=[production]" in log
+    assert "Form-Secret-99" not in browser.page_source
+    shot(browser, "run-typed-launch")
+    css(browser, "#relaunch").click()
+    second = _run_page_ended(browser)
+    assert second != first
+    assert "password=[********] count=[4] loud=[True] target=[production]" in css(browser, "#log").text
+    assert "note={{ 7 * 6 }} from the form" in css(browser, "#launch-params").text
+
+
+def test_relaunch_on_the_failed_hosts_only(served, browser):
+    import httpx
+
+    log_in(browser, served, "operator")
+    api = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.tokens['viewer']}"})
+    failed = api.get("/api/v1/runs", params={"status": "failed", "workflow": "nightly"}).json()["runs"][0]["run_id"]
+    browser.get(f"{served.url}/runs/{failed}")
+    assert "localhost" in css(browser, "#relaunch-failed").text
+    css(browser, "#relaunch-failed").click()
+    again = _run_page_ended(browser, "failed")
+    assert again != failed
+    run = api.get(f"/api/v1/runs/{again}").json()
+    assert run["ansible_options"]["limit"] == "localhost"
+    assert run["steps"][1]["hosts"]["localhost"]["failed"] == 1
+
+
+def test_stop_asks_first(served, browser):
+    import httpx
+
+    ops = served.workspaces[0]
+    for gate in ("gate", "gate2"):
+        (ops / gate).unlink(missing_ok=True)
+    api = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.tokens['operator']}"})
+    run_id = api.post("/api/v1/workspaces/ops/workflows/slow/runs", json={}).json()["run_id"]
+    try:
+        log_in(browser, served, "operator")
+        browser.get(f"{served.url}/runs/{run_id}")
+        css(browser, "#stop").click()
+        settle(lambda: css_all(browser, "#confirm-stop"), what="the confirmation")
+        assert css(browser, "h1").text == f"Stop run {run_id}?"
+        shot(browser, "confirm-stop")
+        assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"  # asking stopped nothing
+        css(browser, "#keep-running").click()
+        settle(lambda: css_all(browser, "#stop"), what="the run page again")
+        assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"
+        css(browser, "#stop").click()
+        settle(lambda: css_all(browser, "#confirm-stop"), what="the confirmation")
+        css(browser, "#confirm-stop").click()
+        _run_page_ended(browser, "interrupted")
+    finally:
+        (ops / "gate").touch()
+        (ops / "gate2").touch()

@@ -139,15 +139,18 @@ def test_launch_options_reach_the_run(served):
     r = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"check": True})
     run = wait_finished(client, r.json()["run_id"])
     assert run["check_mode"] is True
-    r = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"extra_vars": ["who=web"], "limit": "localhost"})
+    r = api(served, "admin").post("/api/v1/workspaces/ops/workflows/nightly/runs",
+                                  json={"extra_vars": ["who=web"], "limit": "localhost"})  # free-form: admins only
     run = wait_finished(client, r.json()["run_id"])
     assert run["ansible_options"]["limit"] == "localhost"
+    assert client.post("/api/v1/workspaces/ops/workflows/nightly/runs",
+                       json={"extra_vars": ["who=web"]}).status_code == 403
     assert client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"step": "nope"}).status_code == 400
     for body in ({"extra_vars": ["@/etc/shadow"]}, {"limit": "@/etc/hosts"}):
         refused = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json=body)
-        assert refused.status_code == 400 and "not @file" in refused.json()["error"]
-    bad = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"extra_vars": ["not a pair"]})
-    assert bad.status_code == 400 and "extra-vars" in bad.json()["error"]
+        assert refused.status_code == 400 and "@" in refused.json()["error"]
+    bad = api(served, "admin").post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"extra_vars": ["not a pair"]})
+    assert bad.status_code == 400 and "extra_vars" in bad.json()["error"]
     assert client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"bogus": 1}).status_code == 400
     assert client.post("/api/v1/workspaces/ops/workflows/missing/runs", json={}).status_code == 404
 

@@ -155,10 +155,23 @@ def test_every_check_keys_call_of_schema_py_has_its_declared_section():
     assert len(calls) >= 13  # the test reads schema.py (it found its calls)
 
 
+# Sections whose keys are checked outside schema.py, with allowed_keys in their own parser.
+OTHER_CHECKS = {"launch": "polycrate.config.launch_params", "launch_variable": "polycrate.config.launch_params"}
+
+
+def test_sections_checked_elsewhere_use_allowed_keys():
+    import importlib
+
+    for section, module in OTHER_CHECKS.items():
+        source = Path(inspect.getfile(importlib.import_module(module))).read_text(encoding="utf-8")
+        assert f'allowed_keys("{section}")' in source, (section, module)
+
+
 def test_every_closed_section_is_compared():
     """Each section that refuses unknown keys is one schema.py checks: a declaration cannot refuse
     more than the checks do."""
     compared = {name for key in SCHEMA_LISTS for name in (key if isinstance(key, tuple) else (key,))}
+    compared |= set(OTHER_CHECKS)
     closed = {s.name for file in FILES for s in reachable(file) if s.closed}
     assert closed == compared
     assert set(SECTIONS) == {s.name for file in FILES for s in reachable(file)}  # nothing declared unused

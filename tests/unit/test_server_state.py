@@ -13,7 +13,7 @@ from polycrate.errors import PolycrateError
 from polycrate.history import RunRecord
 from polycrate.server import chart
 from polycrate.server.state import (
-    LOGIN_MAX_FAILURES,
+    LOGIN_FREE_FAILURES,
     ServerState,
     hash_password,
     role_allows,
@@ -75,12 +75,13 @@ def test_users_sessions_and_a_new_password_ends_sessions(state):
     assert state.session(session) is None
 
 
-def test_login_failures_block_a_user_for_the_window(state):
-    for _ in range(LOGIN_MAX_FAILURES - 1):
+def test_login_failures_make_that_user_and_address_wait_not_the_user(state):
+    for _ in range(LOGIN_FREE_FAILURES - 1):
         state.record_login_failure("ann", "127.0.0.1")
     assert not state.login_blocked("ann", "127.0.0.1")
     state.record_login_failure("ann", "127.0.0.1")
-    assert state.login_blocked("ann", "127.0.0.9")
+    assert state.login_blocked("ann", "127.0.0.1")
+    assert not state.login_blocked("ann", "127.0.0.9")  # ann elsewhere is not locked out (issue #26)
     assert not state.login_blocked("bob", "127.0.0.1")
     assert not state.login_blocked("ann", "127.0.0.1", now=time.time() + 16 * 60)
     state.clear_login_failures("ann")

@@ -69,33 +69,10 @@ def _transport(root: Path):
     return transport_settings(read_workspace_file(root).registries)
 
 
-def _plain(value):
-    from polycrate.config.yamlfile import plain
-
-    return plain(value)
-
-
 def _describe(ws, block, lock=None) -> dict:
     from polycrate import contract
-    from polycrate.blocks.registry import default_reference
 
-    ref = default_reference(block.definition.relpath)
-    pinned = (lock or {}).get(f"{ref.path}:{block.version}") if ref else None
-    return {
-        "name": block.name,
-        "version": block.version,
-        "kind": block.kind,
-        "template": block.template,
-        "labels": dict(block.labels),
-        "description": block.definition.description or None,
-        "from": block.source,
-        "origin": f"{ref.path}:{block.version}" if pinned else "local",
-        "digest": pinned.digest if pinned else None,
-        "inherits": block.definition.parent,
-        "path": str(block.folder.relative_to(ws.root)),
-        "config": _plain(block.config),
-        "actions": [contract.action(block.name, a) for a in block.actions.values()],
-    }
+    return contract.block(ws, block, lock)
 
 
 def cmd_list(args) -> int:

@@ -8,23 +8,13 @@ from collections.abc import Sequence
 
 # Every command module imports this one while the parser is built: what it imports is paid by
 # `--help` and `workflows list` too, so the workspace and the states come when a command needs them.
-_STEP_WORDS: dict | None = None
 
 
 def state_text(state: Any) -> str:
-    """The wording of a run or step state for people (tables, summaries, banners)."""
-    global _STEP_WORDS
-    if _STEP_WORDS is None:
-        from polycrate.states import StepState
+    """The wording of a run or step state for people: polycrate.states.state_text (shared with the server)."""
+    from polycrate.states import state_text as words
 
-        # step states as people read them; a state not named here reads as its value
-        _STEP_WORDS = {
-            StepState.NOT_RUN: "not run",
-            StepState.FAILED_ALLOWED: "failed (allowed)",
-            StepState.SKIPPED_CHECK: "skipped (check mode)",
-            StepState.SUCCEEDED_BEFORE: "skipped (resumed)",
-        }
-    return _STEP_WORDS.get(state, str(state))
+    return words(state)
 
 
 def workspace_from(args):

@@ -154,7 +154,7 @@ def cmd_show(args) -> int:
         return 0
     print(f"run:       {run.id}")
     print(f"{run.kind}:{' ' * (10 - len(run.kind))}{run.name}" + (" (check mode)" if run.check_mode else ""))
-    print(f"status:    {state_text(run.status)} (exit {run.exit_code})")
+    print(f"status:    {state_text(run.status)}" + (f" (exit {run.exit_code})" if run.exit_code is not None else ""))
     print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
     if run.ended:
         print(f"ended:     {_when(run.ended)} after {_duration(run.duration)}")

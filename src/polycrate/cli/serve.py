@@ -27,7 +27,13 @@ def register(sub, shared) -> None:
     p.add_argument("--certfile", metavar="FILE", help="TLS certificate (PEM)")
     p.add_argument("--keyfile", metavar="FILE", help="TLS private key (PEM)")
     p.add_argument("--behind-proxy", action="store_true",
-                   help="a reverse proxy on this host terminates TLS (trust its X-Forwarded-* headers)")
+                   help="a reverse proxy terminates TLS (trust its X-Forwarded-* headers, from --proxy only)")
+    p.add_argument("--proxy", metavar="ADDRESS", action="append", default=[],
+                   help="with --behind-proxy: the proxy's address, whose X-Forwarded-For is believed "
+                        "(repeatable; default 127.0.0.1 and ::1)")
+    p.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
+                   help="a Host name this server answers to (repeatable; the --listen host and the loopback names "
+                        "always; others get 400)")
     _state_option(p)
     p.set_defaults(func=cmd_serve)
 
@@ -38,7 +44,8 @@ def register(sub, shared) -> None:
     tokens.required = True
     p = tokens.add_parser("add", parents=[shared], help="make a token; it is printed once, as the last line")
     p.add_argument("name")
-    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin", "none"),
+                   help="the role in every workspace; none: only the workspaces granted (server grant add token:NAME)")
     _state_option(p)
     p.set_defaults(func=cmd_token_add)
     p = tokens.add_parser("list", parents=[shared], help="tokens (names and roles; never the tokens)")
@@ -53,7 +60,8 @@ def register(sub, shared) -> None:
     users.required = True
     p = users.add_parser("add", parents=[shared], help="add a user (or --replace its password and role)")
     p.add_argument("name")
-    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin", "none"),
+                   help="the role in every workspace; none: only the workspaces granted (server grant add)")
     p.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
     p.add_argument("--replace", action="store_true", help="set a new password and role for an existing user")
     _state_option(p)
@@ -68,8 +76,29 @@ def register(sub, shared) -> None:
 
     p = ssub.add_parser("audit", parents=[shared], help="the audit log: logins, launches, stops, token and user changes")
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--before", type=int, metavar="ID", help="rows older than this row id (the next page)")
+    p.add_argument("--actor", metavar="NAME", help="only this user (or token:NAME)")
+    p.add_argument("--action", metavar="ACTION", help="only this action (login, launch, stop, ...)")
+    p.add_argument("--outcome", metavar="TEXT", help="only outcomes that begin so (ok, failed, refused)")
     _state_option(p)
     p.set_defaults(func=cmd_audit)
+
+    grants = ssub.add_parser("grant", help="roles per workspace").add_subparsers(dest="grant_command", metavar="COMMAND")
+    grants.required = True
+    p = grants.add_parser("add", parents=[shared], help="give a user (or token:NAME) a role in one workspace")
+    p.add_argument("principal", metavar="USER")
+    p.add_argument("target_workspace", metavar="WORKSPACE", help="the workspace's name as the server shows it")
+    p.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    _state_option(p)
+    p.set_defaults(func=cmd_grant_add)
+    p = grants.add_parser("remove", parents=[shared], help="take a grant back")
+    p.add_argument("principal", metavar="USER")
+    p.add_argument("target_workspace", metavar="WORKSPACE")
+    _state_option(p)
+    p.set_defaults(func=cmd_grant_remove)
+    p = grants.add_parser("list", parents=[shared], help="every grant")
+    _state_option(p)
+    p.set_defaults(func=cmd_grant_list)
 
 
 def _state_option(p) -> None:
@@ -145,19 +174,30 @@ def cmd_serve(args) -> int:
         raise PolycrateError(f"polycrate serve needs the web extra: pip install 'polycrate[web]' ({exc.name} missing)") from None
     from polycrate.server.state import default_state_dir
 
+    from polycrate.server.app import LOOPBACK_NAMES
+    from polycrate.server.catalog import find_workspaces
+
     state_dir = Path(args.state) if args.state else default_state_dir()
     from polycrate.cli.backend import backend_setting
 
+    allowed = tuple(dict.fromkeys([*LOOPBACK_NAMES, host.lower(), *(h.strip().lower() for h in args.allowed_host)]))
+    proxies = tuple(args.proxy) or ("127.0.0.1", "::1")
+    for address in proxies:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise PolycrateError(f"--proxy {address!r}: an IP address (the proxy's, as this server sees it)") from None
     settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy,
+                        allowed_hosts=allowed, proxies=proxies,
                         backend=backend_setting())
     app = create_app(settings)
     scheme = "https" if tls else "http"
     sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log
     print(f"polycrate serve: {scheme}://{args.listen}/ over "
-          f"{len(app.app.state.web.catalog.entries())} workspace(s); state in {state_dir}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile, proxy_headers=args.behind_proxy,
-                            forwarded_allow_ips="127.0.0.1,::1" if args.behind_proxy else None, log_level="warning",
-                            access_log=False, server_header=False, timeout_graceful_shutdown=3)
+          f"{len(find_workspaces(sources))} workspace(s); state in {state_dir}", file=sys.stderr, flush=True)
+    # the proxy headers are read by the app itself (server.app.ProxyClient), from --proxy addresses only
+    config = uvicorn.Config(app, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile, proxy_headers=False,
+                            log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
@@ -170,9 +210,13 @@ def _bind(host: str, port: int, listen: str):
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        sock = socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
         raise SystemFault(f"--listen {listen}: {exc.strerror or exc}") from None
+    # no Nagle delay: accepted connections inherit it (uvicorn sets it only on sockets it binds itself;
+    # without it every small answer waited ~45 ms for the client's delayed ACK: 30x slower)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def cmd_token_add(args) -> int:
@@ -238,14 +282,51 @@ def cmd_user_remove(args) -> int:
     return 0
 
 
+def _escaped(value: object) -> str:
+    """A cell for the terminal: control characters written as escapes (a name may hold ESC sequences)."""
+    text = "" if value is None else str(value)
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def cmd_grant_add(args) -> int:
+    with _state(args) as state:
+        state.grant(args.principal, args.target_workspace, args.role)
+        state.audit(_actor(), "grant-add", f"{args.principal}@{args.target_workspace}", "ok", None,
+                    {"role": args.role})
+    print(f"{args.principal} is {args.role} in {args.target_workspace}", file=sys.stderr)
+    return 0
+
+
+def cmd_grant_remove(args) -> int:
+    with _state(args) as state:
+        state.revoke(args.principal, args.target_workspace)
+        state.audit(_actor(), "grant-remove", f"{args.principal}@{args.target_workspace}", "ok")
+    print(f"grant of {args.principal} in {args.target_workspace} removed", file=sys.stderr)
+    return 0
+
+
+def cmd_grant_list(args) -> int:
+    from polycrate import contract
+    with _state(args) as state:
+        rows = state.grants()
+    if args.output == "json":
+        emit_json(contract.document("server-grants", {"grants": [
+            r | {"created": contract.timestamp(r["created"])} for r in rows]}))
+    else:
+        table([(r["principal"], r["workspace"], r["role"], _when(r["created"])) for r in rows],
+              ("WHO", "WORKSPACE", "ROLE", "GRANTED"))
+    return 0
+
+
 def cmd_audit(args) -> int:
     from polycrate import contract
     with _state(args) as state:
-        rows = state.audit_log(args.limit)
+        rows = state.audit_log(max(1, args.limit), before=args.before, actor=args.actor, action=args.action,
+                               outcome=args.outcome)
     if args.output == "json":
         emit_json(contract.document("server-audit", {"entries": [r | {"time": contract.timestamp(r["time"])}
                                                                  for r in rows]}), args.format)
     else:
-        table([(_when(r["time"]), r["actor"], r["action"], r["target"] or "", r["outcome"], r["client"] or "")
+        table([(_when(r["time"]), *(_escaped(r[k]) for k in ("actor", "action", "target", "outcome", "client")))
                for r in rows], ("TIME", "WHO", "WHAT", "TARGET", "OUTCOME", "CLIENT"))
     return 0

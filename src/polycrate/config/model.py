@@ -168,6 +168,7 @@ class Workflow:
     labels: dict[str, str] = field(default_factory=dict)
     alias: tuple[str, ...] = ()
     allow_failure: bool = False  # Polycrate's: every step may fail (applied to the steps when read)
+    launch: Any = None  # `launch:` checked: config.launch_params.LaunchDeclaration (what the server may set)
 
 
 ORIGIN_WORKSPACE = "workspace"  # declared in workspace.poly: apply removes it when no longer declared

@@ -25,6 +25,7 @@ from typing import Any
 
 from polycrate.errors import ConfigError
 from polycrate.config.declarations import allowed_keys, declared_keys
+from polycrate.config.launch_params import parse_declaration
 from polycrate.config.model import (
     ENGINES,
     RUNTIMES,
@@ -91,6 +92,8 @@ BLOCK_NO_EFFECT = {
 def validate_name(value: Any, what: str, path: Path | str, line: int | None) -> str:
     """The naming rule for blocks, actions, workflows and steps (a block's may be a hub path: a/b/c)."""
     rule = BLOCK_NAME_RE if what == "block" else NAME_RE
+    if value is None or value == "":
+        raise ConfigError(f"the {what} has no name: write `name: ...`", path, line)
     if not isinstance(value, str) or not rule.match(value) or value.endswith((".", "-")) or any(
             part.endswith((".", "-")) for part in value.split("/")):
         hub = " (a block's name may be a path of such names: ayedo/k8s/harbor)" if what == "block" else ""
@@ -547,6 +550,7 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         labels=parse_labels(mapping.get("labels"), f"workflow '{name}': ", path, _line(mapping, "labels")),
         alias=tuple(mapping.get("alias") or ()),
         allow_failure=bool(mapping.get("allow_failure")),
+        launch=parse_declaration(mapping.get("launch"), name, path, _line(mapping, "launch")),
     )
 
 

@@ -219,6 +219,30 @@ def workflow(w: Any) -> dict:
     }
 
 
+def block(ws: Any, b: Any, lock: Mapping[str, Any] | None = None) -> dict:
+    """A block of a workspace as `polycrate blocks list/show -o json` and the server's /api/v1/blocks give it."""
+    from polycrate.blocks.registry import default_reference
+    from polycrate.config.yamlfile import plain
+
+    ref = default_reference(b.definition.relpath)
+    pinned = (lock or {}).get(f"{ref.path}:{b.version}") if ref else None
+    return {
+        "name": b.name,
+        "version": b.version,
+        "kind": b.kind,
+        "template": b.template,
+        "labels": dict(b.labels),
+        "description": b.definition.description or None,
+        "from": b.source,
+        "origin": f"{ref.path}:{b.version}" if pinned and ref else "local",
+        "digest": pinned.digest if pinned else None,
+        "inherits": b.definition.parent,
+        "path": str(b.folder.relative_to(ws.root)),
+        "config": plain(b.config),
+        "actions": [action(b.name, a) for a in b.actions.values()],
+    }
+
+
 def action(block_name: str, a: Any) -> dict:
     """A block's action: `playbook` for ansible, `script` (its lines) for script actions."""
     return {

@@ -149,6 +149,9 @@ class _Run:
         self.secrets = secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks), folder=folder)
         self.ws = with_secret_values(self.ws, secrets.poly)
         self.masker = masker_for(secrets)
+        from polycrate.runtime.ansible_options import secret_values
+
+        self.masker.update(secret_values(self.options.ansible.extra_vars))  # a launch's secret parameters
         self.mask = self.masker.mask
 
     def take_lock(self, key: str, what: str) -> None:

@@ -321,7 +321,7 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets: RuntimeSec
     zygote's configuration fits and the check forks warm instead of starting a cold process.
     `container` (the run's runtime.run_container.RunContainer): the check runs in it, forked from its
     zygote, as the steps will."""
-    from polycrate.runtime.ansible_options import merged_extra_vars
+    from polycrate.runtime.ansible_options import dump_unsafe_yaml, has_unsafe, merged_extra_vars
 
     from polycrate.runtime.action import ActionRequest, action_variables
     from polycrate.config.action_view import block_inventory, playbook_path
@@ -358,7 +358,11 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets: RuntimeSec
                 with os.fdopen(fd, "w") as handle:
                     variables_of = action_variables(ActionRequest(ws=ws, block=target.block, action=target.action,
                                                                   secrets=secrets))
-                    json.dump(variables_of | extra, handle, default=str)  # extra vars win whole, as in Ansible
+                    if has_unsafe(extra):
+                        # values that arrived as data stay `!unsafe` here too: the check templates play fields
+                        handle.write(dump_unsafe_yaml(json.loads(json.dumps(variables_of, default=str)) | extra))
+                    else:
+                        json.dump(variables_of | extra, handle, default=str)  # extra vars win whole, as in Ansible
                 playbooks.append({"key": n, "path": str(path), "vars_file": str(variables),
                                   "allow_no_hosts": target.allow_no_hosts})
             request_file = private / f"request-{index}.json"

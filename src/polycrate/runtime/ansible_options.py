@@ -16,12 +16,106 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from polycrate.errors import PolycrateError
+
+UNSAFE_TAG = "!unsafe"  # Ansible's tag for a value it must never template
+
+
+class UnsafeText(str):
+    """A value that arrived as data (over HTTP, from a launch form): Ansible gets it tagged `!unsafe`,
+    so `{{ ... }}` in it stays text and is never evaluated, wherever the variable is used."""
+
+
+def _yaml_loader():
+    """PyYAML's safe loader that also reads Ansible's `!unsafe` tag (as UnsafeText)."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[valid-type, misc]
+        pass
+
+    def unsafe(loader, node):
+        if isinstance(node, yaml.ScalarNode):
+            return UnsafeText(loader.construct_scalar(node))
+        raise yaml.constructor.ConstructorError(None, None, "!unsafe applies to text values here", node.start_mark)
+
+    Loader.add_constructor(UNSAFE_TAG, unsafe)
+    return Loader
+
+
+def dump_unsafe_yaml(data: Any) -> str:
+    """YAML in which every UnsafeText is tagged `!unsafe` (Ansible reads the tag; so does _load_file)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(UnsafeText, lambda d, v: d.represent_scalar(UNSAFE_TAG, str(v), style="'"))
+    return yaml.dump(data, Dumper=Dumper, sort_keys=True, allow_unicode=True)
+
+
+SECRET_FILE_HEAD = "# polycrate: every value in this file is secret (masked in the run's log and record)\n"
+
+
+def secret_values(values: tuple[str, ...] | list[str]) -> list[str]:
+    """The values of `--extra-vars @file` files that begin with SECRET_FILE_HEAD (the server writes a
+    launch's secret-typed parameters so): the run masks them wherever it prints or stores."""
+    found: list[str] = []
+
+    def leaves(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                leaves(v)
+        elif isinstance(value, list):
+            for v in value:
+                leaves(v)
+        elif value is not None and not isinstance(value, bool):
+            found.append(str(value))
+
+    for value in values:
+        text = value.strip()
+        if not text.startswith("@"):
+            continue
+        path = Path(text[1:])
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if handle.readline() != SECRET_FILE_HEAD:
+                    continue
+        except OSError:
+            continue
+        try:
+            leaves(_load_file(path))
+        except PolycrateError:
+            continue
+    return found
+
+
+def as_unsafe(value: Any) -> Any:
+    """Every text inside `value` (keys stay plain: Ansible does not template names) made UnsafeText."""
+    if isinstance(value, str):
+        return UnsafeText(value)
+    if isinstance(value, dict):
+        return {str(k): as_unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_unsafe(v) for v in value]
+    return value
+
+
+def has_unsafe(value: Any) -> bool:
+    if isinstance(value, UnsafeText):
+        return True
+    if isinstance(value, dict):
+        return any(has_unsafe(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_unsafe(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True)
@@ -133,7 +227,7 @@ def _load_file(path: Path) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())  # the safe loader, plus !unsafe
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PolycrateError(f"--extra-vars: cannot read {path}: {str(exc).splitlines()[0]}") from None
     if data is None:
@@ -180,3 +274,67 @@ def options_from_args(args) -> AnsibleOptions:
         extra_vars=tuple(parse_extra_vars(v) for v in getattr(args, "extra_vars", None) or ()),
         verbosity=verbosity,
     )
+
+
+# --- values that arrive over HTTP ---------------------------------------------------------------
+
+HOST_PATTERN_MAX = 1024
+_TERM = re.compile(r"^[!&]?(?:~[^\s@/\\{}%'\"`$;<>|]+|[A-Za-z0-9_.*?\[\]-]+(?:\[[0-9:-]*\])?)$")
+
+
+def check_host_pattern(text: str, what: str = "limit") -> str:
+    """A --limit from HTTP, parsed as Ansible's host-pattern grammar: terms split on ',' (or ':'),
+    each a name, a glob, a group with a [range], or ~regex, led by '!' or '&'. Anything that makes
+    Ansible read a file (@file, in any position) or names a path is refused, as is any control
+    character; the text is what ansible-playbook gets, unchanged."""
+    if not isinstance(text, str):
+        raise PolycrateError(f"{what}: a host pattern as text, not {type(text).__name__}")
+    if len(text) > HOST_PATTERN_MAX:
+        raise PolycrateError(f"{what}: at most {HOST_PATTERN_MAX} characters, not {len(text)}")
+    if any(not c.isprintable() for c in text):
+        raise PolycrateError(f"{what}: control characters are not part of a host pattern")
+    if "@" in text:
+        raise PolycrateError(f"{what}: '@' (a file of hosts) is not allowed over the web")
+    if "/" in text or "\\" in text:
+        raise PolycrateError(f"{what}: a host pattern, not a path")
+    terms = [t.strip() for t in re.split(r"[,:]", text)] if "[" not in text else _split_keeping_ranges(text)
+    if not any(terms):
+        raise PolycrateError(f"{what}: an empty host pattern")
+    for term in terms:
+        if term and not _TERM.match(term):
+            raise PolycrateError(f"{what}: {term!r} is not a host pattern term (name, glob, group[range], ~regex)")
+    return text.strip()
+
+
+def _split_keeping_ranges(text: str) -> list[str]:
+    """Split on ',' and ':' outside [...] (a range such as web[0:3] has its own ':')."""
+    terms, depth, current = [], 0, ""
+    for c in text:
+        if c == "[":
+            depth += 1
+        elif c == "]":
+            depth = max(depth - 1, 0)
+        if c in ",:" and depth == 0:
+            terms.append(current.strip())
+            current = ""
+        else:
+            current += c
+    terms.append(current.strip())
+    return terms
+
+
+def redacted_extra_vars(values: list[str] | tuple[str, ...]) -> list[str]:
+    """Extra vars as people without the run's own rights see them: the names, never the values."""
+    shown: list[str] = []
+    for value in values:
+        text = str(value).strip()
+        if text.startswith("@"):
+            shown.append("@(file)")
+            continue
+        try:
+            names = sorted(json.loads(text)) if text[:1] in "{[" else list(_key_values(text))
+        except (PolycrateError, ValueError, TypeError):
+            shown.append("(hidden)")
+            continue
+        shown.append(" ".join(f"{name}=********" for name in names))
+    return shown

@@ -16,7 +16,7 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,14 @@ from starlette.staticfiles import StaticFiles
 from polycrate import __version__
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunRecord
-from polycrate.cli.render import state_text
-from polycrate.states import RunState, StepState, signal_of
+from polycrate.states import RunState, StepState, signal_of, state_text
 from polycrate import contract
 from polycrate.server import chart, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
-from polycrate.server.launch import LaunchOptions, LaunchRefused, launch, prompts_of, run_options_supported, stop
-from polycrate.server.state import Principal, ServerState
+from polycrate.runtime.ansible_options import check_host_pattern
+from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, failed_hosts, launch,
+                                     parse_launch, prompts_of, stop)
+from polycrate.server.state import Principal, ServerState, bounded
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "pc_session"
@@ -47,6 +48,10 @@ LOGIN_COOKIE = "pc_login"  # the login form's CSRF token (double submit: cookie 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SPANS = {"1h": 3600, "6h": 6 * 3600, "1d": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+LOG_TAIL = 256 * 1024  # bytes of each step's log a run page shows at first (older parts on demand)
+BODY_LIMIT = 64 * 1024  # bytes of a request body: a launch or a form is a few hundred
+STREAM_RECHECK = 1.0  # seconds between checks that a live stream's session or token still holds
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 @dataclass
@@ -55,6 +60,9 @@ class Settings:
     state_dir: Path
     tls: bool = False
     behind_proxy: bool = False
+    allowed_hosts: tuple[str, ...] = ()  # Host header values served (the port aside); () = loopback names
+    proxies: tuple[str, ...] = ("127.0.0.1", "::1")  # the reverse proxy whose X-Forwarded-* is believed
+    body_limit: int = BODY_LIMIT
     backend: str | None = None  # team mode: the PostgreSQL DSN runs are read from (cli/ reads the user's setting)
 
 
@@ -112,7 +120,6 @@ class Web:
         self.state = ServerState(settings.state_dir)
         self.catalog = Catalog(settings.sources, backend=settings.backend)
         self.templates = _templates()
-        self.supported = run_options_supported()
 
     # --- who is asking ---------------------------------------------------------------------
 
@@ -172,7 +179,9 @@ class Web:
             R("/runs", g(self.runs_page, "viewer")),
             R("/runs/{run_id}", g(self.run_page, "viewer")),
             R("/runs/{run_id}/log/events", g(self.log_events, "viewer")),
+            R("/runs/{run_id}/log/raw", g(self.raw_log, "viewer")),
             R("/runs/{run_id}/stop", g(self.stop_form, "operator"), methods=["POST"]),
+            R("/runs/{run_id}/relaunch", g(self.relaunch_form, "operator"), methods=["POST"]),
             R("/workspaces/{workspace}/workflows/{workflow}", g(self.workflow_page, "viewer")),
             R("/workspaces/{workspace}/workflows/{workflow}/launch", g(self.launch_form, "operator"),
               methods=["POST"]),
@@ -190,6 +199,7 @@ class Web:
             R("/api/v1/runs/{run_id}/log", g(self.api_log, "viewer")),
             R("/api/v1/runs/{run_id}/log/events", g(self.log_events, "viewer")),
             R("/api/v1/runs/{run_id}/stop", g(self.api_stop, "operator"), methods=["POST"]),
+            R("/api/v1/runs/{run_id}/relaunch", g(self.api_relaunch, "operator"), methods=["POST"]),
             R("/api/v1/workspaces/{workspace}/workflows/{workflow}/runs", g(self.api_launch, "operator"),
               methods=["POST"]),
             R("/api/v1/schedules", g(self.api_schedules, "viewer")),
@@ -201,34 +211,50 @@ class Web:
         ]
 
     def guard(self, endpoint: Callable, role: str) -> Callable:
-        """The one gate: authenticated (401), allowed (403), CSRF on state-changing session requests (403)."""
+        """The one gate: authenticated (401), allowed (403), CSRF on state-changing session requests (403).
+        Who asks is known from the headers alone: no body is read before that (an anonymous upload is
+        refused before a byte of it is parsed). A route with {workspace} in its path needs the role in that
+        workspace (a workspace one may not see reads as missing: 404); others need it somewhere, and their
+        endpoints check each run's workspace."""
         is_async = asyncio.iscoroutinefunction(endpoint)
 
-        def check(request: Request, form: dict | None) -> None:
+        def authenticate(request: Request) -> Principal:
             who = self.principal(request)
             if who is None:
                 if request.headers.get("authorization"):
                     raise HTTPError(401, "invalid or unknown API token")
                 raise HTTPError(401, "log in first (or send an API token: Authorization: Bearer ...)")
             request.state.principal = who
+            return who
+
+        def authorize(request: Request, who: Principal, form: dict | None) -> None:
             if request.method not in ("GET", "HEAD") and who.via == "session":
                 sent = request.headers.get("x-csrf-token") or (form or {}).get("csrf") or ""
-                if not (who.csrf and hmac.compare_digest(str(sent), who.csrf)):
+                if not (who.csrf and isinstance(sent, str) and hmac.compare_digest(sent.encode(), who.csrf.encode())):
                     self.state.audit(who.label, "csrf-refused", request.url.path, "refused", self.client(request))
                     raise HTTPError(403, "missing or wrong CSRF token: reload the page and try again")
-            if not who.may(role):
+            workspace = request.path_params.get("workspace")
+            if workspace is not None and not who.sees(workspace):
+                raise HTTPError(404, f"no workspace '{bounded(workspace, 100)}' is served here")
+            allowed = who.may(role, workspace) if workspace is not None else who.may_somewhere(role)
+            if role == "admin" and workspace is None:
+                allowed = who.may("admin")  # users, tokens, the audit log: admins of everything
+            if not allowed:
                 if request.method not in ("GET", "HEAD"):
                     self.state.audit(who.label, "denied", request.url.path, "refused", self.client(request),
-                                     {"role": who.role, "needed": role})
-                raise HTTPError(403, f"{who.label} is a {who.role}; this needs the {role} role")
+                                     {"role": who.role_in(workspace), "needed": role})
+                raise HTTPError(403, f"{who.label} is a {who.role_in(workspace)} here; this needs the {role} role")
 
         async def endpoint_with_gate(request: Request) -> Response:
             try:
+                who = await asyncio.to_thread(authenticate, request)
                 form = None
-                if request.method not in ("GET", "HEAD") and "form" in request.headers.get("content-type", ""):
-                    form = dict(await request.form())
-                    request.state.form = form
-                await asyncio.to_thread(check, request, form)
+                if request.method not in ("GET", "HEAD"):
+                    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                    if kind == "application/x-www-form-urlencoded":
+                        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+                        request.state.form = form
+                await asyncio.to_thread(authorize, request, who, form)
                 if is_async:
                     return await endpoint(request)
                 return await asyncio.to_thread(endpoint, request)
@@ -257,24 +283,27 @@ class Web:
 
     def _login(self, request: Request, form: dict) -> Response:
         client = self.client(request)
-        name = str(form.get("username", "")).strip()
-        password = str(form.get("password", ""))
-        next_url = str(form.get("next") or "/")
-        sent, cookie = str(form.get("csrf", "")), request.cookies.get(LOGIN_COOKIE, "")
-        if not (cookie and hmac.compare_digest(sent, cookie)):
-            self.state.audit(name or "-", "login", None, "refused: CSRF", client)
+        fields = {k: form.get(k, "") for k in ("username", "password", "next", "csrf")}
+        if not all(isinstance(v, str) for v in fields.values()):
+            return self.page(request, "error.html", status=400, title="400", message="the login form has text fields")
+        name, password = fields["username"].strip(), fields["password"]
+        next_url = fields["next"] or "/"
+        sent, cookie = fields["csrf"], request.cookies.get(LOGIN_COOKIE, "")
+        if not (cookie and hmac.compare_digest(sent.encode(), cookie.encode())):
+            self.state.audit_anonymous(name or "-", "login", "refused: CSRF", client)
             return self.page(request, "error.html", status=403, title="403",
                              message="missing or wrong CSRF token: reload the login page and try again")
-        if self.state.login_blocked(name, client):
-            self.state.audit(name, "login", None, "refused: rate limit", client)
+        attempt = self.state.begin_login(name, client)  # counted as failed until the password proves right
+        if attempt is None:
+            self.state.audit_anonymous(name, "login", "refused: rate limit", client)
+            wait = int(self.state.login_wait(name, client)) + 1
             return self.login_page(request, status=429, next_url=next_url,
-                                   message="too many failed logins: wait 15 minutes and try again")
+                                   message=f"too many failed logins from here: wait {_span(wait)} and try again")
         role = self.state.authenticate(name, password)
         if role is None:
-            self.state.record_login_failure(name, client)
-            self.state.audit(name or "-", "login", None, "failed", client)
+            self.state.audit_anonymous(name or "-", "login", "failed", client)
             return self.login_page(request, status=401, message="wrong user name or password", next_url=next_url)
-        self.state.clear_login_failures(name)
+        self.state.login_succeeded(name, client)
         session = self.state.new_session(name)
         self.state.audit(name, "login", None, "ok", client)
         response = RedirectResponse(_local_path(next_url), status_code=303)
@@ -295,22 +324,19 @@ class Web:
     # --- pages -----------------------------------------------------------------------------
 
     def overview(self, request: Request) -> Response:
-        rows = self.catalog.overview()
+        rows = self.catalog.overview(who=request.state.principal)
         return self.page(request, "overview.html", title="Overview", rows=rows)
 
     def _filters(self, request: Request) -> dict:
         q = request.query_params
-        filters: dict[str, Any] = {}
+        filters: dict[str, Any] = {"who": request.state.principal}
         for key in ("workspace", "workflow", "status"):
             if q.get(key):
-                filters[key] = q[key]
+                filters[key] = _query_text(q[key], key)
         for key in ("since", "until"):
             if q.get(key):
-                filters[key] = _time_filter(q[key], key)
-        limit = q.get("limit", "50")
-        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-            raise HTTPError(400, f"limit must be a whole number from 1 to 1000, not {limit!r}")
-        filters["limit"] = int(limit)
+                filters[key] = _time_filter(_query_text(q[key], key), key)
+        filters["limit"] = _whole(q.get("limit", "50"), "limit", 1, 1000)
         return filters
 
     def runs_page(self, request: Request) -> Response:
@@ -321,33 +347,48 @@ class Web:
         if len(runs) == filters["limit"]:  # the next page: runs started before the last one shown
             more = "/runs?" + urlencode({**query, "until": repr(runs[-1].started)})
         return self.page(request, "runs.html", title="Runs", runs=runs, q=request.query_params, more=more,
-                         workspaces=[e.key for e in self.catalog.entries()], spans=list(SPANS))
+                         workspaces=[e.key for e in self.catalog.entries(request.state.principal)],
+                         spans=list(SPANS))
 
     def run_page(self, request: Request) -> Response:
-        entry, run, logs = self.catalog.run_logs(request.path_params["run_id"])
+        who: Principal = request.state.principal
+        tail = _whole(request.query_params.get("tail", str(LOG_TAIL)), "tail", 1024, 1 << 31)
+        entry, run, logs = self.catalog.run_log_tails(request.path_params["run_id"], tail, who=who)
         timeline = chart.timeline(run)
+        launched = self.state.launch_of(run.id)
         return self.page(request, "run.html", title=f"Run {run.id}", run=run, logs=logs, timeline=timeline,
-                         timeline_svg=chart.timeline_svg(timeline), live=run.status == RunState.RUNNING)
+                         timeline_svg=chart.timeline_svg(timeline), live=run.status == RunState.RUNNING,
+                         launched=launched, may_operate=who.may("operator", entry.key),
+                         failed_hosts=failed_hosts(run), tail=tail)
 
     def workflow_page(self, request: Request) -> Response:
         key, name = request.path_params["workspace"], request.path_params["workflow"]
-        entry, workflow = self.catalog.workflow(key, name)
-        history = self.catalog.workflow_runs(key, name)
-        running = self.catalog.list_runs(workspace=key, workflow=name, status=RunState.RUNNING, limit=1)
+        who: Principal = request.state.principal
+        entry, workflow = self.catalog.workflow(key, name, who)
+        history = self.catalog.workflow_runs(key, name, who=who)
+        running = self.catalog.list_runs(workspace=key, workflow=name, status=RunState.RUNNING, limit=1, who=who)
         return self.page(
             request, "workflow.html", title=f"{key} / {name}", entry=entry, workflow=workflow,
             svg=chart.durations(history), history=list(reversed(history)), prompts=prompts_of(entry.ws, workflow),
-            running=running[0] if running else None, supported=self.supported,
-            message=request.query_params.get("message"))
+            running=running[0] if running else None, may_operate=who.may("operator", key),
+            declaration=workflow.launch, may_extra=bool(workflow.launch and workflow.launch.extra_vars == "admins"
+                                                        and who.may("admin", key)))
 
     def schedules_page(self, request: Request) -> Response:
-        return self.page(request, "schedules.html", title="Schedules", rows=self.catalog.schedules())
+        return self.page(request, "schedules.html", title="Schedules",
+                         rows=self.catalog.schedules(who=request.state.principal))
 
     def blocks_page(self, request: Request) -> Response:
-        return self.page(request, "blocks.html", title="Blocks", rows=self.catalog.blocks())
+        return self.page(request, "blocks.html", title="Blocks", rows=self.catalog.blocks(who=request.state.principal))
 
     def audit_page(self, request: Request) -> Response:
-        return self.page(request, "audit.html", title="Audit log", rows=self.state.audit_log())
+        filters = _audit_filters(request)
+        rows = self.state.audit_log(**filters)
+        more = None
+        if len(rows) == filters["limit"]:
+            query = {k: v for k, v in request.query_params.items() if k != "before"}
+            more = "/audit?" + urlencode({**query, "before": rows[-1]["id"]})
+        return self.page(request, "audit.html", title="Audit log", rows=rows, more=more, q=request.query_params)
 
     def admin_page(self, request: Request, new_token: str | None = None, new_name: str | None = None) -> Response:
         return self.page(request, "admin.html", title="Users and tokens", users=self.state.users(),
@@ -373,9 +414,10 @@ class Web:
 
     def _launch(self, request: Request, key: str, name: str, options: LaunchOptions, confirmed: bool) -> str:
         who: Principal = request.state.principal
-        entry, workflow = self.catalog.workflow(key, name)
+        entry, workflow = self.catalog.workflow(key, name, who)
         if options.step and options.step not in {s.name for s in workflow.steps}:
             raise HTTPError(400, f"workflow '{name}' has no step '{options.step}'")
+        options = apply_declaration(options, workflow.launch, name, admin=who.may("admin", key))
         asks = prompts_of(entry.ws, workflow, options.step)
         detail = options.audit() | {"workspace": key, "workflow": name}
         if asks and not confirmed:
@@ -383,39 +425,57 @@ class Web:
                             {"prompts": asks})
         try:
             launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
-                              output_dir=self.settings.state_dir / "launches", supported=self.supported,
-                              backend=self.settings.backend, workspace=entry.name)
+                              output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
+                              workspace=entry.name)
         except LaunchRefused as exc:
             self.state.audit(who.label, "launch", f"{key}/{name}", f"refused: {exc.message}", self.client(request),
                              detail)
             raise
+        self.state.record_launch(launched.run_id, who.label, key, name, options.audit(), options.replay(),
+                                 str(launched.secrets_file) if launched.secrets_file else None)
         self.state.audit(who.label, "launch", f"{key}/{name}", "ok", self.client(request),
                          detail | {"run_id": launched.run_id, "confirmed": [a["message"] for a in asks]})
         return launched.run_id
 
     def launch_form(self, request: Request) -> Response:
-        form = request.state.form if hasattr(request.state, "form") else {}
+        if not hasattr(request.state, "form"):
+            raise HTTPError(415, "the launch form is a form (application/x-www-form-urlencoded); the API takes JSON")
+        form = request.state.form
         key, name = request.path_params["workspace"], request.path_params["workflow"]
-        entry, workflow = self.catalog.workflow(key, name)
-        asks = prompts_of(entry.ws, workflow, form.get("step") or None)
-        confirmed = all(form.get(f"confirm-{i}") == "yes" for i in range(len(asks)))
-        options = LaunchOptions(
-            check=form.get("check") == "yes", step=form.get("step") or None, resume=form.get("resume") == "yes",
-            limit=(form.get("limit") or "").strip() or None,
-            extra_vars=tuple(line.strip() for line in str(form.get("extra_vars") or "").splitlines() if line.strip()),
-        )
         try:
+            entry, workflow = self.catalog.workflow(key, name, request.state.principal)
+            unknown = [k for k in form if k not in ("csrf", "check", "resume", "step", "limit", "extra_vars")
+                       and not k.startswith(("confirm-", "var-"))]
+            if unknown:
+                raise HTTPError(400, f"the launch form has no field {sorted(unknown)[0][:40]!r}")
+            step = form.get("step") or None
+            asks = prompts_of(entry.ws, workflow, step if step in {s.name for s in workflow.steps} else None)
+            confirmed = all(form.get(f"confirm-{i}") == "yes" for i in range(len(asks)))
+            # a checkbox sends its value ("yes") when ticked, nothing when not: that is the form's boolean
+            body: dict[str, Any] = {"check": form.get("check") == "yes", "resume": form.get("resume") == "yes",
+                                    "step": step, "limit": (form.get("limit") or "").strip() or None}
+            lines = [line.strip() for line in str(form.get("extra_vars") or "").splitlines() if line.strip()]
+            if lines:
+                body["extra_vars"] = lines
+            body["vars"] = _form_variables(workflow.launch, form)
+            options, _ = parse_launch(body)
             run_id = self._launch(request, key, name, options, confirmed)
         except (HTTPError, LaunchRefused) as exc:
-            status = exc.status
-            message = exc.message
-            return self.page(request, "error.html", status=status, title=str(status), message=message,
+            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
                              back=f"/workspaces/{key}/workflows/{name}")
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
+    def _run_for(self, request: Request, role: str) -> tuple[Any, RunRecord]:
+        """The run named in the path, if `who` may see its workspace (else 404) and has `role` there (else 403)."""
+        who: Principal = request.state.principal
+        entry, run = self.catalog.find_run(request.path_params["run_id"], who)
+        if not who.may(role, entry.key):
+            raise HTTPError(403, f"{who.label} is a {who.role_in(entry.key)} in {entry.key}; this needs the {role} role")
+        return entry, run
+
     def _stop(self, request: Request) -> RunRecord:
         who: Principal = request.state.principal
-        entry, run = self.catalog.find_run(request.path_params["run_id"])
+        entry, run = self._run_for(request, "operator")
         try:
             stop(entry.root, run)
         except LaunchRefused as exc:
@@ -425,22 +485,115 @@ class Web:
         return run
 
     def stop_form(self, request: Request) -> Response:
+        """The Stop button asks first (a page of its own, so it works without JavaScript); the answer stops."""
+        form = request.state.form if hasattr(request.state, "form") else None
+        if form is None:
+            raise HTTPError(415, "the Stop button sends a form")
+        if form.get("confirm") != "yes":
+            entry, run = self._run_for(request, "operator")
+            return self.page(request, "confirm_stop.html", title=f"Stop run {run.id}?", run=run)
         run = self._stop(request)
         return RedirectResponse(f"/runs/{run.id}", status_code=303)
+
+    def _relaunch(self, request: Request, failed_only: bool, confirmed: bool) -> str:
+        """The run's workflow again with the same launch values (secret ones read back from the launch's own
+        file), or on its failed hosts only."""
+        entry, run = self._run_for(request, "operator")
+        if run.kind != "workflow":
+            raise HTTPError(409, f"run {run.id} is not a workflow run")
+        if run.status == RunState.RUNNING:
+            raise HTTPError(409, f"run {run.id} is still running")
+        record = self.state.launch_of(run.id)
+        if record is not None:
+            options = LaunchOptions.from_replay(record["options"], record["vars_file"])
+        else:  # launched at the terminal: what its record holds, never its extra vars (not ours to show or reuse)
+            recorded = run.ansible_options or {}
+            if recorded.get("extra_vars"):
+                raise HTTPError(409, f"run {run.id} was started with extra vars at the terminal: relaunch it there")
+            options = LaunchOptions(check=bool(run.check_mode), step=run.only_step,
+                                    limit=recorded.get("limit"), tags=tuple(recorded.get("tags") or ()))
+        if failed_only:
+            hosts = failed_hosts(run)
+            if not hosts:
+                raise HTTPError(409, f"run {run.id} has no failed or unreachable host")
+            try:
+                limit = check_host_pattern(",".join(hosts))
+            except PolycrateError as exc:
+                raise HTTPError(409, f"the failed hosts are no host pattern: {exc.message}") from None
+            options = replace(options, limit=limit)
+        run_id = self._launch(request, entry.key, run.name, options, confirmed)
+        self.state.audit(request.state.principal.label, "relaunch", run.id, "ok", self.client(request),
+                         {"run_id": run_id, "failed_hosts": failed_only})
+        return run_id
+
+    def relaunch_form(self, request: Request) -> Response:
+        form = request.state.form if hasattr(request.state, "form") else None
+        if form is None:
+            raise HTTPError(415, "the relaunch button sends a form")
+        unknown = sorted(set(form) - {"csrf", "confirm", "failed_hosts"})
+        if unknown:
+            raise HTTPError(400, f"the relaunch form has no field {unknown[0][:40]!r}")
+        try:
+            run_id = self._relaunch(request, form.get("failed_hosts") == "yes", form.get("confirm") == "yes")
+        except (HTTPError, LaunchRefused) as exc:
+            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
+                             back=f"/runs/{request.path_params['run_id']}")
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def api_relaunch(self, request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/json", ""):
+            raise HTTPError(415, "the body must be JSON (Content-Type: application/json)")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            raise HTTPError(400, "the body must be JSON") from None
+        if not isinstance(body, dict) or set(body) - {"failed_hosts", "confirm"}:
+            raise HTTPError(400, "the body is an object with failed_hosts and confirm (booleans), nothing else")
+        for key in ("failed_hosts", "confirm"):
+            if not isinstance(body.get(key, False), bool):
+                raise HTTPError(400, f"{key}: true or false (a JSON boolean)")
+        run_id = await asyncio.to_thread(self._relaunch, request, body.get("failed_hosts", False),
+                                         body.get("confirm", False))
+        return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"},
+                            status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
+
+    def raw_log(self, request: Request) -> Response:
+        """The whole log as text, to download: each step's file after a `==> step` line, read in chunks."""
+        who: Principal = request.state.principal
+        entry, run = self.catalog.find_run(request.path_params["run_id"], who)
+        steps = [(s.name, s.position, bool(s.log)) for s in run.steps]
+
+        def chunks():
+            for name, position, has_log in steps:
+                yield f"==> {name}\n".encode()
+                if has_log:
+                    yield self.catalog.read_log(entry, run.id, position, 0).data
+
+        return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="polycrate-run-{run.id}.log"'})
 
     # --- the live log ----------------------------------------------------------------------
 
     async def log_events(self, request: Request) -> Response:
         """Server-sent events: `step` when a step's log begins, `line` per log line, `end` with the result."""
+        who: Principal = request.state.principal
         run_id = request.path_params["run_id"]
-        entry, run = await asyncio.to_thread(self.catalog.find_run, run_id)
+        entry, run = await asyncio.to_thread(self.catalog.find_run, run_id, who)
 
         async def stream():
             offsets: dict[int, int] = {}
             announced: set[int] = set()
             pending: dict[int, str] = {}
             idle = 0.0
+            checked = time.monotonic()
             while True:
+                if time.monotonic() - checked >= STREAM_RECHECK:  # logged out, token revoked: the stream ends
+                    checked = time.monotonic()
+                    if not await asyncio.to_thread(self.state.still_valid, who):
+                        yield _event("gone", {"reason": "the session or token has ended"})
+                        return
                 current = await asyncio.to_thread(self.catalog.get_run, entry, run.id)
                 for step in current.steps:
                     position = step.position
@@ -459,7 +612,7 @@ class Web:
                     for line in lines:
                         yield _event("line", {"step": step.name, "text": line})
                 if current.status != RunState.RUNNING:
-                    for position, rest in pending.items():
+                    for rest in pending.values():
                         yield _event("line", {"step": "", "text": rest})
                     yield _event("end", {"status": current.status, "exit_code": current.exit_code,
                                          "duration": current.duration})
@@ -485,7 +638,7 @@ class Web:
         return JSONResponse({"name": who.name, "role": who.role, "via": who.via})
 
     def api_overview(self, request: Request) -> Response:
-        return JSONResponse(self.catalog.overview())
+        return JSONResponse(self.catalog.overview(who=request.state.principal))
 
     # runs leave as the documents of polycrate.contract: those of `polycrate runs list/show/logs -o json`
 
@@ -494,21 +647,29 @@ class Web:
         return JSONResponse(contract.runs_document((r, r.workspace) for r in runs))
 
     def api_run(self, request: Request) -> Response:
-        run = self.catalog.find_run(request.path_params["run_id"])[1]
+        run = self.catalog.find_run(request.path_params["run_id"], request.state.principal)[1]
         return JSONResponse(contract.run_document(run, run.workspace))
 
     def api_log(self, request: Request) -> Response:
-        _, run, logs = self.catalog.run_logs(request.path_params["run_id"], request.query_params.get("step"))
+        step = request.query_params.get("step")
+        _, run, logs = self.catalog.run_logs(request.path_params["run_id"], _query_text(step, "step") if step else None,
+                                             who=request.state.principal)
         return JSONResponse(contract.logs_document(run.id, logs))
 
     def api_schedules(self, request: Request) -> Response:
-        return JSONResponse(self.catalog.schedules())
+        return JSONResponse(self.catalog.schedules(who=request.state.principal))
 
     def api_blocks(self, request: Request) -> Response:
-        return JSONResponse(self.catalog.blocks())
+        return JSONResponse(self.catalog.blocks(who=request.state.principal))
 
     def api_audit(self, request: Request) -> Response:
-        return JSONResponse(self.state.audit_log())
+        filters = _audit_filters(request)
+        rows = self.state.audit_log(**filters)
+        headers = {}
+        if len(rows) == filters["limit"]:  # the next page, older rows: as a Link header, the body stays a list
+            query = {k: v for k, v in request.query_params.items() if k != "before"}
+            headers["Link"] = f'</api/v1/audit?{urlencode({**query, "before": rows[-1]["id"]})}>; rel="next"'
+        return JSONResponse(rows, headers=headers)
 
     def api_users(self, request: Request) -> Response:
         return JSONResponse(self.state.users())
@@ -517,23 +678,17 @@ class Web:
         return JSONResponse(self.state.tokens())  # names, roles, times: never a token or its hash
 
     async def api_launch(self, request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/json", ""):  # (a form was read by the gate already: its stream is spent)
+            raise HTTPError(415, "the body must be JSON (Content-Type: application/json)")
+        raw = await request.body()
         try:
-            body = await request.json() if await request.body() else {}
-        except ValueError:
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
             raise HTTPError(400, "the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise HTTPError(400, "the body must be a JSON object")
-        unknown = set(body) - {"check", "step", "resume", "limit", "extra_vars", "confirm"}
-        if unknown:
-            raise HTTPError(400, f"unknown field(s): {', '.join(sorted(unknown))}")
-        extra = body.get("extra_vars") or []
-        if isinstance(extra, (str, dict)):
-            extra = [extra]
-        options = LaunchOptions(check=bool(body.get("check")), step=body.get("step") or None,
-                                resume=bool(body.get("resume")), limit=body.get("limit") or None,
-                                extra_vars=tuple(e if isinstance(e, str) else json.dumps(e) for e in extra))
+        options, confirm = parse_launch(body)
         key, name = request.path_params["workspace"], request.path_params["workflow"]
-        run_id = await asyncio.to_thread(self._launch, request, key, name, options, bool(body.get("confirm")))
+        run_id = await asyncio.to_thread(self._launch, request, key, name, options, confirm)
         return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"}, status_code=202,
                             headers={"Location": f"/api/v1/runs/{run_id}"})
 
@@ -548,6 +703,55 @@ def _local_path(url: str) -> str:
     return url if ok else "/"
 
 
+def _form_variables(declaration: Any, form: dict) -> dict[str, Any]:
+    """The launch form's typed fields (`var-NAME`) as the JSON values the API takes: a form sends text, so
+    a number field's text becomes a number here, a ticked box true; the declaration then checks them."""
+    values: dict[str, Any] = {}
+    for variable in getattr(declaration, "variables", ()):
+        raw = form.get(f"var-{variable.name}")
+        if variable.type == "boolean":
+            values[variable.name] = raw == "yes"
+            continue
+        if raw is None or raw == "":
+            continue
+        if variable.type == "integer":
+            text = raw.strip()
+            if not (text.lstrip("-").isascii() and text.lstrip("-").isdigit() and len(text) < 19):
+                raise HTTPError(400, f"vars.{variable.name}: a whole number, not {text[:40]!r}")
+            values[variable.name] = int(text)
+        elif variable.type == "choice":
+            values[variable.name] = next((c for c in variable.choices if str(c) == raw), raw)
+        else:
+            values[variable.name] = raw
+    return values
+
+
+def _query_text(value: str, what: str, limit: int = 200) -> str:
+    if len(value) > limit or not value.isprintable():
+        raise HTTPError(400, f"{what}: at most {limit} printable characters")
+    return value
+
+
+def _whole(text: str, what: str, low: int, high: int) -> int:
+    """A whole number from a query string: ASCII digits only ('²' is a digit to str.isdigit, not to int)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 9 and low <= int(text) <= high):
+        raise HTTPError(400, f"{what} must be a whole number from {low} to {high}, not {text[:20]!r}")
+    return int(text)
+
+
+def _audit_filters(request: Request) -> dict[str, Any]:
+    q = request.query_params
+    filters: dict[str, Any] = {"limit": _whole(q.get("limit", "200"), "limit", 1, 1000)}
+    if q.get("before"):
+        filters["before"] = _whole(q["before"], "before", 1, 10**15)
+    for key in ("actor", "action", "outcome"):
+        if q.get(key):
+            filters[key] = _query_text(q[key], key)
+    if q.get("since"):
+        filters["since"] = _time_filter(_query_text(q["since"], "since"), "since")
+    return filters
+
+
 def _event(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
@@ -557,12 +761,14 @@ def _time_filter(text: str, what: str) -> float:
     if text in SPANS:
         return time.time() - SPANS[text]
     try:
-        return float(text)
+        value = float(text)
+        if value == value and abs(value) < 1e11:  # not NaN, not inf, a time of this world
+            return value
     except ValueError:
         pass
     try:
         return datetime.fromisoformat(text).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise HTTPError(400, f"{what}: give 1h, 6h, 1d, 7d, 30d, an epoch time or an ISO date, not {text!r}") from None
 
 
@@ -596,8 +802,130 @@ class SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
+class ProxyClient:
+    """Behind --behind-proxy: the client's address and scheme from X-Forwarded-For/-Proto, believed only when
+    the connection comes from a configured proxy address, and then the rightmost address the proxy added
+    (what a client writes into the header itself stands left of it and is ignored). Elsewhere the headers
+    are ignored: a client that rotates X-Forwarded-For gets no new address from it."""
+
+    def __init__(self, app, proxies: tuple[str, ...]):
+        self.app = app
+        self.proxies = set(proxies)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket") and scope.get("client") and scope["client"][0] in self.proxies:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            chain = [a.strip() for a in headers.get("x-forwarded-for", "").split(",") if a.strip()]
+            for address in reversed(chain):
+                if address not in self.proxies:
+                    scope = dict(scope, client=(address[:64], 0))
+                    break
+            proto = headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+            if proto in ("http", "https"):
+                scope = dict(scope, scheme=proto)
+        return await self.app(scope, receive, send)
+
+
+class TrustedHosts:
+    """Requests whose Host header is not one this server answers to get 400 (DNS rebinding: a page on
+    another site that resolves its own name to 127.0.0.1 cannot talk to us with our cookies' trust)."""
+
+    def __init__(self, app, allowed: tuple[str, ...]):
+        self.app = app
+        self.allowed = {h.lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = ""
+        for key, value in scope.get("headers", []):
+            if key == b"host":
+                host = value.decode("latin-1").lower()
+                break
+        name = host[: host.rindex("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
+        if name not in self.allowed and "*" not in self.allowed:
+            return await _plain(send, 400, "this server does not answer to that Host name (see polycrate serve --allowed-host)")
+        return await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """At most `limit` bytes of request body, else 413, before any route sees it; multipart (file uploads,
+    which Starlette would spool to a temporary file) is refused with 415 unread: no route takes files.
+    Bodies are short (a login, a launch), so a body within the limit is read into memory here."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        declared = headers.get(b"content-length", b"")
+        if declared and (not declared.isdigit() or int(declared) > self.limit):
+            return await _plain(send, 413, f"the request body is larger than {self.limit} bytes")
+        chunks, size = [], 0
+        while True:  # read (in memory, at most the limit) before answering: an unread body makes the close a reset
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await _plain(send, 413, f"the request body is larger than {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if kind.startswith(b"multipart/"):  # never parsed: Starlette would spool its files to disk
+            return await _plain(send, 415, "no file uploads here: send JSON or a form (urlencoded)")
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+class SlashRedirect:
+    """`/runs/` -> `/runs`, as a path on this server: the Location never carries the Host header (which a
+    client chooses) and never starts with `//` (another site, to a browser)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and len(path) > 1 and path.endswith("/") and not path.startswith("/static/"):
+            target = "/" + path.strip("/")
+            from urllib.parse import quote
+
+            location = quote(target, safe="/-._~") + (("?" + scope["query_string"].decode("latin-1"))
+                                                       if scope.get("query_string") else "")
+            await send({"type": "http.response.start", "status": 308,
+                        "headers": [(b"location", location.encode("latin-1", "replace")), (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        return await self.app(scope, receive, send)
+
+
+async def _plain(send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(settings: Settings):
     web = Web(settings)
     app = Starlette(routes=web.routes())
+    app.router.redirect_slashes = False  # SlashRedirect does it without echoing Host
     app.state.web = web
-    return SecurityHeaders(app, settings.tls)
+    allowed = settings.allowed_hosts or LOOPBACK_NAMES
+    inner = TrustedHosts(SecurityHeaders(SlashRedirect(BodyLimit(app, settings.body_limit)), settings.tls), tuple(allowed))
+    return ProxyClient(inner, settings.proxies) if settings.behind_proxy else inner

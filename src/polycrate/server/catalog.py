@@ -8,21 +8,26 @@ so the bench and the tests can call it directly.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import LogPiece, RunRecord, RunStore, StepRecord, open_store
+from polycrate.runtime.ansible_options import redacted_extra_vars
 from polycrate.states import RunKind, RunState
-from polycrate.config.workspace import WORKSPACE_FILE, load_workspace
+from polycrate.config.schema import WORKSPACE_FILE
+from polycrate.config.workspace import load_workspace
 
 RUN_STATES = tuple(s.value for s in RunState)
+_RUN_REF = re.compile(r"^(?:latest(?:~[0-9]{1,9})?|[0-9a-f-]{1,64})$")
+_RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6,64}$")  # the full form of history.new_run_id
 RUNNING = RunState.RUNNING
 RESCAN_SECONDS = 5.0
 DEFAULT_GRACE = 3600  # seconds a scheduled run may take before its workflow reads overdue
@@ -53,8 +58,7 @@ def find_workspaces(sources: list[Path]) -> list[Path]:
             roots.append(source)
         elif source.is_dir():
             roots.extend(sorted(p for p in source.iterdir() if (p / WORKSPACE_FILE).is_file()))
-    seen: set[Path] = set()
-    return [r for r in roots if not (r in seen or seen.add(r))]
+    return list(dict.fromkeys(roots))  # each once, in order
 
 
 def check_sources(sources: list[Path]) -> None:
@@ -66,8 +70,8 @@ def check_sources(sources: list[Path]) -> None:
             "no workspace to serve: give -w with a workspace folder (holding workspace.poly) or a folder of them")
 
 
-def _stamp(root: Path) -> tuple:
-    stamp = []
+def _stamp(root: Path) -> tuple[int | None, ...]:
+    stamp: list[int | None] = []
     for name in (WORKSPACE_FILE, "inventory.yml", "blocks.lock", "blocks"):
         try:
             stamp.append((root / name).stat().st_mtime_ns)
@@ -87,11 +91,13 @@ class Catalog:
 
     # --- workspaces ------------------------------------------------------------------------
 
-    def entries(self) -> list[Entry]:
+    def entries(self, who: Any = None) -> list[Entry]:
+        """The served workspaces; with `who` (a server Principal), only those it may see."""
         with self._lock:
             if time.monotonic() - self._scanned > RESCAN_SECONDS:
                 self._rescan()
-            return list(self._entries.values())
+            entries = list(self._entries.values())
+        return entries if who is None else [e for e in entries if who.sees(e.key)]
 
     def _rescan(self) -> None:
         old = {e.root: e for e in self._entries.values()}
@@ -112,14 +118,14 @@ class Catalog:
         self._entries = {e.key: e for e in loaded}
         self._scanned = time.monotonic()
 
-    def entry(self, key: str) -> Entry:
-        for entry in self.entries():
+    def entry(self, key: str, who: Any = None) -> Entry:
+        for entry in self.entries(who):
             if entry.key == key:
                 return entry
         raise NotFoundError(f"no workspace '{key}' is served here")
 
-    def workflow(self, key: str, name: str):
-        entry = self.entry(key)
+    def workflow(self, key: str, name: str, who: Any = None):
+        entry = self.entry(key, who)
         if entry.ws is None:
             raise PolycrateError(f"workspace '{key}' does not load: {entry.error}")
         if name not in entry.ws.workflows:
@@ -146,12 +152,13 @@ class Catalog:
         since: float | None = None,
         until: float | None = None,
         limit: int = 50,
+        who: Any = None,
     ) -> list[RunRecord]:
         """Runs of every served workspace (or one), newest first: the rows of `polycrate runs list -o json`
         (the store's own filters), each with its `workspace` key."""
         if status is not None and status not in RUN_STATES:
             raise PolycrateError(f"unknown status '{status}' (one of: {', '.join(RUN_STATES)})")
-        entries = [self.entry(workspace)] if workspace else self.entries()
+        entries = [self.entry(workspace, who)] if workspace else self.entries(who)
         found: list[RunRecord] = []
         for entry in entries:
             with self.store(entry) as store:
@@ -161,8 +168,24 @@ class Catalog:
         found.sort(key=lambda r: (r.started, r.id), reverse=True)
         return found[:limit]
 
-    def find_run(self, run_id: str) -> tuple[Entry, RunRecord]:
-        """A run by its id (or a unique prefix) in whichever served workspace holds it."""
+    def find_run(self, run_id: str, who: Any = None) -> tuple[Entry, RunRecord]:
+        """A run by its id in whichever served workspace holds it: for whoever sees every workspace also a
+        unique prefix, 'latest' and the like; for someone granted only some, its full id in those only, so
+        no one learns by guessing that a run of another workspace exists."""
+        if who is not None and not who.everywhere:
+            if not _RUN_ID.match(run_id):
+                raise NotFoundError(f"no run '{run_id[:80]}'")
+            for entry in self.entries(who):
+                with self.store(entry) as store:
+                    try:
+                        found = store.get_run(run_id)  # a full id: the store's prefix match finds only itself
+                    except NotFoundError:
+                        continue
+                if found.id == run_id:
+                    return entry, _with_workspace(found, entry)
+            raise NotFoundError(f"no run '{run_id}'")
+        if not _RUN_REF.match(run_id):  # what the store resolves: an id, a prefix of one, latest~N
+            raise NotFoundError(f"no run '{run_id[:80]}'")
         hits: list[tuple[Entry, str]] = []
         for entry in self.entries():
             with self.store(entry) as store:
@@ -172,7 +195,7 @@ class Catalog:
                     if "ambiguous" in str(exc):
                         raise NotFoundError(str(exc).split(": ", 1)[-1]) from None
         if not hits:
-            raise NotFoundError(f"no run '{run_id}'")
+            raise NotFoundError(f"no run '{run_id[:80]}'")
         if len(hits) > 1:
             raise NotFoundError(f"run '{run_id}' is ambiguous across workspaces: give more of the id")
         entry, full = hits[0]
@@ -183,11 +206,43 @@ class Catalog:
         with self.store(entry) as store:
             return _with_workspace(store.get_run(run_id), entry)
 
-    def run_logs(self, run_id: str, step: str | None = None) -> tuple[Entry, RunRecord, list[tuple[StepRecord, str]]]:
-        entry, run = self.find_run(run_id)
+    def run_logs(self, run_id: str, step: str | None = None, who: Any = None
+                 ) -> tuple[Entry, RunRecord, list[tuple[StepRecord, str]]]:
+        entry, run = self.find_run(run_id, who)
         with self.store(entry) as store:
             _, logs = store.step_logs(run.id, step)
         return entry, run, logs
+
+    def run_log_tails(self, run_id: str, tail: int, who: Any = None) -> tuple[Entry, RunRecord, list[dict]]:
+        """Each step's log, its last `tail` bytes only (from a line's start): a 50 MB log is not one 50 MB page.
+        Each item: step, text, size (bytes of the whole log), skipped (bytes before the text)."""
+        entry, run = self.find_run(run_id, who)
+        out = []
+        with self.store(entry) as store:
+            for step in run.steps:
+                data, size, skipped = b"", 0, 0
+                path = store._log_file(run.id, step.position) if hasattr(store, "_log_file") else None
+                if path is not None:  # a file: read its tail only
+                    try:
+                        with open(path, "rb") as handle:
+                            size = handle.seek(0, 2)
+                            skipped = max(0, size - tail)
+                            handle.seek(skipped)
+                            data = handle.read()
+                    except FileNotFoundError:
+                        pass
+                elif step.log:  # PostgreSQL (team mode): the store's chunks
+                    whole = store.read_log(run.id, step.position).data
+                    size, skipped = len(whole), max(0, len(whole) - tail)
+                    data = whole[skipped:]
+                if skipped:
+                    cut = data.find(b"\n")
+                    if 0 <= cut < len(data) - 1:  # begin at a line's start
+                        skipped += cut + 1
+                        data = data[cut + 1:]
+                out.append({"step": step, "text": data.decode("utf-8", errors="replace"), "size": size,
+                            "skipped": skipped})
+        return entry, run, out
 
     def read_log(self, entry: Entry, run_id: str, position: int, cursor: int) -> LogPiece:
         """A step's log from ``cursor`` on (the live log stream reads on while the run runs)."""
@@ -220,12 +275,12 @@ class Catalog:
                 entry.schedules = ({}, str(exc))
         return entry.schedules
 
-    def overview(self, now: float | None = None) -> list[dict]:
+    def overview(self, now: float | None = None, who: Any = None) -> list[dict]:
         """Every workflow of every workspace: last run, last success and its age, next run, overdue."""
         now = now or time.time()
         now_dt = datetime.fromtimestamp(now, UTC)
         rows: list[dict] = []
-        for entry in self.entries():
+        for entry in self.entries(who):
             if entry.ws is None:
                 rows.append({"workspace": entry.key, "root": str(entry.root), "error": entry.error, "workflow": None})
                 continue
@@ -276,10 +331,10 @@ class Catalog:
                     row["overdue_reason"] = f"last success older than the schedule allows ({_span(allowed)})"
         return row
 
-    def schedules(self, now: float | None = None) -> list[dict]:
+    def schedules(self, now: float | None = None, who: Any = None) -> list[dict]:
         now_dt = datetime.fromtimestamp(now or time.time(), UTC)
-        rows = []
-        for entry in self.entries():
+        rows: list[dict[str, Any]] = []
+        for entry in self.entries(who):
             schedules, error = self.schedules_of(entry)
             if error:
                 rows.append({"workspace": entry.key, "workflow": None, "error": error})
@@ -296,28 +351,33 @@ class Catalog:
                 })
         return rows
 
-    def blocks(self) -> list[dict]:
+    def blocks(self, who: Any = None) -> list[dict]:
         from polycrate.blocks.store import read_lock
-        from polycrate.cli.blocks import _describe  # the JSON of `polycrate blocks list -o json`
+        from polycrate import contract  # the JSON of `polycrate blocks list -o json`
 
         rows = []
-        for entry in self.entries():
+        for entry in self.entries(who):
             if entry.ws is None:
                 continue
             lock = read_lock(entry.root)
             for block in entry.ws.blocks.values():
-                rows.append({"workspace": entry.key} | _describe(entry.ws, block, lock))
+                rows.append({"workspace": entry.key} | contract.block(entry.ws, block, lock))
         return rows
 
-    def workflow_runs(self, key: str, name: str, limit: int = 30) -> list[RunRecord]:
+    def workflow_runs(self, key: str, name: str, limit: int = 30, who: Any = None) -> list[RunRecord]:
         """The workflow's last finished runs, oldest first (for its chart)."""
-        runs = self.list_runs(workspace=key, workflow=name, limit=limit + 5)
+        runs = self.list_runs(workspace=key, workflow=name, limit=limit + 5, who=who)
         return list(reversed([r for r in runs if r.status != RUNNING][:limit]))
 
 
 def _with_workspace(run: RunRecord, entry: Entry) -> RunRecord:
-    """A run with the served workspace's key (the `workspace` of its JSON)."""
-    return replace(run, workspace=entry.key)
+    """A run with the served workspace's key (the `workspace` of its JSON); its extra vars by name only
+    (a value typed at a terminal may be a password; the server's own launch values are shown from its
+    launch record, secret ones masked)."""
+    options = dict(run.ansible_options or {})
+    if options.get("extra_vars"):
+        options["extra_vars"] = redacted_extra_vars(options["extra_vars"])
+    return replace(run, workspace=entry.key, ansible_options=options)
 
 
 def _span(seconds: float) -> str:

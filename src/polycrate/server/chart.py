@@ -13,7 +13,7 @@ from polycrate.states import RunState, StepState
 if TYPE_CHECKING:
     from polycrate.history import RunRecord
 
-COLOURS = {
+COLOURS: dict[str, str] = {
     RunState.SUCCEEDED: "#2e7d32",
     RunState.FAILED: "#c62828",
     RunState.INTERRUPTED: "#ef6c00",

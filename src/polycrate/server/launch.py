@@ -7,12 +7,18 @@ restarting the server never stops a run. The server names the run id in advance 
 it (the child's ``--run-id`` and ``--launched-by``, which go into its run request), and the prompts the
 operator confirmed in the browser become the child's ``--force``.
 
+Every value that arrives over HTTP is data: its limit is checked as Ansible's host-pattern grammar
+(no ``@file``, no path), and its variables reach Ansible in a vars file the server writes with each
+text tagged ``!unsafe``, so ``{{ lookup('pipe', ...) }}`` in a value stays text and is never run.
+
 Stopping sends SIGTERM to the run's own polycrate process (checked against the workflow's lock
 holder first), which stops its step and records the run as interrupted, as Ctrl-C does.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,10 +27,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
 from polycrate.history import RunRecord, new_run_id
 from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
+from polycrate.runtime.ansible_options import (HOST_PATTERN_MAX, SECRET_FILE_HEAD, AnsibleOptions, as_unsafe,
+                                               check_host_pattern, dump_unsafe_yaml)
 from polycrate.states import RunState
 
 
@@ -36,48 +45,245 @@ class LaunchRefused(PolycrateError):
         self.status = status
 
 
+NAME_MAX = 128
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_JSON_DEPTH = 20
+
+
 @dataclass(frozen=True)
 class LaunchOptions:
+    """What a launch over HTTP may set, already checked (parse_launch). Each field lands in the run
+    request of run/ (FIELDS says where); extra_vars reach Ansible as data, tagged `!unsafe`."""
+
     check: bool = False
     step: str | None = None
     resume: bool = False
     limit: str | None = None
-    extra_vars: tuple[str, ...] = field(default=())
+    tags: tuple[str, ...] = ()
+    extra_vars: dict[str, Any] = field(default_factory=dict)  # free-form (admins, where the workflow allows)
+    variables: dict[str, Any] = field(default_factory=dict)  # the declared launch variables (`vars`)
+    secret_names: frozenset[str] = frozenset()  # which of `variables` are of type secret
 
     def audit(self) -> dict:
-        """What the audit log keeps: the options, but only the names of extra vars (values may be secret)."""
-        names = []
-        for item in self.extra_vars:
-            names.append(item.split("=", 1)[0] if "=" in item and not item.lstrip().startswith(("{", "@")) else "(json)")
+        """What the audit log, the launch record and the run page keep: the options, the declared variables'
+        values (secret ones masked), only the names of free-form extra vars (their values may be anything)."""
+        from polycrate.config.launch_params import MASK
+
         return {"check": self.check, "step": self.step, "resume": self.resume, "limit": self.limit,
-                "extra_vars": names}
+                "tags": list(self.tags), "extra_vars": sorted(self.extra_vars),
+                "parameters": {k: (MASK if k in self.secret_names else v) for k, v in sorted(self.variables.items())}}
+
+    def replay(self) -> dict[str, Any]:
+        """What a relaunch needs besides the secrets (which stay in the launch's .secret.yml): kept in the
+        server's own state (0600), never shown."""
+        return {"check": self.check, "step": self.step, "limit": self.limit, "tags": list(self.tags),
+                "extra_vars": self.extra_vars,
+                "variables": {k: v for k, v in self.variables.items() if k not in self.secret_names}}
+
+    @classmethod
+    def from_replay(cls, data: dict[str, Any], secrets_file: str | None) -> LaunchOptions:
+        """The options of an earlier launch, its secret values read back from its .secret.yml."""
+        from polycrate.runtime.ansible_options import _load_file
+
+        secret: dict[str, Any] = {}
+        if secrets_file:
+            try:
+                secret = {k: str(v) for k, v in _load_file(Path(secrets_file)).items()}
+            except PolycrateError:
+                raise LaunchRefused("the launch's secret values are gone: launch it anew", 409) from None
+        return cls(check=bool(data.get("check")), step=data.get("step"), limit=data.get("limit"),
+                   tags=tuple(data.get("tags") or ()), extra_vars=dict(data.get("extra_vars") or {}),
+                   variables=dict(data.get("variables") or {}) | secret)
+
+    def plain_values(self) -> dict[str, Any]:
+        return self.extra_vars | {k: v for k, v in self.variables.items() if k not in self.secret_names}
+
+    def secret_values(self) -> dict[str, Any]:
+        return {k: v for k, v in self.variables.items() if k in self.secret_names}
 
 
-def run_options_supported() -> set[str]:
-    """The options `polycrate workflows run` of this install accepts (--limit and --extra-vars are newer)."""
-    from polycrate.cli import build_parser
+# Where each launch field lands in the request types of run/: (class, field). The server's launch
+# options are these, checked against the classes themselves (launch_fields), not read off argparse.
+FIELDS: dict[str, tuple[str, str]] = {
+    "check": ("RunOptions", "check"),
+    "resume": ("RunOptions", "resume"),
+    "step": ("RunRequest", "only_step"),
+    "limit": ("AnsibleOptions", "limit"),
+    "tags": ("AnsibleOptions", "tags"),
+    "extra_vars": ("AnsibleOptions", "extra_vars"),
+    "vars": ("AnsibleOptions", "extra_vars"),  # declared variables travel as extra vars, checked first
+}
 
-    parser = build_parser()
-    for action in parser._subparsers._group_actions:
-        workflows = action.choices.get("workflows")
-        if workflows is None:
-            continue
-        for sub in workflows._subparsers._group_actions:
-            run = sub.choices.get("run")
-            if run is not None:
-                return {o for a in run._actions for o in a.option_strings}
-    return set()
+
+def launch_fields() -> dict[str, tuple[str, str]]:
+    """FIELDS, each checked to exist in the request type it names (a rename in run/ fails here, loudly)."""
+    from dataclasses import fields
+
+    from polycrate.run.engine import RunOptions
+    from polycrate.run.pipeline import RunRequest
+
+    types = {"RunOptions": RunOptions, "RunRequest": RunRequest, "AnsibleOptions": AnsibleOptions}
+    for name, (kind, attr) in FIELDS.items():
+        if attr not in {f.name for f in fields(types[kind])}:
+            raise PolycrateError(f"launch field {name}: {kind} has no field {attr}")
+    return dict(FIELDS)
+
+
+def _bool(body: dict, key: str) -> bool:
+    value = body.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):  # "false" and "no" are words, not booleans
+        raise LaunchRefused(f"{key}: true or false (a JSON boolean), not {_shown(value)}")
+    return value
+
+
+def _text(body: dict, key: str, max_len: int = NAME_MAX) -> str | None:
+    value = body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise LaunchRefused(f"{key}: text, not {_shown(value)}")
+    if len(value) > max_len:
+        raise LaunchRefused(f"{key}: at most {max_len} characters, not {len(value)}")
+    return value
+
+
+def _name(body: dict, key: str) -> str | None:
+    value = _text(body, key)
+    if value is not None and not _NAME.match(value):
+        raise LaunchRefused(f"{key}: letters, digits, '_', '.', '-', not {value!r}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    kind = {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+    return kind if not isinstance(value, str) else repr(value[:40])
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > _JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_extra_vars(value: Any) -> dict[str, Any]:
+    """Free-form extra vars from HTTP: an object, or a list of objects and `key=value` texts. No @file."""
+    from polycrate.runtime.ansible_options import _key_values
+
+    if value is None:
+        return {}
+    items = value if isinstance(value, list) else [value]
+    merged: dict[str, Any] = {}
+    for item in items:
+        if isinstance(item, str):
+            if item.lstrip().startswith("@"):
+                raise LaunchRefused("extra_vars: key=value or a JSON object, not @file, over the web")
+            if item.lstrip()[:1] in "{[":
+                try:
+                    item = json.loads(item)
+                except (ValueError, RecursionError):
+                    raise LaunchRefused("extra_vars: not valid JSON") from None
+            else:
+                try:
+                    item = _key_values(item)
+                except PolycrateError as exc:
+                    raise LaunchRefused(f"extra_vars: {exc.message.removeprefix('--extra-vars: ')}") from None
+        if not isinstance(item, dict):
+            raise LaunchRefused(f"extra_vars: an object or key=value texts, not {_shown(item)}")
+        for key, val in item.items():
+            if not str(key).isidentifier() or len(str(key)) > NAME_MAX:
+                raise LaunchRefused(f"extra_vars: {str(key)[:40]!r} is not a variable name")
+            if _depth(val) > _JSON_DEPTH:
+                raise LaunchRefused(f"extra_vars: {key}: nested deeper than {_JSON_DEPTH} levels")
+            merged[str(key)] = val
+    return merged
+
+
+def parse_launch(body: Any) -> tuple[LaunchOptions, bool]:
+    """A launch body (a JSON object, or the launch form made one), every field type-checked:
+    LaunchRefused (400) names the field, never a 500. Returns the options and `confirm`."""
+    if not isinstance(body, dict):
+        raise LaunchRefused("the body must be a JSON object")
+    unknown = set(body) - set(FIELDS) - {"confirm"}
+    if unknown:
+        raise LaunchRefused(f"unknown field(s): {', '.join(sorted(str(k)[:40] for k in unknown))}")
+    limit = _text(body, "limit", HOST_PATTERN_MAX + 1)
+    if limit is not None:
+        try:
+            limit = check_host_pattern(limit)
+        except PolycrateError as exc:
+            raise LaunchRefused(exc.message) from None
+    tags = body.get("tags") or []
+    if isinstance(tags, str):
+        tags = [t.strip() for t in tags.split(",") if t.strip()]
+    if not isinstance(tags, list) or len(tags) > 100:
+        raise LaunchRefused(f"tags: a list of tag names, not {_shown(tags)}")
+    tags = [_name({"tags": t}, "tags") for t in tags]
+    variables = body.get("vars")
+    if variables is not None and (not isinstance(variables, dict) or len(variables) > 200):
+        raise LaunchRefused(f"vars: an object of the workflow's launch variables, not {_shown(variables)}")
+    for key, value in (variables or {}).items():
+        if _depth(value) > _JSON_DEPTH:
+            raise LaunchRefused(f"vars.{str(key)[:64]}: nested deeper than {_JSON_DEPTH} levels")
+    options = LaunchOptions(check=_bool(body, "check"), step=_name(body, "step"), resume=_bool(body, "resume"),
+                            limit=limit, tags=tuple(t for t in tags if t),
+                            extra_vars=parse_extra_vars(body.get("extra_vars")), variables=dict(variables or {}))
+    if options.resume and options.step:
+        raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
+    return options, _bool(body, "confirm")
 
 
 def prompts_of(ws, workflow, step: str | None = None) -> list[dict]:
     """Every prompt the run would ask, by the engine's own rule (the workflow's, then each planned step's)."""
-    from polycrate.run import engine
+    from polycrate.run.plan import plan_prompts, plan_workflow
 
-    planned = engine.plan_workflow(ws, workflow, step)
-    return [{"who": p.asker, "message": p.message} for p in engine.plan_prompts(ws, workflow, planned, set())]
+    planned = plan_workflow(ws, workflow, step)
+    return [{"who": p.asker, "message": p.message} for p in plan_prompts(ws, workflow, planned, set())]
 
 
-def command(root: Path, workflow: str, options: LaunchOptions, supported: set[str]) -> list[str]:
+def apply_declaration(options: LaunchOptions, declaration: Any, workflow: str, *, admin: bool) -> LaunchOptions:
+    """The launch checked against the workflow's `launch:` (config.launch_params): what it lets be set, each
+    declared variable's type and bounds; an undeclared variable, or free-form extra vars where they are off,
+    are refused naming the field (400)."""
+    from dataclasses import replace
+
+    from polycrate.config.launch_params import LaunchDeclaration, ParameterRefused, check_values
+
+    declaration = declaration or LaunchDeclaration()
+    for name, given in (("check", options.check), ("limit", options.limit), ("tags", options.tags)):
+        if given and not getattr(declaration, name):
+            raise LaunchRefused(f"{name}: workflow '{workflow}' does not let a launch set it (launch.{name}: false)")
+    if options.extra_vars:
+        if declaration.extra_vars != "admins":
+            raise LaunchRefused(f"extra_vars: free-form extra vars are off for workflow '{workflow}' over the web; "
+                                "declare launch variables (launch.variables), or launch.extra_vars: admins")
+        if not admin:
+            raise LaunchRefused(f"extra_vars: workflow '{workflow}' takes free-form extra vars from admins only", 403)
+        clash = sorted(set(options.extra_vars) & {v.name for v in declaration.variables})
+        if clash:
+            raise LaunchRefused(f"extra_vars: {clash[0]} is a declared launch variable: give it in vars")
+    try:
+        values = check_values(declaration, options.variables, workflow)
+    except ParameterRefused as exc:
+        raise LaunchRefused(exc.message) from None
+    secret = frozenset(v.name for v in declaration.variables if v.secret)
+    return replace(options, variables=values, secret_names=secret)
+
+
+def failed_hosts(run: RunRecord) -> list[str]:
+    """The hosts on which a step of the run failed or was unreachable (for a relaunch on them only)."""
+    hosts = {h for s in run.steps for h, c in (s.hosts or {}).items() if c.failed or c.unreachable}
+    return sorted(hosts)
+
+
+def command(root: Path, workflow: str, options: LaunchOptions, vars_file: Path | None,
+            secrets_file: Path | None = None) -> list[str]:
     argv = [sys.executable, "-m", "polycrate", "-w", str(root), "workflows", "run", workflow, "--force"]
     if options.check:
         argv.append("--check")
@@ -85,21 +291,24 @@ def command(root: Path, workflow: str, options: LaunchOptions, supported: set[st
         argv += ["--step", options.step]
     if options.resume:
         argv.append("--resume")
-    # `@file` would have the server's user read a file named by the operator: not over the web
-    if options.limit and options.limit.lstrip().startswith("@"):
-        raise LaunchRefused("limit: a host pattern, not @file, over the web")
-    if any(item.lstrip().startswith("@") for item in options.extra_vars):
-        raise LaunchRefused("extra vars: key=value or a JSON object, not @file, over the web")
-    for flag, value in (("--limit", options.limit),):
-        if value:
-            if flag not in supported:
-                raise LaunchRefused(f"this polycrate's `workflows run` has no {flag}")
-            argv += [flag, value]
-    for item in options.extra_vars:
-        if "--extra-vars" not in supported:
-            raise LaunchRefused("this polycrate's `workflows run` has no --extra-vars")
-        argv += ["--extra-vars", item]
+    if options.limit:
+        argv += ["--limit", check_host_pattern(options.limit)]  # checked again: no path reaches Ansible
+    if options.tags:
+        argv += ["--tags", ",".join(options.tags)]
+    for path in (vars_file, secrets_file):
+        if path is not None:
+            argv += ["--extra-vars", f"@{path}"]
     return argv
+
+
+def write_vars_file(path: Path, values: dict[str, Any], *, secret: bool = False) -> Path:
+    """The launch's values as YAML, every text tagged `!unsafe`: Ansible takes them as data, never templates
+    them. The file (0600, in the server's 0700 state folder) is the server's, never the operator's to name.
+    A file of secret values starts with SECRET_FILE_HEAD: the run masks each of its values."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write((SECRET_FILE_HEAD if secret else "") + dump_unsafe_yaml(as_unsafe(values)))
+    return path
 
 
 @dataclass
@@ -107,11 +316,12 @@ class Launched:
     run_id: str
     pid: int
     output: Path
+    vars_file: Path | None = None
+    secrets_file: Path | None = None
 
 
 def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, output_dir: Path,
-           supported: set[str], wait_seconds: float = 20.0, backend: str | None = None,
-           workspace: str | None = None) -> Launched:
+           wait_seconds: float = 20.0, backend: str | None = None, workspace: str | None = None) -> Launched:
     """Start the run; return once it is recorded in the store (or raise why it did not start)."""
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
@@ -125,9 +335,13 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         raise LaunchRefused(
             f"workflow '{workflow}' is already running ({holder.describe() if holder else 'holder unknown'})", 409)
     run_id = new_run_id()
-    argv = command(root, workflow, options, supported) + ["--run-id", run_id, "--launched-by", launched_by]
     output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     output = output_dir / f"{run_id}.out"
+    plain, secret = options.plain_values(), options.secret_values()
+    vars_file = write_vars_file(output_dir / f"{run_id}.vars.yml", plain) if plain else None
+    secrets_file = write_vars_file(output_dir / f"{run_id}.secret.yml", secret, secret=True) if secret else None
+    argv = command(root, workflow, options, vars_file, secrets_file)
+    argv += ["--run-id", run_id, "--launched-by", launched_by]
     env = dict(os.environ)
     for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
         env.pop(key, None)
@@ -145,7 +359,7 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         finally:
             store.close()
         if row is not None:
-            return Launched(run_id, proc.pid, output)
+            return Launched(run_id, proc.pid, output, vars_file, secrets_file)
         code = proc.poll()
         if code is not None:
             text = output.read_text(encoding="utf-8", errors="replace").strip().splitlines()
@@ -154,7 +368,8 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
             status = {EXIT_LOCKED: 409, EXIT_BAD_INPUT: 400}.get(code, 500 if code != 1 else 409)
             raise LaunchRefused(f"the run did not start: {reason}", status)
         time.sleep(0.1)
-    return Launched(run_id, proc.pid, output)  # started but slow to record (a big block pull): 202 all the same
+    # started but slow to record (a big block pull): 202 all the same
+    return Launched(run_id, proc.pid, output, vars_file, secrets_file)
 
 
 def _finishing(root: Path, holder, backend: str | None, workspace: str | None) -> bool:

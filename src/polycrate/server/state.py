@@ -17,17 +17,23 @@ import secrets
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from polycrate.errors import NotFoundError, PolycrateError
 
 ROLES = ("viewer", "operator", "admin")  # each includes the ones before it
+NO_ROLE = "none"  # a user or token with this global role sees only the workspaces granted to it
 TOKEN_PREFIX = "pcs_"
 SESSION_SECONDS = 12 * 3600
 LOGIN_WINDOW = 15 * 60  # seconds over which failed logins are counted
-LOGIN_MAX_FAILURES = 5  # per user name within the window
-LOGIN_MAX_FAILURES_PER_CLIENT = 20  # per client address (one address may be a whole office behind NAT)
+LOGIN_FREE_FAILURES = 5  # per user name and address, before that pair waits (backoff)
+LOGIN_FIRST_WAIT = 30.0  # seconds after the 5th failure; doubles with each further one
+LOGIN_MAX_WAIT = 15 * 60
+LOGIN_MAX_FAILURES_PER_CLIENT = 20  # per client address over all names (one address may be a whole office)
+NAME_MAX = 64  # a user or token name; what the audit keeps of a claimed name longer than this is cut
+AUDIT_ANONYMOUS_PER_MINUTE = 10  # rows one address may add without being logged in; the rest are counted
+AUDIT_ANONYMOUS_TOTAL_PER_MINUTE = 60  # the same over all addresses (an attacker has many)
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}  # 16 MiB of memory per hash
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -70,7 +76,33 @@ CREATE TABLE IF NOT EXISTS login_failures (
     client TEXT
 );
 CREATE INDEX IF NOT EXISTS login_failures_by_time ON login_failures (time);
+CREATE TABLE IF NOT EXISTS grants (
+    principal TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (principal, workspace)
+);
+CREATE TABLE IF NOT EXISTS launches (
+    run_id TEXT PRIMARY KEY,
+    time REAL NOT NULL,
+    actor TEXT NOT NULL,
+    workspace TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    shown TEXT NOT NULL,
+    options TEXT NOT NULL,
+    vars_file TEXT
+);
 """
+
+
+def bounded(text: object, limit: int = NAME_MAX) -> str:
+    """A name someone claimed, as the audit keeps it: at most `limit` characters (and how many there were),
+    control characters written as escapes, so no row is huge and none moves an admin's cursor."""
+    value = str(text)
+    cut = value[:limit]
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return shown + (f"...({len(value)} characters)" if len(value) > limit else "")
 
 
 def default_state_dir() -> Path:
@@ -110,9 +142,15 @@ def role_allows(role: str, needed: str) -> bool:
     return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
 
 
-def check_role(role: str) -> str:
-    if role not in ROLES:
-        raise PolycrateError(f"unknown role '{role}' (roles: {', '.join(ROLES)})")
+def higher(a: str | None, b: str | None) -> str:
+    ranked = [r for r in (a, b) if r in ROLES]
+    return max(ranked, key=ROLES.index) if ranked else NO_ROLE
+
+
+def check_role(role: str, *, none_ok: bool = False) -> str:
+    if role not in ROLES and not (none_ok and role == NO_ROLE):
+        allowed = ROLES + ((NO_ROLE,) if none_ok else ())
+        raise PolycrateError(f"unknown role '{role}' (roles: {', '.join(allowed)})")
     return role
 
 
@@ -127,16 +165,34 @@ class Principal:
     """Who makes a request: a logged-in user (session) or an API token."""
 
     name: str
-    role: str
+    role: str  # in every workspace ("none": only where granted)
     via: str  # "session" | "token"
     csrf: str | None = None  # the session's CSRF token; None for bearer tokens (no ambient credential)
+    grants: tuple[tuple[str, str], ...] = ()  # (workspace, role): more than `role` in that workspace
+    secret: str | None = field(default=None, repr=False, compare=False)  # the session id or token, to re-check
 
     @property
     def label(self) -> str:
         return self.name if self.via == "session" else f"token:{self.name}"
 
-    def may(self, needed: str) -> bool:
-        return role_allows(self.role, needed)
+    @property
+    def everywhere(self) -> bool:
+        """Whether this principal sees every workspace (then a run may be named by a prefix of its id)."""
+        return self.role in ROLES
+
+    def role_in(self, workspace: str | None) -> str:
+        granted = dict(self.grants).get(workspace) if workspace is not None else None
+        return higher(self.role, granted)
+
+    def may(self, needed: str, workspace: str | None = None) -> bool:
+        """The role is held everywhere, or (with `workspace`) in that workspace."""
+        return role_allows(self.role_in(workspace) if workspace is not None else self.role, needed)
+
+    def may_somewhere(self, needed: str) -> bool:
+        return self.may(needed) or any(role_allows(role, needed) for _, role in self.grants)
+
+    def sees(self, workspace: str) -> bool:
+        return self.may("viewer", workspace)
 
 
 class ServerState:
@@ -148,6 +204,9 @@ class ServerState:
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._login_lock = threading.Lock()
+        self._anonymous: dict[str | None, list[float]] = {}  # address -> times of its anonymous audit rows
+        self._suppressed = 0  # anonymous rows not written since the last one that was
         self._sql("PRAGMA foreign_keys = ON")
         try:
             self._sql("PRAGMA journal_mode = WAL")
@@ -168,7 +227,7 @@ class ServerState:
 
     def add_user(self, name: str, role: str, password: str, *, replace: bool = False) -> None:
         check_name(name, "user")
-        check_role(role)
+        check_role(role, none_ok=True)
         if len(password) < 8:
             raise PolycrateError("the password must have at least 8 characters")
         exists = self._sql("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()
@@ -191,28 +250,61 @@ class ServerState:
 
     def authenticate(self, name: str, password: str) -> str | None:
         """The user's role when the password is right, else None (same cost either way)."""
+        if len(name) > NAME_MAX or len(password) > 1024:
+            verify_password("", _DUMMY_HASH)  # the same cost: the answer says nothing about which was long
+            return None
         row = self._sql("SELECT role, password FROM users WHERE name = ?", (name,)).fetchone()
         ok = verify_password(password, row["password"] if row else _DUMMY_HASH)
         return row["role"] if row and ok else None
 
     # --- login rate limit ------------------------------------------------------------------
+    # Failures count per user name AND address: five from one address make that pair wait (30 s,
+    # doubling, at most 15 min); the owner at another address is not locked out. One address trying
+    # many names waits after 20 in the window. A try is counted before its password is checked
+    # (begin_login), so concurrent tries cannot slip past the count.
 
-    def login_blocked(self, name: str, client: str | None, now: float | None = None) -> bool:
+    def login_wait(self, name: str, client: str | None, now: float | None = None) -> float:
+        """Seconds this name from this address must wait before its password is checked again (0: go)."""
         now = now or time.time()
         since = now - LOGIN_WINDOW
-        by_user = self._sql("SELECT COUNT(*) FROM login_failures WHERE time > ? AND user = ?",
-                                  (since, name)).fetchone()[0]
-        by_client = self._sql("SELECT COUNT(*) FROM login_failures WHERE time > ? AND client = ?",
-                                    (since, client)).fetchone()[0] if client else 0
-        return by_user >= LOGIN_MAX_FAILURES or by_client >= LOGIN_MAX_FAILURES_PER_CLIENT
+        row = self._sql("SELECT COUNT(*), MAX(time) FROM login_failures WHERE time > ? AND user = ? AND"
+                        " client IS ?", (since, bounded(name), client)).fetchone()
+        count, last = row[0], row[1]
+        wait = 0.0
+        if count >= LOGIN_FREE_FAILURES:
+            wait = max(0.0, last + min(LOGIN_FIRST_WAIT * 2 ** (count - LOGIN_FREE_FAILURES), LOGIN_MAX_WAIT) - now)
+        if client:
+            per_client = self._sql("SELECT COUNT(*), MAX(time) FROM login_failures WHERE time > ? AND client = ?",
+                                   (since, client)).fetchone()
+            if per_client[0] >= LOGIN_MAX_FAILURES_PER_CLIENT:
+                wait = max(wait, per_client[1] + LOGIN_WINDOW - now)
+        return wait
+
+    def login_blocked(self, name: str, client: str | None, now: float | None = None) -> bool:
+        return self.login_wait(name, client, now) > 0
+
+    def begin_login(self, name: str, client: str | None) -> int | None:
+        """Counts a try as failed before its password is checked; None when the pair must wait.
+        The row id is given back to `login_succeeded` when the password was right."""
+        with self._login_lock:
+            if self.login_blocked(name, client):
+                return None
+            now = time.time()
+            self._sql("DELETE FROM login_failures WHERE time < ?", (now - LOGIN_WINDOW,))
+            cur = self._sql("INSERT INTO login_failures (time, user, client) VALUES (?,?,?)",
+                            (now, bounded(name), client))
+            return int(cur.lastrowid or 0)
+
+    def login_succeeded(self, name: str, client: str | None) -> None:
+        self._sql("DELETE FROM login_failures WHERE user = ? AND client IS ?", (bounded(name), client))
 
     def record_login_failure(self, name: str, client: str | None) -> None:
         now = time.time()
         self._sql("DELETE FROM login_failures WHERE time < ?", (now - LOGIN_WINDOW,))
-        self._sql("INSERT INTO login_failures (time, user, client) VALUES (?,?,?)", (now, name, client))
+        self._sql("INSERT INTO login_failures (time, user, client) VALUES (?,?,?)", (now, bounded(name), client))
 
     def clear_login_failures(self, name: str) -> None:
-        self._sql("DELETE FROM login_failures WHERE user = ?", (name,))
+        self._sql("DELETE FROM login_failures WHERE user = ?", (bounded(name),))
 
     # --- sessions --------------------------------------------------------------------------
 
@@ -228,7 +320,9 @@ class ServerState:
         row = self._sql(
             "SELECT s.user, s.csrf, u.role FROM sessions s JOIN users u ON u.name = s.user"
             " WHERE s.hash = ? AND s.expires > ?", (token_hash(session_id), time.time())).fetchone()
-        return Principal(row["user"], row["role"], "session", row["csrf"]) if row else None
+        if row is None:
+            return None
+        return Principal(row["user"], row["role"], "session", row["csrf"], self.grants_of(row["user"]), session_id)
 
     def end_session(self, session_id: str) -> None:
         self._sql("DELETE FROM sessions WHERE hash = ?", (token_hash(session_id),))
@@ -237,7 +331,7 @@ class ServerState:
 
     def add_token(self, name: str, role: str) -> str:
         check_name(name, "token")
-        check_role(role)
+        check_role(role, none_ok=True)
         if self._sql("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
             raise PolycrateError(f"token '{name}' exists (remove it first: polycrate server token remove {name})")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -260,7 +354,55 @@ class ServerState:
         if row is None:
             return None
         self._sql("UPDATE tokens SET last_used = ? WHERE hash = ?", (time.time(), digest))
-        return Principal(row["name"], row["role"], "token")
+        return Principal(row["name"], row["role"], "token", None, self.grants_of(f"token:{row['name']}"), token)
+
+    def still_valid(self, who: Principal) -> bool:
+        """Whether the session or token behind `who` still holds (a live stream asks this as it goes)."""
+        if who.secret is None:
+            return False
+        if who.via == "session":
+            return self._sql("SELECT 1 FROM sessions WHERE hash = ? AND expires > ?",
+                             (token_hash(who.secret), time.time())).fetchone() is not None
+        return self._sql("SELECT 1 FROM tokens WHERE hash = ?", (token_hash(who.secret),)).fetchone() is not None
+
+    # --- grants ----------------------------------------------------------------------------
+
+    def grants_of(self, principal: str) -> tuple[tuple[str, str], ...]:
+        rows = self._sql("SELECT workspace, role FROM grants WHERE principal = ? ORDER BY workspace", (principal,))
+        return tuple((r["workspace"], r["role"]) for r in rows)
+
+    def grant(self, principal: str, workspace: str, role: str) -> None:
+        """`principal` is a user name or `token:NAME`; the role applies in that workspace only."""
+        check_name(principal.removeprefix("token:"), "user or token")
+        check_role(role)
+        if not workspace or len(workspace) > 200 or not workspace.isprintable():
+            raise PolycrateError(f"invalid workspace name {workspace!r}")
+        self._sql("INSERT INTO grants (principal, workspace, role, created) VALUES (?,?,?,?) ON CONFLICT"
+                  " (principal, workspace) DO UPDATE SET role = excluded.role", (principal, workspace, role, time.time()))
+
+    def revoke(self, principal: str, workspace: str) -> None:
+        if self._sql("DELETE FROM grants WHERE principal = ? AND workspace = ?", (principal, workspace)).rowcount == 0:
+            raise NotFoundError(f"no grant for '{principal}' in '{workspace}'", self.path)
+
+    def grants(self) -> list[dict]:
+        return [dict(r) for r in self._sql("SELECT principal, workspace, role, created FROM grants"
+                                           " ORDER BY principal, workspace")]
+
+    # --- launches --------------------------------------------------------------------------
+
+    def record_launch(self, run_id: str, actor: str, workspace: str, workflow: str, shown: dict, options: dict,
+                      vars_file: str | None) -> None:
+        """What the server launched: `shown` is what pages may show (secret values masked); `options` and
+        the vars file are what a relaunch reuses."""
+        self._sql("INSERT INTO launches (run_id, time, actor, workspace, workflow, shown, options, vars_file)"
+                  " VALUES (?,?,?,?,?,?,?,?)", (run_id, time.time(), actor, workspace, workflow,
+                                                json.dumps(shown, sort_keys=True), json.dumps(options), vars_file))
+
+    def launch_of(self, run_id: str) -> dict | None:
+        row = self._sql("SELECT * FROM launches WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(row) | {"shown": json.loads(row["shown"]), "options": json.loads(row["options"])}
 
     # --- audit -----------------------------------------------------------------------------
 
@@ -268,9 +410,43 @@ class ServerState:
               client: str | None = None, detail: dict | None = None) -> None:
         self._sql(
             "INSERT INTO audit (time, actor, action, target, outcome, client, detail) VALUES (?,?,?,?,?,?,?)",
-            (time.time(), actor, action, target, outcome, client, json.dumps(detail or {}, sort_keys=True)),
+            (time.time(), bounded(actor), action, bounded(target, 300) if target is not None else None,
+             bounded(outcome, 300), client, json.dumps(detail or {}, sort_keys=True)),
         )
 
-    def audit_log(self, limit: int = 200) -> list[dict]:
-        rows = self._sql("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    def audit_anonymous(self, actor: str, action: str, outcome: str, client: str | None,
+                        detail: dict | None = None) -> bool:
+        """An audit row for someone not logged in, within a budget per address and in all: beyond it the
+        row is only counted, and the next row written says how many were left out. False when left out."""
+        now = time.time()
+        with self._login_lock:
+            for key in list(self._anonymous):
+                self._anonymous[key] = [t for t in self._anonymous[key] if t > now - 60]
+                if not self._anonymous[key]:
+                    del self._anonymous[key]
+            mine = self._anonymous.setdefault(client, [])
+            total = sum(len(v) for v in self._anonymous.values())
+            if len(mine) >= AUDIT_ANONYMOUS_PER_MINUTE or total >= AUDIT_ANONYMOUS_TOTAL_PER_MINUTE:
+                self._suppressed += 1
+                return False
+            mine.append(now)
+            suppressed, self._suppressed = self._suppressed, 0
+        extra = {"not_logged_before": suppressed} if suppressed else {}
+        self.audit(actor, action, None, outcome, client, (detail or {}) | extra)
+        return True
+
+    def audit_log(self, limit: int = 200, *, before: int | None = None, actor: str | None = None,
+                  action: str | None = None, outcome: str | None = None, since: float | None = None) -> list[dict]:
+        """Newest first; `before` (a row id) pages back; the filters match exactly (outcome: its beginning)."""
+        where, args = [], []
+        for column, value in (("id < ?", before), ("actor = ?", actor), ("action = ?", action),
+                              ("time >= ?", since)):
+            if value is not None:
+                where.append(column)
+                args.append(value)
+        if outcome is not None:
+            where.append("outcome LIKE ? ESCAPE '\\'")
+            args.append(outcome.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        rows = self._sql(sql, (*args, limit)).fetchall()
         return [dict(r) | {"detail": json.loads(r["detail"] or "{}")} for r in rows]

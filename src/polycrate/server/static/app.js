@@ -29,6 +29,10 @@
       clearOnce();
       append(JSON.parse(e.data).text, "");
     });
+    source.addEventListener("gone", function () {
+      source.close();
+      if (note) note.textContent = "Your session has ended: log in again to follow the run.";
+    });
     source.addEventListener("end", function (e) {
       clearOnce();
       var d = JSON.parse(e.data);
@@ -38,9 +42,11 @@
         status.textContent = d.status + (d.exit_code !== null ? " (exit " + d.exit_code + ")" : "");
         status.setAttribute("data-final", d.status);
       }
-      if (note) note.textContent = "The run ended: " + d.status + ". Reload for its summary.";
+      if (note) note.textContent = "The run ended: " + d.status + ".";
       var stop = document.getElementById("stop");
-      if (stop) stop.disabled = true;
+      if (stop) stop.closest("form").remove();
+      // the page as it reads now the run has ended: steps, summary, failure, relaunch (not live: no loop)
+      window.setTimeout(function () { window.location.reload(); }, 300);
     });
   }
   document.addEventListener("DOMContentLoaded", function () {
