@@ -36,9 +36,16 @@ from polycrate.config.workspace import get_action, get_block, get_workflow
 from polycrate.config.action_view import playbook_path
 
 if TYPE_CHECKING:
+    from polycrate.history.locking import RunLock
+    from polycrate.history.protocol import RunStore
     from polycrate.history.records import RunRecord
+    from polycrate.run.preflight import Report
+    from polycrate.runtime.run_container import RunContainer
+    from polycrate.runtime.ssh_masters import SSHSharing
     from polycrate.runtime.toolchain import Runtime
-    from polycrate.runtime.zygote import EarlyZygote
+    from polycrate.runtime.zygote import EarlyZygote, Zygote
+    from polycrate.secrets.masking import Masker
+    from polycrate.secrets.runtime import RuntimeSecrets
 
 
 class PromptDeclined(PolycrateError):
@@ -70,7 +77,7 @@ def _ask(confirm: Confirm, prompts: list[RunPrompt]) -> None:
             raise PromptDeclined(f"{prompt.asker}: not confirmed, nothing was run")
 
 
-def masker_for(secrets=None):
+def masker_for(secrets: RuntimeSecrets | None = None) -> Masker:
     """The one masking function of a run: every value from the workspace's secrets becomes ********."""
     from polycrate.secrets.masking import Masker
 
@@ -84,7 +91,7 @@ class _Run:
     """The bookkeeping of one run: store rows, logs, masking, the lock."""
 
     def __init__(self, ws: Workspace, reporter: Reporter, options: RunOptions, runtime: Runtime | None,
-                 early_zygote: EarlyZygote | None = None):
+                 early_zygote: EarlyZygote | None = None) -> None:
         from polycrate.run.viewer import GuardedReporter
 
         self.ws = ws
@@ -95,14 +102,14 @@ class _Run:
         self.runtime = runtime
         self.masker = masker_for()
         self.mask = self.masker.mask
-        self.secrets = None
-        self.store = None
+        self.secrets: RuntimeSecrets | None = None
+        self.store: RunStore | None = None
         self.run_id: str | None = None
-        self.lock = None
-        self.zygote = None  # runtime.zygote.Zygote: the warm process a workflow's ansible steps fork from
-        self.ssh_sharing = None  # runtime.sshshare.SSHSharing: the run's SSH masters, closed with the run
-        self.container = None  # runtime.run_container.RunContainer: the one container of a container run
-        self.preflight = None  # preflight.Report of the run: how many hosts each action's plays target
+        self.lock: RunLock | None = None
+        self.zygote: Zygote | None = None  # the warm process a workflow's ansible steps fork from
+        self.ssh_sharing: SSHSharing | None = None  # the run's SSH masters, closed with the run
+        self.container: RunContainer | None = None  # the one container of a container run
+        self.preflight: Report | None = None  # the run's preflight: how many hosts each action's plays target
         self.notices: list[str] = []
         self.unrecorded: list[str] = []  # notices from before the record opened
         self.current_step: str | None = None
@@ -139,9 +146,9 @@ class _Run:
         from polycrate.config.workspace import with_secret_values
 
         folder = self.container.folder if self.container is not None else None  # the container sees it
-        self.secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks), folder=folder)
-        self.ws = with_secret_values(self.ws, self.secrets.poly)
-        self.masker = masker_for(self.secrets)
+        self.secrets = secrets = open_runtime_secrets(self.ws.root, list(self.ws.blocks), folder=folder)
+        self.ws = with_secret_values(self.ws, secrets.poly)
+        self.masker = masker_for(secrets)
         from polycrate.runtime.ansible_options import secret_values
 
         self.masker.update(secret_values(self.options.ansible.extra_vars))  # a launch's secret parameters
@@ -150,26 +157,27 @@ class _Run:
     def take_lock(self, key: str, what: str) -> None:
         from polycrate.history.locking import RunLock
 
-        self.lock = RunLock(self.ws.root, key, what)
-        self.lock.acquire(wait=self.options.wait, on_wait=self.notice)
+        self.lock = lock = RunLock(self.ws.root, key, what)
+        lock.acquire(wait=self.options.wait, on_wait=self.notice)
 
     def open(self, **record: Any) -> None:
         from polycrate.history import open_store
         from polycrate.run.where import runtime_fields
 
-        self.store = open_store(self.ws.root, backend=self.options.backend, workspace=self.ws.name)
+        self.store = store = open_store(self.ws.root, backend=self.options.backend, workspace=self.ws.name)
         self.where = runtime_fields(self.runtime)
-        self.run_id = self.store.start_run(
+        self.run_id = store.start_run(
             check=self.options.check, diff=self.options.diff, run_id=self.options.run_id,
             user=self.options.launched_by,
-            ansible_options=self.masker.mask_data(self.options.ansible.to_record()), **self.where, **record,
+            ansible_options=_masked(self.masker, self.options.ansible.to_record()), runtime=self.where["runtime"],
+            image=self.where["image"], image_digest=self.where["image_digest"], **record,
         )
         if self.lock is not None:
             self.lock.write_holder(self.run_id)
         for message in self.unrecorded:
             self._record_notice(message)
         self.unrecorded.clear()
-        for message in self.store.recovered:  # loud, and kept with this run
+        for message in store.recovered:  # loud, and kept with this run
             self.notice(message)
 
     def hosts_of(self, block: str, action: str) -> int | None:
@@ -218,7 +226,8 @@ class _Run:
     def close_record(self) -> None:
         """A record opened and not finished (a signal between opening it and the first step, or inside
         the finish) is finished here, as interrupted: a run is never left 'running' by a live polycrate."""
-        if self.store is None or self.run_id is None or self.finished:
+        store, run_id = self.store, self.run_id
+        if store is None or run_id is None or self.finished:
             return
         import sys
 
@@ -226,17 +235,18 @@ class _Run:
         from polycrate.success import exit_code_of
 
         exc = sys.exc_info()[1]
-        why = f"interrupted ({interrupt_name(exc)})" if isinstance(exc, KeyboardInterrupt) or exc is None \
+        why = f"interrupted ({interrupt_name(exc) if exc is not None else 'SIGINT'})" \
+            if isinstance(exc, KeyboardInterrupt) or exc is None \
             else self.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
         with signals_deferred():
             try:
-                for step in self.store.get_run(self.run_id).steps:
+                for step in store.get_run(run_id).steps:
                     if step.status == StepState.RUNNING:
-                        self.store.update_step(self.run_id, step.position, status=StepState.INTERRUPTED,
-                                               message=why)
+                        store.update_step(run_id, step.position, status=StepState.INTERRUPTED,
+                                          message=why)
                     elif step.status == StepState.NOT_RUN and step.phase == Phase.MAIN:
-                        self.store.update_step(self.run_id, step.position, status=StepState.SKIPPED)
-                self.store.finish_run(self.run_id, status=RunState.INTERRUPTED,
+                        store.update_step(run_id, step.position, status=StepState.SKIPPED)
+                store.finish_run(run_id, status=RunState.INTERRUPTED,
                                       exit_code=exit_code_of(RunState.INTERRUPTED), message=why)
                 self.finished = True
             except Exception:  # the store itself failed: the next reconcile marks the run
@@ -247,7 +257,7 @@ class _Run:
         the first Ansible step's environment while the run is prepared; every step runs in it."""
         from polycrate.runtime.run_container import start_run_container
 
-        requests = []
+        requests: list[ActionRequest] = []
         for step in planned:
             block = self.ws.blocks[step.block]
             requests.append(ActionRequest(ws=self.ws, block=block, action=block.actions[step.action],
@@ -282,6 +292,13 @@ class _Run:
             self.store = None
 
 
+def _masked(masker: Masker, data: dict[str, Any]) -> dict[str, Any]:
+    """Masker.mask_data for a mapping: what it returns is a mapping again."""
+    masked = masker.mask_data(data)
+    assert isinstance(masked, dict)
+    return masked
+
+
 def action_settings(options: RunOptions) -> dict[str, Any]:
     """The ActionRequest fields that come from the run's global flags."""
     return {"env": options.env, "mounts": options.mounts, "ssh_key": options.ssh_key, "force": options.force}
@@ -296,7 +313,8 @@ def _execute(
     total: int,
 ) -> None:
     """Run one step with its timeout and retries; record it. KeyboardInterrupt marks it interrupted."""
-    ws, options, reporter, store = run.ws, run.options, run.reporter, run.store
+    ws, options, reporter, store, run_id = run.ws, run.options, run.reporter, run.store, run.run_id
+    assert store is not None and run_id is not None  # steps run after run.open()
     block = ws.blocks[step.block]
     action = block.actions[step.action]
     timeout = step.plan.timeout
@@ -308,11 +326,11 @@ def _execute(
     if options.check and action.type == "script":
         step.status = StepState.SKIPPED_CHECK
         step.note = "script actions do not run in check mode"
-        store.update_step(run.run_id, position, status=step.status, note=step.note)
+        store.update_step(run_id, position, status=step.status, note=step.note)
         reporter.step_finished(step, index, total)
         return
 
-    log = store.step_log(run.run_id, position, step.name)
+    log = store.step_log(run_id, position, step.name)
     last_lines: list[str] = []
     error_lines: list[str] = []  # Ansible's own error lines, for the failure's text
 
@@ -334,7 +352,7 @@ def _execute(
                 del error_lines[:-20]
 
     started = time.monotonic()
-    store.update_step(run.run_id, position, status=StepState.RUNNING, started=time.time())
+    store.update_step(run_id, position, status=StepState.RUNNING, started=time.time())
     events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-", dir=run.container.folder if run.container else None))
     try:
         for attempt in range(1, attempts + 1):
@@ -421,9 +439,9 @@ def _execute(
         log.close()
         shutil.rmtree(events_dir, ignore_errors=True)
         try:
-            store.set_hosts(run.run_id, position, step.hosts)
+            store.set_hosts(run_id, position, step.hosts)
             store.update_step(
-                run.run_id,
+                run_id,
                 position,
                 status=step.status,
                 exit_code=step.exit_code,
@@ -447,12 +465,13 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
     result.status = success.run_state(((s.status, s.phase) for s in result.steps), interrupted)
     exit_code = success.exit_code_of(result.status)
     failed = result.failed_step or next((s for s in result.steps if s.status == StepState.INTERRUPTED), None)
-    store = run.store
+    store, run_id = run.store, run.run_id
+    assert store is not None and run_id is not None  # _drive runs after run.open()
     from polycrate.run.stopping import signals_deferred
 
     with signals_deferred():  # a second signal waits for the record (run/stopping.py)
         store.finish_run(
-            run.run_id,
+            run_id,
             status=result.status,
             exit_code=exit_code,
             failed_step=failed.name if failed else None,
@@ -477,14 +496,14 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
             run.notice(f"metrics: could not write the textfile: {exc}")
     _polycrate_event(run, result)
     try:
-        result.record = store.get_run(run.run_id)  # what -o json, webhooks and notifications carry
+        result.record = store.get_run(run_id)  # what -o json, webhooks and notifications carry
     except Exception as exc:  # the record is read back for output; the run's result stands
         run.notice(f"run store: could not read the finished run back: {exc}")
     result.workspace = run.ws.name
     if (settings.webhooks or settings.notifications) and result.record is not None:
         from polycrate import contract
 
-        body = run.masker.mask_data(contract.webhook_body(result.record, run.ws.name))
+        body = _masked(run.masker, contract.webhook_body(result.record, run.ws.name))
         if settings.webhooks:
             from polycrate.notify import webhooks as alerts
 
@@ -496,7 +515,7 @@ def _finish(run: _Run, result: RunResult, started_at: float, interrupted: bool) 
             secrets = channels.Secrets(poly.config if poly is not None else None, run.masker)
             channels.send_all(settings.notifications, body, run.notice, secrets)
         try:  # with the webhooks' and notifications' notices
-            result.record = store.get_run(run.run_id)
+            result.record = store.get_run(run_id)
         except Exception:
             pass
 
@@ -516,12 +535,13 @@ def _polycrate_event(run: _Run, result: RunResult) -> None:
         pass
     if options.event_handler:
         try:
+            assert run.store is not None and run.run_id is not None  # after run.open()
             record = run.store.get_run(run.run_id)
             snap = runevents.run_snapshot(
                 run.ws, options, run.runtime.name if run.runtime is not None else "local",
                 workflow=result.name if result.kind == RunKind.WORKFLOW else None,
                 block=record.block, action=record.action, only_step=record.only_step)
-            doc = run.masker.mask_data(runevents.event_document(
+            doc = _masked(run.masker, runevents.event_document(
                 ws=run.ws, result=result, record=record, store=run.store, options=options, snapshot=snap,
                 commit_sha=commit_sha))
             runevents.submit(doc, run.ws.root, options.event_handler, options.event_endpoint, run.notice,
@@ -539,7 +559,7 @@ def _polycrate_event(run: _Run, result: RunResult) -> None:
 
 
 
-def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
+def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Report | None:
     """The checks of polycrate.run.preflight for the steps this run will execute, before anything is
     recorded or run: an error is bad input (PreflightFailed: exit 2, one line, nothing written)."""
     if not run.options.preflight:
@@ -561,7 +581,7 @@ def _preflight(run: _Run, planned: list[PlannedStep], skip: set[str]) -> Any:
     return report
 
 
-def _preflight_warnings(run: _Run, report: Any) -> None:
+def _preflight_warnings(run: _Run, report: Report | None) -> None:
     for finding in report.findings if report is not None else ():
         run.notice("preflight: warning: " + finding.text_in(run.ws.root))
 
@@ -570,12 +590,14 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
            ) -> RunResult:
     """Run the planned steps in order with the failure policy; record everything; re-raise interrupts."""
     steps = result.steps
+    store, run_id = run.store, run.run_id
+    assert store is not None and run_id is not None  # the record is open (run.open())
     for step in steps:
         if step.name in skip and step.phase == Phase.MAIN:
             step.status = StepState.SUCCEEDED_BEFORE
             step.note = f"succeeded in run {resumed_from}"
-    run.store.add_steps(
-        run.run_id,
+    store.add_steps(
+        run_id,
         [
             {"position": i, "name": s.name, "block": s.block, "action": s.action, "phase": s.phase,
              "status": s.status, "note": s.note}
@@ -584,7 +606,7 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
     )
     name = workflow.name if workflow else None
     main = [s for s in steps if s.phase == Phase.MAIN]
-    run.reporter.run_started(result.kind, result.name, run.run_id, len(main))
+    run.reporter.run_started(result.kind, result.name, run_id, len(main))
     from polycrate.run.where import header
 
     engine = getattr(getattr(run.runtime, "engine", None), "name", None)
@@ -597,7 +619,7 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
         _execute(run, step, position, name, index, total)
         if step.status == StepState.FAILED and step.plan.allow_failure:
             step.status = StepState.FAILED_ALLOWED
-            run.store.update_step(run.run_id, position, status=step.status)
+            store.update_step(run_id, position, status=step.status)
 
     try:
         stopped = False
@@ -606,7 +628,7 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
                 continue
             if stopped:
                 step.status = StepState.SKIPPED
-                run.store.update_step(run.run_id, steps.index(step) + 1, status=step.status)
+                store.update_step(run_id, steps.index(step) + 1, status=step.status)
                 continue
             execute(step, index, len(main))
             stopped = step.status == StepState.FAILED
@@ -623,8 +645,8 @@ def _drive(run: _Run, result: RunResult, workflow: Workflow | None, skip: set[st
         for position, step in enumerate(steps, 1):
             if step.status in (StepState.NOT_RUN, StepState.RUNNING):
                 step.status = StepState.SKIPPED if step.phase == Phase.MAIN else StepState.NOT_RUN
-                run.store.update_step(run.run_id, position, status=step.status)
-        run.notice(f"run {run.run_id} interrupted; recorded as interrupted")
+                store.update_step(run_id, position, status=step.status)
+        run.notice(f"run {run_id} interrupted; recorded as interrupted")
         raise
     finally:
         _finish(run, result, started_at, interrupted)

@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from polycrate.runtime.events import EventKind, no_hosts_message
 
@@ -36,10 +37,10 @@ class StepEvents:
     """What the events file says beyond per-host counts: plays without hosts, unreachable hosts,
     the failing script line."""
 
-    no_hosts: list[dict] = field(default_factory=list)  # {"play", "pattern"}
-    unreachable: list[dict] = field(default_factory=list)  # {"host", "task", "message"}
-    script_failed: dict | None = None  # {"line", "status"}: the first (innermost) failing line
-    script_exit: dict | None = None  # {"line", "status"}: the last line started, when the script ended non-zero
+    no_hosts: list[dict[str, Any]] = field(default_factory=list)  # {"play", "pattern"}
+    unreachable: list[dict[str, Any]] = field(default_factory=list)  # {"host", "task", "message"}
+    script_failed: dict[str, Any] | None = None  # {"line", "status"}: the first (innermost) failing line
+    script_exit: dict[str, Any] | None = None  # {"line", "status"}: the last line started, when the script ended non-zero
 
 
 def read_step_events(path: Path | None) -> StepEvents:
@@ -106,7 +107,7 @@ def _error_lines(lines: list[str]) -> list[str]:
     return picked
 
 
-def describe_ansible(exit_code: int | None, failure: dict | None, events: StepEvents, output: list[str]) -> str:
+def describe_ansible(exit_code: int | None, failure: dict[str, str] | None, events: StepEvents, output: list[str]) -> str:
     """An ansible step that failed: the failing task's message (task and host are stored beside it),
     unreachable hosts by name, else Ansible's exit status in words with Ansible's error line."""
     if events.unreachable and (failure is None or failure.get("message") == "host unreachable"

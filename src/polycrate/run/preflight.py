@@ -26,11 +26,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
 
 from polycrate.errors import PolycrateError
 from polycrate.config.model import Action, Block, Workspace
+
+if TYPE_CHECKING:
+    from polycrate.runtime.action import ActionRequest
+    from polycrate.runtime.ansible_options import AnsibleOptions
+    from polycrate.runtime.run_container import RunContainer
+    from polycrate.runtime.ssh_masters import SSHSharing
+    from polycrate.runtime.toolchain import Runtime
+    from polycrate.runtime.zygote import Zygote
+    from polycrate.secrets.runtime import RuntimeSecrets
 
 ERROR = "error"
 WARNING = "warning"
@@ -97,7 +106,7 @@ class Target:
 @dataclass
 class Report:
     findings: list[Finding] = field(default_factory=list)
-    plays: list[dict] = field(default_factory=list)  # {"block", "action", "play", "pattern", "hosts"}
+    plays: list[dict[str, Any]] = field(default_factory=list)  # {"block", "action", "play", "pattern", "hosts"}
     inventory_hosts: int | None = None
     seconds: float = 0.0
 
@@ -197,7 +206,7 @@ def check_notifications(ws: Workspace) -> list[Finding]:
             for ref, message, error in channels.check_references(channels_, config)]
 
 
-def check_inventory(ws: Workspace, targets: list[Target] = (), runtime: Any = None) -> list[Finding]:
+def check_inventory(ws: Workspace, targets: Sequence[Target] = (), runtime: Any = None) -> list[Finding]:
     """The file rules every input of ours follows (a regular file, UTF-8, no control characters, our YAML
     limits), for the workspace's inventory and each ansible target's own
     (artifacts/blocks/BLOCK/inventory.yml); the meaning is Ansible's (check_playbooks). With the
@@ -261,7 +270,8 @@ def local_connection_hosts(data: Any) -> list[str]:
     return sorted(found)
 
 
-def check_script(block: Block, action: Action, ws: Workspace | None = None, secrets=None) -> list[Finding]:
+def check_script(block: Block, action: Action, ws: Workspace | None = None,
+                 secrets: RuntimeSecrets | None = None) -> list[Finding]:
     """The script's Go templates filled in, then ``bash -n`` on the script exactly as it will run; a
     template that cannot be filled in, or a syntax error, names the script line."""
     from polycrate.runtime.script import script_line, script_text
@@ -300,9 +310,10 @@ def check_script(block: Block, action: Action, ws: Workspace | None = None, secr
                                     block=block.name, action=action.name)]
 
 
-def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygote=None,
-                    runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = (),
-                    ssh_sharing=None, container=None) -> Report:
+def check_playbooks(ws: Workspace, targets: list[Target], *, secrets: RuntimeSecrets | None = None,
+                    zygote: Zygote | None = None, runtime: Runtime | None = None,
+                    ansible: AnsibleOptions | None = None, display_env: tuple[tuple[str, str], ...] = (),
+                    ssh_sharing: SSHSharing | None = None, container: RunContainer | None = None) -> Report:
     """The Ansible half: one Ansible process per distinct Ansible configuration (a block folder
     with its own ansible.cfg gets its own), forked from `zygote` when it fits. `ansible` (the run's
     AnsibleOptions) adds its --extra-vars over ours and its --limit to every pattern, as in the run.
@@ -362,10 +373,10 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
             if "error" in result:
                 report.findings.append(Finding(None, None, f"preflight: Ansible's check failed: {result['error']}"))
             for item in result.get("findings", []):
-                target = items[item["key"]][0] if item.get("key") is not None else None
+                owner = items[item["key"]][0] if item.get("key") is not None else None
                 report.findings.append(Finding(
                     item.get("path"), item.get("line"), item["message"], item.get("severity", ERROR),
-                    block=target.block.name if target else None, action=target.action.name if target else None,
+                    block=owner.block.name if owner else None, action=owner.action.name if owner else None,
                 ))
             for play in result.get("plays", []):
                 target = items[play.pop("key")][0]
@@ -377,7 +388,8 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets=None, zygot
     return report
 
 
-def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zygote, container=None) -> dict:
+def _run_ansible_half(request: ActionRequest, request_file: Path, private: Path, cwd: Path, zygote: Zygote | None,
+                      container: RunContainer | None = None) -> dict[str, Any]:
     from polycrate.runtime.action import event_environment
     from polycrate.runtime.process import stream
     from polycrate.runtime.ansible import ansible_environment
@@ -396,15 +408,16 @@ def _run_ansible_half(request, request_file: Path, private: Path, cwd: Path, zyg
     code = stream(argv, env, cwd, lines.append, zygote=zygote)
     for line in reversed(lines):
         if line.startswith(RESULT_MARK):
-            result = json.loads(line[len(RESULT_MARK):])
+            result: dict[str, Any] = json.loads(line[len(RESULT_MARK):])
             return container.host_paths(result) if container is not None else result
     tail = next((line for line in reversed(lines) if line.strip()), "")
     return {"error": f"exit status {code}" + (f": {tail}" if tail else "")}
 
 
-def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secrets=None, zygote=None,
-          runtime: str | None = None, ansible=None, display_env: tuple[tuple[str, str], ...] = (),
-          ssh_sharing=None, container=None) -> Report:
+def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secrets: RuntimeSecrets | None = None,
+          zygote: Zygote | None = None, runtime: Runtime | None = None, ansible: AnsibleOptions | None = None,
+          display_env: tuple[tuple[str, str], ...] = (), ssh_sharing: SSHSharing | None = None,
+          container: RunContainer | None = None) -> Report:
     started = time.monotonic()
     findings = check_settings(ws) if settings else []
     for target in targets:
@@ -425,7 +438,8 @@ class PreflightFailed(PolycrateError):
     """A run's preflight found errors: nothing ran, nothing was recorded. One line, naming the first
     error's file and line (and the step that would have failed)."""
 
-    def __init__(self, report: Report, step: str | None = None, mask=lambda text: text):
+    def __init__(self, report: Report, step: str | None = None, mask: Callable[[str], str] = lambda text: text
+                 ) -> None:
         first = report.errors[0]
         more = len(report.errors) - 1
         message = first._text() + (f" (and {more} more: polycrate workspace validate)" if more else "")
