@@ -75,4 +75,4 @@ def test_the_readme_first_workspace_runs_verbatim(tmp_path):
     proc = _bash(commands + "\n", tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "workflow hello succeeded" in proc.stdout
-    assert re.search(r"action\s+disk-report ping\s+succeeded", proc.stdout)  # `runs list` shows both runs
+    assert re.search(r"action\s+disk-report apply\s+succeeded", proc.stdout)  # `runs list` shows both runs
