@@ -150,6 +150,10 @@ webhooks:
     tokens = seen.json("server", "token", "list", cwd=tmp_path, env=server_env)
     assert tokens["tokens"][0]["last_used"] is None  # never used: present, null
     seen.json("server", "audit", cwd=tmp_path, env=server_env)
+    assert run_cli_inprocess("server", "grant", "add", "ada", "ops", "--role", "operator", cwd=tmp_path,
+                             env=server_env).returncode == 0
+    grants = seen.json("server", "grant", "list", cwd=tmp_path, env=server_env)
+    assert grants["grants"] and grants["grants"][0]["workspace"] == "ops"
 
     # team mode's backend: none set on this host (with one: tests/team/)
     (tmp_path / "host-config.yml").write_text("# no backend\n")
