@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import (
     ARTICLE_BLOCK,
-    EXAMPLE,
+    ARTICLE_FILES,
     assert_one_line_error,
     records,
     run_cli,
@@ -96,7 +96,7 @@ def test_push_pull_into_fresh_workspace_then_the_articles_workflow_runs(article_
         ("verify", "app01.acme-corp.com"),
     ]
     # the workspace.poly is the article's, unchanged
-    assert (fresh / "workspace.poly").read_text() == (EXAMPLE / "workspace.poly").read_text()
+    assert (fresh / "workspace.poly").read_text() == (ARTICLE_FILES / "workspace.poly").read_text()
 
 
 def test_auto_install_refuses_without_terminal_and_installs_with_force(article_workspace, env, tmp_path):
