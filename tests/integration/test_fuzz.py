@@ -49,7 +49,12 @@ def _problems(outcome, argv, before: str, root: Path) -> list[str]:
         found.append(f"traceback: {outcome.escaped!r} {outcome.stderr[-600:]}")
     elif outcome.code == 2:
         lines = [line for line in outcome.stderr.splitlines() if line.strip()]
-        if len(lines) != 1 or not lines[0].startswith("polycrate: error:"):
+        if argv[-2:] == ["workspace", "validate"] or argv[-1:] == ["validate"]:
+            # the preflight reports every finding, one line each (an error at least)
+            if not lines or not all(line.startswith(("polycrate: error:", "polycrate: warning:")) for line in lines) \
+                    or not any(line.startswith("polycrate: error:") for line in lines):
+                found.append(f"not one line per finding: {outcome.stderr[-600:]!r}")
+        elif len(lines) != 1 or not lines[0].startswith("polycrate: error:"):
             found.append(f"not one error line: {outcome.stderr[-600:]!r}")
         if tree_digest(root) != before:
             found.append("a refused input changed the workspace")

@@ -166,7 +166,7 @@ def parse_yaml(text: str, path: str | Path, *, max_keys: int | None = None) -> A
     """Parse YAML text within the limits above; any problem is a ConfigError with file and line.
     `max_keys`: more keys in one mapping for a file whose job is a long list (an inventory's hosts)."""
     if len(text) > MAX_BYTES:
-        raise ConfigError(f"{len(text):,} characters: larger than the {MAX_BYTES // 2**20} MiB this file may have",
+        raise ConfigError(f"{len(text):,} characters: larger than the {_size(MAX_BYTES)} this file may have",
                           path)
     _check_printable(text.lstrip("\ufeff"), path)
     loader = _Loader(text, str(path))
@@ -215,7 +215,7 @@ def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"is not a regular file (a {_kind(info.st_mode)})", path)
         if info.st_size > limit:
-            raise ConfigError(f"{info.st_size:,} bytes: larger than the {limit // 2**20} MiB this file may have", path)
+            raise ConfigError(f"{info.st_size:,} bytes: larger than the {_size(limit)} this file may have", path)
         chunks, total = [], 0
         while True:
             try:
@@ -226,7 +226,7 @@ def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
                 break
             total += len(chunk)
             if total > limit:  # grew while we read
-                raise ConfigError(f"larger than the {limit // 2**20} MiB this file may have", path)
+                raise ConfigError(f"larger than the {_size(limit)} this file may have", path)
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
@@ -282,3 +282,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
+
+
+def _size(limit: int) -> str:
+    """A size limit for people: '1 MiB', '64 KiB', '500 bytes' (never '0 MiB')."""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if limit >= scale and limit % scale == 0:
+            return f"{limit // scale} {unit}"
+    return f"{limit:,} bytes"
