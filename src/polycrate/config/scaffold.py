@@ -199,7 +199,7 @@ def skeleton_files(name: str, description: str | None = None) -> dict[str, str]:
     playbook = f"{name}.yml"
     return {
         "block.poly": modeline("block.poly") + f"""\
-# The block {name}: its default config and its actions (README: "Workspace and blocks").
+# The block {name}: its default config and its actions (polycrate docs: reference/files.md).
 name: {scalar(name)}
 version: 0.1.0
 kind: generic
