@@ -12,6 +12,7 @@ import pytest
 from tests.helpers import write
 
 HEAVY = ("ansible", "oras", "pyrage", "psycopg", "polycrate.history.postgres", "polycrate.run.engine",
+         "polycrate.run.opening", "polycrate.run.drive", "polycrate.run.step", "polycrate.run.finish",
          "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process",
          "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote",
          "polycrate.runtime.script", "starlette", "uvicorn")
