@@ -1,6 +1,7 @@
 """`polycrate runs list|show|logs`: what ran, what changed, what failed and why."""
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 import time
@@ -41,6 +42,12 @@ def register(sub, shared) -> None:
                    help="stream a running run's log as it grows, step after step; end when the run ends, "
                         "with the run's exit status")
     p.set_defaults(func=cmd_logs)
+
+    p = rsub.add_parser("stop", parents=[shared], help="stop a running run (team mode: on whichever worker runs it)")
+    names(p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP), RUN)
+    p.add_argument("--wait", action="store_true", help="wait until the run is recorded as ended")
+    p.add_argument("--stopped-by", help=argparse.SUPPRESS)  # the server's user (later)
+    p.set_defaults(func=cmd_stop)
 
 
 RUN_STATES = tuple(RunState)  # argparse reads the choices while the parser is built
@@ -233,6 +240,30 @@ def cmd_logs(args) -> int:
         if args.step is None:
             print(f"==> {step.name} ({state_text(step.status)})")
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    """`runs stop RUN`: with a backend, the run's own process stops wherever it runs (team/execute.py);
+    without one, SIGTERM to the run's polycrate on this host (as the server's stop)."""
+    from polycrate.cli.backend import backend_setting
+    from polycrate.cli.render import workspace_from
+
+    ws = workspace_from(args)
+    dsn = backend_setting()
+    if dsn is not None:
+        from polycrate.cli.worker import stop_run
+
+        return stop_run(args, dsn, ws.name, args.run_id)
+    from polycrate.server.launch import stop
+
+    store = _store(args)
+    try:
+        run = store.get_run(args.run_id)
+    finally:
+        store.close()
+    stop(ws.root, run)
+    print(f"polycrate: run {run.id}: stop requested (SIGTERM to pid {run.pid})", file=sys.stderr)
     return 0
 
 
