@@ -252,9 +252,7 @@ def cmd_stop(args) -> int:
     ws = workspace_from(args)
     dsn = backend_setting()
     if dsn is not None:
-        from polycrate.cli.worker import stop_run
-
-        return stop_run(args, dsn, ws.name, args.run_id)
+        return _stop_launched(args, dsn, ws.name, args.run_id)
     from polycrate.server.launch import stop
 
     store = _store(args)
@@ -265,6 +263,36 @@ def cmd_stop(args) -> int:
     stop(ws.root, run)
     print(f"polycrate: run {run.id}: stop requested (SIGTERM to pid {run.pid})", file=sys.stderr)
     return 0
+
+
+def _stop_launched(args, dsn: str, workspace: str, ref: str) -> int:
+    """`runs stop RUN` with a backend: ask the run to stop on whichever worker runs it."""
+    import socket
+
+    from polycrate.errors import NotFoundError
+    from polycrate.history.store import current_user
+    from polycrate.team.launch import resolve_team_run, stop
+
+    run_id = resolve_team_run(dsn, workspace, ref)
+    if run_id is None:
+        raise NotFoundError(f"no launched run '{ref}' (see: polycrate runs list)")
+    who = getattr(args, "stopped_by", None) or f"{current_user()}@{socket.gethostname()}"
+    print(f"polycrate: {stop(dsn, workspace, run_id, who)}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    from polycrate.history.postgres import PostgresRunStore
+    from polycrate.states import RunState
+
+    store = PostgresRunStore(dsn, workspace=workspace)
+    try:
+        while True:
+            run = store.find_run(run_id)
+            if run is not None and run.status != RunState.RUNNING:
+                print(f"run {run_id} {run.status}: {run.message or ''}".rstrip(": "))
+                return 0
+            time.sleep(0.1)
+    finally:
+        store.close()
 
 
 FOLLOW_POLL_SECONDS = 0.3

@@ -23,14 +23,11 @@ from typing import Any
 
 from polycrate.errors import PolycrateError
 from polycrate.history.postgres import Connection, PostgresRunStore, connect
-from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.states import Phase, RunState, StepState
 from polycrate.team.launch import dirty_files, fence_key, record_unstarted, team_run, workspace_commit
 
 POLL_SECONDS = 0.2  # a stop request or a lost connection is seen this late at most (plus one round trip)
 SETTLE_SECONDS = 120.0  # how long a stopped run keeps trying to reach the backend to record why
-# a dead backend host is noticed by TCP within about this many seconds (libpq's keepalives, TCP_USER_TIMEOUT)
-FENCE_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 1, "keepalives_count": 3,
-                   "tcp_user_timeout": 10000}
 
 
 def fence_connection(dsn: str) -> Connection:
@@ -41,7 +38,11 @@ def fence_connection(dsn: str) -> Connection:
 
     try:
         return psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=10,
-                               application_name="polycrate-run", **FENCE_KEEPALIVE)
+                               application_name="polycrate-run",
+                               # a backend host that went silent fails the connection within ~10 s (libpq's
+                               # keepalives, TCP_USER_TIMEOUT): the watchdog's query does not hang for good
+                               keepalives=1, keepalives_idle=5, keepalives_interval=1, keepalives_count=3,
+                               tcp_user_timeout=10000)
     except psycopg.Error as exc:
         raise BackendUnreachable(f"cannot connect to the backend {safe_dsn(dsn)}: {str(exc).strip()[:200]}") from None
 
