@@ -267,3 +267,25 @@ def test_a_killed_worker_s_run_becomes_lost_never_runs_twice_and_frees_the_lock(
     assert _status(team, run_id) == "lost"  # never re-run by itself, never overwritten
     assert len((team.marks / "gate-started").read_text().splitlines()) == 2  # the lost one once, the new one once
     assert len(team.sql("SELECT id FROM procrastinate_jobs WHERE args->>'run_id' = %s", run_id)) == 1
+
+
+def test_postgresql_stopped_during_a_run_the_run_stops_itself_and_its_record_is_true_once_it_is_back(team, postgres):
+    team.start_worker("w1")
+    run_id = _launch(team, "gate")
+    wait_for(lambda: (team.marks / "gate-started").exists(), "the step started")
+    postgres.stop()
+    try:
+        wait_for(lambda: f"run {run_id}: lost its connection to the backend" in team.worker_log("w1"),
+                 "the run noticed that its fence's connection failed")
+        time.sleep(3)  # the database stays away a while (the run has stopped its step and waits to record)
+    finally:
+        postgres.start()
+    wait_for(lambda: _status(team, run_id) == "interrupted", "the run is recorded as interrupted once PostgreSQL is back")
+    shown = team.show(run_id)
+    assert shown["message"].startswith("lost its connection to the backend"), shown["message"]
+    assert [s["status"] for s in shown["steps"]] == ["interrupted", "skipped"]
+    assert len((team.marks / "gate-started").read_text().splitlines()) == 1  # it did not run again
+    (team.marks / "open").touch()
+    again = team.cli("workflows", "run", "gate", "--wait")  # the worker came back and takes the next launch
+    assert again.returncode == 0, again.output
+    assert team.sql("SELECT state FROM team_runs WHERE id = %s", run_id)[0]["state"] == "done"

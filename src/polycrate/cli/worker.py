@@ -123,6 +123,7 @@ def enqueue_workflow(args, dsn: str) -> int:
     from polycrate.runtime.ansible_options import options_from_args
     from polycrate.team.launch import Launch, checked_commit, enqueue
 
+    _check_schema(dsn)  # an unreachable or unprepared backend first: one line, exit 74 or 2, nothing queued
     root = find_root(args.workspace, explicit=args.workspace is not None).resolve()
     ws = load_workspace(root)
     workflow = get_workflow(ws, args.name)

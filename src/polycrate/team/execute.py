@@ -216,7 +216,8 @@ def settle(dsn: str, row: dict[str, Any], reason: str | None, error: str | None)
                                      (reason or error or ""), store)
                 return
             why = reason or error
-            if run.status == RunState.RUNNING:
+            # lost: a worker found this run's worker silent while the backend was away; this process knows more
+            if run.status in (RunState.RUNNING, RunState.LOST):
                 message = why or "its process ended without recording an end"
                 for step in store.get_run(row["id"]).steps:
                     if step.status == StepState.RUNNING:
@@ -224,7 +225,7 @@ def settle(dsn: str, row: dict[str, Any], reason: str | None, error: str | None)
                     elif step.status == StepState.NOT_RUN and step.phase == Phase.MAIN:
                         store.update_step(row["id"], step.position, status=StepState.SKIPPED)
                 store.finish_run(row["id"], status=RunState.INTERRUPTED, exit_code=130, message=message)
-            elif why is not None and run.status in (RunState.INTERRUPTED, RunState.LOST):
+            elif why is not None and run.status == RunState.INTERRUPTED:
                 # the engine wrote "interrupted (SIGTERM)": who or what stopped it is the truer message
                 db = connect(dsn)
                 try:
@@ -245,8 +246,9 @@ def finish_team_run(dsn: str, workspace: str, run_id: str, reason: str | None) -
     def write() -> None:
         db = connect(dsn)
         try:
+            # a lost run whose process reports in after all: it is done, its record says how it ended
             db.execute("UPDATE team_runs SET state = 'done', reason = COALESCE(%s, reason) WHERE workspace = %s"
-                       " AND id = %s AND state IN ('queued', 'running')", (reason, workspace, run_id))
+                       " AND id = %s AND state IN ('queued', 'running', 'lost')", (reason, workspace, run_id))
         finally:
             db.close()
 

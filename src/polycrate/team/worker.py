@@ -46,11 +46,34 @@ def say(text: str) -> None:
     print(f"polycrate worker: {text}", flush=True)
 
 
+def _one_line_logs(name: str) -> None:
+    """procrastinate's and psycopg's pool's warnings as one line each in the worker's output, without their
+    tracebacks (a backend restart would otherwise print pages)."""
+    import logging
+
+    class OneLine(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = " ".join(record.getMessage().split())
+            if record.exc_info and record.exc_info[1] is not None:
+                cause = record.exc_info[1].__cause__ or record.exc_info[1]
+                text += f" ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
+            say(f"{name}: {record.name}: {text}")
+
+    for logger_name in ("procrastinate", "psycopg.pool"):
+        logger = logging.getLogger(logger_name)
+        logger.handlers[:] = [OneLine(logging.WARNING)]
+        logger.propagate = False
+
+
 def serve(dsn: str, settings: WorkerSettings) -> int:
     """Run until stopped (SIGINT/SIGTERM: the runs in progress end first); the exit code."""
+    _one_line_logs(settings.name)
     say(f"{settings.name}: queues {', '.join(settings.queues)}, concurrency {settings.concurrency}, "
         f"runs of a worker silent for {settings.lost_after:g}s are lost")
-    stopping: list[bool] = []
+    import signal
+
+    stopping: list[int] = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     while True:
         try:
             asyncio.run(_serve(dsn, settings, stopping))
@@ -60,13 +83,17 @@ def serve(dsn: str, settings: WorkerSettings) -> int:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             say(f"{settings.name}: the backend is away ({type(exc).__name__}: {first}); starting over in "
                 f"{RESTART_SECONDS:g}s")
+        finally:
+            for sig, handler in saved.items():  # asyncio leaves the defaults behind: the CLI's come back
+                signal.signal(sig, handler)
         if stopping:
             say(f"{settings.name}: stopped")
             return 0
         time.sleep(RESTART_SECONDS)
 
 
-async def _serve(dsn: str, settings: WorkerSettings, stopping: list[bool]) -> None:
+async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> None:
+    """One life of the worker: until a signal stops it (``stopping`` then says which) or the backend fails."""
     import procrastinate
     from procrastinate.worker import Worker
 
@@ -81,12 +108,19 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[bool]) -> No
         worker = Worker(app, queues=list(settings.queues), name=settings.name, concurrency=settings.concurrency,
                         fetch_job_polling_interval=2.0, update_heartbeat_interval=settings.heartbeat,
                         stalled_worker_timeout=settings.lost_after, shutdown_graceful_timeout=None,
-                        install_signal_handlers=True)
+                        install_signal_handlers=False)
+        import signal
+
+        def stop(signum: int) -> None:  # the runs in progress end first (procrastinate's graceful stop)
+            stopping.append(signum)
+            worker.stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
         side = asyncio.create_task(_housekeeping(dsn, settings, lambda: worker.worker_id))
         try:
             await worker.run()
-            if worker._stop_event.is_set() and not side.done():
-                stopping.append(True)  # stopped by a signal, not by a failure of the backend
         finally:
             side.cancel()
             try:
@@ -157,10 +191,17 @@ async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[
     me = worker_id()
     await asyncio.to_thread(_register, dsn, settings, me)
     period = max(0.5, min(settings.heartbeat, settings.lost_after / 4))
+    failing = False
     try:
         while True:
-            for line in await asyncio.to_thread(reap, dsn, settings.lost_after):
-                say(f"{settings.name}: {line}")
+            try:
+                for line in await asyncio.to_thread(reap, dsn, settings.lost_after, me):
+                    say(f"{settings.name}: {line}")
+                failing = False
+            except Exception as exc:  # the backend is away: procrastinate's own tasks notice it too
+                if not failing:
+                    say(f"{settings.name}: looking for lost runs failed ({type(exc).__name__}); trying on")
+                failing = True
             await asyncio.sleep(period)
     finally:
         try:
@@ -193,18 +234,20 @@ SELECT job.id, job.worker_id FROM procrastinate_jobs job
   LEFT JOIN procrastinate_workers w ON w.id = job.worker_id
  WHERE job.status = 'doing' AND job.task_name = '{TASK}'
    AND (w.id IS NULL OR w.last_heartbeat < NOW() - (%s || ' SECOND')::INTERVAL)
+   AND job.worker_id IS DISTINCT FROM %s
 """
 
 
-def reap(dsn: str, lost_after: float) -> list[str]:
+def reap(dsn: str, lost_after: float, me: int | None = None) -> list[str]:
     """Keep the workers' last heartbeats; mark the runs of workers silent for ``lost_after`` seconds lost, and
-    free their jobs' locks once their fences are free. What was done, for the worker's log."""
+    free their jobs' locks once their fences are free. Never the runs of worker ``me`` (the caller, which
+    supervises them: its heartbeat pauses while it starts over after an outage). What was done, for the log."""
     said: list[str] = []
     db = connect(dsn)
     try:
         db.execute("UPDATE team_workers t SET last_heartbeat = EXTRACT(EPOCH FROM p.last_heartbeat)"
                    " FROM procrastinate_workers p WHERE p.id = t.worker_id AND t.stopped IS NULL")
-        for job in db.execute(STALLED_JOBS, (str(lost_after),)).fetchall():
+        for job in db.execute(STALLED_JOBS, (str(lost_after), me)).fetchall():
             with db.transaction():
                 run = db.execute("SELECT * FROM team_runs WHERE job_id = %s FOR UPDATE", (job["id"],)).fetchone()
                 if run is not None and run["state"] == "running":
