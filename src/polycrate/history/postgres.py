@@ -236,7 +236,8 @@ def _v3_workers(db: Connection) -> None:
     concurrency INTEGER NOT NULL,
     started DOUBLE PRECISION NOT NULL,
     last_heartbeat DOUBLE PRECISION,    -- the last one seen, kept after procrastinate forgets the worker
-    stopped DOUBLE PRECISION
+    stopped DOUBLE PRECISION,           -- ended by a signal
+    lost DOUBLE PRECISION               -- found silent by another worker (its runs were marked lost)
 )""")
 
 

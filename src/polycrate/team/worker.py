@@ -247,6 +247,8 @@ def reap(dsn: str, lost_after: float, me: int | None = None) -> list[str]:
     try:
         db.execute("UPDATE team_workers t SET last_heartbeat = EXTRACT(EPOCH FROM p.last_heartbeat)"
                    " FROM procrastinate_workers p WHERE p.id = t.worker_id AND t.stopped IS NULL")
+        db.execute("UPDATE team_workers SET lost = %s WHERE stopped IS NULL AND lost IS NULL AND worker_id IS DISTINCT"
+                   " FROM %s AND COALESCE(last_heartbeat, started) < %s", (time.time(), me, time.time() - lost_after))
         for job in db.execute(STALLED_JOBS, (str(lost_after), me)).fetchall():
             with db.transaction():
                 run = db.execute("SELECT * FROM team_runs WHERE job_id = %s FOR UPDATE", (job["id"],)).fetchone()
@@ -301,7 +303,8 @@ def workers(dsn: str) -> list[dict[str, Any]]:
         rows = db.execute(
             "SELECT t.*, EXTRACT(EPOCH FROM p.last_heartbeat) AS beat, p.id IS NOT NULL AS registered"
             " FROM team_workers t LEFT JOIN procrastinate_workers p ON p.id = t.worker_id"
-            " WHERE t.stopped IS NULL OR t.stopped > %s ORDER BY t.started DESC", (time.time() - 3600,)).fetchall()
+            " WHERE COALESCE(t.stopped, t.lost) IS NULL OR COALESCE(t.stopped, t.lost) > %s ORDER BY t.started DESC",
+            (time.time() - 3600,)).fetchall()
         running = db.execute("SELECT worker_id, workspace, id, workflow FROM team_runs WHERE state = 'running'"
                              " ORDER BY started").fetchall()
     finally:
@@ -312,7 +315,8 @@ def workers(dsn: str) -> list[dict[str, Any]]:
         out.append({"name": r["name"], "host": r["host"], "pid": r["pid"], "queues": list(r["queues"]),
                     "concurrency": r["concurrency"], "started": r["started"],
                     "last_heartbeat": float(beat) if beat is not None else None,
-                    "state": "stopped" if r["stopped"] else "alive" if r["registered"] else "gone",
+                    "state": "stopped" if r["stopped"] else "lost" if r["lost"] else "alive" if r["registered"]
+                    else "gone",
                     "runs": [{"workspace": x["workspace"], "run_id": x["id"], "workflow": x["workflow"]}
                              for x in running if x["worker_id"] == r["worker_id"]]})
     return out
