@@ -261,8 +261,12 @@ def test_a_killed_worker_s_run_becomes_lost_never_runs_twice_and_frees_the_lock(
     wait_for(lambda: _status(team, run_id) == "lost", "the run is marked lost")
     shown = team.show(run_id)
     assert "its worker w1" in shown["message"] and "stopped heartbeating" in shown["message"]
-    listed = {w["name"]: w for w in json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]}
-    assert (listed["w1"]["state"], listed["w2"]["state"]) == ("lost", "alive")
+
+    def states() -> tuple[str, str]:
+        listed = {w["name"]: w for w in json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]}
+        return listed["w1"]["state"], listed["w2"]["state"]
+
+    wait_for(lambda: states() == ("lost", "alive"), "worker list shows w1 lost and w2 alive")
     wait_for(lambda: team.sql("SELECT status FROM procrastinate_jobs WHERE args->>'run_id' = %s", run_id)[0]["status"]
              == "failed", "the lost run's job is finished (the workflow's lock is free)")
     (team.marks / "open").touch()
@@ -293,3 +297,20 @@ def test_postgresql_stopped_during_a_run_the_run_stops_itself_and_its_record_is_
     again = team.cli("workflows", "run", "gate", "--wait")  # the worker came back and takes the next launch
     assert again.returncode == 0, again.output
     assert team.sql("SELECT state FROM team_runs WHERE id = %s", run_id)[0]["state"] == "done"
+
+
+def test_a_workflow_runs_on_its_queue_s_workers_only_and_a_launch_can_name_another_queue(team):
+    team.start_worker("w-default")  # --queue default (the default)
+    elsewhere = _launch(team, "elsewhere")  # queue: dmz in workspace.poly
+    waited = team.cli("workflows", "run", "hello", "--wait")  # queued after it, run by the default worker
+    assert waited.returncode == 0, waited.output
+    # the worker takes the oldest job it may: had it taken dmz's, that one would have run first
+    assert team.sql("SELECT state FROM team_runs WHERE id = %s", elsewhere)[0]["state"] == "queued"
+    team.start_worker("w-dmz", "--queue", "dmz")
+    wait_for(lambda: _status(team, elsewhere) == "succeeded", "the dmz worker ran it")
+    overridden = team.cli("workflows", "run", "hello", "--queue", "dmz", "--wait")
+    assert overridden.returncode == 0, overridden.output
+    workers = {r["id"]: (r["queue"], r["worker"]) for r in team.sql("SELECT id, queue, worker FROM team_runs")}
+    assert workers[elsewhere] == ("dmz", "w-dmz")
+    assert workers[overridden.stdout.splitlines()[0]] == ("dmz", "w-dmz")
+    assert workers[waited.stdout.splitlines()[0]] == ("default", "w-default")
