@@ -73,6 +73,29 @@ _SHORT_REFERENCE = (rf"^(?![\s\S]*[\x00-\x1f\x7f]){_SPACE}(?!localhost/)(?![^/]*
 _LABEL_KEY = rf"^(?![\s\S]*[\s\x00-\x1f\x7f])[\s\S]{{1,{LABEL_KEY_MAX}}}$"
 
 
+def strict_end(pattern: str) -> str:
+    """``pattern`` with every end anchor ``$`` (not escaped, not in a class) as ``(?![\\s\\S])``: the end
+    of the text in Python and ECMAScript alike (Python's ``$`` also matches before a final newline, so
+    `name: "web\\n"` would pass). The checks (config/validate.py) and the JSON Schema use this form."""
+    out: list[str] = []
+    index, in_class = 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index:index + 2])
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            char = r"(?![\s\S])"
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
 # --- the structure ----------------------------------------------------------------------------------
 
 

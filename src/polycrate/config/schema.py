@@ -753,9 +753,11 @@ def parse_registries(raw: dict[str, Any], path: Path) -> Registries:
             from polycrate.config.refs import looks_like_host
 
             host = str(settings or "").strip().removeprefix("https://").removeprefix("http://").rstrip("/")
-            if name != "default" or not looks_like_host(host):
-                raise ConfigError(f"registries.{name} must be a mapping (mirror, insecure)" if name != "default" else
-                                  f"registries.default must be a registry host such as cargo.ayedo.cloud, not "
+            if name != "default":  # the rule the declaration cannot say: only `default` is a host
+                raise ConfigError(f"registries.{name}: only registries.default names a host; a registry's settings "
+                                  "are {mirror: HOST[:PORT], insecure: true}", path, _line(raw.get("registries"), name))
+            if not looks_like_host(host):
+                raise ConfigError(f"registries.default must be a registry host such as cargo.ayedo.cloud, not "
                                   f"{settings!r}", path, _line(raw.get("registries"), name))
             default = host
             continue

@@ -14,8 +14,8 @@ names the enclosing named items (``workflow 'nightly': step 'dump': ``) and the 
 less (``'port' must be a port number 1-65535``). What a declaration cannot say (cross-field rules,
 references, names unique in a list) stays in ``schema.py``, which calls this first.
 
-Patterns are the declarations' ECMAScript-compatible expressions; here every ``$`` is read as the
-end of the text (``\\Z``), as ECMAScript reads it, so that a trailing newline is refused alike.
+Patterns are the declarations' expressions with every end anchor made strict (``strict_end``), as
+the shipped JSON Schema has them: a trailing newline is refused here, by editors and by any validator.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from polycrate.config.declarations import (
     Field,
     Kind,
     Section,
+    strict_end,
 )
 from polycrate.errors import ConfigError
 
@@ -44,33 +45,11 @@ _PATTERNS: dict[str, re.Pattern[str]] = {}
 _SHOWN = 80  # characters of a refused value quoted in a message
 
 
-def python_pattern(pattern: str) -> str:
-    """``pattern`` with every end anchor ``$`` (not escaped, not in a class) as ``\\Z``: ECMAScript's
-    ``$`` is the end of the text, Python's also matches before a final newline."""
-    out: list[str] = []
-    index, in_class = 0, False
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            out.append(pattern[index:index + 2])
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "$":
-            char = r"\Z"
-        out.append(char)
-        index += 1
-    return "".join(out)
-
-
 def matches(pattern: str, text: str) -> bool:
     """Whether ``text`` matches a declared pattern (re.search, ``$`` the end of the text)."""
     compiled = _PATTERNS.get(pattern)
     if compiled is None:
-        compiled = _PATTERNS[pattern] = re.compile(python_pattern(pattern))
+        compiled = _PATTERNS[pattern] = re.compile(strict_end(pattern))
     return compiled.search(text) is not None
 
 
