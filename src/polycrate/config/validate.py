@@ -258,7 +258,7 @@ def _check(value: Any, kind: Kind, where: _Where, field: Field | None = None) ->
         return
     if of == "section":
         if not isinstance(value, dict):
-            raise where.fail(value, expected(kind), show=False)
+            raise where.fail(value, expected(kind))
         _check_section(value, SECTIONS[kind.section or ""], where)
         return
     if of == "string" and kind.pattern in (NAME_PATTERN, BLOCK_NAME_PATTERN):
@@ -269,7 +269,7 @@ def _check(value: Any, kind: Kind, where: _Where, field: Field | None = None) ->
         return
     if not _accepts(kind, value):
         if of in ("list", "mapping") and not where.says:
-            raise where.fail(value, "a list" if of == "list" else "a mapping", show=False)
+            raise where.fail(value, "a list" if of == "list" else "a mapping")
         raise where.fail(value, expected(kind))
     if of == "string":
         if kind.pattern and not matches(kind.pattern, value if isinstance(value, str) else str(value)):
