@@ -221,7 +221,7 @@ def _labels(where: str) -> Field:
 _ALIAS = Field("alias", list_of(WORD), "other names (Polycrate's; merged, nothing is looked up by them)",
                says="{name} must be a list of names, not {value}")
 _MAIL_SAYS = "must be a mail address such as ops@example.com, not {value}"
-_KIND_SAYS = "{name} must be one word such as generic, k8sapp, linuxapp, (a convention, not a closed list), not {value}"
+_KIND_SAYS = "{name} must be one word such as generic, k8sapp or linuxapp (a convention, not a closed list), not {value}"
 _PROMPT_DOC = "a question asked before the run starts: the message, or {message: ...}"
 _ON = Field("on", one_of(enum(*WEBHOOK_EVENTS), list_of(enum(*WEBHOOK_EVENTS), min_items=1)),
             "when it fires: failure (failed or interrupted runs), success, or both", default="failure", null=False,
