@@ -13,6 +13,7 @@ import pytest
 from polycrate.config import declarations as decl
 from polycrate.config import schema
 from polycrate.config.declarations import FILES, SECTIONS, allowed_keys, reachable
+from polycrate.config.validate import validate_name
 from polycrate.errors import ConfigError
 
 SCHEMA_SOURCE = Path(inspect.getfile(schema)).read_text(encoding="utf-8")
@@ -58,7 +59,7 @@ def test_allowed_keys_of_an_unknown_section_is_an_error():
 def test_the_name_pattern_is_validate_name(name):
     for what, pattern in (("workflow", decl.NAME_PATTERN), ("block", decl.BLOCK_NAME_PATTERN)):
         try:
-            schema.validate_name(name, what, "workspace.poly", None)
+            validate_name(name, what, "workspace.poly", None)
             accepted = True
         except ConfigError:
             accepted = False
@@ -134,6 +135,9 @@ WORKSPACE_CASES = [
     ("notifications:\n- {name: n, type: matrix, homeserver: 'https://', room: '!r:m.org', token: {env: T}}\n",
      False),
     ("organization: 1\ndescription: null\nversion: [any]\n", True), ("nam: ws\n", False),
+    ("extramounts: ['data:/data:ro', '/srv:/srv']\n", True), ("extramounts: [data]\n", False),
+    ("extramounts: ['data:/data:rx']\n", False), ("config: {sshprivatekey: keys/id_ed25519}\n", True),
+    ("config: {sshprivatekey: ' '}\n", False),
 ]
 
 BLOCK_CASES = [

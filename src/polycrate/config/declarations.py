@@ -3,15 +3,17 @@
 Each section of a file (the workspace's top level, a workflow, a step, a notification of one type, ...)
 is a ``Section``: its keys as ``Field``s with the value's ``Kind`` (string, integer, list of X, one of
 X/Y, a nested section, ...), whether it is required, its default, its bounds or pattern, and a line for
-people. From these come the key allow-lists (``allowed_keys``), the JSON Schema of each file and the
-documentation's key tables (``polycrate.config.schema_export``).
+people. From these come the checks (``polycrate.config.validate``: types, required keys, bounds,
+patterns, unknown keys, with the words of a field's ``says`` where the generic ones would say less), the
+key allow-lists (``allowed_keys``), the JSON Schema of each file and the documentation's key tables
+(``polycrate.config.schema_export``); ``tests/unit/test_validate.py`` holds the checks and the shipped
+JSON Schema to the same verdict on every field.
 
-The declarations say what ``schema.py``'s checks accept today (``tests/unit/test_declarations.py``
-compares them). Of the rules that tie keys together, "exactly one of" and "at least one of" are
-declared (a schedule's ``on_calendar``/``cron``; an action's ``type``/``playbook``/``script``); the
-others (an ansible action needs ``playbook``; an email login needs both ``username`` and
-``password``) are written in the fields' descriptions. ``schema.py`` reads this module at every load, so it
-holds plain data only: nothing here imports beyond the standard library and ``config.model``.
+Of the rules that tie keys together, "exactly one of" and "at least one of" are declared (a schedule's
+``on_calendar``/``cron``; an action's ``type``/``playbook``/``script``); the others (an ansible action
+needs ``playbook``; an email login needs both ``username`` and ``password``) are written in the fields'
+descriptions and checked in ``schema.py``. The checks read this module at every load, so it holds plain
+data only: nothing here imports beyond the standard library and ``config.model``.
 """
 from __future__ import annotations
 
@@ -20,15 +22,15 @@ from typing import Any
 
 from polycrate.config.model import ENGINES, KIND_DEFAULT, RUNTIMES
 
-# --- the constants the checks share (schema.py holds copies until the swap; the test compares) -------
+# --- the constants the checks share ------------------------------------------------------------------
 
-# validate_name: NAME_RE (a letter or digit, then up to 62 of letters, digits, '.', '_', '-'), and not
+# validate_name: (a letter or digit, then up to 62 of letters, digits, '.', '_', '-'), and not
 # ending in '.' or '-'; written as one pattern.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?$"
-# a block's name: such names joined by '/', as Polycrate's hub names (ayedo/k8s/harbor; schema.BLOCK_NAME_RE)
+# a block's name: such names joined by '/', as Polycrate's hub names (ayedo/k8s/harbor)
 BLOCK_NAME_PATTERN = (r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?"
                       r"(?:/[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?){0,7}$")
-# NAME_RE alone (aliases and `kind` are checked with it, without the rule on the last character).
+# aliases and `kind`: the same words, without the rule on the last character
 WORD_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$"
 ACTION_TYPES = ("ansible", "script")
 WEBHOOK_EVENTS = ("success", "failure")
@@ -41,13 +43,14 @@ MAX_KEEP_RUNS = 10**9
 MAX_NOTIFY_TIMEOUT = 300
 LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
 
-# Patterns of checks written as code in schema.py: the same acceptance as a regular expression that
-# Python (re.search) and ECMAScript (editors) read alike. A control character is refused with a
-# look-ahead rather than a class before '$', because Python's '$' also matches before a final newline.
+# Patterns: regular expressions that Python (re.search) and ECMAScript (editors) read alike, with every '$'
+# made the end of the text (strict_end); a control character is refused with a look-ahead.
 _NO_CONTROL = r"^(?![\s\S]*[\x00-\x1f\x7f])"
 _RELATIVE_FILE = r"^(?!/)(?!(?:[\s\S]*/)?\.\.(?:/|$))(?=[\s\S]*\S)(?![\s\S]*[\x00-\x1f\x7f])"
 _ABSOLUTE_FILE = r"^/(?![\s\S]*[\x00-\x1f\x7f])"
 _NOT_BLANK = r"\S"
+_FILE_NAME = r"^(?=[\s\S]*\S)(?![\s\S]*[\x00-\x1f\x7f])"  # not blank, one line
+_MOUNT = r"^[^:]+:/[^:]*(?::(?:ro|rw))?$"  # /host:/container[:ro|:rw] (a relative host path is the workspace's)
 _WEBHOOK_URL = r"^https?://"
 _HTTP_URL = r"^\s*https?://[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s/][^\x00-\x1f\x7f]*\s*$"
 _ENV_NAME = r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*$"
@@ -220,6 +223,7 @@ def _labels(where: str) -> Field:
 
 _ALIAS = Field("alias", list_of(WORD), "other names (Polycrate's; merged, nothing is looked up by them)",
                says="{name} must be a list of names, not {value}")
+_FILE_SAYS = "must be a file name (relative to the workspace), not {value}"
 _MAIL_SAYS = "must be a mail address such as ops@example.com, not {value}"
 _KIND_SAYS = "{name} must be one word such as generic, k8sapp or linuxapp (a convention, not a closed list), not {value}"
 _PROMPT_DOC = "a question asked before the run starts: the message, or {message: ...}"
@@ -282,8 +286,9 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _ALIAS,
         Field("events", section("events"), "the event handler: the default of --event-handler and --event-endpoint"),
         Field("extraenv", list_of(string(hint="KEY=value")), "KEY=value for every action (before -e)"),
-        Field("extramounts", list_of(string(hint="/host:/container[:ro]")),
-              "mounts of the container runtime (before -m; a relative host path is the workspace's)"),
+        Field("extramounts", list_of(string(_MOUNT, hint="/host:/container[:ro]")),
+              "mounts of the container runtime (before -m; a relative host path is the workspace's)",
+              says="must be /host:/container[:ro], not {value}"),
         Field("meta", mapping(), "free data, in the snapshot"),
         Field("sync", section("sync"), "where `polycrate git sync` pulls from and pushes to"),
         Field("identifier", ANY, _NO_EFFECT),
@@ -317,8 +322,10 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("blocksroot", TEXT, "the folder of the installed blocks (Polycrate's)", default="blocks"),
         Field("artifactsroot", TEXT, "the folder of the blocks' artifacts (Polycrate's)", default="artifacts"),
         Field("logsroot", TEXT, "the folder of the workspace event handler's events (Polycrate's)", default=".logs"),
-        Field("sshprivatekey", TEXT, "the workspace's SSH private key, relative to it (Polycrate's)", default="id_rsa"),
-        Field("sshpublickey", TEXT, "the workspace's SSH public key (Polycrate's)", default="id_rsa.pub"),
+        Field("sshprivatekey", string(_FILE_NAME, numbers=True), "the workspace's SSH private key, relative to it "
+              "(Polycrate's)", default="id_rsa", says=_FILE_SAYS),
+        Field("sshpublickey", string(_FILE_NAME, numbers=True), "the workspace's SSH public key (Polycrate's)",
+              default="id_rsa.pub", says=_FILE_SAYS),
     ), closed=False, dotted=True),
     Section("image", "config.image", "Polycrate's spelling of an image: reference and version.", (
         Field("reference", string(), "the image without its tag, such as cargo.ayedo.cloud/library/polycrate",

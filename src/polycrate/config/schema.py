@@ -1,4 +1,4 @@
-"""The one place the files' schema is checked: workspace.poly, block.poly and secrets.poly.
+"""Reading workspace.poly, block.poly and secrets.poly: the declared check, then the rules it cannot say.
 
 Each file is read once (through ``yamlfile``, which keeps the line of every key and
 enforces the loader's limits), checked against its declaration (``config/declarations.py``) by the
@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from polycrate.errors import ConfigError
-from polycrate.config.declarations import MAX_DAYS, MAX_SECONDS, declared_keys
+from polycrate.config.declarations import declared_keys
 from polycrate.config.launch_params import parse_declaration
 from polycrate.config.model import (
     ORIGIN_WORKSPACE,
@@ -45,14 +45,12 @@ from polycrate.config.model import (
     Webhook,
     Workflow,
 )
-from polycrate.config.validate import Explain, check_field, check_file, validate_name
+from polycrate.config.validate import Explain, check_field, check_file
 from polycrate.config.yamlfile import LineMap, load_yaml, parse_yaml, plain
 
 WORKSPACE_FILE = "workspace.poly"
 BLOCK_FILE = "block.poly"
 SECRETS_FILE = "secrets.poly"
-
-__all__ = ["MAX_DAYS", "MAX_SECONDS", "validate_name"]  # re-exported: scaffold.py and others import them here
 
 # --- the real Polycrate's data model ----------------------------------------------------------
 # Every field of Go's structs loads (cmd/workspace.go Workspace and WorkspaceConfig, cmd/blocks.go
@@ -673,8 +671,8 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
     """The checked fields of Polycrate's Workspace and WorkspaceConfig that have an effect here (the
     keyword arguments of model.Workspace): alias, events, extraenv, extramounts, meta, sync, the roots, the
     keys; and the warnings for those without (workspace_warnings). Their rules: the webhook event handler
-    needs its endpoint; extraenv is KEY=value, extramounts /host:/container[:ro]; the roots are folders
-    and the keys files inside the workspace."""
+    needs its endpoint; extraenv is KEY=value (action_env.parse_env); the roots are folders inside the
+    workspace."""
     from polycrate.config.action_env import parse_env
     from polycrate.config.model import EventSettings, Layout, SyncSettings
     from polycrate.errors import PolycrateError
@@ -692,21 +690,8 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
             env.append(parse_env(item))
         except PolycrateError as exc:
             raise ConfigError(exc.message.replace("-e/--env", "extraenv"), path, line) from None
-    mounts: list[str] = []
-    extramounts = raw.get("extramounts") or []
-    for item, line in zip(extramounts, _item_lines(raw, "extramounts", len(extramounts)), strict=True):
-        parts = item.split(":")
-        if not 2 <= len(parts) <= 3 or not all(parts[:2]) or not parts[1].startswith("/") or (
-                len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise ConfigError(f"each of 'extramounts' is /host:/container[:ro], not {item!r}", path, line)
-        mounts.append(item)
     remote = _map(_map(raw.get("sync")).get("remote"))
     branch = _map(remote.get("branch"))
-    for key in ("sshprivatekey", "sshpublickey"):
-        value = config.get(key)
-        if value is not None and (not str(value).strip() or has_control(str(value))):
-            raise ConfigError(f"config.{key} must be a file name (relative to the workspace), not {value!r}",
-                              path, _line(config, key))
     layout = Layout(
         blocks_root=_relative_folder(config, "blocksroot", path, "blocks"),
         artifacts_root=_relative_folder(config, "artifactsroot", path, "artifacts"),
@@ -718,7 +703,7 @@ def parse_go_workspace(raw: dict[str, Any], config: dict[str, Any], path: Path) 
         "alias": tuple(raw.get("alias") or ()),
         "events": EventSettings(handler, endpoint),
         "extra_env": tuple(env),
-        "extra_mounts": tuple(mounts),
+        "extra_mounts": tuple(raw.get("extramounts") or ()),
         "meta": plain(_map(raw.get("meta"))),
         "version": _text_or_nothing(raw.get("version")),
         "sync": SyncSettings(_text(remote, "name") or None, _text(branch, "name") or None),

@@ -137,8 +137,11 @@ def expected(kind: Kind) -> str:
 
 
 def _plural(kind: Kind) -> str:
-    word = expected(kind)
-    return word.removeprefix("an ").removeprefix("a ") + ("s" if kind.hint or kind.of == "string" else "")
+    """"names" for a list of names; the words as they are where a plural would be clumsy."""
+    word = expected(kind).removeprefix("an ").removeprefix("a ")
+    if kind.of != "string" or not re.fullmatch(r"[a-z ]+", word):
+        return word
+    return word + ("es" if word.endswith("s") else "s")
 
 
 # --- the walk ---------------------------------------------------------------------------------------
@@ -334,7 +337,8 @@ def _check_list(value: list[Any], kind: Kind, where: _Where, field: Field | None
     if kind.min_items and len(value) < kind.min_items:
         if field is not None and field.empty:
             raise where.error(field.empty)
-        raise where.error(f"needs at least {kind.min_items} of {expected(items)}")
+        raise where.error(f"needs at least {kind.min_items} item{'s' if kind.min_items > 1 else ''} "
+                          f"({expected(items)})")
     lines = _item_lines(where.container, where.key, len(value), where.line)
     seen: list[Any] = []
     for index, item in enumerate(value):
