@@ -5,11 +5,9 @@ A reference page holds a marker such as ``<!-- generated: cli -->``; at build ti
 code itself, so the reference cannot drift from it:
 
 - ``cli``: every command and option, walked from polycrate's own argparse parser (``build_parser``);
-- ``files``: every key of workspace.poly, block.poly and secrets.poly, read out of the checks in
-  ``polycrate.config.schema`` (the key sets its ``_check_keys`` calls allow, its key constants) with
-  the type and default of the ``polycrate.config.model`` field each becomes; the words for each key
-  are below, and a key the schema allows that has no words here (or words for a key the schema no
-  longer allows) stops the build;
+- ``files``: every key of workspace.poly, block.poly and secrets.poly, the tables made from the
+  declarations (``polycrate.config.declarations``: its type, default and words; the same declarations
+  drive the checks, ``polycrate.config.validate``, and the shipped JSON Schemas);
 - ``exit-codes``: the ``EXIT_*`` constants of ``polycrate.errors``, likewise;
 - ``schemas``: the JSON Schema files of the contract (``polycrate/contract/schemas``);
 - ``packages``: the package layout by layer, each module with the first paragraph of its docstring.

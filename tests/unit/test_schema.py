@@ -28,7 +28,7 @@ def test_typed_sections(tmp_path):
     ("config:\n  engine: lxc\n", 3, "config.engine must be one of podman, docker"),
     ("registries:\n  reg.lan:\n    mirrors: x\n", 4, "registries.reg.lan: unknown key 'mirrors'"),
     ("registries:\n  reg.lan: {insecure: sometimes}\n", 3, "registries.reg.lan.insecure must be true or false"),
-    ("encryption:\n  recipients:\n    - AGE-SECRET-KEY-1QQQ\n", 3, "holds an age SECRET key"),
+    ("encryption:\n  recipients:\n    - AGE-SECRET-KEY-1QQQ\n", 4, "holds an age SECRET key"),
     ("workflows:\n  - name: w\n    schedule: {cron: '61 * * * *'}\n    steps: [{name: s, block: b, action: a}]\n",
      4, "workflow 'w': schedule:"),
 ])
@@ -45,7 +45,7 @@ def test_secrets_poly_entries_name_their_line():
     assert parsed.config == {"token": "abcd"} and parsed.blocks[0].name == "db" and parsed.blocks[0].line == 3
     with pytest.raises(ConfigError) as caught:
         parse_secrets("blocks:\n  - name: db\n    config: [x]\n", "secrets.poly")
-    assert caught.value.line == 2 and "'config' of block 'db'" in caught.value.message
+    assert caught.value.line == 3 and "block 'db': 'config' must be a mapping" in caught.value.message
 
 
 def test_polycrates_workspace_keys(tmp_path):

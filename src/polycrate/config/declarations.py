@@ -3,15 +3,17 @@
 Each section of a file (the workspace's top level, a workflow, a step, a notification of one type, ...)
 is a ``Section``: its keys as ``Field``s with the value's ``Kind`` (string, integer, list of X, one of
 X/Y, a nested section, ...), whether it is required, its default, its bounds or pattern, and a line for
-people. From these come the key allow-lists (``allowed_keys``), the JSON Schema of each file and the
-documentation's key tables (``polycrate.config.schema_export``).
+people. From these come the checks (``polycrate.config.validate``: types, required keys, bounds,
+patterns, unknown keys, with the words of a field's ``says`` where the generic ones would say less), the
+key allow-lists (``allowed_keys``), the JSON Schema of each file and the documentation's key tables
+(``polycrate.config.schema_export``); ``tests/unit/test_validate.py`` holds the checks and the shipped
+JSON Schema to the same verdict on every field.
 
-The declarations say what ``schema.py``'s checks accept today (``tests/unit/test_declarations.py``
-compares them). Of the rules that tie keys together, "exactly one of" and "at least one of" are
-declared (a schedule's ``on_calendar``/``cron``; an action's ``type``/``playbook``/``script``); the
-others (an ansible action needs ``playbook``; an email login needs both ``username`` and
-``password``) are written in the fields' descriptions. ``schema.py`` reads this module at every load, so it
-holds plain data only: nothing here imports beyond the standard library and ``config.model``.
+Of the rules that tie keys together, "exactly one of" and "at least one of" are declared (a schedule's
+``on_calendar``/``cron``; an action's ``type``/``playbook``/``script``); the others (an ansible action
+needs ``playbook``; an email login needs both ``username`` and ``password``) are written in the fields'
+descriptions and checked in ``schema.py``. The checks read this module at every load, so it holds plain
+data only: nothing here imports beyond the standard library and ``config.model``.
 """
 from __future__ import annotations
 
@@ -20,15 +22,15 @@ from typing import Any
 
 from polycrate.config.model import ENGINES, KIND_DEFAULT, RUNTIMES
 
-# --- the constants the checks share (schema.py holds copies until the swap; the test compares) -------
+# --- the constants the checks share ------------------------------------------------------------------
 
-# validate_name: NAME_RE (a letter or digit, then up to 62 of letters, digits, '.', '_', '-'), and not
+# validate_name: (a letter or digit, then up to 62 of letters, digits, '.', '_', '-'), and not
 # ending in '.' or '-'; written as one pattern.
 NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?$"
-# a block's name: such names joined by '/', as Polycrate's hub names (ayedo/k8s/harbor; schema.BLOCK_NAME_RE)
+# a block's name: such names joined by '/', as Polycrate's hub names (ayedo/k8s/harbor)
 BLOCK_NAME_PATTERN = (r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?"
                       r"(?:/[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?){0,7}$")
-# NAME_RE alone (aliases and `kind` are checked with it, without the rule on the last character).
+# aliases and `kind`: the same words, without the rule on the last character
 WORD_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$"
 ACTION_TYPES = ("ansible", "script")
 WEBHOOK_EVENTS = ("success", "failure")
@@ -41,13 +43,14 @@ MAX_KEEP_RUNS = 10**9
 MAX_NOTIFY_TIMEOUT = 300
 LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
 
-# Patterns of checks written as code in schema.py: the same acceptance as a regular expression that
-# Python (re.search) and ECMAScript (editors) read alike. A control character is refused with a
-# look-ahead rather than a class before '$', because Python's '$' also matches before a final newline.
+# Patterns: regular expressions that Python (re.search) and ECMAScript (editors) read alike, with every '$'
+# made the end of the text (strict_end); a control character is refused with a look-ahead.
 _NO_CONTROL = r"^(?![\s\S]*[\x00-\x1f\x7f])"
 _RELATIVE_FILE = r"^(?!/)(?!(?:[\s\S]*/)?\.\.(?:/|$))(?=[\s\S]*\S)(?![\s\S]*[\x00-\x1f\x7f])"
 _ABSOLUTE_FILE = r"^/(?![\s\S]*[\x00-\x1f\x7f])"
 _NOT_BLANK = r"\S"
+_FILE_NAME = r"^(?=[\s\S]*\S)(?![\s\S]*[\x00-\x1f\x7f])"  # not blank, one line
+_MOUNT = r"^[^:]+:/[^:]*(?::(?:ro|rw))?$"  # /host:/container[:ro|:rw] (a relative host path is the workspace's)
 _WEBHOOK_URL = r"^https?://"
 _HTTP_URL = r"^\s*https?://[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f\s/][^\x00-\x1f\x7f]*\s*$"
 _ENV_NAME = r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*$"
@@ -71,6 +74,29 @@ _REGISTRY_REFERENCE = (rf"^(?![\s\S]*[\x00-\x1f\x7f]){_SPACE}(?=localhost/|[^/]*
 _SHORT_REFERENCE = (rf"^(?![\s\S]*[\x00-\x1f\x7f]){_SPACE}(?!localhost/)(?![^/]*[.:][^/]*/){_COMPONENT}"
                     rf"(?:/{_COMPONENT})+(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?{_SPACE}$")
 _LABEL_KEY = rf"^(?![\s\S]*[\s\x00-\x1f\x7f])[\s\S]{{1,{LABEL_KEY_MAX}}}$"
+
+
+def strict_end(pattern: str) -> str:
+    """``pattern`` with every end anchor ``$`` (not escaped, not in a class) as ``(?![\\s\\S])``: the end
+    of the text in Python and ECMAScript alike (Python's ``$`` also matches before a final newline, so
+    `name: "web\\n"` would pass). The checks (config/validate.py) and the JSON Schema use this form."""
+    out: list[str] = []
+    index, in_class = 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index:index + 2])
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            char = r"(?![\s\S])"
+        out.append(char)
+        index += 1
+    return "".join(out)
 
 
 # --- the structure ----------------------------------------------------------------------------------
@@ -107,6 +133,11 @@ class Field:
     required: bool = False
     default: Any = None  # None: no default (absent means "not set")
     null: bool = True  # `key:` with no value (null) counts as absent; False: null is refused
+    # the words of the check (config/validate.py) where "must be <the type>" would say less:
+    says: str = ""  # for a refused value, instead of "must be ..." ({key}: the key; {name}...: no subject)
+    empty: str = ""  # for a list shorter than its min_items
+    keys_says: str = ""  # for a refused key of a mapping
+    item: str = ""  # a mapping's entries are called "<item> 'KEY'" (label 'team')
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +152,8 @@ class Section:
     closed: bool = True
     exactly_one: tuple[str, ...] = ()  # exactly one of these keys is written
     at_least_one: tuple[str, ...] = ()  # one or more of these keys is written
+    label: str = ""  # what an item is called in messages (workflow 'nightly': ...); its name follows the naming rule
+    dotted: bool = False  # messages name its keys by their path (config.runtime), not quoted ('retries')
 
     def field(self, key: str) -> Field:
         return next(f for f in self.fields if f.key == key)
@@ -183,20 +216,30 @@ LABELS = mapping(one_of(string(_NO_CONTROL, hint="one line"), number(), BOOLEAN,
 
 def _labels(where: str) -> Field:
     return Field("labels", LABELS, f"labels of {where}: keys of 1-{LABEL_KEY_MAX} characters without spaces, "
-                 "one-line values")
+                 "one-line values", says="must be one line of text", item="label",
+                 keys_says=f"a label key is 1-{LABEL_KEY_MAX} characters without spaces, such as "
+                 "app.kubernetes.io/part-of")
 
 
-_ALIAS = Field("alias", list_of(WORD), "other names (Polycrate's; merged, nothing is looked up by them)")
+_ALIAS = Field("alias", list_of(WORD), "other names (Polycrate's; merged, nothing is looked up by them)",
+               says="{name} must be a list of names, not {value}")
+_FILE_SAYS = "must be a file name (relative to the workspace), not {value}"
+_MAIL_SAYS = "must be a mail address such as ops@example.com, not {value}"
+_KIND_SAYS = "{name} must be one word such as generic, k8sapp or linuxapp (a convention, not a closed list), not {value}"
 _PROMPT_DOC = "a question asked before the run starts: the message, or {message: ...}"
 _ON = Field("on", one_of(enum(*WEBHOOK_EVENTS), list_of(enum(*WEBHOOK_EVENTS), min_items=1)),
-            "when it fires: failure (failed or interrupted runs), success, or both", default="failure", null=False)
+            "when it fires: failure (failed or interrupted runs), success, or both", default="failure", null=False,
+            says="takes success and failure, not {value}",
+            empty="is empty: it takes success and failure (remove the entry to turn it off)")
 _FILE_FROM_DOC = "the file {filename} in the block's artifacts folder, or the one of block {from}"
 
 
 def _secret_ref(key: str, doc: str, required: bool = True) -> Field:
     return Field(key, one_of(section("secret_ref.secret"), section("secret_ref.env")),
                  f"{doc}: {{secret: PATH}} (a key under config: of secrets.poly) or {{env: NAME}}, never the value",
-                 required=required, null=not required)
+                 required=required, null=not required,
+                 says="is a secret and workspace.poly is committed: write {key}: {secret: PATH} (a key under "
+                 "config: in secrets.poly) or {key}: {env: NAME}, not the value")
 
 
 def _notification(kind: str, doc: str, *fields: Field) -> Section:
@@ -204,14 +247,18 @@ def _notification(kind: str, doc: str, *fields: Field) -> Section:
         _name("the channel's name (the naming rule), unique among notifications"),
         Field("type", enum(kind), "the channel's type", required=True, null=False),
         _ON,
-        Field("timeout", number(maximum=MAX_NOTIFY_TIMEOUT, above=0), "seconds to wait for the server", default=10),
+        Field("timeout", number(maximum=MAX_NOTIFY_TIMEOUT, above=0), "seconds to wait for the server", default=10,
+              says=f"is at most {MAX_NOTIFY_TIMEOUT} seconds (and more than 0): a notification delays the end of its run, "
+              "not {{value}}"),
     )
-    return Section(f"notification.{kind}", f"notifications[] (type {kind})", doc, common + fields)
+    return Section(f"notification.{kind}", f"notifications[] (type {kind})", doc, common + fields,
+                   label="notification")
 
 
 SECTIONS: dict[str, Section] = {s.name: s for s in (
     # --- workspace.poly ---------------------------------------------------------------------------
-    Section("workspace", "workspace.poly", "The workspace: its blocks, workflows and settings.", (
+    Section("workspace", "workspace.poly", "The workspace: its blocks, workflows and settings.", label="workspace",
+            fields=(
         _name("the workspace's name (letters, digits, '.', '_', '-'; at most 63 characters)"),
         Field("organization", TEXT, "the organization it belongs to", default=""),
         Field("description", TEXT, "what the workspace is for", default=""),
@@ -239,8 +286,9 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _ALIAS,
         Field("events", section("events"), "the event handler: the default of --event-handler and --event-endpoint"),
         Field("extraenv", list_of(string(hint="KEY=value")), "KEY=value for every action (before -e)"),
-        Field("extramounts", list_of(string(hint="/host:/container[:ro]")),
-              "mounts of the container runtime (before -m; a relative host path is the workspace's)"),
+        Field("extramounts", list_of(string(_MOUNT, hint="/host:/container[:ro]")),
+              "mounts of the container runtime (before -m; a relative host path is the workspace's)",
+              says="must be /host:/container[:ro], not {value}"),
         Field("meta", mapping(), "free data, in the snapshot"),
         Field("sync", section("sync"), "where `polycrate git sync` pulls from and pushes to"),
         Field("identifier", ANY, _NO_EFFECT),
@@ -251,7 +299,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("handler", enum("workspace", "webhook"), "workspace (<logsroot>/YYYY/MM/DD/RUN.yml) or webhook"),
         Field("endpoint", TEXT, "the webhook's http(s) URL (handler webhook needs it)"),
         Field("commit", ANY, _NO_EFFECT + " (--auto-commit commits the event)"),
-    )),
+    ), dotted=True),
     Section("sync", "sync", "Polycrate's git sync settings.", (
         Field("local", ANY, _NO_EFFECT + " (git sync works on the branch checked out)"),
         Field("remote", section("sync_remote"), "the remote `git sync` pulls from and pushes to"),
@@ -269,18 +317,21 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("runtime", enum(*RUNTIMES), "where actions run: on this machine or in a container", default="local"),
         Field("engine", enum(*ENGINES), "the container engine (default: the first installed)"),
         Field("image", one_of(string(_NOT_BLANK, hint="image reference"), section("image")),
-              "the toolchain image of the container runtime (default: the base image)"),
+              "the toolchain image of the container runtime (default: the base image)",
+              says="must be an image reference such as localhost/polycrate-base:latest, not {value}"),
         Field("blocksroot", TEXT, "the folder of the installed blocks (Polycrate's)", default="blocks"),
         Field("artifactsroot", TEXT, "the folder of the blocks' artifacts (Polycrate's)", default="artifacts"),
         Field("logsroot", TEXT, "the folder of the workspace event handler's events (Polycrate's)", default=".logs"),
-        Field("sshprivatekey", TEXT, "the workspace's SSH private key, relative to it (Polycrate's)", default="id_rsa"),
-        Field("sshpublickey", TEXT, "the workspace's SSH public key (Polycrate's)", default="id_rsa.pub"),
-    ), closed=False),
+        Field("sshprivatekey", string(_FILE_NAME, numbers=True), "the workspace's SSH private key, relative to it "
+              "(Polycrate's)", default="id_rsa", says=_FILE_SAYS),
+        Field("sshpublickey", string(_FILE_NAME, numbers=True), "the workspace's SSH public key (Polycrate's)",
+              default="id_rsa.pub", says=_FILE_SAYS),
+    ), closed=False, dotted=True),
     Section("image", "config.image", "Polycrate's spelling of an image: reference and version.", (
         Field("reference", string(), "the image without its tag, such as cargo.ayedo.cloud/library/polycrate",
               required=True, null=False),
         Field("version", ANY, "the tag (empty: none)"),
-    )),
+    ), dotted=True),
     Section("block_entry", "blocks[]", "A block of the workspace: which one and its config; as in Polycrate, "
             "the whole block (actions and all) may be written here.", (
         Field("name", BLOCK_NAME, "the block's name (the naming rule, or such names joined by '/'), unique in the "
@@ -295,7 +346,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("actions", list_of(section("action")), "actions over the installed block's, by name; with none "
               "installed, the block is defined here"),
         Field("version", TEXT, "over the installed block's"),
-        Field("kind", one_of(enum(""), WORD), "over the installed block's"),
+        Field("kind", one_of(enum(""), WORD), "over the installed block's", says=_KIND_SAYS),
         Field("template", BOOLEAN, "over the installed block's", null=False),
         _ALIAS,
         Field("type", ANY, "shown in the snapshot"),
@@ -304,18 +355,19 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("workdir", ANY, _NO_EFFECT),
         Field("artifacts", ANY, _NO_EFFECT),
         Field("checksum", ANY, _NO_EFFECT),
-    )),
+    ), label="block"),
     Section("file_from", "blocks[].inventory, kubeconfig", "A block's inventory or kubeconfig file.", (
         Field("from", BLOCK_NAME, "the block whose file this is"),
         Field("filename", string(_RELATIVE_FILE, hint="relative path"),
-              "the file in the block's artifacts folder (relative, no '..')"),
+              "the file in the block's artifacts folder (relative, no '..')",
+              says="must be a file name inside the block's artifacts folder, not {value}"),
         *_COMPUTED_FIELDS,
-    )),
+    ), dotted=True),
     Section("workspace_file", "inventory, kubeconfig", "A file of the workspace.", (
         Field("filename", string(_RELATIVE_FILE, hint="relative path"),
-              "the file, relative to the workspace (no '..')"),
+              "the file, relative to the workspace (no '..')", says="must be a file inside the workspace, not {value}"),
         *_COMPUTED_FIELDS,
-    )),
+    ), dotted=True),
     Section("workflow", "workflows[]", "A named sequence of steps.", (
         _name("the workflow's name (the naming rule), unique in the workspace"),
         Field("description", TEXT, "what it does", default=""),
@@ -330,7 +382,9 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("allow_failure", BOOLEAN, "every step may fail without stopping the workflow", default=False,
               null=False),
         Field("launch", section("launch"), "what a launch from `polycrate serve` may set"),
-    )),
+        Field("queue", NAME, "team mode: the queue whose workers run it (`polycrate worker --queue NAME`)",
+              default="default"),
+    ), label="workflow"),
     Section("launch", "workflows[].launch", "What an operator may set when launching from the server.", (
         Field("variables", list_of(section("launch_variable")), "the launch variables, each typed and checked"),
         Field("check", BOOLEAN, "check mode may be chosen", default=True, null=False),
@@ -350,7 +404,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("min", integer(), "type integer: the smallest value"),
         Field("max", integer(), "type integer: the largest value"),
         Field("pattern", string(), "type string or secret: a regular expression the whole value matches"),
-    )),
+    ), label="variable"),
     Section("step", "workflows[].steps[], on_failure[]", "One action of one block.", (
         _name("the step's name (the naming rule), unique in its workflow"),
         Field("description", ANY, "for people; not read"),
@@ -366,7 +420,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         _labels("the step"),
         _ALIAS,
         Field("workflow", ANY, "Polycrate's: the workflow it is written in (another name is warned about)"),
-    )),
+    ), label="step"),
     Section("prompt", "prompt", "A question asked before the run starts.", (
         Field("message", TEXT, "the question", required=True, null=False),
     ), closed=False),
@@ -390,46 +444,50 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
     Section("registry", "registries.NAME", "How one registry is reached.", (
         Field("mirror", string(_NOT_BLANK, hint="host[:port]"), "the host[:port] that serves it instead"),
         Field("insecure", BOOLEAN, "plain HTTP instead of HTTPS", default=False, null=False),
-    )),
+    ), dotted=True),
     Section("webhook", "webhooks[]", "An HTTP POST of the run's summary.", (
         Field("name", ANY, "for people; not read"),
         Field("url", string(_WEBHOOK_URL, hint="URL"), "the http:// or https:// URL posted to",
-              required=True, null=False),
+              required=True, null=False, says="must start with http:// or https://, not {value}"),
         Field("headers", mapping(ANY), "extra HTTP headers (values are sent as text)"),
         _ON,
-    )),
+    ), label="webhook"),
     _notification("email", "A mail through an SMTP server.",
                   Field("host", string(_SMTP_HOST, hint="host"), "the SMTP server's host name or address",
-                        required=True, null=False),
+                        required=True, null=False, says="must be the SMTP server's host name or address, not {value}"),
                   Field("port", integer(1, 65535), "the SMTP port (default: 587 starttls, 465 tls, 25 none)",
-                        null=False),
+                        null=False, says="must be a port number 1-65535, not {value}"),
                   Field("security", enum(*SMTP_SECURITY), "starttls, tls (SMTPS) or none (then no login)",
                         default="starttls"),
                   Field("username", string(_LOGIN, hint="login"),
-                        "the login name (needs password; refused with security: none)"),
+                        "the login name (needs password; refused with security: none)",
+                        says="must be the login name as text, not {value}"),
                   _secret_ref("password", "the login's password (needs username)", required=False),
                   Field("from", string(_MAIL_ADDRESS, hint="mail address"), "the sender's address", required=True,
-                        null=False),
+                        null=False, says=_MAIL_SAYS),
                   Field("to", one_of(string(_MAIL_ADDRESS, hint="mail address"),
                                      list_of(string(_MAIL_ADDRESS, hint="mail address"), min_items=1)),
-                        "the recipients' addresses", required=True, null=False),
+                        "the recipients' addresses", required=True, null=False, says=_MAIL_SAYS,
+                        empty="needs at least one mail address"),
                   Field("ca_file", TEXT, "trust this CA file instead of the system's (relative to the workspace)")),
     *(_notification(kind, f"A message to a {kind.title()} incoming webhook.",
                     _secret_ref("url", "the incoming-webhook URL (it carries the token)"))
       for kind in ("slack", "mattermost", "teams")),
     _notification("matrix", "A message to a Matrix room.",
                   Field("homeserver", string(_HTTP_URL, hint="URL"), "the homeserver's http(s) URL",
-                        required=True, null=False),
+                        required=True, null=False, says="must be an http:// or https:// URL, not {value}"),
                   Field("room", string(_MATRIX_ROOM, hint="room ID"), "the room's ID (!...:server), not its alias",
-                        required=True, null=False),
+                        required=True, null=False, says="needs the room's ID such as !abcdef:example.org (in Element "
+                        "under Room settings, Advanced), not its alias or {value}"),
                   _secret_ref("token", "the access token")),
     Section("secret_ref.secret", "{secret: PATH}", "A secret from secrets.poly.", (
         Field("secret", string(_DOTTED_PATH, hint="dotted key path"), "a dotted key path under config: of "
-              "secrets.poly, such as notify.smtp_password", required=True, null=False),
+              "secrets.poly, such as notify.smtp_password", required=True, null=False,
+              says="is not a dotted key path such as notify.smtp_password"),
     )),
     Section("secret_ref.env", "{env: NAME}", "A secret from the environment of the polycrate process.", (
         Field("env", string(_ENV_NAME, hint="variable name"), "an environment variable's name", required=True,
-              null=False),
+              null=False, says="is not an environment variable name"),
     )),
     Section("history", "history", "How long the run history is kept (default: every run).", (
         Field("keep_runs", integer(1, MAX_KEEP_RUNS), "keep the newest N runs"),
@@ -446,7 +504,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
               null=False),
         Field("version", TEXT, "the block's version", default="0.0.0"),
         Field("kind", one_of(enum(""), WORD), "one word such as generic, k8sapp, linuxapp (a convention, not a "
-              "closed list)", default=KIND_DEFAULT),
+              "closed list)", default=KIND_DEFAULT, says=_KIND_SAYS),
         Field("description", TEXT, "what the block does", default=""),
         Field("config", mapping(), "the block's default config (a workspace entry's config overrides it)"),
         Field("actions", list_of(section("action")), "what the block can do"),
@@ -464,7 +522,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("workdir", ANY, _NO_EFFECT),
         Field("artifacts", ANY, _NO_EFFECT),
         Field("checksum", ANY, _NO_EFFECT),
-    )),
+    ), label="block"),
     Section("action", "actions[]", "An Ansible playbook or shell lines.", (
         _name("the action's name (the naming rule), unique in the block"),
         Field("description", TEXT, "what it does", default=""),
@@ -479,7 +537,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
               default=False, null=False),
         Field("config", mapping(), "Polycrate's: the action's own config, in the snapshot's `action`"),
         Field("block", ANY, "Polycrate's: the block it is written in (another name is warned about)"),
-    ), at_least_one=("type", "playbook", "script")),
+    ), at_least_one=("type", "playbook", "script"), label="action"),
     # --- secrets.poly -----------------------------------------------------------------------------
     Section("secrets", "secrets.poly", "Secrets, merged over workspace.poly when a run needs them "
             "(encrypted as secrets.poly.age).", (
@@ -489,7 +547,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
     Section("secret_block", "blocks[] (secrets.poly)", "Secret config of one block.", (
         Field("name", string(), "the block's name", required=True, null=False),
         Field("config", mapping(), "merged over the block's config"),
-    ), closed=False),
+    ), closed=False, label="block"),
 )}
 
 # The sections each file starts from.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polycrate.errors import PolycrateError
-from polycrate.config.schema import validate_name
+from polycrate.config.validate import validate_name
 from polycrate.config.schema_export import schema_file
 
 SAMPLE_BLOCK = "hello"

@@ -20,6 +20,7 @@ from polycrate.config.declarations import (
     Kind,
     Section,
     reachable,
+    strict_end,
 )
 
 SCHEMAS_DIR = Path(__file__).parent / "schemas"
@@ -40,8 +41,8 @@ def _kind_schema(kind: Kind) -> dict[str, Any]:
     schema: dict[str, Any]
     if kind.of == "string":
         schema = {"type": ["string", "number"] if kind.numbers else "string"}
-        if kind.pattern:
-            schema["pattern"] = kind.pattern
+        if kind.pattern:  # the end of the text, for ECMAScript and Python's re alike (a final newline refused)
+            schema["pattern"] = strict_end(kind.pattern)
     elif kind.of in ("integer", "number"):
         schema = {"type": kind.of}
         for key, value in (("minimum", kind.minimum), ("exclusiveMinimum", kind.exclusive_minimum),
@@ -62,7 +63,7 @@ def _kind_schema(kind: Kind) -> dict[str, Any]:
     elif kind.of == "mapping":
         schema = {"type": "object"}
         if kind.keys:
-            schema["propertyNames"] = {"pattern": kind.keys}
+            schema["propertyNames"] = {"pattern": strict_end(kind.keys)}
         if kind.items is not None and kind.items.of != "any":
             schema["additionalProperties"] = _kind_schema(kind.items)
     elif kind.of == "section":
