@@ -225,6 +225,7 @@ server_version:
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -468,6 +469,9 @@ def _write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool, 
             if stats.error:
                 raise BackupFailed(f"backup failed: the table statistics: {stats.error}")
             extra = {"tables": stats.tables}
+            kind = re.match(r"^--\s*table_checksum:\s*(\S+)", args.table_stats_sql.lstrip())
+            if kind:  # which checksum the drill must compute (none named: the first one, md5 of each row's text)
+                extra["table_checksum"] = kind.group(1)
         return {
             "database": args.db,
             "name": args.name,
