@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-readme", action="store_true", help="print results only")
     parser.add_argument("--sizes", default="556,2000",
                         help="backup: database sizes in MB, comma-separated (default 556,2000)")
+    parser.add_argument("--restore-rounds", type=int, default=2,
+                        help="backup: rounds of restore, drill and rollback per size (default 2)")
     args = parser.parse_args(argv)
     names = args.names or list(ALL)
     unknown = [n for n in names if n not in ALL]
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 sizes = tuple(int(x) for x in args.sizes.split(",") if x.strip())
             except ValueError:
                 parser.error(f"--sizes: a comma-separated list of sizes in MB, not {args.sizes!r}")
-            data = backup.bench(sizes=sizes, rounds=1 if args.quick else 3, restore_rounds=1 if args.quick else 2)
+            data = backup.bench(sizes=sizes, rounds=1 if args.quick else 3,
+                                restore_rounds=1 if args.quick else args.restore_rounds)
         data["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         data["seconds"] = round(time.monotonic() - started, 1)
         data["machine"] = results["machine"]
