@@ -212,12 +212,15 @@ def render(r: dict) -> str:
                        f"| {_s(ours)} | {_s(base)} (bash chain, Ansible's default SSH settings) | {ratio:.2f}x "
                        f"| ≤ {f['target']}x | {_met(ratio <= f['target'])} |")
     if "backup" in r and "sizes" in r["backup"] and isinstance(r["backup"]["sizes"], dict):
-        for key in sorted(r["backup"]["sizes"], key=int):
-            size = r["backup"]["sizes"][key]
-            b, rs = size["backup"], size["restore"]
+        every = {**r["backup"].get("partial", {}), **r["backup"]["sizes"]}
+        for key in sorted(every, key=int):
+            size = every[key]
+            b, rs = size["backup"], size.get("restore")
             out.append(f"| 4. backup action ({_mb(size['database_bytes'])} database, upload and checks included) "
                        f"| {_s(b['backup_median'])} | {_s(b['pg_dump_median'])} (`pg_dump > /dev/null`) "
                        f"| {b['ratio_median']:.2f}x | ≤ {b['target']}x | {_met(b['met'])} |")
+            if rs is None:
+                continue
             bare = rs["medians"]["bare_restore"] + rs["medians"]["bare_restart"]
             out.append(f"| 4. rollback to 200 on the old version, data restored ({_mb(size['database_bytes'])}) "
                        f"| {_s(rs['medians']['rollback'])} | {_s(bare)} (bare `pg_restore -j 2` + restart) "
