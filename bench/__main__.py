@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(ALL)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer runs (a look, not the table's numbers)")
     parser.add_argument("--no-readme", action="store_true", help="print results only")
+    parser.add_argument("--sizes", default="556,2000",
+                        help="backup: database sizes in MB, comma-separated (default 556,2000)")
+    parser.add_argument("--restore-rounds", type=int, default=2,
+                        help="backup: rounds of restore, drill and rollback per size (default 2)")
     args = parser.parse_args(argv)
     names = args.names or list(ALL)
     unknown = [n for n in names if n not in ALL]
@@ -58,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bench import backup
 
-            data = backup.bench(runs=1 if args.quick else 3, restores=1 if args.quick else 2)
+            try:
+                sizes = tuple(int(x) for x in args.sizes.split(",") if x.strip())
+            except ValueError:
+                parser.error(f"--sizes: a comma-separated list of sizes in MB, not {args.sizes!r}")
+            data = backup.bench(sizes=sizes, rounds=1 if args.quick else 3,
+                                restore_rounds=1 if args.quick else args.restore_rounds)
         data["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         data["seconds"] = round(time.monotonic() - started, 1)
         data["machine"] = results["machine"]
@@ -202,27 +211,20 @@ def render(r: dict) -> str:
             out.append(f"| 3. nightly workflow (stand-in plays), {size['hosts']} SSH hosts, forks {size['forks']} "
                        f"| {_s(ours)} | {_s(base)} (bash chain, Ansible's default SSH settings) | {ratio:.2f}x "
                        f"| ≤ {f['target']}x | {_met(ratio <= f['target'])} |")
-    if "backup" in r:
-        b = r["backup"]
-        ours = next(x for x in b["rows"] if x["name"].startswith("polycrate"))
-        out.append(f"| 4. backup action ({_mb(b['database_bytes'])} database, upload and checks included) "
-                   f"| {_s(ours['median'])} | {_s(b['baseline']['median'])} (`pg_dump > /dev/null`) | {b['ratio']:.2f}x "
-                   f"| ≤ {b['target']}x | {_met(b['met_time'])} |")
-        d = b["disk"]
-        out.append(f"| 4. backup: peak extra disk | {_mb(d['ours_peak_extra_bytes'])} | {_mb(d['ours_published_bytes'])} "
-                   f"(the compressed archive and its two small sidecars) | "
-                   f"{d['ours_peak_extra_bytes'] / d['ours_published_bytes']:.2f}x | ≤ 1x | {_met(d['met_disk'])} |")
-        article = next(x for x in b["rows"] if x["name"].startswith("article"))
-        out.append(f"| 4. article pipeline (for comparison) | {_s(article['median'])} "
-                   f"| {_s(b['baseline']['median'])} | "
-                   f"{next(x for x in b['rows'] if x['name'].startswith('article'))['ratio']:.2f}x | | |")
-        out.append(f"| 4. restore (`restore --force`) | {_s(b['restore']['median'])} | | | | |")
-        for size in b.get("sizes", [])[1:]:
-            mine = next(x for x in size["rows"] if x["name"].startswith("polycrate"))
-            out.append(f"| 4. backup action ({_mb(size['database_bytes'])} database) | {_s(mine['median'])} "
-                       f"| {_s(size['baseline']['median'])} (`pg_dump > /dev/null`) | {size['ratio']:.2f}x "
-                       f"| ≤ {size['target']}x | {_met(size['met_time'])} |")
-            out.append(f"| 4. restore, {_mb(size['database_bytes'])} database | {_s(size['restore']['median'])} | | | | |")
+    if "backup" in r and "sizes" in r["backup"] and isinstance(r["backup"]["sizes"], dict):
+        every = {**r["backup"].get("partial", {}), **r["backup"]["sizes"]}
+        for key in sorted(every, key=int):
+            size = every[key]
+            b, rs = size["backup"], size.get("restore")
+            out.append(f"| 4. backup action ({_mb(size['database_bytes'])} database, upload and checks included) "
+                       f"| {_s(b['backup_median'])} | {_s(b['pg_dump_median'])} (`pg_dump > /dev/null`) "
+                       f"| {b['ratio_median']:.2f}x | ≤ {b['target']}x | {_met(b['met'])} |")
+            if rs is None:
+                continue
+            bare = rs["medians"]["bare_restore"] + rs["medians"]["bare_restart"]
+            out.append(f"| 4. rollback to 200 on the old version, data restored ({_mb(size['database_bytes'])}) "
+                       f"| {_s(rs['medians']['rollback'])} | {_s(bare)} (bare `pg_restore -j 2` + restart) "
+                       f"| {rs['ratio_median']['rollback']:.2f}x | ≤ {rs['rollback_target']}x | {_met(rs['rollback_met'])} |")
     out.append("")
     if "targets" in r:
         out += _render_targets(r["targets"])
@@ -304,55 +306,10 @@ def render(r: dict) -> str:
         out.append("")
         out += [f"Load at {size['hosts']} hosts: before {size['load'][0]}, after {size['load'][1]}." for size in f["sizes"]]
         out.append("")
-    if "backup" in r:
-        b = r["backup"]
-        d = b["disk"]
-        out += ["## 4. Backup throughput", "",
-                "Load average of the machine (1, 5, 15 min) when this benchmark started: "
-                + " ".join(map(str, b.get("load_average", {}).get("before", []))) + "; when it ended: "
-                + " ".join(map(str, b.get("load_average", {}).get("after", []))) + ".", "",
-                f"A {_mb(b['database_bytes'])} database (pg_database_size, generated with generate_series: customers",
-                "and orders with names, addresses, JSON payloads, free text) in the Debian test host",
-                f"({b['pg_dump_version']}); S3 is moto on loopback. Measured {b['measured']}.", "",
-                "| variant | median | min | max | vs `pg_dump > /dev/null` |", "|---|---|---|---|---|"]
-        for row in b["rows"]:
-            out.append(f"| {row['name']} | {_s(row['median'])} | {_s(row['min'])} | {_s(row['max'])} | {row['ratio']:.2f}x |")
-        out += ["",
-                f"Peak extra disk during our backup (allocated blocks of the backup folder, polled every 0.05 s): "
-                f"{_mb(d['ours_peak_extra_bytes'])}; the archive is {_mb(d['ours_archive_bytes'])} "
-                f"({d['ours_archive_bytes']} bytes; with its sidecars {d['ours_published_bytes']} bytes: "
-                f"{_met(d['met_disk'])}); the article pipeline's peak: "
-                f"{_mb(d['article_peak_extra_bytes'])} for a {_mb(d['article_archive_bytes'])} archive.",
-                "Where the time goes: medians of the phases pg_archive.py reports (seconds; `check` runs while"
-                " `upload` runs beside it, `upload_rest` is the part of the upload the check did not cover), and"
-                " the rest of the action's wall time outside that one remote task (polycrate and ansible-playbook"
-                " start, the play, SSH, sudo):", "",
-                "| database | " + " | ".join(PHASES_SHOWN) + " | outside the remote task | action (wall) | pg_dump |",
-                "|---" * (len(PHASES_SHOWN) + 4) + "|"]
-        for size in b.get("sizes", [b]):
-            bd = size.get("breakdown", {})
-            mine = next(x for x in size["rows"] if x["name"].startswith("polycrate"))
-            out.append(f"| {_mb(size['database_bytes'])} | " + " | ".join(f"{bd[k]:.2f}" if k in bd else "" for k in PHASES_SHOWN)
-                       + f" | {size.get('outside_the_action', '')} | {mine['median']:.2f} | {size['baseline']['median']:.2f} |")
-        for size in b.get("sizes", [])[1:]:
-            out += ["", f"{_mb(size['database_bytes'])} database:", "",
-                    "| variant | median | min | max | vs `pg_dump > /dev/null` |", "|---|---|---|---|---|"]
-            for row in size["rows"]:
-                out.append(f"| {row['name']} | {_s(row['median'])} | {_s(row['min'])} | {_s(row['max'])} | {row['ratio']:.2f}x |")
-            out.append(f"Peak extra disk: {_mb(size['disk']['ours_peak_extra_bytes'])} for a "
-                       f"{_mb(size['disk']['ours_archive_bytes'])} archive ({_met(size['disk']['met_disk'])}); restore: "
-                       f"median {_s(size['restore']['median'])} over {size['restore']['runs']} run(s).")
-        out += ["", "Each round's ratio (our backup / `pg_dump > /dev/null` of the same round) and the 1-minute load "
-                "average as our run started:", ""]
-        for size in b.get("sizes", [b]):
-            if "ratios_per_round" in size:
-                out.append(f"* {_mb(size['database_bytes'])} ({size.get('compressor') or 'compressor not reported'}): "
-                           + ", ".join(f"{x:.2f}x (load {lo})" for x, lo in zip(size["ratios_per_round"],
-                                                                               size["load_at_our_runs"], strict=False)))
-        out += ["",
-                f"Restore (`polycrate run linux-maintenance restore --force`, same backup): median "
-                f"{_s(b['restore']['median'])} over {b['restore']['runs']} runs "
-                f"({b['restore']['rows_after_restore']} rows in the two tables after the restore).", ""]
+    if "backup" in r and isinstance(r["backup"].get("sizes"), dict):
+        from bench import backup
+
+        out += backup.render(r["backup"])
     if "preflight" in r:
         from bench import preflight
 

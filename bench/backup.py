@@ -1,36 +1,49 @@
-"""Benchmark 4: backup throughput. The maintenance block's `backup` action (dump, archive, checksum,
-verification, upload to S3 and the remote check, retention, all included) on PostgreSQL databases of
-about 500 MB and 2 GB, against `pg_dump` of the same database to /dev/null inside the host, and
-against the article's pipeline (plain dump to a file, then tar.gz, then rclone copy to the same S3).
-Target: at most 2.0x `pg_dump` alone, and peak extra disk during the backup no more than the
-compressed archive. Also: restore time for the same backup (`restore --force`), and where the time
-goes inside the action (the phases pg_archive.py reports).
+"""Benchmark 4 (issue 29): the backup, the restore, the restore drill and the rollback of the
+maintenance block, each against a bare baseline measured in the same round.
 
-Runs against db01 of the two test hosts and a moto S3 server on loopback (tests/fleet/nightly.py).
-BENCH_DB_MB="500 2000" (the default) sets the sizes, smallest first (the database grows between them).
-After each size's database is generated: a CHECKPOINT, then one untimed `pg_dump` and one untimed backup.
+* Backup: `polycrate run linux-maintenance backup` (dump, archive with the manifest's per-table
+  checksums, verification, upload to S3 on loopback, the remote check, retention) against
+  `pg_dump > /dev/null` inside the db host, in pairs: each round's backup against its own pg_dump.
+  Target: at most 1.5x.
+* Restore: `polycrate run linux-maintenance restore --force` plus a restart of acme-app, against a bare
+  `pg_restore -j 2` of the same dump (unpacked beforehand, untimed; dropdb and createdb included) plus
+  the same restart.
+* Drill: `polycrate run linux-maintenance restore-test`, next to the backup's time and against the bare
+  `pg_restore -j 2`.
+* Rollback: `polycrate run linux-maintenance update` with a broken acme-app release in the repository;
+  timed from the moment the update's health check fails (its line in Ansible's log, which carries a
+  timestamp) to the first 200 from acme-app on the old version (a watcher polls /health every 50 ms),
+  with the data restored (a row written after the backup is gone, the broken release's migration
+  too). Baseline: the bare restore plus the restart. Target: at most 1.3x.
+
+The hosts: db01 and app01 of tests/fleet/nightly.py (real PostgreSQL in a Debian host on a free
+loopback port, stopped with the host), moto S3 on loopback. A database of each size is generated
+once and its PostgreSQL data folder kept (zstd) in the fleet cache; later runs unpack it (seconds).
+The 1-minute load average is recorded before every timed command.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
-import subprocess
-import sys
+import statistics
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from bench.common import interleave, median, summary
+BACKUP_TARGET = 1.5
+ROLLBACK_TARGET = 1.3
+SIZES_MB = (556, 2000)
+RESULTS = Path(__file__).resolve().parent / "backup.json"
+DUMP_DIR = "/var/tmp/bench-dump"  # on the db host: the bare baseline's dump, unpacked untimed
+BROKEN = "9.9.0"  # the release the rollback bench publishes (its /health answers 500)
 
-TARGET = 2.0
-SIZES_MB = [int(x) for x in os.environ.get("BENCH_DB_MB", "500 2000").split()]  # smaller for a quick look
-BACKUP_DIR = "var/backups/acme-db"
-ARTICLE_DIR = "var/backups/article-pipeline"
-
-# ~realistic rows: names, addresses, statuses, JSON payloads, free text; batches until the database
-# reaches TARGET_MB (pg_database_size, indexes included)
+# ~realistic rows: names, addresses, statuses, JSON payloads, free text
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bench_customers (id bigint PRIMARY KEY, name text, email text, city text,
     street text, notes text, created timestamptz);
@@ -65,248 +78,384 @@ FROM generate_series({start}, {end}) g;
 """
 
 
-def _dir_bytes(path: Path, seen: set | None = None) -> int:
-    """Allocated bytes under path; a file with several names (hard links) counts once."""
-    total = 0
-    seen = set() if seen is None else seen
-    try:
-        for entry in os.scandir(path):
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    total += _dir_bytes(Path(entry.path), seen)
-                elif entry.is_file(follow_symlinks=False):
-                    st = entry.stat(follow_symlinks=False)
-                    if (st.st_dev, st.st_ino) not in seen:
-                        seen.add((st.st_dev, st.st_ino))
-                        total += st.st_blocks * 512
-            except FileNotFoundError:
-                continue
-    except FileNotFoundError:
-        pass
-    return total
+def load1() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
-class DiskPoller:
-    """Peak growth of a folder tree (allocated bytes) while a command runs, polled every 0.05 s."""
-
-    def __init__(self, path: Path, interval: float = 0.05):
-        self.path, self.interval = path, interval
-        self.start = _dir_bytes(path)
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _dir_bytes(self.path))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _dir_bytes(self.path))
-
-    @property
-    def extra(self) -> int:
-        return self.peak - self.start
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
 
 
-def _shared_ssh_workspace(root: Path, dest: Path) -> Path:
-    """A copy of the workspace whose inventory keeps Ansible's default SSH settings (ControlMaster=auto,
-    ControlPersist=60s: one connection per host, reused by every task); the test fixture turns
-    connection sharing off so that no ssh master outlives a test. The masters end with the host."""
-    import yaml
-
-    shutil.copytree(root, dest, ignore=shutil.ignore_patterns(".polycrate"))
-    inventory = yaml.safe_load((dest / "inventory.yml").read_text())
-    for hv in inventory["all"]["hosts"].values():
-        hv.pop("ansible_ssh_args", None)
-        args = [a for a in hv.get("ansible_ssh_common_args", "").split("-o") if a.strip()]
-        hv["ansible_ssh_common_args"] = " ".join(f"-o {a.strip()}" for a in args
-                                                 if not a.strip().startswith(("ControlMaster", "ControlPersist", "ControlPath")))
-    (dest / "inventory.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
-    return dest
+# --- the database of each size: generated once, its data folder cached ------------------------
+def _pg_data(host) -> Path:
+    found = sorted(host.root.glob("var/lib/postgresql/*/main"))
+    if not found:
+        raise RuntimeError(f"no PostgreSQL data folder under {host.root}/var/lib/postgresql")
+    return found[-1]
 
 
-def _generate(env, log, target_mb: int) -> int:
+def _pg_service(host, action: str) -> None:
+    host.exec(["/etc/init.d/postgresql", action], check=True, timeout=300)
+
+
+def _cache_file(host, size_mb: int) -> Path:
+    from tests.fleet import debhost
+
+    key = hashlib.sha256(json.dumps([SCHEMA, CUSTOMERS, ORDERS, size_mb, debhost._cache_key(debhost.PACKAGES),
+                                     host.exec(["pg_dump", "--version"]).stdout]).encode()).hexdigest()[:16]
+    return debhost.default_cache_dir() / f"bench-pgdata-{size_mb}mb-{key}.tar.zst"
+
+
+def _generate(env, size_mb: int, log) -> None:
+    """Rows until pg_database_size reaches size_mb (the last batch sized from the rows so far)."""
     env.psql(SCHEMA)
     env.psql(CUSTOMERS)
-    start, batch = int(env.psql("SELECT coalesce(max(id), 0) FROM bench_orders")) + 1, 250000
+    start = int(env.psql("SELECT coalesce(max(id), 0) FROM bench_orders")) + 1
+    target = size_mb * 10**6
     while True:
         size = int(env.psql("SELECT pg_database_size(current_database())"))
         log(f"  database size {size / 1e6:.0f} MB")
-        if size >= target_mb * 10**6:
+        if size >= target * 0.99:
             break
+        rows = int(env.psql("SELECT count(*) FROM bench_orders")) or 1
+        per_row = max(200, (size - 60 * 10**6) / rows) if rows > 1 else 260
+        batch = int(min(500000, max(20000, (target - size) / per_row)))
         env.psql(ORDERS.format(start=start, end=start + batch - 1))
         start += batch
     env.psql("VACUUM ANALYZE")
-    # the bulk load's dirty pages written now, not during the first timed round (as the superuser)
     env.db.exec(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", "CHECKPOINT"], user="postgres",
                 env={"PGPORT": str(env.db.pg_port)}, check=True)
-    return int(env.psql("SELECT pg_database_size(current_database())"))
 
 
-def bench(runs: int = 3, restores: int = 2, log=print) -> dict:
-    """The first size's figures at the top level (as before), every size under "sizes"."""
-    from tests.fleet.nightly import NightlyEnv
+def prepare_database(env, size_mb: int, log) -> tuple[int, str]:
+    """The database of `size_mb` on db01: the cached data folder when there is one, else generated
+    (and cached). Returns its size (pg_database_size) and where it came from."""
+    import subprocess
 
-    tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-backup-"))
-    env = NightlyEnv(tmp)
-    load_before = os.getloadavg()
-    results = []
-    try:
-        # retention small: every run keeps ~150 MB archives locally (RAM-backed host) and in moto's memory
-        env.set_config(keep_local=2, keep_remote=2)
-        shared = _shared_ssh_workspace(env.root, tmp / "shared-ssh")
-        structure = tmp / "verify-structure"  # the same workspace, backup_verify: structure
-        shutil.copytree(env.root, structure, ignore=shutil.ignore_patterns(".polycrate"))
-        poly = structure / "workspace.poly"
-        poly.write_text(re.sub(r"^(      health_url:.*\n)", r"\1      backup_verify: structure\n", poly.read_text(),
-                               count=1, flags=re.M))
-        for i, target_mb in enumerate(SIZES_MB):
-            # the larger sizes: fewer rounds, no ControlPersist or article rows (minutes each)
-            results.append(_bench_size(env, shared, structure, target_mb, runs if i == 0 else max(1, runs - 1),
-                                       restores if i == 0 else 1, full=i == 0, log=log))
-    finally:
-        env.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-    first = dict(results[0])
-    first["sizes"] = results
-    first["load_average"] = {"before": [round(x, 2) for x in load_before],
-                             "after": [round(x, 2) for x in os.getloadavg()]}
-    return first
-
-
-PHASES = ("dump_and_pack", "check", "publish", "upload_rest", "upload_sidecars", "remote_check",
-          "remote_retention", "local_retention", "upload", "total")
+    host = env.db
+    cache = _cache_file(host, size_mb)
+    data = _pg_data(host)
+    if cache.exists():
+        started = time.monotonic()
+        _pg_service(host, "stop")
+        shutil.rmtree(data)
+        data.mkdir(mode=0o700)
+        subprocess.run(f"zstd -dcq {cache} | tar -x --numeric-owner -C {data}", shell=True, check=True)
+        _pg_service(host, "start")
+        origin = f"cached data folder ({time.monotonic() - started:.0f} s to unpack)"
+    else:
+        started = time.monotonic()
+        _generate(env, size_mb, log)
+        origin = f"generated in {time.monotonic() - started:.0f} s"
+        _pg_service(host, "stop")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".partial")
+        subprocess.run(f"tar -c --numeric-owner -C {data} . | zstd -q -1 -T2 -o {tmp}", shell=True, check=True)
+        tmp.rename(cache)
+        _pg_service(host, "start")
+    for _ in range(100):  # the server accepts connections again
+        if host.exec(["pg_isready", "-q", "-h", "localhost"]).returncode == 0:
+            break
+        time.sleep(0.1)
+    return int(env.psql("SELECT pg_database_size(current_database())")), origin
 
 
-def _bench_size(env, shared: Path, structure: Path, target_mb: int, runs: int, restores: int, full: bool, log) -> dict:
-    host = env.db  # the database and its backups (two-host topology: db01)
-    log(f"  generating the database ({target_mb} MB)")
-    t0 = time.monotonic()
-    db_size = _generate(env, log, target_mb)
-    log(f"  {db_size / 1e6:.0f} MB in {time.monotonic() - t0:.0f}s")
-    pg = {"PGPASSWORD": host.pg_password, "PGPORT": str(host.pg_port)}
-    dump = f"pg_dump -h localhost -U {host.pg_user} {host.pg_database}"
-    host.exec(f"mkdir -p /{ARTICLE_DIR} && chown postgres /{ARTICLE_DIR}", check=True)
-    backup_root = host.root / BACKUP_DIR
-    article_root = host.root / ARTICLE_DIR
-    disk: dict[str, list[tuple[int, int]]] = {"ours": [], "article": []}
-    ours_logs: list[str] = []
-    loads: list[float] = []  # the 1-minute load average as each of our runs starts
+# --- the timed commands --------------------------------------------------------------------------
+class Host:
+    """Timed commands on the two hosts."""
 
-    def exec_timed(cmd: str) -> float:
+    def __init__(self, env):
+        self.env, self.db, self.app = env, env.db, env.app
+        self.pg = {"PGPASSWORD": self.db.pg_password, "PGPORT": str(self.db.pg_port)}
+
+    def db_timed(self, cmd: str, user: str | None = None) -> float:
         started = time.perf_counter()
-        res = host.exec(["bash", "-c", cmd], env=pg, timeout=1800)
+        res = self.db.exec(["bash", "-c", f"set -euo pipefail; {cmd}"], env=self.pg, timeout=3600, user=user)
         elapsed = time.perf_counter() - started
         if res.returncode != 0:
             raise RuntimeError(f"{cmd}: {res.stderr[-2000:]}")
         return elapsed
 
-    def ours() -> float:
-        loads.append(round(os.getloadavg()[0], 2))
-        with DiskPoller(backup_root) as poll:
-            started = time.perf_counter()
-            res = env.polycrate("run", "linux-maintenance", "backup", timeout=1800)
-            elapsed = time.perf_counter() - started
-        if res.returncode != 0:
-            raise RuntimeError(f"backup failed: {res.stdout[-3000:]}{res.stderr[-2000:]}")
-        latest = (backup_root / "latest.tar.gz").resolve()
-        # what the backup publishes: the archive and its two sidecars (.sha256, .manifest.json)
-        published = sum(p.stat().st_blocks * 512 for p in (latest, Path(f"{latest}.sha256"),
-                                                           Path(f"{latest}.manifest.json")))
-        disk["ours"].append((poll.extra, latest.stat().st_blocks * 512, published))
-        ours_logs.append(res.stdout)
-        return elapsed
-
-    def ours_in(workspace: Path) -> float:
-        full = dict(os.environ)
+    def polycrate(self, *args: str, env: dict | None = None, expect: int = 0) -> tuple[float, str]:
         started = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "polycrate", "run", "linux-maintenance", "backup"], cwd=workspace,
-                             env=full, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+        res = self.env.polycrate(*args, env=env, timeout=3600)
         elapsed = time.perf_counter() - started
-        if res.returncode != 0:
-            raise RuntimeError(f"backup failed: {res.stdout[-3000:]}{res.stderr[-2000:]}")
-        return elapsed
+        if res.returncode != expect:
+            raise RuntimeError(f"polycrate {' '.join(args)} exited {res.returncode}: {res.stdout[-3000:]}{res.stderr[-2000:]}")
+        return elapsed, res.stdout + res.stderr
 
-    def article() -> float:
-        cmd = (f"set -euo pipefail; unset AWS_CA_BUNDLE; cd /{ARTICLE_DIR}; {dump} -F p -f acme_app.sql; "
-               "tar -czf acme_app.tar.gz acme_app.sql; "
-               "rclone copy acme_app.tar.gz acme-s3:acme-backups-db/article-pipeline/")
-        with DiskPoller(article_root) as poll:
-            elapsed = exec_timed(cmd)
-        size = (article_root / "acme_app.tar.gz").stat().st_blocks * 512
-        disk["article"].append((poll.extra, size, size))
-        host.exec(f"rm -f /{ARTICLE_DIR}/acme_app.sql /{ARTICLE_DIR}/acme_app.tar.gz")
-        return elapsed
+    def health(self) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.app.health_url, timeout=2) as r:
+                return r.status, r.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except OSError:
+            return 0, ""
 
-    variants = {
-        "pg_dump > /dev/null": lambda: exec_timed(f"{dump} > /dev/null"),
-        "pg_dump -Fc -Z0 > /dev/null": lambda: exec_timed(f"{dump} -F c -Z 0 > /dev/null"),
-        "polycrate run linux-maintenance backup": ours,
-        "the same, backup_verify: structure": lambda: ours_in(structure),
-    }
-    if full:
-        variants["the same, Ansible's default SSH settings (ControlPersist)"] = lambda: ours_in(shared)
-        variants["article pipeline (dump file, tar.gz, rclone copy)"] = article
-    # one untimed round of the baseline and of our backup: the first read of freshly loaded pages and
-    # the first start of the action's Python (cold .pyc, page cache) belong to neither variant
-    variants["pg_dump > /dev/null"]()
-    ours_in(env.root)
-    samples = interleave(variants, runs, warmup=0, log=log)
-    restore_times = []
-    for _ in range(restores):
+    def restart_app(self) -> float:
+        """acme-app restarted on app01 until /health answers 200 (the baseline's service restart)."""
         started = time.perf_counter()
-        res = env.polycrate("run", "linux-maintenance", "restore", "--force", timeout=3600)
-        restore_times.append(time.perf_counter() - started)
-        if res.returncode != 0:
-            raise RuntimeError(f"restore failed: {res.stdout[-3000:]}{res.stderr[-2000:]}")
-        log(f"  restore {restore_times[-1]:.2f}s")
-    rows_after = env.psql("SELECT (SELECT count(*) FROM bench_customers) + (SELECT count(*) FROM bench_orders)")
-    pg_version = host.exec(["pg_dump", "--version"]).stdout.strip()
-    # the phases pg_archive.py reports ("seconds: dump_and_pack 2.61, check 0.98, ...")
-    timings = []
-    for log_ in ours_logs:
-        m = re.search(r"seconds:\s+((?:\w+ [\d.]+(?:,\s+)?)+)", log_)
-        if m:
-            timings.append({k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+)", m.group(1))})
+        self.app.exec(["service", "acme-app", "restart"], check=True)
+        while self.health()[0] != 200:
+            if time.perf_counter() - started > 120:
+                raise RuntimeError("acme-app did not answer 200 within 120 s of its restart")
+            time.sleep(0.05)
+        return time.perf_counter() - started
 
-    base = median(samples["pg_dump > /dev/null"])
-    ours_median = median(samples["polycrate run linux-maintenance backup"])
-    ratio = ours_median / base
-    peak_extra = max(e for e, _, _ in disk["ours"])
-    archive = max(a for _, a, _ in disk["ours"])
-    published = max(p for _, _, p in disk["ours"])
-    rows = [{"name": name, **summary(values), "ratio": round(median(values) / base, 3)}
-            for name, values in samples.items()]
-    return {
-        "database_bytes": db_size,
-        "pg_dump_version": pg_version,
-        "baseline": {"name": "pg_dump > /dev/null", **summary(samples["pg_dump > /dev/null"])},
-        "rows": rows,
-        "ratio": round(ratio, 3),
-        "target": TARGET,
-        "met_time": ratio <= TARGET,
-        "disk": {
-            "ours_peak_extra_bytes": peak_extra,
-            "ours_archive_bytes": archive,
-            "ours_published_bytes": published,
-            "met_disk": peak_extra <= published,
-            "article_peak_extra_bytes": max((e for e, _, _ in disk["article"]), default=0),
-            "article_archive_bytes": max((a for _, a, _ in disk["article"]), default=0),
-        },
-        "inside_the_action": timings,
-        "breakdown": {k: round(median([t[k] for t in timings if k in t]), 2) for k in PHASES
-                      if any(k in t for t in timings)},
-        "outside_the_action": round(ours_median - median([t["total"] for t in timings]), 2) if timings else None,
-        "restore": {**summary(restore_times), "rows_after_restore": int(rows_after)},
-        "load_at_our_runs": loads,
-        "ratios_per_round": [round(o / b, 2) for o, b in zip(samples["polycrate run linux-maintenance backup"],
-                                                              samples["pg_dump > /dev/null"], strict=False)],
-        "compressor": (re.search(r"bytes; (igzip|zlib); seconds", ours_logs[-1]) or [None, ""])[1] if ours_logs else "",
-    }
+
+def _phases(out: str) -> dict:
+    m = re.search(r"seconds:\s+((?:\w+ [\d.]+(?:,\s+)?)+)", out)
+    return {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+)", m.group(1))} if m else {}
+
+
+def _drill_seconds(out: str) -> float | None:
+    m = re.search(r"duration[^0-9]{0,20}([\d.]+) ?s", out)
+    return float(m.group(1)) if m else None
+
+
+def bench_backup(h: Host, rounds: int, log, warm_backup: bool = True) -> dict:
+    db = h.db
+    dump = f"pg_dump -h localhost -U {db.pg_user} {db.pg_database}"
+    # untimed: the first read of freshly loaded pages and the first start of the action's Python
+    h.db_timed(f"{dump} > /dev/null")
+    if warm_backup:
+        h.polycrate("run", "linux-maintenance", "backup")
+    out = []
+    for i in range(rounds):
+        load_base = load1()
+        base = h.db_timed(f"{dump} > /dev/null")
+        load_ours = load1()
+        ours, text = h.polycrate("run", "linux-maintenance", "backup")
+        out.append({"pg_dump": round(base, 3), "backup": round(ours, 3), "ratio": round(ours / base, 3),
+                    "load": [load_base, load_ours], "phases": _phases(text)})
+        log(f"  backup round {i + 1}: pg_dump {base:.2f}s (load {load_base}), backup {ours:.2f}s (load {load_ours}), "
+            f"{ours / base:.2f}x")
+    ratios = [r["ratio"] for r in out]
+    return {"rounds": out, "ratio_median": round(median(ratios), 3), "target": BACKUP_TARGET,
+            "met": median(ratios) <= BACKUP_TARGET,
+            "pg_dump_median": round(median([r["pg_dump"] for r in out]), 3),
+            "backup_median": round(median([r["backup"] for r in out]), 3)}
+
+
+def _unpack_dump(h: Host) -> str:
+    """The latest archive's dump, unpacked on db01 for the bare baseline (untimed)."""
+    h.db.exec(f"rm -rf {DUMP_DIR} && mkdir -p {DUMP_DIR} && tar -Iigzip -xf /var/backups/acme-db/latest.tar.gz -C {DUMP_DIR} "
+              f"&& chown -R postgres {DUMP_DIR}", check=True, timeout=1800)
+    return f"{DUMP_DIR}/{h.db.pg_database}.dump"
+
+
+def bare_restore(h: Host, dump: str) -> float:
+    name = h.db.pg_database
+    return h.db_timed(f"dropdb --if-exists --force {name}; createdb -O {h.db.pg_user} {name}; "
+                      f"pg_restore --exit-on-error -j 2 -d {name} {dump}", user="postgres")
+
+
+class Watcher(threading.Thread):
+    """acme-app's /health every 50 ms: (time.time(), status, version) at every change."""
+
+    def __init__(self, h: Host):
+        super().__init__(daemon=True)
+        self.h, self.seen, self.stop = h, [], threading.Event()
+
+    def run(self) -> None:
+        last = None
+        while not self.stop.is_set():
+            status, body = self.h.health()
+            try:
+                version = json.loads(body).get("version", "") if body else ""
+            except ValueError:
+                version = ""
+            if (status, version) != last:
+                self.seen.append((time.time(), status, version))
+                last = (status, version)
+            self.stop.wait(0.05)
+
+
+def rollback_once(h: Host, tmp: Path) -> dict:
+    """One update that fails its health check and rolls back; see the module docstring."""
+    env = h.env
+    old = h.app.installed_version()
+    env.psql("INSERT INTO bench_customers (id, name) VALUES (-1, 'written after the backup')")
+    log_path = tmp / f"ansible-{time.time_ns()}.log"
+    watcher = Watcher(h)
+    watcher.start()
+    try:
+        # Ansible's log stamps every line; the zygote's forked steps cannot write it (its descriptor is
+        # gone in the child: "Logging error ... Bad file descriptor" for every line), so this run starts
+        # ansible-playbook plainly; the interval timed here (health check failed -> 200) is inside one
+        # ansible-playbook either way
+        _, out = h.polycrate("run", "linux-maintenance", "update", expect=1,
+                             env={"ANSIBLE_LOG_PATH": str(log_path), "POLYCRATE_ZYGOTE": "0"})
+    finally:
+        watcher.stop.set()
+        watcher.join()
+    text = log_path.read_text() if log_path.exists() else ""
+    # "2026-12-06 20:01:02,345 p=... | fatal: [app01...]: FAILED! ..." right after the health check's TASK line
+    failed_at, task = None, None
+    for m in re.finditer(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*?\| (?:TASK \[(.+?)\].*|fatal: .*)$", text, re.M):
+        if m.group(3) is not None:
+            task = m.group(3)
+            continue
+        if task == "HTTP health-check on application":
+            stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+            failed_at = stamp
+            break
+    if failed_at is None:
+        raise RuntimeError(f"no failing health check in Ansible's log {log_path}:\n{text[-3000:]}\n{out[-2000:]}")
+    back = [t for t, status, version in watcher.seen if t >= failed_at and status == 200 and version == old]
+    if not back:
+        raise RuntimeError(f"acme-app never answered 200 on {old} after the rollback: {watcher.seen}\n{out[-3000:]}")
+    if "acme-app healthy again: yes" not in out or f"database {h.db.pg_database} restored from" not in out:
+        raise RuntimeError(f"the rollback did not report both outcomes: {out[-3000:]}")
+    marker = env.psql("SELECT count(*) FROM bench_customers WHERE id = -1")
+    migrated = env.psql(f"SELECT count(*) FROM schema_migrations WHERE version = '{BROKEN}'")
+    if marker != "0" or migrated != "0" or h.app.installed_version() != old:
+        raise RuntimeError(f"rollback incomplete: marker rows {marker}, {BROKEN} migrations {migrated}, "
+                           f"installed {h.app.installed_version()} (was {old})")
+    return {"seconds": round(back[0] - failed_at, 3), "old_version": old}
+
+
+def bench_restore(h: Host, tmp: Path, rounds: int, log) -> dict:
+    dump = _unpack_dump(h)
+    h.app.publish(BROKEN, broken="health")
+    out = []
+    try:
+        for i in range(rounds):
+            # the update wants a fresh verified backup: the last one of the backup rounds (a restore or a
+            # rollback does not change it; the rows written after it are what the restore takes away)
+            r: dict = {"load": {}}
+            r["load"]["bare"] = load1()
+            r["bare_restore"] = round(bare_restore(h, dump), 3)
+            r["bare_restart"] = round(h.restart_app(), 3)
+            r["load"]["restore"] = load1()
+            t, _ = h.polycrate("run", "linux-maintenance", "restore", "--force")
+            r["restore"] = round(t, 3)
+            r["restore_restart"] = round(h.restart_app(), 3)
+            r["load"]["drill"] = load1()
+            t, text = h.polycrate("run", "linux-maintenance", "restore-test")
+            r["drill"] = round(t, 3)
+            r["load"]["rollback"] = load1()
+            rb = rollback_once(h, tmp)
+            r["rollback"] = rb["seconds"]
+            bare = r["bare_restore"] + r["bare_restart"]
+            r["ratios"] = {"restore": round((r["restore"] + r["restore_restart"]) / bare, 3),
+                           "drill": round(r["drill"] / r["bare_restore"], 3),
+                           "rollback": round(r["rollback"] / bare, 3)}
+            out.append(r)
+            log(f"  restore round {i + 1}: bare pg_restore {r['bare_restore']:.2f}s + restart {r['bare_restart']:.2f}s "
+                f"(load {r['load']['bare']}); restore {r['restore']:.2f}s + restart {r['restore_restart']:.2f}s; "
+                f"drill {r['drill']:.2f}s; rollback {r['rollback']:.2f}s (load {r['load']['rollback']}); {r['ratios']}")
+    finally:
+        h.app.unpublish(BROKEN)
+        h.db.exec(f"rm -rf {DUMP_DIR}")
+    med = {k: round(median([r["ratios"][k] for r in out]), 3) for k in ("restore", "drill", "rollback")}
+    return {"rounds": out, "ratio_median": med, "rollback_target": ROLLBACK_TARGET,
+            "rollback_met": med["rollback"] <= ROLLBACK_TARGET,
+            "medians": {k: round(median([r[k] for r in out]), 3)
+                        for k in ("bare_restore", "bare_restart", "restore", "restore_restart", "drill", "rollback")}}
+
+
+def bench(sizes: tuple[int, ...] = SIZES_MB, rounds: int = 3, restore_rounds: int = 2, log=print) -> dict:
+    """Every size in `sizes` (MB, smallest first); merged into bench/backup.json by size."""
+    from tests.fleet.nightly import NightlyEnv
+
+    tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-backup-"))
+    results: dict = {}
+    env = NightlyEnv(tmp)
+    try:
+        env.set_config(keep_local=2, keep_remote=2)
+        h = Host(env)
+        for size_mb in sorted(sizes):
+            started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            log(f"== {size_mb} MB")
+            db_bytes, origin = prepare_database(env, size_mb, log)
+            log(f"  {db_bytes / 1e6:.0f} MB ({origin})")
+            entry = {"database_bytes": db_bytes, "data": origin, "started": started,
+                     "load_at_start": [round(x, 2) for x in os.getloadavg()],
+                     "pg_version": env.db.exec(["pg_dump", "--version"]).stdout.strip()}
+            # the warm-up backup only where it costs little: at 2 GB it is minutes on a busy machine, and
+            # the untimed pg_dump before the rounds already reads the pages once
+            entry["backup"] = bench_backup(h, rounds, log, warm_backup=size_mb < 1000)
+            results = _save(size_mb, entry, partial=True)  # kept should the restore part fail
+            entry["restore"] = bench_restore(h, tmp, restore_rounds, log)
+            entry["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            results = _save(size_mb, entry)
+    finally:
+        env.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def _save(size_mb: int, entry: dict, partial: bool = False) -> dict:
+    """Into bench/backup.json, read again first: another size may have been measured meanwhile."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.setdefault("sizes", {})
+    results.setdefault("partial", {})
+    if partial:
+        results["partial"][str(size_mb)] = entry
+    else:
+        results["partial"].pop(str(size_mb), None)
+        results["sizes"][str(size_mb)] = entry
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+def _f(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def render(results: dict) -> list[str]:
+    """The README's section: every size, every round, with the load average."""
+    out = ["## 4. Backup, restore, drill and rollback (issue 29)", "",
+           "`python -m bench backup [--sizes 556,2000]` (bench/backup.py, results in bench/backup.json). Each round: "
+           "`pg_dump > /dev/null` on db01, then `polycrate run linux-maintenance backup` (dump, archive with "
+           "per-table checksums in the manifest, verification, upload to S3 on loopback, remote check, retention); "
+           "the ratio is the round's own. Restore rounds: a bare `pg_restore -j 2` of the same dump (dropdb, "
+           "createdb) plus an acme-app restart until /health answers 200; `restore --force` plus the same restart; "
+           "the drill (`restore-test`); the rollback (a broken release fails the update's health check; timed from "
+           "that failure, as Ansible's log stamps it, to acme-app's first 200 on the old version, with the data "
+           "restored). Load: the 1-minute load average before each command (2 cores, shared).", ""]
+    # a size whose restore part did not finish (stopped, failed) shows its backup rounds
+    sizes = {**{k: v for k, v in results.get("partial", {}).items() if k not in results.get("sizes", {})},
+             **results.get("sizes", {})}
+    if not sizes:
+        return out + ["No results yet.", ""]
+    out += ["| size | backup / pg_dump (median of rounds) | target ≤ 1.5x | restore+restart / bare | drill / bare "
+            "pg_restore | rollback / bare restore+restart | target ≤ 1.3x | measured |",
+            "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(sizes, key=int):
+        s = sizes[key]
+        b, r = s["backup"], s.get("restore")
+        restore = (f"| {r['ratio_median']['restore']:.2f}x | {r['ratio_median']['drill']:.2f}x "
+                   f"| {r['ratio_median']['rollback']:.2f}x | {'met' if r['rollback_met'] else 'not met'} ") if r else \
+            "| not measured | | | "
+        out.append(f"| {s['database_bytes'] / 1e6:.0f} MB | {b['ratio_median']:.2f}x | {'met' if b['met'] else 'not met'} "
+                   + restore + f"| {s['started']} - {s.get('finished', '(restore part not finished)')} |")
+    out.append("")
+    for key in sorted(sizes, key=int):
+        s = sizes[key]
+        out += [f"### {s['database_bytes'] / 1e6:.0f} MB ({s['pg_version']}; data: {s['data']})", "",
+                "| round | `pg_dump > /dev/null` (s) | load | backup (s) | load | ratio | dump+pack | check | upload "
+                "| in the module |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for i, rd in enumerate(s["backup"]["rounds"], 1):
+            p = rd.get("phases", {})
+            out.append(f"| {i} | {_f(rd['pg_dump'])} | {rd['load'][0]} | {_f(rd['backup'])} | {rd['load'][1]} "
+                       f"| {rd['ratio']:.2f}x | {p.get('dump_and_pack', '')} | {p.get('check', '')} "
+                       f"| {p.get('upload', '')} | {p.get('total', '')} |")
+        if "restore" not in s:
+            out += ["", "Restore, drill and rollback: not measured at this size (see bench/NOTES.md).", ""]
+            continue
+        out += ["", "| round | bare pg_restore -j 2 | + restart | load | restore --force | + restart | load | drill "
+                "| load | rollback | load | restore / bare | drill / bare | rollback / bare |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for i, rd in enumerate(s["restore"]["rounds"], 1):
+            lo, ra = rd["load"], rd["ratios"]
+            out.append(f"| {i} | {_f(rd['bare_restore'])} | {_f(rd['bare_restart'])} | {lo['bare']} | {_f(rd['restore'])} "
+                       f"| {_f(rd['restore_restart'])} | {lo['restore']} | {_f(rd['drill'])} | {lo['drill']} "
+                       f"| {_f(rd['rollback'])} | {lo['rollback']} | {ra['restore']:.2f}x | {ra['drill']:.2f}x "
+                       f"| {ra['rollback']:.2f}x |")
+        b = s["backup"]
+        out += ["", f"Drill next to the backup: backup median {_f(b['backup_median'])} s, drill median "
+                f"{_f(s['restore']['medians']['drill'])} s.", ""]
+    return out

@@ -184,3 +184,73 @@ def test_drill_of_a_damaged_archive_fails_and_drops_nothing_it_did_not_create(pg
     assert failed["passed"] is False and "truncated or corrupt" in failed["differences"][0], failed["differences"]
     assert scratch(pg) == []
     assert pg["psql"]("SELECT count(*) FROM items") == "120"  # the real database untouched
+
+
+def drill_sql() -> str:
+    sys.path.insert(0, str(BLOCK / "library"))
+    try:
+        import pg_restore_drill
+    finally:
+        sys.path.remove(str(BLOCK / "library"))
+    return pg_restore_drill.LEGACY_TABLE_STATS_SQL
+
+
+def stats(pg, db: str = "acme_app") -> dict:
+    """The block's table statistics SQL on `db`: {table: [rows, checksum]}."""
+    res = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                          "-h", pg["sock"], "-p", str(pg["port"]), "-d", db],
+                         input=f"BEGIN READ ONLY;\n{STATS_SQL}\nCOMMIT;\n", capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return {line.split("|")[0]: line.split("|")[1:] for line in res.stdout.splitlines() if "|" in line}
+
+
+def test_every_column_type_is_hashed_and_restores_to_the_same_checksum(pg, tmp_path):
+    """The row hash (hash_record_extended over each type's own hash function, text for types without one)
+    on types with and without a hash function; every kind of change changes the checksum; a restore
+    gives back the same checksums (the drill passes)."""
+    pg["psql"]("CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN positive AS int CHECK (VALUE > 0)")
+    pg["psql"]("""CREATE TABLE kinds (a int, j json, jb jsonb, p point, arr int[], m mood, d positive, t text,
+                  b bytea, n numeric, f float8, ts timestamptz, u uuid)""")
+    pg["psql"]("""INSERT INTO kinds VALUES (1, '{"x": 1}', '{"y": [1, 2]}', '(1,2)', '{1,2}', 'ok', 5, 'Hello',
+                  '\\x00ff', 1.50, 0.1, 'epoch', '00000000-0000-0000-0000-000000000001'),
+                  (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)""")
+    pg["psql"]("CREATE TABLE no_columns ()")
+    try:
+        before = stats(pg)
+        assert before["public.kinds"][0] == "2" and before["public.no_columns"][0] == "0"
+        for change in ("j = '{\"x\": 2}'", "jb = '{\"y\": [2, 1]}'", "p = '(1,3)'", "arr = '{2,1}'", "m = 'sad'",
+                       "d = 6", "t = 'hello'", "b = '\\x00fe'", "n = 1.51", "f = 0.2", "ts = 'epoch'::timestamptz + interval '1 us'",
+                       "u = '00000000-0000-0000-0000-000000000002'"):
+            pg["psql"](f"UPDATE kinds SET {change} WHERE a = 1")
+            assert stats(pg)["public.kinds"] != before["public.kinds"], change
+            pg["psql"]("DELETE FROM kinds WHERE a = 1")
+            pg["psql"]("""INSERT INTO kinds VALUES (1, '{"x": 1}', '{"y": [1, 2]}', '(1,2)', '{1,2}', 'ok', 5, 'Hello',
+                          '\\x00ff', 1.50, 0.1, 'epoch', '00000000-0000-0000-0000-000000000001')""")
+            assert stats(pg)["public.kinds"] == before["public.kinds"]
+        backup_dir = pg["base"] / "kinds"
+        result = backup(pg, backup_dir, tmp_path)
+        manifest = json.loads((backup_dir / (result["archive"] + ".manifest.json")).read_text())
+        assert manifest["table_checksum"] == "row-hash/2"
+        assert manifest["tables"]["public.kinds"] == {"rows": 2, "checksum": before["public.kinds"][1]}
+        passed = drill(pg, backup_dir / "latest.tar.gz", tmp_path)
+        assert passed["passed"] is True, passed["differences"]
+    finally:
+        pg["psql"]("DROP TABLE kinds, no_columns; DROP TYPE mood; DROP DOMAIN positive")
+
+
+def test_an_archive_from_before_the_row_hash_still_drills(pg, tmp_path):
+    """A manifest that names no checksum was written with the first one (md5 of each row's text): the
+    drill computes that one for it. One that names a checksum the drill does not compute fails, saying so."""
+    backup_dir = pg["base"] / "legacy"
+    result = backup(pg, backup_dir, tmp_path, table_stats_sql=drill_sql())
+    manifest_path = backup_dir / (result["archive"] + ".manifest.json")
+    assert "table_checksum" not in json.loads(manifest_path.read_text())
+    passed = drill(pg, backup_dir / "latest.tar.gz", tmp_path)
+    assert passed["passed"] is True, passed["differences"]
+
+    result = backup(pg, backup_dir, tmp_path, table_stats_sql="-- table_checksum: other/9\n" + drill_sql())
+    failed = drill(pg, backup_dir / "latest.tar.gz", tmp_path)
+    assert failed["passed"] is False
+    assert "the manifest's table checksums are other/9, this drill's table_stats_sql computes row-hash/2" in \
+        failed["differences"][0]
+    assert scratch(pg) == []

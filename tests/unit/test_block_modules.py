@@ -248,3 +248,22 @@ def test_drill_of_a_missing_archive_records_a_failure(tmp_path):
     prom = (tmp_path / "metrics" / "drill.prom").read_text()
     assert 'linux_maintenance_restore_drill_last_passed{database="acme_app"} 0' in prom
     assert 'linux_maintenance_restore_drill_last_success_timestamp_seconds{database="acme_app"} 0' in prom
+
+
+def test_the_drill_computes_the_checksum_the_manifest_names():
+    """The block's SQL names its checksum on its first line; a manifest without a name holds the first
+    checksum (md5 of each row's text), for which the drill uses its own copy of that SQL; an unknown name
+    fails with a sentence naming both."""
+    drill_mod = load("pg_restore_drill")
+    sql = (BLOCK / "files" / "table_stats.sql").read_text()
+    assert drill_mod.checksum_kind(sql) == "row-hash/2"
+    assert drill_mod.checksum_kind(drill_mod.LEGACY_TABLE_STATS_SQL) == "md5-row-text/1"
+    assert "md5(ROW(r.*)::text)" in drill_mod.LEGACY_TABLE_STATS_SQL and "'pg\\_%'" in drill_mod.LEGACY_TABLE_STATS_SQL
+
+    drill = drill_mod.Drill.__new__(drill_mod.Drill)
+    drill.p = {"table_stats_sql": sql}
+    assert drill.stats_sql({"table_checksum": "row-hash/2", "tables": {}}) is sql
+    assert drill.stats_sql({"tables": {}}) is drill_mod.LEGACY_TABLE_STATS_SQL
+    with pytest.raises(drill_mod.DrillFailed, match="table checksums are other/9, this drill's table_stats_sql "
+                                                   "computes row-hash/2"):
+        drill.stats_sql({"table_checksum": "other/9", "tables": {}})

@@ -137,6 +137,51 @@ from ansible.module_utils.basic import AnsibleModule
 
 CHUNK = 1 << 20
 
+# The first line of table_stats_sql names its checksum ("-- table_checksum: row-hash/2"); the backup records
+# that name in the manifest. Manifests from before the name was recorded hold the first checksum (the md5 of
+# every row's text), which this SQL computes, so that their archives still drill.
+CHECKSUM_RE = r"^--\s*table_checksum:\s*(\S+)"
+LEGACY_CHECKSUM = "md5-row-text/1"
+LEGACY_TABLE_STATS_SQL = r"""-- Every table's row count and content checksum, computed by PostgreSQL in one statement (no function is
+-- created: it runs inside a read-only transaction, in the snapshot pg_dump dumps). One line per table:
+-- schema.table <TAB> rows <TAB> checksum. The checksum is the md5 of the sum of the first 64 bits of the
+-- md5 of each row's text form: it does not depend on row order, and a changed, added or lost row changes
+-- it. The settings make the text form of dates, times, floats and bytea the same in every session.
+SET LOCAL DateStyle = 'ISO, MDY';
+SET LOCAL TimeZone = 'UTC';
+SET LOCAL IntervalStyle = 'postgres';
+SET LOCAL extra_float_digits = 3;
+SET LOCAL bytea_output = 'hex';
+WITH tables AS (
+    SELECT n.nspname, c.relname
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r'
+      AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
+      -- tables of extensions: pg_dump does not dump their rows
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+), measured AS (
+    SELECT nspname, relname, query_to_xml(format(
+        'SELECT count(*) AS n, md5(coalesce(sum((''x'' || left(md5(ROW(r.*)::text), 16))::bit(64)::bigint::numeric), 0)::text) AS s FROM %I.%I r',
+        nspname, relname), false, true, '') AS x
+    FROM tables
+)
+SELECT format('%I.%I', nspname, relname),
+       (xpath('/row/n/text()', x))[1]::text,
+       (xpath('/row/s/text()', x))[1]::text
+FROM measured
+ORDER BY 1;
+"""
+
+
+def checksum_kind(sql: str) -> str:
+    """The checksum a table statistics SQL computes (its first line names it; none: the first one)."""
+    import re
+
+    m = re.match(CHECKSUM_RE, sql.lstrip())
+    return m.group(1) if m else LEGACY_CHECKSUM
+
 
 class DrillFailed(Exception):
     """A step of the drill failed; the message names what differs."""
@@ -239,10 +284,21 @@ class Drill:
             raise DrillFailed(f"{what}: {tail(res.stderr)}")
         return res.stdout
 
-    def table_stats(self, database: str) -> dict:
+    def stats_sql(self, manifest: dict) -> str:
+        """The SQL that computes the checksum the manifest holds: the given one, or the first checksum's
+        for a manifest that names none (taken before backups recorded it)."""
+        want = manifest.get("table_checksum", LEGACY_CHECKSUM)
+        if checksum_kind(self.p["table_stats_sql"]) == want:
+            return self.p["table_stats_sql"]
+        if want == LEGACY_CHECKSUM:
+            return LEGACY_TABLE_STATS_SQL
+        raise DrillFailed(f"the manifest's table checksums are {want}, this drill's table_stats_sql computes "
+                          f"{checksum_kind(self.p['table_stats_sql'])}: use the block's files/table_stats.sql")
+
+    def table_stats(self, database: str, sql: str | None = None) -> dict:
         out = self.pg(["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", database],
                       "the table statistics of the restore",
-                      input=f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n{self.p['table_stats_sql']}\nCOMMIT;\n")
+                      input=f"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n{sql or self.p['table_stats_sql']}\nCOMMIT;\n")
         stats = {}
         for line in out.splitlines():
             name, rows, checksum = line.split("\t")
@@ -394,7 +450,7 @@ def run_module() -> None:
             created = True
             drill.pg(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", scratch, dump],
                      f"pg_restore of {result['archive']} into {scratch}")
-            tables, differences = compare(manifest["tables"], drill.table_stats(scratch))
+            tables, differences = compare(manifest["tables"], drill.table_stats(scratch, drill.stats_sql(manifest)))
             result.update(tables=tables, differences=differences)
     except DrillFailed as exc:
         result["differences"].append(str(exc))
