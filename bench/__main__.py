@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "fleet":
             from bench import fleet
 
-            data = fleet.bench(runs=1 if args.quick else 2, runs_large=1)
+            data = fleet.bench(runs=1 if args.quick else 3, runs_large=1 if args.quick else 3)
         elif name == "targets":
             from bench import targets
 
