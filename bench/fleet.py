@@ -125,7 +125,7 @@ class CPU:
 
 
 def bench(runs: int = 3, runs_large: int = 3, mitogen_large: int = 1, log=print,
-          sizes: tuple[int, ...] = SIZES) -> dict:
+          sizes: tuple[int, ...] = SIZES, progress: Path | None = None) -> dict:
     """`runs` rounds at 30 hosts, `runs_large` at 100; Mitogen (when installed) in every round at 30 hosts
     and in the first `mitogen_large` rounds at 100 (a round there takes minutes on this machine)."""
     from polycrate.runtime.ansible import fleet_forks
@@ -185,6 +185,10 @@ def bench(runs: int = 3, runs_large: int = 3, mitogen_large: int = 1, log=print,
                         row = ours(ws, ANSIBLE_STRATEGY_PLUGINS=str(strategies), ANSIBLE_STRATEGY="mitogen_linear",
                                    ANSIBLE_HOST_KEY_CHECKING="False", ANSIBLE_TIMEOUT="60")
                     samples.setdefault(name, []).append(row)
+                if progress is not None:  # a round at 100 hosts takes many minutes: keep what is measured
+                    import json
+
+                    progress.write_text(json.dumps({"hosts": size, "forks": forks, "samples": samples}, indent=1))
                 log(f"  round {i + 1}/{rounds}: " + ", ".join(
                     f"{n} {samples[n][-1]['wall']:.1f}s (load {samples[n][-1]['load']})" for n in order))
             base = median([r["wall"] for r in samples[BASELINE]])
@@ -217,3 +221,34 @@ def _mitogen_version() -> str | None:
         return ".".join(map(str, mitogen.__version__))
     except ImportError:
         return None
+
+
+def _cpu(v: dict, side: str) -> str:
+    return f"{v[side]:.1f}" if side in v else ""
+
+
+def render(f: dict) -> list[str]:
+    out = ["## 3. Fleet", "",
+           "The nightly workflow (backup, update, verify) with stand-in plays (two SSH tasks each, no facts) over",
+           "real sshd test hosts, one per address on 127.0.0.2 .. (tests/fleet/sshd.py; the hosts run Debian's",
+           "/usr/bin/python3), against the bash chain of the three `ansible-playbook` runs with pipelining on,",
+           "Ansible's default ControlMaster=auto/ControlPersist=60s (a fresh control folder per run) and the same",
+           "`--forks` (`python -m bench fleet`, bench/fleet.py). Rounds alternate which of ours and the baseline",
+           "goes first; Mitogen's strategy (an option, `mitogen` " + str(f.get("mitogen")) + ") runs last in a round.",
+           "Ratio: median over the baseline's median; pair ratio: median of each round's ours / baseline. CPU:",
+           "seconds of the controller side (polycrate or ansible-playbook, workers, ssh clients and masters) and",
+           f"of the hosts' side (sshd, the login shell, the remote Python), medians. Measured {f.get('measured')}.",
+           "", "| hosts | forks | variant | median | min | max | ratio | pair ratio | controller CPU | hosts' CPU "
+           "| each run: wall (1-min load before it) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for size in f["sizes"]:
+        for name, v in size["variants"].items():
+            runs = ", ".join(f"{r['wall']:.1f} s ({r['load']:.1f})" for r in v["runs"])
+            pair = f"{v['pair_ratio']:.2f}x" if "pair_ratio" in v else ""
+            out.append(f"| {size['hosts']} | {size['forks']} | {name} | {v['median']:.1f} s | {v['min']:.1f} s | "
+                       f"{v['max']:.1f} s | {v['ratio']:.2f}x | {pair} | {_cpu(v, 'cpu_controller')} | "
+                       f"{_cpu(v, 'cpu_hosts')} | {runs} |")
+    out.append("")
+    notes = Path(__file__).resolve().parent / "FLEET.md"
+    if notes.exists():
+        out += [notes.read_text().rstrip(), ""]
+    return out
