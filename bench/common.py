@@ -16,12 +16,13 @@ POLYCRATE = str(VENV_BIN / "polycrate")
 ANSIBLE_PLAYBOOK = str(VENV_BIN / "ansible-playbook")
 
 
-def run(cmd, *, env=None, cwd=None, check=True, timeout=1800, quiet=True) -> float:
+def run(cmd, *, env=None, cwd=None, check=True, timeout=1800, quiet=True, preexec_fn=None) -> float:
     """Wall seconds of one command (stdout/stderr discarded unless it fails)."""
     started = time.perf_counter()
     res = subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, timeout=timeout,
                          stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None,
-                         shell=isinstance(cmd, str), executable="/bin/bash" if isinstance(cmd, str) else None)
+                         shell=isinstance(cmd, str), executable="/bin/bash" if isinstance(cmd, str) else None,
+                         preexec_fn=preexec_fn)
     elapsed = time.perf_counter() - started
     if check and res.returncode != 0:
         out = (res.stdout or b"").decode(errors="replace")[-3000:]
