@@ -52,6 +52,7 @@ LOG_TAIL = 256 * 1024  # bytes of each step's log a run page shows at first (old
 BODY_LIMIT = 64 * 1024  # bytes of a request body: a launch or a form is a few hundred
 STREAM_RECHECK = 1.0  # seconds between checks that a live stream's session or token still holds
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+ANYONE = "anyone"  # a route's role: every authenticated user or token (one's own account)
 
 
 @dataclass
@@ -191,8 +192,20 @@ class Web:
             R("/admin", g(self.admin_page, "admin")),
             R("/admin/tokens", g(self.token_add_form, "admin"), methods=["POST"]),
             R("/admin/tokens/{name}/revoke", g(self.token_revoke_form, "admin"), methods=["POST"]),
+            R("/admin/users", g(self.user_add_form, "admin"), methods=["POST"]),
+            R("/admin/users/{name}/role", g(self.user_role_form, "admin"), methods=["POST"]),
+            R("/admin/users/{name}/password", g(self.user_password_form, "admin"), methods=["POST"]),
+            R("/admin/users/{name}/remove", g(self.user_remove_form, "admin"), methods=["POST"]),
+            R("/admin/grants", g(self.grant_add_form, "admin"), methods=["POST"]),
+            R("/admin/grants/revoke", g(self.grant_revoke_form, "admin"), methods=["POST"]),
+            R("/admin/teams", g(self.team_add_form, "admin"), methods=["POST"]),
+            R("/admin/teams/{name}/remove", g(self.team_remove_form, "admin"), methods=["POST"]),
+            R("/admin/teams/{name}/members", g(self.member_add_form, "admin"), methods=["POST"]),
+            R("/admin/teams/{name}/members/remove", g(self.member_remove_form, "admin"), methods=["POST"]),
+            R("/account", g(self.account_page, ANYONE)),
+            R("/account/password", g(self.password_form, ANYONE), methods=["POST"]),
             R("/api/v1/openapi.json", self.openapi),
-            R("/api/v1/whoami", g(self.api_whoami, "viewer")),
+            R("/api/v1/whoami", g(self.api_whoami, ANYONE)),
             R("/api/v1/overview", g(self.api_overview, "viewer")),
             R("/api/v1/runs", g(self.api_runs, "viewer")),
             R("/api/v1/runs/{run_id}", g(self.api_run, "viewer")),
@@ -206,6 +219,18 @@ class Web:
             R("/api/v1/blocks", g(self.api_blocks, "viewer")),
             R("/api/v1/audit", g(self.api_audit, "admin")),
             R("/api/v1/users", g(self.api_users, "admin")),
+            R("/api/v1/users", g(self.api_user_add, "admin"), methods=["POST"]),
+            R("/api/v1/users/{name}", g(self.api_user_change, "admin"), methods=["PATCH"]),
+            R("/api/v1/users/{name}", g(self.api_user_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/grants", g(self.api_grants, "admin")),
+            R("/api/v1/grants", g(self.api_grant_add, "admin"), methods=["POST"]),
+            R("/api/v1/grants", g(self.api_grant_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/teams", g(self.api_teams, "admin")),
+            R("/api/v1/teams", g(self.api_team_add, "admin"), methods=["POST"]),
+            R("/api/v1/teams/{name}", g(self.api_team_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/teams/{name}/members", g(self.api_member_add, "admin"), methods=["POST"]),
+            R("/api/v1/teams/{name}/members", g(self.api_member_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/account/password", g(self.api_password, ANYONE), methods=["POST"]),
             R("/api/v1/tokens", g(self.api_tokens, "admin")),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
@@ -236,6 +261,8 @@ class Web:
             workspace = request.path_params.get("workspace")
             if workspace is not None and not who.sees(workspace):
                 raise HTTPError(404, f"no workspace '{bounded(workspace, 100)}' is served here")
+            if role == ANYONE:  # one's own account: every user, whatever the grants
+                return
             allowed = who.may(role, workspace) if workspace is not None else who.may_somewhere(role)
             if role == "admin" and workspace is None:
                 allowed = who.may("admin")  # users, tokens, the audit log: admins of everything
@@ -390,9 +417,12 @@ class Web:
             more = "/audit?" + urlencode({**query, "before": rows[-1]["id"]})
         return self.page(request, "audit.html", title="Audit log", rows=rows, more=more, q=request.query_params)
 
-    def admin_page(self, request: Request, new_token: str | None = None, new_name: str | None = None) -> Response:
-        return self.page(request, "admin.html", title="Users and tokens", users=self.state.users(),
-                         tokens=self.state.tokens(), new_token=new_token, new_name=new_name)
+    def admin_page(self, request: Request, new_token: str | None = None, new_name: str | None = None,
+                   message: str | None = None, status: int = 200) -> Response:
+        return self.page(request, "admin.html", status=status, title="Users, teams and tokens",
+                         users=self.state.users(), tokens=self.state.tokens(), new_token=new_token,
+                         new_name=new_name, grants=self.state.grants(), teams=self.state.teams(), message=message,
+                         ok=status < 400, workspaces=[e.key for e in self.catalog.entries(request.state.principal)])
 
     def token_add_form(self, request: Request) -> Response:
         """A new API token, shown once on the page that answers; only its hash is kept."""
@@ -409,6 +439,215 @@ class Web:
         self.state.remove_token(name)
         self.state.audit(who.label, "token-remove", name, "ok", self.client(request))
         return RedirectResponse("/admin", status_code=303)
+
+    # --- users, grants, teams (admins), one's own password (everyone) ---------------------------
+    # The forms and the API share one function per change (`_user_add`, ...): the same checks, the same
+    # audit row; a password never reaches the audit (its detail names what changed, never the value).
+
+    def _admins_left_without(self, name: str) -> bool:
+        return not any(u["role"] == "admin" and u["name"] != name for u in self.state.users())
+
+    def _user_add(self, request: Request, name: str, role: str, password: str) -> None:
+        self.state.add_user(name, role, password)
+        self._audit(request, "user-add", name, {"role": role})
+
+    def _user_role(self, request: Request, name: str, role: str) -> None:
+        if role != "admin" and self._admins_left_without(name):
+            raise HTTPError(409, f"'{bounded(name)}' is the last admin: make another admin first")
+        self.state.set_role(name, role)
+        self._audit(request, "user-role", name, {"role": role})
+
+    def _user_password(self, request: Request, name: str, password: str) -> None:
+        self.state.set_password(name, password)  # ends that user's sessions
+        self._audit(request, "user-password", name)
+
+    def _user_remove(self, request: Request, name: str) -> None:
+        if self._admins_left_without(name) and any(u["name"] == name for u in self.state.users()):
+            raise HTTPError(409, f"'{bounded(name)}' is the last admin: make another admin first")
+        self.state.remove_user(name)
+        self._audit(request, "user-remove", name)
+
+    def _grant_add(self, request: Request, principal: str, workspace: str, role: str) -> None:
+        if not any(e.key == workspace for e in self.catalog.entries(request.state.principal)):
+            raise HTTPError(400, f"no workspace '{bounded(workspace, 100)}' is served here")
+        self.state.grant(principal, workspace, role)
+        self._audit(request, "grant-add", f"{principal}@{workspace}", {"role": role})
+
+    def _grant_remove(self, request: Request, principal: str, workspace: str) -> None:
+        self.state.revoke(principal, workspace)
+        self._audit(request, "grant-remove", f"{principal}@{workspace}")
+
+    def _team_add(self, request: Request, name: str) -> None:
+        self.state.add_team(name)
+        self._audit(request, "team-add", name)
+
+    def _team_remove(self, request: Request, name: str) -> None:
+        self.state.remove_team(name)
+        self._audit(request, "team-remove", name)
+
+    def _member_add(self, request: Request, team: str, user: str) -> None:
+        self.state.add_member(team, user)
+        self._audit(request, "team-member-add", f"{user}@{team}")
+
+    def _member_remove(self, request: Request, team: str, user: str) -> None:
+        self.state.remove_member(team, user)
+        self._audit(request, "team-member-remove", f"{user}@{team}")
+
+    def _own_password(self, request: Request, current: str, new: str) -> None:
+        who: Principal = request.state.principal
+        if who.via != "session":
+            raise HTTPError(400, "an API token has no password: log in as the user to change it")
+        if len(current) > 1024 or not self.state.change_own_password(who.name, current, new, who.secret):
+            self._audit(request, "password-change", who.name, outcome="refused: wrong current password")
+            raise HTTPError(403, "the current password is not right")
+        self._audit(request, "password-change", who.name)
+
+    def _audit(self, request: Request, action: str, target: str, detail: dict | None = None,
+               outcome: str = "ok") -> None:
+        self.state.audit(request.state.principal.label, action, target, outcome, self.client(request), detail)
+
+    def _form_change(self, request: Request, change: Callable[[], None], done: str, back: str = "/admin") -> Response:
+        """A form's change, then the page it came from with a note; a refusal is shown on that page."""
+        try:
+            change()
+        except HTTPError as exc:
+            return self._back(request, back, exc.message, exc.status)
+        except NotFoundError as exc:
+            return self._back(request, back, exc.message, 404)
+        except PolycrateError as exc:
+            return self._back(request, back, str(exc), 400)
+        return self._back(request, back, done, 200)
+
+    def _back(self, request: Request, back: str, message: str, status: int) -> Response:
+        if back == "/account":
+            return self.account_page(request, message=message, status=status)
+        return self.admin_page(request, message=message, status=status)
+
+    def user_add_form(self, request: Request) -> Response:
+        f = _form(request, "name", "role", "password")
+        return self._form_change(request, lambda: self._user_add(request, f["name"].strip(), f["role"], f["password"]),
+                                 f"user {f['name'].strip()} added")
+
+    def user_role_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "role")
+        return self._form_change(request, lambda: self._user_role(request, name, f["role"]),
+                                 f"{name} is now {f['role']}")
+
+    def user_password_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "password")
+        return self._form_change(request, lambda: self._user_password(request, name, f["password"]),
+                                 f"the password of {name} is set; their sessions have ended")
+
+    def user_remove_form(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return self._form_change(request, lambda: self._user_remove(request, name), f"user {name} removed")
+
+    def grant_add_form(self, request: Request) -> Response:
+        f = _form(request, "principal", "workspace", "role")
+        return self._form_change(request, lambda: self._grant_add(request, f["principal"].strip(), f["workspace"],
+                                                                  f["role"]),
+                                 f"{f['principal'].strip()} is {f['role']} in {f['workspace']}")
+
+    def grant_revoke_form(self, request: Request) -> Response:
+        f = _form(request, "principal", "workspace")
+        return self._form_change(request, lambda: self._grant_remove(request, f["principal"], f["workspace"]),
+                                 f"grant of {f['principal']} in {f['workspace']} removed")
+
+    def team_add_form(self, request: Request) -> Response:
+        f = _form(request, "name")
+        return self._form_change(request, lambda: self._team_add(request, f["name"].strip()),
+                                 f"team {f['name'].strip()} made")
+
+    def team_remove_form(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return self._form_change(request, lambda: self._team_remove(request, name), f"team {name} removed")
+
+    def member_add_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "user")
+        return self._form_change(request, lambda: self._member_add(request, name, f["user"].strip()),
+                                 f"{f['user'].strip()} is in team {name}")
+
+    def member_remove_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "user")
+        return self._form_change(request, lambda: self._member_remove(request, name, f["user"]),
+                                 f"{f['user']} left team {name}")
+
+    def account_page(self, request: Request, message: str | None = None, status: int = 200) -> Response:
+        who: Principal = request.state.principal
+        teams = [t["name"] for t in self.state.teams() if who.via == "session" and who.name in t["members"]]
+        return self.page(request, "account.html", status=status, title="Your account", message=message,
+                         ok=status < 400, grants=who.grants, teams=teams)
+
+    def password_form(self, request: Request) -> Response:
+        f = _form(request, "current", "new", "again")
+        if f["new"] != f["again"]:
+            return self.account_page(request, message="the new password and its repetition differ", status=400)
+        return self._form_change(request, lambda: self._own_password(request, f["current"], f["new"]),
+                                 "your password is changed; your other sessions have ended", back="/account")
+
+    async def api_user_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("name", "role", "password"))
+        await asyncio.to_thread(self._user_add, request, body["name"], body["role"], body["password"])
+        return JSONResponse({"name": body["name"], "role": body["role"]}, status_code=201)
+
+    async def api_user_change(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), optional=("role", "password"))
+        if not body:
+            raise HTTPError(400, "give role or password (or both)")
+        name = request.path_params["name"]
+        if "role" in body:
+            await asyncio.to_thread(self._user_role, request, name, body["role"])
+        if "password" in body:
+            await asyncio.to_thread(self._user_password, request, name, body["password"])
+        return JSONResponse({"name": name, "changed": sorted(body)})
+
+    def api_user_remove(self, request: Request) -> Response:
+        self._user_remove(request, request.path_params["name"])
+        return Response(status_code=204)
+
+    def api_grants(self, request: Request) -> Response:
+        return JSONResponse(self.state.grants())
+
+    async def api_grant_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("principal", "workspace", "role"))
+        await asyncio.to_thread(self._grant_add, request, body["principal"], body["workspace"], body["role"])
+        return JSONResponse(body, status_code=201)
+
+    def api_grant_remove(self, request: Request) -> Response:
+        q = request.query_params
+        if not q.get("principal") or not q.get("workspace"):
+            raise HTTPError(400, "name the grant: ?principal=NAME&workspace=KEY")
+        self._grant_remove(request, _query_text(q["principal"], "principal"), _query_text(q["workspace"], "workspace"))
+        return Response(status_code=204)
+
+    def api_teams(self, request: Request) -> Response:
+        return JSONResponse(self.state.teams())
+
+    async def api_team_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("name",))
+        await asyncio.to_thread(self._team_add, request, body["name"])
+        return JSONResponse(body, status_code=201)
+
+    def api_team_remove(self, request: Request) -> Response:
+        self._team_remove(request, request.path_params["name"])
+        return Response(status_code=204)
+
+    async def api_member_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("user",))
+        await asyncio.to_thread(self._member_add, request, request.path_params["name"], body["user"])
+        return JSONResponse({"team": request.path_params["name"], "user": body["user"]}, status_code=201)
+
+    def api_member_remove(self, request: Request) -> Response:
+        user = request.query_params.get("user")
+        if not user:
+            raise HTTPError(400, "name the member: ?user=NAME")
+        self._member_remove(request, request.path_params["name"], _query_text(user, "user"))
+        return Response(status_code=204)
+
+    async def api_password(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("current", "new"))
+        await asyncio.to_thread(self._own_password, request, body["current"], body["new"])
+        return JSONResponse({"name": request.state.principal.name, "changed": ["password"]})
 
     # --- launch and stop -------------------------------------------------------------------
 
@@ -695,6 +934,44 @@ class Web:
     def api_stop(self, request: Request) -> Response:
         run = self._stop(request)
         return JSONResponse({"run_id": run.id, "status": "stopping"}, status_code=202)
+
+
+def _form(request: Request, *names: str) -> dict[str, str]:
+    """The named fields of the form the gate read (missing ones empty); any other field but csrf: 400."""
+    form = getattr(request.state, "form", None)
+    if form is None:
+        raise HTTPError(415, "this takes a form (application/x-www-form-urlencoded)")
+    unknown = sorted(set(form) - {"csrf", *names})
+    if unknown:
+        raise HTTPError(400, f"the form has no field {unknown[0][:40]!r}")
+    return {n: form.get(n, "") for n in names}
+
+
+async def _json_body(request: Request) -> Any:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/json", ""):  # (a form was read by the gate already: its stream is spent)
+        raise HTTPError(415, "the body must be JSON (Content-Type: application/json)")
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        raise HTTPError(400, "the body must be JSON") from None
+
+
+def _fields(body: Any, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, str]:
+    """A JSON object of text fields: the required ones present, nothing else; each a string of at most 1024."""
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the body is a JSON object")
+    unknown = sorted(set(body) - set(required) - set(optional))
+    if unknown:
+        raise HTTPError(400, f"no field {str(unknown[0])[:40]!r} here (fields: {', '.join(required + optional)})")
+    for key in required:
+        if key not in body:
+            raise HTTPError(400, f"{key}: required")
+    for key, value in body.items():
+        if not isinstance(value, str) or len(value) > 1024:
+            raise HTTPError(400, f"{key}: a string of at most 1024 characters")
+    return dict(body)
 
 
 def _local_path(url: str) -> str:
