@@ -107,7 +107,9 @@ def _until(t: float | None) -> str:
 
 def _templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    env.filters.update(when=_when, span=_span, ago=_ago, until=_until, words=state_text)
+    from polycrate.server.logview import render
+
+    env.filters.update(when=_when, span=_span, ago=_ago, until=_until, words=state_text, ansi=render)
     env.globals.update(RunState=RunState, StepState=StepState, signal_of=signal_of)  # templates name states, never spell them
     return env
 
@@ -383,7 +385,11 @@ class Web:
         entry, run, logs = self.catalog.run_log_tails(request.path_params["run_id"], tail, who=who)
         timeline = chart.timeline(run)
         launched = self.state.launch_of(run.id)
+        found = None
+        if request.query_params.get("search"):  # the search form without JavaScript: the whole log, on the server
+            found = self.catalog.search_log(run.id, _search_text(request), who=who)[1]
         return self.page(request, "run.html", title=f"Run {run.id}", run=run, logs=logs, timeline=timeline,
+                         found=found, search=request.query_params.get("search", ""),
                          timeline_svg=chart.timeline_svg(timeline), live=run.status == RunState.RUNNING,
                          launched=launched, may_operate=who.may("operator", entry.key),
                          failed_hosts=failed_hosts(run), tail=tail)
@@ -891,6 +897,12 @@ class Web:
 
     def api_log(self, request: Request) -> Response:
         step = request.query_params.get("step")
+        if "search" in request.query_params:  # lines of the whole log holding the text, bounded
+            run, found = self.catalog.search_log(request.path_params["run_id"], _search_text(request),
+                                                 _query_text(step, "step") if step else None,
+                                                 who=request.state.principal)
+            return JSONResponse({"run_id": run.id, "search": request.query_params["search"],
+                                 "matches": found.matches, "more": found.more, "scanned_bytes": found.scanned})
         _, run, logs = self.catalog.run_logs(request.path_params["run_id"], _query_text(step, "step") if step else None,
                                              who=request.state.principal)
         return JSONResponse(contract.logs_document(run.id, logs))
@@ -1007,6 +1019,15 @@ def _query_text(value: str, what: str, limit: int = 200) -> str:
     if len(value) > limit or not value.isprintable():
         raise HTTPError(400, f"{what}: at most {limit} printable characters")
     return value
+
+
+def _search_text(request: Request) -> str:
+    from polycrate.server.logview import check_search
+
+    try:
+        return check_search(request.query_params.get("search", ""))
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
 
 
 def _whole(text: str, what: str, low: int, high: int) -> int:

@@ -244,6 +244,18 @@ class Catalog:
                             "skipped": skipped})
         return entry, run, out
 
+    def search_log(self, run_id: str, text: str, step: str | None = None, who: Any = None):
+        """Lines of the run's whole log holding `text` (bounded: see server.logview.search), step by step."""
+        from polycrate.server.logview import Found, search
+
+        entry, run = self.find_run(run_id, who)
+        found = Found()
+        with self.store(entry) as store:
+            for record in run.steps:
+                if record.log and (step is None or record.name == step) and not found.more:
+                    search([(record.name, store.read_log(run.id, record.position).data)], text, found)
+        return run, found
+
     def read_log(self, entry: Entry, run_id: str, position: int, cursor: int) -> LogPiece:
         """A step's log from ``cursor`` on (the live log stream reads on while the run runs)."""
         with self.store(entry) as store:
