@@ -5,7 +5,6 @@ workflows run` processes. Each test saves a screenshot of the page it checks int
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -17,8 +16,6 @@ from tests.server_fixtures import SECRET, make_workspace, seed_runs, start_serve
 pytestmark = pytest.mark.browser
 
 SHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +29,6 @@ def served(tmp_path_factory):
     server = start_server(tmp, [ops])
     yield server
     server.stop()
-
-
-@pytest.fixture
-def browser():
-    # no skip: `make setup` installs chromium and chromium-driver, and a missing one is a failure
-    assert shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER), "chromium/chromium-driver missing: run make setup"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
-                "--disable-extensions", "--no-first-run", "--password-store=basic"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def settle(predicate, what: str = "the page"):

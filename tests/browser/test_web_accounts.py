@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.test_web import browser, css, css_all, log_in, settle, shot  # noqa: F401  (browser: a fixture)
+from tests.browser.test_web import css, css_all, log_in, settle, shot
 from tests.conftest import run_cli
 from tests.server_fixtures import make_workspace, seed_runs, start_server
 

@@ -188,6 +188,9 @@ class Web:
             R("/workspaces/{workspace}/workflows/{workflow}", g(self.workflow_page, "viewer")),
             R("/workspaces/{workspace}/workflows/{workflow}/launch", g(self.launch_form, "operator"),
               methods=["POST"]),
+            R("/workspaces/{workspace}/blocks/{block}/actions/{action}", g(self.action_page, "viewer")),
+            R("/workspaces/{workspace}/blocks/{block}/actions/{action}/launch", g(self.action_launch_form, "operator"),
+              methods=["POST"]),
             R("/schedules", g(self.schedules_page, "viewer")),
             R("/blocks", g(self.blocks_page, "viewer")),
             R("/audit", g(self.audit_page, "admin")),
@@ -216,6 +219,8 @@ class Web:
             R("/api/v1/runs/{run_id}/stop", g(self.api_stop, "operator"), methods=["POST"]),
             R("/api/v1/runs/{run_id}/relaunch", g(self.api_relaunch, "operator"), methods=["POST"]),
             R("/api/v1/workspaces/{workspace}/workflows/{workflow}/runs", g(self.api_launch, "operator"),
+              methods=["POST"]),
+            R("/api/v1/workspaces/{workspace}/blocks/{block}/actions/{action}/runs", g(self.api_action_launch, "operator"),
               methods=["POST"]),
             R("/api/v1/schedules", g(self.api_schedules, "viewer")),
             R("/api/v1/blocks", g(self.api_blocks, "viewer")),
@@ -681,6 +686,65 @@ class Web:
         self.state.audit(who.label, "launch", f"{key}/{name}", "ok", self.client(request),
                          detail | {"run_id": launched.run_id, "confirmed": [a["message"] for a in asks]})
         return launched.run_id
+
+    def _launch_action(self, request: Request, key: str, block: str, action: str, options: LaunchOptions,
+                       confirmed: bool) -> str:
+        """One action of a block, by the rules of a workflow without a `launch:` declaration: check mode and a
+        checked host pattern may be set; no variables, no free-form extra vars, no tags, no step, no resume."""
+        who: Principal = request.state.principal
+        entry, found, act = self.catalog.action(key, block, action, who)
+        if found.template:
+            raise HTTPError(400, f"block '{block}' is a template: its actions run in the blocks made from it")
+        if options.step or options.resume:
+            raise HTTPError(400, "step and resume apply to workflows, not to one action")
+        options = apply_declaration(options, None, f"{block} {action}", admin=who.may("admin", key))
+        asks = [{"who": f"action {block} {action}", "message": act.prompt.message}] if act.prompt else []
+        target = f"{key}/{block}/{action}"
+        detail = options.audit() | {"workspace": key, "block": block, "action": action}
+        if asks and not confirmed:
+            raise HTTPError(422, f"action '{block} {action}' asks for confirmation: confirm to launch it",
+                            {"prompts": asks})
+        try:
+            launched = launch(entry.root, block, options, launched_by=f"web:{who.label}",
+                              output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
+                              workspace=entry.name, action=action)
+        except LaunchRefused as exc:
+            self.state.audit(who.label, "launch-action", target, f"refused: {exc.message}", self.client(request),
+                             detail)
+            raise
+        self.state.record_launch(launched.run_id, who.label, key, f"{block} {action}", options.audit(),
+                                 options.replay(), None)
+        self.state.audit(who.label, "launch-action", target, "ok", self.client(request),
+                         detail | {"run_id": launched.run_id, "confirmed": [a["message"] for a in asks]})
+        return launched.run_id
+
+    def action_page(self, request: Request) -> Response:
+        key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
+        who: Principal = request.state.principal
+        entry, found, act = self.catalog.action(key, block, action, who)
+        runs = [r for r in self.catalog.list_runs(workspace=key, limit=200, who=who)
+                if r.kind == "action" and r.name == f"{block} {action}"][:10]
+        return self.page(request, "action.html", title=f"{key} / {block} {action}", entry=entry, block=found,
+                         action=act, runs=runs, may_operate=who.may("operator", key) and not found.template)
+
+    def action_launch_form(self, request: Request) -> Response:
+        form = _form(request, "check", "limit", "confirm")
+        key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
+        back = f"/workspaces/{key}/blocks/{block}/actions/{action}"
+        try:
+            options, _ = parse_launch({"check": form["check"] == "yes", "limit": form["limit"].strip() or None})
+            run_id = self._launch_action(request, key, block, action, options, form["confirm"] == "yes")
+        except (HTTPError, LaunchRefused) as exc:
+            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
+                             back=back)
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def api_action_launch(self, request: Request) -> Response:
+        options, confirm = parse_launch(await _json_body(request))
+        key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
+        run_id = await asyncio.to_thread(self._launch_action, request, key, block, action, options, confirm)
+        return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"},
+                            status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
 
     def launch_form(self, request: Request) -> Response:
         if not hasattr(request.state, "form"):

@@ -132,6 +132,20 @@ class Catalog:
             raise NotFoundError(f"workspace '{key}' has no workflow '{name}'")
         return entry, entry.ws.workflows[name]
 
+    def action(self, key: str, block: str, action: str, who: Any = None):
+        """A block's action in a served workspace (NotFoundError names what is missing); a template block's
+        actions do not run."""
+        from polycrate.config.workspace import get_action, get_block
+
+        entry = self.entry(key, who)
+        if entry.ws is None:
+            raise PolycrateError(f"workspace '{key}' does not load: {entry.error}")
+        try:
+            found = get_block(entry.ws, block)
+            return entry, found, get_action(found, action)
+        except PolycrateError as exc:
+            raise NotFoundError(f"workspace '{key}': {exc.message}") from None
+
     @contextmanager
     def store(self, entry: Entry) -> Iterator[RunStore]:
         # opening reconciles: runs whose process died read 'interrupted', as in the CLI
