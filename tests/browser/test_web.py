@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.server_fixtures import SECRET, make_workspace, seed_runs, start_server, wait_for
+from tests.server_fixtures import SECRET, apply_schedules, make_workspace, seed_runs, start_server, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -26,7 +26,8 @@ def served(tmp_path_factory):
     for args in (("green",), ("nightly", "--step", "backup"), ("nightly",), ("nightly", "--step", "backup")):
         r = run_cli("-w", str(ops), "workflows", "run", *args)
         assert r.returncode == (1 if args == ("nightly",) else 0), r.output
-    server = start_server(tmp, [ops])
+    units = apply_schedules(ops, tmp / "units")
+    server = start_server(tmp, [ops], extra_args=("--schedule-dest", str(units)))
     yield server
     server.stop()
 

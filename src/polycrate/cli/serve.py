@@ -34,6 +34,9 @@ def register(sub, shared) -> None:
     p.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
                    help="a Host name this server answers to (repeatable; the --listen host and the loopback names "
                         "always; others get 400)")
+    p.add_argument("--schedule-dest", metavar="DIR", action="append", default=[],
+                   help="where `schedules apply` installs (repeatable; default /etc/systemd/system and /etc/cron.d):"
+                        " the schedules page says whether each schedule is applied")
     _state_option(p)
     p.set_defaults(func=cmd_serve)
 
@@ -215,7 +218,8 @@ def cmd_serve(args) -> int:
             raise PolycrateError(f"--proxy {address!r}: an IP address (the proxy's, as this server sees it)") from None
     settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy,
                         allowed_hosts=allowed, proxies=proxies,
-                        backend=backend_setting())
+                        backend=backend_setting(),
+                        schedule_dests=tuple(Path(d) for d in args.schedule_dest) or None)
     app = create_app(settings)
     scheme = "https" if tls else "http"
     sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log

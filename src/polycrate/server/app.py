@@ -65,6 +65,7 @@ class Settings:
     proxies: tuple[str, ...] = ("127.0.0.1", "::1")  # the reverse proxy whose X-Forwarded-* is believed
     body_limit: int = BODY_LIMIT
     backend: str | None = None  # team mode: the PostgreSQL DSN runs are read from (cli/ reads the user's setting)
+    schedule_dests: tuple[Path, ...] | None = None  # where schedules are installed (None: systemd's and cron's)
 
 
 class HTTPError(Exception):
@@ -121,7 +122,7 @@ class Web:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.state = ServerState(settings.state_dir)
-        self.catalog = Catalog(settings.sources, backend=settings.backend)
+        self.catalog = Catalog(settings.sources, backend=settings.backend, schedule_dests=settings.schedule_dests)
         self.templates = _templates()
 
     # --- who is asking ---------------------------------------------------------------------
