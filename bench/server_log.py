@@ -70,12 +70,13 @@ def record_row(result: dict) -> None:
     if "## A 50 MB log in Chromium" not in text:
         text = text.rstrip("\n") + "\n" + head
     best = min(result["paged"], key=lambda p: p["seconds"])
+    paints = [p["first_paint_seconds"] for p in result["paged"] if p.get("first_paint_seconds") is not None]
     whole = result["whole"]
     whole_load = f"{whole['seconds']} s" if whole.get("seconds") is not None else \
         f"gave up after {whole.get('gave_up_after')} s"
     row = (f"| {result['when']} | {result['loadavg_at_start']} / {result['loadavg_at_end']} | "
-           f"{best['first_paint_seconds']} s | {best['seconds']} s | {best['bytes']:,} | {whole_load} | "
-           f"{whole.get('bytes') or '-':,} | {result['ratio_whole_over_paged']}x |\n")
+           f"{min(paints) if paints else '-'} s | {best['seconds']} s | {best['bytes']:,} | {whole_load} | "
+           f"{format(whole['bytes'], ',') if whole.get('bytes') else '-'} | {result['ratio_whole_over_paged']}x |\n")
     path.write_text(text.rstrip("\n") + "\n" + row)
 
 
