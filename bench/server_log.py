@@ -2,10 +2,12 @@
 
 A real `polycrate workflows run` writes a 50 MB log (a script step printing 505,000 lines); a real
 `polycrate serve` shows its run page; Debian's Chromium (through chromedriver) opens it, logged in as
-a viewer. Measured: the page's load time (navigation start to the load event, the browser's own
-Navigation Timing) and its size, for the paged page (`/runs/ID`, the newest 256 KiB of each step's
-log) and, as the baseline in the same run, the page with the whole log (`/runs/ID?tail=...`, what the
-page was before the log was paged). Results go to bench/server_log.json.
+a viewer. Measured: the time to first paint (the browser's own Paint Timing: `first-contentful-paint`),
+the page's load time (navigation start to the load event, Navigation Timing) and its size, for the
+paged page (`/runs/ID`, the newest 256 KiB of each step's log) and, as the baseline in the same run,
+the page with the whole log (`/runs/ID?tail=...`, what the page was before the log was paged).
+Results go to bench/server_log.json and a row of bench/SERVER.md, with the load average (the machine
+is shared: figures are read against the baseline of the same run).
 """
 from __future__ import annotations
 
@@ -42,8 +44,40 @@ def open_page(driver, url: str) -> dict:
     driver.get(url)
     timing = driver.execute_script(
         "const t = performance.getEntriesByType('navigation')[0];"
-        "return {load: t.loadEventEnd - t.startTime, bytes: t.transferSize || t.encodedBodySize};")
-    return {"seconds": round(timing["load"] / 1000, 3), "bytes": timing["bytes"]}
+        "const p = performance.getEntriesByType('paint').find(e => e.name === 'first-contentful-paint');"
+        "return {load: t.loadEventEnd - t.startTime, paint: p ? p.startTime : null,"
+        " bytes: t.decodedBodySize || t.transferSize || t.encodedBodySize};")
+    paint = timing["paint"]
+    return {"first_paint_seconds": round(paint / 1000, 3) if paint is not None else None,
+            "seconds": round(timing["load"] / 1000, 3), "bytes": timing["bytes"]}
+
+
+def load_average() -> str:
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def record_row(result: dict) -> None:
+    """A row of bench/SERVER.md's table of the 50 MB log (the table is made on the first run)."""
+    head = ("\n## A 50 MB log in Chromium\n\n`python -m bench.server_log`: a real run writes a 50 MB log; "
+            "headless Chromium opens its run page (paged: the newest 256 KiB of each step) three times, then the "
+            "page with the whole log once (the baseline, as the page was before paging).\n\n"
+            "| when (UTC) | load avg | first paint (paged, best) | load (paged, best) | page bytes (paged) | "
+            "load (whole log) | page bytes (whole) | whole / paged |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+    path = HERE / "SERVER.md"
+    text = path.read_text()
+    if "## A 50 MB log in Chromium" not in text:
+        text = text.rstrip("\n") + "\n" + head
+    best = min(result["paged"], key=lambda p: p["seconds"])
+    paints = [p["first_paint_seconds"] for p in result["paged"] if p.get("first_paint_seconds") is not None]
+    whole = result["whole"]
+    whole_load = f"{whole['seconds']} s" if whole.get("seconds") is not None else \
+        f"gave up after {whole.get('gave_up_after')} s"
+    row = (f"| {result['when']} | {result['loadavg_at_start']} / {result['loadavg_at_end']} | "
+           f"{min(paints) if paints else '-'} s | {best['seconds']} s | {best['bytes']:,} | {whole_load} | "
+           f"{format(whole['bytes'], ',') if whole.get('bytes') else '-'} | {result['ratio_whole_over_paged']}x |\n")
+    path.write_text(text.rstrip("\n") + "\n" + row)
 
 
 def main() -> int:
@@ -56,6 +90,7 @@ def main() -> int:
     from tests.server_fixtures import start_server
 
     base = Path(tempfile.mkdtemp(prefix="bench-log-"))
+    loadavg_at_start = load_average()
     try:
         root = base / "ws"
         (root / "blocks" / "sh").mkdir(parents=True)
@@ -99,10 +134,13 @@ def main() -> int:
         finally:
             server.stop()
         best = min(p["seconds"] for p in paged)
-        result = {"log_bytes": SIZE, "paged": paged, "whole": whole,
-                  "ratio_whole_over_paged": round((whole["seconds"] or whole["gave_up_after"]) / best, 1)
+        result = {"when": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "log_bytes": SIZE,
+                  "loadavg_at_start": loadavg_at_start, "loadavg_at_end": load_average(),
+                  "paged": paged, "whole": whole,
+                  "ratio_whole_over_paged": round((whole.get("seconds") or whole["gave_up_after"]) / best, 1)
                   if best else None}
         (HERE / "server_log.json").write_text(json.dumps(result, indent=2) + "\n")
+        record_row(result)
         print(json.dumps(result, indent=2))
         return 0
     finally:

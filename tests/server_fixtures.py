@@ -210,6 +210,14 @@ def start_server(tmp: Path, workspaces: list[Path], *, extra_args: tuple[str, ..
     return server
 
 
+def apply_schedules(root: Path, dest: Path) -> Path:
+    """`polycrate schedules apply --dest DEST` (the real command; systemd units into a folder of the test's)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    r = run_cli("-w", str(root), "schedules", "apply", "--dest", str(dest))
+    assert r.returncode == 0, r.output
+    return dest
+
+
 def seed_runs(root: Path) -> None:
     """A succeeded and a failed run, made by the real CLI."""
     # --here: with a backend (tests/team/), run on this host rather than launched for a worker

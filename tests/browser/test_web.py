@@ -5,20 +5,17 @@ workflows run` processes. Each test saves a screenshot of the page it checks int
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.server_fixtures import SECRET, make_workspace, seed_runs, start_server, wait_for
+from tests.server_fixtures import SECRET, apply_schedules, make_workspace, seed_runs, start_server, wait_for
 
 pytestmark = pytest.mark.browser
 
 SHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -29,27 +26,10 @@ def served(tmp_path_factory):
     for args in (("green",), ("nightly", "--step", "backup"), ("nightly",), ("nightly", "--step", "backup")):
         r = run_cli("-w", str(ops), "workflows", "run", *args)
         assert r.returncode == (1 if args == ("nightly",) else 0), r.output
-    server = start_server(tmp, [ops])
+    units = apply_schedules(ops, tmp / "units")
+    server = start_server(tmp, [ops], extra_args=("--schedule-dest", str(units)))
     yield server
     server.stop()
-
-
-@pytest.fixture
-def browser():
-    # no skip: `make setup` installs chromium and chromium-driver, and a missing one is a failure
-    assert shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER), "chromium/chromium-driver missing: run make setup"
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
-                "--disable-extensions", "--no-first-run", "--password-store=basic"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 def settle(predicate, what: str = "the page"):

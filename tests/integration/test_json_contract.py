@@ -155,6 +155,12 @@ webhooks:
                              env=server_env).returncode == 0
     grants = seen.json("server", "grant", "list", cwd=tmp_path, env=server_env)
     assert grants["grants"] and grants["grants"][0]["workspace"] == "ops"
+    for args in (("team", "add", "ops-team"), ("team", "join", "ops-team", "ada"),
+                 ("grant", "add", "team:ops-team", "ops", "--role", "viewer")):
+        assert run_cli_inprocess("server", *args, cwd=tmp_path, env=server_env).returncode == 0, args
+    teams = seen.json("server", "team", "list", cwd=tmp_path, env=server_env)
+    assert teams["teams"][0]["members"] == ["ada"] and teams["teams"][0]["grants"] == [
+        {"workspace": "ops", "role": "viewer"}]
 
     # team mode's backend: none set on this host (with one: tests/team/)
     (tmp_path / "host-config.yml").write_text("# no backend\n")

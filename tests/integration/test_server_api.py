@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
 from tests.helpers import validate_document
-from tests.server_fixtures import SECRET, make_workspace, seed_runs, start_server, wait_for
+from tests.server_fixtures import SECRET, apply_schedules, make_workspace, seed_runs, start_server, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,9 @@ def served(tmp_path_factory):
     seed_runs(ops)
     r = run_cli("-w", str(lab), "workflows", "run", "green")
     assert r.returncode == 0, r.output
-    server = start_server(tmp, [ops, lab])
+    units = apply_schedules(ops, tmp / "units")  # ops's schedules are applied, lab's are not
+    server = start_server(tmp, [ops, lab], extra_args=("--schedule-dest", str(units)))
+    server.units = units  # type: ignore[attr-defined]
     yield server
     server.stop()
 
@@ -245,9 +247,40 @@ def test_overview_schedules_blocks(served):
     green_s = next(s for s in schedules if s["workspace"] == "ops" and s["workflow"] == "green")
     assert len(green_s["next_runs"]) == 3
     assert all(time.localtime(t).tm_hour == 2 for t in green_s["next_runs"])
+    assert green_s["applied"] == "applied" and green_s["installed_file"].endswith(".timer")
     blocks = client.get("/api/v1/blocks").json()
     ops_blocks = [{k: v for k, v in b.items() if k != "workspace"} for b in blocks if b["workspace"] == "ops"]
     assert ops_blocks == cli_json(served.workspaces[0], "blocks", "list")["blocks"]
+
+
+def test_only_applied_schedules_have_a_next_run(served):
+    client = api(served)
+    rows = {(r["workspace"], r["workflow"]): r for r in client.get("/api/v1/overview").json()}
+    lab_green = rows[("lab", "green")]  # declared in lab, never applied: no next run, not overdue
+    assert lab_green["schedule"] == "*-*-* 02:00:00" and lab_green["applied"] == "not applied"
+    assert lab_green["next_run"] is None and lab_green["overdue"] is False
+    assert rows[("ops", "green")]["applied"] == "applied" and rows[("ops", "green")]["next_run"]
+    schedules = {(s["workspace"], s["workflow"]): s for s in client.get("/api/v1/schedules").json()}
+    assert schedules[("lab", "green")]["applied"] == "not applied"
+    assert schedules[("lab", "green")]["installed_file"] is None
+    # an installed timer with another expression than the declared one: "differs", and no next run
+    timer = Path(schedules[("ops", "stale")]["installed_file"])
+    original = timer.read_text()
+    try:
+        timer.write_text(original.replace("OnCalendar=*-*-* 03:00:00", "OnCalendar=*-*-* 04:00:00"))
+        assert timer.read_text() != original
+        stale = next(s for s in client.get("/api/v1/schedules").json() if s["workflow"] == "stale"
+                     and s["workspace"] == "ops")
+        assert stale["applied"] == "differs"
+        row = next(r for r in client.get("/api/v1/overview").json() if r["workflow"] == "stale"
+                   and r["workspace"] == "ops")
+        assert row["applied"] == "differs" and row["next_run"] is None
+    finally:
+        timer.write_text(original)
+    session, _ = _session(served, "viewer")
+    page = session.get("/schedules").text
+    assert re.search(r'data-schedule="lab/green" data-applied="not applied"', page)
+    assert re.search(r'data-schedule="ops/green" data-applied="applied"', page)
 
 
 def test_openapi_document(served):

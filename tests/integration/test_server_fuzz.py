@@ -66,7 +66,8 @@ def routes(tmp_path) -> list[tuple[str, set[str]]]:
 
 def paths(template: str, run_id: str) -> list[str]:
     names = [p.strip("{}") for p in template.split("/") if p.startswith("{")]
-    real = {"run_id": run_id, "workspace": "ops", "workflow": "green", "name": "no-such-token"}
+    real = {"run_id": run_id, "workspace": "ops", "workflow": "green", "name": "no-such-token", "block": "sh",
+            "action": "ok"}
     out = [template.format(**real)] if names else [template]
     for name in names:
         for odd in ODD_SEGMENTS:

@@ -34,6 +34,9 @@ def register(sub, shared) -> None:
     p.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
                    help="a Host name this server answers to (repeatable; the --listen host and the loopback names "
                         "always; others get 400)")
+    p.add_argument("--schedule-dest", metavar="DIR", action="append", default=[],
+                   help="where `schedules apply` installs (repeatable; default /etc/systemd/system and /etc/cron.d):"
+                        " the schedules page says whether each schedule is applied")
     _state_option(p)
     p.set_defaults(func=cmd_serve)
 
@@ -85,7 +88,8 @@ def register(sub, shared) -> None:
 
     grants = ssub.add_parser("grant", help="roles per workspace").add_subparsers(dest="grant_command", metavar="COMMAND")
     grants.required = True
-    p = grants.add_parser("add", parents=[shared], help="give a user (or token:NAME) a role in one workspace")
+    p = grants.add_parser("add", parents=[shared],
+                          help="give a user (or token:NAME, or team:NAME) a role in one workspace")
     p.add_argument("principal", metavar="USER")
     p.add_argument("target_workspace", metavar="WORKSPACE", help="the workspace's name as the server shows it")
     p.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
@@ -99,6 +103,31 @@ def register(sub, shared) -> None:
     p = grants.add_parser("list", parents=[shared], help="every grant")
     _state_option(p)
     p.set_defaults(func=cmd_grant_list)
+
+    teams = ssub.add_parser("team", help="teams: a grant to team:NAME holds for each member").add_subparsers(
+        dest="team_command", metavar="COMMAND")
+    teams.required = True
+    p = teams.add_parser("add", parents=[shared], help="make a team (then: server grant add team:NAME WORKSPACE)")
+    p.add_argument("name")
+    _state_option(p)
+    p.set_defaults(func=cmd_team_add)
+    p = teams.add_parser("remove", parents=[shared], help="remove a team and its grants")
+    p.add_argument("name")
+    _state_option(p)
+    p.set_defaults(func=cmd_team_remove)
+    p = teams.add_parser("join", parents=[shared], help="put a user into a team")
+    p.add_argument("name", metavar="TEAM")
+    p.add_argument("user", metavar="USER")
+    _state_option(p)
+    p.set_defaults(func=cmd_team_join)
+    p = teams.add_parser("leave", parents=[shared], help="take a user out of a team")
+    p.add_argument("name", metavar="TEAM")
+    p.add_argument("user", metavar="USER")
+    _state_option(p)
+    p.set_defaults(func=cmd_team_leave)
+    p = teams.add_parser("list", parents=[shared], help="teams with their members and grants")
+    _state_option(p)
+    p.set_defaults(func=cmd_team_list)
 
 
 def _state_option(p) -> None:
@@ -189,7 +218,8 @@ def cmd_serve(args) -> int:
             raise PolycrateError(f"--proxy {address!r}: an IP address (the proxy's, as this server sees it)") from None
     settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy,
                         allowed_hosts=allowed, proxies=proxies,
-                        backend=backend_setting())
+                        backend=backend_setting(),
+                        schedule_dests=tuple(Path(d) for d in args.schedule_dest) or None)
     app = create_app(settings)
     scheme = "https" if tls else "http"
     sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log
@@ -329,4 +359,51 @@ def cmd_audit(args) -> int:
     else:
         table([(_when(r["time"]), *(_escaped(r[k]) for k in ("actor", "action", "target", "outcome", "client")))
                for r in rows], ("TIME", "WHO", "WHAT", "TARGET", "OUTCOME", "CLIENT"))
+    return 0
+
+
+def cmd_team_add(args) -> int:
+    with _state(args) as state:
+        state.add_team(args.name)
+        state.audit(_actor(), "team-add", args.name, "ok")
+    print(f"team '{args.name}' made; grant it roles with: polycrate server grant add team:{args.name} WORKSPACE"
+          " --role ROLE", file=sys.stderr)
+    return 0
+
+
+def cmd_team_remove(args) -> int:
+    with _state(args) as state:
+        state.remove_team(args.name)
+        state.audit(_actor(), "team-remove", args.name, "ok")
+    print(f"team '{args.name}' removed (and its grants)", file=sys.stderr)
+    return 0
+
+
+def cmd_team_join(args) -> int:
+    with _state(args) as state:
+        state.add_member(args.name, args.user)
+        state.audit(_actor(), "team-member-add", f"{args.user}@{args.name}", "ok")
+    print(f"{args.user} is in team {args.name}", file=sys.stderr)
+    return 0
+
+
+def cmd_team_leave(args) -> int:
+    with _state(args) as state:
+        state.remove_member(args.name, args.user)
+        state.audit(_actor(), "team-member-remove", f"{args.user}@{args.name}", "ok")
+    print(f"{args.user} left team {args.name}", file=sys.stderr)
+    return 0
+
+
+def cmd_team_list(args) -> int:
+    from polycrate import contract
+    with _state(args) as state:
+        rows = state.teams()
+    if args.output == "json":
+        emit_json(contract.document("server-teams", {"teams": [
+            r | {"created": contract.timestamp(r["created"])} for r in rows]}), args.format)
+    else:
+        table([(r["name"], ", ".join(r["members"]) or "-",
+                ", ".join(f"{g['workspace']}:{g['role']}" for g in r["grants"]) or "-", _when(r["created"]))
+               for r in rows], ("TEAM", "MEMBERS", "GRANTS", "CREATED"))
     return 0

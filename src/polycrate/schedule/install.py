@@ -59,6 +59,11 @@ def read_marker(path: Path) -> Installed | None:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    return marker_of(path, text)
+
+
+def marker_of(path: Path, text: str) -> Installed | None:
+    """Our header in ``text``, the content of a file named ``path`` (None when it is not ours)."""
     keys: dict[str, str] = {}
     lines = text.splitlines()
     for line in lines:
@@ -97,6 +102,29 @@ def installed(dest: Path) -> list[Installed]:
         if marker is not None:
             found.append(marker)
     return found
+
+
+def applied_state(ws_name: str, root: Path, schedule: Schedule, found: list[Installed]) -> tuple[str, Path | None]:
+    """Whether ``schedule`` is installed, by the markers ``installed`` found (in any destination): "applied" (a
+    timer or cron entry of this workspace and workflow with the expression apply would write), "differs" (one
+    with another expression: apply again) or "not applied"; and the file that says so."""
+    root = Path(root).resolve()
+    mine = [m for m in found if m.workspace_root == str(root) and m.workflow == schedule.workflow
+            and m.kind in ("timer", "cron")]
+    if not mine:
+        return "not applied", None
+    for marker in mine:
+        render = render_cron if marker.kind == "cron" else render_systemd
+        try:
+            files = render(ws_name, root, schedule, ["polycrate"], {})
+        except ConfigError:
+            continue
+        for name, content in files.items():
+            expected = marker_of(Path(name), content)
+            if expected is not None and Path(name).suffix == marker.path.suffix \
+                    and expected.expression == marker.expression:
+                return "applied", marker.path
+    return "differs", mine[0].path
 
 
 # --- plan and apply -------------------------------------------------------------------------

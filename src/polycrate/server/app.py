@@ -52,6 +52,7 @@ LOG_TAIL = 256 * 1024  # bytes of each step's log a run page shows at first (old
 BODY_LIMIT = 64 * 1024  # bytes of a request body: a launch or a form is a few hundred
 STREAM_RECHECK = 1.0  # seconds between checks that a live stream's session or token still holds
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+ANYONE = "anyone"  # a route's role: every authenticated user or token (one's own account)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Settings:
     proxies: tuple[str, ...] = ("127.0.0.1", "::1")  # the reverse proxy whose X-Forwarded-* is believed
     body_limit: int = BODY_LIMIT
     backend: str | None = None  # team mode: the PostgreSQL DSN runs are read from (cli/ reads the user's setting)
+    schedule_dests: tuple[Path, ...] | None = None  # where schedules are installed (None: systemd's and cron's)
 
 
 class HTTPError(Exception):
@@ -106,7 +108,9 @@ def _until(t: float | None) -> str:
 
 def _templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    env.filters.update(when=_when, span=_span, ago=_ago, until=_until, words=state_text)
+    from polycrate.server.logview import render
+
+    env.filters.update(when=_when, span=_span, ago=_ago, until=_until, words=state_text, ansi=render)
     env.globals.update(RunState=RunState, StepState=StepState, signal_of=signal_of)  # templates name states, never spell them
     return env
 
@@ -118,7 +122,7 @@ class Web:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.state = ServerState(settings.state_dir)
-        self.catalog = Catalog(settings.sources, backend=settings.backend)
+        self.catalog = Catalog(settings.sources, backend=settings.backend, schedule_dests=settings.schedule_dests)
         self.templates = _templates()
 
     # --- who is asking ---------------------------------------------------------------------
@@ -185,14 +189,29 @@ class Web:
             R("/workspaces/{workspace}/workflows/{workflow}", g(self.workflow_page, "viewer")),
             R("/workspaces/{workspace}/workflows/{workflow}/launch", g(self.launch_form, "operator"),
               methods=["POST"]),
+            R("/workspaces/{workspace}/blocks/{block}/actions/{action}", g(self.action_page, "viewer")),
+            R("/workspaces/{workspace}/blocks/{block}/actions/{action}/launch", g(self.action_launch_form, "operator"),
+              methods=["POST"]),
             R("/schedules", g(self.schedules_page, "viewer")),
             R("/blocks", g(self.blocks_page, "viewer")),
             R("/audit", g(self.audit_page, "admin")),
             R("/admin", g(self.admin_page, "admin")),
             R("/admin/tokens", g(self.token_add_form, "admin"), methods=["POST"]),
             R("/admin/tokens/{name}/revoke", g(self.token_revoke_form, "admin"), methods=["POST"]),
+            R("/admin/users", g(self.user_add_form, "admin"), methods=["POST"]),
+            R("/admin/users/{name}/role", g(self.user_role_form, "admin"), methods=["POST"]),
+            R("/admin/users/{name}/password", g(self.user_password_form, "admin"), methods=["POST"]),
+            R("/admin/users/{name}/remove", g(self.user_remove_form, "admin"), methods=["POST"]),
+            R("/admin/grants", g(self.grant_add_form, "admin"), methods=["POST"]),
+            R("/admin/grants/revoke", g(self.grant_revoke_form, "admin"), methods=["POST"]),
+            R("/admin/teams", g(self.team_add_form, "admin"), methods=["POST"]),
+            R("/admin/teams/{name}/remove", g(self.team_remove_form, "admin"), methods=["POST"]),
+            R("/admin/teams/{name}/members", g(self.member_add_form, "admin"), methods=["POST"]),
+            R("/admin/teams/{name}/members/remove", g(self.member_remove_form, "admin"), methods=["POST"]),
+            R("/account", g(self.account_page, ANYONE)),
+            R("/account/password", g(self.password_form, ANYONE), methods=["POST"]),
             R("/api/v1/openapi.json", self.openapi),
-            R("/api/v1/whoami", g(self.api_whoami, "viewer")),
+            R("/api/v1/whoami", g(self.api_whoami, ANYONE)),
             R("/api/v1/overview", g(self.api_overview, "viewer")),
             R("/api/v1/runs", g(self.api_runs, "viewer")),
             R("/api/v1/runs/{run_id}", g(self.api_run, "viewer")),
@@ -202,10 +221,24 @@ class Web:
             R("/api/v1/runs/{run_id}/relaunch", g(self.api_relaunch, "operator"), methods=["POST"]),
             R("/api/v1/workspaces/{workspace}/workflows/{workflow}/runs", g(self.api_launch, "operator"),
               methods=["POST"]),
+            R("/api/v1/workspaces/{workspace}/blocks/{block}/actions/{action}/runs", g(self.api_action_launch, "operator"),
+              methods=["POST"]),
             R("/api/v1/schedules", g(self.api_schedules, "viewer")),
             R("/api/v1/blocks", g(self.api_blocks, "viewer")),
             R("/api/v1/audit", g(self.api_audit, "admin")),
             R("/api/v1/users", g(self.api_users, "admin")),
+            R("/api/v1/users", g(self.api_user_add, "admin"), methods=["POST"]),
+            R("/api/v1/users/{name}", g(self.api_user_change, "admin"), methods=["PATCH"]),
+            R("/api/v1/users/{name}", g(self.api_user_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/grants", g(self.api_grants, "admin")),
+            R("/api/v1/grants", g(self.api_grant_add, "admin"), methods=["POST"]),
+            R("/api/v1/grants", g(self.api_grant_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/teams", g(self.api_teams, "admin")),
+            R("/api/v1/teams", g(self.api_team_add, "admin"), methods=["POST"]),
+            R("/api/v1/teams/{name}", g(self.api_team_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/teams/{name}/members", g(self.api_member_add, "admin"), methods=["POST"]),
+            R("/api/v1/teams/{name}/members", g(self.api_member_remove, "admin"), methods=["DELETE"]),
+            R("/api/v1/account/password", g(self.api_password, ANYONE), methods=["POST"]),
             R("/api/v1/tokens", g(self.api_tokens, "admin")),
             Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
         ]
@@ -236,6 +269,8 @@ class Web:
             workspace = request.path_params.get("workspace")
             if workspace is not None and not who.sees(workspace):
                 raise HTTPError(404, f"no workspace '{bounded(workspace, 100)}' is served here")
+            if role == ANYONE:  # one's own account: every user, whatever the grants
+                return
             allowed = who.may(role, workspace) if workspace is not None else who.may_somewhere(role)
             if role == "admin" and workspace is None:
                 allowed = who.may("admin")  # users, tokens, the audit log: admins of everything
@@ -356,7 +391,11 @@ class Web:
         entry, run, logs = self.catalog.run_log_tails(request.path_params["run_id"], tail, who=who)
         timeline = chart.timeline(run)
         launched = self.state.launch_of(run.id)
+        found = None
+        if request.query_params.get("search"):  # the search form without JavaScript: the whole log, on the server
+            found = self.catalog.search_log(run.id, _search_text(request), who=who)[1]
         return self.page(request, "run.html", title=f"Run {run.id}", run=run, logs=logs, timeline=timeline,
+                         found=found, search=request.query_params.get("search", ""),
                          timeline_svg=chart.timeline_svg(timeline), live=run.status == RunState.RUNNING,
                          launched=launched, may_operate=who.may("operator", entry.key),
                          failed_hosts=failed_hosts(run), tail=tail)
@@ -390,9 +429,12 @@ class Web:
             more = "/audit?" + urlencode({**query, "before": rows[-1]["id"]})
         return self.page(request, "audit.html", title="Audit log", rows=rows, more=more, q=request.query_params)
 
-    def admin_page(self, request: Request, new_token: str | None = None, new_name: str | None = None) -> Response:
-        return self.page(request, "admin.html", title="Users and tokens", users=self.state.users(),
-                         tokens=self.state.tokens(), new_token=new_token, new_name=new_name)
+    def admin_page(self, request: Request, new_token: str | None = None, new_name: str | None = None,
+                   message: str | None = None, status: int = 200) -> Response:
+        return self.page(request, "admin.html", status=status, title="Users, teams and tokens",
+                         users=self.state.users(), tokens=self.state.tokens(), new_token=new_token,
+                         new_name=new_name, grants=self.state.grants(), teams=self.state.teams(), message=message,
+                         ok=status < 400, workspaces=[e.key for e in self.catalog.entries(request.state.principal)])
 
     def token_add_form(self, request: Request) -> Response:
         """A new API token, shown once on the page that answers; only its hash is kept."""
@@ -409,6 +451,215 @@ class Web:
         self.state.remove_token(name)
         self.state.audit(who.label, "token-remove", name, "ok", self.client(request))
         return RedirectResponse("/admin", status_code=303)
+
+    # --- users, grants, teams (admins), one's own password (everyone) ---------------------------
+    # The forms and the API share one function per change (`_user_add`, ...): the same checks, the same
+    # audit row; a password never reaches the audit (its detail names what changed, never the value).
+
+    def _admins_left_without(self, name: str) -> bool:
+        return not any(u["role"] == "admin" and u["name"] != name for u in self.state.users())
+
+    def _user_add(self, request: Request, name: str, role: str, password: str) -> None:
+        self.state.add_user(name, role, password)
+        self._audit(request, "user-add", name, {"role": role})
+
+    def _user_role(self, request: Request, name: str, role: str) -> None:
+        if role != "admin" and self._admins_left_without(name):
+            raise HTTPError(409, f"'{bounded(name)}' is the last admin: make another admin first")
+        self.state.set_role(name, role)
+        self._audit(request, "user-role", name, {"role": role})
+
+    def _user_password(self, request: Request, name: str, password: str) -> None:
+        self.state.set_password(name, password)  # ends that user's sessions
+        self._audit(request, "user-password", name)
+
+    def _user_remove(self, request: Request, name: str) -> None:
+        if self._admins_left_without(name) and any(u["name"] == name for u in self.state.users()):
+            raise HTTPError(409, f"'{bounded(name)}' is the last admin: make another admin first")
+        self.state.remove_user(name)
+        self._audit(request, "user-remove", name)
+
+    def _grant_add(self, request: Request, principal: str, workspace: str, role: str) -> None:
+        if not any(e.key == workspace for e in self.catalog.entries(request.state.principal)):
+            raise HTTPError(400, f"no workspace '{bounded(workspace, 100)}' is served here")
+        self.state.grant(principal, workspace, role)
+        self._audit(request, "grant-add", f"{principal}@{workspace}", {"role": role})
+
+    def _grant_remove(self, request: Request, principal: str, workspace: str) -> None:
+        self.state.revoke(principal, workspace)
+        self._audit(request, "grant-remove", f"{principal}@{workspace}")
+
+    def _team_add(self, request: Request, name: str) -> None:
+        self.state.add_team(name)
+        self._audit(request, "team-add", name)
+
+    def _team_remove(self, request: Request, name: str) -> None:
+        self.state.remove_team(name)
+        self._audit(request, "team-remove", name)
+
+    def _member_add(self, request: Request, team: str, user: str) -> None:
+        self.state.add_member(team, user)
+        self._audit(request, "team-member-add", f"{user}@{team}")
+
+    def _member_remove(self, request: Request, team: str, user: str) -> None:
+        self.state.remove_member(team, user)
+        self._audit(request, "team-member-remove", f"{user}@{team}")
+
+    def _own_password(self, request: Request, current: str, new: str) -> None:
+        who: Principal = request.state.principal
+        if who.via != "session":
+            raise HTTPError(400, "an API token has no password: log in as the user to change it")
+        if len(current) > 1024 or not self.state.change_own_password(who.name, current, new, who.secret):
+            self._audit(request, "password-change", who.name, outcome="refused: wrong current password")
+            raise HTTPError(403, "the current password is not right")
+        self._audit(request, "password-change", who.name)
+
+    def _audit(self, request: Request, action: str, target: str, detail: dict | None = None,
+               outcome: str = "ok") -> None:
+        self.state.audit(request.state.principal.label, action, target, outcome, self.client(request), detail)
+
+    def _form_change(self, request: Request, change: Callable[[], None], done: str, back: str = "/admin") -> Response:
+        """A form's change, then the page it came from with a note; a refusal is shown on that page."""
+        try:
+            change()
+        except HTTPError as exc:
+            return self._back(request, back, exc.message, exc.status)
+        except NotFoundError as exc:
+            return self._back(request, back, exc.message, 404)
+        except PolycrateError as exc:
+            return self._back(request, back, str(exc), 400)
+        return self._back(request, back, done, 200)
+
+    def _back(self, request: Request, back: str, message: str, status: int) -> Response:
+        if back == "/account":
+            return self.account_page(request, message=message, status=status)
+        return self.admin_page(request, message=message, status=status)
+
+    def user_add_form(self, request: Request) -> Response:
+        f = _form(request, "name", "role", "password")
+        return self._form_change(request, lambda: self._user_add(request, f["name"].strip(), f["role"], f["password"]),
+                                 f"user {f['name'].strip()} added")
+
+    def user_role_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "role")
+        return self._form_change(request, lambda: self._user_role(request, name, f["role"]),
+                                 f"{name} is now {f['role']}")
+
+    def user_password_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "password")
+        return self._form_change(request, lambda: self._user_password(request, name, f["password"]),
+                                 f"the password of {name} is set; their sessions have ended")
+
+    def user_remove_form(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return self._form_change(request, lambda: self._user_remove(request, name), f"user {name} removed")
+
+    def grant_add_form(self, request: Request) -> Response:
+        f = _form(request, "principal", "workspace", "role")
+        return self._form_change(request, lambda: self._grant_add(request, f["principal"].strip(), f["workspace"],
+                                                                  f["role"]),
+                                 f"{f['principal'].strip()} is {f['role']} in {f['workspace']}")
+
+    def grant_revoke_form(self, request: Request) -> Response:
+        f = _form(request, "principal", "workspace")
+        return self._form_change(request, lambda: self._grant_remove(request, f["principal"], f["workspace"]),
+                                 f"grant of {f['principal']} in {f['workspace']} removed")
+
+    def team_add_form(self, request: Request) -> Response:
+        f = _form(request, "name")
+        return self._form_change(request, lambda: self._team_add(request, f["name"].strip()),
+                                 f"team {f['name'].strip()} made")
+
+    def team_remove_form(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        return self._form_change(request, lambda: self._team_remove(request, name), f"team {name} removed")
+
+    def member_add_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "user")
+        return self._form_change(request, lambda: self._member_add(request, name, f["user"].strip()),
+                                 f"{f['user'].strip()} is in team {name}")
+
+    def member_remove_form(self, request: Request) -> Response:
+        name, f = request.path_params["name"], _form(request, "user")
+        return self._form_change(request, lambda: self._member_remove(request, name, f["user"]),
+                                 f"{f['user']} left team {name}")
+
+    def account_page(self, request: Request, message: str | None = None, status: int = 200) -> Response:
+        who: Principal = request.state.principal
+        teams = [t["name"] for t in self.state.teams() if who.via == "session" and who.name in t["members"]]
+        return self.page(request, "account.html", status=status, title="Your account", message=message,
+                         ok=status < 400, grants=who.grants, teams=teams)
+
+    def password_form(self, request: Request) -> Response:
+        f = _form(request, "current", "new", "again")
+        if f["new"] != f["again"]:
+            return self.account_page(request, message="the new password and its repetition differ", status=400)
+        return self._form_change(request, lambda: self._own_password(request, f["current"], f["new"]),
+                                 "your password is changed; your other sessions have ended", back="/account")
+
+    async def api_user_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("name", "role", "password"))
+        await asyncio.to_thread(self._user_add, request, body["name"], body["role"], body["password"])
+        return JSONResponse({"name": body["name"], "role": body["role"]}, status_code=201)
+
+    async def api_user_change(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), optional=("role", "password"))
+        if not body:
+            raise HTTPError(400, "give role or password (or both)")
+        name = request.path_params["name"]
+        if "role" in body:
+            await asyncio.to_thread(self._user_role, request, name, body["role"])
+        if "password" in body:
+            await asyncio.to_thread(self._user_password, request, name, body["password"])
+        return JSONResponse({"name": name, "changed": sorted(body)})
+
+    def api_user_remove(self, request: Request) -> Response:
+        self._user_remove(request, request.path_params["name"])
+        return Response(status_code=204)
+
+    def api_grants(self, request: Request) -> Response:
+        return JSONResponse(self.state.grants())
+
+    async def api_grant_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("principal", "workspace", "role"))
+        await asyncio.to_thread(self._grant_add, request, body["principal"], body["workspace"], body["role"])
+        return JSONResponse(body, status_code=201)
+
+    def api_grant_remove(self, request: Request) -> Response:
+        q = request.query_params
+        if not q.get("principal") or not q.get("workspace"):
+            raise HTTPError(400, "name the grant: ?principal=NAME&workspace=KEY")
+        self._grant_remove(request, _query_text(q["principal"], "principal"), _query_text(q["workspace"], "workspace"))
+        return Response(status_code=204)
+
+    def api_teams(self, request: Request) -> Response:
+        return JSONResponse(self.state.teams())
+
+    async def api_team_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("name",))
+        await asyncio.to_thread(self._team_add, request, body["name"])
+        return JSONResponse(body, status_code=201)
+
+    def api_team_remove(self, request: Request) -> Response:
+        self._team_remove(request, request.path_params["name"])
+        return Response(status_code=204)
+
+    async def api_member_add(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("user",))
+        await asyncio.to_thread(self._member_add, request, request.path_params["name"], body["user"])
+        return JSONResponse({"team": request.path_params["name"], "user": body["user"]}, status_code=201)
+
+    def api_member_remove(self, request: Request) -> Response:
+        user = request.query_params.get("user")
+        if not user:
+            raise HTTPError(400, "name the member: ?user=NAME")
+        self._member_remove(request, request.path_params["name"], _query_text(user, "user"))
+        return Response(status_code=204)
+
+    async def api_password(self, request: Request) -> Response:
+        body = _fields(await _json_body(request), required=("current", "new"))
+        await asyncio.to_thread(self._own_password, request, body["current"], body["new"])
+        return JSONResponse({"name": request.state.principal.name, "changed": ["password"]})
 
     # --- launch and stop -------------------------------------------------------------------
 
@@ -436,6 +687,65 @@ class Web:
         self.state.audit(who.label, "launch", f"{key}/{name}", "ok", self.client(request),
                          detail | {"run_id": launched.run_id, "confirmed": [a["message"] for a in asks]})
         return launched.run_id
+
+    def _launch_action(self, request: Request, key: str, block: str, action: str, options: LaunchOptions,
+                       confirmed: bool) -> str:
+        """One action of a block, by the rules of a workflow without a `launch:` declaration: check mode and a
+        checked host pattern may be set; no variables, no free-form extra vars, no tags, no step, no resume."""
+        who: Principal = request.state.principal
+        entry, found, act = self.catalog.action(key, block, action, who)
+        if found.template:
+            raise HTTPError(400, f"block '{block}' is a template: its actions run in the blocks made from it")
+        if options.step or options.resume:
+            raise HTTPError(400, "step and resume apply to workflows, not to one action")
+        options = apply_declaration(options, None, f"{block} {action}", admin=who.may("admin", key))
+        asks = [{"who": f"action {block} {action}", "message": act.prompt.message}] if act.prompt else []
+        target = f"{key}/{block}/{action}"
+        detail = options.audit() | {"workspace": key, "block": block, "action": action}
+        if asks and not confirmed:
+            raise HTTPError(422, f"action '{block} {action}' asks for confirmation: confirm to launch it",
+                            {"prompts": asks})
+        try:
+            launched = launch(entry.root, block, options, launched_by=f"web:{who.label}",
+                              output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
+                              workspace=entry.name, action=action)
+        except LaunchRefused as exc:
+            self.state.audit(who.label, "launch-action", target, f"refused: {exc.message}", self.client(request),
+                             detail)
+            raise
+        self.state.record_launch(launched.run_id, who.label, key, f"{block} {action}", options.audit(),
+                                 options.replay(), None)
+        self.state.audit(who.label, "launch-action", target, "ok", self.client(request),
+                         detail | {"run_id": launched.run_id, "confirmed": [a["message"] for a in asks]})
+        return launched.run_id
+
+    def action_page(self, request: Request) -> Response:
+        key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
+        who: Principal = request.state.principal
+        entry, found, act = self.catalog.action(key, block, action, who)
+        runs = [r for r in self.catalog.list_runs(workspace=key, limit=200, who=who)
+                if r.kind == "action" and r.name == f"{block} {action}"][:10]
+        return self.page(request, "action.html", title=f"{key} / {block} {action}", entry=entry, block=found,
+                         action=act, runs=runs, may_operate=who.may("operator", key) and not found.template)
+
+    def action_launch_form(self, request: Request) -> Response:
+        form = _form(request, "check", "limit", "confirm")
+        key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
+        back = f"/workspaces/{key}/blocks/{block}/actions/{action}"
+        try:
+            options, _ = parse_launch({"check": form["check"] == "yes", "limit": form["limit"].strip() or None})
+            run_id = self._launch_action(request, key, block, action, options, form["confirm"] == "yes")
+        except (HTTPError, LaunchRefused) as exc:
+            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
+                             back=back)
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def api_action_launch(self, request: Request) -> Response:
+        options, confirm = parse_launch(await _json_body(request))
+        key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
+        run_id = await asyncio.to_thread(self._launch_action, request, key, block, action, options, confirm)
+        return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"},
+                            status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
 
     def launch_form(self, request: Request) -> Response:
         if not hasattr(request.state, "form"):
@@ -652,6 +962,12 @@ class Web:
 
     def api_log(self, request: Request) -> Response:
         step = request.query_params.get("step")
+        if "search" in request.query_params:  # lines of the whole log holding the text, bounded
+            run, found = self.catalog.search_log(request.path_params["run_id"], _search_text(request),
+                                                 _query_text(step, "step") if step else None,
+                                                 who=request.state.principal)
+            return JSONResponse({"run_id": run.id, "search": request.query_params["search"],
+                                 "matches": found.matches, "more": found.more, "scanned_bytes": found.scanned})
         _, run, logs = self.catalog.run_logs(request.path_params["run_id"], _query_text(step, "step") if step else None,
                                              who=request.state.principal)
         return JSONResponse(contract.logs_document(run.id, logs))
@@ -697,6 +1013,44 @@ class Web:
         return JSONResponse({"run_id": run.id, "status": "stopping"}, status_code=202)
 
 
+def _form(request: Request, *names: str) -> dict[str, str]:
+    """The named fields of the form the gate read (missing ones empty); any other field but csrf: 400."""
+    form = getattr(request.state, "form", None)
+    if form is None:
+        raise HTTPError(415, "this takes a form (application/x-www-form-urlencoded)")
+    unknown = sorted(set(form) - {"csrf", *names})
+    if unknown:
+        raise HTTPError(400, f"the form has no field {unknown[0][:40]!r}")
+    return {n: form.get(n, "") for n in names}
+
+
+async def _json_body(request: Request) -> Any:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/json", ""):  # (a form was read by the gate already: its stream is spent)
+        raise HTTPError(415, "the body must be JSON (Content-Type: application/json)")
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except (ValueError, RecursionError):
+        raise HTTPError(400, "the body must be JSON") from None
+
+
+def _fields(body: Any, required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, str]:
+    """A JSON object of text fields: the required ones present, nothing else; each a string of at most 1024."""
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the body is a JSON object")
+    unknown = sorted(set(body) - set(required) - set(optional))
+    if unknown:
+        raise HTTPError(400, f"no field {str(unknown[0])[:40]!r} here (fields: {', '.join(required + optional)})")
+    for key in required:
+        if key not in body:
+            raise HTTPError(400, f"{key}: required")
+    for key, value in body.items():
+        if not isinstance(value, str) or len(value) > 1024:
+            raise HTTPError(400, f"{key}: a string of at most 1024 characters")
+    return dict(body)
+
+
 def _local_path(url: str) -> str:
     """Where to go after logging in: a path on this server, never another site (`//x`, `/\\x`, `http:`)."""
     ok = url.startswith("/") and not url.startswith(("//", "/\\")) and all(c.isprintable() for c in url)
@@ -730,6 +1084,15 @@ def _query_text(value: str, what: str, limit: int = 200) -> str:
     if len(value) > limit or not value.isprintable():
         raise HTTPError(400, f"{what}: at most {limit} printable characters")
     return value
+
+
+def _search_text(request: Request) -> str:
+    from polycrate.server.logview import check_search
+
+    try:
+        return check_search(request.query_params.get("search", ""))
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
 
 
 def _whole(text: str, what: str, low: int, high: int) -> int:

@@ -81,8 +81,11 @@ def _stamp(root: Path) -> tuple[int | None, ...]:
 
 
 class Catalog:
-    def __init__(self, sources: list[Path], backend: str | None = None):
+    def __init__(self, sources: list[Path], backend: str | None = None,
+                 schedule_dests: tuple[Path, ...] | None = None):
         self.sources = sources
+        # where `polycrate schedules apply` installs (systemd units, cron entries): read to tell applied schedules
+        self.schedule_dests = schedule_dests
         self.backend = backend  # team mode: runs are read from PostgreSQL (None: each workspace's SQLite)
         self._entries: dict[str, Entry] = {}
         self._scanned = 0.0
@@ -131,6 +134,20 @@ class Catalog:
         if name not in entry.ws.workflows:
             raise NotFoundError(f"workspace '{key}' has no workflow '{name}'")
         return entry, entry.ws.workflows[name]
+
+    def action(self, key: str, block: str, action: str, who: Any = None):
+        """A block's action in a served workspace (NotFoundError names what is missing); a template block's
+        actions do not run."""
+        from polycrate.config.workspace import get_action, get_block
+
+        entry = self.entry(key, who)
+        if entry.ws is None:
+            raise PolycrateError(f"workspace '{key}' does not load: {entry.error}")
+        try:
+            found = get_block(entry.ws, block)
+            return entry, found, get_action(found, action)
+        except PolycrateError as exc:
+            raise NotFoundError(f"workspace '{key}': {exc.message}") from None
 
     @contextmanager
     def store(self, entry: Entry) -> Iterator[RunStore]:
@@ -244,6 +261,18 @@ class Catalog:
                             "skipped": skipped})
         return entry, run, out
 
+    def search_log(self, run_id: str, text: str, step: str | None = None, who: Any = None):
+        """Lines of the run's whole log holding `text` (bounded: see server.logview.search), step by step."""
+        from polycrate.server.logview import Found, search
+
+        entry, run = self.find_run(run_id, who)
+        found = Found()
+        with self.store(entry) as store:
+            for record in run.steps:
+                if record.log and (step is None or record.name == step) and not found.more:
+                    search([(record.name, store.read_log(run.id, record.position).data)], text, found)
+        return run, found
+
     def read_log(self, entry: Entry, run_id: str, position: int, cursor: int) -> LogPiece:
         """A step's log from ``cursor`` on (the live log stream reads on while the run runs)."""
         with self.store(entry) as store:
@@ -275,11 +304,31 @@ class Catalog:
                 entry.schedules = ({}, str(exc))
         return entry.schedules
 
+    def installed_schedules(self) -> list:
+        """Our files in the schedule destinations (markers only: a folder we may not read holds none)."""
+        from polycrate import schedule as sched
+
+        dests = self.schedule_dests if self.schedule_dests is not None else (sched.SYSTEMD_DEST, sched.CRON_DEST)
+        found = []
+        for dest in dests:
+            try:
+                found += sched.installed(Path(dest))
+            except OSError:
+                continue
+        return found
+
+    def applied(self, entry: Entry, schedule, found: list) -> tuple[str, str | None]:
+        from polycrate import schedule as sched
+
+        state, path = sched.applied_state(entry.name, entry.root, schedule, found)
+        return state, str(path) if path else None
+
     def overview(self, now: float | None = None, who: Any = None) -> list[dict]:
         """Every workflow of every workspace: last run, last success and its age, next run, overdue."""
         now = now or time.time()
         now_dt = datetime.fromtimestamp(now, UTC)
         rows: list[dict] = []
+        found = self.installed_schedules()
         for entry in self.entries(who):
             if entry.ws is None:
                 rows.append({"workspace": entry.key, "root": str(entry.root), "error": entry.error, "workflow": None})
@@ -288,10 +337,10 @@ class Catalog:
             with self.store(entry) as store:
                 for workflow in entry.ws.workflows.values():
                     rows.append(self._overview_row(entry, store, workflow, schedules.get(workflow.name),
-                                                   schedule_error, now, now_dt))
+                                                   schedule_error, now, now_dt, found))
         return rows
 
-    def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt) -> dict:
+    def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt, found) -> dict:
         status = store.workflow_status(workflow.name)
         last, success, running = status.last, status.last_success, status.running
         row: dict[str, Any] = {
@@ -307,6 +356,7 @@ class Catalog:
             "success_age": round(now - success, 3) if success else None,
             "running": running.id if running else None,
             "schedule": None,
+            "applied": None,  # for a declared schedule: "applied", "differs" or "not applied"
             "next_run": None,
             "overdue": False,
             "overdue_reason": None,
@@ -314,6 +364,8 @@ class Catalog:
         }
         if schedule is not None:
             row["schedule"] = schedule.expression
+            row["applied"] = self.applied(entry, schedule, found)[0]
+        if schedule is not None and row["applied"] == "applied":  # a next run only where one will happen
             try:
                 times = self.next_runs(schedule, now_dt, 2)
             except Exception as exc:  # an expression the machine cannot compute: say so, do not fail the page
@@ -334,6 +386,7 @@ class Catalog:
     def schedules(self, now: float | None = None, who: Any = None) -> list[dict]:
         now_dt = datetime.fromtimestamp(now or time.time(), UTC)
         rows: list[dict[str, Any]] = []
+        found = self.installed_schedules()
         for entry in self.entries(who):
             schedules, error = self.schedules_of(entry)
             if error:
@@ -344,8 +397,10 @@ class Catalog:
                     problem = None
                 except Exception as exc:
                     times, problem = [], str(exc)
+                applied, path = self.applied(entry, s, found)
                 rows.append({
                     "workspace": entry.key, "workflow": s.workflow, "kind": s.kind, "expression": s.expression,
+                    "applied": applied, "installed_file": path,
                     "randomized_delay": s.randomized_delay, "timeout": s.timeout, "user": s.user,
                     "persistent": s.persistent, "next_runs": times, "error": problem,
                 })

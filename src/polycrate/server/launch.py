@@ -283,9 +283,14 @@ def failed_hosts(run: RunRecord) -> list[str]:
 
 
 def command(root: Path, workflow: str, options: LaunchOptions, vars_file: Path | None,
-            secrets_file: Path | None = None) -> list[str]:
+            secrets_file: Path | None = None, action: str | None = None) -> list[str]:
+    """`polycrate workflows run WORKFLOW`, or with `action`, `polycrate run BLOCK ACTION` (workflow: the block)."""
     # --here: with a backend the server's child runs the workflow itself (launching through the queue: later)
-    argv = [sys.executable, "-m", "polycrate", "-w", str(root), "workflows", "run", workflow, "--force", "--here"]
+    if action is not None:
+        argv = [sys.executable, "-m", "polycrate", "-w", str(root), "run", workflow, action, "--force", "--here"]
+    else:
+        argv = [sys.executable, "-m", "polycrate", "-w", str(root), "workflows", "run", workflow, "--force",
+                "--here"]
     if options.check:
         argv.append("--check")
     if options.step:
@@ -322,11 +327,16 @@ class Launched:
 
 
 def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, output_dir: Path,
-           wait_seconds: float = 20.0, backend: str | None = None, workspace: str | None = None) -> Launched:
-    """Start the run; return once it is recorded in the store (or raise why it did not start)."""
+           wait_seconds: float = 20.0, backend: str | None = None, workspace: str | None = None,
+           action: str | None = None) -> Launched:
+    """Start the run; return once it is recorded in the store (or raise why it did not start).
+    With `action`, one action of a block: `workflow` is then the block's name."""
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
-    lock = lock_path(root, f"workflow-{workflow}")
+    if action is not None and (options.resume or options.step):
+        raise LaunchRefused("step and resume apply to workflows, not to one action")
+    what = f"action '{workflow} {action}'" if action is not None else f"workflow '{workflow}'"
+    lock = lock_path(root, f"action-{workflow}-{action}" if action is not None else f"workflow-{workflow}")
     if is_held(lock) and _finishing(root, read_holder(lock), backend, workspace):
         deadline = time.monotonic() + 10  # its run is recorded as ended: the process is closing, give it a moment
         while is_held(lock) and time.monotonic() < deadline:
@@ -334,14 +344,14 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     if is_held(lock):
         holder = read_holder(lock)
         raise LaunchRefused(
-            f"workflow '{workflow}' is already running ({holder.describe() if holder else 'holder unknown'})", 409)
+            f"{what} is already running ({holder.describe() if holder else 'holder unknown'})", 409)
     run_id = new_run_id()
     output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     output = output_dir / f"{run_id}.out"
     plain, secret = options.plain_values(), options.secret_values()
     vars_file = write_vars_file(output_dir / f"{run_id}.vars.yml", plain) if plain else None
     secrets_file = write_vars_file(output_dir / f"{run_id}.secret.yml", secret, secret=True) if secret else None
-    argv = command(root, workflow, options, vars_file, secrets_file)
+    argv = command(root, workflow, options, vars_file, secrets_file, action)
     argv += ["--run-id", run_id, "--launched-by", launched_by]
     env = dict(os.environ)
     for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):

@@ -38,6 +38,15 @@ def _errors(*codes: int) -> dict:
     return {str(c): _json({"$ref": "#/components/schemas/Error"}, text[c]) for c in codes}
 
 
+def _path(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _body(*names: str) -> dict:
+    return {"content": {"application/json": {"schema": {
+        "type": "object", "properties": {n: {"type": "string"} for n in names}, "additionalProperties": False}}}}
+
+
 def document(version: str) -> dict:
     run_id = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"},
               "description": "a run id or a unique prefix of one"}
@@ -77,7 +86,9 @@ def document(version: str) -> dict:
                               **_errors(401, 404)}}},
             "/api/v1/runs/{run_id}/log": {"get": {
                 "summary": "the run's log per step (as `polycrate runs logs ID -o json`)",
-                "parameters": [run_id, {"name": "step", "in": "query", "schema": {"type": "string"}}],
+                "parameters": [run_id, {"name": "step", "in": "query", "schema": {"type": "string"}},
+                               {"name": "search", "in": "query", "schema": {"type": "string", "maxLength": 200},
+                                "description": "instead of the log: its lines holding this text (at most 500)"}],
                 "responses": {"200": _json({"$ref": "#/components/schemas/RunLogsDocument"}, "the log"),
                               **_errors(401, 404)}}},
             "/api/v1/runs/{run_id}/log/events": {"get": {
@@ -114,8 +125,52 @@ def document(version: str) -> dict:
             "/api/v1/audit": {"get": {"summary": "the audit log, newest first; admin",
                                       "responses": {"200": _json({"type": "array"}, "entries"),
                                                     **_errors(401, 403)}}},
-            "/api/v1/users": {"get": {"summary": "users and roles; admin",
-                                      "responses": {"200": _json({"type": "array"}, "users"), **_errors(401, 403)}}},
+            "/api/v1/users": {
+                "get": {"summary": "users and roles; admin",
+                        "responses": {"200": _json({"type": "array"}, "users"), **_errors(401, 403)}},
+                "post": {"summary": "add a user: {name, role, password}; admin",
+                         "requestBody": _body("name", "role", "password"),
+                         "responses": {"201": _json({"type": "object"}, "added"), **_errors(400, 401, 403)}}},
+            "/api/v1/users/{name}": {
+                "patch": {"summary": "set a user's role and/or password (ends their sessions); admin",
+                          "parameters": [_path("name")], "requestBody": _body("role", "password"),
+                          "responses": {"200": _json({"type": "object"}, "changed"),
+                                        **_errors(400, 401, 403, 404, 409)}},
+                "delete": {"summary": "remove a user; admin", "parameters": [_path("name")],
+                           "responses": {"204": {"description": "removed"}, **_errors(401, 403, 404, 409)}}},
+            "/api/v1/grants": {
+                "get": {"summary": "every grant (user, team:NAME or token:NAME; workspace; role); admin",
+                        "responses": {"200": _json({"type": "array"}, "grants"), **_errors(401, 403)}},
+                "post": {"summary": "grant a role in one workspace: {principal, workspace, role}; admin",
+                         "requestBody": _body("principal", "workspace", "role"),
+                         "responses": {"201": _json({"type": "object"}, "granted"), **_errors(400, 401, 403, 404)}},
+                "delete": {"summary": "take a grant back: ?principal=&workspace=; admin",
+                           "responses": {"204": {"description": "revoked"}, **_errors(400, 401, 403, 404)}}},
+            "/api/v1/teams": {
+                "get": {"summary": "teams with members and grants; admin",
+                        "responses": {"200": _json({"type": "array"}, "teams"), **_errors(401, 403)}},
+                "post": {"summary": "make a team: {name}; admin", "requestBody": _body("name"),
+                         "responses": {"201": _json({"type": "object"}, "made"), **_errors(400, 401, 403)}}},
+            "/api/v1/teams/{name}": {"delete": {
+                "summary": "remove a team and its grants; admin", "parameters": [_path("name")],
+                "responses": {"204": {"description": "removed"}, **_errors(401, 403, 404)}}},
+            "/api/v1/teams/{name}/members": {
+                "post": {"summary": "put a user into the team: {user}; admin", "parameters": [_path("name")],
+                         "requestBody": _body("user"),
+                         "responses": {"201": _json({"type": "object"}, "added"), **_errors(400, 401, 403, 404)}},
+                "delete": {"summary": "take a user out: ?user=; admin", "parameters": [_path("name")],
+                           "responses": {"204": {"description": "removed"}, **_errors(400, 401, 403, 404)}}},
+            "/api/v1/account/password": {"post": {
+                "summary": "change your own password: {current, new} (a session; your other sessions end)",
+                "requestBody": _body("current", "new"),
+                "responses": {"200": _json({"type": "object"}, "changed"), **_errors(400, 401, 403)}}},
+            "/api/v1/workspaces/{workspace}/blocks/{block}/actions/{action}/runs": {"post": {
+                "summary": "launch one action of a block: {check, limit, confirm}; operator in that workspace",
+                "parameters": [_path("workspace"), _path("block"), _path("action")],
+                "requestBody": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "check": {"type": "boolean"}, "limit": {"type": "string"}, "confirm": {"type": "boolean"}}}}}},
+                "responses": {"202": _json({"type": "object"}, "started; Location names the run"),
+                              **_errors(400, 401, 403, 404, 409, 422)}}},
             "/api/v1/tokens": {"get": {"summary": "API tokens: names, roles, created, last used (never a token); admin",
                                        "responses": {"200": _json({"type": "array"}, "tokens"),
                                                      **_errors(401, 403)}}},

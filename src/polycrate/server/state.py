@@ -25,6 +25,7 @@ from polycrate.errors import NotFoundError, PolycrateError
 ROLES = ("viewer", "operator", "admin")  # each includes the ones before it
 NO_ROLE = "none"  # a user or token with this global role sees only the workspaces granted to it
 TOKEN_PREFIX = "pcs_"
+TEAM_PREFIX = "team:"  # a grant's principal: a user's name, token:NAME or team:NAME
 SESSION_SECONDS = 12 * 3600
 LOGIN_WINDOW = 15 * 60  # seconds over which failed logins are counted
 LOGIN_FREE_FAILURES = 5  # per user name and address, before that pair waits (backoff)
@@ -82,6 +83,16 @@ CREATE TABLE IF NOT EXISTS grants (
     role TEXT NOT NULL,
     created REAL NOT NULL,
     PRIMARY KEY (principal, workspace)
+);
+CREATE TABLE IF NOT EXISTS teams (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS team_members (
+    team TEXT NOT NULL REFERENCES teams (name) ON DELETE CASCADE,
+    user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created REAL NOT NULL,
+    PRIMARY KEY (team, user)
 );
 CREATE TABLE IF NOT EXISTS launches (
     run_id TEXT PRIMARY KEY,
@@ -152,6 +163,13 @@ def check_role(role: str, *, none_ok: bool = False) -> str:
         allowed = ROLES + ((NO_ROLE,) if none_ok else ())
         raise PolycrateError(f"unknown role '{role}' (roles: {', '.join(allowed)})")
     return role
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise PolycrateError("the password must have at least 8 characters")
+    if len(password) > 1024:  # authenticate refuses longer ones: such a password could never log in
+        raise PolycrateError("the password must have at most 1024 characters")
 
 
 def check_name(name: str, what: str) -> str:
@@ -228,8 +246,7 @@ class ServerState:
     def add_user(self, name: str, role: str, password: str, *, replace: bool = False) -> None:
         check_name(name, "user")
         check_role(role, none_ok=True)
-        if len(password) < 8:
-            raise PolycrateError("the password must have at least 8 characters")
+        _check_password(password)
         exists = self._sql("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()
         if exists and not replace:
             raise PolycrateError(f"user '{name}' exists (use --replace to set a new password or role)")
@@ -244,6 +261,31 @@ class ServerState:
     def remove_user(self, name: str) -> None:
         if self._sql("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
             raise NotFoundError(f"no user '{name}'", self.path)
+        self._sql("DELETE FROM grants WHERE principal = ?", (name,))  # a later user of that name starts bare
+
+    def _user_exists(self, name: str) -> None:
+        if not self._sql("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+            raise NotFoundError(f"no user '{bounded(name)}'", self.path)
+
+    def set_role(self, name: str, role: str) -> None:
+        check_role(role, none_ok=True)
+        self._user_exists(name)
+        self._sql("UPDATE users SET role = ? WHERE name = ?", (role, name))
+
+    def set_password(self, name: str, password: str, *, keep_session: str | None = None) -> None:
+        """A new password ends the user's sessions, but `keep_session` (the one changing its own password)."""
+        _check_password(password)
+        self._user_exists(name)
+        self._sql("UPDATE users SET password = ? WHERE name = ?", (hash_password(password), name))
+        keep = token_hash(keep_session) if keep_session else ""
+        self._sql("DELETE FROM sessions WHERE user = ? AND hash != ?", (name, keep))
+
+    def change_own_password(self, name: str, current: str, new: str, session: str | None) -> bool:
+        """False when `current` is not the user's password (nothing changed)."""
+        if self.authenticate(name, current) is None:
+            return False
+        self.set_password(name, new, keep_session=session)
+        return True
 
     def users(self) -> list[dict]:
         return [dict(r) for r in self._sql("SELECT name, role, created FROM users ORDER BY name")]
@@ -368,12 +410,21 @@ class ServerState:
     # --- grants ----------------------------------------------------------------------------
 
     def grants_of(self, principal: str) -> tuple[tuple[str, str], ...]:
-        rows = self._sql("SELECT workspace, role FROM grants WHERE principal = ? ORDER BY workspace", (principal,))
-        return tuple((r["workspace"], r["role"]) for r in rows)
+        """The principal's own grants and, for a user, those of its teams: per workspace the highest role."""
+        rows = self._sql("SELECT workspace, role FROM grants WHERE principal = ? UNION ALL"
+                         " SELECT g.workspace, g.role FROM grants g JOIN team_members m"
+                         " ON g.principal = 'team:' || m.team WHERE m.user = ?", (principal, principal))
+        best: dict[str, str] = {}
+        for r in rows:
+            best[r["workspace"]] = higher(best.get(r["workspace"]), r["role"])
+        return tuple(sorted(best.items()))
 
     def grant(self, principal: str, workspace: str, role: str) -> None:
-        """`principal` is a user name or `token:NAME`; the role applies in that workspace only."""
-        check_name(principal.removeprefix("token:"), "user or token")
+        """`principal` is a user name, `token:NAME` or `team:NAME`; the role applies in that workspace only."""
+        if principal.startswith(TEAM_PREFIX):
+            self._team_exists(principal.removeprefix(TEAM_PREFIX))
+        else:
+            check_name(principal.removeprefix("token:"), "user or token")
         check_role(role)
         if not workspace or len(workspace) > 200 or not workspace.isprintable():
             raise PolycrateError(f"invalid workspace name {workspace!r}")
@@ -387,6 +438,49 @@ class ServerState:
     def grants(self) -> list[dict]:
         return [dict(r) for r in self._sql("SELECT principal, workspace, role, created FROM grants"
                                            " ORDER BY principal, workspace")]
+
+    # --- teams ------------------------------------------------------------------------------
+    # A team is a name with members (users); a grant to `team:NAME` gives each member that role in the
+    # workspace (a member's own grant or global role may be higher: the highest counts).
+
+    def _team_exists(self, name: str) -> None:
+        if not self._sql("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone():
+            raise NotFoundError(f"no team '{bounded(name)}'", self.path)
+
+    def add_team(self, name: str) -> None:
+        check_name(name, "team")
+        if self._sql("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone():
+            raise PolycrateError(f"team '{name}' exists")
+        self._sql("INSERT INTO teams (name, created) VALUES (?,?)", (name, time.time()))
+
+    def remove_team(self, name: str) -> None:
+        if self._sql("DELETE FROM teams WHERE name = ?", (name,)).rowcount == 0:
+            raise NotFoundError(f"no team '{bounded(name)}'", self.path)
+        self._sql("DELETE FROM grants WHERE principal = ?", (TEAM_PREFIX + name,))
+
+    def add_member(self, team: str, user: str) -> None:
+        self._team_exists(team)
+        self._user_exists(user)
+        self._sql("INSERT INTO team_members (team, user, created) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                  (team, user, time.time()))
+
+    def remove_member(self, team: str, user: str) -> None:
+        if self._sql("DELETE FROM team_members WHERE team = ? AND user = ?", (team, user)).rowcount == 0:
+            raise NotFoundError(f"'{bounded(user)}' is not in team '{bounded(team)}'", self.path)
+
+    def teams(self) -> list[dict]:
+        """Every team with its members (sorted) and its grants."""
+        members: dict[str, list[str]] = {}
+        for r in self._sql("SELECT team, user FROM team_members ORDER BY team, user"):
+            members.setdefault(r["team"], []).append(r["user"])
+        grants: dict[str, list[dict]] = {}
+        for r in self._sql("SELECT principal, workspace, role FROM grants WHERE principal LIKE 'team:%'"
+                           " ORDER BY workspace"):
+            grants.setdefault(r["principal"].removeprefix(TEAM_PREFIX), []).append(
+                {"workspace": r["workspace"], "role": r["role"]})
+        return [{"name": r["name"], "created": r["created"], "members": members.get(r["name"], []),
+                 "grants": grants.get(r["name"], [])}
+                for r in self._sql("SELECT name, created FROM teams ORDER BY name")]
 
     # --- launches --------------------------------------------------------------------------
 
