@@ -80,8 +80,10 @@ def test_instant_commands_import_nothing_heavy(workspace, argv):
 # Not needed to show a list: other commands' modules (a command line gets the parser of its own
 # command only: cli.COMMAND_MODULE), the run store, the event stream, installing schedules (checking
 # one, as every load does, is schedule.cron/oncalendar/times: systemd-analyze, so subprocess).
+# importlib.metadata (the version, with email, zipfile and csv) and a launch declaration's checks: only when used.
 NOT_FOR_LISTS = ("polycrate.history", "polycrate.runtime.events", "polycrate.ansi", "polycrate.contract",
-                 "polycrate.schedule.install", "polycrate.schedule.render",
+                 "polycrate.schedule.install", "polycrate.schedule.render", "importlib.metadata",
+                 "polycrate.config.launch_params",
                  "polycrate.cli.serve", "polycrate.cli.runs", "polycrate.cli.ssh", "polycrate.cli.kubectl")
 # --help builds every command's parser, and reads no workspace and runs nothing
 NOT_FOR_HELP = ("subprocess", "polycrate.history", "polycrate.runtime.events", "polycrate.ansi", "polycrate.contract",

@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from polycrate import __version__
 from polycrate.errors import PolycrateError
 
 WORKSPACE_PRIVATE_KEY = "id_rsa"  # the real Polycrate's workspace key pair, in the workspace root
@@ -70,6 +69,8 @@ def polycrate_variables(*, runtime: RuntimeInfo | None, force: bool, ssh_key: Pa
     container = runtime is not None and runtime.container
     image = (runtime.image or "") if runtime is not None and container else ""
     reference, version = image, ""
+    from polycrate import __version__  # the package metadata, read when a run needs it (not on `workflows list`)
+
     if ":" in image.rsplit("/", 1)[-1]:
         reference, _, version = image.rpartition(":")
     env = {

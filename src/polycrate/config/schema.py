@@ -26,7 +26,6 @@ from typing import Any
 
 from polycrate.errors import ConfigError
 from polycrate.config.declarations import declared_keys
-from polycrate.config.launch_params import parse_declaration
 from polycrate.config.model import (
     ORIGIN_WORKSPACE,
     KIND_DEFAULT,
@@ -425,6 +424,15 @@ def parse_step(mapping: Any, path: Path) -> Step:
     )
 
 
+def _launch(mapping: dict[str, Any], workflow: str, path: Path) -> Any:
+    """The checked `launch:` declaration; its module is read only when a workflow declares one."""
+    if mapping.get("launch") is None:
+        return None
+    from polycrate.config.launch_params import parse_declaration
+
+    return parse_declaration(mapping.get("launch"), workflow, path, _line(mapping, "launch"))
+
+
 def parse_workflow(mapping: Any, path: Path) -> Workflow:
     """A checked workflow. Its rules: step names unique, an on_failure step not named as a step, the
     schedule's expression and time spans (parse_schedule), the launch declaration (launch_params)."""
@@ -454,7 +462,7 @@ def parse_workflow(mapping: Any, path: Path) -> Workflow:
         labels=parse_labels(mapping.get("labels")),
         alias=tuple(mapping.get("alias") or ()),
         allow_failure=bool(mapping.get("allow_failure")),
-        launch=parse_declaration(mapping.get("launch"), name, path, _line(mapping, "launch")),
+        launch=_launch(mapping, name, path),
         queue=mapping.get("queue") or "default",
     )
 
