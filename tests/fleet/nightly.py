@@ -3,8 +3,9 @@ on loopback, and a copy of the example workspace whose inventory points db01 and
 Used by the e2e tests, the demo and the benchmarks.
 
 * hosts "systemd" (the default): the article's hosts run systemd; these boot systemd as PID 1 in
-  podman (tests/fleet/systemdhost.py) and run PostgreSQL and acme-app as systemd units, on a podman
-  network of their own, SSH published on loopback addresses. The block restarts acme-app with
+  podman (tests/fleet/systemdhost.py) and run PostgreSQL and acme-app as systemd units, in the
+  machine's network namespace with addresses and ports of their own on loopback (as the debootstrap
+  hosts: they reach each other and the S3 server there). The block restarts acme-app with
   ansible.builtin.systemd there.
 * hosts "sysv": the debootstrap hosts of tests/fleet/debhost (SysV init scripts, the machine's network
   namespace, roots in RAM): the block's ansible.builtin.service path.
@@ -67,11 +68,9 @@ class NightlyEnv:
         """(name, services, database) -> an unstarted host of the kind asked for."""
         if self.hosts == "sysv":
             return lambda name, services, database: DebHost(name=name, services=services, database=database)
-        from tests.fleet.systemdhost import SystemdHost, SystemdNetwork
+        from tests.fleet.systemdhost import SystemdHost
 
-        network = self._keep(SystemdNetwork())  # kept first: removed after its hosts
-        return lambda name, services, database: SystemdHost(name, network=network, services=services,
-                                                            database=database)
+        return lambda name, services, database: SystemdHost(name, services=services, database=database)
 
     def _keep(self, thing):
         self._own.append(thing)

@@ -14,16 +14,26 @@ the SysV path.
   local apt repository with a native unit ``acme-app.service`` (``/etc/default/acme-app`` is its
   EnvironmentFile; a start waits until the application's port answers, as the SysV script's does),
   user ``ubuntu`` with passwordless sudo (the article's ansible_user).
-* ``postgresql.service`` and ``acme-app.service`` are disabled in the image; :meth:`SystemdHost.start`
-  writes the host's own settings and enables and starts the ``services`` it was given (a database
-  host: postgresql; an application host: acme-app, using the database of its ``database`` host).
+* ``ssh.service``, ``postgresql.service`` and ``acme-app.service`` are disabled in the image;
+  :meth:`SystemdHost.start` writes the host's own settings and enables and starts ssh and the
+  ``services`` it was given (a database host: postgresql; an application host: acme-app, using the
+  database of its ``database`` host).
 * apt lists only ``file:/srv/repo``: the host's own folder on this machine, bind-mounted read-only,
   where :meth:`SystemdHost.publish` puts acme-app versions (built by tests/fleet/debhost).
-* Network: every host has its own network namespace on a podman network a :class:`SystemdNetwork`
-  creates (and removes): PostgreSQL on 5432 and acme-app on 127.0.0.1:8080 inside each host, as the
-  article's defaults say; app01 reaches db01 by its name on that network. SSH: port 22 is published on
-  a loopback address of this machine (127.0.0.N, from the debootstrap hosts' reservations), with a key
-  of the host's own for root and ubuntu.
+* Network, two ways:
+
+  - ``network=None`` (the hosts of tests/fleet/nightly.py: the demo, the e2e tests, the benchmarks):
+    the machine's network namespace, as the debootstrap hosts: sshd listens on a loopback address of
+    its own (127.0.0.N, port 22 when free there), PostgreSQL on 127.0.0.1 and that address at
+    ``pg_port`` (5432 when free), acme-app on 127.0.0.1:``app_port`` (8080 when free); so the hosts
+    reach each other and the tests' S3 server on loopback. Addresses and ports come from the
+    debootstrap hosts' reservations (lock files shared by every process).
+  - a :class:`SystemdNetwork`: every host has its own network namespace on a podman network of the
+    fleet's own, PostgreSQL on 5432 and acme-app on 127.0.0.1:8080 inside each, as the article's
+    defaults say; app01 reaches db01 by its name on that network; SSH: port 22 is published on a
+    loopback address of this machine. Nothing on the machine's loopback is reachable from there.
+
+  Every host has an SSH key of its own for root and ubuntu.
 * Clean-up: every container and network is named ``polycrate-sd-...`` and labelled with the process
   that made it. ``stop()`` removes them; so do an atexit hook and SIGTERM/SIGHUP handlers (the process
   then dies of the signal as it would have); the next start removes those of a process that was killed
@@ -140,9 +150,11 @@ echo "host all all 0.0.0.0/0 scram-sha-256" >> $conf/pg_hba.conf
 pg_ctlcluster 15 main start
 runuser -u postgres -- psql -v ON_ERROR_STOP=1 -c "CREATE ROLE acme LOGIN PASSWORD 'acme'" \
   -c "CREATE DATABASE acme_app OWNER acme"
-# the article's ansible_user, with passwordless sudo
+# the article's ansible_user, with passwordless sudo; sudo keeps PGPORT (/etc/environment, pam_env)
 useradd -m -s /bin/bash ubuntu
-echo 'ubuntu ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ubuntu && chmod 440 /etc/sudoers.d/ubuntu
+printf 'Defaults env_keep += "PGPORT PGHOST"\nubuntu ALL=(ALL) NOPASSWD:ALL\n' > /etc/sudoers.d/ubuntu
+chmod 440 /etc/sudoers.d/ubuntu
+grep -q pam_env /etc/pam.d/sudo || echo 'session required pam_env.so readenv=1 user_readenv=0' >> /etc/pam.d/sudo
 for home in /root /home/ubuntu /var/lib/postgresql; do
   echo '*:*:*:acme:acme' > $home/.pgpass && chmod 600 $home/.pgpass
 done
@@ -164,9 +176,9 @@ MaxStartups 50:30:100
 EOF
 mkdir -p /root/.ssh /home/ubuntu/.ssh && chmod 700 /root/.ssh /home/ubuntu/.ssh
 chown ubuntu: /home/ubuntu/.ssh
-systemctl enable ssh.service
-# started per host (SystemdHost.start): a database host runs no acme-app, an application host no PostgreSQL
-systemctl disable postgresql.service acme-app.service
+# started per host (SystemdHost.start): sshd once it knows its address (in the machine's network
+# namespace it must not bind 0.0.0.0:22), PostgreSQL only on a database host, acme-app on an application host
+systemctl disable ssh.service postgresql.service acme-app.service
 # nothing of the machine's business, and nothing that runs apt behind a test's back
 systemctl mask systemd-timesyncd.service getty@tty1.service console-getty.service apt-daily.timer \
   apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer fstrim.timer
@@ -351,12 +363,24 @@ def _prune_images(keep: str) -> None:
 # the network and the hosts
 # --------------------------------------------------------------------------
 
-class SystemdNetwork:
-    """A podman network of its own for a fleet: its hosts reach each other by name."""
+_reaped = False
 
-    def __init__(self) -> None:
+
+def _reap_once() -> None:
+    """reap_orphans() at the first start of this process (a few podman calls)."""
+    global _reaped
+    if not _reaped:
+        _reaped = True
         with contextlib.suppress(Exception):
             reap_orphans()
+
+
+class SystemdNetwork:
+    """A podman network of its own for a fleet: its hosts reach each other by name (and nothing on the
+    machine's loopback)."""
+
+    def __init__(self) -> None:
+        _reap_once()
         self.name = f"{PREFIX}net-{secrets.token_hex(4)}"
         _register("network", self.name)
         _podman("network", "create", "--label", LABEL, "--label", f"{OWNER_LABEL}={_owner()}", self.name)
@@ -371,9 +395,10 @@ class SystemdHost:
     :class:`tests.fleet.debhost.DebHost` where the tests and benchmarks use it.
 
     ``services``: of postgresql, ssh and acme-app, the units running on it. ``database``: a started
-    host whose PostgreSQL this host's acme-app uses (by its name on the network); None: its own."""
+    host whose PostgreSQL this host's acme-app uses (``peer_address``); None: its own. ``network``: None,
+    the machine's network namespace; else the podman network it joins."""
 
-    def __init__(self, name: str, *, network: SystemdNetwork, services: Sequence[str] = SERVICES,
+    def __init__(self, name: str, *, network: SystemdNetwork | None = None, services: Sequence[str] = SERVICES,
                  database: SystemdHost | None = None, user: str = "ubuntu", boot_timeout: float = 300.0):
         unknown = set(services) - set(SERVICES)
         if unknown:
@@ -407,28 +432,29 @@ class SystemdHost:
             raise SystemdHostError("host already started")
         t0 = time.monotonic()
         image = build_image()
+        _reap_once()
         try:
-            self.address = debhost._pick_address()
-            self._held.append((self.address, 0))
-            self.ssh_port = debhost._free_port(self.address, 22)
-            self._held.append((self.address, self.ssh_port))
+            self._allocate()
             self.workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{self.name}-"))
             debhost.publish(self.workdir, debhost.INITIAL_VERSION)  # workdir/srv/repo, as in the image
             self.ssh_key_path = self.workdir / "id_ed25519"
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"polycrate-fleet@{self.name}",
                             "-f", str(self.ssh_key_path)], check=True, capture_output=True)
-            extra: list[str] = []
-            if self.database is not None and self.database is not self:
-                extra += ["--add-host", f"{self.database.name}:{self.database.ip}"]
+            if self.network is None:
+                net = ["--network", "host"]
+            else:
+                net = ["--network", self.network.name, "-p", f"{self.address}:{self.ssh_port}:22"]
+                if self.database is not None and self.database is not self:
+                    net += ["--add-host", f"{self.database.name}:{self.database.ip}"]
             _register("container", self.container)
-            _podman("run", "-d", "--name", self.container, "--hostname", self.name, "--network", self.network.name,
-                    "--systemd=always", "--label", LABEL, "--label", f"{OWNER_LABEL}={_owner()}",
-                    "-p", f"{self.address}:{self.ssh_port}:22",
-                    "-v", f"{self.workdir / 'srv' / 'repo'}:/srv/repo:ro", *extra, image, timeout=300)
+            _podman("run", "-d", "--name", self.container, "--hostname", self.name, *net, "--systemd=always",
+                    "--label", LABEL, "--label", f"{OWNER_LABEL}={_owner()}",
+                    "-v", f"{self.workdir / 'srv' / 'repo'}:/srv/repo:ro", image, timeout=300)
             inspect = json.loads(_podman("inspect", self.container).stdout)[0]
             self.init_pid = int(inspect["State"]["Pid"])
             self.root = Path(inspect["GraphDriver"]["Data"]["MergedDir"])
-            self.ip = inspect["NetworkSettings"]["Networks"][self.network.name]["IPAddress"]
+            if self.network is not None:
+                self.ip = inspect["NetworkSettings"]["Networks"][self.network.name]["IPAddress"]
             self.wait_running(self.boot_timeout)
             self._personalise()
             self._wait_ssh(self.boot_timeout)
@@ -438,22 +464,56 @@ class SystemdHost:
         self.start_seconds = time.monotonic() - t0
         return self
 
+    def _allocate(self) -> None:
+        """A loopback address and an SSH port of its own; in the machine's network namespace also the
+        ports of PostgreSQL and acme-app (the debootstrap hosts' reservations)."""
+        self.address = debhost._pick_address()
+        self._held.append((self.address, 0))
+        self.ssh_port = debhost._free_port(self.address, 22)
+        self._held.append((self.address, self.ssh_port))
+        if self.network is not None:
+            return  # PostgreSQL and acme-app at the article's ports, in the host's own network namespace
+        if "postgresql" in self.services:
+            # PostgreSQL listens on 127.0.0.1 and on the host's own address: free on both
+            for attempt in range(50):
+                port = debhost._free_port("127.0.0.1", PG_PORT if attempt == 0 else None)
+                self._held.append(("127.0.0.1", port))
+                if debhost._port_free(self.address, port):
+                    break
+            self.pg_port = port
+        elif self.database is not None:
+            self.pg_port = self.database.pg_port  # the port of the database it uses
+        self.app_port = debhost._free_port("127.0.0.1", APP_PORT)
+        self._held.append(("127.0.0.1", self.app_port))
+
     def _personalise(self) -> None:
-        """This host's key, the database its acme-app uses; then its units enabled and started."""
+        """This host's key, addresses and ports, the database its acme-app uses; then sshd and its units
+        enabled and started."""
         pub = Path(f"{self.ssh_key_path}.pub").read_text().strip()
-        db = "localhost" if self.database is None or self.database is self else self.database.name
+        if self.database is None or self.database is self:
+            db = "localhost"
+        else:
+            db = self.database.peer_address
         default = (debhost.APP_SRC / "acme-app.default").read_text() \
+            .replace("ACME_APP_PORT=8080", f"ACME_APP_PORT={self.app_port}") \
             .replace("#ACME_DB_HOST=localhost", f"ACME_DB_HOST={db}") \
-            .replace("#ACME_DB_PORT=5432", f"ACME_DB_PORT={PG_PORT}") \
+            .replace("#ACME_DB_PORT=5432", f"ACME_DB_PORT={self.pg_port}") \
             .replace("sourced by /etc/init.d/acme-app", "read by acme-app.service (EnvironmentFile)")
-        units = [f"{s}.service" for s in self.services if s != "ssh"]
+        files = {"/etc/default/acme-app": default, "/etc/environment": f'PGPORT="{self.pg_port}"\n'}
+        if self.network is None:
+            # podman writes no entry for the host's name in the machine's network namespace (sudo asks)
+            files["/etc/hosts"] = (f"127.0.0.1\tlocalhost\n{self.address}\t{self.name}\n"
+                                   "::1\tip6-localhost ip6-loopback\n")
+            files["/etc/ssh/sshd_config.d/10-polycrate-fleet-listen.conf"] = f"ListenAddress {self.address}:{self.ssh_port}\n"
+            files["/etc/postgresql/15/main/conf.d/95-polycrate-fleet-host.conf"] = (
+                f"port = {self.pg_port}\nlisten_addresses = '127.0.0.1,{self.address}'\n")
+        units = ["ssh.service"] + [f"{s}.service" for s in self.services if s != "ssh"]
         script = (
             f"printf '%s\\n' {shlex.quote(pub)} > /root/.ssh/authorized_keys\n"
             "chmod 600 /root/.ssh/authorized_keys\n"
             "install -o ubuntu -g ubuntu -m 600 /root/.ssh/authorized_keys /home/ubuntu/.ssh/authorized_keys\n"
-            f"printf '%s' {shlex.quote(default)} > /etc/default/acme-app\n"
-            f"printf 'PGPORT=\"{PG_PORT}\"\\n' > /etc/environment\n"
-            + (f"systemctl enable --now {' '.join(units)}\n" if units else "")
+            + "".join(f"printf '%s' {shlex.quote(text)} > {path}\n" for path, text in files.items())
+            + f"systemctl enable --now {' '.join(units)}\n"
         )
         self.exec(script, check=True, timeout=self.boot_timeout)
 
@@ -524,7 +584,7 @@ class SystemdHost:
             raise SystemdHostError(f"{self.name} is not running")
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         genv = {"PATH": debhost.GUEST_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb",
-                "DEBIAN_FRONTEND": "noninteractive", "USER": "root", "LOGNAME": "root", "PGPORT": str(PG_PORT)}
+                "DEBIAN_FRONTEND": "noninteractive", "USER": "root", "LOGNAME": "root", "PGPORT": str(self.pg_port)}
         genv.update(env or {})
         if user and user != "root":
             argv = ["runuser", "-u", user, "--", *argv]
@@ -546,8 +606,9 @@ class SystemdHost:
 
     @property
     def peer_address(self) -> str:
-        """Where the other hosts of the fleet reach this one (its name on the fleet's network)."""
-        return self.name
+        """Where the other hosts of the fleet reach this one: its loopback address, or its name on the
+        fleet's podman network."""
+        return self.name if self.network is not None else str(self.address)
 
     def inventory_vars(self) -> dict:
         """Ansible host vars for reaching this host over SSH."""
