@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     say("starting the test hosts db01 and app01 (systemd as PID 1, in podman) and S3 on loopback")
     with NightlyEnv(DEMO) as env:
         for host in (env.db, env.app):
-            say(f"{host.name}: {host_state(host)}")
+            say(f"{host.name} (up in {host.start_seconds:.1f} s): {host_state(host)}")
         env.psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
         env.psql("INSERT INTO items SELECT g, 'order-' || g FROM generate_series(1, 1000) g")
         rows = env.psql("SELECT count(*) FROM items")
