@@ -48,7 +48,7 @@ def article(tmp_path, fleet) -> Path:
 
 def polycrate(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polycrate", *args], cwd=root, capture_output=True, text=True,
-                          timeout=900, stdin=subprocess.DEVNULL, env=dict(os.environ))
+                          timeout=2400, stdin=subprocess.DEVNULL, env=dict(os.environ))
 
 
 def task_output(out: str, task: str) -> str:
@@ -189,7 +189,7 @@ def test_containers_and_network_are_removed_when_the_process_ends_without_stoppi
     if how == "sigterm":
         assert _exists("container", container)
         proc.terminate()
-    proc.wait(timeout=300)
+    proc.wait(timeout=900)
     assert proc.returncode == (0 if how == "exit" else -15)
     assert not _exists("container", container) and not _exists("network", network)
 
@@ -200,7 +200,7 @@ def test_the_next_start_removes_what_a_killed_process_left():
     from tests.fleet.systemdhost import reap_orphans
 
     proc = subprocess.run([sys.executable, "-c", START_ONE, "kill"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=900)
     assert proc.returncode == -9, proc.stderr[-3000:]
     network, container = proc.stdout.split()
     assert container.startswith("polycrate-sd-leftover-") and _exists("container", container)  # left running

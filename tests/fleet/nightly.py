@@ -114,7 +114,7 @@ class NightlyEnv:
                 text = text[: last.end()] + line + text[last.end() :]
         poly.write_text(text)
 
-    def polycrate(self, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    def polycrate(self, *args: str, env: dict | None = None, timeout: float = 2400) -> subprocess.CompletedProcess:
         full = dict(os.environ)
         full.update(env or {})
         return subprocess.run([sys.executable, "-m", "polycrate", *args], cwd=self.root, env=full,
@@ -139,7 +139,7 @@ class NightlyEnv:
 
     def apt_install(self, spec: str) -> None:
         """Install a package version on the app host, as an admin would (outside the workflow)."""
-        self.app.exec(f"apt-get update -q && apt-get install -y -q --allow-downgrades {spec}", check=True, timeout=300)
+        self.app.exec(f"apt-get update -q && apt-get install -y -q --allow-downgrades {spec}", check=True, timeout=900)
 
     def remote_objects(self) -> dict[str, dict]:
         conf = self.tmp / "rclone.conf"
