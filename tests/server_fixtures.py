@@ -212,9 +212,10 @@ def start_server(tmp: Path, workspaces: list[Path], *, extra_args: tuple[str, ..
 
 def seed_runs(root: Path) -> None:
     """A succeeded and a failed run, made by the real CLI."""
-    r = run_cli("-w", str(root), "workflows", "run", "green")
+    # --here: with a backend (tests/team/), run on this host rather than launched for a worker
+    r = run_cli("-w", str(root), "workflows", "run", "green", "--here")
     assert r.returncode == 0, r.output
-    r = run_cli("-w", str(root), "workflows", "run", "nightly")
+    r = run_cli("-w", str(root), "workflows", "run", "nightly", "--here")
     assert r.returncode == 1, r.output
 
 

@@ -21,6 +21,8 @@ class RunState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     INTERRUPTED = "interrupted"  # SIGINT/SIGTERM, or the process died (found by the store's reconcile)
+    # team mode: its worker stopped heartbeating and nobody recorded an end; never re-run by itself
+    LOST = "lost"
 
     @property
     def finished(self) -> bool:

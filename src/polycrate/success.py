@@ -51,7 +51,8 @@ def run_state(steps: Iterable[tuple[str, str]], interrupted: bool = False) -> Ru
     return RunState.FAILED
 
 
-EXIT_CODES = {RunState.SUCCEEDED: 0, RunState.FAILED: EXIT_ACTION_FAILED, RunState.INTERRUPTED: EXIT_INTERRUPTED}
+EXIT_CODES = {RunState.SUCCEEDED: 0, RunState.FAILED: EXIT_ACTION_FAILED, RunState.INTERRUPTED: EXIT_INTERRUPTED,
+              RunState.LOST: EXIT_ACTION_FAILED}  # lost: its outcome is unknown, so not a success
 
 
 def exit_code_of(state: RunState) -> int:

@@ -24,6 +24,7 @@ ELSEWHERE = {
     "block-pull": "tests/integration/test_registry_blocks.py (docker-registry)",
     "notify-test": "tests/integration/test_notifications.py (SMTP and chat servers on loopback)",
     "backend-import": "tests/team/test_backend.py (PostgreSQL)",
+    "workers": "tests/team/test_workers.py (PostgreSQL, polycrate worker)",
 }
 
 

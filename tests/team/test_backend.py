@@ -79,7 +79,7 @@ def test_the_host_configuration_names_a_dsn_file(tmp_path, team_dsn):
     status = run_cli("backend", "status", "-o", "json", env=env)
     assert status.returncode == 0, status.output
     assert json.loads(status.stdout)["backend"] == team_dsn
-    run = run_cli("workflows", "run", "green", cwd=ws, env=env)
+    run = run_cli("workflows", "run", "green", "--here", cwd=ws, env=env)  # here: not launched on a worker's queue
     assert run.returncode == 0, run.output
     assert not (ws / ".polycrate" / "runs.db").exists()  # recorded in PostgreSQL, not in the workspace
     listed = run_cli("runs", "list", "-o", "json", cwd=ws, env=env)
@@ -136,7 +136,7 @@ def test_import_moves_a_sqlite_history_without_loss_and_twice_is_once(postgres, 
 
 def test_a_run_recorded_in_postgresql_is_followed_from_another_process(team_env, tmp_path):
     ws = make_workspace(tmp_path / "ws")
-    run = subprocess.Popen([sys.executable, "-m", "polycrate", "workflows", "run", "long"], cwd=ws,
+    run = subprocess.Popen([sys.executable, "-m", "polycrate", "workflows", "run", "long", "--here"], cwd=ws,
                            env=_env(team_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
     try:

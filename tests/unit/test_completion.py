@@ -53,7 +53,7 @@ def test_commands_are_the_parsers_commands(parser):
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert names([""], parser) == [n for n in sub.choices if not n.startswith("_")]
     assert {"run", "workflows", "completion", "runs"} <= set(names([""], parser))
-    assert names(["wor"], parser) == ["workflow", "workflows", "workspace"]
+    assert names(["wor"], parser) == ["workflow", "workflows", "workspace", "worker"]
     assert names(["workflows", ""], parser) == ["run", "list", "inspect", "schedule"]
     assert "__complete" not in names([""], parser)
 

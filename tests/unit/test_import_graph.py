@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("contract",),
     ("notify",),
     ("run",),
+    ("team",),  # team mode's queue and workers: runs workflows through run/, above the history it writes
     ("server",),
     ("cli",),
     ("__main__",),

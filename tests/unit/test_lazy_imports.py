@@ -12,9 +12,10 @@ import pytest
 from tests.helpers import write
 
 HEAVY = ("ansible", "oras", "pyrage", "psycopg", "polycrate.history.postgres", "polycrate.run.engine",
+         "polycrate.run.opening", "polycrate.run.drive", "polycrate.run.step", "polycrate.run.finish",
          "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process",
          "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote",
-         "polycrate.runtime.script", "starlette", "uvicorn")
+         "polycrate.runtime.script", "starlette", "uvicorn", "procrastinate", "polycrate.team")
 
 # Runs main(argv) and prints the modules loaded by then (main's exit, --help's SystemExit included).
 PROBE = """
@@ -114,7 +115,7 @@ def test_the_probe_sees_a_heavy_import(workspace):
 
 
 # team mode's PostgreSQL backend: nothing of it without a backend setting
-TEAM = ("psycopg", "polycrate.history.postgres")
+TEAM = ("psycopg", "polycrate.history.postgres", "procrastinate", "polycrate.team")
 
 
 def _without_backend(tmp_path: Path) -> dict[str, str]:

@@ -102,7 +102,8 @@ def _limit_hint(words: tuple[str, ...], message: str) -> str:
 
 # The modules that register the commands, in the order `--help` lists them.
 COMMAND_MODULES = ("run", "workflows", "actions", "blocks", "workspace", "schedules", "runs", "notify", "registry",
-                   "toolchain", "serve", "backend", "lifecycle", "ssh", "git", "kubectl", "tools", "completion")
+                   "toolchain", "serve", "backend", "lifecycle", "ssh", "git", "kubectl", "tools", "completion",
+                   "worker")
 # Which module registers each top-level command word (tests/unit/test_cli_parser.py keeps it true):
 # a command line that names one gets a parser with that module's commands only. Building all of
 # them (~70 subparsers, ~250 options) is a third of what `workflows list` costs.
@@ -113,6 +114,7 @@ COMMAND_MODULE = {
     "install": "lifecycle", "uninstall": "lifecycle", "prune": "lifecycle", "pull": "lifecycle",
     "push": "lifecycle", "init": "lifecycle", "ssh": "ssh", "create": "ssh", "git": "git", "k": "kubectl",
     "version": "tools", "checksum": "tools", "completion": "completion", "backend": "backend",
+    "worker": "worker",
 }
 
 

@@ -30,7 +30,11 @@ def register(sub, shared) -> None:
 def add_run_options(p) -> None:
     p.add_argument("--check", action="store_true", help="Ansible check mode: change nothing")
     p.add_argument("--diff", action="store_true", help="show Ansible diffs")
-    p.add_argument("--wait", action="store_true", help="wait for a running run of the same workflow/action to end")
+    p.add_argument("--wait", action="store_true", help="wait for a running run of the same workflow/action to end; "
+                   "with a backend: follow the launched run to its end and exit with its code")
+    p.add_argument("--queue", metavar="NAME", help="with a backend: launch on this queue (default: the workflow's queue:)")
+    p.add_argument("--here", action="store_true",
+                   help="with a backend: run on this host now instead of launching it on a worker's queue")
     add_auto_pull_option(p)
     p.add_argument("--runtime", choices=("local", "container"),
                    help="where actions run (default: config.runtime, else $POLYCRATE_RUNTIME, else container)")
@@ -199,6 +203,14 @@ def cmd_run(args) -> int:
 
 
 def run_workflow(args) -> int:
-    """`workflows run NAME` and `run NAME`: one workflow run with the terminal view."""
+    """`workflows run NAME` and `run NAME`: one workflow run with the terminal view; with a backend (team
+    mode), launched on its queue instead unless --here."""
+    from polycrate.cli.backend import backend_setting
+
+    dsn = backend_setting()
+    if dsn is not None and not args.here and not args.snapshot:
+        from polycrate.cli.worker import enqueue_workflow
+
+        return enqueue_workflow(args, dsn)
     return run_and_summarize(args, rerun_command(args, "workflows", "run", args.name),
                              workflow=args.name, only_step=args.step)

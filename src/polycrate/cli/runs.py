@@ -1,6 +1,7 @@
 """`polycrate runs list|show|logs`: what ran, what changed, what failed and why."""
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 import time
@@ -41,6 +42,12 @@ def register(sub, shared) -> None:
                    help="stream a running run's log as it grows, step after step; end when the run ends, "
                         "with the run's exit status")
     p.set_defaults(func=cmd_logs)
+
+    p = rsub.add_parser("stop", parents=[shared], help="stop a running run (team mode: on whichever worker runs it)")
+    names(p.add_argument("run_id", metavar="RUN", help=RUN_REF_HELP), RUN)
+    p.add_argument("--wait", action="store_true", help="wait until the run is recorded as ended")
+    p.add_argument("--stopped-by", help=argparse.SUPPRESS)  # the server's user (later)
+    p.set_defaults(func=cmd_stop)
 
 
 RUN_STATES = tuple(RunState)  # argparse reads the choices while the parser is built
@@ -234,6 +241,58 @@ def cmd_logs(args) -> int:
             print(f"==> {step.name} ({state_text(step.status)})")
         sys.stdout.write(text)
     return 0
+
+
+def cmd_stop(args) -> int:
+    """`runs stop RUN`: with a backend, the run's own process stops wherever it runs (team/execute.py);
+    without one, SIGTERM to the run's polycrate on this host (as the server's stop)."""
+    from polycrate.cli.backend import backend_setting
+    from polycrate.cli.render import workspace_from
+
+    ws = workspace_from(args)
+    dsn = backend_setting()
+    if dsn is not None:
+        return _stop_launched(args, dsn, ws.name, args.run_id)
+    from polycrate.server.launch import stop
+
+    store = _store(args)
+    try:
+        run = store.get_run(args.run_id)
+    finally:
+        store.close()
+    stop(ws.root, run)
+    print(f"polycrate: run {run.id}: stop requested (SIGTERM to pid {run.pid})", file=sys.stderr)
+    return 0
+
+
+def _stop_launched(args, dsn: str, workspace: str, ref: str) -> int:
+    """`runs stop RUN` with a backend: ask the run to stop on whichever worker runs it."""
+    import socket
+
+    from polycrate.errors import NotFoundError
+    from polycrate.history.store import current_user
+    from polycrate.team.launch import resolve_team_run, stop
+
+    run_id = resolve_team_run(dsn, workspace, ref)
+    if run_id is None:
+        raise NotFoundError(f"no launched run '{ref}' (see: polycrate runs list)")
+    who = getattr(args, "stopped_by", None) or f"{current_user()}@{socket.gethostname()}"
+    print(f"polycrate: {stop(dsn, workspace, run_id, who)}", file=sys.stderr)
+    if not args.wait:
+        return 0
+    from polycrate.history.postgres import PostgresRunStore
+    from polycrate.states import RunState
+
+    store = PostgresRunStore(dsn, workspace=workspace)
+    try:
+        while True:
+            run = store.find_run(run_id)
+            if run is not None and run.status != RunState.RUNNING:
+                print(f"run {run_id} {run.status}: {run.message or ''}".rstrip(": "))
+                return 0
+            time.sleep(0.1)
+    finally:
+        store.close()
 
 
 FOLLOW_POLL_SECONDS = 0.3

@@ -330,6 +330,8 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("allow_failure", BOOLEAN, "every step may fail without stopping the workflow", default=False,
               null=False),
         Field("launch", section("launch"), "what a launch from `polycrate serve` may set"),
+        Field("queue", NAME, "team mode: the queue whose workers run it (`polycrate worker --queue NAME`)",
+              default="default"),
     )),
     Section("launch", "workflows[].launch", "What an operator may set when launching from the server.", (
         Field("variables", list_of(section("launch_variable")), "the launch variables, each typed and checked"),

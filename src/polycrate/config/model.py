@@ -169,6 +169,7 @@ class Workflow:
     alias: tuple[str, ...] = ()
     allow_failure: bool = False  # Polycrate's: every step may fail (applied to the steps when read)
     launch: Any = None  # `launch:` checked: config.launch_params.LaunchDeclaration (what the server may set)
+    queue: str = "default"  # team mode: the workers that run it (polycrate worker --queue)
 
 
 ORIGIN_WORKSPACE = "workspace"  # declared in workspace.poly: apply removes it when no longer declared

@@ -551,7 +551,23 @@ def parse_workflow(raw: Any, path: Path) -> Workflow:
         alias=tuple(mapping.get("alias") or ()),
         allow_failure=bool(mapping.get("allow_failure")),
         launch=parse_declaration(mapping.get("launch"), name, path, _line(mapping, "launch")),
+        queue=_queue(mapping, name, path),
     )
+
+
+def _queue(mapping: dict[str, Any], workflow: str, path: Path) -> str:
+    """`queue:` (team mode): a name by the naming rule; default 'default'."""
+    import re
+
+    from polycrate.config.declarations import NAME_PATTERN
+
+    value = mapping.get("queue")
+    if value is None:
+        return "default"
+    if not isinstance(value, str) or not re.match(NAME_PATTERN, value):
+        raise ConfigError(f"workflow '{workflow}': invalid queue {value!r} (a name: letters, digits, '.', '-', '_')", path,
+                          _line(mapping, "queue"))
+    return value
 
 
 WEBHOOK_EVENTS = ("success", "failure")

@@ -190,9 +190,61 @@ def _v2_run_runtime(db: Connection) -> None:
         db.execute(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {column} TEXT")
 
 
+def _v3_workers(db: Connection) -> None:
+    # The queue and its workers (team/): procrastinate's own schema, as the pinned procrastinate ships it
+    # (its jobs, locks, workers and heartbeats), and ours beside it. A newer procrastinate brings its own
+    # migrations: they come here as a later version of ours, never by editing this one.
+    from importlib import resources
+
+    db.execute(resources.files("procrastinate").joinpath("sql/schema.sql").read_text(encoding="utf-8"))
+    # A run launched in team mode, from its launch to its end: where it queued, which commit of which
+    # workspace folder, who launched it, which worker and process ran it, who asked it to stop.
+    db.execute("""CREATE TABLE team_runs (
+    workspace TEXT NOT NULL,
+    id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    only_step TEXT,
+    queue TEXT NOT NULL,
+    root TEXT NOT NULL,                 -- the workspace folder the worker runs (same path on its host)
+    git_commit TEXT NOT NULL,           -- HEAD at launch: the worker refuses any other
+    options JSONB NOT NULL DEFAULT '{}',
+    launched_by TEXT NOT NULL,
+    launched_host TEXT,
+    launched DOUBLE PRECISION NOT NULL,
+    job_id BIGINT,                      -- procrastinate_jobs.id
+    state TEXT NOT NULL,                -- queued, running, done, lost
+    worker TEXT,                        -- the worker's name, host and procrastinate id
+    worker_host TEXT,
+    worker_id BIGINT,
+    pid INTEGER,                        -- the run's own process on the worker's host
+    started DOUBLE PRECISION,
+    stop_requested_by TEXT,
+    stop_requested DOUBLE PRECISION,
+    reason TEXT,                        -- why it ended other than by its steps (stopped, lost, refused)
+    PRIMARY KEY (workspace, id)
+)""")
+    # one launched, queued or running run per workflow: a second launch is refused by the database
+    db.execute("CREATE UNIQUE INDEX team_runs_one_active ON team_runs (workspace, workflow)"
+               " WHERE state IN ('queued', 'running')")
+    db.execute("CREATE INDEX team_runs_by_job ON team_runs (job_id)")
+    db.execute("""CREATE TABLE team_workers (
+    worker_id BIGINT PRIMARY KEY,       -- procrastinate_workers.id (its heartbeat)
+    name TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    queues TEXT[] NOT NULL,
+    concurrency INTEGER NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    last_heartbeat DOUBLE PRECISION,    -- the last one seen, kept after procrastinate forgets the worker
+    stopped DOUBLE PRECISION,           -- ended by a signal
+    lost DOUBLE PRECISION               -- found silent by another worker (its runs were marked lost)
+)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
+    ("procrastinate's queue, team_runs, team_workers (workers)", _v3_workers),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

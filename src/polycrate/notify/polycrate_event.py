@@ -33,7 +33,7 @@ OUTPUT_LIMIT = 256 * 1024  # characters of the run's output kept in an event (th
 WEBHOOK_TIMEOUT = 5.0
 
 _LEVEL = {RunState.SUCCEEDED: ("Info", "Transaction stopped"), RunState.FAILED: ("Error", "Transaction failed"),
-          RunState.INTERRUPTED: ("Error", "Transaction killed")}
+          RunState.INTERRUPTED: ("Error", "Transaction killed"), RunState.LOST: ("Error", "Transaction lost")}
 
 
 # --------------------------------------------------------------------------- the snapshot

@@ -321,26 +321,12 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets: RuntimeSec
     zygote's configuration fits and the check forks warm instead of starting a cold process.
     `container` (the run's runtime.run_container.RunContainer): the check runs in it, forked from its
     zygote, as the steps will."""
-    from polycrate.runtime.ansible_options import dump_unsafe_yaml, has_unsafe, merged_extra_vars
-
-    from polycrate.runtime.action import ActionRequest, action_variables
-    from polycrate.config.action_view import block_inventory, playbook_path
+    from polycrate.runtime.action import ActionRequest
+    from polycrate.runtime.ansible_options import merged_extra_vars
 
     report = Report()
     extra = merged_extra_vars(ansible.extra_vars) if ansible is not None and ansible.extra_vars else {}
-    groups: dict[tuple[Path | None, Path | None], list[tuple[Target, Path]]] = {}
-    for target in targets:
-        if target.action.type != "ansible":
-            continue
-        try:
-            path = playbook_path(target.block, target.action)
-        except PolycrateError as exc:
-            report.findings.append(Finding(exc.path, exc.line, exc.message, block=target.block.name,
-                                           action=target.action.name))
-            continue
-        own = target.block.folder if (target.block.folder / "ansible.cfg").is_file() else None
-        # one Ansible process per configuration and inventory (a block may have its own, in its artifacts)
-        groups.setdefault((own, block_inventory(ws, target.block)), []).append((target, path))
+    groups = _playbook_groups(ws, targets, report)
     if not groups:
         return report
     # 0700: variables may carry secrets; in the run's container folder when there is one (the container sees it)
@@ -353,16 +339,7 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets: RuntimeSec
                                     ssh_sharing=ssh_sharing)
             playbooks = []
             for n, (target, path) in enumerate(items):
-                variables = private / f"vars-{index}-{n}.json"
-                fd = os.open(variables, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    variables_of = action_variables(ActionRequest(ws=ws, block=target.block, action=target.action,
-                                                                  secrets=secrets))
-                    if has_unsafe(extra):
-                        # values that arrived as data stay `!unsafe` here too: the check templates play fields
-                        handle.write(dump_unsafe_yaml(json.loads(json.dumps(variables_of, default=str)) | extra))
-                    else:
-                        json.dump(variables_of | extra, handle, default=str)  # extra vars win whole, as in Ansible
+                variables = _write_variables(private / f"vars-{index}-{n}.json", ws, target, secrets, extra)
                 playbooks.append({"key": n, "path": str(path), "vars_file": str(variables),
                                   "allow_no_hosts": target.allow_no_hosts})
             request_file = private / f"request-{index}.json"
@@ -370,22 +347,66 @@ def check_playbooks(ws: Workspace, targets: list[Target], *, secrets: RuntimeSec
                 "inventory": str(inventory) if inventory is not None else None, "playbooks": playbooks,
                 "limit": ansible.limit if ansible is not None else None}))
             result = _run_ansible_half(request, request_file, private, own or first.block.folder, zygote, container)
-            if "error" in result:
-                report.findings.append(Finding(None, None, f"preflight: Ansible's check failed: {result['error']}"))
-            for item in result.get("findings", []):
-                owner = items[item["key"]][0] if item.get("key") is not None else None
-                report.findings.append(Finding(
-                    item.get("path"), item.get("line"), item["message"], item.get("severity", ERROR),
-                    block=owner.block.name if owner else None, action=owner.action.name if owner else None,
-                ))
-            for play in result.get("plays", []):
-                target = items[play.pop("key")][0]
-                report.plays.append({"block": target.block.name, "action": target.action.name, **play})
-            if result.get("inventory_hosts") is not None:
-                report.inventory_hosts = result["inventory_hosts"]
+            _add_result(report, items, result)
     finally:
         shutil.rmtree(private, ignore_errors=True)
     return report
+
+
+def _playbook_groups(ws: Workspace, targets: list[Target], report: Report
+                     ) -> dict[tuple[Path | None, Path | None], list[tuple[Target, Path]]]:
+    """The ansible targets by Ansible configuration and inventory: one Ansible process for each group
+    (a block may have its own ansible.cfg, and its own inventory in its artifacts)."""
+    from polycrate.config.action_view import block_inventory, playbook_path
+
+    groups: dict[tuple[Path | None, Path | None], list[tuple[Target, Path]]] = {}
+    for target in targets:
+        if target.action.type != "ansible":
+            continue
+        try:
+            path = playbook_path(target.block, target.action)
+        except PolycrateError as exc:
+            report.findings.append(Finding(exc.path, exc.line, exc.message, block=target.block.name,
+                                           action=target.action.name))
+            continue
+        own = target.block.folder if (target.block.folder / "ansible.cfg").is_file() else None
+        groups.setdefault((own, block_inventory(ws, target.block)), []).append((target, path))
+    return groups
+
+
+def _write_variables(variables: Path, ws: Workspace, target: Target, secrets: RuntimeSecrets | None,
+                     extra: dict[str, Any]) -> Path:
+    """The variables the action gets, with the run's --extra-vars over them, in a file only we can read."""
+    from polycrate.runtime.action import ActionRequest, action_variables
+    from polycrate.runtime.ansible_options import dump_unsafe_yaml, has_unsafe
+
+    fd = os.open(variables, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        variables_of = action_variables(ActionRequest(ws=ws, block=target.block, action=target.action,
+                                                      secrets=secrets))
+        if has_unsafe(extra):
+            # values that arrived as data stay `!unsafe` here too: the check templates play fields
+            handle.write(dump_unsafe_yaml(json.loads(json.dumps(variables_of, default=str)) | extra))
+        else:
+            json.dump(variables_of | extra, handle, default=str)  # extra vars win whole, as in Ansible
+    return variables
+
+
+def _add_result(report: Report, items: list[tuple[Target, Path]], result: dict[str, Any]) -> None:
+    """One Ansible process's answer into the report: its findings, its plays' host counts."""
+    if "error" in result:
+        report.findings.append(Finding(None, None, f"preflight: Ansible's check failed: {result['error']}"))
+    for item in result.get("findings", []):
+        owner = items[item["key"]][0] if item.get("key") is not None else None
+        report.findings.append(Finding(
+            item.get("path"), item.get("line"), item["message"], item.get("severity", ERROR),
+            block=owner.block.name if owner else None, action=owner.action.name if owner else None,
+        ))
+    for play in result.get("plays", []):
+        target = items[play.pop("key")][0]
+        report.plays.append({"block": target.block.name, "action": target.action.name, **play})
+    if result.get("inventory_hosts") is not None:
+        report.inventory_hosts = result["inventory_hosts"]
 
 
 def _run_ansible_half(request: ActionRequest, request_file: Path, private: Path, cwd: Path, zygote: Zygote | None,

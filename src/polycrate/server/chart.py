@@ -17,6 +17,7 @@ COLOURS: dict[str, str] = {
     RunState.SUCCEEDED: "#2e7d32",
     RunState.FAILED: "#c62828",
     RunState.INTERRUPTED: "#ef6c00",
+    RunState.LOST: "#6a1b9a",  # team mode: its worker stopped heartbeating
     RunState.RUNNING: "#1565c0",
     StepState.FAILED_ALLOWED: "#f9a825",
 }

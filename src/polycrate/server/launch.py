@@ -284,7 +284,8 @@ def failed_hosts(run: RunRecord) -> list[str]:
 
 def command(root: Path, workflow: str, options: LaunchOptions, vars_file: Path | None,
             secrets_file: Path | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "polycrate", "-w", str(root), "workflows", "run", workflow, "--force"]
+    # --here: with a backend the server's child runs the workflow itself (launching through the queue: later)
+    argv = [sys.executable, "-m", "polycrate", "-w", str(root), "workflows", "run", workflow, "--force", "--here"]
     if options.check:
         argv.append("--check")
     if options.step:

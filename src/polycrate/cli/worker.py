@@ -1,0 +1,166 @@
+"""`polycrate worker` (team mode): take launched runs of some queues and run them; `worker list`; and the
+launching side of `workflows run` with a backend (enqueue, print the run id, `--wait` follows it)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from polycrate.errors import PolycrateError
+
+
+def register(sub, shared) -> None:
+    p = sub.add_parser("worker", parents=[shared],
+                       help="team mode: run launched workflows of some queues (connects out to PostgreSQL only)")
+    p.add_argument("--queue", action="append", metavar="NAME", dest="queues",
+                   help="a queue to take runs from (repeat for more; default: default)")
+    p.add_argument("--concurrency", type=_count, default=1, metavar="N", help="runs at once (default 1)")
+    p.add_argument("--name", help="this worker's name in `worker list` (default: HOST-PID)")
+    p.add_argument("--lost-after", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="a run whose worker sent no heartbeat for this long is marked lost (default 30)")
+    p.add_argument("--heartbeat", type=_seconds, default=5.0, metavar="SECONDS",
+                   help="seconds between this worker's heartbeats (default 5; keep it well below --lost-after)")
+    wsub = p.add_subparsers(dest="worker_command", metavar="COMMAND")
+    q = wsub.add_parser("list", parents=[shared], help="the workers: queues, last heartbeat, current runs")
+    q.set_defaults(func=cmd_list)
+    # the run's own process, started by a worker (team/execute.py); not for people
+    q = wsub.add_parser("execute", parents=[shared])
+    q.add_argument("run_id", metavar="RUN")
+    q.add_argument("--workspace-name", required=True)
+    q.add_argument("--worker-pid", type=int, required=True)
+    q.set_defaults(func=cmd_execute)
+    p.set_defaults(func=cmd_worker)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 256, not {text!r}")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be seconds from 0.1 to 86400, not {text!r}")
+    return value
+
+
+def backend_required(what: str) -> str:
+    from polycrate.cli.backend import BACKEND_ENV, HOST_CONFIG, backend_setting
+
+    dsn = backend_setting()
+    if dsn is None:
+        raise PolycrateError(f"{what} needs a backend: set {BACKEND_ENV}=postgresql://USER@HOST:PORT/DATABASE, or "
+                             f"backend.dsn_file in {HOST_CONFIG}")
+    return dsn
+
+
+def _check_schema(dsn: str) -> None:
+    from polycrate.history.postgres import PostgresRunStore
+
+    PostgresRunStore(dsn, workspace="").close()  # refuses a missing or outdated schema with one line
+
+
+def cmd_worker(args) -> int:
+    from polycrate.team.worker import WorkerSettings, default_name, serve
+
+    dsn = backend_required("polycrate worker")
+    _check_schema(dsn)
+    settings = WorkerSettings(name=args.name or default_name(), queues=tuple(args.queues or ["default"]),
+                              concurrency=args.concurrency, lost_after=args.lost_after, heartbeat=args.heartbeat)
+    if settings.heartbeat * 2 > settings.lost_after:
+        raise PolycrateError(f"--heartbeat {settings.heartbeat:g} must be at most half of --lost-after "
+                             f"{settings.lost_after:g}: a live worker would read as lost")
+    return serve(dsn, settings)
+
+
+def cmd_list(args) -> int:
+    from polycrate.cli.render import table
+    from polycrate.team.worker import workers
+
+    dsn = backend_required("polycrate worker list")
+    found = workers(dsn)
+    now = time.time()
+    if args.output == "json":
+        from polycrate import contract
+        from polycrate.cli.render import emit_json
+
+        emit_json(contract.document("workers", {"workers": [
+            w | {"started": contract.timestamp(w["started"]), "last_heartbeat": contract.timestamp(w["last_heartbeat"]),
+                 "heartbeat_age": round(now - w["last_heartbeat"], 1) if w["last_heartbeat"] else None}
+            for w in found]}), args.format)
+        return 0
+    if not found:
+        print("no workers (start one: polycrate worker --queue NAME)")
+        return 0
+    rows = []
+    for w in found:
+        beat = f"{now - w['last_heartbeat']:.0f}s ago" if w["last_heartbeat"] else "never"
+        runs = ", ".join(f"{r['run_id']} ({r['workflow']})" for r in w["runs"]) or "-"
+        rows.append([w["name"], w["host"], ",".join(w["queues"]), str(w["concurrency"]), w["state"], beat, runs])
+    table(rows, ["WORKER", "HOST", "QUEUES", "CONCURRENCY", "STATE", "LAST HEARTBEAT", "RUNS"])
+    return 0
+
+
+def cmd_execute(args) -> int:
+    from polycrate.team.execute import execute
+
+    return execute(backend_required("polycrate worker execute"), args.workspace_name, args.run_id, args.worker_pid)
+
+
+# --- the launching side ---------------------------------------------------------------------------------------
+
+
+def enqueue_workflow(args, dsn: str) -> int:
+    """`workflows run NAME` with a backend: launch the run on its queue; print its id; --wait follows it."""
+    from polycrate.cli.prompt import make_confirm
+    from polycrate.config.workspace import find_root, get_workflow, load_workspace
+    from polycrate.history.store import current_user
+    from polycrate.run.plan import plan_prompts, plan_workflow
+    from polycrate.runtime.ansible_options import options_from_args
+    from polycrate.team.launch import Launch, checked_commit, enqueue
+
+    _check_schema(dsn)  # an unreachable or unprepared backend first: one line, exit 74 or 2, nothing queued
+    root = find_root(args.workspace, explicit=args.workspace is not None).resolve()
+    ws = load_workspace(root)
+    workflow = get_workflow(ws, args.name)
+    if getattr(args, "run_id", None):
+        raise PolycrateError("--run-id does not apply to a launch through the queue (the launch names the run)")
+    confirm = make_confirm(args.force)
+    for prompt in plan_prompts(ws, workflow, plan_workflow(ws, workflow, args.step), set()):
+        if not confirm(prompt):  # asked here, where a person is: the worker runs with the answers given
+            raise PolycrateError(f"{prompt.asker}: not confirmed, nothing was queued")
+    commit = checked_commit(root)
+    queue = args.queue or workflow.queue
+    options = {"check": args.check, "diff": args.diff, "resume": bool(getattr(args, "resume", False)),
+               "runtime": args.runtime, "ansible": options_from_args(args).to_record()}
+    who = getattr(args, "launched_by", None) or current_user()
+    run_id = enqueue(dsn, Launch(workspace=ws.name, root=root, workflow=workflow.name, queue=queue, git_commit=commit,
+                                 launched_by=who, only_step=args.step, options=options))
+    print(run_id)
+    print(f"polycrate: run {run_id} of workflow '{workflow.name}' queued on '{queue}' (commit {commit[:12]}); "
+          f"follow it: polycrate runs logs --follow {run_id}", file=sys.stderr, flush=True)
+    if not args.wait:
+        return 0
+    return follow_launched(dsn, ws.name, root, run_id)
+
+
+WAIT_POLL_SECONDS = 0.3
+
+
+def follow_launched(dsn: str, workspace: str, root, run_id: str) -> int:
+    """Wait for the launched run's record (it has one once a worker opened it, or refused it), then follow
+    its log to its end; the run's exit code."""
+    from polycrate.cli.runs import follow
+    from polycrate.history.postgres import PostgresRunStore
+
+    store = PostgresRunStore(dsn, workspace=workspace, root=root)
+    try:
+        while store.find_run(run_id) is None:
+            time.sleep(WAIT_POLL_SECONDS)
+        return follow(store, run_id)
+    finally:
+        store.close()

@@ -1,0 +1,325 @@
+"""`polycrate worker`: a procrastinate worker on the given queues that starts each launched run as a process of
+its own (`polycrate worker execute RUN`, team/execute.py) and waits for it.
+
+It connects out to PostgreSQL only. Its heartbeat is procrastinate's (``procrastinate_workers``); beside it,
+``team_workers`` says its name, host, queues and concurrency for `polycrate worker list`. Every worker also
+looks for runs whose worker stopped heartbeating for ``lost_after`` seconds (procrastinate's stalled jobs):
+such a run is marked ``lost``; its job (and with it the workflow's procrastinate lock) is finished as failed
+only once the run's fence is free, so a process of it that still runs somewhere keeps the workflow locked;
+and it is never run again by itself (no retry).
+
+When the backend goes away the worker's runs stop themselves (their fence's connection failed) and the worker
+starts over until the backend is back.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from polycrate.history.postgres import connect
+from polycrate.states import RunState
+from polycrate.team.launch import TASK, fence_key
+
+RESTART_SECONDS = 2.0  # after the backend went away, the worker tries again this often
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int = 1
+    lost_after: float = 30.0  # seconds without a heartbeat before a worker's runs are lost
+    heartbeat: float = 5.0  # seconds between heartbeats
+
+
+def default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def say(text: str) -> None:
+    print(f"polycrate worker: {text}", flush=True)
+
+
+def _one_line_logs(name: str) -> None:
+    """procrastinate's and psycopg's pool's warnings as one line each in the worker's output, without their
+    tracebacks (a backend restart would otherwise print pages)."""
+    import logging
+
+    class OneLine(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = " ".join(record.getMessage().split())
+            if record.exc_info and record.exc_info[1] is not None:
+                cause = record.exc_info[1].__cause__ or record.exc_info[1]
+                text += f" ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
+            say(f"{name}: {record.name}: {text}")
+
+    for logger_name in ("procrastinate", "psycopg.pool"):
+        logger = logging.getLogger(logger_name)
+        logger.handlers[:] = [OneLine(logging.WARNING)]
+        logger.propagate = False
+
+
+def serve(dsn: str, settings: WorkerSettings) -> int:
+    """Run until stopped (SIGINT/SIGTERM: the runs in progress end first); the exit code."""
+    _one_line_logs(settings.name)
+    say(f"{settings.name}: queues {', '.join(settings.queues)}, concurrency {settings.concurrency}, "
+        f"runs of a worker silent for {settings.lost_after:g}s are lost")
+    import signal
+
+    stopping: list[int] = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    while True:
+        try:
+            asyncio.run(_serve(dsn, settings, stopping))
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            say(f"{settings.name}: the backend is away ({type(exc).__name__}: {first}); starting over in "
+                f"{RESTART_SECONDS:g}s")
+        finally:
+            for sig, handler in saved.items():  # asyncio leaves the defaults behind: the CLI's come back
+                signal.signal(sig, handler)
+        if stopping:
+            say(f"{settings.name}: stopped")
+            return 0
+        time.sleep(RESTART_SECONDS)
+
+
+async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> None:
+    """One life of the worker: until a signal stops it (``stopping`` then says which) or the backend fails."""
+    import procrastinate
+    from procrastinate.worker import Worker
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
+        conninfo=dsn, min_size=1, max_size=settings.concurrency + 3, kwargs={"application_name": "polycrate-worker"}))
+
+    @app.task(name=TASK, pass_context=True)
+    async def run_workflow(context: Any, run_id: str, workspace: str) -> None:
+        await _supervise(dsn, settings, context.job.id, context.job.worker_id, run_id, workspace)
+
+    async with app.open_async():
+        worker = Worker(app, queues=list(settings.queues), name=settings.name, concurrency=settings.concurrency,
+                        fetch_job_polling_interval=2.0, update_heartbeat_interval=settings.heartbeat,
+                        stalled_worker_timeout=settings.lost_after, shutdown_graceful_timeout=None,
+                        install_signal_handlers=False)
+        import signal
+
+        def stop(signum: int) -> None:  # the runs in progress end first (procrastinate's graceful stop)
+            stopping.append(signum)
+            worker.stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        side = asyncio.create_task(_housekeeping(dsn, settings, lambda: worker.worker_id))
+        try:
+            await worker.run()
+        finally:
+            side.cancel()
+            try:
+                await side
+            except (asyncio.CancelledError, Exception):
+                pass
+        if side.done() and not side.cancelled() and side.exception() is not None:
+            raise side.exception()  # type: ignore[misc]
+
+
+async def _supervise(dsn: str, settings: WorkerSettings, job_id: int | None, worker_id: int | None, run_id: str,
+                     workspace: str) -> None:
+    claimed = await asyncio.to_thread(_claim, dsn, settings, worker_id, run_id, workspace)
+    if not claimed:
+        return  # stopped while it waited, or not ours to run
+    say(f"{settings.name}: run {run_id} started (job {job_id})")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "polycrate", "worker", "execute", run_id, "--workspace-name", workspace,
+        "--worker-pid", str(os.getpid()), stdin=asyncio.subprocess.DEVNULL)
+    await asyncio.to_thread(_set_pid, dsn, workspace, run_id, proc.pid)
+    code = await proc.wait()
+    say(f"{settings.name}: run {run_id} ended (exit {code})")
+    # a run process that died without recording (killed) is finished here, as the worker saw it
+    from polycrate.team.execute import finish_team_run, settle
+
+    row = await asyncio.to_thread(_row, dsn, workspace, run_id)
+    if row is not None and row["state"] == "running":
+        why = None if code in (0, 1, 2, 3, 130) else f"its process ended by exit status {code} without recording an end"
+        await asyncio.to_thread(settle, dsn, row, why, None)
+        await asyncio.to_thread(finish_team_run, dsn, workspace, run_id, why)
+
+
+def _claim(dsn: str, settings: WorkerSettings, worker_id: int | None, run_id: str, workspace: str) -> bool:
+    db = connect(dsn)
+    try:
+        row = db.execute("UPDATE team_runs SET state = 'running', worker = %s, worker_host = %s, worker_id = %s"
+                         " WHERE workspace = %s AND id = %s AND state = 'queued' RETURNING id",
+                         (settings.name, socket.gethostname(), worker_id, workspace, run_id)).fetchone()
+        return row is not None
+    finally:
+        db.close()
+
+
+def _set_pid(dsn: str, workspace: str, run_id: str, pid: int) -> None:
+    db = connect(dsn)
+    try:
+        db.execute("UPDATE team_runs SET pid = COALESCE(pid, %s) WHERE workspace = %s AND id = %s",
+                   (pid, workspace, run_id))
+    finally:
+        db.close()
+
+
+def _row(dsn: str, workspace: str, run_id: str) -> dict[str, Any] | None:
+    from polycrate.team.launch import team_run
+
+    db = connect(dsn)
+    try:
+        return team_run(db, workspace, run_id)
+    finally:
+        db.close()
+
+
+async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[[], int | None]) -> None:
+    """Register this worker in team_workers once procrastinate has; then, every few seconds, keep the last
+    heartbeats and mark the runs of silent workers lost."""
+    while worker_id() is None:
+        await asyncio.sleep(0.1)
+    me = worker_id()
+    await asyncio.to_thread(_register, dsn, settings, me)
+    period = max(0.5, min(settings.heartbeat, settings.lost_after / 4))
+    failing = False
+    try:
+        while True:
+            try:
+                for line in await asyncio.to_thread(reap, dsn, settings.lost_after, me):
+                    say(f"{settings.name}: {line}")
+                failing = False
+            except Exception as exc:  # the backend is away: procrastinate's own tasks notice it too
+                if not failing:
+                    say(f"{settings.name}: looking for lost runs failed ({type(exc).__name__}); trying on")
+                failing = True
+            await asyncio.sleep(period)
+    finally:
+        try:
+            await asyncio.to_thread(_unregister, dsn, me)
+        except Exception:
+            pass
+
+
+def _register(dsn: str, settings: WorkerSettings, worker_id: int | None) -> None:
+    db = connect(dsn)
+    try:
+        db.execute("INSERT INTO team_workers (worker_id, name, host, pid, queues, concurrency, started, last_heartbeat)"
+                   " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (worker_id) DO NOTHING",
+                   (worker_id, settings.name, socket.gethostname(), os.getpid(), list(settings.queues),
+                    settings.concurrency, time.time(), time.time()))
+    finally:
+        db.close()
+
+
+def _unregister(dsn: str, worker_id: int | None) -> None:
+    db = connect(dsn)
+    try:
+        db.execute("UPDATE team_workers SET stopped = %s WHERE worker_id = %s", (time.time(), worker_id))
+    finally:
+        db.close()
+
+
+STALLED_JOBS = f"""
+SELECT job.id, job.worker_id FROM procrastinate_jobs job
+  LEFT JOIN procrastinate_workers w ON w.id = job.worker_id
+ WHERE job.status = 'doing' AND job.task_name = '{TASK}'
+   AND (w.id IS NULL OR w.last_heartbeat < NOW() - (%s || ' SECOND')::INTERVAL)
+   AND job.worker_id IS DISTINCT FROM %s
+"""
+
+
+def reap(dsn: str, lost_after: float, me: int | None = None) -> list[str]:
+    """Keep the workers' last heartbeats; mark the runs of workers silent for ``lost_after`` seconds lost, and
+    free their jobs' locks once their fences are free. Never the runs of worker ``me`` (the caller, which
+    supervises them: its heartbeat pauses while it starts over after an outage). What was done, for the log."""
+    said: list[str] = []
+    db = connect(dsn)
+    try:
+        db.execute("UPDATE team_workers t SET last_heartbeat = EXTRACT(EPOCH FROM p.last_heartbeat)"
+                   " FROM procrastinate_workers p WHERE p.id = t.worker_id AND t.stopped IS NULL")
+        db.execute("UPDATE team_workers SET lost = %s WHERE stopped IS NULL AND lost IS NULL AND worker_id IS DISTINCT"
+                   " FROM %s AND COALESCE(last_heartbeat, started) < %s", (time.time(), me, time.time() - lost_after))
+        for job in db.execute(STALLED_JOBS, (str(lost_after), me)).fetchall():
+            with db.transaction():
+                run = db.execute("SELECT * FROM team_runs WHERE job_id = %s FOR UPDATE", (job["id"],)).fetchone()
+                if run is not None and run["state"] == "running":
+                    said.append(_mark_lost(db, run, lost_after))
+                elif run is not None and run["state"] == "queued":  # taken, never claimed: its worker died at once
+                    db.execute("UPDATE team_runs SET state = 'lost', reason = %s WHERE workspace = %s AND id = %s",
+                               ("its worker took it and stopped heartbeating before starting it", run["workspace"],
+                                run["id"]))
+            # the workflow stays locked while any process of the run may live: only a free fence ends the job
+            key = fence_key(run["workspace"], run["workflow"]) if run is not None else None
+            if key is not None:
+                got = db.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,)).fetchone()
+                if got is None or not got["ok"]:
+                    continue
+                db.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            db.execute("SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (job["id"],))
+            said.append(f"job {job['id']} finished as failed (not retried); its workflow's lock is free")
+    finally:
+        db.close()
+    return said
+
+
+def _mark_lost(db: Any, run: dict[str, Any], lost_after: float) -> str:
+    import json
+
+    reason = (f"lost: its worker {run['worker']} on {run['worker_host']} stopped heartbeating (none for "
+              f"{lost_after:g}s) and nobody recorded an end; it is not run again by itself")
+    now = time.time()
+    db.execute("UPDATE team_runs SET state = 'lost', reason = %s WHERE workspace = %s AND id = %s",
+               (reason, run["workspace"], run["id"]))
+    recorded = db.execute(
+        "UPDATE runs SET status = %s, ended = %s, exit_code = 1, message = %s, notices = notices || %s::jsonb"
+        " WHERE workspace = %s AND id = %s AND status = %s RETURNING id",
+        (str(RunState.LOST), now, reason, json.dumps([{"time": now, "text": reason}]), run["workspace"], run["id"],
+         str(RunState.RUNNING))).fetchone()
+    if recorded is None and db.execute("SELECT 1 FROM runs WHERE workspace = %s AND id = %s",
+                                       (run["workspace"], run["id"])).fetchone() is None:
+        db.execute(
+            'INSERT INTO runs (workspace, id, kind, name, workflow, only_step, "user", host, started, ended, status,'
+            " exit_code, message) VALUES (%s,%s,'workflow',%s,%s,%s,%s,%s,%s,%s,%s,1,%s)",
+            (run["workspace"], run["id"], run["workflow"], run["workflow"], run["only_step"], run["launched_by"],
+             run["worker_host"], run["started"] or run["launched"], now, str(RunState.LOST), reason))
+    return f"run {run['id']} of workflow '{run['workflow']}' {reason}"
+
+
+def workers(dsn: str) -> list[dict[str, Any]]:
+    """The workers known to the backend (running, or stopped within the last hour), newest first, with
+    their current runs."""
+    db = connect(dsn)
+    try:
+        rows = db.execute(
+            "SELECT t.*, EXTRACT(EPOCH FROM p.last_heartbeat) AS beat, p.id IS NOT NULL AS registered"
+            " FROM team_workers t LEFT JOIN procrastinate_workers p ON p.id = t.worker_id"
+            " WHERE COALESCE(t.stopped, t.lost) IS NULL OR COALESCE(t.stopped, t.lost) > %s ORDER BY t.started DESC",
+            (time.time() - 3600,)).fetchall()
+        running = db.execute("SELECT worker_id, workspace, id, workflow FROM team_runs WHERE state = 'running'"
+                             " ORDER BY started").fetchall()
+    finally:
+        db.close()
+    out = []
+    for r in rows:
+        beat = r["beat"] if r["beat"] is not None else r["last_heartbeat"]
+        out.append({"name": r["name"], "host": r["host"], "pid": r["pid"], "queues": list(r["queues"]),
+                    "concurrency": r["concurrency"], "started": r["started"],
+                    "last_heartbeat": float(beat) if beat is not None else None,
+                    "state": "stopped" if r["stopped"] else "lost" if r["lost"] else "alive" if r["registered"]
+                    else "gone",
+                    "runs": [{"workspace": x["workspace"], "run_id": x["id"], "workflow": x["workflow"]}
+                             for x in running if x["worker_id"] == r["worker_id"]]})
+    return out
+
+
+__all__ = ["WorkerSettings", "default_name", "reap", "serve", "workers"]

@@ -1,0 +1,319 @@
+"""Team mode's workers through the real CLI: `polycrate worker` processes against a real PostgreSQL, runs
+launched with `workflows run` from another process, read back with `runs show/logs` from a third.
+
+No timed assertions: every wait polls for a state with a generous deadline; times are measured and printed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.team
+
+SECRET = "hunter2-TEAM-NOLOG"
+LAUNCHES = 20  # launches of one workflow in the overlap test (50 took too long on this shared 2-core machine)
+DEADLINE = 180.0  # seconds a poll waits before the test fails (a busy machine, never a timed assertion)
+
+
+def _workspace(root: Path, marks: Path) -> Path:
+    write(root / "workspace.poly", """
+        name: teamws
+        blocks:
+          - name: b
+        workflows:
+          - name: hello
+            steps:
+              - {name: greet, block: b, action: greet}
+              - {name: secret, block: b, action: secret}
+          - name: exclusive
+            steps:
+              - {name: inside, block: b, action: inside}
+          - name: gate
+            steps:
+              - {name: wait, block: b, action: wait}
+              - {name: after, block: b, action: greet}
+          - name: elsewhere
+            queue: dmz
+            steps:
+              - {name: greet, block: b, action: greet}
+        """)
+    write(root / "blocks/b/block.poly", f"""
+        name: b
+        actions:
+          - name: greet
+            script:
+              - echo "hello from the worker"
+          - name: secret
+            script:
+              - cat "$POLYCRATE_WORKSPACE/artifacts/secrets/secrets.poly"
+          - name: inside
+            script:
+              - mkdir {marks}/inside || {{ echo overlap >> {marks}/overlaps; exit 1; }}
+              - echo "$$ $(date +%s.%N)" >> {marks}/inside.log
+              - sleep 0.3
+              - rmdir {marks}/inside
+          - name: wait
+            script:
+              - echo started >> {marks}/gate-started
+              - while [ ! -e {marks}/open ]; do sleep 0.1; done
+        """)
+    write(root / "inventory.yml", "all:\n  hosts:\n    localhost: {}\n")
+    write(root / ".gitignore", ".polycrate/\nartifacts/secrets/secrets.poly\n")
+    write(root / "artifacts/secrets/secrets.poly", f"config:\n  password: {SECRET}\n")
+    for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit",
+                                                    "-q", "-m", "workspace"]):
+        subprocess.run(["git", *argv], cwd=root, check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture
+def team(team_env, tmp_path) -> Iterator[Team]:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    team = Team(_workspace(tmp_path / "ws", marks), marks, team_env, tmp_path)
+    try:
+        yield team
+    finally:
+        team.stop_all()
+
+
+class Team:
+    def __init__(self, ws: Path, marks: Path, env: dict[str, str], tmp: Path):
+        self.ws, self.marks, self.env, self.tmp = ws, marks, env, tmp
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        out = open(self.tmp / f"worker-{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "polycrate", "worker", "--name", name, "--lost-after", "4",
+                                 "--heartbeat", "0.5", *extra], cwd=self.tmp, env=os.environ | self.env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        out.close()
+        self.workers[name] = proc
+        return proc
+
+    def worker_log(self, name: str) -> str:
+        return (self.tmp / f"worker-{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers.values():
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def cli(self, *argv: str):
+        return run_cli(*argv, cwd=self.ws, env=self.env)
+
+    def show(self, run_id: str) -> dict[str, Any]:
+        shown = self.cli("runs", "show", run_id, "-o", "json")
+        assert shown.returncode == 0, shown.output
+        data: dict[str, Any] = json.loads(shown.stdout)
+        return data
+
+    def sql(self, query: str, *args: Any) -> list[dict[str, Any]]:
+        from polycrate.history.postgres import connect
+
+        db = connect(self.env["POLYCRATE_BACKEND"])
+        try:
+            return list(db.execute(query, args).fetchall())
+        finally:
+            db.close()
+
+
+def wait_for(what: Callable[[], Any], description: str, deadline: float = DEADLINE) -> Any:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {deadline:g}s: {description}")
+
+
+def _launch(team: Team, workflow: str, *extra: str) -> str:
+    launched = team.cli("workflows", "run", workflow, *extra)
+    assert launched.returncode == 0, launched.output
+    return launched.stdout.strip().splitlines()[-1]
+
+
+def _status(team: Team, run_id: str) -> str | None:
+    rows = team.sql("SELECT status FROM runs WHERE workspace = 'teamws' AND id = %s", run_id)
+    return rows[0]["status"] if rows else None
+
+
+def test_a_launched_run_runs_on_a_worker_and_reads_back_from_another_process(team):
+    team.start_worker("w1")
+    waited = team.cli("workflows", "run", "hello", "--wait")
+    assert waited.returncode == 0, waited.output
+    run_id = waited.stdout.splitlines()[0]
+    assert "queued on 'default'" in waited.stderr and "hello from the worker" in waited.stdout
+    shown = team.show(run_id)  # another process, from the backend
+    assert shown["status"] == "succeeded" and shown["user"] and shown["host"]
+    assert [(s["name"], s["status"]) for s in shown["steps"]] == [("greet", "succeeded"), ("secret", "succeeded")]
+    logs = team.cli("runs", "logs", run_id)
+    assert logs.returncode == 0 and "password: ********" in logs.stdout, logs.output
+    assert SECRET not in logs.stdout + json.dumps(shown) + team.worker_log("w1")
+    row = team.sql("SELECT * FROM team_runs WHERE id = %s", run_id)[0]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=team.ws, capture_output=True, text=True).stdout.strip()
+    assert (row["state"], row["worker"], row["git_commit"], row["queue"]) == ("done", "w1", head, "default")
+
+    listed = team.cli("worker", "list", "-o", "json")
+    workers = json.loads(listed.stdout)["workers"]
+    assert [(w["name"], w["queues"], w["state"]) for w in workers] == [("w1", ["default"], "alive")]
+    assert workers[0]["last_heartbeat"] is not None
+
+
+def test_a_dirty_tree_is_not_queued_and_another_commit_fails_the_run_with_nothing_executed(team):
+    (team.ws / "inventory.yml").write_text("all: {}\n")
+    refused = team.cli("workflows", "run", "hello")
+    assert refused.returncode == 2 and "uncommitted changes (inventory.yml)" in refused.stderr, refused.output
+    assert team.sql("SELECT count(*) AS n FROM team_runs")[0]["n"] == 0
+    subprocess.run(["git", "checkout", "inventory.yml"], cwd=team.ws, check=True)
+
+    run_id = _launch(team, "hello")  # launched at this commit; the worker's folder moves on before it runs
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "--allow-empty",
+                    "-m", "later"], cwd=team.ws, check=True)
+    team.start_worker("w1")
+    wait_for(lambda: _status(team, run_id) == "failed", "the run is recorded as failed")
+    shown = team.show(run_id)
+    assert "the launch asked for" in shown["message"] and "nothing executed" in shown["message"]
+    assert shown["steps"] == []  # nothing ran
+
+
+def test_two_workers_never_run_two_copies_of_a_workflow(team):
+    team.start_worker("w1")
+    team.start_worker("w2")
+    accepted: list[str] = []
+    refused = 0
+    while len(accepted) < LAUNCHES:  # launch as fast as one process can: most while the previous one runs
+        launched = team.cli("workflows", "run", "exclusive")
+        if launched.returncode == 3:
+            refused += 1
+            assert "workflow 'exclusive' is already" in launched.stderr, launched.output
+            continue
+        assert launched.returncode == 0, launched.output
+        accepted.append(launched.stdout.strip())
+    wait_for(lambda: all(_status(team, r) not in (None, "running") for r in accepted), "every run ended")
+    rows = team.sql("SELECT id, started, ended, status FROM runs WHERE workspace = 'teamws' ORDER BY started")
+    assert [r["status"] for r in rows] == ["succeeded"] * LAUNCHES
+    for before, after in zip(rows, rows[1:], strict=False):
+        assert before["ended"] <= after["started"], (before, after)  # one after the other, never two at once
+    assert not (team.marks / "overlaps").exists()
+    assert len((team.marks / "inside.log").read_text().splitlines()) == LAUNCHES
+    workers = {r["worker"] for r in team.sql("SELECT worker FROM team_runs")}
+    print(f"{LAUNCHES} runs, {refused} launches refused with exit 3 while one was queued or running; workers: "
+          f"{sorted(workers)}")
+
+
+def test_a_second_launch_names_the_running_run_and_its_worker(team):
+    team.start_worker("w1")
+    run_id = _launch(team, "gate")
+    wait_for(lambda: (team.marks / "gate-started").exists(), "the step started")
+    second = team.cli("workflows", "run", "gate")
+    assert second.returncode == 3, second.output
+    assert f"already running: run {run_id} on worker w1" in second.stderr
+    (team.marks / "open").touch()
+    wait_for(lambda: _status(team, run_id) == "succeeded", "the run succeeded")
+
+
+def test_stop_from_another_process_interrupts_the_run_on_its_worker(team):
+    team.start_worker("w1")
+    run_id = _launch(team, "gate")
+    wait_for(lambda: (team.marks / "gate-started").exists(), "the step started")
+    asked = time.monotonic()
+    stopped = run_cli("runs", "stop", run_id, cwd=team.ws, env=team.env)
+    assert stopped.returncode == 0, stopped.output
+    returned = time.monotonic()  # the stop request is in the database (the CLI's own start-up is before this)
+    wait_for(lambda: _status(team, run_id) == "interrupted", "the run is interrupted")
+    took, after_request = time.monotonic() - asked, time.monotonic() - returned
+    shown = team.show(run_id)
+    assert shown["message"].startswith("interrupted by ") and "(polycrate runs stop)" in shown["message"]
+    assert shown["steps"][0]["status"] == "interrupted" and shown["steps"][1]["status"] == "skipped"
+    stored = team.sql("SELECT t.stop_requested, r.ended FROM team_runs t JOIN runs r ON r.workspace = t.workspace"
+                      " AND r.id = t.id WHERE t.id = %s", run_id)[0]
+    print(f"runs stop: the request stored to the run recorded as ended {stored['ended'] - stored['stop_requested']:.2f} s"
+          f" (the times in the database); {took:.2f} s from starting the stop command to seeing 'interrupted', "
+          f"{after_request:.2f} s after that command returned (load {os.getloadavg()[0]:.1f})")
+    again = team.cli("runs", "stop", run_id)
+    assert again.returncode != 0 and "not running" in again.stderr
+
+
+def test_a_killed_worker_s_run_becomes_lost_never_runs_twice_and_frees_the_lock(team):
+    doomed = team.start_worker("w1")
+    run_id = _launch(team, "gate")
+    wait_for(lambda: (team.marks / "gate-started").exists(), "the step started")
+    os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its run's process: nobody is left to record an end
+    doomed.wait()
+    team.start_worker("w2")  # the one alive: it finds the silent worker's run
+    wait_for(lambda: _status(team, run_id) == "lost", "the run is marked lost")
+    shown = team.show(run_id)
+    assert "its worker w1" in shown["message"] and "stopped heartbeating" in shown["message"]
+
+    def states() -> tuple[str, str]:
+        listed = {w["name"]: w for w in json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]}
+        return listed["w1"]["state"], listed["w2"]["state"]
+
+    wait_for(lambda: states() == ("lost", "alive"), "worker list shows w1 lost and w2 alive")
+    wait_for(lambda: team.sql("SELECT status FROM procrastinate_jobs WHERE args->>'run_id' = %s", run_id)[0]["status"]
+             == "failed", "the lost run's job is finished (the workflow's lock is free)")
+    (team.marks / "open").touch()
+    again = team.cli("workflows", "run", "gate", "--wait")  # the lock is free: a new launch runs, on w2
+    assert again.returncode == 0, again.output
+    assert _status(team, run_id) == "lost"  # never re-run by itself, never overwritten
+    assert len((team.marks / "gate-started").read_text().splitlines()) == 2  # the lost one once, the new one once
+    assert len(team.sql("SELECT id FROM procrastinate_jobs WHERE args->>'run_id' = %s", run_id)) == 1
+
+
+def test_postgresql_stopped_during_a_run_the_run_stops_itself_and_its_record_is_true_once_it_is_back(team, postgres):
+    team.start_worker("w1")
+    run_id = _launch(team, "gate")
+    wait_for(lambda: (team.marks / "gate-started").exists(), "the step started")
+    postgres.stop()
+    try:
+        wait_for(lambda: f"run {run_id}: lost its connection to the backend" in team.worker_log("w1"),
+                 "the run noticed that its fence's connection failed")
+        time.sleep(3)  # the database stays away a while (the run has stopped its step and waits to record)
+    finally:
+        postgres.start()
+    wait_for(lambda: _status(team, run_id) == "interrupted", "the run is recorded as interrupted once PostgreSQL is back")
+    shown = team.show(run_id)
+    assert shown["message"].startswith("lost its connection to the backend"), shown["message"]
+    assert [s["status"] for s in shown["steps"]] == ["interrupted", "skipped"]
+    assert len((team.marks / "gate-started").read_text().splitlines()) == 1  # it did not run again
+    (team.marks / "open").touch()
+    again = team.cli("workflows", "run", "gate", "--wait")  # the worker came back and takes the next launch
+    assert again.returncode == 0, again.output
+    assert team.sql("SELECT state FROM team_runs WHERE id = %s", run_id)[0]["state"] == "done"
+
+
+def test_a_workflow_runs_on_its_queue_s_workers_only_and_a_launch_can_name_another_queue(team):
+    team.start_worker("w-default")  # --queue default (the default)
+    elsewhere = _launch(team, "elsewhere")  # queue: dmz in workspace.poly
+    waited = team.cli("workflows", "run", "hello", "--wait")  # queued after it, run by the default worker
+    assert waited.returncode == 0, waited.output
+    # the worker takes the oldest job it may: had it taken dmz's, that one would have run first
+    assert team.sql("SELECT state FROM team_runs WHERE id = %s", elsewhere)[0]["state"] == "queued"
+    team.start_worker("w-dmz", "--queue", "dmz")
+    wait_for(lambda: _status(team, elsewhere) == "succeeded", "the dmz worker ran it")
+    overridden = team.cli("workflows", "run", "hello", "--queue", "dmz", "--wait")
+    assert overridden.returncode == 0, overridden.output
+    workers = {r["id"]: (r["queue"], r["worker"]) for r in team.sql("SELECT id, queue, worker FROM team_runs")}
+    assert workers[elsewhere] == ("dmz", "w-dmz")
+    assert workers[overridden.stdout.splitlines()[0]] == ("dmz", "w-dmz")
+    assert workers[waited.stdout.splitlines()[0]] == ("default", "w-default")
