@@ -3,7 +3,7 @@
 # virtualenv in .venv with polycrate installed editable. What it installs depends on what it is for:
 #
 #   scripts/setup.sh            polycrate itself: run it, with the container runtime (the default one)
-#   scripts/setup.sh --demo     + what `make demo` needs: the Debian test hosts (sshd, PostgreSQL), S3 (moto)
+#   scripts/setup.sh --demo     + what `make demo` needs: the Debian test hosts (systemd in podman), S3 (moto)
 #   scripts/setup.sh --test     + what `make test` needs: the demo's, plus a browser, an OCI registry, shells,
 #                                 kubectl, the age CLI, and the test and docs Python packages
 #   scripts/setup.sh --docs     + the Python packages of `make docs` (MkDocs, Material)
@@ -29,6 +29,7 @@ CONTAINER_PACKAGES=(
 )
 # `make demo`: the article's nightly workflow against local Debian test hosts (tests/fleet/)
 DEMO_PACKAGES=(
+  containernetworking-plugins     # the test hosts (systemd in podman): their podman network, SSH published on 127.0.0.N
   openssh-server                  # sshd of the test hosts on 127.0.0.N
   postgresql postgresql-client    # the database the backup dumps
   rclone                          # uploads the backup to S3 (moto on loopback)

@@ -334,3 +334,45 @@ def test_orphaned_host_is_reaped():
     assert root.parent in reap_orphans()
     assert not processes_in_root(root)
     assert not root.parent.exists()
+
+
+# ---------------------------------------------------------------- the block's SysV path
+
+def _task_output(out: str, task: str) -> str:
+    """What ansible-playbook printed for one task: from its header to the next one."""
+    start = out.index("TASK [%s]" % task)
+    end = out.find("TASK [", start + 1)
+    return out[start:end if end > 0 else None]
+
+
+def test_the_block_updates_and_rolls_back_through_sysv_init_scripts(tmp_path):
+    """The hosts of the demo and of the other e2e tests boot systemd; hosts without it keep working:
+    the block's update restarts acme-app through ansible.builtin.service (its /etc/init.d script), its
+    rescue stops and starts it the same way, and verify reads the state from service_facts."""
+    from tests.fleet.nightly import NightlyEnv
+
+    with NightlyEnv(tmp_path, hosts="sysv") as env:
+        assert env.app.exec(["cat", "/proc/1/comm"]).stdout.strip() == "init"  # no systemd here
+        env.psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
+        env.psql("INSERT INTO items VALUES (1, 'kept')")
+        env.app.publish("1.1.0")
+        result = env.polycrate("workflows", "run", "nightly-maintenance")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-5000:]
+        assert "changed: [app01.acme-corp.com]" in _task_output(out, "Restart application service (SysV init script)")
+        assert "skipping: [app01.acme-corp.com]" in _task_output(out, "Restart application service (systemd)")
+        assert "Service acme-app.service is running (running (sysv))" in out, out[-3000:]
+        assert env.app.installed_version() == "1.1.0" and env.health()[0] == 200
+
+        env.app.publish("1.2.0", broken="health")  # its migration empties items
+        result = env.polycrate("workflows", "run", "nightly-maintenance")
+        out = result.stdout + result.stderr
+        assert result.returncode == 1, out[-5000:]
+        assert "changed: [app01.acme-corp.com]" in _task_output(out, "Stop application service before restore (SysV init script)")
+        # the reinstalled 1.1.0's postinst may have started it already: ok or changed, not skipped
+        started = _task_output(out, "Start application service after rollback (SysV init script)")
+        assert "ok: [app01.acme-corp.com]" in started or "changed: [app01.acme-corp.com]" in started, started
+        assert "skipping: [app01.acme-corp.com]" in _task_output(out, "Start application service after rollback (systemd)")
+        assert "acme-app healthy again: yes" in out and "acme-app 1.2.0 -> 1.1.0" in out, out[-3000:]
+        assert env.app.installed_version() == "1.1.0" and env.health()[0] == 200
+        assert env.psql("SELECT v FROM items WHERE id = 1") == "kept"

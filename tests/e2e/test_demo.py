@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
                                             (["--rollback"], "the update failed and was rolled back, the restore drill passed")])
 def test_demo(args, expected):
     proc = subprocess.run([sys.executable, "-m", "tests.fleet.demo", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=900, stdin=subprocess.DEVNULL)
+                          text=True, timeout=3600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"demo: as expected: {expected}" in proc.stdout
     assert "nightly-maintenance" in proc.stdout and "STATUS" in proc.stdout  # the run history is shown

@@ -76,7 +76,7 @@ def test_happy_path(env, tmp_path):
     assert env.app.exec("test -e /var/backups/acme-db").returncode != 0
     assert env.app.exec("pgrep -x postgres").returncode != 0  # no PostgreSQL on app01
     status, body = env.health("/db")
-    assert status == 200 and json.loads(body)["database"] == f"{env.db.address}:{env.db.pg_port}"
+    assert status == 200 and json.loads(body)["database"] == f"{env.db.peer_address}:{env.db.pg_port}"
     assert "1.1.0" in json.loads(body)["migrations"]
 
     # verify alone passes

@@ -48,7 +48,7 @@ def article(tmp_path, fleet) -> Path:
 
 def polycrate(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polycrate", *args], cwd=root, capture_output=True, text=True,
-                          timeout=900, stdin=subprocess.DEVNULL, env=dict(os.environ))
+                          timeout=2400, stdin=subprocess.DEVNULL, env=dict(os.environ))
 
 
 def task_output(out: str, task: str) -> str:
@@ -149,3 +149,61 @@ def test_the_block_updates_verifies_and_rolls_back_through_systemd(fleet, shippe
         assert fleet.psql("SELECT v FROM items WHERE id = 1") == "kept"
     finally:
         fleet.unpublish("1.3.0")
+
+
+# ---------------------------------------------------------------- nothing left behind
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_ONE = """
+import os, signal, sys, time
+from tests.fleet.systemdhost import SystemdHost, SystemdNetwork
+network = SystemdNetwork()
+host = SystemdHost("leftover", network=network, services=("ssh",)).start()
+print(network.name, host.container, flush=True)
+how = sys.argv[1]
+if how == "exit":
+    sys.exit(0)  # neither stopped nor removed: atexit does it
+if how == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()  # until the test sends SIGTERM
+"""
+
+
+def _exists(kind: str, name: str) -> bool:
+    cmd = ["podman", "container", "exists", name] if kind == "container" else ["podman", "network", "exists", name]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("how", ["exit", "sigterm"])
+def test_containers_and_network_are_removed_when_the_process_ends_without_stopping_them(how):
+    if shutil.which("podman") is None:
+        pytest.skip("needs podman")
+    proc = subprocess.Popen([sys.executable, "-c", START_ONE, how], cwd=REPO_ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    try:
+        network, container = line.split()
+    except ValueError:
+        proc.kill()
+        raise AssertionError(f"the host did not start: {line!r} {proc.communicate()[1][-3000:]}") from None
+    if how == "sigterm":
+        assert _exists("container", container)
+        proc.terminate()
+    proc.wait(timeout=900)
+    assert proc.returncode == (0 if how == "exit" else -15)
+    assert not _exists("container", container) and not _exists("network", network)
+
+
+def test_the_next_start_removes_what_a_killed_process_left():
+    if shutil.which("podman") is None:
+        pytest.skip("needs podman")
+    from tests.fleet.systemdhost import reap_orphans
+
+    proc = subprocess.run([sys.executable, "-c", START_ONE, "kill"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    network, container = proc.stdout.split()
+    assert container.startswith("polycrate-sd-leftover-") and _exists("container", container)  # left running
+    removed = reap_orphans()
+    assert {container, network} <= set(removed)
+    assert not _exists("container", container) and not _exists("network", network)

@@ -2,9 +2,16 @@
 on loopback, and a copy of the example workspace whose inventory points db01 and app01 at them.
 Used by the e2e tests, the demo and the benchmarks.
 
+* hosts "systemd" (the default): the article's hosts run systemd; these boot systemd as PID 1 in
+  podman (tests/fleet/systemdhost.py) and run PostgreSQL and acme-app as systemd units, in the
+  machine's network namespace with addresses and ports of their own on loopback (as the debootstrap
+  hosts: they reach each other and the S3 server there). The block restarts acme-app with
+  ansible.builtin.systemd there.
+* hosts "sysv": the debootstrap hosts of tests/fleet/debhost (SysV init scripts, the machine's network
+  namespace, roots in RAM): the block's ansible.builtin.service path.
 * topology "two-hosts" (the default): db01 (`db_servers`) runs PostgreSQL and keeps the backups;
   app01 (`web_servers`) runs acme-app from its local apt repository, which reaches the database on
-  db01 over TCP (db01's own loopback address), and has no PostgreSQL running.
+  db01 over TCP (``db.peer_address``), and has no PostgreSQL running.
 * topology "single": one host runs all of it and both inventory names point at it.
 """
 from __future__ import annotations
@@ -27,30 +34,43 @@ EXAMPLE = REPO / "examples" / "acme-corp-automation"
 BLOCK_DIR = "blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
 DB_HOST, APP_HOST = HOSTS = ("db01.acme-corp.com", "app01.acme-corp.com")
 TOPOLOGIES = ("two-hosts", "single")
+HOST_KINDS = ("systemd", "sysv")
 
 
 class NightlyEnv:
     """``db``: the host with PostgreSQL and the backups; ``app``: the host with acme-app (the same
     host in the single topology)."""
 
-    def __init__(self, workdir: Path | None = None, *, topology: str = "two-hosts", s3: S3Server | None = None):
+    def __init__(self, workdir: Path | None = None, *, topology: str = "two-hosts", s3: S3Server | None = None,
+                 hosts: str = "systemd"):
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
-        self.topology = topology
+        if hosts not in HOST_KINDS:
+            raise ValueError(f"hosts must be one of {HOST_KINDS}, not {hosts!r}")
+        self.topology, self.hosts = topology, hosts
         self.tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="polycrate-nightly-"))
-        self._own = []
+        self._own: list = []
         try:
             self.s3 = s3 or self._keep(S3Server())
+            make = self._host_factory()
             if topology == "single":
-                self.db = self.app = self._keep(DebHost(name="acme").start())
+                self.db = self.app = self._keep(make("acme", ("postgresql", "ssh", "acme-app"), None)).start()
             else:
-                self.db = self._keep(DebHost(name="db01", services=("postgresql", "ssh")).start())
-                self.app = self._keep(DebHost(name="app01", services=("ssh", "acme-app"), database=self.db).start())
+                self.db = self._keep(make("db01", ("postgresql", "ssh"), None)).start()
+                self.app = self._keep(make("app01", ("ssh", "acme-app"), self.db)).start()
             self.root = self.tmp / "acme-corp-automation"
             self.reset_workspace()
         except BaseException:
             self.stop()
             raise
+
+    def _host_factory(self):
+        """(name, services, database) -> an unstarted host of the kind asked for."""
+        if self.hosts == "sysv":
+            return lambda name, services, database: DebHost(name=name, services=services, database=database)
+        from tests.fleet.systemdhost import SystemdHost
+
+        return lambda name, services, database: SystemdHost(name, services=services, database=database)
 
     def _keep(self, thing):
         self._own.append(thing)
@@ -94,7 +114,7 @@ class NightlyEnv:
                 text = text[: last.end()] + line + text[last.end() :]
         poly.write_text(text)
 
-    def polycrate(self, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    def polycrate(self, *args: str, env: dict | None = None, timeout: float = 2400) -> subprocess.CompletedProcess:
         full = dict(os.environ)
         full.update(env or {})
         return subprocess.run([sys.executable, "-m", "polycrate", *args], cwd=self.root, env=full,
@@ -119,7 +139,7 @@ class NightlyEnv:
 
     def apt_install(self, spec: str) -> None:
         """Install a package version on the app host, as an admin would (outside the workflow)."""
-        self.app.exec(f"apt-get update -q && apt-get install -y -q --allow-downgrades {spec}", check=True, timeout=300)
+        self.app.exec(f"apt-get update -q && apt-get install -y -q --allow-downgrades {spec}", check=True, timeout=900)
 
     def remote_objects(self) -> dict[str, dict]:
         conf = self.tmp / "rclone.conf"

@@ -1138,6 +1138,11 @@ class DebHost:
     def health_url(self) -> str:
         return "http://127.0.0.1:%d/health" % self.app_port
 
+    @property
+    def peer_address(self) -> str:
+        """Where the other hosts reach this one (they share the machine's network namespace)."""
+        return self.address
+
     def inventory_vars(self) -> dict:
         """Ansible host vars for reaching this host over ssh."""
         return {
