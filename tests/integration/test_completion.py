@@ -74,7 +74,7 @@ def test_bash_completes_a_workflow_name(scripts, ws):
 
 
 def test_bash_completes_commands_and_flags(scripts, ws):
-    assert complete(scripts["bash"], ws, "wor") == ["workflow", "workflows", "workspace"]
+    assert complete(scripts["bash"], ws, "wor") == ["workflow", "workflows", "workspace", "worker"]
     assert complete(scripts["bash"], ws, "completion", "") == ["bash", "zsh", "fish"]
     assert complete(scripts["bash"], ws, "workflows", "run", "nightly-maintenance", "--res") == ["--resume"]
     # bash splits --output=js at '=': the script joins it back and completes the value
