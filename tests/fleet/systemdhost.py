@@ -390,7 +390,7 @@ class SystemdNetwork:
         _forget(self.name)
 
 
-class SystemdHost:
+class SystemdHost(debhost.SSHAccess):
     """A running host with systemd as PID 1 (context manager); the same interface as
     :class:`tests.fleet.debhost.DebHost` where the tests and benchmarks use it.
 
@@ -601,39 +601,10 @@ class SystemdHost:
         return res
 
     @property
-    def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.app_port}/health"
-
-    @property
     def peer_address(self) -> str:
         """Where the other hosts of the fleet reach this one: its loopback address, or its name on the
         fleet's podman network."""
         return self.name if self.network is not None else str(self.address)
-
-    def inventory_vars(self) -> dict:
-        """Ansible host vars for reaching this host over SSH."""
-        return {
-            "ansible_host": self.address,
-            "ansible_port": self.ssh_port,
-            "ansible_user": self.user,
-            "ansible_ssh_private_key_file": str(self.ssh_key_path),
-            # as the debootstrap hosts': no ssh master left behind by a test
-            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
-            "ansible_ssh_common_args": ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                        "-o ControlMaster=no -o ControlPersist=no -o LogLevel=ERROR"),
-            "ansible_python_interpreter": "/usr/bin/python3",
-            "pg_password": self.pg_password,
-            "pg_port": self.pg_port,
-            "app_port": self.app_port,
-            "health_url": self.health_url,
-        }
-
-    def ssh_command(self, *remote: str, user: str | None = None) -> list[str]:
-        """argv for the real ssh client running ``remote`` on this host."""
-        return ["ssh", "-i", str(self.ssh_key_path), "-p", str(self.ssh_port),
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no",
-                f"{user or self.user}@{self.address}", *remote]
 
     def unit_state(self, unit: str) -> str:
         return self.exec(["systemctl", "is-active", unit]).stdout.strip()

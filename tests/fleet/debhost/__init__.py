@@ -929,7 +929,52 @@ def _pick_address() -> str:
 # the host
 # --------------------------------------------------------------------------
 
-class DebHost:
+class SSHAccess:
+    """How tests and Ansible reach a test host over SSH on its loopback address: shared by DebHost and
+    tests.fleet.systemdhost.SystemdHost, which set address, ssh_port, user, ssh_key_path, pg_password,
+    pg_port and app_port."""
+
+    address: str | None  # set when the host starts
+    ssh_port: int
+    user: str
+    ssh_key_path: Path
+    pg_password: str
+    pg_port: int
+    app_port: int
+
+    @property
+    def health_url(self) -> str:
+        return "http://127.0.0.1:%d/health" % self.app_port
+
+    def inventory_vars(self) -> dict:
+        """Ansible host vars for reaching this host over ssh."""
+        return {
+            "ansible_host": self.address,
+            "ansible_port": self.ssh_port,
+            "ansible_user": self.user,
+            "ansible_ssh_private_key_file": str(self.ssh_key_path),
+            # ansible_ssh_args replaces Ansible's default "-C -o ControlMaster=auto
+            # -o ControlPersist=60s" (ssh takes the first value of an option, so
+            # ControlMaster=no in the common args alone would not win).
+            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
+            "ansible_ssh_common_args": ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                        "-o ControlMaster=no -o ControlPersist=no -o LogLevel=ERROR"),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "pg_password": self.pg_password,
+            "pg_port": self.pg_port,
+            "app_port": self.app_port,
+            "health_url": self.health_url,
+        }
+
+    def ssh_command(self, *remote: str, user: str | None = None) -> list[str]:
+        """argv for the real ssh client running ``remote`` on this host."""
+        return ["ssh", "-i", str(self.ssh_key_path), "-p", str(self.ssh_port),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no",
+                "%s@%s" % (user or self.user, self.address), *remote]
+
+
+class DebHost(SSHAccess):
     """A running Debian bookworm host (context manager).
 
     >>> with DebHost() as host:
@@ -1135,40 +1180,10 @@ class DebHost:
         return self._ns.init_pid if self._ns else None
 
     @property
-    def health_url(self) -> str:
-        return "http://127.0.0.1:%d/health" % self.app_port
-
-    @property
     def peer_address(self) -> str:
         """Where the other hosts reach this one (they share the machine's network namespace)."""
         return self.address
 
-    def inventory_vars(self) -> dict:
-        """Ansible host vars for reaching this host over ssh."""
-        return {
-            "ansible_host": self.address,
-            "ansible_port": self.ssh_port,
-            "ansible_user": self.user,
-            "ansible_ssh_private_key_file": str(self.ssh_key_path),
-            # ansible_ssh_args replaces Ansible's default "-C -o ControlMaster=auto
-            # -o ControlPersist=60s" (ssh takes the first value of an option, so
-            # ControlMaster=no in the common args alone would not win).
-            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
-            "ansible_ssh_common_args": ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                        "-o ControlMaster=no -o ControlPersist=no -o LogLevel=ERROR"),
-            "ansible_python_interpreter": "/usr/bin/python3",
-            "pg_password": self.pg_password,
-            "pg_port": self.pg_port,
-            "app_port": self.app_port,
-            "health_url": self.health_url,
-        }
-
-    def ssh_command(self, *remote: str, user: str | None = None) -> list[str]:
-        """argv for the real ssh client running ``remote`` on this host."""
-        return ["ssh", "-i", str(self.ssh_key_path), "-p", str(self.ssh_port),
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ControlMaster=no",
-                "%s@%s" % (user or self.user, self.address), *remote]
 
     # -- the local apt repository ---------------------------------------------
     def publish(self, version: str, broken: bool | str = False, depends: Sequence[str] = ()) -> Path:
