@@ -210,6 +210,15 @@ def start_server(tmp: Path, workspaces: list[Path], *, extra_args: tuple[str, ..
     return server
 
 
+def serve_ops_and_lab(tmp: Path, *, env: dict[str, str] | None = None) -> Server:
+    """The usual pair: `ops` with seeded runs and `lab` with one green run, served together."""
+    ops = make_workspace(tmp / "ops", "ops")
+    lab = make_workspace(tmp / "lab", "lab")
+    seed_runs(ops)
+    assert run_cli("-w", str(lab), "workflows", "run", "green").returncode == 0
+    return start_server(tmp, [ops, lab], env=env)
+
+
 def apply_schedules(root: Path, dest: Path) -> Path:
     """`polycrate schedules apply --dest DEST` (the real command; systemd units into a folder of the test's)."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -11,18 +11,13 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import run_cli
-from tests.server_fixtures import make_workspace, seed_runs, start_server
+from tests.server_fixtures import serve_ops_and_lab
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("accounts")
-    ops = make_workspace(tmp / "ops", "ops")
-    lab = make_workspace(tmp / "lab", "lab")
-    seed_runs(ops)
-    assert run_cli("-w", str(lab), "workflows", "run", "green").returncode == 0
-    server = start_server(tmp, [ops, lab])
+    server = serve_ops_and_lab(tmp)
     yield server
     server.stop()
 

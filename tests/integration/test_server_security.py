@@ -13,19 +13,15 @@ import httpx
 import pytest
 
 from tests.conftest import run_cli
-from tests.server_fixtures import make_workspace, seed_runs, start_server, wait_for
+from tests.server_fixtures import make_workspace, start_server, serve_ops_and_lab, wait_for
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("secure")
-    ops = make_workspace(tmp / "ops", "ops")
-    lab = make_workspace(tmp / "lab", "lab")
-    seed_runs(ops)
-    assert run_cli("-w", str(lab), "workflows", "run", "green").returncode == 0
     spool = tmp / "spool"
     spool.mkdir()
-    server = start_server(tmp, [ops, lab], env={"TMPDIR": str(spool)})
+    server = serve_ops_and_lab(tmp, env={"TMPDIR": str(spool)})
     server.spool = spool  # type: ignore[attr-defined]
     yield server
     server.stop()
