@@ -76,6 +76,9 @@ def cmd_plan(args) -> int:
     from polycrate import contract
     from polycrate import schedule as sched
 
+    dsn = _team_backend(args)
+    if dsn is not None:
+        return _apply_team(args, dsn, write=False)
     ws = workspace_from(args)
     plan = sched.plan_schedules(ws, _dest(args), cron=args.cron, environment=run_environment(ws))
     if args.output == "json":
@@ -104,6 +107,9 @@ def cmd_apply(args) -> int:
     from polycrate import contract
     from polycrate import schedule as sched
 
+    dsn = _team_backend(args)
+    if dsn is not None:
+        return _apply_team(args, dsn, write=True)
     ws = workspace_from(args)
     plan = sched.apply_plan(sched.plan_schedules(ws, _dest(args), cron=args.cron, environment=run_environment(ws)))
     if args.output == "json":
@@ -125,6 +131,9 @@ def cmd_list(args) -> int:
     from polycrate import contract
     from polycrate import schedule as sched
 
+    dsn = _team_backend(args)
+    if dsn is not None:
+        return _list_team(args, dsn)
     dest = _dest(args)
     found = sched.installed(dest)
     if args.output == "json":
@@ -157,6 +166,9 @@ def cmd_workflow_schedule(args) -> int:
     from polycrate import contract
     from polycrate import schedule as sched
 
+    if _team_backend(None) is not None:
+        raise PolycrateError("workflows schedule writes a systemd timer or cron entry on this host; with a backend (team "
+                             "mode) declare the schedule in workspace.poly and run: polycrate schedules apply")
     ws = workspace_from(args)
     if args.remove:
         dests = [Path(args.dest)] if args.dest else [sched.SYSTEMD_DEST, sched.CRON_DEST]
@@ -200,6 +212,155 @@ def cmd_workflow_schedule(args) -> int:
     for change in plan.changes:
         print(f"{_verb(change.status, planned=False):<10} {change.path}")
     _print_next_steps(plan)
+    return 0
+
+
+# --- team mode: schedules in PostgreSQL, fired by the workers (team/scheduler.py) ---------------------------
+
+# what a systemd timer or cron entry honours and a worker does not
+_HOST_ONLY = (("user", "the run runs as its worker's user"), ("group", "the run runs as its worker's user"),
+              ("randomized_delay", "slots fire at their time"), ("timeout", "a step's own timeout still applies"),
+              ("log_file", "the run's log is in the backend: polycrate runs logs"))
+
+
+_TEAM_VERBS = {"created": ("would create", "created"), "updated": ("would update", "updated"),
+               "unchanged": ("unchanged", "unchanged"), "removed": ("would remove", "removed")}
+
+
+def _team_backend(args) -> str | None:
+    """The backend DSN when team mode is on (then --dest/--cron make no sense), else None."""
+    from polycrate.cli.backend import backend_setting
+
+    dsn = backend_setting()
+    if dsn is not None and args is not None and (args.dest or args.cron):
+        raise PolycrateError("with a backend (team mode) the schedules are written to PostgreSQL and the workers run "
+                             "them: --dest and --cron do not apply (unset POLYCRATE_BACKEND to write timers or cron)")
+    return dsn
+
+
+def _team_rows(ws) -> tuple[list, list[str]]:
+    """The workspace's schedules as rows of team_schedules, and notes for people."""
+    import time
+
+    from polycrate import schedule as sched
+    from polycrate.history.store import current_user
+    from polycrate.team.launch import checked_commit
+    from polycrate.team.scheduler import TeamSchedule
+    from polycrate.timespec.times import local_zone, zone_key
+
+    root = Path(ws.root).resolve()
+    declared = sched.workspace_schedules(ws)
+    commit = checked_commit(root) if declared else ""
+    zone = zone_key(local_zone())
+    rows, notes = [], []
+    for s in declared:
+        prompts = sched.prompts_of(ws, s.workflow)
+        if prompts:
+            notes.append(f"{s.workflow}: prompts in {', '.join(prompts)}: a scheduled run never answers prompts, so its "
+                         "slots are refused")
+        for key, why in _HOST_ONLY:
+            if getattr(s, key) is not None:
+                notes.append(f"{s.workflow}: '{key}' has no effect in team mode ({why})")
+        if s.persistent_set:
+            notes.append(f"{s.workflow}: 'persistent' has no effect in team mode; 'missed' says what happens to a slot "
+                         "missed while no worker was alive")
+        rows.append(TeamSchedule(workspace=ws.name, workflow=s.workflow, kind=s.kind, expression=s.expression, zone=zone,
+                                 missed=s.missed, max_delay=float(s.max_delay) if s.max_delay is not None else None,
+                                 queue=ws.workflows[s.workflow].queue, root=str(root), git_commit=commit,
+                                 prompts=", ".join(prompts) or None, applied=time.time(), applied_by=current_user()))
+    return rows, notes
+
+
+def _next_slots(row, count: int = 3) -> list[float]:
+    import time
+
+    from polycrate.team.scheduler import Slots
+
+    try:
+        return Slots(row.kind, row.expression, row.zone).after(time.time(), count)
+    except PolycrateError:
+        return []
+
+
+def _team_item(row, status: str | None, last: dict | None = None) -> dict:
+    from polycrate import contract
+
+    return {
+        "workspace": row.workspace, "workflow": row.workflow, "status": status, "kind": row.kind,
+        "expression": row.expression, "zone": row.zone, "missed": row.missed, "max_delay": row.max_delay,
+        "queue": row.queue, "root": row.root, "git_commit": row.git_commit, "prompts": row.prompts,
+        "applied": contract.timestamp(row.applied), "applied_by": row.applied_by,
+        "next_runs": [contract.timestamp(t) for t in _next_slots(row)] if status != "removed" else [],
+        "last_slot": None if not last or last.get("last_slot") is None else {
+            "slot": contract.timestamp(last["last_slot"]), "outcome": last["last_outcome"],
+            "run_id": last["last_run_id"], "late_by": contract.seconds(last["last_late_by"]),
+            "reason": last["last_reason"], "worker": last["last_worker"]},
+    }
+
+
+def _describe(row) -> str:
+    what = "OnCalendar" if row.kind == "on_calendar" else "cron"
+    delay = f" within {row.max_delay:g}s" if row.missed == "run-once" and row.max_delay is not None else ""
+    return f"{what} {row.expression} (missed: {row.missed}{delay}), queue {row.queue}"
+
+
+def _apply_team(args, dsn: str, write: bool) -> int:
+    from polycrate import contract
+    from polycrate.history.postgres import safe_dsn
+    from polycrate.team.scheduler import TICK_SECONDS, apply_schedules
+
+    from polycrate.cli.worker import _check_schema
+
+    ws = workspace_from(args)
+    _check_schema(dsn)
+    rows, notes = _team_rows(ws)
+    changes = apply_schedules(dsn, ws.name, rows, write=write)
+    if args.output == "json":
+        emit_json(contract.document("schedules-backend", {
+            "backend": safe_dsn(dsn), "workspace": ws.name, "applied": write,
+            "schedules": [_team_item(row, status) for status, row in changes], "notes": notes}), args.format)
+        return 0
+    verb = "written to" if write else "to be written to"
+    commit = f" at commit {rows[0].git_commit[:12]}" if rows else ""
+    print(f"team mode: the schedules of workspace '{ws.name}'{commit} {verb} the backend {safe_dsn(dsn)}; every "
+          "`polycrate worker` runs them (no systemd units or cron lines are written)")
+    if not changes:
+        print("no schedules declared in workspace.poly; nothing to do")
+    for status, row in changes:
+        shown = _TEAM_VERBS[status][1 if write else 0]
+        times = ", ".join(contract.timestamp(t) or "" for t in _next_slots(row)) if status != "removed" else ""
+        print(f"{shown:<12} {row.workflow}: {_describe(row)}" + (f"; next {times}" if times else ""))
+    for note in notes:
+        print(f"note: {note}")
+    if write and changes:
+        print(f"the workers pick the change up within {TICK_SECONDS:g}s; see them: polycrate schedules list")
+    return 0
+
+
+def _list_team(args, dsn: str) -> int:
+    from polycrate import contract
+    from polycrate.history.postgres import safe_dsn
+    from polycrate.team.scheduler import TeamSchedule, schedules_in_backend
+
+    from polycrate.cli.worker import _check_schema
+
+    _check_schema(dsn)
+    found = schedules_in_backend(dsn)
+    columns = TeamSchedule.__dataclass_fields__
+    rows = [(TeamSchedule(**{k: r[k] for k in columns}), r) for r in found]
+    if args.output == "json":
+        emit_json(contract.document("schedules-backend", {
+            "backend": safe_dsn(dsn), "workspace": None, "applied": False,
+            "schedules": [_team_item(row, None, r) for row, r in rows], "notes": []}), args.format)
+        return 0
+    if not rows:
+        print(f"no schedules in the backend {safe_dsn(dsn)} (declare them in workspace.poly: polycrate schedules apply)")
+        return 0
+    table([(row.workspace, row.workflow, _describe(row),
+            ", ".join(contract.timestamp(t) or "" for t in _next_slots(row, 1)),
+            "-" if r["last_slot"] is None else f"{contract.timestamp(r['last_slot'])} {r['last_outcome']}"
+            + (f" {r['last_run_id']}" if r["last_run_id"] else ""))
+           for row, r in rows], ("WORKSPACE", "WORKFLOW", "SCHEDULE", "NEXT", "LAST SLOT"))
     return 0
 
 

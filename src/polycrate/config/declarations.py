@@ -33,6 +33,7 @@ BLOCK_NAME_PATTERN = (r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9_])?"
 # aliases and `kind`: the same words, without the rule on the last character
 WORD_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})$"
 ACTION_TYPES = ("ansible", "script")
+MISSED_POLICIES = ("run-once", "skip")  # a schedule's `missed:` (team mode)
 WEBHOOK_EVENTS = ("success", "failure")
 NOTIFICATION_TYPES = ("email", "slack", "mattermost", "teams", "matrix")
 SMTP_SECURITY = ("starttls", "tls", "none")
@@ -436,6 +437,12 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("timeout", one_of(integer(1), string(_NOT_BLANK, hint="time span")),
               f"the run is stopped after this long (at least 1 second): {TIMESPAN_HINT}"),
         Field("log_file", string(_ABSOLUTE_FILE, hint="absolute path"), "where the timer's output goes"),
+        Field("missed", enum(*MISSED_POLICIES),
+              "team mode: a slot missed while no worker was alive: run-once (the latest one, once) or skip",
+              default="run-once", null=False),
+        Field("max_delay", one_of(integer(1), string(_NOT_BLANK, hint="time span")),
+              f"team mode, missed: run-once: not when the missed slot is older than this (default: however old): "
+              f"{TIMESPAN_HINT}"),
     ), exactly_one=("on_calendar", "cron")),
     Section("encryption", "encryption", "Who can decrypt secrets.poly.", (
         Field("recipients", list_of(string(_AGE_RECIPIENT, hint="age public key")),

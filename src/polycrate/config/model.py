@@ -190,6 +190,8 @@ class Schedule:
     log_file: str | None = None
     line: int | None = None
     origin: str = ORIGIN_WORKSPACE
+    missed: str = "run-once"  # team mode: a slot missed while no worker was alive: "run-once" or "skip"
+    max_delay: int | None = None  # team mode, run-once: seconds; an older missed slot is skipped
 
 
 @dataclass(frozen=True)

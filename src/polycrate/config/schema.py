@@ -866,6 +866,8 @@ def parse_schedule(
         log_file=raw_map.get("log_file"),
         line=line,
         origin=origin,
+        missed=str(raw_map.get("missed") or "run-once"),
+        max_delay=span("max_delay", 1),
     )
 
 

@@ -139,7 +139,9 @@ def run(record: RunRecord, workspace: str | None, *, steps: bool = True) -> dict
         "image_digest": record.image_digest,
         "notices": [{"time": timestamp(n.time), "text": n.text} for n in record.notices],
     }
-    if steps:
+    if steps:  # runs show: a run a schedule launched late says so (team mode)
+        data["late_by"] = seconds(record.late_by) if record.late_by is not None else None
+        data["late_reason"] = record.late_reason
         data["steps"] = [step(s) for s in record.steps]
     return data
 
@@ -188,6 +190,8 @@ def schedule(spec: Any) -> dict | None:
         "persistent": spec.persistent,
         "timeout": spec.timeout,
         "log_file": spec.log_file,
+        "missed": spec.missed,
+        "max_delay": spec.max_delay,
     }
 
 

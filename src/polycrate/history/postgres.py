@@ -241,10 +241,46 @@ def _v3_workers(db: Connection) -> None:
 )""")
 
 
+def _v4_schedules(db: Connection) -> None:
+    # Schedules in team mode (team/scheduler.py): a workspace's declared schedules as `schedules apply` wrote
+    # them, and one row per slot a scheduler handled. The slot row's primary key is what makes a slot fire once
+    # across every worker: it is inserted in the transaction that launches the run.
+    db.execute("""CREATE TABLE team_schedules (
+    workspace TEXT NOT NULL,
+    workflow TEXT NOT NULL,             -- the schedule's name: one schedule per workflow
+    kind TEXT NOT NULL,                 -- on_calendar or cron
+    expression TEXT NOT NULL,
+    zone TEXT,                          -- the applying host's time zone (NULL: each worker's own)
+    missed TEXT NOT NULL,               -- run-once or skip: a slot missed while no worker was alive
+    max_delay DOUBLE PRECISION,         -- run-once: not later than this many seconds (NULL: however late)
+    queue TEXT NOT NULL,
+    root TEXT NOT NULL,
+    git_commit TEXT NOT NULL,           -- the commit its runs run (HEAD at apply)
+    prompts TEXT,                       -- where the workflow would prompt: its slots are refused
+    applied DOUBLE PRECISION NOT NULL,  -- since when this expression holds: earlier slots are not its own
+    applied_by TEXT NOT NULL,
+    PRIMARY KEY (workspace, workflow)
+)""")
+    db.execute("""CREATE TABLE team_schedule_slots (
+    workspace TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    slot DOUBLE PRECISION NOT NULL,     -- the slot's time (epoch seconds)
+    fired DOUBLE PRECISION NOT NULL,    -- when a scheduler handled it
+    worker TEXT NOT NULL,
+    outcome TEXT NOT NULL,              -- launched, refused (the workflow was running) or skipped (missed)
+    run_id TEXT,
+    late_by DOUBLE PRECISION,           -- seconds after its time it was launched
+    reason TEXT,                        -- why it was late, refused or skipped
+    PRIMARY KEY (workspace, workflow, slot)
+)""")
+    db.execute("CREATE INDEX team_schedule_slots_by_run ON team_schedule_slots (workspace, run_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
     ("procrastinate's queue, team_runs, team_workers (workers)", _v3_workers),
+    ("team_schedules, team_schedule_slots (schedules on the workers)", _v4_schedules),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -521,13 +557,20 @@ class PostgresRunStore:
                                         (self.workspace, run_id)).fetchall()
             host_rows = self.db.execute("SELECT * FROM step_hosts WHERE workspace = %s AND run_id = %s ORDER BY host",
                                         (self.workspace, run_id)).fetchall()
+            slot = self.db.execute("SELECT late_by, reason FROM team_schedule_slots WHERE workspace = %s AND run_id = %s"
+                                   " AND outcome = 'launched' AND reason IS NOT NULL", (self.workspace, run_id)).fetchone()
         if row is None:  # pruned between resolving and reading
             raise _not_found(f"no run '{ref}' (see: polycrate runs list)", self)
         hosts: dict[int, dict[str, HostCounts]] = {}
         for h in host_rows:
             hosts.setdefault(h["position"], {})[h["host"]] = HostCounts.from_mapping(h)
         steps = tuple(StepRecord.from_mapping(s, hosts.get(s["position"], {})) for s in step_rows)
-        return _record(row, steps=steps)
+        record = _record(row, steps=steps)
+        if slot is not None:  # launched late by a schedule (team/scheduler.py)
+            from dataclasses import replace
+
+            record = replace(record, late_by=float(slot["late_by"]), late_reason=slot["reason"])
+        return record
 
     def read_log(self, run_id: str, position: int, cursor: int = 0) -> LogPiece:
         rows = self._all("SELECT seq, data FROM log_chunks WHERE workspace = %s AND run_id = %s AND position = %s"

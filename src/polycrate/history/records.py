@@ -155,6 +155,9 @@ class RunRecord:
     current_step: str | None = None
     steps: tuple[StepRecord, ...] = ()
     workspace: str | None = None
+    # a run a team-mode schedule launched after its slot's time: how late (seconds) and why (get_run only)
+    late_by: float | None = None
+    late_reason: str | None = None
 
     @classmethod
     def from_columns(cls, row: Mapping[str, Any], *, steps: tuple[StepRecord, ...] = (),

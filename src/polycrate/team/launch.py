@@ -101,30 +101,36 @@ def enqueue(dsn: str, launch: Launch) -> str:
     import psycopg
 
     run_id = new_run_id()
-    lock = lock_name(launch.workspace, launch.workflow)
     db = connect(dsn)
     try:
         try:
             with db.transaction():
-                db.execute(
-                    "INSERT INTO team_runs (workspace, id, workflow, only_step, queue, root, git_commit, options,"
-                    " launched_by, launched_host, launched, state) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'queued')",
-                    (launch.workspace, run_id, launch.workflow, launch.only_step, launch.queue, str(launch.root),
-                     launch.git_commit, json.dumps(launch.options or {}), launch.launched_by, socket.gethostname(),
-                     time.time()))
-                row = db.execute(
-                    "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, 0, %s, %s, %s::jsonb, NULL)"
-                    "::procrastinate_job_to_defer_v1])) AS id",
-                    (launch.queue, TASK, lock, lock, json.dumps({"run_id": run_id, "workspace": launch.workspace})),
-                ).fetchone()
-                assert row is not None
-                db.execute("UPDATE team_runs SET job_id = %s WHERE workspace = %s AND id = %s",
-                           (row["id"], launch.workspace, run_id))
+                defer(db, launch, run_id)
         except psycopg.errors.UniqueViolation:
             raise AlreadyRunning(describe_active(db, launch.workspace, launch.workflow)) from None
         return run_id
     finally:
         db.close()
+
+
+def defer(db: Connection, launch: Launch, run_id: str) -> None:
+    """The launch's rows, in the caller's transaction (``enqueue``; a schedule's slot row joins them there).
+    A workflow queued or running already raises psycopg's UniqueViolation."""
+    lock = lock_name(launch.workspace, launch.workflow)
+    db.execute(
+        "INSERT INTO team_runs (workspace, id, workflow, only_step, queue, root, git_commit, options,"
+        " launched_by, launched_host, launched, state) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'queued')",
+        (launch.workspace, run_id, launch.workflow, launch.only_step, launch.queue, str(launch.root),
+         launch.git_commit, json.dumps(launch.options or {}), launch.launched_by, socket.gethostname(),
+         time.time()))
+    row = db.execute(
+        "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, 0, %s, %s, %s::jsonb, NULL)"
+        "::procrastinate_job_to_defer_v1])) AS id",
+        (launch.queue, TASK, lock, lock, json.dumps({"run_id": run_id, "workspace": launch.workspace})),
+    ).fetchone()
+    assert row is not None
+    db.execute("UPDATE team_runs SET job_id = %s WHERE workspace = %s AND id = %s",
+               (row["id"], launch.workspace, run_id))
 
 
 def describe_active(db: Connection, workspace: str, workflow: str) -> str:
@@ -204,5 +210,5 @@ def record_unstarted(dsn: str, row: dict[str, Any], status: RunState, reason: st
             store.close()
 
 
-__all__ = ["ACTIVE", "TASK", "AlreadyRunning", "Launch", "checked_commit", "enqueue", "fence_key", "lock_name",
-           "record_unstarted", "stop", "workspace_commit"]
+__all__ = ["ACTIVE", "TASK", "AlreadyRunning", "Launch", "checked_commit", "defer", "describe_active", "enqueue",
+           "fence_key", "lock_name", "record_unstarted", "stop", "workspace_commit"]

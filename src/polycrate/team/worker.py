@@ -192,6 +192,9 @@ async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[
     await asyncio.to_thread(_register, dsn, settings, me)
     period = max(0.5, min(settings.heartbeat, settings.lost_after / 4))
     failing = False
+    from polycrate.team.scheduler import run_scheduler  # every worker runs the schedules (team/scheduler.py)
+
+    scheduler = asyncio.create_task(run_scheduler(dsn, settings.name, me, lambda line: say(f"{settings.name}: {line}")))
     try:
         while True:
             try:
@@ -204,6 +207,11 @@ async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[
                 failing = True
             await asyncio.sleep(period)
     finally:
+        scheduler.cancel()
+        try:
+            await scheduler
+        except (asyncio.CancelledError, Exception):
+            pass
         try:
             await asyncio.to_thread(_unregister, dsn, me)
         except Exception:
