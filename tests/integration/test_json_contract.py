@@ -25,6 +25,7 @@ ELSEWHERE = {
     "notify-test": "tests/integration/test_notifications.py (SMTP and chat servers on loopback)",
     "backend-import": "tests/team/test_backend.py (PostgreSQL)",
     "workers": "tests/team/test_workers.py (PostgreSQL, polycrate worker)",
+    "schedules-backend": "tests/team/test_schedules.py (PostgreSQL, polycrate worker)",
 }
 
 
@@ -104,7 +105,8 @@ webhooks:
     workflows = seen.json("workflows", "list", cwd=ws)
     timer = next(w for w in workflows["workflows"] if w["name"] == "timer")
     assert timer["schedule"] == {"kind": "on_calendar", "expression": "*-*-* 03:00:00", "randomized_delay": 60,
-                                 "user": None, "group": None, "persistent": True, "timeout": None, "log_file": None}
+                                 "user": None, "group": None, "persistent": True, "timeout": None, "log_file": None,
+                                 "missed": "run-once", "max_delay": None}
     assert all(w["schedule"] is None for w in workflows["workflows"] if w["name"] != "timer")
     seen.json("workflows", "inspect", "nightly", cwd=ws)
     actions = seen.json("actions", "list", cwd=ws)

@@ -133,6 +133,9 @@ def wait_for(what: Callable[[], Any], description: str, deadline: float = DEADLI
 def test_200_slots_with_three_workers_one_killed_half_way_fire_exactly_once(team):
     flows = "".join(_scheduled(f"tick{k}", f'"*-*-* *:*:{k:02d}/{TICKS}"') for k in range(TICKS))
     _workspace(team.ws, team.marks, flows)
+    for name in ("w1", "w2", "w3"):  # alive before the first slot: no slot is missed, each one fires
+        team.start_worker(name, "--concurrency", "2")
+    wait_for(lambda: len(team.sql("SELECT 1 FROM team_workers")) == 3, "the three workers registered")
     applied = team.cli("schedules", "apply")
     assert applied.returncode == 0, applied.output
     assert "written to the backend" in applied.stdout and "no systemd units or cron lines" in applied.stdout
@@ -144,8 +147,6 @@ def test_200_slots_with_three_workers_one_killed_half_way_fire_exactly_once(team
     since = min(r["applied"] for r in team.sql("SELECT applied FROM team_schedules"))
     first = int(since) + 1  # slot times are whole seconds: every second after the apply is one workflow's slot
     last = first + SLOTS - 1
-    for name in ("w1", "w2", "w3"):
-        team.start_worker(name, "--concurrency", "2")
 
     def handled(up_to: float) -> int:
         return int(team.sql("SELECT count(*) AS n FROM team_schedule_slots WHERE slot >= %s AND slot <= %s",
@@ -177,8 +178,9 @@ def test_200_slots_with_three_workers_one_killed_half_way_fire_exactly_once(team
     for s in refused:  # never silently: the slot names the run that held its workflow
         assert "already" in s["reason"] and s["workflow"] in s["reason"], s
     # each launched slot is one run in the backend, and no run of these workflows came from anywhere else
-    runs = {r["id"]: r for r in team.sql("SELECT r.*, t.state AS team_state FROM team_runs t LEFT JOIN runs r"
-                                         " ON r.workspace = t.workspace AND r.id = t.id WHERE t.workspace = 'schedws'")}
+    runs = {r["team_id"]: r for r in team.sql("SELECT r.*, t.id AS team_id, t.state AS team_state FROM team_runs t"
+                                              " LEFT JOIN runs r ON r.workspace = t.workspace AND r.id = t.id"
+                                              " WHERE t.workspace = 'schedws'")}
     mine = [s["run_id"] for s in launched]
     assert len(set(mine)) == len(mine) and set(mine) <= set(runs)
     late = [r for r in runs if r not in mine]
@@ -195,8 +197,7 @@ def test_200_slots_with_three_workers_one_killed_half_way_fire_exactly_once(team
         row = runs[run_id]
         inside = [t for t in stamps.get(row["workflow"], []) if row["started"] <= t <= row["ended"]]
         assert len(inside) == 1, (run_id, inside)
-    in_window = [t for values in stamps.values() for t in values if t <= killed_at + DEADLINE]
-    assert len(lines) <= len(mine) + len([r for r in late if runs[r]["status"]]), "a run's action ran twice"
+    assert len(lines) <= len(runs), "an action ran more often than runs were launched"
     statuses: dict[str, int] = {}
     for run_id in mine:
         statuses[str(runs[run_id]["status"])] = statuses.get(str(runs[run_id]["status"]), 0) + 1
@@ -204,8 +205,11 @@ def test_200_slots_with_three_workers_one_killed_half_way_fire_exactly_once(team
     for s in slots:
         by_worker[s["worker"]] = by_worker.get(s["worker"], 0) + 1
     assert set(by_worker) <= {"w1", "w2", "w3"} and len(by_worker) >= 2
+    for run_id in mine:  # a run that did not succeed says why (e.g. its worker was the killed one)
+        if runs[run_id]["status"] != "succeeded":
+            print(f"run {run_id}: {runs[run_id]['status']}: {runs[run_id]['message']}")
     print(f"{SLOTS} slots: {len(launched)} launched, {len(refused)} refused (their workflow still ran); runs {statuses};"
-          f" slots handled per worker {by_worker}; {len(lines)} marker lines ({len(in_window)} stamped); "
+          f" slots handled per worker {by_worker} (w2 killed {killed_at - first:.0f} s in); {len(lines)} marker lines; "
           f"load {os.getloadavg()[0]:.1f}")
 
 
