@@ -193,7 +193,7 @@ def _reopen_log_files() -> None:
 
     for handler in logging.root.handlers:
         if isinstance(handler, logging.FileHandler) and handler.stream is not None:
-            stream, handler.stream = handler.stream, None  # type: ignore[assignment]
+            stream, handler.stream = handler.stream, None
             stream.close()
 
 
