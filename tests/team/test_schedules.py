@@ -294,6 +294,9 @@ def test_apply_with_a_backend_refuses_a_dirty_workspace_and_changes_nothing(team
     refused = team.cli("schedules", "apply")
     assert refused.returncode == 2 and "uncommitted changes" in refused.stderr, refused.output
     assert team.sql("SELECT count(*) AS n FROM team_schedules")[0]["n"] == 0
+    one_off = team.cli("workflows", "schedule", "quiet", "--on-calendar", "daily", "--dest", str(team.tmp / "units"))
+    assert one_off.returncode == 2 and "declare the schedule in workspace.poly" in one_off.stderr, one_off.output
+    assert not (team.tmp / "units").exists()
 
 
 def test_slot_times_come_in_order_and_a_long_backlog_is_summed_up_by_its_latest_slot():
