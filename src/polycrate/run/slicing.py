@@ -1,26 +1,21 @@
 """A sliced step (`slices: N` on an ansible step, AWX's job slicing): its hosts run in N parts.
 
 The step's hosts are its block's inventory after the run's --limit, in the inventory's own order
-(``ansible-inventory --list``, groups walked from ``all``); they are split into at most N contiguous parts
-of near-equal size, and each part runs the step's action with ``--limit`` of its hosts (its own attempts,
-timeout and retries). Who runs the parts is the ``Slicer``: in team mode team/slices.py enqueues one job
-per part and workers run them at once; without a backend (``LocalSlicer``) they run here, one after the
-other, and the record looks the same.
+(config/inventory.inventory_list: ``ansible-inventory --list``, groups walked from ``all``). They are split
+into at most N contiguous parts of near-equal size, and each part runs the step's action with ``--limit``
+of its hosts (its own attempts, timeout and retries). Who runs the parts is the ``Slicer``: in team mode
+team/slices.py enqueues one job per part and workers run them at once; without a backend
+(``LocalSlicer``) they run here, one after the other, and the record looks the same.
 
 The parts' outcomes combine into the step's: failed when any part failed (interrupted when one was stopped),
 per-host counts summed, each part's log in the step's log under a heading that names the part and its hosts.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from polycrate.errors import PolycrateError
 from polycrate.run.context import RunContext
 from polycrate.run.request import StepResult
 from polycrate.run.step import StepOutput, run_attempts
@@ -85,40 +80,14 @@ def split(hosts: list[str], slices: int) -> list[tuple[str, ...]]:
     return parts
 
 
-def inventory_hosts(inventory: Path | None, limit: str | None) -> list[str]:
-    """The inventory's hosts after ``limit``, in the inventory's order (Ansible's implicit localhost when
-    there is no inventory)."""
-    argv = [sys.executable, "-m", "ansible.cli.inventory", "--list"]
-    if inventory is not None:
-        argv += ["-i", str(inventory)]
-    if limit:
-        argv += ["--limit", limit]
-    env = dict(os.environ, ANSIBLE_INVENTORY=str(inventory)) if inventory is not None else dict(os.environ)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        lines = [text for text in proc.stderr.splitlines() if text.strip() and "Warning" not in text]
-        raise PolycrateError(f"slices: ansible-inventory failed: {lines[-1] if lines else proc.returncode}", inventory)
-    data = json.loads(proc.stdout)
-    names: list[str] = []
-
-    def walk(group: str, seen: set[str]) -> None:
-        if group in seen:
-            return
-        seen.add(group)
-        for host in data.get(group, {}).get("hosts", []):
-            if host not in names:
-                names.append(host)
-        for child in data.get(group, {}).get("children", []):
-            walk(child, seen)
-
-    walk("all", set())
-    return names or (["localhost"] if inventory is None and not limit else [])
-
-
 def step_hosts(run: RunContext, step: StepResult) -> list[str]:
+    """The step's hosts: its block's inventory after the run's --limit, in the inventory's order."""
     from polycrate.config.action_view import block_inventory
+    from polycrate.config.inventory import inventory_list
 
-    return inventory_hosts(block_inventory(run.ws, run.ws.blocks[step.block]), run.options.ansible.limit)
+    inventory = block_inventory(run.ws, run.ws.blocks[step.block])
+    names, _ = inventory_list(inventory, run.options.ansible.limit)
+    return names or (["localhost"] if inventory is None and not run.options.ansible.limit else [])
 
 
 def run_sliced(run: RunContext, step: StepResult, workflow: str | None, output: StepOutput, events_dir: Path) -> None:
@@ -219,5 +188,5 @@ def run_slice_alone(ws: Workspace, runtime: Runtime, options: RunOptions, planne
         run.close()
 
 
-__all__ = ["LocalSlicer", "SliceOutcome", "Slicer", "combine", "heading", "inventory_hosts", "run_slice_alone",
+__all__ = ["LocalSlicer", "SliceOutcome", "Slicer", "combine", "heading", "run_slice_alone",
            "run_sliced", "split"]

@@ -99,7 +99,7 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
     from procrastinate.worker import Worker
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=dsn, min_size=1, max_size=settings.concurrency + 3, kwargs={"application_name": "polycrate-worker"}))
+        conninfo=dsn, min_size=1, max_size=2 * settings.concurrency + 4, kwargs={"application_name": "polycrate-worker"}))
 
     @app.task(name=TASK, pass_context=True)
     async def run_workflow(context: Any, run_id: str, workspace: str) -> None:
