@@ -17,35 +17,34 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from polycrate.history.postgres import Connection, connect
 from polycrate.states import StepState
 from polycrate.team.execute import run_options, workspace_problem
 from polycrate.team.launch import team_run
 
-if TYPE_CHECKING:
-    from polycrate.team.worker import WorkerSettings
-
 FLUSH_SECONDS = 0.5
 POLL_SECONDS = 0.2
 
 
-async def supervise_slice(dsn: str, settings: WorkerSettings, worker_id: int | None, batch: str, index: int) -> None:
-    """The worker's side: claim the part, run its process, finish a part whose process did not."""
+async def supervise_slice(dsn: str, worker: str, lost_after: float, worker_id: int | None, batch: str,
+                          index: int) -> None:
+    """The worker's side (``worker``: its name; ``lost_after``: its --lost-after): claim the part, run its
+    process, finish a part whose process did not."""
     import asyncio
 
-    claimed = await asyncio.to_thread(_claim, dsn, settings, worker_id, batch, index)
+    claimed = await asyncio.to_thread(_claim, dsn, worker, lost_after, worker_id, batch, index)
     if not claimed:
         return  # stopped while it waited, or lost already
-    print(f"polycrate worker: {settings.name}: slice {index} of {batch[:8]} started", flush=True)
+    print(f"polycrate worker: {worker}: slice {index} of {batch[:8]} started", flush=True)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "polycrate", "worker", "slice", batch, str(index), "--worker-pid", str(os.getpid()),
         stdin=asyncio.subprocess.DEVNULL)
     await asyncio.to_thread(_update, dsn, "UPDATE team_slices SET pid = %s WHERE batch = %s AND idx = %s",
                             (proc.pid, batch, index))
     code = await proc.wait()
-    print(f"polycrate worker: {settings.name}: slice {index} of {batch[:8]} ended (exit {code})", flush=True)
+    print(f"polycrate worker: {worker}: slice {index} of {batch[:8]} ended (exit {code})", flush=True)
     outcome = {"status": str(StepState.FAILED), "counts": {}, "attempts": 0,
                "message": f"its process ended by exit status {code} without recording an end"}
     await asyncio.to_thread(_update, dsn, "UPDATE team_slices SET state = 'done', ended = %s, outcome = %s::jsonb"
@@ -53,13 +52,13 @@ async def supervise_slice(dsn: str, settings: WorkerSettings, worker_id: int | N
                             (time.time(), json.dumps(outcome), batch, index))
 
 
-def _claim(dsn: str, settings: WorkerSettings, worker_id: int | None, batch: str, index: int) -> bool:
+def _claim(dsn: str, worker: str, lost_after: float, worker_id: int | None, batch: str, index: int) -> bool:
     db = connect(dsn)
     try:
         row = db.execute("UPDATE team_slices SET state = 'running', worker = %s, worker_host = %s, worker_id = %s,"
                          " lost_after = %s, started = %s WHERE batch = %s AND idx = %s AND state = 'queued'"
                          " AND stop_requested IS NULL RETURNING idx",
-                         (settings.name, socket.gethostname(), worker_id, settings.lost_after, time.time(), batch,
+                         (worker, socket.gethostname(), worker_id, lost_after, time.time(), batch,
                           index)).fetchone()
         return row is not None
     finally:

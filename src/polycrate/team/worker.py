@@ -109,7 +109,7 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
     async def run_slice(context: Any, batch: str, index: int) -> None:
         from polycrate.team.slice_run import supervise_slice
 
-        await supervise_slice(dsn, settings, context.job.worker_id, batch, index)
+        await supervise_slice(dsn, settings.name, settings.lost_after, context.job.worker_id, batch, index)
 
     async with app.open_async():
         worker = Worker(app, queues=list(settings.queues), name=settings.name, concurrency=settings.concurrency,
