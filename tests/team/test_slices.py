@@ -129,6 +129,17 @@ def test_without_a_backend_one_failing_host_fails_the_step_with_every_host_count
     assert _step(shown, "after")["status"] == "skipped"
 
 
+def test_the_slices_divide_the_hosts_that_remain_after_limit(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws = _workspace(tmp_path / "ws", marks, sleep=0)
+    ran = run_cli("workflows", "run", "wide", "--limit", "node2,node3,node4,node6", cwd=ws, env=no_backend(tmp_path))
+    assert ran.returncode == 0, ran.output
+    assert {line[0]: line[1] for line in _marks(marks)} == {
+        "node2": "node2,node3", "node3": "node2,node3", "node4": "node4", "node6": "node6"}
+    assert "4 hosts in 3 slices" in ran.output
+
+
 def test_slices_on_a_script_step_is_refused_before_anything_runs(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
