@@ -4,8 +4,9 @@ action with --limit of the part's hosts (run/slicing.run_slice_alone) at the run
 
 The process writes its masked output into the part's row every ``FLUSH_SECONDS`` and its outcome at its end;
 it takes no lock and opens no run record (the run's own process holds the workflow's lock and records the
-step). A watchdog stops it (SIGTERM to itself, as Ctrl-C) when the run asks its parts to stop, or when its
-worker is gone. A part whose process ended without recording is finished by its worker, as failed.
+step). A watchdog stops it (SIGTERM to itself, as Ctrl-C) when the run asks its parts to stop, when the run
+is no longer running (its process was lost or killed), or when its worker is gone. A part whose process
+ended without recording is finished by its worker, as failed.
 """
 from __future__ import annotations
 
@@ -117,13 +118,18 @@ class SliceWatchdog(threading.Thread):
                     self._stop(f"its worker (pid {self.worker_pid}) ended")
                     return
                 try:
-                    row = self.db.execute("SELECT stop_requested FROM team_slices WHERE batch = %s AND idx = %s",
-                                          (self.batch, self.index)).fetchone()
+                    row = self.db.execute(
+                        "SELECT s.stop_requested, r.state FROM team_slices s LEFT JOIN team_runs r ON"
+                        " r.workspace = s.workspace AND r.id = s.run_id WHERE s.batch = %s AND s.idx = %s",
+                        (self.batch, self.index)).fetchone()
                 except Exception:
                     self._stop("lost its connection to the backend")
                     return
                 if row is not None and row["stop_requested"]:
                     self._stop("its run was stopped")
+                    return
+                if row is not None and row["state"] != "running":  # its run's process is gone (lost, killed)
+                    self._stop(f"its run is {row['state'] or 'gone'}")
                     return
         finally:
             self.db.close()
