@@ -157,6 +157,10 @@ def test_200_slots_with_three_workers_one_killed_half_way_fire_exactly_once(team
     team.workers["w2"].send_signal(signal.SIGKILL)  # the worker only: its runs' processes stop themselves
     team.workers["w2"].wait()
     wait_for(lambda: handled(last) == SLOTS, f"all {SLOTS} slots were handled", deadline=SLOTS + DEADLINE)
+    # the window's runs end at the commit they were launched at (a later commit of this folder is refused there)
+    wait_for(lambda: not team.sql("SELECT t.id FROM team_runs t JOIN team_schedule_slots s ON s.run_id = t.id"
+                                  " WHERE s.slot <= %s AND t.state IN ('queued', 'running')", last),
+             "the runs of the window's slots ended")
 
     # no more slots: the workspace without schedules, applied while the workers run (picked up without a restart)
     _workspace(team.ws, team.marks, "".join(
