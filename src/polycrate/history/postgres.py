@@ -245,7 +245,7 @@ def _v4_server_state(db: Connection) -> None:
     # `polycrate serve`'s own state (server/state.py's tables, in a schema of their own): with a backend every
     # server shares its users, tokens, sessions, grants, teams, launches and audit
     db.execute("CREATE SCHEMA IF NOT EXISTS polycrate_server")
-    db.execute("SET LOCAL search_path TO polycrate_server")  # this migration's transaction only
+    db.execute("SET LOCAL search_path TO polycrate_server, public")  # the tables below go there
     for statement in (
         "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT NOT NULL,"
         " created DOUBLE PRECISION NOT NULL)",
@@ -267,6 +267,7 @@ def _v4_server_state(db: Connection) -> None:
         " workspace TEXT NOT NULL, workflow TEXT NOT NULL, shown TEXT NOT NULL, options TEXT NOT NULL, vars_file TEXT)",
     ):
         db.execute(statement)
+    db.execute("SET LOCAL search_path TO DEFAULT")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
