@@ -227,3 +227,27 @@ def test_two_openers_share_one_state(opener, kind):
         assert a.begin_login("bob", "127.0.0.1") is not None
     assert b.begin_login("bob", "127.0.0.1") is not None
     assert a.begin_login("bob", "127.0.0.1") is None  # the count is one over both
+
+
+def test_a_broken_backend_connection_is_made_anew(team_dsn):
+    """The backend restarted under a server (here: its connection ended by PostgreSQL): the request that meets
+    the break fails, the next one works on a new connection, and nothing was lost."""
+    import psycopg
+
+    from polycrate.history.postgres import connect
+
+    state = open_state(None, team_dsn)
+    try:
+        state.add_user("ann", "viewer", "ann-password")
+        pid = _column(state, "SELECT pg_backend_pid() AS pid")[0]
+        admin = connect(team_dsn)
+        try:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        finally:
+            admin.close()
+        with pytest.raises(psycopg.OperationalError):
+            state.users()
+        assert [u["name"] for u in state.users()] == ["ann"]
+        assert _column(state, "SELECT pg_backend_pid() AS pid")[0] != pid
+    finally:
+        state.close()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from polycrate.history.postgres import _check_schema, connect, safe_dsn
+from polycrate.history.postgres import Connection, _check_schema, connect, safe_dsn
 from polycrate.server.state import StateStore
 
 SCHEMA = "polycrate_server"
@@ -36,21 +36,32 @@ class PostgresServerState(StateStore):
         super().__init__()
         self.dsn = dsn
         self.where = safe_dsn(dsn)
-        self.db = connect(dsn)
-        try:
-            _check_schema(self.db, dsn)
-            self.db.execute(f"SET search_path TO {SCHEMA}")
-        except BaseException:
-            self.db.close()
-            raise
+        self.db = self._connect()
         self._lock = threading.RLock()  # the server's worker threads share the connection: one statement at a time
+
+    def _connect(self) -> Connection:
+        db = connect(self.dsn)
+        try:
+            _check_schema(db, self.dsn)
+            db.execute(f"SET search_path TO {SCHEMA}")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _usable(self) -> Connection:
+        """The connection, made anew when the last one broke (the backend restarted): the request that met the
+        break failed; the server goes on with the next one, never repeating a statement that may have applied."""
+        if self.db.broken or self.db.closed:
+            self.db = self._connect()
+        return self.db
 
     def __repr__(self) -> str:
         return f"PostgresServerState({self.where!r})"
 
     def _sql(self, sql: str, args: tuple = ()) -> Any:
         with self._lock:
-            return self.db.execute(translated(sql), args)
+            return self._usable().execute(translated(sql), args)
 
     def _serialized(self) -> AbstractContextManager[object]:
         return self._login_transaction()
@@ -59,7 +70,7 @@ class PostgresServerState(StateStore):
     def _login_transaction(self) -> Iterator[None]:
         # one transaction holding a lock every server on this backend waits for: the count and the new row
         # are one step, whichever server the tries reach
-        with self._lock, self.db.transaction():
+        with self._lock, self._usable().transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(%s)", (LOGIN_LOCK,))
             yield
 
