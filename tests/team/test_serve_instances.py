@@ -164,3 +164,19 @@ def test_two_servers_one_backend_are_interchangeable(team_env, tmp_path, monkeyp
     finally:
         b.stop()
         a.stop()
+
+
+def test_a_queued_run_is_named_as_queued_not_as_missing(team_dsn, tmp_path):
+    """Before a worker takes a launched run it has no record: the server says it is queued, where and by whom."""
+    from polycrate.errors import NotFoundError
+    from polycrate.server.catalog import Catalog
+    from polycrate.team.launch import Launch, checked_commit, enqueue
+
+    ops = committed(make_workspace(tmp_path / "ops", "ops"))
+    run_id = enqueue(team_dsn, Launch(workspace="ops", root=ops, workflow="green", queue="nobody-serves-this",
+                                      git_commit=checked_commit(ops), launched_by="web:ann"))
+    catalog = Catalog([ops], backend=team_dsn)
+    with pytest.raises(NotFoundError, match=f"run {run_id} is queued on 'nobody-serves-this' \\(launched by web:ann\\)"):
+        catalog.find_run(run_id)
+    with pytest.raises(NotFoundError, match="no run '20990101-000000-abcdef'"):
+        catalog.find_run("20990101-000000-abcdef")
