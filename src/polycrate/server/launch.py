@@ -290,7 +290,7 @@ def failed_hosts(run: RunRecord) -> list[str]:
 def command(root: Path, workflow: str, options: LaunchOptions, vars_file: Path | None,
             secrets_file: Path | None = None, action: str | None = None) -> list[str]:
     """`polycrate workflows run WORKFLOW`, or with `action`, `polycrate run BLOCK ACTION` (workflow: the block)."""
-    # --here: with a backend the server's child runs the workflow itself (launching through the queue: later)
+    # --here: with a backend a workflow is enqueued (enqueue_launch), never this; one action runs here, as at the CLI
     if action is not None:
         argv = [sys.executable, "-m", "polycrate", "-w", str(root), "run", workflow, action, "--force", "--here"]
     else:

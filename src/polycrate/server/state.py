@@ -19,6 +19,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +218,7 @@ class Principal:
         return self.may("viewer", workspace)
 
 
-class StateStore:
+class StateStore(ABC):
     """The server's state, whatever holds it: every rule lives here (password hashing, session expiry, the
     login backoff, the audit's cut names), written once in SQL that SQLite and PostgreSQL both read. An
     implementation gives ``_sql`` (one statement, ``?`` placeholders, rows readable by column name),
@@ -231,14 +232,14 @@ class StateStore:
         self._anonymous: dict[str | None, list[float]] = {}  # address -> times of its anonymous audit rows
         self._suppressed = 0  # anonymous rows not written since the last one that was
 
-    def _sql(self, sql: str, args: tuple = ()) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def _sql(self, sql: str, args: tuple = ()) -> Any: ...
 
-    def _serialized(self) -> AbstractContextManager[object]:
-        raise NotImplementedError
+    @abstractmethod
+    def _serialized(self) -> AbstractContextManager[object]: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     # --- users -----------------------------------------------------------------------------
 
