@@ -16,9 +16,9 @@ from polycrate.server.state import (
     LOGIN_MAX_FAILURES_PER_CLIENT,
     NAME_MAX,
     StateStore,
-    open_state,
     token_hash,
 )
+from polycrate.server.state_backends import open_state
 
 pytestmark = pytest.mark.team
 

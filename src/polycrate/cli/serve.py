@@ -140,7 +140,7 @@ def _state_option(p) -> None:
 def _state(args):
     """The state every server of this host's setting shares: the backend's, else the --state folder's."""
     from polycrate.cli.backend import backend_setting
-    from polycrate.server.state import open_state
+    from polycrate.server.state_backends import open_state
 
     state = open_state(Path(args.state) if args.state else None, backend_setting())
     try:

@@ -40,7 +40,8 @@ from polycrate.server.catalog import RUN_STATES, Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
 from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
                                      launch, parse_launch, prompts_of, stop, stop_launched)
-from polycrate.server.state import Principal, bounded, open_state
+from polycrate.server.state import Principal, bounded
+from polycrate.server.state_backends import open_state
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "pc_session"

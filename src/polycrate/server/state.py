@@ -576,13 +576,3 @@ class ServerState(StateStore):
 
     def close(self) -> None:
         self.db.close()
-
-
-def open_state(folder: Path | None = None, backend: str | None = None) -> StateStore:
-    """The server's state: in the backend's PostgreSQL when there is one (every server on it shares its users,
-    sessions and audit), else in SQLite in ``folder``."""
-    if backend:
-        from polycrate.server.state_postgres import PostgresServerState
-
-        return PostgresServerState(backend)
-    return ServerState(folder)
