@@ -137,9 +137,13 @@ def test_two_servers_one_backend_are_interchangeable(team_env, tmp_path, monkeyp
         asked = time.monotonic()
         stopped = operator_a.post(f"/api/v1/runs/{second_id}/stop")
         assert stopped.status_code == 202, stopped.text
-        final = wait_for(lambda: (lambda d: d if d and d["status"] != "running" else None)(run_doc(operator_b, second_id)),
-                         DEADLINE, "the stopped run to end")
+        ended_run = wait_for(lambda: (lambda d: d if d and d["status"] != "running" else None)(
+            run_doc(operator_b, second_id)), DEADLINE, "the stopped run to end")
         print(f"stop from server a to the run's recorded end (seen on b): {time.monotonic() - asked:.2f} s")
+        assert ended_run["status"] == "interrupted"
+        # the engine records "interrupted (SIGTERM)" first; the run's process then writes who stopped it
+        final = wait_for(lambda: (lambda d: d if "by web:" in (d["message"] or "") else None)(
+            run_doc(operator_b, second_id)), DEADLINE, "the stopped run's record to say who stopped it")
         assert final["status"] == "interrupted" and "interrupted by web:token:operator-token" in final["message"]
 
         # a user added on b (its API) logs in on a; logging out on b ends the session on a
