@@ -277,7 +277,9 @@ class Variants:
                        input=archive.stdout, check=True)
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", ref], capture_output=True, text=True,
                                 check=True).stdout.strip()
-        self.sources = {f"before ({ref} {commit})": before, "after": EXAMPLE / BLOCK_DIR}
+        after = tmp / "block-after"  # a copy: edits to the worktree during the run change nothing measured
+        shutil.copytree(EXAMPLE / BLOCK_DIR, after)
+        self.sources = {f"before ({ref} {commit})": before, "after": after}
         self.names = list(self.sources)
         self.current = ""
 
