@@ -242,7 +242,7 @@ def bench_backup(h: Host, rounds: int, log, warm_backup: bool = True, variants: 
             log(f"  backup round {i + 1}{' ' + name if name else ''}: pg_dump {base:.2f}s (load {load_base}), "
                 f"backup {ours:.2f}s (load {load_ours}), {ours / base:.2f}x")
     summary = {name: _backup_summary(rows) for name, rows in out.items()}
-    result = summary[names[-1]]
+    result = dict(summary[names[-1]])
     if variants:
         result["variants"] = summary
         result["order"] = "alternating: " + ", ".join(names) + " in odd rounds, reversed in even rounds"
@@ -409,7 +409,7 @@ def bench_restore(h: Host, tmp: Path, rounds: int, log, variants: Variants | Non
         h.app.unpublish(BROKEN)
         h.db.exec(f"rm -rf {DUMP_DIR}")
     summary = {name: _restore_summary(rows) for name, rows in out.items()}
-    result = summary[names[-1]]
+    result = dict(summary[names[-1]])
     if variants:
         result["variants"] = summary
     return result
