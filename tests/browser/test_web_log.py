@@ -30,8 +30,8 @@ def run_of(served, workflow: str) -> str:
 
 
 def test_colour_codes_in_a_log_are_coloured_spans_and_markup_stays_text(served, browser):
-    # The engine keeps plain text in the store; a log written otherwise (an older store, an import) may hold
-    # Ansible's colour codes and markup-like text: this one is given both, in the store's own log file.
+    # A log may hold colour codes, other escape sequences (an older store, an import) and markup-like text:
+    # this one is given all three, in the store's own log file.
     ops = served.workspaces[0]
     run_id = run_of(served, "green")
     files = [p for p in ops.rglob("*") if p.is_file() and run_id in str(p) and "hello from hello" in p.read_text(

@@ -11,9 +11,10 @@ On a terminal (the story's stream is a TTY): the terminal's width passes through
 status line at the bottom shows step i/n, the current task and host and the elapsed time, redrawn in
 place every second; with colour allowed (`NO_COLOR` unset, no `--no-color`) Ansible's colours pass
 through and polycrate's banners are coloured. Anywhere else: no escape code at all (also none that an action
-prints itself), and after each `--heartbeat` seconds of silence
-(default 60, `POLYCRATE_HEARTBEAT`, 0 turns it off) one plain line naming the step, the task and
-the elapsed time. The store and `runs logs` keep plain text either way (engine, ansi.strip).
+prints itself; Ansible colours all the same, for the run's log, unless colour is turned off), and after
+each `--heartbeat` seconds of silence (default 60, `POLYCRATE_HEARTBEAT`, 0 turns it off) one plain line
+naming the step, the task and the elapsed time. The store keeps the colours (SGR codes only) for the web
+page; `runs logs` and every other plain reader strip them (polycrate.ansi).
 """
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ def colour_allowed(stream: TextIO, no_color: bool = False) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def colour_recorded(no_color: bool = False) -> bool:
+    """Whether Ansible colours its output for the run's log (kept there for the web page, stripped by every
+    plain reader), wherever the output goes: unless the user turned colour off (--no-color, NO_COLOR,
+    ANSIBLE_NOCOLOR)."""
+    if no_color or "NO_COLOR" in os.environ:
+        return False
+    return os.environ.get("ANSIBLE_NOCOLOR", "").strip().lower() in ("", "0", "false", "no", "off", "n", "f")
 
 
 def heartbeat_from(value: float | None) -> float:
@@ -138,6 +148,7 @@ class LiveReporter:
         self.stream = stream or story_stream(output)
         self.tty = _isatty(self.stream)
         self.colour = colour_allowed(self.stream, no_color)
+        self.colour_recorded = colour_recorded(no_color)
         self.heartbeat = heartbeat_from(heartbeat)
         self.lock = threading.Lock()
         self.started = time.monotonic()
@@ -160,7 +171,7 @@ class LiveReporter:
         env: list[tuple[str, str]] = []
         if self.tty:
             env.append(("POLYCRATE_COLUMNS", str(shutil.get_terminal_size((80, 24)).columns)))
-        if self.colour:
+        if self.colour_recorded:  # also off a terminal: the story written here is stripped, the log keeps them
             env.append(("ANSIBLE_FORCE_COLOR", "1"))
         else:
             env += [("ANSIBLE_NOCOLOR", "1"), ("ANSIBLE_FORCE_COLOR", "0")]
