@@ -8,6 +8,7 @@ terminal (with colour allowed) sees Ansible's colours.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 # CSI sequences (colours, cursor moves, erase), OSC sequences (titles, links), and lone ESC + one char
 ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -37,3 +38,18 @@ def keep_colour(text: str) -> str:
 def sgr_spans(text: str) -> list[tuple[int, int]]:
     """The ``[start, end)`` stretches of ``text`` that are colour codes, in order."""
     return [m.span() for m in SGR.finditer(text)] if "\x1b" in text else []
+
+
+def colour_recorded(environ: Mapping[str, str], no_color: bool = False) -> bool:
+    """Whether Ansible colours its output for the run's log, wherever the output goes (a terminal, a pipe, a
+    server's or a worker's file): unless the user turned colour off (--no-color, NO_COLOR, ANSIBLE_NOCOLOR)."""
+    if no_color or "NO_COLOR" in environ:
+        return False
+    return environ.get("ANSIBLE_NOCOLOR", "").strip().lower() in ("", "0", "false", "no", "off", "n", "f")
+
+
+def ansible_colour(environ: Mapping[str, str], no_color: bool = False) -> tuple[tuple[str, str], ...]:
+    """The variables that make Ansible colour its output, or not (``colour_recorded``)."""
+    if colour_recorded(environ, no_color):
+        return (("ANSIBLE_FORCE_COLOR", "1"),)
+    return (("ANSIBLE_NOCOLOR", "1"), ("ANSIBLE_FORCE_COLOR", "0"))

@@ -256,7 +256,7 @@ def test_admin_forms_answer_with_a_redirect_and_the_note_shows_once(served):
     assert r.status_code == 303 and r.headers["location"] == "/admin"
     page = admin.get("/admin")
     shown = re.search(r'<pre id="new-token">([^<]+)</pre>', page.text)
-    assert shown and page.headers["cache-control"] == "no-store"
+    assert shown and "no-store" in page.headers["cache-control"]
     assert httpx.get(served.url + "/api/v1/whoami", headers={"Authorization": f"Bearer {shown.group(1)}"}
                      ).json()["name"] == "prg-token"
     assert 'id="new-token"' not in admin.get("/admin").text

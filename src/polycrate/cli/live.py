@@ -49,15 +49,6 @@ def colour_allowed(stream: TextIO, no_color: bool = False) -> bool:
         return False
 
 
-def colour_recorded(no_color: bool = False) -> bool:
-    """Whether Ansible colours its output for the run's log (kept there for the web page, stripped by every
-    plain reader), wherever the output goes: unless the user turned colour off (--no-color, NO_COLOR,
-    ANSIBLE_NOCOLOR)."""
-    if no_color or "NO_COLOR" in os.environ:
-        return False
-    return os.environ.get("ANSIBLE_NOCOLOR", "").strip().lower() in ("", "0", "false", "no", "off", "n", "f")
-
-
 def heartbeat_from(value: float | None) -> float:
     if value is None:
         text = os.environ.get("POLYCRATE_HEARTBEAT", "").strip()
@@ -148,7 +139,7 @@ class LiveReporter:
         self.stream = stream or story_stream(output)
         self.tty = _isatty(self.stream)
         self.colour = colour_allowed(self.stream, no_color)
-        self.colour_recorded = colour_recorded(no_color)
+        self.no_color = no_color
         self.heartbeat = heartbeat_from(heartbeat)
         self.lock = threading.Lock()
         self.started = time.monotonic()
@@ -171,11 +162,10 @@ class LiveReporter:
         env: list[tuple[str, str]] = []
         if self.tty:
             env.append(("POLYCRATE_COLUMNS", str(shutil.get_terminal_size((80, 24)).columns)))
-        if self.colour_recorded:  # also off a terminal: the story written here is stripped, the log keeps them
-            env.append(("ANSIBLE_FORCE_COLOR", "1"))
-        else:
-            env += [("ANSIBLE_NOCOLOR", "1"), ("ANSIBLE_FORCE_COLOR", "0")]
-        return tuple(env)
+        from polycrate import ansi
+
+        # colour also off a terminal: the story written here is stripped, the run's log keeps it
+        return (*env, *ansi.ansible_colour(os.environ, self.no_color))
 
     # --- writing --------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from polycrate import ansi
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import PolycrateError
@@ -302,6 +301,7 @@ FOLLOW_POLL_SECONDS = 0.3
 def follow(store: RunStore, run_id: str, only_step: str | None = None) -> int:
     """Print a run's step logs as they grow, each step under a header, until the run has ended and
     every line is out; return the run's exit status (the recorded one: 0, 1, 130, ...)."""
+    from polycrate import ansi
     from polycrate.states import StepState
 
     offsets: dict[int, int] = {}

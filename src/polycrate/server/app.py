@@ -476,8 +476,7 @@ class Web:
         return (flash.decode(who.secret, request.cookies.get(flash.COOKIE)) if who.secret else None) or {}
 
     def _note_taken(self, response: Response, back: str) -> Response:
-        response.delete_cookie(flash.COOKIE, path=back)
-        response.headers["Cache-Control"] = "no-store"  # a new token is shown once, never from a cache
+        response.delete_cookie(flash.COOKIE, path=back)  # (every page is sent Cache-Control: no-store)
         return response
 
     def token_revoke_form(self, request: Request) -> Response:
