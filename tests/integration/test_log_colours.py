@@ -147,6 +147,18 @@ def test_a_secret_split_by_a_colour_code_is_masked(ws, runs):
     assert "the value is ******** and no cursor codes" in text and "\x1b" not in text
 
 
+def test_the_runs_event_carries_plain_output(ws):
+    """The event a notification or a webhook sends (here: the workspace handler's file) holds plain text."""
+    result = run_cli("-w", str(ws), "--event-handler", "workspace", "workflows", "run", "broken")
+    assert result.returncode == 1, result.output
+    run_id = run_id_of(result)
+    assert "\x1b" in stored_log(ws, run_id)
+    events = list((ws / ".logs").rglob(f"{run_id}.yml"))
+    assert len(events) == 1
+    text = events[0].read_text(encoding="utf-8")
+    assert "broken in colour" in text and "\x1b" not in text and "\\e[" not in text and "\\x1B" not in text
+
+
 @pytest.mark.parametrize("how", ["--no-color", "NO_COLOR", "ANSIBLE_NOCOLOR"])
 def test_a_user_who_turned_colour_off_gets_a_plain_log(ws, how):
     args = ["--no-color"] if how == "--no-color" else []
