@@ -30,7 +30,7 @@ def strip_bytes(data: bytes) -> bytes:
 
 def keep_colour(text: str) -> str:
     """The text with its colours (SGR sequences) and without every other escape sequence: what a log keeps."""
-    if "\x1b" not in text:
+    if "\x1b" not in text or "\x1b" not in SGR.sub("", text):  # the usual line: colours only, kept as it is
         return text
     return _COLOUR_OR_OTHER.sub(lambda m: m.group(1) or "", text)
 

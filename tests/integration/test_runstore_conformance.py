@@ -173,7 +173,7 @@ def test_a_coloured_log_reads_plain_and_as_stored(make_store):
     log.close()
     reader = make_store()
     assert reader.step_logs(run_id)[1][0][1] == "ok: [web1]\nplain red end\n"
-    assert reader.read_log(run_id, 1).data == "\x1b[0;32mok: [web1]\x1b[0m\nplain \x1b[1;31mred\x1b[0m end\n".encode()
+    assert reader.read_log(run_id, 1).data == b"\x1b[0;32mok: [web1]\x1b[0m\nplain \x1b[1;31mred\x1b[0m end\n"
 
 
 def _read_until(store: RunStore, run_id: str, position: int, cursor: int, want: bytes):

@@ -101,9 +101,9 @@ class Masker:
         """Return ``text`` with every occurrence of every secret replaced by ``********``, also where colour
         codes split a secret (``hun\\x1b[1mter2``: a coloured log keeps its colours, never the secret)."""
         if "\x1b" in text and self._compiled() is not None:
-            codes = ansi.sgr_spans(text)
-            if codes:
-                return self._mask_across(text, codes)
+            plain = ansi.SGR.sub("", text)
+            if plain != text:
+                return self._mask_across(text, plain) if self.spans(plain) else text
         spans = self.spans(text)
         if not spans:
             return text
@@ -116,19 +116,16 @@ class Masker:
         parts.append(text[pos:])
         return "".join(parts)
 
-    def _mask_across(self, text: str, codes: list[tuple[int, int]]) -> str:
-        """Mask the text as if its colour codes were not there; codes inside a hidden stretch follow the mask,
-        so the colours after it stay what they were."""
+    def _mask_across(self, text: str, plain: str) -> str:
+        """Mask the text as if its colour codes were not there (`plain`: the text without them); codes inside
+        a hidden stretch follow the mask, so the colours after it stay what they were."""
+        codes = ansi.sgr_spans(text)
         where: list[int] = []  # the position in `text` of each character of the plain text
-        pieces: list[str] = []
         pos = 0
         for start, end in [*codes, (len(text), len(text))]:
-            pieces.append(text[pos:start])
             where.extend(range(pos, start))
             pos = end
-        spans = self.spans("".join(pieces))
-        if not spans:
-            return text
+        spans = self.spans(plain)
         parts: list[str] = []
         pos = 0
         for start, end in spans:
