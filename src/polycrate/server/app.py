@@ -276,14 +276,14 @@ class Web:
             if role == "admin" and workspace is None:
                 allowed = who.may("admin")  # users, tokens, the audit log: admins of everything
             if not allowed:
+                if request.method not in ("GET", "HEAD"):
+                    self.state.audit(who.label, "denied", request.url.path, "refused", self.client(request),
+                                     {"role": who.role_in(workspace), "needed": role})
                 run_id = request.path_params.get("run_id")
                 if run_id is not None and workspace is None:
                     # a run of a workspace one may not see reads as missing, as that workspace does: 404, and
                     # a 403 only where the run is visible (the endpoints check its workspace's role again)
                     self.catalog.find_run(run_id, who)  # NotFoundError: 404
-                if request.method not in ("GET", "HEAD"):
-                    self.state.audit(who.label, "denied", request.url.path, "refused", self.client(request),
-                                     {"role": who.role_in(workspace), "needed": role})
                 raise HTTPError(403, f"{who.label} is a {who.role_in(workspace)} here; this needs the {role} role")
 
         async def endpoint_with_gate(request: Request) -> Response:
