@@ -242,10 +242,40 @@ def _v3_workers(db: Connection) -> None:
 )""")
 
 
+def _v4_slices(db: Connection) -> None:
+    # One part of a sliced step (`slices: N`, team/slices.py): its hosts, the job and worker that ran it, how
+    # it ended and what it printed; the run's own process combines the parts into the step's record.
+    db.execute("""CREATE TABLE team_slices (
+    batch TEXT NOT NULL,                -- one sliced step's execution in one run
+    idx INTEGER NOT NULL,               -- 1..total
+    total INTEGER NOT NULL,
+    workspace TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    hosts TEXT[] NOT NULL,
+    job_id BIGINT,                      -- procrastinate_jobs.id
+    state TEXT NOT NULL,                -- queued, running, done, lost
+    worker TEXT,
+    worker_host TEXT,
+    worker_id BIGINT,
+    lost_after DOUBLE PRECISION,        -- the taking worker's: its slice is lost after this long without a heartbeat
+    pid INTEGER,
+    started DOUBLE PRECISION,
+    ended DOUBLE PRECISION,
+    outcome JSONB,                      -- status, exit_code, attempts, counts, failed_task, failed_host, message
+    log TEXT NOT NULL DEFAULT '',       -- masked, plain text
+    stop_requested DOUBLE PRECISION,
+    PRIMARY KEY (batch, idx)
+)""")
+    db.execute("CREATE INDEX team_slices_by_run ON team_slices (workspace, run_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
     ("procrastinate's queue, team_runs, team_workers (workers)", _v3_workers),
+    ("team_slices (the parts of sliced steps)", _v4_slices),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
