@@ -264,7 +264,7 @@ def _v4_slices(db: Connection) -> None:
     started DOUBLE PRECISION,
     ended DOUBLE PRECISION,
     outcome JSONB,                      -- status, exit_code, attempts, counts, failed_task, failed_host, message
-    log TEXT NOT NULL DEFAULT '',       -- masked, plain text
+    log TEXT NOT NULL DEFAULT '',       -- masked; colour codes (SGR) kept, as in the run store
     stop_requested DOUBLE PRECISION,
     PRIMARY KEY (batch, idx)
 )""")
