@@ -46,6 +46,7 @@ from polycrate.config.model import (
 )
 from polycrate.config.validate import Explain, check_field, check_file
 from polycrate.config.yamlfile import LineMap, load_yaml, parse_yaml, plain
+from polycrate.config.record import Record
 
 WORKSPACE_FILE = "workspace.poly"
 BLOCK_FILE = "block.poly"
@@ -558,8 +559,8 @@ SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}  # and the default por
 # --- workspace.poly --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WorkspaceFile:
+@dataclass(frozen=True, eq=False, repr=False)
+class WorkspaceFile(Record):
     """workspace.poly, every section checked; its block entries are not yet resolved (workspace.py)."""
 
     file: Path
@@ -876,15 +877,15 @@ def has_control(text: str) -> bool:
 # --- secrets.poly ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SecretBlock:
+@dataclass(frozen=True, eq=False, repr=False)
+class SecretBlock(Record):
     name: str
     config: dict[str, Any]
     line: int | None
 
 
-@dataclass(frozen=True)
-class SecretsFile:
+@dataclass(frozen=True, eq=False, repr=False)
+class SecretsFile(Record):
     """secrets.poly (decrypted): what merges over workspace.poly, and every value (for masking)."""
 
     file: str

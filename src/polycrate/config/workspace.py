@@ -23,6 +23,7 @@ from polycrate.config.schema import (
     read_workspace_file,
 )
 from polycrate.config.yamlfile import regular_file
+from polycrate.config.record import Record
 
 BLOCKS_DIR = "blocks"
 # folders under blocks/ never searched for block.poly
@@ -75,8 +76,8 @@ def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]]
     return found
 
 
-@dataclass(frozen=True)
-class Sources:
+@dataclass(frozen=True, eq=False, repr=False)
+class Sources(Record):
     """The files a workspace is made of, each read and parsed once: workspace.poly and every
     installed block.poly. A run reads them once, decides what to install from them, and builds
     its Workspace from them."""
@@ -250,8 +251,8 @@ def inherit(installed: list[BlockDefinition]) -> list[BlockDefinition]:
     return [resolve(b, ()) for b in installed]
 
 
-@dataclass(frozen=True)
-class BlockChange:
+@dataclass(frozen=True, eq=False, repr=False)
+class BlockChange(Record):
     """A `from:` block the workspace names that is missing, or installed at another version."""
 
     name: str  # the workspace entry (or the inheriting block) that needs it

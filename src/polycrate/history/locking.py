@@ -19,6 +19,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 from polycrate.errors import LockedError
+from polycrate.config.record import Record
 
 LOCKS_DIR = Path(".polycrate") / "locks"
 
@@ -28,8 +29,8 @@ def lock_path(root: Path, key: str) -> Path:
     return root / LOCKS_DIR / f"{safe}.lock"
 
 
-@dataclass(frozen=True)
-class Holder:
+@dataclass(frozen=True, eq=False, repr=False)
+class Holder(Record):
     pid: int | None
     host: str
     started: float | None

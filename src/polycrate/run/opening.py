@@ -23,6 +23,7 @@ from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, R
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.states import Phase, RunKind, RunState
+from polycrate.config.record import MutableRecord, Record
 
 if TYPE_CHECKING:
     from polycrate.config.model import Workflow
@@ -38,8 +39,8 @@ class NothingToResume(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
 
 
-@dataclass(frozen=True)
-class RunTarget:
+@dataclass(frozen=True, eq=False, repr=False)
+class RunTarget(Record):
     """What a run opens for: its kind and name, its planned steps, its lock, and what its record says."""
 
     kind: RunKind
@@ -52,8 +53,8 @@ class RunTarget:
     record: dict[str, Any] = field(default_factory=dict)  # RunStore.start_run's fields of this kind of run
 
 
-@dataclass
-class OpenedRun:
+@dataclass(eq=False, repr=False)
+class OpenedRun(MutableRecord):
     """The run once opened: its result to fill, and what --resume decided."""
 
     result: RunResult

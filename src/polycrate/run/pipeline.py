@@ -25,6 +25,7 @@ from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
 from polycrate.config.model import Workspace
 from polycrate.run.request import RunPrompt
 from polycrate.config.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
+from polycrate.config.record import Record
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,8 +38,8 @@ class BlocksDeclined(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
 
 
-@dataclass(frozen=True)
-class PreparedRun:
+@dataclass(frozen=True, eq=False, repr=False)
+class PreparedRun(Record):
     request: RunRequest
     workspace: Workspace
     runtime: Runtime

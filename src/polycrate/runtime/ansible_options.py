@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import PolycrateError
+from polycrate.config.record import Record
 
 UNSAFE_TAG = "!unsafe"  # Ansible's tag for a value it must never template
 
@@ -118,8 +119,8 @@ def has_unsafe(value: Any) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class AnsibleOptions:
+@dataclass(frozen=True, eq=False, repr=False)
+class AnsibleOptions(Record):
     limit: str | None = None
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
