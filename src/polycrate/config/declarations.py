@@ -17,11 +17,10 @@ data only: nothing here imports beyond the standard library, ``config.model`` an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from polycrate.config.model import ENGINES, KIND_DEFAULT, RUNTIMES
-from polycrate.config.record import Shown
+from polycrate.config.record import Frozen, record
 
 # --- the constants the checks share ------------------------------------------------------------------
 
@@ -103,9 +102,9 @@ def strict_end(pattern: str) -> str:
 # --- the structure ----------------------------------------------------------------------------------
 
 
-# eq=False, repr=False: no __eq__ or __hash__, and a shared __repr__ (config/record.py), to build at import
-@dataclass(frozen=True, eq=False, repr=False)
-class Kind(Shown):
+# on Frozen: compared by identity (no __eq__ or __hash__ to build), the repr shared (config/record.py)
+@record(frozen=True, eq=False, repr=False)
+class Kind(Frozen):
     """The type of a value. ``of`` is one of: string, integer, number, boolean, null, enum, list, mapping,
     section (a declared section, by name), one_of (any of ``options``), any."""
 
@@ -125,8 +124,8 @@ class Kind(Shown):
     hint: str = ""  # what it is, for people ("block reference"), instead of the type's own words
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Field(Shown):
+@record(frozen=True, eq=False, repr=False)
+class Field(Frozen):
     """One key of a section."""
 
     key: str  # as written in YAML
@@ -142,8 +141,8 @@ class Field(Shown):
     item: str = ""  # a mapping's entries are called "<item> 'KEY'" (label 'team')
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Section(Shown):
+@record(frozen=True, eq=False, repr=False)
+class Section(Frozen):
     """A mapping of a file: its keys, where it sits (``where``, for people) and whether unknown keys are
     refused (``closed``)."""
 

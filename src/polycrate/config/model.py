@@ -4,21 +4,21 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
-from polycrate.config.record import Record
+from polycrate.config.record import Record, record
 
 RUNTIMES = ("local", "container")  # where actions run (config.runtime, --runtime)
 ENGINES = ("podman", "docker")  # the container engines (config.engine)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Prompt(Record):
     message: str
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Action(Record):
     name: str
     type: str  # "ansible" | "script"
@@ -41,7 +41,7 @@ KINDS = ("generic", "k8sapp", "k8sappinstance", "k8scluster", "k8cluster", "linu
 KIND_DEFAULT = "generic"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class FileFrom(Record):
     """A block's `inventory:` or `kubeconfig:` (Polycrate's form): the file `filename` in
     artifacts/blocks/<block>/, or the one of block `source` (`from:`)."""
@@ -52,7 +52,7 @@ class FileFrom(Record):
     file: Path | None = None  # the file it is written in
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class BlockDefinition(Record):
     """A block as installed under blocks/: its block.poly, not yet merged."""
 
@@ -78,7 +78,7 @@ class BlockDefinition(Record):
     warnings: tuple[Any, ...] = field(default=(), compare=False)  # ConfigError: Go fields without effect here
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Block(Record):
     """A block instance of the workspace: definition + merged config."""
 
@@ -116,7 +116,7 @@ class Block(Record):
         return self.definition.actions
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class BlockEntry(Record):
     """An entry under `blocks:` in workspace.poly."""
 
@@ -139,7 +139,7 @@ class BlockEntry(Record):
     flavor: str = ""
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Step(Record):
     name: str
     block: str
@@ -156,7 +156,7 @@ class Step(Record):
     alias: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Workflow(Record):
     name: str
     description: str
@@ -177,7 +177,7 @@ ORIGIN_WORKSPACE = "workspace"  # declared in workspace.poly: apply removes it w
 ORIGIN_ONE_OFF = "workflows-schedule"  # written by `workflows schedule`: apply leaves it alone
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Schedule(Record):
     workflow: str
     kind: str  # "on_calendar" | "cron"
@@ -193,14 +193,14 @@ class Schedule(Record):
     origin: str = ORIGIN_WORKSPACE
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Webhook(Record):
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     on: tuple[str, ...] = ("failure",)  # "success" and/or "failure" (failed or interrupted runs)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class SecretRef(Record):
     """Where a channel's secret comes from: `{secret: PATH}` (a dotted path into secrets.poly's
     `config:`) or `{env: NAME}` (an environment variable of the polycrate process). Never a literal."""
@@ -213,7 +213,7 @@ class SecretRef(Record):
         return f"{self.source} '{self.name}'"
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Notification(Record):
     """One mail or chat channel of `notifications:` (alerts.py sends, channels.py formats)."""
 
@@ -239,7 +239,7 @@ class Notification(Record):
     token: SecretRef | None = None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class RunSettings(Record):
     """Workspace-level settings of the run store, alerts and metrics (`history:`, `webhooks:`,
     `notifications:`, `metrics:`)."""
@@ -252,7 +252,7 @@ class RunSettings(Record):
     metrics_enabled: bool = True
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Registries(Record):
     """`registries: {NAME: {mirror: HOST, insecure: true}}`: where a registry name is served from."""
 
@@ -261,7 +261,7 @@ class Registries(Record):
     default: str | None = None  # `default: HOST`: the registry of short (hub-style) references (config/hubref.py)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Toolchain(Record):
     """`config.runtime`, `config.engine`, `config.image`: where actions run (toolchain.py decides)."""
 
@@ -270,7 +270,7 @@ class Toolchain(Record):
     image: str | None = None  # None: the base image
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class EventSettings(Record):
     """Polycrate's `events:` of workspace.poly: the default of --event-handler and --event-endpoint."""
 
@@ -278,7 +278,7 @@ class EventSettings(Record):
     endpoint: str | None = None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class SyncSettings(Record):
     """Polycrate's `sync:` of workspace.poly, as far as `polycrate git sync` honours it."""
 
@@ -286,7 +286,7 @@ class SyncSettings(Record):
     branch: str | None = None  # sync.remote.branch.name
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Layout(Record):
     """Polycrate's WorkspaceConfig folders and key files, relative to the workspace root."""
 
@@ -297,7 +297,7 @@ class Layout(Record):
     ssh_public_key: str | None = None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Workspace(Record):
     name: str
     organization: str

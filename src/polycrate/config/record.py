@@ -1,21 +1,44 @@
-"""``Record``: the base of our frozen dataclasses, with one shared ``__eq__``, ``__hash__`` and ``__repr__``.
+"""Records: our frozen dataclasses, without the methods Python 3.11 compiles for each of them at import.
 
 Why: on Python 3.11 ``@dataclass`` compiles every method it generates with its own ``exec`` when the
 class is defined (3.13 batches them). A frozen dataclass gets six (``__init__``, ``__repr__``,
 ``__eq__``, ``__hash__``, ``__setattr__``, ``__delattr__``); the workspace model alone has twenty such
-classes, and ``workflows list`` spent about half of its own import time compiling them. A record is
-declared ``@dataclass(frozen=True, eq=False, repr=False)`` on ``Record`` (a mutable one on
-``MutableRecord``, a frozen one compared by identity on ``Shown`` with ``eq=False``): the three that stay generated
-keep it frozen and typed (mypy reads the decorator), and the three below behave as the generated ones
-do (equality and hash over the fields with ``compare``/``hash``, the same repr), reading the class's
-fields once, at first use.
+classes, and ``workflows list`` spent about half of its own import time compiling them.
+
+So a frozen record is written ``@record(frozen=True, eq=False, repr=False)`` on ``Record`` (compared by
+its fields) or ``Frozen`` (compared by identity). mypy reads ``record`` as ``dataclasses.dataclass``
+with those arguments: frozen and typed. At run time only ``__init__`` is generated; the base classes
+below hold the other methods once, behaving as the generated ones do: equality and hash over the
+fields with ``compare``/``hash``, the same repr, and a field can be neither assigned nor deleted after
+``__init__`` (``FrozenInstanceError``). A mutable dataclass is ``@dataclass(eq=False, repr=False)`` on
+``MutableRecord`` (equal by its fields, unhashable, as the generated ones).
 """
 from __future__ import annotations
 
-from dataclasses import fields
-from operator import attrgetter
-from typing import Any
 from collections.abc import Callable
+from dataclasses import FrozenInstanceError, dataclass, fields
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, TypeVar
+
+__all__ = ["Frozen", "MutableRecord", "Record", "Shown", "record"]
+
+_T = TypeVar("_T", bound=type)
+
+if TYPE_CHECKING:
+    from dataclasses import dataclass as record
+else:
+
+    def record(*, frozen: bool, eq: bool, repr: bool) -> Callable[[_T], _T]:
+        """The dataclass of a ``Frozen`` class: frozen by its base, ``__init__`` generated."""
+        if not frozen or eq or repr:
+            raise TypeError("record() takes frozen=True, eq=False, repr=False (equality and repr come from the base)")
+
+        def wrap(cls: _T) -> _T:
+            if not issubclass(cls, Frozen):
+                raise TypeError(f"{cls.__qualname__}: a record derives from Record or Frozen (they keep it frozen)")
+            return dataclass(eq=False, repr=False)(cls)
+
+        return wrap
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -64,8 +87,23 @@ class Shown:
         return f"{self.__class__.__qualname__}({shown})"
 
 
-class Record(Shown):
-    """Base of a frozen dataclass declared with ``eq=False, repr=False`` (see the module's note)."""
+class Frozen(Shown):
+    """Base of a record compared by identity. ``__init__`` sets each field once (it is not yet in the
+    instance's ``__dict__``); after that no field can be assigned or deleted."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dict__:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+class Record(Frozen):
+    """Base of a record compared by its fields: ``==`` and ``hash`` as a frozen dataclass's."""
 
     __slots__ = ()
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, replace
 from typing import Any
 
 from polycrate.runtime.events import HOST_COUNTS
 from polycrate.states import Phase, RunKind, RunState, StepState
 from polycrate.success import is_workflow_success
-from polycrate.config.record import Record
+from polycrate.config.record import Record, record
 
 
 def _state(kind: type[StepState | RunState | Phase | RunKind], value: Any) -> Any:
@@ -26,7 +26,7 @@ def _state(kind: type[StepState | RunState | Phase | RunKind], value: Any) -> An
         return value
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class HostCounts(Record):
     """One host's task counts in one step (Ansible's recap)."""
 
@@ -46,7 +46,7 @@ class HostCounts(Record):
         return {k: getattr(self, k) for k in HOST_COUNTS}
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Notice(Record):
     """Something polycrate said during a run (a lock wait, a retry, a failed webhook), with its time."""
 
@@ -57,7 +57,7 @@ class Notice(Record):
         return {"time": self.time, "text": self.text}
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class StepRecord(Record):
     """One step of a recorded run. ``log`` names the step's log (a path below the workspace for the
     SQLite store; the same name in PostgreSQL): None until the step wrote one. Read it through
@@ -118,7 +118,7 @@ RUN_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class RunRecord(Record):
     """One recorded run. ``steps`` is filled by ``get_run`` (empty in ``list_runs``); ``current_step`` is the
     running step's name while the run runs (``list_runs``); ``duration`` is the time so far while it runs;
@@ -200,7 +200,7 @@ class RunRecord(Record):
         return next((s for s in self.steps if s.name == name), None)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class WorkflowStatus(Record):
     """A workflow's place in the history: its newest finished full run, its last success, a running run."""
 
@@ -209,7 +209,7 @@ class WorkflowStatus(Record):
     running: RunRecord | None
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class LogPiece(Record):
     """What ``RunStore.read_log`` returns: the bytes after ``cursor``, and the cursor to read on from
     (opaque: a byte offset for files, a chunk number in PostgreSQL)."""

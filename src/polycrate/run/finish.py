@@ -26,7 +26,7 @@ from typing import Any
 from polycrate.run.context import RunContext, masked
 from polycrate.run.request import RunResult
 from polycrate.states import RunKind, StepState
-from polycrate.config.record import MutableRecord, Record
+from polycrate.config.record import MutableRecord, Record, record
 
 
 @dataclass(eq=False, repr=False)
@@ -46,7 +46,7 @@ class AfterRun(MutableRecord):
         return self.body
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class AfterRunPhase(Record):
     name: str  # the notice's first word when the phase fails
     work: Callable[[AfterRun], None]

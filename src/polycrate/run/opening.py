@@ -23,7 +23,7 @@ from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, R
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.states import Phase, RunKind, RunState
-from polycrate.config.record import MutableRecord, Record
+from polycrate.config.record import MutableRecord, Record, record
 
 if TYPE_CHECKING:
     from polycrate.config.model import Workflow
@@ -39,7 +39,7 @@ class NothingToResume(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class RunTarget(Record):
     """What a run opens for: its kind and name, its planned steps, its lock, and what its record says."""
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from polycrate.errors import PolycrateError
 from polycrate.config.model import Action, Block, Workspace
-from polycrate.config.record import MutableRecord, Record
+from polycrate.config.record import MutableRecord, Record, record
 
 if TYPE_CHECKING:
     from polycrate.runtime.action import ActionRequest
@@ -50,7 +50,7 @@ WARNING = "warning"
 INVENTORY_MAX_BYTES = 1 << 30  # read up to this; parse_yaml then says which of our limits it passes
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Finding(Record):
     path: str | None
     line: int | None
@@ -95,7 +95,7 @@ class Finding(Record):
         }
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Target(Record):
     """One action to check, with what its steps allow."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from polycrate.errors import PolycrateError
 from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.states import Phase, RunKind, RunState, StepState
-from polycrate.config.record import MutableRecord, Record
+from polycrate.config.record import MutableRecord, Record, record
 
 if TYPE_CHECKING:
     from polycrate.config.model import Step
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from polycrate.runtime.zygote import EarlyZygote
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class PlannedStep(Record):
     """One step of a run's plan: what to run, in which phase, with which controls."""
 
@@ -43,7 +43,7 @@ class PlannedStep(Record):
                    step.retry_delay, step.allow_no_hosts)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class RunPrompt(Record):
     """A question a run asks before anything runs: a workflow's, an action's or a step's `prompt`, or
     whether to install missing blocks. The caller's ``confirm`` callback answers it."""
@@ -166,7 +166,7 @@ class Reporter:
 Confirm = Callable[[RunPrompt], bool]  # the caller's answer to a prompt
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class RunOptions(Record):
     check: bool = False
     diff: bool = False
@@ -196,7 +196,7 @@ class RunOptions(Record):
     backend: str | None = None  # team mode: the PostgreSQL DSN the run is recorded in (None: the workspace's SQLite)
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class RunRequest(Record):
     """What to run: a workflow (optionally one step of it) or one block action, and how."""
 

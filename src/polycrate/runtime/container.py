@@ -37,7 +37,7 @@ import polycrate
 from polycrate.runtime import toolchain
 from polycrate.errors import PolycrateError
 from polycrate.runtime.events import EVENTS_FILE_ENV
-from polycrate.config.record import MutableRecord, Record
+from polycrate.config.record import MutableRecord, Record, record
 
 WORKSPACE_MOUNT = "/workspace"
 RUN_MOUNT = "/run/polycrate"
@@ -50,7 +50,7 @@ PASSED_PREFIXES = ("POLYCRATE_", "ANSIBLE_")
 NOT_PASSED = frozenset({"POLYCRATE_IDENTITY_FILE", "WORKSPACE_ENCRYPTION_KEY", "POLYCRATE_CACHE", "POLYCRATE_RUNTIME"})
 
 
-@dataclass(frozen=True, eq=False, repr=False)
+@record(frozen=True, eq=False, repr=False)
 class Mount(Record):
     """-m/--mount HOST:CONTAINER[:ro|rw] of a run (the real Polycrate's --mount, plus the mode)."""
 
