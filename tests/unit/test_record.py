@@ -114,3 +114,30 @@ def test_the_version_is_the_metadata_s_without_importlib_metadata():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     ours, metadata, loaded = json.loads(out)
     assert ours == metadata and not loaded
+
+
+@record(frozen=True, eq=False, repr=False)
+class Checked(Record):
+    name: str
+    items: dict[str, int] = field(default_factory=dict)
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a name")
+
+
+def test_a_record_s_init_takes_what_the_dataclass_s_takes():
+    assert Checked("a") == Checked(name="a", items={}, count=1)
+    a, b = Checked("a"), Checked("a")
+    assert a.items == {} and a.items is not b.items  # a new dict each, from the factory
+    assert Checked("a", {"x": 1}, 2).items == {"x": 1} and Checked("a", count=3).count == 3
+    with pytest.raises(ValueError):
+        Checked("")  # __post_init__ runs
+    with pytest.raises(TypeError):
+        Checked()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Checked("a", nope=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Checked("a", {}, 1, 2)  # type: ignore[call-arg]
+    assert Checked.__init__.__qualname__ == "Checked.__init__"
