@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
-from polycrate.run.context import RunContext, action_settings, masked, masker_for
+from polycrate.run.context import RunContext, masked, masker_for
 from polycrate.run.plan import plan_prompts, resume_point
 from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, RunResult, StepResult
 from polycrate.runtime.action import ActionRequest
@@ -119,11 +119,7 @@ def start_zygote(run: RunContext, planned: list[PlannedStep], workflow: str | No
     if runs < (1 if run.options.preflight else 2):  # the preflight forks from it too
         return
     first = steps[0]
-    block = run.ws.blocks[first.block]
-    request = ActionRequest(ws=run.ws, block=block, action=block.actions[first.action], workflow=workflow,
-                            step=first.name if workflow else None, runtime=run.runtime,
-                            extra_env=dict(run.options.display_env), **action_settings(run.options),
-                            ssh_sharing=run.ssh_sharing)
+    request = run.action_request(first.block, first.action, workflow, first.name)
     try:
         run.zygote = start(request, run.early_zygote)
     except Exception:  # an optimisation: without it every step starts its own process
@@ -138,11 +134,7 @@ def start_container(run: RunContext, planned: list[PlannedStep], workflow: str |
     assert run.runtime is not None  # a container run
     requests: list[ActionRequest] = []
     for step in planned:
-        block = run.ws.blocks[step.block]
-        requests.append(ActionRequest(ws=run.ws, block=block, action=block.actions[step.action],
-                                      workflow=workflow, step=step.name if workflow else None,
-                                      runtime=run.runtime, extra_env=dict(run.options.display_env),
-                                      **action_settings(run.options)))
+        requests.append(run.action_request(step.block, step.action, workflow, step.name, ssh_sharing=False))
     run.container = start_run_container(run.ws, run.runtime, requests, run.options.mounts,
                                         warm=run.options.zygote)
 
