@@ -58,3 +58,9 @@ def test_a_single_action_has_no_step_name(tmp_path):
     run = _context(tmp_path)
     request = run.action_request("b", "play", None, "play", attempt=True)
     assert (request.workflow, request.step) == (None, None)
+
+
+def test_an_attempt_s_limit_replaces_the_run_s(tmp_path):
+    run = _context(tmp_path)
+    request = run.action_request("b", "play", "w", "one", attempt=True, limit="db")
+    assert request.ansible_options == AnsibleOptions(limit="db") and run.options.ansible == AnsibleOptions(limit="web")

@@ -154,6 +154,7 @@ class Step(Record):
     labels: dict[str, str] = field(default_factory=dict)
     description: str = ""
     alias: tuple[str, ...] = ()
+    slices: int = 1  # an ansible step's hosts run in this many parts, each with --limit of its part (run/slicing.py)
 
 
 @record(frozen=True, eq=False, repr=False)

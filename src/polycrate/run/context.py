@@ -7,6 +7,7 @@ log or a webhook. ``close`` gives them back in reverse, also after a failure or 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from polycrate.errors import interrupt_name
@@ -98,13 +99,14 @@ class RunContext:
 
     def action_request(self, block: str, action: str, workflow: str | None, step: str, *, attempt: bool = False,
                        timeout: float | None = None, events_file: Path | None = None,
-                       ssh_sharing: bool = True) -> ActionRequest:
+                       ssh_sharing: bool = True, limit: str | None = None) -> ActionRequest:
         """The one place that says what an ActionRequest of this run carries: the workspace, the block's
         action, the step's name in a workflow, the runtime, the run's global flags (-e, -m, the SSH key,
         -f), the display environment and the run's SSH masters (``ssh_sharing=False``: not the run
         container's warm-up requests). That is what the zygote and the run container warm up with; an
         ``attempt`` of a step also gets the run's check/diff, secrets, lock, zygote, Ansible options,
-        host count and container, and its ``timeout`` and ``events_file``."""
+        host count and container, and its ``timeout`` and ``events_file`` (``limit``: the Ansible options'
+        --limit replaced, for this attempt)."""
         from polycrate.runtime.action import ActionRequest
 
         options = self.options
@@ -113,7 +115,9 @@ class RunContext:
         if attempt:
             common = {"check": options.check, "diff": options.diff, "secrets": self.secrets,
                       "keep_fds": (self.lock.fd,) if self.lock is not None and self.lock.fd is not None else (),
-                      "zygote": self.zygote, "ansible_options": options.ansible, "hosts": self.hosts_of(block, action),
+                      "zygote": self.zygote,
+                      "ansible_options": options.ansible if limit is None else replace(options.ansible, limit=limit),
+                      "hosts": self.hosts_of(block, action),
                       "container": self.container}
         return ActionRequest(ws=self.ws, block=the_block, action=the_block.actions[action], workflow=workflow,
                              step=step if workflow else None, runtime=self.runtime, timeout=timeout,
