@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
                              "block as it is, each against its own baseline")
     parser.add_argument("--backup-only", action="store_true",
                         help="backup: the backup rounds only (no restore, drill or rollback)")
+    parser.add_argument("--baseline-python", metavar="PATH",
+                        help="cli, orchestration: also run another checkout's polycrate (the bin/ of this python) in "
+                        "the same rounds and report ours against it (e.g. ../before/.venv/bin/python)")
     args = parser.parse_args(argv)
+    if args.baseline_python and not (Path(args.baseline_python).parent / "polycrate").exists():
+        parser.error(f"--baseline-python: no polycrate beside {args.baseline_python}")
     names = args.names or list(ALL)
     unknown = [n for n in names if n not in ALL]
     if unknown:
@@ -47,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "cli":
             from bench import cli
 
-            data = cli.bench(runs=5 if args.quick else 15)
+            data = cli.bench(runs=5 if args.quick else 15, baseline_python=args.baseline_python)
         elif name == "orchestration":
             from bench import orchestration
 
-            data = orchestration.bench(runs=3 if args.quick else 10)
+            data = orchestration.bench(runs=3 if args.quick else 10, baseline_python=args.baseline_python)
         elif name == "fleet":
             from bench import fleet
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from polycrate import ansi
 from polycrate.errors import interrupt_name
 from polycrate.run import failure as failure_text
-from polycrate.run.context import RunContext, action_settings
+from polycrate.run.context import RunContext
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.events import read_events
 from polycrate.runtime.execute import run_action_process
@@ -38,7 +38,8 @@ ERROR_MARKS = ("[ERROR]", "ERROR!", "FATAL", "Origin:")  # Ansible's own error l
 
 class StepOutput:
     """The step's output line by line: masked, shown (the toolchain's known warnings in the log only), and
-    logged as plain text; the last lines and Ansible's error lines are kept for the failure's text."""
+    logged with its colours (SGR codes: the web page renders them; every plain reader strips them); the last
+    lines and Ansible's error lines are kept as plain text for the failure's text."""
 
     def __init__(self, run: RunContext, log: LogWriter) -> None:
         from polycrate.run.viewer import NoiseFilter
@@ -50,11 +51,13 @@ class StepOutput:
         self.error_lines: list[str] = []
 
     def __call__(self, line: str) -> None:
-        line = self.run.mask(line)
-        if self.noise.shown(ansi.strip(line)):
-            self.run.reporter.output(line)  # as the action printed it: the reporter decides about escape codes
-        line = ansi.strip(line)  # the log, the store and messages keep plain text
-        self.log.write(line)
+        kept = ansi.keep_colour(line)  # the log keeps colours, no other escape code
+        shown = self.run.mask(line)
+        logged = shown if kept == line else self.run.mask(kept)
+        line = ansi.strip(logged)  # messages (the failure's text) keep plain text
+        if self.noise.shown(line):
+            self.run.reporter.output(shown)  # as the action printed it: the reporter decides about escape codes
+        self.log.write(logged)
         if line.strip():
             self.last_lines.append(line)
             del self.last_lines[:-5]
@@ -118,19 +121,9 @@ def run_attempts(run: RunContext, step: StepResult, workflow: str | None, output
 def action_request(run: RunContext, step: StepResult, workflow: str | None, events: Path,
                    output: StepOutput, limit: str | None = None) -> ActionRequest | None:
     """What the runtime gets for one attempt; None (the step failed) when a script's templates do not fill."""
-    options = run.options
-    ansible = options.ansible if limit is None else replace(options.ansible, limit=limit)
-    block = run.ws.blocks[step.block]
-    action = block.actions[step.action]
-    request = ActionRequest(
-        ws=run.ws, block=block, action=action, workflow=workflow, step=step.name if workflow else None,
-        check=options.check, diff=options.diff, timeout=step.plan.timeout, events_file=events,
-        runtime=run.runtime, secrets=run.secrets,
-        keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
-        zygote=run.zygote, ansible_options=ansible, extra_env=dict(options.display_env),
-        **action_settings(options), ssh_sharing=run.ssh_sharing, hosts=run.hosts_of(block.name, action.name),
-        container=run.container,
-    )
+    request = run.action_request(step.block, step.action, workflow, step.name, attempt=True,
+                                 timeout=step.plan.timeout, events_file=events, limit=limit)
+    action = request.action
     if action.type != "script":
         return request
     from polycrate.errors import ConfigError
