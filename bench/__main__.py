@@ -1,4 +1,4 @@
-"""`python -m bench [cli] [orchestration] [fleet] [backup] [--quick]`: run benchmarks, write bench/README.md.
+"""`python -m bench [cli] [orchestration] [fleet] [backup] [team] [--quick]`: run benchmarks, write bench/README.md.
 
 Results of each benchmark are kept in bench/results.json, so running one benchmark updates its
 section of the table and keeps the others' latest results.
@@ -16,7 +16,7 @@ from bench import common
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 README = HERE / "README.md"
-ALL = ("cli", "orchestration", "fleet", "backup", "preflight", "targets")
+ALL = ("cli", "orchestration", "fleet", "backup", "preflight", "targets", "team")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import preflight
 
             data = preflight.bench(runs=2 if args.quick else 5, runs_fleet=1)
+        elif name == "team":
+            from bench import team
+
+            data = team.bench(runs=40 if args.quick else 200, pairs=3 if args.quick else 9)
         else:
             from bench import backup
 
@@ -71,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         data["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         data["seconds"] = round(time.monotonic() - started, 1)
         data["machine"] = results["machine"]
-        results[name] = data
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        if name == "team":  # its own file (bench/team.json), beside the others' results.json
+            from bench import team
+
+            team.save(data)
+        else:
+            results[name] = data
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps(data, indent=1), flush=True)
     if not args.no_readme:
         README.write_text(render(results))
@@ -295,6 +304,11 @@ def render(r: dict) -> str:
         from bench import preflight
 
         out += preflight.render(r["preflight"])
+    team_results = HERE / "team.json"
+    if team_results.exists():
+        from bench import team
+
+        out += team.render(json.loads(team_results.read_text()))
     notes = HERE / "NOTES.md"
     if notes.exists():
         out += [notes.read_text().rstrip(), ""]

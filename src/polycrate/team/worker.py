@@ -250,14 +250,20 @@ def reap(dsn: str, lost_after: float, me: int | None = None) -> list[str]:
         db.execute("UPDATE team_workers SET lost = %s WHERE stopped IS NULL AND lost IS NULL AND worker_id IS DISTINCT"
                    " FROM %s AND COALESCE(last_heartbeat, started) < %s", (time.time(), me, time.time() - lost_after))
         for job in db.execute(STALLED_JOBS, (str(lost_after), me)).fetchall():
+            lost_now: dict[str, Any] | None = None
             with db.transaction():
                 run = db.execute("SELECT * FROM team_runs WHERE job_id = %s FOR UPDATE", (job["id"],)).fetchone()
                 if run is not None and run["state"] == "running":
                     said.append(_mark_lost(db, run, lost_after))
+                    lost_now = run
                 elif run is not None and run["state"] == "queued":  # taken, never claimed: its worker died at once
                     db.execute("UPDATE team_runs SET state = 'lost', reason = %s WHERE workspace = %s AND id = %s",
                                ("its worker took it and stopped heartbeating before starting it", run["workspace"],
                                 run["id"]))
+            if lost_now is not None:  # marked lost once, by one worker (FOR UPDATE): told once, as a failed run
+                from polycrate.team.lost import announce
+
+                announce(dsn, lost_now)
             # the workflow stays locked while any process of the run may live: only a free fence ends the job
             key = fence_key(run["workspace"], run["workflow"]) if run is not None else None
             if key is not None:
