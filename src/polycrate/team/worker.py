@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,11 +99,16 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=dsn, min_size=1, max_size=settings.concurrency + 3, kwargs={"application_name": "polycrate-worker"}))
 
+    from polycrate.team.standby import Standby
+
+    standby = Standby(os.getpid())
+
     @app.task(name=TASK, pass_context=True)
     async def run_workflow(context: Any, run_id: str, workspace: str) -> None:
-        await _supervise(dsn, settings, context.job.id, context.job.worker_id, run_id, workspace)
+        await _supervise(dsn, settings, context.job.id, context.job.worker_id, run_id, workspace, standby)
 
     async with app.open_async():
+        standby.prepare()
         worker = Worker(app, queues=list(settings.queues), name=settings.name, concurrency=settings.concurrency,
                         fetch_job_polling_interval=2.0, update_heartbeat_interval=settings.heartbeat,
                         stalled_worker_timeout=settings.lost_after, shutdown_graceful_timeout=None,
@@ -122,6 +126,7 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
         try:
             await worker.run()
         finally:
+            await standby.close()
             side.cancel()
             try:
                 await side
@@ -132,14 +137,12 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
 
 
 async def _supervise(dsn: str, settings: WorkerSettings, job_id: int | None, worker_id: int | None, run_id: str,
-                     workspace: str) -> None:
+                     workspace: str, standby: Any) -> None:
     claimed = await asyncio.to_thread(_claim, dsn, settings, worker_id, run_id, workspace)
     if not claimed:
         return  # stopped while it waited, or not ours to run
     say(f"{settings.name}: run {run_id} started (job {job_id})")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polycrate", "worker", "execute", run_id, "--workspace-name", workspace,
-        "--worker-pid", str(os.getpid()), stdin=asyncio.subprocess.DEVNULL)
+    proc = await standby.start(run_id, workspace)  # the run's own process, warmed up ahead (team/standby.py)
     await asyncio.to_thread(_set_pid, dsn, workspace, run_id, proc.pid)
     code = await proc.wait()
     say(f"{settings.name}: run {run_id} ended (exit {code})")
