@@ -30,6 +30,12 @@ def register(sub, shared) -> None:
     q.add_argument("--worker-pid", type=int, required=True)
     q.add_argument("--standby", action="store_true", help="warm up, then read RUN<TAB>WORKSPACE on stdin")
     q.set_defaults(func=cmd_execute)
+    # a part of a sliced step, started by a worker (team/slice_run.py); not for people
+    q = wsub.add_parser("slice", parents=[shared])
+    q.add_argument("batch", metavar="BATCH")
+    q.add_argument("index", type=int, metavar="INDEX")
+    q.add_argument("--worker-pid", type=int, required=True)
+    q.set_defaults(func=cmd_slice)
     p.set_defaults(func=cmd_worker)
 
 
@@ -121,6 +127,12 @@ def cmd_execute(args) -> int:
     from polycrate.team.execute import execute
 
     return execute(dsn, workspace, run_id, args.worker_pid)
+
+
+def cmd_slice(args) -> int:
+    from polycrate.team.slice_run import execute_slice
+
+    return execute_slice(backend_required("polycrate worker slice"), args.batch, args.index, args.worker_pid)
 
 
 # --- the launching side ---------------------------------------------------------------------------------------
