@@ -231,6 +231,11 @@ def added_time(cluster: Cluster, ws: Path, pairs: int, tmp: Path) -> dict[str, A
 
 
 def bench(runs: int = 200, pairs: int = 9) -> dict[str, Any]:
+    import importlib.util
+
+    missing = [m for m in ("psycopg", "procrastinate") if importlib.util.find_spec(m) is None]
+    if missing:  # `make bench` installs the demo's packages; team mode's come with `make setup-test`
+        raise SystemExit(f"bench team: {', '.join(missing)} not installed: scripts/setup.sh --test (polycrate[team])")
     tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-team-"))
     os.chmod(tmp, 0o755)
     (tmp / "host-config.yml").write_text("# the bench's host configuration: the backend comes from the environment\n")
