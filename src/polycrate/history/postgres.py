@@ -241,10 +241,23 @@ def _v3_workers(db: Connection) -> None:
 )""")
 
 
+def _v4_run_sources(db: Connection) -> None:
+    # Where a worker fetches a launched run's commit from (team/source.py): the remote's URL and the workspace's
+    # folder in the repository. A launched run without a row here is run from the same folder on the worker.
+    db.execute("""CREATE TABLE team_run_sources (
+    workspace TEXT NOT NULL,
+    id TEXT NOT NULL,                   -- team_runs.id
+    remote TEXT NOT NULL,               -- the URL (or path) the worker fetches from
+    subdir TEXT NOT NULL DEFAULT '',    -- the workspace's folder in the repository ('' at its top)
+    PRIMARY KEY (workspace, id)
+)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
     ("procrastinate's queue, team_runs, team_workers (workers)", _v3_workers),
+    ("team_run_sources (the remote a worker fetches a launched commit from)", _v4_run_sources),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

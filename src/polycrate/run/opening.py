@@ -160,7 +160,7 @@ def resume(run: RunContext, target: RunTarget) -> tuple[set[str], str]:
         store.close()
     if previous is None:
         raise NothingToResume(f"nothing to resume: workflow '{name}' has no recorded run")
-    if previous.status not in (RunState.FAILED, RunState.INTERRUPTED):
+    if previous.status not in (RunState.FAILED, RunState.INTERRUPTED, RunState.LOST):  # lost: team mode's
         raise NothingToResume(f"nothing to resume: the latest run of '{name}' ({previous.id}) {previous.status}")
     skip = resume_point(previous, target.planned)
     run.options = resumed_options(run.options, previous)
@@ -202,7 +202,8 @@ def open_secrets(run: RunContext) -> None:
     from polycrate.secrets import open_runtime_secrets
 
     folder = run.container.folder if run.container is not None else None  # the container sees it
-    run.secrets = secrets = open_runtime_secrets(run.ws.root, list(run.ws.blocks), folder=folder)
+    run.secrets = secrets = open_runtime_secrets(run.ws.root, list(run.ws.blocks), run.options.identity,
+                                                 folder=folder)
     run.ws = with_secret_values(run.ws, secrets.poly)
     run.masker = masker_for(secrets)
     run.masker.update(secret_values(run.options.ansible.extra_vars))  # a launch's secret parameters

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polycrate.history.postgres import connect
@@ -36,6 +37,8 @@ class WorkerSettings:
     concurrency: int = 1
     lost_after: float = 30.0  # seconds without a heartbeat before a worker's runs are lost
     heartbeat: float = 5.0  # seconds between heartbeats
+    cache: Path | None = None  # where launched commits are fetched to (team/source.py); None: the default
+    identity: Path | None = None  # the worker's age identity (team/identity.py); None: the usual key lookup
 
 
 def default_name() -> str:
@@ -139,7 +142,7 @@ async def _supervise(dsn: str, settings: WorkerSettings, job_id: int | None, wor
     say(f"{settings.name}: run {run_id} started (job {job_id})")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "polycrate", "worker", "execute", run_id, "--workspace-name", workspace,
-        "--worker-pid", str(os.getpid()), stdin=asyncio.subprocess.DEVNULL)
+        "--worker-pid", str(os.getpid()), *_execute_args(settings), stdin=asyncio.subprocess.DEVNULL)
     await asyncio.to_thread(_set_pid, dsn, workspace, run_id, proc.pid)
     code = await proc.wait()
     say(f"{settings.name}: run {run_id} ended (exit {code})")
@@ -151,6 +154,11 @@ async def _supervise(dsn: str, settings: WorkerSettings, job_id: int | None, wor
         why = None if code in (0, 1, 2, 3, 130) else f"its process ended by exit status {code} without recording an end"
         await asyncio.to_thread(settle, dsn, row, why, None)
         await asyncio.to_thread(finish_team_run, dsn, workspace, run_id, why)
+
+
+def _execute_args(settings: WorkerSettings) -> list[str]:
+    return ([] if settings.cache is None else ["--cache", str(settings.cache)]) + \
+        ([] if settings.identity is None else ["--identity", str(settings.identity)])
 
 
 def _claim(dsn: str, settings: WorkerSettings, worker_id: int | None, run_id: str, workspace: str) -> bool:
