@@ -281,7 +281,7 @@ def test_a_worker_decrypts_secrets_with_its_own_identity_only_when_the_workspace
     site.start_worker("good", "--queue", "good")
     site.start_worker("bad", "--queue", "bad")
     ok = site.cli("workflows", "run", "secret", "--queue", "good", "--wait")
-    assert ok.returncode == 0, ok.output
+    assert ok.returncode == 0, ok.output + json.dumps(site.show(ok.stdout.splitlines()[0]), indent=1)
     assert "the password is ********" in ok.stdout
     ok_id = ok.stdout.splitlines()[0]
     assert site.show(ok_id)["status"] == "succeeded"
@@ -314,7 +314,7 @@ def test_resume_of_a_lost_run_from_another_clone_runs_only_the_remaining_steps(s
 
     # an operator elsewhere: another clone of the workspace repository, another folder
     other = site.tmp / "other-host"
-    subprocess.run(["git", "clone", "-q", str(site.origin), str(other)], check=True, capture_output=True)
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(site.origin), str(other)], check=True, capture_output=True)
     (site.marks / "open").touch()
     resumed = site.cli("workflows", "run", "three", "--resume", "--wait", cwd=other / "ops")
     assert resumed.returncode == 0, resumed.output

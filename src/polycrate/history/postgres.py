@@ -439,9 +439,11 @@ class PostgresRunStore:
                       (*fields.values(), self.workspace, run_id))
 
     def reconcile(self) -> int:
-        """Runs of this host whose process is gone read 'interrupted' (other hosts' runs are theirs to judge)."""
+        """Runs of this host whose process is gone read 'interrupted' (other hosts' runs are theirs to judge, and
+        a worker's runs its fence's: their lock file is in the worker's checkout, not in this store's folder)."""
         marked = 0
-        rows = self._all('SELECT id, host, pid, lock_key FROM runs WHERE workspace = %s AND status = %s AND host = %s',
+        rows = self._all('SELECT id, host, pid, lock_key FROM runs r WHERE workspace = %s AND status = %s AND host = %s'
+                         " AND NOT EXISTS (SELECT 1 FROM team_runs t WHERE t.workspace = r.workspace AND t.id = r.id)",
                          (self.workspace, str(RunState.RUNNING), socket.gethostname()))
         for row in rows:
             if run_process_alive(self.root, row["id"], row["host"], row["pid"], row["lock_key"]):
