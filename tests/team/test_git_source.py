@@ -360,3 +360,35 @@ def test_the_remote_a_launch_records_for_its_workers(tmp_path):
     write(ws / "workspace.poly", "name: w\nteam: {remote: ../../../backup.git}\n")  # a path: made absolute
     assert workspace_source(ws).remote == str(tmp_path / "backup.git")
     assert shown_url("https://bot:t0ken@git.example.invalid/ops.git") == "https://bot:***@git.example.invalid/ops.git"
+
+
+def test_a_worker_s_cache_keeps_the_recent_checkouts_and_those_in_use(tmp_path):
+    """checkout() on real repositories: one mirror, a checkout per commit, reused; the oldest unused pruned."""
+    from polycrate.team.source import COMPLETE, SourceUnavailable, WorkspaceSource, checkout
+
+    origin, repo, cache = tmp_path / "origin.git", tmp_path / "repo", tmp_path / "cache"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    git(repo, "remote", "add", "origin", str(origin))
+    commits = []
+    for n in range(5):
+        write(repo / "ws" / "workspace.poly", f"name: w{n}\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"c{n}")
+        git(repo, "push", "-q", "-u", "origin", "main")
+        commits.append(git(repo, "rev-parse", "HEAD"))
+    source = WorkspaceSource(str(origin), "ws")
+    in_use = checkout(cache, source, commits[0], keep=2)  # a run holds it while the others come and go
+    assert (in_use.root / "workspace.poly").read_text() == "name: w0\n"
+    for commit in commits[1:]:
+        got = checkout(cache, source, commit, keep=2)
+        assert git(got.root, "rev-parse", "HEAD") == commit
+        got.release()
+    trees = next(cache.glob("*/checkouts"))
+    assert sorted(p.name for p in trees.iterdir() if (p / COMPLETE).is_file()) == sorted([commits[0], *commits[3:]])
+    in_use.release()
+    again = checkout(cache, source, commits[4], keep=2)  # reused as it is; the one released is pruned now
+    again.release()
+    assert sorted(p.name for p in trees.iterdir() if (p / COMPLETE).is_file()) == sorted(commits[3:])
+    with pytest.raises(SourceUnavailable, match=r"is not on the remote .*push it"):
+        checkout(cache, source, "0" * 40)

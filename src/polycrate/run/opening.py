@@ -147,7 +147,7 @@ def start_container(run: RunContext, planned: list[PlannedStep], workflow: str |
 
 
 def resume(run: RunContext, target: RunTarget) -> tuple[set[str], str]:
-    """--resume: the steps of the workflow's latest failed or interrupted run that succeeded, to skip;
+    """--resume: the steps of the workflow's latest failed, interrupted or lost run that succeeded, to skip;
     the run then takes that run's pass-through options."""
     from polycrate.history import open_store
 

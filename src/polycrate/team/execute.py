@@ -136,8 +136,9 @@ def run_workspace(db: Connection, row: dict[str, Any], cache: Path | None,
         problem = workspace_problem(root, row["git_commit"])
     else:
         try:
+            # held (its fd open) until this process ends: the worker's cache does not prune it under the run
             root = checkout(cache or default_cache(socket.gethostname()), WorkspaceSource(found["remote"],
-                            found["subdir"]), row["git_commit"])
+                            found["subdir"]), row["git_commit"]).root
             problem = None
         except SourceUnavailable as exc:
             problem = str(exc)

@@ -11,7 +11,9 @@ one-host setup has it (execute.workspace_problem).
 On the worker (``checkout``) the cache is ``CACHE/<hash of the URL>/``: ``mirror.git``, a bare repository that
 fetches the remote's branches and tags, and ``checkouts/<commit>/``, one detached worktree per commit, made once
 and reused by the later runs of that commit. An ``flock`` on ``CACHE/<hash>/lock`` lets one run at a time fetch
-and check out, so the runs of one worker (or of several workers sharing a cache) never collide. A commit the
+and check out, so the runs of one worker (or of several workers sharing a cache) never collide. A run holds a
+shared ``flock`` on its checkout's ``checkouts/<commit>.lock`` for its life; the checkouts beyond the
+``KEEP_CHECKOUTS`` most recently used that no run holds are removed. A commit the
 remote does not have (not pushed) or a remote that cannot be reached is ``SourceUnavailable``: one line, and
 the run fails with nothing executed.
 """
@@ -29,6 +31,7 @@ from polycrate.errors import PolycrateError
 
 FETCH_TIMEOUT = 600.0  # seconds a fetch may take before the run fails
 COMPLETE = ".polycrate-checkout"  # written into a checkout once it is whole: a half-made one is made again
+KEEP_CHECKOUTS = 10  # checkouts kept per remote beyond those in use (the most recently used)
 
 
 class SourceUnavailable(PolycrateError):
@@ -142,9 +145,24 @@ def repo_cache(cache: Path, remote: str) -> Path:
     return cache / hashlib.sha256(remote.encode()).hexdigest()[:16]
 
 
-def checkout(cache: Path, source: WorkspaceSource, commit: str) -> Path:
+@dataclass
+class Checkout:
+    """A checked-out commit in a worker's cache, in use: a shared lock on it keeps it from being pruned until
+    ``release`` (or the end of the process that holds it)."""
+
+    root: Path  # the workspace folder in the checkout
+    _fd: int | None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def checkout(cache: Path, source: WorkspaceSource, commit: str, keep: int = KEEP_CHECKOUTS) -> Checkout:
     """The workspace folder of ``commit`` from ``source``, fetched and checked out in ``cache`` if it is not
-    there yet (see the module's docstring); SourceUnavailable says why it cannot be had."""
+    there yet (see the module's docstring), held until released; SourceUnavailable says why it cannot be had.
+    Checkouts beyond the ``keep`` most recently used that no run holds are removed."""
     import fcntl
 
     if len(commit) != 40 or any(c not in "0123456789abcdef" for c in commit):
@@ -152,23 +170,53 @@ def checkout(cache: Path, source: WorkspaceSource, commit: str) -> Path:
     home = repo_cache(cache, source.remote)
     try:
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = open(home / "lock", "a+")  # held until the checkout is made
+        (home / "checkouts").mkdir(exist_ok=True)
+        lock = os.open(home / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise SourceUnavailable(f"cannot use the worker's cache {home}: {exc.strerror}") from None
+    tree = home / "checkouts" / commit
     try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        tree = home / "checkouts" / commit
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one run at a time fetches, checks out and prunes
         if not (tree / COMPLETE).is_file():
             mirror = _mirror(home, source.remote)
             _fetch(mirror, source.remote, commit)
             _worktree(mirror, tree, commit)
+        os.utime(tree / COMPLETE)  # used now: the last to be pruned
+        held = os.open(home / "checkouts" / f"{commit}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(held, fcntl.LOCK_SH)  # taken before the cache's lock is let go: nobody prunes it in between
+        _prune(home, keep)
     finally:
-        lock.close()
+        os.close(lock)
     root = tree / source.subdir if source.subdir else tree
     if not (root / "workspace.poly").is_file():
+        os.close(held)
         raise SourceUnavailable(f"commit {commit[:12]} of {shown_url(source.remote)} has no workspace.poly in "
                                 f"{source.subdir or 'its top folder'}")
-    return root
+    return Checkout(root, held)
+
+
+def _prune(home: Path, keep: int) -> None:
+    """Remove the checkouts beyond the ``keep`` most recently used that no run holds (under the cache's lock)."""
+    import fcntl
+
+    made = sorted((p for p in (home / "checkouts").iterdir() if (p / COMPLETE).is_file()),
+                  key=lambda p: (p / COMPLETE).stat().st_mtime, reverse=True)
+    removed = False
+    for tree in made[keep:]:
+        fd = os.open(tree.with_name(tree.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a run uses it
+            (tree / COMPLETE).unlink()  # first: a half-removed checkout is made again, never used as it is
+            shutil.rmtree(tree, ignore_errors=True)
+            tree.with_name(tree.name + ".lock").unlink()  # safe: holders take it under the cache's lock only
+            removed = True
+        finally:
+            os.close(fd)
+    if removed and (home / "mirror.git").is_dir():
+        _git("--git-dir", str(home / "mirror.git"), "worktree", "prune")
 
 
 def _mirror(home: Path, remote: str) -> Path:
@@ -216,5 +264,5 @@ def _worktree(mirror: Path, tree: Path, commit: str) -> None:
             fh.write(f"/{COMPLETE}\n")
 
 
-__all__ = ["SourceUnavailable", "WorkspaceSource", "checkout", "default_cache", "declared_remote", "shown_url",
+__all__ = ["Checkout", "SourceUnavailable", "WorkspaceSource", "checkout", "default_cache", "declared_remote", "shown_url",
            "workspace_source"]
