@@ -227,7 +227,7 @@ def test_each_run_runs_its_launched_commit_fetched_from_the_remote_by_a_worker_w
     again = site.cli("workflows", "run", "show", "--wait")
     assert again.returncode == 0 and f"version two at {ran_in}" in again.stdout, again.output
     assert len(list(cache.glob("*/mirror.git"))) == 1
-    assert sorted(p.name for p in next(cache.glob("*/checkouts")).iterdir()) == sorted([first, second])
+    assert sorted(p.name for p in next(cache.glob("*/checkouts")).iterdir() if p.is_dir()) == sorted([first, second])
 
 
 def test_an_unpushed_commit_or_an_unreachable_remote_fails_the_run_with_nothing_executed(site):
@@ -236,6 +236,7 @@ def test_an_unpushed_commit_or_an_unreachable_remote_fails_the_run_with_nothing_
     site.start_worker("w1")
     waited = site.cli("workflows", "run", "show", "--wait")
     assert waited.returncode == 1, waited.output
+    assert f"warning: commit {unpushed[:12]} is on no remote branch" in waited.stderr  # said at the launch too
     run_id = waited.stdout.splitlines()[0]
     shown = site.show(run_id)
     assert shown["status"] == "failed" and shown["steps"] == []

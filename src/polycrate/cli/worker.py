@@ -178,7 +178,7 @@ def enqueue_workflow(args, dsn: str) -> int:
     from polycrate.run.plan import plan_prompts, plan_workflow
     from polycrate.runtime.ansible_options import options_from_args
     from polycrate.team.launch import Launch, checked_commit, enqueue
-    from polycrate.team.source import shown_url, workspace_source
+    from polycrate.team.source import pushed, shown_url, workspace_source
 
     _check_schema(dsn)  # an unreachable or unprepared backend first: one line, exit 74 or 2, nothing queued
     root = find_root(args.workspace, explicit=args.workspace is not None).resolve()
@@ -205,6 +205,9 @@ def enqueue_workflow(args, dsn: str) -> int:
              "its repository has no remote: a worker runs this folder on its own host")
     print(f"polycrate: run {run_id} of workflow '{workflow.name}' queued on '{queue}' (commit {commit[:12]}, {where}); "
           f"follow it: polycrate runs logs --follow {run_id}", file=sys.stderr, flush=True)
+    if source is not None and not pushed(root, commit):
+        print(f"polycrate: warning: commit {commit[:12]} is on no remote branch this clone knows of: push it before a "
+              "worker takes the run, or the run fails with nothing executed", file=sys.stderr, flush=True)
     if previous is not None:
         link_resume(dsn, ws.name, root, previous, run_id, who)
         print(f"polycrate: it resumes run {previous} ({workflow.name}) at its first unfinished step", file=sys.stderr,

@@ -132,6 +132,15 @@ def workspace_source(root: Path) -> WorkspaceSource | None:
     return None
 
 
+def pushed(root: Path, commit: str) -> bool:
+    """Whether a remote-tracking branch of the repository has ``commit`` (as far as this clone knows; a
+    repository that tracks no remote branch at all is not judged)."""
+    tracked = _git("for-each-ref", "--count=1", "refs/remotes", cwd=root)
+    if tracked.returncode != 0 or not tracked.stdout.strip():
+        return True
+    return bool(_git("for-each-ref", "--count=1", "--contains", commit, "refs/remotes", cwd=root).stdout.strip())
+
+
 # --- the worker's side -----------------------------------------------------------------------------
 
 
@@ -264,5 +273,5 @@ def _worktree(mirror: Path, tree: Path, commit: str) -> None:
             fh.write(f"/{COMPLETE}\n")
 
 
-__all__ = ["Checkout", "SourceUnavailable", "WorkspaceSource", "checkout", "default_cache", "declared_remote", "shown_url",
-           "workspace_source"]
+__all__ = ["Checkout", "SourceUnavailable", "WorkspaceSource", "checkout", "default_cache", "declared_remote", "pushed",
+           "shown_url", "workspace_source"]
