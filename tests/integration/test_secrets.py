@@ -576,3 +576,52 @@ def test_runtime_secrets_bad_secrets_poly(tmp_path):
     with pytest.raises(PolycrateError, match="mapping"):
         secrets.open_runtime_secrets(root, [], None)
     assert _leftover_dirs() == before_dirs
+
+
+def test_a_killed_run_s_decrypted_secrets_are_swept_by_the_next_run(tmp_path, env, encrypted):
+    """SIGKILL leaves no chance to clean up: the folder a killed process decrypted into names its owner, and
+    the next run on the host removes it; a folder of a process that still runs stays."""
+    root, identity = encrypted
+    script = (
+        "import os, signal, sys\n"
+        "from polycrate import secrets\n"
+        f"s = secrets.open_runtime_secrets({str(root)!r}, ['linux-maintenance'], secrets.Keyring({str(identity)!r}))\n"
+        "print(s.dir, flush=True)\n"
+        "if sys.argv[1] == 'die':\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sys.stdin.read()\n"  # the live one: holds its folder until the test closes its stdin
+    )
+    killed = subprocess.run([sys.executable, "-c", script, "die"], capture_output=True, text=True, env=env, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    left = Path(killed.stdout.strip())
+    assert (left / "rclone.conf").is_file()  # what SIGKILL leaves: the decrypted secrets
+    live = subprocess.Popen([sys.executable, "-c", script, "live"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        held = Path(live.stdout.readline().strip())
+        assert held.is_dir() and held != left
+        with secrets.open_runtime_secrets(root, ["linux-maintenance"], secrets.Keyring(identity)) as s:
+            assert s.dir is not None and s.dir.is_dir()
+        assert not left.exists()
+        assert held.is_dir()  # its owner still runs
+    finally:
+        live.stdin.close()
+        live.wait(timeout=60)
+    assert not held.exists()  # it cleaned up after itself
+
+
+def test_an_owner_is_told_by_pid_and_start_time(tmp_path):
+    from polycrate.secrets import scratch
+
+    me = os.getpid()
+    ticks = scratch.start_ticks(me)
+    assert ticks is not None
+    assert scratch.owner_alive(f"polycrate-secrets-{me}.{ticks}-abc") is True
+    assert scratch.owner_alive(f"polycrate-secrets-{me}.{ticks + 1}-abc") is False  # the pid, reused
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert scratch.owner_alive(f"polycrate-container-{gone.stdout.strip()}.{ticks}-abc") is False
+    assert scratch.owner_alive("polycrate-secrets-x1y2z3") is None  # an older version's name: left alone
+    for name in (f"polycrate-secrets-{me}.{ticks + 1}-a", "polycrate-secrets-x1y2z3", "other-folder"):
+        (tmp_path / name).mkdir()
+    assert scratch.sweep(str(tmp_path)) == [str(tmp_path / f"polycrate-secrets-{me}.{ticks + 1}-a")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other-folder", "polycrate-secrets-x1y2z3"]

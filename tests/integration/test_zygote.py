@@ -198,3 +198,19 @@ def test_a_step_environment_the_interpreter_reads_at_start_gets_a_fresh_zygote(w
     assert [r["step"] for r in records] == ["first", "second", "third"]
     assert all("polycrate.runtime.zygote" in r["chain"] and "--early" not in r["chain"] for r in records[:2])
     assert _zygotes_in(ws) == []
+
+
+def test_ansible_s_log_file_is_written_by_warm_steps(ws, tmp_path):
+    """ANSIBLE_LOG_PATH: ansible-core opens its log file while importing, in the zygote; a forked step writes
+    to it (its own line per task) instead of printing 'Logging error ... Bad file descriptor'."""
+    log = tmp_path / "ansible.log"
+    result = run_cli("workflows", "run", "three", cwd=ws,
+                     env={"POLYCRATE_ZYGOTE": "1", "ANSIBLE_LOG_PATH": str(log)})
+    assert result.returncode == 0, result.output
+    assert "Logging error" not in result.output and "Bad file descriptor" not in result.output
+    text = log.read_text()
+    assert text.count("TASK [record the step, its configuration and the processes it runs under]") == 3
+    pids = {line.split(" p=")[1].split()[0] for line in text.splitlines() if " p=" in line and "TASK [" in line}
+    assert len(pids) == 3  # three steps, three processes, one log
+    records = [json.loads(line) for line in (ws / "records.jsonl").read_text().splitlines()]
+    assert all("polycrate.runtime.zygote" in r["chain"] for r in records)  # they were forked, warm

@@ -54,6 +54,7 @@ def test_commands_are_the_parsers_commands(parser):
     assert names([""], parser) == [n for n in sub.choices if not n.startswith("_")]
     assert {"run", "workflows", "completion", "runs"} <= set(names([""], parser))
     assert names(["wor"], parser) == ["workflow", "workflows", "workspace", "worker"]
+    assert names(["worker", ""], parser) == ["list"]  # not `execute`: a worker's own, added without help
     assert names(["workflows", ""], parser) == ["run", "list", "inspect", "schedule"]
     assert "__complete" not in names([""], parser)
 
@@ -106,3 +107,19 @@ def test_hidden_command_output(ws, capsys):
     assert complete_main(["bash", "workflows", "run", "n"], build_parser) == 0
     assert capsys.readouterr().out == "nightly\n"
     assert "__complete" not in run_cli_inprocess("--help").stdout
+
+
+def test_a_reader_that_went_away_is_no_error():
+    """`polycrate __complete … | head -1`, or a shell that stopped reading: no traceback, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    read, write_end = os.pipe()
+    os.close(read)  # gone before the first candidate is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "polycrate", "__complete", "bash", ""], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0 and done.stderr == ""

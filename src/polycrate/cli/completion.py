@@ -9,6 +9,8 @@ A positional argument names what it takes with ``names(action, KIND)`` where it 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -51,9 +53,12 @@ def _takes_value(action: argparse.Action) -> bool:
 
 
 def _commands(sub: argparse._SubParsersAction) -> list[tuple[str, str]]:
-    """(name, help) of each command, aliases after the names that have help."""
+    """(name, help) of each command, aliases after the names that have help. A command added without help
+    (`worker execute`, a worker's own) is not offered, as `--help` does not list it."""
     helps = {c.dest: c.help or "" for c in sub._choices_actions}
-    return [(name, helps.get(name, "")) for name in sub.choices if not name.startswith("_")]
+    shown = {id(sub.choices[name]) for name in helps if name in sub.choices}
+    return [(name, helps.get(name, "")) for name, parser in sub.choices.items()
+            if not name.startswith("_") and id(parser) in shown]
 
 
 def _options(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
@@ -223,9 +228,14 @@ def complete_main(argv: list[str], build_parser: Callable[[], argparse.ArgumentP
         found = candidates(words, build_parser())
     except (Exception, SystemExit):
         return 0
-    for value, text in found:
-        text = " ".join(text.split())
-        print(f"{value}\t{text}" if shell != "bash" and text else value)
+    lines = [f"{value}\t{' '.join(text.split())}" if shell != "bash" and text.strip() else value
+             for value, text in found]
+    try:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader (a shell, `| head`) went away: nothing is owed to it
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -33,7 +33,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -52,6 +51,7 @@ from polycrate.runtime.container import (
     inner_environment,
 )
 from polycrate.runtime.process import ZygoteUnavailable
+from polycrate.secrets.scratch import make_private_folder
 from polycrate.runtime.zygote import WarmProcess, Zygote
 
 RUN_FOLDER_MOUNT = "/run/polycrate-run"
@@ -61,12 +61,6 @@ CONNECT_TIMEOUT = 120.0  # seconds for the container to start and its zygote to 
 # so the interpreter's start-up inputs match and it does not start again
 KEEPER_ENV = {"PYTHONPATH": LIB_MOUNT, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
               "HOME": "/root", "LANG": "C.UTF-8"}
-
-
-def _private_base() -> str | None:
-    """/dev/shm when usable: the run folder holds the run's decrypted secrets (as secrets/runtime.py)."""
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def _host_pid(keeper: int, inner: int) -> int | None:
@@ -116,7 +110,7 @@ class RunContainer:
         self.ws = ws
         self.engine: toolchain.Engine = runtime.engine
         self.image: str = runtime.image
-        self.folder = Path(tempfile.mkdtemp(prefix="polycrate-container-", dir=_private_base()))  # 0700
+        self.folder = make_private_folder("polycrate-container-")  # 0700: it holds the run's decrypted secrets
         self.name = f"polycrate-{ws.name.lower()[:30]}-{secrets.token_hex(4)}"
         package = str(Path(polycrate.__file__).resolve().parent)
         self.paths = PathMap({str(ws.root): WORKSPACE_MOUNT, str(self.folder): RUN_FOLDER_MOUNT,

@@ -146,6 +146,7 @@ def _child(request: dict, fds: list[int], sock: socket.socket, warm_print, zygot
         for src, dst in zip(high[1:], targets, strict=False):
             os.dup2(src, dst, inheritable=True)
         keep = {0, 1, 2, *targets}
+        _reopen_log_files()
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
             if fd not in keep:
@@ -182,6 +183,18 @@ def _child(request: dict, fds: list[int], sock: socket.socket, warm_print, zygot
             sys.stderr.flush()
         finally:
             os._exit(code if isinstance(code, int) else 1)
+
+
+def _reopen_log_files() -> None:
+    """With ANSIBLE_LOG_PATH, ansible-core opened its log file in the zygote (logging.basicConfig at import):
+    the child closes the zygote's descriptors, so each handler's file is closed here, cleanly, and opened
+    again by the handler on the step's first log line (as a fresh process opens it, in append mode)."""
+    import logging
+
+    for handler in logging.root.handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            stream, handler.stream = handler.stream, None
+            stream.close()
 
 
 def _fresh_local_tmp(shared: str | None = None) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,14 +19,8 @@ from polycrate.secrets.files import (
     secret_pairs,
 )
 from polycrate.secrets.keys import Keyring, as_keyring
+from polycrate.secrets.scratch import make_private_folder
 from polycrate.secrets.store import decrypt_bytes
-
-
-def _private_tmp_base() -> str | None:
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
-        return shm
-    return None
 
 
 class RuntimeSecrets:
@@ -100,9 +92,8 @@ def open_runtime_secrets(root: Path, block_names: Iterable[str],
                 continue
             contents.append(data)
             if secrets.dir is None:
-                secrets.dir = Path(tempfile.mkdtemp(prefix="polycrate-secrets-", dir=folder or _private_tmp_base()))
+                secrets.dir = make_private_folder("polycrate-secrets-", folder)
                 atexit.register(secrets.close)
-                os.chmod(secrets.dir, stat.S_IRWXU)
             rel = plain_path.relative_to(base)
             target = secrets.dir / rel
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
