@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import write
-from tests.helpers import run_cli
+from tests.helpers import run_cli, validate_document
 
 pytestmark = pytest.mark.team
 
@@ -267,8 +267,9 @@ def test_a_worker_decrypts_secrets_with_its_own_identity_only_when_the_workspace
     before = key.read_bytes()
     twice = site.cli("worker", "keygen", "--name", "good", env=site.host_env("good"))
     assert twice.returncode != 0 and "refusing to overwrite" in twice.stderr and key.read_bytes() == before
-    bad = site.cli("worker", "keygen", "--name", "bad", env=site.host_env("bad"))
+    bad = site.cli("-o", "json", "worker", "keygen", "--name", "bad", env=site.host_env("bad"))
     assert bad.returncode == 0, bad.output
+    recipient_bad = validate_document(json.loads(bad.stdout))["recipient"]
     operator = site.cli("workspace", "keygen", "--identity", str(site.tmp / "operator.txt"))
     assert operator.returncode == 0, operator.output
 
@@ -290,7 +291,6 @@ def test_a_worker_decrypts_secrets_with_its_own_identity_only_when_the_workspace
     refused = site.cli("workflows", "run", "secret", "--queue", "bad", "--wait")
     assert refused.returncode == 1, refused.output
     shown = site.show(refused.stdout.splitlines()[0])
-    recipient_bad = bad.stdout.strip()
     assert shown["status"] == "failed" and shown["steps"] == [], shown
     assert (f"secrets.poly.age is not encrypted to this worker's age identity ({recipient_bad}" in shown["message"]
             and "add that recipient to encryption.recipients in workspace.poly" in shown["message"]
