@@ -361,6 +361,9 @@ def test_the_remote_a_launch_records_for_its_workers(tmp_path):
     write(ws / "workspace.poly", "name: w\nteam: {remote: ../../../backup.git}\n")  # a path: made absolute
     assert workspace_source(ws).remote == str(tmp_path / "backup.git")
     assert shown_url("https://bot:t0ken@git.example.invalid/ops.git") == "https://bot:***@git.example.invalid/ops.git"
+    git(repo, "remote", "set-url", "origin", "https://bot:t0ken@git.example.invalid:8443/ops.git")
+    write(ws / "workspace.poly", "name: w\nteam: {remote: origin}\n")
+    assert workspace_source(ws).remote == "https://bot@git.example.invalid:8443/ops.git"  # the token stays here
 
 
 def test_a_worker_s_cache_keeps_the_recent_checkouts_and_those_in_use(tmp_path):

@@ -5,7 +5,8 @@ At the launch (``workspace_source``) the remote is chosen on the launching host,
 workspace.poly names (``team: {remote: NAME-or-URL}``: a remote of the repository, resolved to its URL, or a
 URL or path as written), else the remote of the checked-out branch's upstream, else the repository's only
 remote. Its URL and the workspace's folder inside the repository are recorded with the run (``team_run_sources``).
-A repository without any remote records none: its runs are run from the same folder on the worker's host, as a
+A password in the URL is not recorded (the worker fetches with its own credentials). A repository without any
+remote records none: its runs are run from the same folder on the worker's host, as a
 one-host setup has it (execute.workspace_problem).
 
 On the worker (``checkout``) the cache is ``CACHE/<hash of the URL>/``: ``mirror.git``, a bare repository that
@@ -61,6 +62,21 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+def without_password(url: str) -> str:
+    """``url`` as it is recorded with a launch: a password or token in it stays on the launching host (the worker
+    fetches with its own credentials)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
+
+
 def _git(*argv: str, cwd: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     # never a prompt for credentials on a worker that nobody watches: a remote that needs one fails
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", SSH_ASKPASS="true")
@@ -111,19 +127,19 @@ def workspace_source(root: Path) -> WorkspaceSource | None:
         if url is None:  # not a remote's name: a URL, or a path (made absolute: the worker has another cwd)
             local = (root / declared) if not declared.startswith(("/", "~")) and "://" not in declared else None
             url = str(local.resolve()) if local is not None and local.exists() else declared
-        return WorkspaceSource(url, subdir)
+        return WorkspaceSource(without_password(url), subdir)
     upstream = _git("rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}", cwd=repo)
     if upstream.returncode == 0 and "/" in upstream.stdout:
         branch = _git("symbolic-ref", "-q", "HEAD", cwd=repo).stdout.strip().removeprefix("refs/heads/")
         name = _git("config", "--get", f"branch.{branch}.remote", cwd=repo).stdout.strip()
         url = _remote_url(repo, name) if name and name != "." else None
         if url is not None:
-            return WorkspaceSource(url, subdir)
+            return WorkspaceSource(without_password(url), subdir)
     remotes = _git("remote", cwd=repo).stdout.split()
     if len(remotes) == 1:
         url = _remote_url(repo, remotes[0])
         if url is not None:
-            return WorkspaceSource(url, subdir)
+            return WorkspaceSource(without_password(url), subdir)
     if remotes:
         raise PolycrateError(f"the workspace's repository has {len(remotes)} remotes ({', '.join(remotes)}) and its "
                              "branch has no upstream: name the one workers fetch from in workspace.poly "
