@@ -213,7 +213,7 @@ def test_list_and_inspect_json(ws):
     data = json.loads(run_cli("workflows", "inspect", "tolerant", "-o", "json", cwd=ws).stdout)
     assert data["steps"][1] == {"name": "two", "block": "b", "action": "two", "allow_failure": True,
                                 "allow_no_hosts": False, "timeout": None, "retries": 0, "retry_delay": 0.0,
-                                "prompt": None, "labels": {}}
+                                "slices": 1, "prompt": None, "labels": {}}
     actions = json.loads(run_cli("actions", "list", "-o", "json", cwd=ws).stdout)["actions"]
     assert {a["name"] for a in actions} >= {"one", "two", "three", "lines", "dangerous"}
     lines = next(a for a in actions if a["name"] == "lines")

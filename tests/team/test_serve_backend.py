@@ -1,5 +1,6 @@
 """`polycrate serve` with a backend: it reads runs from PostgreSQL (the same documents as the CLI), and a
-launch from the web is recorded there, never in the workspace's SQLite store."""
+launch from the web goes through the queue to a worker and is recorded there, never in the workspace's SQLite
+store."""
 from __future__ import annotations
 
 import json
@@ -9,15 +10,17 @@ import pytest
 
 from tests.helpers import run_cli, validate_document
 from tests.server_fixtures import make_workspace, seed_runs, start_server, wait_for
+from tests.team.conftest import committed
 
 pytestmark = pytest.mark.team
 
 
-def test_serve_reads_and_launches_through_the_backend(team_env, tmp_path, monkeypatch):
+def test_serve_reads_and_launches_through_the_backend(team_env, tmp_path, monkeypatch, serve_worker):
     for key, value in team_env.items():  # the server, its launches and the CLI below: all this host's setting
         monkeypatch.setenv(key, value)
     ops = make_workspace(tmp_path / "ops", "ops")
     seed_runs(ops)
+    committed(ops)
     assert not (ops / ".polycrate" / "runs.db").exists()
     server = start_server(tmp_path, [ops])
     try:

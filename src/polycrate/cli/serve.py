@@ -132,14 +132,17 @@ def register(sub, shared) -> None:
 
 def _state_option(p) -> None:
     p.add_argument("--state", metavar="DIR", help="server state folder (default $POLYCRATE_SERVER_STATE, "
-                                                   "else $XDG_DATA_HOME/polycrate/server)")
+                                                   "else $XDG_DATA_HOME/polycrate/server); with a backend, users, "
+                                                   "tokens, sessions and the audit are in the backend")
 
 
 @contextmanager
 def _state(args):
-    from polycrate.server.state import ServerState
+    """The state every server of this host's setting shares: the backend's, else the --state folder's."""
+    from polycrate.cli.backend import backend_setting
+    from polycrate.server.state_backends import open_state
 
-    state = ServerState(Path(args.state) if args.state else None)
+    state = open_state(Path(args.state) if args.state else None, backend_setting())
     try:
         yield state
     finally:
@@ -224,12 +227,20 @@ def cmd_serve(args) -> int:
     scheme = "https" if tls else "http"
     sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log
     print(f"polycrate serve: {scheme}://{args.listen}/ over "
-          f"{len(find_workspaces(sources))} workspace(s); state in {state_dir}", file=sys.stderr, flush=True)
+          f"{len(find_workspaces(sources))} workspace(s); state in {_where_state(settings)}", file=sys.stderr, flush=True)
     # the proxy headers are read by the app itself (server.app.ProxyClient), from --proxy addresses only
     config = uvicorn.Config(app, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile, proxy_headers=False,
                             log_level="warning", access_log=False, server_header=False, timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _where_state(settings) -> str:
+    if settings.backend:
+        from polycrate.history.postgres import safe_dsn
+
+        return f"the backend {safe_dsn(settings.backend)} (launch files in {settings.state_dir})"
+    return str(settings.state_dir)
 
 
 def _bind(host: str, port: int, listen: str):

@@ -43,6 +43,14 @@ def register(sub, shared) -> None:
     q.add_argument("--identity", dest="key_file", metavar="FILE",
                    help="where to write it (default: ~/.config/polycrate/worker/NAME/age-identity.txt)")
     q.set_defaults(func=cmd_keygen)
+    # a part of a sliced step, started by a worker (team/slice_run.py); not for people
+    q = wsub.add_parser("slice", parents=[shared])
+    q.add_argument("batch", metavar="BATCH")
+    q.add_argument("index", type=int, metavar="INDEX")
+    q.add_argument("--worker-pid", type=int, required=True)
+    q.add_argument("--cache", dest="execute_cache")
+    q.add_argument("--identity", dest="execute_identity")
+    q.set_defaults(func=cmd_slice)
     p.set_defaults(func=cmd_worker)
 
 
@@ -165,6 +173,16 @@ def cmd_execute(args) -> int:
     return execute(backend_required("polycrate worker execute"), args.workspace_name, args.run_id, args.worker_pid,
                    cache=Path(args.execute_cache) if args.execute_cache else None,
                    identity=Path(args.execute_identity) if args.execute_identity else None)
+
+
+def cmd_slice(args) -> int:
+    from polycrate.team.slice_run import execute_slice
+
+    from pathlib import Path
+
+    return execute_slice(backend_required("polycrate worker slice"), args.batch, args.index, args.worker_pid,
+                         cache=Path(args.execute_cache) if args.execute_cache else None,
+                         identity=Path(args.execute_identity) if args.execute_identity else None)
 
 
 # --- the launching side ---------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ SMTP_SECURITY = ("starttls", "tls", "none")
 MAX_SECONDS = 366 * 86400  # a year
 MAX_DAYS = 100 * 366
 MAX_RETRIES = 1000
+MAX_SLICES = 100  # parts of a sliced step (each a job on a worker)
 MAX_KEEP_RUNS = 10**9
 MAX_NOTIFY_TIMEOUT = 300
 LABEL_KEY_MAX = 317  # Kubernetes': a 253-character prefix, '/', a 63-character name
@@ -417,6 +418,9 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
         Field("retry_delay", number(0, MAX_SECONDS), "seconds between attempts", default=0),
         Field("allow_no_hosts", BOOLEAN, "a play matching no host does not fail the step", default=False,
               null=False),
+        Field("slices", integer(1, MAX_SLICES), "an ansible step: its inventory's hosts (after --limit) split into "
+              "this many parts, each run with --limit of its part; with a backend on up to this many workers at "
+              "once, without one one after the other", default=1),
         Field("prompt", one_of(string(), section("prompt")), _PROMPT_DOC),
         _labels("the step"),
         _ALIAS,

@@ -32,11 +32,20 @@ class Host:
 
 def inventory_hosts(inventory: Path) -> list[Host]:
     """Every host of the inventory with its merged variables."""
+    names, hostvars = inventory_list(inventory)
+    return [_host(name, hostvars.get(name, {})) for name in names]
+
+
+def inventory_list(inventory: Path | None, limit: str | None = None) -> tuple[list[str], dict[str, Any]]:
+    """The inventory's host names after ``limit`` (ansible-playbook's --limit), in the inventory's order
+    (groups walked from ``all``), and their variables. None: Ansible's default inventory."""
     # ansible-inventory gets the user's own environment (their ANSIBLE_* settings), with this inventory
-    env = dict(os.environ, ANSIBLE_INVENTORY=str(inventory))
+    env = dict(os.environ, ANSIBLE_INVENTORY=str(inventory)) if inventory is not None else dict(os.environ)
     env.pop("ANSIBLE_INVENTORY_ENABLED", None)
-    proc = subprocess.run([sys.executable, "-m", "ansible.cli.inventory", "-i", str(inventory), "--list"],
-                          capture_output=True, text=True, env=env)
+    argv = [sys.executable, "-m", "ansible.cli.inventory", "--list"]
+    argv += ["-i", str(inventory)] if inventory is not None else []
+    argv += ["--limit", limit] if limit else []
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = [text for text in proc.stderr.splitlines() if text.strip()]
         raise PolycrateError(f"ansible-inventory failed: {lines[-1] if lines else proc.returncode}", inventory)
@@ -55,7 +64,7 @@ def inventory_hosts(inventory: Path) -> list[Host]:
             walk(child, seen)
 
     walk("all", set())
-    return [_host(name, hostvars.get(name, {})) for name in names]
+    return names, hostvars
 
 
 def _host(name: str, hv: dict[str, Any]) -> Host:

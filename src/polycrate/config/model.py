@@ -153,6 +153,7 @@ class Step:
     labels: dict[str, str] = field(default_factory=dict)
     description: str = ""
     alias: tuple[str, ...] = ()
+    slices: int = 1  # an ansible step's hosts run in this many parts, each with --limit of its part (run/slicing.py)
 
 
 @dataclass(frozen=True)

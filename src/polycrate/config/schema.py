@@ -421,6 +421,7 @@ def parse_step(mapping: Any, path: Path) -> Step:
         labels=parse_labels(mapping.get("labels")),
         description=_text_or_nothing(mapping.get("description")),
         alias=tuple(mapping.get("alias") or ()),
+        slices=mapping.get("slices") or 1,
     )
 
 

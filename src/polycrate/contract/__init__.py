@@ -202,6 +202,7 @@ def workflow_step(s: Any) -> dict:
         "timeout": s.timeout,
         "retries": s.retries,
         "retry_delay": s.retry_delay,
+        "slices": s.slices,
         "prompt": s.prompt.message if s.prompt else None,
         "labels": dict(s.labels),
     }

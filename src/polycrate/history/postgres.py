@@ -241,7 +241,65 @@ def _v3_workers(db: Connection) -> None:
 )""")
 
 
-def _v4_run_sources(db: Connection) -> None:
+def _v4_slices(db: Connection) -> None:
+    # One part of a sliced step (`slices: N`, team/slices.py): its hosts, the job and worker that ran it, how
+    # it ended and what it printed; the run's own process combines the parts into the step's record.
+    db.execute("""CREATE TABLE team_slices (
+    batch TEXT NOT NULL,                -- one sliced step's execution in one run
+    idx INTEGER NOT NULL,               -- 1..total
+    total INTEGER NOT NULL,
+    workspace TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    hosts TEXT[] NOT NULL,
+    job_id BIGINT,                      -- procrastinate_jobs.id
+    state TEXT NOT NULL,                -- queued, running, done, lost
+    worker TEXT,
+    worker_host TEXT,
+    worker_id BIGINT,
+    lost_after DOUBLE PRECISION,        -- the taking worker's: its slice is lost after this long without a heartbeat
+    pid INTEGER,
+    started DOUBLE PRECISION,
+    ended DOUBLE PRECISION,
+    outcome JSONB,                      -- status, exit_code, attempts, counts, failed_task, failed_host, message
+    log TEXT NOT NULL DEFAULT '',       -- masked, plain text
+    stop_requested DOUBLE PRECISION,
+    PRIMARY KEY (batch, idx)
+)""")
+    db.execute("CREATE INDEX team_slices_by_run ON team_slices (workspace, run_id)")
+
+
+def _v5_server_state(db: Connection) -> None:
+    # `polycrate serve`'s own state (server/state.py's tables, in a schema of their own): with a backend every
+    # server shares its users, tokens, sessions, grants, teams, launches and audit
+    db.execute("CREATE SCHEMA IF NOT EXISTS polycrate_server")
+    db.execute("SET LOCAL search_path TO polycrate_server, public")  # the tables below go there
+    for statement in (
+        "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT NOT NULL,"
+        " created DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE tokens (name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,"
+        " created DOUBLE PRECISION NOT NULL, last_used DOUBLE PRECISION)",
+        'CREATE TABLE sessions (hash TEXT PRIMARY KEY, "user" TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,'
+        " csrf TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE audit (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, time DOUBLE PRECISION NOT NULL,"
+        " actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT, outcome TEXT NOT NULL, client TEXT, detail TEXT)",
+        "CREATE INDEX audit_by_time ON audit (time)",
+        'CREATE TABLE login_failures (time DOUBLE PRECISION NOT NULL, "user" TEXT NOT NULL, client TEXT)',
+        "CREATE INDEX login_failures_by_time ON login_failures (time)",
+        "CREATE TABLE grants (principal TEXT NOT NULL, workspace TEXT NOT NULL, role TEXT NOT NULL,"
+        " created DOUBLE PRECISION NOT NULL, PRIMARY KEY (principal, workspace))",
+        "CREATE TABLE teams (name TEXT PRIMARY KEY, created DOUBLE PRECISION NOT NULL)",
+        'CREATE TABLE team_members (team TEXT NOT NULL REFERENCES teams (name) ON DELETE CASCADE, "user" TEXT NOT NULL'
+        ' REFERENCES users (name) ON DELETE CASCADE, created DOUBLE PRECISION NOT NULL, PRIMARY KEY (team, "user"))',
+        "CREATE TABLE launches (run_id TEXT PRIMARY KEY, time DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL,"
+        " workspace TEXT NOT NULL, workflow TEXT NOT NULL, shown TEXT NOT NULL, options TEXT NOT NULL, vars_file TEXT)",
+    ):
+        db.execute(statement)
+    db.execute("SET LOCAL search_path TO DEFAULT")
+
+
+def _v6_run_sources(db: Connection) -> None:
     # Where a worker fetches a launched run's commit from (team/source.py): the remote's URL and the workspace's
     # folder in the repository. A launched run without a row here is run from the same folder on the worker.
     db.execute("""CREATE TABLE team_run_sources (
@@ -257,7 +315,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
     ("procrastinate's queue, team_runs, team_workers (workers)", _v3_workers),
-    ("team_run_sources (the remote a worker fetches a launched commit from)", _v4_run_sources),
+    ("team_slices (the parts of sliced steps)", _v4_slices),
+    ("polycrate_server: the server's users, tokens, sessions, grants, teams, launches, audit", _v5_server_state),
+    ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

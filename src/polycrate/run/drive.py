@@ -11,6 +11,7 @@ import time
 from polycrate.run.context import RunContext
 from polycrate.run.finish import finish
 from polycrate.run.request import RunResult, StepResult
+from polycrate.run.slicing import run_sliced
 from polycrate.run.step import execute_step
 from polycrate.states import Phase, RunKind, StepState
 
@@ -88,7 +89,7 @@ def run_step(run: RunContext, result: RunResult, step: StepResult, index: int, t
     """One step (run/step.py); a failure the step allows is recorded as failed-allowed."""
     position = result.steps.index(step) + 1
     workflow = result.name if result.kind == RunKind.WORKFLOW else None
-    execute_step(run, step, position, workflow, index, total)
+    execute_step(run, step, position, workflow, index, total, run_sliced if step.plan.slices > 1 else None)
     if step.status == StepState.FAILED and step.plan.allow_failure:
         step.status = StepState.FAILED_ALLOWED
         update_status(run, position, step)

@@ -29,11 +29,15 @@ def plan_workflow(ws: Workspace, workflow: Workflow, only_step: str | None = Non
             )
         steps = chosen
     planned = [PlannedStep.of(s) for s in steps] + [PlannedStep.of(s, Phase.ON_FAILURE) for s in workflow.on_failure]
+    lines = {s.name: s.line for s in (*workflow.steps, *workflow.on_failure)}
     for step in planned:
         block = get_block(ws, step.block)
         action = get_action(block, step.action)
         if action.type == "ansible":
             playbook_path(block, action)  # a missing playbook stops the run before step 1
+        elif step.slices > 1:  # hosts are what a slice divides: a script has none
+            raise PolycrateError(f"workflow '{workflow.name}', step '{step.name}': slices applies to ansible actions; "
+                                 f"{step.block}/{step.action} is a {action.type} action", ws.file, lines.get(step.name))
     return planned
 
 

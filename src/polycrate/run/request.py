@@ -35,11 +35,12 @@ class PlannedStep:
     retries: int = 0
     retry_delay: float = 0.0
     allow_no_hosts: bool = False  # a play matching no host does not fail the step (nor its preflight)
+    slices: int = 1  # the step's hosts run in this many parts (run/slicing.py)
 
     @classmethod
     def of(cls, step: Step, phase: Phase = Phase.MAIN) -> PlannedStep:
         return cls(step.name, step.block, step.action, phase, step.allow_failure, step.timeout, step.retries,
-                   step.retry_delay, step.allow_no_hosts)
+                   step.retry_delay, step.allow_no_hosts, step.slices)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,9 @@ class RunOptions:
     backend: str | None = None  # team mode: the PostgreSQL DSN the run is recorded in (None: the workspace's SQLite)
     identity: Path | None = None  # the age identity file the secrets decrypt with, and only it (a worker's own key);
     # None: the usual lookup (WORKSPACE_ENCRYPTION_KEY, POLYCRATE_IDENTITY_FILE, the default identity file)
+    # team mode: runs the parts of a sliced step on workers (team/slices.py; run/slicing.Slicer); None: one
+    # after the other in this process
+    slicer: Any = None
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,13 @@ from polycrate.runtime.process import ActionTimedOut
 from polycrate.states import StepState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from polycrate.history.protocol import LogWriter
     from polycrate.run.failure import StepEvents
     from polycrate.run.request import StepResult
+
+    StepRunner = Callable[[RunContext, StepResult, "str | None", "StepOutput", Path], None]
 
 ERROR_MARKS = ("[ERROR]", "ERROR!", "FATAL", "Origin:")  # Ansible's own error lines, for the failure's text
 
@@ -64,8 +68,9 @@ class StepOutput:
 
 
 def execute_step(run: RunContext, step: StepResult, position: int, workflow: str | None, index: int,
-                 total: int) -> None:
-    """Run one step with its timeout and retries; record it. KeyboardInterrupt marks it interrupted."""
+                 total: int, attempts: StepRunner | None = None) -> None:
+    """Run one step with its timeout and retries (``attempts``, run_attempts by default; a sliced step's
+    is run/slicing.py's); record it. KeyboardInterrupt marks it interrupted."""
     store, run_id = run.store, run.run_id
     assert store is not None and run_id is not None  # steps run after the record opened
     action = run.ws.blocks[step.block].actions[step.action]
@@ -82,7 +87,7 @@ def execute_step(run: RunContext, step: StepResult, position: int, workflow: str
     store.update_step(run_id, position, status=StepState.RUNNING, started=time.time())
     events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-", dir=run.container.folder if run.container else None))
     try:
-        run_attempts(run, step, workflow, StepOutput(run, log), events_dir)
+        (attempts or run_attempts)(run, step, workflow, StepOutput(run, log), events_dir)
     finally:
         step.duration = time.monotonic() - started
         log.close()
@@ -92,8 +97,9 @@ def execute_step(run: RunContext, step: StepResult, position: int, workflow: str
 
 
 def run_attempts(run: RunContext, step: StepResult, workflow: str | None, output: StepOutput,
-                 events_dir: Path) -> None:
-    """Attempt after attempt, `retry_delay` apart, until one succeeds or `retries` are used up."""
+                 events_dir: Path, limit: str | None = None) -> None:
+    """Attempt after attempt, `retry_delay` apart, until one succeeds or `retries` are used up; ``limit``
+    (a slice's hosts) replaces the run's --limit."""
     attempts = 1 + step.plan.retries
     delay = step.plan.retry_delay
     for attempt in range(1, attempts + 1):
@@ -104,15 +110,16 @@ def run_attempts(run: RunContext, step: StepResult, workflow: str | None, output
             if delay:
                 time.sleep(delay)
         events = events_dir / f"attempt-{attempt}.jsonl"
-        request = action_request(run, step, workflow, events, output)
+        request = action_request(run, step, workflow, events, output, limit)
         if request is None or run_attempt(run, step, request, output, events):
             break
 
 
 def action_request(run: RunContext, step: StepResult, workflow: str | None, events: Path,
-                   output: StepOutput) -> ActionRequest | None:
+                   output: StepOutput, limit: str | None = None) -> ActionRequest | None:
     """What the runtime gets for one attempt; None (the step failed) when a script's templates do not fill."""
     options = run.options
+    ansible = options.ansible if limit is None else replace(options.ansible, limit=limit)
     block = run.ws.blocks[step.block]
     action = block.actions[step.action]
     request = ActionRequest(
@@ -120,7 +127,7 @@ def action_request(run: RunContext, step: StepResult, workflow: str | None, even
         check=options.check, diff=options.diff, timeout=step.plan.timeout, events_file=events,
         runtime=run.runtime, secrets=run.secrets,
         keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
-        zygote=run.zygote, ansible_options=options.ansible, extra_env=dict(options.display_env),
+        zygote=run.zygote, ansible_options=ansible, extra_env=dict(options.display_env),
         **action_settings(options), ssh_sharing=run.ssh_sharing, hosts=run.hosts_of(block.name, action.name),
         container=run.container,
     )

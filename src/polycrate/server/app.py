@@ -38,9 +38,10 @@ from polycrate import contract
 from polycrate.server import chart, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
-from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, failed_hosts, launch,
-                                     parse_launch, prompts_of, stop)
-from polycrate.server.state import Principal, ServerState, bounded
+from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
+                                     launch, parse_launch, prompts_of, stop, stop_launched)
+from polycrate.server.state import Principal, bounded
+from polycrate.server.state_backends import open_state
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "pc_session"
@@ -121,7 +122,7 @@ def _templates() -> Environment:
 class Web:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.state = ServerState(settings.state_dir)
+        self.state = open_state(settings.state_dir, settings.backend)
         self.catalog = Catalog(settings.sources, backend=settings.backend, schedule_dests=settings.schedule_dests)
         self.templates = _templates()
 
@@ -675,9 +676,14 @@ class Web:
             raise HTTPError(422, f"workflow '{name}' asks for confirmation: confirm every prompt to launch it",
                             {"prompts": asks})
         try:
-            launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
-                              output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
-                              workspace=entry.name)
+            if self.settings.backend:  # team mode: through the queue, as `workflows run` with a backend
+                launched = enqueue_launch(self.settings.backend, entry.root, entry.name, name, workflow.queue, options,
+                                          launched_by=f"web:{who.label}",
+                                          output_dir=self.settings.state_dir / "launches")
+            else:
+                launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
+                                  output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
+                                  workspace=entry.name)
         except LaunchRefused as exc:
             self.state.audit(who.label, "launch", f"{key}/{name}", f"refused: {exc.message}", self.client(request),
                              detail)
@@ -787,7 +793,11 @@ class Web:
         who: Principal = request.state.principal
         entry, run = self._run_for(request, "operator")
         try:
-            stop(entry.root, run)
+            asked = None
+            if self.settings.backend and run.status == RunState.RUNNING:  # on whichever worker runs it
+                asked = stop_launched(self.settings.backend, entry.name, run, f"web:{who.label}")
+            if asked is None:
+                stop(entry.root, run)
         except LaunchRefused as exc:
             self.state.audit(who.label, "stop", run.id, f"refused: {exc.message}", self.client(request))
             raise

@@ -200,7 +200,7 @@ class Catalog:
                         continue
                 if found.id == run_id:
                     return entry, _with_workspace(found, entry)
-            raise NotFoundError(f"no run '{run_id}'")
+            raise self._not_found(run_id, self.entries(who))
         if not _RUN_REF.match(run_id):  # what the store resolves: an id, a prefix of one, latest~N
             raise NotFoundError(f"no run '{run_id[:80]}'")
         hits: list[tuple[Entry, str]] = []
@@ -212,11 +212,27 @@ class Catalog:
                     if "ambiguous" in str(exc):
                         raise NotFoundError(str(exc).split(": ", 1)[-1]) from None
         if not hits:
-            raise NotFoundError(f"no run '{run_id[:80]}'")
+            raise self._not_found(run_id[:80], self.entries())
         if len(hits) > 1:
             raise NotFoundError(f"run '{run_id}' is ambiguous across workspaces: give more of the id")
         entry, full = hits[0]
         return entry, self.get_run(entry, full)
+
+    def _not_found(self, run_id: str, entries: list[Entry]) -> NotFoundError:
+        """No record of the run: in team mode it may be launched and still queued (a worker opens its record)."""
+        if self.backend and _RUN_ID.match(run_id):
+            from polycrate.history.postgres import connect
+
+            db = connect(self.backend)
+            try:
+                row = db.execute("SELECT queue, launched_by, state FROM team_runs WHERE id = %s AND workspace = ANY(%s)",
+                                 (run_id, [e.name for e in entries])).fetchone()
+            finally:
+                db.close()
+            if row is not None and row["state"] == "queued":
+                return NotFoundError(f"run {run_id} is queued on '{row['queue']}' (launched by {row['launched_by']}): "
+                                     "no worker of that queue has taken it yet; it shows here once one has")
+        return NotFoundError(f"no run '{run_id}'")
 
     def get_run(self, entry: Entry, run_id: str) -> RunRecord:
         """A run of a known workspace, by its full id (the log stream re-reads it while it runs)."""

@@ -11,6 +11,11 @@ Every value that arrives over HTTP is data: its limit is checked as Ansible's ho
 (no ``@file``, no path), and its variables reach Ansible in a vars file the server writes with each
 text tagged ``!unsafe``, so ``{{ lookup('pipe', ...) }}`` in a value stays text and is never run.
 
+With a team backend a workflow's launch is enqueued instead (``enqueue_launch``), exactly as `workflows run`
+does there: a worker of the workflow's queue runs it, on whichever host; a second launch while one is queued or
+running is refused by the database (409, naming that run and its worker); stopping asks the run's own process
+on its worker (``stop_launched``). One action of a block runs here, as `polycrate run BLOCK ACTION` does.
+
 Stopping sends SIGTERM to the run's own polycrate process (checked against the workflow's lock
 holder first), which stops its step and records the run as interrupted, as Ctrl-C does.
 """
@@ -285,7 +290,7 @@ def failed_hosts(run: RunRecord) -> list[str]:
 def command(root: Path, workflow: str, options: LaunchOptions, vars_file: Path | None,
             secrets_file: Path | None = None, action: str | None = None) -> list[str]:
     """`polycrate workflows run WORKFLOW`, or with `action`, `polycrate run BLOCK ACTION` (workflow: the block)."""
-    # --here: with a backend the server's child runs the workflow itself (launching through the queue: later)
+    # --here: with a backend a workflow is enqueued (enqueue_launch), never this; one action runs here, as at the CLI
     if action is not None:
         argv = [sys.executable, "-m", "polycrate", "-w", str(root), "run", workflow, action, "--force", "--here"]
     else:
@@ -320,8 +325,8 @@ def write_vars_file(path: Path, values: dict[str, Any], *, secret: bool = False)
 @dataclass
 class Launched:
     run_id: str
-    pid: int
-    output: Path
+    pid: int | None  # the server's child; None: launched through the queue (a worker runs it)
+    output: Path | None
     vars_file: Path | None = None
     secrets_file: Path | None = None
 
@@ -381,6 +386,66 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         time.sleep(0.1)
     # started but slow to record (a big block pull): 202 all the same
     return Launched(run_id, proc.pid, output, vars_file, secrets_file)
+
+
+def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: str, options: LaunchOptions, *,
+                   launched_by: str, output_dir: Path, wait_seconds: float = 20.0) -> Launched:
+    """Team mode: the workflow's run enqueued on its queue through team/launch.py, as `workflows run` does with a
+    backend (the workspace's commit, one run per workflow across every host); return once a worker has opened
+    its record (or after ``wait_seconds``, still queued). A run queued or running already: 409 naming it and its
+    worker. The launch's values go in the server's 0600 files as with a child, which the worker reads: the
+    worker runs on this server's host or reads the same state folder."""
+    import secrets
+
+    from polycrate.team.launch import AlreadyRunning, Launch, checked_commit, enqueue
+
+    if options.resume and options.step:
+        raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
+    try:
+        commit = checked_commit(root)
+    except PolycrateError as exc:
+        raise LaunchRefused(f"the run was not queued: {exc.message}", 409) from None
+    output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    name = f"queued-{secrets.token_hex(8)}"  # the run id is the queue's to give
+    plain, secret = options.plain_values(), options.secret_values()
+    vars_file = write_vars_file(output_dir / f"{name}.vars.yml", plain) if plain else None
+    secrets_file = write_vars_file(output_dir / f"{name}.secret.yml", secret, secret=True) if secret else None
+    ansible = AnsibleOptions(limit=check_host_pattern(options.limit) if options.limit else None, tags=options.tags,
+                             extra_vars=tuple(f"@{p}" for p in (vars_file, secrets_file) if p is not None))
+    record = {"check": options.check, "diff": False, "resume": options.resume, "runtime": None,
+              "ansible": ansible.to_record()}
+    try:
+        run_id = enqueue(dsn, Launch(workspace=workspace, root=root, workflow=workflow, queue=queue, git_commit=commit,
+                                     launched_by=launched_by, only_step=options.step, options=record))
+    except AlreadyRunning as exc:
+        for path in (vars_file, secrets_file):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        raise LaunchRefused(exc.message, 409) from None
+    from polycrate.history.postgres import PostgresRunStore
+
+    store = PostgresRunStore(dsn, workspace=workspace)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while store.find_run(run_id) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        store.close()
+    return Launched(run_id, None, None, vars_file, secrets_file)
+
+
+def stop_launched(dsn: str, workspace: str, run: RunRecord, by: str) -> str | None:
+    """Team mode: ask a run launched through the queue to stop, on whichever worker runs it (its own process
+    sees the request within team/execute.py's POLL_SECONDS); None when the run was not launched so."""
+    from polycrate.team.launch import resolve_team_run
+    from polycrate.team.launch import stop as stop_team_run
+
+    if resolve_team_run(dsn, workspace, run.id) != run.id:
+        return None
+    try:
+        return stop_team_run(dsn, workspace, run.id, by)
+    except PolycrateError as exc:
+        raise LaunchRefused(exc.message, 409) from None
 
 
 def _finishing(root: Path, holder, backend: str | None, workspace: str | None) -> bool:

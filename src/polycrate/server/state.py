@@ -1,8 +1,10 @@
-"""The server's own state: users, API tokens, sessions, the audit log, login failures.
+"""The server's own state: users, API tokens, sessions, the audit log, login failures, grants, teams, launches.
 
-SQLite at ``$POLYCRATE_SERVER_STATE/server.db`` (default ``$XDG_DATA_HOME/polycrate/server``,
-i.e. ``~/.local/share/polycrate/server``), mode 0600 in a 0700 folder. Nothing secret is stored
-in the clear: passwords as scrypt hashes (memory-hard, 16 MiB per hash), API tokens and session
+Behind one interface (``StateStore``, which holds every rule) in two places: with a team backend, in its
+PostgreSQL (``server/state_postgres.py``), shared by every ``polycrate serve`` on it, so they are
+interchangeable; without one (the default), SQLite at ``$POLYCRATE_SERVER_STATE/server.db`` (default
+``$XDG_DATA_HOME/polycrate/server``, i.e. ``~/.local/share/polycrate/server``), mode 0600 in a 0700 folder.
+Nothing secret is stored in the clear: passwords as scrypt hashes (memory-hard, 16 MiB per hash), API tokens and session
 ids as SHA-256 hashes (they are 256-bit random values, so a fast hash is enough). A token is shown
 once, when it is made.
 """
@@ -17,8 +19,11 @@ import secrets
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from polycrate.errors import NotFoundError, PolycrateError
 
@@ -213,33 +218,28 @@ class Principal:
         return self.may("viewer", workspace)
 
 
-class ServerState:
-    def __init__(self, folder: Path | None = None):
-        self.folder = folder or default_state_dir()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.folder, 0o700)
-        self.path = self.folder / "server.db"
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        self._login_lock = threading.Lock()
+class StateStore(ABC):
+    """The server's state, whatever holds it: every rule lives here (password hashing, session expiry, the
+    login backoff, the audit's cut names), written once in SQL that SQLite and PostgreSQL both read. An
+    implementation gives ``_sql`` (one statement, ``?`` placeholders, rows readable by column name),
+    ``_serialized`` (the login count's critical section, across every server that shares the state),
+    ``where`` (named in errors) and ``close``."""
+
+    where: str | Path
+
+    def __init__(self) -> None:
+        self._login_lock = threading.Lock()  # this process's anonymous audit budget
         self._anonymous: dict[str | None, list[float]] = {}  # address -> times of its anonymous audit rows
         self._suppressed = 0  # anonymous rows not written since the last one that was
-        self._sql("PRAGMA foreign_keys = ON")
-        try:
-            self._sql("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:
-            pass
-        self.db.executescript(SCHEMA)
-        os.chmod(self.path, 0o600)
 
-    def _sql(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        # one connection shared by the server's worker threads: one statement at a time
-        with self._lock:
-            return self.db.execute(sql, args)
+    @abstractmethod
+    def _sql(self, sql: str, args: tuple = ()) -> Any: ...
 
-    def close(self) -> None:
-        self.db.close()
+    @abstractmethod
+    def _serialized(self) -> AbstractContextManager[object]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
 
     # --- users -----------------------------------------------------------------------------
 
@@ -260,12 +260,12 @@ class ServerState:
 
     def remove_user(self, name: str) -> None:
         if self._sql("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
-            raise NotFoundError(f"no user '{name}'", self.path)
+            raise NotFoundError(f"no user '{name}'", self.where)
         self._sql("DELETE FROM grants WHERE principal = ?", (name,))  # a later user of that name starts bare
 
     def _user_exists(self, name: str) -> None:
         if not self._sql("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-            raise NotFoundError(f"no user '{bounded(name)}'", self.path)
+            raise NotFoundError(f"no user '{bounded(name)}'", self.where)
 
     def set_role(self, name: str, role: str) -> None:
         check_role(role, none_ok=True)
@@ -309,36 +309,35 @@ class ServerState:
         """Seconds this name from this address must wait before its password is checked again (0: go)."""
         now = now or time.time()
         since = now - LOGIN_WINDOW
-        row = self._sql("SELECT COUNT(*), MAX(time) FROM login_failures WHERE time > ? AND user = ? AND"
-                        " client IS ?", (since, bounded(name), client)).fetchone()
-        count, last = row[0], row[1]
+        row = self._sql("SELECT COUNT(*) AS n, MAX(time) AS last FROM login_failures WHERE time > ? AND user = ?"
+                        " AND client IS NOT DISTINCT FROM ?", (since, bounded(name), client)).fetchone()
+        count, last = row["n"], row["last"]
         wait = 0.0
         if count >= LOGIN_FREE_FAILURES:
             wait = max(0.0, last + min(LOGIN_FIRST_WAIT * 2 ** (count - LOGIN_FREE_FAILURES), LOGIN_MAX_WAIT) - now)
         if client:
-            per_client = self._sql("SELECT COUNT(*), MAX(time) FROM login_failures WHERE time > ? AND client = ?",
-                                   (since, client)).fetchone()
-            if per_client[0] >= LOGIN_MAX_FAILURES_PER_CLIENT:
-                wait = max(wait, per_client[1] + LOGIN_WINDOW - now)
+            per_client = self._sql("SELECT COUNT(*) AS n, MAX(time) AS last FROM login_failures WHERE time > ?"
+                                   " AND client = ?", (since, client)).fetchone()
+            if per_client["n"] >= LOGIN_MAX_FAILURES_PER_CLIENT:
+                wait = max(wait, per_client["last"] + LOGIN_WINDOW - now)
         return wait
 
     def login_blocked(self, name: str, client: str | None, now: float | None = None) -> bool:
         return self.login_wait(name, client, now) > 0
 
-    def begin_login(self, name: str, client: str | None) -> int | None:
-        """Counts a try as failed before its password is checked; None when the pair must wait.
-        The row id is given back to `login_succeeded` when the password was right."""
-        with self._login_lock:
+    def begin_login(self, name: str, client: str | None) -> float | None:
+        """Counts a try as failed before its password is checked (`login_succeeded` takes it back when the
+        password was right); the try's time, or None when the pair must wait."""
+        with self._serialized():
             if self.login_blocked(name, client):
                 return None
             now = time.time()
             self._sql("DELETE FROM login_failures WHERE time < ?", (now - LOGIN_WINDOW,))
-            cur = self._sql("INSERT INTO login_failures (time, user, client) VALUES (?,?,?)",
-                            (now, bounded(name), client))
-            return int(cur.lastrowid or 0)
+            self._sql("INSERT INTO login_failures (time, user, client) VALUES (?,?,?)", (now, bounded(name), client))
+            return now
 
     def login_succeeded(self, name: str, client: str | None) -> None:
-        self._sql("DELETE FROM login_failures WHERE user = ? AND client IS ?", (bounded(name), client))
+        self._sql("DELETE FROM login_failures WHERE user = ? AND client IS NOT DISTINCT FROM ?", (bounded(name), client))
 
     def record_login_failure(self, name: str, client: str | None) -> None:
         now = time.time()
@@ -383,7 +382,7 @@ class ServerState:
 
     def remove_token(self, name: str) -> None:
         if self._sql("DELETE FROM tokens WHERE name = ?", (name,)).rowcount == 0:
-            raise NotFoundError(f"no token '{name}'", self.path)
+            raise NotFoundError(f"no token '{name}'", self.where)
 
     def tokens(self) -> list[dict]:
         return [dict(r) for r in self._sql("SELECT name, role, created, last_used FROM tokens ORDER BY name")]
@@ -433,7 +432,7 @@ class ServerState:
 
     def revoke(self, principal: str, workspace: str) -> None:
         if self._sql("DELETE FROM grants WHERE principal = ? AND workspace = ?", (principal, workspace)).rowcount == 0:
-            raise NotFoundError(f"no grant for '{principal}' in '{workspace}'", self.path)
+            raise NotFoundError(f"no grant for '{principal}' in '{workspace}'", self.where)
 
     def grants(self) -> list[dict]:
         return [dict(r) for r in self._sql("SELECT principal, workspace, role, created FROM grants"
@@ -445,7 +444,7 @@ class ServerState:
 
     def _team_exists(self, name: str) -> None:
         if not self._sql("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone():
-            raise NotFoundError(f"no team '{bounded(name)}'", self.path)
+            raise NotFoundError(f"no team '{bounded(name)}'", self.where)
 
     def add_team(self, name: str) -> None:
         check_name(name, "team")
@@ -455,7 +454,7 @@ class ServerState:
 
     def remove_team(self, name: str) -> None:
         if self._sql("DELETE FROM teams WHERE name = ?", (name,)).rowcount == 0:
-            raise NotFoundError(f"no team '{bounded(name)}'", self.path)
+            raise NotFoundError(f"no team '{bounded(name)}'", self.where)
         self._sql("DELETE FROM grants WHERE principal = ?", (TEAM_PREFIX + name,))
 
     def add_member(self, team: str, user: str) -> None:
@@ -466,7 +465,7 @@ class ServerState:
 
     def remove_member(self, team: str, user: str) -> None:
         if self._sql("DELETE FROM team_members WHERE team = ? AND user = ?", (team, user)).rowcount == 0:
-            raise NotFoundError(f"'{bounded(user)}' is not in team '{bounded(team)}'", self.path)
+            raise NotFoundError(f"'{bounded(user)}' is not in team '{bounded(team)}'", self.where)
 
     def teams(self) -> list[dict]:
         """Every team with its members (sorted) and its grants."""
@@ -544,3 +543,36 @@ class ServerState:
         sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
         rows = self._sql(sql, (*args, limit)).fetchall()
         return [dict(r) | {"detail": json.loads(r["detail"] or "{}")} for r in rows]
+
+
+class ServerState(StateStore):
+    """The state in SQLite (the default, without a backend): ``server.db`` in the state folder."""
+
+    def __init__(self, folder: Path | None = None):
+        super().__init__()
+        self.folder = folder or default_state_dir()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.folder, 0o700)
+        self.path = self.where = self.folder / "server.db"
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._serial = threading.Lock()
+        self._sql("PRAGMA foreign_keys = ON")
+        try:
+            self._sql("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            pass
+        self.db.executescript(SCHEMA)
+        os.chmod(self.path, 0o600)
+
+    def _sql(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        # one connection shared by the server's worker threads: one statement at a time
+        with self._lock:
+            return self.db.execute(sql, args)
+
+    def _serialized(self) -> AbstractContextManager[object]:
+        return self._serial  # one server per state folder: a lock of this process is enough
+
+    def close(self) -> None:
+        self.db.close()

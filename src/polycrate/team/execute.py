@@ -26,6 +26,7 @@ from typing import Any
 from polycrate.errors import PolycrateError
 from polycrate.history.postgres import Connection, PostgresRunStore, connect
 from polycrate.states import Phase, RunState, StepState
+from polycrate.team.slices import TeamSlicer
 from polycrate.team.launch import dirty_files, fence_key, record_unstarted, team_run, workspace_commit
 
 POLL_SECONDS = 0.2  # a stop request or a lost connection is seen this late at most (plus one round trip)
@@ -100,7 +101,8 @@ def run_options(row: dict[str, Any], dsn: str, identity: Path | None = None) -> 
     return RunOptions(check=bool(given.get("check")), diff=bool(given.get("diff")), resume=bool(given.get("resume")),
                       runtime=given.get("runtime"), ansible=AnsibleOptions.from_record(given.get("ansible") or {}),
                       run_id=row["id"], launched_by=row["launched_by"], backend=dsn, identity=identity,
-                      command=f"polycrate workflows run {row['workflow']} (launched by {row['launched_by']})")
+                      command=f"polycrate workflows run {row['workflow']} (launched by {row['launched_by']})",
+                      slicer=TeamSlicer(dsn, row["workspace"], row["id"], row["queue"]))
 
 
 def workspace_problem(root: Path, commit: str) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any
 from polycrate.history.postgres import connect
 from polycrate.states import RunState
 from polycrate.team.launch import TASK, fence_key
+from polycrate.team.slices import SLICE_TASK, slice_queue
 
 RESTART_SECONDS = 2.0  # after the backend went away, the worker tries again this often
 
@@ -101,29 +102,43 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
     from procrastinate.worker import Worker
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=dsn, min_size=1, max_size=settings.concurrency + 3, kwargs={"application_name": "polycrate-worker"}))
+        conninfo=dsn, min_size=1, max_size=2 * settings.concurrency + 4, kwargs={"application_name": "polycrate-worker"}))
 
     @app.task(name=TASK, pass_context=True)
     async def run_workflow(context: Any, run_id: str, workspace: str) -> None:
         await _supervise(dsn, settings, context.job.id, context.job.worker_id, run_id, workspace)
+
+    @app.task(name=SLICE_TASK, pass_context=True)
+    async def run_slice(context: Any, batch: str, index: int) -> None:
+        from polycrate.team.slice_run import supervise_slice
+
+        await supervise_slice(dsn, settings.name, settings.lost_after, context.job.worker_id, batch, index,
+                              tuple(_execute_args(settings)))
 
     async with app.open_async():
         worker = Worker(app, queues=list(settings.queues), name=settings.name, concurrency=settings.concurrency,
                         fetch_job_polling_interval=2.0, update_heartbeat_interval=settings.heartbeat,
                         stalled_worker_timeout=settings.lost_after, shutdown_graceful_timeout=None,
                         install_signal_handlers=False)
+        # the parts of sliced steps (team/slices.py) on slots of their own: a run waiting for its parts
+        # never holds the slot one of them needs
+        slicer = Worker(app, queues=[slice_queue(q) for q in settings.queues], name=f"{settings.name}/slices",
+                        concurrency=settings.concurrency, fetch_job_polling_interval=2.0,
+                        update_heartbeat_interval=settings.heartbeat, stalled_worker_timeout=settings.lost_after,
+                        shutdown_graceful_timeout=None, install_signal_handlers=False)
         import signal
 
         def stop(signum: int) -> None:  # the runs in progress end first (procrastinate's graceful stop)
             stopping.append(signum)
             worker.stop()
+            slicer.stop()
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop, sig)
         side = asyncio.create_task(_housekeeping(dsn, settings, lambda: worker.worker_id))
         try:
-            await worker.run()
+            await _run_both(worker, slicer)
         finally:
             side.cancel()
             try:
@@ -132,6 +147,21 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
                 pass
         if side.done() and not side.cancelled() and side.exception() is not None:
             raise side.exception()  # type: ignore[misc]
+
+
+async def _run_both(worker: Any, slicer: Any) -> None:
+    """The runs' worker and the slices' until both end; when one fails (the backend is away) the other stops
+    too and the failure is raised."""
+    tasks = [asyncio.create_task(worker.run()), asyncio.create_task(slicer.run())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        worker.stop()
+        slicer.stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
 
 
 async def _supervise(dsn: str, settings: WorkerSettings, job_id: int | None, worker_id: int | None, run_id: str,

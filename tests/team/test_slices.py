@@ -1,0 +1,314 @@
+"""Sliced steps (`slices: N`, AWX's job slicing) through the real CLI and real ansible-playbook: without a
+backend the parts run one after the other here; with one, real `polycrate worker` processes run them at once.
+
+Six inventory hosts on the local connection, each with its own name; the playbook appends one line per host
+to a marker file (host, the hosts of its play, time), so every host's single run is visible.
+No timed assertions: every wait polls for a state with a generous deadline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write
+from tests.helpers import run_cli
+from tests.team.conftest import no_backend
+
+HOSTS = [f"node{i}" for i in range(1, 7)]
+DEADLINE = 240.0
+
+
+def _workspace(root: Path, marks: Path, fail_host: str = "", slices: int = 3, sleep: float = 2.0,
+               gate: bool = False) -> Path:
+    write(root / "workspace.poly", f"""
+        name: slicews
+        blocks:
+          - name: b
+        workflows:
+          - name: wide
+            steps:
+              - {{name: touch, block: b, action: touch, slices: {slices}}}
+              - {{name: after, block: b, action: after}}
+          - name: scripted
+            steps:
+              - {{name: s, block: b, action: after, slices: 2}}
+        """)
+    write(root / "blocks/b/block.poly", """
+        name: b
+        actions:
+          - name: touch
+            playbook: touch.yml
+          - name: after
+            script:
+              - echo after the sliced step
+        """)
+    write(root / "blocks/b/touch.yml", f"""
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - name: mark the host
+              ansible.builtin.shell: echo "{{{{ inventory_hostname }}}} {{{{ ansible_play_hosts_all | join(',') }}}} $(date +%s.%N)" >> {marks}/hosts.log
+            - name: stay a while
+              ansible.builtin.shell: sleep {sleep}{f"; while [ ! -e {marks}/release ]; do sleep 0.1; done" if gate else ""}
+            - name: the failing host
+              ansible.builtin.fail:
+                msg: "{{{{ inventory_hostname }}}} fails on purpose"
+              when: inventory_hostname == "{fail_host}"
+            - name: changed on every host
+              ansible.builtin.command: "true"
+        """)
+    write(root / "inventory.yml", "all:\n  hosts:\n" + "".join(
+        f"    {h}:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+        for h in HOSTS))
+    write(root / ".gitignore", ".polycrate/\n")
+    for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit",
+                                                    "-q", "-m", "workspace"]):
+        subprocess.run(["git", *argv], cwd=root, check=True, capture_output=True)
+    return root
+
+
+def _marks(marks: Path) -> list[list[str]]:
+    path = marks / "hosts.log"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _step(shown: dict[str, Any], name: str) -> dict[str, Any]:
+    step: dict[str, Any] = next(s for s in shown["steps"] if s["name"] == name)
+    return step
+
+
+# --- without a backend ------------------------------------------------------------------------------------------
+
+
+def test_without_a_backend_the_slices_run_one_after_the_other_here_and_combine(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws = _workspace(tmp_path / "ws", marks, sleep=0)
+    env = no_backend(tmp_path)
+    ran = run_cli("workflows", "run", "wide", cwd=ws, env=env)
+    assert ran.returncode == 0, ran.output
+    lines = _marks(marks)
+    assert sorted(line[0] for line in lines) == HOSTS  # every host exactly once
+    # three plays (one ansible-playbook each), two hosts each in inventory order, one after the other
+    assert [line[1] for line in lines] == ["node1,node2"] * 2 + ["node3,node4"] * 2 + ["node5,node6"] * 2
+    shown = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws, env=env).stdout)
+    touch = _step(shown, "touch")
+    assert touch["status"] == "succeeded"
+    assert sorted(touch["hosts"]) == HOSTS
+    assert all(c["ok"] == 3 and c["changed"] == 3 and c["failed"] == 0 for c in touch["hosts"].values())
+    log = run_cli("runs", "logs", "latest", "--step", "touch", cwd=ws, env=env).stdout
+    for index, hosts in enumerate((("node1", "node2"), ("node3", "node4"), ("node5", "node6")), 1):
+        assert f"slice {index} of 3: hosts {', '.join(hosts)}" in log
+    assert log.index("slice 1 of 3") < log.index("slice 2 of 3") < log.index("slice 3 of 3")
+    assert "6 hosts in 3 slices" in ran.output
+
+
+def test_without_a_backend_one_failing_host_fails_the_step_with_every_host_counted(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws = _workspace(tmp_path / "ws", marks, fail_host="node4", sleep=0)
+    env = no_backend(tmp_path)
+    ran = run_cli("workflows", "run", "wide", cwd=ws, env=env)
+    assert ran.returncode == 1, ran.output
+    assert sorted(line[0] for line in _marks(marks)) == HOSTS  # the other slices ran all the same
+    shown = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws, env=env).stdout)
+    touch = _step(shown, "touch")
+    assert touch["status"] == "failed"
+    assert touch["failed_host"] == "node4"
+    assert "slice 2 of 3 (hosts node3, node4) failed" in touch["message"]
+    assert touch["hosts"]["node4"]["failed"] == 1 and touch["hosts"]["node4"]["ok"] == 2
+    assert all(touch["hosts"][h]["failed"] == 0 and touch["hosts"][h]["ok"] == 3 for h in HOSTS if h != "node4")
+    assert _step(shown, "after")["status"] == "skipped"
+
+
+def test_the_slices_divide_the_hosts_that_remain_after_limit(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws = _workspace(tmp_path / "ws", marks, sleep=0)
+    ran = run_cli("workflows", "run", "wide", "--limit", "node2,node3,node4,node6", cwd=ws, env=no_backend(tmp_path))
+    assert ran.returncode == 0, ran.output
+    assert {line[0]: line[1] for line in _marks(marks)} == {
+        "node2": "node2,node3", "node3": "node2,node3", "node4": "node4", "node6": "node6"}
+    assert "4 hosts in 3 slices" in ran.output
+
+
+def test_slices_on_a_script_step_is_refused_before_anything_runs(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws = _workspace(tmp_path / "ws", marks)
+    ran = run_cli("workflows", "run", "scripted", cwd=ws, env=no_backend(tmp_path))
+    assert ran.returncode != 0
+    assert "step 's': slices applies to ansible actions" in ran.stderr
+    assert "workspace.poly" in ran.stderr and "Traceback" not in ran.output
+
+
+def test_slices_must_be_a_whole_number_from_1(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws = _workspace(tmp_path / "ws", marks, slices=0)
+    ran = run_cli("workflows", "run", "wide", cwd=ws, env=no_backend(tmp_path))
+    assert ran.returncode == 2, ran.output
+    assert "workspace.poly" in ran.stderr and "slices" in ran.stderr and "Traceback" not in ran.output
+    assert not _marks(marks)
+
+
+# --- with a backend: real workers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slicing(team_env, tmp_path) -> Iterator[Callable[..., Any]]:
+    from tests.team.test_workers import Team
+
+    made: list[Team] = []
+
+    def make(**workspace: Any) -> Team:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        team = Team(_workspace(tmp_path / "ws", marks, **workspace), marks, team_env, tmp_path)
+        made.append(team)
+        return team
+
+    try:
+        yield make
+    finally:
+        for team in made:
+            team.stop_all()
+
+
+def _wait(what: Callable[[], Any], description: str) -> Any:
+    from tests.team.test_workers import wait_for
+
+    return wait_for(what, description, DEADLINE)
+
+
+def _slices(team: Any, run_id: str) -> list[dict[str, Any]]:
+    return team.sql("SELECT * FROM team_slices WHERE run_id = %s ORDER BY idx", run_id)
+
+
+@pytest.mark.team
+def test_three_slices_run_at_once_on_three_workers_every_host_once_and_the_step_combines(slicing):
+    team = slicing(sleep=4)
+    for name in ("w1", "w2", "w3"):
+        team.start_worker(name)
+    _wait(lambda: team.sql("SELECT count(*) AS n FROM procrastinate_workers")[0]["n"] >= 6, "three workers up")
+    launched = team.cli("workflows", "run", "wide")
+    assert launched.returncode == 0, launched.output
+    run_id = launched.stdout.strip().splitlines()[-1]
+    _wait(lambda: any(s["state"] == "running" for s in _slices(team, run_id)), "a slice runs")
+    # the workflow's lock stays with the run while its slices run: a second launch is refused
+    second = team.cli("workflows", "run", "wide")
+    assert second.returncode == 3 and "already running" in second.stderr, second.output
+    _wait(lambda: team.sql("SELECT status FROM runs WHERE id = %s AND status <> 'running'", run_id), "the run ends")
+    shown = team.show(run_id)
+    assert shown["status"] == "succeeded", shown
+    parts = _slices(team, run_id)
+    assert [(p["idx"], p["hosts"], p["state"], p["outcome"]["status"]) for p in parts] == [
+        (1, ["node1", "node2"], "done", "succeeded"), (2, ["node3", "node4"], "done", "succeeded"),
+        (3, ["node5", "node6"], "done", "succeeded")]
+    # on more than one worker, at once (the recorded start and end times overlap)
+    workers = {p["worker"] for p in parts}
+    assert len(workers) >= 2 and workers <= {"w1", "w2", "w3"}, workers
+    overlapping = [(a["idx"], b["idx"]) for a in parts for b in parts
+                   if a["idx"] < b["idx"] and a["worker"] != b["worker"] and a["started"] < b["ended"]
+                   and b["started"] < a["ended"]]
+    assert overlapping, [(p["worker"], p["started"], p["ended"]) for p in parts]
+    print(f"slices: {[(p['idx'], p['worker'], round(p['started'] - parts[0]['started'], 2), round(p['ended'] - parts[0]['started'], 2)) for p in parts]}"
+          f" (load {os.getloadavg()[0]:.1f})")
+    # every host ran exactly once, each in its own slice's play
+    lines = _marks(team.marks)
+    assert sorted(line[0] for line in lines) == HOSTS
+    assert {line[0]: line[1] for line in lines} == {
+        "node1": "node1,node2", "node2": "node1,node2", "node3": "node3,node4", "node4": "node3,node4",
+        "node5": "node5,node6", "node6": "node5,node6"}
+    touch = _step(shown, "touch")
+    assert touch["status"] == "succeeded" and sorted(touch["hosts"]) == HOSTS
+    assert all(c["ok"] == 3 and c["changed"] == 3 and c["failed"] == 0 for c in touch["hosts"].values())
+    assert _step(shown, "after")["status"] == "succeeded"
+    log = team.cli("runs", "logs", run_id, "--step", "touch").stdout
+    for part in parts:
+        assert f"slice {part['idx']} of 3: hosts {', '.join(part['hosts'])} (worker {part['worker']} on " in log
+    assert log.count("PLAY RECAP") == 3
+
+
+@pytest.mark.team
+def test_one_failing_host_fails_the_sliced_step_with_the_right_counts(slicing):
+    team = slicing(fail_host="node5", sleep=0)
+    for name in ("w1", "w2"):
+        team.start_worker(name)
+    waited = team.cli("workflows", "run", "wide", "--wait")
+    assert waited.returncode == 1, waited.output
+    run_id = waited.stdout.splitlines()[0]
+    shown = team.show(run_id)
+    assert shown["status"] == "failed"
+    touch = _step(shown, "touch")
+    assert touch["status"] == "failed" and touch["failed_host"] == "node5"
+    assert touch["message"].startswith("slice 3 of 3 (hosts node5, node6) failed"), touch["message"]
+    assert touch["hosts"]["node5"] == {**touch["hosts"]["node5"], "ok": 2, "failed": 1}
+    assert all(touch["hosts"][h]["ok"] == 3 and touch["hosts"][h]["failed"] == 0 for h in HOSTS if h != "node5")
+    assert sorted(line[0] for line in _marks(team.marks)) == HOSTS
+    assert _step(shown, "after")["status"] == "skipped"
+    assert [p["outcome"]["status"] for p in _slices(team, run_id)] == ["succeeded", "succeeded", "failed"]
+
+
+@pytest.mark.team
+def test_stopping_a_sliced_run_stops_its_slices(slicing):
+    team = slicing(gate=True)
+    for name in ("w1", "w2"):
+        team.start_worker(name)
+    launched = team.cli("workflows", "run", "wide")
+    assert launched.returncode == 0, launched.output
+    run_id = launched.stdout.strip().splitlines()[-1]
+    _wait(lambda: len(_marks(team.marks)) >= 2, "a slice's hosts started")
+    stopped = team.cli("runs", "stop", run_id)
+    assert stopped.returncode == 0, stopped.output
+    _wait(lambda: team.sql("SELECT 1 FROM runs WHERE id = %s AND status = 'interrupted'", run_id), "interrupted")
+    touch = _step(team.show(run_id), "touch")
+    assert touch["status"] == "interrupted"
+    parts = _slices(team, run_id)
+    assert all(p["state"] == "done" and p["outcome"]["status"] == "interrupted" for p in parts), parts
+    assert any(p["outcome"]["message"] == "interrupted: its run was stopped" for p in parts), parts
+    # no slice's own process is left (a local-connection host's module process runs in a session of its own,
+    # which the engine's stop of a step does not reach: the gate lets it end)
+    batch = parts[0]["batch"]
+    (team.marks / "release").write_text("")
+    _wait(lambda: not subprocess.run(["pgrep", "-f", f"worker slice {batch}"], capture_output=True).stdout,
+          "no slice's process is left")
+
+
+@pytest.mark.team
+def test_a_slice_whose_worker_is_killed_is_lost_and_fails_the_step(slicing):
+    team = slicing(gate=True, slices=2)
+    team.start_worker("w1")
+    launched = team.cli("workflows", "run", "wide")
+    assert launched.returncode == 0, launched.output
+    run_id = launched.stdout.strip().splitlines()[-1]
+    # w1 runs the run and one slice (its one slice slot); the other slice waits for a worker
+    _wait(lambda: [p for p in _slices(team, run_id) if p["state"] == "running"], "a slice runs on w1")
+    doomed = team.start_worker("doomed")
+    _wait(lambda: len(_marks(team.marks)) == 6, "both slices' hosts started")
+    parts = _slices(team, run_id)
+    assert sorted(p["worker"] for p in parts) == ["doomed", "w1"], parts
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    lost = next(p for p in parts if p["worker"] == "doomed")
+    _wait(lambda: _slices(team, run_id)[lost["idx"] - 1]["state"] == "lost", "the doomed worker's slice is lost")
+    (team.marks / "release").write_text("")  # the other slice (and the orphaned play of the lost one) may end
+    _wait(lambda: team.sql("SELECT 1 FROM runs WHERE id = %s AND status <> 'running'", run_id), "the run ends")
+    shown = team.show(run_id)
+    assert shown["status"] == "failed"
+    touch = _step(shown, "touch")
+    hosts = ", ".join(lost["hosts"])
+    assert touch["status"] == "failed"
+    assert f"slice {lost['idx']} of 2 (hosts {hosts}) failed: lost: worker doomed on " in touch["message"]
+    kept = next(p for p in parts if p["worker"] == "w1")
+    assert sorted(touch["hosts"]) == sorted(kept["hosts"])  # the lost slice's hosts have no counts: not known
+    log = team.cli("runs", "logs", run_id, "--step", "touch").stdout
+    assert f"slice {lost['idx']} of 2: hosts {hosts} (worker doomed on " in log and "stopped heartbeating" in log
