@@ -152,6 +152,9 @@ def _workspace(site: Site, recipients: tuple[str, ...] = ()) -> None:
               - {{name: first, block: b, action: first}}
               - {{name: gate, block: b, action: gate}}
               - {{name: last, block: b, action: last}}
+          - name: sliced
+            steps:
+              - {{name: mark, block: b, action: mark, slices: 2}}
         {encryption}
         """)
     write(site.ws / "blocks/b/block.poly", f"""
@@ -175,8 +178,18 @@ def _workspace(site: Site, recipients: tuple[str, ...] = ()) -> None:
           - name: last
             script:
               - echo last >> {marks}/last
+          - name: mark
+            playbook: mark.yml
         """)
-    write(site.ws / "inventory.yml", "all:\n  hosts:\n    localhost: {}\n")
+    write(site.ws / "blocks/b/mark.yml", f"""
+        - hosts: all
+          gather_facts: false
+          tasks:
+            - ansible.builtin.shell: echo "{{{{ inventory_hostname }}}} {{{{ playbook_dir }}}}" >> {marks}/sliced
+        """)
+    write(site.ws / "inventory.yml", "all:\n  hosts:\n" + "".join(
+        f"    {h}:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
+        for h in ("node1", "node2")))
     write(site.ws / "version.txt", "one\n")
     write(site.ws.parent / ".gitignore", ".polycrate/\nsecrets.poly\n")
 
@@ -396,3 +409,17 @@ def test_a_worker_s_cache_keeps_the_recent_checkouts_and_those_in_use(tmp_path):
     assert sorted(p.name for p in trees.iterdir() if (p / COMPLETE).is_file()) == sorted(commits[3:])
     with pytest.raises(SourceUnavailable, match=r"is not on the remote .*push it"):
         checkout(cache, source, "0" * 40)
+
+
+def test_the_slices_of_a_step_run_the_launched_commit_from_their_workers_caches(site):
+    site.start_worker("w1")
+    site.start_worker("w2")
+    waited = site.cli("workflows", "run", "sliced", "--wait")
+    assert waited.returncode == 0, waited.output
+    lines = sorted(line.split() for line in (site.marks / "sliced").read_text().splitlines())
+    commit = git(site.ws, "rev-parse", "HEAD")
+    assert [host for host, _ in lines] == ["node1", "node2"]  # each host once, each in a slice of its own
+    for _, playbook_dir in lines:  # in a worker's checkout of the launched commit, never the launching folder
+        where = Path(playbook_dir)
+        assert where.parts[-3:] == ("ops", "blocks", "b") and where.parents[1].parent.name == commit, where
+        assert where.is_relative_to(site.tmp / "host-w1" / "cache") or where.is_relative_to(site.tmp / "host-w2" / "cache")
