@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="backup: database sizes in MB, comma-separated (default 556,2000)")
     parser.add_argument("--restore-rounds", type=int, default=2,
                         help="backup: rounds of restore, drill and rollback per size (default 2)")
+    parser.add_argument("--before", default="",
+                        help="backup: also measure the block as of this git ref (e.g. main), alternating with the "
+                             "block as it is, each against its own baseline")
+    parser.add_argument("--backup-only", action="store_true",
+                        help="backup: the backup rounds only (no restore, drill or rollback)")
     args = parser.parse_args(argv)
     names = args.names or list(ALL)
     unknown = [n for n in names if n not in ALL]
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 parser.error(f"--sizes: a comma-separated list of sizes in MB, not {args.sizes!r}")
             data = backup.bench(sizes=sizes, rounds=1 if args.quick else 3,
-                                restore_rounds=1 if args.quick else args.restore_rounds)
+                                restore_rounds=1 if args.quick else args.restore_rounds, before=args.before,
+                                backup_only=args.backup_only)
         data["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         data["seconds"] = round(time.monotonic() - started, 1)
         data["machine"] = results["machine"]

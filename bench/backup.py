@@ -214,28 +214,80 @@ def _drill_seconds(out: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def bench_backup(h: Host, rounds: int, log, warm_backup: bool = True) -> dict:
+def bench_backup(h: Host, rounds: int, log, warm_backup: bool = True, variants: Variants | None = None) -> dict:
+    """Rounds of (pg_dump, backup) pairs; with `variants` (the block before and after a change), each
+    round runs one pair per variant, the order alternating from round to round. Returns the result of
+    the last variant (the block as it is) with the others under "variants"."""
     db = h.db
     dump = f"pg_dump -h localhost -U {db.pg_user} {db.pg_database}"
+    names = variants.names if variants else [""]
     # untimed: the first read of freshly loaded pages and the first start of the action's Python
     h.db_timed(f"{dump} > /dev/null")
     if warm_backup:
-        h.polycrate("run", "linux-maintenance", "backup")
-    out = []
+        for name in names:
+            if variants:
+                variants.use(name)
+            h.polycrate("run", "linux-maintenance", "backup")
+    out: dict = {name: [] for name in names}
     for i in range(rounds):
-        load_base = load1()
-        base = h.db_timed(f"{dump} > /dev/null")
-        load_ours = load1()
-        ours, text = h.polycrate("run", "linux-maintenance", "backup")
-        out.append({"pg_dump": round(base, 3), "backup": round(ours, 3), "ratio": round(ours / base, 3),
-                    "load": [load_base, load_ours], "phases": _phases(text)})
-        log(f"  backup round {i + 1}: pg_dump {base:.2f}s (load {load_base}), backup {ours:.2f}s (load {load_ours}), "
-            f"{ours / base:.2f}x")
+        for name in (names if i % 2 == 0 else list(reversed(names))):
+            if variants:
+                variants.use(name)
+            load_base = load1()
+            base = h.db_timed(f"{dump} > /dev/null")
+            load_ours = load1()
+            ours, text = h.polycrate("run", "linux-maintenance", "backup")
+            out[name].append({"pg_dump": round(base, 3), "backup": round(ours, 3), "ratio": round(ours / base, 3),
+                              "load": [load_base, load_ours], "phases": _phases(text)})
+            log(f"  backup round {i + 1}{' ' + name if name else ''}: pg_dump {base:.2f}s (load {load_base}), "
+                f"backup {ours:.2f}s (load {load_ours}), {ours / base:.2f}x")
+    summary = {name: _backup_summary(rows) for name, rows in out.items()}
+    result = dict(summary[names[-1]])
+    if variants:
+        result["variants"] = summary
+        result["order"] = "alternating: " + ", ".join(names) + " in odd rounds, reversed in even rounds"
+    return result
+
+
+def _backup_summary(out: list[dict]) -> dict:
     ratios = [r["ratio"] for r in out]
     return {"rounds": out, "ratio_median": round(median(ratios), 3), "target": BACKUP_TARGET,
             "met": median(ratios) <= BACKUP_TARGET,
             "pg_dump_median": round(median([r["pg_dump"] for r in out]), 3),
             "backup_median": round(median([r["backup"] for r in out]), 3)}
+
+
+class Variants:
+    """The block as of a git ref ("before") and as it is in this worktree ("after"), swapped into the
+    bench workspace before each timed command, so that both are measured in the same run, on the same
+    hosts and database, alternating."""
+
+    def __init__(self, env, ref: str, tmp: Path):
+        import subprocess
+
+        from tests.fleet.nightly import BLOCK_DIR, EXAMPLE
+
+        self.target = env.root / BLOCK_DIR
+        repo = EXAMPLE.parent.parent
+        block = (EXAMPLE / BLOCK_DIR).relative_to(repo)
+        before = tmp / "block-before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(repo), "archive", ref, str(block)], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(before), f"--strip-components={len(block.parts)}"],
+                       input=archive.stdout, check=True)
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", ref], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        after = tmp / "block-after"  # a copy: edits to the worktree during the run change nothing measured
+        shutil.copytree(EXAMPLE / BLOCK_DIR, after)
+        self.sources = {f"before ({ref} {commit})": before, "after": after}
+        self.names = list(self.sources)
+        self.current = ""
+
+    def use(self, name: str) -> None:
+        if name != self.current:
+            shutil.rmtree(self.target)
+            shutil.copytree(self.sources[name], self.target)
+            self.current = name
 
 
 def _unpack_dump(h: Host) -> str:
@@ -316,39 +368,54 @@ def rollback_once(h: Host, tmp: Path) -> dict:
     return {"seconds": round(back[0] - failed_at, 3), "old_version": old}
 
 
-def bench_restore(h: Host, tmp: Path, rounds: int, log) -> dict:
+def bench_restore(h: Host, tmp: Path, rounds: int, log, variants: Variants | None = None) -> dict:
+    """Rounds of (bare restore + restart, restore --force + restart, drill, rollback); with `variants`,
+    one such set per variant in each round (order alternating), each against its own bare restore."""
     dump = _unpack_dump(h)
     h.app.publish(BROKEN, broken="health")
-    out = []
+    names = variants.names if variants else [""]
+    out: dict = {name: [] for name in names}
     try:
         for i in range(rounds):
-            # the update wants a fresh verified backup: the last one of the backup rounds (a restore or a
-            # rollback does not change it; the rows written after it are what the restore takes away)
-            r: dict = {"load": {}}
-            r["load"]["bare"] = load1()
-            r["bare_restore"] = round(bare_restore(h, dump), 3)
-            r["bare_restart"] = round(h.restart_app(), 3)
-            r["load"]["restore"] = load1()
-            t, _ = h.polycrate("run", "linux-maintenance", "restore", "--force")
-            r["restore"] = round(t, 3)
-            r["restore_restart"] = round(h.restart_app(), 3)
-            r["load"]["drill"] = load1()
-            t, text = h.polycrate("run", "linux-maintenance", "restore-test")
-            r["drill"] = round(t, 3)
-            r["load"]["rollback"] = load1()
-            rb = rollback_once(h, tmp)
-            r["rollback"] = rb["seconds"]
-            bare = r["bare_restore"] + r["bare_restart"]
-            r["ratios"] = {"restore": round((r["restore"] + r["restore_restart"]) / bare, 3),
-                           "drill": round(r["drill"] / r["bare_restore"], 3),
-                           "rollback": round(r["rollback"] / bare, 3)}
-            out.append(r)
-            log(f"  restore round {i + 1}: bare pg_restore {r['bare_restore']:.2f}s + restart {r['bare_restart']:.2f}s "
-                f"(load {r['load']['bare']}); restore {r['restore']:.2f}s + restart {r['restore_restart']:.2f}s; "
-                f"drill {r['drill']:.2f}s; rollback {r['rollback']:.2f}s (load {r['load']['rollback']}); {r['ratios']}")
+            for name in (names if i % 2 == 0 else list(reversed(names))):
+                if variants:
+                    variants.use(name)
+                # the update wants a fresh verified backup: the last one of the backup rounds (a restore or a
+                # rollback does not change it; the rows written after it are what the restore takes away)
+                r: dict = {"load": {}}
+                r["load"]["bare"] = load1()
+                r["bare_restore"] = round(bare_restore(h, dump), 3)
+                r["bare_restart"] = round(h.restart_app(), 3)
+                r["load"]["restore"] = load1()
+                t, _ = h.polycrate("run", "linux-maintenance", "restore", "--force")
+                r["restore"] = round(t, 3)
+                r["restore_restart"] = round(h.restart_app(), 3)
+                r["load"]["drill"] = load1()
+                t, text = h.polycrate("run", "linux-maintenance", "restore-test")
+                r["drill"] = round(t, 3)
+                r["load"]["rollback"] = load1()
+                rb = rollback_once(h, tmp)
+                r["rollback"] = rb["seconds"]
+                bare = r["bare_restore"] + r["bare_restart"]
+                r["ratios"] = {"restore": round((r["restore"] + r["restore_restart"]) / bare, 3),
+                               "drill": round(r["drill"] / r["bare_restore"], 3),
+                               "rollback": round(r["rollback"] / bare, 3)}
+                out[name].append(r)
+                log(f"  restore round {i + 1}{' ' + name if name else ''}: bare pg_restore {r['bare_restore']:.2f}s + "
+                    f"restart {r['bare_restart']:.2f}s (load {r['load']['bare']}); restore {r['restore']:.2f}s + restart "
+                    f"{r['restore_restart']:.2f}s; drill {r['drill']:.2f}s; rollback {r['rollback']:.2f}s "
+                    f"(load {r['load']['rollback']}); {r['ratios']}")
     finally:
         h.app.unpublish(BROKEN)
         h.db.exec(f"rm -rf {DUMP_DIR}")
+    summary = {name: _restore_summary(rows) for name, rows in out.items()}
+    result = dict(summary[names[-1]])
+    if variants:
+        result["variants"] = summary
+    return result
+
+
+def _restore_summary(out: list[dict]) -> dict:
     med = {k: round(median([r["ratios"][k] for r in out]), 3) for k in ("restore", "drill", "rollback")}
     return {"rounds": out, "ratio_median": med, "rollback_target": ROLLBACK_TARGET,
             "rollback_met": med["rollback"] <= ROLLBACK_TARGET,
@@ -356,7 +423,8 @@ def bench_restore(h: Host, tmp: Path, rounds: int, log) -> dict:
                         for k in ("bare_restore", "bare_restart", "restore", "restore_restart", "drill", "rollback")}}
 
 
-def bench(sizes: tuple[int, ...] = SIZES_MB, rounds: int = 3, restore_rounds: int = 2, log=print) -> dict:
+def bench(sizes: tuple[int, ...] = SIZES_MB, rounds: int = 3, restore_rounds: int = 2, log=print,
+          before: str = "", backup_only: bool = False) -> dict:
     """Every size in `sizes` (MB, smallest first); merged into bench/backup.json by size."""
     from tests.fleet.nightly import NightlyEnv
 
@@ -368,6 +436,7 @@ def bench(sizes: tuple[int, ...] = SIZES_MB, rounds: int = 3, restore_rounds: in
     try:
         env.set_config(keep_local=2, keep_remote=2)
         h = Host(env)
+        variants = Variants(env, before, tmp) if before else None
         for size_mb in sorted(sizes):
             started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             log(f"== {size_mb} MB")
@@ -378,9 +447,13 @@ def bench(sizes: tuple[int, ...] = SIZES_MB, rounds: int = 3, restore_rounds: in
                      "pg_version": env.db.exec(["pg_dump", "--version"]).stdout.strip()}
             # the warm-up backup only where it costs little: at 2 GB it is minutes on a busy machine, and
             # the untimed pg_dump before the rounds already reads the pages once
-            entry["backup"] = bench_backup(h, rounds, log, warm_backup=size_mb < 1000)
+            if variants:
+                entry["variants"] = variants.names
+            entry["backup"] = bench_backup(h, rounds, log, warm_backup=size_mb < 1000, variants=variants)
             results = _save(size_mb, entry, partial=True)  # kept should the restore part fail
-            entry["restore"] = bench_restore(h, tmp, restore_rounds, log)
+            if backup_only:
+                continue
+            entry["restore"] = bench_restore(h, tmp, restore_rounds, log, variants=variants)
             entry["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             results = _save(size_mb, entry)
     finally:
@@ -460,4 +533,40 @@ def render(results: dict) -> list[str]:
         b = s["backup"]
         out += ["", f"Drill next to the backup: backup median {_f(b['backup_median'])} s, drill median "
                 f"{_f(s['restore']['medians']['drill'])} s.", ""]
+    for key in sorted(sizes, key=int):
+        out += _render_variants(sizes[key])
+    return out
+
+
+def _render_variants(s: dict) -> list[str]:
+    """Before and after a change, measured in the same run (bench --before REF), alternating."""
+    bv = s["backup"].get("variants")
+    if not bv:
+        return []
+    rv = (s.get("restore") or {}).get("variants", {})
+    out = [f"### {s['database_bytes'] / 1e6:.0f} MB, before and after in the same run ({s['started']})", "",
+           f"{s['backup'].get('order', '')}; each ratio against the baseline measured just before it.", "",
+           "| block | backup / pg_dump (rounds) | median | restore+restart / bare (rounds) | drill / bare pg_restore "
+           "| rollback / bare restore+restart | median rollback |", "|---|---|---|---|---|---|---|"]
+    for name, b in bv.items():
+        r = rv.get(name)
+        rounds = ", ".join(f"{x['ratio']:.2f}x (load {x['load'][1]})" for x in b["rounds"])
+        if r:
+            rest = (" | " + ", ".join(f"{x['ratios']['restore']:.2f}x" for x in r["rounds"])
+                    + " | " + ", ".join(f"{x['ratios']['drill']:.2f}x" for x in r["rounds"])
+                    + " | " + ", ".join(f"{x['ratios']['rollback']:.2f}x (load {x['load']['rollback']})"
+                                        for x in r["rounds"])
+                    + f" | {r['ratio_median']['rollback']:.2f}x |")
+        else:
+            rest = " | not measured | | | |"
+        out.append(f"| {name} | {rounds} | {b['ratio_median']:.2f}x" + rest)
+    out.append("")
+    for name, r in rv.items():
+        out += [f"Seconds, {name}:", "", "| round | bare pg_restore | + restart | load | restore --force | + restart "
+                "| drill | rollback | load |", "|---|---|---|---|---|---|---|---|---|"]
+        for i, rd in enumerate(r["rounds"], 1):
+            out.append(f"| {i} | {_f(rd['bare_restore'])} | {_f(rd['bare_restart'])} | {rd['load']['bare']} "
+                       f"| {_f(rd['restore'])} | {_f(rd['restore_restart'])} | {_f(rd['drill'])} | {_f(rd['rollback'])} "
+                       f"| {rd['load']['rollback']} |")
+        out.append("")
     return out

@@ -254,3 +254,58 @@ def test_an_archive_from_before_the_row_hash_still_drills(pg, tmp_path):
     assert "the manifest's table checksums are other/9, this drill's table_stats_sql computes row-hash/2" in \
         failed["differences"][0]
     assert scratch(pg) == []
+
+
+def restore(pg, archive: Path, tmp: Path, check_mode: bool = False) -> dict:
+    return run_module("pg_restore_archive", {"archive": str(archive), "database": "acme_app", "host": pg["sock"],
+                                             "port": pg["port"], "owner": "postgres"}, tmp, check_mode)
+
+
+def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive(pg, tmp_path):
+    """pg_restore_archive: one read checks the archive against its .sha256 and the dump against the
+    manifest; only then is the database replaced. A changed archive, one written damaged (checksum taken
+    after the damage) and a truncated one each fail with a sentence naming it, and drop nothing."""
+    backup_dir = pg["base"] / "restore"
+    result = backup(pg, backup_dir, tmp_path)
+    latest = backup_dir / "latest.tar.gz"
+    pg["psql"]("INSERT INTO items VALUES (1000, 'written after the backup')")
+    checked = restore(pg, latest, tmp_path, check_mode=True)
+    assert checked.get("failed") is not True, checked
+    assert checked["changed"] is False and "would replace acme_app" in checked["msg"]
+    assert pg["psql"]("SELECT count(*) FROM items") == "121"  # check mode drops nothing
+    done = restore(pg, latest, tmp_path)
+    assert done.get("failed") is not True, done
+    assert done["changed"] is True and done["archive"] == str(backup_dir / result["archive"])
+    assert done["created"] == json.loads((backup_dir / (result["archive"] + ".manifest.json")).read_text())["created"]
+    assert pg["psql"]("SELECT count(*) FROM items") == "120"
+    assert pg["psql"]("SELECT count(*) FROM items WHERE id = 1000") == "0"
+    assert not [p for p in backup_dir.iterdir() if p.name.startswith(".restore-")]
+
+    archive = backup_dir / result["archive"]
+    good = archive.read_bytes()
+    sidecar = backup_dir / (result["archive"] + ".sha256")
+    good_sum = sidecar.read_text()
+    pg["psql"]("INSERT INTO items VALUES (1000, 'must survive a refused restore')")
+    try:
+        damaged = bytearray(good)
+        damaged[len(damaged) // 2] ^= 0x55
+        archive.write_bytes(bytes(damaged))
+        failed = restore(pg, latest, tmp_path)
+        assert failed["failed"] is True and f"archive {archive}: sha256 is " in failed["msg"], failed
+        assert "not restoring" in failed["msg"]
+        import hashlib
+
+        for label, data in (("written damaged", bytes(damaged)), ("truncated", good[: len(good) * 2 // 3])):
+            archive.write_bytes(data)
+            sidecar.write_text(f"{hashlib.sha256(data).hexdigest()}  {result['archive']}\n")
+            failed = restore(pg, latest, tmp_path)
+            assert failed["failed"] is True and "truncated or corrupt" in failed["msg"], (label, failed)
+        sidecar.unlink()
+        failed = restore(pg, latest, tmp_path)
+        assert failed["failed"] is True and "no .sha256 beside it" in failed["msg"], failed
+        assert pg["psql"]("SELECT count(*) FROM items WHERE id = 1000") == "1"  # nothing was dropped
+        assert not [p for p in backup_dir.iterdir() if p.name.startswith(".restore-")]
+    finally:
+        archive.write_bytes(good)
+        sidecar.write_text(good_sum)
+        pg["psql"]("DELETE FROM items WHERE id = 1000")

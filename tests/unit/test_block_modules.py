@@ -25,7 +25,7 @@ from ansible.module_utils.testing import patch_module_args  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = ROOT / "examples/acme-corp-automation/blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
 LIBRARY = BLOCK / "library"
-MODULES = ("pg_archive", "pg_restore_drill", "package_rollback")
+MODULES = ("pg_archive", "pg_restore_drill", "pg_restore_archive", "package_rollback")
 
 
 def load(name: str):

@@ -11,8 +11,9 @@ description:
   - Restores a linux-maintenance backup archive (C(<db>-<time>.tar.gz)) into a scratch database on this
     host, compares every table's row count and content checksum with the manifest the backup wrote in
     the dump's own snapshot, and drops the scratch database again, whatever happened.
-  - Checks first that the archive matches its C(.sha256) sidecar, then that the dump inside it matches the
-    manifest's SHA-256; a truncated or corrupt archive fails while it is unpacked.
+  - One read of the archive feeds both its SHA-256 (against the C(.sha256) sidecar) and the unpacking; the dump
+    inside is hashed while it is written and must match the manifest's SHA-256. A changed archive fails naming its
+    checksum, a truncated or corrupt one naming its gzip or tar stream; nothing is restored before both match.
   - The scratch database is named C(drill_<db>_<UTC time>_<random>) and created by this module; only a
     database this module created is ever dropped.
   - Records the result (pass or fail, archive, duration, every table) as JSON in O(record_dir) (C(last.json),
@@ -131,6 +132,7 @@ import signal
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -243,14 +245,6 @@ def render(result: dict) -> list[str]:
     return lines
 
 
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class Drill:
     def __init__(self, module: AnsibleModule):
         import pwd
@@ -305,50 +299,69 @@ class Drill:
             stats[name] = {"rows": int(rows), "checksum": checksum}
         return stats
 
-    def check_sidecar(self, real: str) -> None:
+    def recorded_sha256(self, real: str) -> str:
         try:
             with open(real + ".sha256") as f:
-                recorded = (f.read().split() or [""])[0]
+                return (f.read().split() or [""])[0]
         except FileNotFoundError:
             raise DrillFailed(f"archive {os.path.basename(real)}: no .sha256 beside it") from None
-        actual = sha256_file(real)
-        if actual != recorded:
-            raise DrillFailed(f"archive {os.path.basename(real)}: sha256 is {actual}, its .sha256 records {recorded} "
-                              "(changed or damaged after the backup)")
 
     def unpack(self, real: str, work: str) -> tuple[dict, str]:
-        """The dump into `work` (hashed on the way) and the manifest from inside the archive. A truncated
-        or corrupt gzip or tar stream fails here, naming the archive."""
+        """One read of the archive: its SHA-256 (against the .sha256 sidecar) and the inflater are fed
+        from the same read; the dump goes into `work`, hashed on the way, and the manifest is read from
+        inside the archive. A changed archive fails naming its checksum; a truncated or corrupt gzip or
+        tar stream (the checksum taken after the damage) fails naming the stream."""
         name = os.path.basename(real)
+        want = self.recorded_sha256(real)
         igzip = shutil.which("igzip")
-        inflate = subprocess.Popen([igzip or "gzip", "-dc", real], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   cwd="/")
+        inflate = subprocess.Popen([igzip or "gzip", "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, cwd="/")
+        feeder = Feeder(real, inflate.stdin)
+        feeder.start()
         manifest, dump_path, dump_sha, dump_size = None, "", "", 0
+        broken = ""
+        clean = False
         try:
-            try:
-                with tarfile.open(fileobj=inflate.stdout, mode="r|") as tar:
-                    for member in tar:
-                        if member.name == "manifest.json":
-                            manifest = json.loads(tar.extractfile(member).read())
-                        elif member.isfile() and "/" not in member.name and member.name.endswith(".dump"):
-                            src = tar.extractfile(member)
-                            dump_path = os.path.join(work, member.name)
-                            h = hashlib.sha256()
+            with tarfile.open(fileobj=inflate.stdout, mode="r|") as tar:
+                for member in tar:
+                    if member.name == "manifest.json":
+                        manifest = json.loads(tar.extractfile(member).read())
+                    elif member.isfile() and "/" not in member.name and member.name.endswith(".dump") and not dump_path:
+                        src = tar.extractfile(member)
+                        dump_path = os.path.join(work, member.name)
+                        h = hashlib.sha256()
+                        try:
                             with open(dump_path, "xb") as out:
                                 while chunk := src.read(CHUNK):
                                     h.update(chunk)
                                     out.write(chunk)
-                            if os.geteuid() == 0:  # pg_restore runs as the postgres user
-                                os.chown(dump_path, self.uid, self.gid)
-                            dump_sha, dump_size = h.hexdigest(), os.path.getsize(dump_path)
-            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-                raise DrillFailed(f"archive {name}: its tar stream is truncated or corrupt ({exc})") from None
+                        except OSError as exc:  # the disk, not the archive
+                            raise DrillFailed(f"could not write the dump to {work}: {exc}") from None
+                        if os.geteuid() == 0:  # pg_restore runs as the postgres user
+                            os.chown(dump_path, self.uid, self.gid)
+                        dump_sha, dump_size = h.hexdigest(), os.path.getsize(dump_path)
+                while inflate.stdout.read(CHUNK):  # the tar's end, so that the inflater checks the last CRC
+                    pass
+            clean = True
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            broken = str(exc)
         finally:
             inflate.stdout.close()
+            if not clean and inflate.poll() is None:
+                inflate.kill()  # stopped early: the feeder hashes the rest alone
+            feeder.join()
             err = inflate.stderr.read().decode(errors="replace")
             code = inflate.wait()
-        if code != 0:
-            raise DrillFailed(f"archive {name}: its gzip stream is truncated or corrupt ({tail(err)})")
+        if feeder.error:
+            raise DrillFailed(f"archive {name}: could not be read ({feeder.error})")
+        got = feeder.sha.hexdigest()
+        if got != want:
+            raise DrillFailed(f"archive {name}: sha256 is {got}, its .sha256 records {want} "
+                              "(changed or damaged after the backup)")
+        if code != 0 and not broken:
+            broken = tail(err)
+        if broken:
+            raise DrillFailed(f"archive {name}: its gzip or tar stream is truncated or corrupt ({broken})")
         if manifest is None:
             raise DrillFailed(f"archive {name}: no manifest.json inside (truncated?)")
         if not dump_path:
@@ -360,6 +373,46 @@ class Drill:
             raise DrillFailed(f"archive {name}: its manifest lists no tables (taken before the block recorded "
                               "them): run the backup action, then the drill")
         return manifest, dump_path
+
+
+class Feeder(threading.Thread):
+    """Reads the archive once: every chunk into its SHA-256 and into the inflater's stdin (hashlib and the
+    pipe write let go of the GIL: this runs beside the tar reading). When the inflater stops early (a
+    corrupt stream), the rest is still hashed, so a changed archive is named by its checksum."""
+
+    def __init__(self, path: str, sink):
+        super().__init__(daemon=True)
+        self.path, self.sink = path, sink
+        self.sha = hashlib.sha256()
+        self.error = ""
+
+    def run(self) -> None:
+        import fcntl
+
+        try:  # a 1 MiB pipe: fewer wake-ups between this thread and the inflater
+            fcntl.fcntl(self.sink.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except OSError:
+            pass
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        sink = self.sink
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    chunk = view[:n]
+                    self.sha.update(chunk)
+                    if sink is not None:
+                        try:
+                            sink.write(chunk)
+                        except BrokenPipeError:
+                            sink = None
+        except OSError as exc:
+            self.error = str(exc)
+        finally:
+            try:
+                self.sink.close()
+            except BrokenPipeError:
+                pass
 
 
 def record(p: dict, result: dict) -> None:
@@ -439,7 +492,6 @@ def run_module() -> None:
     try:
         if not os.path.isfile(real):
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
-        drill.check_sidecar(real)
         work = tempfile.mkdtemp(prefix=".drill-", dir=p["work_dir"] or os.path.dirname(real))
         if os.geteuid() == 0:
             os.chown(work, drill.uid, drill.gid)
