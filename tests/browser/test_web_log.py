@@ -17,6 +17,7 @@ def served(tmp_path_factory):
     ops = make_workspace(tmp / "ops", "ops")
     for workflow in ("green", "big"):
         assert run_cli("-w", str(ops), "workflows", "run", workflow).returncode == 0
+    assert run_cli("-w", str(ops), "workflows", "run", "nightly").returncode == 1  # a real, failing playbook
     server = start_server(tmp, [ops])
     yield server
     server.stop()
@@ -30,8 +31,8 @@ def run_of(served, workflow: str) -> str:
 
 
 def test_colour_codes_in_a_log_are_coloured_spans_and_markup_stays_text(served, browser):
-    # The engine keeps plain text in the store; a log written otherwise (an older store, an import) may hold
-    # Ansible's colour codes and markup-like text: this one is given both, in the store's own log file.
+    # A log may hold colour codes, other escape sequences (an older store, an import) and markup-like text:
+    # this one is given all three, in the store's own log file.
     ops = served.workspaces[0]
     run_id = run_of(served, "green")
     files = [p for p in ops.rglob("*") if p.is_file() and run_id in str(p) and "hello from hello" in p.read_text(
@@ -49,6 +50,15 @@ def test_colour_codes_in_a_log_are_coloured_spans_and_markup_stays_text(served, 
     assert "plain <script>window.__pwned = 1</script>" in css(browser, "#log").text
     assert browser.execute_script("return window.__pwned === undefined")
     shot(browser, "run-log-colours")
+
+
+def test_a_real_runs_ansible_colours_show_on_its_page(served, browser):
+    # recorded off a terminal (run_cli's stdout is a pipe): Ansible coloured its output for the log all the same
+    log_in(browser, served, "viewer")
+    browser.get(f"{served.url}/runs/{run_of(served, 'nightly')}")
+    red = [e for e in css_all(browser, "#log .ansi-fg1") if "disk /var is full on purpose" in e.text]
+    assert red and red[0].value_of_css_property("color") == "rgba(255, 123, 114, 1)"
+    assert "\x1b" not in css(browser, "#log").text and "[0;31m" not in css(browser, "#log").text
 
 
 def test_search_the_lines_shown_then_the_whole_log(served, browser):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import sys
@@ -53,6 +54,18 @@ def _store_bytes(ws: Path) -> list[tuple[Path, bytes]]:
     return [(p, p.read_bytes()) for p in (ws / ".polycrate").rglob("*") if p.is_file()]
 
 
+def _assert_colours_only_in_logs(ws: Path) -> None:
+    """The step logs hold Ansible's colour codes (SGR) and no other escape code; the rest of the store none."""
+    sgr = re.compile(rb"\x1b\[[0-9;]*m")
+    logs = [(p, d) for p, d in _store_bytes(ws) if p.suffix == ".log"]
+    assert any(sgr.search(d) for _, d in logs), logs
+    for path, data in _store_bytes(ws):
+        if path.suffix == ".log":
+            assert b"\x1b" not in sgr.sub(b"", data), path
+        else:
+            assert b"\x1b[" not in data, path  # (runs.db is binary: a lone 0x1b byte can be part of a number)
+
+
 def test_on_a_terminal_colours_width_and_the_status_line_pass_through(ws):
     code, out = run_in_pty("workflows", "run", "quiet", "--extra-vars", "seconds=3", cwd=ws, columns=160)
     assert code == 0, out[-3000:]
@@ -62,9 +75,8 @@ def test_on_a_terminal_colours_width_and_the_status_line_pass_through(ws):
     # the status line: redrawn in place (carriage return, erase line), naming step, task, host and time
     assert f"\r{ESC}[K" in out
     assert "[1/1] quiet · task 'sleep silently' on localhost · " in out and " elapsed (run " in out
-    # the store and `runs logs` stay plain text
-    for path, data in _store_bytes(ws):
-        assert b"\x1b[" not in data, path  # (runs.db is binary: a lone 0x1b byte can be part of a number)
+    # the store keeps the colours (and no other escape code) for the web page; `runs logs` is plain text
+    _assert_colours_only_in_logs(ws)
     logs = run_cli("runs", "logs", "latest", cwd=ws)
     assert "TASK [sleep silently]" in logs.stdout and ESC not in logs.stdout
 
@@ -76,6 +88,8 @@ def test_no_color_and_no_color_flag_keep_ansible_plain_on_a_terminal(ws, how):
     assert code == 0, out[-3000:]
     assert f"{ESC}[0;3" not in out and f"{ESC}[3" not in out  # no colour of any kind
     assert "TASK [sleep silently]" in out
+    for path, data in _store_bytes(ws):  # nor in the run's log
+        assert b"\x1b[" not in data, path
 
 
 def test_off_a_terminal_no_escape_codes_and_a_heartbeat_in_silence(ws):
@@ -88,8 +102,7 @@ def test_off_a_terminal_no_escape_codes_and_a_heartbeat_in_silence(ws):
     assert beats, result.stdout
     during = [b for b in beats if "[1/1] quiet, task 'sleep silently' on localhost, " in b]
     assert during and " elapsed (run " in during[-1], beats  # (an earlier one may come while Ansible starts)
-    for path, data in _store_bytes(ws):
-        assert b"\x1b[" not in data, path  # (runs.db is binary: a lone 0x1b byte can be part of a number)
+    _assert_colours_only_in_logs(ws)  # off a terminal too: the run is recorded in colour
     logs = run_cli("runs", "logs", "latest", cwd=ws)
     assert ESC not in logs.stdout and "TASK [sleep silently]" in logs.stdout
 

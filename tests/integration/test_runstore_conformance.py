@@ -161,6 +161,21 @@ def test_logs_read_whole_and_from_a_cursor(make_store):
     assert reader.read_log(live, 2).data == b"" and reader.read_log("no-such-run", 1).data == b""
 
 
+def test_a_coloured_log_reads_plain_and_as_stored(make_store):
+    """A step's log keeps Ansible's colour codes (for the web page); the plain reader, step_logs (`runs logs`,
+    the JSON documents, the events), gives the text without them; read_log the bytes as stored."""
+    store = make_store()
+    run_id = store.start_run(kind=RunKind.ACTION, name="b a", block="b", action="a")
+    store.add_steps(run_id, [{"position": 1, "name": "a", "block": "b", "action": "a", "status": StepState.RUNNING}])
+    log = store.step_log(run_id, 1, "a")
+    log.write("\x1b[0;32mok: [web1]\x1b[0m")
+    log.write("plain \x1b[1;31mred\x1b[0m end")
+    log.close()
+    reader = make_store()
+    assert reader.step_logs(run_id)[1][0][1] == "ok: [web1]\nplain red end\n"
+    assert reader.read_log(run_id, 1).data == b"\x1b[0;32mok: [web1]\x1b[0m\nplain \x1b[1;31mred\x1b[0m end\n"
+
+
 def _read_until(store: RunStore, run_id: str, position: int, cursor: int, want: bytes):
     """A live log is visible to other readers as it is written (within a short flush interval)."""
     deadline = time.monotonic() + 30

@@ -114,7 +114,7 @@ def test_grants_over_the_api_decide_what_a_user_sees(served):
     erin, csrf = session(served, "erin", "erin-password-1")
     ops_run = admin.get("/api/v1/runs", params={"workspace": "ops"}).json()["runs"][0]["run_id"]
     assert erin.get("/api/v1/runs").status_code == 403  # no workspace at all
-    assert erin.get(f"/api/v1/runs/{ops_run}").status_code == 403
+    assert erin.get(f"/api/v1/runs/{ops_run}").status_code == 404  # a run of a workspace she may not see
     lab_run = admin.get("/api/v1/runs", params={"workspace": "lab"}).json()["runs"][0]["run_id"]
     assert admin.post("/api/v1/grants", json={"principal": "erin", "workspace": "nowhere", "role": "viewer"}
                       ).status_code == 400
@@ -132,7 +132,7 @@ def test_grants_over_the_api_decide_what_a_user_sees(served):
     assert admin.delete("/api/v1/grants", params={"principal": "erin", "workspace": "ops"}).status_code == 204
     assert admin.delete("/api/v1/grants", params={"principal": "erin", "workspace": "ops"}).status_code == 404
     assert admin.delete("/api/v1/grants").status_code == 400
-    assert erin.get(f"/api/v1/runs/{ops_run}").status_code == 403
+    assert erin.get(f"/api/v1/runs/{ops_run}").status_code == 404
     assert [r["target"] for r in audit_rows(served, "grant-remove")][0] == "erin@ops"
 
 
@@ -163,7 +163,7 @@ def test_a_team_gives_its_members_its_grants(served):
     listed = served.cli("server", "team", "list")
     assert listed.returncode == 0 and "lab-ops" in listed.stdout and "lab:operator" in listed.stdout
     assert admin.delete("/api/v1/teams/lab-ops/members", params={"user": "frank"}).status_code == 204
-    assert frank.get(f"/api/v1/runs/{lab_run}").status_code == 403  # out of the team: no workspace left
+    assert frank.get(f"/api/v1/runs/{lab_run}").status_code == 404  # out of the team: no workspace left
     assert admin.delete("/api/v1/teams/lab-ops").status_code == 204
     assert not [g for g in admin.get("/api/v1/grants").json() if g["principal"] == "team:lab-ops"]
     actions = [r["action"] for r in admin.get("/api/v1/audit", params={"limit": 1000}).json()
@@ -229,3 +229,76 @@ def test_everyone_changes_their_own_password(served):
     assert all(r["actor"] == "gina" for r in rows[:2])
     text = json.dumps(admin.get("/api/v1/audit", params={"limit": 1000}).json())
     assert "gina-password-2" not in text and "wrong-one-here" not in text
+
+
+def test_admin_forms_answer_with_a_redirect_and_the_note_shows_once(served):
+    """Post/Redirect/Get: a successful form POST answers 303 to its page, which shows the note once, so a
+    refresh of the page sends nothing again; a refused form renders the page with the message."""
+    admin = httpx.Client(base_url=served.url, timeout=60)
+    token = re.search(r'name="csrf" value="([^"]+)"', admin.get("/login").text).group(1)
+    assert admin.post("/login", data={"username": "admin", "password": served.passwords["admin"],
+                                      "csrf": token}).status_code == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', admin.get("/admin").text).group(1)
+    r = admin.post("/admin/users", data={"csrf": csrf, "name": "prg-user", "role": "viewer",
+                                         "password": "prg-password-1"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin", r.text
+    page = admin.get("/admin")
+    assert page.status_code == 200 and "user prg-user added" in page.text
+    assert "user prg-user added" not in admin.get("/admin").text  # shown once: a refresh is a plain GET
+    assert len([u for u in api(served).get("/api/v1/users").json() if u["name"] == "prg-user"]) == 1
+    # a refused change: the form again with why, no redirect
+    r = admin.post("/admin/users", data={"csrf": csrf, "name": "prg-user", "role": "viewer",
+                                         "password": "prg-password-1"})
+    assert r.status_code == 409 or r.status_code == 400, r.status_code
+    assert 'id="message"' in r.text and "prg-user" in r.text and 'action="/admin/users"' in r.text
+    # a new token: shown once on the page the redirect leads to, never again
+    r = admin.post("/admin/tokens", data={"csrf": csrf, "name": "prg-token", "role": "viewer"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin"
+    page = admin.get("/admin")
+    shown = re.search(r'<pre id="new-token">([^<]+)</pre>', page.text)
+    assert shown and "no-store" in page.headers["cache-control"]
+    assert httpx.get(served.url + "/api/v1/whoami", headers={"Authorization": f"Bearer {shown.group(1)}"}
+                     ).json()["name"] == "prg-token"
+    assert 'id="new-token"' not in admin.get("/admin").text
+    r = admin.post("/admin/tokens", data={"csrf": csrf, "name": "prg-token", "role": "viewer"})
+    assert r.status_code == 400 and 'id="message"' in r.text
+    # a note planted by someone else (not signed with this session's secret) is ignored
+    admin.cookies.set("pc_flash", "eyJtZXNzYWdlIjogInBsYW50ZWQifQ.0000", domain="127.0.0.1", path="/admin")
+    assert "planted" not in admin.get("/admin").text
+    # one's own password: the account page after a redirect, too
+    gina_less, gcsrf = session(served, "prg-user", "prg-password-1")
+    r = gina_less.post("/account/password", data={"csrf": gcsrf, "current": "prg-password-1",
+                                                  "new": "prg-password-2", "again": "prg-password-2"})
+    assert r.status_code == 303 and r.headers["location"] == "/account"
+    assert "your password is changed" in gina_less.get("/account").text
+
+
+def test_without_a_grant_a_workspaces_pages_and_api_answer_404_and_its_runs_are_in_no_list(served):
+    """Not 403: a 403 would tell that the workspace or the run exists. Also for someone with no grant at all."""
+    admin = api(served)
+    for name in ("hana", "ivan"):
+        assert admin.post("/api/v1/users", json={"name": name, "role": "none", "password": f"{name}-password-1"}
+                          ).status_code == 201
+    assert admin.post("/api/v1/grants", json={"principal": "hana", "workspace": "lab", "role": "operator"}
+                      ).status_code == 201
+    ops_run = admin.get("/api/v1/runs", params={"workspace": "ops"}).json()["runs"][0]["run_id"]
+    lab_run = admin.get("/api/v1/runs", params={"workspace": "lab"}).json()["runs"][0]["run_id"]
+    gets = ["/workspaces/ops/workflows/green", "/workspaces/ops/blocks/sh/actions/ok", f"/runs/{ops_run}",
+            f"/runs/{ops_run}/log/raw", f"/api/v1/runs/{ops_run}", f"/api/v1/runs/{ops_run}/log",
+            f"/api/v1/runs/{ops_run}/log?search=hello", f"/api/v1/runs/{ops_run}/log/events"]
+    posts = ["/api/v1/workspaces/ops/workflows/green/runs", "/api/v1/workspaces/ops/blocks/sh/actions/ok/runs",
+             f"/api/v1/runs/{ops_run}/stop", f"/api/v1/runs/{ops_run}/relaunch"]
+    for name in ("hana", "ivan"):  # an operator in lab only; no grant at all
+        client, csrf = session(served, name, f"{name}-password-1")
+        for path in gets:
+            r = client.get(path)
+            assert r.status_code == 404, (name, path, r.status_code)
+        for path in posts:
+            r = client.post(path, json={}, headers={"X-CSRF-Token": csrf})
+            assert r.status_code == 404, (name, path, r.status_code, r.text)
+    hana, _ = session(served, "hana", "hana-password-1")
+    assert {r["workspace"] for r in hana.get("/api/v1/runs").json()["runs"]} == {"lab"}
+    assert ops_run not in hana.get("/runs").text and lab_run in hana.get("/runs").text
+    assert hana.get("/api/v1/runs", params={"workspace": "ops"}).status_code == 404
+    assert ops_run not in json.dumps(hana.get("/api/v1/overview").json())
+    assert hana.get(f"/api/v1/runs/{lab_run}").status_code == 200

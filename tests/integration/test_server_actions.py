@@ -115,3 +115,40 @@ def test_a_second_launch_while_it_runs_is_409(served):
         (ops / "gate").touch()
         (ops / "gate2").touch()
     assert finished(served, first.json()["run_id"])["status"] == "succeeded"
+
+
+def test_a_single_actions_run_is_relaunched_with_the_same_values(served):
+    r = api(served).post(ROUTE.format(ws="ops", action="disk"), json={"check": True, "limit": "localhost"})
+    assert r.status_code == 202, r.text
+    first = finished(served, r.json()["run_id"])
+    page = api(served).get(f"/runs/{first['run_id']}").text
+    assert 'id="relaunch-form"' in page and 'id="relaunch-failed"' in page  # the controls of a workflow's run
+    again = api(served).post(f"/api/v1/runs/{first['run_id']}/relaunch", json={})
+    assert again.status_code == 202, again.text
+    second = finished(served, again.json()["run_id"])
+    assert second["kind"] == "action" and second["name"] == "sh disk" and second["run_id"] != first["run_id"]
+    assert second["check_mode"] is True and second["ansible_options"]["limit"] == "localhost"
+    failed = api(served).post(f"/api/v1/runs/{first['run_id']}/relaunch", json={"failed_hosts": True})
+    assert failed.status_code == 202, failed.text
+    third = finished(served, failed.json()["run_id"])
+    assert third["name"] == "sh disk" and third["steps"][0]["hosts"]["localhost"]["failed"] == 1
+    row = api(served, "admin").get("/api/v1/audit", params={"action": "relaunch"}).json()[0]
+    assert row["target"] == first["run_id"] and row["detail"] == {"run_id": third["run_id"], "failed_hosts": True}
+    assert api(served, "viewer").post(f"/api/v1/runs/{first['run_id']}/relaunch", json={}).status_code == 403
+
+
+def test_relaunching_an_action_with_a_prompt_needs_confirm_and_the_form_works(served):
+    r = api(served).post(ROUTE.format(ws="ops", action="careful"), json={"confirm": True})
+    first = finished(served, r.json()["run_id"])
+    refused = api(served).post(f"/api/v1/runs/{first['run_id']}/relaunch", json={})
+    assert refused.status_code == 422 and refused.json()["prompts"][0]["message"] == "really restart it?"
+    client = httpx.Client(base_url=served.url, timeout=60)
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"username": "operator", "password": served.passwords["operator"],
+                                       "csrf": token}).status_code == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get(f"/runs/{first['run_id']}").text).group(1)
+    r = client.post(f"/runs/{first['run_id']}/relaunch", data={"csrf": csrf, "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/runs/"), r.text
+    new_id = r.headers["location"].removeprefix("/runs/")
+    run = finished(served, new_id)
+    assert run["name"] == "sh careful" and run["status"] == "succeeded"

@@ -153,3 +153,33 @@ def test_secrets_that_are_prefixes_of_each_other():
     secrets = ["k" * n for n in range(1, 301)]
     m = Masker(secrets)
     assert m.mask("x" + "k" * 2000 + "y") == f"x{MASK}y"
+
+
+# --- colour codes: a coloured log keeps its colours, never a secret split by them
+
+SGR_CODES = ["\x1b[0m", "\x1b[1;31m", "\x1b[32m", "\x1b[m"]
+
+
+def test_a_secret_split_by_colour_codes_is_masked_and_the_codes_stay():
+    m = Masker(["hunter2-pass"])
+    assert m.mask("x hun\x1b[1mter2-pa\x1b[0mss y") == f"x {MASK}\x1b[1m\x1b[0m y"
+    assert m.mask("\x1b[31mhunter2-pass\x1b[0m and hunter2-pass") == f"\x1b[31m{MASK}\x1b[0m and {MASK}"
+    assert m.mask("\x1b[32mok\x1b[0m") == "\x1b[32mok\x1b[0m"  # nothing to hide: the text as it was
+
+
+def test_masking_across_colour_codes_is_masking_of_the_plain_text():
+    from polycrate import ansi
+
+    rng = random.Random(11)
+    for _ in range(2000):
+        secrets = ["".join(rng.choices("abc", k=rng.randint(2, 5))) for _ in range(rng.randint(1, 3))]
+        plain = "".join(rng.choices("abcx", k=rng.randint(0, 40)))
+        cuts = sorted(rng.sample(range(len(plain) + 1), min(len(plain) + 1, rng.randint(0, 4))))
+        coloured, pos = [], 0
+        for cut in cuts:
+            coloured += [plain[pos:cut], rng.choice(SGR_CODES)]
+            pos = cut
+        text = "".join(coloured) + plain[pos:]
+        out = Masker(secrets).mask(text)
+        assert ansi.strip(out) == _reference_mask(secrets, plain), (secrets, text)
+        assert len(ansi.sgr_spans(out)) == len(ansi.sgr_spans(text))  # every colour code kept

@@ -11,9 +11,10 @@ On a terminal (the story's stream is a TTY): the terminal's width passes through
 status line at the bottom shows step i/n, the current task and host and the elapsed time, redrawn in
 place every second; with colour allowed (`NO_COLOR` unset, no `--no-color`) Ansible's colours pass
 through and polycrate's banners are coloured. Anywhere else: no escape code at all (also none that an action
-prints itself), and after each `--heartbeat` seconds of silence
-(default 60, `POLYCRATE_HEARTBEAT`, 0 turns it off) one plain line naming the step, the task and
-the elapsed time. The store and `runs logs` keep plain text either way (engine, ansi.strip).
+prints itself; Ansible colours all the same, for the run's log, unless colour is turned off), and after
+each `--heartbeat` seconds of silence (default 60, `POLYCRATE_HEARTBEAT`, 0 turns it off) one plain line
+naming the step, the task and the elapsed time. The store keeps the colours (SGR codes only) for the web
+page; `runs logs` and every other plain reader strip them (polycrate.ansi).
 """
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ class LiveReporter:
         self.stream = stream or story_stream(output)
         self.tty = _isatty(self.stream)
         self.colour = colour_allowed(self.stream, no_color)
+        self.no_color = no_color
         self.heartbeat = heartbeat_from(heartbeat)
         self.lock = threading.Lock()
         self.started = time.monotonic()
@@ -160,11 +162,10 @@ class LiveReporter:
         env: list[tuple[str, str]] = []
         if self.tty:
             env.append(("POLYCRATE_COLUMNS", str(shutil.get_terminal_size((80, 24)).columns)))
-        if self.colour:
-            env.append(("ANSIBLE_FORCE_COLOR", "1"))
-        else:
-            env += [("ANSIBLE_NOCOLOR", "1"), ("ANSIBLE_FORCE_COLOR", "0")]
-        return tuple(env)
+        from polycrate import ansi
+
+        # colour also off a terminal: the story written here is stripped, the run's log keeps it
+        return (*env, *ansi.ansible_colour(os.environ, self.no_color))
 
     # --- writing --------------------------------------------------------------------------------
 

@@ -301,6 +301,7 @@ FOLLOW_POLL_SECONDS = 0.3
 def follow(store: RunStore, run_id: str, only_step: str | None = None) -> int:
     """Print a run's step logs as they grow, each step under a header, until the run has ended and
     every line is out; return the run's exit status (the recorded one: 0, 1, 130, ...)."""
+    from polycrate import ansi
     from polycrate.states import StepState
 
     offsets: dict[int, int] = {}
@@ -325,14 +326,14 @@ def follow(store: RunStore, run_id: str, only_step: str | None = None) -> int:
                 if lines[-1]:
                     partial[position] = lines[-1]  # a line still being written
                 for line in lines[:-1]:
-                    sys.stdout.write(line.decode("utf-8", "replace") + "\n")
+                    sys.stdout.write(ansi.strip(line.decode("utf-8", "replace")) + "\n")
                 sys.stdout.flush()
             ended = s.status not in (StepState.RUNNING, StepState.NOT_RUN)
             if position in announced and ended and position not in finished:
                 finished.add(position)
                 for tail in [partial.pop(position, b"")]:
                     if tail:
-                        print(tail.decode("utf-8", "replace"))
+                        print(ansi.strip(tail.decode("utf-8", "replace")))
                 if only_step is None:
                     print(f"==> {s.name}: {state_text(s.status)} ({_duration(s.duration)})", flush=True)
         if run.status != RunState.RUNNING:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 
+from polycrate import ansi
 from polycrate.errors import EXIT_SYSTEM, PolycrateError
 from polycrate.history.records import (
     HostCounts,
@@ -263,7 +264,7 @@ def _v4_slices(db: Connection) -> None:
     started DOUBLE PRECISION,
     ended DOUBLE PRECISION,
     outcome JSONB,                      -- status, exit_code, attempts, counts, failed_task, failed_host, message
-    log TEXT NOT NULL DEFAULT '',       -- masked, plain text
+    log TEXT NOT NULL DEFAULT '',       -- masked; colour codes (SGR) kept, as in the run store
     stop_requested DOUBLE PRECISION,
     PRIMARY KEY (batch, idx)
 )""")
@@ -614,8 +615,9 @@ class PostgresRunStore:
     def step_logs(self, ref: str, step: str | None = None) -> tuple[str, list[tuple[StepRecord, str]]]:
         run = self.get_run(ref)
         chosen = choose_steps(run, step, self._where())
-        return run.id, [(s, self.read_log(run.id, s.position).data.decode("utf-8", "replace") if s.log else "")
-                        for s in chosen]
+        # plain text: the stored colour codes are for the web page only (read_log keeps them)
+        return run.id, [(s, ansi.strip(self.read_log(run.id, s.position).data.decode("utf-8", "replace"))
+                         if s.log else "") for s in chosen]
 
     def latest_full_run(self, workflow: str) -> RunRecord | None:
         row = self._one(f"SELECT id FROM runs WHERE workspace = %s AND {FULL_RUN_SQL} AND name = %s AND status != %s"

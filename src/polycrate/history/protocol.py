@@ -96,7 +96,8 @@ class RunStore(Protocol):
         ...
 
     def step_logs(self, ref: str, step: str | None = None) -> tuple[str, list[tuple[StepRecord, str]]]:
-        """The run's id and each chosen step (all, or the one named) with its whole log."""
+        """The run's id and each chosen step (all, or the one named) with its whole log as plain text (no
+        colour codes; ``read_log`` gives the bytes as stored, colours included)."""
         ...
 
     def latest_full_run(self, workflow: str) -> RunRecord | None:

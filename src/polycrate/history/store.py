@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from polycrate import ansi
 from polycrate.errors import ConfigError, NotFoundError, PolycrateError
 from polycrate.runtime.events import HOST_COUNTS
 from polycrate.history.logs import StepLog
@@ -381,8 +382,9 @@ class SQLiteRunStore:
     def step_logs(self, ref: str, step: str | None = None) -> tuple[str, list[tuple[StepRecord, str]]]:
         run = self.get_run(ref)
         chosen = choose_steps(run, step, self.path)
-        return run.id, [(s, self.read_log(run.id, s.position).data.decode("utf-8", "replace") if s.log else "")
-                        for s in chosen]
+        # plain text: the stored colour codes are for the web page only (read_log keeps them)
+        return run.id, [(s, ansi.strip(self.read_log(run.id, s.position).data.decode("utf-8", "replace"))
+                         if s.log else "") for s in chosen]
 
     def latest_full_run(self, workflow: str) -> RunRecord | None:
         """The newest real run of the whole workflow (not --check, not --step)."""

@@ -38,7 +38,8 @@ ERROR_MARKS = ("[ERROR]", "ERROR!", "FATAL", "Origin:")  # Ansible's own error l
 
 class StepOutput:
     """The step's output line by line: masked, shown (the toolchain's known warnings in the log only), and
-    logged as plain text; the last lines and Ansible's error lines are kept for the failure's text."""
+    logged with its colours (SGR codes: the web page renders them; every plain reader strips them); the last
+    lines and Ansible's error lines are kept as plain text for the failure's text."""
 
     def __init__(self, run: RunContext, log: LogWriter) -> None:
         from polycrate.run.viewer import NoiseFilter
@@ -50,11 +51,13 @@ class StepOutput:
         self.error_lines: list[str] = []
 
     def __call__(self, line: str) -> None:
-        line = self.run.mask(line)
-        if self.noise.shown(ansi.strip(line)):
-            self.run.reporter.output(line)  # as the action printed it: the reporter decides about escape codes
-        line = ansi.strip(line)  # the log, the store and messages keep plain text
-        self.log.write(line)
+        kept = ansi.keep_colour(line)  # the log keeps colours, no other escape code
+        shown = self.run.mask(line)
+        logged = shown if kept == line else self.run.mask(kept)
+        line = ansi.strip(logged)  # messages (the failure's text) keep plain text
+        if self.noise.shown(line):
+            self.run.reporter.output(shown)  # as the action printed it: the reporter decides about escape codes
+        self.log.write(logged)
         if line.strip():
             self.last_lines.append(line)
             del self.last_lines[:-5]

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from polycrate import ansi
+
 MASK = "********"
 
 
@@ -96,7 +98,12 @@ class Masker:
         return spans
 
     def mask(self, text: str) -> str:
-        """Return ``text`` with every occurrence of every secret replaced by ``********``."""
+        """Return ``text`` with every occurrence of every secret replaced by ``********``, also where colour
+        codes split a secret (``hun\\x1b[1mter2``: a coloured log keeps its colours, never the secret)."""
+        if "\x1b" in text and self._compiled() is not None:
+            plain = ansi.SGR.sub("", text)
+            if plain != text:
+                return self._mask_across(text, plain) if self.spans(plain) else text
         spans = self.spans(text)
         if not spans:
             return text
@@ -106,6 +113,27 @@ class Masker:
             parts.append(text[pos:start])
             parts.append(MASK)
             pos = end
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    def _mask_across(self, text: str, plain: str) -> str:
+        """Mask the text as if its colour codes were not there (`plain`: the text without them); codes inside
+        a hidden stretch follow the mask, so the colours after it stay what they were."""
+        codes = ansi.sgr_spans(text)
+        where: list[int] = []  # the position in `text` of each character of the plain text
+        pos = 0
+        for start, end in [*codes, (len(text), len(text))]:
+            where.extend(range(pos, start))
+            pos = end
+        spans = self.spans(plain)
+        parts: list[str] = []
+        pos = 0
+        for start, end in spans:
+            first, last = where[start], where[end - 1] + 1
+            parts.append(text[pos:first])
+            parts.append(MASK)
+            parts.extend(text[a:b] for a, b in codes if first <= a < last)
+            pos = last
         parts.append(text[pos:])
         return "".join(parts)
 

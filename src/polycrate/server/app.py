@@ -30,12 +30,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from polycrate import __version__
+from polycrate import __version__, ansi
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunRecord
 from polycrate.states import RunState, StepState, signal_of, state_text
 from polycrate import contract
-from polycrate.server import chart, openapi
+from polycrate.server import chart, flash, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
 from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
@@ -196,7 +196,7 @@ class Web:
             R("/schedules", g(self.schedules_page, "viewer")),
             R("/blocks", g(self.blocks_page, "viewer")),
             R("/audit", g(self.audit_page, "admin")),
-            R("/admin", g(self.admin_page, "admin")),
+            R("/admin", g(self.admin_view, "admin")),
             R("/admin/tokens", g(self.token_add_form, "admin"), methods=["POST"]),
             R("/admin/tokens/{name}/revoke", g(self.token_revoke_form, "admin"), methods=["POST"]),
             R("/admin/users", g(self.user_add_form, "admin"), methods=["POST"]),
@@ -209,7 +209,7 @@ class Web:
             R("/admin/teams/{name}/remove", g(self.team_remove_form, "admin"), methods=["POST"]),
             R("/admin/teams/{name}/members", g(self.member_add_form, "admin"), methods=["POST"]),
             R("/admin/teams/{name}/members/remove", g(self.member_remove_form, "admin"), methods=["POST"]),
-            R("/account", g(self.account_page, ANYONE)),
+            R("/account", g(self.account_view, ANYONE)),
             R("/account/password", g(self.password_form, ANYONE), methods=["POST"]),
             R("/api/v1/openapi.json", self.openapi),
             R("/api/v1/whoami", g(self.api_whoami, ANYONE)),
@@ -249,7 +249,8 @@ class Web:
         Who asks is known from the headers alone: no body is read before that (an anonymous upload is
         refused before a byte of it is parsed). A route with {workspace} in its path needs the role in that
         workspace (a workspace one may not see reads as missing: 404); others need it somewhere, and their
-        endpoints check each run's workspace."""
+        endpoints check each run's workspace (a run of a workspace one may not see is missing: 404, also
+        for someone with no grant at all)."""
         is_async = asyncio.iscoroutinefunction(endpoint)
 
         def authenticate(request: Request) -> Principal:
@@ -279,6 +280,11 @@ class Web:
                 if request.method not in ("GET", "HEAD"):
                     self.state.audit(who.label, "denied", request.url.path, "refused", self.client(request),
                                      {"role": who.role_in(workspace), "needed": role})
+                run_id = request.path_params.get("run_id")
+                if run_id is not None and workspace is None:
+                    # a run of a workspace one may not see reads as missing, as that workspace does: 404, and
+                    # a 403 only where the run is visible (the endpoints check its workspace's role again)
+                    self.catalog.find_run(run_id, who)  # NotFoundError: 404
                 raise HTTPError(403, f"{who.label} is a {who.role_in(workspace)} here; this needs the {role} role")
 
         async def endpoint_with_gate(request: Request) -> Response:
@@ -437,14 +443,42 @@ class Web:
                          new_name=new_name, grants=self.state.grants(), teams=self.state.teams(), message=message,
                          ok=status < 400, workspaces=[e.key for e in self.catalog.entries(request.state.principal)])
 
+    def admin_view(self, request: Request) -> Response:
+        """The admin page, with the note a form's change left for it (flash.py)."""
+        note = self._take_note(request)
+        response = self.admin_page(request, new_token=note.get("token"), new_name=note.get("name"),
+                                   message=note.get("message"))
+        return self._note_taken(response, "/admin") if note else response
+
     def token_add_form(self, request: Request) -> Response:
-        """A new API token, shown once on the page that answers; only its hash is kept."""
+        """A new API token, shown once on the page the form redirects to; only its hash is kept."""
         form = request.state.form if hasattr(request.state, "form") else {}
         who: Principal = request.state.principal
         name, role = str(form.get("name", "")).strip(), str(form.get("role", ""))
-        token = self.state.add_token(name, role)  # PolycrateError (bad name, role, exists): 400
+        try:
+            token = self.state.add_token(name, role)
+        except PolycrateError as exc:  # a bad name or role, or one that exists: the form again, with why
+            return self.admin_page(request, message=str(exc), status=400)
         self.state.audit(who.label, "token-add", name, "ok", self.client(request), {"role": role})
-        return self.admin_page(request, new_token=token, new_name=name)
+        return self._redirect_with_note(request, "/admin", {"token": token, "name": name})
+
+    # Post/Redirect/Get: a form's success answers 303 to its page, which shows the note once (flash.py)
+
+    def _redirect_with_note(self, request: Request, back: str, note: dict[str, str]) -> Response:
+        who: Principal = request.state.principal
+        response = RedirectResponse(back, status_code=303)
+        if who.secret:
+            response.set_cookie(flash.COOKIE, flash.encode(who.secret, note), max_age=flash.MAX_AGE, path=back,
+                                httponly=True, samesite="strict", secure=self.secure(request))
+        return response
+
+    def _take_note(self, request: Request) -> dict[str, Any]:
+        who: Principal = request.state.principal
+        return (flash.decode(who.secret, request.cookies.get(flash.COOKIE)) if who.secret else None) or {}
+
+    def _note_taken(self, response: Response, back: str) -> Response:
+        response.delete_cookie(flash.COOKIE, path=back)  # (every page is sent Cache-Control: no-store)
+        return response
 
     def token_revoke_form(self, request: Request) -> Response:
         who: Principal = request.state.principal
@@ -520,7 +554,8 @@ class Web:
         self.state.audit(request.state.principal.label, action, target, outcome, self.client(request), detail)
 
     def _form_change(self, request: Request, change: Callable[[], None], done: str, back: str = "/admin") -> Response:
-        """A form's change, then the page it came from with a note; a refusal is shown on that page."""
+        """A form's change, then 303 to the page it came from, which shows a note (a refresh sends nothing
+        again); a refusal renders that page with the message and the error's status."""
         try:
             change()
         except HTTPError as exc:
@@ -529,7 +564,7 @@ class Web:
             return self._back(request, back, exc.message, 404)
         except PolycrateError as exc:
             return self._back(request, back, str(exc), 400)
-        return self._back(request, back, done, 200)
+        return self._redirect_with_note(request, back, {"message": done})
 
     def _back(self, request: Request, back: str, message: str, status: int) -> Response:
         if back == "/account":
@@ -584,6 +619,11 @@ class Web:
         name, f = request.path_params["name"], _form(request, "user")
         return self._form_change(request, lambda: self._member_remove(request, name, f["user"]),
                                  f"{f['user']} left team {name}")
+
+    def account_view(self, request: Request) -> Response:
+        note = self._take_note(request)
+        response = self.account_page(request, message=note.get("message"))
+        return self._note_taken(response, "/account") if note else response
 
     def account_page(self, request: Request, message: str | None = None, status: int = 200) -> Response:
         who: Principal = request.state.principal
@@ -816,11 +856,11 @@ class Web:
         return RedirectResponse(f"/runs/{run.id}", status_code=303)
 
     def _relaunch(self, request: Request, failed_only: bool, confirmed: bool) -> str:
-        """The run's workflow again with the same launch values (secret ones read back from the launch's own
-        file), or on its failed hosts only."""
+        """The run's workflow, or its one action, again with the same launch values (secret ones read back
+        from the launch's own file), or on its failed hosts only."""
         entry, run = self._run_for(request, "operator")
-        if run.kind != "workflow":
-            raise HTTPError(409, f"run {run.id} is not a workflow run")
+        if run.kind not in ("workflow", "action") or (run.kind == "action" and not (run.block and run.action)):
+            raise HTTPError(409, f"run {run.id} is neither a workflow's run nor one action's")
         if run.status == RunState.RUNNING:
             raise HTTPError(409, f"run {run.id} is still running")
         record = self.state.launch_of(run.id)
@@ -841,7 +881,11 @@ class Web:
             except PolycrateError as exc:
                 raise HTTPError(409, f"the failed hosts are no host pattern: {exc.message}") from None
             options = replace(options, limit=limit)
-        run_id = self._launch(request, entry.key, run.name, options, confirmed)
+        if run.kind == "action":
+            assert run.block is not None and run.action is not None  # checked above
+            run_id = self._launch_action(request, entry.key, run.block, run.action, options, confirmed)
+        else:
+            run_id = self._launch(request, entry.key, run.name, options, confirmed)
         self.state.audit(request.state.principal.label, "relaunch", run.id, "ok", self.client(request),
                          {"run_id": run_id, "failed_hosts": failed_only})
         return run_id
@@ -880,8 +924,12 @@ class Web:
                             status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
 
     def raw_log(self, request: Request) -> Response:
-        """The whole log as text, to download: each step's file after a `==> step` line, read in chunks."""
+        """The whole log as text, to download: each step's file after a `==> step` line, read in chunks.
+        Plain text; with `?ansi=1` the colour codes as stored (for `less -R` or a terminal)."""
         who: Principal = request.state.principal
+        colours = request.query_params.get("ansi", "0")
+        if colours not in ("0", "1"):
+            raise HTTPError(400, "ansi: 1 (the colour codes as stored) or 0 (plain text, the default)")
         entry, run = self.catalog.find_run(request.path_params["run_id"], who)
         steps = [(s.name, s.position, bool(s.log)) for s in run.steps]
 
@@ -889,7 +937,8 @@ class Web:
             for name, position, has_log in steps:
                 yield f"==> {name}\n".encode()
                 if has_log:
-                    yield self.catalog.read_log(entry, run.id, position, 0).data
+                    data = self.catalog.read_log(entry, run.id, position, 0).data
+                    yield data if colours == "1" else ansi.strip_bytes(data)
 
         return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="polycrate-run-{run.id}.log"'})

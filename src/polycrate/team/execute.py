@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from polycrate import ansi
 from polycrate.errors import PolycrateError
 from polycrate.history.postgres import Connection, PostgresRunStore, connect
 from polycrate.states import Phase, RunState, StepState
@@ -101,6 +102,7 @@ def run_options(row: dict[str, Any], dsn: str, identity: Path | None = None) -> 
     return RunOptions(check=bool(given.get("check")), diff=bool(given.get("diff")), resume=bool(given.get("resume")),
                       runtime=given.get("runtime"), ansible=AnsibleOptions.from_record(given.get("ansible") or {}),
                       run_id=row["id"], launched_by=row["launched_by"], backend=dsn, identity=identity,
+                      display_env=ansi.ansible_colour(os.environ),  # the log in colour, as a server's launch
                       command=f"polycrate workflows run {row['workflow']} (launched by {row['launched_by']})",
                       slicer=TeamSlicer(dsn, row["workspace"], row["id"], row["queue"]))
 
