@@ -1,4 +1,4 @@
-"""`python -m bench [cli] [orchestration] [fleet] [backup] [--quick]`: run benchmarks, write bench/README.md.
+"""`python -m bench [cli] [orchestration] [fleet] [backup] [team] [--quick]`: run benchmarks, write bench/README.md.
 
 Results of each benchmark are kept in bench/results.json, so running one benchmark updates its
 section of the table and keeps the others' latest results.
@@ -16,12 +16,12 @@ from bench import common
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 README = HERE / "README.md"
-ALL = ("cli", "orchestration", "fleet", "backup", "preflight", "targets")
+ALL = ("cli", "orchestration", "fleet", "backup", "preflight", "targets", "team")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(ALL)} (default: all)")
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(ALL)} (default: all but team)")
     parser.add_argument("--quick", action="store_true", help="fewer runs (a look, not the table's numbers)")
     parser.add_argument("--no-readme", action="store_true", help="print results only")
     parser.add_argument("--sizes", default="556,2000",
@@ -33,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
                              "block as it is, each against its own baseline")
     parser.add_argument("--backup-only", action="store_true",
                         help="backup: the backup rounds only (no restore, drill or rollback)")
+    parser.add_argument("--baseline-python", metavar="PATH",
+                        help="cli, orchestration: also run another checkout's polycrate (the bin/ of this python) in "
+                        "the same rounds and report ours against it (e.g. ../before/.venv/bin/python)")
     args = parser.parse_args(argv)
-    names = args.names or list(ALL)
+    if args.baseline_python and not (Path(args.baseline_python).parent / "polycrate").exists():
+        parser.error(f"--baseline-python: no polycrate beside {args.baseline_python}")
+    # team mode's bench needs polycrate[team] (scripts/setup.sh --test): by name only
+    names = args.names or [n for n in ALL if n != "team"]
     unknown = [n for n in names if n not in ALL]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(ALL)}")
@@ -47,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         if name == "cli":
             from bench import cli
 
-            data = cli.bench(runs=5 if args.quick else 15)
+            data = cli.bench(runs=5 if args.quick else 15, baseline_python=args.baseline_python)
         elif name == "orchestration":
             from bench import orchestration
 
-            data = orchestration.bench(runs=3 if args.quick else 10)
+            data = orchestration.bench(runs=3 if args.quick else 10, baseline_python=args.baseline_python)
         elif name == "fleet":
             from bench import fleet
 
@@ -64,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import preflight
 
             data = preflight.bench(runs=2 if args.quick else 5, runs_fleet=1)
+        elif name == "team":
+            from bench import team
+
+            data = team.bench(runs=40 if args.quick else 200, pairs=3 if args.quick else 9)
         else:
             from bench import backup
 
@@ -77,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         data["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         data["seconds"] = round(time.monotonic() - started, 1)
         data["machine"] = results["machine"]
-        results[name] = data
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        if name == "team":  # its own file (bench/team.json), beside the others' results.json
+            from bench import team
+
+            team.save(data)
+        else:
+            results[name] = data
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps(data, indent=1), flush=True)
     if not args.no_readme:
         README.write_text(render(results))
@@ -301,6 +316,11 @@ def render(r: dict) -> str:
         from bench import preflight
 
         out += preflight.render(r["preflight"])
+    team_results = HERE / "team.json"
+    if team_results.exists():
+        from bench import team
+
+        out += team.render(json.loads(team_results.read_text()))
     notes = HERE / "NOTES.md"
     if notes.exists():
         out += [notes.read_text().rstrip(), ""]

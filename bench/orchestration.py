@@ -6,7 +6,11 @@ history and status kept (checked after the timed runs).
 Then the same workflow with plays that run modules (issue 19): each play runs `command: "true"` and
 `debug` over the local connection, so every step builds and runs an AnsiballZ module. Target: at most
 1.15x one `ansible-playbook` process running the three playbooks (the floor), with the ratio to the
-bash chain beside it."""
+bash chain beside it.
+
+With a baseline checkout (`--baseline-python PATH`, the python of another checkout's venv), its
+`polycrate` runs the same workflow in its own copy of the workspace (its own run store), interleaved in the
+same rounds: ours is also reported against it (bench/cli.py's against_before)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.cli import against_before
 from bench.common import ANSIBLE_PLAYBOOK, POLYCRATE, clean_env, interleave, median, run, summary
 
 TARGET = 0.6
@@ -46,10 +51,25 @@ def make_workspace(root: Path, play: str = DEBUG_PLAY, name: str = "orchestratio
     return ws
 
 
-def bench(runs: int = 10, log=print, modules_runs: int | None = None) -> dict:
-    data = _bench_debug(runs, log)
-    data["modules"] = bench_modules(modules_runs or max(3, runs // 2), log)
+def bench(runs: int = 10, log=print, modules_runs: int | None = None, baseline_python: str | None = None) -> dict:
+    data = _bench_debug(runs, log, baseline_python)
+    data["modules"] = bench_modules(modules_runs or max(3, runs // 2), log, baseline_python)
     return data
+
+
+def _before_variants(ws: Path, python: str | None, zygote_off: bool) -> dict:
+    """The baseline checkout's polycrate on its own copy of ``ws``, with its own venv first on PATH."""
+    if not python:
+        return {}
+    bin_dir = Path(python).parent
+    env = clean_env(PATH=f"{bin_dir}:{clean_env()['PATH']}")
+    cold = dict(env, POLYCRATE_ZYGOTE="0")
+    polycrate = str(bin_dir / "polycrate")
+    variants = {"before: polycrate workflows run": lambda: run([polycrate, "workflows", "run", "three"], env=env, cwd=ws)}
+    if zygote_off:
+        variants["before: polycrate, zygote off"] = lambda: run([polycrate, "workflows", "run", "three"], env=cold,
+                                                                cwd=ws)
+    return variants
 
 
 def _variants(ws: Path, zygote_off: bool = True) -> tuple[dict, dict]:
@@ -70,12 +90,14 @@ def _variants(ws: Path, zygote_off: bool = True) -> tuple[dict, dict]:
     return variants, ours
 
 
-def bench_modules(runs: int = 5, log=print) -> dict:
+def bench_modules(runs: int = 5, log=print, baseline_python: str | None = None) -> dict:
     """Plays that run a module: against one ansible-playbook process (the floor) and the bash chain."""
     tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-orch-modules-"))
     try:
         ws = make_workspace(tmp, MODULE_PLAY, "modules")
         variants, ours = _variants(ws, zygote_off=False)
+        variants.update(_before_variants(make_workspace(tmp / "before", MODULE_PLAY, "modules"), baseline_python,
+                                         zygote_off=False))
         samples = interleave(variants, runs, warmup=1, log=log)
         history = _history_kept(ws, ours, ok_count=2)
         steps = _step_durations(ws, ours)
@@ -85,13 +107,18 @@ def bench_modules(runs: int = 5, log=print) -> dict:
     chain = median(samples["bash chain of 3 ansible-playbook"])
     rows = []
     for name, values in samples.items():
+        if name.startswith("before: "):
+            continue
         row = {"name": name, **summary(values), "ratio": round(median(values) / floor, 3),
                "ratio_chain": round(median(values) / chain, 3)}
         if name == "polycrate workflows run":
             row.update(target=TARGET_MODULES, met=row["ratio"] <= TARGET_MODULES and history["ok"])
         rows.append(row)
-    return {"baseline": {"name": "one ansible-playbook, 3 playbooks", **summary(samples["one ansible-playbook, 3 playbooks"])},
+    data = {"baseline": {"name": "one ansible-playbook, 3 playbooks", **summary(samples["one ansible-playbook, 3 playbooks"])},
             "rows": rows, "history": history, "step_durations": steps}
+    if baseline_python:
+        data["before"] = against_before(samples, ["polycrate workflows run"], floor, baseline_python)
+    return data
 
 
 def _step_durations(ws: Path, env: dict) -> list:
@@ -104,11 +131,12 @@ def _step_durations(ws: Path, env: dict) -> list:
         return []
 
 
-def _bench_debug(runs: int, log) -> dict:
+def _bench_debug(runs: int, log, baseline_python: str | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="polycrate-bench-orch-"))
     try:
         ws = make_workspace(tmp)
         variants, ours = _variants(ws)
+        variants.update(_before_variants(make_workspace(tmp / "before"), baseline_python, zygote_off=True))
         samples = interleave(variants, runs, warmup=1, log=log)
         history = _history_kept(ws, ours)
     finally:
@@ -116,13 +144,19 @@ def _bench_debug(runs: int, log) -> dict:
     chain_median = median(samples["bash chain of 3 ansible-playbook"])
     rows = []
     for name, values in samples.items():
+        if name.startswith("before: "):
+            continue
         ratio = median(values) / chain_median
         row = {"name": name, **summary(values), "ratio": round(ratio, 3)}
         if name == "polycrate workflows run":
             row.update(target=TARGET, met=ratio <= TARGET and history["ok"])
         rows.append(row)
-    return {"baseline": {"name": "bash chain of 3 ansible-playbook", **summary(samples["bash chain of 3 ansible-playbook"])},
+    data = {"baseline": {"name": "bash chain of 3 ansible-playbook", **summary(samples["bash chain of 3 ansible-playbook"])},
             "rows": rows, "history": history}
+    if baseline_python:
+        data["before"] = against_before(samples, ["polycrate workflows run", "polycrate, zygote off"], chain_median,
+                                        baseline_python)
+    return data
 
 
 def _history_kept(ws: Path, env: dict, ok_count: int = 1) -> dict:

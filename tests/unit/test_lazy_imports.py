@@ -15,7 +15,9 @@ HEAVY = ("ansible", "oras", "pyrage", "psycopg", "polycrate.history.postgres", "
          "polycrate.run.opening", "polycrate.run.drive", "polycrate.run.step", "polycrate.run.finish",
          "polycrate.run.pipeline", "polycrate.runtime.action", "polycrate.runtime.process",
          "polycrate.runtime.ansible", "polycrate.runtime.container", "polycrate.runtime.zygote",
-         "polycrate.runtime.script", "starlette", "uvicorn", "procrastinate", "polycrate.team")
+         "polycrate.runtime.script", "starlette", "uvicorn", "procrastinate", "polycrate.team",
+         # the package metadata's reader (with email, zipfile, csv): polycrate.__version__ reads the file itself
+         "importlib.metadata", "email")
 
 # Runs main(argv) and prints the modules loaded by then (main's exit, --help's SystemExit included).
 PROBE = """

@@ -30,11 +30,12 @@ def register(sub, shared) -> None:
     q.set_defaults(func=cmd_list)
     # the run's own process, started by a worker (team/execute.py); not for people
     q = wsub.add_parser("execute", parents=[shared])
-    q.add_argument("run_id", metavar="RUN")
-    q.add_argument("--workspace-name", required=True)
+    q.add_argument("run_id", metavar="RUN", nargs="?")
+    q.add_argument("--workspace-name")
     q.add_argument("--worker-pid", type=int, required=True)
     q.add_argument("--cache", dest="execute_cache")
     q.add_argument("--identity", dest="execute_identity")
+    q.add_argument("--standby", action="store_true", help="warm up, then read RUN<TAB>WORKSPACE on stdin")
     q.set_defaults(func=cmd_execute)
     q = wsub.add_parser("keygen", parents=[shared],
                         help="create this worker's age identity and print its recipient (for encryption.recipients)")
@@ -166,11 +167,22 @@ def cmd_list(args) -> int:
 
 
 def cmd_execute(args) -> int:
+    dsn = backend_required("polycrate worker execute")
+    run_id, workspace = args.run_id, args.workspace_name
+    if args.standby:
+        from polycrate.team.standby import wait_for_run
+
+        given = wait_for_run()
+        if given is None:
+            return 0  # the worker stopped before it needed this process
+        run_id, workspace = given
+    if not run_id or not workspace:
+        raise PolycrateError("worker execute needs RUN and --workspace-name (or --standby)")
     from polycrate.team.execute import execute
 
     from pathlib import Path
 
-    return execute(backend_required("polycrate worker execute"), args.workspace_name, args.run_id, args.worker_pid,
+    return execute(dsn, workspace, run_id, args.worker_pid,
                    cache=Path(args.execute_cache) if args.execute_cache else None,
                    identity=Path(args.execute_identity) if args.execute_identity else None)
 

@@ -13,14 +13,14 @@ Of the rules that tie keys together, "exactly one of" and "at least one of" are 
 ``on_calendar``/``cron``; an action's ``type``/``playbook``/``script``); the others (an ansible action
 needs ``playbook``; an email login needs both ``username`` and ``password``) are written in the fields'
 descriptions and checked in ``schema.py``. The checks read this module at every load, so it holds plain
-data only: nothing here imports beyond the standard library and ``config.model``.
+data only: nothing here imports beyond the standard library, ``config.model`` and ``config.record``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from polycrate.config.model import ENGINES, KIND_DEFAULT, RUNTIMES
+from polycrate.config.record import Frozen, record
 
 # --- the constants the checks share ------------------------------------------------------------------
 
@@ -103,8 +103,9 @@ def strict_end(pattern: str) -> str:
 # --- the structure ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: no __eq__ or __hash__ to build at import
-class Kind:
+# on Frozen: compared by identity (no __eq__ or __hash__ to build), the repr shared (config/record.py)
+@record(frozen=True, eq=False, repr=False)
+class Kind(Frozen):
     """The type of a value. ``of`` is one of: string, integer, number, boolean, null, enum, list, mapping,
     section (a declared section, by name), one_of (any of ``options``), any."""
 
@@ -124,8 +125,8 @@ class Kind:
     hint: str = ""  # what it is, for people ("block reference"), instead of the type's own words
 
 
-@dataclass(frozen=True, eq=False)
-class Field:
+@record(frozen=True, eq=False, repr=False)
+class Field(Frozen):
     """One key of a section."""
 
     key: str  # as written in YAML
@@ -141,8 +142,8 @@ class Field:
     item: str = ""  # a mapping's entries are called "<item> 'KEY'" (label 'team')
 
 
-@dataclass(frozen=True, eq=False)
-class Section:
+@record(frozen=True, eq=False, repr=False)
+class Section(Frozen):
     """A mapping of a file: its keys, where it sits (``where``, for people) and whether unknown keys are
     refused (``closed``)."""
 

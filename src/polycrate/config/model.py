@@ -4,21 +4,22 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
+from polycrate.config.record import Record, record
 
 RUNTIMES = ("local", "container")  # where actions run (config.runtime, --runtime)
 ENGINES = ("podman", "docker")  # the container engines (config.engine)
 
 
-@dataclass(frozen=True)
-class Prompt:
+@record(frozen=True, eq=False, repr=False)
+class Prompt(Record):
     message: str
 
 
-@dataclass(frozen=True)
-class Action:
+@record(frozen=True, eq=False, repr=False)
+class Action(Record):
     name: str
     type: str  # "ansible" | "script"
     description: str = ""
@@ -40,8 +41,8 @@ KINDS = ("generic", "k8sapp", "k8sappinstance", "k8scluster", "k8cluster", "linu
 KIND_DEFAULT = "generic"
 
 
-@dataclass(frozen=True)
-class FileFrom:
+@record(frozen=True, eq=False, repr=False)
+class FileFrom(Record):
     """A block's `inventory:` or `kubeconfig:` (Polycrate's form): the file `filename` in
     artifacts/blocks/<block>/, or the one of block `source` (`from:`)."""
 
@@ -51,8 +52,8 @@ class FileFrom:
     file: Path | None = None  # the file it is written in
 
 
-@dataclass(frozen=True)
-class BlockDefinition:
+@record(frozen=True, eq=False, repr=False)
+class BlockDefinition(Record):
     """A block as installed under blocks/: its block.poly, not yet merged."""
 
     name: str
@@ -77,8 +78,8 @@ class BlockDefinition:
     warnings: tuple[Any, ...] = field(default=(), compare=False)  # ConfigError: Go fields without effect here
 
 
-@dataclass(frozen=True)
-class Block:
+@record(frozen=True, eq=False, repr=False)
+class Block(Record):
     """A block instance of the workspace: definition + merged config."""
 
     name: str
@@ -115,8 +116,8 @@ class Block:
         return self.definition.actions
 
 
-@dataclass(frozen=True)
-class BlockEntry:
+@record(frozen=True, eq=False, repr=False)
+class BlockEntry(Record):
     """An entry under `blocks:` in workspace.poly."""
 
     name: str
@@ -138,8 +139,8 @@ class BlockEntry:
     flavor: str = ""
 
 
-@dataclass(frozen=True)
-class Step:
+@record(frozen=True, eq=False, repr=False)
+class Step(Record):
     name: str
     block: str
     action: str
@@ -156,8 +157,8 @@ class Step:
     slices: int = 1  # an ansible step's hosts run in this many parts, each with --limit of its part (run/slicing.py)
 
 
-@dataclass(frozen=True)
-class Workflow:
+@record(frozen=True, eq=False, repr=False)
+class Workflow(Record):
     name: str
     description: str
     steps: tuple[Step, ...]
@@ -177,8 +178,8 @@ ORIGIN_WORKSPACE = "workspace"  # declared in workspace.poly: apply removes it w
 ORIGIN_ONE_OFF = "workflows-schedule"  # written by `workflows schedule`: apply leaves it alone
 
 
-@dataclass(frozen=True)
-class Schedule:
+@record(frozen=True, eq=False, repr=False)
+class Schedule(Record):
     workflow: str
     kind: str  # "on_calendar" | "cron"
     expression: str
@@ -193,15 +194,15 @@ class Schedule:
     origin: str = ORIGIN_WORKSPACE
 
 
-@dataclass(frozen=True)
-class Webhook:
+@record(frozen=True, eq=False, repr=False)
+class Webhook(Record):
     url: str
     headers: tuple[tuple[str, str], ...] = ()
     on: tuple[str, ...] = ("failure",)  # "success" and/or "failure" (failed or interrupted runs)
 
 
-@dataclass(frozen=True)
-class SecretRef:
+@record(frozen=True, eq=False, repr=False)
+class SecretRef(Record):
     """Where a channel's secret comes from: `{secret: PATH}` (a dotted path into secrets.poly's
     `config:`) or `{env: NAME}` (an environment variable of the polycrate process). Never a literal."""
 
@@ -213,8 +214,8 @@ class SecretRef:
         return f"{self.source} '{self.name}'"
 
 
-@dataclass(frozen=True)
-class Notification:
+@record(frozen=True, eq=False, repr=False)
+class Notification(Record):
     """One mail or chat channel of `notifications:` (alerts.py sends, channels.py formats)."""
 
     name: str
@@ -239,8 +240,8 @@ class Notification:
     token: SecretRef | None = None
 
 
-@dataclass(frozen=True)
-class RunSettings:
+@record(frozen=True, eq=False, repr=False)
+class RunSettings(Record):
     """Workspace-level settings of the run store, alerts and metrics (`history:`, `webhooks:`,
     `notifications:`, `metrics:`)."""
 
@@ -252,8 +253,8 @@ class RunSettings:
     metrics_enabled: bool = True
 
 
-@dataclass(frozen=True)
-class Registries:
+@record(frozen=True, eq=False, repr=False)
+class Registries(Record):
     """`registries: {NAME: {mirror: HOST, insecure: true}}`: where a registry name is served from."""
 
     mirrors: tuple[tuple[str, str], ...] = ()  # (registry name, host[:port])
@@ -261,8 +262,8 @@ class Registries:
     default: str | None = None  # `default: HOST`: the registry of short (hub-style) references (config/hubref.py)
 
 
-@dataclass(frozen=True)
-class Toolchain:
+@record(frozen=True, eq=False, repr=False)
+class Toolchain(Record):
     """`config.runtime`, `config.engine`, `config.image`: where actions run (toolchain.py decides)."""
 
     runtime: str | None = None  # "local" | "container"; None: local
@@ -270,24 +271,24 @@ class Toolchain:
     image: str | None = None  # None: the base image
 
 
-@dataclass(frozen=True)
-class EventSettings:
+@record(frozen=True, eq=False, repr=False)
+class EventSettings(Record):
     """Polycrate's `events:` of workspace.poly: the default of --event-handler and --event-endpoint."""
 
     handler: str | None = None  # "workspace" | "webhook"
     endpoint: str | None = None
 
 
-@dataclass(frozen=True)
-class SyncSettings:
+@record(frozen=True, eq=False, repr=False)
+class SyncSettings(Record):
     """Polycrate's `sync:` of workspace.poly, as far as `polycrate git sync` honours it."""
 
     remote: str | None = None  # sync.remote.name
     branch: str | None = None  # sync.remote.branch.name
 
 
-@dataclass(frozen=True)
-class Layout:
+@record(frozen=True, eq=False, repr=False)
+class Layout(Record):
     """Polycrate's WorkspaceConfig folders and key files, relative to the workspace root."""
 
     blocks_root: str = "blocks"
@@ -297,8 +298,8 @@ class Layout:
     ssh_public_key: str | None = None
 
 
-@dataclass(frozen=True)
-class Workspace:
+@record(frozen=True, eq=False, repr=False)
+class Workspace(Record):
     name: str
     organization: str
     description: str

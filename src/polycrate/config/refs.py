@@ -3,9 +3,9 @@ in one place for the schema, the workspace loader and the registry client. Pure 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from polycrate.errors import PolycrateError
+from polycrate.config.record import Record, record
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
@@ -20,8 +20,8 @@ class BadReference(PolycrateError):
 
 
 
-@dataclass(frozen=True)
-class Reference:
+@record(frozen=True, eq=False, repr=False)
+class Reference(Record):
     registry: str  # host[:port], as written in the reference
     repository: str  # acme/infra/linux-maintenance
     tag: str | None

@@ -19,7 +19,7 @@ more than one file (a step naming an unknown block, `from:` resolution) are work
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +46,7 @@ from polycrate.config.model import (
 )
 from polycrate.config.validate import Explain, check_field, check_file
 from polycrate.config.yamlfile import LineMap, load_yaml, parse_yaml, plain
+from polycrate.config.record import Record, record
 
 WORKSPACE_FILE = "workspace.poly"
 BLOCK_FILE = "block.poly"
@@ -559,8 +560,8 @@ SMTP_SECURITY = {"starttls": 587, "tls": 465, "none": 25}  # and the default por
 # --- workspace.poly --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WorkspaceFile:
+@record(frozen=True, eq=False, repr=False)
+class WorkspaceFile(Record):
     """workspace.poly, every section checked; its block entries are not yet resolved (workspace.py)."""
 
     file: Path
@@ -877,15 +878,15 @@ def has_control(text: str) -> bool:
 # --- secrets.poly ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SecretBlock:
+@record(frozen=True, eq=False, repr=False)
+class SecretBlock(Record):
     name: str
     config: dict[str, Any]
     line: int | None
 
 
-@dataclass(frozen=True)
-class SecretsFile:
+@record(frozen=True, eq=False, repr=False)
+class SecretsFile(Record):
     """secrets.poly (decrypted): what merges over workspace.poly, and every value (for masking)."""
 
     file: str

@@ -6,7 +6,7 @@ config (block defaults < workspace overrides, see ``merge.merge_config``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from collections.abc import Iterable
 
@@ -23,6 +23,7 @@ from polycrate.config.schema import (
     read_workspace_file,
 )
 from polycrate.config.yamlfile import regular_file
+from polycrate.config.record import Record, record
 
 BLOCKS_DIR = "blocks"
 # folders under blocks/ never searched for block.poly
@@ -75,8 +76,8 @@ def discover_blocks(root: Path, known: dict[Path, tuple[Stamp, BlockDefinition]]
     return found
 
 
-@dataclass(frozen=True)
-class Sources:
+@record(frozen=True, eq=False, repr=False)
+class Sources(Record):
     """The files a workspace is made of, each read and parsed once: workspace.poly and every
     installed block.poly. A run reads them once, decides what to install from them, and builds
     its Workspace from them."""
@@ -250,8 +251,8 @@ def inherit(installed: list[BlockDefinition]) -> list[BlockDefinition]:
     return [resolve(b, ()) for b in installed]
 
 
-@dataclass(frozen=True)
-class BlockChange:
+@record(frozen=True, eq=False, repr=False)
+class BlockChange(Record):
     """A `from:` block the workspace names that is missing, or installed at another version."""
 
     name: str  # the workspace entry (or the inheriting block) that needs it

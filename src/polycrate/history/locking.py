@@ -14,11 +14,11 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
 
 from polycrate.errors import LockedError
+from polycrate.config.record import Record, record
 
 LOCKS_DIR = Path(".polycrate") / "locks"
 
@@ -28,8 +28,8 @@ def lock_path(root: Path, key: str) -> Path:
     return root / LOCKS_DIR / f"{safe}.lock"
 
 
-@dataclass(frozen=True)
-class Holder:
+@record(frozen=True, eq=False, repr=False)
+class Holder(Record):
     pid: int | None
     host: str
     started: float | None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from polycrate.config.record import MutableRecord
 
 
-@dataclass
-class StepLog:
+@dataclass(eq=False, repr=False)
+class StepLog(MutableRecord):
     """A step's log file: one line per output line, flushed as it comes."""
 
     path: Path

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import field, fields, replace
 from typing import Any
 
 from polycrate.runtime.events import HOST_COUNTS
 from polycrate.states import Phase, RunKind, RunState, StepState
 from polycrate.success import is_workflow_success
+from polycrate.config.record import Record, record
 
 
 def _state(kind: type[StepState | RunState | Phase | RunKind], value: Any) -> Any:
@@ -25,8 +26,8 @@ def _state(kind: type[StepState | RunState | Phase | RunKind], value: Any) -> An
         return value
 
 
-@dataclass(frozen=True)
-class HostCounts:
+@record(frozen=True, eq=False, repr=False)
+class HostCounts(Record):
     """One host's task counts in one step (Ansible's recap)."""
 
     ok: int = 0
@@ -45,8 +46,8 @@ class HostCounts:
         return {k: getattr(self, k) for k in HOST_COUNTS}
 
 
-@dataclass(frozen=True)
-class Notice:
+@record(frozen=True, eq=False, repr=False)
+class Notice(Record):
     """Something polycrate said during a run (a lock wait, a retry, a failed webhook), with its time."""
 
     time: float
@@ -56,8 +57,8 @@ class Notice:
         return {"time": self.time, "text": self.text}
 
 
-@dataclass(frozen=True)
-class StepRecord:
+@record(frozen=True, eq=False, repr=False)
+class StepRecord(Record):
     """One step of a recorded run. ``log`` names the step's log (a path below the workspace for the
     SQLite store; the same name in PostgreSQL): None until the step wrote one. Read it through
     ``RunStore.read_log``/``step_logs``, never by opening the name."""
@@ -117,8 +118,8 @@ RUN_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class RunRecord:
+@record(frozen=True, eq=False, repr=False)
+class RunRecord(Record):
     """One recorded run. ``steps`` is filled by ``get_run`` (empty in ``list_runs``); ``current_step`` is the
     running step's name while the run runs (``list_runs``); ``duration`` is the time so far while it runs;
     ``workspace`` is the served workspace's key where a caller sets it (the server), else None."""
@@ -199,8 +200,8 @@ class RunRecord:
         return next((s for s in self.steps if s.name == name), None)
 
 
-@dataclass(frozen=True)
-class WorkflowStatus:
+@record(frozen=True, eq=False, repr=False)
+class WorkflowStatus(Record):
     """A workflow's place in the history: its newest finished full run, its last success, a running run."""
 
     last: RunRecord | None
@@ -208,8 +209,8 @@ class WorkflowStatus:
     running: RunRecord | None
 
 
-@dataclass(frozen=True)
-class LogPiece:
+@record(frozen=True, eq=False, repr=False)
+class LogPiece(Record):
     """What ``RunStore.read_log`` returns: the bytes after ``cursor``, and the cursor to read on from
     (opaque: a byte offset for files, a chunk number in PostgreSQL)."""
 

@@ -7,17 +7,21 @@ log or a webhook. ``close`` gives them back in reverse, also after a failure or 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from polycrate.errors import interrupt_name
 from polycrate.states import Phase, RunState, StepState
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from polycrate.config.model import Workspace
     from polycrate.history.locking import RunLock
     from polycrate.history.protocol import RunStore
     from polycrate.run.preflight import Report
     from polycrate.run.request import Reporter, RunOptions
+    from polycrate.runtime.action import ActionRequest
     from polycrate.runtime.run_container import RunContainer
     from polycrate.runtime.ssh_masters import SSHSharing
     from polycrate.runtime.toolchain import Runtime
@@ -39,10 +43,6 @@ def masked(masker: Masker, data: dict[str, Any]) -> dict[str, Any]:
     assert isinstance(result, dict)
     return result
 
-
-def action_settings(options: RunOptions) -> dict[str, Any]:
-    """The ActionRequest fields that come from the run's global flags."""
-    return {"env": options.env, "mounts": options.mounts, "ssh_key": options.ssh_key, "force": options.force}
 
 
 class RunContext:
@@ -96,6 +96,34 @@ class RunContext:
         message = f"{why}{where}: the run went on to its end without a viewer; its output is in the step logs{logs}"
         self.notices.append(message)
         self.record_notice(message)
+
+    def action_request(self, block: str, action: str, workflow: str | None, step: str, *, attempt: bool = False,
+                       timeout: float | None = None, events_file: Path | None = None,
+                       ssh_sharing: bool = True, limit: str | None = None) -> ActionRequest:
+        """The one place that says what an ActionRequest of this run carries: the workspace, the block's
+        action, the step's name in a workflow, the runtime, the run's global flags (-e, -m, the SSH key,
+        -f), the display environment and the run's SSH masters (``ssh_sharing=False``: not the run
+        container's warm-up requests). That is what the zygote and the run container warm up with; an
+        ``attempt`` of a step also gets the run's check/diff, secrets, lock, zygote, Ansible options,
+        host count and container, and its ``timeout`` and ``events_file`` (``limit``: the Ansible options'
+        --limit replaced, for this attempt)."""
+        from polycrate.runtime.action import ActionRequest
+
+        options = self.options
+        the_block = self.ws.blocks[block]
+        common: dict[str, Any] = {}
+        if attempt:
+            common = {"check": options.check, "diff": options.diff, "secrets": self.secrets,
+                      "keep_fds": (self.lock.fd,) if self.lock is not None and self.lock.fd is not None else (),
+                      "zygote": self.zygote,
+                      "ansible_options": options.ansible if limit is None else replace(options.ansible, limit=limit),
+                      "hosts": self.hosts_of(block, action),
+                      "container": self.container}
+        return ActionRequest(ws=self.ws, block=the_block, action=the_block.actions[action], workflow=workflow,
+                             step=step if workflow else None, runtime=self.runtime, timeout=timeout,
+                             events_file=events_file, extra_env=dict(options.display_env), env=options.env,
+                             mounts=options.mounts, ssh_key=options.ssh_key, force=options.force,
+                             ssh_sharing=self.ssh_sharing if ssh_sharing else None, **common)
 
     def hosts_of(self, block: str, action: str) -> int | None:
         """The most hosts one play of the action targets, as the preflight counted them (forks)."""
@@ -157,4 +185,4 @@ class RunContext:
             self.store = None
 
 
-__all__ = ["RunContext", "action_settings", "masked", "masker_for"]
+__all__ = ["RunContext", "masked", "masker_for"]

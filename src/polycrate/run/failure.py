@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.runtime.events import EventKind, no_hosts_message
+from polycrate.config.record import MutableRecord
 
 # ansible-playbook's exit statuses (ansible.errors.ExitCode and TaskQueueManager); 4 means both
 # "unreachable hosts" and "parser error": the events tell which.
@@ -32,8 +33,8 @@ ANSIBLE_EXIT_CODES = {
 _ERROR_LINE = re.compile(r"^\s*\[?(ERROR|FATAL)\]?:?\s*(.*)$")
 
 
-@dataclass
-class StepEvents:
+@dataclass(eq=False, repr=False)
+class StepEvents(MutableRecord):
     """What the events file says beyond per-host counts: plays without hosts, unreachable hosts,
     the failing script line."""
 

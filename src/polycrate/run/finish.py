@@ -26,10 +26,11 @@ from typing import Any
 from polycrate.run.context import RunContext, masked
 from polycrate.run.request import RunResult
 from polycrate.states import RunKind, StepState
+from polycrate.config.record import MutableRecord, Record, record
 
 
-@dataclass
-class AfterRun:
+@dataclass(eq=False, repr=False)
+class AfterRun(MutableRecord):
     """What the after-run phases share: the run, its result, and the webhook body (built once)."""
 
     run: RunContext
@@ -45,8 +46,8 @@ class AfterRun:
         return self.body
 
 
-@dataclass(frozen=True)
-class AfterRunPhase:
+@record(frozen=True, eq=False, repr=False)
+class AfterRunPhase(Record):
     name: str  # the notice's first word when the phase fails
     work: Callable[[AfterRun], None]
     failed: str | None  # what the notice says went wrong (None: nothing is said)

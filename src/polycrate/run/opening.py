@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
-from polycrate.run.context import RunContext, action_settings, masked, masker_for
+from polycrate.run.context import RunContext, masked, masker_for
 from polycrate.run.plan import plan_prompts, resume_point
 from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, RunResult, StepResult
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.states import Phase, RunKind, RunState
+from polycrate.config.record import MutableRecord, Record, record
 
 if TYPE_CHECKING:
     from polycrate.config.model import Workflow
@@ -38,8 +39,8 @@ class NothingToResume(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
 
 
-@dataclass(frozen=True)
-class RunTarget:
+@record(frozen=True, eq=False, repr=False)
+class RunTarget(Record):
     """What a run opens for: its kind and name, its planned steps, its lock, and what its record says."""
 
     kind: RunKind
@@ -52,8 +53,8 @@ class RunTarget:
     record: dict[str, Any] = field(default_factory=dict)  # RunStore.start_run's fields of this kind of run
 
 
-@dataclass
-class OpenedRun:
+@dataclass(eq=False, repr=False)
+class OpenedRun(MutableRecord):
     """The run once opened: its result to fill, and what --resume decided."""
 
     result: RunResult
@@ -118,11 +119,7 @@ def start_zygote(run: RunContext, planned: list[PlannedStep], workflow: str | No
     if runs < (1 if run.options.preflight else 2):  # the preflight forks from it too
         return
     first = steps[0]
-    block = run.ws.blocks[first.block]
-    request = ActionRequest(ws=run.ws, block=block, action=block.actions[first.action], workflow=workflow,
-                            step=first.name if workflow else None, runtime=run.runtime,
-                            extra_env=dict(run.options.display_env), **action_settings(run.options),
-                            ssh_sharing=run.ssh_sharing)
+    request = run.action_request(first.block, first.action, workflow, first.name)
     try:
         run.zygote = start(request, run.early_zygote)
     except Exception:  # an optimisation: without it every step starts its own process
@@ -137,11 +134,7 @@ def start_container(run: RunContext, planned: list[PlannedStep], workflow: str |
     assert run.runtime is not None  # a container run
     requests: list[ActionRequest] = []
     for step in planned:
-        block = run.ws.blocks[step.block]
-        requests.append(ActionRequest(ws=run.ws, block=block, action=block.actions[step.action],
-                                      workflow=workflow, step=step.name if workflow else None,
-                                      runtime=run.runtime, extra_env=dict(run.options.display_env),
-                                      **action_settings(run.options)))
+        requests.append(run.action_request(step.block, step.action, workflow, step.name, ssh_sharing=False))
     run.container = start_run_container(run.ws, run.runtime, requests, run.options.mounts,
                                         warm=run.options.zygote)
 

@@ -17,7 +17,6 @@ steps, finish (engine.py). The CLI calls this module and nothing else of it; so 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from polycrate.run.request import Confirm, Reporter, RunOptions, RunRequest, RunResult
@@ -25,6 +24,7 @@ from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
 from polycrate.config.model import Workspace
 from polycrate.run.request import RunPrompt
 from polycrate.config.workspace import Sources, block_changes, load_workspace, read_sources, template_refusal
+from polycrate.config.record import Record, record
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,8 +37,8 @@ class BlocksDeclined(PolycrateError):
     exit_code = EXIT_ACTION_FAILED
 
 
-@dataclass(frozen=True)
-class PreparedRun:
+@record(frozen=True, eq=False, repr=False)
+class PreparedRun(Record):
     request: RunRequest
     workspace: Workspace
     runtime: Runtime

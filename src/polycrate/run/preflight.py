@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from polycrate.errors import PolycrateError
 from polycrate.config.model import Action, Block, Workspace
+from polycrate.config.record import MutableRecord, Record, record
 
 if TYPE_CHECKING:
     from polycrate.runtime.action import ActionRequest
@@ -49,8 +50,8 @@ WARNING = "warning"
 INVENTORY_MAX_BYTES = 1 << 30  # read up to this; parse_yaml then says which of our limits it passes
 
 
-@dataclass(frozen=True)
-class Finding:
+@record(frozen=True, eq=False, repr=False)
+class Finding(Record):
     path: str | None
     line: int | None
     message: str
@@ -94,8 +95,8 @@ class Finding:
         }
 
 
-@dataclass(frozen=True)
-class Target:
+@record(frozen=True, eq=False, repr=False)
+class Target(Record):
     """One action to check, with what its steps allow."""
 
     block: Block
@@ -103,8 +104,8 @@ class Target:
     allow_no_hosts: bool = False
 
 
-@dataclass
-class Report:
+@dataclass(eq=False, repr=False)
+class Report(MutableRecord):
     findings: list[Finding] = field(default_factory=list)
     plays: list[dict[str, Any]] = field(default_factory=list)  # {"block", "action", "play", "pattern", "hosts"}
     inventory_hosts: int | None = None

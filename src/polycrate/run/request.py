@@ -14,6 +14,7 @@ from collections.abc import Callable
 from polycrate.errors import PolycrateError
 from polycrate.runtime.ansible_options import AnsibleOptions
 from polycrate.states import Phase, RunKind, RunState, StepState
+from polycrate.config.record import MutableRecord, Record, record
 
 if TYPE_CHECKING:
     from polycrate.config.model import Step
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
     from polycrate.runtime.zygote import EarlyZygote
 
 
-@dataclass(frozen=True)
-class PlannedStep:
+@record(frozen=True, eq=False, repr=False)
+class PlannedStep(Record):
     """One step of a run's plan: what to run, in which phase, with which controls."""
 
     name: str
@@ -43,8 +44,8 @@ class PlannedStep:
                    step.retry_delay, step.allow_no_hosts, step.slices)
 
 
-@dataclass(frozen=True)
-class RunPrompt:
+@record(frozen=True, eq=False, repr=False)
+class RunPrompt(Record):
     """A question a run asks before anything runs: a workflow's, an action's or a step's `prompt`, or
     whether to install missing blocks. The caller's ``confirm`` callback answers it."""
 
@@ -67,8 +68,8 @@ class RunPrompt:
         return f"action {self.block}/{self.action}"
 
 
-@dataclass
-class StepResult:
+@dataclass(eq=False, repr=False)
+class StepResult(MutableRecord):
     plan: PlannedStep
     status: StepState = StepState.NOT_RUN
     exit_code: int | None = None
@@ -103,8 +104,8 @@ class StepResult:
                 "message": self.message, "note": self.note, "hosts": self.hosts}
 
 
-@dataclass
-class RunResult:
+@dataclass(eq=False, repr=False)
+class RunResult(MutableRecord):
     kind: RunKind
     name: str
     steps: list[StepResult] = field(default_factory=list)
@@ -166,8 +167,8 @@ class Reporter:
 Confirm = Callable[[RunPrompt], bool]  # the caller's answer to a prompt
 
 
-@dataclass(frozen=True)
-class RunOptions:
+@record(frozen=True, eq=False, repr=False)
+class RunOptions(Record):
     check: bool = False
     diff: bool = False
     resume: bool = False
@@ -201,8 +202,8 @@ class RunOptions:
     slicer: Any = None
 
 
-@dataclass(frozen=True)
-class RunRequest:
+@record(frozen=True, eq=False, repr=False)
+class RunRequest(Record):
     """What to run: a workflow (optionally one step of it) or one block action, and how."""
 
     root: Path  # the workspace root (workspace.find_root)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from polycrate import ansi
 from polycrate.errors import interrupt_name
 from polycrate.run import failure as failure_text
-from polycrate.run.context import RunContext, action_settings
+from polycrate.run.context import RunContext
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.events import read_events
 from polycrate.runtime.execute import run_action_process
@@ -121,19 +121,9 @@ def run_attempts(run: RunContext, step: StepResult, workflow: str | None, output
 def action_request(run: RunContext, step: StepResult, workflow: str | None, events: Path,
                    output: StepOutput, limit: str | None = None) -> ActionRequest | None:
     """What the runtime gets for one attempt; None (the step failed) when a script's templates do not fill."""
-    options = run.options
-    ansible = options.ansible if limit is None else replace(options.ansible, limit=limit)
-    block = run.ws.blocks[step.block]
-    action = block.actions[step.action]
-    request = ActionRequest(
-        ws=run.ws, block=block, action=action, workflow=workflow, step=step.name if workflow else None,
-        check=options.check, diff=options.diff, timeout=step.plan.timeout, events_file=events,
-        runtime=run.runtime, secrets=run.secrets,
-        keep_fds=(run.lock.fd,) if run.lock is not None and run.lock.fd is not None else (),
-        zygote=run.zygote, ansible_options=ansible, extra_env=dict(options.display_env),
-        **action_settings(options), ssh_sharing=run.ssh_sharing, hosts=run.hosts_of(block.name, action.name),
-        container=run.container,
-    )
+    request = run.action_request(step.block, step.action, workflow, step.name, attempt=True,
+                                 timeout=step.plan.timeout, events_file=events, limit=limit)
+    action = request.action
     if action.type != "script":
         return request
     from polycrate.errors import ConfigError

@@ -3,11 +3,12 @@ environment its process gets. ``execute.py`` runs it."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polycrate.runtime.events import EVENTS_CALLBACK, EVENTS_FILE_ENV
+from polycrate.config.record import Record, record
 
 if TYPE_CHECKING:  # only annotations: the step process (ansible_playbook, zygote) imports this package
     from polycrate.config.model import Action, Block, Workspace
@@ -33,8 +34,8 @@ def vars_plugin_environment(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
-@dataclass(frozen=True)
-class ActionRequest:
+@record(frozen=True, eq=False, repr=False)
+class ActionRequest(Record):
     ws: Workspace
     block: Block
     action: Action

@@ -37,6 +37,7 @@ import polycrate
 from polycrate.runtime import toolchain
 from polycrate.errors import PolycrateError
 from polycrate.runtime.events import EVENTS_FILE_ENV
+from polycrate.config.record import MutableRecord, Record, record
 
 WORKSPACE_MOUNT = "/workspace"
 RUN_MOUNT = "/run/polycrate"
@@ -49,8 +50,8 @@ PASSED_PREFIXES = ("POLYCRATE_", "ANSIBLE_")
 NOT_PASSED = frozenset({"POLYCRATE_IDENTITY_FILE", "WORKSPACE_ENCRYPTION_KEY", "POLYCRATE_CACHE", "POLYCRATE_RUNTIME"})
 
 
-@dataclass(frozen=True)
-class Mount:
+@record(frozen=True, eq=False, repr=False)
+class Mount(Record):
     """-m/--mount HOST:CONTAINER[:ro|rw] of a run (the real Polycrate's --mount, plus the mode)."""
 
     host: str
@@ -83,8 +84,8 @@ def parse_mount(text: str) -> Mount:
     return Mount(os.path.abspath(os.path.expanduser(host)), os.path.normpath(inside), mode)
 
 
-@dataclass
-class ContainerCommand:
+@dataclass(eq=False, repr=False)
+class ContainerCommand(MutableRecord):
     argv: list[str]
     env: dict[str, str]
     cwd: Path

@@ -26,13 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable, Iterable
 
 from polycrate.errors import PolycrateError
 from polycrate.config.model import Workspace
 from polycrate.config.model import ENGINES, RUNTIMES
+from polycrate.config.record import Record, record
 
 Log = Callable[[str], None]
 
@@ -82,8 +82,8 @@ def runtime_of(ws: Workspace, override: str | None = None) -> str:
     return DEFAULT_RUNTIME
 
 
-@dataclass(frozen=True)
-class Engine:
+@record(frozen=True, eq=False, repr=False)
+class Engine(Record):
     name: str  # "podman" | "docker"
     path: str
 
@@ -381,8 +381,8 @@ def workspace_repository(ws: Workspace) -> str:
     return f"localhost/polycrate-ws-{name}"
 
 
-@dataclass(frozen=True)
-class ImageBuild:
+@record(frozen=True, eq=False, repr=False)
+class ImageBuild(Record):
     image: str
     built: bool
     seconds: float = 0.0
@@ -480,8 +480,8 @@ def resolve_image(ws: Workspace, engine: Engine, log: Log, pull: bool = False, b
     )
 
 
-@dataclass(frozen=True)
-class Runtime:
+@record(frozen=True, eq=False, repr=False)
+class Runtime(Record):
     """Where a run's actions execute, decided once per run (pipeline.prepare): on this machine,
     or in `image` through `engine`."""
 

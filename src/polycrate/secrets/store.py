@@ -27,6 +27,7 @@ from polycrate.secrets.keys import (
     pyrage_module,
 )
 from polycrate.secrets.recipients import workspace_recipients
+from polycrate.config.record import MutableRecord
 
 AGE_HEADER = b"age-encryption.org/v1\n"
 AGE_ARMOR_HEADER = b"-----BEGIN AGE ENCRYPTED FILE-----"  # `age --armor`; read, never written
@@ -46,8 +47,8 @@ def decrypt_bytes(data: bytes, keyring: Keyring, rel: str) -> bytes:
         raise PolycrateError("cannot decrypt: the file is corrupted or truncated", rel) from None
 
 
-@dataclass
-class EncryptResult:
+@dataclass(eq=False, repr=False)
+class EncryptResult(MutableRecord):
     encrypted: list[str] = field(default_factory=list)  # plaintext -> new .age
     reencrypted: list[str] = field(default_factory=list)  # plaintext differed from existing .age / rekey
     plaintext_removed: list[str] = field(default_factory=list)  # plaintext equal to existing .age
@@ -57,8 +58,8 @@ class EncryptResult:
     stale_removed: list[str] = field(default_factory=list)
 
 
-@dataclass
-class DecryptResult:
+@dataclass(eq=False, repr=False)
+class DecryptResult(MutableRecord):
     decrypted: list[str] = field(default_factory=list)
     ciphertext_removed: list[str] = field(default_factory=list)  # plaintext already equal
     unchanged: list[str] = field(default_factory=list)  # plaintext without .age

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,9 +103,13 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
         conninfo=dsn, min_size=1, max_size=2 * settings.concurrency + 4, kwargs={"application_name": "polycrate-worker"}))
 
+    from polycrate.team.standby import Standby
+
+    standby = Standby(os.getpid(), tuple(_execute_args(settings)))
+
     @app.task(name=TASK, pass_context=True)
     async def run_workflow(context: Any, run_id: str, workspace: str) -> None:
-        await _supervise(dsn, settings, context.job.id, context.job.worker_id, run_id, workspace)
+        await _supervise(dsn, settings, context.job.id, context.job.worker_id, run_id, workspace, standby)
 
     @app.task(name=SLICE_TASK, pass_context=True)
     async def run_slice(context: Any, batch: str, index: int) -> None:
@@ -116,6 +119,7 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
                               tuple(_execute_args(settings)))
 
     async with app.open_async():
+        standby.prepare()
         worker = Worker(app, queues=list(settings.queues), name=settings.name, concurrency=settings.concurrency,
                         fetch_job_polling_interval=2.0, update_heartbeat_interval=settings.heartbeat,
                         stalled_worker_timeout=settings.lost_after, shutdown_graceful_timeout=None,
@@ -140,6 +144,7 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
         try:
             await _run_both(worker, slicer)
         finally:
+            await standby.close()
             side.cancel()
             try:
                 await side
@@ -165,14 +170,12 @@ async def _run_both(worker: Any, slicer: Any) -> None:
 
 
 async def _supervise(dsn: str, settings: WorkerSettings, job_id: int | None, worker_id: int | None, run_id: str,
-                     workspace: str) -> None:
+                     workspace: str, standby: Any) -> None:
     claimed = await asyncio.to_thread(_claim, dsn, settings, worker_id, run_id, workspace)
     if not claimed:
         return  # stopped while it waited, or not ours to run
     say(f"{settings.name}: run {run_id} started (job {job_id})")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "polycrate", "worker", "execute", run_id, "--workspace-name", workspace,
-        "--worker-pid", str(os.getpid()), *_execute_args(settings), stdin=asyncio.subprocess.DEVNULL)
+    proc = await standby.start(run_id, workspace)  # the run's own process, warmed up ahead (team/standby.py)
     await asyncio.to_thread(_set_pid, dsn, workspace, run_id, proc.pid)
     code = await proc.wait()
     say(f"{settings.name}: run {run_id} ended (exit {code})")
@@ -288,14 +291,20 @@ def reap(dsn: str, lost_after: float, me: int | None = None) -> list[str]:
         db.execute("UPDATE team_workers SET lost = %s WHERE stopped IS NULL AND lost IS NULL AND worker_id IS DISTINCT"
                    " FROM %s AND COALESCE(last_heartbeat, started) < %s", (time.time(), me, time.time() - lost_after))
         for job in db.execute(STALLED_JOBS, (str(lost_after), me)).fetchall():
+            lost_now: dict[str, Any] | None = None
             with db.transaction():
                 run = db.execute("SELECT * FROM team_runs WHERE job_id = %s FOR UPDATE", (job["id"],)).fetchone()
                 if run is not None and run["state"] == "running":
                     said.append(_mark_lost(db, run, lost_after))
+                    lost_now = run
                 elif run is not None and run["state"] == "queued":  # taken, never claimed: its worker died at once
                     db.execute("UPDATE team_runs SET state = 'lost', reason = %s WHERE workspace = %s AND id = %s",
                                ("its worker took it and stopped heartbeating before starting it", run["workspace"],
                                 run["id"]))
+            if lost_now is not None:  # marked lost once, by one worker (FOR UPDATE): told once, as a failed run
+                from polycrate.team.lost import announce
+
+                announce(dsn, lost_now)
             # the workflow stays locked while any process of the run may live: only a free fence ends the job
             key = fence_key(run["workspace"], run["workflow"]) if run is not None else None
             if key is not None:
