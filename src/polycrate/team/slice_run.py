@@ -115,7 +115,7 @@ class SliceWatchdog(threading.Thread):
         try:
             while not self.done.wait(POLL_SECONDS):
                 if os.getppid() != self.worker_pid:
-                    self._stop(f"its worker (pid {self.worker_pid}) ended")
+                    self._end_slice(f"its worker (pid {self.worker_pid}) ended")
                     return
                 try:
                     row = self.db.execute(
@@ -123,18 +123,18 @@ class SliceWatchdog(threading.Thread):
                         " r.workspace = s.workspace AND r.id = s.run_id WHERE s.batch = %s AND s.idx = %s",
                         (self.batch, self.index)).fetchone()
                 except Exception:
-                    self._stop("lost its connection to the backend")
+                    self._end_slice("lost its connection to the backend")
                     return
                 if row is not None and row["stop_requested"]:
-                    self._stop("its run was stopped")
+                    self._end_slice("its run was stopped")
                     return
                 if row is not None and row["state"] != "running":  # its run's process is gone (lost, killed)
-                    self._stop(f"its run is {row['state'] or 'gone'}")
+                    self._end_slice(f"its run is {row['state'] or 'gone'}")
                     return
         finally:
             self.db.close()
 
-    def _stop(self, reason: str) -> None:
+    def _end_slice(self, reason: str) -> None:  # not _stop: threading.Thread has one of its own
         self.reason = reason
         print(f"polycrate: slice {self.index}: {reason}; stopping", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
