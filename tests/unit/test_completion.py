@@ -54,7 +54,7 @@ def test_commands_are_the_parsers_commands(parser):
     assert names([""], parser) == [n for n in sub.choices if not n.startswith("_")]
     assert {"run", "workflows", "completion", "runs"} <= set(names([""], parser))
     assert names(["wor"], parser) == ["workflow", "workflows", "workspace", "worker"]
-    assert names(["worker", ""], parser) == ["list"]  # not `execute`: a worker's own, added without help
+    assert names(["worker", ""], parser) == ["list", "keygen"]  # not `execute`: a worker's own, added without help
     assert names(["workflows", ""], parser) == ["run", "list", "inspect", "schedule"]
     assert "__complete" not in names([""], parser)
 

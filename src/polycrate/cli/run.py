@@ -22,7 +22,7 @@ def register(sub, shared) -> None:
     names(p.add_argument("action", nargs="?", metavar="ACTION"), ACTION)
     names(p.add_argument("--step", metavar="STEP", help="with WORKFLOW: run only this step"), STEP)
     p.add_argument("--resume", action="store_true",
-                   help="with WORKFLOW: continue the latest failed or interrupted run at its first unfinished step")
+                   help="with WORKFLOW: continue the latest failed, interrupted or lost run at its first unfinished step")
     add_run_options(p)
     p.set_defaults(func=cmd_run)
 

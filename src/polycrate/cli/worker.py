@@ -20,6 +20,11 @@ def register(sub, shared) -> None:
                    help="a run whose worker sent no heartbeat for this long is marked lost (default 30)")
     p.add_argument("--heartbeat", type=_seconds, default=5.0, metavar="SECONDS",
                    help="seconds between this worker's heartbeats (default 5; keep it well below --lost-after)")
+    p.add_argument("--identity", metavar="FILE",
+                   help="the age identity its runs decrypt secrets with, and only it (default: the one `worker keygen` "
+                   "made for --name, if any)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="where launched commits are fetched and checked out (default: ~/.cache/polycrate/worker/NAME)")
     wsub = p.add_subparsers(dest="worker_command", metavar="COMMAND")
     q = wsub.add_parser("list", parents=[shared], help="the workers: queues, last heartbeat, current runs")
     q.set_defaults(func=cmd_list)
@@ -28,13 +33,24 @@ def register(sub, shared) -> None:
     q.add_argument("run_id", metavar="RUN", nargs="?")
     q.add_argument("--workspace-name")
     q.add_argument("--worker-pid", type=int, required=True)
+    q.add_argument("--cache", dest="execute_cache")
+    q.add_argument("--identity", dest="execute_identity")
     q.add_argument("--standby", action="store_true", help="warm up, then read RUN<TAB>WORKSPACE on stdin")
     q.set_defaults(func=cmd_execute)
+    q = wsub.add_parser("keygen", parents=[shared],
+                        help="create this worker's age identity and print its recipient (for encryption.recipients)")
+    q.add_argument("--name", dest="key_name", metavar="NAME",
+                   help="the worker's name (as `polycrate worker --name`; default: this host's name)")
+    q.add_argument("--identity", dest="key_file", metavar="FILE",
+                   help="where to write it (default: ~/.config/polycrate/worker/NAME/age-identity.txt)")
+    q.set_defaults(func=cmd_keygen)
     # a part of a sliced step, started by a worker (team/slice_run.py); not for people
     q = wsub.add_parser("slice", parents=[shared])
     q.add_argument("batch", metavar="BATCH")
     q.add_argument("index", type=int, metavar="INDEX")
     q.add_argument("--worker-pid", type=int, required=True)
+    q.add_argument("--cache", dest="execute_cache")
+    q.add_argument("--identity", dest="execute_identity")
     q.set_defaults(func=cmd_slice)
     p.set_defaults(func=cmd_worker)
 
@@ -76,12 +92,50 @@ def cmd_worker(args) -> int:
 
     dsn = backend_required("polycrate worker")
     _check_schema(dsn)
+    from pathlib import Path
+
+    from polycrate.team.identity import default_identity, recipient_of, worker_key_name
+    from polycrate.team.source import default_cache
+
+    found = Path(args.identity).expanduser().resolve() if args.identity else default_identity(args.name)
+    identity = found if args.identity or found.is_file() else None
+    # an unreadable or malformed key: one line now, not at each run
+    recipient = recipient_of(identity) if identity is not None else None
+    cache = Path(args.cache).expanduser().resolve() if args.cache else default_cache(worker_key_name(args.name))
     settings = WorkerSettings(name=args.name or default_name(), queues=tuple(args.queues or ["default"]),
-                              concurrency=args.concurrency, lost_after=args.lost_after, heartbeat=args.heartbeat)
+                              concurrency=args.concurrency, lost_after=args.lost_after, heartbeat=args.heartbeat,
+                              cache=cache, identity=identity)
     if settings.heartbeat * 2 > settings.lost_after:
         raise PolycrateError(f"--heartbeat {settings.heartbeat:g} must be at most half of --lost-after "
                              f"{settings.lost_after:g}: a live worker would read as lost")
+    print(f"polycrate worker: {settings.name}: launched commits are fetched to {cache}; secrets decrypt with "
+          + (f"its identity {identity} (recipient {recipient})" if identity else
+             "this user's key (no worker identity: `polycrate worker keygen` makes one)"), flush=True)
     return serve(dsn, settings)
+
+
+def cmd_keygen(args) -> int:
+    from pathlib import Path
+
+    from polycrate.team.identity import default_identity, keygen
+
+    name = args.key_name or args.name
+    output = Path(args.key_file).expanduser() if args.key_file else default_identity(name)
+    recipient = keygen(output)
+    if args.output == "json":
+        from polycrate import contract
+        from polycrate.cli.render import emit_json
+
+        emit_json(contract.document("secrets-keygen", {"recipient": recipient, "identity_file": str(output)}),
+                  args.format)
+        return 0
+    print(recipient)
+    print(f"# the worker's identity is written to {output} (mode 0600; keep it secret). Add the recipient above to "
+          "encryption.recipients in workspace.poly, run `polycrate workspace encrypt --rekey`, commit and push; "
+          + (f"start the worker with --name {name}." if name and not args.key_file else
+             f"start the worker with --identity {output}." if args.key_file else "then start the worker."),
+          file=sys.stderr, flush=True)
+    return 0
 
 
 def cmd_list(args) -> int:
@@ -126,13 +180,21 @@ def cmd_execute(args) -> int:
         raise PolycrateError("worker execute needs RUN and --workspace-name (or --standby)")
     from polycrate.team.execute import execute
 
-    return execute(dsn, workspace, run_id, args.worker_pid)
+    from pathlib import Path
+
+    return execute(dsn, workspace, run_id, args.worker_pid,
+                   cache=Path(args.execute_cache) if args.execute_cache else None,
+                   identity=Path(args.execute_identity) if args.execute_identity else None)
 
 
 def cmd_slice(args) -> int:
     from polycrate.team.slice_run import execute_slice
 
-    return execute_slice(backend_required("polycrate worker slice"), args.batch, args.index, args.worker_pid)
+    from pathlib import Path
+
+    return execute_slice(backend_required("polycrate worker slice"), args.batch, args.index, args.worker_pid,
+                         cache=Path(args.execute_cache) if args.execute_cache else None,
+                         identity=Path(args.execute_identity) if args.execute_identity else None)
 
 
 # --- the launching side ---------------------------------------------------------------------------------------
@@ -146,6 +208,7 @@ def enqueue_workflow(args, dsn: str) -> int:
     from polycrate.run.plan import plan_prompts, plan_workflow
     from polycrate.runtime.ansible_options import options_from_args
     from polycrate.team.launch import Launch, checked_commit, enqueue
+    from polycrate.team.source import pushed, shown_url, workspace_source
 
     _check_schema(dsn)  # an unreachable or unprepared backend first: one line, exit 74 or 2, nothing queued
     root = find_root(args.workspace, explicit=args.workspace is not None).resolve()
@@ -158,18 +221,63 @@ def enqueue_workflow(args, dsn: str) -> int:
         if not confirm(prompt):  # asked here, where a person is: the worker runs with the answers given
             raise PolycrateError(f"{prompt.asker}: not confirmed, nothing was queued")
     commit = checked_commit(root)
+    source = workspace_source(root)
+    previous = resumable(dsn, ws.name, root, workflow.name) if getattr(args, "resume", False) else None
     queue = args.queue or workflow.queue
     options = {"check": args.check, "diff": args.diff, "resume": bool(getattr(args, "resume", False)),
                "runtime": args.runtime, "ansible": options_from_args(args).to_record()}
     who = getattr(args, "launched_by", None) or current_user()
     run_id = enqueue(dsn, Launch(workspace=ws.name, root=root, workflow=workflow.name, queue=queue, git_commit=commit,
-                                 launched_by=who, only_step=args.step, options=options))
+                                 launched_by=who, only_step=args.step, options=options,
+                                 remote=source.remote if source else None, subdir=source.subdir if source else ""))
     print(run_id)
-    print(f"polycrate: run {run_id} of workflow '{workflow.name}' queued on '{queue}' (commit {commit[:12]}); "
+    where = (f"fetched from {shown_url(source.remote)}" if source else
+             "its repository has no remote: a worker runs this folder on its own host")
+    print(f"polycrate: run {run_id} of workflow '{workflow.name}' queued on '{queue}' (commit {commit[:12]}, {where}); "
           f"follow it: polycrate runs logs --follow {run_id}", file=sys.stderr, flush=True)
+    if source is not None and not pushed(root, commit):
+        print(f"polycrate: warning: commit {commit[:12]} is on no remote branch this clone knows of: push it before a "
+              "worker takes the run, or the run fails with nothing executed", file=sys.stderr, flush=True)
+    if previous is not None:
+        link_resume(dsn, ws.name, root, previous, run_id, who)
+        print(f"polycrate: it resumes run {previous} ({workflow.name}) at its first unfinished step", file=sys.stderr,
+              flush=True)
     if not args.wait:
         return 0
     return follow_launched(dsn, ws.name, root, run_id)
+
+
+def resumable(dsn: str, workspace: str, root, workflow: str) -> str:
+    """--resume through the queue: the run it resumes (the workflow's latest, failed, interrupted or lost, from
+    any host), checked here where a person is; the worker resumes it (run/opening.py)."""
+    from polycrate.history.postgres import PostgresRunStore
+    from polycrate.run.opening import NothingToResume
+    from polycrate.states import RunState
+
+    store = PostgresRunStore(dsn, workspace=workspace, root=root)
+    try:
+        previous = store.latest_full_run(workflow)
+    finally:
+        store.close()
+    if previous is None:
+        raise NothingToResume(f"nothing to resume: workflow '{workflow}' has no recorded run; nothing was queued")
+    if previous.status not in (RunState.FAILED, RunState.INTERRUPTED, RunState.LOST):
+        raise NothingToResume(f"nothing to resume: the latest run of '{workflow}' ({previous.id}) {previous.status}; "
+                              "nothing was queued")
+    return previous.id
+
+
+def link_resume(dsn: str, workspace: str, root, previous: str, run_id: str, who: str) -> None:
+    """The resumed run says which run resumes it (the new run's record says ``resumed_from`` once it opens)."""
+    import socket
+
+    from polycrate.history.postgres import PostgresRunStore
+
+    store = PostgresRunStore(dsn, workspace=workspace, root=root)
+    try:
+        store.add_notice(previous, f"resumed by run {run_id} (launched by {who} on {socket.gethostname()})")
+    finally:
+        store.close()
 
 
 WAIT_POLL_SECONDS = 0.3

@@ -16,7 +16,7 @@ def register(sub, shared) -> None:
     names(p.add_argument("name"), WORKFLOW)
     names(p.add_argument("--step", metavar="STEP", help="run only this step"), STEP)
     p.add_argument(
-        "--resume", action="store_true", help="continue the latest failed or interrupted run at its first unfinished step"
+        "--resume", action="store_true", help="continue the latest failed, interrupted or lost run at its first unfinished step"
     )
     add_run_options(p)
     p.set_defaults(func=cmd_run)

@@ -294,6 +294,7 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
               says="must be /host:/container[:ro], not {value}"),
         Field("meta", mapping(), "free data, in the snapshot"),
         Field("sync", section("sync"), "where `polycrate git sync` pulls from and pushes to"),
+        Field("team", section("team"), "team mode: where workers fetch the launched commit from"),
         Field("identifier", ANY, _NO_EFFECT),
         Field("registry", ANY, _NO_EFFECT),
         *_COMPUTED_FIELDS,
@@ -449,6 +450,11 @@ SECTIONS: dict[str, Section] = {s.name: s for s in (
               f"team mode, missed: run-once: not when the missed slot is older than this (default: however old): "
               f"{TIMESPAN_HINT}"),
     ), exactly_one=("on_calendar", "cron")),
+    Section("team", "team", "Team mode: how workers get the workspace.", (
+        Field("remote", string(_FILE_NAME, hint="remote name or URL"),
+              "the git remote (its name in this repository, or a URL or path) that workers fetch the launched commit "
+              "from (default: the branch's upstream, else the repository's only remote)"),
+    )),
     Section("encryption", "encryption", "Who can decrypt secrets.poly.", (
         Field("recipients", list_of(string(_AGE_RECIPIENT, hint="age public key")),
               "age public keys (age1...), never a secret key"),

@@ -300,7 +300,19 @@ def _v5_server_state(db: Connection) -> None:
     db.execute("SET LOCAL search_path TO DEFAULT")
 
 
-def _v6_schedules(db: Connection) -> None:
+def _v6_run_sources(db: Connection) -> None:
+    # Where a worker fetches a launched run's commit from (team/source.py): the remote's URL and the workspace's
+    # folder in the repository. A launched run without a row here is run from the same folder on the worker.
+    db.execute("""CREATE TABLE team_run_sources (
+    workspace TEXT NOT NULL,
+    id TEXT NOT NULL,                   -- team_runs.id
+    remote TEXT NOT NULL,               -- the URL (or path) the worker fetches from
+    subdir TEXT NOT NULL DEFAULT '',    -- the workspace's folder in the repository ('' at its top)
+    PRIMARY KEY (workspace, id)
+)""")
+
+
+def _v7_schedules(db: Connection) -> None:
     # Schedules in team mode (team/scheduler.py): a workspace's declared schedules as `schedules apply` wrote
     # them, and one row per slot a scheduler handled. The slot row's primary key is what makes a slot fire once
     # across every worker: it is inserted in the transaction that launches the run.
@@ -341,7 +353,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("procrastinate's queue, team_runs, team_workers (workers)", _v3_workers),
     ("team_slices (the parts of sliced steps)", _v4_slices),
     ("polycrate_server: the server's users, tokens, sessions, grants, teams, launches, audit", _v5_server_state),
-    ("team_schedules, team_schedule_slots (schedules on the workers)", _v6_schedules),
+    ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
+    ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -523,9 +536,11 @@ class PostgresRunStore:
                       (*fields.values(), self.workspace, run_id))
 
     def reconcile(self) -> int:
-        """Runs of this host whose process is gone read 'interrupted' (other hosts' runs are theirs to judge)."""
+        """Runs of this host whose process is gone read 'interrupted' (other hosts' runs are theirs to judge, and
+        a worker's runs its fence's: their lock file is in the worker's checkout, not in this store's folder)."""
         marked = 0
-        rows = self._all('SELECT id, host, pid, lock_key FROM runs WHERE workspace = %s AND status = %s AND host = %s',
+        rows = self._all('SELECT id, host, pid, lock_key FROM runs r WHERE workspace = %s AND status = %s AND host = %s'
+                         " AND NOT EXISTS (SELECT 1 FROM team_runs t WHERE t.workspace = r.workspace AND t.id = r.id)",
                          (self.workspace, str(RunState.RUNNING), socket.gethostname()))
         for row in rows:
             if run_process_alive(self.root, row["id"], row["host"], row["pid"], row["lock_key"]):

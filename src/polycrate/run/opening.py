@@ -140,7 +140,7 @@ def start_container(run: RunContext, planned: list[PlannedStep], workflow: str |
 
 
 def resume(run: RunContext, target: RunTarget) -> tuple[set[str], str]:
-    """--resume: the steps of the workflow's latest failed or interrupted run that succeeded, to skip;
+    """--resume: the steps of the workflow's latest failed, interrupted or lost run that succeeded, to skip;
     the run then takes that run's pass-through options."""
     from polycrate.history import open_store
 
@@ -153,7 +153,7 @@ def resume(run: RunContext, target: RunTarget) -> tuple[set[str], str]:
         store.close()
     if previous is None:
         raise NothingToResume(f"nothing to resume: workflow '{name}' has no recorded run")
-    if previous.status not in (RunState.FAILED, RunState.INTERRUPTED):
+    if previous.status not in (RunState.FAILED, RunState.INTERRUPTED, RunState.LOST):  # lost: team mode's
         raise NothingToResume(f"nothing to resume: the latest run of '{name}' ({previous.id}) {previous.status}")
     skip = resume_point(previous, target.planned)
     run.options = resumed_options(run.options, previous)
@@ -195,7 +195,8 @@ def open_secrets(run: RunContext) -> None:
     from polycrate.secrets import open_runtime_secrets
 
     folder = run.container.folder if run.container is not None else None  # the container sees it
-    run.secrets = secrets = open_runtime_secrets(run.ws.root, list(run.ws.blocks), folder=folder)
+    run.secrets = secrets = open_runtime_secrets(run.ws.root, list(run.ws.blocks), run.options.identity,
+                                                 folder=folder)
     run.ws = with_secret_values(run.ws, secrets.poly)
     run.masker = masker_for(secrets)
     run.masker.update(secret_values(run.options.ansible.extra_vars))  # a launch's secret parameters

@@ -195,6 +195,8 @@ class RunOptions(Record):
     run_id: str | None = None
     launched_by: str | None = None
     backend: str | None = None  # team mode: the PostgreSQL DSN the run is recorded in (None: the workspace's SQLite)
+    identity: Path | None = None  # the age identity file the secrets decrypt with, and only it (a worker's own key);
+    # None: the usual lookup (WORKSPACE_ENCRYPTION_KEY, POLYCRATE_IDENTITY_FILE, the default identity file)
     # team mode: runs the parts of a sliced step on workers (team/slices.py; run/slicing.Slicer); None: one
     # after the other in this process
     slicer: Any = None

@@ -398,11 +398,13 @@ def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: s
     import secrets
 
     from polycrate.team.launch import AlreadyRunning, Launch, checked_commit, enqueue
+    from polycrate.team.source import workspace_source
 
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
     try:
         commit = checked_commit(root)
+        source = workspace_source(root)  # where the worker fetches the commit, as `workflows run` records it
     except PolycrateError as exc:
         raise LaunchRefused(f"the run was not queued: {exc.message}", 409) from None
     output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -416,7 +418,8 @@ def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: s
               "ansible": ansible.to_record()}
     try:
         run_id = enqueue(dsn, Launch(workspace=workspace, root=root, workflow=workflow, queue=queue, git_commit=commit,
-                                     launched_by=launched_by, only_step=options.step, options=record))
+                                     launched_by=launched_by, only_step=options.step, options=record,
+                                     remote=source.remote if source else None, subdir=source.subdir if source else ""))
     except AlreadyRunning as exc:
         for path in (vars_file, secrets_file):
             if path is not None:

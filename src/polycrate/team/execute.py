@@ -1,8 +1,10 @@
 """One launched run's own process on a worker's host (`polycrate worker execute RUN`, started by the worker).
 
 It takes the workflow's fence (``launch.fence_key``) on a connection of its own and holds it for its whole
-life; then checks the workspace (the folder the launch named, at the commit it had: another commit or a dirty
-tree fails the run, nothing executed) and runs the workflow through run/'s pipeline, recorded in the backend.
+life; then gets the workspace (the launched commit, checked out from the recorded remote in the worker's cache,
+team/source.py; without a remote, the folder the launch named, at that commit), checks that the worker's age
+identity reads its secrets (team/identity.py) (what fails fails the run, nothing executed) and runs the workflow
+through run/'s pipeline, recorded in the backend.
 
 A watchdog thread asks PostgreSQL every ``POLL_SECONDS`` on the fence's connection whether someone asked the
 run to stop (`polycrate runs stop`), and watches the worker that started it. When the run is asked to stop,
@@ -92,14 +94,14 @@ class Watchdog(threading.Thread):
         self.join(timeout=5)
 
 
-def run_options(row: dict[str, Any], dsn: str) -> Any:
+def run_options(row: dict[str, Any], dsn: str, identity: Path | None = None) -> Any:
     from polycrate.run.request import RunOptions
     from polycrate.runtime.ansible_options import AnsibleOptions
 
     given = row["options"] or {}
     return RunOptions(check=bool(given.get("check")), diff=bool(given.get("diff")), resume=bool(given.get("resume")),
                       runtime=given.get("runtime"), ansible=AnsibleOptions.from_record(given.get("ansible") or {}),
-                      run_id=row["id"], launched_by=row["launched_by"], backend=dsn,
+                      run_id=row["id"], launched_by=row["launched_by"], backend=dsn, identity=identity,
                       display_env=ansi.ansible_colour(os.environ),  # the log in colour, as a server's launch
                       command=f"polycrate workflows run {row['workflow']} (launched by {row['launched_by']})",
                       slicer=TeamSlicer(dsn, row["workspace"], row["id"], row["queue"]))
@@ -115,15 +117,42 @@ def workspace_problem(root: Path, commit: str) -> str | None:
     except PolycrateError as exc:
         return str(exc)
     if here != commit:
-        return (f"the workspace {root} is at commit {here[:12]} on this host, the launch asked for {commit[:12]}; "
-                "fetching another commit is not built yet: check out that commit there, or launch again")
+        return (f"the workspace {root} is at commit {here[:12]} on this host, the launch asked for {commit[:12]} "
+                "and its repository has no remote to fetch that from: push it to a remote (or name one in "
+                "workspace.poly, team: {remote: NAME-or-URL}), or check out that commit there, and launch again")
     if dirty:
         return f"the workspace {root} has uncommitted changes on this host ({', '.join(dirty[:3])})"
     return None
 
 
-def execute(dsn: str, workspace: str, run_id: str, worker_pid: int) -> int:
-    """Run the launched run ``run_id``; the exit code of polycrate for it."""
+def run_workspace(db: Connection, row: dict[str, Any], cache: Path | None,
+                  identity: Path | None) -> tuple[Path, str | None]:
+    """The workspace folder this run runs, and why it cannot run (or None): the launched commit checked out from
+    the recorded remote (team/source.py), or, for a launch without one, the same folder on this host; then
+    whether the worker's identity reads its secrets (team/identity.py)."""
+    from polycrate.team.identity import secrets_problem
+    from polycrate.team.source import SourceUnavailable, WorkspaceSource, checkout, default_cache
+
+    found = db.execute("SELECT remote, subdir FROM team_run_sources WHERE workspace = %s AND id = %s",
+                       (row["workspace"], row["id"])).fetchone()
+    root = Path(row["root"])
+    if found is None:
+        problem = workspace_problem(root, row["git_commit"])
+    else:
+        try:
+            # held (its fd open) until this process ends: the worker's cache does not prune it under the run
+            root = checkout(cache or default_cache(socket.gethostname()), WorkspaceSource(found["remote"],
+                            found["subdir"]), row["git_commit"]).root
+            problem = None
+        except SourceUnavailable as exc:
+            problem = str(exc)
+    return root, problem or secrets_problem(root, identity)
+
+
+def execute(dsn: str, workspace: str, run_id: str, worker_pid: int, cache: Path | None = None,
+            identity: Path | None = None) -> int:
+    """Run the launched run ``run_id`` (``cache``: the worker's cache of fetched workspaces; ``identity``: its
+    age identity); the exit code of polycrate for it."""
     fence = fence_connection(dsn)
     try:
         row = team_run(fence, workspace, run_id)
@@ -139,14 +168,14 @@ def execute(dsn: str, workspace: str, run_id: str, worker_pid: int) -> int:
             return 1
         fence.execute("UPDATE team_runs SET pid = %s, started = %s WHERE workspace = %s AND id = %s",
                       (os.getpid(), time.time(), workspace, run_id))
-        problem = workspace_problem(Path(row["root"]), row["git_commit"])
+        root, problem = run_workspace(fence, row, cache, identity)
         if problem is not None:
             reason = f"refused: {problem}; nothing executed"
             record_unstarted(dsn, row, RunState.FAILED, reason)
             finish_team_run(dsn, workspace, run_id, reason)
             print(f"polycrate: run {run_id}: {reason}", file=sys.stderr, flush=True)
             return 1
-        return _run(dsn, fence, row, worker_pid)
+        return _run(dsn, fence, row, worker_pid, root, identity)
     finally:
         try:
             fence.close()  # the fence goes with it (and with the process, whatever ends it)
@@ -154,14 +183,15 @@ def execute(dsn: str, workspace: str, run_id: str, worker_pid: int) -> int:
             pass
 
 
-def _run(dsn: str, fence: Connection, row: dict[str, Any], worker_pid: int) -> int:
+def _run(dsn: str, fence: Connection, row: dict[str, Any], worker_pid: int, root: Path,
+         identity: Path | None) -> int:
     from polycrate.run import pipeline
     from polycrate.run.request import Reporter, RunRequest
     from polycrate.success import exit_code_of
 
     watchdog = Watchdog(fence, row["workspace"], row["id"], worker_pid)
-    request = RunRequest(Path(row["root"]), workflow=row["workflow"], only_step=row["only_step"],
-                         options=run_options(row, dsn))
+    request = RunRequest(root, workflow=row["workflow"], only_step=row["only_step"],
+                         options=run_options(row, dsn, identity))
     error: str | None = None
     code = 1
     watchdog.start()

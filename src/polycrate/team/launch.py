@@ -7,9 +7,9 @@ procrastinate ``lock`` lets no two jobs of the workflow run at once, its ``queue
 and the run's own process holds the workflow's fence (a PostgreSQL advisory lock, ``fence_key``) for its whole
 life, so a run whose worker was lost keeps the workflow locked until its process is really gone.
 
-The worker runs the workspace folder named at the launch (the same path on the worker's host) at the git
-commit it had then: a dirty tree is refused here, another commit there. Fetching a commit from the
-workspace's remote is not built yet.
+The worker runs exactly the git commit the workspace had at the launch (a dirty tree is refused here),
+fetched from the workspace repository's remote recorded with the launch (team/source.py); a repository without
+a remote is run from the same folder on the worker's host, at that commit or not at all.
 """
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ class Launch:
     launched_by: str
     only_step: str | None = None
     options: dict[str, Any] | None = None  # check, diff, resume, runtime, ansible (AnsibleOptions.to_record)
+    remote: str | None = None  # where the worker fetches the commit (team/source.py); None: the same folder
+    subdir: str = ""  # the workspace's folder in that repository
 
 
 def lock_name(workspace: str, workflow: str) -> str:
@@ -131,6 +133,9 @@ def defer(db: Connection, launch: Launch, run_id: str) -> None:
     assert row is not None
     db.execute("UPDATE team_runs SET job_id = %s WHERE workspace = %s AND id = %s",
                (row["id"], launch.workspace, run_id))
+    if launch.remote is not None:
+        db.execute("INSERT INTO team_run_sources (workspace, id, remote, subdir) VALUES (%s,%s,%s,%s)",
+                   (launch.workspace, run_id, launch.remote, launch.subdir))
 
 
 def describe_active(db: Connection, workspace: str, workflow: str) -> str:

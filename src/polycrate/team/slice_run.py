@@ -22,7 +22,7 @@ from typing import Any
 
 from polycrate.history.postgres import Connection, connect
 from polycrate.states import StepState
-from polycrate.team.execute import run_options, workspace_problem
+from polycrate.team.execute import run_options, run_workspace
 from polycrate.team.launch import team_run
 
 FLUSH_SECONDS = 0.5
@@ -30,7 +30,7 @@ POLL_SECONDS = 0.2
 
 
 async def supervise_slice(dsn: str, worker: str, lost_after: float, worker_id: int | None, batch: str,
-                          index: int) -> None:
+                          index: int, extra: tuple[str, ...] = ()) -> None:
     """The worker's side (``worker``: its name; ``lost_after``: its --lost-after): claim the part, run its
     process, finish a part whose process did not."""
     import asyncio
@@ -41,7 +41,7 @@ async def supervise_slice(dsn: str, worker: str, lost_after: float, worker_id: i
     print(f"polycrate worker: {worker}: slice {index} of {batch[:8]} started", flush=True)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "polycrate", "worker", "slice", batch, str(index), "--worker-pid", str(os.getpid()),
-        stdin=asyncio.subprocess.DEVNULL)
+        *extra, stdin=asyncio.subprocess.DEVNULL)  # extra: the worker's --cache and --identity
     await asyncio.to_thread(_update, dsn, "UPDATE team_slices SET pid = %s WHERE batch = %s AND idx = %s",
                             (proc.pid, batch, index))
     code = await proc.wait()
@@ -115,7 +115,7 @@ class SliceWatchdog(threading.Thread):
         try:
             while not self.done.wait(POLL_SECONDS):
                 if os.getppid() != self.worker_pid:
-                    self._stop(f"its worker (pid {self.worker_pid}) ended")
+                    self._end_slice(f"its worker (pid {self.worker_pid}) ended")
                     return
                 try:
                     row = self.db.execute(
@@ -123,25 +123,27 @@ class SliceWatchdog(threading.Thread):
                         " r.workspace = s.workspace AND r.id = s.run_id WHERE s.batch = %s AND s.idx = %s",
                         (self.batch, self.index)).fetchone()
                 except Exception:
-                    self._stop("lost its connection to the backend")
+                    self._end_slice("lost its connection to the backend")
                     return
                 if row is not None and row["stop_requested"]:
-                    self._stop("its run was stopped")
+                    self._end_slice("its run was stopped")
                     return
                 if row is not None and row["state"] != "running":  # its run's process is gone (lost, killed)
-                    self._stop(f"its run is {row['state'] or 'gone'}")
+                    self._end_slice(f"its run is {row['state'] or 'gone'}")
                     return
         finally:
             self.db.close()
 
-    def _stop(self, reason: str) -> None:
+    def _end_slice(self, reason: str) -> None:  # not _stop: threading.Thread has one of its own
         self.reason = reason
         print(f"polycrate: slice {self.index}: {reason}; stopping", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def execute_slice(dsn: str, batch: str, index: int, worker_pid: int) -> int:
-    """Run part ``index`` of the sliced step ``batch``; the exit code (0: it succeeded)."""
+def execute_slice(dsn: str, batch: str, index: int, worker_pid: int, cache: Path | None = None,
+                  identity: Path | None = None) -> int:
+    """Run part ``index`` of the sliced step ``batch`` (in the run's commit, checked out in the worker's
+    ``cache``; secrets with its ``identity``: execute.run_workspace); the exit code (0: it succeeded)."""
     db = connect(dsn)
     try:
         part = db.execute("SELECT * FROM team_slices WHERE batch = %s AND idx = %s", (batch, index)).fetchone()
@@ -149,9 +151,9 @@ def execute_slice(dsn: str, batch: str, index: int, worker_pid: int) -> int:
             print(f"polycrate: no slice {index} of {batch}", file=sys.stderr)
             return 1
         launched = team_run(db, part["workspace"], part["run_id"])
-        problem = "its run is not a launched run" if launched is None else \
-            workspace_problem(Path(launched["root"]), launched["git_commit"])
-        if problem is not None or launched is None:
+        root, problem = (None, "its run is not a launched run") if launched is None else \
+            run_workspace(db, launched, cache, identity)
+        if problem is not None or launched is None or root is None:
             _record(db, batch, index, {"status": str(StepState.FAILED), "counts": {}, "attempts": 0,
                                        "message": f"refused: {problem}; nothing executed"})
             return 1
@@ -159,7 +161,7 @@ def execute_slice(dsn: str, batch: str, index: int, worker_pid: int) -> int:
         watchdog.start()
         outcome: dict[str, Any]
         try:
-            outcome = _run_part(dsn, db, part, launched)
+            outcome = _run_part(dsn, db, part, launched, root, identity)
         except KeyboardInterrupt:
             outcome = {"status": str(StepState.INTERRUPTED), "counts": {}, "attempts": 0, "message": "interrupted"}
         except Exception as exc:
@@ -177,13 +179,14 @@ def execute_slice(dsn: str, batch: str, index: int, worker_pid: int) -> int:
         db.close()
 
 
-def _run_part(dsn: str, db: Connection, part: dict[str, Any], launched: dict[str, Any]) -> dict[str, Any]:
+def _run_part(dsn: str, db: Connection, part: dict[str, Any], launched: dict[str, Any], root: Path,
+              identity: Path | None) -> dict[str, Any]:
     from polycrate.run import pipeline
     from polycrate.run.plan import plan_workflow
     from polycrate.run.request import Reporter, RunRequest
     from polycrate.run.slicing import run_slice_alone
 
-    request = RunRequest(Path(launched["root"]), workflow=launched["workflow"], options=run_options(launched, dsn))
+    request = RunRequest(root, workflow=launched["workflow"], options=run_options(launched, dsn, identity))
     prepared = pipeline.prepare(request, confirm=lambda prompt: True, reporter=Reporter())
     ws = prepared.workspace
     workflow = ws.workflows[launched["workflow"]]

@@ -20,15 +20,16 @@ WARM = ("polycrate.run.engine", "polycrate.run.pipeline", "polycrate.team.execut
 class Standby:
     """The worker's side: one warm process ahead (asyncio; one per life of the worker's loop)."""
 
-    def __init__(self, worker_pid: int):
+    def __init__(self, worker_pid: int, extra: tuple[str, ...] = ()):
         self.worker_pid = worker_pid
+        self.extra = extra  # the worker's --cache and --identity (team/source.py, team/identity.py)
         self._spare: asyncio.subprocess.Process | None = None
         self._warming: asyncio.Task[None] | None = None
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "polycrate", "worker", "execute", "--standby", "--worker-pid", str(self.worker_pid),
-            stdin=asyncio.subprocess.PIPE)
+            *self.extra, stdin=asyncio.subprocess.PIPE)
 
     async def _prepare(self) -> None:
         if self._spare is None or self._spare.returncode is not None:

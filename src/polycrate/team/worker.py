@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from polycrate.history.postgres import connect
@@ -36,6 +37,8 @@ class WorkerSettings:
     concurrency: int = 1
     lost_after: float = 30.0  # seconds without a heartbeat before a worker's runs are lost
     heartbeat: float = 5.0  # seconds between heartbeats
+    cache: Path | None = None  # where launched commits are fetched to (team/source.py); None: the default
+    identity: Path | None = None  # the worker's age identity (team/identity.py); None: the usual key lookup
 
 
 def default_name() -> str:
@@ -102,7 +105,7 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
 
     from polycrate.team.standby import Standby
 
-    standby = Standby(os.getpid())
+    standby = Standby(os.getpid(), tuple(_execute_args(settings)))
 
     @app.task(name=TASK, pass_context=True)
     async def run_workflow(context: Any, run_id: str, workspace: str) -> None:
@@ -112,7 +115,8 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
     async def run_slice(context: Any, batch: str, index: int) -> None:
         from polycrate.team.slice_run import supervise_slice
 
-        await supervise_slice(dsn, settings.name, settings.lost_after, context.job.worker_id, batch, index)
+        await supervise_slice(dsn, settings.name, settings.lost_after, context.job.worker_id, batch, index,
+                              tuple(_execute_args(settings)))
 
     async with app.open_async():
         standby.prepare()
@@ -183,6 +187,11 @@ async def _supervise(dsn: str, settings: WorkerSettings, job_id: int | None, wor
         why = None if code in (0, 1, 2, 3, 130) else f"its process ended by exit status {code} without recording an end"
         await asyncio.to_thread(settle, dsn, row, why, None)
         await asyncio.to_thread(finish_team_run, dsn, workspace, run_id, why)
+
+
+def _execute_args(settings: WorkerSettings) -> list[str]:
+    return ([] if settings.cache is None else ["--cache", str(settings.cache)]) + \
+        ([] if settings.identity is None else ["--identity", str(settings.identity)])
 
 
 def _claim(dsn: str, settings: WorkerSettings, worker_id: int | None, run_id: str, workspace: str) -> bool:
