@@ -325,7 +325,8 @@ def _scheduler_row(team_dsn: str, workflow: str, expression: str, applied: float
 
     apply_schedules(team_dsn, "direct", [TeamSchedule(
         workspace="direct", workflow=workflow, kind="on_calendar", expression=expression, zone="UTC", missed=missed,
-        max_delay=max_delay, queue="nowhere", root="/nonexistent", git_commit="0" * 40, prompts=None, applied=applied,
+        max_delay=max_delay, queue="nowhere", root="/nonexistent", git_commit="0" * 40, remote=None, subdir="", prompts=None,
+        applied=applied,
         applied_by="tester")])
 
 

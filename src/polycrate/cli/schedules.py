@@ -251,6 +251,9 @@ def _team_rows(ws) -> tuple[list, list[str]]:
     root = Path(ws.root).resolve()
     declared = sched.workspace_schedules(ws)
     commit = checked_commit(root) if declared else ""
+    from polycrate.team.source import workspace_source
+
+    source = workspace_source(root) if declared else None
     zone = zone_key(local_zone())
     rows, notes = [], []
     for s in declared:
@@ -267,6 +270,7 @@ def _team_rows(ws) -> tuple[list, list[str]]:
         rows.append(TeamSchedule(workspace=ws.name, workflow=s.workflow, kind=s.kind, expression=s.expression, zone=zone,
                                  missed=s.missed, max_delay=float(s.max_delay) if s.max_delay is not None else None,
                                  queue=ws.workflows[s.workflow].queue, root=str(root), git_commit=commit,
+                                 remote=source.remote if source else None, subdir=source.subdir if source else "",
                                  prompts=", ".join(prompts) or None, applied=time.time(), applied_by=current_user()))
     return rows, notes
 

@@ -327,6 +327,8 @@ def _v7_schedules(db: Connection) -> None:
     queue TEXT NOT NULL,
     root TEXT NOT NULL,
     git_commit TEXT NOT NULL,           -- the commit its runs run (HEAD at apply)
+    remote TEXT,                        -- where a worker fetches that commit (team/source.py; NULL: the folder)
+    subdir TEXT NOT NULL DEFAULT '',    -- the workspace's folder in that repository
     prompts TEXT,                       -- where the workflow would prompt: its slots are refused
     applied DOUBLE PRECISION NOT NULL,  -- since when this expression holds: earlier slots are not its own
     applied_by TEXT NOT NULL,

@@ -58,6 +58,8 @@ class TeamSchedule:
     queue: str
     root: str
     git_commit: str
+    remote: str | None  # where a worker fetches the commit (team/source.py); None: the same folder
+    subdir: str
     prompts: str | None
     applied: float
     applied_by: str
@@ -349,7 +351,7 @@ class Scheduler:
                 launch = Launch(workspace=schedule.workspace, root=Path(schedule.root), workflow=schedule.workflow,
                                 queue=schedule.queue, git_commit=schedule.git_commit,
                                 launched_by=f"schedule (applied by {schedule.applied_by})",
-                                options={"scheduled_slot": slot})
+                                options={"scheduled_slot": slot}, remote=schedule.remote, subdir=schedule.subdir)
                 try:
                     with db.transaction():
                         defer(db, launch, run_id)
