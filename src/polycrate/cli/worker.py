@@ -280,19 +280,18 @@ def link_resume(dsn: str, workspace: str, root, previous: str, run_id: str, who:
         store.close()
 
 
-WAIT_POLL_SECONDS = 0.3
-
-
 def follow_launched(dsn: str, workspace: str, root, run_id: str) -> int:
     """Wait for the launched run's record (it has one once a worker opened it, or refused it), then follow
     its log to its end; the run's exit code."""
-    from polycrate.cli.runs import follow
+    from polycrate.cli.runs import FOLLOW_POLL_FIRST, follow, next_pause
     from polycrate.history.postgres import PostgresRunStore
 
     store = PostgresRunStore(dsn, workspace=workspace, root=root)
     try:
-        while store.find_run(run_id) is None:
-            time.sleep(WAIT_POLL_SECONDS)
+        pause = FOLLOW_POLL_FIRST
+        while store.find_run(run_id) is None:  # an idle worker opens it within a fraction of a second
+            time.sleep(pause)
+            pause = next_pause(pause, False)
         return follow(store, run_id)
     finally:
         store.close()
