@@ -292,3 +292,20 @@ def test_cron_whose_day_never_occurs_is_refused(expression):
 @pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 0 31 */2 *", "0 0 1-31/10 feb *", "0 0 30 2 1"])
 def test_cron_whose_day_occurs_somewhere_is_kept(expression):
     assert sched.validate_cron(expression) == expression
+
+
+@pytest.mark.skipif(not ANALYZE, reason="needs systemd-analyze (Debian package systemd)")
+def test_loading_a_schedule_asks_systemd_analyze_only_about_what_our_parser_refuses(tmp_path, monkeypatch):
+    """Every command that loads a scheduled workspace validates its schedules: our parser answers what it
+    accepts (no process started); what it refuses goes to systemd-analyze, whose answer is final."""
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "systemd-analyze"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {ANALYZE} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("POLYCRATE_SYSTEMD_ANALYZE", str(wrapper))
+    sched.validate_calendar("Sun *-*-* 04:30:00")
+    sched.validate_calendar("*-*-* 02:00/15:00")
+    assert not calls.exists()
+    with pytest.raises(sched.ScheduleError, match="systemd-analyze refuses"):
+        sched.validate_calendar("*-*-* 25:00")
+    assert calls.read_text().splitlines()[-1].endswith("-- *-*-* 25:00")
