@@ -48,8 +48,8 @@ class WorkspaceSource:
     subdir: str = ""
 
 
-def shown_url(url: str) -> str:
-    """``url`` for people and logs: a password in it (https://user:token@host/...) is never shown."""
+def _password_replaced(url: str, shown: str | None) -> str:
+    """``url`` with its password (if any) replaced by ``shown``, or dropped with its colon for None."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -59,22 +59,19 @@ def shown_url(url: str) -> str:
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    user = f"{parts.username}:{shown}" if shown is not None else parts.username
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
+def shown_url(url: str) -> str:
+    """``url`` for people and logs: a password in it (https://user:token@host/...) is never shown."""
+    return _password_replaced(url, "***")
 
 
 def without_password(url: str) -> str:
     """``url`` as it is recorded with a launch: a password or token in it stays on the launching host (the worker
     fetches with its own credentials)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
+    return _password_replaced(url, None)
 
 
 def _git(*argv: str, cwd: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
