@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import write
-from tests.helpers import run_cli
+from tests.team.harness import Team
 
 pytestmark = pytest.mark.team
 
@@ -59,53 +58,6 @@ def _workspace(root: Path, marks: Path, workflows: str) -> Path:
 def _scheduled(name: str, schedule: str) -> str:
     return (f"\n          - name: {name}\n            steps:\n              - {{name: mark, block: b, action: mark}}\n"
             f"            schedule: {schedule}")
-
-
-class Team:
-    def __init__(self, ws: Path, marks: Path, env: dict[str, str], tmp: Path):
-        self.ws, self.marks, self.env, self.tmp = ws, marks, env, tmp
-        self.workers: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
-        out = open(self.tmp / f"worker-{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "polycrate", "worker", "--name", name, "--lost-after", "4",
-                                 "--heartbeat", "0.5", *extra], cwd=self.tmp, env=os.environ | self.env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        out.close()
-        self.workers[name] = proc
-        return proc
-
-    def stop(self, name: str) -> None:
-        proc = self.workers[name]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in self.workers.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name in self.workers:
-            self.stop(name)
-
-    def worker_log(self, name: str) -> str:
-        return (self.tmp / f"worker-{name}.log").read_text(errors="replace")
-
-    def cli(self, *argv: str):
-        return run_cli(*argv, cwd=self.ws, env=self.env)
-
-    def sql(self, query: str, *args: Any) -> list[dict[str, Any]]:
-        from polycrate.history.postgres import connect
-
-        db = connect(self.env["POLYCRATE_BACKEND"])
-        try:
-            return list(db.execute(query, args).fetchall())
-        finally:
-            db.close()
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ def test_slices_must_be_a_whole_number_from_1(tmp_path):
 
 @pytest.fixture
 def slicing(team_env, tmp_path) -> Iterator[Callable[..., Any]]:
-    from tests.team.test_workers import Team
+    from tests.team.harness import Team
 
     made: list[Team] = []
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.team.test_workers import Team, _workspace
+from tests.team.harness import Team
+from tests.team.test_workers import _workspace
 
 pytestmark = pytest.mark.team
 
