@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from polycrate import ansi
-from polycrate.errors import interrupt_name
 from polycrate.run import failure as failure_text
 from polycrate.run.context import RunContext
 from polycrate.runtime.action import ActionRequest
@@ -154,7 +153,7 @@ def run_attempt(run: RunContext, step: StepResult, request: ActionRequest, outpu
     except BaseException as exc:
         step.status = StepState.INTERRUPTED
         step.hosts, _failure = read_events(events)
-        step.message = (f"interrupted ({interrupt_name(exc)})" if isinstance(exc, KeyboardInterrupt)
+        step.message = (run.interrupt_message(exc) if isinstance(exc, KeyboardInterrupt)
                         else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}"))
         raise
     step.hosts, failure = read_events(events)
