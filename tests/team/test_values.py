@@ -37,9 +37,10 @@ DECLARED = """
         - {name: password, type: secret}"""
 
 
-def _workspace(ws: Path, marks: Path, recipients: list[str]) -> None:
+def _workspace(ws: Path, marks: Path, recipients: list[str], name: str = "vals") -> None:
+    encryption = f"encryption: {{recipients: {json.dumps(recipients)}}}" if recipients else ""
     write(ws / "workspace.poly", f"""
-name: vals
+name: {name}
 blocks:
   - name: b
 workflows:
@@ -53,7 +54,7 @@ workflows:
   - name: cli
     steps:
       - {{name: cli, block: b, action: cli}}
-encryption: {{recipients: {json.dumps(recipients)}}}
+{encryption}
 """)
     write(ws / "blocks/b/block.poly", "name: b\nactions:\n  - {name: echo, playbook: echo.yml}\n"
                                       "  - {name: cli, playbook: cli.yml}\n")
@@ -136,7 +137,11 @@ def test_launch_values_reach_a_worker_on_another_host_through_postgresql(postgre
     _git(team.ws, "add", "-A")
     _git(team.ws, "commit", "-q", "-m", "vals")
     _git(team.ws, "push", "-q", "-u", "origin", "main")
-    server = start_server(tmp_path, [team.ws])
+    bare = tmp_path / "bare"  # a workspace that lists no recipient: nowhere to send a secret value to
+    _workspace(bare, marks, [], "bare")
+    for argv in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "bare")):
+        _git(bare, *argv)
+    server = start_server(tmp_path, [team.ws, bare])
     try:
         operator = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.tokens['operator']}"},
                                 timeout=60)
@@ -201,6 +206,17 @@ def test_launch_values_reach_a_worker_on_another_host_through_postgresql(postgre
         assert (marks / "cli").read_text() == f"from the file|42|{FILE_SECRET}|typed\n"
         cli_log = "\n".join(s["log"] for s in admin.get(f"/api/v1/runs/{cli_id}/log").json()["steps"])
         assert "cli_note=[from the file] cli_calc=[42] cli_secret=[********] k=[typed]" in cli_log
+
+        # no recipient in the workspace: a secret value is refused at the launch, nothing queued
+        r = operator.post("/api/v1/workspaces/bare/workflows/echo/runs", json={"vars": {"password": SECRET}})
+        assert r.status_code == 409 and "encryption.recipients, and workspace.poly lists none" in r.json()["error"]
+        write(elsewhere / "secret.yml", f"{SECRET_FILE_HEAD}cli_secret: {FILE_SECRET}\n")
+        refused_cli = run_cli("-w", str(bare), "workflows", "run", "cli", "--extra-vars", "@secret.yml", cwd=elsewhere,
+                              env=team_env)
+        assert refused_cli.returncode != 0 and "lists none" in refused_cli.stderr, refused_cli.output
+        assert "nothing was queued" in refused_cli.stderr and refused_cli.stderr.count("\n") == 1
+        assert team.sql("SELECT count(*) AS n FROM team_runs WHERE workspace = 'bare'")[0]["n"] == 0
+        (elsewhere / "secret.yml").unlink()
 
         # the opened values are gone from the workers' scratch; no plaintext secret anywhere it could be kept
         assert not [f for f in _readable(Path("/dev/shm").glob("polycrate-secrets-*/**/*")) if SECRET.encode() in f[1]]
