@@ -54,10 +54,14 @@ workflows:
   - name: cli
     steps:
       - {{name: cli, block: b, action: cli}}
+  - name: two
+    steps:
+      - {{name: cli, block: b, action: cli}}
+      - {{name: gated, block: b, action: gated}}
 {encryption}
 """)
     write(ws / "blocks/b/block.poly", "name: b\nactions:\n  - {name: echo, playbook: echo.yml}\n"
-                                      "  - {name: cli, playbook: cli.yml}\n")
+                                      "  - {name: cli, playbook: cli.yml}\n  - {name: gated, playbook: gated.yml}\n")
     write(ws / "blocks/b/echo.yml", f"""
 - hosts: localhost
   connection: local
@@ -79,6 +83,18 @@ workflows:
       environment: {{A: "{{{{ cli_note }}}}", B: "{{{{ cli_calc }}}}", C: "{{{{ cli_secret }}}}", D: "{{{{ k }}}}"}}
 """)
     # the interpreter named: a worker's HOME of its own is no home for a pyenv shim
+    write(ws / "blocks/b/gated.yml", f"""
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - ansible.builtin.stat: {{path: {marks}/open}}
+      register: gate
+    - ansible.builtin.fail: {{msg: the gate is closed}}
+      when: not gate.stat.exists
+    - ansible.builtin.shell: 'printf "%s|%s\\n" "$A" "$C" >> {marks}/two'
+      environment: {{A: "{{{{ cli_note }}}}", C: "{{{{ cli_secret }}}}"}}
+""")
     write(ws / "inventory.yml", "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
                                 f"      ansible_python_interpreter: {sys.executable}\n")
     write(ws / ".gitignore", ".polycrate/\nartifacts/\n")
@@ -116,9 +132,9 @@ def _finished(api: httpx.Client, run_id: str) -> dict[str, Any]:
     return found
 
 
-def test_launch_values_reach_a_worker_on_another_host_through_postgresql(postgres, team_env, tmp_path, monkeypatch):
-    for key, value in team_env.items():  # the server and the CLI: this host's backend
-        monkeypatch.setenv(key, value)
+def _site(team_env: dict[str, str], tmp_path: Path) -> tuple[Team, dict[str, str]]:
+    """The launching host's clone of the workspace (its remote a bare repository) and two workers' keys, the
+    workspace listing the good one's recipient only: the Team and the recipients."""
     marks = tmp_path / "marks"
     marks.mkdir()
     team = Team(tmp_path / "launch" / "vals", marks, team_env, tmp_path)
@@ -137,6 +153,14 @@ def test_launch_values_reach_a_worker_on_another_host_through_postgresql(postgre
     _git(team.ws, "add", "-A")
     _git(team.ws, "commit", "-q", "-m", "vals")
     _git(team.ws, "push", "-q", "-u", "origin", "main")
+    return team, recipients
+
+
+def test_launch_values_reach_a_worker_on_another_host_through_postgresql(postgres, team_env, tmp_path, monkeypatch):
+    for key, value in team_env.items():  # the server and the CLI: this host's backend
+        monkeypatch.setenv(key, value)
+    team, recipients = _site(team_env, tmp_path)
+    marks, good_home, bad_home = team.marks, tmp_path / "host-good", tmp_path / "host-bad"
     bare = tmp_path / "bare"  # a workspace that lists no recipient: nowhere to send a secret value to
     _workspace(bare, marks, [], "bare")
     for argv in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "bare")):
@@ -238,3 +262,31 @@ def test_launch_values_reach_a_worker_on_another_host_through_postgresql(postgre
     finally:
         team.stop_all()
         server.stop()
+
+
+def test_a_resumed_run_gets_its_launch_values_again_on_another_worker(team_env, tmp_path):
+    team, _ = _site(team_env, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    from polycrate.runtime.ansible_options import SECRET_FILE_HEAD
+
+    write(elsewhere / "vars.yml", "cli_note: resumed note\ncli_calc: 1\n")
+    write(elsewhere / "secret.yml", f"{SECRET_FILE_HEAD}cli_secret: {FILE_SECRET}\n")
+    key = str(tmp_path / "host-good" / "config" / "polycrate" / "worker" / "good" / "age-identity.txt")
+    team.start_worker("first", "--identity", key, home=tmp_path / "host-first")
+    failed = run_cli("-w", str(team.ws), "workflows", "run", "two", "--wait", "--extra-vars", "@vars.yml",
+                     "--extra-vars", "@secret.yml", "--extra-vars", "k=typed", cwd=elsewhere, env=team_env)
+    assert failed.returncode == 1, failed.output
+    first = failed.stdout.splitlines()[0]
+    assert [s["status"] for s in team.show(first)["steps"]] == ["succeeded", "failed"]
+    team.stop("first")  # another worker, another host, resumes it: the files were the first one's
+    for name in ("vars.yml", "secret.yml"):
+        (elsewhere / name).unlink()
+    (team.marks / "open").touch()
+    team.start_worker("second", "--identity", key, home=tmp_path / "host-second")
+    resumed = run_cli("-w", str(team.ws), "workflows", "run", "two", "--resume", "--wait", env=team_env)
+    assert resumed.returncode == 0, resumed.output + json.dumps(team.show(resumed.stdout.splitlines()[0]))
+    shown = team.show(resumed.stdout.splitlines()[0])
+    assert shown["resumed_from"] == first and [s["status"] for s in shown["steps"]][1] == "succeeded"
+    assert (team.marks / "two").read_text() == f"resumed note|{FILE_SECRET}\n"
+    assert FILE_SECRET not in resumed.output + json.dumps(shown) + team.worker_log("second")
+    assert not list(Path("/dev/shm").glob(f"polycrate-values-{first}"))  # its links went with the run

@@ -20,7 +20,9 @@ Secret values
     A worker that cannot open them fails the run with one line, nothing executed.
 
 A relaunch from the server copies a run's sealed values as they are (``sealed_secrets``): the server never
-decrypts them, and the operator who relaunches need not know them.
+decrypts them, and the operator who relaunches need not know them. The run's record names its opened values by
+links under a name of the run's own (``_links``), so that a `--resume` of it, on any worker, opens them again
+under the names its record keeps (run/opening.py reuses a resumed run's recorded --extra-vars).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import atexit
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from typing import Any
 from polycrate.errors import PolycrateError
 from polycrate.history.postgres import Connection
 
+LINKS = "polycrate-values-"  # + a run id: the names a run's record keeps for its opened values (``_links``)
 REF = "@polycrate-launch-values:"  # an --extra-vars entry whose values are the run's row at this position
 FILE_MAX = 1024 * 1024  # an --extra-vars file that travels with the run: at most this many bytes
 _scratch: list[Path] = []  # this process's opened values, removed when the run ends (and at exit)
@@ -166,60 +170,119 @@ def _opened(value: LaunchValue, keyring: Any, identity: Path | None) -> bytes:
         raise ValuesRefused(f"{what}: {exc.message}") from None
 
 
-def open_values(db: Connection, row: dict[str, Any], identity: Path | None) -> str | None:
-    """The run's launch values as files in a private folder of this process, ``row["options"]`` made to name them
-    (in place); why they cannot be opened (nothing written then), or None. ``identity``: the worker's own
-    (team/identity.py), else the usual key lookup of this user."""
+def _texts(values: list[LaunchValue], keyring: Any, identity: Path | None) -> list[str]:
+    """Each value set as the file Ansible reads (ValuesRefused: one that this worker cannot open)."""
     from polycrate.runtime.ansible_options import SECRET_FILE_HEAD, as_unsafe, dump_unsafe_yaml
+
+    texts = []
+    for value in values:
+        if value.kind == "file":
+            texts.append(value.text or "" if value.sealed is None else _opened(value, keyring, identity).decode("utf-8"))
+        else:
+            data = value.value if value.sealed is None else json.loads(_opened(value, keyring, identity))
+            texts.append((SECRET_FILE_HEAD if value.sealed is not None else "") + dump_unsafe_yaml(as_unsafe(data)))
+    return texts
+
+
+def _links(run_id: str) -> Path:
+    """Where a run's opened values are named (symbolic links into the private folder of the process that opened
+    them): the run's record keeps these names, so that a --resume of it, on any worker, finds its values again
+    under the same names, made anew there."""
+    from polycrate.secrets.scratch import private_base
+
+    return Path(private_base() or tempfile.gettempdir()) / f"{LINKS}{run_id}"
+
+
+def _link_folder(run_id: str) -> Path | None:
+    """The run's folder of links, made for this process: a stale one of ours (its process gone: every link
+    dangles) is replaced; one of another user's is refused. None: the run's own process has it (this is a
+    slice of its step, which records nothing: the files' own names do)."""
+    folder = _links(run_id)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        info = folder.lstat()
+        if info.st_uid != os.getuid() or not folder.is_dir() or folder.is_symlink():
+            raise ValuesRefused(f"{folder} exists and is not a folder of this user's: remove it") from None
+        if any(p.exists() for p in folder.iterdir()):
+            return None
+        shutil.rmtree(folder)
+        folder.mkdir(mode=0o700)
+    _scratch.append(folder)
+    return folder
+
+
+def _resumed(db: Connection, row: dict[str, Any]) -> list[tuple[str, int, Path]]:
+    """A --resume run reuses the Ansible options its previous run recorded (run/opening.py): the values among
+    them that were opened under a run's link names, (run id, position, link)."""
+    from polycrate.success import FULL_RUN_SQL
+
+    found = db.execute(f"SELECT ansible_options FROM runs WHERE workspace = %s AND {FULL_RUN_SQL} AND name = %s"
+                       " AND status != 'running' ORDER BY started DESC, id DESC LIMIT 1",
+                       (row["workspace"], row["workflow"])).fetchone()
+    wanted = []
+    for entry in ((found or {}).get("ansible_options") or {}).get("extra_vars") or ():
+        link = Path(str(entry).strip()[1:])
+        if str(entry).strip().startswith("@") and link.parent.name.startswith(LINKS) and "-" in link.name:
+            position = link.name.split("-", 1)[0]
+            if position.isdigit():
+                wanted.append((link.parent.name[len(LINKS):], int(position), link))
+    return wanted
+
+
+def open_values(db: Connection, row: dict[str, Any], identity: Path | None) -> str | None:
+    """The run's launch values (or, for a --resume, those its previous run had) as files in a private folder of
+    this process, named by links (``_links``), ``row["options"]`` made to name them (in place); why they cannot be
+    opened (nothing left written then), or None. ``identity``: the worker's own (team/identity.py), else the
+    usual key lookup of this user."""
     from polycrate.secrets.keys import Keyring
     from polycrate.secrets.scratch import make_private_folder
 
     options = dict(row["options"] or {})
     ansible = dict(options.get("ansible") or {})
     given = list(ansible.get("extra_vars") or ())
-    if not any(str(e).startswith(REF) for e in given):
+    wanted: list[tuple[str, int, Path | None]] = [(row["id"], int(str(e)[len(REF):]), None)
+                                                  for e in given if str(e).startswith(REF)]
+    if not wanted and options.get("resume"):
+        wanted = list(_resumed(db, row))
+    if not wanted:
         return None
-    values = load(db, row["workspace"], row["id"])
     keyring = Keyring(identity, environ={}) if identity is not None else Keyring()
-    texts: list[str] = []
     try:
-        for value in values:
-            if value.kind == "file":
-                texts.append(value.text or "" if value.sealed is None else
-                             _opened(value, keyring, identity).decode("utf-8"))
-            else:
-                data = value.value if value.sealed is None else json.loads(_opened(value, keyring, identity))
-                texts.append((SECRET_FILE_HEAD if value.sealed is not None else "")
-                             + dump_unsafe_yaml(as_unsafe(data)))
+        opened: dict[tuple[str, int], Path] = {}
+        folder = make_private_folder("polycrate-secrets-")
+        _scratch.append(folder)
+        if len(_scratch) == 1:
+            atexit.register(remove_opened)
+        for run_id in dict.fromkeys(w[0] for w in wanted):
+            values = load(db, row["workspace"], run_id)
+            links = _link_folder(run_id)
+            for position, (value, text) in enumerate(zip(values, _texts(values, keyring, identity), strict=True)):
+                name = f"{position}-" + (Path(value.origin).name if value.origin else
+                                         ("secret" if value.secret else "vars") + ".yml")
+                path = folder / f"{run_id}-{name}"
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                               encoding="utf-8") as handle:
+                    handle.write(text)
+                if links is not None:
+                    (links / name).symlink_to(path)
+                opened[(run_id, position)] = path if links is None else links / name
+        # a resumed run's values must be where its previous run's record says (a slice's need not: see _link_folder)
+        missing = [w for w in wanted if (w[0], w[1]) not in opened or (
+            w[2] is not None and opened[w[:2]].parent.name.startswith(LINKS) and w[2] != opened[w[:2]])]
+        if missing:
+            raise ValuesRefused(f"the launch values of run {missing[0][0]} cannot be found again (value set "
+                                f"{missing[0][1]} at {missing[0][2] or 'its place'}): launch it anew")
     except ValuesRefused as exc:
+        remove_opened()
         return exc.message
-    folder = make_private_folder("polycrate-secrets-")
-    _scratch.append(folder)
-    if len(_scratch) == 1:
-        atexit.register(remove_opened)
-    paths = []
-    for position, (value, text) in enumerate(zip(values, texts, strict=True)):
-        name = Path(value.origin).name if value.origin else ("secret" if value.secret else "vars") + ".yml"
-        path = folder / f"{position}-{name}"
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as handle:
-            handle.write(text or "")
-        paths.append(path)
-    resolved = []
-    for entry in given:
-        if str(entry).startswith(REF):
-            position = int(str(entry)[len(REF):])
-            if position >= len(paths):
-                remove_opened()
-                return f"the launch's values are incomplete (no {entry} in team_run_values)"
-            resolved.append(f"@{paths[position]}")
-        else:
-            resolved.append(entry)
+    resolved = [f"@{opened[(row['id'], int(str(e)[len(REF):]))]}" if str(e).startswith(REF) else e for e in given]
     row["options"] = options | {"ansible": ansible | {"extra_vars": resolved}}
     return None
 
 
 def remove_opened() -> None:
-    """Remove this process's opened values (the run has ended)."""
+    """Remove this process's opened values and their links (the run has ended)."""
     while _scratch:
         shutil.rmtree(_scratch.pop(), ignore_errors=True)
 
