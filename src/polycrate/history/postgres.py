@@ -349,6 +349,24 @@ def _v7_schedules(db: Connection) -> None:
     db.execute("CREATE INDEX team_schedule_slots_by_run ON team_schedule_slots (workspace, run_id)")
 
 
+def _v8_run_values(db: Connection) -> None:
+    # A launched run's launch values (team/values.py), so that a worker on any host gets them: plain ones as
+    # JSON (``value``) or a terminal's --extra-vars file as its text (``text``); secret ones only as age
+    # ciphertext to the workspace's recipients (``sealed``). ``position``: its place among the run's --extra-vars.
+    db.execute("""CREATE TABLE team_run_values (
+    workspace TEXT NOT NULL,
+    id TEXT NOT NULL,                   -- team_runs.id
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL,                 -- data (launched over HTTP: every text !unsafe) or file (a terminal's @FILE)
+    names JSONB NOT NULL DEFAULT '[]',  -- the variables' names, never their values
+    value JSONB,                        -- data, not secret
+    text TEXT,                          -- file, not secret
+    sealed BYTEA,                       -- secret: age ciphertext (the worker's identity opens it)
+    origin TEXT,                        -- file: its path on the launching host
+    PRIMARY KEY (workspace, id, position)
+)""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
@@ -357,6 +375,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("polycrate_server: the server's users, tokens, sessions, grants, teams, launches, audit", _v5_server_state),
     ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
     ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
+    ("team_run_values (a launched run's launch values; secret ones age-encrypted)", _v8_run_values),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
