@@ -349,6 +349,16 @@ def _v7_schedules(db: Connection) -> None:
     db.execute("CREATE INDEX team_schedule_slots_by_run ON team_schedule_slots (workspace, run_id)")
 
 
+def _v8_anonymous_audit_budget(db: Connection) -> None:
+    # The audit budget of people not logged in (server/state.py's audit_anonymous), one for every server on the
+    # backend: the rows written in the last minute, per address, and how many were left out since the last one
+    db.execute("CREATE TABLE polycrate_server.anonymous_audit (time DOUBLE PRECISION NOT NULL, client TEXT)")
+    db.execute("CREATE INDEX anonymous_audit_by_time ON polycrate_server.anonymous_audit (time)")
+    db.execute("CREATE TABLE polycrate_server.anonymous_left_out (one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),"
+               " count BIGINT NOT NULL)")
+    db.execute("INSERT INTO polycrate_server.anonymous_left_out (count) VALUES (0)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
@@ -357,6 +367,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("polycrate_server: the server's users, tokens, sessions, grants, teams, launches, audit", _v5_server_state),
     ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
     ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
+    ("polycrate_server.anonymous_audit: the anonymous audit budget of every server", _v8_anonymous_audit_budget),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
