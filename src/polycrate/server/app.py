@@ -284,7 +284,11 @@ class Web:
                 if run_id is not None and workspace is None:
                     # a run of a workspace one may not see reads as missing, as that workspace does: 404, and
                     # a 403 only where the run is visible (the endpoints check its workspace's role again)
-                    self.catalog.find_run(run_id, who)  # NotFoundError: 404
+                    try:
+                        self.catalog.find_run(run_id, who)  # NotFoundError: 404
+                    except NotFoundError:
+                        if self.catalog.find_queued(run_id, who) is None:  # team mode: a queued run is visible
+                            raise
                 raise HTTPError(403, f"{who.label} is a {who.role_in(workspace)} here; this needs the {role} role")
 
         async def endpoint_with_gate(request: Request) -> Response:
