@@ -192,11 +192,19 @@ def test_pruning_keeps_the_last_n_or_the_recent_and_never_refires_a_pruned_slot(
         nothing.close()
         db.execute("DELETE FROM team_schedule_slots")
 
-        # the race: three schedulers, each pruning to one row after every tick, over a prompted 1-second
+        # the race: three schedulers (one slow), each pruning to one row after every tick, over a prompted 1-second
         # schedule (each slot leaves a failed run: the record that outlives its pruned slot row)
         _prompted_row(team_dsn, "race", time.time())
-        schedulers = [Scheduler(team_dsn, f"s{k}", None, time.time() - 60, keep_slots=1, retention=0)
-                      for k in range(3)]
+        class SlowScheduler(Scheduler):
+            """A real scheduler that dawdles between reading a schedule's newest slot and firing the next one:
+            the others fire past it and prune meanwhile (the window a busy host opens)."""
+
+            def _fire(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                time.sleep(1.2)
+                return super()._fire(*args, **kwargs)
+
+        schedulers = [SlowScheduler(team_dsn, "slow", None, time.time() - 60, keep_slots=1, retention=0)] + [
+            Scheduler(team_dsn, f"s{k}", None, time.time() - 60, keep_slots=1, retention=0) for k in range(2)]
         stop = threading.Event()
         pruned: list[int] = []
         failures: list[BaseException] = []
