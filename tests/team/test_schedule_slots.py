@@ -241,3 +241,17 @@ def test_pruning_keeps_the_last_n_or_the_recent_and_never_refires_a_pruned_slot(
         print(f"{len(fired)} slots fired once each by 3 schedulers pruning after every tick; {sum(pruned)} rows pruned")
     finally:
         db.close()
+
+
+def test_a_worker_prunes_old_slot_rows_in_its_own_rhythm_keeping_what_it_was_told(team):
+    """A real worker prunes when its scheduler starts and every PRUNE_SECONDS after: here the first prune."""
+    now = time.time()
+    for k in range(10):  # ten handled slots of a schedule, a day apart, the newest a day ago
+        team.sql("INSERT INTO team_schedule_slots (workspace, workflow, slot, fired, worker, outcome) VALUES"
+                 " ('old', 'daily', %s, %s, 'gone', 'skipped') RETURNING slot", now - 86400 * (10 - k), now)
+    team.start_worker("w1", "--keep-slots", "3", "--slot-retention", str(4 * 86400 + 60))
+    wait_for(lambda: "pruned 6 old slot rows" in team.worker_log("w1"), "the worker pruned")
+    left = team.sql("SELECT slot FROM team_schedule_slots WHERE workflow = 'daily' ORDER BY slot")
+    assert [round((now - r["slot"]) / 86400) for r in left] == [4, 3, 2, 1]  # the newest 3, and the 4-day-old one (recent enough)
+    bad = team.cli("worker", "--keep-slots", "many")
+    assert bad.returncode == 2 and "--keep-slots" in bad.stderr and "Traceback" not in bad.output, bad.output

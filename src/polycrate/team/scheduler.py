@@ -430,7 +430,8 @@ class Scheduler:
                 raise
 
 
-async def run_scheduler(dsn: str, worker_name: str, worker_id: int | None, say: Callable[[str], None]) -> None:
+async def run_scheduler(dsn: str, worker_name: str, worker_id: int | None, say: Callable[[str], None],
+                        keep_slots: int = KEEP_SLOTS, retention: float = RETENTION_SECONDS) -> None:
     """A worker's scheduler, until cancelled: a tick every ``TICK_SECONDS``; a failing backend is said once."""
     db = connect(dsn)
     try:
@@ -438,7 +439,7 @@ async def run_scheduler(dsn: str, worker_name: str, worker_id: int | None, say: 
     finally:
         db.close()
     started = float(row["started"]) if row is not None else time.time()
-    scheduler = Scheduler(dsn, worker_name, worker_id, started)
+    scheduler = Scheduler(dsn, worker_name, worker_id, started, keep_slots=keep_slots, retention=retention)
     failing = False
     try:
         while True:
