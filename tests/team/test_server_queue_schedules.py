@@ -99,7 +99,7 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         assert stopped.status_code == 303 and stopped.headers["location"] == f"/runs/{run_id}"
         record = operator.get(f"/api/v1/runs/{run_id}").json()
         assert record["status"] == "interrupted" and record["steps"] == [] and record["exit_code"] == 130, record
-        assert "stopped by web:operator before it started" in record["message"]
+        assert "stopped by web:operator before it started (the server's Stop)" in record["message"]
         row = team.sql("SELECT state, stop_requested_by, job_id FROM team_runs WHERE id = %s", run_id)[0]
         assert (row["state"], row["stop_requested_by"]) == ("done", "web:operator")
         assert not team.sql("SELECT 1 FROM procrastinate_jobs WHERE id = %s AND status = 'todo'", row["job_id"])
@@ -137,6 +137,10 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         assert (tick_doc["status"], tick_doc["queue"]) == ("queued", "nowhere")
         assert tick_doc["launched_by"].startswith("schedule (applied by ") and tick_doc["scheduled_slot"]
         assert "the slot" in operator.get(f"/runs/{tick_run}").text
+        by_api = operator.post(f"/api/v1/runs/{tick_run}/stop")  # the API's stop of a queued run
+        assert by_api.status_code == 200 and by_api.json() == {"run_id": tick_run, "status": "interrupted"}, by_api.text
+        tick_record = operator.get(f"/api/v1/runs/{tick_run}").json()
+        assert tick_record["status"] == "interrupted" and "stopped by web:token:operator-token" in tick_record["message"]
 
         # --- the worker serves `default`: a new launch runs there, the stopped run never does
         green_run = operator.post("/api/v1/workspaces/ops/workflows/green/runs", json={}).json()["run_id"]

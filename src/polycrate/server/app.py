@@ -870,12 +870,14 @@ class Web:
             raise NotFoundError(f"no run '{request.path_params['run_id'][:80]}'")
         entry, queued = found
         try:
-            said = stop_team_run(self.settings.backend or "", entry.name, queued["id"], f"web:{who.label}")
+            said = stop_team_run(self.settings.backend or "", entry.name, queued["id"], f"web:{who.label}",
+                                 via="the server's Stop")
         except PolycrateError as exc:
             self.state.audit(who.label, "stop", queued["id"], f"refused: {exc.message}", self.client(request))
             raise HTTPError(409, exc.message) from None
         self.state.audit(who.label, "stop", queued["id"], "ok", self.client(request),
                          {"workspace": entry.key, "queued": True, "said": said})
+        request.state.taken_off_queue = "taken off the queue" in said  # else a worker took it meanwhile: stopping
         return str(queued["id"])
 
     def _stop(self, request: Request) -> RunRecord | str:
@@ -1141,8 +1143,11 @@ class Web:
 
     def api_stop(self, request: Request) -> Response:
         stopped = self._stop(request)
-        if isinstance(stopped, str):  # it was queued: taken off the queue, recorded as interrupted already
+        if isinstance(stopped, str) and getattr(request.state, "taken_off_queue", False):
+            # it was queued: taken off the queue, recorded as interrupted already
             return JSONResponse({"run_id": stopped, "status": RunState.INTERRUPTED}, status_code=200)
+        if isinstance(stopped, str):
+            return JSONResponse({"run_id": stopped, "status": "stopping"}, status_code=202)
         return JSONResponse({"run_id": stopped.id, "status": "stopping"}, status_code=202)
 
 
