@@ -349,7 +349,25 @@ def _v7_schedules(db: Connection) -> None:
     db.execute("CREATE INDEX team_schedule_slots_by_run ON team_schedule_slots (workspace, run_id)")
 
 
-def _v8_anonymous_audit_budget(db: Connection) -> None:
+def _v8_run_values(db: Connection) -> None:
+    # A launched run's launch values (team/values.py), so that a worker on any host gets them: plain ones as
+    # JSON (``value``) or a terminal's --extra-vars file as its text (``text``); secret ones only as age
+    # ciphertext to the workspace's recipients (``sealed``). ``position``: its place among the run's --extra-vars.
+    db.execute("""CREATE TABLE team_run_values (
+    workspace TEXT NOT NULL,
+    id TEXT NOT NULL,                   -- team_runs.id
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL,                 -- data (launched over HTTP: every text !unsafe) or file (a terminal's @FILE)
+    names JSONB NOT NULL DEFAULT '[]',  -- the variables' names, never their values
+    value JSONB,                        -- data, not secret
+    text TEXT,                          -- file, not secret
+    sealed BYTEA,                       -- secret: age ciphertext (the worker's identity opens it)
+    origin TEXT,                        -- file: its path on the launching host
+    PRIMARY KEY (workspace, id, position)
+)""")
+
+
+def _v9_anonymous_audit_budget(db: Connection) -> None:
     # The audit budget of people not logged in (server/state.py's audit_anonymous), one for every server on the
     # backend: the rows written in the last minute, per address, and how many were left out since the last one
     db.execute("CREATE TABLE polycrate_server.anonymous_audit (time DOUBLE PRECISION NOT NULL, client TEXT)")
@@ -367,7 +385,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("polycrate_server: the server's users, tokens, sessions, grants, teams, launches, audit", _v5_server_state),
     ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
     ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
-    ("polycrate_server.anonymous_audit: the anonymous audit budget of every server", _v8_anonymous_audit_budget),
+    ("team_run_values (a launched run's launch values; secret ones age-encrypted)", _v8_run_values),
+    ("polycrate_server.anonymous_audit: the anonymous audit budget of every server", _v9_anonymous_audit_budget),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
