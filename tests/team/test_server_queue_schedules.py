@@ -78,6 +78,17 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         assert page.status_code == 200 and run_id in page.text and SECRET not in page.text
         for said in ("queued", 'id="run-queue">default<', "web:token:operator-token", "note=queued-note", 'id="stop"'):
             assert said in page.text, said
+        # ... and on the command line of any host with the backend: listed first, shown by a prefix of its id
+        listed = team.cli("runs", "list")
+        assert listed.returncode == 0 and run_id in listed.stdout, listed.output
+        assert "queued (default)" in next(line for line in listed.stdout.splitlines() if run_id in line)
+        shown = team.cli("runs", "show", run_id[:-2])
+        assert shown.returncode == 0 and "queued on queue 'default': no worker has taken it yet" in shown.stdout, \
+            shown.output
+        assert f"polycrate runs stop {run_id}" in shown.stdout and SECRET not in shown.output
+        assert team.show(run_id)["status"] == "queued" and team.show(run_id)["queue"] == "default"
+        unknown = team.cli("runs", "show", "20990101-000000-abcdef")
+        assert unknown.returncode != 0 and "no run" in unknown.stderr, unknown.output
         assert 'id="stop"' not in viewer.get(f"/runs/{run_id}").text  # a viewer sees it, without a Stop
         listed = operator.get("/runs")
         assert f'data-run="{run_id}" data-queued="default"' in listed.text

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
-from polycrate.errors import PolycrateError
+from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.states import RunState, signal_of
 
 if TYPE_CHECKING:
@@ -125,8 +125,14 @@ def cmd_list(args) -> int:
     if args.output == "json":
         emit_json(contract.runs_document((r, args.workspace_name) for r in runs), args.format)
         return 0
+    # team mode: runs no worker has taken yet come first (they have not started: no time filter keeps them)
+    waiting = _queued(args) if kind in (None, "workflow") and not (args.status or args.since or args.until) else []
     table(
         [
+            (q["id"], "", "workflow", q["workflow"] + (f" --step {q['only_step']}" if q["only_step"] else ""),
+             f"queued ({q['queue']})", "", "", q["launched_by"])
+            for q in waiting
+        ] + [
             (
                 r.id,
                 _when(r.started),
@@ -146,6 +152,44 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _queued(args, ref: str | None = None) -> list[dict]:
+    """Team mode: the workspace's runs launched through the queue that no worker has taken yet (no record
+    yet), all of them or the one ``ref`` names (its id or a unique prefix); [] without a backend."""
+    from polycrate.cli.backend import backend_setting
+
+    dsn = backend_setting()
+    if not dsn:
+        return []
+    from polycrate.team.launch import queued_runs, resolve_team_run
+
+    run_id = resolve_team_run(dsn, args.workspace_name, ref) if ref is not None else None
+    if ref is not None and run_id is None:
+        return []
+    return queued_runs(dsn, [args.workspace_name], getattr(args, "workflow", None), run_id)
+
+
+def _show_queued(args, row: dict) -> int:
+    from polycrate import contract
+    from polycrate.team.launch import queued_document
+
+    doc = queued_document(row, args.workspace_name)
+    if args.output == "json":
+        doc["launched"] = contract.timestamp(doc["launched"])
+        doc["scheduled_slot"] = contract.timestamp(doc["scheduled_slot"])
+        emit_json(contract.document("queued-run", doc), args.format)
+        return 0
+    print(f"run:       {doc['id']}")
+    print(f"workflow:  {doc['name']}" + (" (check mode)" if doc["check_mode"] else "")
+          + (f" --step {doc['only_step']}" if doc["only_step"] else ""))
+    print(f"status:    queued on queue '{doc['queue']}': no worker has taken it yet")
+    print(f"launched:  {_when(doc['launched'])} by {doc['launched_by']} on {doc['launched_host']}")
+    if doc["git_commit"]:
+        print(f"commit:    {doc['git_commit']}")
+    print(f"next:      polycrate worker list (the workers of each queue); polycrate runs stop {doc['id']} "
+          "(take it off the queue)")
+    return 0
+
+
 def cmd_show(args) -> int:
     from polycrate import contract
     from polycrate.runtime.ansible_options import AnsibleOptions
@@ -154,6 +198,11 @@ def cmd_show(args) -> int:
     store = _store(args)
     try:
         run = store.get_run(args.run_id)
+    except NotFoundError:
+        queued = _queued(args, args.run_id)  # team mode: launched, no worker has taken it yet
+        if not queued:
+            raise
+        return _show_queued(args, queued[0])
     finally:
         store.close()
     if args.output == "json":

@@ -242,21 +242,12 @@ class Catalog:
         first, of the served workspaces `who` sees: their launch rows (team_runs) as the pages show them."""
         if not self.backend:
             return []
-        from polycrate.history.postgres import connect
+        from polycrate.team.launch import queued_runs
 
         entries = [self.entry(workspace, who)] if workspace else self.entries(who)
         if not entries:
             return []
-        db = connect(self.backend)
-        try:
-            rows = db.execute(
-                "SELECT t.* FROM team_runs t WHERE t.state = 'queued' AND t.workspace = ANY(%s)"
-                " AND (%s::text IS NULL OR t.workflow = %s) AND (%s::text IS NULL OR t.id = %s)"
-                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.workspace = t.workspace AND r.id = t.id)"
-                " ORDER BY t.launched DESC LIMIT 200",
-                ([e.name for e in entries], workflow, workflow, run_id, run_id)).fetchall()
-        finally:
-            db.close()
+        rows = queued_runs(self.backend, [e.name for e in entries], workflow, run_id)
         found = []
         for row in rows:
             named = [e for e in entries if e.name == row["workspace"]]
@@ -517,16 +508,10 @@ class Catalog:
 
 
 def _queued(row: dict[str, Any], entry: Entry) -> dict[str, Any]:
-    """A queued run's launch as the server shows it (the API's document of it, and its page): never the values
-    of extra vars (the launch's files hold them; a page shows the server's own launch record, secrets masked)."""
-    options = row["options"] if isinstance(row["options"], dict) else {}
-    ansible = options.get("ansible") or {}
-    return {"id": row["id"], "workspace": entry.key, "kind": RunKind.WORKFLOW.value, "name": row["workflow"],
-            "workflow": row["workflow"], "status": "queued", "queue": row["queue"], "launched_by": row["launched_by"],
-            "launched_host": row["launched_host"], "launched": row["launched"], "only_step": row["only_step"],
-            "git_commit": row["git_commit"], "check_mode": bool(options.get("check")),
-            "limit": ansible.get("limit"), "tags": ansible.get("tags") or None,
-            "scheduled_slot": options.get("scheduled_slot")}
+    """A queued run's launch as the server shows it (the API's document of it, and its page)."""
+    from polycrate.team.launch import queued_document
+
+    return queued_document(row, entry.key)
 
 
 def _backend_fields(row: dict | None) -> dict[str, Any]:

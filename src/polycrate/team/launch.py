@@ -143,6 +143,36 @@ def defer(db: Connection, launch: Launch, run_id: str) -> None:
         save(db, launch.workspace, run_id, list(launch.values))
 
 
+def queued_runs(dsn: str, workspaces: list[str], workflow: str | None = None, run_id: str | None = None,
+                limit: int = 200) -> list[dict[str, Any]]:
+    """Runs launched through the queue that no worker has taken yet, newest first: their team_runs rows (they
+    have no history record yet). The server's pages and `polycrate runs list/show` both show them."""
+    db = connect(dsn)
+    try:
+        rows: list[dict[str, Any]] = db.execute(
+            "SELECT t.* FROM team_runs t WHERE t.state = 'queued' AND t.workspace = ANY(%s)"
+            " AND (%s::text IS NULL OR t.workflow = %s) AND (%s::text IS NULL OR t.id = %s)"
+            " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.workspace = t.workspace AND r.id = t.id)"
+            " ORDER BY t.launched DESC LIMIT %s",
+            (workspaces, workflow, workflow, run_id, run_id, limit)).fetchall()
+        return rows
+    finally:
+        db.close()
+
+
+def queued_document(row: dict[str, Any], workspace: str) -> dict[str, Any]:
+    """A queued run as the API and `runs show -o json` answer it: not a run document (it has no record yet),
+    its launch, status 'queued'. Never the values of extra vars (they travel apart, secret ones sealed)."""
+    options = row["options"] if isinstance(row["options"], dict) else {}
+    ansible = options.get("ansible") or {}
+    return {"id": row["id"], "workspace": workspace, "kind": RunKind.WORKFLOW.value, "name": row["workflow"],
+            "workflow": row["workflow"], "status": "queued", "queue": row["queue"], "launched_by": row["launched_by"],
+            "launched_host": row["launched_host"], "launched": row["launched"], "only_step": row["only_step"],
+            "git_commit": row["git_commit"], "check_mode": bool(options.get("check")),
+            "limit": ansible.get("limit"), "tags": ansible.get("tags") or None,
+            "scheduled_slot": options.get("scheduled_slot")}
+
+
 def describe_active(db: Connection, workspace: str, workflow: str) -> str:
     row = db.execute("SELECT * FROM team_runs WHERE workspace = %s AND workflow = %s AND state IN ('queued', 'running')"
                      " ORDER BY launched DESC LIMIT 1", (workspace, workflow)).fetchone()
