@@ -349,6 +349,13 @@ def _v7_schedules(db: Connection) -> None:
     db.execute("CREATE INDEX team_schedule_slots_by_run ON team_schedule_slots (workspace, run_id)")
 
 
+def _v8_slice_workers(db: Connection) -> None:
+    # A worker takes the parts of sliced steps with a second procrastinate worker of its own (team/worker.py):
+    # its id, so that `worker list` shows one row per worker with its parts and the reaper knows its jobs.
+    db.execute("ALTER TABLE team_workers ADD COLUMN slice_worker_id BIGINT")
+    db.execute("CREATE INDEX team_slices_by_job ON team_slices (job_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
@@ -357,6 +364,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("polycrate_server: the server's users, tokens, sessions, grants, teams, launches, audit", _v5_server_state),
     ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
     ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
+    ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v8_slice_workers),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
