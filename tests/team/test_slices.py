@@ -26,8 +26,11 @@ HOSTS = [f"node{i}" for i in range(1, 7)]
 DEADLINE = 240.0
 
 
+SECRET = "slice-SECRET-never-logged"
+
+
 def _workspace(root: Path, marks: Path, fail_host: str = "", slices: int = 3, sleep: float = 2.0,
-               gate: bool = False) -> Path:
+               gate: bool = False, live: bool = False) -> Path:
     write(root / "workspace.poly", f"""
         name: slicews
         blocks:
@@ -65,10 +68,25 @@ def _workspace(root: Path, marks: Path, fail_host: str = "", slices: int = 3, sl
             - name: changed on every host
               ansible.builtin.command: "true"
         """)
+    if live:  # a line per host, a wait for the test's marker, another line; the first one says a secret
+        write(root / "blocks/b/touch.yml", f"""
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - name: the first line
+                  ansible.builtin.debug:
+                    msg: "first-{{{{ inventory_hostname }}}} {{{{ lookup('file', '{root}/artifacts/secrets/secrets.poly') }}}}"
+                - name: wait for the marker
+                  ansible.builtin.shell: "echo {{{{ inventory_hostname }}}} >> {marks}/hosts.log; while [ ! -e {marks}/release ]; do sleep 0.1; done"
+                - name: the second line
+                  ansible.builtin.debug:
+                    msg: "second-{{{{ inventory_hostname }}}}"
+            """)
+        write(root / "artifacts/secrets/secrets.poly", f"config:\n  password: {SECRET}\n")
     write(root / "inventory.yml", "all:\n  hosts:\n" + "".join(
         f"    {h}:\n      ansible_connection: local\n      ansible_python_interpreter: {sys.executable}\n"
         for h in HOSTS))
-    write(root / ".gitignore", ".polycrate/\n")
+    write(root / ".gitignore", ".polycrate/\nartifacts/secrets/secrets.poly\n")
     for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit",
                                                     "-q", "-m", "workspace"]):
         subprocess.run(["git", *argv], cwd=root, check=True, capture_output=True)
@@ -312,3 +330,137 @@ def test_a_slice_whose_worker_is_killed_is_lost_and_fails_the_step(slicing):
     assert sorted(touch["hosts"]) == sorted(kept["hosts"])  # the lost slice's hosts have no counts: not known
     log = team.cli("runs", "logs", run_id, "--step", "touch").stdout
     assert f"slice {lost['idx']} of 2: hosts {hosts} (worker doomed on " in log and "stopped heartbeating" in log
+
+
+def _parts_of_log(log: str) -> dict[int, list[str]]:
+    """The step's log's lines by the part whose heading they are under (a line before any heading: part 0)."""
+    import re
+
+    by: dict[int, list[str]] = {}
+    current = 0
+    for line in log.splitlines():
+        found = re.match(r"=== polycrate: slice (\d+) of \d+", line)
+        if found:
+            current = int(found.group(1))
+            continue
+        by.setdefault(current, []).append(line)
+    return by
+
+
+@pytest.mark.team
+def test_a_sliced_step_s_log_is_live_per_part_and_worker_list_shows_each_worker_once_with_its_parts(slicing):
+    from polycrate import ansi
+
+    team = slicing(live=True)
+    for name in ("w1", "w2", "w3"):
+        team.start_worker(name)
+    launched = team.cli("workflows", "run", "wide")
+    assert launched.returncode == 0, launched.output
+    run_id = launched.stdout.strip().splitlines()[-1]
+    followed = team.tmp / "follow.out"
+    with open(followed, "wb") as out:  # another process, reading the backend only, as from another host
+        follow = subprocess.Popen([sys.executable, "-m", "polycrate", "runs", "logs", run_id, "--follow"],
+                                  cwd=team.ws, env=os.environ | team.env, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        # every part's first lines reach the follower while every part still waits for the marker
+        _wait(lambda: all(f"first-{h}" in followed.read_text(errors="replace") for h in HOSTS),
+              "the first line of every host in `runs logs --follow`")
+        assert not (team.marks / "release").exists()
+        live = followed.read_text(errors="replace")
+        parts = _slices(team, run_id)
+        assert [p["state"] for p in parts] == ["running"] * 3, parts  # none ended: the lines came live
+        assert SECRET not in live and "password: ********" in live
+        for part in parts:
+            assert f"=== polycrate: slice {part['idx']} of 3: hosts {', '.join(part['hosts'])} (worker " \
+                   f"{part['worker']} on " in live
+        assert sorted(p["worker"] for p in parts) == ["w1", "w2", "w3"], parts
+
+        # worker list: each real worker once (no row of its slice slots), its queues, heartbeat, runs and parts
+        listed = team.cli("worker", "list", "-o", "json")
+        assert listed.returncode == 0, listed.output
+        workers = json.loads(listed.stdout)["workers"]
+        assert sorted(w["name"] for w in workers) == ["w1", "w2", "w3"], workers
+        runner = team.sql("SELECT worker FROM team_runs WHERE id = %s", run_id)[0]["worker"]
+        for w in workers:
+            assert w["queues"] == ["default"] and w["slice_queues"] == ["default.slices"], w
+            assert w["state"] == "alive" and w["last_heartbeat"] is not None, w
+            assert w["runs"] == ([{"workspace": "slicews", "run_id": run_id, "workflow": "wide"}]
+                                 if w["name"] == runner else []), w
+            mine = [p for p in parts if p["worker"] == w["name"]]
+            assert w["parts"] == [{"workspace": "slicews", "run_id": run_id, "workflow": "wide", "step": "touch",
+                                   "slice": p["idx"], "slices": 3, "hosts": p["hosts"]} for p in mine], w
+        table = team.cli("worker", "list")
+        assert table.returncode == 0 and "SLICES" in table.stdout, table.output
+        rows = [line.split() for line in table.stdout.splitlines()[1:] if line.strip()]
+        assert sorted(row[0] for row in rows) == ["w1", "w2", "w3"] and "/slices" not in table.stdout, table.stdout
+        for part in parts:
+            assert f"{run_id} touch {part['idx']}/3" in table.stdout
+    finally:
+        (team.marks / "release").write_text("")
+    try:
+        assert follow.wait(timeout=DEADLINE) == 0, followed.read_text(errors="replace")
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    shown = team.show(run_id)
+    assert shown["status"] == "succeeded", shown
+    final = team.cli("runs", "logs", run_id, "--step", "touch").stdout
+    everything = followed.read_text(errors="replace")
+    for host in HOSTS:  # each line once, in the live view and in the record
+        for text in (final, everything):
+            assert sum(f'"msg": "first-{host} ' in line for line in text.splitlines()) == 1, text
+            assert sum(f'"msg": "second-{host}"' in line for line in text.splitlines()) == 1, text
+    assert SECRET not in final + everything
+    # each part's lines under its own headings, all of them, in its order: what the part wrote, no more
+    by_part = _parts_of_log(final)
+    for part in _slices(team, run_id):
+        said = [line for line in by_part[part["idx"]] if not line.startswith("polycrate: slice ")]
+        assert said == ansi.strip(part["log"]).splitlines(), (part["idx"], said, part["log"])
+        assert f"polycrate: slice {part['idx']} of 3 (hosts {', '.join(part['hosts'])}) succeeded" in final
+        assert all(f"-{h}" not in line for line in by_part[part["idx"]] for h in HOSTS if h not in part["hosts"])
+    assert final.count("PLAY RECAP") == 3
+
+
+@pytest.mark.team
+def test_a_slice_whose_worker_alone_is_sigkilled_is_lost_its_job_finished_and_never_run_again(slicing):
+    team = slicing(gate=True, slices=2)
+    team.start_worker("w1")
+    launched = team.cli("workflows", "run", "wide")
+    assert launched.returncode == 0, launched.output
+    run_id = launched.stdout.strip().splitlines()[-1]
+    _wait(lambda: [p for p in _slices(team, run_id) if p["state"] == "running"], "a slice runs on w1")
+    doomed = team.start_worker("doomed")
+    _wait(lambda: len(_marks(team.marks)) == 6, "both slices' hosts started")
+    lost = next(p for p in _slices(team, run_id) if p["worker"] == "doomed")
+    # the worker process alone: its part's process is left behind, an orphan that must stop and say so
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    team.start_worker("w3")  # a fresh worker with free slice slots: it must never take the lost part again
+    _wait(lambda: _slices(team, run_id)[lost["idx"] - 1]["state"] == "lost", "the doomed worker's slice is lost")
+    _wait(lambda: team.sql("SELECT status FROM procrastinate_jobs WHERE id = %s", lost["job_id"])[0]["status"]
+          == "failed", "the lost part's job is finished as failed (not 'doing', not retried)")
+    # the gate lets the orphaned play's module process (a session of its own on the local connection) end too
+    (team.marks / "release").write_text("")
+    _wait(lambda: not subprocess.run(["pgrep", "-f", f"worker slice {lost['batch']} {lost['idx']} "],
+                                     capture_output=True).stdout, "the orphaned part's process ended")
+    _wait(lambda: team.sql("SELECT 1 FROM runs WHERE id = %s AND status <> 'running'", run_id), "the run ends")
+    shown = team.show(run_id)
+    assert shown["status"] == "failed"
+    touch = _step(shown, "touch")
+    hosts = ", ".join(lost["hosts"])
+    assert touch["status"] == "failed"
+    assert f"slice {lost['idx']} of 2 (hosts {hosts}) failed: lost: worker doomed on " in touch["message"], touch
+    part = _slices(team, run_id)[lost["idx"] - 1]
+    assert part["state"] == "lost" and part["outcome"]["status"] == "failed" and part["worker"] == "doomed", part
+    # no second copy: one job for the part, finished; each of its hosts started once; taken by nobody else
+    jobs = team.sql("SELECT id, status FROM procrastinate_jobs WHERE args->>'batch' = %s AND (args->>'index')::int = %s",
+                    lost["batch"], lost["idx"])
+    assert jobs == [{"id": lost["job_id"], "status": "failed"}], jobs
+    assert sorted(line[0] for line in _marks(team.marks)) == HOSTS
+    assert "w3: slice" not in team.worker_log("w3"), team.worker_log("w3")
+    log = team.cli("runs", "logs", run_id, "--step", "touch").stdout
+    assert f"slice {lost['idx']} of 2: hosts {hosts} (worker doomed on " in log
+    assert f"polycrate: slice {lost['idx']} of 2 (hosts {hosts}) failed: lost: worker doomed on " in log, log
+    assert team.sql("SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'doing'")[0]["n"] == 0
