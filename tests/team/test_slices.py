@@ -126,6 +126,7 @@ def test_without_a_backend_the_slices_run_one_after_the_other_here_and_combine(t
     for index, hosts in enumerate((("node1", "node2"), ("node3", "node4"), ("node5", "node6")), 1):
         assert f"slice {index} of 3: hosts {', '.join(hosts)}" in log
     assert log.index("slice 1 of 3") < log.index("slice 2 of 3") < log.index("slice 3 of 3")
+    assert log.index("=== polycrate: slice 1 of 3 (hosts node1, node2) succeeded ===") < log.index("slice 2 of 3")
     assert "6 hosts in 3 slices" in ran.output
 
 
@@ -142,6 +143,8 @@ def test_without_a_backend_one_failing_host_fails_the_step_with_every_host_count
     assert touch["status"] == "failed"
     assert touch["failed_host"] == "node4"
     assert "slice 2 of 3 (hosts node3, node4) failed" in touch["message"]
+    log = run_cli("runs", "logs", "latest", "--step", "touch", cwd=ws, env=env).stdout
+    assert "=== polycrate: slice 2 of 3 (hosts node3, node4) failed: " in log, log
     assert touch["hosts"]["node4"]["failed"] == 1 and touch["hosts"]["node4"]["ok"] == 2
     assert all(touch["hosts"][h]["failed"] == 0 and touch["hosts"][h]["ok"] == 3 for h in HOSTS if h != "node4")
     assert _step(shown, "after")["status"] == "skipped"
@@ -357,6 +360,7 @@ def test_a_sliced_step_s_log_is_live_per_part_and_worker_list_shows_each_worker_
     launched = team.cli("workflows", "run", "wide")
     assert launched.returncode == 0, launched.output
     run_id = launched.stdout.strip().splitlines()[-1]
+    _wait(lambda: team.sql("SELECT 1 FROM runs WHERE id = %s", run_id), "the run's record opened")
     followed = team.tmp / "follow.out"
     with open(followed, "wb") as out:  # another process, reading the backend only, as from another host
         follow = subprocess.Popen([sys.executable, "-m", "polycrate", "runs", "logs", run_id, "--follow"],
@@ -416,9 +420,9 @@ def test_a_sliced_step_s_log_is_live_per_part_and_worker_list_shows_each_worker_
     # each part's lines under its own headings, all of them, in its order: what the part wrote, no more
     by_part = _parts_of_log(final)
     for part in _slices(team, run_id):
-        said = [line for line in by_part[part["idx"]] if not line.startswith("polycrate: slice ")]
+        said = by_part[part["idx"]]
         assert said == ansi.strip(part["log"]).splitlines(), (part["idx"], said, part["log"])
-        assert f"polycrate: slice {part['idx']} of 3 (hosts {', '.join(part['hosts'])}) succeeded" in final
+        assert f"=== polycrate: slice {part['idx']} of 3 (hosts {', '.join(part['hosts'])}) succeeded ===" in final
         assert all(f"-{h}" not in line for line in by_part[part["idx"]] for h in HOSTS if h not in part["hosts"])
     assert final.count("PLAY RECAP") == 3
 
@@ -459,8 +463,12 @@ def test_a_slice_whose_worker_alone_is_sigkilled_is_lost_its_job_finished_and_ne
                     lost["batch"], lost["idx"])
     assert jobs == [{"id": lost["job_id"], "status": "failed"}], jobs
     assert sorted(line[0] for line in _marks(team.marks)) == HOSTS
-    assert "w3: slice" not in team.worker_log("w3"), team.worker_log("w3")
+    started = f"slice {lost['idx']} of {lost['batch'][:8]} started"
+    assert started not in team.worker_log("w1") + team.worker_log("w3")
+    # the reaper of a worker alive (not the run's process) finished the job: the part's orphan had said lost
+    said = team.worker_log("w1") + team.worker_log("w3")
+    assert f"its job {lost['job_id']} finished as failed (not retried)" in said, said
     log = team.cli("runs", "logs", run_id, "--step", "touch").stdout
     assert f"slice {lost['idx']} of 2: hosts {hosts} (worker doomed on " in log
-    assert f"polycrate: slice {lost['idx']} of 2 (hosts {hosts}) failed: lost: worker doomed on " in log, log
+    assert f"=== polycrate: slice {lost['idx']} of 2 (hosts {hosts}) failed: lost: worker doomed on " in log, log
     assert team.sql("SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'doing'")[0]["n"] == 0

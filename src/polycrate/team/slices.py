@@ -25,7 +25,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from polycrate.history.postgres import Connection, connect
-from polycrate.run.slicing import SliceOutcome, combine, heading
+from polycrate.run.slicing import SliceOutcome, combine, ended, heading
 from polycrate.states import StepState
 
 if TYPE_CHECKING:
@@ -135,8 +135,8 @@ class TeamSlicer:
                                got.get("failed_task"), got.get("failed_host"),
                                got.get("message") or (None if got else "it ended without recording how"),
                                worker=row["worker"])
-        said = f"polycrate: slice {row['idx']} of {total} (hosts {', '.join(hosts)}) {outcome.status}"
-        output(said + (f": {outcome.message}" if outcome.message and outcome.status != StepState.SUCCEEDED else ""))
+        output(ended(outcome, total))  # a line of its own that names the part: the next part's lines get a heading
+        self.logs.current = None
         return outcome
 
     def _stop(self, db: Connection, batch: str, total: int, outcomes: dict[int, SliceOutcome],
@@ -193,7 +193,7 @@ class PartLogs:
             end = len(text) if ended else text.rfind("\n") + 1  # a line the part is still writing waits
             lines = text[:end].splitlines()
             self.offsets[index] = offset + end
-        if lines or ended:
+        if lines or (ended and index not in self.headed):  # a part that printed nothing still has its heading
             self._head(row)
         for line in lines:
             self.output(line)
