@@ -465,10 +465,52 @@ def test_a_slice_whose_worker_alone_is_sigkilled_is_lost_its_job_finished_and_ne
     assert sorted(line[0] for line in _marks(team.marks)) == HOSTS
     started = f"slice {lost['idx']} of {lost['batch'][:8]} started"
     assert started not in team.worker_log("w1") + team.worker_log("w3")
-    # the reaper of a worker alive (not the run's process) finished the job: the part's orphan had said lost
-    said = team.worker_log("w1") + team.worker_log("w3")
-    assert f"its job {lost['job_id']} finished as failed (not retried)" in said, said
     log = team.cli("runs", "logs", run_id, "--step", "touch").stdout
     assert f"slice {lost['idx']} of 2: hosts {hosts} (worker doomed on " in log
     assert f"=== polycrate: slice {lost['idx']} of 2 (hosts {hosts}) failed: lost: worker doomed on " in log, log
     assert team.sql("SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'doing'")[0]["n"] == 0
+
+
+@pytest.mark.team
+def test_reap_finishes_a_stalled_slice_job_once_and_loses_its_part(team_dsn):
+    """worker.reap on its own (the run's process gone too): a part taken by a worker that stopped heartbeating
+    is lost and its job finished as failed, once; a part of a live worker and an ended part's outcome stay."""
+    from polycrate.history.postgres import connect
+    from polycrate.team.slices import SLICE_TASK, slice_queue
+    from polycrate.team.worker import reap
+
+    db = connect(team_dsn)
+    try:
+        dead = db.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (NOW() - INTERVAL '1 hour')"
+                          " RETURNING id").fetchone()["id"]
+        alive = db.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone()["id"]
+        jobs = {}
+        for index, (worker, state) in enumerate([(dead, "running"), (alive, "running"), (dead, "done")], 1):
+            jobs[index] = db.execute(
+                "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, 0, NULL, NULL, %s::jsonb, NULL)"
+                "::procrastinate_job_to_defer_v1])) AS id",
+                (slice_queue("default"), SLICE_TASK, json.dumps({"batch": "b1", "index": index}))).fetchone()["id"]
+            db.execute("UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+                       (worker, jobs[index]))
+            db.execute("INSERT INTO team_slices (batch, idx, total, workspace, run_id, step, phase, hosts, state, job_id,"
+                       " worker, worker_host, worker_id, outcome) VALUES ('b1', %s, 3, 'ws', 'r1', 'touch', 'main',"
+                       " %s, %s, %s, %s, 'h1', %s, %s::jsonb)",
+                       (index, [f"node{index}"], state, jobs[index], f"w{index}", worker,
+                        json.dumps({"status": "succeeded", "counts": {}}) if state == "done" else None))
+    finally:
+        db.close()
+    said = reap(team_dsn, 4.0)
+    assert len(said) == 2 and "slice 1 of 3 (hosts node1) of run r1: lost; its job" in said[0], said
+    again = reap(team_dsn, 4.0)
+    assert again == [], again  # once: the jobs are finished
+    db = connect(team_dsn)
+    try:
+        status = {r["id"]: r["status"] for r in db.execute("SELECT id, status FROM procrastinate_jobs").fetchall()}
+        parts = {r["idx"]: r for r in db.execute("SELECT * FROM team_slices").fetchall()}
+    finally:
+        db.close()
+    assert status == {jobs[1]: "failed", jobs[2]: "doing", jobs[3]: "failed"}, status
+    assert parts[1]["state"] == "lost" and parts[1]["outcome"]["status"] == "failed"
+    assert parts[1]["outcome"]["message"].startswith("lost: worker w1 on h1 stopped heartbeating (none for 4s)")
+    assert parts[2]["state"] == "running" and parts[2]["outcome"] is None
+    assert parts[3]["state"] == "done" and parts[3]["outcome"]["status"] == "succeeded"
