@@ -514,3 +514,33 @@ def test_reap_finishes_a_stalled_slice_job_once_and_loses_its_part(team_dsn):
     assert parts[1]["outcome"]["message"].startswith("lost: worker w1 on h1 stopped heartbeating (none for 4s)")
     assert parts[2]["state"] == "running" and parts[2]["outcome"] is None
     assert parts[3]["state"] == "done" and parts[3]["outcome"]["status"] == "succeeded"
+
+
+@pytest.mark.team
+def test_worker_list_shows_a_worker_that_started_over_once_with_its_parts_from_its_slice_slots(team_dsn):
+    """A worker that started over after an outage registered again (new procrastinate ids): one row, its
+    newest; a part is listed on the worker whose slice slots (its second procrastinate worker) run it."""
+    import time
+
+    from polycrate.history.postgres import connect
+    from polycrate.team.worker import workers
+
+    db = connect(team_dsn)
+    try:
+        ids = [db.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone()["id"]
+               for _ in range(4)]
+        now = time.time()
+        for (main, slicer), started in (((ids[0], ids[1]), now - 60), ((ids[2], ids[3]), now - 5)):
+            db.execute("INSERT INTO team_workers (worker_id, name, host, pid, queues, concurrency, started,"
+                       " last_heartbeat, slice_worker_id) VALUES (%s, 'w1', 'h1', 4242, %s, 1, %s, %s, %s)",
+                       (main, ["default"], started, started, slicer))
+        db.execute("INSERT INTO team_slices (batch, idx, total, workspace, run_id, step, phase, hosts, state, worker,"
+                   " worker_id) VALUES ('b1', 2, 3, 'ws', 'r1', 'touch', 'main', %s, 'running', 'w1', %s)",
+                   (["node3", "node4"], ids[3]))
+    finally:
+        db.close()
+    listed = workers(team_dsn)
+    assert [(w["name"], w["started"]) for w in listed] == [("w1", now - 5)], listed
+    assert listed[0]["slice_queues"] == ["default.slices"] and listed[0]["runs"] == []
+    assert listed[0]["parts"] == [{"workspace": "ws", "run_id": "r1", "workflow": None, "step": "touch", "slice": 2,
+                                   "slices": 3, "hosts": ["node3", "node4"]}], listed

@@ -198,7 +198,7 @@ def execute_slice(dsn: str, batch: str, index: int, worker_pid: int, cache: Path
 
             state = "lost"
             who = f"worker {part['worker']} on {part['worker_host']}" if part["worker"] else "its worker"
-            outcome = {**outcome, "status": str(StepState.FAILED), "message": lost_reason(
+            outcome = {**outcome, "status": str(StepState.FAILED), "counts": {}, "message": lost_reason(
                 f"{who} (pid {worker_pid}) ended while it ran; the part stopped itself")}
         elif watchdog.reason and outcome["status"] == str(StepState.INTERRUPTED):
             outcome["message"] = f"interrupted: {watchdog.reason}"
