@@ -92,6 +92,20 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+def interrupt_in(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The stop signal behind an exception: the exception itself, or one in its chain. Python wraps what a
+    signal handler raises in some places (a class body's ``__set_name__`` at import time gives a
+    RuntimeError caused by it; a clean-up that fails while the interrupt unwinds chains it as context):
+    such a run was stopped, not broken (found by the signal stress test)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def interrupt_name(exc: BaseException) -> str:
     """The signal an interrupt came from: SIGINT for Ctrl-C, else what Interrupted carries."""
     return getattr(exc, "signal_name", "SIGINT")

@@ -199,7 +199,7 @@ def check(attempt: Attempt, run: dict | None, steps: list[dict], where: str) -> 
         if run is None or run["status"] != "succeeded" or where not in ("finishing the run", "after the record closed"):
             problems.append(f"exit 0 after a signal {where}, recorded {run and run['status']}")
     else:
-        problems.append(f"exit {rc} (expected 130, or 0 once the record was closed)")
+        problems.append(f"exit {rc} (expected 130, or 0 once the record was closed); stderr: {stderr[-1500:]!r}")
     if run is not None and run["status"] == "interrupted":
         interrupted = [s for s in steps if s["status"] == "interrupted"]
         if interrupted and not all((s["message"] or "").startswith("interrupted (SIG") for s in interrupted):
@@ -332,7 +332,8 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
               f"moments hit: {dict(sorted(moments.items()))}, slowest stop {slowest:.1f}s, "
               f"hangs {len(hangs)}, orphans {len(orphans)}, wrong records {len(wrong)}")
         for a in hangs + orphans + wrong:
-            print(f"  {a.sig.name} at {a.delay:.2f}s ({a.moment}{', SIGINT ignored' if a.sigint_ignored else ''}):"
+            print(f"  {a.sig.name} at {a.delay:.2f}s ({a.moment}{', SIGINT ignored' if a.sigint_ignored else ''}"
+                  f"{f', again after {a.second:.2f}s' if a.seconds_sent and a.second is not None else ''}):"
                   f" exit {a.rc}: {'; '.join(a.problems)}")
     assert not hangs and not orphans and not wrong
     assert len(sent) >= RUNS // 2  # most signals reached a running polycrate

@@ -18,14 +18,23 @@ class Team:
         self.ws, self.marks, self.env, self.tmp = ws, marks, env, tmp
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, *extra: str, home: Path | None = None) -> subprocess.Popen[bytes]:
+        """``home``: the worker's host of its own there (its folder, HOME, config and cache), nothing shared."""
         out = open(self.tmp / f"worker-{name}.log", "wb")
+        own = {} if home is None else self.host_env(home)
         proc = subprocess.Popen([sys.executable, "-m", "polycrate", "worker", "--name", name, "--lost-after", "4",
-                                 "--heartbeat", "0.5", *extra], cwd=self.tmp, env=os.environ | self.env,
+                                 "--heartbeat", "0.5", *extra], cwd=home or self.tmp, env=os.environ | self.env | own,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         self.workers[name] = proc
         return proc
+
+    @staticmethod
+    def host_env(home: Path) -> dict[str, str]:
+        """The environment of a process on another host, whose files are all under ``home``."""
+        home.mkdir(parents=True, exist_ok=True)
+        return {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache"),
+                "XDG_STATE_HOME": str(home / "state")}
 
     def worker_log(self, name: str) -> str:
         return (self.tmp / f"worker-{name}.log").read_text(errors="replace")

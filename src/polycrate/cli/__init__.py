@@ -18,6 +18,7 @@ from polycrate.errors import (
     EXIT_SYSTEM,
     PolycrateError,
     describe_os_error,
+    interrupt_in,
 )
 
 
@@ -197,16 +198,37 @@ def _terminate(signum, frame):  # SIGINT, SIGTERM and SIGHUP: stop the running s
     raise Interrupted(signal.Signals(signum).name)
 
 
+def _ignore_stop_signals() -> None:
+    """The last thing before the interpreter ends: Python's finalization puts every handled signal back
+    to its default (death), so a second stop signal in those last milliseconds killed a polycrate whose
+    record was closed, and its exit was -SIG instead of 130 (found by the signal stress test under load).
+    By now nothing is left to stop."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def take_stop_signals() -> None:
     """SIGINT, SIGTERM and SIGHUP stop polycrate the same way: the step is stopped, the run recorded as
     interrupted, exit 130. SIGINT also when polycrate was started with it ignored, as every background
     job of a non-interactive shell is (`make test &`, CI steps): such a polycrate ignored `kill -INT`
     and ran on to its end. SIGHUP stays ignored under nohup, which asks for exactly that."""
+    import atexit
+
     _STOPPING.clear()
+    atexit.unregister(_ignore_stop_signals)  # once, also when main runs again in one process (the tests)
+    atexit.register(_ignore_stop_signals)  # after the threads are joined: a hang there stays stoppable
     signal.signal(signal.SIGINT, _terminate)
     signal.signal(signal.SIGTERM, _terminate)
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
         signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: the run is recorded, not left 'running'
+
+
+def _interrupted() -> int:
+    try:
+        print("polycrate: interrupted", file=sys.stderr)
+    except (OSError, ValueError):  # the terminal that would read it is gone
+        pass
+    return EXIT_INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,20 +256,20 @@ def main(argv: list[str] | None = None) -> int:
             args.format, args.output = "yaml", "json"
         return int(args.func(args) or 0)
     except PolycrateError as exc:
+        if interrupt_in(exc) is not None:  # raised while a stop signal unwound the run: it was stopped
+            return _interrupted()
         print(f"polycrate: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        try:
-            print("polycrate: interrupted", file=sys.stderr)
-        except (OSError, ValueError):  # the terminal that would read it is gone
-            pass
-        return EXIT_INTERRUPTED
+        return _interrupted()
     except BrokenPipeError:
         from polycrate.cli.live import drop_closed_streams
 
         drop_closed_streams()
         return EXIT_BAD_INPUT
     except OSError as exc:  # a full disk, a read-only workspace, a file where a folder belongs
+        if interrupt_in(exc) is not None:
+            return _interrupted()
         hint = " (free some space and run again; what was recorded before is kept)" \
             if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
         print(f"polycrate: error: {describe_os_error(exc)}{hint}", file=sys.stderr)
@@ -255,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             or exc.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.E2BIG)
         return EXIT_BAD_INPUT if bad_input else EXIT_SYSTEM
     except Exception as exc:
+        if interrupt_in(exc) is not None:  # a stop signal that Python wrapped (errors.interrupt_in says where)
+            return _interrupted()
         if type(exc).__module__ == "sqlite3":  # full, read-only or unreadable: the store is left as it is
             print(f"polycrate: error: the run store (.polycrate/runs.db): {exc} (full disk or read-only "
                   "workspace? what was recorded before is kept)", file=sys.stderr)

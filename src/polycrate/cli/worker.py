@@ -211,7 +211,9 @@ def enqueue_workflow(args, dsn: str) -> int:
     from polycrate.run.plan import plan_prompts, plan_workflow
     from polycrate.runtime.ansible_options import options_from_args
     from polycrate.team.launch import Launch, checked_commit, enqueue
+    from polycrate.secrets.recipients import workspace_recipients
     from polycrate.team.source import pushed, shown_url, workspace_source
+    from polycrate.team.values import terminal_values
 
     _check_schema(dsn)  # an unreachable or unprepared backend first: one line, exit 74 or 2, nothing queued
     root = find_root(args.workspace, explicit=args.workspace is not None).resolve()
@@ -227,12 +229,17 @@ def enqueue_workflow(args, dsn: str) -> int:
     source = workspace_source(root)
     previous = resumable(dsn, ws.name, root, workflow.name) if getattr(args, "resume", False) else None
     queue = args.queue or workflow.queue
+    ansible = options_from_args(args)
+    # an @FILE exists on this host only: its text travels with the run (team/values.py), a secret one sealed
+    extra_vars, values = terminal_values(ansible.extra_vars, workspace_recipients(root) if any(
+        v.strip().startswith("@") for v in ansible.extra_vars) else [])
     options = {"check": args.check, "diff": args.diff, "resume": bool(getattr(args, "resume", False)),
-               "runtime": args.runtime, "ansible": options_from_args(args).to_record()}
+               "runtime": args.runtime, "ansible": ansible.to_record() | {"extra_vars": list(extra_vars)}}
     who = getattr(args, "launched_by", None) or current_user()
     run_id = enqueue(dsn, Launch(workspace=ws.name, root=root, workflow=workflow.name, queue=queue, git_commit=commit,
                                  launched_by=who, only_step=args.step, options=options,
-                                 remote=source.remote if source else None, subdir=source.subdir if source else ""))
+                                 remote=source.remote if source else None, subdir=source.subdir if source else "",
+                                 values=tuple(values)))
     print(run_id)
     where = (f"fetched from {shown_url(source.remote)}" if source else
              "its repository has no remote: a worker runs this folder on its own host")

@@ -349,7 +349,25 @@ def _v7_schedules(db: Connection) -> None:
     db.execute("CREATE INDEX team_schedule_slots_by_run ON team_schedule_slots (workspace, run_id)")
 
 
-def _v8_slice_workers(db: Connection) -> None:
+def _v8_run_values(db: Connection) -> None:
+    # A launched run's launch values (team/values.py), so that a worker on any host gets them: plain ones as
+    # JSON (``value``) or a terminal's --extra-vars file as its text (``text``); secret ones only as age
+    # ciphertext to the workspace's recipients (``sealed``). ``position``: its place among the run's --extra-vars.
+    db.execute("""CREATE TABLE team_run_values (
+    workspace TEXT NOT NULL,
+    id TEXT NOT NULL,                   -- team_runs.id
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL,                 -- data (launched over HTTP: every text !unsafe) or file (a terminal's @FILE)
+    names JSONB NOT NULL DEFAULT '[]',  -- the variables' names, never their values
+    value JSONB,                        -- data, not secret
+    text TEXT,                          -- file, not secret
+    sealed BYTEA,                       -- secret: age ciphertext (the worker's identity opens it)
+    origin TEXT,                        -- file: its path on the launching host
+    PRIMARY KEY (workspace, id, position)
+)""")
+
+
+def _v9_slice_workers(db: Connection) -> None:
     # A worker takes the parts of sliced steps with a second procrastinate worker of its own (team/worker.py):
     # its id, so that `worker list` shows one row per worker with its parts and the reaper knows its jobs.
     db.execute("ALTER TABLE team_workers ADD COLUMN slice_worker_id BIGINT")
@@ -364,7 +382,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("polycrate_server: the server's users, tokens, sessions, grants, teams, launches, audit", _v5_server_state),
     ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
     ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
-    ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v8_slice_workers),
+    ("team_run_values (a launched run's launch values; secret ones age-encrypted)", _v8_run_values),
+    ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v9_slice_workers),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

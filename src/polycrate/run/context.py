@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from polycrate.errors import interrupt_name
+from polycrate.errors import interrupt_in, interrupt_name
 from polycrate.states import Phase, RunState, StepState
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from polycrate.history.locking import RunLock
     from polycrate.history.protocol import RunStore
     from polycrate.run.preflight import Report
-    from polycrate.run.request import Reporter, RunOptions
+    from polycrate.run.request import Reporter, RunOptions, StepResult
     from polycrate.runtime.action import ActionRequest
     from polycrate.runtime.run_container import RunContainer
     from polycrate.runtime.ssh_masters import SSHSharing
@@ -71,6 +71,8 @@ class RunContext:
         self.notices: list[str] = []
         self.unrecorded: list[str] = []  # notices from before the record opened
         self.current_step: str | None = None
+        # the step whose record says 'running' until record_step writes its end: (position, step)
+        self.step_open: tuple[int, StepResult] | None = None
         self.where: dict[str, str | None] = {}  # run/where.py: runtime, image, image_digest
         self.finished = False  # the record is closed (run/finish.py); until then close() closes it
 
@@ -143,8 +145,9 @@ class RunContext:
         from polycrate.success import exit_code_of
 
         exc = sys.exc_info()[1]
-        why = f"interrupted ({interrupt_name(exc) if exc is not None else 'SIGINT'})" \
-            if isinstance(exc, KeyboardInterrupt) or exc is None \
+        stop = interrupt_in(exc)
+        why = f"interrupted ({interrupt_name(stop) if stop is not None else 'SIGINT'})" \
+            if stop is not None or exc is None \
             else self.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
         with signals_deferred():
             try:

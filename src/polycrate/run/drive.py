@@ -6,13 +6,15 @@ polycrate's own) marks what did not run and is re-raised: it is never recorded a
 """
 from __future__ import annotations
 
+import sys
 import time
 
+from polycrate.errors import interrupt_in, interrupt_name
 from polycrate.run.context import RunContext
 from polycrate.run.finish import finish
 from polycrate.run.request import RunResult, StepResult
 from polycrate.run.slicing import run_sliced
-from polycrate.run.step import execute_step
+from polycrate.run.step import execute_step, record_step
 from polycrate.states import Phase, RunKind, StepState
 
 
@@ -96,7 +98,19 @@ def run_step(run: RunContext, result: RunResult, step: StepResult, index: int, t
 
 
 def mark_not_run(run: RunContext, result: RunResult) -> None:
-    """After an interrupt: what did not run is skipped (main steps) or stays not run (on_failure)."""
+    """After an interrupt: the step that was running has its end recorded (also when the signal came
+    between its start's write and its attempt, or after its attempt and before its end's write: found by
+    the signal stress test, such a step stayed 'running' in a finished record); what did not run is
+    skipped (main steps) or stays not run (on_failure)."""
+    if run.step_open is not None:
+        position, step = run.step_open
+        if step.status in (StepState.NOT_RUN, StepState.RUNNING):
+            exc = sys.exc_info()[1]
+            stop = interrupt_in(exc)
+            step.status = StepState.INTERRUPTED
+            step.message = f"interrupted ({interrupt_name(stop)})" if stop is not None \
+                else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
+        record_step(run, step, position)
     for position, step in enumerate(result.steps, 1):
         if step.status in (StepState.NOT_RUN, StepState.RUNNING):
             step.status = StepState.SKIPPED if step.phase == Phase.MAIN else StepState.NOT_RUN

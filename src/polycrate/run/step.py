@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from polycrate import ansi
-from polycrate.errors import interrupt_name
+from polycrate.errors import interrupt_in, interrupt_name
 from polycrate.run import failure as failure_text
 from polycrate.run.context import RunContext
 from polycrate.runtime.action import ActionRequest
@@ -87,6 +87,7 @@ def execute_step(run: RunContext, step: StepResult, position: int, workflow: str
         return
     log = store.step_log(run_id, position, step.name)
     started = time.monotonic()
+    run.step_open = (position, step)  # from here a stop anywhere ends with this step's end recorded (drive.py)
     store.update_step(run_id, position, status=StepState.RUNNING, started=time.time())
     events_dir = Path(tempfile.mkdtemp(prefix="polycrate-events-", dir=run.container.folder if run.container else None))
     try:
@@ -154,7 +155,8 @@ def run_attempt(run: RunContext, step: StepResult, request: ActionRequest, outpu
     except BaseException as exc:
         step.status = StepState.INTERRUPTED
         step.hosts, _failure = read_events(events)
-        step.message = (f"interrupted ({interrupt_name(exc)})" if isinstance(exc, KeyboardInterrupt)
+        stop = interrupt_in(exc)
+        step.message = (f"interrupted ({interrupt_name(stop)})" if stop is not None
                         else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}"))
         raise
     step.hosts, failure = read_events(events)
@@ -196,6 +198,7 @@ def record_step(run: RunContext, step: StepResult, position: int) -> None:
             ended=time.time(), duration=round(step.duration, 3), failed_task=step.failed_task,
             failed_host=step.failed_host, message=step.message,
         )
+        run.step_open = None
     except Exception:
         pass
 

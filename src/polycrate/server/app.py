@@ -39,7 +39,7 @@ from polycrate.server import chart, flash, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
 from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
-                                     launch, parse_launch, prompts_of, stop, stop_launched)
+                                     launch, parse_launch, prompts_of, sealed_of, stop, stop_launched)
 from polycrate.server.state import Principal, bounded
 from polycrate.server.state_backends import open_state
 
@@ -718,8 +718,7 @@ class Web:
         try:
             if self.settings.backend:  # team mode: through the queue, as `workflows run` with a backend
                 launched = enqueue_launch(self.settings.backend, entry.root, entry.name, name, workflow.queue, options,
-                                          launched_by=f"web:{who.label}",
-                                          output_dir=self.settings.state_dir / "launches")
+                                          launched_by=f"web:{who.label}")
             else:
                 launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
                                   output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
@@ -866,6 +865,8 @@ class Web:
         record = self.state.launch_of(run.id)
         if record is not None:
             options = LaunchOptions.from_replay(record["options"], record["vars_file"])
+            if self.settings.backend and run.kind == "workflow":  # its secrets as its launch sealed them, unopened
+                options = replace(options, sealed=sealed_of(self.settings.backend, entry.name, run.id))
         else:  # launched at the terminal: what its record holds, never its extra vars (not ours to show or reuse)
             recorded = run.ansible_options or {}
             if recorded.get("extra_vars"):

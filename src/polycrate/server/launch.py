@@ -68,6 +68,8 @@ class LaunchOptions:
     extra_vars: dict[str, Any] = field(default_factory=dict)  # free-form (admins, where the workflow allows)
     variables: dict[str, Any] = field(default_factory=dict)  # the declared launch variables (`vars`)
     secret_names: frozenset[str] = frozenset()  # which of `variables` are of type secret
+    # team mode, a relaunch: secret variables as an earlier launch sealed them (team/values.py), never opened here
+    sealed: dict[str, bytes] = field(default_factory=dict)
 
     def audit(self) -> dict:
         """What the audit log, the launch record and the run page keep: the options, the declared variables'
@@ -76,7 +78,8 @@ class LaunchOptions:
 
         return {"check": self.check, "step": self.step, "resume": self.resume, "limit": self.limit,
                 "tags": list(self.tags), "extra_vars": sorted(self.extra_vars),
-                "parameters": {k: (MASK if k in self.secret_names else v) for k, v in sorted(self.variables.items())}}
+                "parameters": {k: (MASK if k in self.secret_names or k in self.sealed else v)
+                               for k, v in sorted((self.variables | dict.fromkeys(self.sealed)).items())}}
 
     def replay(self) -> dict[str, Any]:
         """What a relaunch needs besides the secrets (which stay in the launch's .secret.yml): kept in the
@@ -274,11 +277,29 @@ def apply_declaration(options: LaunchOptions, declaration: Any, workflow: str, *
         if clash:
             raise LaunchRefused(f"extra_vars: {clash[0]} is a declared launch variable: give it in vars")
     try:
-        values = check_values(declaration, options.variables, workflow)
+        values = check_values(_without_sealed(options, declaration, workflow), options.variables, workflow)
     except ParameterRefused as exc:
         raise LaunchRefused(exc.message) from None
     secret = frozenset(v.name for v in declaration.variables if v.secret)
     return replace(options, variables=values, secret_names=secret)
+
+
+def _without_sealed(options: LaunchOptions, declaration: Any, workflow: str) -> Any:
+    """The declaration a relaunch's values are checked against: its sealed secrets were checked at their launch
+    and are not opened here, so they are taken as given; one the workflow no longer declares secret is refused."""
+    from dataclasses import replace
+
+    if not options.sealed:
+        return declaration
+    secret = {v.name for v in declaration.variables if v.secret}
+    gone = sorted(set(options.sealed) - secret)
+    if gone:
+        raise LaunchRefused(f"vars.{gone[0]}: workflow '{workflow}' no longer declares it a secret launch variable:"
+                            " launch it anew", 409)
+    given = sorted(set(options.sealed) & set(options.variables))
+    if given:
+        raise LaunchRefused(f"vars.{given[0]}: given twice (sealed by the earlier launch, and again)")
+    return replace(declaration, variables=tuple(v for v in declaration.variables if v.name not in options.sealed))
 
 
 def failed_hosts(run: RunRecord) -> list[str]:
@@ -389,16 +410,15 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
 
 
 def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: str, options: LaunchOptions, *,
-                   launched_by: str, output_dir: Path, wait_seconds: float = 20.0) -> Launched:
+                   launched_by: str, wait_seconds: float = 20.0) -> Launched:
     """Team mode: the workflow's run enqueued on its queue through team/launch.py, as `workflows run` does with a
     backend (the workspace's commit, one run per workflow across every host); return once a worker has opened
     its record (or after ``wait_seconds``, still queued). A run queued or running already: 409 naming it and its
-    worker. The launch's values go in the server's 0600 files as with a child, which the worker reads: the
-    worker runs on this server's host or reads the same state folder."""
-    import secrets
-
+    worker. The launch's values travel in PostgreSQL with the run (team/values.py), secret ones sealed with age
+    to the workspace's recipients: no file of this server's is needed on the worker's host."""
     from polycrate.team.launch import AlreadyRunning, Launch, checked_commit, enqueue
     from polycrate.team.source import workspace_source
+    from polycrate.team.values import refs, web_values, with_sealed
 
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
@@ -407,23 +427,22 @@ def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: s
         source = workspace_source(root)  # where the worker fetches the commit, as `workflows run` records it
     except PolycrateError as exc:
         raise LaunchRefused(f"the run was not queued: {exc.message}", 409) from None
-    output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    name = f"queued-{secrets.token_hex(8)}"  # the run id is the queue's to give
     plain, secret = options.plain_values(), options.secret_values()
-    vars_file = write_vars_file(output_dir / f"{name}.vars.yml", plain) if plain else None
-    secrets_file = write_vars_file(output_dir / f"{name}.secret.yml", secret, secret=True) if secret else None
+    try:
+        recipients = _recipients(root) if secret else []
+        values = with_sealed(web_values(plain, secret, recipients), options.sealed)
+    except PolycrateError as exc:
+        raise LaunchRefused(f"the run was not queued: {exc.message}", 409) from None
     ansible = AnsibleOptions(limit=check_host_pattern(options.limit) if options.limit else None, tags=options.tags,
-                             extra_vars=tuple(f"@{p}" for p in (vars_file, secrets_file) if p is not None))
+                             extra_vars=refs(values))
     record = {"check": options.check, "diff": False, "resume": options.resume, "runtime": None,
               "ansible": ansible.to_record()}
     try:
         run_id = enqueue(dsn, Launch(workspace=workspace, root=root, workflow=workflow, queue=queue, git_commit=commit,
                                      launched_by=launched_by, only_step=options.step, options=record,
-                                     remote=source.remote if source else None, subdir=source.subdir if source else ""))
+                                     remote=source.remote if source else None, subdir=source.subdir if source else "",
+                                     values=tuple(values)))
     except AlreadyRunning as exc:
-        for path in (vars_file, secrets_file):
-            if path is not None:
-                path.unlink(missing_ok=True)
         raise LaunchRefused(exc.message, 409) from None
     from polycrate.history.postgres import PostgresRunStore
 
@@ -434,7 +453,26 @@ def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: s
             time.sleep(0.1)
     finally:
         store.close()
-    return Launched(run_id, None, None, vars_file, secrets_file)
+    return Launched(run_id, None, None)
+
+
+def _recipients(root: Path) -> list[str]:
+    """Who a launch's secret values are sealed to: the workspace's encryption.recipients (its workers' among them)."""
+    from polycrate.secrets.recipients import workspace_recipients
+
+    return workspace_recipients(root)
+
+
+def sealed_of(dsn: str, workspace: str, run_id: str) -> dict[str, bytes]:
+    """Team mode: the secret launch variables of run ``run_id`` as its launch sealed them (for a relaunch)."""
+    from polycrate.history.postgres import connect
+    from polycrate.team.values import sealed_secrets
+
+    db = connect(dsn)
+    try:
+        return sealed_secrets(db, workspace, run_id)
+    finally:
+        db.close()
 
 
 def stop_launched(dsn: str, workspace: str, run: RunRecord, by: str) -> str | None:

@@ -129,7 +129,7 @@ def run_workspace(db: Connection, row: dict[str, Any], cache: Path | None,
                   identity: Path | None) -> tuple[Path, str | None]:
     """The workspace folder this run runs, and why it cannot run (or None): the launched commit checked out from
     the recorded remote (team/source.py), or, for a launch without one, the same folder on this host; then
-    whether the worker's identity reads its secrets (team/identity.py)."""
+    whether the worker's identity reads its secrets (team/identity.py) and opens the launch's values."""
     from polycrate.team.identity import secrets_problem
     from polycrate.team.source import SourceUnavailable, WorkspaceSource, checkout, default_cache
 
@@ -146,7 +146,12 @@ def run_workspace(db: Connection, row: dict[str, Any], cache: Path | None,
             problem = None
         except SourceUnavailable as exc:
             problem = str(exc)
-    return root, problem or secrets_problem(root, identity)
+    problem = problem or secrets_problem(root, identity)
+    if problem is None:  # the launch's values, from the backend (team/values.py): row["options"] names them
+        from polycrate.team.values import open_values
+
+        problem = open_values(db, row, identity)
+    return root, problem
 
 
 def execute(dsn: str, workspace: str, run_id: str, worker_pid: int, cache: Path | None = None,
@@ -177,6 +182,9 @@ def execute(dsn: str, workspace: str, run_id: str, worker_pid: int, cache: Path 
             return 1
         return _run(dsn, fence, row, worker_pid, root, identity)
     finally:
+        from polycrate.team.values import remove_opened
+
+        remove_opened()  # the launch's opened values go with the run
         try:
             fence.close()  # the fence goes with it (and with the process, whatever ends it)
         except Exception:

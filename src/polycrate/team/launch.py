@@ -51,6 +51,7 @@ class Launch:
     options: dict[str, Any] | None = None  # check, diff, resume, runtime, ansible (AnsibleOptions.to_record)
     remote: str | None = None  # where the worker fetches the commit (team/source.py); None: the same folder
     subdir: str = ""  # the workspace's folder in that repository
+    values: tuple[Any, ...] = ()  # team/values.LaunchValue: launch values that travel with the run (team_run_values)
 
 
 def lock_name(workspace: str, workflow: str) -> str:
@@ -136,6 +137,10 @@ def defer(db: Connection, launch: Launch, run_id: str) -> None:
     if launch.remote is not None:
         db.execute("INSERT INTO team_run_sources (workspace, id, remote, subdir) VALUES (%s,%s,%s,%s)",
                    (launch.workspace, run_id, launch.remote, launch.subdir))
+    if launch.values:
+        from polycrate.team.values import save
+
+        save(db, launch.workspace, run_id, list(launch.values))
 
 
 def describe_active(db: Connection, workspace: str, workflow: str) -> str:
