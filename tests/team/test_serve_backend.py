@@ -35,7 +35,7 @@ def test_serve_reads_and_launches_through_the_backend(team_env, tmp_path, monkey
         run_id = launched.json()["run_id"]
         def finished() -> dict | None:
             doc = api.get(f"/api/v1/runs/{run_id}").json()
-            return doc if doc["status"] != "running" else None
+            return doc if doc["status"] not in ("queued", "running") else None  # queued: no worker took it yet
 
         run = wait_for(finished, what="the launched run to finish")
         assert run["status"] == "succeeded" and run["user"] == "web:token:operator-token"

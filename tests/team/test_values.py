@@ -126,7 +126,7 @@ def _finished(api: httpx.Client, run_id: str) -> dict[str, Any]:
     def ended() -> dict[str, Any] | None:
         r = api.get(f"/api/v1/runs/{run_id}")
         doc: dict[str, Any] = r.json() if r.status_code == 200 else {}
-        return doc if doc.get("status") not in (None, "running") else None
+        return doc if doc.get("status") not in (None, "queued", "running") else None  # queued: no worker took it yet
 
     found: dict[str, Any] = wait_for(ended, timeout=240, what=f"run {run_id} to end")
     return found

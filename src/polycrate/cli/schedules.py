@@ -256,11 +256,14 @@ def _team_rows(ws) -> tuple[list, list[str]]:
     source = workspace_source(root) if declared else None
     zone = zone_key(local_zone())
     rows, notes = [], []
+    from polycrate.team.unattended import unattended_refusal
+
+    for s in declared:  # a workflow nobody can answer on a worker is refused before anything is written
+        refusal = unattended_refusal(ws, s.workflow)
+        if refusal is not None:
+            raise PolycrateError(refusal)
     for s in declared:
         prompts = sched.prompts_of(ws, s.workflow)
-        if prompts:
-            notes.append(f"{s.workflow}: prompts in {', '.join(prompts)}: a scheduled run never answers prompts, so its "
-                         "slots are refused")
         for key, why in _HOST_ONLY:
             if getattr(s, key) is not None:
                 notes.append(f"{s.workflow}: '{key}' has no effect in team mode ({why})")

@@ -25,6 +25,10 @@ def register(sub, shared) -> None:
                    "made for --name, if any)")
     p.add_argument("--cache", metavar="DIR",
                    help="where launched commits are fetched and checked out (default: ~/.cache/polycrate/worker/NAME)")
+    p.add_argument("--keep-slots", type=_whole, default=100, metavar="N",
+                   help="schedule slot rows kept per schedule however old (default 100; the newest is always kept)")
+    p.add_argument("--slot-retention", type=_whole, default=14 * 86400, metavar="SECONDS",
+                   help="schedule slot rows newer than this are kept however many (default 1209600, 14 days)")
     wsub = p.add_subparsers(dest="worker_command", metavar="COMMAND")
     q = wsub.add_parser("list", parents=[shared], help="the workers: queues, last heartbeat, current runs")
     q.set_defaults(func=cmd_list)
@@ -58,6 +62,12 @@ def register(sub, shared) -> None:
 def _count(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 256:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 256, not {text!r}")
+    return int(text)
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit() or int(text) > 10**9:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 1000000000, not {text!r}")
     return int(text)
 
 
@@ -104,7 +114,8 @@ def cmd_worker(args) -> int:
     cache = Path(args.cache).expanduser().resolve() if args.cache else default_cache(worker_key_name(args.name))
     settings = WorkerSettings(name=args.name or default_name(), queues=tuple(args.queues or ["default"]),
                               concurrency=args.concurrency, lost_after=args.lost_after, heartbeat=args.heartbeat,
-                              cache=cache, identity=identity)
+                              cache=cache, identity=identity, keep_slots=args.keep_slots,
+                              slot_retention=float(args.slot_retention))
     if settings.heartbeat * 2 > settings.lost_after:
         raise PolycrateError(f"--heartbeat {settings.heartbeat:g} must be at most half of --lost-after "
                              f"{settings.lost_after:g}: a live worker would read as lost")

@@ -367,7 +367,17 @@ def _v8_run_values(db: Connection) -> None:
 )""")
 
 
-def _v9_slice_workers(db: Connection) -> None:
+def _v9_anonymous_audit_budget(db: Connection) -> None:
+    # The audit budget of people not logged in (server/state.py's audit_anonymous), one for every server on the
+    # backend: the rows written in the last minute, per address, and how many were left out since the last one
+    db.execute("CREATE TABLE polycrate_server.anonymous_audit (time DOUBLE PRECISION NOT NULL, client TEXT)")
+    db.execute("CREATE INDEX anonymous_audit_by_time ON polycrate_server.anonymous_audit (time)")
+    db.execute("CREATE TABLE polycrate_server.anonymous_left_out (one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),"
+               " count BIGINT NOT NULL)")
+    db.execute("INSERT INTO polycrate_server.anonymous_left_out (count) VALUES (0)")
+
+
+def _v10_slice_workers(db: Connection) -> None:
     # A worker takes the parts of sliced steps with a second procrastinate worker of its own (team/worker.py):
     # its id, so that `worker list` shows one row per worker with its parts and the reaper knows its jobs.
     db.execute("ALTER TABLE team_workers ADD COLUMN slice_worker_id BIGINT")
@@ -383,7 +393,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("team_run_sources (the remote a worker fetches a launched commit from)", _v6_run_sources),
     ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
     ("team_run_values (a launched run's launch values; secret ones age-encrypted)", _v8_run_values),
-    ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v9_slice_workers),
+    ("polycrate_server.anonymous_audit: the anonymous audit budget of every server", _v9_anonymous_audit_budget),
+    ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v10_slice_workers),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

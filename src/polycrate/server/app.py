@@ -284,7 +284,11 @@ class Web:
                 if run_id is not None and workspace is None:
                     # a run of a workspace one may not see reads as missing, as that workspace does: 404, and
                     # a 403 only where the run is visible (the endpoints check its workspace's role again)
-                    self.catalog.find_run(run_id, who)  # NotFoundError: 404
+                    try:
+                        self.catalog.find_run(run_id, who)  # NotFoundError: 404
+                    except NotFoundError:
+                        if self.catalog.find_queued(run_id, who) is None:  # team mode: a queued run is visible
+                            raise
                 raise HTTPError(403, f"{who.label} is a {who.role_in(workspace)} here; this needs the {role} role")
 
         async def endpoint_with_gate(request: Request) -> Response:
@@ -383,19 +387,36 @@ class Web:
 
     def runs_page(self, request: Request) -> Response:
         filters = self._filters(request)
-        runs = self.catalog.list_runs(**filters)
+        # 'queued' (team mode) is no state of a recorded run: only the queued list answers it
+        runs = [] if filters.get("status") == "queued" else self.catalog.list_runs(**filters)
         query = {k: v for k, v in request.query_params.items() if k != "until"}
         more = None
         if len(runs) == filters["limit"]:  # the next page: runs started before the last one shown
             more = "/runs?" + urlencode({**query, "until": repr(runs[-1].started)})
         return self.page(request, "runs.html", title="Runs", runs=runs, q=request.query_params, more=more,
                          workspaces=[e.key for e in self.catalog.entries(request.state.principal)],
-                         spans=list(SPANS))
+                         spans=list(SPANS), queued=self._queued(filters))
+
+    def _queued(self, filters: dict) -> list[dict]:
+        """Team mode: the runs launched through the queue that no worker has taken yet, under the list's filters
+        (a status filter other than 'queued' leaves them out, as does a time window: they have not started)."""
+        if filters.get("status") not in (None, "queued") or "since" in filters or "until" in filters:
+            return []
+        return [q for _, q in self.catalog.queued_runs(filters.get("workspace"), filters.get("workflow"),
+                                                       who=filters["who"])]
 
     def run_page(self, request: Request) -> Response:
         who: Principal = request.state.principal
         tail = _whole(request.query_params.get("tail", str(LOG_TAIL)), "tail", 1024, 1 << 31)
-        entry, run, logs = self.catalog.run_log_tails(request.path_params["run_id"], tail, who=who)
+        try:
+            entry, run, logs = self.catalog.run_log_tails(request.path_params["run_id"], tail, who=who)
+        except NotFoundError:
+            queued = self.catalog.find_queued(request.path_params["run_id"], who)
+            if queued is None:
+                raise
+            return self.page(request, "queued_run.html", title=f"Run {queued[1]['id']} (queued)", run=queued[1],
+                             launched=self.state.launch_of(queued[1]["id"]),
+                             may_operate=who.may("operator", queued[0].key))
         timeline = chart.timeline(run)
         launched = self.state.launch_of(run.id)
         found = None
@@ -828,9 +849,44 @@ class Web:
             raise HTTPError(403, f"{who.label} is a {who.role_in(entry.key)} in {entry.key}; this needs the {role} role")
         return entry, run
 
-    def _stop(self, request: Request) -> RunRecord:
+    def _queued_for(self, request: Request, role: str) -> tuple[Any, dict] | None:
+        """Team mode: the queued run named in the path (no record yet), as ``_run_for`` checks a run; None if
+        there is none."""
         who: Principal = request.state.principal
-        entry, run = self._run_for(request, "operator")
+        found = self.catalog.find_queued(request.path_params["run_id"], who)
+        if found is not None and not who.may(role, found[0].key):
+            raise HTTPError(403, f"{who.label} is a {who.role_in(found[0].key)} in {found[0].key}; this needs the "
+                                 f"{role} role")
+        return found
+
+    def _stop_queued(self, request: Request) -> str:
+        """Stop a run still in the queue: taken off it and recorded as interrupted by whom (as `runs stop`)."""
+        from polycrate.team.launch import stop as stop_team_run
+
+        who: Principal = request.state.principal
+        found = self._queued_for(request, "operator")
+        if found is None:
+            raise NotFoundError(f"no run '{request.path_params['run_id'][:80]}'")
+        entry, queued = found
+        try:
+            said = stop_team_run(self.settings.backend or "", entry.name, queued["id"], f"web:{who.label}",
+                                 via="the server's Stop")
+        except PolycrateError as exc:
+            self.state.audit(who.label, "stop", queued["id"], f"refused: {exc.message}", self.client(request))
+            raise HTTPError(409, exc.message) from None
+        self.state.audit(who.label, "stop", queued["id"], "ok", self.client(request),
+                         {"workspace": entry.key, "queued": True, "said": said})
+        request.state.taken_off_queue = "taken off the queue" in said  # else a worker took it meanwhile: stopping
+        return str(queued["id"])
+
+    def _stop(self, request: Request) -> RunRecord | str:
+        who: Principal = request.state.principal
+        try:
+            entry, run = self._run_for(request, "operator")
+        except NotFoundError:
+            if not self.settings.backend:
+                raise
+            return self._stop_queued(request)  # launched, no worker took it yet
         try:
             asked = None
             if self.settings.backend and run.status == RunState.RUNNING:  # on whichever worker runs it
@@ -849,10 +905,17 @@ class Web:
         if form is None:
             raise HTTPError(415, "the Stop button sends a form")
         if form.get("confirm") != "yes":
-            entry, run = self._run_for(request, "operator")
+            try:
+                entry, run = self._run_for(request, "operator")
+            except NotFoundError:
+                found = self._queued_for(request, "operator") if self.settings.backend else None
+                if found is None:
+                    raise
+                return self.page(request, "confirm_stop.html", title=f"Stop run {found[1]['id']}?", run=found[1],
+                                 queued=True)
             return self.page(request, "confirm_stop.html", title=f"Stop run {run.id}?", run=run)
-        run = self._stop(request)
-        return RedirectResponse(f"/runs/{run.id}", status_code=303)
+        stopped = self._stop(request)
+        return RedirectResponse(f"/runs/{stopped if isinstance(stopped, str) else stopped.id}", status_code=303)
 
     def _relaunch(self, request: Request, failed_only: bool, confirmed: bool) -> str:
         """The run's workflow, or its one action, again with the same launch values (secret ones read back
@@ -1017,7 +1080,18 @@ class Web:
         return JSONResponse(contract.runs_document((r, r.workspace) for r in runs))
 
     def api_run(self, request: Request) -> Response:
-        run = self.catalog.find_run(request.path_params["run_id"], request.state.principal)[1]
+        try:
+            run = self.catalog.find_run(request.path_params["run_id"], request.state.principal)[1]
+        except NotFoundError:
+            queued = self.catalog.find_queued(request.path_params["run_id"], request.state.principal)
+            if queued is None:
+                raise
+            # not a run document (it has no record yet): its launch, status 'queued', times as the contract's
+            doc = dict(queued[1])
+            doc["launched"] = contract.timestamp(doc["launched"])
+            doc["scheduled_slot"] = contract.timestamp(doc["scheduled_slot"])
+            doc["launch"] = (self.state.launch_of(doc["id"]) or {}).get("shown")
+            return JSONResponse(doc)
         return JSONResponse(contract.run_document(run, run.workspace))
 
     def api_log(self, request: Request) -> Response:
@@ -1069,8 +1143,13 @@ class Web:
                             headers={"Location": f"/api/v1/runs/{run_id}"})
 
     def api_stop(self, request: Request) -> Response:
-        run = self._stop(request)
-        return JSONResponse({"run_id": run.id, "status": "stopping"}, status_code=202)
+        stopped = self._stop(request)
+        if isinstance(stopped, str) and getattr(request.state, "taken_off_queue", False):
+            # it was queued: taken off the queue, recorded as interrupted already
+            return JSONResponse({"run_id": stopped, "status": RunState.INTERRUPTED}, status_code=200)
+        if isinstance(stopped, str):
+            return JSONResponse({"run_id": stopped, "status": "stopping"}, status_code=202)
+        return JSONResponse({"run_id": stopped.id, "status": "stopping"}, status_code=202)
 
 
 def _form(request: Request, *names: str) -> dict[str, str]:

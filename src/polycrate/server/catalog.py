@@ -234,6 +234,45 @@ class Catalog:
                                      "no worker of that queue has taken it yet; it shows here once one has")
         return NotFoundError(f"no run '{run_id}'")
 
+    # --- runs launched through the queue and not taken yet (team mode) ---------------------------------
+
+    def queued_runs(self, workspace: str | None = None, workflow: str | None = None, who: Any = None,
+                    run_id: str | None = None) -> list[tuple[Entry, dict[str, Any]]]:
+        """Runs launched through the backend's queue that no worker has taken yet (no history record), newest
+        first, of the served workspaces `who` sees: their launch rows (team_runs) as the pages show them."""
+        if not self.backend:
+            return []
+        from polycrate.history.postgres import connect
+
+        entries = [self.entry(workspace, who)] if workspace else self.entries(who)
+        if not entries:
+            return []
+        db = connect(self.backend)
+        try:
+            rows = db.execute(
+                "SELECT t.* FROM team_runs t WHERE t.state = 'queued' AND t.workspace = ANY(%s)"
+                " AND (%s::text IS NULL OR t.workflow = %s) AND (%s::text IS NULL OR t.id = %s)"
+                " AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.workspace = t.workspace AND r.id = t.id)"
+                " ORDER BY t.launched DESC LIMIT 200",
+                ([e.name for e in entries], workflow, workflow, run_id, run_id)).fetchall()
+        finally:
+            db.close()
+        found = []
+        for row in rows:
+            named = [e for e in entries if e.name == row["workspace"]]
+            # two served workspaces of one name: the one in the folder it was launched from
+            entry = next((e for e in named if str(e.root) == row["root"]), named[0] if named else None)
+            if entry is not None:
+                found.append((entry, _queued(row, entry)))
+        return found
+
+    def find_queued(self, run_id: str, who: Any = None) -> tuple[Entry, dict[str, Any]] | None:
+        """A queued run by its full id (no prefix: it has no record to resolve one against), if `who` sees it."""
+        if not self.backend or not _RUN_ID.match(run_id):
+            return None
+        found = self.queued_runs(who=who, run_id=run_id)
+        return found[0] if found else None
+
     def get_run(self, entry: Entry, run_id: str) -> RunRecord:
         """A run of a known workspace, by its full id (the log stream re-reads it while it runs)."""
         with self.store(entry) as store:
@@ -320,9 +359,16 @@ class Catalog:
                 entry.schedules = ({}, str(exc))
         return entry.schedules
 
-    def installed_schedules(self) -> list:
-        """Our files in the schedule destinations (markers only: a folder we may not read holds none)."""
+    def installed_schedules(self) -> Any:
+        """Our files in the schedule destinations (markers only: a folder we may not read holds none); with a
+        backend the schedules `schedules apply` wrote to PostgreSQL instead, by (workspace, workflow), each with
+        its last handled slot (the workers run those, no timer or cron line does)."""
         from polycrate import schedule as sched
+
+        if self.backend:
+            from polycrate.team.scheduler import schedules_in_backend
+
+            return {(r["workspace"], r["workflow"]): r for r in schedules_in_backend(self.backend)}
 
         dests = self.schedule_dests if self.schedule_dests is not None else (sched.SYSTEMD_DEST, sched.CRON_DEST)
         found = []
@@ -333,8 +379,15 @@ class Catalog:
                 continue
         return found
 
-    def applied(self, entry: Entry, schedule, found: list) -> tuple[str, str | None]:
+    def applied(self, entry: Entry, schedule, found: Any) -> tuple[str, str | None]:
         from polycrate import schedule as sched
+
+        if isinstance(found, dict):  # team mode: the backend's row of this workflow
+            row = found.get((entry.name, schedule.workflow))
+            if row is None:
+                return "not applied", None
+            same = (row["kind"], row["expression"]) == (schedule.kind, schedule.expression)
+            return ("applied" if same else "differs"), None
 
         state, path = sched.applied_state(entry.name, entry.root, schedule, found)
         return state, str(path) if path else None
@@ -381,9 +434,11 @@ class Catalog:
         if schedule is not None:
             row["schedule"] = schedule.expression
             row["applied"] = self.applied(entry, schedule, found)[0]
+        team_row = found.get((entry.name, workflow.name)) if isinstance(found, dict) else None
         if schedule is not None and row["applied"] == "applied":  # a next run only where one will happen
             try:
-                times = self.next_runs(schedule, now_dt, 2)
+                times = (self.backend_slots(team_row, now_dt.timestamp(), 2) if team_row is not None
+                         else self.next_runs(schedule, now_dt, 2))
             except Exception as exc:  # an expression the machine cannot compute: say so, do not fail the page
                 row["error"] = f"schedule: {exc}"
                 times = []
@@ -399,6 +454,12 @@ class Catalog:
                     row["overdue_reason"] = f"last success older than the schedule allows ({_span(allowed)})"
         return row
 
+    def backend_slots(self, row: dict, after: float, count: int) -> list[datetime]:
+        """The next slots of a schedule in the backend, as its workers compute them (its zone, its rules)."""
+        from polycrate.team.scheduler import Slots
+
+        return [datetime.fromtimestamp(t, UTC) for t in Slots(row["kind"], row["expression"], row["zone"]).after(after, count)]
+
     def schedules(self, now: float | None = None, who: Any = None) -> list[dict]:
         now_dt = datetime.fromtimestamp(now or time.time(), UTC)
         rows: list[dict[str, Any]] = []
@@ -407,9 +468,12 @@ class Catalog:
             schedules, error = self.schedules_of(entry)
             if error:
                 rows.append({"workspace": entry.key, "workflow": None, "error": error})
+            team = {k[1]: r for k, r in found.items() if k[0] == entry.name} if isinstance(found, dict) else {}
             for s in schedules.values():
+                team_row = team.pop(s.workflow, None)
                 try:
-                    times = [t.timestamp() for t in self.next_runs(s, now_dt, 3)]
+                    times = [t.timestamp() for t in (self.backend_slots(team_row, now_dt.timestamp(), 3)
+                                                     if team_row is not None else self.next_runs(s, now_dt, 3))]
                     problem = None
                 except Exception as exc:
                     times, problem = [], str(exc)
@@ -419,7 +483,18 @@ class Catalog:
                     "applied": applied, "installed_file": path,
                     "randomized_delay": s.randomized_delay, "timeout": s.timeout, "user": s.user,
                     "persistent": s.persistent, "next_runs": times, "error": problem,
-                })
+                } | (_backend_fields(team_row) if self.backend else {}))
+            for name, team_row in sorted(team.items()):  # applied earlier, no longer declared: still fired
+                try:
+                    times = [t.timestamp() for t in self.backend_slots(team_row, now_dt.timestamp(), 3)]
+                    problem = None
+                except Exception as exc:
+                    times, problem = [], str(exc)
+                rows.append({
+                    "workspace": entry.key, "workflow": name, "kind": team_row["kind"],
+                    "expression": team_row["expression"], "applied": "not declared", "installed_file": None,
+                    "randomized_delay": None, "timeout": None, "user": None, "persistent": None, "next_runs": times,
+                    "error": problem} | _backend_fields(team_row))
         return rows
 
     def blocks(self, who: Any = None) -> list[dict]:
@@ -439,6 +514,33 @@ class Catalog:
         """The workflow's last finished runs, oldest first (for its chart)."""
         runs = self.list_runs(workspace=key, workflow=name, limit=limit + 5, who=who)
         return list(reversed([r for r in runs if r.status != RUNNING][:limit]))
+
+
+def _queued(row: dict[str, Any], entry: Entry) -> dict[str, Any]:
+    """A queued run's launch as the server shows it (the API's document of it, and its page): never the values
+    of extra vars (the launch's files hold them; a page shows the server's own launch record, secrets masked)."""
+    options = row["options"] if isinstance(row["options"], dict) else {}
+    ansible = options.get("ansible") or {}
+    return {"id": row["id"], "workspace": entry.key, "kind": RunKind.WORKFLOW.value, "name": row["workflow"],
+            "workflow": row["workflow"], "status": "queued", "queue": row["queue"], "launched_by": row["launched_by"],
+            "launched_host": row["launched_host"], "launched": row["launched"], "only_step": row["only_step"],
+            "git_commit": row["git_commit"], "check_mode": bool(options.get("check")),
+            "limit": ansible.get("limit"), "tags": ansible.get("tags") or None,
+            "scheduled_slot": options.get("scheduled_slot")}
+
+
+def _backend_fields(row: dict | None) -> dict[str, Any]:
+    """What the backend says of a schedule (team mode): where and how its workers fire it, and its last slot."""
+    if row is None:
+        return {"backend": None}
+    last = None
+    if row.get("last_slot") is not None:
+        last = {"slot": row["last_slot"], "outcome": row["last_outcome"], "run_id": row["last_run_id"],
+                "late_by": row["last_late_by"], "reason": row["last_reason"], "worker": row["last_worker"]}
+    return {"backend": {"expression": row["expression"], "kind": row["kind"], "zone": row["zone"],
+                        "missed": row["missed"], "max_delay": row["max_delay"], "queue": row["queue"],
+                        "git_commit": row["git_commit"], "applied": row["applied"], "applied_by": row["applied_by"],
+                        "last_slot": last}}
 
 
 def _with_workspace(run: RunRecord, entry: Entry) -> RunRecord:

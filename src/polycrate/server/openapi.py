@@ -80,7 +80,8 @@ def document(version: str) -> dict:
                 "parameters": filters,
                 "responses": {"200": _json({"$ref": "#/components/schemas/RunsDocument"}, "runs"), **_errors(400, 401)}}},
             "/api/v1/runs/{run_id}": {"get": {
-                "summary": "one run with its steps and per-host counts (as `polycrate runs show ID -o json`)",
+                "summary": "one run with its steps and per-host counts (as `polycrate runs show ID -o json`); in team "
+                           "mode a run no worker has taken yet: its launch, with status `queued` and its queue",
                 "parameters": [run_id],
                 "responses": {"200": _json({"$ref": "#/components/schemas/RunDocument"}, "the run"),
                               **_errors(401, 404)}}},
@@ -98,9 +99,12 @@ def document(version: str) -> dict:
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                               **_errors(401, 404)}}},
             "/api/v1/runs/{run_id}/stop": {"post": {
-                "summary": "stop a running run (SIGTERM to its polycrate: recorded as interrupted); operator",
+                "summary": "stop a running run (SIGTERM to its polycrate: recorded as interrupted); in team mode a "
+                           "queued run is taken off its queue (never runs; recorded as interrupted); operator",
                 "parameters": [run_id],
-                "responses": {"202": _json({"type": "object"}, "stopping"), **_errors(401, 403, 404, 409)}}},
+                "responses": {"202": _json({"type": "object"}, "stopping"),
+                              "200": _json({"type": "object"}, "a queued run: taken off the queue, interrupted"),
+                              **_errors(401, 403, 404, 409)}}},
             "/api/v1/workspaces/{workspace}/workflows/{workflow}/runs": {"post": {
                 "summary": "launch a workflow as a child `polycrate workflows run`; operator",
                 "parameters": [{"name": "workspace", "in": "path", "required": True, "schema": {"type": "string"}},

@@ -511,7 +511,17 @@ class StateStore(ABC):
                         detail: dict | None = None) -> bool:
         """An audit row for someone not logged in, within a budget per address and in all: beyond it the
         row is only counted, and the next row written says how many were left out. False when left out."""
-        now = time.time()
+        suppressed = self._anonymous_budget(client, time.time())
+        if suppressed is None:
+            return False
+        extra = {"not_logged_before": suppressed} if suppressed else {}
+        self.audit(actor, action, None, outcome, client, (detail or {}) | extra)
+        return True
+
+    def _anonymous_budget(self, client: str | None, now: float) -> int | None:
+        """Take one row of the anonymous budget: None when it is spent (the row is counted as left out), else
+        how many were left out before it. In this process's memory; with a backend in PostgreSQL (one budget
+        for every server)."""
         with self._login_lock:
             for key in list(self._anonymous):
                 self._anonymous[key] = [t for t in self._anonymous[key] if t > now - 60]
@@ -521,12 +531,10 @@ class StateStore(ABC):
             total = sum(len(v) for v in self._anonymous.values())
             if len(mine) >= AUDIT_ANONYMOUS_PER_MINUTE or total >= AUDIT_ANONYMOUS_TOTAL_PER_MINUTE:
                 self._suppressed += 1
-                return False
+                return None
             mine.append(now)
             suppressed, self._suppressed = self._suppressed, 0
-        extra = {"not_logged_before": suppressed} if suppressed else {}
-        self.audit(actor, action, None, outcome, client, (detail or {}) | extra)
-        return True
+        return suppressed
 
     def audit_log(self, limit: int = 200, *, before: int | None = None, actor: str | None = None,
                   action: str | None = None, outcome: str | None = None, since: float | None = None) -> list[dict]:

@@ -23,6 +23,7 @@ from polycrate.server.state import StateStore
 SCHEMA = "polycrate_server"
 # the one advisory lock key of the login count (two servers counting one try at once would let a sixth through)
 LOGIN_LOCK = 0x706F6C6C  # "poll"
+ANONYMOUS_LOCK = 0x616E6F6E  # "anon": the anonymous audit budget, taken by one server at a time
 _USER = re.compile(r"\buser\b")
 
 
@@ -73,6 +74,26 @@ class PostgresServerState(StateStore):
         with self._lock, self._usable().transaction():
             self.db.execute("SELECT pg_advisory_xact_lock(%s)", (LOGIN_LOCK,))
             yield
+
+    def _anonymous_budget(self, client: str | None, now: float) -> int | None:
+        # one budget for every server on the backend: counted and taken in one transaction under a lock all of
+        # them wait for (two servers each allowing the whole budget would double it)
+        from polycrate.server.state import AUDIT_ANONYMOUS_PER_MINUTE, AUDIT_ANONYMOUS_TOTAL_PER_MINUTE
+
+        with self._lock, self._usable().transaction():
+            db = self.db
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (ANONYMOUS_LOCK,))
+            db.execute("DELETE FROM anonymous_audit WHERE time <= %s", (now - 60,))
+            row = db.execute("SELECT count(*) AS total, count(*) FILTER (WHERE client IS NOT DISTINCT FROM %s) AS mine"
+                             " FROM anonymous_audit", (client,)).fetchone()
+            assert row is not None
+            if row["mine"] >= AUDIT_ANONYMOUS_PER_MINUTE or row["total"] >= AUDIT_ANONYMOUS_TOTAL_PER_MINUTE:
+                db.execute("UPDATE anonymous_left_out SET count = count + 1")
+                return None
+            db.execute("INSERT INTO anonymous_audit (time, client) VALUES (%s, %s)", (now, client))
+            left = db.execute("UPDATE anonymous_left_out x SET count = 0 FROM (SELECT count AS was FROM"
+                              " anonymous_left_out) o RETURNING o.was").fetchone()
+            return int(left["was"]) if left is not None else 0
 
     def close(self) -> None:
         self.db.close()

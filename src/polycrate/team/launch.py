@@ -174,7 +174,7 @@ def resolve_team_run(dsn: str, workspace: str, ref: str) -> str | None:
     return exact[0] if exact else rows[0]["id"] if len(rows) == 1 else None
 
 
-def stop(dsn: str, workspace: str, run_id: str, by: str) -> str:
+def stop(dsn: str, workspace: str, run_id: str, by: str, via: str = "polycrate runs stop") -> str:
     """Ask a launched run to stop: a queued one is taken off the queue and recorded as interrupted here; a
     running one's own process sees the request within ``execute.POLL_SECONDS`` and stops its step. What
     happened, for people."""
@@ -192,7 +192,7 @@ def stop(dsn: str, workspace: str, run_id: str, by: str) -> str:
                 return f"run {run_id}: stop requested (worker {row['worker']} on {row['worker_host']})"
             if row["state"] != "queued":
                 raise PolycrateError(f"run {run_id} is not running (it is {row['state']})")
-            reason = f"stopped by {by} before it started (polycrate runs stop)"
+            reason = f"stopped by {by} before it started ({via})"
             db.execute("UPDATE team_runs SET state = 'done', stop_requested_by = %s, stop_requested = %s, reason = %s"
                        " WHERE workspace = %s AND id = %s", (by, time.time(), reason, workspace, run_id))
             if row["job_id"] is not None:

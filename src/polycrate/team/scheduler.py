@@ -42,6 +42,10 @@ ALIVE_SLACK = 10.0  # a worker that is not stopped counts as alive this long aft
 LATE_SECONDS = 10.0  # a slot launched later than this says why in its run's record (late_by, late_reason)
 BATCH = 120  # slot times computed at once
 DUE_LIMIT = 1000  # slots of one schedule looked at one by one in a tick; a longer backlog is summed up
+KEEP_SLOTS = 100  # slot rows kept per schedule however old (what an admin reads back: `schedules list`, the server)
+RETENTION_SECONDS = 14 * 86400.0  # slot rows newer than this are kept however many
+PRUNE_SECONDS = 300.0  # a worker's scheduler prunes the slot rows this often
+PRUNE_LOCK = int.from_bytes(hashlib.sha256(b"polycrate-schedule-slots-prune").digest()[:8], "big", signed=True)
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,11 @@ def when(epoch: float) -> str:
 class Scheduler:
     """One worker's scheduler: ``tick`` launches (or records) every slot that has come, once across workers."""
 
-    def __init__(self, dsn: str, worker_name: str, worker_id: int | None, started: float):
+    def __init__(self, dsn: str, worker_name: str, worker_id: int | None, started: float,
+                 keep_slots: int = KEEP_SLOTS, retention: float = RETENTION_SECONDS):
+        self.keep_slots = max(1, keep_slots)  # the newest row of a schedule is what a tick starts from: never pruned
+        self.retention = retention
+        self.pruned = 0.0  # when this scheduler last pruned (it does so every PRUNE_SECONDS)
         self.dsn = dsn
         self.worker_name = worker_name
         self.worker_id = worker_id
@@ -256,6 +264,15 @@ class Scheduler:
                 raise
 
     def _tick(self, db: Connection) -> list[str]:
+        # shared with every other tick, exclusive with a prune: the newest slot read below stays in the table
+        # until this tick has fired what follows it (see ``prune``)
+        db.execute("SELECT pg_advisory_lock_shared(%s)", (PRUNE_LOCK,))
+        try:
+            return self._tick_locked(db)
+        finally:
+            db.execute("SELECT pg_advisory_unlock_shared(%s)", (PRUNE_LOCK,))
+
+    def _tick_locked(self, db: Connection) -> list[str]:
         rows = db.execute(SCHEDULES).fetchall()
         now = time.time()
         said: list[str] = []
@@ -344,9 +361,15 @@ class Scheduler:
             if got is None:
                 return []  # another worker handled it
             refused: str | None = None
-            if schedule.prompts:
+            if schedule.prompts:  # applied before `schedules apply` refused it: a failed run says so, per slot
                 refused = (f"the workflow prompts ({schedule.prompts}) and a scheduled run never answers prompts; "
                            "nothing launched")
+                said = refused + (f" ({reason})" if reason else "")
+                db.execute("UPDATE team_schedule_slots SET outcome = 'refused', reason = %s"
+                           " WHERE workspace = %s AND workflow = %s AND slot = %s",
+                           (said, schedule.workspace, schedule.workflow, slot))
+                self._record_prompted(schedule, slot, run_id, said)  # the last step before the slot row commits
+                return [f"{name}: run {run_id} failed: {refused}"]
             else:
                 launch = Launch(workspace=schedule.workspace, root=Path(schedule.root), workflow=schedule.workflow,
                                 queue=schedule.queue, git_commit=schedule.git_commit,
@@ -366,7 +389,49 @@ class Scheduler:
         return [f"{name}: launched run {run_id} on queue '{schedule.queue}'" + (f" ({reason})" if reason else "")]
 
 
-async def run_scheduler(dsn: str, worker_name: str, worker_id: int | None, say: Callable[[str], None]) -> None:
+    def _record_prompted(self, schedule: TeamSchedule, slot: float, run_id: str, reason: str) -> None:
+        """The failed run of a slot whose workflow prompts, written while this transaction holds the slot's row:
+        a second worker's insert of the slot waits for it and then does nothing, so it is written once."""
+        from polycrate.team.launch import record_unstarted
+        from polycrate.states import RunState
+
+        row = {"workspace": schedule.workspace, "id": run_id, "workflow": schedule.workflow, "only_step": None,
+               "launched_by": f"schedule (applied by {schedule.applied_by})"}
+        record_unstarted(self.dsn, row, RunState.FAILED, f"slot {when(slot)}: {reason}")
+
+    # --- pruning the slot rows ------------------------------------------------------------------------------
+
+    def prune(self, now: float | None = None) -> int:
+        """Delete the slot rows an admin no longer needs: those beyond the last ``keep_slots`` of their schedule
+        and older than ``retention``; how many. The newest row of every schedule is always kept (``keep_slots``
+        is at least 1), and a tick reads the schedule's newest slot before it fires anything after it; the prune
+        runs only while no tick of any worker is under way (it takes ``PRUNE_LOCK`` exclusively, every tick holds
+        it shared), so every tick that fires afterwards starts from a newest slot that is still there, and a slot
+        pruned (older than that one) is never due again."""
+        now = time.time() if now is None else now
+        with self._lock:
+            try:
+                if self.db is None or self.db.closed:
+                    self.db = connect(self.dsn)
+                db = self.db
+                with db.transaction():
+                    db.execute("SET LOCAL lock_timeout = '10s'")
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (PRUNE_LOCK,))
+                    gone = db.execute(
+                        "DELETE FROM team_schedule_slots x USING (SELECT workspace, workflow, slot, row_number() OVER"
+                        " (PARTITION BY workspace, workflow ORDER BY slot DESC) AS n FROM team_schedule_slots) r"
+                        " WHERE x.workspace = r.workspace AND x.workflow = r.workflow AND x.slot = r.slot"
+                        " AND r.n > %s AND x.slot < %s RETURNING x.slot",
+                        (max(1, self.keep_slots), now - self.retention)).fetchall()
+                self.pruned = now
+                return len(gone)
+            except BaseException:
+                self._drop()
+                raise
+
+
+async def run_scheduler(dsn: str, worker_name: str, worker_id: int | None, say: Callable[[str], None],
+                        keep_slots: int = KEEP_SLOTS, retention: float = RETENTION_SECONDS) -> None:
     """A worker's scheduler, until cancelled: a tick every ``TICK_SECONDS``; a failing backend is said once."""
     db = connect(dsn)
     try:
@@ -374,13 +439,17 @@ async def run_scheduler(dsn: str, worker_name: str, worker_id: int | None, say: 
     finally:
         db.close()
     started = float(row["started"]) if row is not None else time.time()
-    scheduler = Scheduler(dsn, worker_name, worker_id, started)
+    scheduler = Scheduler(dsn, worker_name, worker_id, started, keep_slots=keep_slots, retention=retention)
     failing = False
     try:
         while True:
             try:
                 for line in await asyncio.to_thread(scheduler.tick):
                     say(line)
+                if time.time() - scheduler.pruned > PRUNE_SECONDS:
+                    pruned = await asyncio.to_thread(scheduler.prune)
+                    if pruned:
+                        say(f"pruned {pruned} old slot row{'s' if pruned != 1 else ''} of the schedules")
                 failing = False
             except asyncio.CancelledError:
                 raise

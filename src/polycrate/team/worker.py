@@ -39,6 +39,8 @@ class WorkerSettings:
     heartbeat: float = 5.0  # seconds between heartbeats
     cache: Path | None = None  # where launched commits are fetched to (team/source.py); None: the default
     identity: Path | None = None  # the worker's age identity (team/identity.py); None: the usual key lookup
+    keep_slots: int = 100  # schedule slot rows kept per schedule however old (team/scheduler.py's prune)
+    slot_retention: float = 14 * 86400.0  # and those newer than this, however many
 
 
 def default_name() -> str:
@@ -237,7 +239,8 @@ async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[
     failing = False
     from polycrate.team.scheduler import run_scheduler  # every worker runs the schedules (team/scheduler.py)
 
-    scheduler = asyncio.create_task(run_scheduler(dsn, settings.name, me, lambda line: say(f"{settings.name}: {line}")))
+    scheduler = asyncio.create_task(run_scheduler(dsn, settings.name, me, lambda line: say(f"{settings.name}: {line}"),
+                                                  keep_slots=settings.keep_slots, retention=settings.slot_retention))
     try:
         while True:
             try:
