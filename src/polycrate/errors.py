@@ -85,11 +85,13 @@ def describe_os_error(exc: OSError) -> str:
 
 class Interrupted(KeyboardInterrupt):
     """A stop signal (SIGINT, SIGTERM, SIGHUP) as the exception the run unwinds with; it names the signal
-    so that the record can say which. A plain KeyboardInterrupt is SIGINT."""
+    so that the record can say which. A plain KeyboardInterrupt is SIGINT. ``reason``: who or what
+    stopped the run, when the process knows it (a team run asked to stop: team/execute.py)."""
 
-    def __init__(self, signal_name: str = "SIGINT"):
+    def __init__(self, signal_name: str = "SIGINT", reason: str | None = None):
         super().__init__(signal_name)
         self.signal_name = signal_name
+        self.reason = reason
 
 
 def interrupt_in(exc: BaseException | None) -> KeyboardInterrupt | None:
@@ -109,3 +111,15 @@ def interrupt_in(exc: BaseException | None) -> KeyboardInterrupt | None:
 def interrupt_name(exc: BaseException) -> str:
     """The signal an interrupt came from: SIGINT for Ctrl-C, else what Interrupted carries."""
     return getattr(exc, "signal_name", "SIGINT")
+
+
+def interrupt_reason(exc: BaseException | None) -> str | None:
+    """Who or what stopped the run, when the interrupt says it."""
+    return getattr(exc, "reason", None)
+
+
+def stopped_by(by: str) -> str:
+    """The record's words for a run someone stopped: `by` as the stop names them (``alice@host``;
+    the server's ``web:alice``), and how they asked."""
+    how = "the server's stop" if by.startswith("web:") else "polycrate runs stop"
+    return f"interrupted by {by} ({how})"

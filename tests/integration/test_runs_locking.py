@@ -26,8 +26,18 @@ def ws(tmp_path):
 
 
 def _sleeping(root):
-    """The long play is in its sleep task: the step was recorded and ran its first task."""
-    return order(root) == ["sleep"] and bool(processes_with(str(root)))
+    """The long play is in its sleep task: the step was recorded, ran its first task and its `sleep 300` runs
+    (between two tasks no process of the play carries the workspace's path: the first task's module alone
+    was a race)."""
+    return order(root) == ["sleep"] and any(_command(pid).startswith(b"sleep\0") for pid in processes_with(str(root)))
+
+
+def _command(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
 
 
 def test_second_run_is_refused_and_names_the_first(ws):

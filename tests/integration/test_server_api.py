@@ -191,6 +191,9 @@ def test_lock_applies_stop_interrupts_and_a_server_restart_keeps_the_run(served)
     assert stopped.status_code == 202, stopped.text
     run = wait_finished(client, run_id)
     assert run["status"] == "interrupted" and run["exit_code"] == 130
+    # who stopped it, from the engine's first write (the step's row is the engine's alone)
+    who = "interrupted by web:token:operator-token (the server's stop)"
+    assert run["message"] == who and run["steps"][0]["message"] == who, run
     again = client.post(f"/api/v1/runs/{run_id}/stop")
     assert again.status_code == 409 and "not running" in again.json()["error"]
     audit = api(served, "admin").get("/api/v1/audit").json()

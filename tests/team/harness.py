@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,16 @@ class Team:
         self.ws, self.marks, self.env, self.tmp = ws, marks, env, tmp
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start_worker(self, name: str, *extra: str, home: Path | None = None) -> subprocess.Popen[bytes]:
-        """``home``: the worker's host of its own there (its folder, HOME, config and cache), nothing shared."""
+    def start_worker(self, name: str, *extra: str, home: Path | None = None, prefix: Sequence[str] = (),
+                     env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """``home``: the worker's host of its own there (its folder, HOME, config and cache), nothing shared;
+        ``prefix``: what the worker runs under (``ip netns exec NS``); ``env``: its environment instead of the
+        team's (another DSN)."""
         out = open(self.tmp / f"worker-{name}.log", "wb")
         own = {} if home is None else self.host_env(home)
-        proc = subprocess.Popen([sys.executable, "-m", "polycrate", "worker", "--name", name, "--lost-after", "4",
-                                 "--heartbeat", "0.5", *extra], cwd=home or self.tmp, env=os.environ | self.env | own,
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "polycrate", "worker", "--name", name, "--lost-after",
+                                 "4", "--heartbeat", "0.5", *extra], cwd=home or self.tmp,
+                                env=os.environ | (self.env if env is None else env) | own,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()
         self.workers[name] = proc

@@ -1,16 +1,29 @@
-"""Queue routing into a segment only one worker can reach: a target host listening inside a network namespace
-the test makes (its own `lo`, the target on 127.77.0.2) is reached by a `dmz` worker running in that
-namespace, never by the worker outside it.
+"""Queue routing into a segment only one worker can reach, over a veth pair: a target host reachable only from
+inside a network namespace is reached by a `dmz` worker running in that namespace, never by the others.
 
-The dmz worker reaches PostgreSQL through its unix socket (the filesystem is shared across network
-namespaces): it needs no route to the host's loopback, as a worker in a DMZ connects out to the database only.
-The target is a tiny HTTP host that writes down every request. Real parts throughout: `ip netns`, PostgreSQL,
-`polycrate worker` processes, the CLI; nothing leaves loopback or the test's namespace.
+Two network namespaces made by the test (names unique per run), joined by a veth pair:
+- the DMZ host (`pcdmz-ID`): the `dmz` worker runs here; its veth end has 127.77.N.1/30;
+- the segment's target (`pcdmzt-ID`): an sshd, started by the test, listens on 127.77.N.2, its veth end.
+Only loopback-range addresses, on the veth ends inside the test's namespaces; the root namespace is not touched.
+
+The kernel calls 127.0.0.0/8 martian on any interface but `lo`: without `route_localnet` a connect from the DMZ
+namespace to 127.77.N.2 fails at once with EINVAL (tried on this kernel, 6.x). With
+`net.ipv4.conf.{all,VETH}.route_localnet=1` in both namespaces the packets cross the veth and the connection is
+made; so the test sets it there (only there). In the root namespace all of 127.0.0.0/8 is local (on `lo`): a
+connect to 127.77.N.2 is refused, as nothing listens on it there (asserted, before and after).
+
+The DMZ worker reaches PostgreSQL through its unix socket (the filesystem is shared across network namespaces):
+it needs no route to the host's loopback, as a worker in a DMZ connects out to the database only. The workflow
+`reach` (queue `dmz`) runs an Ansible play on the target over SSH; its task writes a marker there with
+`$SSH_CONNECTION` (the filesystem is shared: the test reads it), which proves the connection came from the DMZ
+worker's address over the veth. The same workflow on the default queue, run by the worker in the root namespace,
+fails: the target is unreachable from there. Namespaces and every process in them go, whatever happens.
 """
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,36 +32,102 @@ import sys
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import write
-from tests.helpers import run_cli
+from tests.team.conftest import committed
+from tests.team.harness import Team
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 pytestmark = [pytest.mark.team,
-              pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None,
-                                 reason="network namespaces need root and iproute2 (ip netns)")]
+              pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None or not os.path.exists(SSHD),
+                                 reason="network namespaces need root and iproute2 (ip netns); the target needs sshd")]
 
-TARGET = "127.77.0.2"  # inside the namespace only; on the host nothing listens there (checked)
 DEADLINE = 180.0
+SSH_PORT = 22  # the target's own namespace: nothing else listens there
 
-TARGET_SERVER = """
-import http.server, sys
-log = sys.argv[3]
-class Target(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        with open(log, "a") as f:
-            f.write(self.path + "\\n")
-        body = b"dmz target answered\\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Target).serve_forever()
-"""
+
+@dataclass(frozen=True)
+class Segment:
+    dmz: str  # the namespace of the DMZ worker
+    target_ns: str  # the namespace of the target host
+    dmz_address: str  # the DMZ host's veth end
+    target: str  # the target's address (its veth end)
+
+    def run_in(self, namespace: str) -> list[str]:
+        return ["ip", "netns", "exec", namespace]
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True)
+
+
+def _end_namespace(name: str) -> None:
+    """Every process still in the namespace (the test's: it made the namespace), then the namespace."""
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def segment() -> Iterator[Segment]:
+    ident = uuid.uuid4().hex[:8]
+    n = random.randint(1, 250)
+    seg = Segment(dmz=f"pcdmz-{ident}", target_ns=f"pcdmzt-{ident}", dmz_address=f"127.77.{n}.1",
+                  target=f"127.77.{n}.2")
+    veth_dmz, veth_target = f"vd{ident}", f"vt{ident}"  # at most 15 characters
+    made: list[str] = []
+    try:
+        for name in (seg.dmz, seg.target_ns):
+            _ip("netns", "add", name)
+            made.append(name)
+            _ip("-n", name, "link", "set", "lo", "up")
+        _ip("link", "add", veth_dmz, "type", "veth", "peer", "name", veth_target)
+        _ip("link", "set", veth_dmz, "netns", seg.dmz)
+        _ip("link", "set", veth_target, "netns", seg.target_ns)
+        for name, veth, address in ((seg.dmz, veth_dmz, seg.dmz_address), (seg.target_ns, veth_target, seg.target)):
+            subprocess.run([*seg.run_in(name), "sysctl", "-q", "-w", "net.ipv4.conf.all.route_localnet=1",
+                            f"net.ipv4.conf.{veth}.route_localnet=1"], check=True, capture_output=True)
+            _ip("-n", name, "addr", "add", f"{address}/30", "dev", veth)
+            _ip("-n", name, "link", "set", veth, "up")
+        yield seg
+    finally:
+        for name in reversed(made):  # the veth pair goes with its namespaces
+            _end_namespace(name)
+        if subprocess.run(["ip", "link", "show", veth_dmz], capture_output=True).returncode == 0:
+            subprocess.run(["ip", "link", "del", veth_dmz], check=False, capture_output=True)
+
+
+def _connect_fails(address: str, port: int) -> str | None:
+    """Why a connect from this (the root) namespace fails, or None when it succeeds."""
+    with socket.socket() as s:
+        s.settimeout(5)
+        try:
+            s.connect((address, port))
+        except OSError as exc:
+            return type(exc).__name__
+        return None
+
+
+def _reaches(seg: Segment, namespace: str, port: int) -> bool:
+    probe = [*seg.run_in(namespace), sys.executable, "-c",
+             f"import socket; socket.create_connection(('{seg.target}', {port}), 2).close()"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def _socket_dsn(tcp_dsn: str, socket_dir: Path, port: int) -> str:
+    """The same database through PostgreSQL's unix socket (what a worker in another network namespace uses)."""
+    database = urllib.parse.urlsplit(tcp_dsn).path.lstrip("/")
+    return f"postgresql://polycrate@/{database}?host={urllib.parse.quote(str(socket_dir), safe='')}&port={port}"
 
 
 def _wait_for(what, description: str):
@@ -61,54 +140,42 @@ def _wait_for(what, description: str):
     raise AssertionError(f"not within {DEADLINE:g}s: {description}")
 
 
-def _refused(address: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(2)
-        try:
-            s.connect((address, port))
-        except ConnectionRefusedError:
-            return True
-        except OSError:
-            return False
-        return False
-
-
-def _socket_dsn(tcp_dsn: str, socket_dir: Path, port: int) -> str:
-    """The same database through PostgreSQL's unix socket (what a worker in another network namespace uses)."""
-    database = urllib.parse.urlsplit(tcp_dsn).path.lstrip("/")
-    return f"postgresql://polycrate@/{database}?host={urllib.parse.quote(str(socket_dir), safe='')}&port={port}"
-
-
-@pytest.fixture
-def dmz_namespace():
-    name = f"polycrate-dmz-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    try:
-        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True, capture_output=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-
-
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
-def test_a_dmz_workflow_reaches_its_target_from_the_dmz_worker_only(team_env, postgres, tmp_path, dmz_namespace):
-    from polycrate.history.postgres import connect
+def _start_sshd(seg: Segment, folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """An sshd on the target's address inside the target's namespace; its process and the client key."""
+    folder.mkdir()
+    key, hostkey = folder / "id_ed25519", folder / "ssh_host_ed25519_key"
+    for path in (key, hostkey):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    authorized = folder / "authorized_keys"
+    shutil.copy(key.with_suffix(".pub"), authorized)
+    authorized.chmod(0o600)
+    config = folder / "sshd.conf"
+    config.write_text("\n".join([
+        f"ListenAddress {seg.target}:{SSH_PORT}", f"HostKey {hostkey}", f"AuthorizedKeysFile {authorized}",
+        f"PidFile {folder}/sshd.pid", "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "LogLevel INFO", ""]))
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    out = open(folder / "sshd.log", "wb")
+    try:
+        proc = subprocess.Popen([*seg.run_in(seg.target_ns), SSHD, "-D", "-e", "-f", str(config)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        out.close()
+    return proc, key
 
-    port = 18000 + uuid.uuid4().int % 20000
-    assert _refused(TARGET, port), f"something on this host answers on {TARGET}:{port}: the test would prove nothing"
-    requests_log = tmp_path / "target-requests.log"
-    requests_log.touch()
-    ws = tmp_path / "ws"
-    write(ws / "workspace.poly", """
+
+def _workspace(root: Path, seg: Segment, key: Path, marker: Path) -> Path:
+    write(root / "workspace.poly", """
         name: dmzws
         blocks:
           - name: net
@@ -116,93 +183,96 @@ def test_a_dmz_workflow_reaches_its_target_from_the_dmz_worker_only(team_env, po
           - name: reach
             queue: dmz
             steps:
-              - {name: fetch, block: net, action: fetch}
+              - {name: mark, block: net, action: mark}
           - name: local
             steps:
               - {name: hello, block: net, action: hello}
         """)
-    write(ws / "blocks/net/block.poly", f"""
+    write(root / "blocks/net/block.poly", """
         name: net
         actions:
-          - name: fetch
-            script:
-              - >-
-                python3 -c 'import sys, urllib.request;
-                sys.stdout.write(urllib.request.urlopen("http://{TARGET}:{port}/reach", timeout=10).read().decode())'
+          - {name: mark, playbook: mark.yml}
           - name: hello
             script:
               - echo hello
         """)
-    write(ws / "inventory.yml", "all:\n  hosts:\n    localhost: {}\n")
-    write(ws / ".gitignore", ".polycrate/\nartifacts/\n")
-    for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit",
-                                                    "-q", "-m", "workspace"]):
-        subprocess.run(["git", *argv], cwd=ws, check=True, capture_output=True)
+    write(root / "blocks/net/mark.yml", f"""
+        - hosts: target
+          gather_facts: false
+          tasks:
+            - name: leave a marker on the target, over SSH
+              ansible.builtin.shell: echo "$SSH_CONNECTION" >> {marker}
+        """)
+    ssh_args = ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ControlMaster=no "
+                "-o ControlPath=none -o LogLevel=ERROR -o ConnectTimeout=10")
+    write(root / "inventory.yml", f"""
+        all:
+          hosts:
+            target:
+              ansible_host: {seg.target}
+              ansible_port: {SSH_PORT}
+              ansible_user: root
+              ansible_ssh_private_key_file: {key}
+              ansible_ssh_args: "-o ControlMaster=no -o ControlPersist=no"
+              ansible_ssh_common_args: "{ssh_args}"
+              ansible_python_interpreter: {shutil.which("python3") or "/usr/bin/python3"}
+        """)
+    return committed(root)
 
-    def sql(query: str, *args):
-        db = connect(team_env["POLYCRATE_BACKEND"])
-        try:
-            return list(db.execute(query, args).fetchall())
-        finally:
-            db.close()
 
-    def status(run_id: str) -> str | None:
-        rows = sql("SELECT status FROM runs WHERE workspace = 'dmzws' AND id = %s", run_id)
-        return rows[0]["status"] if rows else None
+def _status(team: Team, run_id: str) -> str | None:
+    rows = team.sql("SELECT status FROM runs WHERE workspace = 'dmzws' AND id = %s", run_id)
+    return rows[0]["status"] if rows else None
 
-    started: list[subprocess.Popen[bytes]] = []
 
-    def start(argv: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        out = open(tmp_path / log, "wb")
-        try:
-            proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            out.close()
-        started.append(proc)
-        return proc
-
-    in_dmz = ["ip", "netns", "exec", dmz_namespace]
-    worker = [sys.executable, "-m", "polycrate", "worker", "--lost-after", "10", "--heartbeat", "1"]
+def test_a_dmz_workflow_reaches_its_target_from_the_dmz_worker_only(team_env, postgres, tmp_path, segment):
+    seg = segment
+    marker = tmp_path / "target-marker.log"
+    sshd, key = _start_sshd(seg, tmp_path / "target")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    team = Team(_workspace(tmp_path / "ws", seg, key, marker), marks, team_env, tmp_path)
     try:
-        start([*in_dmz, sys.executable, "-c", TARGET_SERVER, TARGET, str(port), str(requests_log)], "target.log")
-        probe = [*in_dmz, sys.executable, "-c", f"import socket; socket.create_connection(('{TARGET}', {port}), 2)"]
-        _wait_for(lambda: subprocess.run(probe, capture_output=True).returncode == 0,
-                  "the target listens inside the namespace")
-        assert _refused(TARGET, port)  # and still nothing on the host: only the namespace reaches it
+        _wait_for(lambda: _reaches(seg, seg.dmz, SSH_PORT), "the target's sshd answers from the DMZ namespace")
+        # the root namespace cannot reach it: there 127.77.N.2 is the host's own loopback, where nothing listens
+        assert _connect_fails(seg.target, SSH_PORT) == "ConnectionRefusedError"
 
-        start([*worker, "--name", "w-host"], "worker-w-host.log", os.environ | team_env)
-        reach = run_cli("workflows", "run", "reach", cwd=ws, env=team_env)  # queue: dmz; no dmz worker yet
+        team.start_worker("w-host")
+        reach = team.cli("workflows", "run", "reach")  # queue: dmz; no dmz worker yet
         assert reach.returncode == 0, reach.output
         dmz_run = reach.stdout.strip().splitlines()[-1]
         # launched after it, run by w-host, which takes the oldest job it may: had it taken dmz's, that first
-        here = run_cli("workflows", "run", "local", "--wait", cwd=ws, env=team_env)
+        here = team.cli("workflows", "run", "local", "--wait")
         assert here.returncode == 0, here.output
-        assert sql("SELECT state FROM team_runs WHERE id = %s", dmz_run)[0]["state"] == "queued"
+        assert team.sql("SELECT state FROM team_runs WHERE id = %s", dmz_run)[0]["state"] == "queued"
+        assert not marker.exists()
 
-        dmz_env = os.environ | team_env | {
-            "POLYCRATE_BACKEND": _socket_dsn(team_env["POLYCRATE_BACKEND"], postgres.data, postgres.port)}
-        start([*in_dmz, *worker, "--name", "w-dmz", "--queue", "dmz"], "worker-w-dmz.log", dmz_env)
-        _wait_for(lambda: status(dmz_run) not in (None, "running"), "the dmz worker ran the queued run")
-        shown = run_cli("runs", "show", dmz_run, "-o", "json", cwd=ws, env=team_env)
-        assert json.loads(shown.stdout)["status"] == "succeeded", shown.output
-        logs = run_cli("runs", "logs", dmz_run, cwd=ws, env=team_env)
-        assert "dmz target answered" in logs.stdout, logs.output
-        assert requests_log.read_text().splitlines() == ["/reach"]
+        dmz_env = team.env | {"POLYCRATE_BACKEND": _socket_dsn(team.env["POLYCRATE_BACKEND"], postgres.data,
+                                                               postgres.port)}
+        team.start_worker("w-dmz", "--queue", "dmz", prefix=seg.run_in(seg.dmz), env=dmz_env)
+        _wait_for(lambda: _status(team, dmz_run) not in (None, "running"), "the dmz worker ran the queued run")
+        shown = team.show(dmz_run)
+        assert shown["status"] == "succeeded", (shown, team.worker_log("w-dmz"))
+        # the task ran on the target, over SSH from the DMZ host's veth address
+        lines = marker.read_text().splitlines()
+        assert len(lines) == 1 and lines[0].split()[0] == seg.dmz_address and lines[0].split()[2:] == [
+            seg.target, str(SSH_PORT)], lines
 
         # the same workflow sent to the default queue: the host's worker runs it and cannot reach the target
-        elsewhere = run_cli("workflows", "run", "reach", "--queue", "default", "--wait", cwd=ws, env=team_env)
-        assert elsewhere.returncode == 1, elsewhere.output
-        assert "Connection refused" in elsewhere.stdout, elsewhere.output
+        elsewhere = team.cli("workflows", "run", "reach", "--queue", "default", "--wait")
+        assert elsewhere.returncode != 0, elsewhere.output
+        assert "UNREACHABLE" in elsewhere.stdout, elsewhere.output
         other_run = elsewhere.stdout.splitlines()[0]
-        workers = {r["id"]: (r["queue"], r["worker"]) for r in sql("SELECT id, queue, worker FROM team_runs")}
+        workers = {r["id"]: (r["queue"], r["worker"]) for r in team.sql("SELECT id, queue, worker FROM team_runs")}
         assert workers[dmz_run] == ("dmz", "w-dmz")
         assert workers[other_run] == ("default", "w-host")
-        assert status(other_run) == "failed"
-        assert requests_log.read_text().splitlines() == ["/reach"]  # the target saw the dmz worker's run only
-        listed = json.loads(run_cli("worker", "list", "-o", "json", cwd=ws, env=team_env).stdout)["workers"]
+        other = team.show(other_run)
+        assert other["status"] == "failed" and other["failed_host"] == "target", other
+        assert marker.read_text().splitlines() == lines  # the target saw the dmz worker's run only
+        assert _connect_fails(seg.target, SSH_PORT) == "ConnectionRefusedError"
+        listed = json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]
         assert sorted((w["name"], w["queues"], w["state"]) for w in listed) == [
             ("w-dmz", ["dmz"], "alive"), ("w-host", ["default"], "alive")]
     finally:
-        for proc in reversed(started):
-            _stop(proc)
+        team.stop_all()
+        _stop(sshd)

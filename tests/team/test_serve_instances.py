@@ -141,7 +141,7 @@ def test_two_servers_one_backend_are_interchangeable(team_env, tmp_path, monkeyp
             run_doc(operator_b, second_id)), DEADLINE, "the stopped run to end")
         print(f"stop from server a to the run's recorded end (seen on b): {time.monotonic() - asked:.2f} s")
         assert ended_run["status"] == "interrupted"
-        # the engine records "interrupted (SIGTERM)" first; the run's process then writes who stopped it
+        # who stopped it: the engine's first write of the record says it (team/execute.py's interrupt reason)
         final = wait_for(lambda: (lambda d: d if "by web:" in (d["message"] or "") else None)(
             run_doc(operator_b, second_id)), DEADLINE, "the stopped run's record to say who stopped it")
         assert final["status"] == "interrupted" and "interrupted by web:token:operator-token" in final["message"]

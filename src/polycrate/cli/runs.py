@@ -255,6 +255,9 @@ def cmd_stop(args) -> int:
     dsn = backend_setting()
     if dsn is not None:
         return _stop_launched(args, dsn, ws.name, args.run_id)
+    import socket
+
+    from polycrate.history.store import current_user
     from polycrate.server.launch import stop
 
     store = _store(args)
@@ -262,7 +265,7 @@ def cmd_stop(args) -> int:
         run = store.get_run(args.run_id)
     finally:
         store.close()
-    stop(ws.root, run)
+    stop(ws.root, run, getattr(args, "stopped_by", None) or f"{current_user()}@{socket.gethostname()}")
     print(f"polycrate: run {run.id}: stop requested (SIGTERM to pid {run.pid})", file=sys.stderr)
     return 0
 

@@ -41,6 +41,31 @@ class Holder(Record):
         return f"pid {self.pid} on {self.host or 'unknown host'} since {when}{run}"
 
 
+def stop_note_path(path: Path) -> Path:
+    """Beside a lock: who asked its holder's run to stop (written before the stop's SIGTERM)."""
+    return path.with_name(path.name + ".stop")
+
+
+def request_stop(path: Path, run_id: str, pid: int, by: str) -> None:
+    """Say who stops the run ``run_id`` of process ``pid`` that holds the lock at ``path``: the run reads it
+    when the SIGTERM that follows arrives, so its record names them from its first write."""
+    from polycrate.atomicfile import write_atomic
+
+    write_atomic(stop_note_path(path), json.dumps({"run_id": run_id, "pid": pid, "by": by, "at": time.time()}))
+
+
+def read_stop_request(path: Path, run_id: str, pid: int) -> str | None:
+    """Who asked the run ``run_id`` of process ``pid`` to stop (a note for another run or process: None)."""
+    try:
+        data = json.loads(stop_note_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("run_id") != run_id or data.get("pid") != pid:
+        return None
+    by = data.get("by")
+    return by if isinstance(by, str) and by else None
+
+
 def read_holder(path: Path) -> Holder | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8") or "{}")
@@ -111,11 +136,19 @@ class RunLock:
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, json.dumps(data).encode(), 0)
 
+    def stop_request(self, run_id: str) -> str | None:
+        """Who asked this process's run ``run_id`` to stop (`polycrate runs stop`, the server's stop), if anyone."""
+        return read_stop_request(self.path, run_id, os.getpid())
+
     def release(self) -> None:
         if self._fd is None:
             return
         try:
             os.ftruncate(self._fd, 0)
+            try:
+                stop_note_path(self.path).unlink(missing_ok=True)  # the stopped run is over: its note with it
+            except OSError:
+                pass
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from polycrate.errors import interrupt_in, interrupt_name
+from polycrate.errors import interrupt_in, interrupt_name, interrupt_reason, stopped_by
 from polycrate.states import Phase, RunState, StepState
 
 if TYPE_CHECKING:
@@ -133,6 +133,17 @@ class RunContext:
                  if p.get("block") == block and p.get("action") == action]
         return max((p.get("hosts") or 0 for p in plays), default=None)
 
+    def interrupt_message(self, exc: BaseException | None) -> str:
+        """What the record says of an interrupt: who stopped the run when it is known (the interrupt
+        carries it, or `runs stop` left a note beside the run's lock before its SIGTERM), else the signal."""
+        reason = interrupt_reason(exc)
+        if reason is None and self.lock is not None and self.run_id is not None:
+            by = self.lock.stop_request(self.run_id)
+            reason = stopped_by(by) if by is not None else None
+        if reason is not None:
+            return self.mask(reason)
+        return f"interrupted ({interrupt_name(exc) if exc is not None else 'SIGINT'})"
+
     def close_record(self) -> None:
         """A record opened and not finished (a signal between opening it and the first step, or inside
         the finish) is finished here, as interrupted: a run is never left 'running' by a live polycrate."""
@@ -146,8 +157,7 @@ class RunContext:
 
         exc = sys.exc_info()[1]
         stop = interrupt_in(exc)
-        why = f"interrupted ({interrupt_name(stop) if stop is not None else 'SIGINT'})" \
-            if stop is not None or exc is None \
+        why = self.interrupt_message(stop) if stop is not None or exc is None \
             else self.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
         with signals_deferred():
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from polycrate.errors import interrupt_in, interrupt_name
+from polycrate.errors import interrupt_in
 from polycrate.run.context import RunContext
 from polycrate.run.finish import finish
 from polycrate.run.request import RunResult, StepResult
@@ -108,7 +108,7 @@ def mark_not_run(run: RunContext, result: RunResult) -> None:
             exc = sys.exc_info()[1]
             stop = interrupt_in(exc)
             step.status = StepState.INTERRUPTED
-            step.message = f"interrupted ({interrupt_name(stop)})" if stop is not None \
+            step.message = run.interrupt_message(stop) if stop is not None \
                 else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")
         record_step(run, step, position)
     for position, step in enumerate(result.steps, 1):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from polycrate import ansi
-from polycrate.errors import interrupt_in, interrupt_name
+from polycrate.errors import interrupt_in
 from polycrate.run import failure as failure_text
 from polycrate.run.context import RunContext
 from polycrate.runtime.action import ActionRequest
@@ -156,7 +156,7 @@ def run_attempt(run: RunContext, step: StepResult, request: ActionRequest, outpu
         step.status = StepState.INTERRUPTED
         step.hosts, _failure = read_events(events)
         stop = interrupt_in(exc)
-        step.message = (f"interrupted ({interrupt_name(stop)})" if stop is not None
+        step.message = (run.interrupt_message(stop) if stop is not None
                         else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}"))
         raise
     step.hosts, failure = read_events(events)

@@ -11,10 +11,14 @@ under this small process, which
   to every descendant, a short grace, SIGKILL to whatever is left, until no child remains;
 - otherwise stays out of the way: it runs the command in its own process group (the group
   polycrate's stop reaches), passes SIGINT on by being in that group, ends the tree on SIGTERM
-  (polycrate's second stop signal), and exits with the command's status (a signal as a signal).
+  (polycrate's second stop signal), and exits with the command's status (a signal as a signal);
+- after a stop (polycrate's SIGINT to the group), once the command has ended, ends what is left
+  of the tree: a playbook's task runs in a session of Ansible's worker, out of the group's reach.
 
 A normal end leaves the step's daemons alone (a script may start a service). Self-contained:
-it runs without site-packages (``-S``) and imports nothing from polycrate.
+it runs without site-packages (``-S``) and imports nothing from polycrate. A warm step (the
+zygote's, runtime/zygote.py) is supervised the same way: its first process calls
+``fork_supervised`` and stays as the supervisor.
 """
 from __future__ import annotations
 
@@ -90,17 +94,19 @@ class _Stop(Exception):
     pass
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: supervise.py COMMAND [ARG...]", file=sys.stderr)
-        return 2
-    parent = os.getppid()
+def fork_supervised(parent: int) -> None:
+    """Fork the step's command off this process: the call returns in the child, which then becomes the
+    command (exec, or the zygote's warm ansible-playbook); this process stays as the command's supervisor
+    and exits, when it is done, with the command's status. ``parent``: the process whose death ends the
+    step (polycrate; for a warm step, the zygote)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except OSError:
-        libc = None
+        pass
+    stops: list[int] = []
+
     def on_term(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: end_tree is not to be interrupted
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -108,18 +114,18 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-    signal.signal(signal.SIGINT, lambda s, f: None)  # the command got it too (same group); it decides
+    signal.signal(signal.SIGINT, lambda s, f: stops.append(s))  # the command got it too (same group); it decides
     if os.getppid() != parent:  # polycrate died before PDEATHSIG was armed
-        return 143
+        os._exit(143)
     child = os.fork()
     if child == 0:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        try:
-            os.execvp(argv[0], argv)
-        except OSError as exc:
-            print(f"polycrate: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
-            os._exit(127)
+        return
+    os._exit(_supervise(child, parent, stops))
+
+
+def _supervise(child: int, parent: int, stops: list[int]) -> int:
     # The step's output pipe is the command's, not ours: polycrate sees EOF when the command's
     # tree closes it.
     null = os.open(os.devnull, os.O_RDWR)
@@ -136,6 +142,11 @@ def main(argv: list[str]) -> int:
                 return 127
             if pid == child:
                 status = code
+        if stops:
+            # polycrate stopped the step (its SIGINT) and the command has ended: what it leaves behind goes
+            # too. Ansible's workers run each task in a session of their own and pass the SIGINT on to it
+            # only: a task's process that ignores SIGINT (a shell's background job) outlived the stop.
+            end_tree()
     except _Stop:  # polycrate died, or stops the step for good: nothing of it stays behind
         end_tree()
         return 143
@@ -148,6 +159,18 @@ def main(argv: list[str]) -> int:
         os.kill(os.getpid(), sig)
         return 128 + sig
     return os.WEXITSTATUS(status)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: supervise.py COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    fork_supervised(os.getppid())
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        print(f"polycrate: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
+    os._exit(127)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ step's argv, environment, working directory and descriptors (the output pipe, th
 run's lock); the zygote forks, and the child becomes that step's ansible-playbook:
 
 * its own session and process group (``stop_process_group`` reaches it and its workers),
-  SIGTERM when the zygote dies (``PR_SET_PDEATHSIG``; the zygote itself gets SIGTERM
-  when polycrate dies), stdin ``/dev/null``, stdout+stderr the step's pipe, the lock fd
+  under a supervisor as every step (runtime/supervise.py: the child forks once more and stays
+  as the supervisor, which gets SIGTERM when the zygote dies, ``PR_SET_PDEATHSIG``; the zygote
+  itself gets SIGTERM when polycrate dies), stdin ``/dev/null``, stdout+stderr the step's pipe, the lock fd
   at its own number, no other descriptor;
 * the step's environment and working directory, its own ansible local temporary folder,
   whose ``ansiballz_cache`` is the zygote's one for the step's block folder (the module
@@ -154,6 +155,13 @@ def _child(request: dict, fds: list[int], sock: socket.socket, warm_print, zygot
                     os.close(fd)
                 except OSError:
                     pass
+        from polycrate.runtime.supervise import fork_supervised
+
+        # this process stays as the step's supervisor (runtime/supervise.py), as a plain step's: a stop
+        # leaves nothing of the step behind, not even a task's process in an Ansible worker's session
+        fork_supervised(parent)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(env)

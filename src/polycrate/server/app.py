@@ -892,7 +892,7 @@ class Web:
             if self.settings.backend and run.status == RunState.RUNNING:  # on whichever worker runs it
                 asked = stop_launched(self.settings.backend, entry.name, run, f"web:{who.label}")
             if asked is None:
-                stop(entry.root, run)
+                stop(entry.root, run, f"web:{who.label}")
         except LaunchRefused as exc:
             self.state.audit(who.label, "stop", run.id, f"refused: {exc.message}", self.client(request))
             raise

@@ -36,7 +36,7 @@ from typing import Any
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
 from polycrate.history import RunRecord, new_run_id
-from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
+from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder, request_stop
 from polycrate.runtime.ansible_options import (HOST_PATTERN_MAX, SECRET_FILE_HEAD, AnsibleOptions, as_unsafe,
                                                check_host_pattern, dump_unsafe_yaml)
 from polycrate.states import RunState
@@ -503,8 +503,9 @@ def _finishing(root: Path, holder, backend: str | None, workspace: str | None) -
     return row is not None and row.status != RunState.RUNNING
 
 
-def stop(root: Path, run: RunRecord) -> None:
-    """SIGTERM to the run's polycrate process, after checking that it is the one holding the run's lock."""
+def stop(root: Path, run: RunRecord, by: str | None = None) -> None:
+    """SIGTERM to the run's polycrate process, after checking that it is the one holding the run's lock;
+    ``by`` (who stops it) is left beside the lock first, so that the run's record names them."""
     if run.status != RunState.RUNNING:
         raise LaunchRefused(f"run {run.id} is not running (it {run.status})", 409)
     if run.host != socket.gethostname():
@@ -513,6 +514,8 @@ def stop(root: Path, run: RunRecord) -> None:
     holder = read_holder(lock_path(root, run.lock_key)) if run.lock_key else None
     if pid is None or not pid_alive(pid) or holder is None or holder.pid != pid or holder.run_id not in (None, run.id):
         raise LaunchRefused(f"run {run.id}: its process is gone or no longer holds the lock", 409)
+    if by is not None and run.lock_key:
+        request_stop(lock_path(root, run.lock_key), run.id, pid, by)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

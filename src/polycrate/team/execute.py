@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate import ansi
-from polycrate.errors import PolycrateError
+from polycrate.errors import Interrupted, PolycrateError, stopped_by
 from polycrate.history.postgres import Connection, PostgresRunStore, connect
 from polycrate.states import Phase, RunState, StepState
 from polycrate.team.slices import TeamSlicer
@@ -79,7 +79,7 @@ class Watchdog(threading.Thread):
                                "the run stopped itself so that no second copy can overlap it")
                 return
             if row is not None and row["stop_requested_by"]:
-                self._stop_run(f"interrupted by {row['stop_requested_by']} (polycrate runs stop)")
+                self._stop_run(stopped_by(row["stop_requested_by"]))
                 return
 
     def _stop_run(self, reason: str) -> None:
@@ -198,6 +198,7 @@ def _run(dsn: str, fence: Connection, row: dict[str, Any], worker_pid: int, root
     from polycrate.success import exit_code_of
 
     watchdog = Watchdog(fence, row["workspace"], row["id"], worker_pid)
+    _say_why_on_sigterm(watchdog)
     request = RunRequest(root, workflow=row["workflow"], only_step=row["only_step"],
                          options=run_options(row, dsn, identity))
     error: str | None = None
@@ -227,6 +228,23 @@ def _run(dsn: str, fence: Connection, row: dict[str, Any], worker_pid: int, root
     settle(dsn, row, reason, error)
     finish_team_run(dsn, row["workspace"], row["id"], reason or error)
     return code
+
+
+def _say_why_on_sigterm(watchdog: Watchdog) -> None:
+    """The watchdog stops the run with a SIGTERM to this process: the interrupt it raises carries the
+    watchdog's reason (who asked for the stop), so that the engine's first write of the record says it."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if not callable(previous):  # not under the CLI's handler (it always is under `worker execute`)
+            raise Interrupted(signal.Signals(signum).name, watchdog.reason)
+        try:
+            previous(signum, frame)
+        except Interrupted as exc:
+            exc.reason = exc.reason or watchdog.reason
+            raise
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _retrying(what: Any) -> Any:
