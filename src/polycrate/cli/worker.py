@@ -172,8 +172,11 @@ def cmd_list(args) -> int:
     for w in found:
         beat = f"{now - w['last_heartbeat']:.0f}s ago" if w["last_heartbeat"] else "never"
         runs = ", ".join(f"{r['run_id']} ({r['workflow']})" for r in w["runs"]) or "-"
-        rows.append([w["name"], w["host"], ",".join(w["queues"]), str(w["concurrency"]), w["state"], beat, runs])
-    table(rows, ["WORKER", "HOST", "QUEUES", "CONCURRENCY", "STATE", "LAST HEARTBEAT", "RUNS"])
+        # a part: its run, step and slice (each worker takes the parts of its queues' runs: `QUEUE.slices`)
+        parts = ", ".join(f"{p['run_id']} {p['step']} {p['slice']}/{p['slices']}" for p in w["parts"]) or "-"
+        rows.append([w["name"], w["host"], ",".join(w["queues"]), str(w["concurrency"]), w["state"], beat, runs,
+                     parts])
+    table(rows, ["WORKER", "HOST", "QUEUES", "CONCURRENCY", "STATE", "LAST HEARTBEAT", "RUNS", "SLICES"])
     return 0
 
 

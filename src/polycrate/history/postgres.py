@@ -377,6 +377,13 @@ def _v9_anonymous_audit_budget(db: Connection) -> None:
     db.execute("INSERT INTO polycrate_server.anonymous_left_out (count) VALUES (0)")
 
 
+def _v10_slice_workers(db: Connection) -> None:
+    # A worker takes the parts of sliced steps with a second procrastinate worker of its own (team/worker.py):
+    # its id, so that `worker list` shows one row per worker with its parts and the reaper knows its jobs.
+    db.execute("ALTER TABLE team_workers ADD COLUMN slice_worker_id BIGINT")
+    db.execute("CREATE INDEX team_slices_by_job ON team_slices (job_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
@@ -387,6 +394,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("team_schedules, team_schedule_slots (schedules on the workers)", _v7_schedules),
     ("team_run_values (a launched run's launch values; secret ones age-encrypted)", _v8_run_values),
     ("polycrate_server.anonymous_audit: the anonymous audit budget of every server", _v9_anonymous_audit_budget),
+    ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v10_slice_workers),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -67,6 +67,13 @@ def heading(index: int, total: int, hosts: tuple[str, ...], where: str) -> str:
     return f"=== polycrate: slice {index} of {total}: hosts {', '.join(hosts)} ({where}) ==="
 
 
+def ended(outcome: SliceOutcome, total: int) -> str:
+    """The line that closes a part's log: how it ended (a line of its own, naming the part)."""
+    said = f"polycrate: slice {outcome.index} of {total} (hosts {', '.join(outcome.hosts)}) {outcome.status}"
+    return f"=== {said}" + (f": {outcome.message}" if outcome.message and outcome.status != StepState.SUCCEEDED
+                            else "") + " ==="
+
+
 def split(hosts: list[str], slices: int) -> list[tuple[str, ...]]:
     """At most ``slices`` contiguous parts of near-equal size (the first ones one longer), none empty."""
     count = min(slices, len(hosts))
@@ -156,6 +163,7 @@ class LocalSlicer:
                 step.status = StepState.INTERRUPTED
                 raise
             outcomes.append(SliceOutcome.of(index, hosts, part))
+            output(ended(outcomes[-1], len(parts)))
         return outcomes
 
 
@@ -188,5 +196,5 @@ def run_slice_alone(ws: Workspace, runtime: Runtime, options: RunOptions, planne
         run.close()
 
 
-__all__ = ["LocalSlicer", "SliceOutcome", "Slicer", "combine", "heading", "run_slice_alone",
+__all__ = ["LocalSlicer", "SliceOutcome", "Slicer", "combine", "ended", "heading", "run_slice_alone",
            "run_sliced", "split"]

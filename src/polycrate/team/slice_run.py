@@ -58,9 +58,16 @@ def _claim(dsn: str, worker: str, lost_after: float, worker_id: int | None, batc
     try:
         row = db.execute("UPDATE team_slices SET state = 'running', worker = %s, worker_host = %s, worker_id = %s,"
                          " lost_after = %s, started = %s WHERE batch = %s AND idx = %s AND state = 'queued'"
-                         " AND stop_requested IS NULL RETURNING idx",
+                         " AND stop_requested IS NULL AND EXISTS (SELECT 1 FROM team_runs r WHERE"
+                         " r.workspace = team_slices.workspace AND r.id = team_slices.run_id AND r.state = 'running')"
+                         " RETURNING idx",
                          (worker, socket.gethostname(), worker_id, lost_after, time.time(), batch,
                           index)).fetchone()
+        if row is None:  # a part of a run that is gone (lost, killed) never starts; it ends saying so
+            outcome = {"status": str(StepState.INTERRUPTED), "counts": {}, "attempts": 0,
+                       "message": "not started: its run stopped or is gone"}
+            db.execute("UPDATE team_slices SET state = 'done', ended = %s, outcome = %s::jsonb WHERE batch = %s AND"
+                       " idx = %s AND state = 'queued'", (time.time(), json.dumps(outcome), batch, index))
         return row is not None
     finally:
         db.close()
@@ -75,29 +82,42 @@ def _update(dsn: str, sql: str, params: tuple[Any, ...]) -> None:
 
 
 class SliceLog:
-    """The part's output into its row (``team_slices.log``), within FLUSH_SECONDS and at close."""
+    """The part's output into its row (``team_slices.log``), at most FLUSH_SECONDS after a line was written
+    (a timer: a part that prints a line and then waits is still shown live) and at close."""
 
     def __init__(self, db: Connection, batch: str, index: int) -> None:
         self.db, self.batch, self.index = db, batch, index
         self.lines: list[str] = []
-        self.flushed = time.monotonic()
         self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
 
     def write(self, line: str) -> None:
         with self.lock:
             self.lines.append(line + "\n")
-            if time.monotonic() - self.flushed >= FLUSH_SECONDS:
+            if self.timer is None:
+                self.timer = threading.Timer(FLUSH_SECONDS, self._on_timer)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def _on_timer(self) -> None:
+        try:
+            with self.lock:
+                self.timer = None
                 self._flush()
+        except Exception:  # the backend is away: the lines stay buffered for the next flush
+            pass
 
     def _flush(self) -> None:
         if self.lines:
             self.db.execute("UPDATE team_slices SET log = log || %s WHERE batch = %s AND idx = %s",
                             ("".join(self.lines), self.batch, self.index))
             self.lines.clear()
-        self.flushed = time.monotonic()
 
     def close(self) -> None:
         with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
             self._flush()
 
 
@@ -109,12 +129,14 @@ class SliceWatchdog(threading.Thread):
         self.db = connect(dsn)
         self.batch, self.index, self.worker_pid = batch, index, worker_pid
         self.reason: str | None = None
+        self.worker_gone = False  # the part is lost (its worker was killed), not stopped
         self.done = threading.Event()
 
     def run(self) -> None:
         try:
             while not self.done.wait(POLL_SECONDS):
                 if os.getppid() != self.worker_pid:
+                    self.worker_gone = True
                     self._end_slice(f"its worker (pid {self.worker_pid}) ended")
                     return
                 try:
@@ -170,9 +192,17 @@ def execute_slice(dsn: str, batch: str, index: int, worker_pid: int, cache: Path
         watchdog.done.set()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # the outcome is written now; nothing stops that half-way
-        if watchdog.reason and outcome["status"] == str(StepState.INTERRUPTED):
+        state = "done"
+        if watchdog.worker_gone:  # as a part whose process went with its worker: lost, the step failed
+            from polycrate.team.slices import lost_reason
+
+            state = "lost"
+            who = f"worker {part['worker']} on {part['worker_host']}" if part["worker"] else "its worker"
+            outcome = {**outcome, "status": str(StepState.FAILED), "counts": {}, "message": lost_reason(
+                f"{who} (pid {worker_pid}) ended while it ran; the part stopped itself")}
+        elif watchdog.reason and outcome["status"] == str(StepState.INTERRUPTED):
             outcome["message"] = f"interrupted: {watchdog.reason}"
-        _record(db, batch, index, outcome)
+        _record(db, batch, index, outcome, state)
         return 0 if outcome["status"] == str(StepState.SUCCEEDED) else 130 \
             if outcome["status"] == str(StepState.INTERRUPTED) else 1
     finally:
@@ -196,9 +226,9 @@ def _run_part(dsn: str, db: Connection, part: dict[str, Any], launched: dict[str
     return outcome.to_record()
 
 
-def _record(db: Connection, batch: str, index: int, outcome: dict[str, Any]) -> None:
-    db.execute("UPDATE team_slices SET state = 'done', ended = %s, outcome = %s::jsonb WHERE batch = %s AND idx = %s"
-               " AND state IN ('queued', 'running')", (time.time(), json.dumps(outcome), batch, index))
+def _record(db: Connection, batch: str, index: int, outcome: dict[str, Any], state: str = "done") -> None:
+    db.execute("UPDATE team_slices SET state = %s, ended = %s, outcome = %s::jsonb WHERE batch = %s AND idx = %s"
+               " AND state IN ('queued', 'running')", (state, time.time(), json.dumps(outcome), batch, index))
 
 
 __all__ = ["execute_slice", "supervise_slice"]

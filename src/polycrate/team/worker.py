@@ -25,7 +25,7 @@ from typing import Any
 from polycrate.history.postgres import connect
 from polycrate.states import RunState
 from polycrate.team.launch import TASK, fence_key
-from polycrate.team.slices import SLICE_TASK, slice_queue
+from polycrate.team.slices import SLICE_TASK, reap_slices, slice_queue
 
 RESTART_SECONDS = 2.0  # after the backend went away, the worker tries again this often
 
@@ -142,7 +142,7 @@ async def _serve(dsn: str, settings: WorkerSettings, stopping: list[int]) -> Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop, sig)
-        side = asyncio.create_task(_housekeeping(dsn, settings, lambda: worker.worker_id))
+        side = asyncio.create_task(_housekeeping(dsn, settings, lambda: worker.worker_id, lambda: slicer.worker_id))
         try:
             await _run_both(worker, slicer)
         finally:
@@ -226,13 +226,15 @@ def _row(dsn: str, workspace: str, run_id: str) -> dict[str, Any] | None:
         db.close()
 
 
-async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[[], int | None]) -> None:
-    """Register this worker in team_workers once procrastinate has; then, every few seconds, keep the last
-    heartbeats and mark the runs of silent workers lost."""
-    while worker_id() is None:
+async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[[], int | None],
+                        slicer_id: Callable[[], int | None]) -> None:
+    """Register this worker in team_workers once procrastinate has (both its procrastinate workers: the runs'
+    and the slices'); then, every few seconds, keep the last heartbeats and mark the runs and slices of silent
+    workers lost."""
+    while worker_id() is None or slicer_id() is None:
         await asyncio.sleep(0.1)
-    me = worker_id()
-    await asyncio.to_thread(_register, dsn, settings, me)
+    me, my_slicer = worker_id(), slicer_id()
+    await asyncio.to_thread(_register, dsn, settings, me, my_slicer)
     period = max(0.5, min(settings.heartbeat, settings.lost_after / 4))
     failing = False
     from polycrate.team.scheduler import run_scheduler  # every worker runs the schedules (team/scheduler.py)
@@ -242,7 +244,7 @@ async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[
     try:
         while True:
             try:
-                for line in await asyncio.to_thread(reap, dsn, settings.lost_after, me):
+                for line in await asyncio.to_thread(reap, dsn, settings.lost_after, me, my_slicer):
                     say(f"{settings.name}: {line}")
                 failing = False
             except Exception as exc:  # the backend is away: procrastinate's own tasks notice it too
@@ -262,13 +264,13 @@ async def _housekeeping(dsn: str, settings: WorkerSettings, worker_id: Callable[
             pass
 
 
-def _register(dsn: str, settings: WorkerSettings, worker_id: int | None) -> None:
+def _register(dsn: str, settings: WorkerSettings, worker_id: int | None, slicer_id: int | None = None) -> None:
     db = connect(dsn)
     try:
-        db.execute("INSERT INTO team_workers (worker_id, name, host, pid, queues, concurrency, started, last_heartbeat)"
-                   " VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (worker_id) DO NOTHING",
+        db.execute("INSERT INTO team_workers (worker_id, name, host, pid, queues, concurrency, started, last_heartbeat,"
+                   " slice_worker_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (worker_id) DO NOTHING",
                    (worker_id, settings.name, socket.gethostname(), os.getpid(), list(settings.queues),
-                    settings.concurrency, time.time(), time.time()))
+                    settings.concurrency, time.time(), time.time(), slicer_id))
     finally:
         db.close()
 
@@ -290,10 +292,12 @@ SELECT job.id, job.worker_id FROM procrastinate_jobs job
 """
 
 
-def reap(dsn: str, lost_after: float, me: int | None = None) -> list[str]:
+def reap(dsn: str, lost_after: float, me: int | None = None, my_slicer: int | None = None) -> list[str]:
     """Keep the workers' last heartbeats; mark the runs of workers silent for ``lost_after`` seconds lost, and
-    free their jobs' locks once their fences are free. Never the runs of worker ``me`` (the caller, which
-    supervises them: its heartbeat pauses while it starts over after an outage). What was done, for the log."""
+    free their jobs' locks once their fences are free; the same for the parts of sliced steps (slices.reap_slices:
+    the part lost, its job finished as failed). Never the runs of worker ``me`` nor the parts of its slice slots
+    ``my_slicer`` (the caller, which supervises them: its heartbeat pauses while it starts over after an
+    outage). What was done, for the log."""
     said: list[str] = []
     db = connect(dsn)
     try:
@@ -325,6 +329,7 @@ def reap(dsn: str, lost_after: float, me: int | None = None) -> list[str]:
                 db.execute("SELECT pg_advisory_unlock(%s)", (key,))
             db.execute("SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (job["id"],))
             said.append(f"job {job['id']} finished as failed (not retried); its workflow's lock is free")
+        said += reap_slices(db, lost_after, [i for i in (me, my_slicer) if i is not None])
     finally:
         db.close()
     return said
@@ -354,8 +359,9 @@ def _mark_lost(db: Any, run: dict[str, Any], lost_after: float) -> str:
 
 
 def workers(dsn: str) -> list[dict[str, Any]]:
-    """The workers known to the backend (running, or stopped within the last hour), newest first, with
-    their current runs."""
+    """The workers known to the backend (running, or stopped within the last hour), newest first, each once
+    (a worker that started over after an outage registered again: its newest row), with their queues (and
+    the slice queues they take parts from), current runs and current parts of sliced steps."""
     db = connect(dsn)
     try:
         rows = db.execute(
@@ -365,18 +371,30 @@ def workers(dsn: str) -> list[dict[str, Any]]:
             (time.time() - 3600,)).fetchall()
         running = db.execute("SELECT worker_id, workspace, id, workflow FROM team_runs WHERE state = 'running'"
                              " ORDER BY started").fetchall()
+        parts = db.execute("SELECT s.worker_id, s.workspace, s.run_id, s.step, s.idx, s.total, s.hosts, r.workflow"
+                           " FROM team_slices s LEFT JOIN team_runs r ON r.workspace = s.workspace AND r.id = s.run_id"
+                           " WHERE s.state = 'running' ORDER BY s.started, s.idx").fetchall()
     finally:
         db.close()
     out = []
+    seen: set[tuple[str, str, int]] = set()
     for r in rows:
+        if (r["name"], r["host"], r["pid"]) in seen:  # the same process, an older life of it
+            continue
+        seen.add((r["name"], r["host"], r["pid"]))
         beat = r["beat"] if r["beat"] is not None else r["last_heartbeat"]
+        ids = {r["worker_id"], r["slice_worker_id"]} - {None}
         out.append({"name": r["name"], "host": r["host"], "pid": r["pid"], "queues": list(r["queues"]),
+                    "slice_queues": [slice_queue(q) for q in r["queues"]],
                     "concurrency": r["concurrency"], "started": r["started"],
                     "last_heartbeat": float(beat) if beat is not None else None,
                     "state": "stopped" if r["stopped"] else "lost" if r["lost"] else "alive" if r["registered"]
                     else "gone",
                     "runs": [{"workspace": x["workspace"], "run_id": x["id"], "workflow": x["workflow"]}
-                             for x in running if x["worker_id"] == r["worker_id"]]})
+                             for x in running if x["worker_id"] == r["worker_id"]],
+                    "parts": [{"workspace": x["workspace"], "run_id": x["run_id"], "workflow": x["workflow"],
+                               "step": x["step"], "slice": x["idx"], "slices": x["total"], "hosts": list(x["hosts"])}
+                              for x in parts if x["worker_id"] in ids]})
     return out
 
 
