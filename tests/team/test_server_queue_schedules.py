@@ -8,12 +8,14 @@ job of its queue, so the stopped run would run if its job were still there). No 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import cli_environment, run_cli
 from tests.server_fixtures import SECRET, make_workspace, start_server, wait_for
 from tests.team.conftest import committed
 from tests.team.harness import Team
@@ -95,6 +97,13 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         assert f'data-run="{run_id}"' in operator.get("/runs", params={"status": "queued"}).text
         assert f'data-run="{run_id}"' not in operator.get("/runs", params={"status": "failed"}).text
 
+        # a follower started while it waits: it waits for the run (no record yet) and ends with it
+        follower = subprocess.Popen([sys.executable, "-m", "polycrate", "runs", "logs", run_id, "--follow"], cwd=ops,
+                                    env=cli_environment(team_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+        assert follower.stderr is not None
+        waiting = follower.stderr.readline()  # its first words, before anything stops the run
+        assert f"run {run_id} is queued on queue 'default'; waiting for a worker" in waiting, waiting
         # --- stop: a viewer may not; the form asks first; the operator's stop takes it off the queue
         refused = viewer.post(f"/api/v1/runs/{run_id}/stop")
         assert refused.status_code == 403, refused.text
@@ -109,6 +118,8 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         record = operator.get(f"/api/v1/runs/{run_id}").json()
         assert record["status"] == "interrupted" and record["steps"] == [] and record["exit_code"] == 130, record
         assert "stopped by web:operator before it started (the server's Stop)" in record["message"]
+        out, err = follower.communicate(timeout=DEADLINE)
+        assert follower.returncode == 130 and f"run {run_id} interrupted" in out, out + err  # the run's exit status
         row = team.sql("SELECT state, stop_requested_by, job_id FROM team_runs WHERE id = %s", run_id)[0]
         assert (row["state"], row["stop_requested_by"]) == ("done", "web:operator")
         assert not team.sql("SELECT 1 FROM procrastinate_jobs WHERE id = %s AND status = 'todo'", row["job_id"])

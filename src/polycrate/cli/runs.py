@@ -269,6 +269,43 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _record_once_started(args, store: RunStore):
+    """The run to follow; a run still queued (team mode: no worker took it yet, so no record) is waited for."""
+    try:
+        return store.get_run(args.run_id)
+    except NotFoundError:
+        queued = _queued(args, args.run_id)
+        if not queued:
+            raise
+    run_id = queued[0]["id"]
+    print(f"polycrate: run {run_id} is queued on queue '{queued[0]['queue']}'; waiting for a worker to take it "
+          "(Ctrl-C stops waiting, the run stays queued)", file=sys.stderr, flush=True)
+    from polycrate.cli.backend import backend_setting
+    from polycrate.history.postgres import connect
+    from polycrate.team.launch import team_run
+
+    looks = 0
+    while True:
+        try:
+            return store.get_run(run_id)
+        except NotFoundError:
+            looks += 1
+        if looks % 10 == 0:  # taken (its record comes) or still queued; else it left the queue without a record
+            db = connect(backend_setting() or "")
+            try:
+                row = team_run(db, args.workspace_name, run_id)
+            finally:
+                db.close()
+            if row is None or row["state"] not in ("queued", "running"):
+                try:
+                    return store.get_run(run_id)
+                except NotFoundError:
+                    why = f": {row['reason']}" if row is not None and row.get("reason") else ""
+                    raise PolycrateError(f"run {run_id} ended without starting"
+                                         f" ({row['state'] if row else 'gone'}){why}") from None
+        time.sleep(0.3)
+
+
 def cmd_logs(args) -> int:
     from polycrate import contract
 
@@ -277,7 +314,7 @@ def cmd_logs(args) -> int:
         if args.follow:
             if args.output == "json":
                 raise PolycrateError("--follow prints the log as text; for JSON use: polycrate runs logs RUN -o json")
-            run = store.get_run(args.run_id)
+            run = _record_once_started(args, store)
             if args.step is not None and args.step not in [s.name for s in run.steps]:
                 store.step_logs(run.id, args.step)  # raises: no such step, did you mean
             return follow(store, run.id, args.step)
