@@ -260,6 +260,8 @@ def test_a_killed_worker_s_run_becomes_lost_never_runs_twice_and_frees_the_lock(
     wait_for(lambda: _status(team, run_id) == "lost", "the run is marked lost")
     shown = team.show(run_id)
     assert "its worker w1" in shown["message"] and "stopped heartbeating" in shown["message"]
+    steps = [(s["name"], s["status"]) for s in shown["steps"]]
+    assert "running" not in [status for _, status in steps] and ("wait", "interrupted") in steps, steps
 
     def states() -> tuple[str, str]:
         listed = {w["name"]: w for w in json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.history.postgres import connect
-from polycrate.states import RunState
+from polycrate.states import RunState, StepState
 from polycrate.team.launch import TASK, fence_key
 from polycrate.team.slices import SLICE_TASK, reap_slices, slice_queue
 
@@ -348,6 +348,11 @@ def _mark_lost(db: Any, run: dict[str, Any], lost_after: float) -> str:
         " WHERE workspace = %s AND id = %s AND status = %s RETURNING id",
         (str(RunState.LOST), now, reason, json.dumps([{"time": now, "text": reason}]), run["workspace"], run["id"],
          str(RunState.RUNNING))).fetchone()
+    # its step that was running says so too (as the SQLite store's reconcile does for a killed run): a lost run
+    # whose record still showed a 'running' step would tell two stories
+    db.execute("UPDATE steps SET status = %s, message = COALESCE(message, %s) WHERE workspace = %s AND run_id = %s"
+               " AND status = %s", (str(StepState.INTERRUPTED), reason, run["workspace"], run["id"],
+                                    str(StepState.RUNNING)))
     if recorded is None and db.execute("SELECT 1 FROM runs WHERE workspace = %s AND id = %s",
                                        (run["workspace"], run["id"])).fetchone() is None:
         db.execute(
