@@ -81,6 +81,39 @@ def test_on_a_terminal_colours_width_and_the_status_line_pass_through(ws):
     assert "TASK [sleep silently]" in logs.stdout and ESC not in logs.stdout
 
 
+def test_ctrl_c_on_a_terminal_takes_the_status_line_away_before_the_hint(ws):
+    """Found by hand in tmux: the hint after Ctrl-C was printed behind the status line on one line."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        os.chdir(ws)
+        full = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "POLYCRATE_WORKFLOW", "COLUMNS")}
+        os.execve(sys.executable, [sys.executable, "-m", "polycrate", "workflows", "run", "quiet", "--extra-vars",
+                                   "seconds=300"], full)
+    out, sent = b"", False
+    while True:
+        ready, _, _ = select.select([fd], [], [], 120)
+        if not ready:
+            os.kill(pid, 9)
+            raise AssertionError(f"no output for 120s; got {out[-2000:]!r}")
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not sent and b" elapsed (run " in out:  # the status line is drawn: now Ctrl-C (the terminal's SIGINT)
+            os.kill(pid, 2)
+            sent = True
+    _, status = os.waitpid(pid, 0)
+    text = out.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 130, text[-3000:]
+    hint = text.index("next: continue it:")
+    before = text[:hint]
+    assert before.endswith(("\n", f"\r{ESC}[K")), repr(text[hint - 200:hint + 80])
+
+
 @pytest.mark.parametrize("how", [{"NO_COLOR": "1"}, "--no-color"])
 def test_no_color_and_no_color_flag_keep_ansible_plain_on_a_terminal(ws, how):
     args, env = (["--no-color"], None) if how == "--no-color" else ([], how)

@@ -158,6 +158,7 @@ def run_and_summarize(args, rerun: str, **what) -> int:
             result = pipeline.run(run_request(args, reporter, early, **what), confirm=make_confirm(args.force),
                                   reporter=reporter)
         except KeyboardInterrupt:
+            reporter.close()  # the status line goes first: the hint starts a line of its own
             _interrupted_hint(reporter, rerun, what)
             raise
         finally:
