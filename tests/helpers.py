@@ -25,9 +25,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -252,3 +253,15 @@ def wait_for_port(port: int, address: str = "127.0.0.1", timeout: float = 30.0,
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"{name} did not listen on {address}:{port} within {timeout}s")
+
+
+def wait_for(what: Callable[[], Any], description: str, deadline: float = 180.0) -> Any:
+    """Poll ``what`` until it gives something truthy and return that. The deadline only bounds a hang on a
+    busy machine; it asserts nothing about speed."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {deadline:g}s: {description}")

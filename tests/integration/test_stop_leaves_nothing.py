@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 
 from tests.conftest import write
 from tests.helpers import cli_environment, run_cli
+from tests.helpers import wait_for
 
 DEADLINE = 180.0
 
@@ -62,16 +62,6 @@ def _workspace(root: Path) -> Path:
     write(root / "inventory.yml",
           f"all:\n  hosts:\n    localhost:\n      ansible_python_interpreter: {sys.executable}\n")
     return root
-
-
-def wait_for(what, description: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {DEADLINE:g}s: {description}")
 
 
 def alive(pid: int) -> bool:

@@ -29,7 +29,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ import pytest
 from tests.conftest import write
 from tests.team.conftest import committed
 from tests.team.harness import Team
+from tests.helpers import wait_for as _wait_for
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -48,7 +48,6 @@ pytestmark = [pytest.mark.team,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None or not os.path.exists(SSHD),
                                  reason="network namespaces need root and iproute2 (ip netns); the target needs sshd")]
 
-DEADLINE = 180.0
 SSH_PORT = 22  # the target's own namespace: nothing else listens there
 
 
@@ -128,16 +127,6 @@ def _socket_dsn(tcp_dsn: str, socket_dir: Path, port: int) -> str:
     """The same database through PostgreSQL's unix socket (what a worker in another network namespace uses)."""
     database = urllib.parse.urlsplit(tcp_dsn).path.lstrip("/")
     return f"postgresql://polycrate@/{database}?host={urllib.parse.quote(str(socket_dir), safe='')}&port={port}"
-
-
-def _wait_for(what, description: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {DEADLINE:g}s: {description}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

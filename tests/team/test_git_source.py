@@ -17,8 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,11 @@ import pytest
 
 from tests.conftest import write
 from tests.helpers import run_cli, validate_document
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.team
 
 SECRET = "s3cr3t-GIT-WORKER-NOLOG"
-DEADLINE = 180.0
 GIT_USER = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 
 
@@ -38,16 +37,6 @@ def git(cwd: Path, *argv: str) -> str:
     done = subprocess.run(["git", *GIT_USER, *argv], cwd=cwd, capture_output=True, text=True)
     assert done.returncode == 0, (argv, done.stderr)
     return done.stdout.strip()
-
-
-def wait_for(what: Callable[[], Any], description: str, deadline: float = DEADLINE) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {deadline:g}s: {description}")
 
 
 class Site:

@@ -18,11 +18,11 @@ import pytest
 
 from tests.conftest import write
 from tests.helpers import run_cli
+from tests.helpers import wait_for as _wait_for
 
 pytestmark = pytest.mark.team
 
 TOKEN = "xoxb-LOST-RUN-TOKEN-42"  # the Slack webhook URL's secret part: never in a notice, log or record
-DEADLINE = 180.0
 
 
 def _workspace(root: Path, marks: Path, hook_url: str) -> Path:
@@ -71,16 +71,6 @@ def _start_worker(tmp: Path, env: dict[str, str], name: str) -> subprocess.Popen
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         out.close()
-
-
-def _wait_for(what, description: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {DEADLINE:g}s: {description}")
 
 
 def test_a_lost_run_fires_the_workspace_s_webhooks_and_notifications_once(team_env, tmp_path, hook_server):

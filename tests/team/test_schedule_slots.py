@@ -19,10 +19,10 @@ import pytest
 
 from tests.conftest import write
 from tests.team.harness import Team
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.team
 
-DEADLINE = 180.0
 
 
 @pytest.fixture
@@ -34,16 +34,6 @@ def team(team_env, tmp_path) -> Iterator[Team]:
         yield team
     finally:
         team.stop_all()
-
-
-def wait_for(what, description: str, deadline: float = DEADLINE):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {deadline:g}s: {description}")
 
 
 def _commit(root: Path) -> None:

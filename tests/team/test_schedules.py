@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import write
 from tests.team.harness import Team
+from tests.helpers import wait_for as shared_wait_for
 
 pytestmark = pytest.mark.team
 
@@ -73,13 +74,7 @@ def team(team_env, tmp_path) -> Iterator[Team]:
 
 
 def wait_for(what: Callable[[], Any], description: str, deadline: float = DEADLINE) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {deadline:g}s: {description}")
+    return shared_wait_for(what, description, deadline)  # this file's longer deadline
 
 
 def test_200_slots_with_three_workers_one_killed_half_way_fire_exactly_once(team):

@@ -6,27 +6,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import write
 from tests.helpers import run_cli
+from tests.helpers import wait_for as _wait_for
 
 pytestmark = pytest.mark.team
 
-DEADLINE = 180.0
-
-
-def _wait_for(what, description: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {DEADLINE:g}s: {description}")
 
 
 def _standbys(worker_pid: int) -> list[int]:

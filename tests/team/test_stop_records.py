@@ -11,7 +11,6 @@ import getpass
 import os
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +20,10 @@ from tests.conftest import write
 from tests.integration.test_stop_leaves_nothing import alive
 from tests.team.conftest import committed
 from tests.team.harness import Team
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.team
 
-DEADLINE = 180.0
 
 
 def _workspace(root: Path, marks: Path) -> Path:
@@ -78,16 +77,6 @@ def team(team_env, tmp_path) -> Iterator[Team]:
 def _task_pids(marks: Path) -> list[int]:
     text = (marks / "task.pids").read_text() if (marks / "task.pids").exists() else ""
     return [int(p) for p in text.split()] if len(text.split()) == 3 else []
-
-
-def wait_for(what, description: str):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {DEADLINE:g}s: {description}")
 
 
 def test_runs_stop_records_who_from_the_first_write_and_leaves_no_task_process(team):

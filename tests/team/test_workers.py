@@ -10,15 +10,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import write
 from tests.helpers import run_cli
 from tests.team.harness import Team
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.team
 
@@ -87,16 +87,6 @@ def team(team_env, tmp_path) -> Iterator[Team]:
         yield team
     finally:
         team.stop_all()
-
-
-def wait_for(what: Callable[[], Any], description: str, deadline: float = DEADLINE) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = what()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {deadline:g}s: {description}")
 
 
 def _launch(team: Team, workflow: str, *extra: str) -> str:
