@@ -26,6 +26,7 @@ ELSEWHERE = {
     "backend-import": "tests/team/test_backend.py (PostgreSQL)",
     "workers": "tests/team/test_workers.py (PostgreSQL, polycrate worker)",
     "schedules-backend": "tests/team/test_schedules.py (PostgreSQL, polycrate worker)",
+    "queued-run": "tests/team/test_server_queue_schedules.py (PostgreSQL, a run no worker took yet)",
 }
 
 
