@@ -272,21 +272,24 @@ def test_a_resumed_run_gets_its_launch_values_again_on_another_worker(team_env, 
     write(elsewhere / "vars.yml", "cli_note: resumed note\ncli_calc: 1\n")
     write(elsewhere / "secret.yml", f"{SECRET_FILE_HEAD}cli_secret: {FILE_SECRET}\n")
     key = str(tmp_path / "host-good" / "config" / "polycrate" / "worker" / "good" / "age-identity.txt")
-    team.start_worker("first", "--identity", key, home=tmp_path / "host-first")
-    failed = run_cli("-w", str(team.ws), "workflows", "run", "two", "--wait", "--extra-vars", "@vars.yml",
-                     "--extra-vars", "@secret.yml", "--extra-vars", "k=typed", cwd=elsewhere, env=team_env)
-    assert failed.returncode == 1, failed.output
-    first = failed.stdout.splitlines()[0]
-    assert [s["status"] for s in team.show(first)["steps"]] == ["succeeded", "failed"]
-    team.stop("first")  # another worker, another host, resumes it: the files were the first one's
-    for name in ("vars.yml", "secret.yml"):
-        (elsewhere / name).unlink()
-    (team.marks / "open").touch()
-    team.start_worker("second", "--identity", key, home=tmp_path / "host-second")
-    resumed = run_cli("-w", str(team.ws), "workflows", "run", "two", "--resume", "--wait", env=team_env)
-    assert resumed.returncode == 0, resumed.output + json.dumps(team.show(resumed.stdout.splitlines()[0]))
-    shown = team.show(resumed.stdout.splitlines()[0])
-    assert shown["resumed_from"] == first and [s["status"] for s in shown["steps"]][1] == "succeeded"
-    assert (team.marks / "two").read_text() == f"resumed note|{FILE_SECRET}\n"
-    assert FILE_SECRET not in resumed.output + json.dumps(shown) + team.worker_log("second")
-    assert not list(Path("/dev/shm").glob(f"polycrate-values-{first}"))  # its links went with the run
+    try:
+        team.start_worker("first", "--identity", key, home=tmp_path / "host-first")
+        failed = run_cli("-w", str(team.ws), "workflows", "run", "two", "--wait", "--extra-vars", "@vars.yml",
+                         "--extra-vars", "@secret.yml", "--extra-vars", "k=typed", cwd=elsewhere, env=team_env)
+        assert failed.returncode == 1, failed.output
+        first = failed.stdout.splitlines()[0]
+        assert [s["status"] for s in team.show(first)["steps"]] == ["succeeded", "failed"]
+        team.stop("first")  # another worker, another host, resumes it: the files were the first one's
+        for name in ("vars.yml", "secret.yml"):
+            (elsewhere / name).unlink()
+        (team.marks / "open").touch()
+        team.start_worker("second", "--identity", key, home=tmp_path / "host-second")
+        resumed = run_cli("-w", str(team.ws), "workflows", "run", "two", "--resume", "--wait", env=team_env)
+        assert resumed.returncode == 0, resumed.output + json.dumps(team.show(resumed.stdout.splitlines()[0]))
+        shown = team.show(resumed.stdout.splitlines()[0])
+        assert shown["resumed_from"] == first and [s["status"] for s in shown["steps"]][1] == "succeeded"
+        assert (team.marks / "two").read_text() == f"resumed note|{FILE_SECRET}\n"
+        assert FILE_SECRET not in resumed.output + json.dumps(shown) + team.worker_log("second")
+        assert not list(Path("/dev/shm").glob(f"polycrate-values-{first}"))  # its links went with the run
+    finally:
+        team.stop_all()  # every worker it started, also after a failed assertion
