@@ -24,8 +24,10 @@ def ws(tmp_path):
     return make_term_workspace(tmp_path / "ws")
 
 
-def run_in_pty(*args: str, cwd: Path, columns: int = 160, env: dict | None = None, timeout: float = 120):
-    """The CLI on a pseudo-terminal of `columns` columns; returns (exit code, everything it wrote)."""
+def run_in_pty(*args: str, cwd: Path, columns: int = 160, env: dict | None = None, timeout: float = 120,
+               ctrl_c_after: bytes | None = None):
+    """The CLI on a pseudo-terminal of `columns` columns; returns (exit code, everything it wrote).
+    ``ctrl_c_after``: once the output holds it, the terminal's SIGINT (Ctrl-C) is sent, once."""
     pid, fd = pty.fork()
     if pid == 0:  # child: its stdin/stdout/stderr are the terminal
         fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
@@ -46,6 +48,9 @@ def run_in_pty(*args: str, cwd: Path, columns: int = 160, env: dict | None = Non
         if not chunk:
             break
         out += chunk
+        if ctrl_c_after is not None and ctrl_c_after in out:
+            os.kill(pid, 2)
+            ctrl_c_after = None
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
 
@@ -83,32 +88,9 @@ def test_on_a_terminal_colours_width_and_the_status_line_pass_through(ws):
 
 def test_ctrl_c_on_a_terminal_takes_the_status_line_away_before_the_hint(ws):
     """Found by hand in tmux: the hint after Ctrl-C was printed behind the status line on one line."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
-        os.chdir(ws)
-        full = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "POLYCRATE_WORKFLOW", "COLUMNS")}
-        os.execve(sys.executable, [sys.executable, "-m", "polycrate", "workflows", "run", "quiet", "--extra-vars",
-                                   "seconds=300"], full)
-    out, sent = b"", False
-    while True:
-        ready, _, _ = select.select([fd], [], [], 120)
-        if not ready:
-            os.kill(pid, 9)
-            raise AssertionError(f"no output for 120s; got {out[-2000:]!r}")
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-        if not sent and b" elapsed (run " in out:  # the status line is drawn: now Ctrl-C (the terminal's SIGINT)
-            os.kill(pid, 2)
-            sent = True
-    _, status = os.waitpid(pid, 0)
-    text = out.decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 130, text[-3000:]
+    code, text = run_in_pty("workflows", "run", "quiet", "--extra-vars", "seconds=300", cwd=ws,
+                            ctrl_c_after=b" elapsed (run ")  # the status line is drawn: now Ctrl-C
+    assert code == 130, text[-3000:]
     hint = text.index("next: continue it:")
     before = text[:hint]
     assert before.endswith(("\n", f"\r{ESC}[K")), repr(text[hint - 200:hint + 80])
