@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write
-from tests.helpers import cli_environment, run_cli
-from tests.helpers import wait_for
+from tests.helpers import cli_environment, run_cli, wait_for
 
 DEADLINE = 180.0
 

@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import write
-from tests.helpers import run_cli, validate_document
-from tests.helpers import wait_for
+from tests.helpers import run_cli, validate_document, wait_for
 
 pytestmark = pytest.mark.team
 

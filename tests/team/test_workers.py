@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_for
 from tests.team.harness import Team
-from tests.helpers import wait_for
 
 pytestmark = pytest.mark.team
 
