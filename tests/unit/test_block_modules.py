@@ -267,3 +267,76 @@ def test_the_drill_computes_the_checksum_the_manifest_names():
     with pytest.raises(drill_mod.DrillFailed, match="table checksums are other/9, this drill's table_stats_sql "
                                                    "computes row-hash/2"):
         drill.stats_sql({"table_checksum": "other/9", "tables": {}})
+
+
+# --- reading an archive's tar (restore and drill) ------------------------------------------------
+
+def _tar(members: list[tuple[str, bytes]], fmt: int = 1) -> bytes:  # 1: tarfile.GNU_FORMAT, as the backup writes
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _pipe_reader(data: bytes):
+    """`data` as the inflater's stdout is read: a buffered reader over a pipe, short reads and all."""
+    import io
+    import threading
+
+    r, w = os.pipe()
+
+    def write():
+        try:
+            with os.fdopen(w, "wb") as f:
+                for i in range(0, len(data), 70_001):
+                    f.write(data[i:i + 70_001])
+        except BrokenPipeError:
+            pass  # the reader stopped early (a disk fault)
+
+    threading.Thread(target=write, daemon=True).start()
+    return io.open(r, "rb")
+
+
+@pytest.mark.parametrize("name", ("pg_restore_archive", "pg_restore_drill"))
+def test_reading_the_tar_takes_the_dump_straight_or_through_tarfile_and_names_a_truncation(name, tmp_path):
+    """read_members: the dump first (the backup's layout: copied straight from the stream), the manifest
+    first, a pax tar (both through tarfile), each gives the same dump and manifest; a stream cut inside
+    the dump or its header fails as a damaged tar, and a disk that refuses the dump says so."""
+    import hashlib
+    import tarfile
+
+    module = load(name)
+    failed = module.RestoreFailed if name == "pg_restore_archive" else module.DrillFailed
+    dump = os.urandom(3 * (1 << 20) + 777)  # more than one 1 MiB read, not a whole number of tar blocks
+    manifest = json.dumps({"database": "acme_app", "size": len(dump)}).encode()
+    layouts = {
+        "dump first": _tar([("acme_app.dump", dump), ("manifest.json", manifest)]),
+        "manifest first": _tar([("manifest.json", manifest), ("acme_app.dump", dump)]),
+        "pax": _tar([("acme_app.dump", dump), ("manifest.json", manifest)], fmt=tarfile.PAX_FORMAT),
+    }
+    for i, (layout, data) in enumerate(layouts.items()):
+        work = tmp_path / f"w{i}"
+        work.mkdir()
+        with _pipe_reader(data) as stream:
+            got_manifest, path, sha, size = module.read_members(stream, str(work), None, failed)
+            assert stream.read() == b"", layout  # read to its end: the inflater checks the last CRC-32
+        assert got_manifest == json.loads(manifest), layout
+        assert Path(path) == work / "acme_app.dump" and Path(path).read_bytes() == dump, layout
+        assert (sha, size) == (hashlib.sha256(dump).hexdigest(), len(dump)), layout
+    good = layouts["dump first"]
+    for cut in (len(good) // 2, 300, 512 + len(dump) + 10):  # in the dump, in its header, in its padding
+        work = tmp_path / f"cut{cut}"
+        work.mkdir()
+        with _pipe_reader(good[:cut]) as stream, pytest.raises((tarfile.TarError, EOFError, ValueError)):
+            module.read_members(stream, str(work), None, failed)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "acme_app.dump").write_bytes(b"")  # the dump cannot be created there: a disk fault, not the archive
+    with _pipe_reader(good) as stream, pytest.raises(failed, match="could not write the dump to"):
+        module.read_members(stream, str(full), None, failed)

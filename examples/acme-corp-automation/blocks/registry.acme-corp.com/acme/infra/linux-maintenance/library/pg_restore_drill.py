@@ -124,6 +124,7 @@ report:
 """
 
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -316,32 +317,16 @@ class Drill:
         igzip = shutil.which("igzip")
         inflate = subprocess.Popen([igzip or "gzip", "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, cwd="/")
+        big_pipe(inflate.stdin)
+        big_pipe(inflate.stdout)  # 1 MiB: with the default 64 KiB, the unpack took twice as long
         feeder = Feeder(real, inflate.stdin)
         feeder.start()
         manifest, dump_path, dump_sha, dump_size = None, "", "", 0
         broken = ""
         clean = False
         try:
-            with tarfile.open(fileobj=inflate.stdout, mode="r|") as tar:
-                for member in tar:
-                    if member.name == "manifest.json":
-                        manifest = json.loads(tar.extractfile(member).read())
-                    elif member.isfile() and "/" not in member.name and member.name.endswith(".dump") and not dump_path:
-                        src = tar.extractfile(member)
-                        dump_path = os.path.join(work, member.name)
-                        h = hashlib.sha256()
-                        try:
-                            with open(dump_path, "xb") as out:
-                                while chunk := src.read(CHUNK):
-                                    h.update(chunk)
-                                    out.write(chunk)
-                        except OSError as exc:  # the disk, not the archive
-                            raise DrillFailed(f"could not write the dump to {work}: {exc}") from None
-                        if os.geteuid() == 0:  # pg_restore runs as the postgres user
-                            os.chown(dump_path, self.uid, self.gid)
-                        dump_sha, dump_size = h.hexdigest(), os.path.getsize(dump_path)
-                while inflate.stdout.read(CHUNK):  # the tar's end, so that the inflater checks the last CRC
-                    pass
+            ids = (self.uid, self.gid) if os.geteuid() == 0 else None
+            manifest, dump_path, dump_sha, dump_size = read_members(inflate.stdout, work, ids, DrillFailed)
             clean = True
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             broken = str(exc)
@@ -373,6 +358,96 @@ class Drill:
             raise DrillFailed(f"archive {name}: its manifest lists no tables (taken before the block recorded "
                               "them): run the backup action, then the drill")
         return manifest, dump_path
+
+
+def big_pipe(fileobj) -> None:
+    """A 1 MiB pipe buffer: fewer wake-ups between this process and the inflater (both ways)."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(fileobj.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except OSError:
+        pass
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` (bytes already read from `stream`), then the rest of `stream`: tarfile reads the whole tar."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if len(self.head):
+            n = min(len(b), len(self.head))
+            b[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.stream.readinto(b)
+
+
+def _is_dump(info: tarfile.TarInfo) -> bool:
+    return info.isfile() and "/" not in info.name and info.name.endswith(".dump")
+
+
+def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: type[Exception]) -> str:
+    """`size` bytes of `src` into a new file at `path` (owned by `ids`, uid and gid), in 1 MiB reads; their SHA-256."""
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    try:
+        with open(path, "xb", buffering=0) as out:
+            while size:
+                n = src.readinto(view[:min(CHUNK, size)])
+                if not n:
+                    raise tarfile.ReadError("unexpected end of data")
+                h.update(view[:n])
+                written = 0
+                while written < n:
+                    written += out.write(view[written:n])
+                size -= n
+            if ids is not None:  # pg_restore runs as the postgres user
+                os.fchown(out.fileno(), *ids)
+    except OSError as exc:  # the disk, not the archive
+        raise failed(f"could not write the dump to {os.path.dirname(path)}: {exc}") from None
+    return h.hexdigest()
+
+
+def read_members(stream, work: str, ids: tuple[int, int] | None,
+                 failed: type[Exception]) -> tuple[dict | None, str, str, int]:
+    """The manifest, the dump's path in `work`, its SHA-256 and size, from the inflated tar `stream`, read to its
+    end (so that the inflater checks the last CRC-32). The backup writes the dump as the first member: its bytes
+    are copied straight from the stream in 1 MiB reads (tarfile's stream reads 10 KB at a time, three times the
+    CPU); what follows it (manifest.json and the end of the tar, a few KB) goes through tarfile. A tar laid out
+    otherwise goes through tarfile whole. A damaged stream raises tarfile.TarError, EOFError or ValueError."""
+    manifest, dump_path, dump_sha, dump_size = None, "", "", 0
+    head = stream.read(tarfile.BLOCKSIZE)
+    try:
+        first = tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape") if len(head) == tarfile.BLOCKSIZE else None
+    except tarfile.HeaderError:
+        first = None  # tarfile reads it again below and says what is wrong with it
+    rest = stream
+    if first is not None and first.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and _is_dump(first):
+        dump_path = os.path.join(work, first.name)
+        dump_sha, dump_size = _copy_dump(stream, first.size, dump_path, ids, failed), first.size
+        pad = -first.size % tarfile.BLOCKSIZE
+        if len(stream.read(pad)) != pad:
+            raise tarfile.ReadError("unexpected end of data")
+    else:
+        rest = io.BufferedReader(_Prefixed(head, stream), CHUNK)
+    with tarfile.open(fileobj=rest, mode="r|", bufsize=CHUNK) as tar:
+        for member in tar:
+            if member.name == "manifest.json":
+                manifest = json.loads(tar.extractfile(member).read())
+            elif _is_dump(member) and not dump_path:
+                dump_path = os.path.join(work, member.name)
+                dump_sha = _copy_dump(tar.extractfile(member), member.size, dump_path, ids, failed)
+                dump_size = member.size
+        while rest.read(CHUNK):  # the tar's end
+            pass
+    return manifest, dump_path, dump_sha, dump_size
 
 
 class Feeder(threading.Thread):
