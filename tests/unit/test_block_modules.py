@@ -286,7 +286,6 @@ def _tar(members: list[tuple[str, bytes]], fmt: int = 1) -> bytes:  # 1: tarfile
 
 def _pipe_reader(data: bytes):
     """`data` as the inflater's stdout is read: a buffered reader over a pipe, short reads and all."""
-    import io
     import threading
 
     r, w = os.pipe()
@@ -300,7 +299,7 @@ def _pipe_reader(data: bytes):
             pass  # the reader stopped early (a disk fault)
 
     threading.Thread(target=write, daemon=True).start()
-    return io.open(r, "rb")
+    return open(r, "rb")
 
 
 @pytest.mark.parametrize("name", ("pg_restore_archive", "pg_restore_drill"))
