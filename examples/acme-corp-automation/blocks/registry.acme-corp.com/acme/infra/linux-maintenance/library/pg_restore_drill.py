@@ -462,12 +462,6 @@ class Feeder(threading.Thread):
         self.error = ""
 
     def run(self) -> None:
-        import fcntl
-
-        try:  # a 1 MiB pipe: fewer wake-ups between this thread and the inflater
-            fcntl.fcntl(self.sink.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-        except OSError:
-            pass
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         sink = self.sink
