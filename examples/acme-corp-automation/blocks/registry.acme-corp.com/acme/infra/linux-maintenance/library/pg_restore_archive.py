@@ -105,6 +105,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -189,7 +190,7 @@ def _is_dump(info: tarfile.TarInfo) -> bool:
     return info.isfile() and "/" not in info.name and info.name.endswith(".dump")
 
 
-def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: type[Exception]) -> str:
+def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: Callable[[str], Exception]) -> str:
     """`size` bytes of `src` into a new file at `path` (owned by `ids`, uid and gid), in 1 MiB reads; their SHA-256."""
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
@@ -213,7 +214,7 @@ def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: t
 
 
 def read_members(stream, work: str, ids: tuple[int, int] | None,
-                 failed: type[Exception]) -> tuple[dict | None, str, str, int]:
+                 failed: Callable[[str], Exception]) -> tuple[dict | None, str, str, int]:
     """The manifest, the dump's path in `work`, its SHA-256 and size, from the inflated tar `stream`, read to its
     end (so that the inflater checks the last CRC-32). The backup writes the dump as the first member: its bytes
     are copied straight from the stream in 1 MiB reads (tarfile's stream reads 10 KB at a time, three times the
@@ -247,6 +248,11 @@ def read_members(stream, work: str, ids: tuple[int, int] | None,
     return manifest, dump_path, dump_sha, dump_size
 
 
+def not_restoring(message: str) -> RestoreFailed:
+    """A failure before anything was dropped, said as every such failure of this module is."""
+    return RestoreFailed(f"{message}, not restoring")
+
+
 def recorded_sha256(real: str) -> str:
     try:
         with open(real + ".sha256") as f:
@@ -271,7 +277,7 @@ def unpack(real: str, work: str, ids: tuple[int, int] | None) -> tuple[dict, str
     broken = ""
     clean = False
     try:
-        manifest, dump_path, dump_sha, dump_size = read_members(inflate.stdout, work, ids, RestoreFailed)
+        manifest, dump_path, dump_sha, dump_size = read_members(inflate.stdout, work, ids, not_restoring)
         clean = True
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         broken = str(exc)

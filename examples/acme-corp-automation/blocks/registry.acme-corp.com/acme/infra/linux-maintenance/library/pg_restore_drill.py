@@ -135,6 +135,7 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -392,7 +393,7 @@ def _is_dump(info: tarfile.TarInfo) -> bool:
     return info.isfile() and "/" not in info.name and info.name.endswith(".dump")
 
 
-def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: type[Exception]) -> str:
+def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: Callable[[str], Exception]) -> str:
     """`size` bytes of `src` into a new file at `path` (owned by `ids`, uid and gid), in 1 MiB reads; their SHA-256."""
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
@@ -416,7 +417,7 @@ def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: t
 
 
 def read_members(stream, work: str, ids: tuple[int, int] | None,
-                 failed: type[Exception]) -> tuple[dict | None, str, str, int]:
+                 failed: Callable[[str], Exception]) -> tuple[dict | None, str, str, int]:
     """The manifest, the dump's path in `work`, its SHA-256 and size, from the inflated tar `stream`, read to its
     end (so that the inflater checks the last CRC-32). The backup writes the dump as the first member: its bytes
     are copied straight from the stream in 1 MiB reads (tarfile's stream reads 10 KB at a time, three times the
