@@ -4,13 +4,20 @@ the run recorded truly, every child gone and the lock free. Many runs, while CPU
 starts and stops itself keep every core busy. It prints its counts.
 
 Half of the runs start with SIGINT ignored, as a background job of a non-interactive shell (`make test &`,
-cron, a CI runner's step) starts: that is how the clean-clone suite lost its SIGINT cases.
+cron, a CI runner's step) starts: that is how the clean-clone suite lost its SIGINT cases. Half of them start
+as `polycrate` (the installed script), half as `python -m polycrate`.
+
+A SIGINT in Python's own start-up, before polycrate's first line runs (the interpreter's `site`, `runpy`, the
+installed script's own imports), ends Python with its KeyboardInterrupt traceback: no code of polycrate can
+catch it, and nothing has happened yet. The test tells those apart by their frames (none in polycrate's
+source), counts them and prints the count; a traceback with a frame of polycrate fails it.
 """
 from __future__ import annotations
 
 import collections
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polycrate
+import pytest
 from polycrate.history.locking import is_held, lock_path
 from tests.conftest import write
 from tests.helpers import cli_environment
@@ -28,6 +37,9 @@ PARALLEL = 3  # runs at a time, each in its own workspace
 HANG_SECONDS = 45.0  # polycrate's stop: 10 s grace for the step's group, then its own clean-up
 SETTLE_SECONDS = 5.0  # how long a child may take to follow its dead parent (PR_SET_PDEATHSIG) before it is an orphan
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SCRIPT = Path(sys.executable).with_name("polycrate")  # the installed command, beside this venv's python
+LAUNCHERS = ([str(SCRIPT)], [sys.executable, "-m", "polycrate"])
+SOURCE = Path(polycrate.__file__).parent
 
 WORKSPACE = """
 name: stress-{n}
@@ -113,6 +125,8 @@ class Attempt:
     stop_seconds: float = 0.0
     rc: int | None = None
     before_handlers: bool = False  # SIGINT was still ignored in the new process when it was sent
+    launcher: list[str] = field(default_factory=lambda: LAUNCHERS[0])
+    in_interpreter: bool = False  # SIGINT landed in Python's start-up, before polycrate's first line
     after_step: int | None = None  # aim at the moment this step (0-based) is recorded as ended
     second: float | None = None  # send the signal again this long after the first, if polycrate still runs
     seconds_sent: bool = False
@@ -171,6 +185,14 @@ def moment(attempt: Attempt, run: dict | None, steps: list[dict]) -> str:
     return "after the record closed"
 
 
+def interpreter_start(stderr: str) -> bool:
+    """Python's own KeyboardInterrupt traceback, with no frame in polycrate's source: the signal came before
+    polycrate's first line (`__main__.main` takes SIGINT in its first instruction)."""
+    frames = re.findall(r'^  File "([^"]*)"', stderr, re.MULTILINE)
+    return (stderr.rstrip().endswith("KeyboardInterrupt") and bool(frames)
+            and not any(Path(f).is_relative_to(SOURCE) for f in frames if f.startswith("/")))
+
+
 def check(attempt: Attempt, run: dict | None, steps: list[dict], where: str) -> None:
     rc, problems = attempt.rc, attempt.problems
     if run is not None and run["status"] == "running":
@@ -178,6 +200,10 @@ def check(attempt: Attempt, run: dict | None, steps: list[dict], where: str) -> 
     if run is not None and any(s["status"] == "running" for s in steps):
         problems.append("a step is left 'running'")
     stderr = (attempt.root / "stderr.txt").read_text(errors="replace")
+    if (attempt.sig == signal.SIGINT and run is None and rc in (-signal.SIGINT, 1) and where != "after the exit"
+            and interpreter_start(stderr)):
+        attempt.in_interpreter = True  # 1: runpy's own imports, which end in an error message, not the signal
+        return
     if "Traceback" in stderr or "internal error" in stderr:
         problems.append(f"stderr: {stderr[-300:]}")
     if where == "after the exit":
@@ -256,6 +282,7 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
     try:
         # one whole run under the same load: how long a run takes here, so that signals cover all of it
         began, launched = time.monotonic(), time.time()
+        assert SCRIPT.exists(), f"{SCRIPT}: polycrate is not installed in this venv (scripts/setup.sh --test)"
         calibration = subprocess.run([sys.executable, "-m", "polycrate", "workflows", "run", "w"], cwd=roots[0],
                                      env=env, capture_output=True, text=True, timeout=300)
         assert calibration.returncode == 0, calibration.stdout + calibration.stderr
@@ -279,7 +306,7 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
             return attempt
 
         results: list[Attempt] = []
-        pending = [aim(Attempt(roots[0], rng.choice(SIGNALS), 0.0, rng.random() < 0.5,
+        pending = [aim(Attempt(roots[0], rng.choice(SIGNALS), 0.0, rng.random() < 0.5, launcher=rng.choice(LAUNCHERS),
                                second=rng.uniform(0.0, 1.5) if rng.random() < 0.3 else None)) for _ in range(RUNS)]
         active: dict[int, Attempt] = {}
         while pending or active:
@@ -291,7 +318,7 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
                 for old in (root / ".polycrate").glob("runs.db*"):
                     old.unlink()
                 attempt.proc = subprocess.Popen(
-                    [sys.executable, "-m", "polycrate", "workflows", "run", "w"], cwd=root, env=env,
+                    [*attempt.launcher, "workflows", "run", "w"], cwd=root, env=env,
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=(root / "stderr.txt").open("w"),
                     start_new_session=True, preexec_fn=ignore_sigint if attempt.sigint_ignored else None)
                 attempt.started_monotonic = time.monotonic()
@@ -328,13 +355,47 @@ def test_signals_at_random_moments_under_load(tmp_path, capsys):
               f"{len(sent)} signals ({', '.join(f'{s.name} {sum(a.sig == s for a in sent)}' for s in SIGNALS)}; "
               f"{sum(a.sigint_ignored for a in sent)} to runs started with SIGINT ignored, "
               f"{sum(a.before_handlers for a in sent)} of them before polycrate took it; "
+              f"{sum(a.in_interpreter for a in sent)} SIGINT in Python's start-up, before polycrate's first line; "
               f"{sum(a.seconds_sent for a in sent)} runs got a second one while stopping), "
               f"moments hit: {dict(sorted(moments.items()))}, slowest stop {slowest:.1f}s, "
               f"hangs {len(hangs)}, orphans {len(orphans)}, wrong records {len(wrong)}")
         for a in hangs + orphans + wrong:
-            print(f"  {a.sig.name} at {a.delay:.2f}s ({a.moment}{', SIGINT ignored' if a.sigint_ignored else ''}"
+            print(f"  {a.sig.name} at {a.delay:.2f}s to {' '.join(a.launcher[-2:])} ({a.moment}{', SIGINT ignored' if a.sigint_ignored else ''}"
                   f"{f', again after {a.second:.2f}s' if a.seconds_sent and a.second is not None else ''}):"
                   f" exit {a.rc}: {'; '.join(a.problems)}")
     assert not hangs and not orphans and not wrong
     assert len(sent) >= RUNS // 2  # most signals reached a running polycrate
     assert len([m for m in moments if m != "after the exit"]) >= 3  # and they landed at different moments
+
+
+LOADING = """
+import os, signal, sys
+
+class StopWhileLoading:  # a real SIGINT to this process at the moment polycrate's CLI is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, StopWhileLoading())
+{start}
+"""
+
+
+@pytest.mark.parametrize("module", ["polycrate.cli", "polycrate.errors"])
+@pytest.mark.parametrize("start", ["from polycrate.__main__ import main\nsys.exit(main())",  # the installed script
+                                   "import runpy\nrunpy.run_module('polycrate', run_name='__main__')"],  # -m
+                         ids=["script", "python-m"])
+def test_a_sigint_while_polycrate_loads_ends_it_quietly_with_130(tmp_path, module, start):
+    """The signal is delivered inside polycrate's first import, in a process that started with SIGINT ignored
+    (a script's background job): `main` takes SIGINT first, and the stop ends the command quietly."""
+    proc = subprocess.run([sys.executable, "-c", LOADING.format(module=module, start=start), "version"],
+                          cwd=tmp_path, env=cli_environment(), capture_output=True, text=True, timeout=120,
+                          preexec_fn=ignore_sigint)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "")
+
+
+def test_the_installed_command_enters_through_the_same_door():
+    """`polycrate` (the script pip writes) calls `polycrate.__main__:main`, as `python -m polycrate` does."""
+    assert "from polycrate.__main__ import main" in SCRIPT.read_text()
+    assert subprocess.run([str(SCRIPT), "version"], capture_output=True, text=True, timeout=120).returncode == 0
