@@ -5,7 +5,7 @@ script) takes it from here on, and one stopped while it loads ends quietly with 
 any later moment does (cli.take_stop_signals says why). This module imports nothing of polycrate at its
 top, so that a stop signal finds it inside `main` as early as it can: what comes before its first line
 is Python's own start-up."""
-import _signal as signal  # the built-in half of `signal`: nothing to load (`signal` loads `enum`)
+import _signal as signal  # type: ignore[import-not-found]  # built-in: nothing to load (`signal` loads `enum`)
 
 
 def main() -> int:
