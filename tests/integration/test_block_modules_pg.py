@@ -13,15 +13,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BLOCK = ROOT / "examples/acme-corp-automation/blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
+from tests.block_library import BLOCK, load, module_command
+
 STATS_SQL = (BLOCK / "files" / "table_stats.sql").read_text()
 
 
@@ -91,8 +90,7 @@ def run_module(name: str, args: dict, tmp: Path, check_mode: bool = False) -> di
     """The module as Ansible runs it: python3 <module> <args.json> (ANSIBLE_MODULE_ARGS)."""
     path = tmp / f"{name}-args.json"
     path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
-    res = subprocess.run([sys.executable, str(BLOCK / "library" / f"{name}.py"), str(path)], capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(module_command(name, path), capture_output=True, text=True, timeout=300)
     out = res.stdout.strip().splitlines()
     assert out, res.stderr
     return json.loads(out[-1])
@@ -187,12 +185,7 @@ def test_drill_of_a_damaged_archive_fails_and_drops_nothing_it_did_not_create(pg
 
 
 def drill_sql() -> str:
-    sys.path.insert(0, str(BLOCK / "library"))
-    try:
-        import pg_restore_drill
-    finally:
-        sys.path.remove(str(BLOCK / "library"))
-    return pg_restore_drill.LEGACY_TABLE_STATS_SQL
+    return load("pg_restore_drill").LEGACY_TABLE_STATS_SQL
 
 
 def stats(pg, db: str = "acme_app") -> dict:

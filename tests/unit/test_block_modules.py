@@ -7,7 +7,6 @@ removes nothing there); the PostgreSQL-backed runs are in tests/integration/test
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -22,17 +21,9 @@ import yaml
 ansible_basic = pytest.importorskip("ansible.module_utils.basic")
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-BLOCK = ROOT / "examples/acme-corp-automation/blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
-LIBRARY = BLOCK / "library"
+from tests.block_library import BLOCK, LIBRARY, load, shared  # noqa: E402
+
 MODULES = ("pg_archive", "pg_restore_drill", "pg_restore_archive", "package_rollback")
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"lm_{name}", LIBRARY / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class AnsibleExitJson(Exception):
@@ -304,13 +295,13 @@ def _pipe_reader(data: bytes):
 
 @pytest.mark.parametrize("name", ("pg_restore_archive", "pg_restore_drill"))
 def test_reading_the_tar_takes_the_dump_straight_or_through_tarfile_and_names_a_truncation(name, tmp_path):
-    """read_members: the dump first (the backup's layout: copied straight from the stream), the manifest
+    """read_members (module_utils/lm_archive.py, for both modules, each with its own failure): the dump first (the backup's layout: copied straight from the stream), the manifest
     first, a pax tar (both through tarfile), each gives the same dump and manifest; a stream cut inside
     the dump or its header fails as a damaged tar, and a disk that refuses the dump says so."""
     import hashlib
     import tarfile
 
-    module = load(name)
+    module, reader = load(name), shared()
     failed = module.not_restoring if name == "pg_restore_archive" else module.DrillFailed
     kind = module.RestoreFailed if name == "pg_restore_archive" else module.DrillFailed
     said = ", not restoring" if name == "pg_restore_archive" else ""
@@ -325,7 +316,7 @@ def test_reading_the_tar_takes_the_dump_straight_or_through_tarfile_and_names_a_
         work = tmp_path / f"w{i}"
         work.mkdir()
         with _pipe_reader(data) as stream:
-            got_manifest, path, sha, size = module.read_members(stream, str(work), None, failed)
+            got_manifest, path, sha, size = reader.read_members(stream, str(work), None, failed)
             assert stream.read() == b"", layout  # read to its end: the inflater checks the last CRC-32
         assert got_manifest == json.loads(manifest), layout
         assert Path(path) == work / "acme_app.dump" and Path(path).read_bytes() == dump, layout
@@ -335,9 +326,9 @@ def test_reading_the_tar_takes_the_dump_straight_or_through_tarfile_and_names_a_
         work = tmp_path / f"cut{cut}"
         work.mkdir()
         with _pipe_reader(good[:cut]) as stream, pytest.raises((tarfile.TarError, EOFError, ValueError)):
-            module.read_members(stream, str(work), None, failed)
+            reader.read_members(stream, str(work), None, failed)
     full = tmp_path / "full"
     full.mkdir()
     (full / "acme_app.dump").write_bytes(b"")  # the dump cannot be created there: a disk fault, not the archive
     with _pipe_reader(good) as stream, pytest.raises(kind, match=f"^could not write the dump to .*{said}$"):
-        module.read_members(stream, str(full), None, failed)
+        reader.read_members(stream, str(full), None, failed)

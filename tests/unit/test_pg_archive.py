@@ -4,7 +4,6 @@ plain .tar.gz (tarfile and gzip read it, with the dump and the manifest), with i
 and each check refuses an archive damaged where it looks."""
 import gzip
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -16,18 +15,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples/acme-corp-automation/blocks/registry.acme-corp.com/acme/infra/linux-maintenance/library/pg_archive.py"
+from tests.block_library import load
 
-
-def load():
-    spec = importlib.util.spec_from_file_location("pg_archive", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pga = load()
+pga = load("pg_archive", "pg_archive")
 IGZIP = shutil.which("igzip")
 COMPRESSORS = ["zlib", pytest.param("igzip", marks=pytest.mark.skipif(not IGZIP, reason="igzip (isal) not installed"))]
 

@@ -112,6 +112,7 @@ options:
 notes:
   - In check mode nothing is dumped or written; the module connects (C(show server_version)) and reports the archive
     name and compressor it would use.
+  - Imports the block's C(module_utils/lm_archive.py); Ansible finds it beside the block's playbooks.
 author: linux-maintenance block
 """
 
@@ -237,6 +238,7 @@ from types import SimpleNamespace
 from typing import NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.lm_archive import big_pipe, drop_to, tail
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -280,14 +282,7 @@ class Owner:
         self.env = {**os.environ, "HOME": entry.pw_dir, "USER": name, "LOGNAME": name}
 
     def preexec(self):
-        if os.geteuid() != 0 or os.geteuid() == self.uid:
-            return None
-
-        def drop():
-            os.setgroups([])
-            os.setgid(self.gid)
-            os.setuid(self.uid)
-        return drop
+        return drop_to(self.uid, self.gid)
 
     def chown(self, path: str) -> None:
         if os.geteuid() == 0:
@@ -311,16 +306,6 @@ def find_igzip(choice: str) -> str | None:
         raise BackupFailed("backup failed: archive_compressor is igzip but igzip is not installed on this host "
                          "(Debian/Ubuntu package isal)")
     return path
-
-
-def big_pipe(fileobj) -> None:
-    """A 1 MiB pipe buffer: fewer wake-ups between pg_dump, this process and the compressor."""
-    import fcntl
-
-    try:
-        fcntl.fcntl(fileobj.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except OSError:
-        pass
 
 
 def pack_stream(source, out, level: int, igzip: str | None, crc_on: bool) -> dict:
@@ -698,11 +683,6 @@ class Remote:
         if res.returncode != 0:
             fail(f"rclone {args[0]} {self.dest}: {tail(res.stderr)}")
         return res.stdout
-
-
-def tail(text: str) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return " / ".join(lines[-2:])[-400:] or "no output"
 
 
 class Upload(threading.Thread):
