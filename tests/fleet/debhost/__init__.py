@@ -953,12 +953,10 @@ class SSHAccess:
             "ansible_port": self.ssh_port,
             "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.ssh_key_path),
-            # ansible_ssh_args replaces Ansible's default "-C -o ControlMaster=auto
-            # -o ControlPersist=60s" (ssh takes the first value of an option, so
-            # ControlMaster=no in the common args alone would not win).
-            "ansible_ssh_args": "-o ControlMaster=no -o ControlPersist=no",
+            # no ssh_args: the SSH settings a user's inventory has, so polycrate's run-scoped connection
+            # sharing (runtime/ssh_masters.py) applies, as it does for them
             "ansible_ssh_common_args": ("-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                        "-o ControlMaster=no -o ControlPersist=no -o LogLevel=ERROR"),
+                                        "-o LogLevel=ERROR"),
             "ansible_python_interpreter": "/usr/bin/python3",
             "pg_password": self.pg_password,
             "pg_port": self.pg_port,
