@@ -490,7 +490,9 @@ def render(results: dict) -> list[str]:
            "createdb) plus an acme-app restart until /health answers 200; `restore --force` plus the same restart; "
            "the drill (`restore-test`); the rollback (a broken release fails the update's health check; timed from "
            "that failure, as Ansible's log stamps it, to acme-app's first 200 on the old version, with the data "
-           "restored). Load: the 1-minute load average before each command (2 cores, shared).", ""]
+           "restored). Ansible reaches the hosts over SSH as it reaches a user's (polycrate's run-scoped "
+           "connection sharing; until 2026-12-07 the test hosts turned it off, and every task paid a handshake). "
+           "Load: the 1-minute load average before each command (2 cores, shared).", ""]
     # a size whose restore part did not finish (stopped, failed) shows its backup rounds
     sizes = {**{k: v for k, v in results.get("partial", {}).items() if k not in results.get("sizes", {})},
              **results.get("sizes", {})}
