@@ -6,6 +6,7 @@ runs as Ansible runs it: its own Python process, arguments in a JSON file, one J
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -249,16 +250,26 @@ def test_an_archive_from_before_the_row_hash_still_drills(pg, tmp_path):
     assert scratch(pg) == []
 
 
-def restore(pg, archive: Path, tmp: Path, check_mode: bool = False) -> dict:
+def restore(pg, archive: Path, tmp: Path, check_mode: bool = False, jobs: int = 1) -> dict:
     return run_module("pg_restore_archive", {"archive": str(archive), "database": "acme_app", "host": pg["sock"],
-                                             "port": pg["port"], "owner": "postgres"}, tmp, check_mode)
+                                             "port": pg["port"], "owner": "postgres", "jobs": jobs}, tmp, check_mode)
 
 
-def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive(pg, tmp_path):
+def side_databases(pg) -> list[str]:
+    return pg["psql"]("SELECT datname FROM pg_database WHERE datname LIKE 'acme\\_app\\_restoring\\_%'",
+                      db="postgres").split()
+
+
+@pytest.mark.parametrize("jobs", [1, 2], ids=["streamed", "unpacked"])
+def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive(pg, tmp_path, jobs):
     """pg_restore_archive: one read checks the archive against its .sha256 and the dump against the
-    manifest; only then is the database replaced. A changed archive, one written damaged (checksum taken
-    after the damage) and a truncated one each fail with a sentence naming it, and drop nothing."""
-    backup_dir = pg["base"] / "restore"
+    manifest; only a restore that verified everything replaces the database. jobs 1 streams the dump into
+    pg_restore, loading a new database that takes the old one's name at the end; jobs 2 unpacks it first
+    and restores in place. A changed archive, one written damaged (checksum taken after the damage: the
+    streamed restore has loaded part of it when the stream's CRC fails) and a truncated one each fail with
+    a sentence naming it, and leave the database as it was, with no side database behind."""
+    restore = functools.partial(globals()["restore"], jobs=jobs)
+    backup_dir = pg["base"] / f"restore-{jobs}"
     result = backup(pg, backup_dir, tmp_path)
     latest = backup_dir / "latest.tar.gz"
     pg["psql"]("INSERT INTO items VALUES (1000, 'written after the backup')")
@@ -273,6 +284,10 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
     assert pg["psql"]("SELECT count(*) FROM items") == "120"
     assert pg["psql"]("SELECT count(*) FROM items WHERE id = 1000") == "0"
     assert not [p for p in backup_dir.iterdir() if p.name.startswith(".restore-")]
+    assert side_databases(pg) == []
+    assert pg["psql"]("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'acme_app'",
+                      db="postgres") == "postgres"  # the owner asked for
+    assert done["seconds"]["total"] > 0 and ("verify_and_restore" if jobs == 1 else "verify_and_unpack") in done["seconds"]
 
     archive = backup_dir / result["archive"]
     good = archive.read_bytes()
@@ -293,6 +308,7 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
             sidecar.write_text(f"{hashlib.sha256(data).hexdigest()}  {result['archive']}\n")
             failed = restore(pg, latest, tmp_path)
             assert failed["failed"] is True and "truncated or corrupt" in failed["msg"], (label, failed)
+            assert side_databases(pg) == [], label
         sidecar.unlink()
         failed = restore(pg, latest, tmp_path)
         assert failed["failed"] is True and "no .sha256 beside it" in failed["msg"], failed

@@ -8,13 +8,18 @@ DOCUMENTATION = r"""
 module: pg_restore_archive
 short_description: Replace a PostgreSQL database with a verified linux-maintenance backup archive
 description:
-  - "Verify and unpack, one read of the archive: the archive (C(latest.tar.gz) may be a symbolic link) is read once;
-    that read feeds its SHA-256, compared with the C(.sha256) sidecar the backup wrote, and the inflater at the same
-    time. The dump is written into a private work folder and hashed on the way; its SHA-256 and size must equal the
-    manifest's (C(manifest.json) inside the archive). A damaged, truncated or altered archive fails here, naming what
-    differs, and nothing is dropped."
-  - "Restore: only then is the database dropped (C(dropdb --force)), created again (owned by O(owner)) and loaded with
-    C(pg_restore -j) O(jobs). The work folder is removed whatever happens."
+  - "One read of the archive (C(latest.tar.gz) may be a symbolic link): that read feeds its SHA-256, compared with the
+    C(.sha256) sidecar the backup wrote, and the inflater at the same time. The dump inside is hashed on the way; its
+    SHA-256 and size must equal the manifest's (C(manifest.json) inside the archive). A damaged, truncated or altered
+    archive fails naming what differs, and the database is left as it was."
+  - "With O(jobs=1) (the default) the dump streams from that read straight into C(pg_restore), which loads it into a
+    new database beside the old one (C(<database>_restoring_<random>), owned by O(owner)). Only when the read has
+    verified everything and C(pg_restore) succeeded is the old database dropped (C(dropdb --force)) and the new one
+    renamed to its name. Any failure drops the new database; the old one is untouched. There is no copy of the dump
+    on disk and no wait for an unpack, but the host needs room for the database twice while it restores."
+  - "With O(jobs) above 1 the dump is first written into a private work folder (in O(work_dir)) and verified; only
+    then is the database dropped, created again and loaded with C(pg_restore -j) O(jobs). Worth it on a host with
+    many cores and many large tables. The work folder is removed whatever happens."
   - "One module call in place of a dozen tasks (stat, slurp, tar, chown, shell): the restore and the update's rollback
     cost one round trip, and the archive and the dump are each read once."
   - Runs as root on the database host; the PostgreSQL tools run as O(os_user) through the local socket.
@@ -44,11 +49,13 @@ options:
     type: str
     default: postgres
   jobs:
-    description: C(pg_restore -j) connections.
+    description: C(pg_restore -j) connections. 1 streams the dump into C(pg_restore) (no copy on disk); more unpacks
+      it first (C(pg_restore -j) needs a file).
     type: int
-    default: 2
+    default: 1
   work_dir:
-    description: Where the dump is unpacked for pg_restore (a private folder is made inside); default the archive's folder.
+    description: With O(jobs) above 1, where the dump is unpacked for pg_restore (a private folder is made inside);
+      default the archive's folder.
     type: path
 notes:
   - Check mode verifies the archive against its C(.sha256) and the dump against the manifest (the whole read) and
@@ -90,12 +97,14 @@ dump_size:
   returned: success
   type: int
 seconds:
-  description: Seconds of each phase (verify_and_unpack, restore, total).
+  description: Seconds of each phase (O(jobs=1) verify_and_restore and total; above 1 verify_and_unpack, restore
+    and total).
   returned: success
   type: dict
 """
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -103,7 +112,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import drop_to, tail, unpack
+from ansible.module_utils.lm_archive import big_pipe, drop_to, tail, unpack
 
 
 class RestoreFailed(Exception):
@@ -136,6 +145,66 @@ class Postgres:
         if res.returncode != 0:
             raise RestoreFailed(f"{what}: {tail(res.stderr)}")
 
+    def popen(self, argv: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(argv, env=self.env, cwd="/", preexec_fn=drop_to(self.uid, self.gid), **kw)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def side_name(database: str) -> str:
+    """<database>_restoring_<8 random hex digits>, within PostgreSQL's 63 bytes: the database a streamed
+    restore loads before it takes the real one's name."""
+    suffix = "_restoring_" + secrets.token_hex(4)
+    return database.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
+
+
+def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dict:
+    """jobs 1: the dump streams from the archive's one read straight into pg_restore, loading a new
+    database beside the old one; only when the read has verified everything (see DOCUMENTATION) and
+    pg_restore succeeded is the old database dropped and the new one renamed to its name. Any failure
+    drops the new database and leaves the old one as it was. Returns the manifest."""
+    db = p["database"]
+    side = side_name(db)
+    pg.run(["createdb", *owner, side], f"createdb {side}")
+    keep_side = False
+    try:
+        with tempfile.TemporaryFile() as err:
+            # stdout too: this module's own stdout carries its result to Ansible
+            loader = pg.popen(["pg_restore", "--exit-on-error", "-d", side], stdin=subprocess.PIPE, stdout=err,
+                              stderr=err)
+            big_pipe(loader.stdin)
+            clean = False
+            try:
+                manifest, _ = unpack(real, "", None, not_restoring, sink=loader.stdin)
+                clean = True
+            finally:
+                try:
+                    loader.stdin.close()
+                except BrokenPipeError:
+                    pass
+                if not clean:
+                    loader.kill()
+                code = loader.wait()
+            if code != 0:
+                err.seek(0)
+                raise RestoreFailed(f"pg_restore of {real}: {tail(err.read().decode(errors='replace'))}; "
+                                    f"{db} is unchanged")
+        pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
+        keep_side = True  # from here on the restored data is only in the new database: never drop it
+        # a session in the new database (a monitoring agent's) would make the rename fail: ended first
+        pg.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                f"'{side.replace(chr(39), chr(39) * 2)}' AND pid <> pg_backend_pid()",
+                "-c", f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(db)}"],
+               f"{db} dropped, the restore is in database {side}, which could not be renamed to {db}")
+    finally:
+        if not keep_side:
+            subprocess.run(["dropdb", "--if-exists", "--force", side], capture_output=True, env=pg.env, cwd="/",
+                           preexec_fn=drop_to(pg.uid, pg.gid))
+    return manifest
+
 
 def stopped(signum: int, frame: object) -> None:
     raise RestoreFailed(f"stopped by signal {signum}")
@@ -150,7 +219,7 @@ def run_module() -> None:
             host=dict(type="str", default=""),
             port=dict(type="int", default=5432),
             os_user=dict(type="str", default="postgres"),
-            jobs=dict(type="int", default=2),
+            jobs=dict(type="int", default=1),
             work_dir=dict(type="path"),
         ),
         supports_check_mode=True,
@@ -163,10 +232,24 @@ def run_module() -> None:
     real = os.path.realpath(p["archive"])
     result: dict = {"archive": real}
     work = ""
+    owner = ["-O", p["owner"]] if p["owner"] else []
     try:
         if not os.path.isfile(real):
             raise RestoreFailed(f"no backup found at {p['archive']}: run the backup action first")
         pg = Postgres(p)
+        if p["jobs"] <= 1 or module.check_mode:  # check mode: the same one read, into nothing
+            if module.check_mode:
+                with open(os.devnull, "wb", buffering=0) as nowhere:
+                    manifest, _ = unpack(real, "", None, not_restoring, sink=nowhere)
+            else:
+                manifest = restore_streaming(p, pg, real, owner)
+            done = time.monotonic()
+            result.update(created=manifest.get("created", ""), dump_size=int(manifest["size"]),
+                          seconds={"verify_and_restore": round(done - started, 2), "total": round(done - started, 2)})
+            if module.check_mode:
+                module.exit_json(changed=False, msg=f"{real} verifies against its .sha256 and manifest; would replace "
+                                 f"{p['database']}", **result)
+            module.exit_json(changed=True, **result)
         work = tempfile.mkdtemp(prefix=".restore-", dir=p["work_dir"] or os.path.dirname(real))
         root = os.geteuid() == 0
         if root:
@@ -174,13 +257,9 @@ def run_module() -> None:
         manifest, dump = unpack(real, work, (pg.uid, pg.gid) if root else None, not_restoring)
         unpacked = time.monotonic()
         result.update(created=manifest.get("created", ""), dump_size=int(manifest["size"]))
-        if module.check_mode:
-            result["seconds"] = {"verify_and_unpack": round(unpacked - started, 2)}
-            module.exit_json(changed=False, msg=f"{real} verifies against its .sha256 and manifest; would replace "
-                             f"{p['database']}", **result)
         db = p["database"]
         pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
-        pg.run(["createdb", *(["-O", p["owner"]] if p["owner"] else []), db], f"createdb {db}")
+        pg.run(["createdb", *owner, db], f"createdb {db}")
         pg.run(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", db, dump],
                f"pg_restore of {real} into {db}")
         done = time.monotonic()

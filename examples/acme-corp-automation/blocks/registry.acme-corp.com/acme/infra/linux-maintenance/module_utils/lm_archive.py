@@ -103,36 +103,58 @@ def _is_dump(info: tarfile.TarInfo) -> bool:
     return info.isfile() and "/" not in info.name and info.name.endswith(".dump")
 
 
-def _copy_dump(src, size: int, path: str, ids: tuple[int, int] | None, failed: Callable[[str], Exception]) -> str:
-    """`size` bytes of `src` into a new file at `path` (owned by `ids`, uid and gid), in 1 MiB reads; their SHA-256."""
+def _copy_dump(src, size: int, out, where: str, failed: Callable[[str], Exception]) -> str:
+    """`size` bytes of `src` into `out` (a file, or the pipe into pg_restore) in 1 MiB reads; their SHA-256.
+    When a pipe's reader stops (pg_restore failed: its status says why), the rest is still read and hashed."""
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     try:
-        with open(path, "xb", buffering=0) as out:
-            while size:
-                n = src.readinto(view[:min(CHUNK, size)])
-                if not n:
-                    raise tarfile.ReadError("unexpected end of data")
-                h.update(view[:n])
-                written = 0
-                while written < n:
+        while size:
+            n = src.readinto(view[:min(CHUNK, size)])
+            if not n:
+                raise tarfile.ReadError("unexpected end of data")
+            h.update(view[:n])
+            written = 0
+            while out is not None and written < n:
+                try:
                     written += out.write(view[written:n])
-                size -= n
-            if ids is not None:  # pg_restore runs as the postgres user
-                os.fchown(out.fileno(), *ids)
+                except BrokenPipeError:
+                    out = None
+            size -= n
     except OSError as exc:  # the disk, not the archive
-        raise failed(f"could not write the dump to {os.path.dirname(path)}: {exc}") from None
+        raise failed(f"could not write the dump to {where}: {exc}") from None
     return h.hexdigest()
 
 
-def read_members(stream, work: str, ids: tuple[int, int] | None,
-                 failed: Callable[[str], Exception]) -> tuple[dict | None, str, str, int]:
+def _dump_file(work: str, name: str, ids: tuple[int, int] | None, failed: Callable[[str], Exception]):
+    """A new file for the dump in `work`, owned by `ids` (uid and gid: pg_restore runs as the postgres user)."""
+    path = os.path.join(work, name)
+    try:
+        out = open(path, "xb", buffering=0)
+        if ids is not None:
+            os.fchown(out.fileno(), *ids)
+    except OSError as exc:
+        raise failed(f"could not write the dump to {work}: {exc}") from None
+    return out, path
+
+
+def read_members(stream, work: str, ids: tuple[int, int] | None, failed: Callable[[str], Exception],
+                 sink=None) -> tuple[dict | None, str, str, int]:
     """The manifest, the dump's path in `work`, its SHA-256 and size, from the inflated tar `stream`, read to its
     end (so that the inflater checks the last CRC-32). The backup writes the dump as the first member: its bytes
     are copied straight from the stream in 1 MiB reads (tarfile's stream reads 10 KB at a time, three times the
     CPU); what follows it (manifest.json and the end of the tar, a few KB) goes through tarfile. A tar laid out
-    otherwise goes through tarfile whole. A damaged stream raises tarfile.TarError, EOFError or ValueError."""
+    otherwise goes through tarfile whole. A damaged stream raises tarfile.TarError, EOFError or ValueError.
+    With `sink` (a pipe), the dump's bytes go there instead of into a file, and its path is "-"."""
+
+    def copy(src, name: str, size: int) -> tuple[str, str]:
+        if sink is not None:
+            return "-", _copy_dump(src, size, sink, "pg_restore", failed)
+        out, path = _dump_file(work, name, ids, failed)
+        with out:
+            return path, _copy_dump(src, size, out, work, failed)
+
     manifest, dump_path, dump_sha, dump_size = None, "", "", 0
     head = stream.read(tarfile.BLOCKSIZE)
     try:
@@ -141,8 +163,7 @@ def read_members(stream, work: str, ids: tuple[int, int] | None,
         first = None  # tarfile reads it again below and says what is wrong with it
     rest = stream
     if first is not None and first.type in (tarfile.REGTYPE, tarfile.AREGTYPE) and _is_dump(first):
-        dump_path = os.path.join(work, first.name)
-        dump_sha, dump_size = _copy_dump(stream, first.size, dump_path, ids, failed), first.size
+        (dump_path, dump_sha), dump_size = copy(stream, first.name, first.size), first.size
         pad = -first.size % tarfile.BLOCKSIZE
         if len(stream.read(pad)) != pad:
             raise tarfile.ReadError("unexpected end of data")
@@ -153,8 +174,7 @@ def read_members(stream, work: str, ids: tuple[int, int] | None,
             if member.name == "manifest.json":
                 manifest = json.loads(tar.extractfile(member).read())
             elif _is_dump(member) and not dump_path:
-                dump_path = os.path.join(work, member.name)
-                dump_sha = _copy_dump(tar.extractfile(member), member.size, dump_path, ids, failed)
+                dump_path, dump_sha = copy(tar.extractfile(member), member.name, member.size)
                 dump_size = member.size
         while rest.read(CHUNK):  # the tar's end
             pass
@@ -162,10 +182,11 @@ def read_members(stream, work: str, ids: tuple[int, int] | None,
 
 
 def unpack(real: str, work: str, ids: tuple[int, int] | None, failed: Callable[[str], Exception],
-           name: str = "") -> tuple[dict, str]:
+           name: str = "", sink=None) -> tuple[dict, str]:
     """One read of the archive at `real`: its SHA-256 (against the .sha256 beside it) and the inflater are
-    fed from the same read; the dump goes into `work` (owned by `ids`), hashed on the way, and is checked
-    against the manifest read from inside the archive. Returns the manifest and the dump's path. Every
+    fed from the same read; the dump goes into `work` (owned by `ids`), or into `sink` (the pipe into
+    pg_restore; its path is then "-"), hashed on the way, and is checked against the manifest read from
+    inside the archive. Returns the manifest and the dump's path. Every
     failure is `failed(sentence)` about the archive called `name` (default: its path): a changed archive
     names its checksum; a truncated or corrupt gzip or tar stream (the checksum taken after the damage)
     names the stream."""
@@ -186,7 +207,7 @@ def unpack(real: str, work: str, ids: tuple[int, int] | None, failed: Callable[[
     broken = ""
     clean = False
     try:
-        manifest, dump_path, dump_sha, dump_size = read_members(inflate.stdout, work, ids, failed)
+        manifest, dump_path, dump_sha, dump_size = read_members(inflate.stdout, work, ids, failed, sink)
         clean = True
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         broken = str(exc)
