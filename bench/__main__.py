@@ -179,13 +179,13 @@ TARGET_NOTES = [
     "the same calls faster. Not done: starting the container before the workspace's runtime is decided, or "
     "removing it after polycrate exits (both would change what a run guarantees).",
     "",
-    "Rows 4 (issue 29), 2026-12-07 08:45-08:53 UTC, quiet (load 0.75-2.0): the first run after the test hosts "
-    "stopped turning SSH connection sharing off (bench/NOTES.md, issue 29, part four). This VM ran faster "
-    "than the day before (`pg_dump` of 2 GB 10.1-10.5 s, against 10.2-18.8 s), so the tool's fixed costs "
-    "weigh more in each ratio. No target of issue 29 is met: backup 2.13, 2.07, 2.10x (551 MB) and 1.82, "
-    "1.76, 1.69x (2 GB); rollback 1.33, 1.34x (551 MB) and 1.31, 1.35x (2 GB). Three quiet runs the day "
-    "before (05:01-05:52 UTC) gave backup medians of nine rounds 2.19x and 1.68x; the 1.45x at 2 GB that "
-    "run showed as met was its luck, not a change.",
+    "Rows 4 (issue 29), 2026-12-07 09:41-09:53 UTC, quiet (load 0.8-2.4): the block at f97c3c7, whose "
+    "restore streams the dump from the archive into pg_restore, beside the old database (bench/NOTES.md, "
+    "issue 29, part four). The rollback target is met in every round: 1.29x, 1.23x (551 MB), 1.06x, 1.11x "
+    "(2 GB). The backup target is not: 2.08x, 2.17x, 2.04x (551 MB), 1.71x, 1.78x, 1.79x (2 GB); this VM ran "
+    "faster than the day before (`pg_dump` of 2 GB 9.9-10.3 s, against 10.2-18.8 s), so the tool's fixed "
+    "costs weigh more in each ratio. The drill in this run still unpacked its dump first (it streams from "
+    "the next commit on).",
 ]
 
 
