@@ -103,9 +103,9 @@ def backup(pg, backup_dir: Path, tmp: Path, **extra) -> dict:
                                      "table_stats_sql": STATS_SQL, **extra}, tmp)
 
 
-def drill(pg, archive: Path, tmp: Path, check_mode: bool = False) -> dict:
+def drill(pg, archive: Path, tmp: Path, check_mode: bool = False, jobs: int = 1) -> dict:
     return run_module("pg_restore_drill", {"archive": str(archive), "database": "acme_app", "host": pg["sock"],
-                                           "port": pg["port"], "table_stats_sql": STATS_SQL,
+                                           "port": pg["port"], "table_stats_sql": STATS_SQL, "jobs": jobs,
                                            "record_dir": str(archive.parent / "drills"), "metrics_file": ""},
                       tmp, check_mode)
 
@@ -114,8 +114,10 @@ def scratch(pg) -> list[str]:
     return pg["psql"]("SELECT datname FROM pg_database WHERE datname LIKE 'drill\\_%'", db="postgres").split()
 
 
-def test_backup_then_drill_passes_table_by_table(pg, tmp_path):
-    backup_dir = pg["base"] / "backups"
+@pytest.mark.parametrize("jobs", [1, 2], ids=["streamed", "unpacked"])
+def test_backup_then_drill_passes_table_by_table(pg, tmp_path, jobs):
+    """The drill passes with the dump streamed into pg_restore (jobs 1) and unpacked first (jobs 2)."""
+    backup_dir = pg["base"] / f"backups-{jobs}"
     result = backup(pg, backup_dir, tmp_path)
     assert result.get("failed") is not True, result
     assert result["changed"] is True and result["tables"] == 2
@@ -126,7 +128,7 @@ def test_backup_then_drill_passes_table_by_table(pg, tmp_path):
     assert manifest["tables"]['"Odd Schema"."T"']["rows"] == 30
     assert not [p for p in backup_dir.iterdir() if p.name.startswith(".work-")]
 
-    passed = drill(pg, backup_dir / "latest.tar.gz", tmp_path)
+    passed = drill(pg, backup_dir / "latest.tar.gz", tmp_path, jobs=jobs)
     assert passed["passed"] is True, passed["differences"]
     assert passed["archive"] == result["archive"]
     assert [(t["table"], t["restored_rows"], t["result"]) for t in passed["tables"]] == [

@@ -71,7 +71,7 @@ EXAMPLES = r"""
     database: acme_app
     owner: acme
     port: 5432
-    jobs: 2
+    jobs: 1  # the default: the dump streams into pg_restore; 4 would unpack it first, then pg_restore -j 4
   register: restore
 
 - name: Only verify the archive a restore would use
@@ -112,7 +112,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import big_pipe, drop_to, tail, unpack
+from ansible.module_utils.lm_archive import drop_to, stream_restore, tail, unpack
 
 
 class RestoreFailed(Exception):
@@ -170,27 +170,8 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dic
     pg.run(["createdb", *owner, side], f"createdb {side}")
     keep_side = False
     try:
-        with tempfile.TemporaryFile() as err:
-            # stdout too: this module's own stdout carries its result to Ansible
-            loader = pg.popen(["pg_restore", "--exit-on-error", "-d", side], stdin=subprocess.PIPE, stdout=err,
-                              stderr=err)
-            big_pipe(loader.stdin)
-            clean = False
-            try:
-                manifest, _ = unpack(real, "", None, not_restoring, sink=loader.stdin)
-                clean = True
-            finally:
-                try:
-                    loader.stdin.close()
-                except BrokenPipeError:
-                    pass
-                if not clean:
-                    loader.kill()
-                code = loader.wait()
-            if code != 0:
-                err.seek(0)
-                raise RestoreFailed(f"pg_restore of {real}: {tail(err.read().decode(errors='replace'))}; "
-                                    f"{db} is unchanged")
+        manifest = stream_restore(real, lambda **kw: pg.popen(["pg_restore", "--exit-on-error", "-d", side], **kw),
+                                  not_restoring)
         pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
         keep_side = True  # from here on the restored data is only in the new database: never drop it
         # a session in the new database (a monitoring agent's) would make the rename fail: ended first

@@ -11,9 +11,11 @@ description:
   - Restores a linux-maintenance backup archive (C(<db>-<time>.tar.gz)) into a scratch database on this
     host, compares every table's row count and content checksum with the manifest the backup wrote in
     the dump's own snapshot, and drops the scratch database again, whatever happened.
-  - One read of the archive feeds both its SHA-256 (against the C(.sha256) sidecar) and the unpacking; the dump
-    inside is hashed while it is written and must match the manifest's SHA-256. A changed archive fails naming its
-    checksum, a truncated or corrupt one naming its gzip or tar stream; nothing is restored before both match.
+  - One read of the archive feeds both its SHA-256 (against the C(.sha256) sidecar) and the inflater; the dump
+    inside is hashed on the way and must match the manifest's SHA-256. A changed archive fails naming its checksum,
+    a truncated or corrupt one naming its gzip or tar stream. With O(jobs=1) (the default) the dump streams from
+    that read straight into C(pg_restore) (no copy on disk), and the tables are compared only when every check
+    passed; with more, it is unpacked into a work folder first and nothing is restored before both match.
   - The scratch database is named C(drill_<db>_<UTC time>_<random>) and created by this module; only a
     database this module created is ever dropped.
   - Records the result (pass or fail, archive, duration, every table) as JSON in O(record_dir) (C(last.json),
@@ -43,9 +45,10 @@ options:
     type: str
     default: postgres
   jobs:
-    description: C(pg_restore -j) connections.
+    description: C(pg_restore -j) connections. 1 streams the dump into C(pg_restore); more unpacks it first
+      (C(pg_restore -j) needs a file).
     type: int
-    default: 2
+    default: 1
   table_stats_sql:
     description:
       - The SQL that lists every table's rows and checksum (the block's C(files/table_stats.sql)); the same
@@ -61,7 +64,8 @@ options:
     type: path
     default: ""
   work_dir:
-    description: Where the dump is unpacked for pg_restore (a private folder is made inside); default the archive's folder.
+    description: With O(jobs) above 1, where the dump is unpacked for pg_restore (a private folder is made inside);
+      default the archive's folder.
     type: path
 notes:
   - Check mode verifies the archive's checksum and manifest and reports the scratch database it would use;
@@ -134,7 +138,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import drop_to, tail, unpack
+from ansible.module_utils.lm_archive import drop_to, stream_restore, tail, unpack
 
 # The first line of table_stats_sql names its checksum ("-- table_checksum: row-hash/2"); the backup records
 # that name in the manifest. Manifests from before the name was recorded hold the first checksum (the md5 of
@@ -287,10 +291,24 @@ class Drill:
         name = os.path.basename(real)
         manifest, dump_path = unpack(real, work, (self.uid, self.gid) if os.geteuid() == 0 else None, DrillFailed,
                                      name)
+        return self.with_tables(manifest, name), dump_path
+
+    def stream(self, real: str, scratch: str) -> dict:
+        """The archive verified while its dump streams into pg_restore, loading `scratch` (module_utils/
+        lm_archive.py's stream_restore); the manifest."""
+        name = os.path.basename(real)
+        argv = ["pg_restore", "--exit-on-error", "-d", scratch]
+        manifest = stream_restore(real, lambda **kw: subprocess.Popen(argv, env=self.env, cwd="/",
+                                                                      preexec_fn=drop_to(self.uid, self.gid), **kw),
+                                  DrillFailed, name)
+        return self.with_tables(manifest, name)
+
+    @staticmethod
+    def with_tables(manifest: dict, name: str) -> dict:
         if "tables" not in manifest:
             raise DrillFailed(f"archive {name}: its manifest lists no tables (taken before the block recorded "
                               "them): run the backup action, then the drill")
-        return manifest, dump_path
+        return manifest
 
 
 def record(p: dict, result: dict) -> None:
@@ -346,7 +364,7 @@ def run_module() -> None:
             host=dict(type="str", default=""),
             port=dict(type="int", default=5432),
             os_user=dict(type="str", default="postgres"),
-            jobs=dict(type="int", default=2),
+            jobs=dict(type="int", default=1),
             table_stats_sql=dict(type="str", required=True),
             record_dir=dict(type="path", required=True),
             metrics_file=dict(type="path", default=""),
@@ -370,16 +388,22 @@ def run_module() -> None:
     try:
         if not os.path.isfile(real):
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
-        work = tempfile.mkdtemp(prefix=".drill-", dir=p["work_dir"] or os.path.dirname(real))
-        if os.geteuid() == 0:
-            os.chown(work, drill.uid, drill.gid)
-        manifest, dump = drill.unpack(real, work)
-        result["manifest_created"] = manifest.get("created")
-        if not module.check_mode:
+        if p["jobs"] <= 1 and not module.check_mode:  # the dump streams from the archive into pg_restore
             drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
             created = True
-            drill.pg(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", scratch, dump],
-                     f"pg_restore of {result['archive']} into {scratch}")
+            manifest = drill.stream(real, scratch)
+        else:
+            work = tempfile.mkdtemp(prefix=".drill-", dir=p["work_dir"] or os.path.dirname(real))
+            if os.geteuid() == 0:
+                os.chown(work, drill.uid, drill.gid)
+            manifest, dump = drill.unpack(real, work)
+        result["manifest_created"] = manifest.get("created")
+        if not module.check_mode:
+            if not created:
+                drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
+                created = True
+                drill.pg(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", scratch, dump],
+                         f"pg_restore of {result['archive']} into {scratch}")
             tables, differences = compare(manifest["tables"], drill.table_stats(scratch, drill.stats_sql(manifest)))
             result.update(tables=tables, differences=differences)
     except DrillFailed as exc:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 from collections.abc import Callable
 
@@ -235,3 +236,31 @@ def unpack(real: str, work: str, ids: tuple[int, int] | None, failed: Callable[[
         raise failed(f"archive {name}: the dump inside has sha256 {dump_sha} ({dump_size} bytes), the manifest "
                      f"records {manifest.get('sha256')} ({manifest.get('size')} bytes)")
     return manifest, dump_path
+
+
+def stream_restore(real: str, start: Callable[..., subprocess.Popen], failed: Callable[[str], Exception],
+                   name: str = "") -> dict:
+    """The archive's one read (unpack), the dump going straight into the pg_restore that `start(stdin=,
+    stdout=, stderr=)` starts (reading the dump from its stdin, into a database of the caller's). Every
+    check of unpack is made; a failed one, or a failed pg_restore, raises `failed(sentence)`. The caller
+    drops what pg_restore loaded when this raises. Returns the manifest."""
+    with tempfile.TemporaryFile() as err:
+        # stdout too: a module's own stdout carries its result to Ansible
+        loader = start(stdin=subprocess.PIPE, stdout=err, stderr=err)
+        big_pipe(loader.stdin)
+        clean = False
+        try:
+            manifest, _ = unpack(real, "", None, failed, name, sink=loader.stdin)
+            clean = True
+        finally:
+            try:
+                loader.stdin.close()
+            except BrokenPipeError:
+                pass
+            if not clean:
+                loader.kill()
+            code = loader.wait()
+        if code != 0:
+            err.seek(0)
+            raise failed(f"pg_restore of {name or real}: {tail(err.read().decode(errors='replace'))}")
+    return manifest
