@@ -179,13 +179,12 @@ TARGET_NOTES = [
     "the same calls faster. Not done: starting the container before the workspace's runtime is decided, or "
     "removing it after polycrate exits (both would change what a run guarantees).",
     "",
-    "Rows 4 (issue 29), 2026-12-07 09:41-09:53 UTC, quiet (load 0.8-2.4): the block at f97c3c7, whose "
-    "restore streams the dump from the archive into pg_restore, beside the old database (bench/NOTES.md, "
-    "issue 29, part four). The rollback target is met in every round: 1.29x, 1.23x (551 MB), 1.06x, 1.11x "
-    "(2 GB). The backup target is not: 2.08x, 2.17x, 2.04x (551 MB), 1.71x, 1.78x, 1.79x (2 GB); this VM ran "
-    "faster than the day before (`pg_dump` of 2 GB 9.9-10.3 s, against 10.2-18.8 s), so the tool's fixed "
-    "costs weigh more in each ratio. The drill in this run still unpacked its dump first (it streams from "
-    "the next commit on).",
+    "Rows 4 (issue 29), 2026-12-07 09:54-10:02 UTC, quiet (load 1.2-1.9): the block at 99ee836, whose "
+    "restore, rollback and drill stream the dump from the archive into pg_restore (bench/NOTES.md, issue "
+    "29, part five). The rollback target is met in every round: 1.23x, 1.23x (551 MB), 1.06x, 1.11x (2 GB); "
+    "the run before (09:41-09:53, f97c3c7) gave 1.29x, 1.23x, 1.06x, 1.11x. The backup target is not: "
+    "2.18x, 2.21x, 2.03x (551 MB), 1.64x, 1.73x, 1.83x (2 GB). This VM ran faster than the day before "
+    "(`pg_dump` of 2 GB 10.0-10.1 s, against 10.2-18.8 s), so the tool's fixed costs weigh more in each ratio.",
 ]
 
 
