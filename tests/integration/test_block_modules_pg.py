@@ -6,7 +6,6 @@ runs as Ansible runs it: its own Python process, arguments in a JSON file, one J
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pwd
@@ -270,16 +269,15 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
     and restores in place. A changed archive, one written damaged (checksum taken after the damage: the
     streamed restore has loaded part of it when the stream's CRC fails) and a truncated one each fail with
     a sentence naming it, and leave the database as it was, with no side database behind."""
-    restore = functools.partial(globals()["restore"], jobs=jobs)
     backup_dir = pg["base"] / f"restore-{jobs}"
     result = backup(pg, backup_dir, tmp_path)
     latest = backup_dir / "latest.tar.gz"
     pg["psql"]("INSERT INTO items VALUES (1000, 'written after the backup')")
-    checked = restore(pg, latest, tmp_path, check_mode=True)
+    checked = restore(pg, latest, tmp_path, check_mode=True, jobs=jobs)
     assert checked.get("failed") is not True, checked
     assert checked["changed"] is False and "would replace acme_app" in checked["msg"]
     assert pg["psql"]("SELECT count(*) FROM items") == "121"  # check mode drops nothing
-    done = restore(pg, latest, tmp_path)
+    done = restore(pg, latest, tmp_path, jobs=jobs)
     assert done.get("failed") is not True, done
     assert done["changed"] is True and done["archive"] == str(backup_dir / result["archive"])
     assert done["created"] == json.loads((backup_dir / (result["archive"] + ".manifest.json")).read_text())["created"]
@@ -300,7 +298,7 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
         damaged = bytearray(good)
         damaged[len(damaged) // 2] ^= 0x55
         archive.write_bytes(bytes(damaged))
-        failed = restore(pg, latest, tmp_path)
+        failed = restore(pg, latest, tmp_path, jobs=jobs)
         assert failed["failed"] is True and f"archive {archive}: sha256 is " in failed["msg"], failed
         assert "not restoring" in failed["msg"]
         import hashlib
@@ -308,11 +306,11 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
         for label, data in (("written damaged", bytes(damaged)), ("truncated", good[: len(good) * 2 // 3])):
             archive.write_bytes(data)
             sidecar.write_text(f"{hashlib.sha256(data).hexdigest()}  {result['archive']}\n")
-            failed = restore(pg, latest, tmp_path)
+            failed = restore(pg, latest, tmp_path, jobs=jobs)
             assert failed["failed"] is True and "truncated or corrupt" in failed["msg"], (label, failed)
             assert side_databases(pg) == [], label
         sidecar.unlink()
-        failed = restore(pg, latest, tmp_path)
+        failed = restore(pg, latest, tmp_path, jobs=jobs)
         assert failed["failed"] is True and "no .sha256 beside it" in failed["msg"], failed
         assert pg["psql"]("SELECT count(*) FROM items WHERE id = 1000") == "1"  # nothing was dropped
         assert not [p for p in backup_dir.iterdir() if p.name.startswith(".restore-")]

@@ -98,7 +98,7 @@ dump_size:
   type: int
 seconds:
   description: Seconds of each phase (O(jobs=1) verify_and_restore and total; above 1 verify_and_unpack, restore
-    and total).
+    and total; in check mode verify_and_unpack).
   returned: success
   type: dict
 """
@@ -153,6 +153,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def about(manifest: dict) -> dict:
+    """What the result says of the backup restored."""
+    return {"created": manifest.get("created", ""), "dump_size": int(manifest["size"])}
+
+
 def side_name(database: str) -> str:
     """<database>_restoring_<8 random hex digits>, within PostgreSQL's 63 bytes: the database a streamed
     restore loads before it takes the real one's name."""
@@ -176,8 +185,8 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dic
         keep_side = True  # from here on the restored data is only in the new database: never drop it
         # a session in the new database (a monitoring agent's) would make the rename fail: ended first
         pg.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c",
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                f"'{side.replace(chr(39), chr(39) * 2)}' AND pid <> pg_backend_pid()",
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {quote_literal(side)} "
+                "AND pid <> pg_backend_pid()",
                 "-c", f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(db)}"],
                f"{db} dropped, the restore is in database {side}, which could not be renamed to {db}")
     finally:
@@ -218,18 +227,16 @@ def run_module() -> None:
         if not os.path.isfile(real):
             raise RestoreFailed(f"no backup found at {p['archive']}: run the backup action first")
         pg = Postgres(p)
-        if p["jobs"] <= 1 or module.check_mode:  # check mode: the same one read, into nothing
-            if module.check_mode:
-                with open(os.devnull, "wb", buffering=0) as nowhere:
-                    manifest, _ = unpack(real, "", None, not_restoring, sink=nowhere)
-            else:
-                manifest = restore_streaming(p, pg, real, owner)
-            done = time.monotonic()
-            result.update(created=manifest.get("created", ""), dump_size=int(manifest["size"]),
-                          seconds={"verify_and_restore": round(done - started, 2), "total": round(done - started, 2)})
-            if module.check_mode:
-                module.exit_json(changed=False, msg=f"{real} verifies against its .sha256 and manifest; would replace "
-                                 f"{p['database']}", **result)
+        if module.check_mode:  # the one read a restore makes, the dump going nowhere
+            with open(os.devnull, "wb", buffering=0) as nowhere:
+                manifest, _ = unpack(real, "", None, not_restoring, sink=nowhere)
+            result.update(about(manifest), seconds={"verify_and_unpack": round(time.monotonic() - started, 2)})
+            module.exit_json(changed=False, msg=f"{real} verifies against its .sha256 and manifest; would replace "
+                             f"{p['database']}", **result)
+        if p["jobs"] <= 1:
+            manifest = restore_streaming(p, pg, real, owner)
+            took = round(time.monotonic() - started, 2)
+            result.update(about(manifest), seconds={"verify_and_restore": took, "total": took})
             module.exit_json(changed=True, **result)
         work = tempfile.mkdtemp(prefix=".restore-", dir=p["work_dir"] or os.path.dirname(real))
         root = os.geteuid() == 0
@@ -237,7 +244,7 @@ def run_module() -> None:
             os.chown(work, pg.uid, pg.gid)
         manifest, dump = unpack(real, work, (pg.uid, pg.gid) if root else None, not_restoring)
         unpacked = time.monotonic()
-        result.update(created=manifest.get("created", ""), dump_size=int(manifest["size"]))
+        result.update(about(manifest))
         db = p["database"]
         pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
         pg.run(["createdb", *owner, db], f"createdb {db}")

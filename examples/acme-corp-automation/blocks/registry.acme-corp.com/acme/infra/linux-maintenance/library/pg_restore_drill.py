@@ -388,7 +388,8 @@ def run_module() -> None:
     try:
         if not os.path.isfile(real):
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
-        if p["jobs"] <= 1 and not module.check_mode:  # the dump streams from the archive into pg_restore
+        streamed = p["jobs"] <= 1 and not module.check_mode  # the dump goes from the archive into pg_restore
+        if streamed:
             drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
             created = True
             manifest = drill.stream(real, scratch)
@@ -399,7 +400,7 @@ def run_module() -> None:
             manifest, dump = drill.unpack(real, work)
         result["manifest_created"] = manifest.get("created")
         if not module.check_mode:
-            if not created:
+            if not streamed:  # the unpacked dump, now that it verified
                 drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
                 created = True
                 drill.pg(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", scratch, dump],
