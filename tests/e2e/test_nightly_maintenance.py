@@ -84,6 +84,32 @@ def test_happy_path(env, tmp_path):
     assert verify.returncode == 0, verify.stdout[-2000:]
 
 
+def test_every_action_runs_in_check_mode_and_changes_nothing(env):
+    """`polycrate run --check` of each action of the block: exit 0, a report of what it would do (the
+    backup) or of what it checked (verify), and no file, object, row or package changed."""
+    state_sql = "SELECT datname FROM pg_database ORDER BY 1"
+
+    def state():
+        files = env.db.exec("find /var/backups /var/lib/prometheus -printf '%p %s %T@\\n' 2>/dev/null | sort").stdout
+        return (files, env.remote_objects(), env.psql(ROWS_SQL), env.psql(state_sql), env.app.installed_version())
+
+    before = state()
+    outputs = {}
+    for action in ("backup", "verify", "update", "restore", "restore-test", "backups"):
+        result = env.polycrate("run", "--check", "-f", "linux-maintenance", action)
+        outputs[action] = out = workflow_output(result)
+        assert result.returncode == 0, f"{action} --check: {out[-3000:]}"
+        assert "Traceback" not in out
+    assert re.search(r"Check mode: a backup would dump acme_app \(PostgreSQL 15.*?\) into /var/backups/acme-db/"
+                     r"acme_app-\d{8}T\d{6}Z\.tar\.gz", outputs["backup"]), outputs["backup"][-2000:]
+    assert "nothing was dumped, written or uploaded" in outputs["backup"]
+    assert "Health-check OK: 200" in outputs["verify"], outputs["verify"][-2000:]
+    after = state()
+    changed = set(after[0].splitlines()) ^ set(before[0].splitlines())
+    assert not changed, f"files changed in check mode: {sorted(changed)}"
+    assert after[1:] == before[1:]
+
+
 def test_rollback_on_app01_restores_the_database_on_db01_and_removes_new_packages(env):
     # the broken release pulls in a package that was never on the host
     env.app.publish_extra("acme-app-extras", "1.0.0")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.block_library import BLOCK, load, module_command
+from tests.block_library import BLOCK, load, module_command, shared
 
 STATS_SQL = (BLOCK / "files" / "table_stats.sql").read_text()
 
@@ -147,10 +147,19 @@ def test_check_modes_write_nothing(pg, tmp_path):
     assert result["server_version"].split(".")[0].isdigit()
     assert not backup_dir.exists()
     real = backup(pg, backup_dir, tmp_path)
+    listing = sorted((p.name, p.stat().st_size) for p in backup_dir.iterdir())
+    untouched = backup_dir.stat().st_mtime_ns  # not even a work folder made and removed: the dump is read, not written
     checked = drill(pg, backup_dir / real["archive"], tmp_path, check_mode=True)
     assert checked["changed"] is False and checked["passed"] is True
     assert "would restore it into drill_acme_app_" in checked["report"][0]
     assert not (backup_dir / "drills").exists() and scratch(pg) == []
+    assert sorted((p.name, p.stat().st_size) for p in backup_dir.iterdir()) == listing
+    assert backup_dir.stat().st_mtime_ns == untouched
+    # check mode still reads every byte: a changed archive fails it, naming the checksum
+    (backup_dir / real["archive"]).write_bytes((backup_dir / real["archive"]).read_bytes()[:-1000])
+    damaged = drill(pg, backup_dir / real["archive"], tmp_path, check_mode=True)
+    assert damaged["passed"] is False and damaged["differences"][0].startswith(f"archive {real['archive']}: sha256 is ")
+    assert damaged["report"][0].startswith("check mode: archive ")
 
 
 def test_a_failed_backup_says_why_and_leaves_latest_alone(pg, tmp_path):
@@ -318,3 +327,48 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
         archive.write_bytes(good)
         sidecar.write_text(good_sum)
         pg["psql"]("DELETE FROM items WHERE id = 1000")
+
+
+def test_a_stop_never_leaves_the_database_gone(pg, tmp_path):
+    """A stop (SIGTERM, as Ansible's timeout or a stopped run sends) during a streamed restore, sent for real to
+    this process at two moments. While the dump streams: the restore stops, the side database is dropped and
+    the old database is as it was. While the old database gives way to the new one (between its drop and the
+    rename): the stop waits until the rename is done, so the database is never missing; the failure says the
+    restore completed."""
+    restore_mod = load("pg_restore_archive", "lm_restore_stopped")
+    backup_dir = pg["base"] / "stopped"
+    result = backup(pg, backup_dir, tmp_path)
+    pg["psql"]("INSERT INTO items VALUES (2000, 'written after the backup')")
+    params = {"database": "acme_app", "host": pg["sock"], "port": pg["port"], "os_user": "postgres"}
+    pgtools = restore_mod.Postgres(params)
+    real = str(backup_dir / result["archive"])
+    lm_archive = shared()  # stream_restore's own unpack: the archive's one read, feeding pg_restore
+    unpack, run = lm_archive.unpack, restore_mod.Postgres.run
+    previous = signal.signal(signal.SIGTERM, restore_mod.stopped)
+    try:
+        def stop_then_unpack(*args, **kw):  # pg_restore has started, loading the side database
+            os.kill(os.getpid(), signal.SIGTERM)
+            return unpack(*args, **kw)
+
+        lm_archive.unpack = stop_then_unpack
+        with pytest.raises(restore_mod.RestoreFailed, match=r"^stopped by signal 15$"):
+            restore_mod.restore_streaming(params, pgtools, real, [])
+        lm_archive.unpack = unpack
+        assert side_databases(pg) == []
+        assert pg["psql"]("SELECT count(*) FROM items") == "121"  # the old database, as it was
+
+        def stop_after_the_drop(self, argv, what):
+            run(self, argv, what)
+            if argv[0] == "dropdb" and argv[-1] == "acme_app":
+                os.kill(os.getpid(), signal.SIGTERM)  # the old database is gone, the new one not yet renamed
+
+        restore_mod.Postgres.run = stop_after_the_drop
+        with pytest.raises(restore_mod.RestoreFailed,
+                           match=rf"^stopped by signal 15, after acme_app was restored from {result['archive']}$"):
+            restore_mod.restore_streaming(params, pgtools, real, [])
+    finally:
+        lm_archive.unpack, restore_mod.Postgres.run = unpack, run
+        signal.signal(signal.SIGTERM, previous)
+    assert pg["psql"]("SELECT count(*) FROM items") == "120"  # restored: the backup's rows
+    assert side_databases(pg) == []
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # no signal left held

@@ -7,6 +7,7 @@ Real PostgreSQL, a real `polycrate serve`, a real `polycrate worker` (started on
 job of its queue, so the stopped run would run if its job were still there). No timed assertions."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import cli_environment, run_cli
+from tests.helpers import cli_environment, run_cli, validate_document
 from tests.server_fixtures import SECRET, make_workspace, start_server, wait_for
 from tests.team.conftest import committed
 from tests.team.harness import Team
@@ -96,6 +97,16 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         assert f'data-run="{run_id}" data-queued="default"' in listed.text
         assert f'data-run="{run_id}"' in operator.get("/runs", params={"status": "queued"}).text
         assert f'data-run="{run_id}"' not in operator.get("/runs", params={"status": "failed"}).text
+        # the JSON lists say it too: the API's and `runs list -o json`, under `queued` (no record: no run document)
+        as_json = team.cli("runs", "list", "-o", "json")
+        assert as_json.returncode == 0, as_json.output
+        for answer in (operator.get("/api/v1/runs").json(), operator.get("/api/v1/runs", params={"status": "queued"}).json(),
+                       json.loads(as_json.stdout)):
+            validate_document(answer, "runs")
+            assert [(q["id"], q["status"], q["queue"]) for q in answer["queued"]] == [(run_id, "queued", "default")]
+            assert answer["queued"][0]["launched"].endswith("Z") and SECRET not in json.dumps(answer)
+        assert "queued" not in operator.get("/api/v1/runs", params={"status": "failed"}).json()
+        assert "queued" not in json.loads(team.cli("runs", "list", "-o", "json", "--kind", "action").stdout)
 
         # a follower started while it waits: it waits for the run (no record yet) and ends with it
         follower = subprocess.Popen([sys.executable, "-m", "polycrate", "runs", "logs", run_id, "--follow"], cwd=ops,

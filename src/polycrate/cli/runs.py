@@ -122,11 +122,12 @@ def cmd_list(args) -> int:
                                until=args.until, limit=args.limit)
     finally:
         store.close()
-    if args.output == "json":
-        emit_json(contract.runs_document((r, args.workspace_name) for r in runs), args.format)
-        return 0
     # team mode: runs no worker has taken yet come first (they have not started: no time filter keeps them)
     waiting = _queued(args) if kind in (None, "workflow") and not (args.status or args.since or args.until) else []
+    if args.output == "json":
+        emit_json(contract.runs_document(((r, args.workspace_name) for r in runs), _documents(args, waiting)),
+                  args.format)
+        return 0
     table(
         [
             (q["id"], "", "workflow", q["workflow"] + (f" --step {q['only_step']}" if q["only_step"] else ""),
@@ -168,15 +169,22 @@ def _queued(args, ref: str | None = None) -> list[dict]:
     return queued_runs(dsn, [args.workspace_name], getattr(args, "workflow", None), run_id)
 
 
+def _documents(args, rows: list[dict]) -> list[dict]:
+    """Queued runs' rows (_queued) as the API shows them: team.launch.queued_document."""
+    if not rows:
+        return []
+    from polycrate.team.launch import queued_document
+
+    return [queued_document(row, args.workspace_name) for row in rows]
+
+
 def _show_queued(args, row: dict) -> int:
     from polycrate import contract
     from polycrate.team.launch import queued_document
 
     doc = queued_document(row, args.workspace_name)
     if args.output == "json":
-        doc["launched"] = contract.timestamp(doc["launched"])
-        doc["scheduled_slot"] = contract.timestamp(doc["scheduled_slot"])
-        emit_json(contract.document("queued-run", doc), args.format)
+        emit_json(contract.queued_run_document(doc), args.format)
         return 0
     print(f"run:       {doc['id']}")
     print(f"workflow:  {doc['name']}" + (" (check mode)" if doc["check_mode"] else "")

@@ -151,9 +151,21 @@ def run_document(record: RunRecord, workspace: str | None) -> dict:
     return document("run", run(record, workspace))
 
 
-def runs_document(records: Iterable[tuple[RunRecord, str | None]]) -> dict:
-    """`runs list` and the server's GET /runs: runs newest first, without their steps (schema ``runs``)."""
-    return document("runs", {"runs": [run(r, ws, steps=False) for r, ws in records]})
+def runs_document(records: Iterable[tuple[RunRecord, str | None]], queued: Iterable[dict] = ()) -> dict:
+    """`runs list` and the server's GET /runs: runs newest first, without their steps (schema ``runs``); in team
+    mode with ``queued``, the launches no worker has taken yet (team.launch.queued_document), which have no record."""
+    data: dict[str, Any] = {"runs": [run(r, ws, steps=False) for r, ws in records]}
+    waiting = [queued_run_document(q) for q in queued]
+    if waiting:
+        data["queued"] = waiting
+    return document("runs", data)
+
+
+def queued_run_document(launch: Mapping[str, Any]) -> dict:
+    """A launch no worker has taken yet (team.launch.queued_document) with the contract's times (schema
+    ``queued-run``): `runs show -o json` and GET /runs/{id} of it, and the ``queued`` of a runs document."""
+    return document("queued-run", {**launch, "launched": timestamp(launch["launched"]),
+                                   "scheduled_slot": timestamp(launch["scheduled_slot"])})
 
 
 def logs_document(run_id: str, logs: Iterable[tuple[StepRecord, str]]) -> dict:

@@ -1076,8 +1076,9 @@ class Web:
     # runs leave as the documents of polycrate.contract: those of `polycrate runs list/show/logs -o json`
 
     def api_runs(self, request: Request) -> Response:
-        runs = self.catalog.list_runs(**self._filters(request))
-        return JSONResponse(contract.runs_document((r, r.workspace) for r in runs))
+        filters = self._filters(request)
+        runs = [] if filters.get("status") == "queued" else self.catalog.list_runs(**filters)
+        return JSONResponse(contract.runs_document(((r, r.workspace) for r in runs), self._queued(filters)))
 
     def api_run(self, request: Request) -> Response:
         try:
@@ -1087,9 +1088,7 @@ class Web:
             if queued is None:
                 raise
             # not a run document (it has no record yet): its launch, status 'queued', times as the contract's
-            doc = dict(queued[1])
-            doc["launched"] = contract.timestamp(doc["launched"])
-            doc["scheduled_slot"] = contract.timestamp(doc["scheduled_slot"])
+            doc = {k: v for k, v in contract.queued_run_document(queued[1]).items() if k != "schema"}
             doc["launch"] = (self.state.launch_of(doc["id"]) or {}).get("shown")
             return JSONResponse(doc)
         return JSONResponse(contract.run_document(run, run.workspace))

@@ -103,6 +103,7 @@ seconds:
   type: dict
 """
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -177,18 +178,26 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dic
     db = p["database"]
     side = side_name(db)
     pg.run(["createdb", *owner, side], f"createdb {side}")
-    keep_side = False
+    keep_side = renamed = False
     try:
         manifest = stream_restore(real, lambda **kw: pg.popen(["pg_restore", "--exit-on-error", "-d", side], **kw),
                                   not_restoring)
-        pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
-        keep_side = True  # from here on the restored data is only in the new database: never drop it
-        # a session in the new database (a monitoring agent's) would make the rename fail: ended first
-        pg.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c",
-                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {quote_literal(side)} "
-                "AND pid <> pg_backend_pid()",
-                "-c", f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(db)}"],
-               f"{db} dropped, the restore is in database {side}, which could not be renamed to {db}")
+        # the old database gives way to the new one: a stop between the drop and the rename would leave
+        # neither, so a stop asked for meanwhile waits until the rename is done (or failed)
+        with stops_held():
+            pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
+            keep_side = True  # from here on the restored data is only in the new database: never drop it
+            # a session in the new database (a monitoring agent's) would make the rename fail: ended first
+            pg.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c",
+                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {quote_literal(side)} "
+                    "AND pid <> pg_backend_pid()",
+                    "-c", f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(db)}"],
+                   f"{db} dropped, the restore is in database {side}, which could not be renamed to {db}")
+            renamed = True
+    except RestoreFailed as exc:
+        if renamed:  # the stop came while the old database gave way: after the restore
+            raise RestoreFailed(f"{exc}, after {db} was restored from {os.path.basename(real)}") from None
+        raise
     finally:
         if not keep_side:
             subprocess.run(["dropdb", "--if-exists", "--force", side], capture_output=True, env=pg.env, cwd="/",
@@ -196,8 +205,22 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dic
     return manifest
 
 
+STOPS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
 def stopped(signum: int, frame: object) -> None:
     raise RestoreFailed(f"stopped by signal {signum}")
+
+
+@contextlib.contextmanager
+def stops_held():
+    """The stop signals held back (the tools started meanwhile inherit it): a stop asked for in the block
+    takes effect when it ends."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 def run_module() -> None:
@@ -216,7 +239,7 @@ def run_module() -> None:
     )
     p = module.params
     # a stopped run (ansible's timeout, a stopped workflow) still removes the work folder
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    for sig in STOPS:
         signal.signal(sig, stopped)
     started = time.monotonic()
     real = os.path.realpath(p["archive"])

@@ -293,6 +293,13 @@ class Drill:
                                      name)
         return self.with_tables(manifest, name), dump_path
 
+    def verify(self, real: str) -> dict:
+        """The archive verified as unpack does, its dump read and checked but written nowhere (check mode)."""
+        name = os.path.basename(real)
+        with open(os.devnull, "wb", buffering=0) as nowhere:
+            manifest, _ = unpack(real, "", None, DrillFailed, name, sink=nowhere)
+        return self.with_tables(manifest, name)
+
     def stream(self, real: str, scratch: str) -> dict:
         """The archive verified while its dump streams into pg_restore, loading `scratch` (module_utils/
         lm_archive.py's stream_restore); the manifest."""
@@ -389,7 +396,9 @@ def run_module() -> None:
         if not os.path.isfile(real):
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
         streamed = p["jobs"] <= 1 and not module.check_mode  # the dump goes from the archive into pg_restore
-        if streamed:
+        if module.check_mode:  # the one read a drill makes, every check, the dump going nowhere
+            manifest = drill.verify(real)
+        elif streamed:
             drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
             created = True
             manifest = drill.stream(real, scratch)
