@@ -104,6 +104,9 @@ def test_every_action_runs_in_check_mode_and_changes_nothing(env):
                      r"acme_app-\d{8}T\d{6}Z\.tar\.gz", outputs["backup"]), outputs["backup"][-2000:]
     assert "nothing was dumped, written or uploaded" in outputs["backup"]
     assert "Health-check OK: 200" in outputs["verify"], outputs["verify"][-2000:]
+    assert "would replace acme_app" in outputs["restore"] and "nothing was restored" in outputs["restore"]
+    assert "Restored acme_app" not in outputs["restore"], outputs["restore"][-2000:]
+    assert "verifies against its .sha256 and manifest; would restore it into drill_acme_app_" in outputs["restore-test"]
     after = state()
     changed = set(after[0].splitlines()) ^ set(before[0].splitlines())
     assert not changed, f"files changed in check mode: {sorted(changed)}"

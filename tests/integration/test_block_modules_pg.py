@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.block_library import BLOCK, load, module_command, shared
+from tests.helpers import wait_for
 
 STATS_SQL = (BLOCK / "files" / "table_stats.sql").read_text()
 
@@ -372,3 +373,45 @@ def test_a_stop_never_leaves_the_database_gone(pg, tmp_path):
     assert pg["psql"]("SELECT count(*) FROM items") == "120"  # restored: the backup's rows
     assert side_databases(pg) == []
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # no signal left held
+
+
+def test_databases_left_by_killed_restores_and_drills_are_dropped_by_the_next(pg, tmp_path):
+    """A restore or drill killed by SIGKILL cannot drop its side or scratch database. The next one drops such
+    leftovers of the same database, unless one is still in use (a restore or drill still loading it), and a
+    side database never while the database itself is missing (it may hold the only copy)."""
+    backup_dir = pg["base"] / "leftovers"
+    backup(pg, backup_dir, tmp_path)
+    latest = backup_dir / "latest.tar.gz"
+    for name in ("acme_app_restoring_0badc0de", "acme_app_restoring_5eed5eed", "drill_acme_app_20261206T043000_0badc0de",
+                 "acme_app_restoring_x", "other_restoring_0badc0de"):  # the last two: not leftovers of ours
+        pg["psql"](f'CREATE DATABASE "{name}"', db="postgres")
+    busy = subprocess.Popen(["runuser", "-u", "postgres", "--", "psql", "-X", "-h", pg["sock"], "-p", str(pg["port"]),
+                             "-d", "acme_app_restoring_5eed5eed"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, text=True)  # a session: the restore still loading it
+    try:
+        busy.stdin.write("SELECT 1;\n")
+        busy.stdin.flush()
+        wait_for(lambda: pg["psql"]("SELECT count(*) FROM pg_stat_activity WHERE datname = 'acme_app_restoring_5eed5eed'",
+                                    db="postgres") == "1", "the session in the side database")
+        done = restore(pg, latest, tmp_path)
+        assert done.get("failed") is not True, done
+        assert done["leftovers_dropped"] == ["acme_app_restoring_0badc0de"]
+        assert sorted(side_databases(pg)) == ["acme_app_restoring_5eed5eed", "acme_app_restoring_x"]
+    finally:
+        busy.stdin.close()
+        busy.wait()
+    passed = drill(pg, latest, tmp_path)
+    assert passed["passed"] is True and passed["leftovers_dropped"] == ["drill_acme_app_20261206T043000_0badc0de"]
+    assert passed["report"][-1] == ("dropped the scratch databases of earlier drills that were killed: "
+                                    "drill_acme_app_20261206T043000_0badc0de")
+    assert scratch(pg) == []
+    # the database missing: its side databases stay (one may hold the only copy of the data)
+    pg["psql"]("DROP DATABASE acme_app", db="postgres")
+    try:
+        done = restore(pg, latest, tmp_path)
+        assert done.get("failed") is not True, done
+        assert done["leftovers_dropped"] == [] and "acme_app_restoring_5eed5eed" in side_databases(pg)
+    finally:
+        for name in ("acme_app_restoring_5eed5eed", "acme_app_restoring_x", "other_restoring_0badc0de"):
+            pg["psql"](f'DROP DATABASE IF EXISTS "{name}"', db="postgres")
+    assert pg["psql"]("SELECT count(*) FROM items") == "120"

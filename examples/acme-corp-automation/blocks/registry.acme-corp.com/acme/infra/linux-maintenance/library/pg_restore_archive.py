@@ -82,6 +82,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+leftovers_dropped:
+  description:
+    - With O(jobs=1), the side databases (C(<database>_restoring_<hex>)) of earlier restores that were killed
+      before they could drop them, dropped first. Never while O(database) itself is missing, and never one
+      still in use.
+  returned: when O(jobs=1)
+  type: list
+  elements: str
+  sample: [acme_app_restoring_5f0c9a21]
 archive:
   description: The archive restored (a link resolved).
   returned: always
@@ -105,6 +114,7 @@ seconds:
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -113,7 +123,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import drop_to, stream_restore, tail, unpack
+from ansible.module_utils.lm_archive import drop_leftovers, drop_to, stream_restore, tail, unpack
 
 
 class RestoreFailed(Exception):
@@ -163,11 +173,17 @@ def about(manifest: dict) -> dict:
     return {"created": manifest.get("created", ""), "dump_size": int(manifest["size"])}
 
 
+SIDE = "_restoring_"
+
+
 def side_name(database: str) -> str:
     """<database>_restoring_<8 random hex digits>, within PostgreSQL's 63 bytes: the database a streamed
     restore loads before it takes the real one's name."""
-    suffix = "_restoring_" + secrets.token_hex(4)
-    return database.encode()[: 63 - len(suffix)].decode(errors="ignore") + suffix
+    return _side_prefix(database) + SIDE + secrets.token_hex(4)
+
+
+def _side_prefix(database: str) -> str:
+    return database.encode()[: 63 - len(SIDE) - 8].decode(errors="ignore")
 
 
 def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dict:
@@ -257,6 +273,11 @@ def run_module() -> None:
             module.exit_json(changed=False, msg=f"{real} verifies against its .sha256 and manifest; would replace "
                              f"{p['database']}", **result)
         if p["jobs"] <= 1:
+            # the side databases of restores killed before they could drop theirs (never while the database
+            # itself is missing: one may then hold the only copy)
+            result["leftovers_dropped"] = drop_leftovers(
+                pg.env, (pg.uid, pg.gid), re.escape(_side_prefix(p["database"]) + SIDE) + "[0-9a-f]{8}",
+                unless_missing=p["database"])
             manifest = restore_streaming(p, pg, real, owner)
             took = round(time.monotonic() - started, 2)
             result.update(about(manifest), seconds={"verify_and_restore": took, "total": took})

@@ -92,6 +92,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+leftovers_dropped:
+  description: Scratch databases of earlier drills that were killed before they could drop them, dropped
+    first (never one still in use).
+  returned: not in check mode
+  type: list
+  elements: str
+  sample: [drill_acme_app_20261206T043000_5f0c9a21]
 passed:
   description: Whether the archive restored and every table matched the manifest.
   returned: always
@@ -130,6 +137,7 @@ report:
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -138,7 +146,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import drop_to, stream_restore, tail, unpack
+from ansible.module_utils.lm_archive import drop_leftovers, drop_to, stream_restore, tail, unpack
 
 # The first line of table_stats_sql names its checksum ("-- table_checksum: row-hash/2"); the backup records
 # that name in the manifest. Manifests from before the name was recorded hold the first checksum (the md5 of
@@ -194,9 +202,15 @@ def scratch_name(database: str, now: float) -> str:
     """drill_<db>_<UTC time>_<8 random hex digits>, within PostgreSQL's 63 bytes: the time and the random
     part make a collision with another drill or a real database practically impossible, and CREATE
     DATABASE fails rather than reuse a name that exists."""
-    suffix = "_" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "_" + secrets.token_hex(4)
+    return _scratch_prefix(database) + "_" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "_" + secrets.token_hex(4)
+
+
+SCRATCH_SUFFIX = r"_\d{8}T\d{6}_[0-9a-f]{8}"  # what scratch_name adds to the prefix: 25 characters
+
+
+def _scratch_prefix(database: str) -> str:
     base = "".join(c if c.isalnum() or c == "_" else "_" for c in database.lower())
-    return "drill_" + base[: 63 - len("drill_") - len(suffix)] + suffix
+    return "drill_" + base[: 63 - len("drill_") - 25]
 
 
 def compare(manifest: dict, restored: dict) -> tuple[list[dict], list[str]]:
@@ -238,6 +252,9 @@ def render(result: dict) -> list[str]:
     if result["tables"]:
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines += [f"differs: {d}" for d in result["differences"]]
+    if result.get("leftovers_dropped"):
+        lines.append("dropped the scratch databases of earlier drills that were killed: "
+                     + ", ".join(result["leftovers_dropped"]))
     return lines
 
 
@@ -396,6 +413,9 @@ def run_module() -> None:
         if not os.path.isfile(real):
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
         streamed = p["jobs"] <= 1 and not module.check_mode  # the dump goes from the archive into pg_restore
+        if not module.check_mode:  # the scratch databases of drills killed before they could drop theirs
+            result["leftovers_dropped"] = drop_leftovers(drill.env, (drill.uid, drill.gid),
+                                                         re.escape(_scratch_prefix(p["database"])) + SCRATCH_SUFFIX)
         if module.check_mode:  # the one read a drill makes, every check, the dump going nowhere
             manifest = drill.verify(real)
         elif streamed:

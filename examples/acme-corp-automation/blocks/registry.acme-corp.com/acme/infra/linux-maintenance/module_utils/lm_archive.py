@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -34,6 +35,22 @@ def drop_to(uid: int, gid: int):
         os.setgid(gid)
         os.setuid(uid)
     return drop
+
+
+def drop_leftovers(env: dict, ids: tuple[int, int], pattern: str, unless_missing: str = "") -> list[str]:
+    """The databases whose whole name matches `pattern`, left by a restore or drill that was killed before
+    it could drop its own (SIGKILL, a reboot), dropped; the tools run as `ids` with `env`. One still in
+    use (its restore or drill still running) is left alone: no --force. With `unless_missing`, nothing is
+    dropped while that database does not exist (a leftover may then hold the only copy). Their names."""
+    def tool(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, env=env, cwd="/",
+                              preexec_fn=drop_to(*ids))
+
+    listed = tool("psql", "-X", "-q", "-At", "-d", "postgres", "-c", "SELECT datname FROM pg_database")
+    names = listed.stdout.splitlines() if listed.returncode == 0 else []
+    if unless_missing and unless_missing not in names:
+        return []
+    return [name for name in names if re.fullmatch(pattern, name) and tool("dropdb", name).returncode == 0]
 
 
 def big_pipe(fileobj) -> None:
