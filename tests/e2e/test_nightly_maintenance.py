@@ -40,10 +40,17 @@ def latest_archive(env) -> str:
     return env.db.exec("readlink /var/backups/acme-db/latest.tar.gz").stdout.strip()
 
 
-def test_happy_path(env, tmp_path):
+@pytest.fixture(scope="module", autouse=True)
+def first_night(env):
+    """The first nightly run (acme-app 1.1.0 published), which test_happy_path checks. Every other test starts
+    from the state it leaves (1.1.0 installed and healthy, a verified backup), so each runs alone too (-k)."""
     env.app.publish("1.1.0")
     rows_at_backup = env.psql(ROWS_SQL)
-    result = env.polycrate("workflows", "run", "nightly-maintenance")
+    return env.polycrate("workflows", "run", "nightly-maintenance"), rows_at_backup
+
+
+def test_happy_path(env, first_night, tmp_path):
+    result, rows_at_backup = first_night
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert "reserved name" not in result.stdout + result.stderr
 

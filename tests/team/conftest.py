@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write
+from tests.browser.conftest import browser  # noqa: F401  (its Chromium, for the team server's pages)
 from tests.postgres_server import PostgresServer, running_postgres
 
 

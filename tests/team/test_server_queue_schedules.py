@@ -187,3 +187,38 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
     finally:
         team.stop_all()
         server.stop()
+
+
+def test_a_queued_runs_page_becomes_its_run_page_once_a_worker_takes_it(team_env, tmp_path, monkeypatch, browser):
+    """In a real Chromium: the page of a run no worker has taken yet waits (asking the API every 2 s), and when a
+    worker takes the run it gives way to the run's own page, live or ended, without anyone reloading it."""
+    from tests.browser.test_web import css, css_all, log_in, settle
+
+    for key, value in team_env.items():
+        monkeypatch.setenv(key, value)
+    ops = make_workspace(tmp_path / "ops", "ops")
+    committed(ops)
+    server = start_server(tmp_path, [ops])
+    team = Team(ops, tmp_path / "marks", team_env, tmp_path)
+    try:
+        operator = httpx.Client(base_url=server.url, timeout=120,
+                                headers={"Authorization": f"Bearer {server.tokens['operator']}"})
+        launched = operator.post("/api/v1/workspaces/ops/workflows/green/runs", json={})
+        assert launched.status_code == 202, launched.text
+        run_id = launched.json()["run_id"]
+        log_in(browser, server, "viewer")
+        browser.get(f"{server.url}/runs/{run_id}")
+        assert css_all(browser, "#queued-wait") and "queued" in css(browser, "#run-status").text
+        assert operator.get(f"/api/v1/runs/{run_id}").json()["status"] == "queued"  # no worker yet: it waits
+        team.start_worker("w1", "--queue", "default")
+        # (between the worker taking it and opening its record, the run reads as missing: no status)
+        wait_for(lambda: operator.get(f"/api/v1/runs/{run_id}").json().get("status") not in (None, "queued", "running"),
+                 DEADLINE, "the worker to run it")
+        # the page asks every 2 s: it has left the queued page by itself, for the run's page
+        settle(lambda: not css_all(browser, "#queued-wait") and "succeeded" in css(browser, "#run-status").text,
+               what="the queued page to become the run's page, ended")
+        assert browser.current_url == f"{server.url}/runs/{run_id}"
+        assert css(browser, "#run-user").text == "web:token:operator-token"
+    finally:
+        team.stop_all()
+        server.stop()

@@ -130,9 +130,35 @@
       window.setTimeout(function () { window.location.reload(); }, 300);
     });
   }
+  // a queued run (team mode): once a worker has taken it (or it was stopped) it has a record, and the page
+  // that shows it live, or as it ended, takes this one's place
+  function awaitWorker(hint) {
+    var url = hint.getAttribute("data-poll");
+    function check() {
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) {
+          if (r.status === 404) {  // taken by a worker that has not opened its record yet: a moment
+            window.setTimeout(check, 2000);
+            return null;
+          }
+          if (!r.ok) {  // a session that ended, a role taken away: say so, stop asking
+            hint.textContent = "No longer following this run (" + r.status + "): reload the page.";
+            return null;
+          }
+          return r.json().then(function (d) {
+            if (d.status !== "queued") window.location.reload();
+            else window.setTimeout(check, 2000);
+          });
+        })
+        .catch(function () { window.setTimeout(check, 5000); });
+    }
+    window.setTimeout(check, 2000);
+  }
   document.addEventListener("DOMContentLoaded", function () {
     document.body.classList.add("js");
     var pre = document.getElementById("log");
     if (pre) { follow(pre); searchLoaded(pre); }
+    var hint = document.getElementById("queued-wait");
+    if (hint) awaitWorker(hint);
   });
 })();
