@@ -332,3 +332,29 @@ def test_reading_the_tar_takes_the_dump_straight_or_through_tarfile_and_names_a_
     (full / "acme_app.dump").write_bytes(b"")  # the dump cannot be created there: a disk fault, not the archive
     with _pipe_reader(good) as stream, pytest.raises(kind, match=f"^could not write the dump to .*{said}$"):
         reader.read_members(stream, str(full), None, failed)
+
+
+def test_the_postgresql_tools_run_as_the_os_user_whatever_this_process_was_given(monkeypatch):
+    """The restore and the drill run createdb/pg_restore/psql as os_user (peer authentication): PGUSER,
+    PGDATABASE and PGHOST set for the module (an `environment:` of the play) must not reach them."""
+    for name, value in (("PGUSER", "intruder"), ("PGDATABASE", "elsewhere"), ("PGHOST", "db.example"), ("LANG", "C")):
+        monkeypatch.setenv(name, value)
+    uid, gid, env = shared().as_os_user("root", 5433, "/run/pg-test")
+    assert (uid, gid) == (0, 0)
+    assert "PGUSER" not in env and "PGDATABASE" not in env
+    assert (env["PGHOST"], env["PGPORT"], env["USER"], env["LOGNAME"], env["HOME"]) == (
+        "/run/pg-test", "5433", "root", "root", "/root")
+    assert env["LANG"] == "C"  # the rest of the environment stays
+    assert "PGHOST" not in shared().as_os_user("root", 5432)[2]  # no host: the tools' own default
+
+
+def test_drill_scratch_leftovers_are_what_scratch_names_look_like():
+    drill = load("pg_restore_drill")
+    import re
+
+    pattern = re.escape(drill._scratch_prefix("Acme-App")) + drill.SCRATCH_SUFFIX
+    assert re.fullmatch(pattern, drill.scratch_name("Acme-App", 1796600000.0))
+    long = "x" * 80
+    assert re.fullmatch(re.escape(drill._scratch_prefix(long)) + drill.SCRATCH_SUFFIX, drill.scratch_name(long, 0.0))
+    assert not re.fullmatch(pattern, "drill_acme_app_20261206T043000_0badc0dX")
+    assert not re.fullmatch(pattern, "drill_acme_app_other_20261206T043000_0badc0de")

@@ -123,7 +123,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import drop_leftovers, drop_to, stream_restore, tail, unpack
+from ansible.module_utils.lm_archive import as_os_user, drop_leftovers, drop_to, stream_restore, tail, unpack
 
 
 class RestoreFailed(Exception):
@@ -139,16 +139,7 @@ class Postgres:
     """The PostgreSQL tools as os_user (root drops to it), on the given socket/port."""
 
     def __init__(self, p: dict):
-        import pwd
-
-        entry = pwd.getpwnam(p["os_user"])
-        self.uid, self.gid = entry.pw_uid, entry.pw_gid
-        self.env = {**os.environ, "HOME": entry.pw_dir, "USER": p["os_user"], "LOGNAME": p["os_user"],
-                    "PGPORT": str(p["port"])}
-        for name in ("PGHOST", "PGDATABASE", "PGUSER"):
-            self.env.pop(name, None)
-        if p["host"]:
-            self.env["PGHOST"] = p["host"]
+        self.uid, self.gid, self.env = as_os_user(p["os_user"], p["port"], p["host"])
 
     def run(self, argv: list[str], what: str) -> None:
         res = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd="/",

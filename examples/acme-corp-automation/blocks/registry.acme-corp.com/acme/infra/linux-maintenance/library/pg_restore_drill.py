@@ -146,7 +146,7 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import drop_leftovers, drop_to, stream_restore, tail, unpack
+from ansible.module_utils.lm_archive import as_os_user, drop_leftovers, drop_to, stream_restore, tail, unpack
 
 # The first line of table_stats_sql names its checksum ("-- table_checksum: row-hash/2"); the backup records
 # that name in the manifest. Manifests from before the name was recorded hold the first checksum (the md5 of
@@ -260,19 +260,10 @@ def render(result: dict) -> list[str]:
 
 class Drill:
     def __init__(self, module: AnsibleModule):
-        import pwd
-
         self.module = module
         p = module.params
         self.p = p
-        entry = pwd.getpwnam(p["os_user"])
-        self.uid, self.gid = entry.pw_uid, entry.pw_gid
-        self.env = {**os.environ, "HOME": entry.pw_dir, "USER": p["os_user"], "LOGNAME": p["os_user"],
-                    "PGPORT": str(p["port"])}
-        self.env.pop("PGHOST", None)
-        if p["host"]:
-            self.env["PGHOST"] = p["host"]
-        self.env.pop("PGDATABASE", None)
+        self.uid, self.gid, self.env = as_os_user(p["os_user"], p["port"], p["host"])
 
     def pg(self, argv: list[str], what: str, input: str | None = None) -> str:
         res = subprocess.run(argv, input=input, capture_output=True, text=True, env=self.env, cwd="/",

@@ -37,6 +37,20 @@ def drop_to(uid: int, gid: int):
     return drop
 
 
+def as_os_user(os_user: str, port: int, host: str = "") -> tuple[int, int, dict]:
+    """uid, gid and environment for the PostgreSQL tools run as `os_user` (root drops to it; peer
+    authentication as that user) on `host` (a socket folder or address; "" for the default) and `port`.
+    PGHOST, PGDATABASE and PGUSER of this process's environment do not leak into them."""
+    import pwd
+
+    entry = pwd.getpwnam(os_user)
+    env = {k: v for k, v in os.environ.items() if k not in ("PGHOST", "PGDATABASE", "PGUSER")}
+    env.update(HOME=entry.pw_dir, USER=os_user, LOGNAME=os_user, PGPORT=str(port))
+    if host:
+        env["PGHOST"] = host
+    return entry.pw_uid, entry.pw_gid, env
+
+
 def drop_leftovers(env: dict, ids: tuple[int, int], pattern: str, unless_missing: str = "") -> list[str]:
     """The databases whose whole name matches `pattern`, left by a restore or drill that was killed before
     it could drop its own (SIGKILL, a reboot), dropped; the tools run as `ids` with `env`. One still in
