@@ -7,11 +7,15 @@ Real PostgreSQL, a real `polycrate serve`, a real `polycrate worker` (started on
 job of its queue, so the stopped run would run if its job were still there). No timed assertions."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,6 +39,27 @@ TICK = """
 """
 
 
+@contextlib.contextmanager
+def team_server(team_env, tmp_path, monkeypatch, workflows: str = "") -> Iterator[tuple[Path, Any, Team, httpx.Client]]:
+    """The committed workspace `ops` (with `workflows` added to its workspace.poly), a real `polycrate serve` over
+    it and the team harness, all on this host's backend; and the operator's API client."""
+    for key, value in team_env.items():  # the server, its launches and the CLI: this host's backend
+        monkeypatch.setenv(key, value)
+    ops = make_workspace(tmp_path / "ops", "ops")
+    if workflows:
+        with open(ops / "workspace.poly", "a") as poly:
+            poly.write(workflows)
+    committed(ops)
+    server = start_server(tmp_path, [ops])
+    team = Team(ops, tmp_path / "marks", team_env, tmp_path)
+    try:
+        yield ops, server, team, httpx.Client(base_url=server.url, timeout=120,
+                                              headers={"Authorization": f"Bearer {server.tokens['operator']}"})
+    finally:
+        team.stop_all()
+        server.stop()
+
+
 def login(client: httpx.Client, user: str, password: str) -> httpx.Response:
     token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
     return client.post("/login", data={"username": user, "password": password, "csrf": token})
@@ -46,17 +71,7 @@ def csrf_of(client: httpx.Client, path: str) -> str:
 
 def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_backend(team_env, tmp_path,
                                                                                       monkeypatch):
-    for key, value in team_env.items():  # the server, its launches and the CLI: this host's backend
-        monkeypatch.setenv(key, value)
-    ops = make_workspace(tmp_path / "ops", "ops")
-    with open(ops / "workspace.poly", "a") as poly:
-        poly.write(TICK)
-    committed(ops)
-    server = start_server(tmp_path, [ops])
-    team = Team(ops, tmp_path / "marks", team_env, tmp_path)
-    try:
-        operator = httpx.Client(base_url=server.url, timeout=120,
-                                headers={"Authorization": f"Bearer {server.tokens['operator']}"})
+    with team_server(team_env, tmp_path, monkeypatch, TICK) as (ops, server, team, operator):
         viewer = httpx.Client(base_url=server.url, timeout=60,
                               headers={"Authorization": f"Bearer {server.tokens['viewer']}"})
 
@@ -184,9 +199,6 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         assert record["status"] == "interrupted" and record["steps"] == []
         assert team.sql("SELECT state FROM team_runs WHERE id = %s", run_id) == [{"state": "done"}]
         assert "queued-note" not in team.worker_log("w1")
-    finally:
-        team.stop_all()
-        server.stop()
 
 
 def test_a_queued_runs_page_becomes_its_run_page_once_a_worker_takes_it(team_env, tmp_path, monkeypatch, browser):
@@ -194,15 +206,7 @@ def test_a_queued_runs_page_becomes_its_run_page_once_a_worker_takes_it(team_env
     worker takes the run it gives way to the run's own page, live or ended, without anyone reloading it."""
     from tests.browser.test_web import css, css_all, log_in, settle
 
-    for key, value in team_env.items():
-        monkeypatch.setenv(key, value)
-    ops = make_workspace(tmp_path / "ops", "ops")
-    committed(ops)
-    server = start_server(tmp_path, [ops])
-    team = Team(ops, tmp_path / "marks", team_env, tmp_path)
-    try:
-        operator = httpx.Client(base_url=server.url, timeout=120,
-                                headers={"Authorization": f"Bearer {server.tokens['operator']}"})
+    with team_server(team_env, tmp_path, monkeypatch) as (_, server, team, operator):
         launched = operator.post("/api/v1/workspaces/ops/workflows/green/runs", json={})
         assert launched.status_code == 202, launched.text
         run_id = launched.json()["run_id"]
@@ -219,6 +223,3 @@ def test_a_queued_runs_page_becomes_its_run_page_once_a_worker_takes_it(team_env
                what="the queued page to become the run's page, ended")
         assert browser.current_url == f"{server.url}/runs/{run_id}"
         assert css(browser, "#run-user").text == "web:token:operator-token"
-    finally:
-        team.stop_all()
-        server.stop()
