@@ -228,7 +228,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tarfile
 import threading
@@ -238,7 +237,7 @@ from types import SimpleNamespace
 from typing import NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import big_pipe, drop_to, tail
+from ansible.module_utils.lm_archive import big_pipe, drop_to, on_stop, tail
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -777,8 +776,7 @@ def backup(args: SimpleNamespace) -> dict:
     """The whole backup (see DOCUMENTATION); raises BackupFailed with one sentence."""
     os.umask(0o027)
     # stopped (ansible's timeout, a stopped run): clean up like any failure (pg_dump ends with its pipe)
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, stopped)
+    on_stop(stopped)
     t = {"start": time.monotonic()}
     owner = Owner(args.owner)
     backup_dir = args.backup_dir

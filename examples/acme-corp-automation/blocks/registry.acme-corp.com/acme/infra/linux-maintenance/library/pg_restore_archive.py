@@ -112,18 +112,17 @@ seconds:
   type: dict
 """
 
-import contextlib
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import as_os_user, drop_leftovers, drop_to, stream_restore, tail, unpack
+from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, stops_held,
+                                            stream_restore, tail, unpack, verify)
 
 
 class RestoreFailed(Exception):
@@ -212,22 +211,8 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dic
     return manifest
 
 
-STOPS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-
-
 def stopped(signum: int, frame: object) -> None:
     raise RestoreFailed(f"stopped by signal {signum}")
-
-
-@contextlib.contextmanager
-def stops_held():
-    """The stop signals held back (the tools started meanwhile inherit it): a stop asked for in the block
-    takes effect when it ends."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 def run_module() -> None:
@@ -246,8 +231,7 @@ def run_module() -> None:
     )
     p = module.params
     # a stopped run (ansible's timeout, a stopped workflow) still removes the work folder
-    for sig in STOPS:
-        signal.signal(sig, stopped)
+    on_stop(stopped)
     started = time.monotonic()
     real = os.path.realpath(p["archive"])
     result: dict = {"archive": real}
@@ -258,8 +242,7 @@ def run_module() -> None:
             raise RestoreFailed(f"no backup found at {p['archive']}: run the backup action first")
         pg = Postgres(p)
         if module.check_mode:  # the one read a restore makes, the dump going nowhere
-            with open(os.devnull, "wb", buffering=0) as nowhere:
-                manifest, _ = unpack(real, "", None, not_restoring, sink=nowhere)
+            manifest = verify(real, not_restoring)
             result.update(about(manifest), seconds={"verify_and_unpack": round(time.monotonic() - started, 2)})
             module.exit_json(changed=False, msg=f"{real} verifies against its .sha256 and manifest; would replace "
                              f"{p['database']}", **result)

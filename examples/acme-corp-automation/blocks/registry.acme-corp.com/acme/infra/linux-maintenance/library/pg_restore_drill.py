@@ -140,13 +140,13 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import as_os_user, drop_leftovers, drop_to, stream_restore, tail, unpack
+from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, stream_restore, tail,
+                                            unpack, verify)
 
 # The first line of table_stats_sql names its checksum ("-- table_checksum: row-hash/2"); the backup records
 # that name in the manifest. Manifests from before the name was recorded hold the first checksum (the md5 of
@@ -304,9 +304,7 @@ class Drill:
     def verify(self, real: str) -> dict:
         """The archive verified as unpack does, its dump read and checked but written nowhere (check mode)."""
         name = os.path.basename(real)
-        with open(os.devnull, "wb", buffering=0) as nowhere:
-            manifest, _ = unpack(real, "", None, DrillFailed, name, sink=nowhere)
-        return self.with_tables(manifest, name)
+        return self.with_tables(verify(real, DrillFailed, name), name)
 
     def stream(self, real: str, scratch: str) -> dict:
         """The archive verified while its dump streams into pg_restore, loading `scratch` (module_utils/
@@ -389,8 +387,7 @@ def run_module() -> None:
     )
     p = module.params
     # a stopped run (ansible's timeout, a stopped workflow) still drops the scratch database
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(sig, stopped)
+    on_stop(stopped)
     started = time.time()
     drill = Drill(module)
     scratch = scratch_name(p["database"], started)
@@ -400,30 +397,28 @@ def run_module() -> None:
               "passed": False, "tables": [], "differences": []}
     created = False
     work = ""
+    manifest = None
     try:
         if not os.path.isfile(real):
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
-        streamed = p["jobs"] <= 1 and not module.check_mode  # the dump goes from the archive into pg_restore
-        if not module.check_mode:  # the scratch databases of drills killed before they could drop theirs
-            result["leftovers_dropped"] = drop_leftovers(drill.env, (drill.uid, drill.gid),
-                                                         re.escape(_scratch_prefix(p["database"])) + SCRATCH_SUFFIX)
         if module.check_mode:  # the one read a drill makes, every check, the dump going nowhere
             manifest = drill.verify(real)
-        elif streamed:
-            drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
-            created = True
-            manifest = drill.stream(real, scratch)
         else:
-            work = tempfile.mkdtemp(prefix=".drill-", dir=p["work_dir"] or os.path.dirname(real))
-            if os.geteuid() == 0:
-                os.chown(work, drill.uid, drill.gid)
-            manifest, dump = drill.unpack(real, work)
-        result["manifest_created"] = manifest.get("created")
-        if not module.check_mode:
-            if not streamed:  # the unpacked dump, now that it verified
+            # the scratch databases of drills killed before they could drop theirs
+            result["leftovers_dropped"] = drop_leftovers(drill.env, (drill.uid, drill.gid),
+                                                         re.escape(_scratch_prefix(p["database"])) + SCRATCH_SUFFIX)
+            if p["jobs"] <= 1:  # the dump streams from the archive's one read into pg_restore
                 drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
                 created = True
-                drill.pg(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", scratch, dump],
+                manifest = drill.stream(real, scratch)
+            else:  # pg_restore -j reads a file: the dump is unpacked, and verified, before anything is restored
+                work = tempfile.mkdtemp(prefix=".drill-", dir=p["work_dir"] or os.path.dirname(real))
+                if os.geteuid() == 0:
+                    os.chown(work, drill.uid, drill.gid)
+                manifest, dump = drill.unpack(real, work)
+                drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
+                created = True
+                drill.pg(["pg_restore", "--exit-on-error", "-j", str(p["jobs"]), "-d", scratch, dump],
                          f"pg_restore of {result['archive']} into {scratch}")
             tables, differences = compare(manifest["tables"], drill.table_stats(scratch, drill.stats_sql(manifest)))
             result.update(tables=tables, differences=differences)
@@ -437,6 +432,8 @@ def run_module() -> None:
                 drill.pg(["dropdb", "--if-exists", "--force", scratch], f"dropdb {scratch}")
             except DrillFailed as exc:
                 result["differences"].append(f"{exc} (drop it by hand)")
+    if manifest is not None:
+        result["manifest_created"] = manifest.get("created")
     finished = time.time()
     result.update(passed=not result["differences"], finished_epoch=round(finished, 3),
                   duration_seconds=round(finished - started, 2))

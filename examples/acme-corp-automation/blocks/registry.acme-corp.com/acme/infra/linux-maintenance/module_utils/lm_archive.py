@@ -4,12 +4,14 @@
 # module that imports it (as ansible.module_utils.lm_archive).
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -17,6 +19,26 @@ import threading
 from collections.abc import Callable
 
 CHUNK = 1 << 20
+
+# what stops a module: a stopped run or Ansible's timeout (SIGTERM), a lost terminal (SIGHUP), Ctrl-C (SIGINT)
+STOPS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def on_stop(handler: Callable[[int, object], None]) -> None:
+    """`handler` for every stop signal: the module's handler raises its failure, so its clean-up runs."""
+    for sig in STOPS:
+        signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stops_held():
+    """The stop signals held back (the tools started meanwhile inherit it): a stop asked for in the block
+    takes effect when it ends."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
 def tail(text: str) -> str:
@@ -267,6 +289,13 @@ def unpack(real: str, work: str, ids: tuple[int, int] | None, failed: Callable[[
         raise failed(f"archive {name}: the dump inside has sha256 {dump_sha} ({dump_size} bytes), the manifest "
                      f"records {manifest.get('sha256')} ({manifest.get('size')} bytes)")
     return manifest, dump_path
+
+
+def verify(real: str, failed: Callable[[str], Exception], name: str = "") -> dict:
+    """Check mode's read: every check of unpack, the dump read and hashed but written nowhere. The manifest."""
+    with open(os.devnull, "wb", buffering=0) as nowhere:
+        manifest, _ = unpack(real, "", None, failed, name, sink=nowhere)
+    return manifest
 
 
 def stream_restore(real: str, start: Callable[..., subprocess.Popen], failed: Callable[[str], Exception],
