@@ -34,7 +34,7 @@ test: setup-test
 
 # ruff and mypy (pyproject.toml: [tool.ruff], [tool.mypy]) before the tests: any finding fails `make test`
 checks:
-	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/ruff check src tests bench scripts examples
 	.venv/bin/mypy
 
 test-fast: setup-test
