@@ -9,10 +9,14 @@ runs PostgreSQL and keeps the backups, app01 runs acme-app, which uses the datab
 import hashlib
 import json
 import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from tests.fleet.nightly import NightlyEnv
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -341,3 +345,46 @@ def test_the_archive_goes_up_in_one_put_and_the_remote_check_uses_the_servers_md
             f"md5sum /var/backups/acme-db/{name}").stdout.split()[0]
     finally:
         env.reset_workspace()
+
+
+def test_a_stopped_backup_stops_on_db01_too(env):
+    """A backup waits for its lock on a table that a migration holds, and its run is stopped (SIGTERM, as
+    the web view's Stop, Ctrl-C or a step's timeout stop it). The run is recorded as interrupted, and on db01
+    the backup stops too: no pg_dump, no session of it in PostgreSQL, no work folder; once the lock is gone,
+    nothing is published or pruned. Before, the module carried on alone over the SSH session's end: it
+    waited for the lock, then published latest.tar.gz and pruned, after its run said it was stopped."""
+    def listing() -> list[str]:  # with the work folders (.work-NAME)
+        return env.db.exec("ls -1A /var/backups/acme-db").stdout.split()
+
+    before, latest = listing(), latest_archive(env)
+    env.db.exec(f"setsid -f psql -h localhost -U {env.db.pg_user} -d {env.db.pg_database} -c "
+                "'BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3600)' >/dev/null 2>&1",
+                env={"PGPASSWORD": env.db.pg_password, "PGPORT": str(env.db.pg_port)}, check=True)
+    locker = "query LIKE 'BEGIN; LOCK TABLE items%'"  # not like these queries: they begin with SELECT
+    try:
+        wait_for(lambda: env.psql(f"SELECT count(*) FROM pg_stat_activity WHERE {locker} AND state = 'active'") == "1",
+                 "the migration holding items")
+        run = subprocess.Popen([sys.executable, "-m", "polycrate", "run", "linux-maintenance", "backup"], cwd=env.root,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: env.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND query LIKE 'LOCK TABLE public.items%'") == "1",
+                     "pg_dump on db01 waiting for its lock on items")
+            run.send_signal(signal.SIGTERM)
+            out = run.communicate(timeout=180)[0]
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        assert run.returncode != 0
+        run_id = re.search(r"run (\d{8}-\d{6}-[0-9a-f]+) interrupted", out)
+        assert run_id, out[-3000:]
+        shown = json.loads(env.polycrate("runs", "show", run_id.group(1), "-o", "json").stdout)
+        assert shown["status"] == "interrupted"
+        mine = ("SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('pg_dump', 'psql') "
+                f"AND NOT ({locker}) AND pid <> pg_backend_pid()")
+        wait_for(lambda: env.db.exec("pgrep -x pg_dump").returncode == 1 and env.psql(mine) == "0",
+                 "the backup stopped on db01: no pg_dump, no session of it")
+    finally:
+        env.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {locker}")
+    assert listing() == before and latest_archive(env) == latest

@@ -175,6 +175,39 @@ def test_a_failed_backup_says_why_and_leaves_latest_alone(pg, tmp_path):
     assert not [p for p in backup_dir.iterdir() if p.name.startswith(".work-")]
 
 
+def test_a_backup_whose_run_was_stopped_stops_and_leaves_nothing_behind(pg, tmp_path):
+    """The run that started a backup is stopped while pg_dump waits for a lock (a migration holds the table):
+    ansible-playbook ends, and the pipe the module's result would go back on loses its reader. Nothing else
+    tells the module. It stops: pg_dump and the table statistics cancel their queries in PostgreSQL, the work
+    folder goes, nothing is published. Before, it waited for the lock, then published and pruned alone."""
+    backup_dir = pg["base"] / "orphaned"
+    locker = subprocess.Popen(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-At", "-h", pg["sock"], "-p",
+                               str(pg["port"]), "-d", "acme_app", "-v", "ON_ERROR_STOP=1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    locker.stdin.write("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_backend_pid();\n")
+    locker.stdin.flush()
+    locker_pid = locker.stdout.readline().strip()
+    args = tmp_path / "pg_archive-args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
+        "database": "acme_app", "login_host": pg["sock"], "port": pg["port"], "login_user": "postgres",
+        "backup_dir": str(backup_dir), "table_stats_sql": STATS_SQL}}))
+    module = subprocess.Popen(module_command("pg_archive", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    others = f"SELECT count(*) FROM pg_stat_activity WHERE datname = 'acme_app' AND pid NOT IN ({locker_pid}, pg_backend_pid())"
+    try:
+        assert locker_pid.isdigit()
+        wait_for(lambda: pg["psql"](others + " AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE public.items%'")
+                 == "1", "pg_dump waiting for its lock on items")
+        module.stdout.close()  # the run is stopped: the pipe's reader is gone
+        assert module.wait(timeout=120) != 0
+        wait_for(lambda: pg["psql"](others) == "0", "pg_dump's and the statistics' sessions ended")
+    finally:
+        for proc in (module, locker):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert sorted(p.name for p in backup_dir.iterdir()) == []  # no archive, no latest.tar.gz, no work folder
+
+
 def test_drill_of_a_damaged_archive_fails_and_drops_nothing_it_did_not_create(pg, tmp_path):
     backup_dir = pg["base"] / "damaged"
     result = backup(pg, backup_dir, tmp_path)

@@ -21,7 +21,7 @@ import yaml
 ansible_basic = pytest.importorskip("ansible.module_utils.basic")
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
 
-from tests.block_library import BLOCK, LIBRARY, load, shared  # noqa: E402
+from tests.block_library import BLOCK, LIBRARY, MODULE_UTILS, load, shared  # noqa: E402
 
 MODULES = ("pg_archive", "pg_restore_drill", "pg_restore_archive", "package_rollback")
 
@@ -358,3 +358,50 @@ def test_drill_scratch_leftovers_are_what_scratch_names_look_like():
     assert re.fullmatch(re.escape(drill._scratch_prefix(long)) + drill.SCRATCH_SUFFIX, drill.scratch_name(long, 0.0))
     assert not re.fullmatch(pattern, "drill_acme_app_20261206T043000_0badc0dX")
     assert not re.fullmatch(pattern, "drill_acme_app_other_20261206T043000_0badc0de")
+
+
+# A module's process whose result pipe loses its reader: what a module on a host sees when the run that
+# started it is stopped (ansible-playbook ends, and with it the SSH session). Real processes, a real pipe.
+_ORPHANED = r"""
+import os, signal, sys, time
+import ansible.module_utils
+ansible.module_utils.__path__.append(sys.argv[1])
+from ansible.module_utils import lm_archive
+record = open(sys.argv[2], "a", buffering=1)
+
+def stopped(signum, frame):
+    record.write(f"stopped by {signum}\n")
+    sys.exit(1)
+
+lm_archive.on_stop(stopped)
+if sys.argv[3] == "held":
+    with lm_archive.stops_held():
+        print("ready", file=sys.stderr, flush=True)
+        while signal.SIGTERM not in signal.sigpending():  # the stop came, and waits
+            time.sleep(0.05)
+        record.write("pending while held\n")
+else:
+    print("ready", file=sys.stderr, flush=True)
+time.sleep(600)
+record.write("not stopped\n")
+"""
+
+
+@pytest.mark.parametrize("how", ["running", "held"])
+def test_a_module_whose_controller_is_gone_stops_as_if_signalled(how, tmp_path):
+    """The module's standard output is the pipe its result goes back on. Once nobody reads it (the run was
+    stopped: ansible-playbook and its SSH session ended, and nothing signals the module), the module stops
+    as SIGTERM stops it, so its clean-up runs; inside stops_held the stop waits for the block's end."""
+    record = tmp_path / "record"
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHANED, str(MODULE_UTILS), str(record), how],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline().strip() == "ready", proc.stderr.read()
+        proc.stdout.close()  # the controller is gone: the pipe's reader with it
+        assert proc.wait(timeout=120) == 1, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    expected = ["pending while held", "stopped by 15"] if how == "held" else ["stopped by 15"]
+    assert record.read_text().splitlines() == expected

@@ -228,6 +228,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import threading
@@ -408,14 +409,16 @@ class TableStats(threading.Thread):
                        f"{sql}\nCOMMIT;\n")
         self.tables: dict = {}
         self.error = ""
+        # psql starts here, before the thread: the backup can cancel it (SIGINT) whatever the thread has reached
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=self.owner.env, preexec_fn=self.owner.preexec(), cwd="/")
 
     def run(self) -> None:
-        res = subprocess.run(self.argv, input=self.script, capture_output=True, text=True, env=self.owner.env,
-                             preexec_fn=self.owner.preexec(), cwd="/")
-        if res.returncode != 0:
-            self.error = tail(res.stderr)
+        out, err = self.proc.communicate(self.script)
+        if self.proc.returncode != 0:
+            self.error = tail(err)
             return
-        for line in res.stdout.splitlines():
+        for line in out.splitlines():
             name, rows, checksum = line.split("\t")
             self.tables[name] = {"rows": int(rows), "checksum": checksum}
 
@@ -474,9 +477,16 @@ def _write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool, 
         return pack_archive(os.path.join(work, "archive.tar.gz"), proc.stdout, dump_name, describe,
                             level=args.level, igzip=igzip, crc_on=crc_on)
     finally:
-        if proc.poll() is None:
+        # still running: the backup failed or was stopped. SIGINT makes pg_dump and psql cancel their query
+        # in PostgreSQL (a query waiting for a lock would wait on without its client), then exit
+        for tool in (proc, stats.proc if stats is not None else None):
+            if tool is not None and tool.poll() is None:
+                tool.send_signal(signal.SIGINT)
+        if proc.poll() is None or not proc.stdout.closed:
             proc.stdout.close()
             proc.wait()
+        if stats is not None:
+            stats.join()
 
 
 def pack_archive(path: str, source, dump_name: str, describe, level: int = 1, igzip: str | None = None,
@@ -775,7 +785,7 @@ def local_retention(backup_dir: str, db: str, keep: int) -> list[str]:
 def backup(args: SimpleNamespace) -> dict:
     """The whole backup (see DOCUMENTATION); raises BackupFailed with one sentence."""
     os.umask(0o027)
-    # stopped (ansible's timeout, a stopped run): clean up like any failure (pg_dump ends with its pipe)
+    # stopped (a stop signal, or the run that started it is gone): clean up like any failure
     on_stop(stopped)
     t = {"start": time.monotonic()}
     owner = Owner(args.owner)

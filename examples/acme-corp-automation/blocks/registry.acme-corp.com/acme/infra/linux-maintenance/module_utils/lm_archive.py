@@ -10,8 +10,10 @@ import io
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -25,9 +27,50 @@ STOPS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def on_stop(handler: Callable[[int, object], None]) -> None:
-    """`handler` for every stop signal: the module's handler raises its failure, so its clean-up runs."""
+    """`handler` for every stop signal: the module's handler raises its failure, so its clean-up runs. And
+    the module stops the same way when whoever started it is gone (stop_with_controller)."""
     for sig in STOPS:
         signal.signal(sig, handler)
+    stop_with_controller()
+
+
+_watching: list[int] = []
+
+
+def stop_with_controller(fd: int = 1) -> None:
+    """Stop this module, as SIGTERM would, once nobody reads its standard output any more.
+
+    A stopped run (the web view's Stop, Ctrl-C, a step's timeout) ends ansible-playbook and with it the SSH
+    session the module runs in, but nothing signals the module: it would carry on alone, and a backup
+    would publish and prune, a restore replace the database, after the run was recorded as stopped. The
+    pipe (or socket) its result goes back on breaks when its reader is gone: a thread waits for that in
+    poll(), then sends the main thread SIGTERM, which stops_held holds back like any other. A file or
+    /dev/null (a module run by hand) never breaks; a terminal breaks when it hangs up."""
+    if fd in _watching:
+        return
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        return
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def watch() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)  # a stop signal sent to the process goes to the main thread
+        poller = select.poll()
+        poller.register(fd, 0)  # no event asked for: poll() returns on a hang-up or an error only
+        while True:
+            events = [ev for _, ev in poller.poll()]
+            if any(ev & select.POLLNVAL for ev in events):
+                return  # the descriptor was closed here: the module is ending
+            if any(ev & (select.POLLERR | select.POLLHUP) for ev in events):
+                signal.pthread_kill(main, signal.SIGTERM)
+                return
+
+    _watching.append(fd)
+    threading.Thread(target=watch, name="stop-with-controller", daemon=True).start()
 
 
 @contextlib.contextmanager
