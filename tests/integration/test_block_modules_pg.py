@@ -6,9 +6,11 @@ runs as Ansible runs it: its own Python process, arguments in a JSON file, one J
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -175,37 +177,71 @@ def test_a_failed_backup_says_why_and_leaves_latest_alone(pg, tmp_path):
     assert not [p for p in backup_dir.iterdir() if p.name.startswith(".work-")]
 
 
+@contextlib.contextmanager
+def migration_holding(pg, table: str):
+    """A session holding `table` locked (ACCESS EXCLUSIVE, as ALTER TABLE or VACUUM FULL do) until the block
+    ends. Yields its backend's pid."""
+    locker = subprocess.Popen(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-At", "-h", pg["sock"], "-p",
+                               str(pg["port"]), "-d", "acme_app", "-v", "ON_ERROR_STOP=1"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        locker.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_backend_pid();\n")
+        locker.stdin.flush()
+        pid = locker.stdout.readline().strip()
+        assert pid.isdigit()
+        yield pid
+    finally:
+        locker.kill()
+        locker.wait()
+
+
 def test_a_backup_whose_run_was_stopped_stops_and_leaves_nothing_behind(pg, tmp_path):
     """The run that started a backup is stopped while pg_dump waits for a lock (a migration holds the table):
     ansible-playbook ends, and the pipe the module's result would go back on loses its reader. Nothing else
     tells the module. It stops: pg_dump and the table statistics cancel their queries in PostgreSQL, the work
     folder goes, nothing is published. Before, it waited for the lock, then published and pruned alone."""
     backup_dir = pg["base"] / "orphaned"
-    locker = subprocess.Popen(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-At", "-h", pg["sock"], "-p",
-                               str(pg["port"]), "-d", "acme_app", "-v", "ON_ERROR_STOP=1"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    locker.stdin.write("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_backend_pid();\n")
-    locker.stdin.flush()
-    locker_pid = locker.stdout.readline().strip()
     args = tmp_path / "pg_archive-args.json"
     args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
         "database": "acme_app", "login_host": pg["sock"], "port": pg["port"], "login_user": "postgres",
-        "backup_dir": str(backup_dir), "table_stats_sql": STATS_SQL}}))
-    module = subprocess.Popen(module_command("pg_archive", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    others = f"SELECT count(*) FROM pg_stat_activity WHERE datname = 'acme_app' AND pid NOT IN ({locker_pid}, pg_backend_pid())"
-    try:
-        assert locker_pid.isdigit()
-        wait_for(lambda: pg["psql"](others + " AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE public.items%'")
-                 == "1", "pg_dump waiting for its lock on items")
-        module.stdout.close()  # the run is stopped: the pipe's reader is gone
-        assert module.wait(timeout=120) != 0
-        wait_for(lambda: pg["psql"](others) == "0", "pg_dump's and the statistics' sessions ended")
-    finally:
-        for proc in (module, locker):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        "backup_dir": str(backup_dir), "table_stats_sql": STATS_SQL, "lock_wait_timeout": "0"}}))
+    with migration_holding(pg, "items") as locker:
+        module = subprocess.Popen(module_command("pg_archive", args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        others = f"SELECT count(*) FROM pg_stat_activity WHERE datname = 'acme_app' AND pid NOT IN ({locker}, pg_backend_pid())"
+        try:
+            wait_for(lambda: pg["psql"](others + " AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE public.items%'")
+                     == "1", "pg_dump waiting for its lock on items")
+            module.stdout.close()  # the run is stopped: the pipe's reader is gone
+            assert module.wait(timeout=120) != 0
+            wait_for(lambda: pg["psql"](others) == "0", "pg_dump's and the statistics' sessions ended")
+        finally:
+            if module.poll() is None:
+                module.kill()
+                module.wait()
     assert sorted(p.name for p in backup_dir.iterdir()) == []  # no archive, no latest.tar.gz, no work folder
+
+
+def test_a_backup_behind_a_long_lock_fails_naming_the_table_and_who_holds_it(pg, tmp_path):
+    """pg_dump waits lock_wait_timeout for its lock on each table, then the backup fails, naming the table and
+    the session holding it, instead of a nightly run that hangs behind a migration. Nothing is published, no
+    session of the backup is left waiting in the lock's queue. A value PostgreSQL would not read is refused
+    before anything runs."""
+    backup_dir = pg["base"] / "locked"
+    good = backup(pg, backup_dir, tmp_path)
+    with migration_holding(pg, "items") as locker:
+        failed = backup(pg, backup_dir, tmp_path, lock_wait_timeout="1s")
+        others = f"SELECT count(*) FROM pg_stat_activity WHERE datname = 'acme_app' AND pid NOT IN ({locker}, pg_backend_pid())"
+        assert pg["psql"](others) == "0"
+    assert failed["failed"] is True
+    assert re.match(r"^backup failed: pg_dump waited 1s for its lock on public\.items and gave up: held by "
+                    rf"pid {locker} \(postgres, idle in transaction since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC: "
+                    r"SELECT pg_backend_pid\(\);\); "  # the session's last statement
+                    r"nothing was published or pruned$", failed["msg"]), failed["msg"]
+    assert os.readlink(backup_dir / "latest.tar.gz") == good["archive"]
+    assert not [p for p in backup_dir.iterdir() if p.name.startswith(".work-")]
+    refused = backup(pg, backup_dir, tmp_path, lock_wait_timeout="a while")
+    assert refused["msg"] == ("backup failed: lock_wait_timeout 'a while' is not a time PostgreSQL reads "
+                              "(15min, 90s, 500ms; 0 waits as long as it takes)")
 
 
 def test_drill_of_a_damaged_archive_fails_and_drops_nothing_it_did_not_create(pg, tmp_path):

@@ -103,6 +103,14 @@ options:
     type: str
     choices: [full, structure]
     default: full
+  lock_wait_timeout:
+    description:
+      - How long C(pg_dump) waits for its lock on each table (C(--lock-wait-timeout)), as PostgreSQL reads a time
+        (C(15min), C(90s), C(500ms)). A table another session holds locked for longer (a migration, a
+        C(VACUUM FULL)) fails the backup, naming the table and the session that holds it, instead of a backup
+        that hangs. C(0) waits as long as it takes, as C(pg_dump) does by default.
+    type: str
+    default: 15min
   table_stats_sql:
     description:
       - SQL listing every table's rows and content checksum (the block's C(files/table_stats.sql)), run in the snapshot
@@ -231,6 +239,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 import zlib
@@ -294,6 +303,30 @@ def server_version(args, owner: Owner) -> str:
                           "-tAc", "show server_version"], capture_output=True, text=True, check=True,
                          env=owner.env, preexec_fn=owner.preexec(), cwd="/")
     return res.stdout.strip()
+
+
+LOCKED = re.compile(r"(?:statement|lock) timeout.*?Query was: LOCK TABLE (\S+) IN ACCESS SHARE MODE", re.S)
+
+
+def pg_dump_failed(args, owner: Owner, code: int, stderr: str, wait: str) -> str:
+    """Why pg_dump failed, in one sentence: its own last lines; for a lock it waited for in vain, the
+    sessions that hold it (pid, role, since when, what they run), asked of PostgreSQL then."""
+    locked = LOCKED.search(stderr)
+    if not locked:
+        return f"backup failed: pg_dump exited with status {code}: {tail(stderr)}"
+    table = locked.group(1)
+    sql = ("SELECT string_agg(format('pid %s (%s, %s since %s: %s)', a.pid, a.usename, a.state, "
+           "to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC'), "
+           r"left(regexp_replace(a.query, '\s+', ' ', 'g'), 80)), '; ' ORDER BY a.pid) "
+           "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+           f"WHERE l.relation = '{table.replace(chr(39), chr(39) * 2)}'::regclass AND l.granted "
+           "AND l.mode = 'AccessExclusiveLock'")
+    res = subprocess.run(psql_argv(args) + ["-c", sql], capture_output=True, text=True, env=owner.env,
+                         preexec_fn=owner.preexec(), cwd="/")
+    holders = res.stdout.strip() if res.returncode == 0 else ""
+    return (f"backup failed: pg_dump waited {wait} for its lock on {table} and gave up: "
+            + (f"held by {holders}" if holders else "another session held it (it has let go since)")
+            + "; nothing was published or pruned")
 
 
 def find_igzip(choice: str) -> str | None:
@@ -437,9 +470,14 @@ def write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool = 
 
 def _write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool, igzip: str | None,
                    snapshot: Snapshot | None) -> dict:
+    wait = args.lock_wait_timeout  # "0" (or "0s"): as long as it takes, pg_dump's own default
+    waits = float(re.match(r"[\d.]*", wait).group() or 0) > 0
     cmd = ["pg_dump", "-h", args.host, "-p", str(args.port), "-U", args.user, "-F", "c",
-           "-Z", str(args.dump_compression), *([f"--snapshot={snapshot.id}"] if snapshot else []), args.db]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, bufsize=0, env=owner.env, preexec_fn=owner.preexec(), cwd="/")
+           "-Z", str(args.dump_compression), *([f"--snapshot={snapshot.id}"] if snapshot else []),
+           *([f"--lock-wait-timeout={wait}"] if waits else []), args.db]
+    errors = tempfile.TemporaryFile()  # closed with the function's frame: pg_dump's reason, when it fails
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, bufsize=0, env=owner.env,
+                            preexec_fn=owner.preexec(), cwd="/")
     stats = None
     if snapshot is not None:
         stats = TableStats(args, owner, snapshot.id, args.table_stats_sql)
@@ -449,7 +487,8 @@ def _write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool, 
         proc.stdout.close()
         code = proc.wait()
         if code != 0:
-            raise BackupFailed(f"pg_dump failed with exit status {code}")
+            errors.seek(0)
+            raise BackupFailed(pg_dump_failed(args, owner, code, errors.read().decode(errors="replace"), wait))
         extra = {}
         if stats is not None:
             stats.join()
@@ -915,6 +954,7 @@ def run_module() -> None:
             keep_local=dict(type="int", default=0),
             keep_remote=dict(type="int", default=0),
             verify=dict(type="str", choices=["full", "structure"], default="full"),
+            lock_wait_timeout=dict(type="str", default="15min"),
             table_stats_sql=dict(type="str", default=""),
         ),
         supports_check_mode=True,
@@ -926,7 +966,10 @@ def run_module() -> None:
         dump_compression=p["dump_compression"], owner=p["owner"], remote=p["remote"],
         rclone_config=p["rclone_config"] or "", upload_cutoff=p["upload_cutoff"], recipient=p["recipients"],
         keep_local=p["keep_local"], keep_remote=p["keep_remote"], verify=p["verify"],
-        table_stats_sql=p["table_stats_sql"])
+        table_stats_sql=p["table_stats_sql"], lock_wait_timeout=p["lock_wait_timeout"].strip())
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?", args.lock_wait_timeout):
+        module.fail_json(msg=f"backup failed: lock_wait_timeout {args.lock_wait_timeout!r} is not a time PostgreSQL "
+                             "reads (15min, 90s, 500ms; 0 waits as long as it takes)")
     if not args.name:  # named by the db host's clock, once
         args.name = f"{args.db}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     try:
