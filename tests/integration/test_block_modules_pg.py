@@ -244,6 +244,38 @@ def test_a_backup_behind_a_long_lock_fails_naming_the_table_and_who_holds_it(pg,
                               "(15min, 90s, 500ms; 0 waits as long as it takes)")
 
 
+@pytest.mark.parametrize("compressor", ["igzip", "zlib"])
+def test_a_backup_folder_that_fills_up_fails_saying_so_and_keeps_what_was_there(pg, tmp_path, compressor):
+    """The backup folder's filesystem fills up while the archive is written (a real 1 MiB tmpfs): the backup
+    says so in one sentence (the folder, its size, how far the archive got), removes its partial archive
+    and keeps the archive that was there."""
+    if compressor == "igzip" and shutil.which("igzip") is None:
+        pytest.skip("igzip (package isal) is not installed")
+    pg["psql"]("CREATE DATABASE filler", db="postgres")
+    pg["psql"]("CREATE TABLE noise AS SELECT g, md5(g::text) || md5((g * 3)::text) AS t "
+               "FROM generate_series(1, 60000) g", db="filler")
+    small = pg["base"] / f"small-{compressor}"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        kept = run_module("pg_archive", {"database": "acme_app", "login_host": pg["sock"], "port": pg["port"],
+                                         "login_user": "postgres", "backup_dir": str(small)}, tmp_path)
+        assert kept.get("failed") is not True, kept
+        before = sorted(p.name for p in small.iterdir())
+        full = run_module("pg_archive", {"database": "filler", "login_host": pg["sock"], "port": pg["port"],
+                                         "login_user": "postgres", "backup_dir": str(small), "compressor": compressor,
+                                         "table_stats_sql": STATS_SQL}, tmp_path)
+        assert full["failed"] is True
+        assert re.match(rf"^backup failed: no space left on the filesystem of {re.escape(str(small))} \(1 MiB\): "
+                        r"the archive had reached \d+ MiB when it filled up; the partial archive is removed, "
+                        r"nothing was published or pruned$", full["msg"]), full["msg"]
+        assert sorted(p.name for p in small.iterdir()) == before
+        assert os.readlink(small / "latest.tar.gz") == kept["archive"]
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+        pg["psql"]("DROP DATABASE filler", db="postgres")
+
+
 def test_drill_of_a_damaged_archive_fails_and_drops_nothing_it_did_not_create(pg, tmp_path):
     backup_dir = pg["base"] / "damaged"
     result = backup(pg, backup_dir, tmp_path)

@@ -231,6 +231,7 @@ server_version:
 #
 # Returns sizes, checksums and seconds per phase; fails with one sentence when anything fails.
 
+import errno
 import hashlib
 import json
 import os
@@ -392,7 +393,8 @@ def pack_stream(source, out, level: int, igzip: str | None, crc_on: bool) -> dic
                 pass
             err = proc.stderr.read().decode(errors="replace")
             if proc.wait() != 0:
-                raise BackupFailed(f"backup failed: igzip exited with status {proc.returncode}: {tail(err)}")
+                raise BackupFailed(no_space(out.name)
+                                   or f"backup failed: igzip exited with status {proc.returncode}: {tail(err)}")
     if proc is not None:
         data_len = out.seek(0, os.SEEK_END) - start
     else:
@@ -533,6 +535,31 @@ def pack_archive(path: str, source, dump_name: str, describe, level: int = 1, ig
     """The archive at `path`: the dump read from `source` and the manifest `describe(size, sha256)`
     returns once the dump has ended. Returns the manifest and where the archive's gzip members lie
     (with the CRC-32 of the data member's input when `crc_on`, for check_structure)."""
+    try:
+        return _pack_archive(path, source, dump_name, describe, level, igzip, crc_on)
+    except OSError as exc:  # zlib's writes here (igzip's are its own: pack_stream)
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise BackupFailed(no_space(path) or f"backup failed: writing {path}: {exc.strerror}") from None
+
+
+def no_space(path: str) -> str:
+    """The failure, when writing `path` (the archive in its work folder) failed because its filesystem is
+    full; else ''. The work folder is removed afterwards, so the backup folder has the space it had."""
+    try:
+        st = os.statvfs(path)
+        written = os.path.getsize(path)
+    except OSError:
+        return ""
+    if st.f_bavail * st.f_frsize >= 4 * CHUNK:
+        return ""
+    mib = 1 << 20
+    return (f"backup failed: no space left on the filesystem of {os.path.dirname(os.path.dirname(path))} "
+            f"({st.f_blocks * st.f_frsize // mib} MiB): the archive had reached {written // mib} MiB when it filled "
+            "up; the partial archive is removed, nothing was published or pruned")
+
+
+def _pack_archive(path: str, source, dump_name: str, describe, level: int, igzip: str | None, crc_on: bool) -> dict:
     started = int(time.time())
     with open(path, "xb") as out:
         placeholder = gzip_member(tar_header(dump_name, 0, started), 0)
@@ -985,6 +1012,8 @@ def run_module() -> None:
     except subprocess.CalledProcessError as exc:
         module.fail_json(msg=f"backup failed: {exc.cmd[0]} exited with status {exc.returncode}: "
                              f"{tail(exc.stderr or '')}")
+    except OSError as exc:  # one line, not a module traceback: "[Errno 28] No space left on device: 'PATH'"
+        module.fail_json(msg=f"backup failed: {exc}")
     module.exit_json(changed=True, **result)
 
 
