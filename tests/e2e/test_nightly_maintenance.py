@@ -159,6 +159,32 @@ def test_rollback_on_app01_restores_the_database_on_db01_and_removes_new_package
     env.app.unpublish("1.0.0", package="acme-app-extras")
 
 
+def test_an_update_that_changed_nothing_rolls_back_nothing(env):
+    """The repository is unreachable at night, so the update fails at its first step, having changed
+    nothing. Its rescue restored the database anyway, losing every row written since the backup, and
+    stopped the application meanwhile. Now it finds that no package changed, and leaves the database,
+    the packages and the running application alone; its message says so."""
+    env.psql("INSERT INTO items VALUES (1002, 'written-after-the-backup')")
+    pid = env.app.exec("systemctl show -p MainPID --value acme-app.service", check=True).stdout.strip()
+    unreachable = "/etc/apt/sources.list.d/unreachable.list"
+    env.app.exec(f"echo 'deb [trusted=yes] http://127.0.0.9:9/ nowhere main' > {unreachable}", check=True)
+    try:
+        result = env.polycrate("run", "linux-maintenance", "update")
+    finally:
+        env.app.exec(f"rm -f {unreachable}", check=True)
+    out = workflow_output(result)
+    assert result.returncode != 0, out[-3000:]
+    assert re.search(r"UPDATE FAILED, nothing to roll back: update failed at 'Update apt cache': .*\. No package had "
+                     r"changed, so the database acme_app and the packages were left as they were \(nothing restored\); "
+                     r"acme-app healthy again: yes\.", out), out[-4000:]
+    assert "ROLLBACK:" not in out
+    try:
+        assert "1002:written-after-the-backup" in env.psql(ROWS_SQL)
+        assert env.app.exec("systemctl show -p MainPID --value acme-app.service").stdout.strip() == pid != "0"
+    finally:
+        env.psql("DELETE FROM items WHERE id = 1002")
+
+
 def test_rollback_restores_the_database_when_the_previous_version_is_gone(env):
     """The worst case of a rollback: the broken release emptied a table and its predecessor is no
     longer in the repository. The data comes back anyway; the message says what did not."""
