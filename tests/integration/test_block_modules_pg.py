@@ -276,6 +276,22 @@ def test_a_backup_folder_that_fills_up_fails_saying_so_and_keeps_what_was_there(
         pg["psql"]("DROP DATABASE filler", db="postgres")
 
 
+def test_a_pg_dump_that_fails_says_why(pg, tmp_path):
+    """pg_dump's own reason is in the failure (before: "pg_dump failed with exit status 1" and nothing else)."""
+    pg["psql"]("CREATE DATABASE guarded", db="postgres")
+    try:
+        pg["psql"]("CREATE ROLE reader LOGIN; CREATE TABLE payroll (salary int)", db="guarded")
+        failed = run_module("pg_archive", {"database": "guarded", "login_host": pg["sock"], "port": pg["port"],
+                                           "login_user": "reader", "backup_dir": str(pg["base"] / "guarded")},
+                            tmp_path)
+    finally:
+        pg["psql"]("DROP DATABASE guarded", db="postgres")
+        pg["psql"]("DROP ROLE IF EXISTS reader", db="postgres")
+    assert failed["failed"] is True
+    assert failed["msg"].startswith("backup failed: pg_dump exited with status 1: pg_dump: error: ")
+    assert "permission denied for table payroll" in failed["msg"], failed["msg"]
+
+
 def test_drill_of_a_damaged_archive_fails_and_drops_nothing_it_did_not_create(pg, tmp_path):
     backup_dir = pg["base"] / "damaged"
     result = backup(pg, backup_dir, tmp_path)
