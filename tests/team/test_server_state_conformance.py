@@ -210,6 +210,22 @@ def test_grants_teams_and_launches(state):
     assert state.launch_of("run-2") is None
 
 
+def test_a_grant_names_a_user_or_token_that_exists_and_goes_with_it(state):
+    """A grant to a mistyped name is refused (it would wait for a later user or token of that name), and
+    a removed token's grants go with it, as a removed user's do: a new token of that name starts bare."""
+    with pytest.raises(NotFoundError, match="no user 'gohst'"):
+        state.grant("gohst", "ops", "admin")
+    with pytest.raises(NotFoundError, match="no token 'nope'"):
+        state.grant("token:nope", "ops", "operator")
+    assert state.grants() == []
+    state.add_token("ci", "none")
+    state.grant("token:ci", "ops", "operator")
+    state.remove_token("ci")
+    assert state.grants() == []
+    again = state.token(state.add_token("ci", "none"))
+    assert again is not None and again.grants == () and not again.sees("ops")
+
+
 def test_two_openers_share_one_state(opener, kind):
     """Two servers on one state (PostgreSQL: two on one backend; SQLite: two on one folder) see each other."""
     a, b = opener(), opener()

@@ -139,6 +139,7 @@ def test_audit_pages_and_filters(tmp_path):
 
 def test_grants_give_a_role_in_one_workspace(tmp_path):
     state = ServerState(tmp_path / "s")
+    state.add_user("ann", "none", "ann-password")
     state.grant("ann", "ops", "operator")
     who = Principal("ann", "none", "session", grants=state.grants_of("ann"))
     assert who.sees("ops") and not who.sees("lab") and not who.everywhere

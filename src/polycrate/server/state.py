@@ -31,6 +31,7 @@ ROLES = ("viewer", "operator", "admin")  # each includes the ones before it
 NO_ROLE = "none"  # a user or token with this global role sees only the workspaces granted to it
 TOKEN_PREFIX = "pcs_"
 TEAM_PREFIX = "team:"  # a grant's principal: a user's name, token:NAME or team:NAME
+TOKEN_GRANT_PREFIX = "token:"
 SESSION_SECONDS = 12 * 3600
 LOGIN_WINDOW = 15 * 60  # seconds over which failed logins are counted
 LOGIN_FREE_FAILURES = 5  # per user name and address, before that pair waits (backoff)
@@ -383,6 +384,11 @@ class StateStore(ABC):
     def remove_token(self, name: str) -> None:
         if self._sql("DELETE FROM tokens WHERE name = ?", (name,)).rowcount == 0:
             raise NotFoundError(f"no token '{name}'", self.where)
+        self._sql("DELETE FROM grants WHERE principal = ?", (TOKEN_GRANT_PREFIX + name,))  # a later token starts bare
+
+    def _token_exists(self, name: str) -> None:
+        if not self._sql("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
+            raise NotFoundError(f"no token '{bounded(name)}'", self.where)
 
     def tokens(self) -> list[dict]:
         return [dict(r) for r in self._sql("SELECT name, role, created, last_used FROM tokens ORDER BY name")]
@@ -420,10 +426,13 @@ class StateStore(ABC):
 
     def grant(self, principal: str, workspace: str, role: str) -> None:
         """`principal` is a user name, `token:NAME` or `team:NAME`; the role applies in that workspace only."""
+        # the principal must exist: a grant to a mistyped name would wait for a later user or token of that name
         if principal.startswith(TEAM_PREFIX):
             self._team_exists(principal.removeprefix(TEAM_PREFIX))
+        elif principal.startswith(TOKEN_GRANT_PREFIX):
+            self._token_exists(principal.removeprefix(TOKEN_GRANT_PREFIX))
         else:
-            check_name(principal.removeprefix("token:"), "user or token")
+            self._user_exists(principal)
         check_role(role)
         if not workspace or len(workspace) > 200 or not workspace.isprintable():
             raise PolycrateError(f"invalid workspace name {workspace!r}")
