@@ -109,3 +109,28 @@ def test_a_user_changes_their_own_password(served, browser):
     assert css(browser, "#whoami").text == "jan (viewer)"
     audit = run_cli("server", "audit", "--state", str(served.state), "--action", "password-change").stdout
     assert "refused" in audit and "ok" in audit and "jan-password" not in audit
+
+
+def test_a_form_sent_after_the_session_ended_logs_in_again_and_returns_to_its_page(served, browser):
+    """The session ends while the launch form is open (here: an admin sets a new password); sending it asks
+    to log in again, says why, and afterwards shows the form's page again, with nothing launched."""
+    import httpx
+
+    assert served.cli("server", "user", "add", "kim", "--role", "operator", "--password-stdin",
+                      input="kim-password-1\n").returncode == 0
+    log_in_as(browser, served, "kim", "kim-password-1")
+    browser.get(served.url + "/workspaces/ops/workflows/green")
+    settle(lambda: css_all(browser, "#launch-form"), what="the launch form")
+    admin = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {served.tokens['admin']}"})
+    assert admin.patch("/api/v1/users/kim", json={"password": "kim-password-2"}).status_code == 200
+    runs_before = admin.get("/api/v1/runs", params={"workflow": "green"}).json()
+    css(browser, "#launch").click()
+    settle(lambda: css_all(browser, "#username") and css_all(browser, "#message"), what="the login page")
+    assert "session has ended" in css(browser, "#message").text
+    css(browser, "#username").send_keys("kim")
+    css(browser, "#password").send_keys("kim-password-2")
+    css(browser, "#login").click()
+    settle(lambda: css_all(browser, "#whoami") and css_all(browser, "h1"), what="the page after logging in")
+    assert browser.current_url == served.url + "/workspaces/ops/workflows/green"
+    assert "green" in css(browser, "h1").text and css_all(browser, "#launch-form")
+    assert admin.get("/api/v1/runs", params={"workflow": "green"}).json() == runs_before

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -159,7 +159,7 @@ class Web:
             headers = {"WWW-Authenticate": 'Bearer realm="polycrate"'} if exc.status == 401 else {}
             return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status, headers=headers)
         if exc.status == 401:
-            return self.login_page(request, status=401, message=exc.message, next_url=str(request.url.path))
+            return self.login_page(request, status=401, message=exc.message, next_url=_return_to(request))
         return self.page(request, "error.html", status=exc.status, title=f"{exc.status}", message=exc.message)
 
     def login_page(self, request: Request, status: int = 200, message: str | None = None,
@@ -258,6 +258,9 @@ class Web:
             if who is None:
                 if request.headers.get("authorization"):
                     raise HTTPError(401, "invalid or unknown API token")
+                if request.cookies.get(SESSION_COOKIE):
+                    raise HTTPError(401, "your session has ended (it expired, you logged out elsewhere or the "
+                                         "password changed): log in again")
                 raise HTTPError(401, "log in first (or send an API token: Authorization: Bearer ...)")
             request.state.principal = who
             return who
@@ -1187,6 +1190,17 @@ def _fields(body: Any, required: tuple[str, ...] = (), optional: tuple[str, ...]
         if not isinstance(value, str) or len(value) > 1024:
             raise HTTPError(400, f"{key}: a string of at most 1024 characters")
     return dict(body)
+
+
+def _return_to(request: Request) -> str:
+    """Where to go after logging in from a 401: the page asked for, or for a form sent (a POST, which a
+    redirect after the login cannot repeat) the page the form was on, from this server's Referer."""
+    if request.method in ("GET", "HEAD"):
+        return str(request.url.path)
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.scheme in ("http", "https") and referer.netloc == request.headers.get("host"):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return "/"
 
 
 def _local_path(url: str) -> str:
