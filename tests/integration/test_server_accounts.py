@@ -302,3 +302,24 @@ def test_without_a_grant_a_workspaces_pages_and_api_answer_404_and_its_runs_are_
     assert hana.get("/api/v1/runs", params={"workspace": "ops"}).status_code == 404
     assert ops_run not in json.dumps(hana.get("/api/v1/overview").json())
     assert hana.get(f"/api/v1/runs/{lab_run}").status_code == 200
+
+
+def test_a_refusal_names_the_role_held_in_plain_words(served):
+    """A user that exists is not added again, and the answer names the web's ways to change it. 403 says which role one has and which is needed ("has the operator role", never "is a operator"), and a
+    user with no role anywhere is told how to get one (a grant), on the pages and in the API."""
+    admin = api(served)
+    assert admin.post("/api/v1/users", json={"name": "nell", "role": "none", "password": "nell-password-1"}
+                      ).status_code == 201
+    again = admin.post("/api/v1/users", json={"name": "nell", "role": "viewer", "password": "nell-password-2"})
+    assert again.status_code == 400 and again.json()["error"] == (  # the CLI's --replace means nothing here
+        "user 'nell' exists: set its role or password instead (its row on the users page; PATCH /api/v1/users/nell)")
+    nell, _ = session(served, "nell", "nell-password-1")
+    for answer in (nell.get("/api/v1/overview").json()["error"], nell.get("/").text):
+        assert "nell has no role in any workspace yet" in answer and "server grant add nell WORKSPACE" in answer
+    assert api(served, "operator").get("/api/v1/audit").json()["error"] == (
+        "token:operator-token has the operator role here; this needs the admin role")
+    assert api(served, "viewer").post("/api/v1/workspaces/ops/workflows/green/runs", json={}).json()["error"] == (
+        "token:viewer-token has the viewer role in ops; this needs the operator role")
+    assert admin.post("/api/v1/grants", json={"principal": "nell", "workspace": "lab", "role": "viewer"}
+                      ).status_code == 201
+    assert nell.get("/api/v1/audit").json()["error"] == "nell has no role here; this needs the admin role"

@@ -40,7 +40,7 @@ from polycrate.server.catalog import RUN_STATES, Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
 from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
                                      launch, parse_launch, prompts_of, sealed_of, stop, stop_launched)
-from polycrate.server.state import Principal, bounded
+from polycrate.server.state import NO_ROLE, Principal, bounded
 from polycrate.server.state_backends import open_state
 
 HERE = Path(__file__).resolve().parent
@@ -292,7 +292,7 @@ class Web:
                     except NotFoundError:
                         if self.catalog.find_queued(run_id, who) is None:  # team mode: a queued run is visible
                             raise
-                raise HTTPError(403, f"{who.label} is a {who.role_in(workspace)} here; this needs the {role} role")
+                raise HTTPError(403, _refusal(who, role, workspace))
 
         async def endpoint_with_gate(request: Request) -> Response:
             try:
@@ -519,6 +519,9 @@ class Web:
         return not any(u["role"] == "admin" and u["name"] != name for u in self.state.users())
 
     def _user_add(self, request: Request, name: str, role: str, password: str) -> None:
+        if any(u["name"] == name for u in self.state.users()):  # the state's own message names the CLI's --replace
+            raise HTTPError(400, f"user '{bounded(name)}' exists: set its role or password instead (its row on the "
+                                 f"users page; PATCH /api/v1/users/{bounded(name)})")
         self.state.add_user(name, role, password)
         self._audit(request, "user-add", name, {"role": role})
 
@@ -849,7 +852,7 @@ class Web:
         who: Principal = request.state.principal
         entry, run = self.catalog.find_run(request.path_params["run_id"], who)
         if not who.may(role, entry.key):
-            raise HTTPError(403, f"{who.label} is a {who.role_in(entry.key)} in {entry.key}; this needs the {role} role")
+            raise HTTPError(403, _refusal(who, role, entry.key))
         return entry, run
 
     def _queued_for(self, request: Request, role: str) -> tuple[Any, dict] | None:
@@ -858,8 +861,7 @@ class Web:
         who: Principal = request.state.principal
         found = self.catalog.find_queued(request.path_params["run_id"], who)
         if found is not None and not who.may(role, found[0].key):
-            raise HTTPError(403, f"{who.label} is a {who.role_in(found[0].key)} in {found[0].key}; this needs the "
-                                 f"{role} role")
+            raise HTTPError(403, _refusal(who, role, found[0].key))
         return found
 
     def _stop_queued(self, request: Request) -> str:
@@ -1190,6 +1192,17 @@ def _fields(body: Any, required: tuple[str, ...] = (), optional: tuple[str, ...]
         if not isinstance(value, str) or len(value) > 1024:
             raise HTTPError(400, f"{key}: a string of at most 1024 characters")
     return dict(body)
+
+
+def _refusal(who: Principal, needed: str, workspace: str | None) -> str:
+    """A 403's reason: the role held (in that workspace, or everywhere) and the one needed; one with no role in
+    any workspace is told how to get one."""
+    if who.role == NO_ROLE and not who.grants:
+        return (f"{who.label} has no role in any workspace yet: an admin grants one (polycrate server grant add "
+                f"{who.label} WORKSPACE --role viewer, or on the users page)")
+    held = who.role_in(workspace)
+    where = f"in {workspace}" if workspace is not None else "here"
+    return f"{who.label} has {'no role' if held == NO_ROLE else f'the {held} role'} {where}; this needs the {needed} role"
 
 
 def _return_to(request: Request) -> str:
