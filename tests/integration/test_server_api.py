@@ -476,3 +476,23 @@ def test_behind_a_proxy_cookies_are_secure_when_it_says_https(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_an_unknown_address_or_method_answers_in_the_servers_own_words(served):
+    """No bare 'Not Found' or 'Method Not Allowed' text: a page answers with the site's error page (its
+    navigation, who is logged in), the API with its JSON error document; a 405 keeps its Allow header."""
+    viewer = api(served)
+    for path in ("/api/v1/nope", "/api/v1/runs/x/y/z"):
+        r = viewer.get(path)
+        assert r.status_code == 404 and r.json() == {"error": f"no API route {path} (see /api/v1/openapi.json)"}
+    r = viewer.get("/api/v1/runs/x/stop")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json() == {"error": "GET is not how /api/v1/runs/x/stop is used (it takes POST)"}
+    r = viewer.get("/nope", headers={"Authorization": ""})
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert '<p class="error" id="message">no page at /nope</p>' in r.text
+    page = viewer.get("/logout")  # typed into the address bar
+    assert page.status_code == 405 and page.headers["allow"] == "POST"
+    assert "GET is not how /logout is used (it takes POST): use the page&#39;s buttons and forms" in page.text
+    assert '<span id="whoami">token:viewer-token (viewer)</span>' in page.text
+    assert viewer.get("/static/no-such.css").status_code == 404

@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -161,6 +162,29 @@ class Web:
         if exc.status == 401:
             return self.login_page(request, status=401, message=exc.message, next_url=_return_to(request))
         return self.page(request, "error.html", status=exc.status, title=f"{exc.status}", message=exc.message)
+
+    async def unrouted(self, request: Request, exc: Exception) -> Response:
+        """Starlette's own 404 (no route, no static file) and 405 (a route, another method), in this server's
+        words: the error page (with who is logged in) or the API's error document; a 405 keeps its Allow."""
+        status = getattr(exc, "status_code", 404)
+        path = bounded(request.url.path, 200)
+        allow = next((v for k, v in (getattr(exc, "headers", None) or {}).items() if k.lower() == "allow"), None)
+        headers = {"Allow": allow} if allow else {}
+        api = request.url.path.startswith("/api/")
+        if status == 405:
+            message = f"{request.method} is not how {path} is used (it takes {allow or 'another method'})"
+            if not api:
+                message += ": use the page's buttons and forms"
+        elif status == 404:
+            message = f"no API route {path} (see /api/v1/openapi.json)" if api else f"no page at {path}"
+        else:
+            message = str(getattr(exc, "detail", "")) or f"HTTP {status}"
+        if api:
+            return JSONResponse({"error": message}, status_code=status, headers=headers)
+        request.state.principal = await asyncio.to_thread(self.principal, request)
+        response = self.page(request, "error.html", status=status, title=f"{status}", message=message)
+        response.headers.update(headers)
+        return response
 
     def login_page(self, request: Request, status: int = 200, message: str | None = None,
                    next_url: str = "/") -> HTMLResponse:
@@ -1451,7 +1475,7 @@ async def _plain(send, status: int, message: str) -> None:
 
 def create_app(settings: Settings):
     web = Web(settings)
-    app = Starlette(routes=web.routes())
+    app = Starlette(routes=web.routes(), exception_handlers={StarletteHTTPException: web.unrouted})
     app.router.redirect_slashes = False  # SlashRedirect does it without echoing Host
     app.state.web = web
     allowed = settings.allowed_hosts or LOOPBACK_NAMES
