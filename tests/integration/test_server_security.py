@@ -129,6 +129,33 @@ def test_secret_launch_values_are_masked_everywhere(served):
     assert stores and not any(secret.encode() in p.read_bytes() for p in stores)
 
 
+def test_a_launch_refused_for_what_it_asks_is_audited(served):
+    """An operator's `@/etc/shadow` in a limit, free-form extra vars, a value out of bounds: each refused launch
+    is in the audit log (who, what, why), as a launch refused by the workflow's lock is; a secret never."""
+    secret = "Refused-S3cret-99"
+    operator, admin = api(served, "operator"), api(served, "admin")
+    tries = [("workflows/echo", {"limit": "localhost,@/etc/shadow"}, "limit: '@'"),
+             ("workflows/echo", {"extra_vars": {"a": "{{ lookup('pipe','id') }}"}}, "extra_vars: workflow 'echo' takes"),
+             ("workflows/echo", {"vars": {"count": 9, "password": secret}}, "vars.count: "),
+             ("workflows/green", {"vars": {"x": 1}}, "vars.x: "),
+             ("blocks/sh/actions/ok", {"limit": "@/etc/passwd"}, "limit: '@'")]
+    for route, body, _ in tries:
+        assert operator.post(f"/api/v1/workspaces/ops/{route}/runs", json=body).status_code in (400, 403)
+    session = httpx.Client(base_url=served.url, timeout=60)
+    assert login(session, "operator", served.passwords["operator"]).status_code == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', session.get("/account").text).group(1)
+    form = session.post("/workspaces/ops/workflows/echo/launch", data={"csrf": csrf, "limit": "@/etc/group"})
+    assert form.status_code == 400
+    rows = admin.get("/api/v1/audit", params={"outcome": "refused", "limit": "1000"}).json()
+    for route, _, reason in tries:
+        target = "ops/" + route.removeprefix("workflows/").replace("blocks/", "").replace("/actions", "")
+        assert any(r["target"] == target and r["actor"] == "token:operator-token" and reason in r["outcome"]
+                   for r in rows), (target, reason)
+    assert any(r["actor"] == "operator" and r["action"] == "launch" and r["target"] == "ops/echo"
+               and "limit: '@'" in r["outcome"] for r in rows)
+    assert secret not in json.dumps(admin.get("/api/v1/audit", params={"limit": "1000"}).json())
+
+
 def test_the_terminal_keeps_ansibles_meaning_of_extra_vars(served, tmp_path):
     """Whoever types --extra-vars is a user of the host already: there a template is a template."""
     r = run_cli("-w", str(served.workspaces[0]), "workflows", "run", "echo", "--extra-vars", 'note="{{ 6 * 7 }}"')

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -755,18 +756,37 @@ class Web:
 
     # --- launch and stop -------------------------------------------------------------------
 
+    @contextmanager
+    def _refusal_audited(self, request: Request, action: str, target: str, detail: dict | None = None
+                         ) -> Iterator[None]:
+        """A launch refused goes to the audit log with why: a value, a field, a host pattern (an operator's
+        `@/etc/shadow`), free-form extra vars, the lock. The confirmation a prompt asks for (422) is a question,
+        not a refusal. `detail` may be filled in while the block runs (secrets masked: options.audit())."""
+        try:
+            yield
+        except (HTTPError, LaunchRefused) as exc:
+            if exc.status != 422:
+                self.state.audit(request.state.principal.label, action, target, f"refused: {exc.message}",
+                                 self.client(request), detail or None)
+            raise
+
+    def _parsed_launch(self, request: Request, action: str, target: str, body: Any) -> tuple[LaunchOptions, bool]:
+        with self._refusal_audited(request, action, target):
+            return parse_launch(body)
+
     def _launch(self, request: Request, key: str, name: str, options: LaunchOptions, confirmed: bool) -> str:
         who: Principal = request.state.principal
         entry, workflow = self.catalog.workflow(key, name, who)
-        if options.step and options.step not in {s.name for s in workflow.steps}:
-            raise HTTPError(400, f"workflow '{name}' has no step '{options.step}'")
-        options = apply_declaration(options, workflow.launch, name, admin=who.may("admin", key))
-        asks = prompts_of(entry.ws, workflow, options.step)
-        detail = options.audit() | {"workspace": key, "workflow": name}
-        if asks and not confirmed:
-            raise HTTPError(422, f"workflow '{name}' asks for confirmation: confirm every prompt to launch it",
-                            {"prompts": asks})
-        try:
+        detail: dict[str, Any] = {"workspace": key, "workflow": name}
+        with self._refusal_audited(request, "launch", f"{key}/{name}", detail):
+            if options.step and options.step not in {s.name for s in workflow.steps}:
+                raise HTTPError(400, f"workflow '{name}' has no step '{options.step}'")
+            options = apply_declaration(options, workflow.launch, name, admin=who.may("admin", key))
+            asks = prompts_of(entry.ws, workflow, options.step)
+            detail.update(options.audit() | {"workspace": key, "workflow": name})
+            if asks and not confirmed:
+                raise HTTPError(422, f"workflow '{name}' asks for confirmation: confirm every prompt to launch it",
+                                {"prompts": asks})
             if self.settings.backend:  # team mode: through the queue, as `workflows run` with a backend
                 launched = enqueue_launch(self.settings.backend, entry.root, entry.name, name, workflow.queue, options,
                                           launched_by=f"web:{who.label}")
@@ -774,10 +794,6 @@ class Web:
                 launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
                                   output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
                                   workspace=entry.name)
-        except LaunchRefused as exc:
-            self.state.audit(who.label, "launch", f"{key}/{name}", f"refused: {exc.message}", self.client(request),
-                             detail)
-            raise
         self.state.record_launch(launched.run_id, who.label, key, name, options.audit(), options.replay(),
                                  str(launched.secrets_file) if launched.secrets_file else None)
         self.state.audit(who.label, "launch", f"{key}/{name}", "ok", self.client(request),
@@ -790,25 +806,22 @@ class Web:
         checked host pattern may be set; no variables, no free-form extra vars, no tags, no step, no resume."""
         who: Principal = request.state.principal
         entry, found, act = self.catalog.action(key, block, action, who)
-        if found.template:
-            raise HTTPError(400, f"block '{block}' is a template: its actions run in the blocks made from it")
-        if options.step or options.resume:
-            raise HTTPError(400, "step and resume apply to workflows, not to one action")
-        options = apply_declaration(options, None, f"{block} {action}", admin=who.may("admin", key))
-        asks = [{"who": f"action {block} {action}", "message": act.prompt.message}] if act.prompt else []
         target = f"{key}/{block}/{action}"
-        detail = options.audit() | {"workspace": key, "block": block, "action": action}
-        if asks and not confirmed:
-            raise HTTPError(422, f"action '{block} {action}' asks for confirmation: confirm to launch it",
-                            {"prompts": asks})
-        try:
+        detail: dict[str, Any] = {"workspace": key, "block": block, "action": action}
+        with self._refusal_audited(request, "launch-action", target, detail):
+            if found.template:
+                raise HTTPError(400, f"block '{block}' is a template: its actions run in the blocks made from it")
+            if options.step or options.resume:
+                raise HTTPError(400, "step and resume apply to workflows, not to one action")
+            options = apply_declaration(options, None, f"{block} {action}", admin=who.may("admin", key))
+            asks = [{"who": f"action {block} {action}", "message": act.prompt.message}] if act.prompt else []
+            detail.update(options.audit() | {"workspace": key, "block": block, "action": action})
+            if asks and not confirmed:
+                raise HTTPError(422, f"action '{block} {action}' asks for confirmation: confirm to launch it",
+                                {"prompts": asks})
             launched = launch(entry.root, block, options, launched_by=f"web:{who.label}",
                               output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
                               workspace=entry.name, action=action)
-        except LaunchRefused as exc:
-            self.state.audit(who.label, "launch-action", target, f"refused: {exc.message}", self.client(request),
-                             detail)
-            raise
         self.state.record_launch(launched.run_id, who.label, key, f"{block} {action}", options.audit(),
                                  options.replay(), None)
         self.state.audit(who.label, "launch-action", target, "ok", self.client(request),
@@ -829,7 +842,8 @@ class Web:
         key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
         back = f"/workspaces/{key}/blocks/{block}/actions/{action}"
         try:
-            options, _ = parse_launch({"check": form["check"] == "yes", "limit": form["limit"].strip() or None})
+            options, _ = self._parsed_launch(request, "launch-action", f"{key}/{block}/{action}",
+                                             {"check": form["check"] == "yes", "limit": form["limit"].strip() or None})
             run_id = self._launch_action(request, key, block, action, options, form["confirm"] == "yes")
         except (HTTPError, LaunchRefused) as exc:
             return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
@@ -837,8 +851,10 @@ class Web:
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def api_action_launch(self, request: Request) -> Response:
-        options, confirm = parse_launch(await _json_body(request))
+        body = await _json_body(request)
         key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
+        options, confirm = await asyncio.to_thread(self._parsed_launch, request, "launch-action",
+                                                   f"{key}/{block}/{action}", body)
         run_id = await asyncio.to_thread(self._launch_action, request, key, block, action, options, confirm)
         return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"},
                             status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
@@ -864,7 +880,7 @@ class Web:
             if lines:
                 body["extra_vars"] = lines
             body["vars"] = _form_variables(workflow.launch, form)
-            options, _ = parse_launch(body)
+            options, _ = self._parsed_launch(request, "launch", f"{key}/{name}", body)
             run_id = self._launch(request, key, name, options, confirmed)
         except (HTTPError, LaunchRefused) as exc:
             return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
@@ -1164,8 +1180,8 @@ class Web:
             body = json.loads(raw) if raw.strip() else {}
         except (ValueError, RecursionError):
             raise HTTPError(400, "the body must be JSON") from None
-        options, confirm = parse_launch(body)
         key, name = request.path_params["workspace"], request.path_params["workflow"]
+        options, confirm = await asyncio.to_thread(self._parsed_launch, request, "launch", f"{key}/{name}", body)
         run_id = await asyncio.to_thread(self._launch, request, key, name, options, confirm)
         return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"}, status_code=202,
                             headers={"Location": f"/api/v1/runs/{run_id}"})
