@@ -294,6 +294,44 @@ def test_a_typed_launch_form_then_relaunch_with_the_same_values(served, browser)
     assert "note={{ 7 * 6 }} from the form" in css(browser, "#launch-params").text
 
 
+def test_a_refused_launch_shows_the_form_again_with_the_reason_and_the_values_typed(served, browser):
+    """A value the server refuses (the browser's own checks set aside) answers with the workflow's page: the
+    reason at the top, every value as typed but the secret's, which is typed again; then the launch runs."""
+    log_in(browser, served, "operator")
+    browser.get(served.url + "/workspaces/ops/workflows/echo")
+    browser.execute_script("document.getElementById('launch-form').noValidate = true")
+    css(browser, "input[name=var-note]").send_keys("kept <b>note</b>")
+    css(browser, "input[name=var-password]").send_keys("Refused-Form-Secret-7")
+    count = css(browser, "input[name=var-count]")
+    count.clear()
+    count.send_keys("9")
+    css(browser, "input[name=var-loud]").click()
+    next(o for o in css_all(browser, "select[name=var-target] option") if o.text == "production").click()
+    css(browser, "input[name=check]").click()
+    css(browser, "input[name=limit]").send_keys("localhost")
+    css(browser, "#launch").click()
+    settle(lambda: css_all(browser, "#message") and css_all(browser, "#launch-form"), what="the form again")
+    assert css(browser, "#message").text.startswith("vars.count: ")
+    assert "echo" in css(browser, "h1").text
+    assert css(browser, "input[name=var-note]").get_attribute("value") == "kept <b>note</b>"
+    assert css(browser, "input[name=var-count]").get_attribute("value") == "9"
+    assert css(browser, "input[name=var-loud]").is_selected() and css(browser, "input[name=check]").is_selected()
+    assert css(browser, "select[name=var-target]").get_attribute("value") == "production"
+    assert css(browser, "input[name=limit]").get_attribute("value") == "localhost"
+    assert css(browser, "input[name=var-password]").get_attribute("value") == ""
+    assert "Refused-Form-Secret-7" not in browser.page_source
+    shot(browser, "workflow-launch-refused")
+    count = css(browser, "input[name=var-count]")
+    count.clear()
+    count.send_keys("3")
+    css(browser, "input[name=var-password]").send_keys("Refused-Form-Secret-7")
+    css(browser, "#launch").click()
+    _run_page_ended(browser)
+    params = css(browser, "#launch-params").text
+    assert "note=kept <b>note</b>" in params and "count=3" in params and "password=********" in params
+    assert "(check mode)" in css(browser, "h1").text
+
+
 def test_relaunch_on_the_failed_hosts_only(served, browser):
     import httpx
 

@@ -156,6 +156,20 @@ def test_a_launch_refused_for_what_it_asks_is_audited(served):
     assert secret not in json.dumps(admin.get("/api/v1/audit", params={"limit": "1000"}).json())
 
 
+def test_a_refused_launch_form_never_writes_a_secret_back(served):
+    """The page a refused launch form answers with holds the values typed, but not a secret launch variable's
+    nor free-form extra vars (an admin's `db_password=...`): those are typed again."""
+    session = httpx.Client(base_url=served.url, timeout=60)
+    assert login(session, "admin", served.passwords["admin"]).status_code == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', session.get("/account").text).group(1)
+    page = session.post("/workspaces/ops/workflows/echo/launch", data={
+        "csrf": csrf, "var-note": "typed note", "var-password": "Form-Secret-31", "var-count": "9",
+        "extra_vars": "db_password=Extra-Secret-32"})
+    assert page.status_code == 400 and 'id="message">vars.count: ' in page.text
+    assert 'value="typed note"' in page.text and 'value="9"' in page.text
+    assert "Form-Secret-31" not in page.text and "Extra-Secret-32" not in page.text
+
+
 def test_the_terminal_keeps_ansibles_meaning_of_extra_vars(served, tmp_path):
     """Whoever types --extra-vars is a user of the host already: there a template is a template."""
     r = run_cli("-w", str(served.workspaces[0]), "workflows", "run", "echo", "--extra-vars", 'note="{{ 6 * 7 }}"')

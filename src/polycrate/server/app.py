@@ -456,14 +456,21 @@ class Web:
                          launched=launched, may_operate=who.may("operator", entry.key),
                          failed_hosts=failed_hosts(run), tail=tail)
 
-    def workflow_page(self, request: Request) -> Response:
+    def workflow_page(self, request: Request, message: str | None = None, status: int = 200,
+                      sent: dict[str, str] | None = None) -> Response:
+        """The workflow's page; after a refused launch (`message`, `status`) its form holds what was `sent`,
+        but a secret's value and free-form extra vars (which may hold one), never written into a page."""
         key, name = request.path_params["workspace"], request.path_params["workflow"]
         who: Principal = request.state.principal
         entry, workflow = self.catalog.workflow(key, name, who)
         history = self.catalog.workflow_runs(key, name, who=who)
         running = self.catalog.list_runs(workspace=key, workflow=name, status=RunState.RUNNING, limit=1, who=who)
+        if sent is not None:
+            secrets_ = {f"var-{v.name}" for v in getattr(workflow.launch, "variables", ()) if v.secret}
+            sent = {k: v for k, v in sent.items() if k not in secrets_ and k not in ("csrf", "extra_vars")}
         return self.page(
-            request, "workflow.html", title=f"{key} / {name}", entry=entry, workflow=workflow,
+            request, "workflow.html", status=status, title=f"{key} / {name}", message=message, sent=sent,
+            entry=entry, workflow=workflow,
             svg=chart.durations(history), history=list(reversed(history)), prompts=prompts_of(entry.ws, workflow),
             running=running[0] if running else None, may_operate=who.may("operator", key),
             declaration=workflow.launch, may_extra=bool(workflow.launch and workflow.launch.extra_vars == "admins"
@@ -883,8 +890,7 @@ class Web:
             options, _ = self._parsed_launch(request, "launch", f"{key}/{name}", body)
             run_id = self._launch(request, key, name, options, confirmed)
         except (HTTPError, LaunchRefused) as exc:
-            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
-                             back=f"/workspaces/{key}/workflows/{name}")
+            return self.workflow_page(request, message=exc.message, status=exc.status, sent=form)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     def _run_for(self, request: Request, role: str) -> tuple[Any, RunRecord]:
