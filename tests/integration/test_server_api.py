@@ -452,6 +452,13 @@ def test_login_goes_back_only_to_a_local_page(served):
         assert r.status_code == 303 and r.headers["location"] == expected, target
 
 
+def test_a_page_asked_for_without_a_session_comes_back_with_its_query_after_logging_in(served):
+    client = httpx.Client(base_url=served.url, timeout=30)
+    page = client.get("/runs", params={"workspace": "ops", "status": "failed"})
+    assert page.status_code == 401
+    assert '<input type="hidden" name="next" value="/runs?workspace=ops&amp;status=failed">' in page.text
+
+
 def test_behind_a_proxy_cookies_are_secure_when_it_says_https(tmp_path):
     from tests.server_fixtures import free_port, wait_port
 

@@ -1252,10 +1252,11 @@ def _refusal(who: Principal, needed: str, workspace: str | None) -> str:
 
 
 def _return_to(request: Request) -> str:
-    """Where to go after logging in from a 401: the page asked for, or for a form sent (a POST, which a
-    redirect after the login cannot repeat) the page the form was on, from this server's Referer."""
+    """Where to go after logging in from a 401: the page asked for (with its query: a filter of /runs), or for a
+    form sent (a POST, which a redirect after the login cannot repeat) the page the form was on, from this
+    server's Referer."""
     if request.method in ("GET", "HEAD"):
-        return str(request.url.path)
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
     referer = urlsplit(request.headers.get("referer", ""))
     if referer.scheme in ("http", "https") and referer.netloc == request.headers.get("host"):
         return referer.path + (f"?{referer.query}" if referer.query else "")
