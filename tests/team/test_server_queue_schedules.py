@@ -223,3 +223,27 @@ def test_a_queued_runs_page_becomes_its_run_page_once_a_worker_takes_it(team_env
                what="the queued page to become the run's page, ended")
         assert browser.current_url == f"{server.url}/runs/{run_id}"
         assert css(browser, "#run-user").text == "web:token:operator-token"
+
+
+def test_a_launch_no_worker_can_take_answers_queued_without_waiting_for_one(team_env, tmp_path, monkeypatch):
+    """No worker serves the workflow's queue: the launch answers 202 with "status": "queued" (it said "running"),
+    and does not wait for a worker that is not there (it waited 20 s for a record no one opens). The direct call
+    waits at most an hour for a worker: only not waiting ends it within the deadline."""
+    import threading
+
+    from polycrate.server.launch import LaunchOptions, enqueue_launch
+
+    with team_server(team_env, tmp_path, monkeypatch, TICK) as (ops, _, team, operator):
+        launched = operator.post("/api/v1/workspaces/ops/workflows/green/runs", json={})
+        assert launched.status_code == 202 and launched.json()["status"] == "queued", launched.text
+        assert operator.get(launched.headers["location"]).json()["status"] == "queued"
+        team.start_worker("w1", "--queue", "default")  # a worker of another queue than tick's
+        wait_for(lambda: operator.get(launched.headers["location"]).json().get("status") == "succeeded", DEADLINE,
+                 "the worker to run green")
+        answer: list = []
+        call = threading.Thread(target=lambda: answer.append(enqueue_launch(
+            team_env["POLYCRATE_BACKEND"], ops, "ops", "tick", "nowhere", LaunchOptions(), launched_by="test",
+            wait_seconds=3600)), daemon=True)
+        call.start()
+        call.join(DEADLINE)
+        assert answer and answer[0].queued, "the launch waited for a worker no queue of which is 'nowhere'"

@@ -801,6 +801,7 @@ class Web:
                 launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
                                   output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
                                   workspace=entry.name)
+        request.state.queued = launched.queued  # team mode: no worker has taken it yet (the API answers so)
         self.state.record_launch(launched.run_id, who.label, key, name, options.audit(), options.replay(),
                                  str(launched.secrets_file) if launched.secrets_file else None)
         self.state.audit(who.label, "launch", f"{key}/{name}", "ok", self.client(request),
@@ -1035,7 +1036,7 @@ class Web:
                 raise HTTPError(400, f"{key}: true or false (a JSON boolean)")
         run_id = await asyncio.to_thread(self._relaunch, request, body.get("failed_hosts", False),
                                          body.get("confirm", False))
-        return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"},
+        return JSONResponse({"run_id": run_id, "status": _launched_status(request), "url": f"/api/v1/runs/{run_id}"},
                             status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
 
     def raw_log(self, request: Request) -> Response:
@@ -1189,8 +1190,8 @@ class Web:
         key, name = request.path_params["workspace"], request.path_params["workflow"]
         options, confirm = await asyncio.to_thread(self._parsed_launch, request, "launch", f"{key}/{name}", body)
         run_id = await asyncio.to_thread(self._launch, request, key, name, options, confirm)
-        return JSONResponse({"run_id": run_id, "status": RunState.RUNNING, "url": f"/api/v1/runs/{run_id}"}, status_code=202,
-                            headers={"Location": f"/api/v1/runs/{run_id}"})
+        return JSONResponse({"run_id": run_id, "status": _launched_status(request), "url": f"/api/v1/runs/{run_id}"},
+                            status_code=202, headers={"Location": f"/api/v1/runs/{run_id}"})
 
     def api_stop(self, request: Request) -> Response:
         stopped = self._stop(request)
@@ -1238,6 +1239,11 @@ def _fields(body: Any, required: tuple[str, ...] = (), optional: tuple[str, ...]
         if not isinstance(value, str) or len(value) > 1024:
             raise HTTPError(400, f"{key}: a string of at most 1024 characters")
     return dict(body)
+
+
+def _launched_status(request: Request) -> str:
+    """A launch's status in the API's answer: running, or (team mode) queued while no worker has taken it."""
+    return "queued" if getattr(request.state, "queued", False) else str(RunState.RUNNING)
 
 
 def _refusal(who: Principal, needed: str, workspace: str | None) -> str:

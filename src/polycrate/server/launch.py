@@ -350,6 +350,7 @@ class Launched:
     output: Path | None
     vars_file: Path | None = None
     secrets_file: Path | None = None
+    queued: bool = False  # team mode: no worker has opened its record yet
 
 
 def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, output_dir: Path,
@@ -413,9 +414,10 @@ def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: s
                    launched_by: str, wait_seconds: float = 20.0) -> Launched:
     """Team mode: the workflow's run enqueued on its queue through team/launch.py, as `workflows run` does with a
     backend (the workspace's commit, one run per workflow across every host); return once a worker has opened
-    its record (or after ``wait_seconds``, still queued). A run queued or running already: 409 naming it and its
-    worker. The launch's values travel in PostgreSQL with the run (team/values.py), secret ones sealed with age
-    to the workspace's recipients: no file of this server's is needed on the worker's host."""
+    its record (or after ``wait_seconds``, still queued; at once when no alive worker serves the queue:
+    ``queued``). A run queued or running already: 409 naming it and its worker. The launch's values travel in
+    PostgreSQL with the run (team/values.py), secret ones sealed with age to the workspace's recipients: no file
+    of this server's is needed on the worker's host."""
     from polycrate.team.launch import AlreadyRunning, Launch, checked_commit, enqueue
     from polycrate.team.source import workspace_source
     from polycrate.team.values import refs, web_values, with_sealed
@@ -446,14 +448,18 @@ def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: s
         raise LaunchRefused(exc.message, 409) from None
     from polycrate.history.postgres import PostgresRunStore
 
+    from polycrate.team.worker import workers
+
+    if not any(w["state"] == "alive" and queue in w["queues"] for w in workers(dsn)):
+        return Launched(run_id, None, None, queued=True)  # nobody to wait for: the run's page waits for a worker
     store = PostgresRunStore(dsn, workspace=workspace)
     try:
         deadline = time.monotonic() + wait_seconds
-        while store.find_run(run_id) is None and time.monotonic() < deadline:
+        while not (opened := store.find_run(run_id) is not None) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         store.close()
-    return Launched(run_id, None, None)
+    return Launched(run_id, None, None, queued=not opened)
 
 
 def _recipients(root: Path) -> list[str]:
