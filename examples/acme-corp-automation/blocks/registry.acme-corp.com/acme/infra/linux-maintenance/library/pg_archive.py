@@ -248,7 +248,7 @@ from types import SimpleNamespace
 from typing import NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import big_pipe, drop_to, on_stop, tail
+from ansible.module_utils.lm_archive import big_pipe, drop_to, on_stop, quote_literal, tail
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -320,7 +320,7 @@ def pg_dump_failed(args, owner: Owner, code: int, stderr: str, wait: str) -> str
            "to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS UTC'), "
            r"left(regexp_replace(a.query, '\s+', ' ', 'g'), 80)), '; ' ORDER BY a.pid) "
            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-           f"WHERE l.relation = '{table.replace(chr(39), chr(39) * 2)}'::regclass AND l.granted "
+           f"WHERE l.relation = {quote_literal(table)}::regclass AND l.granted "
            "AND l.mode = 'AccessExclusiveLock'")
     res = subprocess.run(psql_argv(args) + ["-c", sql], capture_output=True, text=True, env=owner.env,
                          preexec_fn=owner.preexec(), cwd="/")
@@ -472,11 +472,10 @@ def write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool = 
 
 def _write_archive(args, work: str, dump_name: str, owner: Owner, crc_on: bool, igzip: str | None,
                    snapshot: Snapshot | None) -> dict:
-    wait = args.lock_wait_timeout  # "0" (or "0s"): as long as it takes, pg_dump's own default
-    waits = float(re.match(r"[\d.]*", wait).group() or 0) > 0
+    wait = args.lock_wait_timeout  # "": as long as it takes, pg_dump's own default
     cmd = ["pg_dump", "-h", args.host, "-p", str(args.port), "-U", args.user, "-F", "c",
            "-Z", str(args.dump_compression), *([f"--snapshot={snapshot.id}"] if snapshot else []),
-           *([f"--lock-wait-timeout={wait}"] if waits else []), args.db]
+           *([f"--lock-wait-timeout={wait}"] if wait else []), args.db]
     errors = tempfile.TemporaryFile()  # closed with the function's frame: pg_dump's reason, when it fails
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, bufsize=0, env=owner.env,
                             preexec_fn=owner.preexec(), cwd="/")
@@ -994,9 +993,12 @@ def run_module() -> None:
         rclone_config=p["rclone_config"] or "", upload_cutoff=p["upload_cutoff"], recipient=p["recipients"],
         keep_local=p["keep_local"], keep_remote=p["keep_remote"], verify=p["verify"],
         table_stats_sql=p["table_stats_sql"], lock_wait_timeout=p["lock_wait_timeout"].strip())
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(us|ms|s|min|h|d)?", args.lock_wait_timeout):
+    wait = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(?:us|ms|s|min|h|d)?", args.lock_wait_timeout)
+    if wait is None:
         module.fail_json(msg=f"backup failed: lock_wait_timeout {args.lock_wait_timeout!r} is not a time PostgreSQL "
                              "reads (15min, 90s, 500ms; 0 waits as long as it takes)")
+    if float(wait.group(1)) == 0:  # 0 (in any unit): as long as it takes
+        args.lock_wait_timeout = ""
     if not args.name:  # named by the db host's clock, once
         args.name = f"{args.db}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     try:

@@ -121,8 +121,8 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, stops_held,
-                                            stream_restore, tail, unpack, verify)
+from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, quote_literal,
+                                            stops_held, stream_restore, tail, unpack, verify)
 
 
 class RestoreFailed(Exception):
@@ -152,10 +152,6 @@ class Postgres:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def about(manifest: dict) -> dict:

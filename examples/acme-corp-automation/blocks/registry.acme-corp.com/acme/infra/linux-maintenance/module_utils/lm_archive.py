@@ -84,6 +84,11 @@ def stops_held():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
 
 
+def quote_literal(text: str) -> str:
+    """`text` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def tail(text: str) -> str:
     """The last two non-empty lines of a tool's output, for a one-line failure."""
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
