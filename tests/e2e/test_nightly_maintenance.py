@@ -232,6 +232,38 @@ def test_restore_from_s3_after_local_backups_are_gone(env):
     assert latest_archive(env)  # the downloaded archive is the new local anchor
 
 
+def test_a_restore_of_another_databases_archive_is_refused_unless_named(env):
+    """RESTORE_BACKUP naming an archive of another database (a staging copy beside production's in the
+    backup folder) must not replace acme_app: refused from its manifest, nothing dropped.
+    RESTORE_FROM_DATABASE names the database the archive must come from, and is checked too."""
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    folder = "/var/backups/acme-db"
+    real = latest_archive(env)
+    other = "staging_app-20260101T000000Z.tar.gz"
+    env.db.exec(f"cd {folder} && cp {real} {other} && sed 's/{real}/{other}/' {real}.sha256 > {other}.sha256 && "
+                f"sed 's/\"database\": \"acme_app\"/\"database\": \"staging_app\"/' {real}.manifest.json "
+                f"> {other}.manifest.json", check=True)
+    env.psql("INSERT INTO items VALUES (7000, 'written after the backup')")
+    rows = env.psql(ROWS_SQL)
+    try:
+        refused = env.polycrate("run", "linux-maintenance", "restore", "--force", env={"RESTORE_BACKUP": other})
+        assert refused.returncode == 1, refused.stdout[-3000:]
+        assert (f"{other} is a backup of the database staging_app, not of acme_app: not restoring; to restore it "
+                "into acme_app on purpose, set from_database (block config restore_from_database) to staging_app"
+                in refused.stdout + refused.stderr), refused.stdout[-3000:]
+        assert env.psql(ROWS_SQL) == rows
+        # named on purpose, but the archive itself (its manifest inside) is acme_app's: refused again
+        named = env.polycrate("run", "linux-maintenance", "restore", "--force",
+                              env={"RESTORE_BACKUP": other, "RESTORE_FROM_DATABASE": "staging_app"})
+        assert named.returncode == 1, named.stdout[-3000:]
+        assert (f"{other} is a backup of the database acme_app, not of staging_app: not restoring"
+                in named.stdout + named.stderr), named.stdout[-3000:]
+        assert env.psql(ROWS_SQL) == rows
+    finally:
+        env.psql("DELETE FROM items WHERE id = 7000")
+        env.db.exec(f"rm -f {folder}/{other} {folder}/{other}.sha256 {folder}/{other}.manifest.json", check=True)
+
+
 def test_update_refuses_without_a_usable_backup(env):
     env.app.publish("1.3.0")
 

@@ -447,6 +447,53 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
         pg["psql"]("DELETE FROM items WHERE id = 1000")
 
 
+@pytest.mark.parametrize("jobs", [1, 2], ids=["streamed", "unpacked"])
+def test_an_archive_of_another_database_is_refused_unless_named(pg, tmp_path, jobs):
+    """A mistyped archive name must not replace acme_app with another database's content: pg_restore_archive
+    refuses an archive whose manifest names another database, before anything is dropped (from the sidecar
+    manifest at once; with the sidecar gone, from the manifest inside the archive, after the load, and the
+    side database is dropped). Named in from_database, the same archive restores: on purpose."""
+    pg["psql"]("DROP DATABASE IF EXISTS staging_app", db="postgres")
+    pg["psql"]("CREATE DATABASE staging_app", db="postgres")
+    pg["psql"]("CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'staging only')",
+               db="staging_app")
+    backup_dir = pg["base"] / f"other-{jobs}"
+    made = run_module("pg_archive", {"database": "staging_app", "login_host": pg["sock"], "port": pg["port"],
+                                     "login_user": "postgres", "backup_dir": str(backup_dir),
+                                     "table_stats_sql": STATS_SQL}, tmp_path)
+    assert made.get("failed") is not True, made
+    archive = backup_dir / made["archive"]
+    try:
+        for sidecar in (True, False):
+            if not sidecar:
+                (backup_dir / (made["archive"] + ".manifest.json")).unlink()
+            for check_mode in (True, False):
+                refused = restore(pg, archive, tmp_path, check_mode=check_mode, jobs=jobs)
+                assert refused.get("failed") is True, (sidecar, check_mode, refused)
+                assert refused["msg"] == (
+                    f"{made['archive']} is a backup of the database staging_app, not of acme_app: not restoring; "
+                    "to restore it into acme_app on purpose, set from_database (block config restore_from_database) "
+                    "to staging_app"), refused
+                assert pg["psql"]("SELECT count(*) FROM items") == "120"  # acme_app as it was
+                assert side_databases(pg) == []
+                assert not [p for p in backup_dir.iterdir() if p.name.startswith(".restore-")]
+        named_wrong = run_module("pg_restore_archive", {
+            "archive": str(archive), "database": "acme_app", "host": pg["sock"], "port": pg["port"],
+            "owner": "postgres", "jobs": jobs, "from_database": "acme_app_old"}, tmp_path)
+        assert named_wrong.get("failed") is True and named_wrong["msg"].endswith(
+            "is a backup of the database staging_app, not of acme_app_old: not restoring"), named_wrong
+        pg["psql"]("CREATE DATABASE acme_app_staging", db="postgres")
+        on_purpose = run_module("pg_restore_archive", {
+            "archive": str(archive), "database": "acme_app_staging", "host": pg["sock"], "port": pg["port"],
+            "owner": "postgres", "jobs": jobs, "from_database": "staging_app"}, tmp_path)
+        assert on_purpose.get("failed") is not True, on_purpose
+        assert pg["psql"]("SELECT v FROM items", db="acme_app_staging") == "staging only"
+        assert pg["psql"]("SELECT count(*) FROM items") == "120"
+    finally:
+        for db in ("staging_app", "acme_app_staging"):
+            pg["psql"](f"DROP DATABASE IF EXISTS {db}", db="postgres")
+
+
 def test_a_stop_never_leaves_the_database_gone(pg, tmp_path):
     """A stop (SIGTERM, as Ansible's timeout or a stopped run sends) during a streamed restore, sent for real to
     this process at two moments. While the dump streams: the restore stops, the side database is dropped and

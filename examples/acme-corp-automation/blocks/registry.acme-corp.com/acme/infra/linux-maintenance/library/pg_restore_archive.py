@@ -57,6 +57,15 @@ options:
     description: With O(jobs) above 1, where the dump is unpacked for pg_restore (a private folder is made inside);
       default the archive's folder.
     type: path
+  from_database:
+    description:
+      - The database the archive must be a backup of (its manifest's C(database)); empty for O(database). An archive
+        of another database is refused before anything is dropped, so that a mistyped archive name cannot replace
+        production with another database's content. Name the other database here to restore it on purpose (a
+        staging copy loaded from production's backup, for example).
+      - The block's config key C(restore_from_database), or C(RESTORE_FROM_DATABASE) in the environment for one run.
+    type: str
+    default: ""
 notes:
   - Check mode verifies the archive against its C(.sha256) and the dump against the manifest (the whole read) and
     drops nothing.
@@ -73,6 +82,12 @@ EXAMPLES = r"""
     port: 5432
     jobs: 1  # the default: the dump streams into pg_restore; 4 would unpack it first, then pg_restore -j 4
   register: restore
+
+- name: Load production's backup into the staging database, on purpose
+  pg_restore_archive:
+    archive: /var/backups/acme-db/acme_app-20261206T020000Z.tar.gz
+    database: acme_app_staging
+    from_database: acme_app
 
 - name: Only verify the archive a restore would use
   pg_restore_archive:
@@ -112,6 +127,7 @@ seconds:
   type: dict
 """
 
+import json
 import os
 import re
 import secrets
@@ -154,6 +170,30 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def check_source(manifest: dict, p: dict, archive: str) -> None:
+    """Refuses (before anything is dropped) an archive whose manifest names another database than the one
+    expected: O(from_database), or O(database) itself. A manifest that names no database (the sidecar missing)
+    passes."""
+    source, expected = manifest.get("database"), p["from_database"] or p["database"]
+    if source is None or source == expected:
+        return
+    how = (f"; to restore it into {p['database']} on purpose, set from_database (block config "
+           f"restore_from_database) to {source}") if not p["from_database"] else ""
+    raise RestoreFailed(f"{os.path.basename(archive)} is a backup of the database {source}, not of {expected}: "
+                        f"not restoring{how}")
+
+
+def sidecar_manifest(archive: str) -> dict:
+    """The manifest the backup wrote beside the archive (<archive>.manifest.json), or {}: the one inside the
+    archive is the one that counts, this one only lets a wrong archive be refused before it is read."""
+    try:
+        with open(archive + ".manifest.json", encoding="utf-8") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def about(manifest: dict) -> dict:
     """What the result says of the backup restored."""
     return {"created": manifest.get("created", ""), "dump_size": int(manifest["size"])}
@@ -184,6 +224,7 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dic
     try:
         manifest = stream_restore(real, lambda **kw: pg.popen(["pg_restore", "--exit-on-error", "-d", side], **kw),
                                   not_restoring)
+        check_source(manifest, p, real)
         # the old database gives way to the new one: a stop between the drop and the rename would leave
         # neither, so a stop asked for meanwhile waits until the rename is done (or failed)
         with stops_held():
@@ -222,6 +263,7 @@ def run_module() -> None:
             os_user=dict(type="str", default="postgres"),
             jobs=dict(type="int", default=1),
             work_dir=dict(type="path"),
+            from_database=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
@@ -237,8 +279,10 @@ def run_module() -> None:
         if not os.path.isfile(real):
             raise RestoreFailed(f"no backup found at {p['archive']}: run the backup action first")
         pg = Postgres(p)
+        check_source(sidecar_manifest(real), p, real)  # at once, rather than after loading it
         if module.check_mode:  # the one read a restore makes, the dump going nowhere
             manifest = verify(real, not_restoring)
+            check_source(manifest, p, real)
             result.update(about(manifest), seconds={"verify_and_unpack": round(time.monotonic() - started, 2)})
             module.exit_json(changed=False, msg=f"{real} verifies against its .sha256 and manifest; would replace "
                              f"{p['database']}", **result)
@@ -257,6 +301,7 @@ def run_module() -> None:
         if root:
             os.chown(work, pg.uid, pg.gid)
         manifest, dump = unpack(real, work, (pg.uid, pg.gid) if root else None, not_restoring)
+        check_source(manifest, p, real)
         unpacked = time.monotonic()
         result.update(about(manifest))
         db = p["database"]
