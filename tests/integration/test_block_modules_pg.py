@@ -452,7 +452,8 @@ def test_an_archive_of_another_database_is_refused_unless_named(pg, tmp_path, jo
     """A mistyped archive name must not replace acme_app with another database's content: pg_restore_archive
     refuses an archive whose manifest names another database, before anything is dropped (from the sidecar
     manifest at once; with the sidecar gone, from the manifest inside the archive, after the load, and the
-    side database is dropped). Named in from_database, the same archive restores: on purpose."""
+    side database is dropped). Named in from_database, the same archive restores: on purpose. A restore drill
+    of it, which would record a pass for acme_app, fails the same way."""
     pg["psql"]("DROP DATABASE IF EXISTS staging_app", db="postgres")
     pg["psql"]("CREATE DATABASE staging_app", db="postgres")
     pg["psql"]("CREATE TABLE items (id int PRIMARY KEY, v text); INSERT INTO items VALUES (1, 'staging only')",
@@ -477,6 +478,11 @@ def test_an_archive_of_another_database_is_refused_unless_named(pg, tmp_path, jo
                 assert pg["psql"]("SELECT count(*) FROM items") == "120"  # acme_app as it was
                 assert side_databases(pg) == []
                 assert not [p for p in backup_dir.iterdir() if p.name.startswith(".restore-")]
+            drilled = drill(pg, archive, tmp_path, jobs=jobs)  # a pass recorded for acme_app would be a lie
+            assert drilled["passed"] is False and drilled["differences"] == [
+                f"{made['archive']} is a backup of the database staging_app, not of acme_app: its drill would "
+                "prove nothing of acme_app's backups"], drilled
+            assert scratch(pg) == []
         named_wrong = run_module("pg_restore_archive", {
             "archive": str(archive), "database": "acme_app", "host": pg["sock"], "port": pg["port"],
             "owner": "postgres", "jobs": jobs, "from_database": "acme_app_old"}, tmp_path)
@@ -504,7 +510,8 @@ def test_a_stop_never_leaves_the_database_gone(pg, tmp_path):
     backup_dir = pg["base"] / "stopped"
     result = backup(pg, backup_dir, tmp_path)
     pg["psql"]("INSERT INTO items VALUES (2000, 'written after the backup')")
-    params = {"database": "acme_app", "host": pg["sock"], "port": pg["port"], "os_user": "postgres"}
+    params = {"database": "acme_app", "host": pg["sock"], "port": pg["port"], "os_user": "postgres",
+              "from_database": ""}
     pgtools = restore_mod.Postgres(params)
     real = str(backup_dir / result["archive"])
     lm_archive = shared()  # stream_restore's own unpack: the archive's one read, feeding pg_restore

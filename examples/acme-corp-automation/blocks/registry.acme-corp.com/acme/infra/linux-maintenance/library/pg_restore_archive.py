@@ -127,7 +127,6 @@ seconds:
   type: dict
 """
 
-import json
 import os
 import re
 import secrets
@@ -137,8 +136,9 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, quote_literal,
-                                            stops_held, stream_restore, tail, unpack, verify)
+from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, other_database,
+                                            quote_literal, sidecar_manifest, stops_held, stream_restore, tail,
+                                            unpack, verify)
 
 
 class RestoreFailed(Exception):
@@ -172,26 +172,15 @@ def quote_ident(name: str) -> str:
 
 def check_source(manifest: dict, p: dict, archive: str) -> None:
     """Refuses (before anything is dropped) an archive whose manifest names another database than the one
-    expected: O(from_database), or O(database) itself. A manifest that names no database (the sidecar missing)
-    passes."""
-    source, expected = manifest.get("database"), p["from_database"] or p["database"]
-    if source is None or source == expected:
+    expected: O(from_database), or O(database) itself."""
+    expected = p["from_database"] or p["database"]
+    source = other_database(manifest, expected)
+    if not source:
         return
     how = (f"; to restore it into {p['database']} on purpose, set from_database (block config "
            f"restore_from_database) to {source}") if not p["from_database"] else ""
     raise RestoreFailed(f"{os.path.basename(archive)} is a backup of the database {source}, not of {expected}: "
                         f"not restoring{how}")
-
-
-def sidecar_manifest(archive: str) -> dict:
-    """The manifest the backup wrote beside the archive (<archive>.manifest.json), or {}: the one inside the
-    archive is the one that counts, this one only lets a wrong archive be refused before it is read."""
-    try:
-        with open(archive + ".manifest.json", encoding="utf-8") as f:
-            found = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
 
 
 def about(manifest: dict) -> dict:

@@ -145,8 +145,8 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, stream_restore, tail,
-                                            unpack, verify)
+from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, other_database,
+                                            sidecar_manifest, stream_restore, tail, unpack, verify)
 
 # The first line of table_stats_sql names its checksum ("-- table_checksum: row-hash/2"); the backup records
 # that name in the manifest. Manifests from before the name was recorded hold the first checksum (the md5 of
@@ -196,6 +196,15 @@ def checksum_kind(sql: str) -> str:
 
 class DrillFailed(Exception):
     """A step of the drill failed; the message names what differs."""
+
+
+def check_source(manifest: dict, p: dict, archive: str) -> None:
+    """A drill of another database's archive would record a pass for O(database) that proves nothing of its
+    backups: refused."""
+    source = other_database(manifest, p["database"])
+    if source:
+        raise DrillFailed(f"{os.path.basename(archive)} is a backup of the database {source}, not of "
+                          f"{p['database']}: its drill would prove nothing of {p['database']}'s backups")
 
 
 def scratch_name(database: str, now: float) -> str:
@@ -401,8 +410,10 @@ def run_module() -> None:
     try:
         if not os.path.isfile(real):
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
+        check_source(sidecar_manifest(real), p, real)  # at once, rather than after restoring it
         if module.check_mode:  # the one read a drill makes, every check, the dump going nowhere
             manifest = drill.verify(real)
+            check_source(manifest, p, real)
         else:
             # the scratch databases of drills killed before they could drop theirs
             result["leftovers_dropped"] = drop_leftovers(drill.env, (drill.uid, drill.gid),
@@ -420,6 +431,7 @@ def run_module() -> None:
                 created = True
                 drill.pg(["pg_restore", "--exit-on-error", "-j", str(p["jobs"]), "-d", scratch, dump],
                          f"pg_restore of {result['archive']} into {scratch}")
+            check_source(manifest, p, real)
             tables, differences = compare(manifest["tables"], drill.table_stats(scratch, drill.stats_sql(manifest)))
             result.update(tables=tables, differences=differences)
     except DrillFailed as exc:

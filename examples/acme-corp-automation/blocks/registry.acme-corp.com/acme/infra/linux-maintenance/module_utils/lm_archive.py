@@ -89,6 +89,24 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def other_database(manifest: dict, expected: str) -> str:
+    """The database `manifest` says its archive is a backup of, when that is not `expected`; else '' (also for a
+    manifest that names none: the sidecar missing)."""
+    source = manifest.get("database")
+    return source if source is not None and source != expected else ""
+
+
+def sidecar_manifest(archive: str) -> dict:
+    """The manifest the backup wrote beside the archive (<archive>.manifest.json), or {}. The one inside the
+    archive is the one that counts; this one lets a wrong archive be refused before it is read."""
+    try:
+        with open(archive + ".manifest.json", encoding="utf-8") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def tail(text: str) -> str:
     """The last two non-empty lines of a tool's output, for a one-line failure."""
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]
