@@ -38,13 +38,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def pg():
+@contextlib.contextmanager
+def postgres_in(base: Path):
+    """A PostgreSQL of its own in `base` (data/ and run/, its socket): {"base", "sock", "port", "psql"}; stopped
+    (fast shutdown, by PID) on the way out. `base` is left in place."""
     bindir = pg_bindir()
-    if bindir is None or os.geteuid() != 0:
-        pytest.skip("needs PostgreSQL's server binaries and root (the modules run as root, PostgreSQL as postgres)")
     postgres = pwd.getpwnam("postgres")
-    base = Path(tempfile.mkdtemp(prefix="polycrate-pgmod-"))
     os.chmod(base, 0o755)  # the postgres user reads dumps under it
     data, sock = base / "data", base / "run"
     sock.mkdir()
@@ -70,12 +69,6 @@ def pg():
         assert res.returncode == 0, res.stderr
         return res.stdout.strip()
 
-    psql("CREATE DATABASE acme_app", db="postgres")
-    psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
-    psql("INSERT INTO items SELECT g, 'row-' || g FROM generate_series(1, 120) g")
-    psql('CREATE SCHEMA "Odd Schema"; CREATE TABLE "Odd Schema"."T" (r int, t timestamptz, f float8)')
-    psql("""INSERT INTO "Odd Schema"."T" SELECT g, 'epoch'::timestamptz + g * interval '1 day', g / 7.0
-            FROM generate_series(1, 30) g""")
     try:
         yield {"base": base, "sock": str(sock), "port": port, "psql": psql}
     finally:
@@ -86,6 +79,24 @@ def pg():
             except ProcessLookupError:
                 break
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    if pg_bindir() is None or os.geteuid() != 0:
+        pytest.skip("needs PostgreSQL's server binaries and root (the modules run as root, PostgreSQL as postgres)")
+    base = Path(tempfile.mkdtemp(prefix="polycrate-pgmod-"))
+    try:
+        with postgres_in(base) as server:
+            psql = server["psql"]
+            psql("CREATE DATABASE acme_app", db="postgres")
+            psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
+            psql("INSERT INTO items SELECT g, 'row-' || g FROM generate_series(1, 120) g")
+            psql('CREATE SCHEMA "Odd Schema"; CREATE TABLE "Odd Schema"."T" (r int, t timestamptz, f float8)')
+            psql("""INSERT INTO "Odd Schema"."T" SELECT g, 'epoch'::timestamptz + g * interval '1 day', g / 7.0
+                    FROM generate_series(1, 30) g""")
+            yield server
+    finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -274,6 +285,108 @@ def test_a_backup_folder_that_fills_up_fails_saying_so_and_keeps_what_was_there(
     finally:
         subprocess.run(["umount", str(small)], check=True)
         pg["psql"]("DROP DATABASE filler", db="postgres")
+
+
+def test_a_backup_that_would_not_fit_fails_before_it_dumps(pg, tmp_path):
+    """A real tmpfs with room for the last archive but not for a new one of its size: the backup (and its
+    check mode) fails at once, naming the free room and the last archive, before pg_dump runs, and leaves the
+    folder as it was (a backup folder often shares its filesystem with PostgreSQL, which must not fill up).
+    With room again, the same backup runs."""
+    pg["psql"]("CREATE DATABASE roomy", db="postgres")
+    pg["psql"]("CREATE TABLE noise AS SELECT g, md5(g::text) || md5((g * 3)::text) AS t "
+               "FROM generate_series(1, 60000) g", db="roomy")
+    folder = pg["base"] / "room"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)], check=True)
+    args = {"database": "roomy", "login_host": pg["sock"], "port": pg["port"], "login_user": "postgres",
+            "backup_dir": str(folder), "table_stats_sql": STATS_SQL}
+    try:
+        first = run_module("pg_archive", args, tmp_path)
+        assert first.get("failed") is not True, first
+        size = first["archive_size"]
+        assert size > 1 << 20  # a test of room needs an archive of some size
+
+        def free() -> int:
+            st = os.statvfs(folder)
+            return st.f_bavail * st.f_frsize
+
+        used = os.statvfs(folder).f_blocks * os.statvfs(folder).f_frsize - free()
+        subprocess.run(["mount", "-o", f"remount,size={used + size}", str(folder)], check=True)
+        assert size <= free() < size * 1.1  # room for one more of that size, but not for a tenth's growth
+        before = sorted(p.name for p in folder.iterdir())
+        for check_mode in (True, False):
+            refused = run_module("pg_archive", args, tmp_path, check_mode=check_mode)
+            assert refused.get("failed") is True, (check_mode, refused)
+            assert re.match(rf"^backup failed: not enough room in {re.escape(str(folder))}: \d+\.\d MiB free on its "
+                            rf"filesystem, and the last archive \({re.escape(first['archive'])}\) took \d+\.\d MiB, "
+                            r"so about \d+\.\d MiB are needed; nothing was dumped \(make room: keep_local prunes "
+                            r"only after a backup succeeded\)$", refused["msg"]), refused["msg"]
+            assert sorted(p.name for p in folder.iterdir()) == before
+        subprocess.run(["mount", "-o", f"remount,size={used + 3 * size}", str(folder)], check=True)
+        again = run_module("pg_archive", args, tmp_path)
+        assert again.get("failed") is not True, again
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        pg["psql"]("DROP DATABASE roomy", db="postgres")
+
+
+def test_a_restore_or_drill_that_would_fill_postgresqls_filesystem_does_not_start(pg, tmp_path):
+    """A PostgreSQL whose data directory is on a real tmpfs with less room than another copy of its database:
+    the streamed restore (a side database beside the old one) and the drill (a scratch copy) refuse before they
+    create anything, naming the figures, in check mode too; the database is as it was. A full data directory
+    would stop PostgreSQL, every database of it. restore_jobs above 1, which restores in place, still runs; and
+    with room again the drill passes. (The restore in place first refuses a dump pg_restore could not read.)"""
+    base = Path(tempfile.mkdtemp(prefix="polycrate-pgroom-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(base)], check=True)
+    try:
+        with postgres_in(base) as small:
+            small["psql"]("CREATE DATABASE acme_app", db="postgres")
+            small["psql"]("CREATE TABLE noise AS SELECT g, md5(g::text) || md5((g * 3)::text) AS t "
+                          "FROM generate_series(1, 150000) g")
+            small["psql"]("CHECKPOINT")
+            backups = tmp_path / "backups"  # on another filesystem than the data directory
+            made = backup(small, backups, tmp_path)
+            assert made.get("failed") is not True, made
+            archive = backups / made["archive"]
+            size = int(small["psql"]("SELECT pg_database_size('acme_app')"))
+            st = os.statvfs(base)
+            used = (st.f_blocks - st.f_bfree) * st.f_frsize
+            subprocess.run(["mount", "-o", f"remount,size={used + size // 2}", str(base)], check=True)
+            rows = small["psql"]("SELECT count(*) FROM noise")
+            expected = (r"^not enough room for another copy of acme_app \(\d+\.\d MiB\) on the filesystem of "
+                        rf"PostgreSQL's data directory {re.escape(str(base / 'data'))}: \d+\.\d MiB free, about "
+                        r"\d+\.\d MiB needed: ")
+            for check_mode in (True, False):
+                refused = restore(small, archive, tmp_path, check_mode=check_mode)
+                assert refused.get("failed") is True, (check_mode, refused)
+                assert re.match(expected + r"not restoring; restore_jobs above 1 restores in place, with no second "
+                                r"copy \(acme_app is dropped first, so a restore that then fails leaves it gone\)$",
+                                refused["msg"]), refused["msg"]
+                drilled = drill(small, archive, tmp_path, check_mode=check_mode)
+                assert drilled["passed"] is False and len(drilled["differences"]) == 1, drilled
+                assert re.match(expected + "the drill did not start$", drilled["differences"][0]), drilled
+                assert small["psql"]("SELECT count(*) FROM noise") == rows
+                assert side_databases(small) == [] and scratch(small) == []
+            # restore_jobs 2 unpacks the dump beside the archive, in a folder the postgres user cannot enter
+            # (pytest's, mode 0700): refused before acme_app is dropped, not after
+            unreadable = restore(small, archive, tmp_path, jobs=2)
+            assert unreadable.get("failed") is True and unreadable["msg"].startswith(
+                "pg_restore cannot read the unpacked dump: pg_restore: error: could not open input file"), unreadable
+            assert unreadable["msg"].endswith("Permission denied, not restoring"), unreadable["msg"]
+            assert small["psql"]("SELECT count(*) FROM noise") == rows
+            readable = pg["base"] / "room-work"
+            readable.mkdir()
+            in_place = run_module("pg_restore_archive", {
+                "archive": str(archive), "database": "acme_app", "host": small["sock"], "port": small["port"],
+                "owner": "postgres", "jobs": 2, "work_dir": str(readable)}, tmp_path)
+            assert in_place.get("failed") is not True, in_place.get("msg")
+            assert small["psql"]("SELECT count(*) FROM noise") == rows
+            subprocess.run(["mount", "-o", f"remount,size={used + 3 * size}", str(base)], check=True)
+            passed = drill(small, archive, tmp_path)
+            assert passed["passed"] is True, passed
+    finally:
+        subprocess.run(["umount", str(base)], check=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_pg_dump_that_fails_says_why(pg, tmp_path):

@@ -20,6 +20,11 @@ description:
   - "Remote check and retention: one C(rclone lsjson --hash) of the destination; the remote copy's size and MD5 must
     equal the local file's; archives beyond O(keep_remote) are deleted there with their sidecars, and locally beyond
     O(keep_local) (never the one C(latest.tar.gz) points at)."
+  - "Room first: before anything runs, the newest archive of O(database) in O(backup_dir) tells how much the new one
+    will need (its size, a tenth more for growth, twice that with O(recipients): the encrypted copy is written beside
+    it). When the folder's filesystem has less free, the backup fails at once naming both figures, instead of filling
+    a filesystem it may share with PostgreSQL itself. Without an earlier archive there is nothing to go by; a
+    filesystem that fills up anyway fails the backup cleanly (the partial archive removed)."
   - "Runs as root on the database host; C(pg_dump) runs as O(owner), who owns the backups. The password comes from
     the environment (C(PGPASSWORD)) or C(~/.pgpass), never from a module option, so it is never logged."
 options:
@@ -248,7 +253,7 @@ from types import SimpleNamespace
 from typing import NoReturn
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.lm_archive import big_pipe, drop_to, on_stop, quote_literal, tail
+from ansible.module_utils.lm_archive import MIB, big_pipe, drop_to, free_bytes, on_stop, quote_literal, tail
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -540,6 +545,38 @@ def pack_archive(path: str, source, dump_name: str, describe, level: int = 1, ig
         if exc.errno != errno.ENOSPC:
             raise
         raise BackupFailed(no_space(path) or f"backup failed: writing {path}: {exc.strerror}") from None
+
+
+def room_needed(backup_dir: str, db: str, encrypted: bool) -> tuple[str, int, int]:
+    """The newest archive of `db` in `backup_dir`, its size, and the bytes a new backup is expected to need beside
+    it: that size and a tenth for growth (twice that when an encrypted copy is written too); ('', 0, 0) without
+    one."""
+    pattern = re.compile("^" + re.escape(db) + ARCHIVE_RE + "$")
+    try:
+        names = sorted((n for n in os.listdir(backup_dir) if pattern.match(n)), reverse=True)
+    except OSError:
+        return "", 0, 0
+    for name in names:
+        try:
+            size = os.path.getsize(os.path.join(backup_dir, name))
+        except OSError:
+            continue
+        return name, size, int(size * 1.1) * (2 if encrypted else 1)
+    return "", 0, 0
+
+
+def check_room(backup_dir: str, db: str, encrypted: bool) -> None:
+    """Fails the backup before anything runs when the filesystem of `backup_dir` has less room than
+    room_needed() expects."""
+    last, size, need = room_needed(backup_dir, db, encrypted)
+    free = free_bytes(backup_dir)
+    if not need or free is None or free >= need:
+        return
+    raise BackupFailed(
+        f"backup failed: not enough room in {backup_dir}: {free / MIB:.1f} MiB free on its filesystem, and the last "
+        f"archive ({last}) took {size / MIB:.1f} MiB" + (", twice that with the encrypted copy" if encrypted else "")
+        + f", so about {need / MIB:.1f} MiB are needed; nothing was dumped (make room: keep_local prunes only after "
+        "a backup succeeded)")
 
 
 def no_space(path: str) -> str:
@@ -858,6 +895,7 @@ def backup(args: SimpleNamespace) -> dict:
     if not os.path.isdir(backup_dir):
         os.makedirs(backup_dir, 0o750)
         owner.chown(backup_dir)
+    check_room(backup_dir, args.db, bool(args.remote and args.recipient))
     work = os.path.join(backup_dir, f".work-{args.name}")
     os.mkdir(work, 0o700)
     owner.chown(work)
@@ -1006,6 +1044,8 @@ def run_module() -> None:
             owner = Owner(args.owner)
             igzip = find_igzip(args.compressor)
             version = server_version(args, owner)
+            if os.path.isdir(args.backup_dir):
+                check_room(args.backup_dir, args.db, bool(args.remote and args.recipient))
             module.exit_json(changed=True, archive=f"{args.name}.tar.gz", compressor="igzip" if igzip else "zlib",
                              server_version=version)
         result = backup(args)

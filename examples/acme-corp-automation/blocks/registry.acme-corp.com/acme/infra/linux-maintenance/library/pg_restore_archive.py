@@ -18,8 +18,12 @@ description:
     renamed to its name. Any failure drops the new database; the old one is untouched. There is no copy of the dump
     on disk and no wait for an unpack, but the host needs room for the database twice while it restores."
   - "With O(jobs) above 1 the dump is first written into a private work folder (in O(work_dir)) and verified; only
-    then is the database dropped, created again and loaded with C(pg_restore -j) O(jobs). Worth it on a host with
-    many cores and many large tables. The work folder is removed whatever happens."
+    then (and once C(pg_restore -l) could read it as O(os_user)) is the database dropped, created again and loaded
+    with C(pg_restore -j) O(jobs). Worth it on a host with many cores and many large tables. The work folder is
+    removed whatever happens."
+  - "Room first: with O(jobs=1) the filesystem of PostgreSQL's data directory must have room for another copy of
+    O(database) (its size and a tenth), above 1 the work folder's for the dump (the size the sidecar manifest gives).
+    Otherwise the restore does not start, naming the figures: a full data directory stops the whole server."
   - "One module call in place of a dozen tasks (stat, slurp, tar, chown, shell): the restore and the update's rollback
     cost one round trip, and the archive and the dump are each read once."
   - Runs as root on the database host; the PostgreSQL tools run as O(os_user) through the local socket.
@@ -137,8 +141,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, other_database,
-                                            quote_literal, sidecar_manifest, stops_held, stream_restore, tail,
-                                            unpack, verify)
+                                            quote_literal, room_for_copy, room_for_dump, sidecar_manifest,
+                                            stops_held, stream_restore, tail, unpack, verify)
 
 
 class RestoreFailed(Exception):
@@ -181,6 +185,20 @@ def check_source(manifest: dict, p: dict, archive: str) -> None:
            f"restore_from_database) to {source}") if not p["from_database"] else ""
     raise RestoreFailed(f"{os.path.basename(archive)} is a backup of the database {source}, not of {expected}: "
                         f"not restoring{how}")
+
+
+def check_room(p: dict, pg: Postgres, archive: str) -> None:
+    """Refuses a restore that would fill a filesystem: with O(jobs=1) PostgreSQL's (the new database is loaded
+    beside the old one), above 1 the work folder's (the dump is unpacked there)."""
+    if p["jobs"] <= 1:
+        why = room_for_copy(pg.env, (pg.uid, pg.gid), p["database"])
+        how = (f"; restore_jobs above 1 restores in place, with no second copy ({p['database']} is dropped first, "
+               "so a restore that then fails leaves it gone)")
+    else:
+        why = room_for_dump(archive, p["work_dir"] or os.path.dirname(archive))
+        how = "; restore_jobs 1 streams the dump without unpacking it"
+    if why:
+        raise RestoreFailed(f"{why}: not restoring{how}")
 
 
 def about(manifest: dict) -> dict:
@@ -270,6 +288,7 @@ def run_module() -> None:
         pg = Postgres(p)
         check_source(sidecar_manifest(real), p, real)  # at once, rather than after loading it
         if module.check_mode:  # the one read a restore makes, the dump going nowhere
+            check_room(p, pg, real)
             manifest = verify(real, not_restoring)
             check_source(manifest, p, real)
             result.update(about(manifest), seconds={"verify_and_unpack": round(time.monotonic() - started, 2)})
@@ -281,16 +300,23 @@ def run_module() -> None:
             result["leftovers_dropped"] = drop_leftovers(
                 pg.env, (pg.uid, pg.gid), re.escape(_side_prefix(p["database"]) + SIDE) + "[0-9a-f]{8}",
                 unless_missing=p["database"])
+            check_room(p, pg, real)
             manifest = restore_streaming(p, pg, real, owner)
             took = round(time.monotonic() - started, 2)
             result.update(about(manifest), seconds={"verify_and_restore": took, "total": took})
             module.exit_json(changed=True, **result)
+        check_room(p, pg, real)
         work = tempfile.mkdtemp(prefix=".restore-", dir=p["work_dir"] or os.path.dirname(real))
         root = os.geteuid() == 0
         if root:
             os.chown(work, pg.uid, pg.gid)
         manifest, dump = unpack(real, work, (pg.uid, pg.gid) if root else None, not_restoring)
         check_source(manifest, p, real)
+        # pg_restore must be able to read it (a folder the os_user cannot enter) before the database is dropped
+        listed = subprocess.run(["pg_restore", "-l", dump], capture_output=True, text=True, env=pg.env, cwd="/",
+                                preexec_fn=drop_to(pg.uid, pg.gid))
+        if listed.returncode != 0:
+            raise not_restoring(f"pg_restore cannot read the unpacked dump: {tail(listed.stderr)}")
         unpacked = time.monotonic()
         result.update(about(manifest))
         db = p["database"]

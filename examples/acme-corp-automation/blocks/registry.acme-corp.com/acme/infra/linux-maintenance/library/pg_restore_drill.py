@@ -18,6 +18,10 @@ description:
     passed; with more, it is unpacked into a work folder first and nothing is restored before both match.
   - The scratch database is named C(drill_<db>_<UTC time>_<random>) and created by this module; only a
     database this module created is ever dropped.
+  - "Refused before anything is created: an archive whose manifest names another database than O(database) (its pass
+    would be recorded for O(database)), and a drill that would fill a filesystem: the scratch database needs room
+    for a copy of O(database) (its size and a tenth) beside PostgreSQL's data directory, an unpacked dump room in
+    the work folder."
   - Records the result (pass or fail, archive, duration, every table) as JSON in O(record_dir) (C(last.json),
     C(last-pass.json) when it passed, one line per drill in C(history.jsonl); RV(report) included) and, when O(metrics_file) is
     set, as a Prometheus textfile for node_exporter's textfile collector.
@@ -146,7 +150,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, other_database,
-                                            sidecar_manifest, stream_restore, tail, unpack, verify)
+                                            room_for_copy, room_for_dump, sidecar_manifest, stream_restore, tail,
+                                            unpack, verify)
 
 # The first line of table_stats_sql names its checksum ("-- table_checksum: row-hash/2"); the backup records
 # that name in the manifest. Manifests from before the name was recorded hold the first checksum (the md5 of
@@ -205,6 +210,16 @@ def check_source(manifest: dict, p: dict, archive: str) -> None:
     if source:
         raise DrillFailed(f"{os.path.basename(archive)} is a backup of the database {source}, not of "
                           f"{p['database']}: its drill would prove nothing of {p['database']}'s backups")
+
+
+def check_room(p: dict, drill: Drill, archive: str) -> None:
+    """Refuses a drill that would fill a filesystem: PostgreSQL's (the scratch database is a copy of
+    O(database)), and above O(jobs=1) the work folder's (the dump is unpacked there)."""
+    why = room_for_copy(drill.env, (drill.uid, drill.gid), p["database"])
+    if not why and p["jobs"] > 1:
+        why = room_for_dump(archive, p["work_dir"] or os.path.dirname(archive))
+    if why:
+        raise DrillFailed(f"{why}: the drill did not start")
 
 
 def scratch_name(database: str, now: float) -> str:
@@ -412,12 +427,14 @@ def run_module() -> None:
             raise DrillFailed(f"no archive at {p['archive']}: run the backup action first")
         check_source(sidecar_manifest(real), p, real)  # at once, rather than after restoring it
         if module.check_mode:  # the one read a drill makes, every check, the dump going nowhere
+            check_room(p, drill, real)
             manifest = drill.verify(real)
             check_source(manifest, p, real)
         else:
             # the scratch databases of drills killed before they could drop theirs
             result["leftovers_dropped"] = drop_leftovers(drill.env, (drill.uid, drill.gid),
                                                          re.escape(_scratch_prefix(p["database"])) + SCRATCH_SUFFIX)
+            check_room(p, drill, real)
             if p["jobs"] <= 1:  # the dump streams from the archive's one read into pg_restore
                 drill.pg(["createdb", "-T", "template0", scratch], f"createdb {scratch}")
                 created = True

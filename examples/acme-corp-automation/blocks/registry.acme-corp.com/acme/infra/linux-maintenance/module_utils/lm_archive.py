@@ -155,6 +155,50 @@ def drop_leftovers(env: dict, ids: tuple[int, int], pattern: str, unless_missing
     return [name for name in names if re.fullmatch(pattern, name) and tool("dropdb", name).returncode == 0]
 
 
+MIB = 1 << 20
+
+
+def free_bytes(path: str) -> int | None:
+    """The room left to an unprivileged writer on the filesystem of `path`; None when it cannot be told."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def room_for_copy(env: dict, ids: tuple[int, int], database: str) -> str:
+    """'' when the filesystem of PostgreSQL's data directory has room for another copy of `database` (its
+    current size and a tenth): a restore's side database or a drill's scratch database. Else why not, in one
+    sentence. Also '' when it cannot be told: `database` missing, the data directory unreadable or not on
+    this host. A full data directory stops PostgreSQL itself, every database of it, not only this one."""
+    res = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-F", "\t", "-d", "postgres", "-c",
+         "SELECT current_setting('data_directory'), pg_database_size(datname) FROM pg_database "
+         f"WHERE datname = {quote_literal(database)}"],
+        capture_output=True, text=True, env=env, cwd="/", preexec_fn=drop_to(*ids))
+    row = res.stdout.strip().split("\t") if res.returncode == 0 else []
+    if len(row) != 2:
+        return ""
+    data_dir, size = row[0], int(row[1])
+    free = free_bytes(data_dir)
+    need = int(size * 1.1)
+    if free is None or free >= need:
+        return ""
+    return (f"not enough room for another copy of {database} ({size / MIB:.1f} MiB) on the filesystem of PostgreSQL's "
+            f"data directory {data_dir}: {free / MIB:.1f} MiB free, about {need / MIB:.1f} MiB needed")
+
+
+def room_for_dump(archive: str, work_dir: str) -> str:
+    """'' when `work_dir`'s filesystem has room for the dump inside `archive` (the size its sidecar manifest
+    gives), else why not; '' when it cannot be told."""
+    size = sidecar_manifest(archive).get("size")
+    free = free_bytes(work_dir)
+    if not isinstance(size, int) or free is None or free >= size:
+        return ""
+    return (f"not enough room in {work_dir} to unpack the dump ({size / MIB:.1f} MiB): {free / MIB:.1f} MiB free")
+
+
 def big_pipe(fileobj) -> None:
     """A 1 MiB pipe buffer: fewer wake-ups between this process and the tool at the pipe's other end
     (pg_dump, the compressor, the inflater)."""
