@@ -376,6 +376,11 @@ def test_a_restore_or_drill_that_would_fill_postgresqls_filesystem_does_not_star
             assert small["psql"]("SELECT count(*) FROM noise") == rows
             readable = pg["base"] / "room-work"
             readable.mkdir()
+            # the update's preflight: check mode without reading the archive, the room only
+            preflight = {"archive": str(archive), "database": "acme_app", "host": small["sock"],
+                         "port": small["port"], "read_archive": False}
+            short = run_module("pg_restore_archive", preflight, tmp_path, check_mode=True)
+            assert short.get("failed") is True and re.match(expected + "not restoring", short["msg"]), short
             in_place = run_module("pg_restore_archive", {
                 "archive": str(archive), "database": "acme_app", "host": small["sock"], "port": small["port"],
                 "owner": "postgres", "jobs": 2, "work_dir": str(readable)}, tmp_path)
@@ -384,6 +389,10 @@ def test_a_restore_or_drill_that_would_fill_postgresqls_filesystem_does_not_star
             subprocess.run(["mount", "-o", f"remount,size={used + 3 * size}", str(base)], check=True)
             passed = drill(small, archive, tmp_path)
             assert passed["passed"] is True, passed
+            roomy = run_module("pg_restore_archive", preflight, tmp_path, check_mode=True)
+            assert roomy.get("failed") is not True and roomy["msg"] == (
+                f"acme_app could be restored from {archive}: room for it, the archive's sidecar manifest names it "
+                "(the archive itself not read)"), roomy
     finally:
         subprocess.run(["umount", str(base)], check=True)
         shutil.rmtree(base, ignore_errors=True)

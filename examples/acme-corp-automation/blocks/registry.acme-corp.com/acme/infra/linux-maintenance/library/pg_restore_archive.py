@@ -61,6 +61,13 @@ options:
     description: With O(jobs) above 1, where the dump is unpacked for pg_restore (a private folder is made inside);
       default the archive's folder.
     type: path
+  read_archive:
+    description:
+      - "In check mode, V(false) skips the read of the archive and checks only what a restore checks before it reads:
+        the archive is there, its sidecar manifest names the expected database, and there is room for the restore.
+        The update's preflight uses it to refuse an update whose rollback could not restore the database."
+    type: bool
+    default: true
   from_database:
     description:
       - The database the archive must be a backup of (its manifest's C(database)); empty for O(database). An archive
@@ -270,6 +277,7 @@ def run_module() -> None:
             os_user=dict(type="str", default="postgres"),
             jobs=dict(type="int", default=1),
             work_dir=dict(type="path"),
+            read_archive=dict(type="bool", default=True),
             from_database=dict(type="str", default=""),
         ),
         supports_check_mode=True,
@@ -289,6 +297,9 @@ def run_module() -> None:
         check_source(sidecar_manifest(real), p, real)  # at once, rather than after loading it
         if module.check_mode:  # the one read a restore makes, the dump going nowhere
             check_room(p, pg, real)
+            if not p["read_archive"]:
+                module.exit_json(changed=False, msg=f"{p['database']} could be restored from {real}: room for it, "
+                                 "the archive's sidecar manifest names it (the archive itself not read)", **result)
             manifest = verify(real, not_restoring)
             check_source(manifest, p, real)
             result.update(about(manifest), seconds={"verify_and_unpack": round(time.monotonic() - started, 2)})
