@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Result, run_cli_inprocess
+from tests.helpers import Result, assert_one_line_error, run_cli_inprocess, tree
 
 VENV_BIN = Path(sys.executable).parent / "polycrate"
 CLI = [str(VENV_BIN)] if VENV_BIN.exists() else [sys.executable, "-m", "polycrate"]
@@ -214,3 +214,76 @@ def test_one_off_workflow_schedule_survives_apply(ws):
     assert bad.returncode == 2 and "unknown workflow 'nope'" in bad.stderr
     bad = polycrate(root, "workflows", "schedule", "unscheduled", "--on-calendar", "Blursday", "--dest", str(dest))
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+REQUIRED_VALUE = """\
+name: acme
+blocks:
+  - name: maint
+workflows:
+  - name: nightly
+    steps:
+      - {name: hello, block: maint, action: hello}
+    schedule: "*-*-* 02:00:00"
+  - name: deploy
+    launch:
+      variables:
+        - {name: replicas, type: integer, default: 2}
+        - {name: version, type: string, required: true}
+    steps:
+      - {name: hello, block: maint, action: hello}
+    schedule: "*-*-* 03:00:00"
+"""
+
+
+@pytest.mark.parametrize("command", [
+    ("workspace", "validate"),
+    ("schedules", "plan", "--dest", "{dest}"),
+    ("schedules", "apply", "--dest", "{dest}"),
+    ("schedules", "apply", "--cron", "--dest", "{dest}"),
+    ("workflows", "schedule", "deploy", "--on-calendar", "daily", "--dest", "{dest}"),
+])
+def test_a_scheduled_workflow_with_a_required_launch_value_without_default_is_refused(ws, command):
+    """Nobody types a launch value at 03:00: validate, plan, apply and the one-off form refuse the workflow in one
+    line naming workspace.poly, the variable's line and the variable; nothing is written."""
+    root, dest = ws
+    text = REQUIRED_VALUE
+    if "--cron" in command:
+        text = text.replace('"*-*-* 02:00:00"', '"0 2 * * *"').replace('"*-*-* 03:00:00"', '"0 3 * * *"')
+    (root / "workspace.poly").write_text(text)
+    line = REQUIRED_VALUE.splitlines().index("        - {name: version, type: string, required: true}") + 1
+    before = tree(root)
+    result = polycrate(root, *(word.format(dest=dest) for word in command))
+    assert_one_line_error(result, f"{root / 'workspace.poly'}:{line}: ", "launch variable 'version'",
+                          "workflow 'deploy'", "required and has no default")
+    assert list(dest.iterdir()) == [] and tree(root) == before, "nothing written"
+
+
+def test_a_scheduled_workflow_whose_required_value_has_a_default_or_that_is_not_scheduled_passes(ws):
+    root, dest = ws
+    (root / "workspace.poly").write_text(REQUIRED_VALUE.replace("required: true", "required: true, default: '1.0'"))
+    assert polycrate(root, "workspace", "validate").returncode == 0
+    assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    (root / "workspace.poly").write_text(REQUIRED_VALUE.replace('    schedule: "*-*-* 03:00:00"\n', ""))
+    assert polycrate(root, "workspace", "validate").returncode == 0
+    applied = polycrate(root, "schedules", "apply", "--dest", str(dest))
+    assert applied.returncode == 0, applied.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["polycrate-acme-nightly.service", "polycrate-acme-nightly.timer"]
+
+
+def test_validate_warns_about_a_scheduled_workflow_that_prompts(ws):
+    """A prompt fails a timer's run at the prompt (and team mode's apply refuses it): validate says so, as a
+    warning naming the step's line, and the workspace stays valid."""
+    root, _ = ws
+    text = REQUIRED_VALUE.replace("required: true", "required: true, default: '1.0'").replace(
+        "      - {name: hello, block: maint, action: hello}\n    schedule: \"*-*-* 03:00:00\"",
+        "      - {name: hello, block: maint, action: hello, prompt: {message: 'really?'}}\n"
+        "    schedule: \"*-*-* 03:00:00\"")
+    (root / "workspace.poly").write_text(text)
+    line = text.splitlines().index("      - {name: hello, block: maint, action: hello, prompt: {message: 'really?'}}") + 1
+    result = polycrate(root, "workspace", "validate")
+    assert result.returncode == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"polycrate: warning: {root / 'workspace.poly'}:{line}: step 'hello' prompts ('really?'): workflow 'deploy' is "
+        "scheduled, and a scheduled run never answers prompts; remove its schedule or make it run unattended (no "
+        "prompt); its scheduled runs fail at the prompt (team mode's apply refuses it)"]

@@ -256,12 +256,12 @@ def _team_rows(ws) -> tuple[list, list[str]]:
     source = workspace_source(root) if declared else None
     zone = zone_key(local_zone())
     rows, notes = [], []
-    from polycrate.team.unattended import unattended_refusal
+    from polycrate.schedule.unattended import unattended_refusal
 
     for s in declared:  # a workflow nobody can answer on a worker is refused before anything is written
         refusal = unattended_refusal(ws, s.workflow)
         if refusal is not None:
-            raise PolycrateError(refusal)
+            raise refusal
     for s in declared:
         prompts = sched.prompts_of(ws, s.workflow)
         for key, why in _HOST_ONLY:

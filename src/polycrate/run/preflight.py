@@ -163,6 +163,7 @@ def check_settings(ws: Workspace) -> list[Finding]:
                 findings.append(Finding(str(error.path), error.line, error.message, block=step.block,
                                         action=step.action))
     findings += check_notifications(ws)
+    findings += check_unattended(ws)
     for check in (
         lambda: schedule.workspace_schedules(ws),
         lambda: registry.transport_settings(ws.registries),
@@ -175,6 +176,24 @@ def check_settings(ws: Workspace) -> list[Finding]:
             findings.append(Finding(exc.path or str(ws.file), exc.line, exc.message))
         except ValueError as exc:
             findings.append(Finding(str(ws.file), None, str(exc)))
+    return findings
+
+
+def check_unattended(ws: Workspace) -> list[Finding]:
+    """A scheduled workflow must run with nobody at a terminal: a launch value it requires without a default is
+    an error (no timer, cron entry or worker types it); a prompt is a warning (the run fails there; team mode's
+    apply refuses it)."""
+    from polycrate.schedule.unattended import PROMPT, consequence, unattended_problems
+
+    findings = []
+    for schedule in (w.timer for w in ws.workflows.values() if w.timer is not None):
+        for problem in unattended_problems(ws, schedule.workflow):
+            prompt = problem.kind == PROMPT
+            findings.append(Finding(
+                str(problem.path or ws.file), problem.line,
+                f"{problem.message}: {consequence(schedule.workflow, (problem.kind,))}"
+                + ("; its scheduled runs fail at the prompt (team mode's apply refuses it)" if prompt else ""),
+                WARNING if prompt else ERROR))
     return findings
 
 

@@ -40,7 +40,8 @@ files carrying that header with the same root, never anything else.
 
 Where things are: ``spec`` (the declared schedule, checked: ``parse_schedule``, ``workspace_schedules``),
 ``times`` (time spans, time zones), ``cron``, ``oncalendar`` (systemd-analyze and our fallback parser),
-``render`` (unit and cron files, the one escaper), ``install`` (what is installed, plan, apply).
+``render`` (unit and cron files, the one escaper), ``install`` (what is installed, plan, apply),
+``unattended`` (what keeps a scheduled workflow from running unattended: prompts, required launch values).
 """
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ _WHERE = {
     **dict.fromkeys((
         "ScheduleError", "local_zone", "parse_timespan",
     ), "polycrate.timespec.times"),
+    **dict.fromkeys((
+        "unattended_problems", "unattended_refusal",
+    ), "unattended"),
 }
 
 
@@ -92,6 +96,6 @@ __all__ = [
     "default_dest", "default_log_file", "executable_command", "installed", "iter_times", "local_zone",
     "looks_like_cron", "marker_of", "next_runs", "one_off_schedule", "parse_calendar", "parse_schedule", "parse_timespan",
     "plan_schedules", "prompts_of", "read_marker", "remove_one_off", "render_cron", "render_systemd",
-    "systemd_analyze", "systemd_escape", "unit_basename", "validate_calendar", "validate_cron",
-    "workspace_schedules",
+    "systemd_analyze", "systemd_escape", "unit_basename", "unattended_problems", "unattended_refusal",
+    "validate_calendar", "validate_cron", "workspace_schedules",
 ]  # fmt: skip

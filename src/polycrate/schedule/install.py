@@ -15,6 +15,7 @@ from polycrate.schedule.render import (
     render_cron,
     render_systemd,
 )
+from polycrate.schedule.unattended import VALUE, unattended_refusal
 from polycrate.schedule.spec import (
     ORIGIN_ONE_OFF,
     ORIGIN_WORKSPACE,
@@ -208,6 +209,11 @@ def plan_schedules(
     command = command or executable_command()
     render = render_cron if cron else render_systemd
 
+    for schedule in schedules:  # a value nobody types at night: refused before anything is rendered or written
+        refusal = unattended_refusal(ws, schedule.workflow, (VALUE,), "nothing was written") \
+            if schedule.workflow in ws.workflows else None
+        if refusal is not None:
+            raise refusal
     entries: list[ScheduleEntry] = []
     wanted: dict[str, tuple[str, str]] = {}  # file name -> (content, workflow)
     for schedule in schedules:
