@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import configparser
+import os
+import re
+import tempfile
 import json
 import shutil
 import subprocess
@@ -287,3 +290,40 @@ def test_validate_warns_about_a_scheduled_workflow_that_prompts(ws):
         f"polycrate: warning: {root / 'workspace.poly'}:{line}: step 'hello' prompts ('really?'): workflow 'deploy' is "
         "scheduled, and a scheduled run never answers prompts; remove its schedule or make it run unattended (no "
         "prompt); its scheduled runs fail at the prompt (team mode's apply refuses it)"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="runs the entry as another user")
+def test_a_cron_entry_with_a_user_starts_its_run_and_keeps_its_log(tmp_path):
+    """`user: nobody` under cron: the entry's line, run by /bin/sh as that user (what cron does at the minute),
+    starts the run and appends its output to a log the user can write. Before, the line began with
+    `mkdir -p /var/log/polycrate`, which only root may do: the run never started, every time, and nobody was told
+    (cron mails the error to a mailbox no one reads)."""
+    base = Path(tempfile.mkdtemp(prefix="polycrate-cron-user-"))  # outside pytest's folder: `nobody` enters it
+    try:
+        base.chmod(0o755)
+        root = base / "ws"
+        root.mkdir()
+        write_workspace(root, {"hourly": "{cron: '0 * * * *', user: nobody}"})
+        (root / ".polycrate").mkdir()  # the run writes its record here: the user owns it, as an admin would set up
+        shutil.chown(root / ".polycrate", "nobody")
+        stand_in = base / "polycrate"  # this polycrate lives under /root, where `nobody` cannot execute it
+        stand_in.write_text('#!/bin/sh\necho "run by $(id -un) in $(pwd): $*"\n')
+        stand_in.chmod(0o755)
+        dest = tmp_path / "cron.d"
+        dest.mkdir()
+        result = run_cli_inprocess("-w", str(root), "schedules", "apply", "--cron", "--dest", str(dest),
+                                   env={"POLYCRATE_EXECUTABLE": str(stand_in)})
+        assert result.returncode == 0, result.output
+        lines = (dest / "polycrate-acme-hourly").read_text().splitlines()
+        env = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z]+=", line))
+        fields = lines[-1].split(" ", 6)
+        assert fields[5] == "nobody", lines[-1]
+        run = subprocess.run(["runuser", "-u", "nobody", "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                              "HOME=/nonexistent", "LOGNAME=nobody", env["SHELL"], "-c", fields[6]],
+                             cwd="/", capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and run.stderr == "", run.stderr
+        log = root / ".polycrate" / "logs" / "cron-hourly.log"
+        assert log.read_text() == f"run by nobody in {root}: --workspace {root} workflows run hourly\n"
+        assert fields[6].endswith(f">> {log} 2>&1"), fields[6]
+    finally:
+        shutil.rmtree(base)

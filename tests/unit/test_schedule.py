@@ -247,11 +247,16 @@ def test_cron_entry():
     [(name, content)] = files.items()
     assert name == "polycrate-acme_corp-nightly"  # cron ignores file names with dots
     entry = content.splitlines()[-1]
-    assert entry.startswith("0 2 * * * automation sleep $(shuf -i 0-300 -n 1) && mkdir -p /var/log/polycrate && ")
+    # only root may create a folder in /var/log: another user's log is in the workspace's state folder
+    assert entry.startswith("0 2 * * * automation sleep $(shuf -i 0-300 -n 1) && mkdir -p '/opt/polycrate "
+                            "workspaces/acme 100\\%/.polycrate/logs' && ")
     assert "cd '/opt/polycrate workspaces/acme 100\\%' && " in entry
     assert ("timeout 3600 /usr/local/bin/polycrate --workspace '/opt/polycrate workspaces/acme 100\\%' "
             "workflows run nightly") in entry
-    assert entry.endswith(">> /var/log/polycrate/acme.corp-nightly.log 2>&1")
+    assert entry.endswith(">> '/opt/polycrate workspaces/acme 100\\%/.polycrate/logs/cron-nightly.log' 2>&1")
+    root_entry = sched.render_cron("acme.corp", ROOT, sched.parse_schedule("0 2 * * *", "nightly"), COMMAND)
+    assert next(iter(root_entry.values())).splitlines()[-1].endswith(
+        ">> /var/log/polycrate/acme.corp-nightly.log 2>&1")
     assert "SHELL=/bin/sh\n" in content
 
 

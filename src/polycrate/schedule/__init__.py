@@ -17,7 +17,8 @@ A workflow in ``workspace.poly`` may carry a ``schedule``::
           group: automation                # systemd Group= (not available with cron)
           persistent: true                 # catch up a run missed while the machine was off (systemd only; default true)
           timeout: 2h                      # seconds or a time span; TimeoutStartSec= / `timeout` in cron
-          log_file: /var/log/acme.log      # cron: where output is appended (default /var/log/polycrate/<ws>-<wf>.log);
+          log_file: /var/log/acme.log      # cron: where output is appended (default /var/log/polycrate/<ws>-<wf>.log,
+                                           # for a user other than root <root>/.polycrate/logs/cron-<wf>.log);
                                            # systemd: output goes to the journal unless this is set
 
 In the short form a string with five space-separated fields (or an ``@daily``-style alias) is a cron

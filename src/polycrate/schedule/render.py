@@ -47,7 +47,13 @@ def cron_filename(workspace: str, workflow: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"polycrate-{workspace}-{workflow}")
 
 
-def default_log_file(workspace: str, workflow: str) -> str:
+def default_log_file(workspace: str, workflow: str, root: Path | None = None, user: str | None = None) -> str:
+    """Where a cron entry appends its output when the schedule names no ``log_file``: /var/log/polycrate for
+    root; for another ``user``, the workspace's own state folder (the run writes its record there, so that user
+    can write it), since only root may create a folder in /var/log and a line that cannot open its log never
+    starts its run."""
+    if user and user != "root" and root is not None:
+        return f"{root}/.polycrate/logs/cron-{workflow}.log"
     return f"{LOG_DIR}/{workspace}-{workflow}.log"
 
 
@@ -159,7 +165,7 @@ def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[st
             f"workflow '{schedule.workflow}': schedule: 'group' is not available with cron "
             "(cron runs as the user's primary group); remove it or use systemd timers",
         )
-    log_file = schedule.log_file or default_log_file(workspace, schedule.workflow)
+    log_file = schedule.log_file or default_log_file(workspace, schedule.workflow, root, schedule.user)
     run = " ".join(_cron_quote(w) for w in _run_command(root, schedule.workflow, command))
     if environment:  # on the command line itself: cron.d's NAME=value lines do no quoting
         run = "env " + " ".join(_cron_quote(f"{k}={v}") for k, v in environment.items()) + " " + run
