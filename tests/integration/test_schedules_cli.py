@@ -327,3 +327,55 @@ def test_a_cron_entry_with_a_user_starts_its_run_and_keeps_its_log(tmp_path):
         assert fields[6].endswith(f">> {log} 2>&1"), fields[6]
     finally:
         shutil.rmtree(base)
+
+
+def test_list_says_which_installed_schedules_are_stale(ws, tmp_path):
+    """After a workflow is renamed, or its schedule changed or removed, in workspace.poly, its timer still fires
+    until apply runs again (a renamed workflow's run fails: unknown workflow). `schedules list` showed those files
+    like any other; now it says of each whether workspace.poly still declares it, and what to run."""
+    root, dest = ws
+    write_workspace(root, {"nightly": "'*-*-* 02:00:00'", "weekdays": "'Mon..Fri 06:30'", "hourly": "'hourly'",
+                           "unscheduled": ""})
+    assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    write_workspace(gone, {"nightly": "'*-*-* 04:00:00'"})
+    (gone / "workspace.poly").write_text((gone / "workspace.poly").read_text().replace("name: acme", "name: old"))
+    assert polycrate(gone, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    shutil.rmtree(gone)
+    # weekdays renamed, hourly no longer scheduled, nightly's time changed
+    write_workspace(root, {"nightly": "'*-*-* 03:00:00'", "weekly": "'Mon..Fri 06:30'", "hourly": "",
+                           "unscheduled": ""})
+
+    listing = polycrate(root, "-o", "json", "schedules", "list", "--dest", str(dest))
+    assert listing.returncode == 0, listing.output
+    states = {(i["workspace_root"], i["workflow"], i["kind"]): (i["state"], i["reason"])
+              for i in json.loads(listing.stdout)["installed"]}
+    ws_root, gone_root = str(root), str(gone)
+    assert states[(ws_root, "nightly", "timer")][0] == "differs"
+    assert states[(ws_root, "nightly", "service")][0] == "differs"
+    assert "03:00:00" in states[(ws_root, "nightly", "timer")][1]
+    assert states[(ws_root, "weekdays", "timer")] == (
+        "stale", f"workflow 'weekdays' is no longer in {root / 'workspace.poly'}: each run fails; "
+                 f"`polycrate -w {root} schedules apply` removes it")
+    assert states[(ws_root, "hourly", "timer")] == (
+        "stale", f"workflow 'hourly' is no longer scheduled in {root / 'workspace.poly'}; "
+                 f"`polycrate -w {root} schedules apply` removes it")
+    assert states[(gone_root, "nightly", "timer")][0] == "stale"
+    assert states[(gone_root, "nightly", "timer")][1] == (
+        f"{gone / 'workspace.poly'} no longer exists: each run fails; remove it: systemctl disable --now "
+        f"polycrate-old-nightly.timer && rm {dest / 'polycrate-old-nightly.service'} "
+        f"{dest / 'polycrate-old-nightly.timer'} && systemctl daemon-reload")
+
+    text = polycrate(root, "schedules", "list", "--dest", str(dest))
+    assert text.returncode == 0, text.output
+    rows = {line.split()[-1]: line for line in text.stdout.splitlines()}
+    assert " stale " in rows["polycrate-acme-weekdays.timer"] and " stale " in rows["polycrate-acme-hourly.timer"]
+    assert " differs " in rows["polycrate-acme-nightly.timer"] and " stale " in rows["polycrate-old-nightly.timer"]
+    assert f"stale: polycrate-acme-weekdays.timer: workflow 'weekdays' is no longer in {root / 'workspace.poly'}" \
+        in text.stdout
+
+    assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    after = json.loads(polycrate(root, "-o", "json", "schedules", "list", "--dest", str(dest)).stdout)["installed"]
+    assert {(i["workflow"], i["state"]) for i in after if i["workspace_root"] == ws_root} == {
+        ("nightly", "applied"), ("weekly", "applied")}

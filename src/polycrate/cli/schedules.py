@@ -136,6 +136,7 @@ def cmd_list(args) -> int:
         return _list_team(args, dsn)
     dest = _dest(args)
     found = sched.installed(dest)
+    states = sched.installed_states(found)
     if args.output == "json":
         emit_json(contract.document("schedules-installed", {
             "dest": str(dest),
@@ -147,6 +148,8 @@ def cmd_list(args) -> int:
                     "workspace_root": m.workspace_root,
                     "origin": m.origin,
                     "expression": m.expression,
+                    "state": states[(m.workspace_root, m.workflow)].state,
+                    "reason": states[(m.workspace_root, m.workflow)].reason,
                 }
                 for m in found
             ],
@@ -156,9 +159,14 @@ def cmd_list(args) -> int:
         print(f"no polycrate schedules in {dest}")
         return 0
     table(
-        [(m.workflow, m.kind, m.expression or "", m.workspace_root, m.path.name) for m in found],
-        ("WORKFLOW", "KIND", "SCHEDULE", "WORKSPACE", "FILE"),
+        [(m.workflow, m.kind, m.expression or "", states[(m.workspace_root, m.workflow)].state, m.workspace_root,
+          m.path.name) for m in found],
+        ("WORKFLOW", "KIND", "SCHEDULE", "STATE", "WORKSPACE", "FILE"),
     )
+    for m in found:  # once per schedule: its timer's (or cron entry's) line
+        state = states[(m.workspace_root, m.workflow)]
+        if state.reason and m.kind in ("timer", "cron"):
+            print(f"{state.state}: {m.path.name}: {state.reason}")
     return 0
 
 

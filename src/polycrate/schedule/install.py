@@ -128,6 +128,64 @@ def applied_state(ws_name: str, root: Path, schedule: Schedule, found: list[Inst
     return "differs", mine[0].path
 
 
+@dataclass(frozen=True)
+class InstalledState:
+    """Whether an installed schedule is still what its workspace declares (``schedules list``)."""
+
+    state: str  # "applied" | "differs" | "stale" | "one-off" | "unknown"
+    reason: str | None = None  # what is wrong and what to run; None when applied
+
+
+def installed_states(found: list[Installed]) -> dict[tuple[str, str], InstalledState]:
+    """(workspace root, workflow) -> its state, for every schedule in ``found``: each workspace is read again,
+    since a timer whose workflow was renamed or removed keeps firing until apply runs there (and the run of a
+    workflow that is gone fails)."""
+    from polycrate.config.schema import WORKSPACE_FILE
+    from polycrate.config.workspace import load_workspace
+
+    workspaces: dict[str, Any] = {}
+    states: dict[tuple[str, str], InstalledState] = {}
+    for marker in found:
+        key = (marker.workspace_root, marker.workflow)
+        if key in states:
+            continue
+        root = Path(marker.workspace_root)
+        poly = root / WORKSPACE_FILE
+        if marker.workspace_root not in workspaces:
+            try:
+                workspaces[marker.workspace_root] = load_workspace(root) if poly.is_file() else None
+            except PolycrateError as exc:
+                workspaces[marker.workspace_root] = exc
+        ws = workspaces[marker.workspace_root]
+        files = [m for m in found if (m.workspace_root, m.workflow) == key]
+        timers = [m.path.name for m in files if m.kind == "timer"]
+        remove = " ".join(["rm", *(str(m.path) for m in files)])
+        if timers:
+            remove = f"systemctl disable --now {' '.join(timers)} && {remove} && systemctl daemon-reload"
+        if ws is None:
+            states[key] = InstalledState("stale", f"{poly} no longer exists: each run fails; remove it: {remove}")
+        elif isinstance(ws, PolycrateError):
+            states[key] = InstalledState("unknown", f"{poly} does not load ({ws.message}): its runs fail too")
+        elif marker.workflow not in ws.workflows:
+            undo = (f"polycrate -w {root} workflows schedule {marker.workflow} --remove" if marker.origin ==
+                    ORIGIN_ONE_OFF else f"polycrate -w {root} schedules apply")
+            states[key] = InstalledState("stale", f"workflow '{marker.workflow}' is no longer in {poly}: each run "
+                                                  f"fails; `{undo}` removes it")
+        elif marker.origin == ORIGIN_ONE_OFF:
+            states[key] = InstalledState("one-off")
+        else:
+            declared = ws.workflows[marker.workflow].timer
+            if declared is None:
+                states[key] = InstalledState("stale", f"workflow '{marker.workflow}' is no longer scheduled in "
+                                                      f"{poly}; `polycrate -w {root} schedules apply` removes it")
+            elif applied_state(ws.name, root, declared, found)[0] == "applied":
+                states[key] = InstalledState("applied")
+            else:
+                states[key] = InstalledState("differs", f"{poly} says {declared.expression}; "
+                                                        f"`polycrate -w {root} schedules apply` writes it")
+    return states
+
+
 # --- plan and apply -------------------------------------------------------------------------
 
 
