@@ -396,16 +396,19 @@ class SystemdHost(debhost.SSHAccess):
 
     ``services``: of postgresql, ssh and acme-app, the units running on it. ``database``: a started
     host whose PostgreSQL this host's acme-app uses (``peer_address``); None: its own. ``network``: None,
-    the machine's network namespace; else the podman network it joins."""
+    the machine's network namespace; else the podman network it joins. ``volumes``: folders of this machine
+    bind-mounted at the same path (``(folder, writable)``), e.g. this checkout, to run its polycrate there."""
 
     def __init__(self, name: str, *, network: SystemdNetwork | None = None, services: Sequence[str] = SERVICES,
-                 database: SystemdHost | None = None, user: str = "ubuntu", boot_timeout: float = 300.0):
+                 database: SystemdHost | None = None, user: str = "ubuntu", boot_timeout: float = 300.0,
+                 volumes: Sequence[tuple[Path, bool]] = ()):
         unknown = set(services) - set(SERVICES)
         if unknown:
             raise ValueError(f"unknown services {sorted(unknown)} (choose from {', '.join(SERVICES)})")
         self.name, self.network, self.database, self.user = name, network, database, user
         self.services = tuple(s for s in SERVICES if s in (*services, "ssh"))  # reached over SSH: always
         self.boot_timeout = boot_timeout
+        self.volumes = tuple((Path(path), writable) for path, writable in volumes)  # (folder, writable): same path inside
         self.container = f"{PREFIX}{name}-{secrets.token_hex(4)}"
         self.address: str | None = None
         self.ssh_port: int | None = None
@@ -449,7 +452,9 @@ class SystemdHost(debhost.SSHAccess):
             _register("container", self.container)
             _podman("run", "-d", "--name", self.container, "--hostname", self.name, *net, "--systemd=always",
                     "--label", LABEL, "--label", f"{OWNER_LABEL}={_owner()}",
-                    "-v", f"{self.workdir / 'srv' / 'repo'}:/srv/repo:ro", image, timeout=300)
+                    "-v", f"{self.workdir / 'srv' / 'repo'}:/srv/repo:ro",
+                    *(f"-v={path}:{path}:{'rw' if writable else 'ro'}" for path, writable in self.volumes),
+                    image, timeout=300)
             inspect = json.loads(_podman("inspect", self.container).stdout)[0]
             self.init_pid = int(inspect["State"]["Pid"])
             self.root = Path(inspect["GraphDriver"]["Data"]["MergedDir"])

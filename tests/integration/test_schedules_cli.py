@@ -78,7 +78,7 @@ def strict_ini_check(path: Path) -> None:
         "Unit": {"Description", "Wants", "After"},
         "Service": {"Type", "WorkingDirectory", "Environment", "ExecStart", "User", "Group", "TimeoutStartSec",
                     "StandardOutput", "StandardError"},
-        "Timer": {"OnCalendar", "Persistent", "RandomizedDelaySec"},
+        "Timer": {"OnCalendar", "AccuracySec", "Persistent", "RandomizedDelaySec"},
         "Install": {"WantedBy"},
     }
     for section in parser.sections():
@@ -102,7 +102,7 @@ def test_apply_writes_units_systemd_accepts(ws):
     assert f"WorkingDirectory={root}\n" in service
     assert f"--workspace {root} workflows run weekdays\n" in service and "TimeoutStartSec=3600\n" in service
     timer = (dest / "polycrate-acme-weekdays.timer").read_text()
-    assert "OnCalendar=Mon..Fri 06:30\nPersistent=false\nRandomizedDelaySec=600\n" in timer
+    assert "OnCalendar=Mon..Fri 06:30\nAccuracySec=1s\nPersistent=false\nRandomizedDelaySec=600\n" in timer
     units = sorted(str(p) for p in dest.iterdir())
     if ANALYZE:
         check = subprocess.run([ANALYZE, "verify", "--man=no", *units], capture_output=True, text=True)

@@ -234,7 +234,7 @@ def test_systemd_units():
     ) in service
     assert "--force" not in service
     assert "User=automation\nGroup=ops\nTimeoutStartSec=7200\n" in service
-    assert "OnCalendar=*-*-* 02:00:00\nPersistent=true\nRandomizedDelaySec=600\n" in timer
+    assert "OnCalendar=*-*-* 02:00:00\nAccuracySec=1s\nPersistent=true\nRandomizedDelaySec=600\n" in timer
     assert timer.endswith("[Install]\nWantedBy=timers.target\n")
     for content in (service, timer):
         assert content.startswith("# Written by polycrate")

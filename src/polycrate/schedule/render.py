@@ -140,6 +140,9 @@ def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list
         "",
         "[Timer]",
         f"OnCalendar={systemd_escape(on_calendar)}",
+        # systemd's default (1min) fires a timer anywhere in the minute after its time, and an every-few-seconds
+        # schedule once a minute: the run starts when plan says (RandomizedDelaySec still adds its delay)
+        "AccuracySec=1s",
         f"Persistent={'true' if schedule.persistent else 'false'}",
     ]
     if schedule.randomized_delay:
