@@ -96,3 +96,45 @@ def test_a_timer_fires_when_its_schedule_says_and_each_run_is_recorded(timer_hos
             ("service", "applied"), ("timer", "applied")}, listed.stdout
     finally:
         host.exec(f"systemctl disable --now {unit}.timer")
+
+
+def test_a_timer_run_uses_the_runtime_of_the_shell_that_applied_it(timer_host):
+    """`POLYCRATE_RUNTIME=local` (this machine's default runtime) in the admin's shell: `workflows run` ran the
+    workflow here, but its timer's run got no such variable, ran in a container (the default), and on this host,
+    which has neither podman nor docker, failed before it was recorded, every time. apply now writes the variable
+    into the unit, as it writes the identity file: the timer's run is the run the admin tried."""
+    host, share = timer_host
+    root = share / "machine-default"
+    write(root / "blocks" / "maint" / "block.poly", """
+        name: maint
+        actions:
+          - name: where
+            script: ['echo "ran on $(hostname)"']
+        """)
+    write(root / "workspace.poly", """
+        name: machine
+        blocks:
+          - name: maint
+        workflows:
+          - name: where
+            steps:
+              - {name: where, block: maint, action: where}
+            schedule: "*-*-* 04:00:00"
+        """)
+    assert host.exec("command -v podman || command -v docker").returncode != 0, "the host has no container engine"
+    by_hand = host.exec([str(POLYCRATE), "-w", str(root), "workflows", "run", "where"],
+                        env={"POLYCRATE_RUNTIME": "local"}, timeout=600)
+    assert by_hand.returncode == 0 and "ran on timers" in by_hand.stdout, by_hand.stdout + by_hand.stderr
+    applied = host.exec([str(POLYCRATE), "-w", str(root), "schedules", "apply"], env={"POLYCRATE_RUNTIME": "local"},
+                        timeout=600)
+    assert applied.returncode == 0, applied.stderr
+    unit = "polycrate-machine-where"
+    service = host.exec(["cat", f"/etc/systemd/system/{unit}.service"], check=True).stdout
+    assert "Environment=POLYCRATE_RUNTIME=local\n" in service, service
+    # what the timer does at 04:00, now: start the service (it ends when the run does: Type=oneshot)
+    started = host.exec(f"systemctl daemon-reload && systemctl start {unit}.service")
+    journal = host.exec(["journalctl", "-u", f"{unit}.service", "--no-pager"], check=True).stdout
+    assert started.returncode == 0, journal[-3000:]
+    assert "ran on timers" in journal and "runtime: local (this machine)" in journal, journal[-3000:]
+    listed = json.loads(polycrate(host, root, "-o", "json", "runs", "list").stdout)["runs"]
+    assert [(r["name"], r["status"]) for r in listed] == [("where", "succeeded")] * 2, listed

@@ -73,10 +73,17 @@ def strict_ini_check(path: Path) -> None:
     """Where systemd-analyze cannot run: a strict INI parse with the sections and keys a unit may have."""
     parser = configparser.ConfigParser(strict=True, interpolation=None, comment_prefixes=("#", ";"))
     parser.optionxform = str
-    parser.read_string(path.read_text())
+    # Environment= may repeat (one variable each, as systemd reads it); any other key only once
+    lines, seen = [], 0
+    for line in path.read_text().splitlines():
+        if line.startswith("Environment="):
+            seen += 1
+            line = f"Environment{seen}=" + line.split("=", 1)[1]
+        lines.append(line)
+    parser.read_string("\n".join(lines) + "\n")
     allowed = {
         "Unit": {"Description", "Wants", "After"},
-        "Service": {"Type", "WorkingDirectory", "Environment", "ExecStart", "User", "Group", "TimeoutStartSec",
+        "Service": {"Type", "WorkingDirectory", *(f"Environment{n}" for n in range(1, 9)), "ExecStart", "User", "Group", "TimeoutStartSec",
                     "StandardOutput", "StandardError"},
         "Timer": {"OnCalendar", "AccuracySec", "Persistent", "RandomizedDelaySec"},
         "Install": {"WantedBy"},
@@ -379,3 +386,30 @@ def test_list_says_which_installed_schedules_are_stale(ws, tmp_path):
     after = json.loads(polycrate(root, "-o", "json", "schedules", "list", "--dest", str(dest)).stdout)["installed"]
     assert {(i["workflow"], i["state"]) for i in after if i["workspace_root"] == ws_root} == {
         ("nightly", "applied"), ("weekly", "applied")}
+
+
+def test_apply_carries_this_machines_default_runtime_into_the_unit_and_the_cron_entry(tmp_path):
+    """$POLYCRATE_RUNTIME is this machine's default runtime, read from the environment; a timer's or cron's run has
+    none of the admin's environment. apply writes it where the workspace names no runtime (config.runtime wins
+    anyway); a wrong value is refused before anything is written. (tests/e2e/test_systemd_timers.py runs it.)"""
+    root = tmp_path / "ws"
+    root.mkdir()
+    systemd, cron = tmp_path / "systemd", tmp_path / "cron.d"
+    systemd.mkdir()
+    cron.mkdir()
+    write_workspace(root, {"nightly": "'0 2 * * *'"})
+    env = {"POLYCRATE_EXECUTABLE": "/usr/local/bin/polycrate", "POLYCRATE_RUNTIME": "local"}
+    assert run_cli_inprocess("-w", str(root), "schedules", "apply", "--dest", str(systemd), env=env).returncode == 0
+    assert "Environment=POLYCRATE_RUNTIME=local\n" in (systemd / "polycrate-acme-nightly.service").read_text()
+    assert run_cli_inprocess("-w", str(root), "schedules", "apply", "--cron", "--dest", str(cron), env=env).returncode == 0
+    assert " && env POLYCRATE_RUNTIME=local /usr/local/bin/polycrate --workspace " in \
+        (cron / "polycrate-acme-nightly").read_text()
+
+    bogus = run_cli_inprocess("-w", str(root), "schedules", "plan", "--dest", str(systemd),
+                              env={**env, "POLYCRATE_RUNTIME": "vm"})
+    assert_one_line_error(bogus, "POLYCRATE_RUNTIME='vm'")
+
+    poly = root / "workspace.poly"
+    poly.write_text(poly.read_text().replace("name: acme\n", "name: acme\nconfig:\n  runtime: container\n"))
+    assert run_cli_inprocess("-w", str(root), "schedules", "apply", "--dest", str(systemd), env=env).returncode == 0
+    assert "POLYCRATE_RUNTIME" not in (systemd / "polycrate-acme-nightly.service").read_text()

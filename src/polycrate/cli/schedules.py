@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from polycrate.cli.render import emit_json, table, workspace_from
@@ -62,14 +63,22 @@ def add_workflow_schedule_command(wsub, shared) -> None:
 
 
 def run_environment(ws) -> dict[str, str]:
-    """What a scheduled run needs in its environment beyond PATH: the identity file of an encrypted
-    workspace (secrets/keys.py: scheduled_identity_file refuses, saying how, when there is none)."""
+    """What a scheduled run needs in its environment beyond PATH, so that it is the run the admin tried: the
+    identity file of an encrypted workspace (secrets/keys.py: scheduled_identity_file refuses, saying how, when
+    there is none), and this machine's default runtime ($POLYCRATE_RUNTIME, checked) when the workspace names
+    none (a unit or cron entry gets none of the admin's environment: its run went to a container)."""
+    from polycrate.runtime.toolchain import RUNTIME_ENV, runtime_of
     from polycrate.secrets.files import secret_pairs
     from polycrate.secrets.keys import ENV_IDENTITY_FILE, scheduled_identity_file
 
+    environment = {}
     encrypted = any(has_age and not has_plain for has_plain, has_age in secret_pairs(ws.root).values())
     identity = scheduled_identity_file(encrypted)
-    return {ENV_IDENTITY_FILE: str(identity)} if identity is not None else {}
+    if identity is not None:
+        environment[ENV_IDENTITY_FILE] = str(identity)
+    if not ws.toolchain.runtime and os.environ.get(RUNTIME_ENV, "").strip():
+        environment[RUNTIME_ENV] = runtime_of(ws)
+    return environment
 
 
 def cmd_plan(args) -> int:
