@@ -183,10 +183,11 @@ def check_unattended(ws: Workspace) -> list[Finding]:
     """A scheduled workflow must run with nobody at a terminal: a launch value it requires without a default is
     an error (no timer, cron entry or worker types it); a prompt is a warning (the run fails there; team mode's
     apply refuses it)."""
+    from polycrate.schedule import workspace_schedules
     from polycrate.schedule.unattended import PROMPT, consequence, unattended_problems
 
     findings = []
-    for schedule in (w.timer for w in ws.workflows.values() if w.timer is not None):
+    for schedule in workspace_schedules(ws):
         for problem in unattended_problems(ws, schedule.workflow):
             prompt = problem.kind == PROMPT
             findings.append(Finding(
