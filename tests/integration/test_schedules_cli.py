@@ -281,10 +281,11 @@ def test_a_scheduled_workflow_whose_required_value_has_a_default_or_that_is_not_
     assert sorted(p.name for p in dest.iterdir()) == ["polycrate-acme-nightly.service", "polycrate-acme-nightly.timer"]
 
 
-def test_validate_warns_about_a_scheduled_workflow_that_prompts(ws):
+def test_validate_and_plan_warn_about_a_scheduled_workflow_that_prompts(ws):
     """A prompt fails a timer's run at the prompt (and team mode's apply refuses it): validate says so, as a
-    warning naming the step's line, and the workspace stays valid."""
-    root, _ = ws
+    warning naming the step's line, and the workspace stays valid; plan's note names the step too (it named only a
+    workflow's or an action's prompt, never a step's)."""
+    root, dest = ws
     text = REQUIRED_VALUE.replace("required: true", "required: true, default: '1.0'").replace(
         "      - {name: hello, block: maint, action: hello}\n    schedule: \"*-*-* 03:00:00\"",
         "      - {name: hello, block: maint, action: hello, prompt: {message: 'really?'}}\n"
@@ -297,6 +298,11 @@ def test_validate_warns_about_a_scheduled_workflow_that_prompts(ws):
         f"polycrate: warning: {root / 'workspace.poly'}:{line}: step 'hello' prompts ('really?'): workflow 'deploy' is "
         "scheduled, and a scheduled run never answers prompts; remove its schedule or make it run unattended (no "
         "prompt); its scheduled runs fail at the prompt (team mode's apply refuses it)"]
+    plan = polycrate(root, "-o", "json", "schedules", "plan", "--dest", str(dest))
+    assert plan.returncode == 0, plan.output
+    notes = {s["workflow"]: s["notes"] for s in json.loads(plan.stdout)["schedules"]}
+    assert notes == {"nightly": [], "deploy": [
+        "a scheduled run never answers prompts, so it will fail: step 'hello' prompts ('really?')"]}
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="runs the entry as another user")

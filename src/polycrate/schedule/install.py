@@ -291,9 +291,7 @@ def plan_schedules(
         notes = []
         prompts = prompts_of(ws, schedule.workflow) if schedule.workflow in ws.workflows else []
         if prompts:
-            notes.append(
-                "prompts in " + ", ".join(prompts) + ": a scheduled run never answers prompts, so it will fail"
-            )
+            notes.append("a scheduled run never answers prompts, so it will fail: " + "; ".join(prompts))
         if cron and schedule.persistent_set and schedule.persistent:
             notes.append("'persistent' has no effect with cron: a run missed while the machine was off is skipped")
         entries.append(ScheduleEntry(schedule, next_runs(schedule, now), files, notes))

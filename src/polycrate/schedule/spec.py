@@ -24,17 +24,11 @@ def workspace_schedules(ws) -> list[Schedule]:
 
 
 def prompts_of(ws, workflow_name: str) -> list[str]:
-    """Where a workflow would prompt: a scheduled run of it fails there (no terminal, no --force)."""
-    workflow = ws.workflows[workflow_name]
-    found = []
-    if workflow.prompt is not None:
-        found.append(f"workflow '{workflow.name}'")
-    for step in workflow.steps:
-        block = ws.blocks.get(step.block)
-        action = block.actions.get(step.action) if block else None
-        if action is not None and action.prompt is not None:
-            found.append(f"step '{step.name}' ({step.block}.{step.action})")
-    return found
+    """Where a workflow would prompt (the workflow, a step, an action, an on_failure step): a scheduled run of it
+    fails there (no terminal, no --force). The same walk as the refusals (``unattended``)."""
+    from polycrate.schedule.unattended import PROMPT, unattended_problems
+
+    return [p.message for p in unattended_problems(ws, workflow_name) if p.kind == PROMPT]
 
 
 def next_runs(schedule: Schedule, now: datetime | None = None, count: int = 3, tz: tzinfo | None = None) -> list[datetime]:
