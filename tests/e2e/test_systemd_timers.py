@@ -88,7 +88,8 @@ def test_a_timer_fires_when_its_schedule_says_and_each_run_is_recorded(timer_hos
 
         done = wait_for(runs, "two runs started by the timer", deadline=600)
         assert {(r["name"], r["status"]) for r in done} == {("tick", "succeeded")}, done
-        assert all((r["user"], r["host"]) == ("root", "timers") for r in done), done
+        # who started them, as `runs list` shows it (BY): the unit, not a person logged in as root
+        assert all((r["user"], r["host"]) == (f"systemd:{unit}.service", "timers") for r in done), done
         journal = host.exec(["journalctl", "-u", f"{unit}.service", "--no-pager"], check=True).stdout
         assert "hello from timers" in journal and "workflow tick succeeded" in journal, journal[-3000:]
         listed = polycrate(host, root, "-o", "json", "schedules", "list")
@@ -137,4 +138,5 @@ def test_a_timer_run_uses_the_runtime_of_the_shell_that_applied_it(timer_host):
     assert started.returncode == 0, journal[-3000:]
     assert "ran on timers" in journal and "runtime: local (this machine)" in journal, journal[-3000:]
     listed = json.loads(polycrate(host, root, "-o", "json", "runs", "list").stdout)["runs"]
-    assert [(r["name"], r["status"]) for r in listed] == [("where", "succeeded")] * 2, listed
+    assert [(r["name"], r["status"], r["user"]) for r in listed] == [
+        ("where", "succeeded", f"systemd:{unit}.service"), ("where", "succeeded", "root")], listed

@@ -107,7 +107,8 @@ def test_apply_writes_units_systemd_accepts(ws):
     assert "systemctl daemon-reload && systemctl enable --now polycrate-acme-nightly.timer polycrate-acme-weekdays.timer" in result.stdout
     service = (dest / "polycrate-acme-weekdays.service").read_text()
     assert f"WorkingDirectory={root}\n" in service
-    assert f"--workspace {root} workflows run weekdays\n" in service and "TimeoutStartSec=3600\n" in service
+    assert f"--workspace {root} workflows run --launched-by systemd:polycrate-acme-weekdays.service weekdays\n" \
+        in service and "TimeoutStartSec=3600\n" in service
     timer = (dest / "polycrate-acme-weekdays.timer").read_text()
     assert "OnCalendar=Mon..Fri 06:30\nAccuracySec=1s\nPersistent=false\nRandomizedDelaySec=600\n" in timer
     units = sorted(str(p) for p in dest.iterdir())
@@ -200,7 +201,8 @@ def test_cron_apply_and_list(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == ["polycrate-acme-hourly", "polycrate-acme-nightly"]
     entry = (dest / "polycrate-acme-nightly").read_text().splitlines()[-1]
     assert entry.startswith(f"0 2 * * * root mkdir -p /var/log/polycrate && cd {root} && ")
-    assert entry.endswith(f"--workspace {root} workflows run nightly >> /var/log/polycrate/acme-nightly.log 2>&1")
+    assert entry.endswith(f"--workspace {root} workflows run --launched-by cron:polycrate-acme-nightly nightly "
+                          ">> /var/log/polycrate/acme-nightly.log 2>&1")
     assert (dest / "polycrate-acme-nightly").stat().st_mode & 0o777 == 0o644
     listing = json.loads(polycrate(root, "-o", "json", "schedules", "list", "--cron", "--dest", str(dest)).stdout)
     assert {(i["workflow"], i["expression"]) for i in listing["installed"]} == {("nightly", "0 2 * * *"), ("hourly", "@hourly")}
@@ -336,7 +338,8 @@ def test_a_cron_entry_with_a_user_starts_its_run_and_keeps_its_log(tmp_path):
                              cwd="/", capture_output=True, text=True, timeout=120)
         assert run.returncode == 0 and run.stderr == "", run.stderr
         log = root / ".polycrate" / "logs" / "cron-hourly.log"
-        assert log.read_text() == f"run by nobody in {root}: --workspace {root} workflows run hourly\n"
+        assert log.read_text() == (f"run by nobody in {root}: --workspace {root} workflows run --launched-by "
+                                   "cron:polycrate-acme-hourly hourly\n")
         assert fields[6].endswith(f">> {log} 2>&1"), fields[6]
     finally:
         shutil.rmtree(base)

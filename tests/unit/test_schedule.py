@@ -229,8 +229,8 @@ def test_systemd_units():
     assert "Type=oneshot\n" in service
     assert "WorkingDirectory=/opt/polycrate workspaces/acme 100%%\n" in service
     assert (
-        'ExecStart=/usr/local/bin/polycrate --workspace "/opt/polycrate workspaces/acme 100%%" '
-        "workflows run nightly-maintenance\n"
+        'ExecStart=/usr/local/bin/polycrate --workspace "/opt/polycrate workspaces/acme 100%%" workflows run '
+        "--launched-by systemd:polycrate-acme-corp-automation-nightly-maintenance.service nightly-maintenance\n"
     ) in service
     assert "--force" not in service
     assert "User=automation\nGroup=ops\nTimeoutStartSec=7200\n" in service
@@ -252,7 +252,7 @@ def test_cron_entry():
                             "workspaces/acme 100\\%/.polycrate/logs' && ")
     assert "cd '/opt/polycrate workspaces/acme 100\\%' && " in entry
     assert ("timeout 3600 /usr/local/bin/polycrate --workspace '/opt/polycrate workspaces/acme 100\\%' "
-            "workflows run nightly") in entry
+            "workflows run --launched-by cron:polycrate-acme_corp-nightly nightly") in entry
     assert entry.endswith(">> '/opt/polycrate workspaces/acme 100\\%/.polycrate/logs/cron-nightly.log' 2>&1")
     root_entry = sched.render_cron("acme.corp", ROOT, sched.parse_schedule("0 2 * * *", "nightly"), COMMAND)
     assert next(iter(root_entry.values())).splitlines()[-1].endswith(

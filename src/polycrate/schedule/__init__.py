@@ -28,8 +28,8 @@ What gets written (``polycrate schedules apply``):
 
 - systemd (default ``/etc/systemd/system``): ``polycrate-<workspace>-<workflow>.service`` (``Type=oneshot``,
   ``WorkingDirectory`` = workspace root, ``ExecStart`` = this polycrate executable with ``--workspace ROOT
-  workflows run NAME``) and a ``.timer`` with ``OnCalendar``, ``AccuracySec=1s``, ``Persistent``,
-  ``RandomizedDelaySec``.
+  workflows run --launched-by systemd:UNIT.service NAME``: the record names the unit) and a ``.timer`` with
+  ``OnCalendar``, ``AccuracySec=1s``, ``Persistent``, ``RandomizedDelaySec``.
 - cron (``--cron``, default ``/etc/cron.d``): one file ``polycrate-<workspace>-<workflow>`` (dots become
   underscores: cron ignores file names with dots) running the same command, output appended to the log file.
 

@@ -85,9 +85,11 @@ def systemd_escape(value: str, *, word: bool = False, command: bool = False) -> 
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _run_command(root: Path, workflow: str, command: list[str]) -> list[str]:
-    # no --force: a scheduled run must never answer prompts on the user's behalf
-    return [*command, "--workspace", str(root), "workflows", "run", workflow]
+def _run_command(root: Path, workflow: str, command: list[str], launched_by: str) -> list[str]:
+    # no --force: a scheduled run must never answer prompts on the user's behalf. --launched-by: the run's record
+    # (runs list's BY, runs show, the webhook and mail) names the unit or cron file that started it, as a run the
+    # server launched names `web:USER`, not the Unix user, which a run typed at 02:00 would show the same
+    return [*command, "--workspace", str(root), "workflows", "run", "--launched-by", launched_by, workflow]
 
 
 def _path_env(command: list[str]) -> str:
@@ -108,7 +110,7 @@ def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list
         on_calendar = schedule.expression
     name = unit_basename(workspace, schedule.workflow)
     header = _header(root, schedule.workflow, schedule.origin)
-    argv = _run_command(root, schedule.workflow, command)
+    argv = _run_command(root, schedule.workflow, command, f"systemd:{name}.service")
     service = [
         header,
         "[Unit]",
@@ -169,7 +171,8 @@ def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[st
             "(cron runs as the user's primary group); remove it or use systemd timers",
         )
     log_file = schedule.log_file or default_log_file(workspace, schedule.workflow, root, schedule.user)
-    run = " ".join(_cron_quote(w) for w in _run_command(root, schedule.workflow, command))
+    name = cron_filename(workspace, schedule.workflow)
+    run = " ".join(_cron_quote(w) for w in _run_command(root, schedule.workflow, command, f"cron:{name}"))
     if environment:  # on the command line itself: cron.d's NAME=value lines do no quoting
         run = "env " + " ".join(_cron_quote(f"{k}={v}") for k, v in environment.items()) + " " + run
     if schedule.timeout:
@@ -190,4 +193,4 @@ def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[st
         + entry
         + "\n"
     )
-    return {cron_filename(workspace, schedule.workflow): content}
+    return {name: content}
