@@ -140,3 +140,43 @@ def test_a_timer_run_uses_the_runtime_of_the_shell_that_applied_it(timer_host):
     listed = json.loads(polycrate(host, root, "-o", "json", "runs", "list").stdout)["runs"]
     assert [(r["name"], r["status"], r["user"]) for r in listed] == [
         ("where", "succeeded", f"systemd:{unit}.service"), ("where", "succeeded", "root")], listed
+
+
+def test_schedules_list_by_a_user_who_cannot_read_a_workspace(timer_host):
+    """`schedules list` reads each installed schedule's workspace again: one the lister may not read (root's
+    0700 folder, listed by another user) is one row saying so, not an error that hides every other row."""
+    host, share = timer_host
+    root = share / "private"
+    write(root / "blocks" / "maint" / "block.poly", """
+        name: maint
+        actions:
+          - {name: hello, script: ['echo hello']}
+        """)
+    write(root / "workspace.poly", """
+        name: private
+        config: {runtime: local}
+        blocks:
+          - name: maint
+        workflows:
+          - name: nightly
+            steps:
+              - {name: hello, block: maint, action: hello}
+            schedule: "*-*-* 02:00:00"
+        """)
+    dest = "/srv/units"
+    host.exec(f"mkdir -p {dest} && chmod 755 {dest} /root", check=True)  # the container's own /root: the venv's Python
+    applied = polycrate(host, root, "schedules", "apply", "--dest", dest)
+    assert applied.returncode == 0, applied.stderr
+    host.exec(["chmod", "700", str(root)], check=True)
+    try:
+        listed = host.exec([str(POLYCRATE), "-o", "json", "schedules", "list", "--dest", dest], user="ubuntu")
+        assert listed.returncode == 0, listed.stderr
+        states = {(i["kind"], i["state"], i["reason"]) for i in json.loads(listed.stdout)["installed"]}
+        reason = (f"{root / 'workspace.poly'} cannot be read here (Permission denied): list as the schedule's user "
+                  "(or root) to see its state")
+        assert states == {("service", "unknown", reason), ("timer", "unknown", reason)}, listed.stdout
+        as_root = json.loads(host.exec([str(POLYCRATE), "-o", "json", "schedules", "list", "--dest", dest],
+                                       check=True).stdout)
+        assert {i["state"] for i in as_root["installed"]} == {"applied"}
+    finally:
+        host.exec(["chmod", "755", str(root)])

@@ -156,6 +156,8 @@ def installed_states(found: list[Installed]) -> dict[tuple[str, str], InstalledS
                 workspaces[marker.workspace_root] = load_workspace(root) if poly.is_file() else None
             except PolycrateError as exc:
                 workspaces[marker.workspace_root] = exc
+            except OSError as exc:  # another user's workspace, which whoever lists may not read: its rows say so
+                workspaces[marker.workspace_root] = exc
         ws = workspaces[marker.workspace_root]
         files = [m for m in found if (m.workspace_root, m.workflow) == key]
         timers = [m.path.name for m in files if m.kind == "timer"]
@@ -166,6 +168,9 @@ def installed_states(found: list[Installed]) -> dict[tuple[str, str], InstalledS
             states[key] = InstalledState("stale", f"{poly} no longer exists: each run fails; remove it: {remove}")
         elif isinstance(ws, PolycrateError):
             states[key] = InstalledState("unknown", f"{poly} does not load ({ws.message}): its runs fail too")
+        elif isinstance(ws, OSError):
+            states[key] = InstalledState("unknown", f"{poly} cannot be read here ({ws.strerror or ws}): "
+                                                    "list as the schedule's user (or root) to see its state")
         elif marker.workflow not in ws.workflows:
             undo = (f"polycrate -w {root} workflows schedule {marker.workflow} --remove" if marker.origin ==
                     ORIGIN_ONE_OFF else f"polycrate -w {root} schedules apply")
