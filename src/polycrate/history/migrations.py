@@ -15,7 +15,7 @@ the current code and checks that nothing was lost and that the result has the sc
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from polycrate.errors import PolycrateError
@@ -144,24 +144,28 @@ def store_version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(db: sqlite3.Connection, path: Path | str) -> int:
-    """Bring the store of ``db`` (autocommit mode) to SCHEMA_VERSION; the version it had before.
+def migrate(db: sqlite3.Connection, path: Path | str, steps: Sequence[Migration] | None = None,
+            what: str = "the run store") -> int:
+    """Bring the SQLite database of ``db`` (autocommit mode) to the last of ``steps`` (default: the run
+    store's MIGRATIONS; the server's ``server.db`` has its own); the version it had before.
 
     Each migration runs in a write transaction that first re-reads the version, so two processes
     opening an old store at once apply each migration once."""
+    steps = MIGRATIONS if steps is None else steps
+    latest = len(steps)
     before = store_version(db)
-    if before > SCHEMA_VERSION:
+    if before > latest:
         raise PolycrateError(
-            f"the run store was written by a newer polycrate (store version {before}; this polycrate knows "
-            f"versions up to {SCHEMA_VERSION}): upgrade polycrate to read it", path)
-    while store_version(db) < SCHEMA_VERSION:  # a current store is only read: no write lock
+            f"{what} was written by a newer polycrate (store version {before}; this polycrate knows "
+            f"versions up to {latest}): upgrade polycrate to read it", path)
+    while store_version(db) < latest:  # a current store is only read: no write lock
         db.execute("BEGIN IMMEDIATE")
         try:
             version = store_version(db)
-            if version >= SCHEMA_VERSION:
+            if version >= latest:
                 db.execute("COMMIT")
                 break
-            _name, step = MIGRATIONS[version]
+            _name, step = steps[version]
             step(db)
             db.execute(f"PRAGMA user_version = {version + 1}")
             db.execute("COMMIT")

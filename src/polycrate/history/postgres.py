@@ -384,6 +384,23 @@ def _v10_slice_workers(db: Connection) -> None:
     db.execute("CREATE INDEX team_slices_by_job ON team_slices (job_id)")
 
 
+
+def _v11_dangling_grants(db: Connection) -> None:
+    # Grants whose user, token or team no longer exists (written before a grant needed its principal and before a
+    # removed token took its grants along): a later user, token or team of that name would inherit them. Each is
+    # audited, then removed. The same statement as server.db's first migration (server/state.py), frozen here.
+    dangling = (
+        "FROM polycrate_server.grants WHERE CASE WHEN substr(principal, 1, 6) = 'token:' THEN NOT EXISTS"
+        " (SELECT 1 FROM polycrate_server.tokens WHERE name = substr(principal, 7))"
+        " WHEN substr(principal, 1, 5) = 'team:' THEN NOT EXISTS"
+        " (SELECT 1 FROM polycrate_server.teams WHERE name = substr(principal, 6))"
+        " ELSE NOT EXISTS (SELECT 1 FROM polycrate_server.users WHERE name = principal) END")
+    db.execute("INSERT INTO polycrate_server.audit (time, actor, action, target, outcome, detail)"
+               " SELECT extract(epoch FROM clock_timestamp()), 'polycrate', 'grant-remove', principal || '@' || workspace,"
+               " 'ok', json_build_object('role', role, 'reason',"
+               " 'its user, token or team no longer exists (removed by a schema migration)')::text " + dangling)
+    db.execute("DELETE " + dangling)
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
@@ -395,6 +412,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("team_run_values (a launched run's launch values; secret ones age-encrypted)", _v8_run_values),
     ("polycrate_server.anonymous_audit: the anonymous audit budget of every server", _v9_anonymous_audit_budget),
     ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v10_slice_workers),
+    ("polycrate_server.grants: grants of users, tokens and teams that no longer exist removed (and audited)",
+     _v11_dangling_grants),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

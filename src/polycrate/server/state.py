@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from polycrate.errors import NotFoundError, PolycrateError
+from polycrate.history.migrations import Migration, migrate
 
 ROLES = ("viewer", "operator", "admin")  # each includes the ones before it
 NO_ROLE = "none"  # a user or token with this global role sees only the workspaces granted to it
@@ -111,6 +112,42 @@ CREATE TABLE IF NOT EXISTS launches (
     vars_file TEXT
 );
 """
+
+# Grants whose user, token or team no longer exists. Before grants needed their principal to exist and a
+# removed token took its grants with it, such rows were written; a later user, token or team of that name
+# would have inherited them. Frozen as shipped (a migration must not change when the code does); the
+# backend's migration 11 (history/postgres.py) is the same statement.
+_DANGLING_GRANTS = (
+    "FROM grants WHERE CASE"
+    " WHEN substr(principal, 1, 6) = 'token:' THEN NOT EXISTS (SELECT 1 FROM tokens WHERE name = substr(principal, 7))"
+    " WHEN substr(principal, 1, 5) = 'team:' THEN NOT EXISTS (SELECT 1 FROM teams WHERE name = substr(principal, 6))"
+    " ELSE NOT EXISTS (SELECT 1 FROM users WHERE name = principal) END")
+
+
+def _v1_tables(db: sqlite3.Connection) -> None:
+    # what every open applied before server.db had versions (a store of version 0 has them: each is IF NOT EXISTS)
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _v2_dangling_grants(db: sqlite3.Connection) -> None:
+    # each removed grant is audited: an admin who finds it gone reads why
+    db.execute("INSERT INTO audit (time, actor, action, target, outcome, detail) SELECT ?, 'polycrate',"
+               " 'grant-remove', principal || '@' || workspace, 'ok', json_object('role', role, 'reason',"
+               " 'its user, token or team no longer exists (removed by a schema migration)') " + _DANGLING_GRANTS,
+               (time.time(),))
+    db.execute("DELETE " + _DANGLING_GRANTS)
+
+
+# server.db's schema as migrations, its version in PRAGMA user_version (history/migrations.py's rules: append
+# only, never edit one that shipped; each safe on a store that already has its change). A change to SCHEMA above
+# is a new migration here too.
+SERVER_MIGRATIONS: tuple[Migration, ...] = (
+    ("users, tokens, sessions, audit, login_failures, grants, teams, team_members, launches (the first schema)",
+     _v1_tables),
+    ("grants of users, tokens and teams that no longer exist are removed (and audited)", _v2_dangling_grants),
+)
 
 
 def bounded(text: object, limit: int = NAME_MAX) -> str:
@@ -577,10 +614,15 @@ class ServerState(StateStore):
         self._serial = threading.Lock()
         self._sql("PRAGMA foreign_keys = ON")
         try:
+            # first: a state from a newer polycrate is refused before anything is written to it
+            migrate(self.db, self.path, SERVER_MIGRATIONS, "the server state")
+        except BaseException:
+            self.db.close()
+            raise
+        try:
             self._sql("PRAGMA journal_mode = WAL")
         except sqlite3.OperationalError:
             pass
-        self.db.executescript(SCHEMA)
         os.chmod(self.path, 0o600)
 
     def _sql(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
