@@ -267,6 +267,32 @@ def test_a_killed_worker_s_run_becomes_lost_never_runs_twice_and_frees_the_lock(
     assert len(team.sql("SELECT id FROM procrastinate_jobs WHERE args->>'run_id' = %s", run_id)) == 1
 
 
+
+def test_a_worker_found_silent_is_alive_again_once_it_heartbeats_again(team):
+    """A worker that went silent past --lost-after (a paused VM, a network partition, the backend away) is shown
+    lost; once its heartbeats come back it is alive again: `worker list` and the server's launch (which waits
+    for an alive worker of the queue) believe it. Before, it stayed lost for good and left the list after an
+    hour while it ran runs."""
+    paused = team.start_worker("w1")
+    team.start_worker("w2", "--queue", "dmz")
+
+    def state(name: str) -> str | None:
+        listed = team.cli("worker", "list", "-o", "json")
+        assert listed.returncode == 0, listed.output
+        return {w["name"]: w["state"] for w in json.loads(listed.stdout)["workers"]}.get(name)
+
+    wait_for(lambda: state("w1") == "alive" and state("w2") == "alive", "both workers are alive")
+    os.killpg(paused.pid, signal.SIGSTOP)  # silent: no heartbeat, nothing else changes
+    try:
+        wait_for(lambda: state("w1") == "lost", "w2 finds w1 silent")
+    finally:
+        os.killpg(paused.pid, signal.SIGCONT)
+    wait_for(lambda: state("w1") == "alive", "w1 is alive again once it heartbeats")
+    assert state("w2") == "alive"
+    ran = team.cli("workflows", "run", "hello", "--wait")  # and it runs what its queue gets
+    assert ran.returncode == 0, ran.output
+
+
 def test_postgresql_stopped_during_a_run_the_run_stops_itself_and_its_record_is_true_once_it_is_back(team, postgres):
     team.start_worker("w1")
     run_id = _launch(team, "gate")

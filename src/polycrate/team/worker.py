@@ -303,8 +303,13 @@ def reap(dsn: str, lost_after: float, me: int | None = None, my_slicer: int | No
     try:
         db.execute("UPDATE team_workers t SET last_heartbeat = EXTRACT(EPOCH FROM p.last_heartbeat)"
                    " FROM procrastinate_workers p WHERE p.id = t.worker_id AND t.stopped IS NULL")
+        now = time.time()
         db.execute("UPDATE team_workers SET lost = %s WHERE stopped IS NULL AND lost IS NULL AND worker_id IS DISTINCT"
-                   " FROM %s AND COALESCE(last_heartbeat, started) < %s", (time.time(), me, time.time() - lost_after))
+                   " FROM %s AND COALESCE(last_heartbeat, started) < %s", (now, me, now - lost_after))
+        # a worker found silent that heartbeats again (a paused VM, a partition, the backend away) is alive again:
+        # its runs stay as they were marked (each run's own process corrects its record), the worker is no longer lost
+        db.execute("UPDATE team_workers SET lost = NULL WHERE stopped IS NULL AND lost IS NOT NULL"
+                   " AND last_heartbeat >= %s", (now - lost_after,))
         for job in db.execute(STALLED_JOBS, (str(lost_after), me)).fetchall():
             lost_now: dict[str, Any] | None = None
             with db.transaction():
