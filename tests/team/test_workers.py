@@ -315,6 +315,37 @@ def test_postgresql_stopped_during_a_run_the_run_stops_itself_and_its_record_is_
     assert team.sql("SELECT state FROM team_runs WHERE id = %s", run_id)[0]["state"] == "done"
 
 
+
+def test_a_run_marked_lost_while_the_backend_was_away_is_recorded_by_its_process_step_and_all(team, postgres):
+    """w1 is silent long enough for w2 to mark its run lost (the run's step then reads "lost: ... nobody
+    recorded an end"); then the backend goes away and the run stops itself. Once the backend is back the run's
+    own process records how it ended: the run and its step say the same, true thing, and name the step."""
+    paused = team.start_worker("w1")
+    team.start_worker("w2", "--queue", "dmz")
+    run_id = _launch(team, "gate")
+    wait_for(lambda: (team.marks / "gate-started").exists(), "the step started")
+    os.killpg(paused.pid, signal.SIGSTOP)  # w1 and its run's process: silent
+    try:
+        wait_for(lambda: _status(team, run_id) == "lost", "w2 marks the silent worker's run lost")
+        postgres.stop()
+        try:
+            os.killpg(paused.pid, signal.SIGCONT)
+            wait_for(lambda: f"run {run_id}: lost its connection to the backend" in team.worker_log("w1"),
+                     "the run noticed that its fence's connection failed")
+        finally:
+            postgres.start()
+    finally:
+        os.killpg(paused.pid, signal.SIGCONT)
+    wait_for(lambda: _status(team, run_id) == "interrupted", "the run's process records its end once the backend is back")
+    shown = team.show(run_id)
+    assert shown["message"].startswith("lost its connection to the backend"), shown["message"]
+    steps = {s["name"]: s for s in shown["steps"]}
+    assert (steps["wait"]["status"], steps["wait"]["message"]) == ("interrupted", shown["message"]), steps["wait"]
+    assert steps["after"]["status"] == "skipped" and shown["failed_step"] == "wait", shown
+    assert len((team.marks / "gate-started").read_text().splitlines()) == 1  # it did not run again
+
+
+
 def test_a_workflow_runs_on_its_queue_s_workers_only_and_a_launch_can_name_another_queue(team):
     team.start_worker("w-default")  # --queue default (the default)
     elsewhere = _launch(team, "elsewhere")  # queue: dmz in workspace.poly

@@ -279,12 +279,19 @@ def settle(dsn: str, row: dict[str, Any], reason: str | None, error: str | None)
             # lost: a worker found this run's worker silent while the backend was away; this process knows more
             if run.status in (RunState.RUNNING, RunState.LOST):
                 message = why or "its process ended without recording an end"
+                stopped: str | None = None
                 for step in store.get_run(row["id"]).steps:
-                    if step.status == StepState.RUNNING:
+                    # a lost run's running step was marked interrupted with the run's "lost: ... nobody recorded an
+                    # end" (worker.py's _mark_lost): this process did record its end, so the step says what happened
+                    marked_lost = (run.status == RunState.LOST and step.status == StepState.INTERRUPTED
+                                   and step.message == run.message)
+                    if step.status == StepState.RUNNING or marked_lost:
                         store.update_step(row["id"], step.position, status=StepState.INTERRUPTED, message=message)
+                        stopped = stopped or step.name
                     elif step.status == StepState.NOT_RUN and step.phase == Phase.MAIN:
                         store.update_step(row["id"], step.position, status=StepState.SKIPPED)
-                store.finish_run(row["id"], status=RunState.INTERRUPTED, exit_code=130, message=message)
+                store.finish_run(row["id"], status=RunState.INTERRUPTED, exit_code=130, message=message,
+                                 failed_step=run.failed_step or stopped)
             elif why is not None and run.status == RunState.INTERRUPTED:
                 # the engine wrote "interrupted (SIGTERM)": who or what stopped it is the truer message
                 db = connect(dsn)
