@@ -121,6 +121,7 @@ def test_a_launched_run_runs_on_a_worker_and_reads_back_from_another_process(tea
     assert workers[0]["last_heartbeat"] is not None
 
 
+
 def test_a_dirty_tree_is_not_queued_and_another_commit_fails_the_run_with_nothing_executed(team):
     (team.ws / "inventory.yml").write_text("all: {}\n")
     refused = team.cli("workflows", "run", "hello")
@@ -344,6 +345,26 @@ def test_a_run_marked_lost_while_the_backend_was_away_is_recorded_by_its_process
     assert steps["after"]["status"] == "skipped" and shown["failed_step"] == "wait", shown
     assert len((team.marks / "gate-started").read_text().splitlines()) == 1  # it did not run again
 
+
+
+def test_a_launch_onto_a_queue_no_alive_worker_serves_says_so(team):
+    """A queue no alive worker serves (a typo in `queue:`, its workers down) is said at launch, with the queues
+    that are served: before, the launch said only "queued" and `--wait` waited without a word."""
+    team.start_worker("w1")  # --queue default
+
+    def alive() -> bool:
+        listed = json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]
+        return any(w["name"] == "w1" and w["state"] == "alive" for w in listed)
+
+    wait_for(alive, "w1 is alive")
+    served = team.cli("workflows", "run", "hello", "--wait")
+    assert served.returncode == 0 and "warning" not in served.stderr, served.output
+    unserved = team.cli("workflows", "run", "elsewhere")  # queue: dmz
+    assert unserved.returncode == 0, unserved.output
+    assert ("polycrate: warning: no alive worker serves queue 'dmz' (alive workers serve: default); the run waits"
+            " until one does (polycrate worker --queue dmz)") in unserved.stderr, unserved.stderr
+    run_id = unserved.stdout.strip().splitlines()[-1]
+    assert team.sql("SELECT state FROM team_runs WHERE id = %s", run_id)[0]["state"] == "queued"  # queued all the same
 
 
 def test_a_workflow_runs_on_its_queue_s_workers_only_and_a_launch_can_name_another_queue(team):

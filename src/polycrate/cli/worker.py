@@ -225,6 +225,7 @@ def enqueue_workflow(args, dsn: str) -> int:
     from polycrate.secrets.recipients import workspace_recipients
     from polycrate.team.source import pushed, shown_url, workspace_source
     from polycrate.team.values import terminal_values
+    from polycrate.team.worker import served_queues
 
     _check_schema(dsn)  # an unreachable or unprepared backend first: one line, exit 74 or 2, nothing queued
     root = find_root(args.workspace, explicit=args.workspace is not None).resolve()
@@ -256,6 +257,11 @@ def enqueue_workflow(args, dsn: str) -> int:
              "its repository has no remote: a worker runs this folder on its own host")
     print(f"polycrate: run {run_id} of workflow '{workflow.name}' queued on '{queue}' (commit {commit[:12]}, {where}); "
           f"follow it: polycrate runs logs --follow {run_id}", file=sys.stderr, flush=True)
+    served = served_queues(dsn)
+    if queue not in served:  # a typo in `queue:`, or its workers are down: said now, not after a silent --wait
+        alive = f"alive workers serve: {', '.join(sorted(served))}" if served else "no worker is alive"
+        print(f"polycrate: warning: no alive worker serves queue '{queue}' ({alive}); the run waits until one does"
+              f" (polycrate worker --queue {queue})", file=sys.stderr, flush=True)
     if source is not None and not pushed(root, commit):
         print(f"polycrate: warning: commit {commit[:12]} is on no remote branch this clone knows of: push it before a "
               "worker takes the run, or the run fails with nothing executed", file=sys.stderr, flush=True)

@@ -448,9 +448,9 @@ def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: s
         raise LaunchRefused(exc.message, 409) from None
     from polycrate.history.postgres import PostgresRunStore
 
-    from polycrate.team.worker import workers
+    from polycrate.team.worker import served_queues
 
-    if not any(w["state"] == "alive" and queue in w["queues"] for w in workers(dsn)):
+    if queue not in served_queues(dsn):
         return Launched(run_id, None, None, queued=True)  # nobody to wait for: the run's page waits for a worker
     store = PostgresRunStore(dsn, workspace=workspace)
     try:

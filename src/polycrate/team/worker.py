@@ -408,4 +408,9 @@ def workers(dsn: str) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["WorkerSettings", "default_name", "reap", "serve", "workers"]
+def served_queues(dsn: str) -> set[str]:
+    """The queues some alive worker serves: a run launched onto another waits until a worker of it starts."""
+    return {queue for w in workers(dsn) if w["state"] == "alive" for queue in w["queues"]}
+
+
+__all__ = ["WorkerSettings", "default_name", "reap", "serve", "served_queues", "workers"]
