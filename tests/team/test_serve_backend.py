@@ -4,6 +4,7 @@ store."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import httpx
 import pytest
@@ -39,6 +40,11 @@ def test_serve_reads_and_launches_through_the_backend(team_env, tmp_path, monkey
 
         run = wait_for(finished, what="the launched run to finish")
         assert run["status"] == "succeeded" and run["user"] == "web:token:operator-token"
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ops, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        assert run["git_commit"] == head  # which version the worker ran: in the record, and on the run's page
+        page = api.get(f"/runs/{run_id}")
+        assert page.status_code == 200 and f'<dd id="run-commit"><code>{head}</code></dd>' in page.text, page.text
         shown = json.loads(run_cli("-w", str(ops), "runs", "show", run_id, "-o", "json").stdout)
         assert shown == run
         log = api.get(f"/api/v1/runs/{run_id}/log").json()

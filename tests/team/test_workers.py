@@ -122,6 +122,33 @@ def test_a_launched_run_runs_on_a_worker_and_reads_back_from_another_process(tea
 
 
 
+def test_a_worker_s_run_records_the_commit_it_ran(team):
+    """Which version of the workspace a worker ran is in the run's record (`runs show`, its JSON, the run's
+    page): two runs launched at two commits each name their own. Before, only the launch's line said it."""
+    team.start_worker("w1")
+
+    def head() -> str:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=team.ws, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def launched_at() -> tuple[str, str]:
+        waited = team.cli("workflows", "run", "hello", "--wait")
+        assert waited.returncode == 0, waited.output
+        return waited.stdout.splitlines()[0], head()
+
+    first, first_commit = launched_at()
+    (team.ws / "NOTES.md").write_text("a change\n")
+    subprocess.run(["git", "add", "-A"], cwd=team.ws, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "notes"],
+                   cwd=team.ws, check=True)
+    second, second_commit = launched_at()
+    assert first_commit != second_commit
+    for run_id, commit in ((first, first_commit), (second, second_commit)):
+        assert team.show(run_id)["git_commit"] == commit
+        text = team.cli("runs", "show", run_id)
+        assert f"commit:    {commit}" in text.stdout.splitlines(), text.output
+
+
 def test_a_dirty_tree_is_not_queued_and_another_commit_fails_the_run_with_nothing_executed(team):
     (team.ws / "inventory.yml").write_text("all: {}\n")
     refused = team.cli("workflows", "run", "hello")

@@ -227,6 +227,8 @@ def cmd_show(args) -> int:
         print(f"runtime:   {run.runtime}{image}")
     if run.resumed_from:
         print(f"resumes:   {run.resumed_from}")
+    if run.git_commit:  # team mode: the workspace's commit the worker ran
+        print(f"commit:    {run.git_commit}")
     if run.late_by is not None:
         print(f"late:      {_duration(run.late_by)} after its slot: {run.late_reason}")
     passed = AnsibleOptions.from_record(run.ansible_options)

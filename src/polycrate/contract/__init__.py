@@ -142,6 +142,7 @@ def run(record: RunRecord, workspace: str | None, *, steps: bool = True) -> dict
     if steps:  # runs show: a run a schedule launched late says so (team mode)
         data["late_by"] = seconds(record.late_by) if record.late_by is not None else None
         data["late_reason"] = record.late_reason
+        data["git_commit"] = record.git_commit  # team mode: the commit a worker ran
         data["steps"] = [step(s) for s in record.steps]
     return data
 

@@ -694,17 +694,21 @@ class PostgresRunStore:
                                         (self.workspace, run_id)).fetchall()
             slot = self.db.execute("SELECT late_by, reason FROM team_schedule_slots WHERE workspace = %s AND run_id = %s"
                                    " AND outcome = 'launched' AND reason IS NOT NULL", (self.workspace, run_id)).fetchone()
+            launched = self.db.execute("SELECT git_commit FROM team_runs WHERE workspace = %s AND id = %s",
+                                       (self.workspace, run_id)).fetchone()
         if row is None:  # pruned between resolving and reading
             raise _not_found(f"no run '{ref}' (see: polycrate runs list)", self)
         hosts: dict[int, dict[str, HostCounts]] = {}
         for h in host_rows:
             hosts.setdefault(h["position"], {})[h["host"]] = HostCounts.from_mapping(h)
         steps = tuple(StepRecord.from_mapping(s, hosts.get(s["position"], {})) for s in step_rows)
+        from dataclasses import replace
+
         record = _record(row, steps=steps)
         if slot is not None:  # launched late by a schedule (team/scheduler.py)
-            from dataclasses import replace
-
             record = replace(record, late_by=float(slot["late_by"]), late_reason=slot["reason"])
+        if launched is not None:  # launched through the queue (team/launch.py): the commit the worker ran
+            record = replace(record, git_commit=launched["git_commit"])
         return record
 
     def read_log(self, run_id: str, position: int, cursor: int = 0) -> LogPiece:

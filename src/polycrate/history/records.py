@@ -159,6 +159,8 @@ class RunRecord(Record):
     # a run a team-mode schedule launched after its slot's time: how late (seconds) and why (get_run only)
     late_by: float | None = None
     late_reason: str | None = None
+    # a run a team-mode worker ran: the commit of the workspace it ran, as launched (get_run only)
+    git_commit: str | None = None
 
     @classmethod
     def from_columns(cls, row: Mapping[str, Any], *, steps: tuple[StepRecord, ...] = (),
