@@ -8,6 +8,7 @@ poll with a generous deadline; the time from the stop to the record is printed.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import sys
@@ -105,3 +106,24 @@ def test_runs_stop_records_who_from_the_first_write_and_leaves_no_task_process(t
                       " AND r.id = t.id WHERE t.id = %s", run_id)[0]
     print(f"runs stop: the request stored to the run recorded as ended {stored['ended'] - stored['stop_requested']:.2f}"
           f" s (load {os.getloadavg()[0]:.1f})")
+
+
+def test_a_run_stopped_while_queued_is_recorded_as_never_started(team):
+    """No worker serves the queue: the run is stopped before any process took it. Its record says it never
+    started (the contract's `started` is null, no duration, no host or pid of a run process), not that it
+    started at the moment of the stop; `runs list` and `runs show` say so in words."""
+    launched = team.cli("workflows", "run", "long")
+    assert launched.returncode == 0, launched.output
+    run_id = launched.stdout.strip().splitlines()[-1]
+    stopped = team.cli("runs", "stop", run_id)
+    assert stopped.returncode == 0 and "before it started" in stopped.output, stopped.output
+    shown = team.show(run_id)  # validated against the run schema by run_cli
+    assert (shown["status"], shown["exit_code"], shown["steps"]) == ("interrupted", 130, []), shown
+    assert (shown["started"], shown["duration"], shown["host"], shown["pid"]) == (None, None, None, None), shown
+    assert shown["ended"] is not None and "before it started" in shown["message"], shown
+    listed = team.cli("runs", "list", "-o", "json")
+    assert [r["started"] for r in json.loads(listed.stdout)["runs"] if r["run_id"] == run_id] == [None]
+    line = next(line for line in team.cli("runs", "list").stdout.splitlines() if run_id in line)
+    assert "never started" in line and "interrupted" in line, line
+    text = team.cli("runs", "show", run_id).stdout
+    assert "started:   never (launched " in text and "pid" not in text, text

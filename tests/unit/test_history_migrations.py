@@ -24,7 +24,8 @@ FIXTURES = sorted(p for p in DATA.glob("runstore-*") if p.is_dir())
 # keys that later versions add to a run, with the value a migrated old run must show
 ADDED_RUN_KEYS = {"ansible_options": {}, "runtime": None, "image": None, "image_digest": None,  # v2; v5 (unknown: None)
                   "late_by": None, "late_reason": None,  # a scheduled team run launched late: never in runs.db
-                  "git_commit": None}  # the commit a team worker ran: never in runs.db
+                  "git_commit": None,  # the commit a team worker ran: never in runs.db
+                  "never_started": False}  # v6: a run stopped while queued (team mode)
 
 
 def _workspace_with(fixture: Path, tmp_path: Path) -> Path:

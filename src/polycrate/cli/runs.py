@@ -136,14 +136,14 @@ def cmd_list(args) -> int:
         ] + [
             (
                 r.id,
-                _when(r.started),
+                "never started" if r.never_started else _when(r.started),
                 r.kind,
                 r.name + (" (check)" if r.check_mode else "") + (f" --step {r.only_step}" if r.only_step else ""),
                 state_text(r.status) + (" (partial)" if r.kind == RunKind.WORKFLOW and r.status == RunState.SUCCEEDED
                                            and not r.workflow_success and not r.check_mode else ""),
                 _duration(r.duration),
                 (r.current_step or "") if r.status == RunState.RUNNING else (r.failed_step or ""),
-                f"{r.user}@{r.host}",
+                f"{r.user}@{r.host}" if r.host else f"{r.user}",
             )
             for r in runs
         ],
@@ -219,7 +219,10 @@ def cmd_show(args) -> int:
     print(f"run:       {run.id}")
     print(f"{run.kind}:{' ' * (10 - len(run.kind))}{run.name}" + (" (check mode)" if run.check_mode else ""))
     print(f"status:    {state_text(run.status)}" + (f" (exit {run.exit_code})" if run.exit_code is not None else ""))
-    print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
+    if run.never_started:  # team mode: stopped or refused while queued (history.records.RunRecord)
+        print(f"started:   never (launched {_when(run.started)} by {run.user})")
+    else:
+        print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
     if run.ended:
         print(f"ended:     {_when(run.ended)} after {_duration(run.duration)}")
     if run.runtime:  # runs recorded before store version 5 do not say

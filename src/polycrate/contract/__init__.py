@@ -122,7 +122,7 @@ def run(record: RunRecord, workspace: str | None, *, steps: bool = True) -> dict
         "check_mode": bool(record.check_mode),
         "diff_mode": bool(record.diff_mode),
         "resumed_from": record.resumed_from,
-        "started": timestamp(record.started),
+        "started": None if record.never_started else timestamp(record.started),  # stopped while queued
         "ended": timestamp(record.ended),
         "duration": seconds(record.duration),
         "current_step": current if record.status == RunState.RUNNING else None,

@@ -126,6 +126,12 @@ def _v5_run_runtime(db: sqlite3.Connection) -> None:
         _add_column(db, "runs", column, "TEXT")
 
 
+def _v6_never_started(db: sqlite3.Connection) -> None:
+    # a launched run stopped or refused before any process took it (team mode's queue; kept alike here so
+    # that a run moves between the stores unchanged): 1, and its `started` is when it was launched
+    _add_column(db, "runs", "never_started", "INTEGER NOT NULL DEFAULT 0")
+
+
 Migration = tuple[str, Callable[[sqlite3.Connection], None]]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -136,6 +142,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("indexes on runs for listing many runs (started; status, started; kind, name, status, ended)",
      _v4_listing_indexes),
     ("runs.runtime, runs.image, runs.image_digest (where a run's actions ran)", _v5_run_runtime),
+    ("runs.never_started (a launched run stopped before any process took it)", _v6_never_started),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -384,7 +384,6 @@ def _v10_slice_workers(db: Connection) -> None:
     db.execute("CREATE INDEX team_slices_by_job ON team_slices (job_id)")
 
 
-
 def _v11_dangling_grants(db: Connection) -> None:
     # Grants whose user, token or team no longer exists (written before a grant needed its principal and before a
     # removed token took its grants along): a later user, token or team of that name would inherit them. Each is
@@ -401,6 +400,13 @@ def _v11_dangling_grants(db: Connection) -> None:
                " 'its user, token or team no longer exists (removed by a schema migration)')::text " + dangling)
     db.execute("DELETE " + dangling)
 
+
+def _v12_never_started(db: Connection) -> None:
+    # a launched run stopped or refused before any process took it: 1, and its `started` is when it was launched
+    # (its place in the history), never a start (history.records.RunRecord.never_started)
+    db.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS never_started SMALLINT NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("runs, steps, step_hosts, log_chunks (the run history of many workspaces)", _v1_history),
     ("runs: runtime, image, image_digest", _v2_run_runtime),
@@ -414,6 +420,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("team_workers.slice_worker_id (a worker's slice slots), team_slices by job", _v10_slice_workers),
     ("polycrate_server.grants: grants of users, tokens and teams that no longer exist removed (and audited)",
      _v11_dangling_grants),
+    ("runs.never_started (a launched run stopped before any process took it)", _v12_never_started),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -527,6 +534,18 @@ class PostgresRunStore:
              json.dumps(ansible_options or {}), runtime, image, image_digest),
         )
         return run_id
+
+    def record_never_started(self, run_id: str, *, workflow: str, only_step: str | None, user: str, launched: float,
+                             status: str, message: str) -> None:
+        """The record of a launched workflow run that no process took (stopped or refused while queued): ended
+        now, with ``status`` and why, no steps, no host or pid; its ``started`` is ``launched``, its place in the
+        history, and ``never_started`` says it never started (history.records.RunRecord)."""
+        self._execute(
+            'INSERT INTO runs (workspace, id, kind, name, workflow, only_step, "user", started, ended, status,'
+            " exit_code, message, never_started) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,1)",
+            (self.workspace, run_id, str(RunKind.WORKFLOW), workflow, workflow, only_step, user, launched, time.time(),
+             str(status), exit_code_of(RunState(status)), message),
+        )
 
     def add_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:
         with self._lock, self.db.transaction():

@@ -114,7 +114,7 @@ class StepRecord(Record):
 RUN_COLUMNS = (
     "id", "kind", "name", "workflow", "block", "action", "only_step", "user", "host", "pid", "lock_key", "started",
     "ended", "status", "exit_code", "check_mode", "diff_mode", "resumed_from", "failed_step", "failed_task",
-    "failed_host", "message", "notices", "ansible_options", "runtime", "image", "image_digest",
+    "failed_host", "message", "notices", "ansible_options", "runtime", "image", "image_digest", "never_started",
 )  # fmt: skip
 
 
@@ -122,7 +122,11 @@ RUN_COLUMNS = (
 class RunRecord(Record):
     """One recorded run. ``steps`` is filled by ``get_run`` (empty in ``list_runs``); ``current_step`` is the
     running step's name while the run runs (``list_runs``); ``duration`` is the time so far while it runs;
-    ``workspace`` is the served workspace's key where a caller sets it (the server), else None."""
+    ``workspace`` is the served workspace's key where a caller sets it (the server), else None.
+
+    ``never_started``: a launched run stopped or refused before any process took it (team mode's queue); it
+    has no steps, no duration, no host or pid, and ``started`` holds when it was launched (its place in the
+    history, for listing and paging), never a start: readers show it as "never started"."""
 
     id: str
     kind: RunKind | str
@@ -161,6 +165,7 @@ class RunRecord(Record):
     late_reason: str | None = None
     # a run a team-mode worker ran: the commit of the workspace it ran, as launched (get_run only)
     git_commit: str | None = None
+    never_started: bool = False
 
     @classmethod
     def from_columns(cls, row: Mapping[str, Any], *, steps: tuple[StepRecord, ...] = (),
@@ -174,10 +179,11 @@ class RunRecord(Record):
         data["kind"] = _state(RunKind, row["kind"])
         data["check_mode"] = bool(row.get("check_mode"))
         data["diff_mode"] = bool(row.get("diff_mode"))
+        data["never_started"] = bool(row.get("never_started"))
         data["notices"] = tuple(n if isinstance(n, Notice) else Notice(float(n.get("time") or 0), str(n.get("text", "")))
                                 for n in row.get("notices") or ())
         data["ansible_options"] = dict(row.get("ansible_options") or {})
-        data["duration"] = round(end - row["started"], 3) if end else None
+        data["duration"] = round(end - row["started"], 3) if end and not data["never_started"] else None
         data["workflow_success"] = is_workflow_success({**data, "status": status})
         return cls(**data, steps=steps, current_step=current_step)
 

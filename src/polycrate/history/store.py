@@ -533,7 +533,7 @@ def metrics_row(name: str, status: WorkflowStatus) -> dict[str, Any] | None:
         "last_run": last.ended or last.started,
         "last_started": last.started,
         "last_success": status.last_success,
-        "last_duration": (last.ended or last.started) - last.started,
+        "last_duration": last.duration or 0.0,  # 0 for a run that never started (stopped while queued)
         "last_status": last.status,
         "last_exit_code": last.exit_code,
     }
@@ -550,6 +550,7 @@ def run_columns(run: RunRecord) -> dict[str, Any]:
         data[key] = str(data[key])
     data["check_mode"] = int(run.check_mode)
     data["diff_mode"] = int(run.diff_mode)
+    data["never_started"] = int(run.never_started)
     data["notices"] = [n.as_dict() for n in run.notices]
     data["ansible_options"] = dict(run.ansible_options)
     return data

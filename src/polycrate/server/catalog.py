@@ -411,7 +411,7 @@ class Catalog:
             "last_run": last.id if last else None,
             "last_status": last.status if last else None,
             "last_started": last.started if last else None,
-            "last_duration": round(last.ended - last.started, 3) if last and last.ended else None,
+            "last_duration": last.duration if last else None,  # None for a run that never started
             "last_success": success,
             "success_age": round(now - success, 3) if success else None,
             "running": running.id if running else None,

@@ -241,10 +241,8 @@ def record_unstarted(dsn: str, row: dict[str, Any], status: RunState, reason: st
     try:
         if store.find_run(row["id"]) is not None:
             return
-        store.start_run(kind=RunKind.WORKFLOW, name=row["workflow"], workflow=row["workflow"],
-                        only_step=row["only_step"], run_id=row["id"], user=row["launched_by"])
-        store.finish_run(row["id"], status=status, exit_code=130 if status == RunState.INTERRUPTED else 1,
-                         message=reason)
+        store.record_never_started(row["id"], workflow=row["workflow"], only_step=row["only_step"],
+                                   user=row["launched_by"], launched=row["launched"], status=status, message=reason)
     finally:
         if own:
             store.close()
