@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -144,3 +145,35 @@ def test_killed_run_reads_interrupted_on_the_next_look(ws):
     wait_for(lambda: processes_with(str(ws)) == [], timeout=15, what="the orphaned play to end")
     listed = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]  # a look, no new run
     assert [r["status"] for r in listed] == ["interrupted"]
+
+
+def test_a_killed_run_ends_in_its_record_when_it_was_last_seen_not_when_found(tmp_path):
+    """SIGKILL (the OOM killer) leaves the row 'running'; the next look marks it interrupted. Its end is the
+    run's last sign of life (its log's last line), never the moment of that look: the look may come hours
+    later, and the run did not run that long. The step that was running reads as the SIGINT record's
+    does: interrupted with its end and duration, one attempt; the steps after it skipped."""
+    ws = make_workspace(tmp_path / "ws", extra="""
+  - name: long-then-more
+    steps:
+      - {name: sleep, block: b, action: sleep}
+      - {name: after, block: b, action: ok}
+""")
+    try:
+        proc = start_cli("workflows", "run", "long-then-more", cwd=ws)
+        wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        wait_for(lambda: processes_with(str(ws)) == [], timeout=15, what="the orphaned play to end")
+        gone = time.time()  # the process has ended by now: any later time in the record is the look's
+        shown = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
+    finally:
+        kill_all(processes_with(str(ws)))
+    epoch = lambda text: datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()  # noqa: E731
+    started, ended = epoch(shown["started"]), epoch(shown["ended"])
+    assert shown["status"] == "interrupted" and started <= ended <= gone, (shown["ended"], gone)
+    assert shown["duration"] == pytest.approx(ended - started, abs=0.01)
+    sleep, after = shown["steps"]
+    assert (sleep["status"], sleep["attempts"], after["status"]) == ("interrupted", 1, "skipped"), shown["steps"]
+    assert sleep["ended"] is not None and epoch(sleep["started"]) <= epoch(sleep["ended"]) <= ended, sleep
+    assert sleep["duration"] == pytest.approx(epoch(sleep["ended"]) - epoch(sleep["started"]), abs=0.01)
+    assert shown["failed_step"] == "sleep" and "killed?" in sleep["message"], shown

@@ -265,9 +265,11 @@ def test_prune_keeps_the_newest_and_every_running_run(store):
 def test_reconcile_marks_a_dead_process_s_run_interrupted(store):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    gone = _record("20261201-010000-00000a", time.time(), status="running")
+    hour_ago = time.time() - 3600  # killed then, found now: its record ends at its last sign of life, not now
+    gone = _record("20261201-010000-00000a", hour_ago, status="running")
     gone = RunRecord.from_dict({**gone.as_dict(), "pid": dead.pid, "host": _hostname(),
-                                "steps": [StepRecord(1, "a", StepState.RUNNING).as_dict()]})
+                                "steps": [StepRecord(1, "a", StepState.RUNNING, started=hour_ago + 1).as_dict(),
+                                          StepRecord(2, "b", StepState.NOT_RUN).as_dict()]})
     store.import_run(gone, {})
     mine = store.start_run(kind=RunKind.WORKFLOW, name="other", workflow="other")  # this process: alive
     elsewhere = RunRecord.from_dict({**gone.as_dict(), "id": "20261201-010000-00000b", "host": "another-host"})
@@ -276,6 +278,9 @@ def test_reconcile_marks_a_dead_process_s_run_interrupted(store):
     run = store.get_run(gone.id)
     assert run.status == RunState.INTERRUPTED and run.exit_code == 137 and run.ended is not None
     assert run.steps[0].status == StepState.INTERRUPTED and "ended without recording" in run.message
+    assert run.ended == hour_ago + 1 and run.duration == 1.0 and run.failed_step == "a", run
+    assert (run.steps[0].ended, run.steps[0].duration, run.steps[0].attempts) == (hour_ago + 1, 0.0, 1)
+    assert run.steps[1].status == StepState.SKIPPED  # as after a stop (run/drive.py)
     assert store.get_run(mine).status == RunState.RUNNING
     assert store.get_run(elsewhere.id).status == RunState.RUNNING
     assert store.reconcile() == 0

@@ -37,12 +37,14 @@ from polycrate.history.records import (
     WorkflowStatus,
 )
 from polycrate.history.store import (
+    FOUND_GONE_STEP,
     LOGS_DIR,
     MISSING_PROCESS,
     STATE_DIR,
     STEP_COLUMNS,
     choose_steps,
     claim_identity,
+    found_gone,
     metrics_row,
     pick_id,
     run_columns,
@@ -617,20 +619,25 @@ class PostgresRunStore:
         """Runs of this host whose process is gone read 'interrupted' (other hosts' runs are theirs to judge, and
         a worker's runs its fence's: their lock file is in the worker's checkout, not in this store's folder)."""
         marked = 0
-        rows = self._all('SELECT id, host, pid, lock_key FROM runs r WHERE workspace = %s AND status = %s AND host = %s'
-                         " AND NOT EXISTS (SELECT 1 FROM team_runs t WHERE t.workspace = r.workspace AND t.id = r.id)",
-                         (self.workspace, str(RunState.RUNNING), socket.gethostname()))
+        rows = self._all('SELECT id, host, pid, lock_key, started, notices FROM runs r WHERE workspace = %s AND status = %s'
+                         " AND host = %s AND NOT EXISTS (SELECT 1 FROM team_runs t WHERE t.workspace = r.workspace"
+                         " AND t.id = r.id)", (self.workspace, str(RunState.RUNNING), socket.gethostname()))
         for row in rows:
             if run_process_alive(self.root, row["id"], row["host"], row["pid"], row["lock_key"]):
                 continue
+            steps = self._all("SELECT * FROM steps WHERE workspace = %s AND run_id = %s", (self.workspace, row["id"]))
+            end = found_gone(row["started"], steps, row["notices"] or [])  # the logs are rows: no time of their own
             with self._lock, self.db.transaction():
+                for step in steps:
+                    self.db.execute(f"UPDATE steps SET {', '.join(f'{k} = %s' for k in FOUND_GONE_STEP)}"
+                                    " WHERE workspace = %s AND run_id = %s AND position = %s",
+                                    (*(step[k] for k in FOUND_GONE_STEP), self.workspace, row["id"], step["position"]))
                 self.db.execute(
                     "UPDATE runs SET status = %s, ended = COALESCE(ended, %s), exit_code = COALESCE(exit_code, 137),"
-                    " message = COALESCE(message, %s) WHERE workspace = %s AND id = %s AND status = %s",
-                    (str(RunState.INTERRUPTED), time.time(), MISSING_PROCESS, self.workspace, row["id"],
+                    " message = COALESCE(message, %s), failed_step = COALESCE(failed_step, %s)"
+                    " WHERE workspace = %s AND id = %s AND status = %s",
+                    (str(RunState.INTERRUPTED), end.ended, MISSING_PROCESS, end.step, self.workspace, row["id"],
                      str(RunState.RUNNING)))
-                self.db.execute("UPDATE steps SET status = %s WHERE workspace = %s AND run_id = %s AND status = %s",
-                                (str(StepState.INTERRUPTED), self.workspace, row["id"], str(StepState.RUNNING)))
             marked += 1
         return marked
 

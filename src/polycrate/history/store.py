@@ -17,9 +17,9 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from polycrate import ansi
 from polycrate.errors import ConfigError, NotFoundError, PolycrateError
@@ -266,21 +266,26 @@ class SQLiteRunStore:
         return run_process_alive(self.root, row["id"], row["host"], row["pid"], row["lock_key"])
 
     def reconcile(self) -> int:
-        """Mark 'running' rows whose process is gone (SIGKILL, power loss) as interrupted."""
+        """Mark 'running' rows whose process is gone (SIGKILL, power loss) as interrupted, ended at their last
+        sign of life (found_gone)."""
         marked = 0
         for row in self.db.execute("SELECT * FROM runs WHERE status = ?", (RunState.RUNNING,)).fetchall():
             if self._alive(row):
                 continue
-            self.db.execute(
-                "UPDATE runs SET status = ?, ended = COALESCE(ended, ?), exit_code = COALESCE(exit_code, 137),"
-                " message = COALESCE(message, ?) WHERE id = ? AND status = ?",
-                (RunState.INTERRUPTED, time.time(), MISSING_PROCESS,
-                 row["id"], RunState.RUNNING),
-            )
-            self.db.execute(
-                "UPDATE steps SET status = ? WHERE run_id = ? AND status = ?",
-                (StepState.INTERRUPTED, row["id"], StepState.RUNNING),
-            )
+            steps = [dict(s) for s in self.db.execute("SELECT * FROM steps WHERE run_id = ?", (row["id"],))]
+            end = found_gone(row["started"], steps, json.loads(row["notices"] or "[]"),
+                             (self.logs_dir / row["id"]).glob("*.log"))
+            with self.db:
+                self.db.execute("BEGIN")
+                for step in steps:
+                    self.db.execute(f"UPDATE steps SET {', '.join(f'{k} = ?' for k in FOUND_GONE_STEP)}"
+                                    " WHERE run_id = ? AND position = ?",
+                                    (*(step[k] for k in FOUND_GONE_STEP), row["id"], step["position"]))
+                self.db.execute(
+                    "UPDATE runs SET status = ?, ended = COALESCE(ended, ?), exit_code = COALESCE(exit_code, 137),"
+                    " message = COALESCE(message, ?), failed_step = COALESCE(failed_step, ?) WHERE id = ? AND status = ?",
+                    (RunState.INTERRUPTED, end.ended, MISSING_PROCESS, end.step, row["id"], RunState.RUNNING),
+                )
             marked += 1
         return marked
 
@@ -500,6 +505,42 @@ def run_process_alive(root: Path | None, run_id: str, host: str | None, pid: int
 
 
 MISSING_PROCESS = "the run's process ended without recording a result (killed?)"
+
+
+FOUND_GONE_STEP = ("status", "ended", "attempts", "duration", "message")  # the step columns found_gone sets
+
+
+class FoundGone(NamedTuple):
+    ended: float  # the run's last sign of life
+    step: str | None  # the step that was running then
+
+
+def found_gone(started: float, steps: list[dict[str, Any]], notices: list[dict[str, Any]],
+               logs: Iterable[Path] = ()) -> FoundGone:
+    """A 'running' run whose process is gone (SIGKILL, the OOM killer, a power loss), as both stores record it
+    when they find it: ended at its last sign of life (the last time it wrote: a record, a notice, a line of a
+    step's log), never when it was found, which may be hours later; the step that was running interrupted
+    with that end, its duration and (at least) its one attempt; the main steps after it skipped, as after
+    a stop (run/drive.py). Updates ``steps`` (store rows, as dicts) in place."""
+    times = [started] + [t for s in steps for t in (s.get("started"), s.get("ended")) if t]
+    times += [float(n["time"]) for n in notices if isinstance(n, dict) and n.get("time")]
+    for log in logs:
+        try:
+            times.append(log.stat().st_mtime)
+        except OSError:
+            pass
+    ended = max(times)
+    stopped: str | None = None
+    for step in sorted(steps, key=lambda s: s["position"]):
+        if step["status"] == StepState.RUNNING:
+            stopped = stopped or step["name"]
+            step.update(status=str(StepState.INTERRUPTED), ended=ended, attempts=max(step.get("attempts") or 0, 1),
+                        message=step.get("message") or MISSING_PROCESS)
+            if step.get("started"):
+                step["duration"] = round(ended - step["started"], 3)
+        elif step["status"] == StepState.NOT_RUN and step.get("phase", Phase.MAIN) == Phase.MAIN:
+            step["status"] = str(StepState.SKIPPED)
+    return FoundGone(ended, stopped)
 
 
 def pick_id(ref: str, ids: list[str], where: Path | str) -> str:
