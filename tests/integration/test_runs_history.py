@@ -112,6 +112,25 @@ def test_resume_skips_succeeded_steps_and_runs_the_rest(ws):
     assert order(ws) == ["update", "verify"]
 
 
+def test_a_resume_of_a_resume_names_the_run_where_each_skipped_step_really_ran(ws):
+    """A step skipped by two resumes in a row succeeded in the first run, not in the resume before: its note says
+    the run where it ran (the second resume's note named the first resume, where it had not run)."""
+    first = run_cli("workflows", "run", "fixable", cwd=ws)
+    assert first.returncode == 1, first.output
+    first_id = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"][0]["run_id"]
+    second = run_cli("workflows", "run", "fixable", "--resume", "-o", "json", cwd=ws)  # still broken
+    assert second.returncode == 1 and json.loads(second.stdout)["resumed_from"] == first_id, second.output
+    (ws / "fixed").write_text("yes\n")
+    third = run_cli("workflows", "run", "fixable", "--resume", "-o", "json", cwd=ws)
+    assert third.returncode == 0, third.output
+    doc = json.loads(third.stdout)
+    assert doc["resumed_from"] == json.loads(second.stdout)["run_id"]
+    assert [(s["name"], s["status"], s["note"]) for s in doc["steps"]] == [
+        ("backup", "succeeded_before", f"succeeded in run {first_id}"), ("update", "succeeded", None),
+        ("verify", "succeeded", None)]
+    assert order(ws) == ["backup", "update", "update", "update", "verify"]  # backup ran once, in the first run
+
+
 def test_resume_with_no_history_says_so(ws):
     result = run_cli("workflows", "run", "green", "--resume", cwd=ws)
     assert_one_line_error(result, "nothing to resume", "no recorded run", code=1)

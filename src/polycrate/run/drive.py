@@ -18,9 +18,10 @@ from polycrate.run.step import execute_step, record_step
 from polycrate.states import Phase, RunKind, StepState
 
 
-def drive(run: RunContext, result: RunResult, skip: set[str], resumed_from: str | None) -> RunResult:
-    """Run the planned steps in order with the failure policy; record everything; re-raise interrupts."""
-    record_plan(run, result, skip, resumed_from)
+def drive(run: RunContext, result: RunResult, skip: dict[str, str]) -> RunResult:
+    """Run the planned steps in order with the failure policy; record everything; re-raise interrupts.
+    ``skip``: the main steps --resume skips, each with its note (run/plan.py's resumed_notes)."""
+    record_plan(run, result, skip)
     announce(run, result)
     started_at = time.monotonic()
     interrupted = False
@@ -35,13 +36,13 @@ def drive(run: RunContext, result: RunResult, skip: set[str], resumed_from: str 
     return result
 
 
-def record_plan(run: RunContext, result: RunResult, skip: set[str], resumed_from: str | None) -> None:
-    """Every planned step in the record before the first one runs; those --resume skips say why."""
+def record_plan(run: RunContext, result: RunResult, skip: dict[str, str]) -> None:
+    """Every planned step in the record before the first one runs; those --resume skips say where they ran."""
     assert run.store is not None and run.run_id is not None  # the record is open (run/opening.py)
     for step in result.steps:
         if step.name in skip and step.phase == Phase.MAIN:
             step.status = StepState.SUCCEEDED_BEFORE
-            step.note = f"succeeded in run {resumed_from}"
+            step.note = skip[step.name]
     run.store.add_steps(
         run.run_id,
         [

@@ -84,7 +84,7 @@ def _run(target: RunTarget, confirm: Confirm, run: RunContext) -> RunResult:
     """Open, drive (which finishes), and close whatever happened."""
     try:
         opened = open_run(run, target, confirm)
-        return drive(run, opened.result, opened.skip, opened.resumed_from)
+        return drive(run, opened.result, opened.skip)
     finally:
         run.close()
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
 from polycrate.run.context import RunContext, masked, masker_for
-from polycrate.run.plan import plan_prompts, resume_point
+from polycrate.run.plan import plan_prompts, resume_point, resumed_notes
 from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, RunResult, StepResult
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.ansible_options import AnsibleOptions
@@ -58,7 +58,7 @@ class OpenedRun(MutableRecord):
     """The run once opened: its result to fill, and what --resume decided."""
 
     result: RunResult
-    skip: set[str]  # main steps that succeeded in the resumed run
+    skip: dict[str, str]  # main steps that finished in the resumed run, each with its note (plan.resumed_notes)
     resumed_from: str | None
 
 
@@ -68,8 +68,9 @@ def open_run(run: RunContext, target: RunTarget, confirm: Confirm) -> OpenedRun:
     take_lock(run, target.lock_key, target.lock_what)
     start_ssh_sharing(run, target.planned)
     start_zygote(run, target.planned, workflow)
-    skip, resumed_from = resume(run, target) if target.workflow is not None and run.options.resume \
-        else (set(), None)
+    notes, resumed_from = resume(run, target) if target.workflow is not None and run.options.resume \
+        else ({}, None)
+    skip = set(notes)
     ask(confirm, prompts_of(run, target, skip))
     open_secrets(run)
     report = preflight(run, target.planned, skip)
@@ -81,7 +82,7 @@ def open_run(run: RunContext, target: RunTarget, confirm: Confirm) -> OpenedRun:
     result = RunResult(target.kind, target.name, [StepResult(p) for p in target.planned], run_id=run.run_id,
                        resumed_from=resumed_from, check=run.options.check, preflight=report)
     preflight_warnings(run, report)
-    return OpenedRun(result, skip, resumed_from)
+    return OpenedRun(result, notes, resumed_from)
 
 
 def take_lock(run: RunContext, key: str, what: str) -> None:
@@ -139,9 +140,9 @@ def start_container(run: RunContext, planned: list[PlannedStep], workflow: str |
                                         warm=run.options.zygote)
 
 
-def resume(run: RunContext, target: RunTarget) -> tuple[set[str], str]:
-    """--resume: the steps of the workflow's latest failed, interrupted or lost run that succeeded, to skip;
-    the run then takes that run's pass-through options."""
+def resume(run: RunContext, target: RunTarget) -> tuple[dict[str, str], str]:
+    """--resume: the steps of the workflow's latest failed, interrupted or lost run that succeeded, to skip,
+    each with its note (where it ran); the run then takes that run's pass-through options."""
     from polycrate.history import open_store
 
     assert target.workflow is not None  # --resume applies to workflows only
@@ -159,7 +160,7 @@ def resume(run: RunContext, target: RunTarget) -> tuple[set[str], str]:
     run.options = resumed_options(run.options, previous)
     if all(s.name in skip for s in target.planned if s.phase == Phase.MAIN):
         raise NothingToResume(f"nothing to resume: every step of run {previous.id} already succeeded")
-    return skip, previous.id
+    return resumed_notes(previous, skip), previous.id
 
 
 def resumed_options(options: RunOptions, previous: RunRecord) -> RunOptions:

@@ -64,3 +64,19 @@ def resume_point(previous: RunRecord, planned: list[PlannedStep]) -> set[str]:
             break
         skip.add(step.name)
     return skip
+
+
+def resumed_notes(previous: RunRecord, skip: set[str]) -> dict[str, str]:
+    """What each step a resume skips says: where it really finished. A step that the resumed run had skipped
+    itself (a resume of a resume) keeps that run's note, which names the run where it ran."""
+    notes: dict[str, str] = {}
+    for step in previous.steps:
+        if step.phase != Phase.MAIN or step.name not in skip:
+            continue
+        if step.status == StepState.SUCCEEDED_BEFORE and step.note:
+            notes[step.name] = step.note
+        elif step.status == StepState.FAILED_ALLOWED:
+            notes[step.name] = f"failed (allowed) in run {previous.id}"
+        else:
+            notes[step.name] = f"succeeded in run {previous.id}"
+    return notes
