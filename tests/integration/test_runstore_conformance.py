@@ -279,6 +279,8 @@ def test_reconcile_marks_a_dead_process_s_run_interrupted(store):
     assert run.status == RunState.INTERRUPTED and run.exit_code == 137 and run.ended is not None
     assert run.steps[0].status == StepState.INTERRUPTED and "ended without recording" in run.message
     assert run.ended == hour_ago + 1 and run.duration == 1.0 and run.failed_step == "a", run
+    last_seen = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(hour_ago + 1))
+    assert f": last seen {last_seen}, found gone " in run.message and run.steps[0].message == run.message  # it ended between
     assert (run.steps[0].ended, run.steps[0].duration, run.steps[0].attempts) == (hour_ago + 1, 0.0, 1)
     assert run.steps[1].status == StepState.SKIPPED  # as after a stop (run/drive.py)
     assert store.get_run(mine).status == RunState.RUNNING

@@ -39,7 +39,6 @@ from polycrate.history.records import (
 from polycrate.history.store import (
     FOUND_GONE_STEP,
     LOGS_DIR,
-    MISSING_PROCESS,
     STATE_DIR,
     STEP_COLUMNS,
     choose_steps,
@@ -636,7 +635,7 @@ class PostgresRunStore:
                     "UPDATE runs SET status = %s, ended = COALESCE(ended, %s), exit_code = COALESCE(exit_code, 137),"
                     " message = COALESCE(message, %s), failed_step = COALESCE(failed_step, %s)"
                     " WHERE workspace = %s AND id = %s AND status = %s",
-                    (str(RunState.INTERRUPTED), end.ended, MISSING_PROCESS, end.step, self.workspace, row["id"],
+                    (str(RunState.INTERRUPTED), end.ended, end.message, end.step, self.workspace, row["id"],
                      str(RunState.RUNNING)))
             marked += 1
         return marked

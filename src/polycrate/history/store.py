@@ -284,7 +284,7 @@ class SQLiteRunStore:
                 self.db.execute(
                     "UPDATE runs SET status = ?, ended = COALESCE(ended, ?), exit_code = COALESCE(exit_code, 137),"
                     " message = COALESCE(message, ?), failed_step = COALESCE(failed_step, ?) WHERE id = ? AND status = ?",
-                    (RunState.INTERRUPTED, end.ended, MISSING_PROCESS, end.step, row["id"], RunState.RUNNING),
+                    (RunState.INTERRUPTED, end.ended, end.message, end.step, row["id"], RunState.RUNNING),
                 )
             marked += 1
         return marked
@@ -513,13 +513,15 @@ FOUND_GONE_STEP = ("status", "ended", "attempts", "duration", "message")  # the 
 class FoundGone(NamedTuple):
     ended: float  # the run's last sign of life
     step: str | None  # the step that was running then
+    message: str  # what happened, and between which times (the record's end is the earlier one)
 
 
 def found_gone(started: float, steps: list[dict[str, Any]], notices: list[dict[str, Any]],
                logs: Iterable[Path] = ()) -> FoundGone:
     """A 'running' run whose process is gone (SIGKILL, the OOM killer, a power loss), as both stores record it
     when they find it: ended at its last sign of life (the last time it wrote: a record, a notice, a line of a
-    step's log), never when it was found, which may be hours later; the step that was running interrupted
+    step's log), never when it was found, which may be hours later (its message gives both times: it ended
+    between them); the step that was running interrupted
     with that end, its duration and (at least) its one attempt; the main steps after it skipped, as after
     a stop (run/drive.py). Updates ``steps`` (store rows, as dicts) in place."""
     times = [started] + [t for s in steps for t in (s.get("started"), s.get("ended")) if t]
@@ -530,17 +532,20 @@ def found_gone(started: float, steps: list[dict[str, Any]], notices: list[dict[s
         except OSError:
             pass
     ended = max(times)
+    shown = "%Y-%m-%d %H:%M:%S"
+    message = (f"{MISSING_PROCESS}: last seen {time.strftime(shown, time.localtime(ended))}, "
+               f"found gone {time.strftime(shown)}")
     stopped: str | None = None
     for step in sorted(steps, key=lambda s: s["position"]):
         if step["status"] == StepState.RUNNING:
             stopped = stopped or step["name"]
             step.update(status=str(StepState.INTERRUPTED), ended=ended, attempts=max(step.get("attempts") or 0, 1),
-                        message=step.get("message") or MISSING_PROCESS)
+                        message=step.get("message") or message)
             if step.get("started"):
                 step["duration"] = round(ended - step["started"], 3)
         elif step["status"] == StepState.NOT_RUN and step.get("phase", Phase.MAIN) == Phase.MAIN:
             step["status"] = str(StepState.SKIPPED)
-    return FoundGone(ended, stopped)
+    return FoundGone(ended, stopped, message)
 
 
 def pick_id(ref: str, ids: list[str], where: Path | str) -> str:
