@@ -1,10 +1,19 @@
 """Step controls (timeout, retries, on_failure) and check mode, with real ansible-playbook runs."""
 import json
+import signal
 
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli, write
-from tests.integration.runs_workspace import kill_all, make_workspace, order, processes_with
+from tests.integration.runs_workspace import (
+    db_rows,
+    kill_all,
+    make_workspace,
+    order,
+    processes_with,
+    start_cli,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -115,3 +124,35 @@ def test_inspect_shows_step_controls_and_on_failure(ws):
     assert [s["name"] for s in nightly["on_failure"]] == ["notify"]
     text = run_cli("workflows", "inspect", "timed", cwd=ws).stdout
     assert "TIMEOUT" in text and "3s" in text
+
+
+def test_a_stop_while_a_step_waits_to_retry_records_the_attempts_that_ran(tmp_path):
+    """Ctrl-C during `retry_delay`, after attempt 1 failed and before attempt 2 started: one attempt ran, the
+    step is interrupted (its retries were not used up: it might have succeeded), and its message says both.
+    Before, the record said 2 attempts and 'failed' with attempt 1's message."""
+    ws = make_workspace(tmp_path / "ws", extra="""
+  - name: patient
+    steps:
+      - {name: flaky, block: b, action: flaky, retries: 1, retry_delay: 300}
+      - {name: verify, block: b, action: ok}
+""")
+    try:
+        proc = start_cli("workflows", "run", "patient", cwd=ws)
+
+        def waiting() -> bool:  # the run's notice, written just before the delay starts
+            rows = db_rows(ws, "SELECT notices FROM runs") if (ws / ".polycrate/runs.db").exists() else []
+            return bool(rows) and "attempt 2 of 2 in 300s" in rows[0]["notices"]
+
+        wait_for(waiting, timeout=120, what="the step to wait for its retry")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130  # a hang guard: the delay is 300 s
+    finally:
+        kill_all(processes_with(str(ws)))
+    assert (ws / "attempts.txt").read_text().count("x") == 1  # one attempt ran
+    run = _latest(ws)
+    flaky, verify = run["steps"]
+    assert (run["status"], flaky["status"], flaky["attempts"], verify["status"]) == (
+        "interrupted", "interrupted", 1, "skipped"), run["steps"]
+    assert flaky["message"].startswith("interrupted (SIGINT) while waiting to retry") and "flaky: attempt 1" in \
+        flaky["message"], flaky["message"]
+    assert run["failed_step"] == "flaky" and run["message"] == flaky["message"]

@@ -107,16 +107,30 @@ def run_attempts(run: RunContext, step: StepResult, workflow: str | None, output
     attempts = 1 + step.plan.retries
     delay = step.plan.retry_delay
     for attempt in range(1, attempts + 1):
-        step.attempts = attempt
         if attempt > 1:
             run.notice(f"step {step.name}: attempt {attempt} of {attempts} in {delay:g}s")
             output.log.write(f"--- polycrate: attempt {attempt} of {attempts} ---")
             if delay:
-                time.sleep(delay)
+                wait_to_retry(run, step, delay, attempts)
+        step.attempts = attempt  # counted once it starts: a stop during the delay leaves the ones that ran
         events = events_dir / f"attempt-{attempt}.jsonl"
         request = action_request(run, step, workflow, events, output, limit)
         if request is None or run_attempt(run, step, request, output, events):
             break
+
+
+def wait_to_retry(run: RunContext, step: StepResult, delay: float, attempts: int) -> None:
+    """`retry_delay` after a failed attempt. A stop here interrupts the step (its retries were not used up: it
+    might have succeeded), and its message keeps why the last attempt failed."""
+    try:
+        time.sleep(delay)
+    except BaseException as exc:
+        stop = interrupt_in(exc)
+        said = (run.interrupt_message(stop) if stop is not None
+                else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}"))
+        step.status = StepState.INTERRUPTED
+        step.message = f"{said} while waiting to retry (attempt {step.attempts} of {attempts} failed: {step.message})"
+        raise
 
 
 def action_request(run: RunContext, step: StepResult, workflow: str | None, events: Path,
