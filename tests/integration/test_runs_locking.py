@@ -177,3 +177,33 @@ def test_a_killed_run_ends_in_its_record_when_it_was_last_seen_not_when_found(tm
     assert sleep["ended"] is not None and epoch(sleep["started"]) <= epoch(sleep["ended"]) <= ended, sleep
     assert sleep["duration"] == pytest.approx(epoch(sleep["ended"]) - epoch(sleep["started"]), abs=0.01)
     assert shown["failed_step"] == "sleep" and "killed?" in sleep["message"], shown
+
+
+def test_what_a_stopped_step_prints_while_it_stops_is_shown_and_kept_in_its_log(tmp_path):
+    """A step that cleans up on SIGINT says so ("stopping, cleaned up"): after Ctrl-C that line is on the terminal
+    and in the step's log, as every line before it. Before, the lines printed after the stop were dropped."""
+    ws = make_workspace(tmp_path / "ws", extra="""
+  - name: tidy
+    steps:
+      - {name: tidy, block: b, action: tidy}
+""")
+    with open(ws / "blocks/b/block.poly", "a") as block:
+        block.write("""  - name: tidy
+    script:
+      - "trap 'echo stopping, cleaned up the scratch files; exit 1' INT TERM"
+      - echo ready
+      - sleep 300 & wait
+""")
+    try:
+        proc = start_cli("workflows", "run", "tidy", cwd=ws)
+        wait_for(lambda: any("ready" in p.read_text() for p in (ws / ".polycrate/runs").glob("*/01-tidy.log")),
+                 what="the step to be ready")
+        proc.send_signal(signal.SIGINT)
+        out, _err = proc.communicate(timeout=60)  # a hang guard: the step sleeps 300 s
+    finally:
+        kill_all(processes_with(str(ws)))
+    assert proc.returncode == 130
+    assert "\nstopping, cleaned up the scratch files\n" in out, out  # the line itself, not the `+ trap` line
+    logs = run_cli("runs", "logs", "latest", cwd=ws).stdout
+    assert "+ sleep 300 & wait\nstopping, cleaned up the scratch files\n" in logs, logs
+    assert json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)["steps"][0]["status"] == "interrupted"

@@ -134,6 +134,7 @@ def stream(
         raise
     except BaseException:
         stop_process_group(proc)
+        drain(lines, output)  # what it printed while it stopped (its clean-up, Ansible's last words) is kept
         raise
 
 
