@@ -126,4 +126,4 @@ def test_a_run_stopped_while_queued_is_recorded_as_never_started(team):
     line = next(line for line in team.cli("runs", "list").stdout.splitlines() if run_id in line)
     assert "never started" in line and "interrupted" in line, line
     text = team.cli("runs", "show", run_id).stdout
-    assert "started:   never (launched " in text and "pid" not in text, text
+    assert "started:   never (launched " in text and "pid" not in text and " after " not in text, text

@@ -224,7 +224,7 @@ def cmd_show(args) -> int:
     else:
         print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
     if run.ended:
-        print(f"ended:     {_when(run.ended)} after {_duration(run.duration)}")
+        print(f"ended:     {_when(run.ended)}" + ("" if run.never_started else f" after {_duration(run.duration)}"))
     if run.runtime:  # runs recorded before store version 5 do not say
         image = (f", image {run.image}" + (f" ({run.image_digest})" if run.image_digest else "")) if run.image else ""
         print(f"runtime:   {run.runtime}{image}")
