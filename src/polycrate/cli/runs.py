@@ -220,7 +220,7 @@ def cmd_show(args) -> int:
     print(f"{run.kind}:{' ' * (10 - len(run.kind))}{run.name}" + (" (check mode)" if run.check_mode else ""))
     print(f"status:    {state_text(run.status)}" + (f" (exit {run.exit_code})" if run.exit_code is not None else ""))
     if run.never_started:  # team mode: stopped or refused while queued (history.records.RunRecord)
-        print(f"started:   never (launched {_when(run.started)} by {run.user})")
+        print(f"started:   never (launched by {run.user})")
     else:
         print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
     if run.ended:

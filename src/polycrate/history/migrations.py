@@ -128,7 +128,7 @@ def _v5_run_runtime(db: sqlite3.Connection) -> None:
 
 def _v6_never_started(db: sqlite3.Connection) -> None:
     # a launched run stopped or refused before any process took it (team mode's queue; kept alike here so
-    # that a run moves between the stores unchanged): 1, and its `started` is when it was launched
+    # that a run moves between the stores unchanged): 1, and its `started` is its end, never a start
     _add_column(db, "runs", "never_started", "INTEGER NOT NULL DEFAULT 0")
 
 

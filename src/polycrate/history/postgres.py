@@ -403,8 +403,8 @@ def _v11_dangling_grants(db: Connection) -> None:
 
 
 def _v12_never_started(db: Connection) -> None:
-    # a launched run stopped or refused before any process took it: 1, and its `started` is when it was launched
-    # (its place in the history), never a start (history.records.RunRecord.never_started)
+    # a launched run stopped or refused before any process took it: 1, and its `started` is its end (its place in
+    # the history), never a start (history.records.RunRecord.never_started)
     db.execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS never_started SMALLINT NOT NULL DEFAULT 0")
 
 
@@ -536,15 +536,16 @@ class PostgresRunStore:
         )
         return run_id
 
-    def record_never_started(self, run_id: str, *, workflow: str, only_step: str | None, user: str, launched: float,
-                             status: str, message: str) -> None:
+    def record_never_started(self, run_id: str, *, workflow: str, only_step: str | None, user: str, status: str,
+                             message: str) -> None:
         """The record of a launched workflow run that no process took (stopped or refused while queued): ended
-        now, with ``status`` and why, no steps, no host or pid; its ``started`` is ``launched``, its place in the
-        history, and ``never_started`` says it never started (history.records.RunRecord)."""
+        now, with ``status`` and why, no steps, no host or pid; ``never_started`` says it never started, and its
+        stored ``started`` is its end, its place in the history (history.records.RunRecord)."""
+        now = time.time()
         self._execute(
             'INSERT INTO runs (workspace, id, kind, name, workflow, only_step, "user", started, ended, status,'
             " exit_code, message, never_started) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,1)",
-            (self.workspace, run_id, str(RunKind.WORKFLOW), workflow, workflow, only_step, user, launched, time.time(),
+            (self.workspace, run_id, str(RunKind.WORKFLOW), workflow, workflow, only_step, user, now, now,
              str(status), exit_code_of(RunState(status)), message),
         )
 

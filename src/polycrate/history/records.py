@@ -125,8 +125,9 @@ class RunRecord(Record):
     ``workspace`` is the served workspace's key where a caller sets it (the server), else None.
 
     ``never_started``: a launched run stopped or refused before any process took it (team mode's queue); it
-    has no steps, no duration, no host or pid, and ``started`` holds when it was launched (its place in the
-    history, for listing and paging), never a start: readers show it as "never started"."""
+    has no steps, no duration, no host or pid, and ``started`` holds its end (its place in the history, for
+    listing, ``since``/``until`` and paging), never a start: readers show it as "never started" (the
+    contract's ``started`` is null)."""
 
     id: str
     kind: RunKind | str

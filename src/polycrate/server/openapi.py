@@ -57,7 +57,8 @@ def document(version: str) -> dict:
         {"name": "since", "in": "query", "schema": {"type": "string"},
          "description": "1h, 6h, 1d, 7d, 30d, epoch seconds or an ISO date/time"},
         {"name": "until", "in": "query", "schema": {"type": "string"},
-         "description": "runs started before this (as since); the next page: the last run's `started`"},
+         "description": "runs started before this (as since); the next page: the last run's `started` "
+                        "(`ended` for a run that never started: `started` null)"},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
     ]
     return {

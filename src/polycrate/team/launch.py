@@ -242,7 +242,7 @@ def record_unstarted(dsn: str, row: dict[str, Any], status: RunState, reason: st
         if store.find_run(row["id"]) is not None:
             return
         store.record_never_started(row["id"], workflow=row["workflow"], only_step=row["only_step"],
-                                   user=row["launched_by"], launched=row["launched"], status=status, message=reason)
+                                   user=row["launched_by"], status=status, message=reason)
     finally:
         if own:
             store.close()
