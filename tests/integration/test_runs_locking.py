@@ -207,3 +207,26 @@ def test_what_a_stopped_step_prints_while_it_stops_is_shown_and_kept_in_its_log(
     logs = run_cli("runs", "logs", "latest", cwd=ws).stdout
     assert "+ sleep 300 & wait\nstopping, cleaned up the scratch files\n" in logs, logs
     assert json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)["steps"][0]["status"] == "interrupted"
+
+
+def test_a_run_killed_in_a_silent_task_ends_after_its_last_line(tmp_path):
+    """The play prints nothing while its `sleep 300` task runs: the record of a run killed then must not end at
+    the task's first line, as if the run had died there. While a step runs, its log is touched every few
+    seconds of silence, so the last sign of life is the last moment it was seen running."""
+    ws = make_workspace(tmp_path / "ws")
+    try:
+        proc = start_cli("workflows", "run", "long", cwd=ws)
+        wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
+        log = next((ws / ".polycrate/runs").glob("*/01-sleep.log"))
+        last_line = log.stat().st_mtime
+        # a condition, not a time: the step is seen alive after its last line
+        wait_for(lambda: log.stat().st_mtime > last_line + 1, timeout=120, what="a sign of life after the last line")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        seen = log.stat().st_mtime
+        wait_for(lambda: processes_with(str(ws)) == [], timeout=15, what="the orphaned play to end")
+        shown = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
+    finally:
+        kill_all(processes_with(str(ws)))
+    ended = datetime.fromisoformat(shown["ended"].replace("Z", "+00:00")).timestamp()
+    assert shown["status"] == "interrupted" and ended >= seen - 0.01 and ended > last_line + 1, (shown, last_line, seen)

@@ -20,6 +20,9 @@ class LogWriter(Protocol):
 
     def write(self, line: str) -> None: ...
 
+    def touch(self) -> None:
+        """The step runs, silently: a sign of life where the store can read one back (a file's time)."""
+
     def close(self) -> None: ...
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     StepRunner = Callable[[RunContext, StepResult, "str | None", "StepOutput", Path], None]
 
 ERROR_MARKS = ("[ERROR]", "ERROR!", "FATAL", "Origin:")  # Ansible's own error lines, for the failure's text
+ALIVE_SECONDS = 5.0  # how stale a silent step's sign of life may be (StepOutput.alive)
 
 
 class StepOutput:
@@ -49,6 +50,7 @@ class StepOutput:
         self.noise = NoiseFilter()
         self.last_lines: list[str] = []
         self.error_lines: list[str] = []
+        self.seen = time.monotonic()
 
     def __call__(self, line: str) -> None:
         kept = ansi.keep_colour(line)  # the log keeps colours, no other escape code
@@ -64,6 +66,14 @@ class StepOutput:
             if line.lstrip().startswith(ERROR_MARKS):
                 self.error_lines.append(line)
                 del self.error_lines[:-20]
+
+    def alive(self) -> None:
+        """The step runs, silently: its log is touched at most every ALIVE_SECONDS, the sign of life a run killed
+        without a word is ended at (history.store.found_gone)."""
+        now = time.monotonic()
+        if now - self.seen >= ALIVE_SECONDS:
+            self.seen = now
+            self.log.touch()
 
     def new_attempt(self) -> None:
         self.last_lines.clear()
@@ -161,7 +171,7 @@ def run_attempt(run: RunContext, step: StepResult, request: ActionRequest, outpu
     output.new_attempt()
     timed_out = False
     try:
-        step.exit_code = run_action_process(request, output)
+        step.exit_code = run_action_process(request, output, output.alive)
     except ActionTimedOut as exc:
         timed_out = True
         step.exit_code = None

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from polycrate.runtime.zygote import EarlyZygote, Zygote
 
 
-def run_action_process(request: ActionRequest, output: Callable[[str], None]) -> int:
-    """Run the action to completion, streaming its output lines; return its exit status.
+def run_action_process(request: ActionRequest, output: Callable[[str], None],
+                       alive: Callable[[], None] | None = None) -> int:
+    """Run the action to completion, streaming its output lines; return its exit status (``alive``: called
+    while it runs silently, process.stream).
 
     Raises ``ActionTimedOut`` (after stopping the process group) when ``request.timeout`` passes.
     """
@@ -33,12 +35,12 @@ def run_action_process(request: ActionRequest, output: Callable[[str], None]) ->
             env = event_environment(env, request.events_file)
         if run_container is not None:  # forked or exec'd by the zygote inside the run's container
             argv, env, cwd = run_container.command(request, argv, env, private)
-            return stream(argv, env, cwd, output, request.timeout, request.keep_fds, run_container.connected())
+            return stream(argv, env, cwd, output, request.timeout, request.keep_fds, run_container.connected(), alive)
         # the container runtime runs the same command in the workspace's image, and removes it however it ends
         with container.command_for(request, argv, env, private) as (wrapped, env, cwd):
             # a local ansible step forks from the run's warm zygote (runtime/zygote.py) when there is one
             zygote = request.zygote if request.action.type == "ansible" and wrapped is argv else None
-            return stream(wrapped, env, cwd, output, request.timeout, request.keep_fds, zygote)
+            return stream(wrapped, env, cwd, output, request.timeout, request.keep_fds, zygote, alive)
     finally:
         shutil.rmtree(private, ignore_errors=True)
 

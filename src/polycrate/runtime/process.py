@@ -84,7 +84,10 @@ def stream(
     timeout: float | None = None,
     keep_fds: tuple[int, ...] = (),
     zygote=None,
+    alive: Callable[[], None] | None = None,
 ) -> int:
+    """Run ``argv`` to its end, each output line to ``output``; its exit status. ``alive`` is called while
+    the process runs silently (every half second): the step's record uses it as a sign of life."""
     proc = None
     if zygote is not None:
 
@@ -121,6 +124,8 @@ def stream(
                 line = lines.get(timeout=wait)
             except queue.Empty:
                 line = ""
+                if alive is not None:
+                    alive()
                 if deadline is not None and time.monotonic() >= deadline:
                     stop_process_group(proc)
                     drain(lines, output)
