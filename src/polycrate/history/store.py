@@ -521,9 +521,9 @@ def found_gone(started: float, steps: list[dict[str, Any]], notices: list[dict[s
     """A 'running' run whose process is gone (SIGKILL, the OOM killer, a power loss), as both stores record it
     when they find it: ended at its last sign of life (the last time it wrote: a record, a notice, a line of a
     step's log), never when it was found, which may be hours later (its message gives both times: it ended
-    between them); the step that was running interrupted
-    with that end, its duration and (at least) its one attempt; the main steps after it skipped, as after
-    a stop (run/drive.py). Updates ``steps`` (store rows, as dicts) in place."""
+    between them); the step that was running interrupted with that end, its duration and (at least) its one
+    attempt; the main steps after it skipped, as after a stop (run/drive.py). Updates ``steps`` (store rows,
+    as dicts) in place."""
     times = [started] + [t for s in steps for t in (s.get("started"), s.get("ended")) if t]
     times += [float(n["time"]) for n in notices if isinstance(n, dict) and n.get("time")]
     for log in logs:
