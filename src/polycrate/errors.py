@@ -61,7 +61,14 @@ class NotFoundError(PolycrateError):
 
 
 class LockedError(PolycrateError):
+    """Another run holds the lock: ``held`` says who, without the advice to the person at the terminal (``hint``),
+    which a scheduled run's record must not repeat (nobody there can --wait)."""
+
     exit_code = EXIT_LOCKED
+
+    def __init__(self, held: str, path: str | Path | None = None, *, hint: str = ""):
+        super().__init__(held + (f"; {hint}" if hint else ""), path)
+        self.held = held
 
 
 class SystemFault(PolycrateError):

@@ -57,6 +57,48 @@ webhooks:
         assert SECRET not in json.dumps(r["body"])
 
 
+def test_a_scheduled_run_that_cannot_start_is_recorded_and_alerted(tmp_path, hook_server):
+    """A timer's (or cron's) run refused before it starts, here because its workflow's lock is held (by the real
+    RunLock, as a run at the terminal holds it), was only a line in the journal: nothing in the history, no alert,
+    and the night's run silently missing. Now the history keeps a failed run that never started, with the reason
+    (without the --wait advice, which is for a terminal), and the failure webhook fires with it. A run typed at
+    the terminal and refused the same way records nothing, as before: its user has the message."""
+    from polycrate.history.locking import RunLock
+
+    ws = make_workspace(tmp_path / "ws", f"""
+webhooks:
+  - url: http://127.0.0.1:{hook_server.port}/failures
+    on: [failure]
+""")
+    before = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]
+    lock = RunLock(ws, "workflow-green", "workflow 'green'")
+    lock.acquire()
+    try:
+        typed = run_cli("workflows", "run", "green", cwd=ws)
+        assert typed.returncode == 3 and "use --wait to wait for it" in typed.stderr, typed.output
+        assert json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"] == before
+        assert hook_server.requests == []
+        timer = run_cli("workflows", "run", "--launched-by", "systemd:polycrate-nights-green.service", "green", cwd=ws)
+        assert timer.returncode == 3, timer.output
+        assert lock.fd is not None  # still held: the refused run took nothing
+    finally:
+        lock.release()
+    runs = json.loads(run_cli("runs", "list", "-o", "json", cwd=ws).stdout)["runs"]
+    assert len(runs) == len(before) + 1
+    refused = runs[0]
+    assert refused["status"] == "failed" and refused["started"] is None and refused["duration"] is None, refused
+    assert refused["user"] == "systemd:polycrate-nights-green.service"
+    assert re.fullmatch(r"the scheduled run did not start: workflow 'green' is already running \(pid \d+ on .+\)",
+                        refused["message"]), refused["message"]
+    assert [r["path"] for r in hook_server.requests] == ["/failures"]
+    body = validate_document(hook_server.requests[0]["body"], "webhook")
+    assert body["run_id"] == refused["run_id"] and body["status"] == "failed" and body["started"] is None
+    assert body["message"] == refused["message"] and body["steps"] == []
+    shown = run_cli("runs", "show", refused["run_id"], cwd=ws)
+    assert shown.returncode == 0 and "started:   never (launched by systemd:polycrate-nights-green.service)" \
+        in shown.stdout, shown.output
+
+
 def test_dead_webhook_does_not_fail_the_run(tmp_path):
     dead = free_port()  # nothing listens here
     token = "T0KEN-in-the-path-4711"  # as in Slack's /services/T/B/TOKEN: the URL itself is a secret

@@ -219,7 +219,7 @@ def cmd_show(args) -> int:
     print(f"run:       {run.id}")
     print(f"{run.kind}:{' ' * (10 - len(run.kind))}{run.name}" + (" (check mode)" if run.check_mode else ""))
     print(f"status:    {state_text(run.status)}" + (f" (exit {run.exit_code})" if run.exit_code is not None else ""))
-    if run.never_started:  # team mode: stopped or refused while queued (history.records.RunRecord)
+    if run.never_started:  # stopped or refused while queued (team mode), a scheduled run refused before it started
         print(f"started:   never (launched by {run.user})")
     else:
         print(f"started:   {_when(run.started)} by {run.user}@{run.host} (pid {run.pid})")
@@ -244,6 +244,8 @@ def cmd_show(args) -> int:
         print(f"failed:    step {run.failed_step}{task}")
     if run.message:
         print(f"message:   {run.message}")
+    if run.never_started and not run.steps:  # nothing ran: no steps to list
+        return 0
     print()
     table(
         [

@@ -110,9 +110,8 @@ class RunLock:
                 os.close(self._fd)
                 self._fd = None
                 raise LockedError(
-                    f"{self.what} is already running ({holder.describe() if holder else 'holder unknown'}); "
-                    "use --wait to wait for it",
-                    self.path,
+                    f"{self.what} is already running ({holder.describe() if holder else 'holder unknown'})",
+                    self.path, hint="use --wait to wait for it",
                 )
             if on_wait and not announced:
                 on_wait(f"waiting for {self.what}: held by {holder.describe() if holder else 'another run'}")

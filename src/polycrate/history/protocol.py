@@ -48,6 +48,12 @@ class RunStore(Protocol):
         container, ``image`` and its ``image_digest``)."""
         ...
 
+    def record_never_started(self, run_id: str, *, workflow: str, only_step: str | None, user: str, status: str,
+                             message: str) -> None:
+        """The finished record of a workflow run that never started (stopped while queued, a scheduled run
+        refused by its lock or preflight): ``status`` and why, ended now, no steps (RunRecord.never_started)."""
+        ...
+
     def add_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:
         """The planned steps (position, name, block, action, phase, status, note)."""
         ...

@@ -207,6 +207,19 @@ class SQLiteRunStore:
         )
         return run_id
 
+    def record_never_started(self, run_id: str, *, workflow: str, only_step: str | None, user: str, status: str,
+                             message: str) -> None:
+        """The record of a workflow run that stopped before it started (a scheduled run refused by its lock or
+        its preflight): ended now, with ``status`` and why, no steps, no pid; ``never_started`` says it never
+        started, and its stored ``started`` is its end, its place in the history (history.records.RunRecord)."""
+        now = time.time()
+        self._durably(
+            "INSERT INTO runs (id, kind, name, workflow, only_step, user, host, started, ended, status, exit_code,"
+            " message, never_started) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,1)",
+            (run_id, RunKind.WORKFLOW, workflow, workflow, only_step, user, None, now, now, str(status),
+             exit_code_of(RunState(status)), message),
+        )
+
     def add_steps(self, run_id: str, steps: list[dict[str, Any]]) -> None:
         with self.db:
             self.db.execute("BEGIN")

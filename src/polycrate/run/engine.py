@@ -83,7 +83,16 @@ def run_workflow(
 def _run(target: RunTarget, confirm: Confirm, run: RunContext) -> RunResult:
     """Open, drive (which finishes), and close whatever happened."""
     try:
-        opened = open_run(run, target, confirm)
+        try:
+            opened = open_run(run, target, confirm)
+        except PolycrateError as exc:  # a timer's or cron's run refused before it started: recorded, and told
+            from polycrate.run.finish import record_not_started
+            from polycrate.schedule.render import launched_by_schedule
+
+            if run.run_id is None and target.workflow is not None and launched_by_schedule(run.options.launched_by):
+                record_not_started(run, RunResult(target.kind, target.name, [StepResult(p) for p in target.planned]),
+                                   target.record.get("only_step"), exc)
+            raise
         return drive(run, opened.result, opened.skip)
     finally:
         run.close()

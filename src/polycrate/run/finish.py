@@ -84,6 +84,36 @@ def record_outcome(run: RunContext, result: RunResult, started_at: float, interr
         run.finished = True
 
 
+def record_not_started(run: RunContext, result: RunResult, only_step: str | None, exc: Exception) -> None:
+    """A scheduled run (a timer's, a cron entry's) that stopped before its record opened: its workflow already
+    running (the lock), its preflight failed, a prompt nobody can answer. Nobody watches it, so the history says
+    so (a failed run that never started, with the reason) and the alerts tell (NOT_STARTED); the error itself
+    goes on as it would have (one line, the exit code)."""
+    from polycrate.errors import LockedError
+    from polycrate.history import open_store
+    from polycrate.history.store import new_run_id
+    from polycrate.run.stopping import signals_deferred
+    from polycrate.states import RunState
+
+    if run.secrets is None:  # the notifications' credentials (secrets.poly), when the failure came before them
+        from polycrate.run.opening import open_secrets
+
+        try:
+            open_secrets(run)
+        except Exception:
+            pass  # the notifications that need a secret say so; the record stands
+    why = exc.held if isinstance(exc, LockedError) else str(exc)  # its --wait advice is for a terminal
+    with signals_deferred():
+        run.store = store = open_store(run.ws.root, backend=run.options.backend, workspace=run.ws.name)
+        run.run_id = run_id = run.options.run_id or new_run_id(time.time())
+        store.record_never_started(run_id, workflow=result.name, only_step=only_step,
+                                   user=run.options.launched_by or "", status=RunState.FAILED,
+                                   message=run.mask(f"the scheduled run did not start: {why}"))
+        run.finished = True
+    result.run_id, result.status, result.workspace = run_id, RunState.FAILED, run.ws.name
+    after_run(AfterRun(run, result), NOT_STARTED)
+
+
 def after_run(after: AfterRun, phases: tuple[AfterRunPhase, ...]) -> None:
     """Each phase in turn; one that raises becomes a notice, and the next one runs."""
     for phase in phases:
@@ -199,3 +229,6 @@ AFTER_RUN: tuple[AfterRunPhase, ...] = (
 
 
 __all__ = ["AFTER_RUN", "AfterRun", "AfterRunPhase", "after_run", "finish"]
+# a scheduled run that never started (record_not_started): what tells someone, nothing that runs or commits
+NOT_STARTED: tuple[AfterRunPhase, ...] = tuple(p for p in AFTER_RUN if p.work not in (prune_old_runs, submit_event,
+                                                                                     auto_commit))

@@ -85,6 +85,14 @@ def systemd_escape(value: str, *, word: bool = False, command: bool = False) -> 
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+LAUNCHED_BY_TIMER, LAUNCHED_BY_CRON = "systemd:", "cron:"  # --launched-by of a scheduled run: the unit, the cron file
+
+
+def launched_by_schedule(launched_by: str | None) -> bool:
+    """Whether a run was started by a timer or cron entry schedules apply wrote: nobody watches it."""
+    return bool(launched_by) and str(launched_by).startswith((LAUNCHED_BY_TIMER, LAUNCHED_BY_CRON))
+
+
 def _run_command(root: Path, workflow: str, command: list[str], launched_by: str) -> list[str]:
     # no --force: a scheduled run must never answer prompts on the user's behalf. --launched-by: the run's record
     # (runs list's BY, runs show, the webhook and mail) names the unit or cron file that started it, as a run the
@@ -110,7 +118,7 @@ def render_systemd(workspace: str, root: Path, schedule: Schedule, command: list
         on_calendar = schedule.expression
     name = unit_basename(workspace, schedule.workflow)
     header = _header(root, schedule.workflow, schedule.origin)
-    argv = _run_command(root, schedule.workflow, command, f"systemd:{name}.service")
+    argv = _run_command(root, schedule.workflow, command, f"{LAUNCHED_BY_TIMER}{name}.service")
     service = [
         header,
         "[Unit]",
@@ -172,7 +180,7 @@ def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[st
         )
     log_file = schedule.log_file or default_log_file(workspace, schedule.workflow, root, schedule.user)
     name = cron_filename(workspace, schedule.workflow)
-    run = " ".join(_cron_quote(w) for w in _run_command(root, schedule.workflow, command, f"cron:{name}"))
+    run = " ".join(_cron_quote(w) for w in _run_command(root, schedule.workflow, command, f"{LAUNCHED_BY_CRON}{name}"))
     if environment:  # on the command line itself: cron.d's NAME=value lines do no quoting
         run = "env " + " ".join(_cron_quote(f"{k}={v}") for k, v in environment.items()) + " " + run
     if schedule.timeout:
