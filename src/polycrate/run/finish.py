@@ -91,7 +91,7 @@ def record_not_started(run: RunContext, result: RunResult, only_step: str | None
     goes on as it would have (one line, the exit code)."""
     from polycrate.errors import LockedError
     from polycrate.history import open_store
-    from polycrate.history.store import new_run_id
+    from polycrate.history.store import claim_identity
     from polycrate.run.stopping import signals_deferred
     from polycrate.states import RunState
 
@@ -105,9 +105,9 @@ def record_not_started(run: RunContext, result: RunResult, only_step: str | None
     why = exc.held if isinstance(exc, LockedError) else str(exc)  # its --wait advice is for a terminal
     with signals_deferred():
         run.store = store = open_store(run.ws.root, backend=run.options.backend, workspace=run.ws.name)
-        run.run_id = run_id = run.options.run_id or new_run_id(time.time())
-        store.record_never_started(run_id, workflow=result.name, only_step=only_step,
-                                   user=run.options.launched_by or "", status=RunState.FAILED,
+        run_id, user = claim_identity(time.time(), run.options.run_id, run.options.launched_by)
+        run.run_id = run_id
+        store.record_never_started(run_id, workflow=result.name, only_step=only_step, user=user, status=RunState.FAILED,
                                    message=run.mask(f"the scheduled run did not start: {why}"))
         run.finished = True
     result.run_id, result.status, result.workspace = run_id, RunState.FAILED, run.ws.name
@@ -227,8 +227,9 @@ AFTER_RUN: tuple[AfterRunPhase, ...] = (
     AfterRunPhase("run store", reread_record, None),  # as before the split: the first read-back stands
 )
 
-
-__all__ = ["AFTER_RUN", "AfterRun", "AfterRunPhase", "after_run", "finish"]
 # a scheduled run that never started (record_not_started): what tells someone, nothing that runs or commits
 NOT_STARTED: tuple[AfterRunPhase, ...] = tuple(p for p in AFTER_RUN if p.work not in (prune_old_runs, submit_event,
                                                                                      auto_commit))
+
+
+__all__ = ["AFTER_RUN", "NOT_STARTED", "AfterRun", "AfterRunPhase", "after_run", "finish", "record_not_started"]

@@ -551,9 +551,8 @@ def room_needed(backup_dir: str, db: str, encrypted: bool) -> tuple[str, int, in
     """The newest archive of `db` in `backup_dir`, its size, and the bytes a new backup is expected to need beside
     it: that size and a tenth for growth (twice that when an encrypted copy is written too); ('', 0, 0) without
     one."""
-    pattern = re.compile("^" + re.escape(db) + ARCHIVE_RE + "$")
     try:
-        names = sorted((n for n in os.listdir(backup_dir) if pattern.match(n)), reverse=True)
+        names = local_archives(backup_dir, db)
     except OSError:
         return "", 0, 0
     for name in names:
@@ -862,15 +861,18 @@ def remote_retention(remote: Remote, listing: list[dict], db: str, keep: int) ->
     return doomed
 
 
-def local_retention(backup_dir: str, db: str, keep: int) -> list[str]:
-    import re
-
+def local_archives(backup_dir: str, db: str) -> list[str]:
+    """The names of the archives of `db` in `backup_dir`, newest first (their names carry their UTC time)."""
     pattern = re.compile("^" + re.escape(db) + ARCHIVE_RE + "$")
+    return sorted((n for n in os.listdir(backup_dir) if pattern.match(n)), reverse=True)
+
+
+def local_retention(backup_dir: str, db: str, keep: int) -> list[str]:
     try:
         latest = os.readlink(os.path.join(backup_dir, "latest.tar.gz"))
     except OSError:
         latest = ""
-    names = sorted((n for n in os.listdir(backup_dir) if pattern.match(n)), reverse=True)
+    names = local_archives(backup_dir, db)
     deleted = []
     for n in names[keep:] if keep > 0 else []:
         if n == latest:
@@ -1044,8 +1046,7 @@ def run_module() -> None:
             owner = Owner(args.owner)
             igzip = find_igzip(args.compressor)
             version = server_version(args, owner)
-            if os.path.isdir(args.backup_dir):
-                check_room(args.backup_dir, args.db, bool(args.remote and args.recipient))
+            check_room(args.backup_dir, args.db, bool(args.remote and args.recipient))  # no folder yet: no archive
             module.exit_json(changed=True, archive=f"{args.name}.tar.gz", compressor="igzip" if igzip else "zlib",
                              server_version=version)
         result = backup(args)
