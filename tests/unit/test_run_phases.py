@@ -98,3 +98,41 @@ def test_an_interrupt_in_a_phase_is_not_swallowed():
     with pytest.raises(KeyboardInterrupt):
         after_run(AfterRun(Notices(), RunResult(RunKind.ACTION, "b a")), phases)
     assert ran == []
+
+
+def test_a_stop_after_the_outcome_is_recorded_skips_the_phases_asked_for_but_not_the_read_back():
+    """run/stopping.py: once the record says how the run ended, a stop signal is noted, not raised; the phases
+    not yet begun are skipped, but for the record's read-back, and one notice names those that were asked for."""
+    import signal
+
+    from polycrate.run import stopping
+
+    ran: list[str] = []
+    result = RunResult(RunKind.WORKFLOW, "nightly", status=RunState.FAILED)
+
+    def phase(name: str, asked: bool = True, reads: bool = False, stops: bool = False) -> AfterRunPhase:
+        def work(after: AfterRun) -> None:
+            ran.append(name)
+            if stops:  # the signal, as the handler takes it, while this phase runs
+                assert stopping.stop_after_settled(signal.SIGTERM)
+        return AfterRunPhase(name, work, "x: {exc}", lambda after: asked, reads)
+
+    run = Notices()
+    stopping.settle()
+    try:
+        after_run(AfterRun(run, result), (phase("retention", stops=True), phase("metrics", asked=False),
+                                          phase("read", reads=True), phase("webhooks"), phase("mail")))
+        assert stopping.stop_after_settled(signal.SIGINT)  # a second one is noted too, and said once
+    finally:
+        stopping.unsettle()
+    assert ran == ["retention", "read"]
+    assert run.said == ["SIGTERM came after the run was recorded as failed: that result stands; not done: webhooks, mail"]
+    assert stopping.late_stop() is None and not stopping.stop_after_settled(signal.SIGINT)  # a new run: it interrupts
+
+
+def test_a_phase_not_asked_for_does_not_run():
+    ran: list[str] = []
+    phases = (AfterRunPhase("one", lambda a: ran.append("one"), None, lambda a: False),
+              AfterRunPhase("two", lambda a: ran.append("two"), None))
+    after_run(AfterRun(Notices(), RunResult(RunKind.ACTION, "b a")), phases)
+    assert ran == ["two"]

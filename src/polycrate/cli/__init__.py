@@ -186,7 +186,8 @@ SECOND_SIGNAL_AFTER = 20.0  # seconds: a stop takes at most the step's grace (10
 def _terminate(signum, frame):  # SIGINT, SIGTERM and SIGHUP: stop the running step, record, exit 130
     """The first stop signal interrupts; one more while polycrate stops is held, so that the stop (bounded)
     runs to its end and the exit is 130, not a death by the second signal half-way through the record
-    (found by the signal stress test). Only after SECOND_SIGNAL_AFTER seconds does another one interrupt."""
+    (found by the signal stress test). Only after SECOND_SIGNAL_AFTER seconds does another one interrupt.
+    A first one after the run's outcome was recorded interrupts nothing: polycrate ends as recorded."""
     import time
 
     from polycrate.errors import Interrupted
@@ -194,7 +195,11 @@ def _terminate(signum, frame):  # SIGINT, SIGTERM and SIGHUP: stop the running s
     now = time.monotonic()
     if _STOPPING and now - _STOPPING[0] < SECOND_SIGNAL_AFTER:
         return
+    first = not _STOPPING
     _STOPPING[:] = [now]
+    stopping = sys.modules.get("polycrate.run.stopping")  # not loaded: no run, nothing recorded
+    if first and stopping is not None and stopping.stop_after_settled(signum):
+        return  # the record says how the run ended: the exit follows it (run/stopping.py)
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -215,6 +220,8 @@ def take_stop_signals() -> None:
     import atexit
 
     _STOPPING.clear()
+    if "polycrate.run.stopping" in sys.modules:  # main again in one process (the tests): a new command
+        sys.modules["polycrate.run.stopping"].unsettle()
     atexit.unregister(_ignore_stop_signals)  # once, also when main runs again in one process (the tests)
     atexit.register(_ignore_stop_signals)  # after the threads are joined: a hang there stays stoppable
     signal.signal(signal.SIGINT, _terminate)

@@ -25,7 +25,7 @@ from typing import Any
 
 from polycrate.run.context import RunContext, masked
 from polycrate.run.request import RunResult
-from polycrate.states import RunKind, StepState
+from polycrate.states import RunKind, RunState, StepState
 from polycrate.config.record import MutableRecord, Record, record
 
 
@@ -51,6 +51,8 @@ class AfterRunPhase(Record):
     name: str  # the notice's first word when the phase fails
     work: Callable[[AfterRun], None]
     failed: str | None  # what the notice says went wrong (None: nothing is said)
+    asked: Callable[[AfterRun], bool] = lambda after: True  # whether the workspace or the command asks for it
+    reads: bool = False  # it only reads the record back (done also after a late stop signal)
 
 
 def finish(run: RunContext, result: RunResult, started_at: float, interrupted: bool,
@@ -64,7 +66,7 @@ def finish(run: RunContext, result: RunResult, started_at: float, interrupted: b
 def record_outcome(run: RunContext, result: RunResult, started_at: float, interrupted: bool) -> None:
     """The run's status (polycrate.success decides it from the steps) and its failed step, in the record."""
     from polycrate import success
-    from polycrate.run.stopping import signals_deferred
+    from polycrate.run.stopping import settle, signals_deferred
 
     result.duration = time.monotonic() - started_at
     result.status = success.run_state(((s.status, s.phase) for s in result.steps), interrupted)
@@ -82,6 +84,8 @@ def record_outcome(run: RunContext, result: RunResult, started_at: float, interr
             message=failed.message if failed else None,
         )
         run.finished = True
+        if result.status != RunState.INTERRUPTED:
+            settle()  # a signal from here on (also one held just now) ends nothing more (run/stopping.py)
 
 
 def record_not_started(run: RunContext, result: RunResult, only_step: str | None, exc: Exception) -> None:
@@ -92,8 +96,7 @@ def record_not_started(run: RunContext, result: RunResult, only_step: str | None
     from polycrate.errors import LockedError
     from polycrate.history import open_store
     from polycrate.history.store import claim_identity
-    from polycrate.run.stopping import signals_deferred
-    from polycrate.states import RunState
+    from polycrate.run.stopping import settle, signals_deferred
 
     if run.secrets is None:  # the notifications' credentials (secrets.poly), when the failure came before them
         from polycrate.run.opening import open_secrets
@@ -110,13 +113,29 @@ def record_not_started(run: RunContext, result: RunResult, only_step: str | None
         store.record_never_started(run_id, workflow=result.name, only_step=only_step, user=user, status=RunState.FAILED,
                                    message=run.mask(f"the scheduled run did not start: {why}"))
         run.finished = True
+        settle()  # the record is written: a signal now does not turn the refusal into an interrupt
     result.run_id, result.status, result.workspace = run_id, RunState.FAILED, run.ws.name
     after_run(AfterRun(run, result), NOT_STARTED)
 
 
 def after_run(after: AfterRun, phases: tuple[AfterRunPhase, ...]) -> None:
-    """Each phase in turn; one that raises becomes a notice, and the next one runs."""
-    for phase in phases:
+    """Each phase in turn; one that raises becomes a notice, and the next one runs. After a stop signal that
+    came once the outcome was recorded (run/stopping.py), the phases not yet begun are skipped but for the
+    record's read-back, and a notice names them: the recorded result stands."""
+    from polycrate.run.stopping import late_stop
+
+    stopped = False
+    for index, phase in enumerate(phases):
+        if not phase.asked(after):
+            continue
+        if not stopped and (sig := late_stop()) is not None:
+            stopped = True
+            left = [p.name for p in phases[index:] if not p.reads and p.asked(after)]
+            if left:
+                after.run.notice(f"{sig} came after the run was recorded as {after.result.status}: that result "
+                                 f"stands; not done: {', '.join(dict.fromkeys(left))}")
+        if stopped and not phase.reads:
+            continue
         try:
             phase.work(after)
         except Exception as exc:
@@ -126,14 +145,17 @@ def after_run(after: AfterRun, phases: tuple[AfterRunPhase, ...]) -> None:
 
 def prune_old_runs(after: AfterRun) -> None:
     settings, store = after.run.ws.run_settings, after.run.store
-    if (settings.keep_runs or settings.keep_days) and store is not None:
+    if store is not None:
         store.prune(settings.keep_runs, settings.keep_days)
+
+
+def retention_asked(after: AfterRun) -> bool:
+    settings = after.run.ws.run_settings
+    return bool(settings.keep_runs or settings.keep_days)
 
 
 def write_metrics(after: AfterRun) -> None:
     run, settings = after.run, after.run.ws.run_settings
-    if after.result.kind != RunKind.WORKFLOW or not settings.metrics_enabled or run.options.check:
-        return
     from polycrate.notify import metrics
 
     assert run.store is not None
@@ -144,11 +166,9 @@ def write_metrics(after: AfterRun) -> None:
 def submit_event(after: AfterRun) -> None:
     """The real Polycrate's event of the run: a YAML file under .logs/ or a POST (notify/polycrate_event.py)."""
     run, result, options = after.run, after.result, after.run.options
-    if not options.event_handler:
-        return
     from polycrate.notify import polycrate_event as runevents
 
-    assert run.store is not None and run.run_id is not None
+    assert run.store is not None and run.run_id is not None and options.event_handler  # asked (AFTER_RUN)
     record = run.store.get_run(run.run_id)
     snap = runevents.run_snapshot(
         run.ws, options, run.runtime.name if run.runtime is not None else "local",
@@ -173,8 +193,6 @@ def head_commit(run: RunContext) -> str:
 
 def auto_commit(after: AfterRun) -> None:
     run, result = after.run, after.result
-    if not run.options.auto_commit:
-        return
     from polycrate.notify import polycrate_event as runevents
 
     what = f"workflow {result.name}" if result.kind == RunKind.WORKFLOW else f"action {result.name}"
@@ -189,18 +207,17 @@ def read_record(after: AfterRun) -> None:
 
 
 def send_webhooks(after: AfterRun) -> None:
-    hooks = after.run.ws.run_settings.webhooks
-    if not hooks or after.result.record is None:
+    if after.result.record is None:
         return
     from polycrate.notify import webhooks
 
-    webhooks.send_all(hooks, after.webhook_body(), after.run.notice)
+    webhooks.send_all(after.run.ws.run_settings.webhooks, after.webhook_body(), after.run.notice)
 
 
 def send_notifications(after: AfterRun) -> None:
     """Mail and chat, built from the webhooks' body; their credentials come from secrets.poly."""
     run, targets = after.run, after.run.ws.run_settings.notifications
-    if not targets or after.result.record is None:
+    if after.result.record is None:
         return
     from polycrate.notify import channels
 
@@ -211,20 +228,24 @@ def send_notifications(after: AfterRun) -> None:
 
 def reread_record(after: AfterRun) -> None:
     """Read back once more after webhooks or notifications: the record now holds their notices."""
-    settings = after.run.ws.run_settings
-    if (settings.webhooks or settings.notifications) and after.result.record is not None:
+    if after.result.record is not None:
         read_record(after)
 
 
 AFTER_RUN: tuple[AfterRunPhase, ...] = (
-    AfterRunPhase("retention", prune_old_runs, "could not remove old runs: {exc}"),
-    AfterRunPhase("metrics", write_metrics, "could not write the textfile: {exc}"),
-    AfterRunPhase("event", submit_event, "could not be written: {exc}; the run's result stands"),
-    AfterRunPhase("auto-commit", auto_commit, "nothing committed: {exc}"),
-    AfterRunPhase("run store", read_record, "could not read the finished run back: {exc}"),
-    AfterRunPhase("webhooks", send_webhooks, "not sent: {exc}"),
-    AfterRunPhase("notifications", send_notifications, "not sent: {exc}"),
-    AfterRunPhase("run store", reread_record, None),  # as before the split: the first read-back stands
+    AfterRunPhase("retention", prune_old_runs, "could not remove old runs: {exc}", retention_asked),
+    AfterRunPhase("metrics", write_metrics, "could not write the textfile: {exc}",
+                  lambda a: (a.result.kind == RunKind.WORKFLOW and a.run.ws.run_settings.metrics_enabled
+                             and not a.run.options.check)),
+    AfterRunPhase("event", submit_event, "could not be written: {exc}; the run's result stands",
+                  lambda a: bool(a.run.options.event_handler)),
+    AfterRunPhase("auto-commit", auto_commit, "nothing committed: {exc}", lambda a: bool(a.run.options.auto_commit)),
+    AfterRunPhase("run store", read_record, "could not read the finished run back: {exc}", reads=True),
+    AfterRunPhase("webhooks", send_webhooks, "not sent: {exc}", lambda a: bool(a.run.ws.run_settings.webhooks)),
+    AfterRunPhase("notifications", send_notifications, "not sent: {exc}",
+                  lambda a: bool(a.run.ws.run_settings.notifications)),
+    AfterRunPhase("run store", reread_record, None,  # as before the split: the first read-back stands
+                  lambda a: bool(a.run.ws.run_settings.webhooks or a.run.ws.run_settings.notifications), reads=True),
 )
 
 # a scheduled run that never started (record_not_started): what tells someone, nothing that runs or commits

@@ -231,8 +231,9 @@ def open_record(run: RunContext, **record: Any) -> None:
     from polycrate.history import open_store
     from polycrate.run.where import runtime_fields
 
-    from polycrate.run.stopping import signals_deferred
+    from polycrate.run.stopping import signals_deferred, unsettle
 
+    unsettle()  # a run before this one in the same process (the tests) settled its own
     options = run.options
     run.where = runtime_fields(run.runtime)
     # a stop signal between the record's INSERT and run.run_id would leave a 'running' record that

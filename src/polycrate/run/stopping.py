@@ -4,6 +4,11 @@ while the record is being finished waits until the write is done, then stops pol
 Found by tests/integration/test_signal_stress.py: a signal between opening the record and the first
 step, or inside the finish, left the run 'running' until the next command's reconcile called it
 "ended without recording a result (killed?)".
+
+Once the record says how the run ended (``settle``), a stop signal changes nothing of it: the handler notes
+it (``late_stop``) instead of interrupting, the after-run phases not yet begun are skipped, the clean-up runs,
+and the exit code is the recorded one. Before, a signal held while the record was written as succeeded was
+raised after it, and polycrate exited 130 beside a record of success (the signal stress test, under load).
 """
 from __future__ import annotations
 
@@ -15,6 +20,35 @@ from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+_SETTLED: list[bool] = []  # this process's run has its outcome recorded
+_LATE: list[str] = []  # the stop signal that came after that (its name), at most one
+
+
+def settle() -> None:
+    """The run's outcome is recorded: from now on a stop signal is noted, not raised."""
+    _SETTLED[:] = [True]
+
+
+def unsettle() -> None:
+    """A new run (or command) in this process: stop signals interrupt again."""
+    _SETTLED.clear()
+    _LATE.clear()
+
+
+def stop_after_settled(signum: int) -> bool:
+    """For the stop handler: when the outcome is recorded, note the signal and say so (True: do not raise)."""
+    if not _SETTLED:
+        return False
+    if not _LATE:
+        _LATE.append(signal.Signals(signum).name)
+    return True
+
+
+def late_stop() -> str | None:
+    """The stop signal that came after the outcome was recorded (its name), if one did."""
+    return _LATE[0] if _LATE else None
 
 
 @contextmanager
@@ -45,4 +79,4 @@ def signals_deferred() -> Iterator[None]:
             saved[held[0]](held[0], None)
 
 
-__all__ = ["STOP_SIGNALS", "signals_deferred"]
+__all__ = ["STOP_SIGNALS", "late_stop", "settle", "signals_deferred", "stop_after_settled", "unsettle"]
