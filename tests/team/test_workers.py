@@ -273,12 +273,21 @@ def test_a_killed_worker_s_run_becomes_lost_never_runs_twice_and_frees_the_lock(
     wait_for(lambda: (team.marks / "gate-started").exists(), "the step started")
     os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its run's process: nobody is left to record an end
     doomed.wait()
-    team.start_worker("w2")  # the one alive: it finds the silent worker's run
+    killed = time.time()
+    team.start_worker("w2")  # the one alive: it finds the silent worker's run (10 s of silence at least)
     wait_for(lambda: _status(team, run_id) == "lost", "the run is marked lost")
     shown = team.show(run_id)
     assert "its worker w1" in shown["message"] and "stopped heartbeating" in shown["message"]
     steps = [(s["name"], s["status"]) for s in shown["steps"]]
-    assert "running" not in [status for _, status in steps] and ("wait", "interrupted") in steps, steps
+    assert steps == [("wait", "interrupted"), ("after", "skipped")], steps
+    # it ended at its last sign of life (w1's last heartbeat), before the kill: not when w2 found it, 10 s later
+    row = team.sql("SELECT r.ended, r.failed_step, s.started AS step_started, s.ended AS step_ended, s.duration"
+                   " FROM runs r JOIN steps s ON s.workspace = r.workspace AND s.run_id = r.id AND s.position = 1"
+                   " WHERE r.workspace = 'teamws' AND r.id = %s", run_id)[0]
+    assert row["step_started"] <= row["ended"] <= killed, (row, killed)
+    assert row["step_ended"] == row["ended"] and row["failed_step"] == "wait"
+    assert abs(row["duration"] - (row["ended"] - row["step_started"])) < 0.01
+    assert "last seen " in shown["message"] and "found silent " in shown["message"]
 
     def states() -> tuple[str, str]:
         listed = {w["name"]: w for w in json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]}

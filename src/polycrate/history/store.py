@@ -17,7 +17,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -530,13 +530,15 @@ class FoundGone(NamedTuple):
 
 
 def found_gone(started: float, steps: list[dict[str, Any]], notices: list[dict[str, Any]],
-               logs: Iterable[Path] = ()) -> FoundGone:
+               logs: Iterable[Path] = (), also: Iterable[float] = (),
+               say: Callable[[float], str] | None = None) -> FoundGone:
     """A 'running' run whose process is gone (SIGKILL, the OOM killer, a power loss), as both stores record it
     when they find it: ended at its last sign of life (the last time it wrote: a record, a notice, a line of a
     step's log), never when it was found, which may be hours later (its message gives both times: it ended
     between them); the step that was running interrupted with that end, its duration and (at least) its one
     attempt; the main steps after it skipped, as after a stop (run/drive.py). Updates ``steps`` (store rows,
-    as dicts) in place."""
+    as dicts) in place. ``also``: other signs of life (a team worker's last heartbeat); ``say``: the message,
+    given the end (by default: the process ended without recording a result, last seen, found gone)."""
     times = [started] + [t for s in steps for t in (s.get("started"), s.get("ended")) if t]
     times += [float(n["time"]) for n in notices if isinstance(n, dict) and n.get("time")]
     for log in logs:
@@ -544,10 +546,9 @@ def found_gone(started: float, steps: list[dict[str, Any]], notices: list[dict[s
             times.append(log.stat().st_mtime)
         except OSError:
             pass
-    ended = max(times)
-    shown = "%Y-%m-%d %H:%M:%S"
-    message = (f"{MISSING_PROCESS}: last seen {time.strftime(shown, time.localtime(ended))}, "
-               f"found gone {time.strftime(shown)}")
+    times += [t for t in also if t]
+    ended = min(max(times), time.time())
+    message = say(ended) if say is not None else f"{MISSING_PROCESS}: last seen {shown(ended)}, found gone {shown()}"
     stopped: str | None = None
     for step in sorted(steps, key=lambda s: s["position"]):
         if step["status"] == StepState.RUNNING:
@@ -559,6 +560,11 @@ def found_gone(started: float, steps: list[dict[str, Any]], notices: list[dict[s
         elif step["status"] == StepState.NOT_RUN and step.get("phase", Phase.MAIN) == Phase.MAIN:
             step["status"] = str(StepState.SKIPPED)
     return FoundGone(ended, stopped, message)
+
+
+def shown(when: float | None = None) -> str:
+    """A time of the record as a message says it (local time, to the second; None: now)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def pick_id(ref: str, ids: list[str], where: Path | str) -> str:

@@ -341,31 +341,52 @@ def reap(dsn: str, lost_after: float, me: int | None = None, my_slicer: int | No
 
 
 def _mark_lost(db: Any, run: dict[str, Any], lost_after: float) -> str:
+    """The run of a silent worker, lost: ended at its last sign of life (its worker's last heartbeat, its steps'
+    and notices' times; never when it was found, which is at least ``lost_after`` later and may be hours later,
+    when every worker was down), the step that was running interrupted with that end, the main steps after it
+    skipped (as history.store.found_gone does for a killed local run)."""
     import json
 
-    reason = (f"lost: its worker {run['worker']} on {run['worker_host']} stopped heartbeating (none for "
-              f"{lost_after:g}s) and nobody recorded an end; it is not run again by itself")
+    from polycrate.history.store import FOUND_GONE_STEP, found_gone, shown
+
     now = time.time()
+    where = (run["workspace"], run["id"])
+    record = db.execute("SELECT started, notices FROM runs WHERE workspace = %s AND id = %s", where).fetchone()
+    steps = list(db.execute("SELECT * FROM steps WHERE workspace = %s AND run_id = %s", where).fetchall())
+    beat = db.execute("SELECT last_heartbeat FROM team_workers WHERE worker_id = %s", (run["worker_id"],)).fetchone()
+    started = (record["started"] if record is not None else None) or run["started"] or run["launched"]
+
+    def say(ended: float) -> str:
+        return (f"lost: its worker {run['worker']} on {run['worker_host']} stopped heartbeating (last seen "
+                f"{shown(ended)}, found silent {shown(now)}; lost after {lost_after:g}s without one) and nobody "
+                "recorded an end; it is not run again by itself")
+
+    running = {s["position"] for s in steps if s["status"] == StepState.RUNNING}
+    end = found_gone(started, steps, (record["notices"] or []) if record is not None else [],
+                     also=[beat["last_heartbeat"]] if beat is not None and beat["last_heartbeat"] else [], say=say)
     db.execute("UPDATE team_runs SET state = 'lost', reason = %s WHERE workspace = %s AND id = %s",
-               (reason, run["workspace"], run["id"]))
+               (end.message, *where))
     recorded = db.execute(
-        "UPDATE runs SET status = %s, ended = %s, exit_code = 1, message = %s, notices = notices || %s::jsonb"
-        " WHERE workspace = %s AND id = %s AND status = %s RETURNING id",
-        (str(RunState.LOST), now, reason, json.dumps([{"time": now, "text": reason}]), run["workspace"], run["id"],
-         str(RunState.RUNNING))).fetchone()
-    # its step that was running says so too (as the SQLite store's reconcile does for a killed run): a lost run
-    # whose record still showed a 'running' step would tell two stories
-    db.execute("UPDATE steps SET status = %s, message = COALESCE(message, %s) WHERE workspace = %s AND run_id = %s"
-               " AND status = %s", (str(StepState.INTERRUPTED), reason, run["workspace"], run["id"],
-                                    str(StepState.RUNNING)))
-    if recorded is None and db.execute("SELECT 1 FROM runs WHERE workspace = %s AND id = %s",
-                                       (run["workspace"], run["id"])).fetchone() is None:
+        "UPDATE runs SET status = %s, ended = %s, exit_code = 1, message = %s, failed_step = COALESCE(failed_step, %s),"
+        " notices = notices || %s::jsonb WHERE workspace = %s AND id = %s AND status = %s RETURNING id",
+        (str(RunState.LOST), end.ended, end.message, end.step, json.dumps([{"time": now, "text": end.message}]),
+         *where, str(RunState.RUNNING))).fetchone()
+    if recorded is not None:
+        # its step that was running says so too: a lost run whose record still showed a 'running' step would
+        # tell two stories
+        for step in steps:
+            if step["position"] in running or step["status"] == StepState.SKIPPED:
+                db.execute(f"UPDATE steps SET {', '.join(f'{k} = %s' for k in FOUND_GONE_STEP)}"
+                           " WHERE workspace = %s AND run_id = %s AND position = %s AND status IN (%s, %s)",
+                           (*(step[k] for k in FOUND_GONE_STEP), *where, step["position"],
+                            str(StepState.RUNNING), str(StepState.NOT_RUN)))
+    elif record is None:
         db.execute(
             'INSERT INTO runs (workspace, id, kind, name, workflow, only_step, "user", host, started, ended, status,'
             " exit_code, message) VALUES (%s,%s,'workflow',%s,%s,%s,%s,%s,%s,%s,%s,1,%s)",
-            (run["workspace"], run["id"], run["workflow"], run["workflow"], run["only_step"], run["launched_by"],
-             run["worker_host"], run["started"] or run["launched"], now, str(RunState.LOST), reason))
-    return f"run {run['id']} of workflow '{run['workflow']}' {reason}"
+            (*where, run["workflow"], run["workflow"], run["only_step"], run["launched_by"],
+             run["worker_host"], started, end.ended, str(RunState.LOST), end.message))
+    return f"run {run['id']} of workflow '{run['workflow']}' {end.message}"
 
 
 def workers(dsn: str) -> list[dict[str, Any]]:
