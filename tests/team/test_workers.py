@@ -350,6 +350,10 @@ def test_postgresql_stopped_during_a_run_the_run_stops_itself_and_its_record_is_
     again = team.cli("workflows", "run", "gate", "--wait")  # the worker came back and takes the next launch
     assert again.returncode == 0, again.output
     assert team.sql("SELECT state FROM team_runs WHERE id = %s", run_id)[0]["state"] == "done"
+    log = team.worker_log("w1")  # what an admin reads in the worker's journal: one line per event, no traceback
+    assert "Traceback" not in log and "never retrieved" not in log, log[-3000:]
+    lines = log.splitlines()  # the pool's retries while the backend was away: said once, then with their count
+    assert all(lines.count(line) == 1 for line in lines if "error connecting" in line), log[-3000:]
 
 
 

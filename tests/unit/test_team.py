@@ -47,3 +47,28 @@ def test_the_keys_that_hold_a_workflow_differ_by_workspace_and_workflow_and_neve
     assert fence_key("a", "nightly") == fence_key("a", "nightly") == -8078119037402974096  # a new key would let old and new polycrates run one workflow twice
     assert fence_key("a:b", "c") != fence_key("a", "b:c")  # no two names run together into one key
     assert lock_name("acme", "nightly") == "polycrate:acme:workflow:nightly"
+
+
+def test_a_line_that_repeats_is_said_once_then_once_a_minute_with_its_count():
+    """While the backend is away psycopg's pool says "error connecting" every second or so: an hour's outage
+    was 3,600 lines per worker in its journal."""
+    from polycrate.team.worker import Repeats
+
+    now = [0.0]
+    out: list[str] = []
+    said = Repeats(out.append, every=60.0, clock=lambda: now[0])
+    for second in range(150):  # 150 s of the same line, one a second
+        now[0] = float(second)
+        said("pool: error connecting")
+    now[0] = 151.0
+    said("the backend is back")
+    said("the backend is back")  # once more at once: held
+    now[0] = 152.0
+    said("run 1 started")
+    assert out == ["pool: error connecting",
+                   "pool: error connecting (and 59 more times in 60s)",
+                   "pool: error connecting (and 59 more times in 60s)",
+                   "pool: error connecting (and 29 more times in 31s)",
+                   "the backend is back",
+                   "the backend is back (and 1 more time in 1s)",
+                   "run 1 started"]

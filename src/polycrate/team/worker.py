@@ -51,10 +51,40 @@ def say(text: str) -> None:
     print(f"polycrate worker: {text}", flush=True)
 
 
+class Repeats:
+    """The same line again and again (psycopg's pool retries its connection every second or so while the backend
+    is away: an hour's outage was 3,600 lines per worker) is said once; while it keeps coming, once a minute with
+    its count, and its count once another line comes."""
+
+    def __init__(self, out: Callable[[str], None], every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.out, self.every, self.clock = out, every, clock
+        self.last: str | None = None
+        self.said = 0.0  # when the last line was said
+        self.held = 0  # how many times it came since, unsaid
+
+    def __call__(self, text: str) -> None:
+        now = self.clock()
+        if text == self.last and now - self.said < self.every:
+            self.held += 1
+            return
+        if self.held:
+            again = f" (and {self.held} more time{'s' if self.held > 1 else ''} in {now - self.said:.0f}s)"
+            self.out(text + again if text == self.last else f"{self.last}{again}")
+            self.held = 0
+            if text == self.last:
+                self.said = now
+                return
+        self.out(text)
+        self.last, self.said = text, now
+
+
 def _one_line_logs(name: str) -> None:
-    """procrastinate's and psycopg's pool's warnings as one line each in the worker's output, without their
-    tracebacks (a backend restart would otherwise print pages)."""
+    """procrastinate's, psycopg's pool's and asyncio's warnings as one line each in the worker's output, without
+    their tracebacks (a backend restart would otherwise print pages), a repeated one said once a minute."""
     import logging
+
+    said = Repeats(say)
 
     class OneLine(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -62,11 +92,12 @@ def _one_line_logs(name: str) -> None:
             if record.exc_info and record.exc_info[1] is not None:
                 cause = record.exc_info[1].__cause__ or record.exc_info[1]
                 text += f" ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
-            say(f"{name}: {record.name}: {text}")
+            said(f"{name}: {record.name}: {text}")
 
-    for logger_name in ("procrastinate", "psycopg.pool"):
+    handler = OneLine(logging.WARNING)
+    for logger_name in ("procrastinate", "psycopg.pool", "asyncio"):
         logger = logging.getLogger(logger_name)
-        logger.handlers[:] = [OneLine(logging.WARNING)]
+        logger.handlers[:] = [handler]
         logger.propagate = False
 
 
