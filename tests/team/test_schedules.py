@@ -239,6 +239,29 @@ def test_a_changed_set_is_picked_up_by_a_running_worker_and_listed_from_the_back
     assert not (team.tmp / "etc").exists()
 
 
+def test_apply_says_when_no_alive_worker_serves_a_schedule_s_queue(team):
+    """The workers fire a team schedule's slots: with none alive on its queue (a typo in `queue:`, the workers
+    down) nothing happens at its time, so plan and apply say so (before: only "created")."""
+    _workspace(team.ws, team.marks, _scheduled("quiet", '"*-*-* 02:00:00"')
+               + _scheduled("dmz", '"*-*-* 03:00:00"') + "\n            queue: dmz")
+    alone = team.cli("schedules", "plan")
+    assert alone.returncode == 0, alone.output
+    assert ("note: quiet: no worker is alive: nothing fires its slots until one is (a slot missed meanwhile follows "
+            "'missed: run-once'; start one: polycrate worker --queue default)") in alone.stdout, alone.output
+    team.start_worker("w1")
+
+    def alive() -> bool:
+        listed = json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]
+        return any(w["name"] == "w1" and w["state"] == "alive" for w in listed)
+
+    wait_for(alive, "worker list shows w1 alive")
+    applied = team.cli("schedules", "apply", "-o", "json")
+    assert applied.returncode == 0, applied.output
+    assert json.loads(applied.stdout)["notes"] == [
+        "dmz: no alive worker serves queue 'dmz' (alive workers serve: default): its runs are launched on time and "
+        "wait until one does (polycrate worker --queue dmz)"]
+
+
 def test_apply_with_a_backend_refuses_a_dirty_workspace_and_changes_nothing(team):
     _workspace(team.ws, team.marks, _scheduled("quiet", '"*-*-* 02:00:00"'))
     (team.ws / "inventory.yml").write_text("all: {}\n")

@@ -339,6 +339,7 @@ def _apply_team(args, dsn: str, write: bool) -> int:
     _check_schema(dsn)
     rows, notes = _team_rows(ws)
     changes = apply_schedules(dsn, ws.name, rows, write=write)
+    notes += _unserved(dsn, [row for status, row in changes if status != "removed"])
     if args.output == "json":
         emit_json(contract.document("schedules-backend", {
             "backend": safe_dsn(dsn), "workspace": ws.name, "applied": write,
@@ -359,6 +360,21 @@ def _apply_team(args, dsn: str, write: bool) -> int:
     if write and changes:
         print(f"the workers pick the change up within {TICK_SECONDS:g}s; see them: polycrate schedules list")
     return 0
+
+
+def _unserved(dsn: str, rows: list) -> list[str]:
+    """A schedule whose queue no alive worker serves runs nothing at its time (a typo in `queue:`, its workers
+    down): with no worker alive nobody fires its slots; otherwise its runs wait on the queue. Said when it is
+    applied, not found the morning after."""
+    from polycrate.team.worker import served_queues
+
+    served = served_queues(dsn) if rows else set()
+    if not served:
+        return [f"{row.workflow}: no worker is alive: nothing fires its slots until one is (a slot missed meanwhile "
+                f"follows 'missed: {row.missed}'; start one: polycrate worker --queue {row.queue})" for row in rows]
+    return [f"{row.workflow}: no alive worker serves queue '{row.queue}' (alive workers serve: {', '.join(sorted(served))}):"
+            f" its runs are launched on time and wait until one does (polycrate worker --queue {row.queue})"
+            for row in rows if row.queue not in served]
 
 
 def _list_team(args, dsn: str) -> int:
