@@ -288,6 +288,7 @@ def test_a_killed_worker_s_run_becomes_lost_never_runs_twice_and_frees_the_lock(
     assert row["step_ended"] == row["ended"] and row["failed_step"] == "wait"
     assert abs(row["duration"] - (row["ended"] - row["step_started"])) < 0.01
     assert "last seen " in shown["message"] and "found silent " in shown["message"]
+    assert not [n for n in shown["notices"] if "stopped heartbeating" in n["text"]]  # said once, not a third time
 
     def states() -> tuple[str, str]:
         listed = {w["name"]: w for w in json.loads(team.cli("worker", "list", "-o", "json").stdout)["workers"]}

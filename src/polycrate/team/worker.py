@@ -376,8 +376,6 @@ def _mark_lost(db: Any, run: dict[str, Any], lost_after: float) -> str:
     and notices' times; never when it was found, which is at least ``lost_after`` later and may be hours later,
     when every worker was down), the step that was running interrupted with that end, the main steps after it
     skipped (as history.store.found_gone does for a killed local run)."""
-    import json
-
     from polycrate.history.store import FOUND_GONE_STEP, found_gone, shown
 
     now = time.time()
@@ -397,11 +395,11 @@ def _mark_lost(db: Any, run: dict[str, Any], lost_after: float) -> str:
                      also=[beat["last_heartbeat"]] if beat is not None and beat["last_heartbeat"] else [], say=say)
     db.execute("UPDATE team_runs SET state = 'lost', reason = %s WHERE workspace = %s AND id = %s",
                (end.message, *where))
+    # the message says it (as a killed local run's): no notice repeats it a third time beside the step's
     recorded = db.execute(
-        "UPDATE runs SET status = %s, ended = %s, exit_code = 1, message = %s, failed_step = COALESCE(failed_step, %s),"
-        " notices = notices || %s::jsonb WHERE workspace = %s AND id = %s AND status = %s RETURNING id",
-        (str(RunState.LOST), end.ended, end.message, end.step, json.dumps([{"time": now, "text": end.message}]),
-         *where, str(RunState.RUNNING))).fetchone()
+        "UPDATE runs SET status = %s, ended = %s, exit_code = 1, message = %s, failed_step = COALESCE(failed_step, %s)"
+        " WHERE workspace = %s AND id = %s AND status = %s RETURNING id",
+        (str(RunState.LOST), end.ended, end.message, end.step, *where, str(RunState.RUNNING))).fetchone()
     if recorded is not None:
         # its step that was running says so too: a lost run whose record still showed a 'running' step would
         # tell two stories
