@@ -171,6 +171,21 @@ def test_invalid_expression_writes_nothing(ws):
     assert polycrate(root, "schedules", "plan", "--dest", str(dest)).returncode == 2
 
 
+def test_a_cron_expression_with_seconds_is_one_line_saying_cron_takes_five_fields(ws):
+    """A schedule copied from Quartz or Spring ("0 0 2 * * ?", seconds first) was refused as an OnCalendar
+    expression ("systemd-analyze refuses it"), which told the admin nothing. Now every command that reads the
+    workspace says, in one line naming workspace.poly and the line, that cron takes 5 fields and how to write
+    that time, in cron's form and in systemd's."""
+    root, dest = ws
+    write_workspace(root, {"nightly": "'0 0 2 * * ?'"})
+    for args in (("workspace", "validate"), ("schedules", "apply", "--dest", str(dest))):
+        assert_one_line_error(
+            polycrate(root, *args), f"{root / 'workspace.poly'}:10: workflow 'nightly': schedule: invalid cron "
+            "expression '0 0 2 * * ?': cron takes 5 fields (minute hour day-of-month month day-of-week), not 6 "
+            "(Quartz and Spring put seconds first): write '0 2 * * *', or on_calendar: '*-*-* 02:00:00' (systemd)")
+    assert list(dest.iterdir()) == []
+
+
 def test_plan_json_shows_files_and_three_next_runs(ws):
     root, dest = ws
     result = polycrate(root, "--output", "json", "schedules", "plan", "--dest", str(dest))

@@ -88,6 +88,38 @@ def test_invalid_schedules_name_file_and_line(body, line, words):
 
 
 @pytest.mark.parametrize(
+    "written, advice",
+    [
+        ("0 0 2 * * ?", "write '0 2 * * *', or on_calendar: '*-*-* 02:00:00' (systemd)"),
+        ("0 0 2 * * *", "write '0 2 * * *', or on_calendar: '*-*-* 02:00:00' (systemd)"),
+        ("0 30 3 ? * MON-FRI", "write '30 3 * * 1-5', or on_calendar: 'Mon,Tue,Wed,Thu,Fri *-*-* 03:30:00'"),
+        ("0 0 2 15 * ?", "write '0 2 15 * *', or on_calendar: '*-*-15 02:00:00' (systemd)"),
+        ("15 0 2 * * ?", "cron runs at whole minutes; write on_calendar: '*-*-* 02:00:15' (systemd)"),
+        # Quartz counts the days of the week 1-7 from Sunday, cron 0-7: a number is not translated
+        ("0 0 2 ? * 2", "a day of the week by name, MON: Quartz numbers them from 1"),
+        ("0 0 12 1 * ? 2027", "not 7 (Quartz puts seconds first and a year last)"),
+    ],
+)
+def test_cron_with_seconds_says_cron_takes_five_fields_and_how_to_write_the_time(written, advice):
+    """A Quartz or Spring expression (seconds first) in the short form was taken for an OnCalendar expression and
+    refused as one ("systemd-analyze refuses it"); under cron: it said "expected 5 fields, got 6". Both now say that
+    cron takes five fields, which, and the same time in cron's form and in systemd's, where that is unambiguous."""
+    for raw in (written, _workflow_schedule(f"schedule:\n  cron: '{written}'\n")):
+        with pytest.raises(ConfigError) as info:
+            sched.parse_schedule(raw, "nightly", "/ws/workspace.poly", 2)
+        message = str(info.value)
+        assert message.startswith(f"/ws/workspace.poly:2: workflow 'nightly': schedule: invalid cron expression "
+                                  f"'{written}': cron takes 5 fields (minute hour day-of-month month day-of-week), "
+                                  f"not {len(written.split())} "), message
+        assert advice in message and "\n" not in message
+        written_as = message.split("write '")[1].split("'")[0] if ": write '" in message else None
+        if written_as:  # the cron form given is one cron takes
+            assert sched.validate_cron(written_as) == written_as
+    assert sched.parse_schedule("0 2 * * *", "n").kind == "cron"  # five fields, OnCalendar forms: as before
+    assert sched.parse_schedule("Mon..Fri *-*-* 02:00:00 Europe/Berlin", "n").kind == "on_calendar"
+
+
+@pytest.mark.parametrize(
     "expression",
     ["*-*-* 25:00", "Sun..Mon", "*-*-32", "12", "*-*-* */5:00", "*:*/5", "*-*-* 02:00 Mon", "Mon,Blursday"],
 )

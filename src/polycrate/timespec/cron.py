@@ -18,7 +18,65 @@ _ALIASES = {
 
 
 def looks_like_cron(expression: str) -> bool:
-    return expression.startswith("@") or len(expression.split()) == 5
+    """Five fields or an alias; or six or seven, cron with seconds (and a year) as Quartz and Spring write it,
+    which no OnCalendar expression is (it has at most four parts): checked as cron, which says how to write it."""
+    return expression.startswith("@") or len(expression.split()) == 5 or _with_seconds(expression)
+
+
+def _with_seconds(expression: str) -> bool:
+    """Six or seven fields and no time of day (an OnCalendar expression's HH:MM): Quartz's or Spring's cron."""
+    return len(expression.split()) in (6, 7) and ":" not in expression
+
+
+def seconds_advice(expression: str) -> str | None:
+    """For a cron expression with seconds first (and a year last), as Quartz and Spring write it: that cron takes
+    five fields, and the same time as cron and as an OnCalendar expression where it can be said unambiguously
+    (a day of the week given as a number is not: Quartz counts 1-7 from Sunday, cron 0-7 from Sunday, 7 again).
+    None for any other expression."""
+    if not _with_seconds(expression):
+        return None
+    fields = expression.split()
+    seconds, rest, year = fields[0], fields[1:6], fields[6] if len(fields) == 7 else "*"
+    message = (f"cron takes 5 fields (minute hour day-of-month month day-of-week), not {len(fields)} "
+               + ("(Quartz puts seconds first and a year last)" if len(fields) == 7 else "(Quartz and Spring put "
+                                                                                          "seconds first)"))
+    minute, hour, dom, month, weekday = ("*" if f == "?" else f for f in rest)  # Quartz's "no specific value"
+    month_n, weekday_n = _names_to_numbers(month, 3), _names_to_numbers(weekday, 4)
+    numbered_weekday = weekday not in ("*", "?") and any(c.isdigit() for c in weekday)
+    if (month_n is None or weekday_n is None or numbered_weekday or year not in ("*", "?")
+            or not seconds.isdigit() or int(seconds) > 59):
+        return message + (": write the time as cron's 5 fields (a day of the week by name, MON: Quartz numbers "
+                          "them from 1), or as on_calendar, systemd's calendar form ('Mon..Fri *-*-* 02:00:00')")
+    cron = f"{minute} {hour} {dom} {month_n} {weekday_n}"
+    try:
+        validate_cron(cron)
+    except ScheduleError:
+        return message + ": write the time as cron's 5 fields, or as on_calendar, systemd's calendar form"
+    try:
+        calendar: str | None = cron_to_calendar(cron)
+    except ScheduleError:  # a day of the month or a weekday: no calendar form
+        calendar = None
+    if not int(seconds):
+        return message + f": write '{cron}'" + (f", or on_calendar: '{calendar}' (systemd)" if calendar else "")
+    if calendar is None:
+        return message + ": cron runs at whole minutes; write on_calendar, systemd's calendar form, with the seconds"
+    date, _, clock = calendar.rpartition(" ")
+    return message + f": cron runs at whole minutes; write on_calendar: '{date} {clock[:-2]}{int(seconds):02d}' (systemd)"
+
+
+def _names_to_numbers(text: str, index: int) -> str | None:
+    """A month or day-of-week field with names in ranges and lists (Quartz: MON-FRI) in cron's numbers (cron takes
+    a name only alone); None where a name is unknown."""
+    names = _CRON_FIELDS[index][3]
+    out = []
+    for part in re.split(r"([,/-])", text):
+        if part.isalpha():
+            if part.lower() not in names:
+                return None
+            out.append(str(names[part.lower()]))
+        else:
+            out.append(part)
+    return "".join(out)
 
 
 _CRON_FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (  # name, low, high, names
@@ -40,6 +98,9 @@ def validate_cron(expression: str) -> str:
             )
         return _ALIASES[expression]
     fields = expression.split()
+    advice = seconds_advice(expression)
+    if advice is not None:
+        raise ScheduleError(f"invalid cron expression {expression!r}: {advice}")
     if len(fields) != 5:
         raise ScheduleError(
             f"invalid cron expression {expression!r}: expected 5 fields (minute hour day month weekday), "
