@@ -243,6 +243,38 @@ def test_one_off_workflow_schedule_survives_apply(ws):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_workflow_schedule_remove_says_what_it_removed_and_what_is_left_to_do(ws, tmp_path):
+    """`workflows schedule NAME --remove` listed the files it removed and then only "systemctl daemon-reload",
+    which leaves a started timer running; it did not say that workspace.poly still schedules the workflow (the
+    next apply writes it again); and with nothing to remove it did not say that nothing was removed. Now it
+    says each, exactly."""
+    root, dest = ws
+    assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    removed = polycrate(root, "workflows", "schedule", "nightly", "--remove", "--dest", str(dest))
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.splitlines() == [
+        f"removed    {dest / 'polycrate-acme-nightly.service'}",
+        f"removed    {dest / 'polycrate-acme-nightly.timer'}",
+        "stop the removed timer: systemctl stop polycrate-acme-nightly.timer && systemctl daemon-reload",
+        "note: workspace.poly still schedules 'nightly' (*-*-* 02:00:00): the next `polycrate schedules apply` "
+        "writes it again; remove its schedule: there to stop it for good",
+    ]
+    assert sorted(p.name for p in dest.iterdir()) == ["polycrate-acme-weekdays.service", "polycrate-acme-weekdays.timer"]
+    again = polycrate(root, "workflows", "schedule", "nightly", "--remove", "--dest", str(dest))
+    assert again.returncode == 0 and again.stdout.splitlines() == [
+        f"nothing removed: no timer, unit or cron file of workflow 'nightly' of the workspace at {root.resolve()} "
+        f"in {dest}"]
+    cron = tmp_path / "cron.d"
+    cron.mkdir()
+    assert polycrate(root, "workflows", "schedule", "unscheduled", "--cron", "5 4 * * *", "--dest",
+                     str(cron)).returncode == 0
+    gone = polycrate(root, "workflows", "schedule", "unscheduled", "--remove", "--dest", str(cron))
+    assert gone.returncode == 0 and gone.stdout.splitlines() == [
+        f"removed    {cron / 'polycrate-acme-unscheduled'}",
+        "cron reads /etc/cron.d by itself: the removed entry no longer runs"]
+    assert list(cron.iterdir()) == []
+
+
 REQUIRED_VALUE = """\
 name: acme
 blocks:

@@ -194,12 +194,20 @@ def cmd_workflow_schedule(args) -> int:
             removed_doc = {"workflow": args.name, "removed": [str(p) for p in removed]}
             emit_json(contract.document("schedule-removed", removed_doc), args.format)
         elif not removed:
-            print(f"no schedule files of workflow '{args.name}' in {', '.join(map(str, dests))}")
+            print(f"nothing removed: no timer, unit or cron file of workflow '{args.name}' of the workspace at "
+                  f"{Path(ws.root).resolve()} in {', '.join(map(str, dests))}")
         else:
             for path in removed:
                 print(f"{'removed':<10} {path}")
-            if any(p.suffix == ".timer" for p in removed):
-                print("then: systemctl daemon-reload")
+            timers = [p.name for p in removed if p.suffix == ".timer"]
+            if timers:  # systemd keeps a started timer running after its file is gone
+                print(f"stop the removed timer: systemctl stop {' '.join(timers)} && systemctl daemon-reload")
+            if any(not p.suffix for p in removed):
+                print("cron reads /etc/cron.d by itself: the removed entry no longer runs")
+            workflow = ws.workflows.get(args.name)
+            if workflow is not None and workflow.timer is not None:
+                print(f"note: workspace.poly still schedules '{args.name}' ({workflow.timer.expression}): the next "
+                      "`polycrate schedules apply` writes it again; remove its schedule: there to stop it for good")
         return 0
     if args.on_calendar is None and args.cron is None:
         raise PolycrateError("workflows schedule: give --on-calendar SPEC, --cron SPEC or --remove (see --help)")
