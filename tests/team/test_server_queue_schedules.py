@@ -145,7 +145,7 @@ def test_a_queued_run_has_its_page_and_stop_and_the_schedules_page_reads_the_bac
         assert record["status"] == "interrupted" and record["steps"] == [] and record["exit_code"] == 130, record
         assert "stopped by web:operator before it started (the server's Stop)" in record["message"]
         shown_page = operator.get(f"/runs/{run_id}").text  # the record's page says why it never ran
-        assert 'id="run-message">stopped by web:operator before it started' in shown_page
+        assert 'id="never-started-why">stopped by web:operator before it started' in shown_page
         assert 'id="run-started">never (launched by ' in shown_page and record["started"] is None  # not the stop's time
         out, err = follower.communicate(timeout=DEADLINE)
         assert follower.returncode == 130 and f"run {run_id} interrupted" in out, out + err  # the run's exit status

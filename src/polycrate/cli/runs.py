@@ -244,7 +244,7 @@ def cmd_show(args) -> int:
         print(f"failed:    step {run.failed_step}{task}")
     if run.message:
         print(f"message:   {run.message}")
-    if run.never_started and not run.steps:  # nothing ran: no steps to list
+    if run.nothing_ran:  # no steps to list
         return 0
     print()
     table(

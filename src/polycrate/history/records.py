@@ -211,6 +211,12 @@ class RunRecord(Record):
     def step(self, name: str) -> StepRecord | None:
         return next((s for s in self.steps if s.name == name), None)
 
+    @property
+    def nothing_ran(self) -> bool:
+        """The run never started and no step of it has a record: there are no steps, hosts or log to show, only
+        why (``message``). The one rule for every reader (``runs show``, the web view's run page)."""
+        return self.never_started and not self.steps
+
 
 @record(frozen=True, eq=False, repr=False)
 class WorkflowStatus(Record):

@@ -1,0 +1,58 @@
+"""What a new admin meets in the web view, in a real headless Chromium: a scheduled run that never started, the
+installed schedules' states (as `schedules list` tells them), and refused launches and relaunches."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.browser.test_web import css, css_all, log_in, settle, shot
+from tests.conftest import run_cli
+from tests.server_fixtures import apply_schedules, make_workspace, start_server
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser-admin")
+    ops = make_workspace(tmp / "ops", "ops")
+    assert run_cli("-w", str(ops), "workflows", "run", "stale").returncode == 0
+    # a timer's run of a workflow with a prompt: refused before it starts (nobody answers), recorded as never started
+    timer = run_cli("-w", str(ops), "workflows", "run", "--launched-by", "systemd:polycrate-ops-guarded.service",
+                    "guarded")
+    assert timer.returncode != 0, timer.output
+    units = apply_schedules(ops, tmp / "units")
+    poly = ops / "workspace.poly"  # after apply: workflow stale renamed, green's time changed
+    poly.write_text(poly.read_text().replace("- name: stale\n", "- name: stale-renamed\n")
+                    .replace('schedule: "*-*-* 02:00:00"', 'schedule: "*-*-* 04:30:00"'))
+    server = start_server(tmp, [ops], extra_args=("--schedule-dest", str(units)))
+    server.units = units  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+def _runs(served) -> list[dict]:
+    return json.loads(run_cli("-w", str(served.workspaces[0]), "runs", "list", "-o", "json").stdout)["runs"]
+
+
+def test_a_run_that_never_started_says_so_and_why_with_no_empty_steps_or_log(served, browser):
+    """Its page showed an empty Steps table and an empty log box under the facts; `runs show` already left the
+    steps out. Now the page says plainly that the run never started, and why, by the same rule (nothing_ran)."""
+    refused = next(r for r in _runs(served) if r["name"] == "guarded")
+    assert refused["started"] is None and refused["duration"] is None
+    log_in(browser, served, "operator")
+    browser.get(f"{served.url}/runs/{refused['run_id']}")
+    settle(lambda: css_all(browser, "#never-started"), what="the run's page")
+    section = css(browser, "#never-started")
+    assert section.find_element("css selector", "h2").text == "This run never started"
+    assert css(browser, "#never-started-why").text == refused["message"]
+    assert refused["message"].startswith("the scheduled run did not start: workflow guarded asks for confirmation")
+    assert "No step ran" in section.text
+    assert css(browser, "#run-started").text == "never (launched by systemd:polycrate-ops-guarded.service)"
+    headings = [h.text for h in css_all(browser, "h2")]
+    assert "Steps" not in headings and "Log" not in headings and "Hosts" not in headings
+    assert not css_all(browser, "table.grid") and not css_all(browser, "#log") and not css_all(browser, "#run-message")
+    shot(browser, "run-never-started")
+    shown = run_cli("-w", str(served.workspaces[0]), "runs", "show", refused["run_id"])
+    assert "STEP" not in shown.stdout and refused["message"] in shown.stdout
