@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.browser.test_web import css, css_all, log_in, settle, shot
+from tests.browser.test_web import css, css_all, fetch, log_in, settle, shot
 from tests.conftest import run_cli
 from tests.server_fixtures import apply_schedules, make_workspace, start_server
 
@@ -56,3 +56,29 @@ def test_a_run_that_never_started_says_so_and_why_with_no_empty_steps_or_log(ser
     shot(browser, "run-never-started")
     shown = run_cli("-w", str(served.workspaces[0]), "runs", "show", refused["run_id"])
     assert "STEP" not in shown.stdout and refused["message"] in shown.stdout
+
+
+def test_the_schedules_page_tells_the_states_schedules_list_tells(served, browser):
+    """The page said only applied, differs or not applied of declared schedules: a timer whose workflow was
+    renamed after apply, which still fires and fails each time, was not on it. Now each installed schedule has
+    the state and the advice of `schedules list` (the same function), and a declared one nothing installs is
+    'not applied'."""
+    listed = json.loads(run_cli("schedules", "list", "--dest", str(served.units), "-o", "json").stdout)["installed"]
+    cli = {m["workflow"]: (m["state"], m["reason"]) for m in listed if m["path"].endswith(".timer")}
+    assert cli["stale"][0] == "stale" and cli["green"][0] == "differs", cli
+    log_in(browser, served, "viewer")
+    browser.get(served.url + "/schedules")
+    rows = {r.get_attribute("data-schedule"): r for r in css_all(browser, "tr[data-schedule]")}
+    for workflow, (state, reason) in cli.items():
+        row = rows[f"ops/{workflow}"]
+        assert row.get_attribute("data-applied") == state
+        assert state in row.find_element("css selector", "td.applied .status").text
+        assert row.find_element("css selector", "td.applied .reason").text == reason
+    assert "no longer in" in cli["stale"][1] and "schedules apply` removes it" in cli["stale"][1]
+    assert "*-*-* 02:00:00" in rows["ops/green"].find_element("css selector", "td.applied").text  # what fires
+    assert not rows["ops/stale"].find_elements("css selector", "a")  # no page of a workflow that is gone
+    assert rows["ops/stale-renamed"].get_attribute("data-applied") == "not applied"
+    api = {(s["workspace"], s["workflow"]): s for s in json.loads(fetch(browser, "GET", "/api/v1/schedules")["text"])}
+    assert (api[("ops", "stale")]["applied"], api[("ops", "stale")]["reason"]) == cli["stale"]
+    assert api[("ops", "stale")]["installed_file"] == str(served.units / "polycrate-ops-stale.timer")
+    shot(browser, "schedules-states")

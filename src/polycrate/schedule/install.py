@@ -136,14 +136,15 @@ class InstalledState:
     reason: str | None = None  # what is wrong and what to run; None when applied
 
 
-def installed_states(found: list[Installed]) -> dict[tuple[str, str], InstalledState]:
+def installed_states(found: list[Installed], loaded: dict[str, Any] | None = None) -> dict[tuple[str, str], InstalledState]:
     """(workspace root, workflow) -> its state, for every schedule in ``found``: each workspace is read again,
     since a timer whose workflow was renamed or removed keeps firing until apply runs there (and the run of a
-    workflow that is gone fails)."""
+    workflow that is gone fails). ``loaded``: workspaces the caller has just loaded, by resolved root (the
+    server's), read instead of loading them again. The one rule for ``schedules list`` and the web view."""
     from polycrate.config.schema import WORKSPACE_FILE
     from polycrate.config.workspace import load_workspace
 
-    workspaces: dict[str, Any] = {}
+    workspaces: dict[str, Any] = dict(loaded or {})
     states: dict[tuple[str, str], InstalledState] = {}
     for marker in found:
         key = (marker.workspace_root, marker.workflow)

@@ -452,10 +452,16 @@ class Catalog:
         return [datetime.fromtimestamp(t, UTC) for t in Slots(row["kind"], row["expression"], row["zone"]).after(after, count)]
 
     def schedules(self, now: float | None = None, who: Any = None) -> list[dict]:
+        """Every declared schedule of the served workspaces, and every installed timer or cron entry of theirs
+        that is no longer declared (it still fires); each with its state. Without a backend the state is the
+        one `schedules list` tells (schedule.installed_states: applied, differs, stale, one-off, unknown, with
+        what to run), or "not applied" for a declared one nothing installs."""
         now_dt = datetime.fromtimestamp(now or time.time(), UTC)
         rows: list[dict[str, Any]] = []
         found = self.installed_schedules()
-        for entry in self.entries(who):
+        entries = self.entries(who)
+        states = {} if isinstance(found, dict) else self._installed_states(found, entries)
+        for entry in entries:
             schedules, error = self.schedules_of(entry)
             if error:
                 rows.append({"workspace": entry.key, "workflow": None, "error": error})
@@ -468,13 +474,21 @@ class Catalog:
                     problem = None
                 except Exception as exc:
                     times, problem = [], str(exc)
-                applied, path = self.applied(entry, s, found)
+                if isinstance(found, dict):
+                    applied, path = self.applied(entry, s, found)
+                    reason = None
+                else:
+                    applied, path, reason = _installed_state(entry, s.workflow, found, states)
+                installed_as = next((m.expression for m in found if str(m.path) == path), None) if path else None
                 rows.append({
-                    "workspace": entry.key, "workflow": s.workflow, "kind": s.kind, "expression": s.expression,
-                    "applied": applied, "installed_file": path,
-                    "randomized_delay": s.randomized_delay, "timeout": s.timeout, "user": s.user,
-                    "persistent": s.persistent, "next_runs": times, "error": problem,
+                    "workspace": entry.key, "workflow": s.workflow, "declared": True, "kind": s.kind,
+                    "expression": s.expression, "applied": applied, "reason": reason, "installed_file": path,
+                    "installed_expression": installed_as, "randomized_delay": s.randomized_delay,
+                    "timeout": s.timeout, "user": s.user, "persistent": s.persistent, "next_runs": times,
+                    "error": problem,
                 } | (_backend_fields(team_row) if self.backend else {}))
+            if not isinstance(found, dict):
+                rows += self._undeclared_rows(entry, set(schedules), found, states, now_dt)
             for name, team_row in sorted(team.items()):  # applied earlier, no longer declared: still fired
                 try:
                     times = [t.timestamp() for t in self.backend_slots(team_row, now_dt.timestamp(), 3)]
@@ -482,10 +496,46 @@ class Catalog:
                 except Exception as exc:
                     times, problem = [], str(exc)
                 rows.append({
-                    "workspace": entry.key, "workflow": name, "kind": team_row["kind"],
-                    "expression": team_row["expression"], "applied": "not declared", "installed_file": None,
-                    "randomized_delay": None, "timeout": None, "user": None, "persistent": None, "next_runs": times,
-                    "error": problem} | _backend_fields(team_row))
+                    "workspace": entry.key, "workflow": name, "declared": False, "kind": team_row["kind"],
+                    "expression": team_row["expression"], "applied": "not declared", "reason": None,
+                    "installed_file": None, "installed_expression": None, "randomized_delay": None, "timeout": None, "user": None,
+                    "persistent": None, "next_runs": times, "error": problem} | _backend_fields(team_row))
+        return rows
+
+    def _installed_states(self, found: list, entries: list[Entry]) -> dict[tuple[str, str], Any]:
+        """`schedules list`'s states of the installed schedules of these workspaces (no other workspace is read),
+        from the workspaces as loaded here."""
+        from polycrate import schedule as sched
+
+        roots = {str(e.root.resolve()): e for e in entries}
+        loaded = {root: e.ws for root, e in roots.items() if e.ws is not None}
+        return sched.installed_states([m for m in found if m.workspace_root in roots], loaded)
+
+    def _undeclared_rows(self, entry: Entry, declared: set[str], found: list, states: dict,
+                         now_dt: datetime) -> list[dict]:
+        """The workspace's installed timers and cron entries that no declared schedule accounts for (a renamed
+        workflow's, one `workflows schedule` wrote, a workspace that does not load): each fires at its time."""
+        from polycrate.config.model import Schedule
+
+        root = str(entry.root.resolve())
+        rows = []
+        for m in found:
+            if m.workspace_root != root or m.kind not in ("timer", "cron") or m.workflow in declared:
+                continue
+            state = states.get((root, m.workflow))
+            kind = "on_calendar" if m.kind == "timer" else "cron"
+            try:
+                times = [t.timestamp() for t in self.next_runs(Schedule(workflow=m.workflow, kind=kind,
+                                                                         expression=m.expression or ""), now_dt, 3)]
+                problem = None
+            except Exception as exc:
+                times, problem = [], str(exc)
+            rows.append({
+                "workspace": entry.key, "workflow": m.workflow, "declared": False, "kind": kind,
+                "expression": m.expression, "applied": state.state if state else "unknown",
+                "reason": state.reason if state else None, "installed_file": str(m.path),
+                "installed_expression": m.expression, "randomized_delay": None,
+                "timeout": None, "user": None, "persistent": None, "next_runs": times, "error": problem})
         return rows
 
     def blocks(self, who: Any = None) -> list[dict]:
@@ -512,6 +562,18 @@ def _queued(row: dict[str, Any], entry: Entry) -> dict[str, Any]:
     from polycrate.team.launch import queued_document
 
     return queued_document(row, entry.key)
+
+
+def _installed_state(entry: Entry, workflow: str, found: list, states: dict) -> tuple[str, str | None, str | None]:
+    """A declared schedule's state as `schedules list` tells it (``states``), its timer or cron file, and what
+    to run; "not applied" when nothing of it is installed."""
+    root = str(entry.root.resolve())
+    state = states.get((root, workflow))
+    if state is None:
+        return "not applied", None, None
+    mine = [m for m in found if (m.workspace_root, m.workflow) == (root, workflow)]
+    shown = next((m for m in mine if m.kind in ("timer", "cron")), mine[0] if mine else None)
+    return state.state, str(shown.path) if shown else None, state.reason
 
 
 def _backend_fields(row: dict | None) -> dict[str, Any]:

@@ -122,7 +122,9 @@ def document(version: str) -> dict:
                               **_errors(400, 401, 403, 404, 409, 422)}}},
             "/api/v1/overview": {"get": {"summary": "every workflow: last status, last success, next run, overdue",
                                          "responses": {"200": _json({"type": "array"}, "rows"), **_errors(401)}}},
-            "/api/v1/schedules": {"get": {"summary": "declared schedules with their next run times",
+            "/api/v1/schedules": {"get": {"summary": "declared and installed schedules: next run times, `applied` "
+                                                     "(the state `polycrate schedules list` tells, or `not applied`) "
+                                                     "and `reason`",
                                           "responses": {"200": _json({"type": "array"}, "rows"), **_errors(401)}}},
             "/api/v1/blocks": {"get": {"summary": "blocks with versions, origins and digests "
                                                   "(as `polycrate blocks list -o json`)",
