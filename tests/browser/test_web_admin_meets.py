@@ -82,3 +82,45 @@ def test_the_schedules_page_tells_the_states_schedules_list_tells(served, browse
     assert (api[("ops", "stale")]["applied"], api[("ops", "stale")]["reason"]) == cli["stale"]
     assert api[("ops", "stale")]["installed_file"] == str(served.units / "polycrate-ops-stale.timer")
     shot(browser, "schedules-states")
+
+
+def test_the_relaunch_form_names_the_prompts_it_confirms(served, browser):
+    """The relaunch form had one checkbox, "confirm the workflow's prompts, if it asks any", on every run's page:
+    it did not say what it confirmed, nor whether there was anything to. Now it names each prompt the relaunch
+    asks (by the launch's own rule) and needs the answer; a run whose relaunch asks nothing has no checkbox."""
+    refused = next(r for r in _runs(served) if r["name"] == "guarded")
+    log_in(browser, served, "operator")
+    browser.get(f"{served.url}/runs/{refused['run_id']}")
+    prompts = css(browser, "#relaunch-prompts")
+    assert prompts.find_element("css selector", ".prompt").text == "workflow guarded: really touch production?"
+    assert css(browser, "#relaunch-confirm").get_attribute("required") is not None
+    assert "if it asks any" not in browser.page_source
+    browser.get(f"{served.url}/runs/{next(r for r in _runs(served) if r['name'] == 'stale')['run_id']}")
+    assert css_all(browser, "#relaunch-form") and not css_all(browser, "#relaunch-prompts")
+    assert not css_all(browser, "#relaunch-form input[name=confirm]")
+
+
+def test_a_refused_relaunch_and_a_refused_action_launch_show_their_page_with_the_reason(served, browser):
+    """A refused relaunch or one-action launch answered a page holding only the status code as its heading,
+    the message and "Back" (a relaunch of a run whose workflow is gone: the site's bare 404). Now it is the page
+    the form was on, with the reason on top and the form again (the action's values as typed), as a refused
+    workflow launch shows the workflow's page."""
+    gone = next(r for r in _runs(served) if r["name"] == "stale")  # its workflow was renamed since
+    log_in(browser, served, "operator")
+    browser.get(f"{served.url}/runs/{gone['run_id']}")
+    css(browser, "#relaunch").click()
+    settle(lambda: css_all(browser, "#message"), what="the refused relaunch")
+    assert browser.current_url.endswith(f"/runs/{gone['run_id']}/relaunch")
+    assert css(browser, "h1").text == "workflow stale"
+    assert css(browser, "#message").text.startswith("Not relaunched: ") and "stale" in css(browser, "#message").text
+    assert css_all(browser, "#relaunch-form") and css_all(browser, "#log") and css_all(browser, "nav")
+    shot(browser, "relaunch-refused")
+    browser.get(served.url + "/workspaces/ops/blocks/sh/actions/ok")
+    css(browser, "#action-launch-form input[name=check]").click()
+    css(browser, "#action-launch-form input[name=limit]").send_keys("no such host!")
+    css(browser, "#launch-action").click()
+    settle(lambda: css_all(browser, "#message"), what="the refused launch")
+    assert css(browser, "h1").text.startswith("sh ok")
+    assert css(browser, "#message").text.startswith("Not launched: limit: ")
+    assert css(browser, "#action-launch-form input[name=limit]").get_attribute("value") == "no such host!"
+    assert css(browser, "#action-launch-form input[name=check]").is_selected()

@@ -332,14 +332,8 @@ class Web:
                 if is_async:
                     return await endpoint(request)
                 return await asyncio.to_thread(endpoint, request)
-            except HTTPError as exc:
-                return self.error(request, exc)
-            except LaunchRefused as exc:
-                return self.error(request, HTTPError(exc.status, exc.message))
-            except NotFoundError as exc:
-                return self.error(request, HTTPError(404, exc.message))
-            except PolycrateError as exc:
-                return self.error(request, HTTPError(400, str(exc)))
+            except (HTTPError, PolycrateError) as exc:
+                return self.error(request, _as_http(exc))
 
         return endpoint_with_gate
 
@@ -433,7 +427,9 @@ class Web:
         return [q for _, q in self.catalog.queued_runs(filters.get("workspace"), filters.get("workflow"),
                                                        who=filters["who"])]
 
-    def run_page(self, request: Request) -> Response:
+    def run_page(self, request: Request, message: str | None = None, status: int = 200) -> Response:
+        """The run's page; after a refused relaunch (`message`, `status`) with the reason on top, as a refused
+        launch shows the workflow's page again."""
         who: Principal = request.state.principal
         tail = _whole(request.query_params.get("tail", str(LOG_TAIL)), "tail", 1024, 1 << 31)
         try:
@@ -450,11 +446,26 @@ class Web:
         found = None
         if request.query_params.get("search"):  # the search form without JavaScript: the whole log, on the server
             found = self.catalog.search_log(run.id, _search_text(request), who=who)[1]
-        return self.page(request, "run.html", title=f"Run {run.id}", run=run, logs=logs, timeline=timeline,
-                         found=found, search=request.query_params.get("search", ""),
+        may_operate = who.may("operator", entry.key)
+        return self.page(request, "run.html", status=status, title=f"Run {run.id}", message=message, run=run,
+                         logs=logs, timeline=timeline, found=found, search=request.query_params.get("search", ""),
                          timeline_svg=chart.timeline_svg(timeline), live=run.status == RunState.RUNNING,
-                         launched=launched, may_operate=who.may("operator", entry.key),
-                         failed_hosts=failed_hosts(run), tail=tail)
+                         launched=launched, may_operate=may_operate, failed_hosts=failed_hosts(run), tail=tail,
+                         asks=self._relaunch_asks(entry, run, who) if may_operate else [])
+
+    def _relaunch_asks(self, entry: Any, run: RunRecord, who: Principal) -> list[dict]:
+        """The prompts a relaunch of the run would ask now (its workflow's, or its one action's), by the rule the
+        launch checks them with; none when the workflow or action is gone (the relaunch then says so)."""
+        try:
+            if run.kind == "action" and run.block and run.action:
+                _, _, act = self.catalog.action(entry.key, run.block, run.action, who)
+                return _action_asks(run.block, run.action, act)
+            if run.kind == "workflow":
+                _, workflow = self.catalog.workflow(entry.key, run.name, who)
+                return prompts_of(entry.ws, workflow, run.only_step)
+        except PolycrateError:
+            pass
+        return []
 
     def workflow_page(self, request: Request, message: str | None = None, status: int = 200,
                       sent: dict[str, str] | None = None) -> Response:
@@ -822,7 +833,7 @@ class Web:
             if options.step or options.resume:
                 raise HTTPError(400, "step and resume apply to workflows, not to one action")
             options = apply_declaration(options, None, f"{block} {action}", admin=who.may("admin", key))
-            asks = [{"who": f"action {block} {action}", "message": act.prompt.message}] if act.prompt else []
+            asks = _action_asks(block, action, act)
             detail.update(options.audit() | {"workspace": key, "block": block, "action": action})
             if asks and not confirmed:
                 raise HTTPError(422, f"action '{block} {action}' asks for confirmation: confirm to launch it",
@@ -836,26 +847,29 @@ class Web:
                          detail | {"run_id": launched.run_id, "confirmed": [a["message"] for a in asks]})
         return launched.run_id
 
-    def action_page(self, request: Request) -> Response:
+    def action_page(self, request: Request, message: str | None = None, status: int = 200,
+                    sent: dict[str, str] | None = None) -> Response:
+        """The action's page; after a refused launch (`message`, `status`) its form holds what was `sent`, as the
+        workflow's page does."""
         key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
         who: Principal = request.state.principal
         entry, found, act = self.catalog.action(key, block, action, who)
         runs = [r for r in self.catalog.list_runs(workspace=key, limit=200, who=who)
                 if r.kind == "action" and r.name == f"{block} {action}"][:10]
-        return self.page(request, "action.html", title=f"{key} / {block} {action}", entry=entry, block=found,
-                         action=act, runs=runs, may_operate=who.may("operator", key) and not found.template)
+        return self.page(request, "action.html", status=status, title=f"{key} / {block} {action}", message=message,
+                         sent=sent, entry=entry, block=found, action=act, runs=runs,
+                         may_operate=who.may("operator", key) and not found.template)
 
     def action_launch_form(self, request: Request) -> Response:
         form = _form(request, "check", "limit", "confirm")
         key, block, action = (request.path_params[k] for k in ("workspace", "block", "action"))
-        back = f"/workspaces/{key}/blocks/{block}/actions/{action}"
         try:
             options, _ = self._parsed_launch(request, "launch-action", f"{key}/{block}/{action}",
                                              {"check": form["check"] == "yes", "limit": form["limit"].strip() or None})
             run_id = self._launch_action(request, key, block, action, options, form["confirm"] == "yes")
-        except (HTTPError, LaunchRefused) as exc:
-            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
-                             back=back)
+        except (HTTPError, PolycrateError) as exc:
+            refused = _as_http(exc)
+            return self.action_page(request, message=refused.message, status=refused.status, sent=form)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def api_action_launch(self, request: Request) -> Response:
@@ -1015,9 +1029,9 @@ class Web:
             raise HTTPError(400, f"the relaunch form has no field {unknown[0][:40]!r}")
         try:
             run_id = self._relaunch(request, form.get("failed_hosts") == "yes", form.get("confirm") == "yes")
-        except (HTTPError, LaunchRefused) as exc:
-            return self.page(request, "error.html", status=exc.status, title=str(exc.status), message=exc.message,
-                             back=f"/runs/{request.path_params['run_id']}")
+        except (HTTPError, PolycrateError) as exc:  # the run itself missing: its page is the 404 then
+            refused = _as_http(exc)
+            return self.run_page(request, message=refused.message, status=refused.status)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def api_relaunch(self, request: Request) -> Response:
@@ -1201,6 +1215,23 @@ class Web:
         if isinstance(stopped, str):
             return JSONResponse({"run_id": stopped, "status": "stopping"}, status_code=202)
         return JSONResponse({"run_id": stopped.id, "status": "stopping"}, status_code=202)
+
+
+def _as_http(exc: HTTPError | PolycrateError) -> HTTPError:
+    """An error as the answer it gets: a refused launch its own status, something missing 404, other bad input
+    400 (the gate's rule, and a refused form's)."""
+    if isinstance(exc, HTTPError):
+        return exc
+    if isinstance(exc, LaunchRefused):
+        return HTTPError(exc.status, exc.message)
+    if isinstance(exc, NotFoundError):
+        return HTTPError(404, exc.message)
+    return HTTPError(400, str(exc))
+
+
+def _action_asks(block: str, action: str, act: Any) -> list[dict]:
+    """The prompt a launch of one action asks (its `prompt:`), in the shape of a workflow's (``prompts_of``)."""
+    return [{"who": f"action {block} {action}", "message": act.prompt.message}] if act.prompt else []
 
 
 def _form(request: Request, *names: str) -> dict[str, str]:
