@@ -180,3 +180,56 @@ def test_schedules_list_by_a_user_who_cannot_read_a_workspace(timer_host):
         assert {i["state"] for i in as_root["installed"]} == {"applied"}
     finally:
         host.exec(["chmod", "755", str(root)])
+
+
+def test_a_timer_run_stopped_at_its_timeout_says_so_and_a_systemctl_stop_does_not(timer_host):
+    """A schedule's `timeout` is its unit's TimeoutStartSec: systemd stops the run with SIGTERM when it runs out.
+    The record said only "interrupted (SIGTERM)", as for anyone's `systemctl stop`. Now systemd is asked (the
+    unit's Result is `timeout`, set before its SIGTERM) and the run and its step say that the timeout stopped it;
+    a `systemctl stop` still reads "interrupted (SIGTERM)"."""
+    host, share = timer_host
+    root = share / "hanging"
+    write(root / "blocks" / "maint" / "block.poly", """
+        name: maint
+        actions:
+          - name: hang
+            script: ['echo "hanging"', 'sleep 600']
+        """)
+    write(root / "workspace.poly", """
+        name: hanging
+        config: {runtime: local}
+        blocks:
+          - name: maint
+        workflows:
+          - name: capped
+            steps:
+              - {name: hang, block: maint, action: hang}
+            schedule: {on_calendar: "*-*-* 04:00:00", timeout: 20}
+          - name: stopped
+            steps:
+              - {name: hang, block: maint, action: hang}
+            schedule: "*-*-* 04:00:00"
+        """)
+    assert polycrate(host, root, "schedules", "apply").returncode == 0
+    host.exec("systemctl daemon-reload", check=True)
+
+    def runs() -> list[dict]:
+        return json.loads(polycrate(host, root, "-o", "json", "runs", "list").stdout)["runs"]
+
+    # what the timer does at 04:00, now: start the service, which systemd stops after TimeoutStartSec=20
+    started = host.exec("systemctl start polycrate-hanging-capped.service", timeout=600)
+    assert started.returncode != 0, started.stdout + started.stderr
+    capped = wait_for(lambda: [r for r in runs() if r["name"] == "capped" and r["status"] != "running"],
+                      "the capped run's record")[0]
+    said = "stopped by systemd after TimeoutStartSec=20s (the schedule's timeout) ran out: SIGTERM to " \
+           "polycrate-hanging-capped.service"
+    assert capped["status"] == "interrupted" and capped["message"] == said, capped
+    shown = json.loads(polycrate(host, root, "-o", "json", "runs", "show", capped["run_id"]).stdout)
+    assert shown["steps"][0]["message"] == said, shown["steps"]
+    # someone's `systemctl stop` of a running unit: not its timeout
+    host.exec("systemctl start --no-block polycrate-hanging-stopped.service", check=True)
+    wait_for(lambda: [r for r in runs() if r["name"] == "stopped" and r["current_step"] == "hang"], "the run's step")
+    host.exec("systemctl stop polycrate-hanging-stopped.service", check=True, timeout=600)
+    stopped = wait_for(lambda: [r for r in runs() if r["name"] == "stopped" and r["status"] != "running"],
+                       "the stopped run's record")[0]
+    assert (stopped["status"], stopped["message"]) == ("interrupted", "interrupted (SIGTERM)"), stopped

@@ -74,6 +74,7 @@ class RunContext:
         # the step whose record says 'running' until record_step writes its end: (position, step)
         self.step_open: tuple[int, StepResult] | None = None
         self.where: dict[str, str | None] = {}  # run/where.py: runtime, image, image_digest
+        self.timed_out: tuple[str | None] | None = None  # (what systemd says of a SIGTERM,) once asked
         self.finished = False  # the record is closed (run/finish.py); until then close() closes it
 
     def notice(self, message: str) -> None:
@@ -140,9 +141,20 @@ class RunContext:
         if reason is None and self.lock is not None and self.run_id is not None:
             by = self.lock.stop_request(self.run_id)
             reason = stopped_by(by) if by is not None else None
+        if reason is None and exc is not None and interrupt_name(exc) == "SIGTERM":
+            reason = self._systemd_timeout()
         if reason is not None:
             return self.mask(reason)
         return f"interrupted ({interrupt_name(exc) if exc is not None else 'SIGINT'})"
+
+    def _systemd_timeout(self) -> str | None:
+        """A timer's run stopped by its unit's TimeoutStartSec: systemd says so (asked once per run: every record
+        the stop ends, the step's and the run's, says the same)."""
+        if self.timed_out is None:
+            from polycrate.schedule.render import systemd_timeout_stop
+
+            self.timed_out = (systemd_timeout_stop(self.options.launched_by),)
+        return self.timed_out[0]
 
     def close_record(self) -> None:
         """A record opened and not finished (a signal between opening it and the first step, or inside

@@ -93,6 +93,31 @@ def launched_by_schedule(launched_by: str | None) -> bool:
     return bool(launched_by) and str(launched_by).startswith((LAUNCHED_BY_TIMER, LAUNCHED_BY_CRON))
 
 
+def systemd_timeout_stop(launched_by: str | None) -> str | None:
+    """When systemd stopped a timer's run because its unit ran past ``TimeoutStartSec`` (the schedule's
+    ``timeout``): the record's words for it; None for any other stop, a run no timer started, or when systemctl
+    cannot say. Asked of systemd, not guessed from the clock: on that timeout systemd sets the unit's Result to
+    ``timeout`` before it sends SIGTERM, where ``systemctl stop`` leaves it ``success`` (and each start resets it)."""
+    if not launched_by or not launched_by.startswith(LAUNCHED_BY_TIMER):
+        return None
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
+        return None
+    import subprocess
+
+    unit = launched_by[len(LAUNCHED_BY_TIMER):]
+    try:
+        shown = subprocess.run([systemctl, "show", "--property=Result", "--property=TimeoutStartUSec", "--", unit],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    properties = dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
+    if shown.returncode != 0 or properties.get("Result") != "timeout":
+        return None
+    return (f"stopped by systemd after TimeoutStartSec={properties.get('TimeoutStartUSec') or '?'} (the schedule's "
+            f"timeout) ran out: SIGTERM to {unit}")
+
+
 def _run_command(root: Path, workflow: str, command: list[str], launched_by: str) -> list[str]:
     # no --force: a scheduled run must never answer prompts on the user's behalf. --launched-by: the run's record
     # (runs list's BY, runs show, the webhook and mail) names the unit or cron file that started it, as a run the
