@@ -102,6 +102,18 @@ def test_permissions(served):
     finished(served, r.json()["run_id"])
 
 
+@pytest.mark.parametrize("field, value, named", [("tags", ["web"], "tags"), ("extra_vars", {"x": 1}, "extra_vars"),
+                                                 ("vars", {"y": 2, "x": 1}, "vars.x")])
+def test_what_one_action_does_not_take_is_refused_in_an_actions_words(served, field, value, named):
+    """Tags, extra vars or launch values sent for one action were refused in a workflow's words: "tags: workflow
+    'sh hello' does not let a launch set it (launch.tags: false)", a declaration an action cannot have. Now the
+    refusal says what one action takes."""
+    r = api(served, "admin").post(ROUTE.format(ws="ops", action="hello"), json={field: value})
+    assert r.status_code == 400 and r.json()["error"] == (
+        f"{named}: one action takes check mode and a host pattern only; launch values, tags and extra vars are for "
+        "workflows (launch: in workspace.poly)"), r.text
+
+
 def test_a_second_launch_while_it_runs_is_409(served):
     ops = served.workspaces[0]
     for gate in ("gate", "gate2"):

@@ -832,6 +832,11 @@ class Web:
                 raise HTTPError(400, f"block '{block}' is a template: its actions run in the blocks made from it")
             if options.step or options.resume:
                 raise HTTPError(400, "step and resume apply to workflows, not to one action")
+            given = [name for name, value in (("tags", options.tags), ("extra_vars", options.extra_vars)) if value]
+            given += [f"vars.{name}" for name in sorted(options.variables)[:1]]
+            if given:  # (the workflow's rule would name a `launch:` declaration, which an action has none of)
+                raise HTTPError(400, f"{given[0]}: one action takes check mode and a host pattern only; launch "
+                                     "values, tags and extra vars are for workflows (launch: in workspace.poly)")
             options = apply_declaration(options, None, f"{block} {action}", admin=who.may("admin", key))
             asks = _action_asks(block, action, act)
             detail.update(options.audit() | {"workspace": key, "block": block, "action": action})
