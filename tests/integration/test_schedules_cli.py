@@ -7,8 +7,10 @@ import re
 import tempfile
 import json
 import shutil
+import signal
 import subprocess
 from datetime import datetime
+import time
 import sys
 from pathlib import Path
 
@@ -469,3 +471,63 @@ def test_apply_carries_this_machines_default_runtime_into_the_unit_and_the_cron_
     poly.write_text(poly.read_text().replace("name: acme\n", "name: acme\nconfig:\n  runtime: container\n"))
     assert run_cli_inprocess("-w", str(root), "schedules", "apply", "--dest", str(systemd), env=env).returncode == 0
     assert "POLYCRATE_RUNTIME" not in (systemd / "polycrate-acme-nightly.service").read_text()
+
+
+def _processes_named(name: str, needle: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.isdigit() and os.path.basename(argv[0]) == name.encode() and needle.encode() in b" ".join(argv):
+            found.append(int(entry))
+    return found
+
+
+def test_a_cron_entry_s_timeout_stops_its_run_and_the_record_says_why(tmp_path):
+    """A cron entry's `timeout` sent SIGTERM to polycrate and to its whole process group: the record said
+    'interrupted (SIGTERM)', as for anyone's kill. Now it sends SIGUSR2 to polycrate alone (--foreground), which
+    stops its step and records why. The real entry's line, run by /bin/sh as cron would; the real `timeout` is
+    told its time ran out with SIGALRM (its own timer's signal), once the step runs."""
+    root = tmp_path / "ws"
+    (root / "blocks" / "maint").mkdir(parents=True)
+    marker = tmp_path / "step-started"
+    (root / "blocks" / "maint" / "block.poly").write_text(
+        f"name: maint\nactions:\n  - name: slow\n    script: ['touch {marker}; sleep 300']\n")
+    (root / "workspace.poly").write_text(
+        "name: acme\nblocks:\n  - name: maint\nworkflows:\n  - name: slow\n    steps:\n"
+        "      - {name: wait, block: maint, action: slow}\n"
+        f"    schedule: {{cron: '0 3 * * *', timeout: 1h, log_file: {tmp_path / 'cron.log'}}}\n")
+    dest = tmp_path / "cron.d"
+    dest.mkdir()
+    applied = run_cli_inprocess("-w", str(root), "schedules", "apply", "--cron", "--dest", str(dest),
+                                env={"POLYCRATE_EXECUTABLE": CLI[0], "POLYCRATE_RUNTIME": "local"})
+    assert applied.returncode == 0, applied.output
+    lines = (dest / "polycrate-acme-slow").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z]+=", line))
+    command = lines[-1].split(" ", 6)[6]
+    assert " timeout --foreground --kill-after=90s --signal=USR2 3600 " in command, command
+    entry = subprocess.Popen([env["SHELL"], "-c", command], cwd="/", env={**env, "HOME": os.environ["HOME"]},
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists() and entry.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = tmp_path / "cron.log"
+        assert marker.exists(), (entry.poll(), log.read_text(errors="replace") if log.exists() else "no log")
+        [timer] = _processes_named("timeout", str(root))
+        os.kill(timer, signal.SIGALRM)  # what its own timer does when the hour is up
+        assert entry.wait(timeout=120) == 124  # timeout's own "the time ran out"
+    finally:
+        if entry.poll() is None:
+            os.killpg(entry.pid, signal.SIGKILL)
+            entry.wait()
+    [run] = json.loads(run_cli_inprocess("-w", str(root), "runs", "list", "-o", "json").stdout)["runs"]
+    shown = run_cli_inprocess("-w", str(root), "runs", "show", run["run_id"], "-o", "json")
+    assert shown.returncode == 0, shown.output
+    record = json.loads(shown.stdout)
+    said = "stopped after the schedule's timeout ran out (SIGUSR2 from the cron entry polycrate-acme-slow)"
+    assert (record["status"], record["message"]) == ("interrupted", said), record
+    assert [(s["name"], s["status"], s["message"]) for s in record["steps"]] == [("wait", "interrupted", said)]

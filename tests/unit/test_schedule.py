@@ -283,7 +283,7 @@ def test_cron_entry():
     assert entry.startswith("0 2 * * * automation sleep $(shuf -i 0-300 -n 1) && mkdir -p '/opt/polycrate "
                             "workspaces/acme 100\\%/.polycrate/logs' && ")
     assert "cd '/opt/polycrate workspaces/acme 100\\%' && " in entry
-    assert ("timeout 3600 /usr/local/bin/polycrate --workspace '/opt/polycrate workspaces/acme 100\\%' "
+    assert ("timeout --foreground --kill-after=90s --signal=USR2 3600 /usr/local/bin/polycrate --workspace '/opt/polycrate workspaces/acme 100\\%' "
             "workflows run --launched-by cron:polycrate-acme_corp-nightly nightly") in entry
     assert entry.endswith(">> '/opt/polycrate workspaces/acme 100\\%/.polycrate/logs/cron-nightly.log' 2>&1")
     root_entry = sched.render_cron("acme.corp", ROOT, sched.parse_schedule("0 2 * * *", "nightly"), COMMAND)

@@ -208,7 +208,7 @@ def _ignore_stop_signals() -> None:
     to its default (death), so a second stop signal in those last milliseconds killed a polycrate whose
     record was closed, and its exit was -SIG instead of 130 (found by the signal stress test under load).
     By now nothing is left to stop."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
 
 
@@ -226,6 +226,7 @@ def take_stop_signals() -> None:
     atexit.register(_ignore_stop_signals)  # after the threads are joined: a hang there stays stoppable
     signal.signal(signal.SIGINT, _terminate)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGUSR2, _terminate)  # a cron entry's `timeout` when the schedule's timeout ran out
     if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
         signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: the run is recorded, not left 'running'
 

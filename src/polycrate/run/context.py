@@ -143,6 +143,10 @@ class RunContext:
             reason = stopped_by(by) if by is not None else None
         if reason is None and exc is not None and interrupt_name(exc) == "SIGTERM":
             reason = self._systemd_timeout()
+        if reason is None and exc is not None:
+            from polycrate.schedule.render import cron_timeout_stop
+
+            reason = cron_timeout_stop(self.options.launched_by, interrupt_name(exc))
         if reason is not None:
             return self.mask(reason)
         return f"interrupted ({interrupt_name(exc) if exc is not None else 'SIGINT'})"

@@ -93,6 +93,21 @@ def launched_by_schedule(launched_by: str | None) -> bool:
     return bool(launched_by) and str(launched_by).startswith((LAUNCHED_BY_TIMER, LAUNCHED_BY_CRON))
 
 
+# what a cron entry's `timeout` sends polycrate when the schedule's timeout runs out: a signal of its own, so that
+# the record can say why (a SIGTERM is anyone's `kill`), and to polycrate alone (--foreground), which stops its
+# step and records the run; KILL only if it has not ended 90 s later (systemd's TimeoutStopSec default)
+CRON_TIMEOUT_SIGNAL = "SIGUSR2"
+CRON_TIMEOUT = "timeout --foreground --kill-after=90s --signal=USR2"
+
+
+def cron_timeout_stop(launched_by: str | None, signal_name: str) -> str | None:
+    """When a cron entry's `timeout` stopped its run (CRON_TIMEOUT_SIGNAL): the record's words for it."""
+    if signal_name != CRON_TIMEOUT_SIGNAL or not launched_by or not launched_by.startswith(LAUNCHED_BY_CRON):
+        return None
+    entry = launched_by[len(LAUNCHED_BY_CRON):]
+    return f"stopped after the schedule's timeout ran out ({signal_name} from the cron entry {entry})"
+
+
 def systemd_timeout_stop(launched_by: str | None) -> str | None:
     """When systemd stopped a timer's run because its unit ran past ``TimeoutStartSec`` (the schedule's
     ``timeout``): the record's words for it; None for any other stop, a run no timer started, or when systemctl
@@ -209,7 +224,7 @@ def render_cron(workspace: str, root: Path, schedule: Schedule, command: list[st
     if environment:  # on the command line itself: cron.d's NAME=value lines do no quoting
         run = "env " + " ".join(_cron_quote(f"{k}={v}") for k, v in environment.items()) + " " + run
     if schedule.timeout:
-        run = f"timeout {schedule.timeout} {run}"
+        run = f"{CRON_TIMEOUT} {schedule.timeout} {run}"
     parts = []
     if schedule.randomized_delay:
         parts.append(f"sleep $(shuf -i 0-{schedule.randomized_delay} -n 1)")
