@@ -188,6 +188,22 @@ def test_a_cron_expression_with_seconds_is_one_line_saying_cron_takes_five_field
     assert list(dest.iterdir()) == []
 
 
+def test_an_on_calendar_with_seconds_gets_the_cron_advice_in_workspace_poly_and_workflows_schedule(ws):
+    """`on_calendar: "0 0 2 * * ?"` and `workflows schedule --on-calendar "0 0 2 * * ?"` said only "systemd-analyze
+    refuses it"; now both give the advice the short form and cron: give (one rule: cron.seconds_advice)."""
+    root, dest = ws
+    advice = ("invalid OnCalendar expression '0 0 2 * * ?': it reads as cron with seconds first; cron takes 5 fields "
+              "(minute hour day-of-month month day-of-week), not 6 (Quartz and Spring put seconds first): write "
+              "cron: '0 2 * * *', or on_calendar: '*-*-* 02:00:00' (systemd)")
+    one_off = polycrate(root, "workflows", "schedule", "unscheduled", "--on-calendar", "0 0 2 * * ?", "--dest",
+                        str(dest))
+    assert_one_line_error(one_off, f"workflow 'unscheduled': schedule: {advice}")
+    write_workspace(root, {"nightly": "{on_calendar: '0 0 2 * * ?'}"})
+    assert_one_line_error(polycrate(root, "workspace", "validate"),
+                          f"{root / 'workspace.poly'}:10: workflow 'nightly': schedule: {advice}")
+    assert list(dest.iterdir()) == []
+
+
 def test_plan_json_shows_files_and_three_next_runs(ws):
     root, dest = ws
     result = polycrate(root, "--output", "json", "schedules", "plan", "--dest", str(dest))

@@ -119,6 +119,21 @@ def test_cron_with_seconds_says_cron_takes_five_fields_and_how_to_write_the_time
     assert sched.parse_schedule("Mon..Fri *-*-* 02:00:00 Europe/Berlin", "n").kind == "on_calendar"
 
 
+def test_cron_with_seconds_under_on_calendar_gets_the_same_advice():
+    """An explicit `on_calendar: "0 0 2 * * ?"` said only "systemd-analyze refuses it" (our parser refused it, then
+    systemd-analyze did); the short form and cron: already said how to write the time. Now on_calendar: says it
+    too, from the same rule (cron.seconds_advice), the cron form introduced as cron:."""
+    for raw in (_workflow_schedule("schedule:\n  on_calendar: '0 0 2 * * ?'\n"), {"on_calendar": "0 0 2 * * ?"}):
+        with pytest.raises(ConfigError) as info:
+            sched.parse_schedule(raw, "nightly", "/ws/workspace.poly", 2)
+        message = str(info.value)
+        assert message == ("/ws/workspace.poly:2: workflow 'nightly': schedule: invalid OnCalendar expression "
+                           "'0 0 2 * * ?': it reads as cron with seconds first; cron takes 5 fields (minute hour "
+                           "day-of-month month day-of-week), not 6 (Quartz and Spring put seconds first): write "
+                           "cron: '0 2 * * *', or on_calendar: '*-*-* 02:00:00' (systemd)"), message
+        assert "systemd-analyze" not in message
+
+
 @pytest.mark.parametrize(
     "expression",
     ["*-*-* 25:00", "Sun..Mon", "*-*-32", "12", "*-*-* */5:00", "*:*/5", "*-*-* 02:00 Mon", "Mon,Blursday"],

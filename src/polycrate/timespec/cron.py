@@ -28,11 +28,12 @@ def _with_seconds(expression: str) -> bool:
     return len(expression.split()) in (6, 7) and ":" not in expression
 
 
-def seconds_advice(expression: str) -> str | None:
+def seconds_advice(expression: str, cron_key: str = "") -> str | None:
     """For a cron expression with seconds first (and a year last), as Quartz and Spring write it: that cron takes
     five fields, and the same time as cron and as an OnCalendar expression where it can be said unambiguously
     (a day of the week given as a number is not: Quartz counts 1-7 from Sunday, cron 0-7 from Sunday, 7 again).
-    None for any other expression."""
+    ``cron_key``: how the cron form is introduced where it was given as something else ("cron: " under
+    on_calendar:). None for any other expression. The one rule for cron: and for on_calendar: (oncalendar.py)."""
     if not _with_seconds(expression):
         return None
     fields = expression.split()
@@ -57,7 +58,7 @@ def seconds_advice(expression: str) -> str | None:
     except ScheduleError:  # a day of the month or a weekday: no calendar form
         calendar = None
     if not int(seconds):
-        return message + f": write '{cron}'" + (f", or on_calendar: '{calendar}' (systemd)" if calendar else "")
+        return message + f": write {cron_key}'{cron}'" + (f", or on_calendar: '{calendar}' (systemd)" if calendar else "")
     if calendar is None:
         return message + ": cron runs at whole minutes; write on_calendar, systemd's calendar form, with the seconds"
     date, _, clock = calendar.rpartition(" ")

@@ -298,7 +298,15 @@ def validate_calendar(expression: str) -> None:
     Our parser answers first (it matches systemd-analyze on the forms the tests hold it to): every command
     that loads a scheduled workspace checks its schedules, and two runs of systemd-analyze cost `workflows
     list` more than the rest of it. Only what our parser refuses goes to systemd-analyze, when there is one:
-    its grammar is the wider, and its answer is final."""
+    its grammar is the wider, and its answer is final. Six or seven fields without a time of day are cron with
+    seconds, as Quartz and Spring write it (no OnCalendar expression has more than four parts): refused with
+    the advice cron: gets (cron.seconds_advice)."""
+    from polycrate.timespec.cron import seconds_advice
+
+    advice = seconds_advice(expression, cron_key="cron: ")
+    if advice is not None:
+        raise ScheduleError(f"invalid OnCalendar expression {expression!r}: it reads as cron with seconds first; "
+                            + advice)
     now = datetime.now(UTC)
     try:
         times = calendar_next(expression, now, 1)
