@@ -25,7 +25,11 @@ def served(tmp_path_factory):
     units = apply_schedules(ops, tmp / "units")
     poly = ops / "workspace.poly"  # after apply: workflow stale renamed, green's time changed
     poly.write_text(poly.read_text().replace("- name: stale\n", "- name: stale-renamed\n")
-                    .replace('schedule: "*-*-* 02:00:00"', 'schedule: "*-*-* 04:30:00"'))
+                    .replace('schedule: "*-*-* 02:00:00"', 'schedule: "*-*-* 04:30:00"')
+                    .replace("description: a 3 MB log\n", 'description: a 3 MB log\n    schedule: "*-*-* 05:00:00"\n'))
+    # big: declared in workspace.poly, installed by hand at another time (`workflows schedule`): a one-off
+    one_off = run_cli("-w", str(ops), "workflows", "schedule", "big", "--on-calendar", "Sat 04:00", "--dest", str(units))
+    assert one_off.returncode == 0, one_off.output
     server = start_server(tmp, [ops], extra_args=("--schedule-dest", str(units)))
     server.units = units  # type: ignore[attr-defined]
     yield server
@@ -73,7 +77,7 @@ def test_the_schedules_page_tells_the_states_schedules_list_tells(served, browse
         row = rows[f"ops/{workflow}"]
         assert row.get_attribute("data-applied") == state
         assert state in row.find_element("css selector", "td.applied .status").text
-        assert row.find_element("css selector", "td.applied .reason").text == reason
+        assert [e.text for e in row.find_elements("css selector", "td.applied .reason")] == ([reason] if reason else [])
     assert "no longer in" in cli["stale"][1] and "schedules apply` removes it" in cli["stale"][1]
     assert "*-*-* 02:00:00" in rows["ops/green"].find_element("css selector", "td.applied").text  # what fires
     assert not rows["ops/stale"].find_elements("css selector", "a")  # no page of a workflow that is gone
@@ -82,6 +86,27 @@ def test_the_schedules_page_tells_the_states_schedules_list_tells(served, browse
     assert (api[("ops", "stale")]["applied"], api[("ops", "stale")]["reason"]) == cli["stale"]
     assert api[("ops", "stale")]["installed_file"] == str(served.units / "polycrate-ops-stale.timer")
     shot(browser, "schedules-states")
+
+
+def test_the_overview_tells_a_declared_schedule_installed_as_a_one_off_as_the_schedules_page_does(served, browser):
+    """A declared schedule that `workflows schedule --dest` installed (a one-off) was 'differs' (or 'applied') on
+    the overview, by a rule of its own, and 'one-off' on the Schedules page and in `schedules list`. Now the
+    overview's state is the Schedules page's, from the same function (schedule.installed_states)."""
+    listed = json.loads(run_cli("schedules", "list", "--dest", str(served.units), "-o", "json").stdout)["installed"]
+    assert {m["state"] for m in listed if m["workflow"] == "big"} == {"one-off"}, listed
+    log_in(browser, served, "viewer")
+    browser.get(served.url + "/")
+    row = css(browser, 'tr[data-workflow="ops/big"]')
+    assert row.find_element("css selector", ".not-applied").text == "(one-off)"
+    browser.get(served.url + "/schedules")
+    assert css(browser, 'tr[data-schedule="ops/big"]').get_attribute("data-applied") == "one-off"
+    overview = {(r["workspace"], r["workflow"]): r for r in json.loads(fetch(browser, "GET", "/api/v1/overview")["text"])}
+    schedules = {(s["workspace"], s["workflow"]): s for s in json.loads(fetch(browser, "GET", "/api/v1/schedules")["text"])}
+    assert overview[("ops", "big")]["applied"] == schedules[("ops", "big")]["applied"] == "one-off"
+    assert overview[("ops", "big")]["next_run"] is None  # the declared time is not what fires
+    # the others agree as well: the renamed workflow's is on the page only, green's time changed
+    assert overview[("ops", "green")]["applied"] == schedules[("ops", "green")]["applied"] == "differs"
+    assert overview[("ops", "stale-renamed")]["applied"] == schedules[("ops", "stale-renamed")]["applied"]
 
 
 def test_the_relaunch_form_names_the_prompts_it_confirms(served, browser):

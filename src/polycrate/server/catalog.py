@@ -370,18 +370,17 @@ class Catalog:
                 continue
         return found
 
-    def applied(self, entry: Entry, schedule, found: Any) -> tuple[str, str | None]:
-        from polycrate import schedule as sched
-
+    def applied(self, entry: Entry, schedule, found: Any, states: dict) -> tuple[str, str | None, str | None]:
+        """A declared schedule's state, its timer or cron file and what to run: with a backend, the backend's row
+        of it; else the state `schedules list` tells (``states``: _installed_states), the overview's and the
+        Schedules page's alike."""
         if isinstance(found, dict):  # team mode: the backend's row of this workflow
             row = found.get((entry.name, schedule.workflow))
             if row is None:
-                return "not applied", None
+                return "not applied", None, None
             same = (row["kind"], row["expression"]) == (schedule.kind, schedule.expression)
-            return ("applied" if same else "differs"), None
-
-        state, path = sched.applied_state(entry.name, entry.root, schedule, found)
-        return state, str(path) if path else None
+            return ("applied" if same else "differs"), None, None
+        return _installed_state(entry, schedule.workflow, found, states)
 
     def overview(self, now: float | None = None, who: Any = None) -> list[dict]:
         """Every workflow of every workspace: last run, last success and its age, next run, overdue."""
@@ -389,7 +388,9 @@ class Catalog:
         now_dt = datetime.fromtimestamp(now, UTC)
         rows: list[dict] = []
         found = self.installed_schedules()
-        for entry in self.entries(who):
+        entries = self.entries(who)
+        states = {} if isinstance(found, dict) else self._installed_states(found, entries)
+        for entry in entries:
             if entry.ws is None:
                 rows.append({"workspace": entry.key, "root": str(entry.root), "error": entry.error, "workflow": None})
                 continue
@@ -397,10 +398,10 @@ class Catalog:
             with self.store(entry) as store:
                 for workflow in entry.ws.workflows.values():
                     rows.append(self._overview_row(entry, store, workflow, schedules.get(workflow.name),
-                                                   schedule_error, now, now_dt, found))
+                                                   schedule_error, now, now_dt, found, states))
         return rows
 
-    def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt, found) -> dict:
+    def _overview_row(self, entry, store, workflow, schedule, schedule_error, now, now_dt, found, states) -> dict:
         status = store.workflow_status(workflow.name)
         last, success, running = status.last, status.last_success, status.running
         row: dict[str, Any] = {
@@ -416,7 +417,7 @@ class Catalog:
             "success_age": round(now - success, 3) if success else None,
             "running": running.id if running else None,
             "schedule": None,
-            "applied": None,  # for a declared schedule: "applied", "differs" or "not applied"
+            "applied": None,  # for a declared schedule: its state as on the Schedules page (Catalog.applied)
             "next_run": None,
             "overdue": False,
             "overdue_reason": None,
@@ -424,7 +425,7 @@ class Catalog:
         }
         if schedule is not None:
             row["schedule"] = schedule.expression
-            row["applied"] = self.applied(entry, schedule, found)[0]
+            row["applied"] = self.applied(entry, schedule, found, states)[0]
         team_row = found.get((entry.name, workflow.name)) if isinstance(found, dict) else None
         if schedule is not None and row["applied"] == "applied":  # a next run only where one will happen
             try:
@@ -474,11 +475,7 @@ class Catalog:
                     problem = None
                 except Exception as exc:
                     times, problem = [], str(exc)
-                if isinstance(found, dict):
-                    applied, path = self.applied(entry, s, found)
-                    reason = None
-                else:
-                    applied, path, reason = _installed_state(entry, s.workflow, found, states)
+                applied, path, reason = self.applied(entry, s, found, states)
                 installed_as = next((m.expression for m in found if str(m.path) == path), None) if path else None
                 rows.append({
                     "workspace": entry.key, "workflow": s.workflow, "declared": True, "kind": s.kind,
