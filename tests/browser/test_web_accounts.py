@@ -66,7 +66,7 @@ def test_an_admin_adds_a_user_a_team_and_a_grant_and_the_user_sees_only_that(ser
     browser.get(served.url + "/account")
     assert "night-shift" in css(browser, "#account-teams").text and "lab: operator" in css(browser, "#account-grants").text
     browser.get(served.url + "/workspaces/ops/workflows/green")
-    assert "404" in css(browser, "h1").text
+    assert css(browser, "h1").text == "Page not found"
 
     # the admin takes hank out of the team: nothing is left to see
     log_in_as(browser, served, "admin", served.passwords["admin"])

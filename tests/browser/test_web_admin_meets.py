@@ -149,3 +149,35 @@ def test_a_refused_relaunch_and_a_refused_action_launch_show_their_page_with_the
     assert css(browser, "#message").text.startswith("Not launched: limit: ")
     assert css(browser, "#action-launch-form input[name=limit]").get_attribute("value") == "no such host!"
     assert css(browser, "#action-launch-form input[name=check]").is_selected()
+
+
+def test_an_error_page_has_the_sites_layout_a_heading_in_words_and_a_way_back(served, browser):
+    """The generic error page (the gate's 403, a 415, a page that does not exist) had the status code as its
+    heading and no way back. Now it has the site's layout, a heading in plain words, the message, and a link
+    back: to the page the user came from (this site's), else to the overview."""
+    log_in(browser, served, "operator")
+    browser.get(served.url + "/runs")
+    browser.execute_script("location.href = '/audit'")  # a link followed from /runs: admins only
+    settle(lambda: css_all(browser, "#error-heading"), what="the refusal")
+    assert css(browser, "h1").text == "Not allowed" and browser.title == "Not allowed · polycrate"
+    assert "admin" in css(browser, "#message").text
+    back = css(browser, "#back")
+    assert (back.text, back.get_attribute("href")) == ("Back to the page you came from", served.url + "/runs")
+    assert css_all(browser, "header nav") and css(browser, "#whoami").text.startswith("operator")
+    back.click()
+    settle(lambda: browser.current_url == served.url + "/runs" and css(browser, "h1").text == "Runs",
+           what="the page it came from")
+    browser.get(served.url + "/no/such/page")  # typed: nothing to go back to but the overview
+    assert css(browser, "h1").text == "Page not found"
+    assert css(browser, "#message").text == "no page at /no/such/page"
+    back = css(browser, "#back")
+    assert (back.text, back.get_attribute("href")) == ("Back to the overview", served.url + "/")
+    shot(browser, "error-page")
+    run_id = _runs(served)[0]["run_id"]
+    csrf = css(browser, "form.whoami input[name=csrf]").get_attribute("value")
+    sent = fetch(browser, "POST", f"/runs/{run_id}/stop", {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+                 "{}")  # the Stop button's address, sent JSON
+    assert sent["status"] == 415 and '<h1 id="error-heading">Not what this page takes</h1>' in sent["text"]
+    assert "the Stop button sends a form" in sent["text"] and 'id="back"' in sent["text"]
+    api = fetch(browser, "GET", "/api/v1/audit")  # the API's refusal: its JSON document, as before
+    assert api["status"] == 403 and set(json.loads(api["text"])) == {"error"}

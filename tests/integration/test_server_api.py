@@ -485,6 +485,30 @@ def test_behind_a_proxy_cookies_are_secure_when_it_says_https(tmp_path):
         proc.wait(timeout=10)
 
 
+def test_the_error_page_links_back_to_this_sites_page_only(served):
+    """The error page had a bare status-code heading and no way back. Now it has a heading in plain words and a
+    link back: to the page the user came from when the Referer is this site's, else to the overview (never to
+    another site, nor to the failing page itself). The API's error answers stay JSON documents."""
+    viewer = api(served)
+    host = httpx.URL(served.url).netloc.decode()
+    cases = {f"{served.url}/runs?status=failed": ("/runs?status=failed", "Back to the page you came from"),
+             "https://evil.example/phish": ("/", "Back to the overview"),
+             f"http://evil.example@{host}.evil.example/x": ("/", "Back to the overview"),
+             f"{served.url}/nope": ("/", "Back to the overview"),  # the failing page itself
+             "": ("/", "Back to the overview")}
+    for referer, (back, words) in cases.items():
+        r = viewer.get("/nope", headers={"Referer": referer} if referer else {})
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        assert '<h1 id="error-heading">Page not found</h1>' in r.text and "<h1>404</h1>" not in r.text
+        assert f'<a href="{back}" id="back">{words}</a>' in r.text, (referer, r.text)
+    refused = viewer.get("/audit", headers={"Referer": f"{served.url}/schedules"})  # the gate: admins only
+    assert refused.status_code == 403 and '<h1 id="error-heading">Not allowed</h1>' in refused.text
+    assert '<a href="/schedules" id="back">Back to the page you came from</a>' in refused.text
+    for path in ("/api/v1/nope", "/api/v1/audit"):  # the API: as before
+        r = viewer.get(path, headers={"Referer": f"{served.url}/runs"})
+        assert r.headers["content-type"] == "application/json" and set(r.json()) == {"error"}
+
+
 def test_an_unknown_address_or_method_answers_in_the_servers_own_words(served):
     """No bare 'Not Found' or 'Method Not Allowed' text: a page answers with the site's error page (its
     navigation, who is logged in), the API with its JSON error document; a 405 keeps its Allow header."""

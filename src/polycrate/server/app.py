@@ -162,7 +162,16 @@ class Web:
             return JSONResponse({"error": exc.message, **exc.extra}, status_code=exc.status, headers=headers)
         if exc.status == 401:
             return self.login_page(request, status=401, message=exc.message, next_url=_return_to(request))
-        return self.page(request, "error.html", status=exc.status, title=f"{exc.status}", message=exc.message)
+        return self.error_page(request, exc.status, exc.message)
+
+    def error_page(self, request: Request, status: int, message: str) -> HTMLResponse:
+        """The site's page for a refusal or an error that has no page of its own (the gate's 403, a 415, a page
+        that does not exist): the usual layout, a heading in plain words, the message, and a link back to the
+        page the user came from (this site's only) or else to the overview."""
+        back = _came_from(request)
+        return self.page(request, "error.html", status=status, title=_error_heading(status),
+                         message=message, code=status, back=back or "/",
+                         back_text="Back to the page you came from" if back else "Back to the overview")
 
     async def unrouted(self, request: Request, exc: Exception) -> Response:
         """Starlette's own 404 (no route, no static file) and 405 (a route, another method), in this server's
@@ -183,7 +192,7 @@ class Web:
         if api:
             return JSONResponse({"error": message}, status_code=status, headers=headers)
         request.state.principal = await asyncio.to_thread(self.principal, request)
-        response = self.page(request, "error.html", status=status, title=f"{status}", message=message)
+        response = self.error_page(request, status, message)
         response.headers.update(headers)
         return response
 
@@ -353,14 +362,13 @@ class Web:
         client = self.client(request)
         fields = {k: form.get(k, "") for k in ("username", "password", "next", "csrf")}
         if not all(isinstance(v, str) for v in fields.values()):
-            return self.page(request, "error.html", status=400, title="400", message="the login form has text fields")
+            return self.error_page(request, 400, "the login form has text fields")
         name, password = fields["username"].strip(), fields["password"]
         next_url = fields["next"] or "/"
         sent, cookie = fields["csrf"], request.cookies.get(LOGIN_COOKIE, "")
         if not (cookie and hmac.compare_digest(sent.encode(), cookie.encode())):
             self.state.audit_anonymous(name or "-", "login", "refused: CSRF", client)
-            return self.page(request, "error.html", status=403, title="403",
-                             message="missing or wrong CSRF token: reload the login page and try again")
+            return self.error_page(request, 403, "missing or wrong CSRF token: reload the login page and try again")
         attempt = self.state.begin_login(name, client)  # counted as failed until the password proves right
         if attempt is None:
             self.state.audit_anonymous(name, "login", "refused: rate limit", client)
@@ -1303,6 +1311,30 @@ def _return_to(request: Request) -> str:
     if referer.scheme in ("http", "https") and referer.netloc == request.headers.get("host"):
         return referer.path + (f"?{referer.query}" if referer.query else "")
     return "/"
+
+
+_ERROR_HEADINGS = {400: "That was not accepted", 403: "Not allowed", 404: "Page not found",
+                   405: "Not how this page is used", 409: "Not possible now", 413: "Too much sent at once",
+                   415: "Not what this page takes", 422: "It needs a confirmation", 429: "Too many attempts"}
+
+
+def _error_heading(status: int) -> str:
+    """The error page's heading: what the status means, in plain words."""
+    return _ERROR_HEADINGS.get(status) or ("Something went wrong on the server" if status >= 500
+                                           else "That did not work")
+
+
+def _came_from(request: Request) -> str | None:
+    """The page of this site the request came from (its Referer: same scheme and host, a local path), to link
+    back to; None for another site, no Referer, or the failing page itself (a link back to it would fail again)."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.scheme not in ("http", "https") or referer.netloc != request.headers.get("host"):
+        return None
+    path = referer.path or "/"
+    if path == request.url.path and request.method in ("GET", "HEAD"):
+        return None
+    back = path + (f"?{referer.query}" if referer.query else "")
+    return back if _local_path(back) == back else None
 
 
 def _local_path(url: str) -> str:
