@@ -17,24 +17,50 @@ EXIT_INTERNAL = 70  # a bug in polycrate: one line, never a traceback (sysexits 
 EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM
 
 
+# Who is told an error: someone at a terminal, someone in the web view (a launch of the server's child), the
+# record of a scheduled run nobody watches. What to do about an error may differ by front end (a terminal can
+# --wait; a web page has a Stop button); the refusal itself does not (PolycrateError.hints).
+CLI, WEB, SCHEDULE = "cli", "web", "schedule"
+
+
 class PolycrateError(Exception):
-    """A user-facing error: a one-line message, optionally tied to a file and line."""
+    """A user-facing error: a one-line message, optionally tied to a file and line. ``hints``: what to do about
+    it, by front end (CLI, WEB, SCHEDULE); ``message`` is the statement with the terminal's hint, as the CLI
+    says it, and ``said_to`` words it for another front end (the statement alone where it has no hint)."""
 
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None, *,
+                 hints: dict[str, str] | None = None):
+        self.statement = message
+        self.hints = dict(hints or {})
+        message = _with_hint(message, self.hints.get(CLI))
         super().__init__(message)
         self.message = message
         self.path = str(path) if path is not None else None
         self.line = line
 
     def __str__(self) -> str:
-        where = ""
-        if self.path:
-            shown = _shorten(_display_path(self.path))
-            where = f"{shown}:{self.line}: " if self.line else f"{shown}: "
-        # one line, always; and a readable one when it quotes a huge value back
-        return where + " ".join(_shorten(word) for word in self.message.split()).strip()
+        return self._where() + _one_line(self.message)
+
+    def said_to(self, front_end: str) -> str:
+        """The error as ``front_end`` is told it: the statement, and that front end's hint when it has one."""
+        return self._where() + _one_line(_with_hint(self.statement, self.hints.get(front_end)))
+
+    def _where(self) -> str:
+        if not self.path:
+            return ""
+        shown = _shorten(_display_path(self.path))
+        return f"{shown}:{self.line}: " if self.line else f"{shown}: "
+
+
+def _with_hint(statement: str, hint: str | None) -> str:
+    return f"{statement}; {hint}" if hint else statement
+
+
+def _one_line(message: str) -> str:
+    # one line, always; and a readable one when it quotes a huge value back
+    return " ".join(_shorten(word) for word in message.split()).strip()
 
 
 def _shorten(text: str, limit: int = 200) -> str:
@@ -61,13 +87,13 @@ class NotFoundError(PolycrateError):
 
 
 class LockedError(PolycrateError):
-    """Another run holds the lock: ``held`` says who, without the advice to the person at the terminal (``hint``),
-    which a scheduled run's record must not repeat (nobody there can --wait)."""
+    """Another run holds the lock: ``held`` says who, without the advice to the person at the terminal (its CLI
+    hint), which a scheduled run's record must not repeat (nobody there can --wait)."""
 
     exit_code = EXIT_LOCKED
 
-    def __init__(self, held: str, path: str | Path | None = None, *, hint: str = ""):
-        super().__init__(held + (f"; {hint}" if hint else ""), path)
+    def __init__(self, held: str, path: str | Path | None = None, *, hints: dict[str, str] | None = None):
+        super().__init__(held, path, hints=hints)
         self.held = held
 
 

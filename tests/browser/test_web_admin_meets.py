@@ -52,6 +52,9 @@ def test_a_run_that_never_started_says_so_and_why_with_no_empty_steps_or_log(ser
     assert section.find_element("css selector", "h2").text == "This run never started"
     assert css(browser, "#never-started-why").text == refused["message"]
     assert refused["message"].startswith("the scheduled run did not start: workflow guarded asks for confirmation")
+    # said to the record of a run nobody watches, not to a terminal: no --force (PolycrateError.said_to)
+    assert refused["message"].endswith("but there is no terminal; a scheduled run never answers prompts: remove the "
+                                       "prompt, or the schedule"), refused["message"]
     assert "No step ran" in section.text
     assert css(browser, "#run-started").text == "never (launched by systemd:polycrate-ops-guarded.service)"
     headings = [h.text for h in css_all(browser, "h2")]

@@ -86,7 +86,7 @@ def test_resume_reuses_the_recorded_options(ws, tmp_path):
     assert lines_of(ws, "hosts.txt") == ["h2"]
     (ws / "fixed").write_text("")
     refused = run_cli("workflows", "run", "fixable", "--resume", "--limit", "h1", cwd=ws)
-    assert_one_line_error(refused, "--resume reuses the Ansible options", "--limit h2", code=2)
+    assert_one_line_error(refused, "a resumed run reuses the Ansible options", "--limit h2", code=2)
     resumed = run_cli("workflows", "run", "fixable", "--resume", cwd=ws)
     assert resumed.returncode == 0, resumed.output
     assert lines_of(ws, "hosts.txt") == ["h2", "h2"]  # the resumed step ran with --limit h2 again

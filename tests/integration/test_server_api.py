@@ -157,6 +157,26 @@ def test_launch_options_reach_the_run(served):
     assert client.post("/api/v1/workspaces/ops/workflows/missing/runs", json={}).status_code == 404
 
 
+def test_a_launch_the_run_refuses_says_what_to_do_in_the_web_views_words(served):
+    """A launch whose run refused to start (its child `workflows run`) showed the CLI's line, advice and all:
+    "--resume reuses the Ansible options of run X (none); give none, or start a new run without --resume", flags
+    the web user has no way to give. Now the refusal is the same (one rule, run/opening.py) and its advice is the
+    web view's: the child, launched by web:NAME, says its error with the web's hint (PolycrateError.said_to)."""
+    client = api(served, "operator")
+    failed = wait_finished(client, client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={}).json()["run_id"])
+    assert failed["status"] == "failed"
+    refused = client.post("/api/v1/workspaces/ops/workflows/nightly/runs", json={"resume": True, "limit": "localhost"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == (
+        f"the run did not start: a resumed run reuses the Ansible options of run {failed['run_id']} (none); leave the "
+        "host pattern, tags and values empty, or launch without resume")
+    at_terminal = run_cli("-w", str(served.workspaces[0]), "workflows", "run", "nightly", "--resume", "--limit",
+                          "localhost")  # the same refusal at a terminal, in its words
+    assert at_terminal.returncode == 2 and at_terminal.stderr.strip() == (
+        f"polycrate: error: a resumed run reuses the Ansible options of run {failed['run_id']} (none); give none "
+        "with --resume, or start a new run without it")
+
+
 def test_prompts_need_confirmation(served):
     client = api(served, "operator")
     refused = client.post("/api/v1/workspaces/ops/workflows/guarded/runs", json={})

@@ -12,10 +12,12 @@ import signal
 import sys
 
 from polycrate.errors import (
+    CLI,
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_SYSTEM,
+    WEB,
     PolycrateError,
     describe_os_error,
     interrupt_in,
@@ -239,6 +241,18 @@ def _interrupted() -> int:
     return EXIT_INTERRUPTED
 
 
+def _front_end(words) -> str:
+    """Who reads this command's error: the web view for the server's own child (server/launch.py starts it with
+    --launched-by web:NAME, and shows its error line on the page), else the person at the terminal."""
+    words = list(words)
+    for i, word in enumerate(words):
+        value = word.partition("=")[2] if word.startswith("--launched-by=") else \
+            (words[i + 1] if word == "--launched-by" and i + 1 < len(words) else None)
+        if value is not None:
+            return WEB if value.startswith("web:") else CLI
+    return CLI
+
+
 def main(argv: list[str] | None = None) -> int:
     take_stop_signals()
     words = sys.argv[1:] if argv is None else argv
@@ -266,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     except PolycrateError as exc:
         if interrupt_in(exc) is not None:  # raised while a stop signal unwound the run: it was stopped
             return _interrupted()
-        print(f"polycrate: error: {exc}", file=sys.stderr)
+        print(f"polycrate: error: {exc.said_to(_front_end(words))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return _interrupted()

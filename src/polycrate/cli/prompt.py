@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from polycrate.errors import PolycrateError
+from polycrate.errors import CLI, SCHEDULE, WEB, PolycrateError
 
 
 def make_confirm(force: bool):
@@ -17,8 +17,9 @@ def make_confirm(force: bool):
             if prompt.pulls:
                 raise _cannot_pull(prompt.pulls)
             raise PolycrateError(
-                f"{who} asks for confirmation ({message!r}) but there is no terminal: "
-                "re-run with --force to answer yes"
+                f"{who} asks for confirmation ({message!r}) but there is no terminal",
+                hints={CLI: "re-run with --force to answer yes", WEB: "tick its confirmation box to launch it",
+                       SCHEDULE: "a scheduled run never answers prompts: remove the prompt, or the schedule"},
             )
         for change in prompt.pulls:
             print(f"polycrate: {change.describe()}", file=sys.stderr)

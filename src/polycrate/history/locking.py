@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from collections.abc import Callable
 
-from polycrate.errors import LockedError
+from polycrate.errors import CLI, WEB, LockedError
 from polycrate.config.record import Record, record
 
 LOCKS_DIR = Path(".polycrate") / "locks"
@@ -111,7 +111,8 @@ class RunLock:
                 self._fd = None
                 raise LockedError(
                     f"{self.what} is already running ({holder.describe() if holder else 'holder unknown'})",
-                    self.path, hint="use --wait to wait for it",
+                    self.path, hints={CLI: "use --wait to wait for it",
+                                      WEB: "launch it again when that run has ended (or stop it on its page)"},
                 )
             if on_wait and not announced:
                 on_wait(f"waiting for {self.what}: held by {holder.describe() if holder else 'another run'}")

@@ -93,7 +93,7 @@ def record_not_started(run: RunContext, result: RunResult, only_step: str | None
     running (the lock), its preflight failed, a prompt nobody can answer. Nobody watches it, so the history says
     so (a failed run that never started, with the reason) and the alerts tell (NOT_STARTED); the error itself
     goes on as it would have (one line, the exit code)."""
-    from polycrate.errors import LockedError
+    from polycrate.errors import SCHEDULE, LockedError, PolycrateError
     from polycrate.history import open_store
     from polycrate.history.store import claim_identity
     from polycrate.run.stopping import settle, signals_deferred
@@ -105,7 +105,9 @@ def record_not_started(run: RunContext, result: RunResult, only_step: str | None
             open_secrets(run)
         except Exception:
             pass  # the notifications that need a secret say so; the record stands
-    why = exc.held if isinstance(exc, LockedError) else str(exc)  # its --wait advice is for a terminal
+    # said to the record, not to a terminal: no --wait, no --force (LockedError: who holds it, its path aside)
+    why = exc.held if isinstance(exc, LockedError) else exc.said_to(SCHEDULE) if isinstance(exc, PolycrateError) \
+        else str(exc)
     with signals_deferred():
         run.store = store = open_store(run.ws.root, backend=run.options.backend, workspace=run.ws.name)
         run_id, user = claim_identity(time.time(), run.options.run_id, run.options.launched_by)

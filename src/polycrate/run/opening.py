@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from polycrate.errors import EXIT_ACTION_FAILED, PolycrateError
+from polycrate.errors import CLI, EXIT_ACTION_FAILED, WEB, PolycrateError
 from polycrate.run.context import RunContext, masked, masker_for
 from polycrate.run.plan import plan_prompts, resume_point, resumed_notes
 from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, RunResult, StepResult
@@ -169,8 +169,9 @@ def resumed_options(options: RunOptions, previous: RunRecord) -> RunOptions:
     if options.ansible.given and options.ansible != recorded:
         shown = " ".join(recorded.playbook_args()) or "none"
         raise PolycrateError(
-            f"--resume reuses the Ansible options of run {previous.id} ({shown}); "
-            "give none, or start a new run without --resume"
+            f"a resumed run reuses the Ansible options of run {previous.id} ({shown})",
+            hints={CLI: "give none with --resume, or start a new run without it",
+                   WEB: "leave the host pattern, tags and values empty, or launch without resume"},
         )
     return replace(options, ansible=recorded)
 
