@@ -81,7 +81,7 @@ def test_the_schedules_page_tells_the_states_schedules_list_tells(served, browse
         assert row.get_attribute("data-applied") == state
         assert state in row.find_element("css selector", "td.applied .status").text
         assert [e.text for e in row.find_elements("css selector", "td.applied .reason")] == ([reason] if reason else [])
-    assert "no longer in" in cli["stale"][1] and "schedules apply` removes it" in cli["stale"][1]
+    assert "no longer in" in cli["stale"][1] and f"schedules apply --dest {served.units}` removes it" in cli["stale"][1]
     assert "*-*-* 02:00:00" in rows["ops/green"].find_element("css selector", "td.applied").text  # what fires
     assert not rows["ops/stale"].find_elements("css selector", "a")  # no page of a workflow that is gone
     assert rows["ops/stale-renamed"].get_attribute("data-applied") == "not applied"

@@ -438,10 +438,10 @@ def test_list_says_which_installed_schedules_are_stale(ws, tmp_path):
     assert "03:00:00" in states[(ws_root, "nightly", "timer")][1]
     assert states[(ws_root, "weekdays", "timer")] == (
         "stale", f"workflow 'weekdays' is no longer in {root / 'workspace.poly'}: each run fails; "
-                 f"`polycrate -w {root} schedules apply` removes it")
+                 f"`polycrate -w {root} schedules apply --dest {dest}` removes it")
     assert states[(ws_root, "hourly", "timer")] == (
         "stale", f"workflow 'hourly' is no longer scheduled in {root / 'workspace.poly'}; "
-                 f"`polycrate -w {root} schedules apply` removes it")
+                 f"`polycrate -w {root} schedules apply --dest {dest}` removes it")
     assert states[(gone_root, "nightly", "timer")][0] == "stale"
     assert states[(gone_root, "nightly", "timer")][1] == (
         f"{gone / 'workspace.poly'} no longer exists: each run fails; remove it: systemctl disable --now "
@@ -459,6 +459,38 @@ def test_list_says_which_installed_schedules_are_stale(ws, tmp_path):
     assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
     after = json.loads(polycrate(root, "-o", "json", "schedules", "list", "--dest", str(dest)).stdout)["installed"]
     assert {(i["workflow"], i["state"]) for i in after if i["workspace_root"] == ws_root} == {
+        ("nightly", "applied"), ("weekly", "applied")}
+
+
+@pytest.mark.parametrize("cron", [False, True], ids=["timer", "cron"])
+def test_what_list_says_to_run_does_it_for_a_cron_entry_or_a_folder_of_ones_own(tmp_path, cron):
+    """`schedules list --cron` (or `--dest DIR`) told of a stale or changed schedule to run `polycrate -w ROOT
+    schedules apply`, which writes systemd units to /etc/systemd/system: the cron entry, or the unit in DIR,
+    stayed as it was, stale or different, and the advice said the same again. Now the advice carries `--cron`
+    and `--dest DIR` where the file is, and the command it names, run as written, leaves every schedule
+    applied."""
+    import shlex
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    dest = tmp_path / "my units"  # a folder a shell must quote
+    dest.mkdir()
+    kind = ["--cron"] if cron else []
+    write_workspace(root, {"nightly": "'0 2 * * *'", "weekdays": "'30 6 * * 1-5'", "hourly": "'@hourly'"})
+    assert polycrate(root, "schedules", "apply", *kind, "--dest", str(dest)).returncode == 0
+    write_workspace(root, {"nightly": "'0 3 * * *'", "weekly": "'30 6 * * 1-5'", "hourly": ""})
+
+    listing = polycrate(root, "-o", "json", "schedules", "list", *kind, "--dest", str(dest))
+    installed = json.loads(listing.stdout)["installed"]
+    advice = {i["workflow"]: (i["state"], i["reason"]) for i in installed if i["kind"] != "service"}
+    assert {w: s for w, (s, _) in advice.items()} == {"nightly": "differs", "weekdays": "stale", "hourly": "stale"}
+    commands = {re.search(r"`polycrate (.+?)`", reason).group(1) for _, reason in advice.values()}
+    assert commands == {f"-w {root} schedules apply {' '.join([*kind, '--dest', shlex.quote(str(dest))])}"}
+    words = shlex.split(commands.pop())
+    assert words[:2] == ["-w", str(root)]
+    assert polycrate(root, *words[2:]).returncode == 0  # as the advice says it
+    after = json.loads(polycrate(root, "-o", "json", "schedules", "list", *kind, "--dest", str(dest)).stdout)
+    assert {(i["workflow"], i["state"]) for i in after["installed"] if i["kind"] != "service"} == {
         ("nightly", "applied"), ("weekly", "applied")}
 
 

@@ -136,6 +136,21 @@ class InstalledState:
     reason: str | None = None  # what is wrong and what to run; None when applied
 
 
+def _dest_flag(marker: Installed) -> str:
+    """` --dest DIR` when ``marker``'s file is not in the default folder of its kind, else nothing."""
+    import shlex
+
+    folder = marker.path.parent
+    return "" if folder == default_dest(marker.kind == "cron") else f" --dest {shlex.quote(str(folder))}"
+
+
+def _where(marker: Installed) -> str:
+    """The flags with which `schedules apply` writes (and removes) ``marker``'s file: `--cron` for a cron
+    entry, `--dest DIR` outside the default folder. Without them apply looks in /etc/systemd/system, and
+    the advice left a cron entry, or a unit written with --dest, as it was."""
+    return (" --cron" if marker.kind == "cron" else "") + _dest_flag(marker)
+
+
 def installed_states(found: list[Installed], loaded: dict[str, Any] | None = None) -> dict[tuple[str, str], InstalledState]:
     """(workspace root, workflow) -> its state, for every schedule in ``found``: each workspace is read again,
     since a timer whose workflow was renamed or removed keeps firing until apply runs there (and the run of a
@@ -173,8 +188,8 @@ def installed_states(found: list[Installed], loaded: dict[str, Any] | None = Non
             states[key] = InstalledState("unknown", f"{poly} cannot be read here ({ws.strerror or ws}): "
                                                     "list as the schedule's user (or root) to see its state")
         elif marker.workflow not in ws.workflows:
-            undo = (f"polycrate -w {root} workflows schedule {marker.workflow} --remove" if marker.origin ==
-                    ORIGIN_ONE_OFF else f"polycrate -w {root} schedules apply")
+            undo = (f"polycrate -w {root} workflows schedule {marker.workflow} --remove{_dest_flag(marker)}"
+                    if marker.origin == ORIGIN_ONE_OFF else f"polycrate -w {root} schedules apply{_where(marker)}")
             states[key] = InstalledState("stale", f"workflow '{marker.workflow}' is no longer in {poly}: each run "
                                                   f"fails; `{undo}` removes it")
         elif marker.origin == ORIGIN_ONE_OFF:
@@ -183,12 +198,12 @@ def installed_states(found: list[Installed], loaded: dict[str, Any] | None = Non
             declared = ws.workflows[marker.workflow].timer
             if declared is None:
                 states[key] = InstalledState("stale", f"workflow '{marker.workflow}' is no longer scheduled in "
-                                                      f"{poly}; `polycrate -w {root} schedules apply` removes it")
+                                                      f"{poly}; `polycrate -w {root} schedules apply{_where(marker)}` removes it")
             elif applied_state(ws.name, root, declared, found)[0] == "applied":
                 states[key] = InstalledState("applied")
             else:
                 states[key] = InstalledState("differs", f"{poly} says {declared.expression}; "
-                                                        f"`polycrate -w {root} schedules apply` writes it")
+                                                        f"`polycrate -w {root} schedules apply{_where(marker)}` writes it")
     return states
 
 
