@@ -132,3 +132,104 @@ def test_the_changelog_has_this_version():
 
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert re.search(rf"^## {re.escape(version)}\b", (REPO / "CHANGELOG.md").read_text(), re.M)
+
+
+SHELL_OPERATORS = frozenset(";&|()<>")
+
+
+def doc_pages() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def shell_commands(text: str):
+    """(line, words after `polycrate`) of each polycrate command in the page's sh/bash code blocks: at the
+    start of a line or after `&&`, `|`, `;`, `(` or `$(`, up to the next shell operator; `# ...` is a comment."""
+    import shlex
+
+    for block in re.findall(r"^```(?:sh|bash|shell|console)\n(.*?)^```", text, re.S | re.M):
+        for line in block.splitlines():
+            lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()<>")
+            lexer.whitespace_split, lexer.commenters = True, "#"
+            words = list(lexer)
+            for i, word in enumerate(words):
+                starts = i == 0 or set(words[i - 1]) <= SHELL_OPERATORS or words[i - 1].endswith("$")
+                if starts and (word == "polycrate" or word.endswith("/polycrate")):
+                    end = next((j for j in range(i + 1, len(words)) if set(words[j]) <= SHELL_OPERATORS), len(words))
+                    yield line.strip(), words[i + 1:end]
+
+
+def parse_command(words: list[str]) -> str | None:
+    """The parser's refusal of `polycrate WORDS` (its last line), or None when it parses, as main() parses."""
+    import contextlib
+    import io
+
+    from polycrate.cli import _kubectl_words, build_parser
+    from polycrate.cli.flags import check_command_takes_them
+    from polycrate.errors import PolycrateError
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parser = build_parser(words)
+            words = _kubectl_words(parser, list(words))
+            parser.words = tuple(words)
+            check_command_takes_them(parser.parse_args(words))
+    except SystemExit as exc:
+        return None if not exc.code else (err.getvalue().strip().splitlines() or ["exit"])[-1]
+    except PolycrateError as exc:
+        return str(exc)
+    return None
+
+
+def test_every_polycrate_command_in_the_docs_code_blocks_parses():
+    """A newcomer types the code blocks as written: each `polycrate ...` command in README.md and docs/ is
+    parsed by the real argument parser (as main() parses it, flags checked against the command), so a
+    renamed command or flag, a flag a command does not take, or a missing argument fails here."""
+    found, refused = 0, []
+    for page in doc_pages():
+        for line, words in shell_commands(page.read_text()):
+            found += 1
+            error = parse_command(words)
+            if error is not None:
+                refused.append(f"{page.relative_to(REPO)}: {line}: {error}")
+    assert found > 50  # the README's, the tutorial's and the how-to guides' blocks, not one page's
+    assert refused == []
+
+
+def test_every_flag_named_with_a_command_in_the_docs_prose_is_one_it_takes():
+    """Inline `polycrate COMMAND ... --flag` (or `COMMAND SUBCOMMAND ... --flag`) in the prose: the command takes
+    each long flag named with it (placeholders such as NAME or RUN are not checked)."""
+    import argparse
+    import shlex
+
+    from polycrate.cli import COMMAND_MODULE, build_parser, common_options
+
+    root = build_parser()
+    shared = {s for a in common_options()._actions for s in a.option_strings} | {"--help", "--version"}
+    commands = "|".join(map(re.escape, COMMAND_MODULE))
+    refused, checked = [], 0
+    for page in doc_pages():
+        prose = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M).replace("\n", " ")
+        for text in re.findall(rf"`(?:polycrate )?((?:{commands}) [^`]+)`", prose):
+            try:
+                words = shlex.split(text)
+            except ValueError:
+                continue
+            parser, path = root, []
+            for word in words:
+                if word.startswith("-"):
+                    continue
+                subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+                if not subs or word not in subs[0].choices:
+                    break
+                parser, path = subs[0].choices[word], [*path, word]
+            if not path or path[0] == "k":  # not a command (a message quoted), or kubectl's own flags
+                continue
+            takes = {s for a in parser._actions for s in a.option_strings} | shared
+            for word in words:
+                if word.startswith("--") and len(word) > 2:
+                    checked += 1
+                    if word.split("=")[0] not in takes:
+                        refused.append(f"{page.relative_to(REPO)}: `polycrate {text}`: {word}")
+    assert checked > 25
+    assert refused == []
