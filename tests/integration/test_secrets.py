@@ -482,6 +482,39 @@ def test_keygen(tmp_path, env):
     assert (Path(env["XDG_CONFIG_HOME"]) / "polycrate/age-identity.txt").is_file()
 
 
+def test_keygen_says_how_each_command_finds_the_key(tmp_path, env):
+    """keygen said to use the key 'with --identity FILE or POLYCRATE_IDENTITY_FILE=FILE', but a run and
+    `workspace validate` take no --identity (refused: unrecognized arguments): only encrypt and decrypt do.
+    Now it says POLYCRATE_IDENTITY_FILE for every command and --identity for encrypt and decrypt, and of a
+    key in the default place that every command finds it. The way it names works for a run's validate."""
+    import re
+    import shlex
+
+    root = make_workspace(tmp_path, name="plain")
+    out = tmp_path / "keys" / "me.txt"
+    made = polycrate("workspace", "keygen", "--identity", str(out), cwd=root, env=env)
+    assert made.returncode == 0, made.stderr
+    recipient = made.stdout.splitlines()[0]
+    hint = made.stdout.split("\n", 2)[2]
+    assert f"POLYCRATE_IDENTITY_FILE={out} (every command; workspace encrypt and decrypt also take --identity {out})" \
+        in hint, hint
+    (root / "workspace.poly").write_text((root / "workspace.poly").read_text()
+                                         + f"encryption:\n  recipients: [{recipient}]\n")
+    assert polycrate("workspace", "encrypt", "--identity", str(out), cwd=root, env=env).returncode == 0
+    name, value = re.search(r"(POLYCRATE_IDENTITY_FILE)=(\S+?) ", hint).groups()
+    validate = polycrate("workspace", "validate", cwd=root, env=env, extra={name: value})
+    assert validate.returncode == 0, validate.stderr
+    refused = polycrate("workspace", "validate", "--identity", str(out), cwd=root, env=env)
+    assert refused.returncode == 2 and "unrecognized arguments: --identity" in refused.stderr  # as keygen no longer says
+
+    default = polycrate("workspace", "keygen", cwd=root, env=env)
+    assert default.returncode == 0, default.stderr
+    path = Path(env["XDG_CONFIG_HOME"]) / "polycrate" / "age-identity.txt"
+    assert f"# Every command of yours finds the key there; another user or a unit: POLYCRATE_IDENTITY_FILE={path}." \
+        in default.stdout
+    assert "--identity" not in default.stdout and shlex.quote(str(path)) == str(path)
+
+
 # --------------------------------------------------------------------------- run time
 
 

@@ -118,6 +118,11 @@ def cmd_keygen(args) -> int:
         return 0
     print(recipient)
     print(f"# identity written to {output} (mode 0600; keep it secret).", flush=True)
-    print("# Add the public key above to workspace.poly under encryption.recipients, and use the key with",
-          f"--identity {output} or POLYCRATE_IDENTITY_FILE={output}.")
+    print("# Add the public key above to workspace.poly under encryption.recipients.")
+    if output.absolute() == secrets.default_identity_file().absolute():
+        print("# Every command of yours finds the key there; another user or a unit: "
+              f"POLYCRATE_IDENTITY_FILE={output}.")
+    else:  # a run or validate has no --identity: only encrypt and decrypt take it
+        print(f"# Use the key with POLYCRATE_IDENTITY_FILE={output} (every command; "
+              f"workspace encrypt and decrypt also take --identity {output}).")
     return 0
