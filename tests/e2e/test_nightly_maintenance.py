@@ -44,6 +44,20 @@ def latest_archive(env) -> str:
     return env.db.exec("readlink /var/backups/acme-db/latest.tar.gz").stdout.strip()
 
 
+def app_pid(env) -> str:
+    """acme-app.service's main PID on app01 ("0": not running)."""
+    return env.app.exec("systemctl show -p MainPID --value acme-app.service", check=True).stdout.strip()
+
+
+def task_output(out: str, task: str) -> str:
+    """What ansible-playbook printed for one task: from its header to the next one ("" if it did not run)."""
+    start = out.find(f"TASK [{task}]")
+    if start < 0:
+        return ""
+    end = out.find("TASK [", start + 1)
+    return out[start:end if end > 0 else None]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def first_night(env):
     """The first nightly run (acme-app 1.1.0 published), which test_happy_path checks. Every other test starts
@@ -102,7 +116,8 @@ def test_every_action_runs_in_check_mode_and_changes_nothing(env):
 
     def state():
         files = env.db.exec("find /var/backups /var/lib/prometheus -printf '%p %s %T@\\n' 2>/dev/null | sort").stdout
-        return (files, env.remote_objects(), env.psql(ROWS_SQL), env.psql(state_sql), env.app.installed_version())
+        return (files, env.remote_objects(), env.psql(ROWS_SQL), env.psql(state_sql), env.app.installed_version(),
+                app_pid(env))
 
     before = state()
     outputs = {}
@@ -117,6 +132,10 @@ def test_every_action_runs_in_check_mode_and_changes_nothing(env):
     assert "Health-check OK: 200" in outputs["verify"], outputs["verify"][-2000:]
     assert "would replace acme_app" in outputs["restore"] and "nothing was restored" in outputs["restore"]
     assert "Restored acme_app" not in outputs["restore"], outputs["restore"][-2000:]
+    # what the restore would stop (and nothing stopped: acme-app's main PID is in the state compared below)
+    assert ("Check mode: would stop acme-app.service on app01.acme-corp.com (it runs) for the restore, then start it "
+            "again and check http://localhost:" in outputs["restore"]), outputs["restore"][-3000:]
+    assert "Would stop acme-app.service on app01.acme-corp.com for the restore and start it again." in outputs["restore"]
     assert "verifies against its .sha256 and manifest; would restore it into drill_acme_app_" in outputs["restore-test"]
     after = state()
     changed = set(after[0].splitlines()) ^ set(before[0].splitlines())
@@ -259,9 +278,118 @@ def test_a_restore_of_another_databases_archive_is_refused_unless_named(env):
         assert (f"{other} is a backup of the database acme_app, not of staging_app: not restoring"
                 in named.stdout + named.stderr), named.stdout[-3000:]
         assert env.psql(ROWS_SQL) == rows
+        # that one is found only in the archive's own manifest, read while the restore loads it, after acme-app
+        # was stopped: started again on the old database, and the failure says so
+        assert re.search(r"RESTORE FAILED: .*not restoring\. acme_app on db01\.acme-corp\.com is the old database, as "
+                         r"before the restore; acme-app\.service started again on app01\.acme-corp\.com, healthy: yes\.",
+                         named.stdout), named.stdout[-3000:]
+        assert env.health()[0] == 200
     finally:
         env.psql("DELETE FROM items WHERE id = 7000")
         env.db.exec(f"rm -f {folder}/{other} {folder}/{other}.sha256 {folder}/{other}.manifest.json", check=True)
+
+
+def test_a_restore_stops_acme_app_restores_and_starts_it_again(env):
+    """The standalone restore replaced acme_app under a running acme-app (the rollback stopped it, the
+    restore did not). Now it stops acme-app on app01 once every check that could refuse the restore passed,
+    restores on db01, starts acme-app again and checks that it answers, on the restored data."""
+    backup = env.polycrate("run", "linux-maintenance", "backup")
+    assert backup.returncode == 0, backup.stdout[-2000:]
+    rows_at_backup = env.psql(ROWS_SQL)
+    env.psql("INSERT INTO items VALUES (8000, 'written after the backup')")
+    env.psql("INSERT INTO schema_migrations (version) VALUES ('9.9.9-after-the-backup')")
+    pid = app_pid(env)
+    assert pid != "0" and env.health()[0] == 200
+
+    result = env.polycrate("run", "linux-maintenance", "restore", "--force")
+    out = workflow_output(result)
+    assert result.returncode == 0, out[-4000:]
+    # stopped on app01 after the checks, then the restore on db01, then started again on app01
+    stop = out.index("TASK [Stop application service for the restore (systemd)]")
+    assert out.index("TASK [The archive matches its .sha256]") < stop
+    assert out.index("TASK [Verify the archive and its dump, then replace the database with it]") > stop
+    assert "changed: [app01.acme-corp.com]" in task_output(out, "Stop application service for the restore (systemd)")
+    assert "changed: [app01.acme-corp.com]" in task_output(out, "Start application service after the restore (systemd)")
+    assert "skipping: [app01.acme-corp.com]" in task_output(out, "Stop application service for the restore (SysV init "
+                                                                 "script)")
+    assert re.search(r"Restored acme_app from /var/backups/acme-db/acme_app-\d{8}T\d{6}Z\.tar\.gz \(taken [^)]+\)\. "
+                     r"acme-app\.service started again on app01\.acme-corp\.com, healthy: yes\.", out), out[-3000:]
+    new_pid = app_pid(env)
+    assert new_pid not in ("0", pid)  # a new process: it was stopped and started
+    # it answers, from the restored database
+    assert env.health()[0] == 200
+    status, body = env.health("/db")
+    assert status == 200 and "9.9.9-after-the-backup" not in json.loads(body)["migrations"]
+    assert "1.1.0" in json.loads(body)["migrations"]
+    assert env.psql(ROWS_SQL) == rows_at_backup
+
+
+def test_a_restore_says_when_acme_app_does_not_come_back(env):
+    """The database is restored but acme-app's health check fails afterwards (here: health_body_pattern that its
+    answer does not match): the restore fails, saying the database was restored and the application is not back."""
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    rows_at_backup = env.psql(ROWS_SQL)
+    env.psql("INSERT INTO items VALUES (8001, 'written after the backup')")
+    env.set_config(health_body_pattern="no-such-text")
+    try:
+        result = env.polycrate("run", "linux-maintenance", "restore", "--force")
+        out = workflow_output(result)
+        assert result.returncode == 1, out[-3000:]
+        assert re.search(r"RESTORED, BUT THE APPLICATION IS NOT BACK: acme_app restored from /var/backups/acme-db/"
+                         r"acme_app-\d{8}T\d{6}Z\.tar\.gz \(taken [^)]+\); acme-app\.service started again on "
+                         r"app01\.acme-corp\.com, healthy: no \(the health response does not match no-such-text\)\.",
+                         out), out[-3000:]
+        assert env.psql(ROWS_SQL) == rows_at_backup
+        assert app_pid(env) != "0"
+    finally:
+        env.reset_workspace()
+
+
+def test_a_refused_restore_leaves_acme_app_running_untouched(env):
+    """A restore refused before anything is dropped (an archive of another database, one that does not match its
+    .sha256) never stops acme-app: the same process runs on, and the database is as it was."""
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    folder = "/var/backups/acme-db"
+    real = latest_archive(env)
+    other = "staging_app-20260101T000000Z.tar.gz"
+    damaged = "acme_app-20260101T000000Z.tar.gz"
+    env.db.exec(f"cd {folder} && cp {real} {other} && sed 's/{real}/{other}/' {real}.sha256 > {other}.sha256 && "
+                f"sed 's/\"database\": \"acme_app\"/\"database\": \"staging_app\"/' {real}.manifest.json "
+                f"> {other}.manifest.json && "
+                f"cp {real} {damaged} && printf x >> {damaged} && sed 's/{real}/{damaged}/' {real}.sha256 > {damaged}.sha256 "
+                f"&& cp {real}.manifest.json {damaged}.manifest.json", check=True)
+    rows, pid = env.psql(ROWS_SQL), app_pid(env)
+    assert pid != "0"
+    try:
+        for archive, expected in ((other, f"{other} is a backup of the database staging_app, not of acme_app: not "
+                                          "restoring"),
+                                  (damaged, f"Backup {folder}/{damaged} does not verify: sha256 is ")):
+            refused = env.polycrate("run", "linux-maintenance", "restore", "--force", env={"RESTORE_BACKUP": archive})
+            out = workflow_output(refused)
+            assert refused.returncode == 1, out[-3000:]
+            assert expected in out, out[-3000:]
+            assert "TASK [Stop application service for the restore" not in out, out[-3000:]
+            assert app_pid(env) == pid  # the same process, never stopped
+            assert env.health()[0] == 200 and env.psql(ROWS_SQL) == rows
+    finally:
+        env.db.exec(f"cd {folder} && rm -f {other} {other}.sha256 {other}.manifest.json {damaged} {damaged}.sha256 "
+                    f"{damaged}.manifest.json", check=True)
+
+
+def test_restore_stop_app_false_leaves_acme_app_alone(env):
+    """restore_stop_app: false (a database no service of web_hosts uses): the restore as before, nothing stopped."""
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    pid = app_pid(env)
+    env.set_config(restore_stop_app=False)
+    try:
+        result = env.polycrate("run", "linux-maintenance", "restore", "--force")
+        out = workflow_output(result)
+        assert result.returncode == 0, out[-3000:]
+        assert "Restored acme_app from" in out and "started again" not in out, out[-3000:]
+        assert "changed: [app01" not in out
+        assert app_pid(env) == pid
+    finally:
+        env.reset_workspace()
 
 
 def test_update_refuses_without_a_usable_backup(env):
