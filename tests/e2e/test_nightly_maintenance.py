@@ -345,6 +345,31 @@ def test_a_restore_says_when_acme_app_does_not_come_back(env):
         env.reset_workspace()
 
 
+def test_a_restore_that_failed_after_dropping_the_database_leaves_acme_app_stopped(env):
+    """restore_jobs 2 restores in place: the database is dropped before it is created again. When that fails
+    (here: db_user names no role), the old database is gone: acme-app is not started on what is left, and the
+    failure says so. Restoring again brings the database back; acme-app is then started by hand."""
+    assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
+    rows_at_backup = env.psql(ROWS_SQL)
+    env.set_config(restore_jobs=2, db_user="no_such_role")
+    try:
+        result = env.polycrate("run", "linux-maintenance", "restore", "--force")
+        out = workflow_output(result)
+        assert result.returncode == 1, out[-3000:]
+        assert re.search(r"RESTORE FAILED: createdb acme_app: .*no_such_role.*\. acme_app on db01\.acme-corp\.com was "
+                         r"dropped before the restore failed \(it is missing or partly restored\): restore again; "
+                         r"acme-app\.service left stopped on app01\.acme-corp\.com \(start it once acme_app is back\)\.",
+                         out), out[-3000:]
+        assert app_pid(env) == "0"
+    finally:
+        env.reset_workspace()
+        again = env.polycrate("run", "linux-maintenance", "restore", "--force")
+        assert again.returncode == 0, workflow_output(again)[-3000:]
+        env.app.exec("systemctl start acme-app.service", check=True)
+    assert "acme-app.service was not running on app01.acme-corp.com: left stopped." in workflow_output(again)
+    assert env.psql(ROWS_SQL) == rows_at_backup and env.health()[0] == 200
+
+
 def test_a_refused_restore_leaves_acme_app_running_untouched(env):
     """A restore refused before anything is dropped (an archive of another database, one that does not match its
     .sha256) never stops acme-app: the same process runs on, and the database is as it was."""

@@ -529,6 +529,7 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
     done = restore(pg, latest, tmp_path, jobs=jobs)
     assert done.get("failed") is not True, done
     assert done["changed"] is True and done["archive"] == str(backup_dir / result["archive"])
+    assert done["database_dropped"] is True and checked["database_dropped"] is False
     assert done["created"] == json.loads((backup_dir / (result["archive"] + ".manifest.json")).read_text())["created"]
     assert pg["psql"]("SELECT count(*) FROM items") == "120"
     assert pg["psql"]("SELECT count(*) FROM items WHERE id = 1000") == "0"
@@ -561,12 +562,36 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
         sidecar.unlink()
         failed = restore(pg, latest, tmp_path, jobs=jobs)
         assert failed["failed"] is True and "no .sha256 beside it" in failed["msg"], failed
+        assert failed["database_dropped"] is False  # the restore action starts the application again on it
         assert pg["psql"]("SELECT count(*) FROM items WHERE id = 1000") == "1"  # nothing was dropped
         assert not [p for p in backup_dir.iterdir() if p.name.startswith(".restore-")]
     finally:
         archive.write_bytes(good)
         sidecar.write_text(good_sum)
         pg["psql"]("DELETE FROM items WHERE id = 1000")
+
+
+@pytest.mark.parametrize("jobs", [1, 2], ids=["streamed", "unpacked"])
+def test_a_failed_restore_says_whether_it_dropped_the_database(pg, tmp_path, jobs):
+    """The restore action starts the application it stopped again on the old database only when the restore
+    failed before dropping it: the result's database_dropped says which. A role to own the database that does
+    not exist fails the streamed restore at its side database (nothing dropped), the unpacked one after it
+    dropped acme_app (which is then missing)."""
+    backup_dir = pg["base"] / f"dropped-{jobs}"
+    backup(pg, backup_dir, tmp_path)
+    latest = backup_dir / "latest.tar.gz"
+    args = {"archive": str(latest), "database": "acme_app", "host": pg["sock"], "port": pg["port"],
+            "owner": "no_such_role", "jobs": jobs}
+    failed = run_module("pg_restore_archive", args, tmp_path)
+    assert failed["failed"] is True and "no_such_role" in failed["msg"], failed
+    there = pg["psql"]("SELECT count(*) FROM pg_database WHERE datname = 'acme_app'", db="postgres")
+    try:
+        assert failed["database_dropped"] is (jobs > 1)
+        assert there == ("0" if jobs > 1 else "1")
+    finally:
+        if there == "0":  # back for the tests after this one
+            done = restore(pg, latest, tmp_path, jobs=1)
+            assert done.get("failed") is not True, done
 
 
 @pytest.mark.parametrize("jobs", [1, 2], ids=["streamed", "unpacked"])
@@ -645,9 +670,11 @@ def test_a_stop_never_leaves_the_database_gone(pg, tmp_path):
             return unpack(*args, **kw)
 
         lm_archive.unpack = stop_then_unpack
+        said: dict = {}
         with pytest.raises(restore_mod.RestoreFailed, match=r"^stopped by signal 15$"):
-            restore_mod.restore_streaming(params, pgtools, real, [])
+            restore_mod.restore_streaming(params, pgtools, real, [], said)
         lm_archive.unpack = unpack
+        assert "database_dropped" not in said  # the module's result keeps its false
         assert side_databases(pg) == []
         assert pg["psql"]("SELECT count(*) FROM items") == "121"  # the old database, as it was
 
@@ -659,7 +686,8 @@ def test_a_stop_never_leaves_the_database_gone(pg, tmp_path):
         restore_mod.Postgres.run = stop_after_the_drop
         with pytest.raises(restore_mod.RestoreFailed,
                            match=rf"^stopped by signal 15, after acme_app was restored from {result['archive']}$"):
-            restore_mod.restore_streaming(params, pgtools, real, [])
+            restore_mod.restore_streaming(params, pgtools, real, [], said)
+        assert said["database_dropped"] is True
     finally:
         lm_archive.unpack, restore_mod.Postgres.run = unpack, run
         signal.signal(signal.SIGTERM, previous)

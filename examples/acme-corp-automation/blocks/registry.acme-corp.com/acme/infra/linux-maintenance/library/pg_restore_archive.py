@@ -108,6 +108,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+database_dropped:
+  description:
+    - "Whether the restore got as far as dropping O(database). V(false) in a failure's result means the failure
+      came before it: O(database) is the old database, as before the restore (the restore action then starts the
+      application again on it). V(true) in a failure's result: O(database) may be missing (O(jobs=1): the
+      restored data is then in the side database the message names) or partly restored (O(jobs) above 1)."
+  returned: always
+  type: bool
 leftovers_dropped:
   description:
     - With O(jobs=1), the side databases (C(<database>_restoring_<hex>)) of earlier restores that were killed
@@ -226,11 +234,12 @@ def _side_prefix(database: str) -> str:
     return database.encode()[: 63 - len(SIDE) - 8].decode(errors="ignore")
 
 
-def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dict:
+def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str], result: dict) -> dict:
     """jobs 1: the dump streams from the archive's one read straight into pg_restore, loading a new
     database beside the old one; only when the read has verified everything (see DOCUMENTATION) and
     pg_restore succeeded is the old database dropped and the new one renamed to its name. Any failure
-    drops the new database and leaves the old one as it was. Returns the manifest."""
+    drops the new database and leaves the old one as it was. Returns the manifest; result's
+    database_dropped is true from the drop on."""
     db = p["database"]
     side = side_name(db)
     pg.run(["createdb", *owner, side], f"createdb {side}")
@@ -242,6 +251,7 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str]) -> dic
         # the old database gives way to the new one: a stop between the drop and the rename would leave
         # neither, so a stop asked for meanwhile waits until the rename is done (or failed)
         with stops_held():
+            result["database_dropped"] = True
             pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
             keep_side = True  # from here on the restored data is only in the new database: never drop it
             # a session in the new database (a monitoring agent's) would make the rename fail: ended first
@@ -287,7 +297,7 @@ def run_module() -> None:
     on_stop(stopped)
     started = time.monotonic()
     real = os.path.realpath(p["archive"])
-    result: dict = {"archive": real}
+    result: dict = {"archive": real, "database_dropped": False}
     work = ""
     owner = ["-O", p["owner"]] if p["owner"] else []
     try:
@@ -312,7 +322,7 @@ def run_module() -> None:
                 pg.env, (pg.uid, pg.gid), re.escape(_side_prefix(p["database"]) + SIDE) + "[0-9a-f]{8}",
                 unless_missing=p["database"])
             check_room(p, pg, real)
-            manifest = restore_streaming(p, pg, real, owner)
+            manifest = restore_streaming(p, pg, real, owner, result)
             took = round(time.monotonic() - started, 2)
             result.update(about(manifest), seconds={"verify_and_restore": took, "total": took})
             module.exit_json(changed=True, **result)
@@ -331,6 +341,7 @@ def run_module() -> None:
         unpacked = time.monotonic()
         result.update(about(manifest))
         db = p["database"]
+        result["database_dropped"] = True
         pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
         pg.run(["createdb", *owner, db], f"createdb {db}")
         pg.run(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", db, dump],
