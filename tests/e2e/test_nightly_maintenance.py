@@ -346,22 +346,40 @@ def test_a_restore_says_when_acme_app_does_not_come_back(env):
 
 
 def test_a_restore_that_failed_after_dropping_the_database_leaves_acme_app_stopped(env):
-    """restore_jobs 2 restores in place: the database is dropped before it is created again. When that fails
-    (here: db_user names no role), the old database is gone: acme-app is not started on what is left, and the
-    failure says so. Restoring again brings the database back; acme-app is then started by hand."""
+    """restore_jobs 2 restores in place: the old database gives way to an empty one before pg_restore loads it.
+    When pg_restore then fails (here: a table in template1 that the dump also has, an admin's leftover), acme_app
+    is partly restored: acme-app is not started on it, and the failure says so. Restoring again brings the
+    database back; acme-app is then started by hand. A createdb that fails (db_user naming no role) comes
+    before the drop: before, it left acme_app gone; now it is refused with the old database, and acme-app
+    runs again on it."""
     assert env.polycrate("run", "linux-maintenance", "backup").returncode == 0
     rows_at_backup = env.psql(ROWS_SQL)
+
+    def template1(sql: str) -> None:
+        env.db.exec(["runuser", "-u", "postgres", "--", "psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", "template1",
+                     "-c", sql], check=True)
+
     env.set_config(restore_jobs=2, db_user="no_such_role")
     try:
         result = env.polycrate("run", "linux-maintenance", "restore", "--force")
         out = workflow_output(result)
         assert result.returncode == 1, out[-3000:]
-        assert re.search(r"RESTORE FAILED: createdb acme_app: .*no_such_role.*\. acme_app on db01\.acme-corp\.com was "
+        assert "no_such_role" in out and "acme-app.service started again on app01.acme-corp.com" in out, out[-3000:]
+        assert "was dropped before the restore failed" not in out, out[-3000:]
+        assert env.psql(ROWS_SQL) == rows_at_backup and env.health()[0] == 200
+        env.reset_workspace()
+        env.set_config(restore_jobs=2)
+        template1("CREATE TABLE public.items (id int)")
+        result = env.polycrate("run", "linux-maintenance", "restore", "--force")
+        out = workflow_output(result)
+        assert result.returncode == 1, out[-3000:]
+        assert re.search(r"RESTORE FAILED: pg_restore of .* into acme_app: .*\. acme_app on db01\.acme-corp\.com was "
                          r"dropped before the restore failed \(it is missing or partly restored\): restore again; "
                          r"acme-app\.service left stopped on app01\.acme-corp\.com \(start it once acme_app is back\)\.",
                          out), out[-3000:]
         assert app_pid(env) == "0"
     finally:
+        template1("DROP TABLE IF EXISTS public.items")
         env.reset_workspace()
         again = env.polycrate("run", "linux-maintenance", "restore", "--force")
         assert again.returncode == 0, workflow_output(again)[-3000:]

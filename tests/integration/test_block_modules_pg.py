@@ -574,24 +574,37 @@ def test_restore_replaces_the_database_in_one_task_and_refuses_a_damaged_archive
 @pytest.mark.parametrize("jobs", [1, 2], ids=["streamed", "unpacked"])
 def test_a_failed_restore_says_whether_it_dropped_the_database(pg, tmp_path, jobs):
     """The restore action starts the application it stopped again on the old database only when the restore
-    failed before dropping it: the result's database_dropped says which. A role to own the database that does
-    not exist fails the streamed restore at its side database (nothing dropped), the unpacked one after it
-    dropped acme_app (which is then missing)."""
+    failed before dropping it: the result's database_dropped says which.
+    - A role to own the database that does not exist fails both forms before the drop: the database it loads is
+      created (empty) beside the old one first. Before, the unpacked form dropped acme_app and then failed to
+      create it again, and acme_app was gone.
+    - A table in template1 that the dump also has (an admin's leftover) fails pg_restore itself: the streamed
+      form in its side database (nothing dropped), the unpacked one after acme_app gave way to the empty
+      database it loads (then partly restored)."""
     backup_dir = pg["base"] / f"dropped-{jobs}"
     backup(pg, backup_dir, tmp_path)
     latest = backup_dir / "latest.tar.gz"
     args = {"archive": str(latest), "database": "acme_app", "host": pg["sock"], "port": pg["port"],
             "owner": "no_such_role", "jobs": jobs}
+    rows = pg["psql"]("SELECT count(*) FROM items", db="acme_app")
     failed = run_module("pg_restore_archive", args, tmp_path)
     assert failed["failed"] is True and "no_such_role" in failed["msg"], failed
-    there = pg["psql"]("SELECT count(*) FROM pg_database WHERE datname = 'acme_app'", db="postgres")
+    assert failed["database_dropped"] is False
+    assert pg["psql"]("SELECT count(*) FROM items", db="acme_app") == rows  # the old one, as it was
+    assert side_databases(pg) == []
+    pg["psql"]("CREATE TABLE public.items (id int)", db="template1")
     try:
+        failed = run_module("pg_restore_archive", {**args, "owner": "postgres"}, tmp_path)
+        assert failed["failed"] is True and "pg_restore" in failed["msg"], failed
         assert failed["database_dropped"] is (jobs > 1)
-        assert there == ("0" if jobs > 1 else "1")
+        assert side_databases(pg) == []
+        if jobs == 1:
+            assert pg["psql"]("SELECT count(*) FROM items", db="acme_app") == rows
     finally:
-        if there == "0":  # back for the tests after this one
-            done = restore(pg, latest, tmp_path, jobs=1)
-            assert done.get("failed") is not True, done
+        pg["psql"]("DROP TABLE public.items", db="template1")
+        done = restore(pg, latest, tmp_path, jobs=1)  # back for the tests after this one
+        assert done.get("failed") is not True, done
+    assert pg["psql"]("SELECT count(*) FROM items", db="acme_app") == rows
 
 
 @pytest.mark.parametrize("jobs", [1, 2], ids=["streamed", "unpacked"])

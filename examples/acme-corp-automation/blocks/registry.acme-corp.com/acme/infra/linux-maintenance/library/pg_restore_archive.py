@@ -18,9 +18,10 @@ description:
     renamed to its name. Any failure drops the new database; the old one is untouched. There is no copy of the dump
     on disk and no wait for an unpack, but the host needs room for the database twice while it restores."
   - "With O(jobs) above 1 the dump is first written into a private work folder (in O(work_dir)) and verified; only
-    then (and once C(pg_restore -l) could read it as O(os_user)) is the database dropped, created again and loaded
-    with C(pg_restore -j) O(jobs). Worth it on a host with many cores and many large tables. The work folder is
-    removed whatever happens."
+    then (and once C(pg_restore -l) could read it as O(os_user), and an empty database owned by O(owner) could be
+    created beside the old one) is the old database dropped, the empty one renamed to its name and loaded with
+    C(pg_restore -j) O(jobs). A failure from then on leaves the database partly restored. Worth it on a host with
+    many cores and many large tables. The work folder is removed whatever happens."
   - "Room first: with O(jobs=1) the filesystem of PostgreSQL's data directory must have room for another copy of
     O(database) (its size and a tenth), above 1 the work folder's for the dump (the size the sidecar manifest gives).
     Otherwise the restore does not start, naming the figures: a full data directory stops the whole server."
@@ -243,33 +244,40 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str], result
     db = p["database"]
     side = side_name(db)
     pg.run(["createdb", *owner, side], f"createdb {side}")
-    keep_side = renamed = False
     try:
         manifest = stream_restore(real, lambda **kw: pg.popen(["pg_restore", "--exit-on-error", "-d", side], **kw),
                                   not_restoring)
         check_source(manifest, p, real)
-        # the old database gives way to the new one: a stop between the drop and the rename would leave
-        # neither, so a stop asked for meanwhile waits until the rename is done (or failed)
+        replace_with(pg, side, db, result, f"the restore is in database {side}",
+                     f"{db} was restored from {os.path.basename(real)}")
+    finally:
+        if not result.get("database_dropped"):  # from the drop on the restored data is only in the new one
+            subprocess.run(["dropdb", "--if-exists", "--force", side], capture_output=True, env=pg.env, cwd="/",
+                           preexec_fn=drop_to(pg.uid, pg.gid))
+    return manifest
+
+
+def replace_with(pg: Postgres, side: str, db: str, result: dict, where: str, done: str) -> None:
+    """The old database gives way to ``side``, which takes its name. A stop between the drop and the rename would
+    leave neither, so a stop asked for meanwhile waits until the rename is done (or failed), and its message then
+    says what was done (``done``); result's database_dropped is true from the drop on. ``where``: what a failed
+    rename's message says of the data."""
+    renamed = False
+    try:
         with stops_held():
             result["database_dropped"] = True
             pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
-            keep_side = True  # from here on the restored data is only in the new database: never drop it
             # a session in the new database (a monitoring agent's) would make the rename fail: ended first
             pg.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c",
                     f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {quote_literal(side)} "
                     "AND pid <> pg_backend_pid()",
                     "-c", f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(db)}"],
-                   f"{db} dropped, the restore is in database {side}, which could not be renamed to {db}")
+                   f"{db} dropped, {where}, which could not be renamed to {db}")
             renamed = True
     except RestoreFailed as exc:
-        if renamed:  # the stop came while the old database gave way: after the restore
-            raise RestoreFailed(f"{exc}, after {db} was restored from {os.path.basename(real)}") from None
+        if renamed:  # the stop came while the old database gave way
+            raise RestoreFailed(f"{exc}, after {done}") from None
         raise
-    finally:
-        if not keep_side:
-            subprocess.run(["dropdb", "--if-exists", "--force", side], capture_output=True, env=pg.env, cwd="/",
-                           preexec_fn=drop_to(pg.uid, pg.gid))
-    return manifest
 
 
 def stopped(signum: int, frame: object) -> None:
@@ -341,9 +349,18 @@ def run_module() -> None:
         unpacked = time.monotonic()
         result.update(about(manifest))
         db = p["database"]
-        result["database_dropped"] = True
-        pg.run(["dropdb", "--if-exists", "--force", db], f"dropdb {db}")
-        pg.run(["createdb", *owner, db], f"createdb {db}")
+        # the empty database it loads is created before the old one is dropped (and then takes its name): a
+        # createdb that fails (an owner role that does not exist, template1 in use) leaves the old one as it was
+        side = side_name(db)
+        pg.run(["createdb", *owner, side], f"createdb {side}")
+        try:
+            replace_with(pg, side, db, result, f"an empty database {side}",
+                         f"{db} gave way to an empty database, nothing restored into it yet")
+        except RestoreFailed:
+            if not result.get("database_dropped"):
+                subprocess.run(["dropdb", "--if-exists", "--force", side], capture_output=True, env=pg.env, cwd="/",
+                               preexec_fn=drop_to(pg.uid, pg.gid))
+            raise
         pg.run(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", db, dump],
                f"pg_restore of {real} into {db}")
         done = time.monotonic()
