@@ -95,6 +95,43 @@ def test_resume_reuses_the_recorded_options(ws, tmp_path):
     assert record["ansible_options"]["extra_vars"] == ["wanted=1 expected=1"]
 
 
+def test_resume_takes_the_same_values_from_another_file_and_names_a_value_that_differs(ws, tmp_path):
+    """A resume compares extra vars by their values (a web launch writes the same values to a new @FILE each
+    time); one that differs is refused naming it, never showing it; a recorded @FILE gone since is said first."""
+    write(ws / "workspace.poly", (ws / "workspace.poly").read_text() + """
+  - name: fixable
+    steps:
+      - {name: play, block: app, action: play}
+      - {name: gate, block: app, action: fixable}
+      - {name: again, block: app, action: play}
+""")
+    write(ws / "blocks/app/block.poly", (ws / "blocks/app/block.poly").read_text() + """
+  - name: fixable
+    script:
+      - test -e "$POLYCRATE_WORKSPACE/fixed"
+""")
+    write(tmp_path / "first.yml", "wanted: 1\nexpected: 1\n")
+    write(tmp_path / "same.yml", "expected: 1\n")
+    write(tmp_path / "other.yml", "expected: hush-2\n")
+    first = run_cli("workflows", "run", "fixable", "--limit", "h2", "--extra-vars", f"@{tmp_path}/first.yml", cwd=ws)
+    assert first.returncode == 1, first.output
+    (ws / "fixed").write_text("")
+    refused = run_cli("workflows", "run", "fixable", "--resume", "--extra-vars", f"@{tmp_path}/other.yml", cwd=ws)
+    assert_one_line_error(refused, "a resumed run reuses the launch values of run", "expected differs", code=2)
+    assert "hush-2" not in refused.output
+    resumed = run_cli("workflows", "run", "fixable", "--resume", "--extra-vars", f"@{tmp_path}/same.yml", cwd=ws)
+    assert resumed.returncode == 0, resumed.output
+    record = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)
+    assert record["ansible_options"]["extra_vars"] == [f"@{tmp_path}/first.yml"]  # the run's own, reused
+    assert record["ansible_options"]["limit"] == "h2"
+    # a resume whose values file is gone since
+    (ws / "fixed").unlink()
+    assert run_cli("workflows", "run", "fixable", "--extra-vars", f"@{tmp_path}/other.yml", cwd=ws).returncode == 1
+    (tmp_path / "other.yml").unlink()
+    gone = run_cli("workflows", "run", "fixable", "--resume", cwd=ws)
+    assert_one_line_error(gone, "was started with are gone", f"{tmp_path}/other.yml", code=2)
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--extra-vars", "novalue"], "expected key=value"),
     (["--extra-vars", "{not json"], "not valid JSON"),

@@ -14,6 +14,7 @@ What it returns is the run's ``RunResult`` with its planned steps, ready for run
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from polycrate.errors import CLI, EXIT_ACTION_FAILED, WEB, PolycrateError
@@ -21,7 +22,7 @@ from polycrate.run.context import RunContext, masked, masker_for
 from polycrate.run.plan import plan_prompts, resume_point, resumed_notes
 from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, RunResult, StepResult
 from polycrate.runtime.action import ActionRequest
-from polycrate.runtime.ansible_options import AnsibleOptions
+from polycrate.runtime.ansible_options import AnsibleOptions, merged_extra_vars
 from polycrate.states import Phase, RunKind, RunState
 from polycrate.config.record import MutableRecord, Record, record
 
@@ -164,16 +165,35 @@ def resume(run: RunContext, target: RunTarget) -> tuple[dict[str, str], str]:
 
 
 def resumed_options(options: RunOptions, previous: RunRecord) -> RunOptions:
-    """--resume runs the rest with the pass-through options the run was started with; other ones are refused."""
+    """--resume runs the rest with the pass-through options the run was started with. Options given with it must
+    be those: the same host pattern, tags, verbosity, and extra vars of the same values (a web launch writes its
+    values to a file of its own, so the same values come in another @FILE); what is not given is reused as recorded.
+    Other ones are refused."""
     recorded = AnsibleOptions.from_record(dict(previous.ansible_options))
-    if options.ansible.given and options.ansible != recorded:
+    gone = [text[1:] for text in (v.strip() for v in recorded.extra_vars) if text[:1] == "@" and
+            not Path(text[1:]).is_file()]
+    if gone:
+        raise PolycrateError(f"the values run {previous.id} was started with are gone ({gone[0]}): nothing to reuse",
+                             hints={CLI: "start a new run without --resume", WEB: "launch without resume"})
+    given = options.ansible
+    differs = [name for name in ("limit", "tags", "skip_tags", "verbosity")
+               if getattr(given, name) not in (None, ()) and getattr(given, name) != getattr(recorded, name)]
+    if differs:
         shown = " ".join(recorded.playbook_args()) or "none"
-        raise PolycrateError(
-            f"a resumed run reuses the Ansible options of run {previous.id} ({shown})",
-            hints={CLI: "give none with --resume, or start a new run without it",
-                   WEB: "leave the host pattern, tags and values empty, or launch without resume"},
-        )
+        raise PolycrateError(f"a resumed run reuses the Ansible options of run {previous.id} ({shown})",
+                             hints=_RESUME_HINTS)
+    if given.extra_vars and tuple(given.extra_vars) != tuple(recorded.extra_vars):
+        had = merged_extra_vars(recorded.extra_vars)
+        changed = [key for key, value in merged_extra_vars(given.extra_vars).items()
+                   if key not in had or had[key] != value]
+        if changed:  # named, never shown: a value may be a secret
+            raise PolycrateError(f"a resumed run reuses the launch values of run {previous.id}, and {changed[0]} "
+                                 "differs", hints=_RESUME_HINTS)
     return replace(options, ansible=recorded)
+
+
+_RESUME_HINTS = {CLI: "give none with --resume, or start a new run without it",
+                 WEB: "leave the host pattern, tags and values empty, or launch without resume"}
 
 
 def prompts_of(run: RunContext, target: RunTarget, skip: set[str]) -> list[RunPrompt]:
