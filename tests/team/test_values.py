@@ -58,10 +58,19 @@ workflows:
     steps:
       - {{name: cli, block: b, action: cli}}
       - {{name: gated, block: b, action: gated}}
+  - name: two-web
+    launch:
+      variables:
+        - {{name: cli_note, type: string, required: true}}
+        - {{name: cli_secret, type: secret, required: true}}
+    steps:
+      - {{name: first, block: b, action: first}}
+      - {{name: gated, block: b, action: gated}}
 {encryption}
 """)
     write(ws / "blocks/b/block.poly", "name: b\nactions:\n  - {name: echo, playbook: echo.yml}\n"
-                                      "  - {name: cli, playbook: cli.yml}\n  - {name: gated, playbook: gated.yml}\n")
+                                      "  - {name: cli, playbook: cli.yml}\n  - {name: gated, playbook: gated.yml}\n"
+                                      "  - {name: first, script: ['true']}\n")
     write(ws / "blocks/b/echo.yml", f"""
 - hosts: localhost
   connection: local
@@ -293,3 +302,35 @@ def test_a_resumed_run_gets_its_launch_values_again_on_another_worker(team_env, 
         assert not list(Path("/dev/shm").glob(f"polycrate-values-{first}"))  # its links went with the run
     finally:
         team.stop_all()  # every worker it started, also after a failed assertion
+
+
+def test_a_web_resume_gets_the_launch_values_again_without_asking(team_env, tmp_path, monkeypatch):
+    """Was: a resume from the web view or the API of a workflow with required launch values was refused by the
+    server (`vars.cli_note: required`); given again, they were new values of a new launch, which the run refused.
+    Now `{"resume": true}` alone runs the rest with the values the failed run was launched with, the secret too."""
+    for name, value in team_env.items():
+        monkeypatch.setenv(name, value)
+    team, _ = _site(team_env, tmp_path)
+    key = str(tmp_path / "host-good" / "config" / "polycrate" / "worker" / "good" / "age-identity.txt")
+    server = start_server(tmp_path, [team.ws])
+    try:
+        operator = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.tokens['operator']}"},
+                                timeout=60)
+        team.start_worker("first", "--identity", key, home=tmp_path / "host-first")
+        r = operator.post("/api/v1/workspaces/vals/workflows/two-web/runs",
+                          json={"vars": {"cli_note": "web note", "cli_secret": SECRET}})
+        assert r.status_code == 202, r.text
+        failed = _finished(operator, r.json()["run_id"])
+        assert [s["status"] for s in failed["steps"]] == ["succeeded", "failed"], failed
+        (team.marks / "open").touch()
+        r = operator.post("/api/v1/workspaces/vals/workflows/two-web/runs", json={"resume": True})
+        assert r.status_code == 202, r.text
+        resumed = _finished(operator, r.json()["run_id"])
+        assert resumed["status"] == "succeeded" and resumed["resumed_from"] == failed["run_id"], resumed
+        assert (team.marks / "two").read_text() == f"web note|{SECRET}\n"
+        seen = operator.get(f"/api/v1/runs/{resumed['run_id']}").text + operator.get(
+            f"/api/v1/runs/{resumed['run_id']}/log").text + team.worker_log("first")
+        assert SECRET not in seen
+    finally:
+        team.stop_all()
+        server.stop()

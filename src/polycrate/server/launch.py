@@ -258,7 +258,8 @@ def prompts_of(ws, workflow, step: str | None = None) -> list[dict]:
 def apply_declaration(options: LaunchOptions, declaration: Any, workflow: str, *, admin: bool) -> LaunchOptions:
     """The launch checked against the workflow's `launch:` (config.launch_params): what it lets be set, each
     declared variable's type and bounds; an undeclared variable, or free-form extra vars where they are off,
-    are refused naming the field (400)."""
+    are refused naming the field (400). A resume takes only the values given: the run then checks them against
+    the values of the run it resumes, and reuses those (run/opening.py resumed_options)."""
     from dataclasses import replace
 
     from polycrate.config.launch_params import LaunchDeclaration, ParameterRefused, check_values
@@ -276,8 +277,12 @@ def apply_declaration(options: LaunchOptions, declaration: Any, workflow: str, *
         clash = sorted(set(options.extra_vars) & {v.name for v in declaration.variables})
         if clash:
             raise LaunchRefused(f"extra_vars: {clash[0]} is a declared launch variable: give it in vars")
+    checked = _without_sealed(options, declaration, workflow)
+    if options.resume:  # the run reuses the values its previous run had (run/opening.py): none is filled in or asked
+        checked = replace(checked, variables=tuple(replace(v, required=False, default=None)
+                                                   for v in checked.variables))
     try:
-        values = check_values(_without_sealed(options, declaration, workflow), options.variables, workflow)
+        values = check_values(checked, options.variables, workflow)
     except ParameterRefused as exc:
         raise LaunchRefused(exc.message) from None
     secret = frozenset(v.name for v in declaration.variables if v.secret)
