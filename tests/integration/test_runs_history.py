@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, write
 from tests.integration.runs_workspace import SECRET, db_rows, make_workspace, order
 
 
@@ -163,3 +163,27 @@ def test_retention_keeps_the_last_runs_and_their_logs(tmp_path):
     assert len(runs) == 2
     kept = sorted(p.name for p in (ws / ".polycrate" / "runs").iterdir())
     assert kept == sorted(r["run_id"] for r in runs)  # the oldest run's log folder went with it
+
+
+def test_a_module_that_could_not_run_names_what_its_interpreter_said(tmp_path):
+    """A host whose python3 is a shim that finds no Python (pyenv: "python3.13: command not found", rc 127; seen
+    on this very machine through Ansible's interpreter discovery): Ansible's message is only "Module result
+    deserialization failed: No start of json char found". The record and the summary now also say what the
+    interpreter printed (its module_stderr)."""
+    shim = tmp_path / "python3.13"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.13: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    root = tmp_path / "ws"
+    write(root / "workspace.poly", "name: interp\nblocks:\n  - name: b\nworkflows:\n  - name: w\n    steps:\n"
+                                   "      - {name: one, block: b, action: one}\n")
+    write(root / "blocks/b/block.poly", "name: b\nactions:\n  - {name: one, playbook: one.yml}\n")
+    write(root / "blocks/b/one.yml", "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+                                     "    - name: a module that needs python\n      ansible.builtin.command: 'true'\n")
+    write(root / "inventory.yml", f"all:\n  hosts:\n    localhost:\n      ansible_python_interpreter: {shim}\n")
+    failed = run_cli("workflows", "run", "w", "--local", cwd=root)
+    assert failed.returncode == 1, failed.output
+    assert "pyenv: python3.13: command not found" in failed.stdout, failed.output
+    [run] = json.loads(run_cli("runs", "list", "-o", "json", cwd=root).stdout)["runs"]
+    shown = json.loads(run_cli("runs", "show", run["run_id"], "-o", "json", cwd=root).stdout)
+    assert shown["failed_task"] == "a module that needs python"
+    assert "pyenv: python3.13: command not found" in shown["message"], shown["message"]

@@ -55,7 +55,9 @@ def _message(result) -> str:
     if _is_no_log(result, data):
         return HIDDEN
     parts = []
-    for key in ("msg", "stderr", "reason"):
+    # module_stderr: what a module that did not run said (an interpreter shim that finds no Python: "pyenv:
+    # python3.13: command not found"), where msg says only "Module result deserialization failed"
+    for key in ("msg", "stderr", "module_stderr", "reason"):
         value = data.get(key)
         if value and isinstance(value, str) and value not in parts:
             parts.append(value)
