@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -544,3 +545,39 @@ def test_worker_list_shows_a_worker_that_started_over_once_with_its_parts_from_i
     assert listed[0]["slice_queues"] == ["default.slices"] and listed[0]["runs"] == []
     assert listed[0]["parts"] == [{"workspace": "ws", "run_id": "r1", "workflow": None, "step": "touch", "slice": 2,
                                    "slices": 3, "hosts": ["node3", "node4"]}], listed
+
+
+@pytest.mark.team
+def test_reap_records_a_run_whose_worker_died_before_starting_it(team_dsn):
+    """A run taken by a worker that died before it claimed it (seen once in the 200-slot schedule test, a worker
+    killed half-way): team_runs said lost, but the history had no record of it at all, so `runs list`, the web
+    view and the schedule's slot named a run that did not exist. Now it is recorded as a lost run that never
+    started, with the reason, launched by whoever launched it."""
+    from polycrate.history.postgres import PostgresRunStore, connect
+    from polycrate.team.launch import TASK
+    from polycrate.team.worker import reap
+
+    db = connect(team_dsn)
+    try:
+        dead = db.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (NOW() - INTERVAL '1 hour')"
+                          " RETURNING id").fetchone()["id"]
+        job = db.execute("SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW('default', %s, 0, NULL, NULL, %s::jsonb,"
+                         " NULL)::procrastinate_job_to_defer_v1])) AS id",
+                         (TASK, json.dumps({"run_id": "r9", "workspace": "ws"}))).fetchone()["id"]
+        db.execute("UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s", (dead, job))
+        db.execute("INSERT INTO team_runs (workspace, id, workflow, queue, root, git_commit, launched_by, launched,"
+                   " job_id, state) VALUES ('ws', 'r9', 'nightly', 'default', '/nowhere', 'abc', "
+                   "'schedule (applied by ann)', %s, %s, 'queued')", (time.time() - 60, job))
+    finally:
+        db.close()
+    said = reap(team_dsn, 4.0)
+    assert said[0] == ("run r9 of workflow 'nightly' lost: its worker took it and stopped heartbeating before starting "
+                       "it; it is not run again by itself"), said
+    assert reap(team_dsn, 4.0) == []  # once
+    store = PostgresRunStore(team_dsn, workspace="ws")
+    try:
+        run = store.get_run("r9")
+    finally:
+        store.close()
+    assert (run.status, run.user, run.steps) == ("lost", "schedule (applied by ann)", ())
+    assert run.never_started and run.message.startswith("lost: its worker took it")

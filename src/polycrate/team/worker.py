@@ -314,6 +314,8 @@ def _unregister(dsn: str, worker_id: int | None) -> None:
         db.close()
 
 
+NEVER_CLAIMED = "its worker took it and stopped heartbeating before starting it; it is not run again by itself"
+
 STALLED_JOBS = f"""
 SELECT job.id, job.worker_id FROM procrastinate_jobs job
   LEFT JOIN procrastinate_workers w ON w.id = job.worker_id
@@ -343,6 +345,7 @@ def reap(dsn: str, lost_after: float, me: int | None = None, my_slicer: int | No
                    " AND last_heartbeat >= %s", (now - lost_after,))
         for job in db.execute(STALLED_JOBS, (str(lost_after), me)).fetchall():
             lost_now: dict[str, Any] | None = None
+            unstarted: dict[str, Any] | None = None
             with db.transaction():
                 run = db.execute("SELECT * FROM team_runs WHERE job_id = %s FOR UPDATE", (job["id"],)).fetchone()
                 if run is not None and run["state"] == "running":
@@ -350,8 +353,13 @@ def reap(dsn: str, lost_after: float, me: int | None = None, my_slicer: int | No
                     lost_now = run
                 elif run is not None and run["state"] == "queued":  # taken, never claimed: its worker died at once
                     db.execute("UPDATE team_runs SET state = 'lost', reason = %s WHERE workspace = %s AND id = %s",
-                               ("its worker took it and stopped heartbeating before starting it", run["workspace"],
-                                run["id"]))
+                               (NEVER_CLAIMED, run["workspace"], run["id"]))
+                    unstarted = run
+            if unstarted is not None:  # in the history too (it never started), as a run stopped while queued is
+                from polycrate.team.launch import record_unstarted
+
+                record_unstarted(dsn, unstarted, RunState.LOST, f"lost: {NEVER_CLAIMED}")
+                said.append(f"run {unstarted['id']} of workflow '{unstarted['workflow']}' lost: {NEVER_CLAIMED}")
             if lost_now is not None:  # marked lost once, by one worker (FOR UPDATE): told once, as a failed run
                 from polycrate.team.lost import announce
 
