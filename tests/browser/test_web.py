@@ -95,6 +95,8 @@ def test_log_in_and_see_the_overview(served, browser):
     assert "failed" in rows["ops/nightly"].text and "succeeded" in rows["ops/green"].text
     assert "*-*-* 02:00:00" in rows["ops/green"].text and "in " in rows["ops/green"].text  # next run
     assert "overdue" in rows["ops/stale"].get_attribute("class") and "never succeeded" in rows["ops/stale"].text
+    stale_success = css_all(rows["ops/stale"], "td")[3].text  # said once: "overdue", then why, not "overdue never"
+    assert stale_success.split() == ["●", "overdue", "never", "succeeded"], stale_success
     assert "overdue" not in rows["ops/green"].get_attribute("class")
     shot(browser, "overview")
 
