@@ -114,3 +114,6 @@ def test_a_resume_that_gives_the_same_values_runs_and_one_with_other_values_is_r
     resumed = wait_finished(client, page.headers["location"].rsplit("/", 1)[-1])
     assert resumed["status"] == "succeeded" and resumed["resumed_from"] == failed["run_id"], resumed
     assert kept(ws)[-1] == {"note": "first", "password": PASSWORD, "count": 3}
+    # its page's log names the steps it took over in the words of its Steps table, not the stored state
+    shown = session.get(page.headers["location"]).text
+    assert "(skipped (resumed))</span>" in shown and "(succeeded_before)" not in shown, shown
