@@ -78,6 +78,12 @@ def state_text(state: object) -> str:
     return STATE_WORDS.get(state, str(state)) if isinstance(state, str) else str(state)
 
 
+def ended_word(status: object) -> str:
+    """What the step a run names as its ``failed_step`` did, for people: a stopped run's step was stopped (a
+    signal, the web view's stop), a lost run's was lost with its worker; any other run's failed."""
+    return {RunState.INTERRUPTED: "stopped", RunState.LOST: "lost"}.get(status, "failed")  # type: ignore[call-overload]
+
+
 # step states as run stores before states.py wrote them -> today's values
 LEGACY_STEP_STATES = {
     "not run": StepState.NOT_RUN.value,

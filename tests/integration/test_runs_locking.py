@@ -1,6 +1,7 @@
 """No overlap, interrupts and killed runs, with real ansible-playbook runs."""
 import json
 import os
+import re
 import signal
 import time
 from datetime import datetime
@@ -115,6 +116,8 @@ def test_sigterm_stops_a_long_play_and_records_interrupted(ws):
     assert run["status"] == "interrupted" and run["exit_code"] == 130
     assert run["steps"][0]["status"] == "interrupted"
     assert run["ended"] is not None
+    shown = run_cli("runs", "show", "latest", cwd=ws).stdout  # stopped, not failed
+    assert re.search(r"^stopped: +step ", shown, re.M) and not re.search(r"^failed:", shown, re.M), shown
 
 
 def test_killed_run_does_not_block_and_reads_interrupted(ws):

@@ -214,6 +214,9 @@ def test_lock_applies_stop_interrupts_and_a_server_restart_keeps_the_run(served)
     # who stopped it, from the engine's first write (the step's row is the engine's alone)
     who = "interrupted by web:token:operator-token (the server's stop)"
     assert run["message"] == who and run["steps"][0]["message"] == who, run
+    session, _ = _session(served, "viewer")  # its page says the step was stopped, not that it failed
+    page = session.get(f"/runs/{run_id}").text
+    assert "<h2>Stopped at step " in page and "Failed at step" not in page, page
     again = client.post(f"/api/v1/runs/{run_id}/stop")
     assert again.status_code == 409 and "not running" in again.json()["error"]
     audit = api(served, "admin").get("/api/v1/audit").json()

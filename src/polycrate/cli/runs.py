@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import NotFoundError, PolycrateError
-from polycrate.states import RunState, signal_of
+from polycrate.states import RunState, ended_word, signal_of
 
 if TYPE_CHECKING:
     from polycrate.history import RunStore
@@ -241,7 +241,7 @@ def cmd_show(args) -> int:
         print(f"ansible:   {shown}{verbosity}".rstrip())
     if run.failed_step:
         task = f", task '{run.failed_task}' on {run.failed_host}" if run.failed_task else ""
-        print(f"failed:    step {run.failed_step}{task}")
+        print(f"{ended_word(run.status) + ':':<11}step {run.failed_step}{task}")
     if run.message:
         print(f"message:   {run.message}")
     if run.nothing_ran:  # no steps to list

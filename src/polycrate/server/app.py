@@ -35,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from polycrate import __version__, ansi
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunRecord
-from polycrate.states import RunState, StepState, signal_of, state_text
+from polycrate.states import RunState, StepState, ended_word, signal_of, state_text
 from polycrate import contract
 from polycrate.server import chart, flash, openapi
 from polycrate.server.catalog import RUN_STATES, Catalog
@@ -114,7 +114,8 @@ def _templates() -> Environment:
     from polycrate.server.logview import render
 
     env.filters.update(when=_when, span=_span, ago=_ago, until=_until, words=state_text, ansi=render)
-    env.globals.update(RunState=RunState, StepState=StepState, signal_of=signal_of)  # templates name states, never spell them
+    # templates name states, never spell them
+    env.globals.update(RunState=RunState, StepState=StepState, signal_of=signal_of, ended_word=ended_word)
     return env
 
 
