@@ -29,6 +29,9 @@ class RunState(StrEnum):
         return self is not RunState.RUNNING
 
 
+RUN_STATES = tuple(s.value for s in RunState)  # as people and flags spell them (`runs list --status`, the API)
+
+
 class StepState(StrEnum):
     NOT_RUN = "not_run"  # planned and not started; an on_failure step that was not needed
     RUNNING = "running"

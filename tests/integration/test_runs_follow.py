@@ -77,7 +77,9 @@ def test_status_kind_and_time_filters(ws):
     assert _runs(ws, "--until", "1d") == []
     assert len(_runs(ws, "--since", "2000-01-01", "--until", "2999-01-01T00:00Z")) == 3
     assert_one_line_error(run_cli("runs", "list", "--since", "yesterday", cwd=ws), "not a time: 'yesterday'")
-    assert_one_line_error(run_cli("runs", "list", "--status", "done", cwd=ws), "invalid choice")
+    # the states as a user types them, not as Python spells them (was: <RunState.RUNNING: 'running'>, ...)
+    assert_one_line_error(run_cli("runs", "list", "--status", "done", cwd=ws),
+                          "invalid choice: 'done' (choose from 'running', 'succeeded', 'failed', 'interrupted', 'lost')")
 
 
 def test_runs_are_named_by_latest_tilde_and_random_part(ws):

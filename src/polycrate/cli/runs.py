@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from polycrate.cli.completion import RUN, STEP, WORKFLOW, names
 from polycrate.cli.render import emit_json, state_text, table
 from polycrate.errors import NotFoundError, PolycrateError
-from polycrate.states import RunState, ended_word, signal_of
+from polycrate.states import RUN_STATES, RunState, ended_word, signal_of
 
 if TYPE_CHECKING:
     from polycrate.history import RunStore
@@ -50,7 +50,6 @@ def register(sub, shared) -> None:
     p.set_defaults(func=cmd_stop)
 
 
-RUN_STATES = tuple(RunState)  # argparse reads the choices while the parser is built
 RUN_REF_HELP = ("a run id, a unique prefix of it or of its random part (the hex at the end), "
                 "'latest', or 'latest~N' (N runs before the latest)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

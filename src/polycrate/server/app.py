@@ -35,10 +35,10 @@ from starlette.staticfiles import StaticFiles
 from polycrate import __version__, ansi
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import RunRecord
-from polycrate.states import RunState, StepState, ended_word, signal_of, state_text
+from polycrate.states import RUN_STATES, RunState, StepState, ended_word, signal_of, state_text
 from polycrate import contract
 from polycrate.server import chart, flash, openapi
-from polycrate.server.catalog import RUN_STATES, Catalog
+from polycrate.server.catalog import Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
 from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
                                      launch, parse_launch, prompts_of, sealed_of, stop, stop_launched)

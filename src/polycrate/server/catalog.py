@@ -21,11 +21,10 @@ from collections.abc import Iterator
 from polycrate.errors import NotFoundError, PolycrateError
 from polycrate.history import LogPiece, RunRecord, RunStore, StepRecord, open_store
 from polycrate.runtime.ansible_options import redacted_extra_vars
-from polycrate.states import RunKind, RunState
+from polycrate.states import RUN_STATES, RunKind, RunState
 from polycrate.config.schema import WORKSPACE_FILE
 from polycrate.config.workspace import load_workspace
 
-RUN_STATES = tuple(s.value for s in RunState)
 _RUN_REF = re.compile(r"^(?:latest(?:~[0-9]{1,9})?|[0-9a-f-]{1,64})$")
 _RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6,64}$")  # the full form of history.new_run_id
 RUNNING = RunState.RUNNING
