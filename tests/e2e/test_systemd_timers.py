@@ -233,3 +233,49 @@ def test_a_timer_run_stopped_at_its_timeout_says_so_and_a_systemctl_stop_does_no
     stopped = wait_for(lambda: [r for r in runs() if r["name"] == "stopped" and r["status"] != "running"],
                        "the stopped run's record")[0]
     assert (stopped["status"], stopped["message"]) == ("interrupted", "interrupted (SIGTERM)"), stopped
+
+
+def test_schedules_list_without_flags_finds_a_schedule_applied_with_cron(timer_host):
+    """`schedules apply --cron` writes /etc/cron.d; a plain `schedules list` read only /etc/systemd/system and said
+    "no polycrate schedules in /etc/systemd/system", while the web view's Schedules page (which reads both) showed
+    the entry. Both now look where apply writes without --dest (schedule.listed_dests), and the CLI says where."""
+    host, share = timer_host
+    root = share / "by-cron"
+    write(root / "blocks" / "maint" / "block.poly", """
+        name: maint
+        actions:
+          - {name: hello, script: ['echo hello']}
+        """)
+    write(root / "workspace.poly", """
+        name: bycron
+        config: {runtime: local}
+        blocks:
+          - name: maint
+        workflows:
+          - name: yearly
+            steps:
+              - {name: hello, block: maint, action: hello}
+            schedule: "0 4 1 1 *"
+        """)
+    host.exec("mkdir -p /etc/cron.d", check=True)
+    applied = polycrate(host, root, "schedules", "apply", "--cron")
+    assert applied.returncode == 0, applied.stderr
+    entry = "/etc/cron.d/polycrate-bycron-yearly"
+    try:
+        listed = polycrate(host, root, "-o", "json", "schedules", "list")
+        assert listed.returncode == 0, listed.stderr
+        document = json.loads(listed.stdout)
+        mine = [(i["path"], i["kind"], i["state"]) for i in document["installed"] if i["workspace_root"] == str(root)]
+        assert mine == [(entry, "cron", "applied")], listed.stdout
+        assert document["dests"] == ["/etc/systemd/system", "/etc/cron.d"], document
+        text = polycrate(host, root, "schedules", "list")
+        assert text.returncode == 0, text.stderr
+        row = next(line for line in text.stdout.splitlines() if line.endswith("polycrate-bycron-yearly"))
+        assert row.split()[:3] == ["yearly", "cron", "0"] and " applied " in row, text.stdout
+        assert "looked in /etc/systemd/system and /etc/cron.d (--dest DIR to look elsewhere)" in text.stdout
+        only_cron = json.loads(polycrate(host, root, "-o", "json", "schedules", "list", "--cron").stdout)
+        assert only_cron["dests"] == ["/etc/cron.d"] and entry in {i["path"] for i in only_cron["installed"]}
+    finally:
+        host.exec(["rm", "-f", entry])
+    nothing = polycrate(host, root, "schedules", "list", "--cron")
+    assert nothing.stdout.strip() == "no polycrate schedules in /etc/cron.d (--dest DIR to look elsewhere)", nothing.stdout

@@ -144,11 +144,13 @@ def cmd_list(args) -> int:
     if dsn is not None:
         return _list_team(args, dsn)
     dest = _dest(args)
-    found = sched.installed(dest)
+    dests = sched.listed_dests(Path(args.dest) if args.dest else None, args.cron)
+    found = sched.installed_in(dests)
     states = sched.installed_states(found)
     if args.output == "json":
         emit_json(contract.document("schedules-installed", {
             "dest": str(dest),
+            "dests": [str(d) for d in dests],
             "installed": [
                 {
                     "path": str(m.path),
@@ -164,8 +166,9 @@ def cmd_list(args) -> int:
             ],
         }), args.format)
         return 0
+    looked = " or ".join(str(d) for d in dests)
     if not found:
-        print(f"no polycrate schedules in {dest}")
+        print(f"no polycrate schedules in {looked}" + ("" if args.dest else " (--dest DIR to look elsewhere)"))
         return 0
     table(
         [(m.workflow, m.kind, m.expression or "", states[(m.workspace_root, m.workflow)].state, m.workspace_root,
@@ -176,6 +179,7 @@ def cmd_list(args) -> int:
         state = states[(m.workspace_root, m.workflow)]
         if state.reason and m.kind in ("timer", "cron"):
             print(f"{state.state}: {m.path.name}: {state.reason}")
+    print(f"looked in {' and '.join(str(d) for d in dests)}" + ("" if args.dest else " (--dest DIR to look elsewhere)"))
     return 0
 
 
@@ -188,7 +192,7 @@ def cmd_workflow_schedule(args) -> int:
                              "mode) declare the schedule in workspace.poly and run: polycrate schedules apply")
     ws = workspace_from(args)
     if args.remove:
-        dests = [Path(args.dest)] if args.dest else [sched.SYSTEMD_DEST, sched.CRON_DEST]
+        dests = sched.listed_dests(Path(args.dest) if args.dest else None)
         removed = [p for d in dests for p in sched.remove_one_off(ws, args.name, d)]
         if args.output == "json":
             removed_doc = {"workflow": args.name, "removed": [str(p) for p in removed]}

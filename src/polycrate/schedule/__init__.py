@@ -56,7 +56,8 @@ _WHERE = {
     ), "polycrate.timespec.cron"),
     **dict.fromkeys((
         "CRON_DEST", "SYSTEMD_DEST", "FileChange", "Installed", "InstalledState", "ScheduleEntry", "SchedulePlan",
-        "applied_state", "apply_plan", "default_dest", "installed", "installed_states", "marker_of", "one_off_schedule",
+        "applied_state", "apply_plan", "default_dest", "installed", "installed_in", "installed_states",
+        "listed_dests", "marker_of", "one_off_schedule",
         "plan_schedules", "read_marker", "remove_one_off",
     ), "install"),
     **dict.fromkeys((
@@ -95,8 +96,9 @@ __all__ = [
     "CRON_DEST", "LOG_DIR", "ORIGIN_ONE_OFF", "ORIGIN_WORKSPACE", "SCHEDULE_KEYS", "SYSTEMD_DEST",
     "CalendarSpec", "FileChange", "Installed", "InstalledState", "Schedule", "ScheduleEntry", "ScheduleError", "SchedulePlan",
     "analyze_calendar", "applied_state", "apply_plan", "calendar_next", "cron_filename", "cron_next", "cron_to_calendar",
-    "default_dest", "default_log_file", "executable_command", "installed", "installed_states", "iter_times", "local_zone",
-    "looks_like_cron", "marker_of", "next_runs", "one_off_schedule", "parse_calendar", "parse_schedule", "parse_timespan",
+    "default_dest", "default_log_file", "executable_command", "installed", "installed_in", "installed_states", "iter_times",
+    "listed_dests", "local_zone", "looks_like_cron", "marker_of", "next_runs", "one_off_schedule", "parse_calendar",
+    "parse_schedule", "parse_timespan",
     "plan_schedules", "prompts_of", "read_marker", "remove_one_off", "render_cron", "render_systemd",
     "systemd_analyze", "systemd_escape", "unit_basename", "unattended_problems", "unattended_refusal",
     "validate_calendar", "validate_cron", "workspace_schedules",

@@ -31,8 +31,6 @@ SYSTEMD_DEST = Path("/etc/systemd/system")
 CRON_DEST = Path("/etc/cron.d")
 
 
-
-
 @dataclass(frozen=True)
 class Installed:
     """A file in a destination folder that carries our header."""
@@ -102,6 +100,26 @@ def installed(dest: Path) -> list[Installed]:
         marker = read_marker(path)
         if marker is not None:
             found.append(marker)
+    return found
+
+
+def listed_dests(dest: Path | None = None, cron: bool = False) -> tuple[Path, ...]:
+    """Where the installed schedules are looked for, by `schedules list` and the web view alike: ``dest`` when
+    given (``--dest DIR``); with ``--cron`` the cron folder; else every folder `schedules apply` writes to without
+    ``--dest`` (/etc/systemd/system, and /etc/cron.d with ``--cron``), so a schedule applied either way is found."""
+    if dest is not None:
+        return (Path(dest),)
+    return (CRON_DEST,) if cron else (SYSTEMD_DEST, CRON_DEST)
+
+
+def installed_in(dests: tuple[Path, ...] | list[Path]) -> list[Installed]:
+    """Every file of ours in each of ``dests``, in that order (a folder that cannot be read holds none)."""
+    found: list[Installed] = []
+    for dest in dests:
+        try:
+            found += installed(Path(dest))
+        except OSError:
+            continue
     return found
 
 

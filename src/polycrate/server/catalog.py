@@ -360,14 +360,8 @@ class Catalog:
 
             return {(r["workspace"], r["workflow"]): r for r in schedules_in_backend(self.backend)}
 
-        dests = self.schedule_dests if self.schedule_dests is not None else (sched.SYSTEMD_DEST, sched.CRON_DEST)
-        found = []
-        for dest in dests:
-            try:
-                found += sched.installed(Path(dest))
-            except OSError:
-                continue
-        return found
+        # where `schedules list` looks without flags (schedule.listed_dests), unless `serve --schedule-dest` says
+        return sched.installed_in(self.schedule_dests if self.schedule_dests is not None else sched.listed_dests())
 
     def applied(self, entry: Entry, schedule, found: Any, states: dict) -> tuple[str, str | None, str | None]:
         """A declared schedule's state, its timer or cron file and what to run: with a backend, the backend's row
