@@ -82,6 +82,24 @@ def test_status_kind_and_time_filters(ws):
                           "invalid choice: 'done' (choose from 'running', 'succeeded', 'failed', 'interrupted', 'lost')")
 
 
+def test_a_filter_that_matches_no_run_says_so_and_which(ws):
+    """`runs list` with a filter that matched nothing printed the table's header alone: now one line naming the
+    filter and how many runs the store holds; `-o json` stays `[]` (the contract)."""
+    empty = run_cli("runs", "list", cwd=ws)
+    assert (empty.returncode, empty.stdout) == (0, "no runs recorded yet\n"), empty.output
+    nothing = run_cli("runs", "list", "--status", "failed", cwd=ws)
+    assert nothing.stdout == "no run matches --status failed: no runs recorded yet\n", nothing.output
+    assert run_cli("workflows", "run", "green", cwd=ws).returncode == 0
+    assert run_cli("run", "app", "hello", cwd=ws).returncode == 0
+    result = run_cli("runs", "list", "--workflow", "broken", "--status", "failed", cwd=ws)
+    assert (result.returncode, result.stdout) == (
+        0, "no run matches --workflow broken --status failed (2 runs recorded)\n"), result.output
+    assert _runs(ws, "--workflow", "broken", "--status", "failed") == []
+    until = run_cli("runs", "list", "--until", "2000-06-01", cwd=ws).stdout
+    assert until.startswith("no run matches --until 2000-06-01 00:00:00 ") and until.endswith(" (2 runs recorded)\n"), until
+    assert "RUN" in run_cli("runs", "list", "--workflow", "green", cwd=ws).stdout.splitlines()[0]
+
+
 def test_runs_are_named_by_latest_tilde_and_random_part(ws):
     for workflow in ("green", "broken", "green"):
         run_cli("workflows", "run", workflow, cwd=ws)

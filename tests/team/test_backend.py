@@ -84,6 +84,9 @@ def test_the_host_configuration_names_a_dsn_file(tmp_path, team_dsn):
     assert not (ws / ".polycrate" / "runs.db").exists()  # recorded in PostgreSQL, not in the workspace
     listed = run_cli("runs", "list", "-o", "json", cwd=ws, env=env)
     assert [r["name"] for r in json.loads(listed.stdout)["runs"]] == ["green"]
+    # a filter that matches nothing: one line, with how many runs PostgreSQL holds of this workspace
+    nothing = run_cli("runs", "list", "--status", "interrupted", cwd=ws, env=env)
+    assert nothing.stdout == "no run matches --status interrupted (1 run recorded)\n", nothing.output
 
 
 def _documents(ws: Path, env: dict[str, str]) -> dict:

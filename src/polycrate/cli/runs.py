@@ -119,6 +119,7 @@ def cmd_list(args) -> int:
         kind = args.kind or ("workflow" if args.workflow else None)
         runs = store.list_runs(name=args.workflow, kind=kind, status=args.status, since=args.since,
                                until=args.until, limit=args.limit)
+        total = store.count_runs() if not runs and args.output != "json" else 0
     finally:
         store.close()
     # team mode: runs no worker has taken yet come first (they have not started: no time filter keeps them)
@@ -126,6 +127,9 @@ def cmd_list(args) -> int:
     if args.output == "json":
         emit_json(contract.runs_document(((r, args.workspace_name) for r in runs), _documents(args, waiting)),
                   args.format)
+        return 0
+    if not runs and not waiting:
+        print(_none_matches(args, total))
         return 0
     table(
         [
@@ -150,6 +154,18 @@ def cmd_list(args) -> int:
         ("RUN", "STARTED", "KIND", "NAME", "STATUS", "DURATION", "STEP", "BY"),
     )
     return 0
+
+
+def _none_matches(args, total: int) -> str:
+    """The one line `runs list` prints instead of an empty table: which filter matched nothing, of how many runs."""
+    given = [f"--{flag} {shlex.quote(str(getattr(args, key)))}" for flag, key in (("workflow", "workflow"),
+             ("kind", "kind"), ("status", "status")) if getattr(args, key)]
+    given += [f"--{key} {_when(getattr(args, key))}" for key in ("since", "until") if getattr(args, key) is not None]
+    if not given:
+        return "no runs recorded yet"
+    if total == 0:
+        return f"no run matches {' '.join(given)}: no runs recorded yet"
+    return f"no run matches {' '.join(given)} ({total} run{'s' if total != 1 else ''} recorded)"
 
 
 def _queued(args, ref: str | None = None) -> list[dict]:

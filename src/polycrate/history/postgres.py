@@ -682,6 +682,10 @@ class PostgresRunStore:
         return [_record(r, current_step=r["current_step_name"] if r["status"] == RunState.RUNNING else None)
                 for r in self._all(sql, args)]
 
+    def count_runs(self) -> int:
+        counted = self._one("SELECT COUNT(*) AS n FROM runs WHERE workspace = %s", (self.workspace,))
+        return int(counted["n"]) if counted else 0
+
     def resolve_id(self, ref: str) -> str:
         match = re.fullmatch(r"latest(?:~(\d+))?", ref)
         if match:
@@ -689,8 +693,7 @@ class PostgresRunStore:
             row = self._one("SELECT id FROM runs WHERE workspace = %s ORDER BY started DESC, id DESC LIMIT 1 OFFSET %s",
                             (self.workspace, back))
             if row is None:
-                counted = self._one("SELECT COUNT(*) AS n FROM runs WHERE workspace = %s", (self.workspace,))
-                total = int(counted["n"]) if counted else 0
+                total = self.count_runs()
                 if total == 0:
                     raise _not_found("no runs recorded yet", self)
                 raise _not_found(f"no run '{ref}': only {total} run(s) recorded (latest~{total - 1} is the oldest)", self)

@@ -88,6 +88,10 @@ class RunStore(Protocol):
         """Runs newest first, without steps; a running run carries its current step."""
         ...
 
+    def count_runs(self) -> int:
+        """How many runs the store holds (what `runs list` says when a filter matches none)."""
+        ...
+
     def resolve_id(self, ref: str) -> str:
         """A run id from an id, a unique prefix of one or of its random part, 'latest' or 'latest~N'."""
         ...

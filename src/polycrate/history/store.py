@@ -337,6 +337,9 @@ class SQLiteRunStore:
         return [_record(r, current_step=self._current_step(r["id"]) if r["status"] == RunState.RUNNING else None)
                 for r in self.db.execute(sql, args).fetchall()]
 
+    def count_runs(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"])
+
     def _current_step(self, run_id: str) -> str | None:
         row = self.db.execute(
             "SELECT name FROM steps WHERE run_id = ? AND status = ? ORDER BY position DESC LIMIT 1", (run_id, StepState.RUNNING)
@@ -353,7 +356,7 @@ class SQLiteRunStore:
                 "SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT 1 OFFSET ?", (back,)
             ).fetchone()
             if row is None:
-                total = self.db.execute("SELECT COUNT(*) AS n FROM runs").fetchone()["n"]
+                total = self.count_runs()
                 if total == 0:
                     raise NotFoundError("no runs recorded yet", self.path)
                 raise NotFoundError(f"no run '{ref}': only {total} run(s) recorded (latest~{total - 1} is the oldest)",
