@@ -439,6 +439,37 @@ def test_an_unknown_host_name_is_refused(served):
     assert client.get("/api/v1/runs", headers={"Host": f"localhost:{served.url.rsplit(':', 1)[1]}"}).status_code == 200
 
 
+def test_a_browser_refused_before_any_route_gets_the_sites_error_page_and_an_api_client_json(served):
+    """A body too large (413), a file upload (415) and a Host name this server does not answer to (400) were
+    answered with the API's JSON document also to a browser asking for a page: now the site's error page (a
+    heading in words, the message, a way back); for the unknown Host without who is logged in (another site's
+    script can read that answer). An API client, and anything outside Accept: text/html, gets JSON as before."""
+    page = {"Accept": "text/html,application/xhtml+xml"}
+    browser = from_address(served, "127.0.0.11", headers=page)
+    assert login(browser, "operator", served.passwords["operator"]).status_code in (200, 303)
+    big = browser.post("/login", data={"username": "a" * 900_000, "password": "x"})
+    assert big.status_code == 413 and big.headers["content-type"].startswith("text/html"), big.text[:300]
+    assert '<h1 id="error-heading">Too much sent at once</h1>' in big.text
+    assert "the request body is larger than" in big.text and 'id="back"' in big.text and "operator" in big.text
+    assert big.headers["x-frame-options"] == "DENY"
+    upload = browser.post("/login", content=b"--xyz\r\n\r\nx\r\n--xyz--\r\n",
+                          headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert upload.status_code == 415 and '<h1 id="error-heading">Not what this page takes</h1>' in upload.text
+    assert "no file uploads here" in upload.text
+    elsewhere = browser.get("/", headers={"Host": "evil.example"})
+    assert elsewhere.status_code == 400 and elsewhere.headers["content-type"].startswith("text/html")
+    assert "does not answer to that Host name" in elsewhere.text and 'id="error-heading"' in elsewhere.text
+    assert "operator" not in elsewhere.text and 'name="csrf"' not in elsewhere.text
+    # API clients: the error document, as before
+    client = api(served, "operator")
+    for answer, status in ((client.post("/api/v1/workspaces/ops/workflows/green/runs", content=b"{" + b" " * (1 << 20)
+                                        + b"}", headers={"Content-Type": "application/json", **page}), 413),
+                           (client.get("/api/v1/runs", headers={"Host": "evil.example", **page}), 400),
+                           (httpx.post(served.url + "/login", content=b"x", timeout=60,
+                                       headers={"Content-Type": "multipart/form-data; boundary=xyz"}), 415)):
+        assert answer.status_code == status and set(answer.json()) == {"error"}, (status, answer.text[:200])
+
+
 # --- workspaces granted ------------------------------------------------------------------------
 
 

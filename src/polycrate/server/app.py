@@ -1480,9 +1480,10 @@ class TrustedHosts:
     """Requests whose Host header is not one this server answers to get 400 (DNS rebinding: a page on
     another site that resolves its own name to 127.0.0.1 cannot talk to us with our cookies' trust)."""
 
-    def __init__(self, app, allowed: tuple[str, ...]):
+    def __init__(self, app, allowed: tuple[str, ...], web: Web | None = None):
         self.app = app
         self.allowed = {h.lower() for h in allowed}
+        self.web = web
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -1494,7 +1495,9 @@ class TrustedHosts:
                 break
         name = host[: host.rindex("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
         if name not in self.allowed and "*" not in self.allowed:
-            return await _plain(send, 400, "this server does not answer to that Host name (see polycrate serve --allowed-host)")
+            # the page for a browser names nobody: under DNS rebinding another site's script reads it
+            return await _refuse(scope, send, 400, "this server does not answer to that Host name (see polycrate serve "
+                                 "--allowed-host)", self.web, anonymous=True)
         return await self.app(scope, receive, send)
 
 
@@ -1503,9 +1506,10 @@ class BodyLimit:
     which Starlette would spool to a temporary file) is refused with 415 unread: no route takes files.
     Bodies are short (a login, a launch), so a body within the limit is read into memory here."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, web: Web | None = None):
         self.app = app
         self.limit = limit
+        self.web = web
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -1514,7 +1518,7 @@ class BodyLimit:
         kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         declared = headers.get(b"content-length", b"")
         if declared and (not declared.isdigit() or int(declared) > self.limit):
-            return await _plain(send, 413, f"the request body is larger than {self.limit} bytes")
+            return await _refuse(scope, send, 413, f"the request body is larger than {self.limit} bytes", self.web)
         chunks, size = [], 0
         while True:  # read (in memory, at most the limit) before answering: an unread body makes the close a reset
             message = await receive()
@@ -1523,12 +1527,12 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                return await _plain(send, 413, f"the request body is larger than {self.limit} bytes")
+                return await _refuse(scope, send, 413, f"the request body is larger than {self.limit} bytes", self.web)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         if kind.startswith(b"multipart/"):  # never parsed: Starlette would spool its files to disk
-            return await _plain(send, 415, "no file uploads here: send JSON or a form (urlencoded)")
+            return await _refuse(scope, send, 415, "no file uploads here: send JSON or a form (urlencoded)", self.web)
         body, sent = b"".join(chunks), False
 
         async def replay():
@@ -1563,6 +1567,32 @@ class SlashRedirect:
         return await self.app(scope, receive, send)
 
 
+def _wants_page(scope) -> bool:
+    """A browser asking for a page (Accept names text/html, outside /api/): it gets the site's error page where an
+    API client gets the error document."""
+    if scope["type"] != "http" or scope.get("path", "").startswith("/api/"):
+        return False
+    accept = next((v for k, v in scope.get("headers", []) if k == b"accept"), b"")
+    return b"text/html" in accept.lower()
+
+
+async def _refuse(scope, send, status: int, message: str, web: Web | None, anonymous: bool = False) -> None:
+    """A refusal before any route saw the request (its Host, its body): the site's error page for a browser
+    (``anonymous``: without who is logged in), else the API's error document, as a route's refusal would be."""
+    if web is None or not _wants_page(scope):
+        return await _plain(send, status, message)
+    request = Request(scope)
+    request.state.principal = None if anonymous else await asyncio.to_thread(web.principal, request)
+    response = web.error_page(request, status, message)
+    response.headers["connection"] = "close"
+
+    async def nothing() -> dict:
+        return {"type": "http.disconnect"}
+
+    await response(scope, nothing, send)
+    return None
+
+
 async def _plain(send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -1577,5 +1607,6 @@ def create_app(settings: Settings):
     app.router.redirect_slashes = False  # SlashRedirect does it without echoing Host
     app.state.web = web
     allowed = settings.allowed_hosts or LOOPBACK_NAMES
-    inner = TrustedHosts(SecurityHeaders(SlashRedirect(BodyLimit(app, settings.body_limit)), settings.tls), tuple(allowed))
+    inner = SecurityHeaders(TrustedHosts(SlashRedirect(BodyLimit(app, settings.body_limit, web)), tuple(allowed), web),
+                            settings.tls)
     return ProxyClient(inner, settings.proxies) if settings.behind_proxy else inner
