@@ -219,6 +219,17 @@ def test_bad_recipient_in_workspace_poly_is_one_line_error(tmp_path, env):
     assert tree(root2) == before
 
 
+def test_no_recipients_and_no_key_names_the_workspace_file_itself(tmp_path, env):
+    """Encrypting with no recipients and no WORKSPACE_ENCRYPTION_KEY named the bare 'workspace.poly', also to
+    `polycrate -w ROOT` typed elsewhere (another folder's workspace.poly, or none): now the workspace's file."""
+    root = make_workspace(tmp_path)
+    before = tree(root)
+    r = polycrate("-w", str(root), "workspace", "encrypt", cwd=tmp_path, env=env)
+    assert_one_line_error(r, "error: ws/workspace.poly: no recipients: list age public keys under "
+                             f"'encryption.recipients' here or set {secrets.ENV_KEY}")  # as every path: from here
+    assert tree(root) == before
+
+
 # --------------------------------------------------------------------------- bad input
 
 

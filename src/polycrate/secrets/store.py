@@ -28,6 +28,7 @@ from polycrate.secrets.keys import (
 )
 from polycrate.secrets.recipients import workspace_recipients
 from polycrate.config.record import MutableRecord
+from polycrate.config.schema import WORKSPACE_FILE
 
 AGE_HEADER = b"age-encryption.org/v1\n"
 AGE_ARMOR_HEADER = b"-----BEGIN AGE ENCRYPTED FILE-----"  # `age --armor`; read, never written
@@ -107,9 +108,9 @@ def encrypt_workspace(root: Path, identity_source: Keyring | str | Path | None =
         else:
             result.unchanged.append(rel + AGE_SUFFIX)
     if (work or drop_plain) and not recipients:
-        raise PolycrateError(
-            f"no recipients: list age public keys under 'encryption.recipients' in workspace.poly "
-            f"or set {ENV_KEY} / {ENV_IDENTITY_FILE} / --identity", "workspace.poly")
+        raise PolycrateError(  # the workspace's file itself, wherever the command was typed (-w elsewhere)
+            f"no recipients: list age public keys under 'encryption.recipients' here "
+            f"or set {ENV_KEY} / {ENV_IDENTITY_FILE} / --identity", root.resolve() / WORKSPACE_FILE)
     result.recipients = list(recipients)
     # ---- act
     if update_gitignore:
