@@ -177,6 +177,33 @@ def test_a_launch_the_run_refuses_says_what_to_do_in_the_web_views_words(served)
         "with --resume, or start a new run without it")
 
 
+def test_an_extramounts_folder_that_is_missing_is_said_in_each_front_ends_words(tmp_path):
+    """A run refused because a folder of workspace.poly's `extramounts:` is missing said "-m/--mount: no such
+    file or folder", in the web view (the launch's refusal) and in a timer's journal alike, where nobody gave
+    -m/--mount. Now the refusal names the workspace file's extramounts, and what to do in each front end's
+    words (PolycrateError.hints); a -m/--mount typed at the terminal is still named as such."""
+    ws = make_workspace(tmp_path / "mounts", "mounts")
+    missing = tmp_path / "gone" / "data"
+    with open(ws / "workspace.poly", "a") as poly:
+        poly.write(f"extramounts:\n  - {missing}:/data\n")
+    statement = f"extramounts: no such file or folder on this machine: {missing}"
+    server = start_server(tmp_path / "server", [ws])
+    try:
+        refused = api(server, "operator").post("/api/v1/workspaces/mounts/workflows/green/runs", json={})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == (f"the run did not start: workspace.poly: {statement}; create it on the "
+                                           "server's machine, where the web view's runs run, or remove the entry")
+    finally:
+        server.stop()
+    for launched_by in ([], ["--launched-by", "systemd:polycrate-mounts-green.service"]):
+        typed = run_cli("workflows", "run", "green", *launched_by, cwd=ws)
+        assert_one_line_error(typed, f"polycrate: error: workspace.poly: {statement}; create it, or remove the entry")
+        assert "--mount" not in typed.stderr
+    (ws / "workspace.poly").write_text((ws / "workspace.poly").read_text().split("extramounts:")[0])
+    flag = run_cli("workflows", "run", "green", "-m", f"{missing}:/data", cwd=ws)
+    assert_one_line_error(flag, f"polycrate: error: -m/--mount: no such file or folder on this machine: {missing}")
+
+
 def test_prompts_need_confirmation(served):
     client = api(served, "operator")
     refused = client.post("/api/v1/workspaces/ops/workflows/guarded/runs", json={})

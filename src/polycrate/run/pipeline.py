@@ -85,9 +85,11 @@ def workspace_defaults(options: RunOptions, root: Path, document: WorkspaceFile 
     if go["extra_mounts"]:
         import os
 
+        from polycrate.config.schema import WORKSPACE_FILE
         from polycrate.runtime.container import parse_mount
 
-        extra = tuple(parse_mount(text if text.startswith(("/", "~")) else os.path.join(root, text))
+        file = os.path.join(root, WORKSPACE_FILE)
+        extra = tuple(parse_mount(text if text.startswith(("/", "~")) else os.path.join(root, text), file)
                       for text in go["extra_mounts"])
         options = replace(options, mounts=extra + tuple(options.mounts))
     return options

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 
 import polycrate
 from polycrate.runtime import toolchain
-from polycrate.errors import PolycrateError
+from polycrate.errors import CLI, WEB, PolycrateError
 from polycrate.runtime.events import EVENTS_FILE_ENV
 from polycrate.config.record import MutableRecord, Record, record
 
@@ -57,31 +57,47 @@ class Mount(Record):
     host: str
     container: str
     mode: str = "rw"
+    file: str | None = None  # the workspace file of an `extramounts:` entry; None: a -m/--mount of the command line
 
     def check(self) -> None:
         """Before the run: the host path exists, the container path is none of ours."""
         if not os.path.exists(self.host):
-            raise PolycrateError(f"-m/--mount: no such file or folder on this machine: {self.host}")
+            raise _mount_error(f"no such file or folder on this machine: {self.host}", self.file, _MISSING_HINTS)
         for ours in (WORKSPACE_MOUNT, RUN_MOUNT, LIB_MOUNT, EVENTS_MOUNT):
             if self.container == ours or self.container.startswith(ours + "/") or ours.startswith(self.container + "/"):
-                raise PolycrateError(f"-m/--mount: {self.container} is where polycrate mounts {ours}; "
-                                               "choose another container path")
+                raise _mount_error(f"{self.container} is where polycrate mounts {ours}; choose another container "
+                                   "path", self.file)
 
 
-def parse_mount(text: str) -> Mount:
-    """`/host:/container` or `/host:/container:ro`; a relative host path is taken from the current folder."""
+# What to do about an `extramounts:` entry whose folder is missing, by who is told (errors.PolycrateError.hints): the
+# web view's and a schedule's runs never had a -m/--mount to change, and run on the server's or the timer's machine
+_MISSING_HINTS = {CLI: "create it, or remove the entry",
+                  WEB: "create it on the server's machine, where the web view's runs run, or remove the entry"}
+
+
+def _mount_error(message: str, file: str | None, hints: dict[str, str] | None = None) -> PolycrateError:
+    """A mount refused, named as it was given: workspace.poly's `extramounts:` (its file; hints by front end,
+    none of which names a flag) or the command line's -m/--mount (only a terminal gives those)."""
+    if file is not None:
+        return PolycrateError(f"extramounts: {message}", file, hints=hints)
+    return PolycrateError(f"-m/--mount: {message}")
+
+
+def parse_mount(text: str, file: str | None = None) -> Mount:
+    """`/host:/container` or `/host:/container:ro`; a relative host path is taken from the current folder.
+    ``file``: the workspace file of an `extramounts:` entry (its errors name it, not -m/--mount)."""
     parts = text.split(":")
     mode = "rw"
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
         mode = parts.pop()
     if len(parts) != 2 or not parts[0] or not parts[1]:
-        raise PolycrateError(f"-m/--mount: expected /host:/container[:ro], not {text!r}")
+        raise _mount_error(f"expected /host:/container[:ro], not {text!r}", file)
     host, inside = parts
     if not inside.startswith("/"):
-        raise PolycrateError(f"-m/--mount: the container path must be absolute, not {inside!r}")
+        raise _mount_error(f"the container path must be absolute, not {inside!r}", file)
     if "," in text:
-        raise PolycrateError(f"-m/--mount: a comma is not allowed in {text!r}")
-    return Mount(os.path.abspath(os.path.expanduser(host)), os.path.normpath(inside), mode)
+        raise _mount_error(f"a comma is not allowed in {text!r}", file)
+    return Mount(os.path.abspath(os.path.expanduser(host)), os.path.normpath(inside), mode, file)
 
 
 @dataclass(eq=False, repr=False)
