@@ -709,6 +709,72 @@ def test_a_stop_never_leaves_the_database_gone(pg, tmp_path):
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # no signal left held
 
 
+def stop_pending(pid: int) -> bool:
+    """SIGTERM is pending for the main thread of `pid` (sent, and held back by stops_held)."""
+    with open(f"/proc/{pid}/status") as f:
+        pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signal.SIGTERM - 1)) for mask in pending)
+
+
+def children(pid: int, name: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid), "-x", name], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_an_in_place_restore_whose_run_was_stopped_after_the_drop_loads_the_database_to_its_end(pg, tmp_path):
+    """restore_jobs above 1 restores in place: once acme_app gave way to the empty database it loads, a stop
+    would leave it partly restored. The run is stopped there (the pipe the module's result would go back on
+    loses its reader, as when ansible-playbook ends over SSH) while pg_restore -j loads a table whose CHECK
+    waits on a gate file: the module lets pg_restore load it to its end once the gate opens, then ends, saying
+    it was stopped after the restore. Before, it killed pg_restore: acme_app was left partly restored (what came
+    after gated's data, its index, never made)."""
+    gate_dir = Path(tempfile.mkdtemp(prefix="polycrate-gate-"))
+    gate_dir.chmod(0o755)
+    gate = gate_dir / "gate"
+    pg["psql"](f"""CREATE FUNCTION gate() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN
+                   WHILE (pg_stat_file('{gate}', true)).size IS NOT NULL LOOP PERFORM pg_sleep(0.05); END LOOP;
+                   RETURN true; END $$""")
+    # its index comes after its data: what a pg_restore killed while loading gated never makes
+    pg["psql"]("CREATE TABLE gated (id int CHECK (gate())); INSERT INTO gated VALUES (1); "
+               "CREATE INDEX gated_id ON gated (id)")
+    backup_dir = pg["base"] / "in-place-stopped"
+    try:
+        result = backup(pg, backup_dir, tmp_path)
+        pg["psql"]("INSERT INTO items VALUES (3000, 'written after the backup')")
+        gate.touch()
+        args = tmp_path / "pg_restore_archive-args.json"
+        args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
+            "archive": str(backup_dir / "latest.tar.gz"), "database": "acme_app", "host": pg["sock"],
+            "port": pg["port"], "owner": "postgres", "jobs": 2}}))
+        module = subprocess.Popen(module_command("pg_restore_archive", args), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: pg["psql"]("SELECT count(*) FROM pg_stat_activity WHERE datname = 'acme_app' "
+                                        "AND query LIKE 'COPY public.gated%'", db="postgres") == "1",
+                     "pg_restore -j loading gated into acme_app, after the drop")
+            module.stdout.close()  # the run is stopped: the pipe's reader is gone
+            # the module took it as a stop: a SIGTERM pending (held), or (the old code) its pg_restore killed
+            wait_for(lambda: stop_pending(module.pid) or not children(module.pid, "pg_restore"),
+                     "the module noticing that its run is gone")
+            gate.unlink()
+            assert module.wait(timeout=300) != 0  # it says it was stopped, after the load
+        finally:
+            if module.poll() is None:
+                module.kill()
+                module.wait()
+        assert pg["psql"]("SELECT count(*) FROM gated") == "1"
+        assert pg["psql"]("SELECT count(*) FROM pg_indexes WHERE indexname = 'gated_id'") == "1"
+        assert pg["psql"]("SELECT count(*) FROM items") == "120" and \
+            pg["psql"]("SELECT count(*) FROM items WHERE id = 3000") == "0"  # the backup's rows, whole
+        assert pg["psql"]("SELECT count(*) FROM pg_constraint WHERE conrelid = 'items'::regclass AND contype = 'p'") == "1"
+        assert side_databases(pg) == [] and not any(p.name.startswith(".restore-") for p in backup_dir.iterdir())
+        assert result["archive"]
+    finally:
+        gate.unlink(missing_ok=True)
+        shutil.rmtree(gate_dir, ignore_errors=True)
+        pg["psql"]("DROP TABLE IF EXISTS gated; DROP FUNCTION IF EXISTS gate()")
+
+
 def test_databases_left_by_killed_restores_and_drills_are_dropped_by_the_next(pg, tmp_path):
     """A restore or drill killed by SIGKILL cannot drop its side or scratch database. The next one drops such
     leftovers of the same database, unless one is still in use (a restore or drill still loading it), and a

@@ -154,6 +154,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.lm_archive import (as_os_user, drop_leftovers, drop_to, on_stop, other_database,
@@ -257,11 +258,14 @@ def restore_streaming(p: dict, pg: Postgres, real: str, owner: list[str], result
     return manifest
 
 
-def replace_with(pg: Postgres, side: str, db: str, result: dict, where: str, done: str) -> None:
+def replace_with(pg: Postgres, side: str, db: str, result: dict, where: str, done: str,
+                 then: Callable[[], None] | None = None) -> None:
     """The old database gives way to ``side``, which takes its name. A stop between the drop and the rename would
     leave neither, so a stop asked for meanwhile waits until the rename is done (or failed), and its message then
     says what was done (``done``); result's database_dropped is true from the drop on. ``where``: what a failed
-    rename's message says of the data."""
+    rename's message says of the data. ``then`` (the in-place load of restore_jobs above 1) runs with the stops
+    still held: once the old database is gone, a stop (the run stopped, its SSH session gone) would leave a
+    partly restored one, so the load goes on to its end first."""
     renamed = False
     try:
         with stops_held():
@@ -273,9 +277,11 @@ def replace_with(pg: Postgres, side: str, db: str, result: dict, where: str, don
                     "AND pid <> pg_backend_pid()",
                     "-c", f"ALTER DATABASE {quote_ident(side)} RENAME TO {quote_ident(db)}"],
                    f"{db} dropped, {where}, which could not be renamed to {db}")
+            if then is not None:
+                then()
             renamed = True
     except RestoreFailed as exc:
-        if renamed:  # the stop came while the old database gave way
+        if renamed:  # the stop came while the old database gave way (and the new one was loaded)
             raise RestoreFailed(f"{exc}, after {done}") from None
         raise
 
@@ -355,14 +361,14 @@ def run_module() -> None:
         pg.run(["createdb", *owner, side], f"createdb {side}")
         try:
             replace_with(pg, side, db, result, f"an empty database {side}",
-                         f"{db} gave way to an empty database, nothing restored into it yet")
+                         f"{db} was restored from {os.path.basename(real)}",
+                         then=lambda: pg.run(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", db,
+                                              dump], f"pg_restore of {real} into {db}"))
         except RestoreFailed:
             if not result.get("database_dropped"):
                 subprocess.run(["dropdb", "--if-exists", "--force", side], capture_output=True, env=pg.env, cwd="/",
                                preexec_fn=drop_to(pg.uid, pg.gid))
             raise
-        pg.run(["pg_restore", "--exit-on-error", "-j", str(max(1, p["jobs"])), "-d", db, dump],
-               f"pg_restore of {real} into {db}")
         done = time.monotonic()
         result["seconds"] = {"verify_and_unpack": round(unpacked - started, 2), "restore": round(done - unpacked, 2),
                              "total": round(done - started, 2)}
