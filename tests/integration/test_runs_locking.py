@@ -233,3 +233,46 @@ def test_a_run_killed_in_a_silent_task_ends_after_its_last_line(tmp_path):
         kill_all(processes_with(str(ws)))
     ended = datetime.fromisoformat(shown["ended"].replace("Z", "+00:00")).timestamp()
     assert shown["status"] == "interrupted" and ended >= seen - 0.01 and ended > last_line + 1, (shown, last_line, seen)
+
+
+STOPPABLE = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: record the step
+      ansible.builtin.shell: echo "{{ lookup('env', 'POLYCRATE_STEP') or 'none' }}" >> {{ workspace.root }}/order.txt
+    - name: a stop from here leaves nothing
+      ansible.builtin.set_fact:
+        polycrate_if_stopped: ""
+    - name: stop the web service
+      ansible.builtin.set_fact:
+        polycrate_if_stopped: {service: "web stopped on {{ inventory_hostname }}: start it with `systemctl start web`"}
+    - name: begin replacing the database
+      ansible.builtin.set_fact:
+        polycrate_if_stopped: "{{ polycrate_if_stopped | combine({'database': 'db half-replaced'}) }}"
+    - name: sleep long
+      ansible.builtin.command: sleep 300
+"""
+
+
+@pytest.mark.parametrize("how", ["sigterm", "timeout"])
+def test_a_stopped_step_says_what_the_playbook_said_a_stop_would_leave(ws, how):
+    """ansible-playbook runs no rescue or always after a stop, so a playbook says beforehand what a stop would
+    leave half-done, in the fact polycrate_if_stopped (a sentence, or a dict of them by topic): the stopped
+    step's message ends with the last word of each host, stopped by a signal or by the step's timeout. Before,
+    the record said 'interrupted (SIGTERM)' and nothing of a service left stopped."""
+    (ws / "blocks/b/sleep.yml").write_text(STOPPABLE)
+    if how == "timeout":
+        result = run_cli("workflows", "run", "timed", cwd=ws, timeout=120)
+        assert result.returncode == 1, result.output
+        said = "timed out after 3s"
+    else:
+        proc = start_cli("workflows", "run", "long", cwd=ws)
+        wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+        said = "interrupted (SIGTERM)"
+    step = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)["steps"][0]
+    assert step["message"] == (f"{said}: left web stopped on localhost: start it with `systemctl start web`; "
+                               "db half-replaced"), step

@@ -19,7 +19,7 @@ from polycrate.errors import interrupt_in
 from polycrate.run import failure as failure_text
 from polycrate.run.context import RunContext
 from polycrate.runtime.action import ActionRequest
-from polycrate.runtime.events import read_events
+from polycrate.runtime.events import if_stopped, read_events
 from polycrate.runtime.execute import run_action_process
 from polycrate.runtime.process import ActionTimedOut
 from polycrate.states import StepState
@@ -181,7 +181,7 @@ def run_attempt(run: RunContext, step: StepResult, request: ActionRequest, outpu
         step.hosts, _failure = read_events(events)
         stop = interrupt_in(exc)
         step.message = (run.interrupt_message(stop) if stop is not None
-                        else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}"))
+                        else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")) + left(run, events)
         raise
     step.hosts, failure = read_events(events)
     seen = failure_text.read_step_events(events)
@@ -194,8 +194,16 @@ def run_attempt(run: RunContext, step: StepResult, request: ActionRequest, outpu
     step.failed_task = failure["task"] if failure else None
     step.failed_host = failure["host"] if failure else None
     message = failure_message(step, request, output, failure, seen, timed_out, no_hosts)
-    step.message = message if timed_out else run.mask(message)
+    step.message = message + left(run, events) if timed_out else run.mask(message)
     return False
+
+
+def left(run: RunContext, events: Path) -> str:
+    """What the playbook said a stop at that moment would leave on each host (a service it stopped, a database
+    half-replaced: runtime/events.py if_stopped), for the message of a step that was stopped; "" when it said
+    nothing."""
+    said = if_stopped(events)
+    return run.mask(": left " + "; ".join(said)) if said else ""
 
 
 def failure_message(step: StepResult, request: ActionRequest, output: StepOutput, failure: dict[str, str] | None,

@@ -12,6 +12,10 @@ through ``ANSIBLE_CALLBACKS_ENABLED``) appends one JSON object a line to the fil
 - ``skipped``: ``play``, ``task``, ``action``, ``host``
 - ``no_hosts``: ``play``, ``pattern`` (a play whose hosts pattern matched no host; Ansible goes on)
 - ``stats`` (the play recap, last): ``hosts``: {host: {count: n for count in HOST_COUNTS}}
+- ``if_stopped``: ``host``, ``message``: what a stop from now on would leave on that host, as the playbook
+  says it by setting the fact ``polycrate_if_stopped`` (IF_STOPPED_FACT: a sentence, or a dict of them by topic,
+  joined with "; "; "" when a stop would leave nothing);
+  the record of a stopped step says the last one of each host (``if_stopped``)
 
 Script actions write to the same file (from their bash prelude, ``runtime/script.py``):
 
@@ -36,6 +40,9 @@ EVENTS_CALLBACK = "polycrate_events"  # the callback's name, for ANSIBLE_CALLBAC
 EVENTS_FILE_ENV = "POLYCRATE_EVENTS_FILE"
 HIDDEN = "the output has been hidden due to the fact that 'no_log: true' was specified for this result"
 MAX_MESSAGE = 2000
+# the fact a playbook sets to say what a stop from that moment on would leave on a host (a service it stopped
+# and has not started again, a database half-replaced): a stopped run's record says it
+IF_STOPPED_FACT = "polycrate_if_stopped"
 
 
 class EventKind(StrEnum):
@@ -48,6 +55,7 @@ class EventKind(StrEnum):
     SKIPPED = "skipped"
     NO_HOSTS = "no_hosts"
     STATS = "stats"
+    IF_STOPPED = "if_stopped"  # a task set IF_STOPPED_FACT: what a stop would leave on its host
     SCRIPT_FAILED = "script_failed"  # written by a script action's ERR trap
     SCRIPT_EXIT = "script_exit"  # written by a script action's EXIT trap
 
@@ -107,6 +115,24 @@ def read_events(path: Path) -> tuple[dict[str, dict[str, int]], dict[str, str] |
                     "message": event.get("message", "") or ("host unreachable" if kind == EventKind.UNREACHABLE else ""),
                 }
     return (hosts or tally), failure
+
+
+def if_stopped(path: Path) -> list[str]:
+    """What the playbook said a stop would leave (IF_STOPPED_FACT), the last word of each host that still has
+    one, in the order the hosts first said one: for the record of a step that was stopped."""
+    said: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the stop
+        if isinstance(event, dict) and event.get("event") == EventKind.IF_STOPPED:
+            said[str(event.get("host", ""))] = str(event.get("message") or "").strip()
+    return [message for message in said.values() if message]
 
 
 def no_hosts_message(play: str, pattern: str) -> str:

@@ -21,6 +21,7 @@ from polycrate.runtime.events import (
     EVENTS_CALLBACK,
     EVENTS_FILE_ENV,
     HIDDEN,
+    IF_STOPPED_FACT,
     MAX_MESSAGE,
     EventKind,
     event_line,
@@ -129,6 +130,14 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_ok(self, result):
         data = _result_data(result)
         self._emit(EventKind.OK, changed=bool(data.get("changed")), **self._task(result))
+        facts = data.get("ansible_facts")
+        if isinstance(facts, dict) and IF_STOPPED_FACT in facts and not _is_no_log(result, data):
+            # what a stop from now on would leave on this host, in the playbook's words (for a stopped run's record)
+            said = facts[IF_STOPPED_FACT]
+            if isinstance(said, dict):  # one sentence per topic (the service, the database: one host may have both)
+                said = "; ".join(str(text).strip() for text in said.values() if text and str(text).strip())
+            self._emit(EventKind.IF_STOPPED, host=self._task(result)["host"],
+                       message=(said if isinstance(said, str) else "")[:MAX_MESSAGE])
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._emit(EventKind.FAILED, ignore_errors=bool(ignore_errors), message=_message(result), **self._task(result))
