@@ -271,7 +271,10 @@ def test_a_stopped_step_says_what_the_playbook_said_a_stop_would_leave(ws, how):
         proc = start_cli("workflows", "run", "long", cwd=ws)
         wait_for(lambda: _sleeping(ws), what="the run to reach its sleep")
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 130
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        assert ("polycrate: step sleep stopped: left web stopped on localhost: start it with `systemctl start web`; "
+                "db half-replaced") in out + err  # at the terminal too
         said = "interrupted (SIGTERM)"
     step = json.loads(run_cli("runs", "show", "latest", "-o", "json", cwd=ws).stdout)["steps"][0]
     assert step["message"] == (f"{said}: left web stopped on localhost: start it with `systemctl start web`; "

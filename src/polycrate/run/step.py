@@ -180,8 +180,14 @@ def run_attempt(run: RunContext, step: StepResult, request: ActionRequest, outpu
         step.status = StepState.INTERRUPTED
         step.hosts, _failure = read_events(events)
         stop = interrupt_in(exc)
+        said = left(run, events)
         step.message = (run.interrupt_message(stop) if stop is not None
-                        else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")) + left(run, events)
+                        else run.mask(f"stopped by an error in polycrate: {type(exc).__name__}: {exc}")) + said
+        if said:  # at the terminal too, where the stop was asked for (the record has it in the step's message)
+            try:
+                run.reporter.notice(f"step {step.name} stopped{said}")
+            except Exception:
+                pass
         raise
     step.hosts, failure = read_events(events)
     seen = failure_text.read_step_events(events)
