@@ -619,3 +619,60 @@ def test_a_stopped_backup_stops_on_db01_too(env):
     finally:
         env.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {locker}")
     assert listing() == before and latest_archive(env) == latest
+
+
+
+@pytest.fixture
+def gated_backup(env):
+    with env.gated_backup() as rows:
+        yield rows
+
+
+def test_a_restore_stopped_during_pg_restore_leaves_the_old_database_and_says_acme_app_is_stopped(env, gated_backup):
+    """The restore is stopped (Ctrl-C: SIGINT) while pg_restore loads the side database on db01: acme-app was
+    stopped on app01 and nothing started it again (ansible-playbook ends at once). On db01 the module notices that
+    its run is gone and drops its side database: pg_restore does not go on once the gate opens, and acme_app is the
+    old database (the row written after the backup still there). The record says so, with the command that starts
+    acme-app again, not only 'interrupted (SIGINT)'."""
+    loading = ("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'acme\\_app\\_restoring\\_%' "
+               "AND query LIKE 'COPY public.gated%'")
+    out, shown = env.stop_restore(signal.SIGINT, lambda: env.superuser_sql(loading) == "1",
+                                  "pg_restore on db01 loading gated into the side database")
+    assert shown["status"] == "interrupted"
+    assert not env.app_running()
+    # the module on db01 undoes its part: no pg_restore, no side database, even once the gate opens
+    wait_for(lambda: env.db.exec("pgrep -x pg_restore").returncode == 1 and not env.side_databases(),
+             "the restore stopped on db01: no pg_restore, no side database")
+    env.db.exec(f"rm -f {env.GATE}", check=True)
+    assert not env.restore_module_running()
+    assert not env.side_databases()
+    assert env.psql(ROWS_SQL) == gated_backup  # the old database, with the row written after the backup
+    message = shown["steps"][0]["message"]
+    assert message.startswith("interrupted (SIGINT): left "), message
+    assert shown["message"] == message  # the run's (runs show, the web view's run page)
+    assert "polycrate: step restore stopped: left acme-app.service stopped on app01.acme-corp.com" in out, out[-3000:]
+    assert ("acme-app.service stopped on app01.acme-corp.com for the restore and not started again: start it there "
+            "with `systemctl start acme-app.service`") in message, message
+    assert "acme_app on db01.acme-corp.com was being replaced: it is the old database, as before the restore, or the " \
+           "restored one" in message, message
+    env.app.exec("systemctl start acme-app.service", check=True)  # what the record says to run
+    assert env.health()[0] == 200
+
+
+def test_a_restore_stopped_right_after_acme_app_was_stopped_says_so(env, gated_backup):
+    """The restore is stopped (SIGTERM: the web view's Stop, a schedule's timeout) as soon as acme-app is down on
+    app01. Its record says acme-app is left stopped there and how to start it, and what became of acme_app on db01;
+    acme_app is the old database (the restore could not have got further: the gate holds pg_restore), and no side
+    database is left once the module on db01 is gone."""
+    out, shown = env.stop_restore(signal.SIGTERM, lambda: not env.app_running(), "acme-app stopped on app01")
+    assert shown["status"] == "interrupted"
+    assert not env.app_running()
+    wait_for(lambda: not env.restore_module_running() and not env.side_databases(),
+             "the restore module gone from db01, no side database")
+    env.db.exec(f"rm -f {env.GATE}", check=True)
+    assert env.psql(ROWS_SQL) == gated_backup
+    message = shown["steps"][0]["message"]
+    assert message.startswith("interrupted (SIGTERM): left "), message
+    assert re.search(r"acme-app\.service (stopped on app01\.acme-corp\.com for the restore|on app01\.acme-corp\.com "
+                     r"may be stopped \(the restore was stopping it\)) and (was )?not started again: start it there "
+                     r"with `systemctl start acme-app\.service`", message), message

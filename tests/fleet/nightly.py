@@ -16,6 +16,8 @@ Used by the e2e tests, the demo and the benchmarks.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -35,6 +37,7 @@ BLOCK_DIR = "blocks/registry.acme-corp.com/acme/infra/linux-maintenance"
 DB_HOST, APP_HOST = HOSTS = ("db01.acme-corp.com", "app01.acme-corp.com")
 TOPOLOGIES = ("two-hosts", "single")
 HOST_KINDS = ("systemd", "sysv")
+ITEMS_SQL = "SELECT coalesce(string_agg(id || ':' || v, ',' ORDER BY id), '') FROM items"
 
 
 class NightlyEnv:
@@ -119,6 +122,89 @@ class NightlyEnv:
         full.update(env or {})
         return subprocess.run([sys.executable, "-m", "polycrate", *args], cwd=self.root, env=full,
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    # --- a restore stopped half-way --------------------------------------------------------
+    GATE = "/var/lib/postgresql/restore-gate"  # while it exists, a COPY into gated waits (its CHECK calls gate())
+
+    @contextlib.contextmanager
+    def gated_backup(self):
+        """A backup whose table gated has a row and a CHECK that waits while GATE exists on the db host: a restore
+        of it waits in pg_restore (its COPY into gated) until GATE is removed, so a test can stop it there, before
+        the application is started again. Then a row written after the backup (items 8100): the old database has
+        it, the restored one not. Yields the old database's items (id:v,...); leaves no gate, table or side
+        database, the application started and a backup without gated."""
+        self.psql("CREATE FUNCTION gate() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN WHILE "
+                  f"(pg_stat_file('{self.GATE}', true)).size IS NOT NULL LOOP PERFORM pg_sleep(0.1); END LOOP; "
+                  "RETURN true; END $$")
+        self.psql("CREATE TABLE gated (id int CHECK (gate()))")
+        self.superuser_sql("INSERT INTO gated VALUES (1)", database=self.db.pg_database)  # gate() reads a file
+        try:
+            backup = self.polycrate("run", "linux-maintenance", "backup")
+            assert backup.returncode == 0, backup.stdout[-2000:]
+            self.psql("INSERT INTO items VALUES (8100, 'written after the backup')")
+            self.db.exec(f"touch {self.GATE}", check=True)
+            yield self.psql(ITEMS_SQL)
+        finally:
+            self.db.exec(f"rm -f {self.GATE}")
+            self.app.exec(self.start_command())
+            from tests.helpers import wait_for
+
+            wait_for(lambda: not self.restore_module_running(), "the restore module gone from the db host")
+            for side in filter(None, self.side_databases().split(",")):
+                self.superuser_sql(f'DROP DATABASE "{side}" WITH (FORCE)')
+            self.psql("DELETE FROM items WHERE id = 8100")
+            self.psql("DROP TABLE IF EXISTS gated")
+            self.psql("DROP FUNCTION IF EXISTS gate()")
+            assert self.polycrate("run", "linux-maintenance", "backup").returncode == 0
+
+    def start_command(self) -> str:
+        """What starts acme-app on the app host (what a stopped restore's record tells the admin to run)."""
+        return "systemctl start acme-app.service" if self.hosts == "systemd" else "/etc/init.d/acme-app start"
+
+    def app_running(self) -> bool:
+        if self.hosts == "systemd":
+            return self.app.exec("systemctl is-active --quiet acme-app.service").returncode == 0
+        return self.app.exec(["/etc/init.d/acme-app", "status"]).returncode == 0
+
+    def stop_restore(self, sig: int, when, marker: str) -> tuple[str, dict]:
+        """`polycrate run linux-maintenance restore --force`, stopped with `sig` (as Ctrl-C, the web view's Stop or a
+        timeout stop it: sent to the polycrate process) once `when()` is true; its output and its record (runs
+        show -o json)."""
+        from tests.helpers import wait_for
+
+        run = subprocess.Popen([sys.executable, "-m", "polycrate", "run", "linux-maintenance", "restore", "--force"],
+                               cwd=self.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: when() or run.poll() is not None, marker)
+            assert run.poll() is None, run.communicate()[0][-3000:]
+            run.send_signal(sig)
+            out = run.communicate(timeout=300)[0]
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        assert run.returncode != 0, out[-3000:]
+        run_id = re.search(r"run (\d{8}-\d{6}-[0-9a-f]+) interrupted", out)
+        assert run_id, out[-3000:]
+        return out, json.loads(self.polycrate("runs", "show", run_id.group(1), "-o", "json").stdout)
+
+    def superuser_sql(self, sql: str, database: str = "postgres") -> str:
+        """SQL as postgres on the db host (sees every session's query, and the side databases)."""
+        res = self.db.exec(["runuser", "-u", "postgres", "--", "psql", "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-p",
+                            str(self.db.pg_port), "-d", database, "-c", sql])
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    def side_databases(self) -> str:
+        """The restore's side databases on the db host, comma-separated ("" when none)."""
+        return self.superuser_sql("SELECT string_agg(datname, ',') FROM pg_database "
+                                  "WHERE datname LIKE 'acme\\_app\\_restoring\\_%'")
+
+    def restore_module_running(self) -> bool:
+        """A module of the block still runs on the db host (pipelined: python3 under the become shell, which its
+        marker names; [S]: not the shell that runs pgrep)."""
+        return self.db.exec("pgrep -f 'BECOME-SUCCES[S]'").returncode == 0
 
     # --- looking at the host ------------------------------------------------------------
     def psql(self, sql: str) -> str:

@@ -20,7 +20,8 @@ description:
   - "With O(jobs) above 1 the dump is first written into a private work folder (in O(work_dir)) and verified; only
     then (and once C(pg_restore -l) could read it as O(os_user), and an empty database owned by O(owner) could be
     created beside the old one) is the old database dropped, the empty one renamed to its name and loaded with
-    C(pg_restore -j) O(jobs). A failure from then on leaves the database partly restored. Worth it on a host with
+    C(pg_restore -j) O(jobs). A failure from then on leaves the database partly restored; a stop (SIGTERM, the run
+    stopped: its SSH session gone) from then on waits until C(pg_restore) has loaded it to its end. Worth it on a host with
     many cores and many large tables. The work folder is removed whatever happens."
   - "Room first: with O(jobs=1) the filesystem of PostgreSQL's data directory must have room for another copy of
     O(database) (its size and a tenth), above 1 the work folder's for the dump (the size the sidecar manifest gives).
