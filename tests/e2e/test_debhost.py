@@ -376,3 +376,53 @@ def test_the_block_updates_and_rolls_back_through_sysv_init_scripts(tmp_path):
         assert "acme-app healthy again: yes" in out and "acme-app 1.2.0 -> 1.1.0" in out, out[-3000:]
         assert env.app.installed_version() == "1.1.0" and env.health()[0] == 200
         assert env.psql("SELECT v FROM items WHERE id = 1") == "kept"
+
+
+def test_the_restore_stops_and_starts_acme_app_through_its_sysv_init_script(tmp_path):
+    """The standalone restore on hosts without systemd: acme-app is stopped through ansible.builtin.service (its
+    /etc/init.d script) once the checks passed, the database restored, acme-app started again the same way and
+    answering on the restored data. A restore stopped (SIGTERM) once acme-app is down leaves the old database and
+    no side database, and its record tells the admin to run /etc/init.d/acme-app start there, which works."""
+    import re
+    import signal
+
+    from tests.fleet.nightly import ITEMS_SQL, NightlyEnv
+    from tests.helpers import wait_for
+
+    with NightlyEnv(tmp_path, hosts="sysv") as env:
+        env.psql("CREATE TABLE items (id int PRIMARY KEY, v text)")
+        env.psql("INSERT INTO items VALUES (1, 'kept')")
+        env.app.publish("1.1.0")
+        first = env.polycrate("workflows", "run", "nightly-maintenance")  # installs and starts acme-app 1.1.0
+        assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
+        env.psql("INSERT INTO items VALUES (2, 'written after the backup')")
+
+        def running() -> bool:
+            return env.app.exec(["/etc/init.d/acme-app", "status"]).returncode == 0
+
+        assert running() and env.health()[0] == 200
+        result = env.polycrate("run", "linux-maintenance", "restore", "--force")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out[-5000:]
+        assert "changed: [app01.acme-corp.com]" in _task_output(out, "Stop application service for the restore (SysV init script)")
+        assert "skipping: [app01.acme-corp.com]" in _task_output(out, "Stop application service for the restore (systemd)")
+        assert "changed: [app01.acme-corp.com]" in _task_output(out, "Start application service after the restore (SysV init script)")
+        assert re.search(r"Restored acme_app from /var/backups/acme-db/acme_app-\d{8}T\d{6}Z\.tar\.gz \(taken [^)]+\)\. "
+                         r"acme-app\.service started again on app01\.acme-corp\.com, healthy: yes\.", out), out[-3000:]
+        assert running() and env.health()[0] == 200
+        assert env.psql("SELECT string_agg(v, ',' ORDER BY id) FROM items") == "kept"  # the backup's rows
+
+        with env.gated_backup() as rows:
+            _out, shown = env.stop_restore(signal.SIGTERM, lambda: not running(), "acme-app stopped on app01")
+            assert shown["status"] == "interrupted" and not running()
+            wait_for(lambda: not env.restore_module_running() and not env.side_databases(),
+                     "the restore module gone from db01, no side database")
+            env.db.exec(f"rm -f {env.GATE}", check=True)
+            assert env.psql(ITEMS_SQL) == rows  # the old database
+            message = shown["steps"][0]["message"]
+            assert re.search(r"^interrupted \(SIGTERM\): left acme-app\.service (stopped on app01\.acme-corp\.com "
+                             r"for the restore|on app01\.acme-corp\.com may be stopped \(the restore was stopping it\)) "
+                             r"and (was )?not started again: start it there with `/etc/init\.d/acme-app start`",
+                             message), message
+            env.app.exec("/etc/init.d/acme-app start", check=True)
+            assert running() and env.health()[0] == 200
