@@ -505,6 +505,47 @@ def test_backup_with_the_rclone_config_from_encrypted_workspace_secrets(env):
         env.reset_workspace()
 
 
+def test_a_backup_stopped_while_it_holds_the_secret_rclone_conf_says_where_it_left_it(env):
+    """The rclone.conf from the workspace secrets is copied to the db host for the play and removed at its end, in
+    an `always` that a stop never reaches (ansible-playbook ends at once). A backup stopped while pg_dump waits for
+    a lock says in its record where the credentials were left and how to remove them; never their content."""
+    from tests.fleet.s3 import SECRET_KEY
+
+    out = subprocess.run(["age-keygen"], capture_output=True, text=True, check=True).stdout
+    key = {"WORKSPACE_ENCRYPTION_KEY": next(line for line in out.splitlines() if line.startswith("AGE-SECRET-KEY-"))}
+    (env.root / "artifacts" / "secrets" / "rclone.conf").write_text(env.s3.rclone_conf())
+    assert env.polycrate("workspace", "encrypt", env=key).returncode == 0
+    env.db.exec("rm -f /root/.config/rclone/rclone.conf", check=True)  # only the workspace secret is left
+    # a session that holds items: pg_dump waits for it (--lock-wait-timeout is minutes)
+    env.db.exec(f"nohup runuser -u postgres -- psql -X -q -p {env.db.pg_port} -d acme_app -c "
+                "'BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(900)' >/dev/null 2>&1 &", check=True)
+    waiting = "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = 'acme_app' AND wait_event_type = 'Lock'"
+    try:
+        out, shown = env.stop_restore(signal.SIGTERM, lambda: env.superuser_sql(waiting) == "t",
+                                      "pg_dump on db01 waiting for its lock", action=("backup",), env=key)
+        assert shown["status"] == "interrupted"
+        message = shown["steps"][0]["message"]
+        assert message.startswith("interrupted (SIGTERM): left "), message
+        assert ("the remote's credentials (rclone.conf from the workspace secrets) in /var/backups/acme-db/.rclone.conf"
+                " on db01.acme-corp.com until this block's next backup, restore or listing there: remove it with "
+                "`rm -f /var/backups/acme-db/.rclone.conf`") in message, message
+        assert shown["message"] == message
+        assert SECRET_KEY not in out + json.dumps(shown)
+        assert env.db.exec("test -e /var/backups/acme-db/.rclone.conf").returncode == 0  # as the record says
+        # the next backup takes the copy again and removes it at its end
+        env.superuser_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(900)%'"
+                          " AND pid <> pg_backend_pid()")
+        result = env.polycrate("run", "linux-maintenance", "backup", env=key)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert env.db.exec("test -e /var/backups/acme-db/.rclone.conf").returncode != 0
+    finally:
+        env.superuser_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(900)%'"
+                          " AND pid <> pg_backend_pid()")
+        env.db.exec("mkdir -p /root/.config/rclone && cat > /root/.config/rclone/rclone.conf && chmod 600 "
+                    "/root/.config/rclone/rclone.conf", input=env.s3.rclone_conf(), check=True)
+        env.reset_workspace()
+
+
 def test_retention_keeps_the_newest_archives_locally_and_remotely(env):
     env.set_config(keep_local=2, keep_remote=2)
     try:

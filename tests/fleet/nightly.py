@@ -166,15 +166,16 @@ class NightlyEnv:
             return self.app.exec("systemctl is-active --quiet acme-app.service").returncode == 0
         return self.app.exec(["/etc/init.d/acme-app", "status"]).returncode == 0
 
-    def stop_restore(self, sig: int, when, marker: str) -> tuple[str, dict]:
-        """`polycrate run linux-maintenance restore --force`, stopped with `sig` (as Ctrl-C, the web view's Stop or a
-        timeout stop it: sent to the polycrate process) once `when()` is true; its output and its record (runs
-        show -o json)."""
+    def stop_restore(self, sig: int, when, marker: str, action: tuple[str, ...] = ("restore", "--force"),
+                     env: dict | None = None) -> tuple[str, dict]:
+        """`polycrate run linux-maintenance restore --force` (or another `action`), stopped with `sig` (as Ctrl-C,
+        the web view's Stop or a timeout stop it: sent to the polycrate process) once `when()` is true; its output
+        and its record (runs show -o json)."""
         from tests.helpers import wait_for
 
-        run = subprocess.Popen([sys.executable, "-m", "polycrate", "run", "linux-maintenance", "restore", "--force"],
+        run = subprocess.Popen([sys.executable, "-m", "polycrate", "run", "linux-maintenance", *action],
                                cwd=self.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
         try:
             wait_for(lambda: when() or run.poll() is not None, marker)
             assert run.poll() is None, run.communicate()[0][-3000:]
