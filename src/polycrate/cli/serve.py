@@ -37,6 +37,9 @@ def register(sub, shared) -> None:
     p.add_argument("--schedule-dest", metavar="DIR", action="append", default=[],
                    help="where `schedules apply` installs (repeatable; default /etc/systemd/system and /etc/cron.d):"
                         " the schedules page says whether each schedule is applied")
+    p.add_argument("--keep-launch-secrets", metavar="SPAN", default="7d",
+                   help="how long a web launch's secret values are kept, sealed to this server's key, for a relaunch"
+                        " or a resume (a time span: 7d, 12h, 0; default 7d); after it they are asked for again")
     _state_option(p)
     p.set_defaults(func=cmd_serve)
 
@@ -191,6 +194,12 @@ def cmd_serve(args) -> int:
     if bool(args.certfile) != bool(args.keyfile):
         raise PolycrateError("--certfile and --keyfile go together")
     tls = bool(args.certfile)
+    from polycrate.timespec.times import ScheduleError, parse_timespan
+
+    try:
+        keep_secrets = parse_timespan(args.keep_launch_secrets)
+    except ScheduleError as exc:
+        raise PolycrateError(f"--keep-launch-secrets: {exc}") from None
     for f in (args.certfile, args.keyfile):
         if f and not Path(f).is_file():
             raise PolycrateError(f"no such file: {f}")
@@ -222,7 +231,14 @@ def cmd_serve(args) -> int:
     settings = Settings(sources=sources, state_dir=state_dir, tls=tls, behind_proxy=args.behind_proxy,
                         allowed_hosts=allowed, proxies=proxies,
                         backend=backend_setting(),
-                        schedule_dests=tuple(Path(d) for d in args.schedule_dest) or None)
+                        schedule_dests=tuple(Path(d) for d in args.schedule_dest) or None,
+                        keep_launch_secrets=keep_secrets)
+    from polycrate.server.launch_files import LaunchFiles
+
+    sealed = LaunchFiles(state_dir, keep_secrets).migrate()
+    if sealed:
+        print(f"polycrate serve: sealed {sealed} plaintext secret launch values file(s) an older version left in "
+              f"{state_dir / 'launches'} (and removed them)", file=sys.stderr, flush=True)
     app = create_app(settings)
     scheme = "https" if tls else "http"
     sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log

@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -42,6 +43,7 @@ from polycrate.server.catalog import Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
 from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
                                      launch, parse_launch, prompts_of, sealed_of, stop, stop_launched)
+from polycrate.server.launch_files import DEFAULT_KEEP_SECRETS, SWEEP_SECONDS, LaunchFiles, SecretsGone
 from polycrate.server.state import NO_ROLE, Principal, bounded
 from polycrate.server.state_backends import open_state
 
@@ -69,6 +71,7 @@ class Settings:
     body_limit: int = BODY_LIMIT
     backend: str | None = None  # team mode: the PostgreSQL DSN runs are read from (cli/ reads the user's setting)
     schedule_dests: tuple[Path, ...] | None = None  # where schedules are installed (None: systemd's and cron's)
+    keep_launch_secrets: int = DEFAULT_KEEP_SECRETS  # seconds a launch's sealed secret values are kept (relaunch)
 
 
 class HTTPError(Exception):
@@ -128,6 +131,8 @@ class Web:
         self.state = open_state(settings.state_dir, settings.backend)
         self.catalog = Catalog(settings.sources, backend=settings.backend, schedule_dests=settings.schedule_dests)
         self.templates = _templates()
+        self.files = LaunchFiles(settings.state_dir, settings.keep_launch_secrets)
+        self._sweeping = threading.Lock()
 
     # --- who is asking ---------------------------------------------------------------------
 
@@ -783,6 +788,31 @@ class Web:
 
     # --- launch and stop -------------------------------------------------------------------
 
+    def launch_state(self, run_id: str) -> str:
+        """For the sweep of launch files (launch_files.LaunchFiles.sweep): whether launch ``run_id``'s values may
+        be in use ("running": its workflow's lock is held; a child of this server is never swept), its run is
+        recorded ("ended"), or no longer ("pruned"); "unknown": this server has no record of the launch."""
+        from polycrate.history.locking import is_held, lock_path
+
+        record = self.state.launch_of(run_id)
+        if record is None:
+            return "unknown"
+        try:
+            entry = self.catalog.entry(record["workspace"])
+        except NotFoundError:
+            return "unknown"
+        block, _, action = str(record["workflow"]).partition(" ")
+        key = f"action-{block}-{action}" if action else f"workflow-{block}"
+        if is_held(lock_path(entry.root, key)):
+            return "running"
+        with self.catalog.store(entry) as store:
+            return "ended" if store.find_run(run_id) is not None else "pruned"
+
+    def sweep_launches(self) -> dict[str, int]:
+        """Remove the launch files that outlived their use (launch_files.py says which); one sweep at a time."""
+        with self._sweeping:
+            return self.files.sweep(self.launch_state)
+
     @contextmanager
     def _refusal_audited(self, request: Request, action: str, target: str, detail: dict | None = None
                          ) -> Iterator[None]:
@@ -818,9 +848,8 @@ class Web:
                 launched = enqueue_launch(self.settings.backend, entry.root, entry.name, name, workflow.queue, options,
                                           launched_by=f"web:{who.label}")
             else:
-                launched = launch(entry.root, name, options, launched_by=f"web:{who.label}",
-                                  output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
-                                  workspace=entry.name)
+                launched = launch(entry.root, name, options, launched_by=f"web:{who.label}", files=self.files,
+                                  backend=self.settings.backend, workspace=entry.name, ended=self.sweep_launches)
         request.state.queued = launched.queued  # team mode: no worker has taken it yet (the API answers so)
         self.state.record_launch(launched.run_id, who.label, key, name, options.audit(), options.replay(),
                                  str(launched.secrets_file) if launched.secrets_file else None)
@@ -852,9 +881,9 @@ class Web:
             if asks and not confirmed:
                 raise HTTPError(422, f"action '{block} {action}' asks for confirmation: confirm to launch it",
                                 {"prompts": asks})
-            launched = launch(entry.root, block, options, launched_by=f"web:{who.label}",
-                              output_dir=self.settings.state_dir / "launches", backend=self.settings.backend,
-                              workspace=entry.name, action=action)
+            launched = launch(entry.root, block, options, launched_by=f"web:{who.label}", files=self.files,
+                              backend=self.settings.backend, workspace=entry.name, action=action,
+                              ended=self.sweep_launches)
         self.state.record_launch(launched.run_id, who.label, key, f"{block} {action}", options.audit(),
                                  options.replay(), None)
         self.state.audit(who.label, "launch-action", target, "ok", self.client(request),
@@ -1007,7 +1036,11 @@ class Web:
             raise HTTPError(409, f"run {run.id} is still running")
         record = self.state.launch_of(run.id)
         if record is not None:
-            options = LaunchOptions.from_replay(record["options"], record["vars_file"])
+            try:
+                secret = self.files.recorded_secrets(record["vars_file"])
+            except SecretsGone as exc:
+                raise HTTPError(409, f"{exc.message}: launch the workflow from its page, giving them again") from None
+            options = LaunchOptions.from_replay(record["options"], secret)
             if self.settings.backend and run.kind == "workflow":  # its secrets as its launch sealed them, unopened
                 options = replace(options, sealed=sealed_of(self.settings.backend, entry.name, run.id))
         else:  # launched at the terminal: what its record holds, never its extra vars (not ours to show or reuse)
@@ -1601,8 +1634,19 @@ async def _plain(send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _sweeper(web: Web) -> None:
+    """The launch files' sweep on the server's start and every SWEEP_SECONDS (also after each launched run)."""
+    while True:
+        try:
+            web.sweep_launches()
+        except Exception:  # housekeeping: the next sweep does it
+            pass
+        time.sleep(SWEEP_SECONDS)
+
+
 def create_app(settings: Settings):
     web = Web(settings)
+    threading.Thread(target=_sweeper, args=(web,), name="launch-files", daemon=True).start()
     app = Starlette(routes=web.routes(), exception_handlers={StarletteHTTPException: web.unrouted})
     app.router.redirect_slashes = False  # SlashRedirect does it without echoing Host
     app.state.web = web

@@ -32,7 +32,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
 from polycrate.history import RunRecord, new_run_id
@@ -40,6 +41,9 @@ from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder
 from polycrate.runtime.ansible_options import (HOST_PATTERN_MAX, SECRET_FILE_HEAD, AnsibleOptions, as_unsafe,
                                                check_host_pattern, dump_unsafe_yaml)
 from polycrate.states import RunState
+
+if TYPE_CHECKING:
+    from polycrate.server.launch_files import LaunchFiles
 
 
 class LaunchRefused(PolycrateError):
@@ -82,26 +86,18 @@ class LaunchOptions:
                                for k, v in sorted((self.variables | dict.fromkeys(self.sealed)).items())}}
 
     def replay(self) -> dict[str, Any]:
-        """What a relaunch needs besides the secrets (which stay in the launch's .secret.yml): kept in the
+        """What a relaunch needs besides the secrets (which stay sealed, server/launch_files.py): kept in the
         server's own state (0600), never shown."""
         return {"check": self.check, "step": self.step, "limit": self.limit, "tags": list(self.tags),
                 "extra_vars": self.extra_vars,
                 "variables": {k: v for k, v in self.variables.items() if k not in self.secret_names}}
 
     @classmethod
-    def from_replay(cls, data: dict[str, Any], secrets_file: str | None) -> LaunchOptions:
-        """The options of an earlier launch, its secret values read back from its .secret.yml."""
-        from polycrate.runtime.ansible_options import _load_file
-
-        secret: dict[str, Any] = {}
-        if secrets_file:
-            try:
-                secret = {k: str(v) for k, v in _load_file(Path(secrets_file)).items()}
-            except PolycrateError:
-                raise LaunchRefused("the launch's secret values are gone: launch it anew", 409) from None
+    def from_replay(cls, data: dict[str, Any], secret: dict[str, Any]) -> LaunchOptions:
+        """The options of an earlier launch, with its secret values (launch_files.LaunchFiles.recorded_secrets)."""
         return cls(check=bool(data.get("check")), step=data.get("step"), limit=data.get("limit"),
                    tags=tuple(data.get("tags") or ()), extra_vars=dict(data.get("extra_vars") or {}),
-                   variables=dict(data.get("variables") or {}) | secret)
+                   variables=dict(data.get("variables") or {}) | {k: str(v) for k, v in secret.items()})
 
     def plain_values(self) -> dict[str, Any]:
         return self.extra_vars | {k: v for k, v in self.variables.items() if k not in self.secret_names}
@@ -341,7 +337,8 @@ def command(root: Path, workflow: str, options: LaunchOptions, vars_file: Path |
 def write_vars_file(path: Path, values: dict[str, Any], *, secret: bool = False) -> Path:
     """The launch's values as YAML, every text tagged `!unsafe`: Ansible takes them as data, never templates
     them. The file (0600, in the server's 0700 state folder) is the server's, never the operator's to name.
-    A file of secret values starts with SECRET_FILE_HEAD: the run masks each of its values."""
+    A file of secret values starts with SECRET_FILE_HEAD: the run masks each of its values (the server's own
+    secret values are sealed at rest instead: launch_files.py)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write((SECRET_FILE_HEAD if secret else "") + dump_unsafe_yaml(as_unsafe(values)))
@@ -354,15 +351,46 @@ class Launched:
     pid: int | None  # the server's child; None: launched through the queue (a worker runs it)
     output: Path | None
     vars_file: Path | None = None
-    secrets_file: Path | None = None
+    secrets_file: Path | None = None  # sealed (launch_files.py); the run reads them opened, while it runs
     queued: bool = False  # team mode: no worker has opened its record yet
 
 
-def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, output_dir: Path,
+def _resumed_extra_vars(root: Path, workflow: str, backend: str | None, workspace: str | None) -> list[str]:
+    """The --extra-vars a --resume of ``workflow`` reuses: those of the run it resumes, by run/opening.py's rule
+    (the latest full run, failed, interrupted or lost); [] when there is none to resume (the run says so)."""
+    from polycrate.history import open_store
+
+    store = open_store(root, backend=backend, workspace=workspace, reconcile=False)
+    try:
+        previous = store.latest_full_run(workflow)
+    finally:
+        store.close()
+    if previous is None or previous.status not in (RunState.FAILED, RunState.INTERRUPTED, RunState.LOST):
+        return []
+    return list(AnsibleOptions.from_record(dict(previous.ansible_options)).extra_vars)
+
+
+def _reap(proc: subprocess.Popen, files: LaunchFiles, users: list[str], opened: list[Path],
+          ended: Callable[[], object] | None) -> None:
+    """Wait for the child (no zombie while we live), then remove the plaintext values it used, and sweep."""
+    proc.wait()
+    files.finish(users, opened)
+    if ended is not None:
+        try:
+            ended()
+        except Exception:  # housekeeping: the next sweep does it
+            pass
+
+
+def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: str, files: LaunchFiles,
            wait_seconds: float = 20.0, backend: str | None = None, workspace: str | None = None,
-           action: str | None = None) -> Launched:
+           action: str | None = None, ended: Callable[[], object] | None = None) -> Launched:
     """Start the run; return once it is recorded in the store (or raise why it did not start).
-    With `action`, one action of a block: `workflow` is then the block's name."""
+    With `action`, one action of a block: `workflow` is then the block's name. Its files are ``files``'s: secret
+    values sealed at rest, opened only while the run runs (a resume's too: those of the run it resumes); ``ended``
+    is called once the child has ended."""
+    from polycrate.server.launch_files import SecretsGone
+
     if options.resume and options.step:
         raise LaunchRefused("resume and one step do not combine: resume picks the steps itself")
     if action is not None and (options.resume or options.step):
@@ -378,20 +406,38 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         raise LaunchRefused(
             f"{what} is already running ({holder.describe() if holder else 'holder unknown'})", 409)
     run_id = new_run_id()
+    output_dir = files.folder
     output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     output = output_dir / f"{run_id}.out"
     plain, secret = options.plain_values(), options.secret_values()
-    vars_file = write_vars_file(output_dir / f"{run_id}.vars.yml", plain) if plain else None
-    secrets_file = write_vars_file(output_dir / f"{run_id}.secret.yml", secret, secret=True) if secret else None
-    argv = command(root, workflow, options, vars_file, secrets_file, action)
-    argv += ["--run-id", run_id, "--launched-by", launched_by]
-    env = dict(os.environ)
-    for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
-        env.pop(key, None)
-    with open(output, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    threading.Thread(target=proc.wait, name=f"reap-{run_id}", daemon=True).start()  # no zombie while we live
+    opened: list[Path] = []
+    users = files.hold(run_id)  # the sweep leaves this launch's files, and those it reopens, to its end
+    try:
+        if options.resume:
+            opened += files.reopen(_resumed_extra_vars(root, workflow, backend, workspace), users)
+        vars_file = write_vars_file(output_dir / f"{run_id}.vars.yml", plain) if plain else None
+        secrets_file = files.write_secrets(run_id, secret) if secret else None
+        if secrets_file is not None:
+            opened.append(secrets_file)
+        argv = command(root, workflow, options, vars_file, secrets_file, action)
+        argv += ["--run-id", run_id, "--launched-by", launched_by]
+        env = dict(os.environ)
+        for key in ("POLYCRATE_WORKFLOW", "POLYCRATE_STEP"):
+            env.pop(key, None)
+        with open(output, "wb") as out:
+            proc = subprocess.Popen(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    except SecretsGone as exc:
+        files.finish(users, opened)
+        files.discard(run_id)
+        raise LaunchRefused(f"the run did not start: {exc.message}; launch without resume, giving them again",
+                            409) from None
+    except BaseException:
+        files.finish(users, opened)
+        files.discard(run_id)
+        raise
+    threading.Thread(target=_reap, args=(proc, files, users, opened, ended), name=f"reap-{run_id}", daemon=True).start()
+    sealed = files.sealed_path(run_id) if secrets_file is not None else None
     deadline = time.monotonic() + wait_seconds
     from polycrate.history import open_store
 
@@ -402,17 +448,18 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         finally:
             store.close()
         if row is not None:
-            return Launched(run_id, proc.pid, output, vars_file, secrets_file)
+            return Launched(run_id, proc.pid, output, vars_file, sealed)
         code = proc.poll()
         if code is not None:
             text = output.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            files.discard(run_id)  # no record, no relaunch: nothing of it is kept
             reason = next((line for line in reversed(text) if line.startswith("polycrate: error: ")), None)
             reason = (reason or (text[-1] if text else f"exit {code}")).removeprefix("polycrate: error: ")
             status = {EXIT_LOCKED: 409, EXIT_BAD_INPUT: 400}.get(code, 500 if code != 1 else 409)
             raise LaunchRefused(f"the run did not start: {reason}", status)
         time.sleep(0.1)
     # started but slow to record (a big block pull): 202 all the same
-    return Launched(run_id, proc.pid, output, vars_file, secrets_file)
+    return Launched(run_id, proc.pid, output, vars_file, sealed)
 
 
 def enqueue_launch(dsn: str, root: Path, workspace: str, workflow: str, queue: str, options: LaunchOptions, *,
