@@ -84,3 +84,17 @@ def test_plaintext_of_an_older_version_is_sealed_and_removed(files):
     assert files.migrate() == 1 and not old.exists()
     assert files.recorded_secrets(str(old)) == {"password": "older"}  # its launch record names the old file
     assert files.sweep(lambda _: "ended", now=time.time() + 51)["sealed"] == 1  # the bound counts from the launch
+
+
+def test_a_private_folder_that_is_not_the_servers_own_is_refused(files, tmp_path):
+    from polycrate.errors import PolycrateError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    files.opened_folder().symlink_to(elsewhere)
+    try:
+        with pytest.raises(PolycrateError, match="exists and is not a folder of this user's: remove it"):
+            files.write_secrets(RUN, {"password": "never-written"})
+        assert os.listdir(elsewhere) == []
+    finally:
+        files.opened_folder().unlink()

@@ -432,6 +432,14 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
         files.discard(run_id)
         raise LaunchRefused(f"the run did not start: {exc.message}; launch without resume, giving them again",
                             409) from None
+    except LaunchRefused:
+        files.finish(users, opened)
+        files.discard(run_id)
+        raise
+    except PolycrateError as exc:  # the server's key or private folder (one line, never a traceback)
+        files.finish(users, opened)
+        files.discard(run_id)
+        raise LaunchRefused(f"the run did not start: {exc.message}", 409) from None
     except BaseException:
         files.finish(users, opened)
         files.discard(run_id)

@@ -124,13 +124,10 @@ class LaunchFiles:
         from polycrate.secrets.keys import Keyring, generate_identity
 
         key = self._key()
-        if not key.exists():
-            try:
+        with self._guard:  # two first launches at once make one key
+            if not key.exists():
                 return generate_identity(key)
-            except PolycrateError:
-                if not key.exists():
-                    raise  # (another process made it meanwhile: read it)
-        return Keyring(key, environ={}).recipients()[0]
+            return Keyring(key, environ={}).recipients()[0]
 
     # --- writing and opening ------------------------------------------------------------------
 
