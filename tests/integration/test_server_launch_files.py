@@ -30,12 +30,23 @@ ROLLOUT = """
     steps:
       - {name: before, block: sh, action: keep}
       - {name: gate, block: sh, action: fixable}
+  - name: held
+    description: waits to be released, then keeps its values
+    launch:
+      variables:
+        - {name: password, type: secret, required: true}
+    steps:
+      - {name: wait, block: sh, action: waits}
+      - {name: after, block: sh, action: keep}
 """
 
 ACTIONS = """
   - name: keep
     script:
       - 'printf "%s\\n" "$POLYCRATE_EXTRA_VARS" >> "$POLYCRATE_WORKSPACE/../witness-$(basename "$POLYCRATE_WORKSPACE").jsonl"'
+  - name: waits
+    script:
+      - 'while [ ! -e "$POLYCRATE_WORKSPACE/release" ]; do sleep 0.1; done'
   - name: fixable
     script:
       - 'test ! -e "$POLYCRATE_WORKSPACE/broken"'
@@ -75,10 +86,11 @@ def holding(text: str, *folders: Path) -> list[str]:
     return found
 
 
-def opened_folders() -> list[Path]:
-    """The server's private folders of opened values (this version), and the system's temporary folder."""
-    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path("/tmp")
-    return list(base.glob(f"polycrate-launch-{os.getuid()}-*"))
+def opened_folder(served) -> Path:
+    """The server's private folder of opened values (/dev/shm/polycrate-launch-UID-...; none before this)."""
+    from polycrate.server.launch_files import LaunchFiles
+
+    return LaunchFiles(served.state).opened_folder()
 
 
 def launch(client, ws: str, values: dict, **more) -> dict:
@@ -93,7 +105,7 @@ def run_files(state: Path, run_id: str) -> list[str]:
 
 def no_plaintext_left(served, secret: str) -> list[str]:
     """Once the run's process has ended (its record says so a moment before): no file holds the secret."""
-    folders = [served.state, *served.workspaces, *opened_folders()]
+    folders = [served.state, *served.workspaces, opened_folder(served)]
     wait_for(lambda: not holding(secret, *folders), "the secret's plaintext to go")
     return holding(secret, *folders)
 
@@ -107,6 +119,7 @@ def test_after_a_run_no_file_holds_a_secret_launch_value_and_a_relaunch_still_ge
     assert first["status"] == "succeeded", first
     assert witnessed(ws)[-1] == {"note": "one", "password": PASSWORD}  # the run saw it
     assert no_plaintext_left(served, PASSWORD) == []
+    wait_for(lambda: not opened_folder(served).exists(), "the server's private folder to go once empty")
     assert (served.state / "launches" / f"{first['run_id']}.secret.age").is_file()  # sealed, for a relaunch
     assert oct((served.state / "launch-key.txt").stat().st_mode & 0o777) == "0o600"
     # a relaunch within the bound gets the value (the run sees it; nobody is shown it)
@@ -189,6 +202,25 @@ def test_past_the_bound_a_relaunch_and_a_resume_ask_for_the_secret_again(tmp_pat
         anew = launch(client, "ops", {"note": "three", "password": PASSWORD})
         assert anew["status"] == "succeeded", anew
         assert witnessed(ws)[-1] == {"note": "three", "password": PASSWORD}
+    finally:
+        server.stop()
+
+
+def test_a_run_that_outlives_a_restart_of_the_server_keeps_its_values_to_its_end_and_no_longer(tmp_path):
+    """The run's process is not the server's child any more: the restarted server removes the plaintext once the
+    run has ended (it watches the runs it found running), and the run's later step still got the value."""
+    ws = workspace(tmp_path / "ops", "ops")
+    server = start_server(tmp_path, [ws])
+    try:
+        client = api(server, "operator")
+        r = client.post("/api/v1/workspaces/ops/workflows/held/runs", json={"vars": {"password": PASSWORD}})
+        assert r.status_code == 202, r.text
+        server.restart()
+        (ws / "release").write_text("")
+        ended = wait_finished(api(server, "operator"), r.json()["run_id"])
+        assert ended["status"] == "succeeded", ended
+        assert witnessed(ws) == [{"password": PASSWORD}]
+        assert no_plaintext_left(server, PASSWORD) == []
     finally:
         server.stop()
 

@@ -98,3 +98,14 @@ def test_a_private_folder_that_is_not_the_servers_own_is_refused(files, tmp_path
         assert os.listdir(elsewhere) == []
     finally:
         files.opened_folder().unlink()
+
+
+def test_values_of_a_run_the_server_did_not_start_go_once_it_ends(files):
+    launched(files, RUN, "one")
+    states = {RUN: "running"}
+    files.sweep(states.__getitem__)
+    assert files.waiting == {RUN} and files.opened_path(RUN).exists()
+    assert files.sweep_waiting(states.__getitem__) == 0 and files.opened_path(RUN).exists()
+    states[RUN] = "ended"
+    assert files.sweep_waiting(states.__getitem__) == 1 and files.waiting == set()
+    assert not files.opened_path(RUN).exists() and files.sealed_path(RUN).exists()

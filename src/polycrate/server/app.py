@@ -43,7 +43,8 @@ from polycrate.server.catalog import Catalog
 from polycrate.runtime.ansible_options import check_host_pattern
 from polycrate.server.launch import (LaunchOptions, LaunchRefused, apply_declaration, enqueue_launch, failed_hosts,
                                      launch, parse_launch, prompts_of, sealed_of, stop, stop_launched)
-from polycrate.server.launch_files import DEFAULT_KEEP_SECRETS, SWEEP_SECONDS, LaunchFiles, SecretsGone
+from polycrate.server.launch_files import (DEFAULT_KEEP_SECRETS, SWEEP_SECONDS, WAITING_SECONDS, LaunchFiles,
+                                           SecretsGone)
 from polycrate.server.state import NO_ROLE, Principal, bounded
 from polycrate.server.state_backends import open_state
 
@@ -1635,13 +1636,20 @@ async def _plain(send, status: int, message: str) -> None:
 
 
 def _sweeper(web: Web) -> None:
-    """The launch files' sweep on the server's start and every SWEEP_SECONDS (also after each launched run)."""
+    """The launch files' sweep on the server's start and every SWEEP_SECONDS (also after each launched run); in
+    between, every WAITING_SECONDS, the values of runs this server did not start (it was restarted) once ended."""
     while True:
         try:
             web.sweep_launches()
         except Exception:  # housekeeping: the next sweep does it
             pass
-        time.sleep(SWEEP_SECONDS)
+        for _ in range(SWEEP_SECONDS // WAITING_SECONDS):
+            time.sleep(WAITING_SECONDS)
+            if web.files.waiting:
+                try:
+                    web.files.sweep_waiting(web.launch_state)
+                except Exception:
+                    pass
 
 
 def create_app(settings: Settings):

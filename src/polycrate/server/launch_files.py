@@ -10,7 +10,8 @@ opens the sealed values there again, for as long as the run uses them.
 
 How long
     - a run's files go when its record goes (the history's retention, ``keep_runs``/``keep_days``): the server
-      sweeps after each run it launched ends, on its start and every ``SWEEP_SECONDS``;
+      sweeps after each run it launched ends, on its start and every ``SWEEP_SECONDS``; the plaintext values of
+      a run that a server before a restart launched go within ``WAITING_SECONDS`` of its end;
     - a launch that got no record (refused, failed to start) leaves none (``discard``), and a leftover one goes
       after ``GRACE_SECONDS``;
     - sealed secret values go after ``serve --keep-launch-secrets`` (default ``DEFAULT_KEEP_SECRETS``, 7 days, from
@@ -39,6 +40,7 @@ from polycrate.errors import PolycrateError
 DEFAULT_KEEP_SECRETS = 7 * 86400
 GRACE_SECONDS = 3600  # a launch's files without a run record (nor a launch record) after this are leftovers
 SWEEP_SECONDS = 600
+WAITING_SECONDS = 5  # how often the values of a run the server did not start itself are checked (sweep_waiting)
 KEY_FILE = "launch-key.txt"
 SEALED = ".secret.age"
 OPENED = ".secret.yml"  # the plaintext while a run uses it (and the name versions before this kept at rest)
@@ -62,6 +64,7 @@ class LaunchFiles:
         self.keep_secrets = keep_secrets
         self._held: dict[str, int] = {}  # run id -> how many of this server's children use its files
         self._guard = threading.RLock()
+        self.waiting: set[str] = set()  # launches whose values a run not of this server's children uses
 
     def hold(self, run_id: str) -> list[str]:
         """Launch ``run_id``'s files are in use by a child of this server (until ``release``): never swept."""
@@ -146,12 +149,13 @@ class LaunchFiles:
         """The plaintext as Ansible reads it: SECRET_FILE_HEAD (the run masks each value), every text `!unsafe`."""
         from polycrate.runtime.ansible_options import SECRET_FILE_HEAD, as_unsafe, dump_unsafe_yaml
 
-        if path.parent == self.opened_folder():
-            self._ensure_opened_folder()
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(SECRET_FILE_HEAD + dump_unsafe_yaml(as_unsafe(values)))
+        with self._guard:  # (close removes the folder once empty)
+            if path.parent == self.opened_folder():
+                self._ensure_opened_folder()
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(SECRET_FILE_HEAD + dump_unsafe_yaml(as_unsafe(values)))
         return path
 
     def secrets_of(self, run_id: str, now: float | None = None) -> dict[str, Any]:
@@ -207,18 +211,25 @@ class LaunchFiles:
             raise
         return opened
 
-    @staticmethod
-    def close(paths: Iterable[Path | None]) -> None:
-        """Remove plaintext values a run no longer uses."""
-        for path in paths:
-            if path is not None:
-                path.unlink(missing_ok=True)
+    def close(self, paths: Iterable[Path | None]) -> None:
+        """Remove plaintext values a run no longer uses, and the private folder once empty."""
+        with self._guard:
+            for path in paths:
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            self._tidy()
+
+    def _tidy(self) -> None:
+        try:
+            self.opened_folder().rmdir()
+        except OSError:  # not empty, or not there
+            pass
 
     def discard(self, run_id: str) -> None:
         """Every file of launch ``run_id`` (a launch that got no record, a run whose record was pruned)."""
         for suffix in (".out", ".vars.yml", SEALED, OPENED):
             (self.folder / f"{run_id}{suffix}").unlink(missing_ok=True)
-        self.opened_path(run_id).unlink(missing_ok=True)
+        self.close([self.opened_path(run_id)])
 
     # --- the sweep -----------------------------------------------------------------------------
 
@@ -284,10 +295,13 @@ class LaunchFiles:
         launch: refused, or made by another server on this state folder). Counts of what went, by kind."""
         now = now or time.time()
         counts = {"runs": 0, "opened": 0, "sealed": 0}
+        waiting = set()
         for run_id, newest in self.run_ids().items():
             if self.held(run_id):
                 continue
             state = run_state(run_id)
+            if state == "running" and self.opened_path(run_id).exists():
+                waiting.add(run_id)  # a run no child of ours runs (the server was restarted): watched closely
             if state == "pruned" or (state == "unknown" and now - newest > GRACE_SECONDS):
                 self.discard(run_id)
                 counts["runs"] += 1
@@ -295,7 +309,7 @@ class LaunchFiles:
             if state != "running":
                 opened = self.opened_path(run_id)
                 if opened.exists():
-                    opened.unlink(missing_ok=True)
+                    self.close([opened])
                     counts["opened"] += 1
             sealed = self.sealed_path(run_id)
             try:
@@ -305,7 +319,22 @@ class LaunchFiles:
             if expired:
                 sealed.unlink(missing_ok=True)
                 counts["sealed"] += 1
+        self.waiting = waiting
         return counts
 
+    def sweep_waiting(self, run_state: Callable[[str], str]) -> int:
+        """Between sweeps: the plaintext values of runs that were running at the last sweep, removed once their
+        run has ended (``waiting``); how many."""
+        removed = 0
+        for run_id in sorted(self.waiting):
+            if self.held(run_id) or run_state(run_id) == "running":
+                continue
+            self.waiting.discard(run_id)
+            if self.opened_path(run_id).exists():
+                self.close([self.opened_path(run_id)])
+                removed += 1
+        return removed
 
-__all__ = ["DEFAULT_KEEP_SECRETS", "GRACE_SECONDS", "LaunchFiles", "SWEEP_SECONDS", "SecretsGone", "keep_words"]
+
+__all__ = ["DEFAULT_KEEP_SECRETS", "GRACE_SECONDS", "LaunchFiles", "SWEEP_SECONDS", "SecretsGone", "WAITING_SECONDS",
+           "keep_words"]
