@@ -81,9 +81,21 @@ def test_plaintext_of_an_older_version_is_sealed_and_removed(files):
     old = files.folder / f"{RUN}.secret.yml"
     old.write_text(f"{SECRET_FILE_HEAD}password: !unsafe 'older'\n")
     os.utime(old, (time.time() - 50, time.time() - 50))
-    assert files.migrate() == 1 and not old.exists()
+    assert files.migrate(lambda _: "ended") == 1 and not old.exists()
     assert files.recorded_secrets(str(old)) == {"password": "older"}  # its launch record names the old file
     assert files.sweep(lambda _: "ended", now=time.time() + 51)["sealed"] == 1  # the bound counts from the launch
+
+
+def test_plaintext_of_an_older_version_that_a_running_run_reads_goes_when_the_run_ends(files):
+    from polycrate.runtime.ansible_options import SECRET_FILE_HEAD
+
+    files.folder.mkdir(parents=True)
+    old = files.folder / f"{RUN}.secret.yml"
+    old.write_text(f"{SECRET_FILE_HEAD}password: !unsafe 'older'\n")
+    assert files.migrate(lambda _: "running") == 1
+    assert old.exists() and files.sealed_path(RUN).exists() and files.waiting == {RUN}
+    assert files.sweep_waiting(lambda _: "ended") == 1 and not old.exists()
+    assert files.secrets_of(RUN) == {"password": "older"}
 
 
 def test_a_private_folder_that_is_not_the_servers_own_is_refused(files, tmp_path):

@@ -233,12 +233,6 @@ def cmd_serve(args) -> int:
                         backend=backend_setting(),
                         schedule_dests=tuple(Path(d) for d in args.schedule_dest) or None,
                         keep_launch_secrets=keep_secrets)
-    from polycrate.server.launch_files import LaunchFiles
-
-    sealed = LaunchFiles(state_dir, keep_secrets).migrate()
-    if sealed:
-        print(f"polycrate serve: sealed {sealed} plaintext secret launch values file(s) an older version left in "
-              f"{state_dir / 'launches'} (and removed them)", file=sys.stderr, flush=True)
     app = create_app(settings)
     scheme = "https" if tls else "http"
     sock = _bind(host, port, args.listen)  # before saying we serve: a taken port is one line, not uvicorn's log

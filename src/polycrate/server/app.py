@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import json
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -1654,6 +1655,10 @@ def _sweeper(web: Web) -> None:
 
 def create_app(settings: Settings):
     web = Web(settings)
+    sealed = web.files.migrate(web.launch_state)
+    if sealed:  # one line, never what they hold
+        print(f"polycrate serve: sealed {sealed} plaintext secret launch values file(s) an older version left in "
+              f"{web.files.folder} (removed, or once their run ends)", file=sys.stderr, flush=True)
     threading.Thread(target=_sweeper, args=(web,), name="launch-files", daemon=True).start()
     app = Starlette(routes=web.routes(), exception_handlers={StarletteHTTPException: web.unrouted})
     app.router.redirect_slashes = False  # SlashRedirect does it without echoing Host

@@ -252,9 +252,10 @@ class LaunchFiles:
                 found[match.group(1)] = max(found.get(match.group(1), 0.0), mtime)
         return found
 
-    def migrate(self) -> int:
-        """Seal the plaintext secret values files versions before this kept in ``launches/`` and remove them,
-        keeping their launch's time (the bound counts from it); how many."""
+    def migrate(self, run_state: Callable[[str], str]) -> int:
+        """Seal the plaintext secret values files versions before this kept in ``launches/``, keeping their launch's
+        time (the bound counts from it), and remove them: at once, or once their run ends when it is running
+        (``waiting``: an older server's child may read them at its next step); how many were found."""
         from polycrate.runtime.ansible_options import _load_file
 
         count = 0
@@ -276,9 +277,17 @@ class LaunchFiles:
                     os.utime(sealed, (launched, launched))
             except (OSError, PolycrateError):
                 pass  # unreadable: removed all the same, a relaunch asks for the values again
-            path.unlink(missing_ok=True)
+            if run_state(match.group(1)) == "running":
+                self.waiting.add(match.group(1))
+            else:
+                path.unlink(missing_ok=True)
             count += 1
         return count
+
+    def _plaintexts(self, run_id: str) -> list[Path]:
+        """Where launch ``run_id``'s values may be in plaintext: opened for a run (and, left by a version before
+        this, in ``launches/``)."""
+        return [self.opened_path(run_id), self.folder / f"{run_id}{OPENED}"]
 
     def _seal_only(self, sealed: Path, values: dict[str, Any]) -> None:
         from polycrate.team.values import seal
@@ -300,16 +309,16 @@ class LaunchFiles:
             if self.held(run_id):
                 continue
             state = run_state(run_id)
-            if state == "running" and self.opened_path(run_id).exists():
+            if state == "running" and any(p.exists() for p in self._plaintexts(run_id)):
                 waiting.add(run_id)  # a run no child of ours runs (the server was restarted): watched closely
             if state == "pruned" or (state == "unknown" and now - newest > GRACE_SECONDS):
                 self.discard(run_id)
                 counts["runs"] += 1
                 continue
             if state != "running":
-                opened = self.opened_path(run_id)
-                if opened.exists():
-                    self.close([opened])
+                opened = [p for p in self._plaintexts(run_id) if p.exists()]
+                if opened:
+                    self.close(opened)
                     counts["opened"] += 1
             sealed = self.sealed_path(run_id)
             try:
@@ -330,8 +339,9 @@ class LaunchFiles:
             if self.held(run_id) or run_state(run_id) == "running":
                 continue
             self.waiting.discard(run_id)
-            if self.opened_path(run_id).exists():
-                self.close([self.opened_path(run_id)])
+            opened = [p for p in self._plaintexts(run_id) if p.exists()]
+            if opened:
+                self.close(opened)
                 removed += 1
         return removed
 
