@@ -669,3 +669,37 @@ def test_an_owner_is_told_by_pid_and_start_time(tmp_path):
         (tmp_path / name).mkdir()
     assert scratch.sweep(str(tmp_path)) == [str(tmp_path / f"polycrate-secrets-{me}.{ticks + 1}-a")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other-folder", "polycrate-secrets-x1y2z3"]
+
+
+# --------------------------------------------------------------------------- validate sees what a run sees
+
+
+def test_validate_checks_a_script_with_the_secret_config_a_run_gets(tmp_path, env):
+    """`workspace validate` filled a script's `{{ .block.config.token }}` from workspace.poly alone: a token that
+    secrets.poly gives read `<no value>`, and `echo $(echo <no value> | rev)` failed bash -n, so validate said the
+    workspace was broken while its run succeeded. Now validate opens the secrets as a run does (encrypted too)."""
+    root = tmp_path / "ws"
+    (root / "blocks" / "app").mkdir(parents=True)
+    (root / "blocks" / "app" / "block.poly").write_text(
+        "name: app\nactions:\n  - name: use\n    script:\n"
+        "      - 'echo \"reversed: $(echo {{ .block.config.token }} | rev)\" > used.txt'\n")
+    (root / "workspace.poly").write_text("name: ws\nconfig: {runtime: local}\nblocks:\n  - name: app\n"
+                                         "workflows:\n  - name: use\n    steps:\n      - {name: use, block: app, action: use}\n")
+    (root / "secrets.poly").write_text(f"blocks:\n  - name: app\n    config:\n      token: {SECRET_VALUE}\n")
+    valid = polycrate("workspace", "validate", cwd=root, env=env)
+    assert valid.returncode == 0, valid.output
+    assert "is valid" in valid.stdout and "<no value>" not in valid.output and SECRET_VALUE not in valid.output
+    ran = polycrate("workflows", "run", "use", cwd=root, env=env)  # what validate says, the run does
+    assert ran.returncode == 0, ran.output
+    assert (root / "blocks" / "app" / "used.txt").read_text().strip() == f"reversed: {SECRET_VALUE[::-1]}"
+
+    identity, recipient = keypair(tmp_path, "ops")  # encrypted: validate opens it with the key a run uses
+    poly = root / "workspace.poly"
+    poly.write_text(poly.read_text() + f"encryption:\n  recipients:\n    - {recipient}\n")
+    key = {secrets.ENV_KEY: secret_key_of(identity)}
+    assert polycrate("workspace", "encrypt", cwd=root, env=env, extra=key).returncode == 0
+    assert not (root / "secrets.poly").exists()
+    valid = polycrate("workspace", "validate", cwd=root, env=env, extra=key)
+    assert valid.returncode == 0 and "<no value>" not in valid.output, valid.output
+    without = polycrate("workspace", "validate", cwd=root, env=env)  # no key: that is what it says
+    assert without.returncode == 2 and SECRET_VALUE not in without.output, without.output

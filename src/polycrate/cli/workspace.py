@@ -133,7 +133,7 @@ def cmd_validate(args) -> int:
     from polycrate.errors import EXIT_BAD_INPUT
 
     ws = workspace_from(args)
-    report = preflight.check(ws, preflight.workspace_targets(ws))
+    report = preflight.check_workspace(ws)
     if args.output == "json":
         emit_json(contract.document("findings", {"findings": [f.as_dict() for f in report.findings]}), args.format)
     else:

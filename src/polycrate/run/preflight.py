@@ -456,6 +456,23 @@ def _run_ansible_half(request: ActionRequest, request_file: Path, private: Path,
     return {"error": f"exit status {code}" + (f": {tail}" if tail else "")}
 
 
+def check_workspace(ws: Workspace) -> Report:
+    """`workspace validate`: every action checked as a run checks it, with the workspace's secrets opened as a run
+    opens them (a script or playbook that uses a secret config value is checked with it, not with `<no value>`).
+    Secrets that cannot be opened here are the settings check's finding, and the rest is checked without them."""
+    from polycrate.secrets import open_runtime_secrets
+
+    try:
+        opened = open_runtime_secrets(ws.root, list(ws.blocks))
+    except PolycrateError:
+        return check(ws, workspace_targets(ws))
+    from polycrate.config.workspace import with_secret_values
+
+    with opened:
+        ws = with_secret_values(ws, opened.poly)  # secrets.poly's config over the workspace's, as a run sees it
+        return check(ws, workspace_targets(ws), secrets=opened)
+
+
 def check(ws: Workspace, targets: list[Target], *, settings: bool = True, secrets: RuntimeSecrets | None = None,
           zygote: Zygote | None = None, runtime: Runtime | None = None, ansible: AnsibleOptions | None = None,
           display_env: tuple[tuple[str, str], ...] = (), ssh_sharing: SSHSharing | None = None,
