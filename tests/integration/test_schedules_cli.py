@@ -134,6 +134,32 @@ def test_apply_twice_changes_nothing(ws):
     assert [line.split()[0] for line in again.stdout.splitlines() if str(dest) in line] == ["unchanged"] * 4
 
 
+def test_plan_shows_a_new_file_whole_a_changed_one_as_a_diff_and_an_unchanged_one_not(ws):
+    """plan printed every file whole, the unchanged ones too: a changed time was one line among a hundred."""
+    root, dest = ws
+    assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0
+    poly = root / "workspace.poly"
+    poly.write_text(poly.read_text().replace("Mon..Fri 06:30", "Mon..Fri 07:45"))
+    plan = polycrate(root, "schedules", "plan", "--dest", str(dest))
+    assert plan.returncode == 0, plan.stderr
+    shown: dict[str, list[str]] = {}
+    for line in plan.stdout.splitlines():
+        if str(dest) in line:
+            shown[line.split()[-1]] = current = []
+        elif line.startswith("    | ") and shown:
+            current.append(line[6:])
+    timer = str(dest / "polycrate-acme-weekdays.timer")
+    assert "-OnCalendar=Mon..Fri 06:30" in shown[timer] and "+OnCalendar=Mon..Fri 07:45" in shown[timer], plan.stdout
+    assert not any(line.startswith(("+[Unit]", " [Install]", "+WantedBy")) for line in shown[timer]), shown[timer]
+    assert len(shown[timer]) < len((dest / "polycrate-acme-weekdays.timer").read_text().splitlines())
+    assert shown[str(dest / "polycrate-acme-nightly.timer")] == []  # unchanged: its name and verb only
+    assert "unchanged" in plan.stdout and "would update" in plan.stdout
+    (dest / "polycrate-acme-nightly.timer").unlink()  # a file to create again: whole
+    again = polycrate(root, "schedules", "plan", "--dest", str(dest)).stdout
+    created = again.split(str(dest / "polycrate-acme-nightly.timer"), 1)[1]
+    assert "    | [Timer]" in created and "    | [Install]" in created, again
+
+
 def test_removing_a_schedule_removes_only_our_files(ws, tmp_path):
     root, dest = ws
     assert polycrate(root, "schedules", "apply", "--dest", str(dest)).returncode == 0

@@ -102,7 +102,7 @@ def cmd_plan(args) -> int:
         for name, content in entry.files.items():
             change = by_name.get(name)
             print(f"  {_verb(change.status if change else 'create', planned=True)}  {plan.dest / name}")
-            for line in content.splitlines():
+            for line in _shown(plan.dest / name, content, change.status if change else "create"):
                 print(f"    | {line}")
         print()
     _print_other_changes(plan, planned=True)
@@ -436,6 +436,24 @@ _VERBS = {
 
 def _verb(status: str, planned: bool) -> str:
     return _VERBS[status][0 if planned else 1]
+
+
+def _shown(path: Path, content: str, status: str) -> list[str]:
+    """A file plan would write: whole when new; when it replaces one, what changes (a unified diff, a line of
+    context), so that a changed time is not lost among forty unchanged lines (whole again if the file in
+    place cannot be read); nothing when it stays as it is."""
+    if status == "unchanged":
+        return []
+    if status == "update":
+        import difflib
+
+        try:
+            before = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return content.splitlines()
+        diff = list(difflib.unified_diff(before.splitlines(), content.splitlines(), lineterm="", n=1))
+        return diff[2:]  # without the ---/+++ file lines: the path is on the line above
+    return content.splitlines()
 
 
 def _print_plan_header(plan) -> None:
