@@ -252,3 +252,38 @@ def test_a_failed_command_says_its_return_code_and_output(tmp_path):
     assert result.returncode == 1, result.output
     assert "failed: step check, task 'Check the disk' on localhost" in result.stdout
     assert "\n  non-zero return code 3\n  disk 97% full\n" in result.stdout, result.stdout
+
+
+def test_inspect_says_the_schedule_queue_and_launch_values(ws):
+    """`workflows inspect` showed the steps only: not when the workflow runs, on which queue, nor what a web or API
+    launch may set."""
+    poly = ws / "workspace.poly"
+    poly.write_text(poly.read_text() + """
+  - name: rotate
+    schedule: {cron: "15 4 * * 1"}
+    queue: db-segment
+    launch:
+      variables:
+        - {name: note, type: string, required: true}
+        - {name: size, type: choice, choices: [small, large], default: small}
+        - {name: db_password, type: secret}
+    steps:
+      - {name: one, block: b, action: one}
+""")
+    shown = run_cli("workflows", "inspect", "rotate", cwd=ws)
+    assert shown.returncode == 0, shown.output
+    assert "schedule: cron 15 4 * * 1\nqueue: db-segment\n" in shown.stdout, shown.stdout
+    assert ("launch values: note (string, required), size (choice, default small, one of small|large), "
+            "db_password (secret)\n") in shown.stdout, shown.stdout
+    data = json.loads(run_cli("workflows", "inspect", "rotate", "-o", "json", cwd=ws).stdout)
+    from tests.helpers import validate_document
+
+    validate_document(data, "workflow")
+    assert data["queue"] == "db-segment" and data["schedule"]["expression"] == "15 4 * * 1"
+    secret = data["launch_variables"][2]
+    assert secret == {"name": "db_password", "type": "secret", "required": False, "default": None,
+                      "description": None, "choices": None}
+    listed = json.loads(run_cli("workflows", "list", "-o", "json", cwd=ws).stdout)["workflows"]
+    assert next(w for w in listed if w["name"] == "rotate")["launch_variables"][1]["choices"] == ["small", "large"]
+    plain = run_cli("workflows", "inspect", "three", cwd=ws).stdout  # none of it: none of those lines
+    assert "schedule:" not in plain and "queue:" not in plain and "launch values:" not in plain, plain

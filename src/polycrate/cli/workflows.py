@@ -59,6 +59,12 @@ def cmd_inspect(args) -> int:
         print(f"description: {data['description']}")
     if data["prompt"]:
         print(f"prompt: {data['prompt']}")
+    if data["schedule"]:
+        print(f"schedule: {data['schedule']['kind']} {data['schedule']['expression']}")
+    if data["queue"] != "default":
+        print(f"queue: {data['queue']}")
+    if data["launch_variables"] is not None:
+        print("launch values: " + (", ".join(_launch_variable(v) for v in data["launch_variables"]) or "none"))
     steps = [(str(i), s) for i, s in enumerate(data["steps"], 1)] + [("on_failure", s) for s in data["on_failure"]]
     table(
         [
@@ -76,6 +82,16 @@ def cmd_inspect(args) -> int:
         ("#", "STEP", "BLOCK", "ACTION", "ALLOW_FAILURE", "TIMEOUT", "RETRIES"),
     )
     return 0
+
+
+def _launch_variable(v: dict) -> str:
+    """`note (string, required)`, `replicas (integer, default 2)`, `size (choice, one of small|large)`."""
+    said = [v["type"]] + (["required"] if v["required"] else [])
+    if v["default"] is not None:
+        said.append(f"default {v['default']}")
+    if v["choices"]:
+        said.append("one of " + "|".join(str(c) for c in v["choices"]))
+    return f"{v['name']} ({', '.join(said)})"
 
 
 cmd_run = run_workflow

@@ -225,7 +225,21 @@ def workflow_step(s: Any) -> dict:
     }
 
 
+def launch_variable(v: Any) -> dict:
+    """A declared launch variable (config.launch_params.Variable): what may be set at a web or API launch (a
+    secret has no default: workspace.poly refuses one)."""
+    return {
+        "name": v.name,
+        "type": v.type,
+        "required": v.required,
+        "default": v.default,
+        "description": v.description or None,
+        "choices": list(v.choices) or None,
+    }
+
+
 def workflow(w: Any) -> dict:
+    launch = w.launch if w.launch is not None and w.launch.declared else None
     return {
         "name": w.name,
         "description": w.description or None,
@@ -234,6 +248,8 @@ def workflow(w: Any) -> dict:
         "steps": [workflow_step(s) for s in w.steps],
         "on_failure": [workflow_step(s) for s in w.on_failure],
         "labels": dict(w.labels),
+        "queue": w.queue,
+        "launch_variables": [launch_variable(v) for v in launch.variables] if launch is not None else None,
     }
 
 
