@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -77,6 +78,16 @@ def test_status_kind_and_time_filters(ws):
     assert _runs(ws, "--until", "1d") == []
     assert len(_runs(ws, "--since", "2000-01-01", "--until", "2999-01-01T00:00Z")) == 3
     assert_one_line_error(run_cli("runs", "list", "--since", "yesterday", cwd=ws), "not a time: 'yesterday'")
+    # a list cut short says so, and how to see the rest: its --until lists the older ones (the last row again)
+    cut = run_cli("runs", "list", "--limit", "2", cwd=ws)
+    rows = [line.split()[0] for line in cut.stdout.splitlines()[1:] if not line.startswith("(")]
+    hint = re.search(r"^\(the newest 2 shown; more match: --limit N for more, --until '([^']+)' for older ones\)$",
+                     cut.stdout, re.M)
+    assert len(rows) == 2 and hint, cut.stdout
+    older = [r["run_id"] for r in _runs(ws, "--until", hint.group(1))]
+    every = [r["run_id"] for r in _runs(ws)]
+    assert rows[-1] in older and set(rows) | set(older) == set(every), (older, rows)  # nothing skipped
+    assert "more match" not in run_cli("runs", "list", "--limit", "3", cwd=ws).stdout
     # the states as a user types them, not as Python spells them (was: <RunState.RUNNING: 'running'>, ...)
     assert_one_line_error(run_cli("runs", "list", "--status", "done", cwd=ws),
                           "invalid choice: 'done' (choose from 'running', 'succeeded', 'failed', 'interrupted', 'lost')")

@@ -118,7 +118,9 @@ def cmd_list(args) -> int:
     try:
         kind = args.kind or ("workflow" if args.workflow else None)
         runs = store.list_runs(name=args.workflow, kind=kind, status=args.status, since=args.since,
-                               until=args.until, limit=args.limit)
+                               until=args.until, limit=args.limit + 1)  # one more: are there more than shown?
+        more = len(runs) > args.limit
+        runs = runs[:args.limit]
         total = store.count_runs() if not runs and args.output != "json" else 0
     finally:
         store.close()
@@ -153,6 +155,10 @@ def cmd_list(args) -> int:
         # STEP: the step a running run is at, or the step a failed run failed at; DURATION: so far while running
         ("RUN", "STARTED", "KIND", "NAME", "STATUS", "DURATION", "STEP", "BY"),
     )
+    if more:  # a list cut short says so, not only by its length
+        # the next second: --until is "started before", to the second; the last row shown again beats a row lost
+        print(f"(the newest {args.limit} shown; more match: --limit N for more, --until "
+              f"{shlex.quote(_when(runs[-1].started + 1))} for older ones)")
     return 0
 
 
