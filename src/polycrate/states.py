@@ -29,6 +29,8 @@ class RunState(StrEnum):
         return self is not RunState.RUNNING
 
 
+# the runs a --resume takes over: it failed, was stopped, or was lost with its worker (team mode)
+RESUMABLE = frozenset({RunState.FAILED, RunState.INTERRUPTED, RunState.LOST})
 RUN_STATES = tuple(s.value for s in RunState)  # as people and flags spell them (`runs list --status`, the API)
 
 

@@ -279,7 +279,7 @@ def resumable(dsn: str, workspace: str, root, workflow: str) -> str:
     any host), checked here where a person is; the worker resumes it (run/opening.py)."""
     from polycrate.history.postgres import PostgresRunStore
     from polycrate.run.opening import NothingToResume
-    from polycrate.states import RunState
+    from polycrate.states import RESUMABLE
 
     store = PostgresRunStore(dsn, workspace=workspace, root=root)
     try:
@@ -288,7 +288,7 @@ def resumable(dsn: str, workspace: str, root, workflow: str) -> str:
         store.close()
     if previous is None:
         raise NothingToResume(f"nothing to resume: workflow '{workflow}' has no recorded run; nothing was queued")
-    if previous.status not in (RunState.FAILED, RunState.INTERRUPTED, RunState.LOST):
+    if previous.status not in RESUMABLE:
         raise NothingToResume(f"nothing to resume: the latest run of '{workflow}' ({previous.id}) {previous.status}; "
                               "nothing was queued")
     return previous.id

@@ -23,7 +23,7 @@ from polycrate.run.plan import plan_prompts, resume_point, resumed_notes
 from polycrate.run.request import Confirm, PlannedStep, RunOptions, RunPrompt, RunResult, StepResult
 from polycrate.runtime.action import ActionRequest
 from polycrate.runtime.ansible_options import AnsibleOptions, merged_extra_vars
-from polycrate.states import Phase, RunKind, RunState
+from polycrate.states import RESUMABLE, Phase, RunKind
 from polycrate.config.record import MutableRecord, Record, record
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ def resume(run: RunContext, target: RunTarget) -> tuple[dict[str, str], str]:
         store.close()
     if previous is None:
         raise NothingToResume(f"nothing to resume: workflow '{name}' has no recorded run")
-    if previous.status not in (RunState.FAILED, RunState.INTERRUPTED, RunState.LOST):  # lost: team mode's
+    if previous.status not in RESUMABLE:
         raise NothingToResume(f"nothing to resume: the latest run of '{name}' ({previous.id}) {previous.status}")
     skip = resume_point(previous, target.planned)
     run.options = resumed_options(run.options, previous)

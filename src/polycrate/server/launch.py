@@ -40,7 +40,7 @@ from polycrate.history import RunRecord, new_run_id
 from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder, request_stop
 from polycrate.runtime.ansible_options import (HOST_PATTERN_MAX, SECRET_FILE_HEAD, AnsibleOptions, as_unsafe,
                                                check_host_pattern, dump_unsafe_yaml)
-from polycrate.states import RunState
+from polycrate.states import RESUMABLE, RunState
 
 if TYPE_CHECKING:
     from polycrate.server.launch_files import LaunchFiles
@@ -365,7 +365,7 @@ def _resumed_extra_vars(root: Path, workflow: str, backend: str | None, workspac
         previous = store.latest_full_run(workflow)
     finally:
         store.close()
-    if previous is None or previous.status not in (RunState.FAILED, RunState.INTERRUPTED, RunState.LOST):
+    if previous is None or previous.status not in RESUMABLE:
         return []
     return list(AnsibleOptions.from_record(dict(previous.ansible_options)).extra_vars)
 
