@@ -1,6 +1,7 @@
 """Step controls (timeout, retries, on_failure) and check mode, with real ansible-playbook runs."""
 import json
 import signal
+import sqlite3
 
 import pytest
 
@@ -140,7 +141,10 @@ def test_a_stop_while_a_step_waits_to_retry_records_the_attempts_that_ran(tmp_pa
         proc = start_cli("workflows", "run", "patient", cwd=ws)
 
         def waiting() -> bool:  # the run's notice, written just before the delay starts
-            rows = db_rows(ws, "SELECT notices FROM runs") if (ws / ".polycrate/runs.db").exists() else []
+            try:
+                rows = db_rows(ws, "SELECT notices FROM runs") if (ws / ".polycrate/runs.db").exists() else []
+            except sqlite3.OperationalError:  # the file exists, its schema not yet (the run is creating it)
+                return False
             return bool(rows) and "attempt 2 of 2 in 300s" in rows[0]["notices"]
 
         wait_for(waiting, timeout=120, what="the step to wait for its retry")
