@@ -23,6 +23,11 @@ from polycrate.config.record import Record, record
 LOCKS_DIR = Path(".polycrate") / "locks"
 
 
+def run_lock_key(name: str, action: str | None = None) -> str:
+    """The lock a run holds: its workflow's (``name``), or with ``action`` one action of block ``name``."""
+    return f"action-{name}-{action}" if action else f"workflow-{name}"
+
+
 def lock_path(root: Path, key: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", key)
     return root / LOCKS_DIR / f"{safe}.lock"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from polycrate.config.action_view import playbook_path
 from polycrate.config.workspace import get_action, get_block, get_workflow
 from polycrate.errors import PolycrateError
+from polycrate.history.locking import run_lock_key
 from polycrate.run.context import RunContext
 from polycrate.run.drive import drive
 from polycrate.run.opening import NothingToResume, PromptDeclined, RunTarget, open_run
@@ -54,7 +55,7 @@ def run_action(
         raise PolycrateError("--resume applies to workflows only")
     prompt = RunPrompt(action.prompt.message, block=block.name, action=action.name) if action.prompt else None
     target = RunTarget(RunKind.ACTION, f"{block.name} {action.name}", [PlannedStep(action.name, block.name, action.name)],
-                       lock_key=f"action-{block.name}-{action.name}", lock_what=f"action {block.name} {action.name}",
+                       lock_key=run_lock_key(block.name, action.name), lock_what=f"action {block.name} {action.name}",
                        prompts=(prompt,) if prompt else (), record={"block": block.name, "action": action.name})
     return _run(target, confirm, RunContext(ws, reporter or Reporter(), options, runtime, early_zygote))
 
@@ -75,7 +76,7 @@ def run_workflow(
     if options.resume and only_step:
         raise PolycrateError("--resume and --step do not combine: --resume picks the steps itself")
     target = RunTarget(RunKind.WORKFLOW, workflow.name, plan_workflow(ws, workflow, only_step),
-                       lock_key=f"workflow-{workflow.name}", lock_what=f"workflow '{workflow.name}'",
+                       lock_key=run_lock_key(workflow.name), lock_what=f"workflow '{workflow.name}'",
                        workflow=workflow, record={"workflow": workflow.name, "only_step": only_step})
     return _run(target, confirm, RunContext(ws, reporter or Reporter(), options, runtime, early_zygote))
 

@@ -794,7 +794,7 @@ class Web:
         """For the sweep of launch files (launch_files.LaunchFiles.sweep): whether launch ``run_id``'s values may
         be in use ("running": its workflow's lock is held; a child of this server is never swept), its run is
         recorded ("ended"), or no longer ("pruned"); "unknown": this server has no record of the launch."""
-        from polycrate.history.locking import is_held, lock_path
+        from polycrate.history.locking import is_held, lock_path, run_lock_key
 
         record = self.state.launch_of(run_id)
         if record is None:
@@ -804,8 +804,7 @@ class Web:
         except NotFoundError:
             return "unknown"
         block, _, action = str(record["workflow"]).partition(" ")
-        key = f"action-{block}-{action}" if action else f"workflow-{block}"
-        if is_held(lock_path(entry.root, key)):
+        if is_held(lock_path(entry.root, run_lock_key(block, action))):
             return "running"
         with self.catalog.store(entry) as store:
             return "ended" if store.find_run(run_id) is not None else "pruned"

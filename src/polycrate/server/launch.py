@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 from polycrate.errors import EXIT_BAD_INPUT, EXIT_LOCKED, PolycrateError
 from polycrate.history import RunRecord, new_run_id
-from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder, request_stop
+from polycrate.history.locking import is_held, lock_path, pid_alive, read_holder, request_stop, run_lock_key
 from polycrate.runtime.ansible_options import (HOST_PATTERN_MAX, SECRET_FILE_HEAD, AnsibleOptions, as_unsafe,
                                                check_host_pattern, dump_unsafe_yaml)
 from polycrate.states import RESUMABLE, RunState
@@ -396,7 +396,7 @@ def launch(root: Path, workflow: str, options: LaunchOptions, *, launched_by: st
     if action is not None and (options.resume or options.step):
         raise LaunchRefused("step and resume apply to workflows, not to one action")
     what = f"action '{workflow} {action}'" if action is not None else f"workflow '{workflow}'"
-    lock = lock_path(root, f"action-{workflow}-{action}" if action is not None else f"workflow-{workflow}")
+    lock = lock_path(root, run_lock_key(workflow, action))
     if is_held(lock) and _finishing(root, read_holder(lock), backend, workspace):
         deadline = time.monotonic() + 10  # its run is recorded as ended: the process is closing, give it a moment
         while is_held(lock) and time.monotonic() < deadline:
